@@ -1,0 +1,129 @@
+//! BPF map names, keys and values. Layouts are `#[repr(C)]` with explicit padding so BTF shows
+//! every field and no byte is left uninitialised.
+
+/// Directory under bpffs where the maps and the XDP links are pinned.
+pub const PIN_DIR: &str = "/sys/fs/bpf/herald";
+
+/// Map names as they appear in the object and in `bpftool map list` (max 15 chars).
+pub const MAP_V4: &str = "HERALD_V4";
+pub const MAP_V6: &str = "HERALD_V6";
+pub const MAP_V4_STATS: &str = "HERALD_V4_STATS";
+pub const MAP_V6_STATS: &str = "HERALD_V6_STATS";
+pub const MAP_COUNTERS: &str = "HERALD_COUNTERS";
+pub const MAP_GUARD: &str = "HERALD_GUARD";
+
+/// Name of the XDP program in the object.
+pub const PROG_NAME: &str = "herald_xdp";
+
+/// Capacity of the announced-address maps (per family).
+pub const MAX_ANNOUNCED: u32 = 65_536;
+
+/// An announced IPv4 address on one interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv4Key {
+    pub ifindex: u32,
+    /// Network byte order, as on the wire.
+    pub addr: [u8; 4],
+}
+
+/// An announced IPv6 address on one interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv6Key {
+    pub ifindex: u32,
+    /// Network byte order, as on the wire.
+    pub addr: [u8; 16],
+}
+
+/// What to answer with for an announced address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Announcement {
+    /// MAC address put in replies (normally the interface's own).
+    pub mac: [u8; 6],
+    /// `ANNOUNCE_*` bits.
+    pub flags: u16,
+}
+
+/// Reserved for future use; no flag is defined yet, userspace writes 0.
+pub const ANNOUNCE_FLAGS_NONE: u16 = 0;
+
+/// Per-address counters (per-CPU hash keyed like the announced map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AddrStats {
+    /// ARP requests / Neighbor Solicitations seen for this address.
+    pub requests: u64,
+    /// Replies sent (zero while the guard silences the program).
+    pub replies: u64,
+}
+
+/// Slots of the per-CPU global counter array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    ArpReplies = 0,
+    NaReplies = 1,
+    /// Frames passed to the kernel (everything not answered).
+    Passed = 2,
+    /// ARP or NDP frames that failed validation.
+    Malformed = 3,
+    /// Requests for announced addresses left unanswered because the guard expired.
+    Silenced = 4,
+}
+
+pub const COUNTER_SLOTS: u32 = 5;
+
+/// Data-plane guard: userspace refreshes `heartbeat_ns` (CLOCK_MONOTONIC, the clock of
+/// `bpf_ktime_get_ns`); when `now - heartbeat_ns > timeout_ns` the program stops answering.
+/// `timeout_ns == 0` disables the guard (standalone `herald xdp` use without a daemon).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Guard {
+    pub heartbeat_ns: u64,
+    pub timeout_ns: u64,
+}
+
+impl Guard {
+    /// True while answers are allowed at monotonic time `now_ns`.
+    #[inline(always)]
+    pub fn allows(&self, now_ns: u64) -> bool {
+        self.timeout_ns == 0 || now_ns.wrapping_sub(self.heartbeat_ns) <= self.timeout_ns
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all types are repr(C), Copy, with no implicit padding and valid for any bit pattern.
+    unsafe impl aya::Pod for super::Ipv4Key {}
+    unsafe impl aya::Pod for super::Ipv6Key {}
+    unsafe impl aya::Pod for super::Announcement {}
+    unsafe impl aya::Pod for super::AddrStats {}
+    unsafe impl aya::Pod for super::Guard {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(size_of::<Ipv4Key>(), 8);
+        assert_eq!(size_of::<Ipv6Key>(), 20);
+        assert_eq!(size_of::<Announcement>(), 8);
+        assert_eq!(size_of::<AddrStats>(), 16);
+        assert_eq!(size_of::<Guard>(), 16);
+    }
+
+    #[test]
+    fn guard_disabled_or_fresh_allows_stale_denies() {
+        let off = Guard { heartbeat_ns: 0, timeout_ns: 0 };
+        assert!(off.allows(u64::MAX));
+        let g = Guard { heartbeat_ns: 1_000, timeout_ns: 500 };
+        assert!(g.allows(1_000));
+        assert!(g.allows(1_500));
+        assert!(!g.allows(1_501));
+    }
+}

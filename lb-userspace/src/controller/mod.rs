@@ -1,0 +1,1 @@
+//! `herald controller` (issue: controller on a real API server). Not implemented yet.

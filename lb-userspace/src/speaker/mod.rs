@@ -1,0 +1,1 @@
+//! `herald speaker` (issue: speaker for layer 2). Not implemented yet.
