@@ -1,4 +1,10 @@
-//! `cargo xtask <habit>`: one command per habit (build-ebpf, test, bench, manifests, lab, kube).
+//! `cargo xtask <habit>`: one command per habit.
+
+mod bench_alloc;
+mod bench_xdp;
+mod ebpf;
+mod manifests;
+mod test;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -13,11 +19,40 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build the XDP object (installs rust-src and bpf-linker first when missing).
-    BuildEbpf,
+    BuildEbpf(ebpf::BuildArgs),
+    /// Write the CRD YAML to manifests/crds/.
+    Manifests,
+    /// Install what the tests need, build the XDP object and run every test (root for netns tests).
+    Test(test::TestArgs),
+    /// Benchmarks: `alloc` (allocator), `xdp` (ns per packet through BPF_PROG_TEST_RUN).
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Allocate 1k/10k/100k services into an IPv4 /15 and an IPv6 /64 pool.
+    Alloc(bench_alloc::Args),
+    /// ns per packet for the XDP program beside an empty XDP_PASS program.
+    Xdp(bench_xdp::Args),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::BuildEbpf => anyhow::bail!("build-ebpf: not implemented yet"),
+        Command::BuildEbpf(args) => ebpf::build(&args),
+        Command::Manifests => manifests::write(),
+        Command::Test(args) => test::run(&args),
+        Command::Bench { which: Bench::Alloc(args) } => bench_alloc::run(&args),
+        Command::Bench { which: Bench::Xdp(args) } => bench_xdp::run(&args),
     }
+}
+
+/// Root of the workspace (xtask lives one level below it).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
 }
