@@ -1,0 +1,1 @@
+//! Namespace tests (in progress).

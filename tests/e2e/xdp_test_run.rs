@@ -1,0 +1,1 @@
+//! BPF_PROG_TEST_RUN tests (in progress).
