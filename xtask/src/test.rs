@@ -1,8 +1,114 @@
-use anyhow::{Result, bail};
+//! `cargo xtask test`: the README's test command. Installs what the tests need (Debian packages,
+//! the eBPF toolchain through `build-ebpf`), then runs every test: unit, property, BPF_PROG_TEST_RUN
+//! and network-namespace tests, the fuzz target's build, `cargo fmt --check` and clippy.
+
+use anyhow::{Context, Result, bail};
+use std::process::Command;
+
+use crate::workspace_root;
+
+/// Nightly used for the eBPF object and cargo-fuzz (same pin as build-ebpf).
+const NIGHTLY: &str = "nightly-2026-10-15";
+
+/// Debian packages the end-to-end tests drive (command → package).
+const TOOLS: &[(&str, &str)] = &[
+    ("bpftool", "bpftool"),
+    ("arping", "arping"),
+    ("ndisc6", "ndisc6"),
+    ("tcpdump", "tcpdump"),
+    ("ip", "iproute2"),
+];
 
 #[derive(clap::Args)]
-pub struct TestArgs {}
+pub struct TestArgs {
+    /// Skip installing packages and toolchains (use what is there).
+    #[arg(long)]
+    pub no_install: bool,
+    /// Skip formatting and lint checks.
+    #[arg(long)]
+    pub no_lint: bool,
+}
 
-pub fn run(_args: &TestArgs) -> Result<()> {
-    bail!("test: not implemented yet")
+pub fn run(args: &TestArgs) -> Result<()> {
+    let root = workspace_root();
+    if !is_root() {
+        bail!("cargo xtask test needs root (CAP_BPF, CAP_NET_ADMIN for namespaces and XDP): run it with sudo");
+    }
+    if !args.no_install {
+        install_tools()?;
+    }
+    step("cargo xtask build-ebpf");
+    cargo(&root, &["xtask", "build-ebpf"])?;
+
+    step("build herald (the e2e tests run the real binary)");
+    cargo(&root, &["build", "--workspace", "--bins"])?;
+    step("run every test");
+    cargo(&root, &["test", "--workspace", "--no-fail-fast"])?;
+    fuzz_build(&root)?;
+    if !args.no_lint {
+        step("cargo fmt --check");
+        cargo(&root, &["fmt", "--all", "--check"])?;
+        step("cargo clippy -D warnings");
+        cargo(&root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    }
+    println!("xtask test: all passed");
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn step(what: &str) {
+    println!("==> {what}");
+}
+
+fn have(cmd: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join(cmd).is_file())
+    })
+}
+
+fn install_tools() -> Result<()> {
+    let missing: Vec<&str> = TOOLS.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("apt-get install {}", missing.join(" ")));
+    sh(Command::new("apt-get").arg("update").arg("-q"))?;
+    sh(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Builds the fuzz target (cargo-fuzz needs nightly for sanitizer flags).
+fn fuzz_build(root: &std::path::Path) -> Result<()> {
+    let fuzz_dir = root.join("lb-ebpf/common/fuzz");
+    if !fuzz_dir.join("Cargo.toml").is_file() {
+        return Ok(());
+    }
+    if !have("cargo-fuzz") {
+        step("cargo install cargo-fuzz");
+        sh(Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]))?;
+    }
+    step("cargo fuzz build (lb-common packet logic)");
+    sh(Command::new("cargo")
+        .arg(format!("+{NIGHTLY}"))
+        .args(["fuzz", "build", "--fuzz-dir"])
+        .arg(&fuzz_dir)
+        .current_dir(root.join("lb-ebpf/common")))
+}
+
+fn cargo(root: &std::path::Path, args: &[&str]) -> Result<()> {
+    sh(Command::new("cargo").args(args).current_dir(root))
+}
+
+fn sh(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
 }
