@@ -3,6 +3,7 @@
 mod bench_alloc;
 mod bench_xdp;
 mod ebpf;
+mod kube;
 mod manifests;
 mod test;
 
@@ -24,6 +25,11 @@ enum Command {
     Manifests,
     /// Install what the tests need, build the XDP object and run every test (root for netns tests).
     Test(test::TestArgs),
+    /// Real Kubernetes control plane for tests and the lab: build | up | down.
+    Kube {
+        #[command(subcommand)]
+        command: kube::KubeCommand,
+    },
     /// Benchmarks: `alloc` (allocator), `xdp` (ns per packet through BPF_PROG_TEST_RUN).
     Bench {
         #[command(subcommand)]
@@ -44,6 +50,7 @@ fn main() -> Result<()> {
         Command::BuildEbpf(args) => ebpf::build(&args),
         Command::Manifests => manifests::write(),
         Command::Test(args) => test::run(&args),
+        Command::Kube { command } => kube::run(&command),
         Command::Bench { which: Bench::Alloc(args) } => bench_alloc::run(&args),
         Command::Bench { which: Bench::Xdp(args) } => bench_xdp::run(&args),
     }
