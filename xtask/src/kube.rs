@@ -138,13 +138,19 @@ pub fn up(args: &UpArgs) -> Result<PathBuf> {
             .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", etcd_port + 1))
             .arg(format!("--initial-cluster=default=http://127.0.0.1:{}", etcd_port + 1)),
     )?);
+    let mut apiserver = Command::new(bin("kube-apiserver"));
+    if args.bind.starts_with("127.") {
+        // A loopback address may not be advertised; nothing in-cluster needs the endpoint.
+        apiserver.arg("--endpoint-reconciler-type=none");
+    } else {
+        apiserver.arg(format!("--advertise-address={}", args.bind));
+    }
     pids.push(spawn(
         &run,
         "kube-apiserver",
-        Command::new(bin("kube-apiserver"))
+        apiserver
             .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
             .arg(format!("--bind-address={}", args.bind))
-            .arg(format!("--advertise-address={}", args.bind))
             .arg(format!("--secure-port={}", args.port))
             .arg(format!("--cert-dir={}", run.join("certs").display()))
             .arg("--service-cluster-ip-range=10.96.0.0/16")
