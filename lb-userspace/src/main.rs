@@ -13,6 +13,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Allocate LoadBalancer IPs: watch Services and pools, write status, explain with Events.
+    Controller(cli::controller::ControllerArgs),
     /// Load, feed and inspect the XDP responder without Kubernetes.
     Xdp(cli::xdp::XdpArgs),
     /// Validate, allocate and elect over YAML files, printing each Service's outcome.
@@ -26,6 +28,7 @@ enum Command {
 fn main() -> Result<()> {
     cli::init_tracing();
     match Cli::parse().command {
+        Command::Controller(args) => cli::controller::run(args),
         Command::Xdp(args) => cli::xdp::run(args),
         Command::Simulate(args) => cli::simulate::run(args),
         Command::Validate(args) => cli::simulate::validate(args),

@@ -40,6 +40,8 @@ pub fn run(args: &TestArgs) -> Result<()> {
     step("cargo xtask build-ebpf");
     cargo(&root, &["xtask", "build-ebpf"])?;
 
+    step("real Kubernetes control plane (cargo xtask kube build)");
+    crate::kube::build()?;
     step("build herald (the e2e tests run the real binary)");
     cargo(&root, &["build", "--workspace", "--bins"])?;
     step("run every test");

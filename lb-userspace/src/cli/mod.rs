@@ -1,6 +1,7 @@
 //! Command-line front ends. Each subcommand parses its arguments, calls the pure modules or the
 //! dataplane, and renders the result; no decision logic lives here.
 
+pub mod controller;
 pub mod convert;
 pub mod simulate;
 pub mod xdp;

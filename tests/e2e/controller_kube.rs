@@ -1,0 +1,1 @@
+//! Controller tests against the real API server (in progress).
