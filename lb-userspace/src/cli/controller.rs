@@ -1,9 +1,149 @@
-//! `herald controller` (owned by the controller work).
-use anyhow::{Result, bail};
+//! `herald controller`: flags as MetalLB's controller where they apply, then the reconcile loop.
 
-#[derive(clap::Args)]
-pub struct ControllerArgs {}
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub fn run(_args: ControllerArgs) -> Result<()> {
-    bail!("herald controller: not implemented yet")
+use anyhow::{Context as _, Result};
+use hyper::StatusCode;
+
+use crate::controller::{self, Health, Metrics, Settings, http};
+use crate::k8s::lease::LeaseTimings;
+
+/// Where a pod finds its own namespace.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+#[derive(clap::Args, Debug)]
+pub struct ControllerArgs {
+    /// Kubeconfig file (default: KUBECONFIG, then the in-cluster service account).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// MetalLB's namespace (default: the service account's namespace, else metallb-system).
+    #[arg(long, env = "METALLB_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Handle only Services with this loadBalancerClass (unset: only Services without a class).
+    #[arg(long, default_value = "")]
+    pub lb_class: String,
+    /// Prometheus metrics port (plain HTTP, /metrics); 0 disables metrics.
+    #[arg(long, default_value_t = 9120)]
+    pub port: u16,
+    /// Port of /healthz and /readyz; 0 disables them.
+    #[arg(long, default_value_t = 17472)]
+    pub health_probe_port: u16,
+    /// Address the metrics and health endpoints listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub bind_address: IpAddr,
+    /// Memberlist Secret to create (key `secretkey`); empty: none.
+    #[arg(long, env = "METALLB_ML_SECRET_NAME", default_value = "")]
+    pub ml_secret_name: String,
+    /// Deployment owning the memberlist Secret.
+    #[arg(long, env = "METALLB_DEPLOYMENT", default_value = "")]
+    pub deployment: String,
+    /// Log level: all, debug, info, warn, error, none (RUST_LOG, when set, wins).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// This pod's name: the identity in the leader Lease and on Events.
+    #[arg(long, env = "METALLB_POD_NAME", default_value = "")]
+    pub pod_name: String,
+    /// Accepted for MetalLB compatibility; Herald serves no webhooks (CRD rules and CEL validate).
+    #[arg(long, default_value = "disabled")]
+    pub webhook_mode: String,
+    /// Name of the coordination.k8s.io Lease used for leader election.
+    #[arg(long, default_value = "metallb-controller")]
+    pub lease_name: String,
+    /// Seconds a leader's Lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration: u64,
+}
+
+pub fn run(args: ControllerArgs) -> Result<()> {
+    if std::env::var_os("RUST_LOG").is_none() {
+        tracing::info!(level = %args.log_level, "log level comes from RUST_LOG; --log-level is informational");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ControllerArgs) -> Result<()> {
+    let namespace = match args.namespace.filter(|n| !n.is_empty()) {
+        Some(namespace) => namespace,
+        None => std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "metallb-system".to_string()),
+    };
+    let identity = if args.pod_name.is_empty() { default_identity() } else { args.pod_name.clone() };
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    let settings = Settings {
+        namespace,
+        lb_class: non_empty(args.lb_class),
+        identity,
+        lease_name: args.lease_name,
+        lease: LeaseTimings::from_duration(Duration::from_secs(args.lease_duration.max(1))),
+        ml_secret_name: non_empty(args.ml_secret_name),
+        deployment: non_empty(args.deployment),
+    };
+    tracing::info!(?settings, "starting herald controller");
+    let client = crate::k8s::client(args.kubeconfig.as_deref()).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    if args.port != 0 {
+        let metrics = metrics.clone();
+        let addr = http::serve(
+            SocketAddr::new(args.bind_address, args.port),
+            Arc::new(move |path: &str| match path {
+                "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.encode()),
+                _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+            }),
+        )
+        .await
+        .with_context(|| format!("listening for metrics on port {}", args.port))?;
+        tracing::info!(%addr, "metrics on /metrics");
+    }
+    if args.health_probe_port != 0 {
+        let health = health.clone();
+        let addr = http::serve(
+            SocketAddr::new(args.bind_address, args.health_probe_port),
+            Arc::new(move |path: &str| match path {
+                "/healthz" | "/livez" => (StatusCode::OK, "text/plain", "ok\n".into()),
+                "/readyz" if health.ready() => (StatusCode::OK, "text/plain", "ok\n".into()),
+                "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into()),
+                _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+            }),
+        )
+        .await
+        .with_context(|| format!("listening for health probes on port {}", args.health_probe_port))?;
+        tracing::info!(%addr, "health probes on /healthz and /readyz");
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    controller::run(client, settings, metrics, health, stop_rx).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Host name plus process id: unique among replicas when no pod name is given.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    format!("{}-{}", if host.is_empty() { "herald" } else { &host }, std::process::id())
 }

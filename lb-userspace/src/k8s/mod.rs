@@ -1,1 +1,134 @@
-//! The only module that talks to the Kubernetes API server (controller/speaker issues).
+//! The only module that talks to the Kubernetes API server: client construction, watches
+//! (reflectors), the writes the controller makes (Service status and annotation, pool status,
+//! ConfigurationState, memberlist Secret), Events, and Lease leader election.
+//!
+//! Everything here is I/O with no allocation decisions; `controller` decides what to write.
+
+pub mod events;
+pub mod lease;
+pub mod writes;
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use kube::api::{ApiResource, DynamicObject};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Config, Resource};
+use serde::de::DeserializeOwned;
+
+/// The API group of MetalLB's (and Herald's) custom resources.
+pub const METALLB_GROUP: &str = "metallb.io";
+/// The version the controller reads and writes (IPAddressPool, Community, ConfigurationState).
+pub const METALLB_VERSION: &str = "v1beta1";
+
+/// Why talking to the API server could not even start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("reading kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no usable Kubernetes configuration (no --kubeconfig, KUBECONFIG or in-cluster service account): {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// A client from an explicit kubeconfig file, else the usual inference (KUBECONFIG, then the
+/// in-cluster service account).
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let wrap = |source| ClientError::Kubeconfig { path: path.to_path_buf(), source };
+            let file = Kubeconfig::read_from(path).map_err(wrap)?;
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.map_err(wrap)?
+        }
+        None => Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// The `ApiResource` of a metallb.io kind at the version the controller uses, so that reads and
+/// writes of status do not depend on how the typed CRD structs evolve.
+pub fn metallb_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: METALLB_GROUP.into(),
+        version: METALLB_VERSION.into(),
+        api_version: format!("{METALLB_GROUP}/{METALLB_VERSION}"),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+/// Namespaced API for a metallb.io kind as dynamic objects.
+pub fn metallb_api(client: &Client, namespace: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &metallb_resource(kind, plural))
+}
+
+/// Starts a reflector (watch + local cache) on its own task. `on_event` sees every watch event
+/// after the cache applied it; it must not block. Watch errors are retried with kube's default
+/// exponential backoff, forever: an API server that restarts or drops the watch only delays.
+pub fn spawn_reflector<K, F>(api: Api<K>, dyntype: K::DynamicType, mut on_event: F) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
+    F: FnMut(&watcher::Event<K>) + Send + 'static,
+{
+    let writer = reflector::store::Writer::new(dyntype);
+    let store = writer.as_reader();
+    let kind = K::kind(&Default::default()).to_string();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(event) => on_event(&event),
+                Err(error) => tracing::warn!(%kind, %error, "watch failed; retrying with backoff"),
+            }
+        }
+    });
+    store
+}
+
+/// Like [`spawn_reflector`] for a dynamic metallb.io kind.
+pub fn spawn_dynamic_reflector<F>(api: Api<DynamicObject>, resource: ApiResource, mut on_event: F) -> Store<DynamicObject>
+where
+    F: FnMut(&watcher::Event<DynamicObject>) + Send + 'static,
+{
+    let writer = reflector::store::Writer::new(resource.clone());
+    let store = writer.as_reader();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(event) => on_event(&event),
+                Err(error) => tracing::warn!(kind = %resource.kind, %error, "watch failed; retrying with backoff"),
+            }
+        }
+    });
+    store
+}
+
+/// Whether an API error is a 404 (the object does not exist).
+pub fn is_not_found(error: &kube::Error) -> bool {
+    status_code(error) == Some(404)
+}
+
+/// Whether an API error is a 409 (already exists, or a stale resourceVersion).
+pub fn is_conflict(error: &kube::Error) -> bool {
+    status_code(error) == Some(409)
+}
+
+fn status_code(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}

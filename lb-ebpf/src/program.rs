@@ -1,0 +1,214 @@
+use aya_ebpf::bindings::xdp_action::{XDP_PASS, XDP_TX};
+use aya_ebpf::btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap};
+use aya_ebpf::helpers::generated::{bpf_ktime_get_ns, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes};
+use aya_ebpf::macros::{btf_map, xdp};
+use aya_ebpf::programs::XdpContext;
+use lb_common::Skip;
+use lb_common::arp::{ARP_FRAME_LEN, ArpFrame, arp_addressed_to, check_arp, write_arp_reply};
+use lb_common::maps::{AddrStats, Announcement, COUNTER_SLOTS, Counter, Guard, Ipv4Key, Ipv6Key, MAX_ANNOUNCED};
+use lb_common::ndp::{NA_LEN, NS_HEAD_LEN, NS_WINDOW, NsHead, NsWindow, check_ns, ns_copy_len, write_na};
+use lb_common::wire::{ETH_HLEN, ETH_TYPE, ETHERTYPE_ARP, ETHERTYPE_IPV6, ICMP6_NS, ICMP6_TYPE, IP6_NEXT_HEADER, IPPROTO_ICMPV6};
+
+const ANNOUNCED: usize = MAX_ANNOUNCED as usize;
+
+#[btf_map]
+static HERALD_V4: HashMap<Ipv4Key, Announcement, ANNOUNCED> = HashMap::new();
+#[btf_map]
+static HERALD_V6: HashMap<Ipv6Key, Announcement, ANNOUNCED> = HashMap::new();
+#[btf_map]
+static HERALD_V4_STATS: PerCpuHashMap<Ipv4Key, AddrStats, ANNOUNCED> = PerCpuHashMap::new();
+#[btf_map]
+static HERALD_V6_STATS: PerCpuHashMap<Ipv6Key, AddrStats, ANNOUNCED> = PerCpuHashMap::new();
+#[btf_map]
+static HERALD_COUNTERS: PerCpuArray<u64, { COUNTER_SLOTS as usize }> = PerCpuArray::new();
+#[btf_map]
+static HERALD_GUARD: Array<Guard, 1> = Array::new();
+
+/// Empty program: the baseline for `cargo xtask bench xdp`.
+#[xdp]
+pub fn herald_pass(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
+#[xdp]
+pub fn herald_xdp(ctx: XdpContext) -> u32 {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if data + ETH_HLEN > end {
+        return pass();
+    }
+    // SAFETY: the 14-byte Ethernet header is inside the frame (checked above).
+    let ethertype = unsafe { *((data + ETH_TYPE) as *const [u8; 2]) };
+    if ethertype == ETHERTYPE_ARP {
+        arp(&ctx, data, end)
+    } else if ethertype == ETHERTYPE_IPV6 {
+        ipv6(&ctx, data, end)
+    } else {
+        pass()
+    }
+}
+
+#[inline(always)]
+fn arp(ctx: &XdpContext, data: usize, end: usize) -> u32 {
+    if data + ARP_FRAME_LEN > end {
+        return malformed();
+    }
+    // SAFETY: the first ARP_FRAME_LEN bytes are inside the frame (checked above), and nothing else
+    // refers to them while this reference lives.
+    let frame = unsafe { &mut *(data as *mut ArpFrame) };
+    let request = match check_arp(frame) {
+        Ok(request) => request,
+        Err(skip) => return skipped(skip),
+    };
+    let key = Ipv4Key { ifindex: ctx.ingress_ifindex() as u32, addr: request.target };
+    // SAFETY: the value is copied out at once; userspace may replace it concurrently.
+    let Some(announcement) = (unsafe { HERALD_V4.get(&key) }).copied() else {
+        return pass();
+    };
+    if !arp_addressed_to(frame, &announcement.mac) {
+        return pass();
+    }
+    let stats = HERALD_V4_STATS.get_ptr_mut(&key);
+    bump_requests(stats);
+    if !guard_allows() {
+        return silenced();
+    }
+    write_arp_reply(frame, &announcement.mac);
+    answered(stats, Counter::ArpReplies)
+}
+
+#[inline(always)]
+fn ipv6(ctx: &XdpContext, data: usize, end: usize) -> u32 {
+    if data + ICMP6_TYPE + 1 > end {
+        return pass();
+    }
+    // SAFETY: both bytes are below ICMP6_TYPE + 1, inside the frame (checked above).
+    let (next_header, icmp_type) = unsafe { (*((data + IP6_NEXT_HEADER) as *const u8), *((data + ICMP6_TYPE) as *const u8)) };
+    if next_header != IPPROTO_ICMPV6 || icmp_type != ICMP6_NS {
+        return pass();
+    }
+    solicitation(ctx, data, end)
+}
+
+/// Neighbor Solicitations: copied into a zero-filled stack window (options have variable length,
+/// which the verifier only accepts with constant bounds), validated, answered from a stack NA.
+#[inline(never)]
+fn solicitation(ctx: &XdpContext, data: usize, end: usize) -> u32 {
+    if data + NS_HEAD_LEN > end {
+        return malformed();
+    }
+    // SAFETY: the first NS_HEAD_LEN bytes are inside the frame (checked above).
+    let head = unsafe { &*(data as *const NsHead) };
+    let frame_len = end - data;
+    let copy_len = match ns_copy_len(head, frame_len) {
+        Ok(len) => len,
+        Err(skip) => return skipped(skip),
+    };
+    let mut window: NsWindow = [0; NS_WINDOW];
+    // Re-state the bound where the verifier can see it.
+    if copy_len > NS_WINDOW {
+        return pass();
+    }
+    // SAFETY: copy_len <= NS_WINDOW bytes into the window; the helper checks the frame side.
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, window.as_mut_ptr().cast(), copy_len as u32) } != 0 {
+        return malformed();
+    }
+    let solicitation = match check_ns(&window) {
+        Ok(s) => s,
+        Err(skip) => return skipped(skip),
+    };
+    let key = Ipv6Key { ifindex: ctx.ingress_ifindex() as u32, addr: solicitation.target };
+    // SAFETY: the value is copied out at once; userspace may replace it concurrently.
+    let Some(announcement) = (unsafe { HERALD_V6.get(&key) }).copied() else {
+        return pass();
+    };
+    if !solicitation.addressed_to(&announcement.mac) {
+        return pass();
+    }
+    let stats = HERALD_V6_STATS.get_ptr_mut(&key);
+    bump_requests(stats);
+    if !guard_allows() {
+        return silenced();
+    }
+    // The NA is built over the start of the window (the solicitation was copied out), which
+    // keeps the stack within the 512 bytes BPF allows.
+    let Some(na) = window.first_chunk_mut::<NA_LEN>() else {
+        return pass();
+    };
+    write_na(na, &solicitation, &announcement.mac);
+    let delta = NA_LEN as i32 - frame_len as i32;
+    // SAFETY: plain helper calls on this program's context; `na` is NA_LEN bytes.
+    unsafe {
+        if delta != 0 && bpf_xdp_adjust_tail(ctx.ctx, delta) != 0 {
+            return pass();
+        }
+        if bpf_xdp_store_bytes(ctx.ctx, 0, na.as_mut_ptr().cast(), NA_LEN as u32) != 0 {
+            return pass();
+        }
+    }
+    answered(stats, Counter::NaReplies)
+}
+
+#[inline(always)]
+fn guard_allows() -> bool {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    HERALD_GUARD.get(0).is_some_and(|guard| guard.allows(now))
+}
+
+#[inline(always)]
+fn count(counter: Counter) {
+    if let Some(slot) = HERALD_COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot of this CPU; XDP runs with preemption disabled.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn bump_requests(stats: Option<*mut AddrStats>) {
+    if let Some(stats) = stats {
+        // SAFETY: per-CPU value of this CPU.
+        unsafe { (*stats).requests += 1 };
+    }
+}
+
+#[inline(always)]
+fn answered(stats: Option<*mut AddrStats>, counter: Counter) -> u32 {
+    if let Some(stats) = stats {
+        // SAFETY: per-CPU value of this CPU.
+        unsafe { (*stats).replies += 1 };
+    }
+    count(counter);
+    XDP_TX
+}
+
+#[inline(always)]
+fn pass() -> u32 {
+    count(Counter::Passed);
+    XDP_PASS
+}
+
+#[inline(always)]
+fn malformed() -> u32 {
+    count(Counter::Malformed);
+    pass()
+}
+
+#[inline(always)]
+fn silenced() -> u32 {
+    count(Counter::Silenced);
+    pass()
+}
+
+#[inline(always)]
+fn skipped(skip: Skip) -> u32 {
+    match skip {
+        Skip::Ignore => pass(),
+        Skip::Malformed => malformed(),
+    }
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

@@ -1,0 +1,516 @@
+//! The reconcile loop: follower/leader switching, batching of watch triggers, the allocator's
+//! decisions turned into writes, and retries.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::DynamicObject;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use super::plan::{self, ConfigVerdict};
+use super::{Context, Trigger, backoff, config_input};
+use crate::allocator::{ALLOCATED_FROM_POOL, Allocator, EventType, Outcome, PoolCounters, ServiceInfo, Status, restart_order};
+use crate::config::Config;
+use crate::k8s::events::Severity;
+use crate::k8s::{self, is_not_found, metallb_api, writes};
+
+/// Writes in flight at once during a pass (the API server handles them concurrently).
+const WRITE_CONCURRENCY: usize = 32;
+/// Passes repeated while a pass frees addresses (pending Services may take them).
+const MAX_FOLLOW_UP_PASSES: usize = 3;
+
+pub(crate) async fn drive(
+    ctx: &Context,
+    mut rx: mpsc::UnboundedReceiver<Trigger>,
+    mut leading: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Readiness: every cache has listed once.
+    tokio::select! {
+        _ = wait_caches(ctx) => {}
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    }
+    ctx.health.synced.store(true, Ordering::Relaxed);
+    loop {
+        ctx.health.leader.store(false, Ordering::Relaxed);
+        ctx.health.serving.store(true, Ordering::Relaxed);
+        // Follow: discard triggers until we lead (the start pass covers everything).
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if *leading.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                _ = leading.changed() => {}
+                _ = shutdown.changed() => {}
+                Some(_) = rx.recv() => {}
+            }
+        }
+        while rx.try_recv().is_ok() {}
+        ctx.health.leader.store(true, Ordering::Relaxed);
+        ctx.health.serving.store(false, Ordering::Relaxed);
+        tracing::info!(identity = %ctx.settings.identity, "leading: re-claiming existing addresses before allocating");
+        let mut leader = Leader::new(ctx);
+        leader.start().await;
+        ctx.health.serving.store(true, Ordering::Relaxed);
+        loop {
+            let due = leader.next_due();
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                changed = leading.changed() => {
+                    if changed.is_err() || !*leading.borrow_and_update() {
+                        tracing::warn!("lost leadership: stopping all writes");
+                        break;
+                    }
+                }
+                Some(first) = rx.recv() => {
+                    let mut batch = vec![first];
+                    while let Ok(next) = rx.try_recv() {
+                        batch.push(next);
+                    }
+                    leader.handle(batch).await;
+                }
+                _ = sleep_until(due), if due.is_some() => leader.retry_due().await,
+            }
+        }
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    if let Some(due) = due {
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+async fn wait_caches(ctx: &Context) {
+    let c = &ctx.caches;
+    let _ = tokio::join!(
+        c.services.wait_until_ready(),
+        c.namespaces.wait_until_ready(),
+        c.pools.wait_until_ready(),
+        c.communities.wait_until_ready()
+    );
+}
+
+/// A pending retry: when, and how many attempts failed so far.
+#[derive(Clone, Copy, Debug)]
+struct Retry {
+    due: Instant,
+    attempt: u32,
+}
+
+impl Retry {
+    fn after_failure(previous: Option<Retry>) -> Retry {
+        let attempt = previous.map_or(0, |r| r.attempt.saturating_add(1));
+        Retry { due: Instant::now() + backoff(attempt), attempt }
+    }
+}
+
+/// State held only while leading; dropped (and rebuilt from the cluster) on leadership loss.
+struct Leader<'a> {
+    ctx: &'a Context,
+    allocator: Allocator,
+    /// The configuration serving now: the last valid one.
+    config: Option<Config>,
+    /// The start pass has run (it waits for a first valid configuration).
+    started: bool,
+    /// What this leader decided per Service (uid, status): authoritative over the cache, which
+    /// may not show our own writes yet.
+    decisions: HashMap<String, (Option<String>, Status)>,
+    retries: HashMap<ObjectRef<Service>, Retry>,
+    /// Side writes (pool status, ConfigurationState, Secret) failed: retry them.
+    side_retry: Option<Retry>,
+    pool_status_written: BTreeMap<String, PoolCounters>,
+    verdict: Option<ConfigVerdict>,
+    verdict_written: Option<ConfigVerdict>,
+    secret_done: bool,
+}
+
+impl<'a> Leader<'a> {
+    fn new(ctx: &'a Context) -> Self {
+        Leader {
+            ctx,
+            allocator: Allocator::new(&BTreeMap::new(), ctx.settings.lb_class.clone()),
+            config: None,
+            started: false,
+            decisions: HashMap::new(),
+            retries: HashMap::new(),
+            side_retry: None,
+            pool_status_written: BTreeMap::new(),
+            verdict: None,
+            verdict_written: None,
+            secret_done: ctx.settings.ml_secret_name.is_none(),
+        }
+    }
+
+    async fn start(&mut self) {
+        self.load_config().await;
+        self.start_pass_if_ready().await;
+        self.side_writes().await;
+    }
+
+    async fn start_pass_if_ready(&mut self) {
+        if self.started || self.config.is_none() {
+            return;
+        }
+        self.full_pass(true).await;
+        self.started = true;
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.retries.values().map(|r| r.due).chain(self.side_retry.map(|r| r.due)).min()
+    }
+
+    async fn handle(&mut self, batch: Vec<Trigger>) {
+        let mut config = false;
+        let mut resync = false;
+        let mut services = HashSet::new();
+        for trigger in batch {
+            match trigger {
+                Trigger::Config => config = true,
+                Trigger::Resync => resync = true,
+                Trigger::Service(r) => {
+                    services.insert(r);
+                }
+            }
+        }
+        let mut full = false;
+        if config {
+            full = self.load_config().await;
+        }
+        if !self.started {
+            self.start_pass_if_ready().await;
+        } else if full || resync {
+            self.full_pass(false).await;
+        } else {
+            for service in services {
+                self.reconcile_one(&service).await;
+            }
+        }
+        self.side_writes().await;
+    }
+
+    async fn retry_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<ObjectRef<Service>> =
+            self.retries.iter().filter(|(_, r)| r.due <= now).map(|(k, _)| k.clone()).collect();
+        if self.started {
+            for service in due {
+                self.reconcile_one(&service).await;
+            }
+        }
+        if self.side_retry.is_some_and(|r| r.due <= now) {
+            self.side_writes().await;
+        }
+    }
+
+    /// Rebuilds the configuration from the caches. Returns whether the serving configuration
+    /// changed (every Service must then be reprocessed). An invalid configuration changes
+    /// nothing: the last valid one keeps serving.
+    async fn load_config(&mut self) -> bool {
+        let c = &self.ctx.caches;
+        let built = config_input::build(&c.pools.state(), &c.communities.state(), &c.namespaces.state());
+        let metrics = &self.ctx.metrics;
+        match built {
+            Ok(config) => {
+                metrics.config_loaded.set(1);
+                metrics.config_stale.set(0);
+                self.verdict = Some(ConfigVerdict::Valid);
+                if self.config.as_ref() == Some(&config) {
+                    return false;
+                }
+                let change = self.allocator.set_config(&config.pools);
+                tracing::info!(
+                    pools = config.pools.len(),
+                    forgotten = change.forgotten.len(),
+                    moved = change.moved.len(),
+                    "configuration loaded"
+                );
+                self.config = Some(config);
+                true
+            }
+            Err(summary) => {
+                metrics.config_stale.set(1);
+                tracing::error!(error = %summary, "invalid configuration: the last valid one keeps serving");
+                let repeated = self.verdict.as_ref() == Some(&ConfigVerdict::Invalid(summary.clone()));
+                if !repeated {
+                    let regarding = configuration_state_ref(&self.ctx.settings.namespace);
+                    if let Err(error) = self
+                        .ctx
+                        .events
+                        .publish_ref(regarding, Severity::Warning, "ConfigurationError", "LoadConfiguration", &summary)
+                        .await
+                    {
+                        tracing::warn!(%error, "recording the configuration event failed");
+                    }
+                }
+                self.verdict = Some(ConfigVerdict::Invalid(summary));
+                false
+            }
+        }
+    }
+
+    /// The allocator's view of `svc`, with this leader's own decision in place of a cache that
+    /// may lag behind our writes. `None` when the Service cannot even be read (an Event says why).
+    async fn info(&self, svc: &Service) -> Option<ServiceInfo> {
+        match ServiceInfo::from_service(svc) {
+            Ok(info) => {
+                let key = info.key();
+                Some(match self.decisions.get(&key) {
+                    Some((uid, status)) if *uid == svc.metadata.uid => info.with_status(status),
+                    _ => info,
+                })
+            }
+            Err(error) => {
+                tracing::warn!(service = %error.service, %error, "service skipped");
+                let _ = self
+                    .ctx
+                    .events
+                    .publish(svc, Severity::Warning, "LoadBalancerFailed", "Allocate", &error.to_string())
+                    .await;
+                None
+            }
+        }
+    }
+
+    /// Reconciles one Service (or releases a deleted one).
+    async fn reconcile_one(&mut self, service: &ObjectRef<Service>) {
+        let started = Instant::now();
+        self.retries.remove(service);
+        let key = format!("{}/{}", service.namespace.as_deref().unwrap_or(""), service.name);
+        let Some(svc) = self.ctx.caches.services.get(service) else {
+            self.decisions.remove(&key);
+            let freed = self.allocator.release(&key);
+            if !freed.is_empty() {
+                tracing::info!(service = %key, freed = ?freed, "service deleted: addresses freed");
+                self.full_pass(false).await;
+            }
+            return;
+        };
+        let Some(info) = self.info(&svc).await else { return };
+        let keys_before = self.allocator.allocation(&key).map(|a| (a.sharing_key.clone(), a.backend_key.clone()));
+        let outcome = self.allocator.reconcile(&info);
+        let keys_after = self.allocator.allocation(&key).map(|a| (a.sharing_key.clone(), a.backend_key.clone()));
+        let freed = !outcome.freed.is_empty();
+        self.write_all(vec![(svc, outcome)]).await;
+        self.ctx.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+        // MetalLB reprocesses everything when addresses free up or sharing keys change.
+        if freed || (keys_before.is_some() && keys_before != keys_after) {
+            self.full_pass(false).await;
+        }
+    }
+
+    /// Reconciles every Service. `restart` is the start pass: Services holding addresses
+    /// re-claim them before anything is allocated.
+    async fn full_pass(&mut self, restart: bool) {
+        let started = Instant::now();
+        for round in 0..=MAX_FOLLOW_UP_PASSES {
+            let services = self.ctx.caches.services.state();
+            let present: HashSet<String> =
+                services.iter().map(|s| format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any())).collect();
+            let vanished: Vec<String> = self.decisions.keys().filter(|k| !present.contains(*k)).cloned().collect();
+            for key in vanished {
+                self.decisions.remove(&key);
+                self.allocator.release(&key);
+            }
+            let mut infos = Vec::with_capacity(services.len());
+            let mut objects = HashMap::with_capacity(services.len());
+            for svc in services {
+                if let Some(info) = self.info(&svc).await {
+                    objects.insert(info.key(), svc);
+                    infos.push(info);
+                }
+            }
+            let outcomes = if restart && round == 0 {
+                self.allocator.reconcile_all(&infos)
+            } else {
+                restart_order(&infos).into_iter().map(|i| self.allocator.reconcile(&infos[i])).collect()
+            };
+            let freed = outcomes.iter().any(|o| !o.freed.is_empty());
+            let items: Vec<(Arc<Service>, Outcome)> =
+                outcomes.into_iter().filter_map(|o| objects.get(&o.service).map(|svc| (svc.clone(), o))).collect();
+            self.write_all(items).await;
+            if !freed {
+                break;
+            }
+        }
+        self.ctx.metrics.full_pass_seconds.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Records the decisions and performs their writes concurrently; failures are retried.
+    async fn write_all(&mut self, items: Vec<(Arc<Service>, Outcome)>) {
+        for (svc, outcome) in &items {
+            match &outcome.status {
+                Status::Ignored => {
+                    self.decisions.remove(&outcome.service);
+                }
+                Status::Unchanged { .. } => {}
+                status => {
+                    self.decisions.insert(outcome.service.clone(), (svc.metadata.uid.clone(), status.clone()));
+                }
+            }
+        }
+        let ctx = self.ctx;
+        let results: Vec<(ObjectRef<Service>, Result<(), kube::Error>)> = futures::stream::iter(items)
+            .map(|(svc, outcome)| async move {
+                let result = write_service(ctx, &svc, &outcome).await;
+                (ObjectRef::from_obj(svc.as_ref()), result)
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        for (service, result) in results {
+            if let Err(error) = result {
+                let retry = Retry::after_failure(self.retries.get(&service).copied());
+                tracing::warn!(service = %service, %error, attempt = retry.attempt, "write failed; retrying");
+                self.retries.insert(service, retry);
+            }
+        }
+    }
+
+    /// Memberlist Secret, ConfigurationState and pool status; retried together on failure.
+    async fn side_writes(&mut self) {
+        let mut failed = false;
+        let ctx = self.ctx;
+        let settings = &ctx.settings;
+        if !self.secret_done
+            && let Some(name) = &settings.ml_secret_name
+        {
+            match writes::ensure_memberlist_secret(&ctx.client, &settings.namespace, name, settings.deployment.as_deref()).await {
+                Ok(created) => {
+                    if created {
+                        tracing::info!(secret = %name, "created the memberlist secret");
+                    }
+                    self.secret_done = true;
+                }
+                Err(error) => {
+                    tracing::warn!(secret = %name, %error, "creating the memberlist secret failed");
+                    failed = true;
+                }
+            }
+        }
+        if self.verdict != self.verdict_written
+            && let Some(verdict) = self.verdict.clone()
+        {
+            match write_configuration_state(ctx, &verdict).await {
+                Ok(()) => self.verdict_written = Some(verdict),
+                Err(error) => {
+                    tracing::warn!(%error, "writing ConfigurationState failed");
+                    failed = true;
+                }
+            }
+        }
+        if self.started {
+            let counters = self.allocator.pool_counters();
+            ctx.metrics.set_pools(&counters);
+            self.pool_status_written.retain(|name, _| counters.contains_key(name));
+            let pools = metallb_api(&ctx.client, &settings.namespace, "IPAddressPool", "ipaddresspools");
+            for (name, c) in plan::changed_pools(&counters, &self.pool_status_written) {
+                match writes::dynamic_status(&pools, name, plan::pool_status(c)).await {
+                    Ok(_) => {
+                        self.pool_status_written.insert(name.clone(), *c);
+                    }
+                    Err(error) if is_not_found(&error) => {}
+                    Err(error) => {
+                        tracing::warn!(pool = %name, %error, "writing pool status failed");
+                        failed = true;
+                    }
+                }
+            }
+        }
+        self.side_retry = failed.then(|| Retry::after_failure(self.side_retry));
+    }
+}
+
+/// Writes one outcome: ingress and pool annotation when they differ, then its Events.
+async fn write_service(ctx: &Context, svc: &Service, outcome: &Outcome) -> Result<(), kube::Error> {
+    let (pool, ips) = match &outcome.status {
+        Status::Assigned { ips, pool } => (pool.as_str(), ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")),
+        _ => ("", String::new()),
+    };
+    let span = tracing::info_span!("service", service = %outcome.service, pool = %pool, ip = %ips);
+    async {
+        let planned = plan::service_writes(svc, &outcome.status);
+        let namespace = svc.namespace().unwrap_or_default();
+        let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+        let name = svc.name_any();
+        let result = async {
+            if let Some(ingress) = &planned.ingress {
+                count(ctx, writes::service_ingress(&api, &name, ingress).await)?;
+            }
+            if let Some(value) = &planned.pool_annotation {
+                count(ctx, writes::service_annotation(&api, &name, ALLOCATED_FROM_POOL, value.as_deref()).await)?;
+            }
+            Ok::<(), kube::Error>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {}
+            // Deleted meanwhile: the delete event releases it.
+            Err(error) if is_not_found(&error) => return Ok(()),
+            Err(error) => return Err(error),
+        }
+        if !planned.is_empty() {
+            match &outcome.status {
+                Status::Assigned { .. } => tracing::info!("address assigned"),
+                other => tracing::info!(state = ?other, "address cleared"),
+            }
+        }
+        for event in &outcome.events {
+            let severity = match event.event_type {
+                EventType::Normal => Severity::Normal,
+                EventType::Warning => Severity::Warning,
+            };
+            if let Err(error) = ctx.events.publish(svc, severity, event.reason.as_str(), "Allocate", &event.message).await {
+                tracing::warn!(%error, reason = event.reason.as_str(), "recording an event failed");
+            }
+        }
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+fn count<T>(ctx: &Context, result: Result<T, kube::Error>) -> Result<T, kube::Error> {
+    match &result {
+        Ok(_) => ctx.metrics.updates.inc(),
+        Err(_) => ctx.metrics.update_errors.inc(),
+    };
+    result
+}
+
+/// The `controller` ConfigurationState object in MetalLB's namespace.
+const CONFIGURATION_STATE: &str = "controller";
+
+fn configuration_state_ref(namespace: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(format!("{}/{}", k8s::METALLB_GROUP, k8s::METALLB_VERSION)),
+        kind: Some("ConfigurationState".into()),
+        name: Some(CONFIGURATION_STATE.into()),
+        namespace: Some(namespace.into()),
+        ..Default::default()
+    }
+}
+
+async fn write_configuration_state(ctx: &Context, verdict: &ConfigVerdict) -> Result<(), kube::Error> {
+    let namespace = &ctx.settings.namespace;
+    let api = metallb_api(&ctx.client, namespace, "ConfigurationState", "configurationstates");
+    let mut object = DynamicObject::new(CONFIGURATION_STATE, &k8s::metallb_resource("ConfigurationState", "configurationstates"))
+        .within(namespace);
+    object.metadata.labels = Some(BTreeMap::from([("metallb.io/component-type".to_string(), "controller".to_string())]));
+    writes::ensure_dynamic(&api, &object).await?;
+    let now = format!("{:.0}", Timestamp::now());
+    writes::dynamic_status(&api, CONFIGURATION_STATE, plan::configuration_state_status(verdict, &now)).await?;
+    Ok(())
+}

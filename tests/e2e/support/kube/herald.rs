@@ -1,0 +1,110 @@
+//! Runs the real `herald controller` binary as the controller service account (its kubeconfig),
+//! so the RBAC shipped in `manifests/` is what the API server enforces.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::control_plane::{ControlPlane, free_port, herald_binary};
+
+pub struct Herald {
+    child: Option<Child>,
+    pub name: String,
+    pub metrics_port: u16,
+    pub health_port: u16,
+    pub log: PathBuf,
+}
+
+impl Herald {
+    /// Starts `herald controller` named `name` (its Lease identity) with `extra` flags.
+    pub fn start(plane: &ControlPlane, name: &str, extra: &[&str]) -> Herald {
+        let metrics_port = free_port();
+        let health_port = free_port();
+        let log = plane.dir.join(format!("herald-{name}-{}.log", unique()));
+        let file = std::fs::File::create(&log).expect("herald log file");
+        let child = Command::new(herald_binary())
+            .arg("controller")
+            .arg(format!("--kubeconfig={}", plane.kubeconfig("controller").display()))
+            .arg("--namespace=metallb-system")
+            .arg(format!("--port={metrics_port}"))
+            .arg(format!("--health-probe-port={health_port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--pod-name={name}"))
+            .arg("--ml-secret-name=memberlist")
+            .arg("--lease-duration=3")
+            .args(extra)
+            .env("RUST_LOG", "info,kube=warn")
+            .env_remove("KUBECONFIG")
+            .env_remove("METALLB_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log fd"))
+            .stderr(file)
+            .spawn()
+            .expect("starting herald controller");
+        Herald { child: Some(child), name: name.to_string(), metrics_port, health_port, log }
+    }
+
+    /// SIGTERM and wait: a graceful stop (the Lease is released).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own unreaped child.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGKILL: a crash (the Lease must expire before another replica leads).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET `path` on `port`: (status code, body), or None when nothing answers.
+    pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let code = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Some((code, body))
+    }
+
+    pub fn metrics(&self) -> String {
+        Self::http_get(self.metrics_port, "/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}

@@ -1,0 +1,8 @@
+//! Support for tests against a real Kubernetes control plane (include with
+//! `#[path = "support/kube/mod.rs"] mod kube_support;`).
+
+#![allow(dead_code)]
+
+pub mod cluster;
+pub mod control_plane;
+pub mod herald;
