@@ -57,7 +57,10 @@ fn service(i: usize, family: Family) -> ServiceInfo {
         has_sharing_annotation: false,
         backend_key: String::new(),
         traffic_policy_local: false,
-        ports: vec![herald::allocator::Port { protocol: "TCP".into(), port: 80 }],
+        ports: vec![herald::allocator::Port {
+            protocol: "TCP".into(),
+            port: 80,
+        }],
         ingress_ips: Ok(vec![]),
         allocated_from_pool: None,
         deprecated_annotations: vec![],
@@ -107,12 +110,19 @@ fn run(cidr: &str, family: Family, count: usize) -> Result<Run, String> {
 fn maxrss_kib() -> i64 {
     // SAFETY: getrusage only writes into the struct we pass.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 { usage.ru_maxrss } else { -1 }
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+        usage.ru_maxrss
+    } else {
+        -1
+    }
 }
 
 fn main() -> Result<(), String> {
     let sizes = [1_000usize, 10_000, 100_000];
-    println!("{:<22} {:>8} {:>10} {:>14} {:>12}", "pool", "services", "seconds", "allocations/s", "peak heap");
+    println!(
+        "{:<22} {:>8} {:>10} {:>14} {:>12}",
+        "pool", "services", "seconds", "allocations/s", "peak heap"
+    );
     for (cidr, family) in [("10.0.0.0/15", Family::V4), ("2001:db8::/64", Family::V6)] {
         let mut runs = Vec::new();
         for &count in &sizes {

@@ -4,16 +4,26 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use herald::allocator::{Allocator, Family, IpFamilyPolicy, Port, ServiceFamily, ServiceInfo, Status, pool_accepts};
+use herald::allocator::{
+    Allocator, Family, IpFamilyPolicy, Port, ServiceFamily, ServiceInfo, Status, pool_accepts,
+};
 use herald::config::{Pool, ServiceAllocation};
 use ipnet::IpNet;
 use proptest::prelude::*;
 
-fn pool(name: &str, entries: &[&[&str]], avoid_buggy_ips: bool, namespaces: Option<&[&str]>) -> Pool {
+fn pool(
+    name: &str,
+    entries: &[&[&str]],
+    avoid_buggy_ips: bool,
+    namespaces: Option<&[&str]>,
+) -> Pool {
     Pool {
         name: name.into(),
         labels: BTreeMap::new(),
-        ranges: entries.iter().map(|e| e.iter().map(|c| c.parse().unwrap()).collect()).collect(),
+        ranges: entries
+            .iter()
+            .map(|e| e.iter().map(|c| c.parse().unwrap()).collect())
+            .collect(),
         auto_assign: true,
         avoid_buggy_ips,
         service_allocation: namespaces.map(|ns| ServiceAllocation {
@@ -27,7 +37,12 @@ fn pool(name: &str, entries: &[&[&str]], avoid_buggy_ips: bool, namespaces: Opti
 fn config() -> BTreeMap<String, Pool> {
     [
         pool("p1", &[&["10.0.0.0/30"], &["10.0.0.8/31"]], false, None),
-        pool("p2", &[&["10.0.1.254/31", "10.0.2.0/31"], &["2001:db8::/126"]], true, None),
+        pool(
+            "p2",
+            &[&["10.0.1.254/31", "10.0.2.0/31"], &["2001:db8::/126"]],
+            true,
+            None,
+        ),
         pool("p3", &[&["10.0.3.0/31"]], false, Some(&["team"])),
         pool("p4", &[&["2001:db8:1::/127"]], false, None),
     ]
@@ -38,7 +53,10 @@ fn config() -> BTreeMap<String, Pool> {
 
 /// Every address of the test pools plus one outside, for requests.
 fn all_addresses() -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = config().values().flat_map(|p| p.cidrs().flat_map(IpNet::hosts_all).collect::<Vec<_>>()).collect();
+    let mut out: Vec<IpAddr> = config()
+        .values()
+        .flat_map(|p| p.cidrs().flat_map(IpNet::hosts_all).collect::<Vec<_>>())
+        .collect();
     out.push("192.0.2.1".parse().unwrap());
     out
 }
@@ -82,18 +100,23 @@ fn spec() -> impl Strategy<Value = Spec> {
         prop::sample::select(vec!["", "x"]),
         prop::collection::vec((any::<bool>(), 80i32..83), 1..3),
         prop::option::weighted(0.2, 0usize..64),
-        prop::option::weighted(0.2, prop::sample::select(vec!["p1", "p2", "p3", "p4", "nope"])),
+        prop::option::weighted(
+            0.2,
+            prop::sample::select(vec!["p1", "p2", "p3", "p4", "nope"]),
+        ),
     )
-        .prop_map(|(namespace, family, prefer, sharing, backend, ports, request, pool)| Spec {
-            namespace,
-            family,
-            prefer,
-            sharing,
-            backend,
-            ports,
-            request,
-            pool,
-        })
+        .prop_map(
+            |(namespace, family, prefer, sharing, backend, ports, request, pool)| Spec {
+                namespace,
+                family,
+                prefer,
+                sharing,
+                backend,
+                ports,
+                request,
+                pool,
+            },
+        )
 }
 
 fn build(i: usize, s: &Spec, addresses: &[IpAddr]) -> ServiceInfo {
@@ -118,7 +141,10 @@ fn build(i: usize, s: &Spec, addresses: &[IpAddr]) -> ServiceInfo {
         family: Ok(family),
         ip_family_policy: policy,
         primary_family: Family::V4,
-        requested_ips: Ok(s.request.map(|r| vec![addresses[r % addresses.len()]]).unwrap_or_default()),
+        requested_ips: Ok(s
+            .request
+            .map(|r| vec![addresses[r % addresses.len()]])
+            .unwrap_or_default()),
         pool_annotation: s.pool.map(str::to_string),
         sharing_key: s.sharing.into(),
         has_sharing_annotation: !s.sharing.is_empty(),
@@ -127,7 +153,10 @@ fn build(i: usize, s: &Spec, addresses: &[IpAddr]) -> ServiceInfo {
         ports: s
             .ports
             .iter()
-            .map(|(udp, port)| Port { protocol: if *udp { "UDP" } else { "TCP" }.into(), port: *port })
+            .map(|(udp, port)| Port {
+                protocol: if *udp { "UDP" } else { "TCP" }.into(),
+                port: *port,
+            })
             .collect(),
         ingress_ips: Ok(vec![]),
         allocated_from_pool: None,
@@ -139,7 +168,9 @@ fn assignments(outcomes: &[herald::allocator::Outcome]) -> BTreeMap<String, (Vec
     outcomes
         .iter()
         .filter_map(|o| match &o.status {
-            Status::Assigned { ips, pool } => Some((o.service.clone(), (ips.clone(), pool.clone()))),
+            Status::Assigned { ips, pool } => {
+                Some((o.service.clone(), (ips.clone(), pool.clone())))
+            }
             _ => None,
         })
         .collect()
@@ -241,11 +272,11 @@ proptest! {
         let mut allocator = Allocator::new(&pools, None);
         let mut held: BTreeMap<String, (IpAddr, ServiceInfo)> = BTreeMap::new();
         for (i, s) in specs.iter().enumerate() {
-            if freed.contains(&i) {
-                if let Some(victim) = held.keys().next().cloned() {
-                    held.remove(&victim);
-                    allocator.release(&victim);
-                }
+            if freed.contains(&i)
+                && let Some(victim) = held.keys().next().cloned()
+            {
+                held.remove(&victim);
+                allocator.release(&victim);
             }
             let mut s = s.clone();
             s.family = 0;

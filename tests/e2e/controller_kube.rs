@@ -28,13 +28,24 @@ async fn wait_ingress(cluster: &Cluster, herald: &Herald, ns: &str, name: &str, 
                 (have == want).then_some(())
             }
         },
-        || format!("last ingress: (see below)\nherald log:\n{}", tail(&herald.log_text())),
+        || {
+            format!(
+                "last ingress: (see below)\nherald log:\n{}",
+                tail(&herald.log_text())
+            )
+        },
     )
     .await;
 }
 
 /// Waits for an Event with `reason` on Service `ns/name`; returns its note.
-async fn wait_event(cluster: &Cluster, herald: &Herald, ns: &str, name: &str, reason: &str) -> (String, String, String) {
+async fn wait_event(
+    cluster: &Cluster,
+    herald: &Herald,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> (String, String, String) {
     wait_for(
         &format!("event {reason} on {ns}/{name}"),
         || async move {
@@ -59,19 +70,26 @@ async fn wait_ready(herald: &Herald) {
     let port = herald.health_port;
     wait_for(
         &format!("{} /readyz", herald.name),
-        || async move { Herald::http_get(port, "/readyz").filter(|(code, _)| *code == 200).map(|_| ()) },
+        || async move {
+            Herald::http_get(port, "/readyz")
+                .filter(|(code, _)| *code == 200)
+                .map(|_| ())
+        },
         || format!("herald log:\n{}", tail(&herald.log_text())),
     )
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn manifests_apply_and_rbac_is_least_privilege() {
-    let _serial = serial();
+async fn manifests_apply_and_rbac_is_least_privilege_scenario() {
     let cluster = Cluster::new().await;
     // Applying twice is idempotent and every object is valid (server-side dry run of the whole set).
     let manifests = kube_support::control_plane::workspace_root().join("manifests");
-    cluster.kubectl(&["apply", "--dry-run=server", "-k", &manifests.display().to_string()]);
+    cluster.kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-k",
+        &manifests.display().to_string(),
+    ]);
     let controller = cluster.plane.kubeconfig("controller");
     let can = |args: &[&str]| {
         let mut full = vec!["auth", "can-i", "--kubeconfig"];
@@ -79,12 +97,39 @@ async fn manifests_apply_and_rbac_is_least_privilege() {
         full.push(&path);
         full.extend_from_slice(args);
         // kubectl prints yes/no; exit code 1 for "no".
-        cluster.plane.kubectl_run(&full).map(|s| s.trim() == "yes").unwrap_or(false)
+        cluster
+            .plane
+            .kubectl_run(&full)
+            .map(|s| s.trim() == "yes")
+            .unwrap_or(false)
     };
     assert!(can(&["list", "services", "--all-namespaces"]));
-    assert!(can(&["patch", "services/status", "-n", "default"]));
-    assert!(can(&["list", "ipaddresspools.metallb.io", "-n", "metallb-system"]));
-    assert!(can(&["patch", "ipaddresspools.metallb.io/status", "-n", "metallb-system"]));
+    assert!(can(&[
+        "patch",
+        "services",
+        "--subresource=status",
+        "-n",
+        "default"
+    ]));
+    assert!(can(&[
+        "list",
+        "ipaddresspools.metallb.io",
+        "-n",
+        "metallb-system"
+    ]));
+    assert!(can(&[
+        "patch",
+        "ipaddresspools.metallb.io",
+        "--subresource=status",
+        "-n",
+        "metallb-system"
+    ]));
+    assert!(!can(&[
+        "patch",
+        "ipaddresspools.metallb.io",
+        "-n",
+        "metallb-system"
+    ]));
     assert!(can(&["create", "events.events.k8s.io", "-n", "default"]));
     assert!(can(&["create", "secrets", "-n", "metallb-system"]));
     // Least privilege: nothing it does not need.
@@ -92,24 +137,47 @@ async fn manifests_apply_and_rbac_is_least_privilege() {
     assert!(!can(&["create", "services", "-n", "default"]));
     assert!(!can(&["get", "secrets", "-n", "default"]));
     assert!(!can(&["list", "secrets", "-n", "metallb-system"]));
-    assert!(!can(&["create", "ipaddresspools.metallb.io", "-n", "metallb-system"]));
-    assert!(!can(&["update", "ipaddresspools.metallb.io", "-n", "metallb-system"]));
+    assert!(!can(&[
+        "create",
+        "ipaddresspools.metallb.io",
+        "-n",
+        "metallb-system"
+    ]));
+    assert!(!can(&[
+        "update",
+        "ipaddresspools.metallb.io",
+        "-n",
+        "metallb-system"
+    ]));
     assert!(!can(&["list", "pods", "--all-namespaces"]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_ip_event_pool_status_metrics_and_release() {
-    let _serial = serial();
-    let cluster = Cluster::new().await;
+async fn first_ip_event_pool_status_metrics_and_release_scenario() {
+    let cluster = Cluster::reset().await;
     let ns = "t-first";
     cluster.apply(&namespace_yaml(ns));
     cluster.apply(&pool_yaml("first", &["198.51.100.10-198.51.100.19"], ""));
-    let herald = Herald::start(cluster.plane, "first-0", &[]);
+    // The controller creates the memberlist Secret, owned by its Deployment.
+    cluster.kubectl(&[
+        "delete",
+        "secret",
+        "-n",
+        "metallb-system",
+        "memberlist",
+        "--ignore-not-found",
+    ]);
+    let herald = Herald::start(cluster.plane, "first-0", &["--deployment=controller"]);
     wait_ready(&herald).await;
 
     cluster.apply(&service_yaml(ns, "web", 80, &[], ""));
     wait_ingress(&cluster, &herald, ns, "web", &["198.51.100.10"]).await;
-    assert_eq!(cluster.annotation(ns, "web", POOL_ANNOTATION).await.as_deref(), Some("first"));
+    assert_eq!(
+        cluster
+            .annotation(ns, "web", POOL_ANNOTATION)
+            .await
+            .as_deref(),
+        Some("first")
+    );
     let (kind, note, component) = wait_event(&cluster, &herald, ns, "web", "IPAllocated").await;
     assert_eq!(kind, "Normal");
     assert!(note.contains("198.51.100.10"), "{note}");
@@ -131,17 +199,71 @@ async fn first_ip_event_pool_status_metrics_and_release() {
 
     // Metrics under MetalLB's names, and the ConfigurationState.
     let metrics = herald.metrics();
-    assert!(metrics.contains("metallb_allocator_addresses_in_use_total{pool=\"first\"} 1"), "{metrics}");
-    assert!(metrics.contains("metallb_allocator_addresses_total{pool=\"first\"} 10"), "{metrics}");
-    assert!(metrics.contains("metallb_k8s_client_config_loaded_bool 1"), "{metrics}");
-    let state = cluster.configuration_state().await.expect("ConfigurationState controller");
+    assert!(
+        metrics.contains("metallb_allocator_addresses_in_use_total{pool=\"first\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("metallb_allocator_addresses_total{pool=\"first\"} 10"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("metallb_k8s_client_config_loaded_bool 1"),
+        "{metrics}"
+    );
+    let state = cluster
+        .configuration_state()
+        .await
+        .expect("ConfigurationState controller");
     assert_eq!(state["status"]["result"], "Valid", "{state}");
     // The memberlist Secret.
-    let key = cluster.kubectl(&["get", "secret", "-n", "metallb-system", "memberlist", "-o", "jsonpath={.data.secretkey}"]);
-    assert_eq!(key.trim().len(), 32, "base64 of the 22-character key: {key}");
+    let key = cluster.kubectl(&[
+        "get",
+        "secret",
+        "-n",
+        "metallb-system",
+        "memberlist",
+        "-o",
+        "jsonpath={.data.secretkey}",
+    ]);
+    assert_eq!(
+        key.trim().len(),
+        32,
+        "base64 of the 22-character key: {key}"
+    );
+    let owner = cluster.kubectl(&[
+        "get",
+        "secret",
+        "-n",
+        "metallb-system",
+        "memberlist",
+        "-o",
+        "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}/{.metadata.ownerReferences[0].uid}",
+    ]);
+    let deployment_uid = cluster.kubectl(&[
+        "get",
+        "deployment",
+        "-n",
+        "metallb-system",
+        "controller",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    assert_eq!(
+        owner.trim(),
+        format!("Deployment/controller/{}", deployment_uid.trim())
+    );
 
     // Type change releases; the next Service gets the freed first address.
-    cluster.kubectl(&["patch", "service", "-n", ns, "web", "-p", r#"{"spec":{"type":"ClusterIP"}}"#]);
+    cluster.kubectl(&[
+        "patch",
+        "service",
+        "-n",
+        ns,
+        "web",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    ]);
     wait_ingress(&cluster, &herald, ns, "web", &[]).await;
     assert_eq!(cluster.annotation(ns, "web", POOL_ANNOTATION).await, None);
     cluster.apply(&service_yaml(ns, "api", 80, &[], ""));
@@ -152,4 +274,488 @@ async fn first_ip_event_pool_status_metrics_and_release() {
     wait_ingress(&cluster, &herald, ns, "api2", &["198.51.100.10"]).await;
 
     cluster.cleanup(ns, &["first"]);
+}
+
+async fn requested_ip_pool_annotation_sharing_and_refusals_scenario() {
+    let cluster = Cluster::reset().await;
+    let ns = "t-requests";
+    cluster.apply(&namespace_yaml(ns));
+    cluster.apply(&pool_yaml("blue", &["198.51.100.40-198.51.100.49"], ""));
+    cluster.apply(&pool_yaml(
+        "green",
+        &["198.51.100.50/31"],
+        "  autoAssign: false\n",
+    ));
+    let herald = Herald::start(cluster.plane, "requests-0", &[]);
+    wait_ready(&herald).await;
+
+    // A specific IP.
+    cluster.apply(&service_yaml(
+        ns,
+        "fixed",
+        80,
+        &[("metallb.io/loadBalancerIPs", "198.51.100.45")],
+        "",
+    ));
+    wait_ingress(&cluster, &herald, ns, "fixed", &["198.51.100.45"]).await;
+    assert_eq!(
+        cluster
+            .annotation(ns, "fixed", POOL_ANNOTATION)
+            .await
+            .as_deref(),
+        Some("blue")
+    );
+
+    // A pool annotation (the pool does not auto-assign; asking by name still works).
+    cluster.apply(&service_yaml(
+        ns,
+        "pinned",
+        80,
+        &[("metallb.io/address-pool", "green")],
+        "",
+    ));
+    wait_ingress(&cluster, &herald, ns, "pinned", &["198.51.100.50"]).await;
+    assert_eq!(
+        cluster
+            .annotation(ns, "pinned", POOL_ANNOTATION)
+            .await
+            .as_deref(),
+        Some("green")
+    );
+
+    // Two Services sharing one IP (same key, different ports).
+    cluster.apply(&service_yaml(
+        ns,
+        "share-a",
+        80,
+        &[("metallb.io/allow-shared-ip", "k")],
+        "",
+    ));
+    wait_ingress(&cluster, &herald, ns, "share-a", &["198.51.100.40"]).await;
+    cluster.apply(&service_yaml(
+        ns,
+        "share-b",
+        443,
+        &[("metallb.io/allow-shared-ip", "k")],
+        "",
+    ));
+    wait_ingress(&cluster, &herald, ns, "share-b", &["198.51.100.40"]).await;
+    // Without the key, the next Service gets its own address.
+    cluster.apply(&service_yaml(ns, "alone", 80, &[], ""));
+    wait_ingress(&cluster, &herald, ns, "alone", &["198.51.100.41"]).await;
+
+    // Out of every pool: AllocationFailed, pending, nobody else touched.
+    cluster.apply(&service_yaml(
+        ns,
+        "outside",
+        80,
+        &[("metallb.io/loadBalancerIPs", "203.0.113.99")],
+        "",
+    ));
+    let (kind, note, _) = wait_event(&cluster, &herald, ns, "outside", "AllocationFailed").await;
+    assert_eq!(kind, "Warning");
+    assert!(
+        note.contains("203.0.113.99") && note.contains("not allowed"),
+        "{note}"
+    );
+    assert!(cluster.ingress(ns, "outside").await.is_empty());
+
+    // Malformed request: the Event names the field and the value.
+    cluster.apply(&service_yaml(
+        ns,
+        "garbage",
+        80,
+        &[("metallb.io/loadBalancerIPs", "not-an-ip")],
+        "",
+    ));
+    let (_, note, _) = wait_event(&cluster, &herald, ns, "garbage", "AllocationFailed").await;
+    assert!(
+        note.contains("loadBalancerIPs") && note.contains("not-an-ip"),
+        "{note}"
+    );
+
+    // An unknown pool.
+    cluster.apply(&service_yaml(
+        ns,
+        "nopool",
+        80,
+        &[("metallb.io/address-pool", "nope")],
+        "",
+    ));
+    let (_, note, _) = wait_event(&cluster, &herald, ns, "nopool", "AllocationFailed").await;
+    assert!(note.contains("nope"), "{note}");
+
+    // A request that turns malformed (two IPs of one family) on a Service holding an address:
+    // LoadBalancerFailed, and the address is kept.
+    cluster.apply(&service_yaml(
+        ns,
+        "fixed",
+        80,
+        &[("metallb.io/loadBalancerIPs", "198.51.100.45,198.51.100.46")],
+        "",
+    ));
+    let (kind, note, _) = wait_event(&cluster, &herald, ns, "fixed", "LoadBalancerFailed").await;
+    assert_eq!(kind, "Warning");
+    assert!(note.contains("198.51.100.46"), "{note}");
+    assert_eq!(
+        cluster.ingress(ns, "fixed").await,
+        vec!["198.51.100.45".to_string()]
+    );
+
+    // Another loadBalancerClass is never touched.
+    cluster.apply(&service_yaml(
+        ns,
+        "other-class",
+        80,
+        &[],
+        "  loadBalancerClass: example.com/other\n",
+    ));
+    cluster.apply(&service_yaml(ns, "after-other", 80, &[], ""));
+    wait_ingress(&cluster, &herald, ns, "after-other", &["198.51.100.42"]).await;
+    assert!(cluster.ingress(ns, "other-class").await.is_empty());
+    assert!(
+        cluster
+            .events(ns, "Service", "other-class")
+            .await
+            .is_empty()
+    );
+
+    // Everyone else kept their address through all of this.
+    for (name, ip) in [
+        ("fixed", "198.51.100.45"),
+        ("pinned", "198.51.100.50"),
+        ("share-a", "198.51.100.40"),
+        ("share-b", "198.51.100.40"),
+    ] {
+        assert_eq!(
+            cluster.ingress(ns, name).await,
+            vec![ip.to_string()],
+            "{name}"
+        );
+    }
+    cluster.cleanup(ns, &["blue", "green"]);
+}
+
+async fn lb_class_flag_handles_only_that_class_scenario() {
+    let cluster = Cluster::reset().await;
+    let ns = "t-class";
+    cluster.apply(&namespace_yaml(ns));
+    cluster.apply(&pool_yaml("classy", &["198.51.100.90-198.51.100.99"], ""));
+    let herald = Herald::start(cluster.plane, "class-0", &["--lb-class=herald.example/lb"]);
+    wait_ready(&herald).await;
+    cluster.apply(&service_yaml(ns, "unclassed", 80, &[], ""));
+    cluster.apply(&service_yaml(
+        ns,
+        "ours",
+        80,
+        &[],
+        "  loadBalancerClass: herald.example/lb\n",
+    ));
+    wait_ingress(&cluster, &herald, ns, "ours", &["198.51.100.90"]).await;
+    assert!(cluster.ingress(ns, "unclassed").await.is_empty());
+    cluster.cleanup(ns, &["classy"]);
+}
+
+async fn pool_shrink_clears_and_reallocates_scenario() {
+    let cluster = Cluster::reset().await;
+    let ns = "t-shrink";
+    cluster.apply(&namespace_yaml(ns));
+    cluster.apply(&pool_yaml("shrink", &["198.51.100.60-198.51.100.69"], ""));
+    let herald = Herald::start(cluster.plane, "shrink-0", &[]);
+    wait_ready(&herald).await;
+    cluster.apply(&service_yaml(ns, "a", 80, &[], ""));
+    wait_ingress(&cluster, &herald, ns, "a", &["198.51.100.60"]).await;
+    cluster.apply(&service_yaml(ns, "b", 80, &[], ""));
+    wait_ingress(&cluster, &herald, ns, "b", &["198.51.100.61"]).await;
+
+    cluster.apply(&pool_yaml("shrink", &["198.51.100.61-198.51.100.69"], ""));
+    let (kind, _, _) = wait_event(&cluster, &herald, ns, "a", "ClearAssignment").await;
+    assert_eq!(kind, "Normal");
+    wait_ingress(&cluster, &herald, ns, "a", &["198.51.100.62"]).await;
+    assert_eq!(
+        cluster.ingress(ns, "b").await,
+        vec!["198.51.100.61".to_string()]
+    );
+    cluster.cleanup(ns, &["shrink"]);
+}
+
+async fn restart_keeps_every_address_scenario() {
+    let cluster = Cluster::reset().await;
+    let ns = "t-restart";
+    cluster.apply(&namespace_yaml(ns));
+    cluster.apply(&pool_yaml(
+        "restart",
+        &["198.51.100.100-198.51.100.109"],
+        "",
+    ));
+    let mut herald = Herald::start(cluster.plane, "restart-0", &[]);
+    wait_ready(&herald).await;
+    for (i, name) in ["s0", "s1", "s2"].iter().enumerate() {
+        cluster.apply(&service_yaml(ns, name, 80, &[], ""));
+        wait_ingress(
+            &cluster,
+            &herald,
+            ns,
+            name,
+            &[&format!("198.51.100.{}", 100 + i)],
+        )
+        .await;
+    }
+    herald.stop();
+    // While it is down: the lowest address is freed and a new Service appears.
+    cluster.kubectl(&["delete", "service", "-n", ns, "s0"]);
+    cluster.apply(&service_yaml(ns, "late", 80, &[], ""));
+
+    let herald = Herald::start(cluster.plane, "restart-1", &[]);
+    wait_ready(&herald).await;
+    wait_ingress(&cluster, &herald, ns, "late", &["198.51.100.100"]).await;
+    // No compaction, no shuffling: the others keep exactly their address.
+    assert_eq!(
+        cluster.ingress(ns, "s1").await,
+        vec!["198.51.100.101".to_string()]
+    );
+    assert_eq!(
+        cluster.ingress(ns, "s2").await,
+        vec!["198.51.100.102".to_string()]
+    );
+    cluster.cleanup(ns, &["restart"]);
+}
+
+async fn invalid_pool_is_rejected_and_last_good_config_serves_scenario() {
+    let cluster = Cluster::reset().await;
+    let ns = "t-invalid";
+    cluster.apply(&namespace_yaml(ns));
+    cluster.apply(&pool_yaml("good", &["198.51.100.70-198.51.100.79"], ""));
+    let herald = Herald::start(cluster.plane, "invalid-0", &[]);
+    wait_ready(&herald).await;
+    cluster.apply(&service_yaml(ns, "before", 80, &[], ""));
+    wait_ingress(&cluster, &herald, ns, "before", &["198.51.100.70"]).await;
+
+    // Overlapping CIDRs pass the CRD schema but not the configuration rules.
+    cluster.apply(&pool_yaml("bad", &["198.51.100.70/31"], ""));
+    let state = wait_for(
+        "ConfigurationState controller Invalid",
+        || async {
+            let state = cluster.configuration_state().await?;
+            (state["status"]["result"] == "Invalid").then_some(state)
+        },
+        || format!("herald log:\n{}", tail(&herald.log_text())),
+    )
+    .await;
+    let summary = state["status"]["errorSummary"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        summary.contains("bad"),
+        "error summary names the pool: {summary}"
+    );
+    let events = cluster
+        .events("metallb-system", "ConfigurationState", "controller")
+        .await;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, kind, ..)| reason == "ConfigurationError" && kind == "Warning"),
+        "{events:?}"
+    );
+    assert!(
+        herald
+            .metrics()
+            .contains("metallb_k8s_client_config_stale_bool 1")
+    );
+
+    // The last valid configuration keeps serving: nothing lost, new Services allocated.
+    cluster.apply(&service_yaml(ns, "during", 80, &[], ""));
+    wait_ingress(&cluster, &herald, ns, "during", &["198.51.100.71"]).await;
+    assert_eq!(
+        cluster.ingress(ns, "before").await,
+        vec!["198.51.100.70".to_string()]
+    );
+
+    // Fixing it makes the configuration valid again.
+    cluster.kubectl(&["delete", "ipaddresspool", "-n", "metallb-system", "bad"]);
+    wait_for(
+        "ConfigurationState controller Valid again",
+        || async {
+            (cluster.configuration_state().await?["status"]["result"] == "Valid").then_some(())
+        },
+        || format!("herald log:\n{}", tail(&herald.log_text())),
+    )
+    .await;
+    assert!(
+        herald
+            .metrics()
+            .contains("metallb_k8s_client_config_stale_bool 0")
+    );
+    cluster.cleanup(ns, &["good", "bad"]);
+}
+
+/// The Lease holder, as the API server sees it.
+fn lease_holder(cluster: &Cluster) -> String {
+    cluster
+        .plane
+        .kubectl_run(&[
+            "get",
+            "lease",
+            "-n",
+            "metallb-system",
+            "metallb-controller",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn api_writes(herald: &Herald) -> u64 {
+    herald
+        .metrics()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("herald_controller_api_writes_total ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+async fn two_replicas_one_leader_writes_and_fails_over_scenario() {
+    let cluster = Cluster::reset().await;
+    let ns = "t-replicas";
+    cluster.apply(&namespace_yaml(ns));
+    cluster.apply(&pool_yaml(
+        "replicas",
+        &["198.51.100.110-198.51.100.119"],
+        "",
+    ));
+    let mut a = Herald::start(cluster.plane, "replica-a", &[]);
+    let mut b = Herald::start(cluster.plane, "replica-b", &[]);
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let holder = wait_for(
+        "a lease holder",
+        || async { Some(lease_holder(&cluster)).filter(|h| h == "replica-a" || h == "replica-b") },
+        String::new,
+    )
+    .await;
+
+    cluster.apply(&service_yaml(ns, "one", 80, &[], ""));
+    wait_ingress(&cluster, &a, ns, "one", &["198.51.100.110"]).await;
+    let (leader, follower) = if holder == "replica-a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    assert!(api_writes(leader) > 0, "the leader wrote");
+    assert_eq!(api_writes(follower), 0, "the follower never writes");
+
+    // The leader crashes: the other takes over once the lease expires, and keeps every address.
+    leader.kill();
+    let follower_name = follower.name.clone();
+    wait_for(
+        "the other replica leads",
+        || async { (lease_holder(&cluster) == follower_name).then_some(()) },
+        String::new,
+    )
+    .await;
+    cluster.apply(&service_yaml(ns, "two", 80, &[], ""));
+    wait_ingress(&cluster, follower, ns, "two", &["198.51.100.111"]).await;
+    assert_eq!(
+        cluster.ingress(ns, "one").await,
+        vec!["198.51.100.110".to_string()]
+    );
+    assert!(api_writes(follower) > 0);
+    cluster.cleanup(ns, &["replicas"]);
+}
+
+async fn api_server_restart_mid_run_recovers_scenario() {
+    let cluster = Cluster::reset().await;
+    let ns = "t-apirestart";
+    cluster.apply(&namespace_yaml(ns));
+    cluster.apply(&pool_yaml(
+        "apirestart",
+        &["198.51.100.120-198.51.100.129"],
+        "",
+    ));
+    let mut herald = Herald::start(cluster.plane, "apirestart-0", &[]);
+    wait_ready(&herald).await;
+    cluster.apply(&service_yaml(ns, "before", 80, &[], ""));
+    wait_ingress(&cluster, &herald, ns, "before", &["198.51.100.120"]).await;
+
+    cluster
+        .plane
+        .restart_apiserver(Duration::from_secs(5))
+        .expect("restarting kube-apiserver");
+    assert!(
+        herald.running(),
+        "the controller survives the API server going away"
+    );
+    let cluster = Cluster::new().await;
+    cluster.apply(&service_yaml(ns, "after", 80, &[], ""));
+    wait_ingress(&cluster, &herald, ns, "after", &["198.51.100.121"]).await;
+    assert_eq!(
+        cluster.ingress(ns, "before").await,
+        vec!["198.51.100.120".to_string()]
+    );
+    assert!(herald.running());
+    cluster.cleanup(ns, &["apirestart"]);
+}
+
+/// Runs one scenario alone (they share the cluster's configuration) on its own runtime.
+fn run_serial(scenario: impl std::future::Future<Output = ()>) {
+    let _serial = serial();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(scenario);
+}
+
+#[test]
+fn manifests_apply_and_rbac_is_least_privilege() {
+    run_serial(manifests_apply_and_rbac_is_least_privilege_scenario());
+}
+
+#[test]
+fn first_ip_event_pool_status_metrics_and_release() {
+    run_serial(first_ip_event_pool_status_metrics_and_release_scenario());
+}
+
+#[test]
+fn requested_ip_pool_annotation_sharing_and_refusals() {
+    run_serial(requested_ip_pool_annotation_sharing_and_refusals_scenario());
+}
+
+#[test]
+fn lb_class_flag_handles_only_that_class() {
+    run_serial(lb_class_flag_handles_only_that_class_scenario());
+}
+
+#[test]
+fn pool_shrink_clears_and_reallocates() {
+    run_serial(pool_shrink_clears_and_reallocates_scenario());
+}
+
+#[test]
+fn restart_keeps_every_address() {
+    run_serial(restart_keeps_every_address_scenario());
+}
+
+#[test]
+fn invalid_pool_is_rejected_and_last_good_config_serves() {
+    run_serial(invalid_pool_is_rejected_and_last_good_config_serves_scenario());
+}
+
+#[test]
+fn two_replicas_one_leader_writes_and_fails_over() {
+    run_serial(two_replicas_one_leader_writes_and_fails_over_scenario());
+}
+
+#[test]
+fn api_server_restart_mid_run_recovers() {
+    run_serial(api_server_restart_mid_run_recovers_scenario());
 }

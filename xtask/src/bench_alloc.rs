@@ -12,7 +12,14 @@ pub fn run(_args: &Args) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(crate::workspace_root())
-        .args(["run", "--release", "--package", "herald", "--example", "bench_alloc"])
+        .args([
+            "run",
+            "--release",
+            "--package",
+            "herald",
+            "--example",
+            "bench_alloc",
+        ])
         .status()
         .context("running cargo")?;
     if !status.success() {

@@ -24,22 +24,38 @@ pub fn build(_args: &BuildArgs) -> Result<()> {
     let root = workspace_root();
     ensure_nightly()?;
     ensure_bpf_linker(&root)?;
-    say(&format!("cargo +{NIGHTLY} build -p lb-ebpf -Z build-std=core --target {TARGET} --profile bpf"));
+    say(&format!(
+        "cargo +{NIGHTLY} build -p lb-ebpf -Z build-std=core --target {TARGET} --profile bpf"
+    ));
     let target_dir = root.join("target");
     run(Command::new("cargo")
         .arg(format!("+{NIGHTLY}"))
-        .args(["build", "-p", "lb-ebpf", "-Z", "build-std=core", "--target", TARGET, "--profile", "bpf"])
+        .args([
+            "build",
+            "-p",
+            "lb-ebpf",
+            "-Z",
+            "build-std=core",
+            "--target",
+            TARGET,
+            "--profile",
+            "bpf",
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         // BTF (from debug info) is what makes the maps BTF-defined and `bpftool map dump` readable.
-        .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
+        .env(
+            "CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS",
+            "-C debuginfo=2 -C link-arg=--btf",
+        )
         .current_dir(&root))?;
     let built = target_dir.join(TARGET).join("bpf").join("lb-ebpf");
     let object = object_path();
     if let Some(dir) = object.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::copy(&built, &object).with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
+    std::fs::copy(&built, &object)
+        .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
     say(&format!("XDP object: {}", object.display()));
     Ok(())
 }
@@ -52,10 +68,24 @@ fn ensure_nightly() -> Result<()> {
     let installed = output(Command::new("rustup").args(["toolchain", "list"]))?;
     if !installed.lines().any(|l| l.starts_with(NIGHTLY)) {
         say(&format!("installing toolchain {NIGHTLY} with rust-src"));
-        run(Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal", "--component", "rust-src"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
         return Ok(());
     }
-    let components = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", NIGHTLY]))?;
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        NIGHTLY,
+    ]))?;
     if !components.lines().any(|l| l.trim() == "rust-src") {
         say(&format!("adding rust-src to {NIGHTLY}"));
         run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))?;
@@ -65,7 +95,9 @@ fn ensure_nightly() -> Result<()> {
 
 fn ensure_bpf_linker(root: &Path) -> Result<()> {
     // bpf-linker loads the nightly's libLLVM, which rustup puts on the library path.
-    let version = Command::new("rustup").args(["run", NIGHTLY, "bpf-linker", "--version"]).output();
+    let version = Command::new("rustup")
+        .args(["run", NIGHTLY, "bpf-linker", "--version"])
+        .output();
     if let Ok(out) = &version
         && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)
     {
@@ -73,25 +105,46 @@ fn ensure_bpf_linker(root: &Path) -> Result<()> {
     }
     // bpf-linker must use the same LLVM as the nightly emitting the bitcode: point LLVM_PREFIX at
     // a directory whose lib/libLLVM.so is the nightly's own libLLVM.
-    let sysroot = output(Command::new("rustc").arg(format!("+{NIGHTLY}")).args(["--print", "sysroot"]))?;
+    let sysroot = output(
+        Command::new("rustc")
+            .arg(format!("+{NIGHTLY}"))
+            .args(["--print", "sysroot"]),
+    )?;
     let lib = Path::new(sysroot.trim()).join("lib");
     let llvm = std::fs::read_dir(&lib)
         .with_context(|| format!("reading {}", lib.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-")))
-        .with_context(|| format!("no libLLVM.so.*-rust-* in {} (is {NIGHTLY} complete?)", lib.display()))?;
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        })
+        .with_context(|| {
+            format!(
+                "no libLLVM.so.*-rust-* in {} (is {NIGHTLY} complete?)",
+                lib.display()
+            )
+        })?;
     let prefix = root.join("target/bpf-linker-llvm");
     let link = prefix.join("lib/libLLVM.so");
     std::fs::create_dir_all(prefix.join("lib"))?;
     let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&llvm, &link).with_context(|| format!("linking {}", link.display()))?;
+    std::os::unix::fs::symlink(&llvm, &link)
+        .with_context(|| format!("linking {}", link.display()))?;
     say(&format!(
         "installing bpf-linker {BPF_LINKER_VERSION} against {} (LLVM_PREFIX={}, takes a few minutes)",
         llvm.display(),
         prefix.display()
     ));
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+        // --force: a bpf-linker that is present but cannot load this LLVM is rebuilt.
+        .args([
+            "install",
+            "--force",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
         .env("LLVM_PREFIX", &prefix)
         .current_dir(root))
 }
@@ -99,7 +152,10 @@ fn ensure_bpf_linker(root: &Path) -> Result<()> {
 fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -1,8 +1,8 @@
 //! ARP (RFC 826) over Ethernet for IPv4: recognising requests Herald should answer and turning
 //! them into replies in place, plus the gratuitous ARP written on announce.
 
-use crate::wire::{BROADCAST_MAC, ETH_HLEN, ETH_TYPE, ETHERTYPE_ARP, is_group_mac, read, write};
 use crate::Skip;
+use crate::wire::{BROADCAST_MAC, ETH_HLEN, ETH_TYPE, ETHERTYPE_ARP, is_group_mac, read, write};
 
 /// Length of an Ethernet II + ARP-for-IPv4 frame (without the padding to 60 bytes).
 pub const ARP_FRAME_LEN: usize = ETH_HLEN + 28;
@@ -90,7 +90,12 @@ pub fn write_arp_reply(frame: &mut ArpFrame, mac: &[u8; 6]) {
 /// Writes a gratuitous ARP (request, or reply when `reply`) announcing `ip` at `mac` into `buf`:
 /// broadcast, sender IP = target IP = `ip`, target hardware address broadcast (as MetalLB sends
 /// them). Returns the frame length, or `None` if `buf` is shorter than [`ARP_FRAME_LEN`].
-pub fn write_gratuitous_arp(buf: &mut [u8], mac: [u8; 6], ip: [u8; 4], reply: bool) -> Option<usize> {
+pub fn write_gratuitous_arp(
+    buf: &mut [u8],
+    mac: [u8; 6],
+    ip: [u8; 4],
+    reply: bool,
+) -> Option<usize> {
     let frame: &mut ArpFrame = buf.get_mut(..ARP_FRAME_LEN)?.try_into().ok()?;
     write(frame, 0, &BROADCAST_MAC);
     write(frame, 6, &mac);

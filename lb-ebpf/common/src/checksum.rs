@@ -5,11 +5,11 @@
 /// byte is padded with zero, as the RFC says.
 #[inline(always)]
 pub fn add(mut sum: u32, bytes: &[u8]) -> u32 {
-    let mut words = bytes.chunks_exact(2);
-    for w in &mut words {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    let (words, rest) = bytes.as_chunks::<2>();
+    for w in words {
+        sum += u32::from(u16::from_be_bytes(*w));
     }
-    if let [last] = words.remainder() {
+    if let [last] = rest {
         sum += u32::from(*last) << 8;
     }
     sum

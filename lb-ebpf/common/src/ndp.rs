@@ -145,19 +145,48 @@ pub fn is_solicited_node(addr: &[u8; 16]) -> bool {
 #[inline(always)]
 pub fn write_na(out: &mut NaFrame, sol: &Solicitation, mac: &[u8; 6]) {
     if sol.is_dad() {
-        build_na(out, &ALL_NODES_MAC, mac, &sol.target, &ALL_NODES_IP, &sol.target, NA_FLAG_OVERRIDE);
+        build_na(
+            out,
+            &ALL_NODES_MAC,
+            mac,
+            &sol.target,
+            &ALL_NODES_IP,
+            &sol.target,
+            NA_FLAG_OVERRIDE,
+        );
     } else {
         let flags = NA_FLAG_OVERRIDE | NA_FLAG_SOLICITED;
-        build_na(out, &sol.requester_mac, mac, &sol.target, &sol.source, &sol.target, flags);
+        build_na(
+            out,
+            &sol.requester_mac,
+            mac,
+            &sol.target,
+            &sol.source,
+            &sol.target,
+            flags,
+        );
     }
 }
 
 /// Writes an unsolicited advertisement of `target` at `mac` (§7.2.6) into `buf`: from `src` (the
 /// interface's link-local address) to ff02::1, Override set, Solicited clear. Returns the frame
 /// length, or `None` if `buf` is shorter than [`NA_LEN`].
-pub fn write_unsolicited_na(buf: &mut [u8], mac: [u8; 6], src: [u8; 16], target: [u8; 16]) -> Option<usize> {
+pub fn write_unsolicited_na(
+    buf: &mut [u8],
+    mac: [u8; 6],
+    src: [u8; 16],
+    target: [u8; 16],
+) -> Option<usize> {
     let out: &mut NaFrame = buf.get_mut(..NA_LEN)?.try_into().ok()?;
-    build_na(out, &ALL_NODES_MAC, &mac, &src, &ALL_NODES_IP, &target, NA_FLAG_OVERRIDE);
+    build_na(
+        out,
+        &ALL_NODES_MAC,
+        &mac,
+        &src,
+        &ALL_NODES_IP,
+        &target,
+        NA_FLAG_OVERRIDE,
+    );
     Some(NA_LEN)
 }
 

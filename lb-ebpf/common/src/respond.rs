@@ -6,7 +6,10 @@
 use crate::Skip;
 use crate::arp::{ARP_FRAME_LEN, ArpFrame, arp_addressed_to, check_arp, write_arp_reply};
 use crate::ndp::{NA_LEN, NS_HEAD_LEN, NS_WINDOW, NsHead, check_ns, ns_copy_len, write_na};
-use crate::wire::{ETH_HLEN, ETH_TYPE, ETHERTYPE_ARP, ETHERTYPE_IPV6, ICMP6_NS, ICMP6_TYPE, IP6_NEXT_HEADER, IPPROTO_ICMPV6};
+use crate::wire::{
+    ETH_HLEN, ETH_TYPE, ETHERTYPE_ARP, ETHERTYPE_IPV6, ICMP6_NS, ICMP6_TYPE, IP6_NEXT_HEADER,
+    IPPROTO_ICMPV6,
+};
 
 /// Which addresses are announced, and with which MAC (the maps, on the host).
 pub trait Announced {
@@ -49,7 +52,10 @@ pub fn respond(buf: &mut [u8], frame_len: usize, announced: &impl Announced) -> 
         return Outcome::Ignored;
     };
     if ethertype == ETHERTYPE_ARP {
-        let Some(frame) = buf.get_mut(..frame_len).and_then(|f| f.get_mut(..ARP_FRAME_LEN)) else {
+        let Some(frame) = buf
+            .get_mut(..frame_len)
+            .and_then(|f| f.get_mut(..ARP_FRAME_LEN))
+        else {
             return Outcome::Malformed;
         };
         let frame: &mut ArpFrame = match frame.try_into() {
@@ -73,7 +79,10 @@ pub fn respond(buf: &mut [u8], frame_len: usize, announced: &impl Announced) -> 
         return Outcome::Ignored;
     }
     // Same cheap test as the XDP fast path: only ICMPv6 type 135 goes further.
-    if frame_len <= ICMP6_TYPE || buf[IP6_NEXT_HEADER] != IPPROTO_ICMPV6 || buf[ICMP6_TYPE] != ICMP6_NS {
+    if frame_len <= ICMP6_TYPE
+        || buf[IP6_NEXT_HEADER] != IPPROTO_ICMPV6
+        || buf[ICMP6_TYPE] != ICMP6_NS
+    {
         return Outcome::Ignored;
     }
     let Some(head) = buf.get(..NS_HEAD_LEN).filter(|_| frame_len >= NS_HEAD_LEN) else {
@@ -99,7 +108,10 @@ pub fn respond(buf: &mut [u8], frame_len: usize, announced: &impl Announced) -> 
     if !solicitation.addressed_to(&mac) {
         return Outcome::NotAddressed;
     }
-    let Some(out) = buf.get_mut(..NA_LEN).and_then(|o| <&mut [u8; NA_LEN]>::try_from(o).ok()) else {
+    let Some(out) = buf
+        .get_mut(..NA_LEN)
+        .and_then(|o| <&mut [u8; NA_LEN]>::try_from(o).ok())
+    else {
         return Outcome::Ignored;
     };
     write_na(out, &solicitation, &mac);

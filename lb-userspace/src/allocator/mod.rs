@@ -23,7 +23,8 @@ use serde::Serialize;
 use crate::config::Pool;
 use crate::config::selector::any_matches;
 pub use service::{
-    ALLOCATED_FROM_POOL, ANNOTATION_PREFIX, DEPRECATED_PREFIX, Family, FieldError, IpFamilyPolicy, Port, ServiceFamily, ServiceInfo, canonical, family_of, parse_ip, quoted,
+    ALLOCATED_FROM_POOL, ANNOTATION_PREFIX, DEPRECATED_PREFIX, Family, FieldError, IpFamilyPolicy,
+    Port, ServiceFamily, ServiceInfo, canonical, family_of, parse_ip, quoted,
 };
 use space::{Addr, CidrSpace, from_addr, to_addr};
 
@@ -73,9 +74,9 @@ impl EventReason {
 
     pub fn event_type(self) -> EventType {
         match self {
-            EventReason::IpAllocated | EventReason::ClearAssignment | EventReason::AdditionalAssignFailed => {
-                EventType::Normal
-            }
+            EventReason::IpAllocated
+            | EventReason::ClearAssignment
+            | EventReason::AdditionalAssignFailed => EventType::Normal,
             _ => EventType::Warning,
         }
     }
@@ -92,7 +93,11 @@ pub struct Event {
 
 impl Event {
     fn new(reason: EventReason, message: String) -> Self {
-        Event { reason, event_type: reason.event_type(), message }
+        Event {
+            reason,
+            event_type: reason.event_type(),
+            message,
+        }
     }
 }
 
@@ -138,7 +143,9 @@ pub enum AllocError {
     Sharing(String),
     #[error("port {port} is already in use on \"{ip}\"")]
     PortInUse { port: Port, ip: IpAddr },
-    #[error("requested loadBalancer IP(s) {ips} is not compatible with requested address pool {pool}")]
+    #[error(
+        "requested loadBalancer IP(s) {ips} is not compatible with requested address pool {pool}"
+    )]
     PoolMismatch { ips: String, pool: String },
     #[error("unknown pool \"{0}\"")]
     UnknownPool(String),
@@ -160,11 +167,14 @@ pub struct Allocation {
 
 /// The counters written to `IPAddressPool.status` (see (h)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct PoolCounters {
+    #[serde(rename = "assignedIPv4")]
     pub assigned_ipv4: i64,
+    #[serde(rename = "assignedIPv6")]
     pub assigned_ipv6: i64,
+    #[serde(rename = "availableIPv4")]
     pub available_ipv4: i64,
+    #[serde(rename = "availableIPv6")]
     pub available_ipv6: i64,
 }
 
@@ -240,17 +250,26 @@ impl Allocator {
             .values()
             .map(|pool| PoolSpace {
                 pool: pool.clone(),
-                cidrs: pool.cidrs().map(|net| CidrSpace::new(net, pool.avoid_buggy_ips)).collect(),
+                cidrs: pool
+                    .cidrs()
+                    .map(|net| CidrSpace::new(net, pool.avoid_buggy_ips))
+                    .collect(),
             })
             .collect();
-        self.by_name = self.pools.iter().enumerate().map(|(i, p)| (p.pool.name.clone(), i)).collect();
+        self.by_name = self
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.pool.name.clone(), i))
+            .collect();
         self.cidr_index = BTreeMap::new();
         for (pi, pool) in self.pools.iter().enumerate() {
             for (ci, cidr) in pool.cidrs.iter().enumerate() {
                 self.cidr_index.insert((cidr.family, cidr.first), (pi, ci));
             }
         }
-        let mut old: Vec<(Arc<str>, Allocation)> = std::mem::take(&mut self.allocations).into_iter().collect();
+        let mut old: Vec<(Arc<str>, Allocation)> =
+            std::mem::take(&mut self.allocations).into_iter().collect();
         old.sort_by(|a, b| a.0.cmp(&b.0));
         self.addresses.clear();
         self.shared.clear();
@@ -260,7 +279,9 @@ impl Allocator {
                 Ok(pi) => {
                     let name = self.pools[pi].pool.name.clone();
                     if name != alloc.pool {
-                        change.moved.push((key.to_string(), alloc.pool.clone(), name.clone()));
+                        change
+                            .moved
+                            .push((key.to_string(), alloc.pool.clone(), name.clone()));
                     }
                     alloc.pool = name;
                     self.record(key, alloc);
@@ -280,7 +301,9 @@ impl Allocator {
         let mut freed = Vec::new();
         for ip in &alloc.ips {
             let addr = to_addr(*ip);
-            let Some(usage) = self.addresses.get_mut(&addr) else { continue };
+            let Some(usage) = self.addresses.get_mut(&addr) else {
+                continue;
+            };
             usage.users.retain(|u| &**u != service_key);
             usage.ports.retain(|(_, holder)| &**holder != service_key);
             if usage.users.is_empty() {
@@ -343,8 +366,14 @@ impl Allocator {
         order
             .into_iter()
             .map(|i| {
-                let (current, mut run) = staged[i].take().unwrap_or_else(|| (services[i].clone(), Run::default()));
-                let status = self.converge(&current.key(), &current, &mut run, Mode::Full);
+                let (current, mut run) = staged[i]
+                    .take()
+                    .unwrap_or_else(|| (services[i].clone(), Run::default()));
+                let status = if self.handles(&current) {
+                    self.converge(&current.key(), &current, &mut run, Mode::Full)
+                } else {
+                    Status::Ignored
+                };
                 run.finish(current.key(), status, &services[i])
             })
             .collect()
@@ -367,7 +396,9 @@ impl Allocator {
     }
 
     fn converge(&mut self, key: &str, svc: &ServiceInfo, run: &mut Run, mode: Mode) -> Status {
-        let cleared = |reason: &str| Status::Cleared { reason: reason.to_string() };
+        let cleared = |reason: &str| Status::Cleared {
+            reason: reason.to_string(),
+        };
         if !svc.is_load_balancer {
             self.clear(key, run);
             return cleared("not a LoadBalancer service");
@@ -383,7 +414,10 @@ impl Allocator {
         if svc.ip_family_policy == IpFamilyPolicy::RequireDualStack && svc.cluster_ip_count < 2 {
             run.event(
                 EventReason::NotEnoughClusterIps,
-                format!("RequireDualStack service {key:?} has {} clusterIPs, needs 2", svc.cluster_ip_count),
+                format!(
+                    "RequireDualStack service {key:?} has {} clusterIPs, needs 2",
+                    svc.cluster_ip_count
+                ),
             );
             self.clear(key, run);
             return cleared("RequireDualStack with fewer than two clusterIPs");
@@ -391,8 +425,14 @@ impl Allocator {
         let mut current = match &svc.ingress_ips {
             Ok(ips) => ips.clone(),
             Err(e) => {
-                run.event(EventReason::NoLbIpsFamily, format!("Failed to retrieve lbIPs family for {key:?}: {e}"));
-                return Status::Unchanged { ips: Vec::new(), reason: e.to_string() };
+                run.event(
+                    EventReason::NoLbIpsFamily,
+                    format!("Failed to retrieve lbIPs family for {key:?}: {e}"),
+                );
+                return Status::Unchanged {
+                    ips: Vec::new(),
+                    reason: e.to_string(),
+                };
             }
         };
         let dual_prefer = svc.ip_family_policy == IpFamilyPolicy::PreferDualStack
@@ -402,8 +442,14 @@ impl Allocator {
             let lb_family = match family_of(&current) {
                 Ok(f) => f,
                 Err(e) => {
-                    run.event(EventReason::NoLbIpsFamily, format!("Failed to retrieve lbIPs family for {key:?}: {e}"));
-                    return Status::Unchanged { ips: current, reason: e };
+                    run.event(
+                        EventReason::NoLbIpsFamily,
+                        format!("Failed to retrieve lbIPs family for {key:?}: {e}"),
+                    );
+                    return Status::Unchanged {
+                        ips: current,
+                        reason: e,
+                    };
                 }
             };
             let svc_family = match &svc.family {
@@ -413,7 +459,10 @@ impl Allocator {
                         EventReason::NoClusterIpsFamily,
                         format!("Failed to retrieve clusterIPs family for {key:?}: {e}"),
                     );
-                    return Status::Unchanged { ips: current, reason: e.to_string() };
+                    return Status::Unchanged {
+                        ips: current,
+                        reason: e.to_string(),
+                    };
                 }
             };
             if lb_family != svc_family && !dual_prefer {
@@ -444,12 +493,18 @@ impl Allocator {
             }
             match &svc.requested_ips {
                 Err(e) => {
-                    run.event(EventReason::LoadBalancerFailed, format!("Failed to retrieve LBIPs: {e}"));
+                    run.event(
+                        EventReason::LoadBalancerFailed,
+                        format!("Failed to retrieve LBIPs: {e}"),
+                    );
                     return match self.allocations.get(key) {
-                        Some(alloc) if !current.is_empty() => {
-                            Status::Assigned { ips: current, pool: alloc.pool.clone() }
-                        }
-                        _ => Status::Cleared { reason: e.to_string() },
+                        Some(alloc) if !current.is_empty() => Status::Assigned {
+                            ips: current,
+                            pool: alloc.pool.clone(),
+                        },
+                        _ => Status::Cleared {
+                            reason: e.to_string(),
+                        },
                     };
                 }
                 Ok(requested) if !requested.is_empty() && !same_set(requested, &current) => {
@@ -462,8 +517,13 @@ impl Allocator {
 
         if mode == Mode::ReclaimOnly {
             return match self.allocations.get(key) {
-                Some(alloc) if !current.is_empty() => Status::Assigned { ips: current, pool: alloc.pool.clone() },
-                _ => Status::Pending { reason: "deferred until every address is re-claimed".into() },
+                Some(alloc) if !current.is_empty() => Status::Assigned {
+                    ips: current,
+                    pool: alloc.pool.clone(),
+                },
+                _ => Status::Pending {
+                    reason: "deferred until every address is re-claimed".into(),
+                },
             };
         }
 
@@ -472,7 +532,10 @@ impl Allocator {
             let other = Family::of(&current[0]).other();
             match self.add_family(key, svc, &current, other) {
                 Ok(ips) => {
-                    run.event(EventReason::IpAllocated, format!("Assigned IP {}", quoted(&ips[current.len()..])));
+                    run.event(
+                        EventReason::IpAllocated,
+                        format!("Assigned IP {}", quoted(&ips[current.len()..])),
+                    );
                     current = ips;
                 }
                 Err(e) => run.event(
@@ -485,31 +548,63 @@ impl Allocator {
         if current.is_empty() {
             match self.allocate(key, svc) {
                 Ok(ips) => {
-                    run.event(EventReason::IpAllocated, format!("Assigned IP {}", quoted(&ips)));
+                    run.event(
+                        EventReason::IpAllocated,
+                        format!("Assigned IP {}", quoted(&ips)),
+                    );
                     current = ips;
                 }
                 Err(e) => {
-                    run.event(EventReason::AllocationFailed, format!("Failed to allocate IP for {key:?}: {e}"));
-                    return Status::Pending { reason: e.to_string() };
+                    run.event(
+                        EventReason::AllocationFailed,
+                        format!("Failed to allocate IP for {key:?}: {e}"),
+                    );
+                    return Status::Pending {
+                        reason: e.to_string(),
+                    };
                 }
             }
         }
         match self.allocations.get(key) {
-            Some(alloc) => Status::Assigned { ips: current, pool: alloc.pool.clone() },
+            Some(alloc) => Status::Assigned {
+                ips: current,
+                pool: alloc.pool.clone(),
+            },
             None => {
-                run.event(EventReason::InternalError, format!("no pool assigned for {key:?}"));
+                run.event(
+                    EventReason::InternalError,
+                    format!("no pool assigned for {key:?}"),
+                );
                 self.clear(key, run);
-                Status::Cleared { reason: "internal error: address without a pool".into() }
+                Status::Cleared {
+                    reason: "internal error: address without a pool".into(),
+                }
             }
         }
     }
 
-    fn add_family(&mut self, key: &str, svc: &ServiceInfo, current: &[IpAddr], family: Family) -> Result<Vec<IpAddr>, AllocError> {
-        let pool_name = self.allocations.get(key).map(|a| a.pool.clone()).unwrap_or_default();
-        let pi = *self.by_name.get(&pool_name).ok_or_else(|| AllocError::UnknownPool(pool_name.clone()))?;
+    fn add_family(
+        &mut self,
+        key: &str,
+        svc: &ServiceInfo,
+        current: &[IpAddr],
+        family: Family,
+    ) -> Result<Vec<IpAddr>, AllocError> {
+        let pool_name = self
+            .allocations
+            .get(key)
+            .map(|a| a.pool.clone())
+            .unwrap_or_default();
+        let pi = *self
+            .by_name
+            .get(&pool_name)
+            .ok_or_else(|| AllocError::UnknownPool(pool_name.clone()))?;
         let addr = self
             .first_candidate(pi, family, key, svc)
-            .ok_or(AllocError::PoolFull { pool: pool_name, family: ServiceFamily::Single(family) })?;
+            .ok_or(AllocError::PoolFull {
+                pool: pool_name,
+                family: ServiceFamily::Single(family),
+            })?;
         let mut ips = current.to_vec();
         ips.push(from_addr(addr));
         self.assign(key, svc, &ips)?;
@@ -522,22 +617,33 @@ impl Allocator {
         let requested = svc.requested_ips.clone().map_err(AllocError::BadField)?;
         if !requested.is_empty() {
             if family_of(&requested).ok() != Some(family) {
-                return Err(AllocError::FamilyMismatch { ips: quoted(&requested) });
+                return Err(AllocError::FamilyMismatch {
+                    ips: quoted(&requested),
+                });
             }
             self.assign(key, svc, &requested)?;
             if let Some(desired) = &svc.pool_annotation
                 && self.allocations.get(key).map(|a| &a.pool) != Some(desired)
             {
                 self.release(key);
-                return Err(AllocError::PoolMismatch { ips: quoted(&requested), pool: desired.clone() });
+                return Err(AllocError::PoolMismatch {
+                    ips: quoted(&requested),
+                    pool: desired.clone(),
+                });
             }
             return Ok(requested);
         }
         if let Some(pool_name) = &svc.pool_annotation {
-            let pi = *self.by_name.get(pool_name).ok_or_else(|| AllocError::UnknownPool(pool_name.clone()))?;
+            let pi = *self
+                .by_name
+                .get(pool_name)
+                .ok_or_else(|| AllocError::UnknownPool(pool_name.clone()))?;
             let ips = self
                 .pick(pi, key, svc, family)
-                .ok_or_else(|| AllocError::PoolFull { pool: pool_name.clone(), family })?;
+                .ok_or_else(|| AllocError::PoolFull {
+                    pool: pool_name.clone(),
+                    family,
+                })?;
             self.assign(key, svc, &ips)?;
             return Ok(ips);
         }
@@ -564,8 +670,8 @@ impl Allocator {
             match &pool.service_allocation {
                 None => tier2.push(pi),
                 Some(sa) => {
-                    let found =
-                        sa.namespaces.contains(&svc.namespace) || any_matches(&sa.service_selectors, &svc.labels);
+                    let found = sa.namespaces.contains(&svc.namespace)
+                        || any_matches(&sa.service_selectors, &svc.labels);
                     if found && pool_accepts(pool, svc) {
                         tier1.push(pi);
                     }
@@ -573,7 +679,11 @@ impl Allocator {
             }
         }
         let rank = |pi: &usize| {
-            let p = self.pools[*pi].pool.service_allocation.as_ref().map_or(0, |sa| sa.priority);
+            let p = self.pools[*pi]
+                .pool
+                .service_allocation
+                .as_ref()
+                .map_or(0, |sa| sa.priority);
             (p <= 0, p)
         };
         // Stable sort: pools are already in name order.
@@ -582,9 +692,18 @@ impl Allocator {
     }
 
     /// The pool scan of step 7c over one tier.
-    fn scan(&self, tier: &[usize], key: &str, svc: &ServiceInfo, family: ServiceFamily) -> Option<Vec<IpAddr>> {
+    fn scan(
+        &self,
+        tier: &[usize],
+        key: &str,
+        svc: &ServiceInfo,
+        family: ServiceFamily,
+    ) -> Option<Vec<IpAddr>> {
         match family {
-            ServiceFamily::Single(f) => tier.iter().find_map(|&pi| self.first_candidate(pi, f, key, svc)).map(|a| vec![from_addr(a)]),
+            ServiceFamily::Single(f) => tier
+                .iter()
+                .find_map(|&pi| self.first_candidate(pi, f, key, svc))
+                .map(|a| vec![from_addr(a)]),
             ServiceFamily::Dual => {
                 let both = |pi: usize| {
                     let v4 = self.first_candidate(pi, Family::V4, key, svc)?;
@@ -599,43 +718,64 @@ impl Allocator {
                 }
                 let primary = svc.primary_family;
                 [primary, primary.other()].into_iter().find_map(|f| {
-                    tier.iter().find_map(|&pi| self.first_candidate(pi, f, key, svc)).map(|a| vec![from_addr(a)])
+                    tier.iter()
+                        .find_map(|&pi| self.first_candidate(pi, f, key, svc))
+                        .map(|a| vec![from_addr(a)])
                 })
             }
         }
     }
 
     /// Candidates from one named pool, selected by policy (step 7b).
-    fn pick(&self, pi: usize, key: &str, svc: &ServiceInfo, family: ServiceFamily) -> Option<Vec<IpAddr>> {
+    fn pick(
+        &self,
+        pi: usize,
+        key: &str,
+        svc: &ServiceInfo,
+        family: ServiceFamily,
+    ) -> Option<Vec<IpAddr>> {
         self.scan(&[pi], key, svc, family)
     }
 
     /// First address of `family` in pool `pi` that is free or shareable with `svc`, walking the
     /// entries in written order.
-    fn first_candidate(&self, pi: usize, family: Family, key: &str, svc: &ServiceInfo) -> Option<Addr> {
+    fn first_candidate(
+        &self,
+        pi: usize,
+        family: Family,
+        key: &str,
+        svc: &ServiceInfo,
+    ) -> Option<Addr> {
         let shareable = if svc.sharing_key.is_empty() {
             None
         } else {
-            self.shared.get(&(svc.sharing_key.clone(), svc.backend_key.clone()))
+            self.shared
+                .get(&(svc.sharing_key.clone(), svc.backend_key.clone()))
         };
-        self.pools[pi].cidrs.iter().filter(|c| c.family == family).find_map(|cidr| {
-            let free = cidr.first_free();
-            let shared = shareable.and_then(|set| {
-                set.range((family, cidr.first)..=(family, cidr.last))
-                    .copied()
-                    .find(|a| cidr.contains(*a) && self.ports_free(*a, key, &svc.ports))
-            });
-            match (free, shared) {
-                (Some(f), Some(s)) => Some(f.min(s)),
-                (f, s) => f.or(s),
-            }
-        })
+        self.pools[pi]
+            .cidrs
+            .iter()
+            .filter(|c| c.family == family)
+            .find_map(|cidr| {
+                let free = cidr.first_free();
+                let shared = shareable.and_then(|set| {
+                    set.range((family, cidr.first)..=(family, cidr.last))
+                        .copied()
+                        .find(|a| cidr.contains(*a) && self.ports_free(*a, key, &svc.ports))
+                });
+                match (free, shared) {
+                    (Some(f), Some(s)) => Some(f.min(s)),
+                    (f, s) => f.or(s),
+                }
+            })
     }
 
     fn ports_free(&self, addr: Addr, key: &str, ports: &[Port]) -> bool {
-        self.addresses
-            .get(&addr)
-            .is_none_or(|u| u.ports.iter().all(|(p, holder)| &**holder == key || !ports.contains(p)))
+        self.addresses.get(&addr).is_none_or(|u| {
+            u.ports
+                .iter()
+                .all(|(p, holder)| &**holder == key || !ports.contains(p))
+        })
     }
 
     /// Locates the CIDR holding `addr` (usable addresses only).
@@ -663,7 +803,9 @@ impl Allocator {
         let pi = self.pool_containing_all(ips)?;
         let pool = &self.pools[pi].pool;
         if !pool_accepts(pool, svc) {
-            return Err(AllocError::IncompatiblePool { pool: pool.name.clone() });
+            return Err(AllocError::IncompatiblePool {
+                pool: pool.name.clone(),
+            });
         }
         for ip in ips {
             self.check_sharing(key, *ip, svc)?;
@@ -684,8 +826,18 @@ impl Allocator {
         let Some(usage) = self.addresses.get(&to_addr(ip)) else {
             return Ok(());
         };
-        if let Err(reason) = sharing_ok(&usage.sharing_key, &usage.backend_key, &svc.sharing_key, &svc.backend_key) {
-            let others: Vec<&str> = usage.users.iter().map(|u| &**u).filter(|u| *u != key).collect();
+        if let Err(reason) = sharing_ok(
+            &usage.sharing_key,
+            &usage.backend_key,
+            &svc.sharing_key,
+            &svc.backend_key,
+        ) {
+            let others: Vec<&str> = usage
+                .users
+                .iter()
+                .map(|u| &**u)
+                .filter(|u| *u != key)
+                .collect();
             if !others.is_empty() {
                 return Err(AllocError::Sharing(format!(
                     "can't change sharing key for {key:?}, address also in use by {}: {reason}",
@@ -694,8 +846,15 @@ impl Allocator {
             }
         }
         for port in &svc.ports {
-            if usage.ports.iter().any(|(p, holder)| p == port && &**holder != key) {
-                return Err(AllocError::PortInUse { port: port.clone(), ip });
+            if usage
+                .ports
+                .iter()
+                .any(|(p, holder)| p == port && &**holder != key)
+            {
+                return Err(AllocError::PortInUse {
+                    port: port.clone(),
+                    ip,
+                });
             }
         }
         Ok(())
@@ -705,7 +864,9 @@ impl Allocator {
     fn record(&mut self, key: Arc<str>, alloc: Allocation) {
         for ip in &alloc.ips {
             let addr = to_addr(*ip);
-            let Some(location) = self.locate(addr) else { continue };
+            let Some(location) = self.locate(addr) else {
+                continue;
+            };
             let usage = self.addresses.entry(addr).or_insert_with(|| AddrUse {
                 users: Vec::new(),
                 sharing_key: String::new(),
@@ -717,7 +878,11 @@ impl Allocator {
                 let (pi, ci) = location;
                 self.pools[pi].cidrs[ci].mark_used(addr);
             } else {
-                unindex(&mut self.shared, &(usage.sharing_key.clone(), usage.backend_key.clone()), addr);
+                unindex(
+                    &mut self.shared,
+                    &(usage.sharing_key.clone(), usage.backend_key.clone()),
+                    addr,
+                );
             }
             if !usage.users.contains(&key) {
                 usage.users.push(key.clone());
@@ -725,9 +890,14 @@ impl Allocator {
             usage.sharing_key = alloc.sharing_key.clone();
             usage.backend_key = alloc.backend_key.clone();
             usage.ports.retain(|(_, holder)| *holder != key);
-            usage.ports.extend(alloc.ports.iter().map(|p| (p.clone(), key.clone())));
+            usage
+                .ports
+                .extend(alloc.ports.iter().map(|p| (p.clone(), key.clone())));
             if !alloc.sharing_key.is_empty() {
-                self.shared.entry((alloc.sharing_key.clone(), alloc.backend_key.clone())).or_default().insert(addr);
+                self.shared
+                    .entry((alloc.sharing_key.clone(), alloc.backend_key.clone()))
+                    .or_default()
+                    .insert(addr);
             }
         }
         self.allocations.insert(key, alloc);
@@ -744,7 +914,12 @@ fn unindex(shared: &mut SharingIndex, sharing: &(String, String), addr: Addr) {
 }
 
 /// MetalLB's `sharingOK`.
-fn sharing_ok(existing: &str, existing_backend: &str, new: &str, new_backend: &str) -> Result<(), String> {
+fn sharing_ok(
+    existing: &str,
+    existing_backend: &str,
+    new: &str,
+    new_backend: &str,
+) -> Result<(), String> {
     if existing.is_empty() {
         return Err("existing service does not allow sharing".into());
     }
@@ -752,10 +927,14 @@ fn sharing_ok(existing: &str, existing_backend: &str, new: &str, new_backend: &s
         return Err("new service does not allow sharing".into());
     }
     if existing != new {
-        return Err(format!("sharing key {new:?} does not match existing sharing key {existing:?}"));
+        return Err(format!(
+            "sharing key {new:?} does not match existing sharing key {existing:?}"
+        ));
     }
     if existing_backend != new_backend {
-        return Err(format!("backend key {new_backend:?} does not match existing backend key {existing_backend:?}"));
+        return Err(format!(
+            "backend key {new_backend:?} does not match existing backend key {existing_backend:?}"
+        ));
     }
     Ok(())
 }
@@ -779,7 +958,9 @@ pub fn restart_order(services: &[ServiceInfo]) -> Vec<usize> {
     let count = |s: &ServiceInfo| s.ingress_ips.as_ref().map_or(0, Vec::len);
     order.sort_by(|&a, &b| {
         let (sa, sb) = (&services[a], &services[b]);
-        count(sb).cmp(&count(sa)).then_with(|| (&sa.namespace, &sa.name).cmp(&(&sb.namespace, &sb.name)))
+        count(sb)
+            .cmp(&count(sa))
+            .then_with(|| (&sa.namespace, &sa.name).cmp(&(&sb.namespace, &sb.name)))
     });
     order
 }
@@ -808,21 +989,29 @@ impl Run {
         let current = svc.ingress_ips.as_deref().unwrap_or(&[]);
         let writes = match &status {
             Status::Ignored | Status::Unchanged { .. } => false,
-            Status::Assigned { ips, pool } => ips != current || svc.allocated_from_pool.as_ref() != Some(pool),
+            Status::Assigned { ips, pool } => {
+                ips != current || svc.allocated_from_pool.as_ref() != Some(pool)
+            }
             Status::Cleared { .. } | Status::Pending { .. } => {
                 !current.is_empty() || svc.allocated_from_pool.is_some()
             }
         };
         if writes {
             for key in &svc.deprecated_annotations {
-                let replacement = key.replacen(service::DEPRECATED_PREFIX, service::ANNOTATION_PREFIX, 1);
+                let replacement =
+                    key.replacen(service::DEPRECATED_PREFIX, service::ANNOTATION_PREFIX, 1);
                 self.event(
                     EventReason::DeprecatedAnnotation,
                     format!("annotation {key:?} is deprecated, use {replacement:?} instead"),
                 );
             }
         }
-        Outcome { service, status, events: self.events, freed: self.freed }
+        Outcome {
+            service,
+            status,
+            events: self.events,
+            freed: self.freed,
+        }
     }
 }
 

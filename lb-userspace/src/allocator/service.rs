@@ -194,7 +194,10 @@ impl ServiceInfo {
     /// an enum field holds an unknown value.
     pub fn from_service(service: &Service) -> Result<Self, FieldError> {
         let meta = &service.metadata;
-        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".to_string());
+        let namespace = meta
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
         let name = match meta.name.as_deref() {
             Some(name) if !name.is_empty() => name.to_string(),
             _ => {
@@ -206,7 +209,11 @@ impl ServiceInfo {
             }
         };
         let key = format!("{namespace}/{name}");
-        let err = |field: &str, message: String| FieldError { service: key.clone(), field: field.into(), message };
+        let err = |field: &str, message: String| FieldError {
+            service: key.clone(),
+            field: field.into(),
+            message,
+        };
         let empty = BTreeMap::new();
         let annotations = meta.annotations.as_ref().unwrap_or(&empty);
         let labels = meta.labels.clone().unwrap_or_default();
@@ -215,7 +222,12 @@ impl ServiceInfo {
 
         let cluster_ips: Vec<String> = match &spec.cluster_ips {
             Some(ips) if !ips.is_empty() => ips.clone(),
-            _ => spec.cluster_ip.iter().filter(|ip| !ip.is_empty()).cloned().collect(),
+            _ => spec
+                .cluster_ip
+                .iter()
+                .filter(|ip| !ip.is_empty())
+                .cloned()
+                .collect(),
         };
         let family = parse_list(&cluster_ips)
             .and_then(|ips| family_of(&ips))
@@ -225,12 +237,27 @@ impl ServiceInfo {
             None | Some("") | Some("SingleStack") => IpFamilyPolicy::SingleStack,
             Some("PreferDualStack") => IpFamilyPolicy::PreferDualStack,
             Some("RequireDualStack") => IpFamilyPolicy::RequireDualStack,
-            Some(other) => return Err(err("spec.ipFamilyPolicy", format!("unknown policy {other:?}"))),
+            Some(other) => {
+                return Err(err(
+                    "spec.ipFamilyPolicy",
+                    format!("unknown policy {other:?}"),
+                ));
+            }
         };
-        let primary_family = match spec.ip_families.as_ref().and_then(|f| f.first()).map(String::as_str) {
+        let primary_family = match spec
+            .ip_families
+            .as_ref()
+            .and_then(|f| f.first())
+            .map(String::as_str)
+        {
             None | Some("IPv4") => Family::V4,
             Some("IPv6") => Family::V6,
-            Some(other) => return Err(err("spec.ipFamilies[0]", format!("unknown family {other:?}"))),
+            Some(other) => {
+                return Err(err(
+                    "spec.ipFamilies[0]",
+                    format!("unknown family {other:?}"),
+                ));
+            }
         };
 
         let annotation = |suffix: &str| -> Option<(String, &String)> {
@@ -242,9 +269,14 @@ impl ServiceInfo {
             annotations.get(&old).map(|v| (old, v))
         };
 
-        let requested_ips = requested(annotation("loadBalancerIPs"), spec.load_balancer_ip.as_deref())
-            .map_err(|(field, message)| err(&field, message));
-        let pool_annotation = annotation("address-pool").map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+        let requested_ips = requested(
+            annotation("loadBalancerIPs"),
+            spec.load_balancer_ip.as_deref(),
+        )
+        .map_err(|(field, message)| err(&field, message));
+        let pool_annotation = annotation("address-pool")
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty());
         let sharing = annotation("allow-shared-ip");
         let has_sharing_annotation = sharing.is_some();
         let sharing_key = sharing.map(|(_, v)| v.clone()).unwrap_or_default();
@@ -252,7 +284,12 @@ impl ServiceInfo {
         let traffic_policy_local = spec.external_traffic_policy.as_deref() == Some("Local");
         let backend_key = if traffic_policy_local {
             // BTreeMap iterates sorted, as labels.Set.String() does.
-            let pairs: Vec<String> = spec.selector.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+            let pairs: Vec<String> = spec
+                .selector
+                .iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             pairs.join(",")
         } else {
             String::new()
@@ -261,7 +298,10 @@ impl ServiceInfo {
             .ports
             .iter()
             .flatten()
-            .map(|p| Port { protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()), port: p.port })
+            .map(|p| Port {
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                port: p.port,
+            })
             .collect();
 
         let ingress: Vec<String> = service
@@ -274,10 +314,14 @@ impl ServiceInfo {
             .filter_map(|i| i.ip.clone())
             .filter(|ip| !ip.is_empty())
             .collect();
-        let ingress_ips = parse_list(&ingress).map_err(|m| err("status.loadBalancer.ingress[].ip", m));
+        let ingress_ips =
+            parse_list(&ingress).map_err(|m| err("status.loadBalancer.ingress[].ip", m));
 
-        let deprecated_annotations =
-            annotations.keys().filter(|k| k.starts_with(DEPRECATED_PREFIX)).cloned().collect();
+        let deprecated_annotations = annotations
+            .keys()
+            .filter(|k| k.starts_with(DEPRECATED_PREFIX))
+            .cloned()
+            .collect();
 
         Ok(ServiceInfo {
             namespace,
@@ -305,12 +349,18 @@ impl ServiceInfo {
 }
 
 fn parse_list(texts: &[String]) -> Result<Vec<IpAddr>, String> {
-    texts.iter().map(|t| parse_ip(t.trim()).ok_or_else(|| format!("invalid IP address {t:?}"))).collect()
+    texts
+        .iter()
+        .map(|t| parse_ip(t.trim()).ok_or_else(|| format!("invalid IP address {t:?}")))
+        .collect()
 }
 
 /// MetalLB's `getDesiredLbIPs`: the annotation (comma-separated, trimmed) or
 /// `spec.loadBalancerIP`, never both; at most one address per family.
-fn requested(annotation: Option<(String, &String)>, spec_ip: Option<&str>) -> Result<Vec<IpAddr>, (String, String)> {
+fn requested(
+    annotation: Option<(String, &String)>,
+    spec_ip: Option<&str>,
+) -> Result<Vec<IpAddr>, (String, String)> {
     let spec_ip = spec_ip.unwrap_or("");
     let annotated = annotation.filter(|(_, v)| !v.is_empty());
     match (annotated, spec_ip.is_empty()) {
@@ -320,8 +370,12 @@ fn requested(annotation: Option<(String, &String)>, spec_ip: Option<&str>) -> Re
             format!("service can not have both {key} and spec.loadBalancerIP"),
         )),
         (None, false) => {
-            let ip = parse_ip(spec_ip)
-                .ok_or_else(|| ("spec.loadBalancerIP".to_string(), format!("invalid address {spec_ip:?}")))?;
+            let ip = parse_ip(spec_ip).ok_or_else(|| {
+                (
+                    "spec.loadBalancerIP".to_string(),
+                    format!("invalid address {spec_ip:?}"),
+                )
+            })?;
             Ok(vec![ip])
         }
         (Some((key, value)), true) => {
@@ -330,7 +384,8 @@ fn requested(annotation: Option<(String, &String)>, spec_ip: Option<&str>) -> Re
                 .split(',')
                 .map(|part| {
                     let part = part.trim();
-                    parse_ip(part).ok_or_else(|| (field.clone(), format!("invalid address {part:?}")))
+                    parse_ip(part)
+                        .ok_or_else(|| (field.clone(), format!("invalid address {part:?}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             if ips.len() > 1 {

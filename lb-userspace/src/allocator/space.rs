@@ -35,7 +35,10 @@ pub struct IntervalSet {
 
 impl IntervalSet {
     pub fn contains(&self, x: u128) -> bool {
-        self.intervals.range(..=x).next_back().is_some_and(|(_, &end)| end >= x)
+        self.intervals
+            .range(..=x)
+            .next_back()
+            .is_some_and(|(_, &end)| end >= x)
     }
 
     /// Adds `x`; returns false when it was already present.
@@ -116,7 +119,11 @@ impl CidrSpace {
         let (_, last) = to_addr(net.broadcast());
         let host_bits = u32::from(net.max_prefix_len() - net.prefix_len());
         let buggy_aware = avoid_buggy_ips && family == Family::V4;
-        let size = if host_bits >= 128 { None } else { Some(1u128 << host_bits) };
+        let size = if host_bits >= 128 {
+            None
+        } else {
+            Some(1u128 << host_bits)
+        };
         let usable = match size {
             Some(size) if buggy_aware && host_bits >= 8 => Some(size / 256 * 254),
             Some(size) if buggy_aware => {
@@ -124,7 +131,16 @@ impl CidrSpace {
             }
             other => other,
         };
-        CidrSpace { net, family, first, last, buggy_aware, usable, used: IntervalSet::default(), used_count: 0 }
+        CidrSpace {
+            net,
+            family,
+            first,
+            last,
+            buggy_aware,
+            usable,
+            used: IntervalSet::default(),
+            used_count: 0,
+        }
     }
 
     fn whole_blocks(&self) -> bool {
@@ -201,7 +217,8 @@ impl CidrSpace {
         if host_bits >= 62 {
             return i64::MAX;
         }
-        self.usable.map_or(i64::MAX, |u| i64::try_from(u).unwrap_or(i64::MAX))
+        self.usable
+            .map_or(i64::MAX, |u| i64::try_from(u).unwrap_or(i64::MAX))
     }
 }
 
@@ -284,6 +301,9 @@ mod tests {
         assert_eq!(space.first_free(), Some(addr("::1")));
         let big = CidrSpace::new(&net("2001:db8::/64"), false);
         assert_eq!(big.capacity(), i64::MAX);
-        assert_eq!(CidrSpace::new(&net("2001:db8::/67"), false).capacity(), 1i64 << 61);
+        assert_eq!(
+            CidrSpace::new(&net("2001:db8::/67"), false).capacity(),
+            1i64 << 61
+        );
     }
 }

@@ -13,7 +13,10 @@ pub(crate) fn pool(name: &str, entries: &[&[&str]]) -> Pool {
     Pool {
         name: name.into(),
         labels: BTreeMap::new(),
-        ranges: entries.iter().map(|e| e.iter().map(|c| c.parse().unwrap()).collect()).collect(),
+        ranges: entries
+            .iter()
+            .map(|e| e.iter().map(|c| c.parse().unwrap()).collect())
+            .collect(),
         auto_assign: true,
         avoid_buggy_ips: false,
         service_allocation: None,
@@ -54,8 +57,13 @@ fn ips(list: &[&str]) -> Vec<IpAddr> {
 
 fn assigned(outcome: &Outcome) -> (Vec<String>, String) {
     match &outcome.status {
-        Status::Assigned { ips, pool } => (ips.iter().map(ToString::to_string).collect(), pool.clone()),
-        other => panic!("{}: expected an assignment, got {other:?} {:?}", outcome.service, outcome.events),
+        Status::Assigned { ips, pool } => {
+            (ips.iter().map(ToString::to_string).collect(), pool.clone())
+        }
+        other => panic!(
+            "{}: expected an assignment, got {other:?} {:?}",
+            outcome.service, outcome.events
+        ),
     }
 }
 
@@ -94,13 +102,22 @@ fn written(mut service: ServiceInfo, outcome: &Outcome) -> ServiceInfo {
 
 #[test]
 fn family_comes_from_cluster_ips() {
-    let s = svc("a", json!({"spec": {"clusterIPs": ["10.96.0.1", "fd00::1"], "ipFamilies": ["IPv6", "IPv4"]}}));
+    let s = svc(
+        "a",
+        json!({"spec": {"clusterIPs": ["10.96.0.1", "fd00::1"], "ipFamilies": ["IPv6", "IPv4"]}}),
+    );
     assert_eq!(s.family, Ok(ServiceFamily::Dual));
     assert_eq!(s.primary_family, Family::V6);
-    let s = svc("a", json!({"spec": {"clusterIPs": null, "clusterIP": "fd00::1"}}));
+    let s = svc(
+        "a",
+        json!({"spec": {"clusterIPs": null, "clusterIP": "fd00::1"}}),
+    );
     assert_eq!(s.family, Ok(ServiceFamily::Single(Family::V6)));
     assert_eq!(s.primary_family, Family::V4, "ipFamilies unset means IPv4");
-    let s = svc("a", json!({"spec": {"clusterIPs": ["10.96.0.1", "10.96.0.2"]}}));
+    let s = svc(
+        "a",
+        json!({"spec": {"clusterIPs": ["10.96.0.1", "10.96.0.2"]}}),
+    );
     assert!(s.family.is_err());
     let s = svc("a", json!({"spec": {"clusterIPs": ["None"]}}));
     assert_eq!(s.family.unwrap_err().field, "spec.clusterIPs");
@@ -112,7 +129,10 @@ fn family_comes_from_cluster_ips() {
 fn requested_ips_sources_and_precedence() {
     let s = svc("a", json!({"spec": {"loadBalancerIP": "192.0.2.1"}}));
     assert_eq!(s.requested_ips, Ok(ips(&["192.0.2.1"])));
-    let s = svc("a", json!({"metadata": {"annotations": {"metallb.io/loadBalancerIPs": " 192.0.2.1 , 2001:db8::1"}}}));
+    let s = svc(
+        "a",
+        json!({"metadata": {"annotations": {"metallb.io/loadBalancerIPs": " 192.0.2.1 , 2001:db8::1"}}}),
+    );
     assert_eq!(s.requested_ips, Ok(ips(&["192.0.2.1", "2001:db8::1"])));
     // metallb.io wins even when empty; then spec.loadBalancerIP is the only request.
     let s = svc(
@@ -121,9 +141,15 @@ fn requested_ips_sources_and_precedence() {
                "spec": {"loadBalancerIP": "192.0.2.1"}}),
     );
     assert_eq!(s.requested_ips, Ok(ips(&["192.0.2.1"])));
-    let s = svc("a", json!({"metadata": {"annotations": {"metallb.universe.tf/loadBalancerIPs": "192.0.2.9"}}}));
+    let s = svc(
+        "a",
+        json!({"metadata": {"annotations": {"metallb.universe.tf/loadBalancerIPs": "192.0.2.9"}}}),
+    );
     assert_eq!(s.requested_ips, Ok(ips(&["192.0.2.9"])));
-    assert_eq!(s.deprecated_annotations, ["metallb.universe.tf/loadBalancerIPs"]);
+    assert_eq!(
+        s.deprecated_annotations,
+        ["metallb.universe.tf/loadBalancerIPs"]
+    );
     // Malformed: both fields, unparsable, two of one family, three addresses.
     for extra in [
         json!({"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "192.0.2.1"}}, "spec": {"loadBalancerIP": "192.0.2.1"}}),
@@ -160,28 +186,58 @@ fn keys_pool_ports_and_other_fields() {
     assert_eq!(s.backend_key, "a=1,b=2");
     assert_eq!(
         s.ports,
-        [Port { protocol: "UDP".into(), port: 53 }, Port { protocol: "TCP".into(), port: 53 }]
+        [
+            Port {
+                protocol: "UDP".into(),
+                port: 53
+            },
+            Port {
+                protocol: "TCP".into(),
+                port: 53
+            }
+        ]
     );
     assert_eq!(s.lb_class.as_deref(), Some("cls"));
     assert_eq!(s.ip_family_policy, IpFamilyPolicy::PreferDualStack);
     assert_eq!(s.ingress_ips, Ok(ips(&["192.0.2.7"])));
     assert_eq!(s.labels.get("x").map(String::as_str), Some("y"));
-    assert_eq!(s.deprecated_annotations, ["metallb.universe.tf/address-pool", "metallb.universe.tf/allow-shared-ip"]);
+    assert_eq!(
+        s.deprecated_annotations,
+        [
+            "metallb.universe.tf/address-pool",
+            "metallb.universe.tf/allow-shared-ip"
+        ]
+    );
     // Cluster policy: no backend key.
-    assert_eq!(svc("b", json!({"spec": {"selector": {"a": "1"}}})).backend_key, "");
+    assert_eq!(
+        svc("b", json!({"spec": {"selector": {"a": "1"}}})).backend_key,
+        ""
+    );
 }
 
 #[test]
 fn malformed_services_are_rejected_with_the_field() {
     let mut unnamed = k8s("x", json!({}));
     unnamed.metadata.name = None;
-    assert_eq!(ServiceInfo::from_service(&unnamed).unwrap_err().field, "metadata.name");
+    assert_eq!(
+        ServiceInfo::from_service(&unnamed).unwrap_err().field,
+        "metadata.name"
+    );
     let bad = k8s("x", json!({"spec": {"ipFamilyPolicy": "Sometimes"}}));
     let err = ServiceInfo::from_service(&bad).unwrap_err();
-    assert_eq!((err.service.as_str(), err.field.as_str()), ("default/x", "spec.ipFamilyPolicy"));
+    assert_eq!(
+        (err.service.as_str(), err.field.as_str()),
+        ("default/x", "spec.ipFamilyPolicy")
+    );
     let bad = k8s("x", json!({"spec": {"ipFamilies": ["IPv5"]}}));
-    assert_eq!(ServiceInfo::from_service(&bad).unwrap_err().field, "spec.ipFamilies[0]");
-    let bad = svc("x", json!({"status": {"loadBalancer": {"ingress": [{"ip": "bogus"}]}}}));
+    assert_eq!(
+        ServiceInfo::from_service(&bad).unwrap_err().field,
+        "spec.ipFamilies[0]"
+    );
+    let bad = svc(
+        "x",
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "bogus"}]}}}),
+    );
     assert!(bad.ingress_ips.is_err());
 }
 
@@ -189,10 +245,24 @@ fn malformed_services_are_rejected_with_the_field() {
 
 #[test]
 fn lowest_free_address_in_written_order_including_network_address() {
-    let p = pool("p", &[&["10.0.1.0/31"], &["10.0.0.0/31"], &["10.0.0.8/32", "10.0.0.4/30"]]);
+    let p = pool(
+        "p",
+        &[
+            &["10.0.1.0/31"],
+            &["10.0.0.0/31"],
+            &["10.0.0.8/32", "10.0.0.4/30"],
+        ],
+    );
     let mut a = Allocator::new(&pools(vec![p]), None);
-    let got: Vec<String> = (0..7).map(|i| ip_of(&a.reconcile(&svc(&format!("s{i}"), json!({})))) ).collect();
-    assert_eq!(got, ["10.0.1.0", "10.0.1.1", "10.0.0.0", "10.0.0.1", "10.0.0.8", "10.0.0.4", "10.0.0.5"]);
+    let got: Vec<String> = (0..7)
+        .map(|i| ip_of(&a.reconcile(&svc(&format!("s{i}"), json!({})))))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "10.0.1.0", "10.0.1.1", "10.0.0.0", "10.0.0.1", "10.0.0.8", "10.0.0.4", "10.0.0.5"
+        ]
+    );
     // Freed addresses are reused first.
     a.release("default/s1");
     assert_eq!(ip_of(&a.reconcile(&svc("n", json!({})))), "10.0.1.1");
@@ -217,29 +287,50 @@ fn ipv6_pools_of_any_size() {
     assert_eq!(ip_of(&a.reconcile(&s("a"))), "2001:db8::");
     assert_eq!(ip_of(&a.reconcile(&s("b"))), "2001:db8::1");
     let counters = a.pool_counters()["v6"];
-    assert_eq!((counters.assigned_ipv6, counters.available_ipv6), (2, i64::MAX - 2));
+    assert_eq!(
+        (counters.assigned_ipv6, counters.available_ipv6),
+        (2, i64::MAX - 2)
+    );
 }
 
 #[test]
 fn requested_ip_checks() {
     let mut restricted = pool("restricted", &[&["10.0.1.0/24"]]);
-    restricted.service_allocation =
-        Some(ServiceAllocation { priority: 0, namespaces: ["prod".to_string()].into(), service_selectors: vec![] });
+    restricted.service_allocation = Some(ServiceAllocation {
+        priority: 0,
+        namespaces: ["prod".to_string()].into(),
+        service_selectors: vec![],
+    });
     let mut manual = pool("manual", &[&["10.0.2.0/24"], &["2001:db8::/64"]]);
     manual.auto_assign = false;
-    let mut a = Allocator::new(&pools(vec![pool("p", &[&["10.0.0.0/24"]]), restricted, manual]), None);
+    let mut a = Allocator::new(
+        &pools(vec![pool("p", &[&["10.0.0.0/24"]]), restricted, manual]),
+        None,
+    );
     // autoAssign is irrelevant for a request.
-    assert_eq!(assigned(&a.reconcile(&svc("a", json!({"spec": {"loadBalancerIP": "10.0.2.5"}})))).1, "manual");
+    assert_eq!(
+        assigned(&a.reconcile(&svc("a", json!({"spec": {"loadBalancerIP": "10.0.2.5"}})))).1,
+        "manual"
+    );
     // Not in any pool.
     let o = a.reconcile(&svc("b", json!({"spec": {"loadBalancerIP": "192.0.2.1"}})));
     assert_eq!(pending(&o), "[\"192.0.2.1\"] is not allowed in config");
     // The pool's serviceAllocation must accept the Service.
     let o = a.reconcile(&svc("c", json!({"spec": {"loadBalancerIP": "10.0.1.5"}})));
-    assert_eq!(pending(&o), "pool restricted not compatible for ip assignment");
-    let o = a.reconcile(&svc("c2", json!({"metadata": {"namespace": "prod"}, "spec": {"loadBalancerIP": "10.0.1.5"}})));
+    assert_eq!(
+        pending(&o),
+        "pool restricted not compatible for ip assignment"
+    );
+    let o = a.reconcile(&svc(
+        "c2",
+        json!({"metadata": {"namespace": "prod"}, "spec": {"loadBalancerIP": "10.0.1.5"}}),
+    ));
     assert_eq!(assigned(&o).1, "restricted");
     // Family must match the Service's.
-    let o = a.reconcile(&svc("d", json!({"spec": {"loadBalancerIP": "2001:db8::5"}})));
+    let o = a.reconcile(&svc(
+        "d",
+        json!({"spec": {"loadBalancerIP": "2001:db8::5"}}),
+    ));
     assert!(pending(&o).contains("does not match the ipFamily"));
     // Every address in one pool.
     let dual = json!({"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "10.0.0.9,2001:db8::9"}},
@@ -248,14 +339,20 @@ fn requested_ip_checks() {
     // Requested dual-stack addresses keep the written order.
     let dual = json!({"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "2001:db8::9,10.0.2.9"}},
                       "spec": {"clusterIPs": ["10.96.0.1", "fd00::1"], "ipFamilyPolicy": "RequireDualStack"}});
-    assert_eq!(assigned(&a.reconcile(&svc("f", dual))).0, ["2001:db8::9", "10.0.2.9"]);
+    assert_eq!(
+        assigned(&a.reconcile(&svc("f", dual))).0,
+        ["2001:db8::9", "10.0.2.9"]
+    );
     // With a pool annotation, the owning pool must be that pool.
     let o = a.reconcile(&svc(
         "g",
         json!({"metadata": {"annotations": {"metallb.io/address-pool": "p"}}, "spec": {"loadBalancerIP": "10.0.2.7"}}),
     ));
     assert!(pending(&o).contains("not compatible with requested address pool p"));
-    assert!(a.allocation("default/g").is_none(), "the failed claim is released");
+    assert!(
+        a.allocation("default/g").is_none(),
+        "the failed claim is released"
+    );
 }
 
 #[test]
@@ -280,11 +377,32 @@ fn malformed_requests_fail_allocation_or_keep_existing_addresses() {
 fn pool_annotation_has_no_spill_over_and_ignores_auto_assign() {
     let mut tiny = pool("tiny", &[&["10.0.9.0/32"]]);
     tiny.auto_assign = false;
-    let mut a = Allocator::new(&pools(vec![pool("big", &[&["10.0.0.0/24"]]), tiny, pool("v6", &[&["2001:db8::/64"]])]), None);
-    let pinned = |n: &str, p: &str| svc(n, json!({"metadata": {"annotations": {"metallb.io/address-pool": p}}}));
-    assert_eq!(assigned(&a.reconcile(&pinned("a", "tiny"))), (vec!["10.0.9.0".into()], "tiny".into()));
-    assert_eq!(pending(&a.reconcile(&pinned("b", "tiny"))), "no available IPs in pool \"tiny\" for IPv4 IPFamily");
-    assert_eq!(pending(&a.reconcile(&pinned("c", "nope"))), "unknown pool \"nope\"");
+    let mut a = Allocator::new(
+        &pools(vec![
+            pool("big", &[&["10.0.0.0/24"]]),
+            tiny,
+            pool("v6", &[&["2001:db8::/64"]]),
+        ]),
+        None,
+    );
+    let pinned = |n: &str, p: &str| {
+        svc(
+            n,
+            json!({"metadata": {"annotations": {"metallb.io/address-pool": p}}}),
+        )
+    };
+    assert_eq!(
+        assigned(&a.reconcile(&pinned("a", "tiny"))),
+        (vec!["10.0.9.0".into()], "tiny".into())
+    );
+    assert_eq!(
+        pending(&a.reconcile(&pinned("b", "tiny"))),
+        "no available IPs in pool \"tiny\" for IPv4 IPFamily"
+    );
+    assert_eq!(
+        pending(&a.reconcile(&pinned("c", "nope"))),
+        "unknown pool \"nope\""
+    );
     // An IPv4 Service pinned to a v6-only pool fails.
     assert!(pending(&a.reconcile(&pinned("d", "v6"))).contains("no available IPs in pool \"v6\""));
     // The deprecated key works too; metallb.io wins when both are present.
@@ -297,7 +415,13 @@ fn pool_annotation_has_no_spill_over_and_ignores_auto_assign() {
 
 #[test]
 fn pool_annotation_change_moves_the_service_silently() {
-    let mut a = Allocator::new(&pools(vec![pool("a", &[&["10.0.0.0/24"]]), pool("b", &[&["10.0.1.0/24"]])]), None);
+    let mut a = Allocator::new(
+        &pools(vec![
+            pool("a", &[&["10.0.0.0/24"]]),
+            pool("b", &[&["10.0.1.0/24"]]),
+        ]),
+        None,
+    );
     let s = svc("s", json!({}));
     let o = a.reconcile(&s);
     assert_eq!(assigned(&o).1, "a");
@@ -305,7 +429,11 @@ fn pool_annotation_change_moves_the_service_silently() {
     moved.pool_annotation = Some("b".into());
     let o = a.reconcile(&moved);
     assert_eq!(assigned(&o), (vec!["10.0.1.0".into()], "b".into()));
-    assert_eq!(reasons(&o), ["IPAllocated"], "no ClearAssignment for an annotation change");
+    assert_eq!(
+        reasons(&o),
+        ["IPAllocated"],
+        "no ClearAssignment for an annotation change"
+    );
 }
 
 #[test]
@@ -321,7 +449,13 @@ fn requested_ip_change_reallocates_silently() {
     assert_eq!(o.freed, ips(&["10.0.0.5"]));
 }
 
-fn with_allocation(name: &str, priority: i32, namespaces: &[&str], selectors: Vec<Selector>, cidr: &'static str) -> Pool {
+fn with_allocation(
+    name: &str,
+    priority: i32,
+    namespaces: &[&str],
+    selectors: Vec<Selector>,
+    cidr: &'static str,
+) -> Pool {
     let mut p = pool(name, &[&[cidr]]);
     p.service_allocation = Some(ServiceAllocation {
         priority,
@@ -332,7 +466,10 @@ fn with_allocation(name: &str, priority: i32, namespaces: &[&str], selectors: Ve
 }
 
 fn sel(k: &str, v: &str) -> Selector {
-    Selector { match_labels: [(k.to_string(), v.to_string())].into(), match_expressions: vec![] }
+    Selector {
+        match_labels: [(k.to_string(), v.to_string())].into(),
+        match_expressions: vec![],
+    }
 }
 
 #[test]
@@ -347,8 +484,16 @@ fn automatic_tiers_and_priorities() {
         with_allocation("all", 9, &[], vec![Selector::everything()], "10.3.0.0/32"),
     ];
     let mut a = Allocator::new(&pools(list), None);
-    let team = |n: &str, labels: Value| svc(n, json!({"metadata": {"namespace": "team", "labels": labels}}));
-    assert_eq!(assigned(&a.reconcile(&team("gold", json!({"tier": "gold"})))).1, "prio1");
+    let team = |n: &str, labels: Value| {
+        svc(
+            n,
+            json!({"metadata": {"namespace": "team", "labels": labels}}),
+        )
+    };
+    assert_eq!(
+        assigned(&a.reconcile(&team("gold", json!({"tier": "gold"})))).1,
+        "prio1"
+    );
     assert_eq!(assigned(&a.reconcile(&team("t1", json!({})))).1, "prio5");
     // A match-all serviceAllocation (priority only) catches every Service before tier 2.
     assert_eq!(assigned(&a.reconcile(&svc("d1", json!({})))).1, "all");
@@ -361,65 +506,132 @@ fn priority_zero_sorts_last_and_non_accepting_pools_are_never_used() {
     let list = vec![
         with_allocation("p0", 0, &["team"], vec![], "10.0.0.0/24"),
         with_allocation("p3", 3, &["team"], vec![], "10.3.0.0/32"),
-        with_allocation("selective", 1, &["team"], vec![sel("app", "db")], "10.1.0.0/24"),
+        with_allocation(
+            "selective",
+            1,
+            &["team"],
+            vec![sel("app", "db")],
+            "10.1.0.0/24",
+        ),
     ];
     let mut a = Allocator::new(&pools(list), None);
     let s = |n: &str| svc(n, json!({"metadata": {"namespace": "team"}}));
     assert_eq!(assigned(&a.reconcile(&s("a"))).1, "p3");
     assert_eq!(assigned(&a.reconcile(&s("b"))).1, "p0");
     // Default namespace: no tier-1 pool accepts, no tier 2 exists.
-    assert_eq!(pending(&a.reconcile(&svc("c", json!({})))), "no available IPs");
+    assert_eq!(
+        pending(&a.reconcile(&svc("c", json!({})))),
+        "no available IPs"
+    );
 }
 
 #[test]
 fn namespace_quirk_pool_is_never_auto_assigned_but_can_be_requested() {
     let quirk = with_allocation("quirk", 1, &[], vec![], "10.0.0.0/24");
     let mut a = Allocator::new(&pools(vec![quirk]), None);
-    assert_eq!(pending(&a.reconcile(&svc("a", json!({})))), "no available IPs");
-    assert_eq!(ip_of(&a.reconcile(&svc("b", json!({"spec": {"loadBalancerIP": "10.0.0.3"}})))), "10.0.0.3");
+    assert_eq!(
+        pending(&a.reconcile(&svc("a", json!({})))),
+        "no available IPs"
+    );
+    assert_eq!(
+        ip_of(&a.reconcile(&svc("b", json!({"spec": {"loadBalancerIP": "10.0.0.3"}})))),
+        "10.0.0.3"
+    );
 }
 
 #[test]
 fn auto_assign_false_pools_are_skipped() {
     let mut off = pool("a-off", &[&["10.0.0.0/24"]]);
     off.auto_assign = false;
-    let mut off_sa = with_allocation("b-off-sa", 1, &[], vec![Selector::everything()], "10.1.0.0/24");
+    let mut off_sa = with_allocation(
+        "b-off-sa",
+        1,
+        &[],
+        vec![Selector::everything()],
+        "10.1.0.0/24",
+    );
     off_sa.auto_assign = false;
-    let mut a = Allocator::new(&pools(vec![off, off_sa, pool("c-on", &[&["10.2.0.0/24"]])]), None);
+    let mut a = Allocator::new(
+        &pools(vec![off, off_sa, pool("c-on", &[&["10.2.0.0/24"]])]),
+        None,
+    );
     assert_eq!(assigned(&a.reconcile(&svc("a", json!({})))).1, "c-on");
 }
 
 fn dual(name: &str, policy: &str, families: &[&str]) -> ServiceInfo {
-    svc(name, json!({"spec": {"clusterIPs": ["10.96.0.1", "fd00::1"], "ipFamilyPolicy": policy, "ipFamilies": families}}))
+    svc(
+        name,
+        json!({"spec": {"clusterIPs": ["10.96.0.1", "fd00::1"], "ipFamilyPolicy": policy, "ipFamilies": families}}),
+    )
 }
 
 #[test]
 fn dual_stack_policies_in_the_pool_scan() {
-    let list = vec![pool("a-v4", &[&["10.0.0.0/32"]]), pool("b-v6", &[&["2001:db8::/126"]]), pool("c-both", &[&["10.1.0.0/24"], &["2001:db8:1::/64"]])];
+    let list = vec![
+        pool("a-v4", &[&["10.0.0.0/32"]]),
+        pool("b-v6", &[&["2001:db8::/126"]]),
+        pool("c-both", &[&["10.1.0.0/24"], &["2001:db8:1::/64"]]),
+    ];
     let mut a = Allocator::new(&pools(list), None);
     // Require and Prefer take the first pool with both, written IPv4 first.
-    assert_eq!(assigned(&a.reconcile(&dual("r", "RequireDualStack", &[]))), (vec!["10.1.0.0".into(), "2001:db8:1::".into()], "c-both".into()));
-    assert_eq!(assigned(&a.reconcile(&dual("p", "PreferDualStack", &["IPv6"]))).1, "c-both");
+    assert_eq!(
+        assigned(&a.reconcile(&dual("r", "RequireDualStack", &[]))),
+        (
+            vec!["10.1.0.0".into(), "2001:db8:1::".into()],
+            "c-both".into()
+        )
+    );
+    assert_eq!(
+        assigned(&a.reconcile(&dual("p", "PreferDualStack", &["IPv6"]))).1,
+        "c-both"
+    );
     // Without a pool holding both: Require fails, Prefer takes the primary family first.
-    let mut a = Allocator::new(&pools(vec![pool("a-v4", &[&["10.0.0.0/32"]]), pool("b-v6", &[&["2001:db8::/126"]])]), None);
-    assert_eq!(pending(&a.reconcile(&dual("r", "RequireDualStack", &[]))), "no available IPs");
-    assert_eq!(assigned(&a.reconcile(&dual("p6", "PreferDualStack", &["IPv6", "IPv4"]))), (vec!["2001:db8::".into()], "b-v6".into()));
-    assert_eq!(assigned(&a.reconcile(&dual("p4", "PreferDualStack", &[]))), (vec!["10.0.0.0".into()], "a-v4".into()));
+    let mut a = Allocator::new(
+        &pools(vec![
+            pool("a-v4", &[&["10.0.0.0/32"]]),
+            pool("b-v6", &[&["2001:db8::/126"]]),
+        ]),
+        None,
+    );
+    assert_eq!(
+        pending(&a.reconcile(&dual("r", "RequireDualStack", &[]))),
+        "no available IPs"
+    );
+    assert_eq!(
+        assigned(&a.reconcile(&dual("p6", "PreferDualStack", &["IPv6", "IPv4"]))),
+        (vec!["2001:db8::".into()], "b-v6".into())
+    );
+    assert_eq!(
+        assigned(&a.reconcile(&dual("p4", "PreferDualStack", &[]))),
+        (vec!["10.0.0.0".into()], "a-v4".into())
+    );
     // Primary exhausted: the other family.
-    assert_eq!(assigned(&a.reconcile(&dual("p4b", "PreferDualStack", &["IPv4"]))).1, "b-v6");
+    assert_eq!(
+        assigned(&a.reconcile(&dual("p4b", "PreferDualStack", &["IPv4"]))).1,
+        "b-v6"
+    );
 }
 
 #[test]
 fn require_dual_stack_needs_two_cluster_ips() {
     let mut a = Allocator::new(&pools(vec![pool("p", &[&["10.0.0.0/24"]])]), None);
-    let o = a.reconcile(&svc("s", json!({"spec": {"ipFamilyPolicy": "RequireDualStack"}})));
+    let o = a.reconcile(&svc(
+        "s",
+        json!({"spec": {"ipFamilyPolicy": "RequireDualStack"}}),
+    ));
     assert_eq!(reasons(&o), ["not enough clusterips"]);
     assert!(matches!(o.status, Status::Cleared { .. }));
 }
 
 #[test]
 fn prefer_dual_stack_adds_the_other_family_from_the_same_pool() {
-    let mut a = Allocator::new(&pools(vec![pool("v4", &[&["10.0.0.0/24"]]), pool("v6", &[&["2001:db8::/64"]])]), None);
+    let mut a = Allocator::new(
+        &pools(vec![
+            pool("v4", &[&["10.0.0.0/24"]]),
+            pool("v6", &[&["2001:db8::/64"]]),
+        ]),
+        None,
+    );
     let s = dual("s", "PreferDualStack", &[]);
     let o = a.reconcile(&s);
     assert_eq!(assigned(&o), (vec!["10.0.0.0".into()], "v4".into()));
@@ -438,12 +650,19 @@ fn prefer_dual_stack_adds_the_other_family_from_the_same_pool() {
     assert_eq!(assigned(&o).0, ["10.0.0.0", "2001:db8:9::"]);
     assert_eq!(reasons(&o), ["IPAllocated"]);
     let s = written(s, &o);
-    assert_eq!(reasons(&a.reconcile(&s)), Vec::<&str>::new(), "stable afterwards");
+    assert_eq!(
+        reasons(&a.reconcile(&s)),
+        Vec::<&str>::new(),
+        "stable afterwards"
+    );
 }
 
 #[test]
 fn prefer_dual_stack_with_one_cluster_ip_does_not_flap() {
-    let mut a = Allocator::new(&pools(vec![pool("both", &[&["10.0.0.0/24"], &["2001:db8::/64"]])]), None);
+    let mut a = Allocator::new(
+        &pools(vec![pool("both", &[&["10.0.0.0/24"], &["2001:db8::/64"]])]),
+        None,
+    );
     let mut s = svc("s", json!({"spec": {"ipFamilyPolicy": "PreferDualStack"}}));
     let first = a.reconcile(&s);
     assert_eq!(ip_of(&first), "10.0.0.0");
@@ -457,7 +676,10 @@ fn prefer_dual_stack_with_one_cluster_ip_does_not_flap() {
 
 #[test]
 fn family_change_drops_addresses_without_clear_assignment() {
-    let mut a = Allocator::new(&pools(vec![pool("p", &[&["10.0.0.0/24"], &["2001:db8::/64"]])]), None);
+    let mut a = Allocator::new(
+        &pools(vec![pool("p", &[&["10.0.0.0/24"], &["2001:db8::/64"]])]),
+        None,
+    );
     let s = svc("s", json!({}));
     let o = a.reconcile(&s);
     let mut s = written(s, &o);
@@ -496,9 +718,15 @@ fn lb_class_filtering() {
     let plain = svc("p", json!({}));
     let mut unset = Allocator::new(&p, None);
     assert_eq!(unset.reconcile(&classed).status, Status::Ignored);
-    assert!(matches!(unset.reconcile(&plain).status, Status::Assigned { .. }));
+    assert!(matches!(
+        unset.reconcile(&plain).status,
+        Status::Assigned { .. }
+    ));
     let mut set = Allocator::new(&p, Some("herald".into()));
-    assert!(matches!(set.reconcile(&classed).status, Status::Assigned { .. }));
+    assert!(matches!(
+        set.reconcile(&classed).status,
+        Status::Assigned { .. }
+    ));
     assert_eq!(set.reconcile(&plain).status, Status::Ignored);
     let other = svc("o", json!({"spec": {"loadBalancerClass": "other"}}));
     assert_eq!(set.reconcile(&other).status, Status::Ignored);
@@ -507,11 +735,17 @@ fn lb_class_filtering() {
 #[test]
 fn bad_status_or_cluster_ips_stop_without_writing() {
     let mut a = Allocator::new(&pools(vec![pool("p", &[&["10.0.0.0/24"]])]), None);
-    let s = svc("s", json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}]}}}));
+    let s = svc(
+        "s",
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}]}}}),
+    );
     let o = a.reconcile(&s);
     assert_eq!(reasons(&o), ["nolbIPsIPFamily"]);
     assert!(matches!(o.status, Status::Unchanged { .. }));
-    let s = svc("t", json!({"spec": {"clusterIPs": ["bogus"]}, "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}}));
+    let s = svc(
+        "t",
+        json!({"spec": {"clusterIPs": ["bogus"]}, "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}}),
+    );
     assert_eq!(reasons(&a.reconcile(&s)), ["noclusterIPsIPFamily"]);
     // Without a status, a bad clusterIP fails the allocation.
     let s = svc("u", json!({"spec": {"clusterIPs": ["bogus"]}}));
@@ -521,7 +755,10 @@ fn bad_status_or_cluster_ips_stop_without_writing() {
 // ---- Sharing ----
 
 fn shared(name: &str, key: &str, ports: Value) -> ServiceInfo {
-    svc(name, json!({"metadata": {"annotations": {"metallb.io/allow-shared-ip": key}}, "spec": {"ports": ports}}))
+    svc(
+        name,
+        json!({"metadata": {"annotations": {"metallb.io/allow-shared-ip": key}}, "spec": {"ports": ports}}),
+    )
 }
 
 #[test]
@@ -533,8 +770,16 @@ fn sharing_keys_and_ports() {
     let other_key = shared("other", "web", json!([{"port": 80}]));
     let no_key = svc("nokey", json!({}));
     assert_eq!(ip_of(&a.reconcile(&dns_udp)), "10.0.0.0");
-    assert_eq!(ip_of(&a.reconcile(&dns_tcp)), "10.0.0.0", "TCP/53 and UDP/53 coexist");
-    assert_eq!(ip_of(&a.reconcile(&dns_tcp2)), "10.0.0.1", "port conflict moves on");
+    assert_eq!(
+        ip_of(&a.reconcile(&dns_tcp)),
+        "10.0.0.0",
+        "TCP/53 and UDP/53 coexist"
+    );
+    assert_eq!(
+        ip_of(&a.reconcile(&dns_tcp2)),
+        "10.0.0.1",
+        "port conflict moves on"
+    );
     assert_eq!(ip_of(&a.reconcile(&other_key)), "10.0.0.2");
     assert_eq!(ip_of(&a.reconcile(&no_key)), "10.0.0.3");
     // Requests hit the same checks with MetalLB's messages.
@@ -542,7 +787,10 @@ fn sharing_keys_and_ports() {
     assert!(pending(&o).contains("does not allow sharing"), "{o:?}");
     let mut r2 = shared("r2", "dns", json!([{"port": 53, "protocol": "UDP"}]));
     r2.requested_ips = Ok(ips(&["10.0.0.0"]));
-    assert_eq!(pending(&a.reconcile(&r2)), "port UDP/53 is already in use on \"10.0.0.0\"");
+    assert_eq!(
+        pending(&a.reconcile(&r2)),
+        "port UDP/53 is already in use on \"10.0.0.0\""
+    );
     // The address is freed only when its last user releases it.
     assert!(a.release("default/udp").is_empty());
     assert_eq!(a.release("default/tcp"), ips(&["10.0.0.0"]));
@@ -555,12 +803,21 @@ fn co_location_wins_only_when_the_shared_address_comes_first() {
     let first = svc("first", json!({}));
     let o = a.reconcile(&first);
     assert_eq!(ip_of(&o), "10.0.0.0");
-    assert_eq!(ip_of(&a.reconcile(&shared("s1", "k", json!([{"port": 80}])))), "10.0.0.1");
+    assert_eq!(
+        ip_of(&a.reconcile(&shared("s1", "k", json!([{"port": 80}])))),
+        "10.0.0.1"
+    );
     a.release("default/first");
     // 10.0.0.0 is free and comes before the shareable 10.0.0.1.
-    assert_eq!(ip_of(&a.reconcile(&shared("s2", "k", json!([{"port": 81}])))), "10.0.0.0");
+    assert_eq!(
+        ip_of(&a.reconcile(&shared("s2", "k", json!([{"port": 81}])))),
+        "10.0.0.0"
+    );
     // Now 10.0.0.0 is shareable too and comes first.
-    assert_eq!(ip_of(&a.reconcile(&shared("s3", "k", json!([{"port": 82}])))), "10.0.0.0");
+    assert_eq!(
+        ip_of(&a.reconcile(&shared("s3", "k", json!([{"port": 82}])))),
+        "10.0.0.0"
+    );
 }
 
 #[test]
@@ -604,7 +861,10 @@ fn sole_user_may_change_keys_but_co_tenants_lose_the_address() {
     let o = a.reconcile(&shared("third", "k2", json!([{"port": 82}])));
     let mut third = written(shared("third", "k2", json!([{"port": 82}])), &o);
     assert_eq!(ip_of(&o), "10.0.0.0");
-    third.ports = vec![Port { protocol: "TCP".into(), port: 80 }];
+    third.ports = vec![Port {
+        protocol: "TCP".into(),
+        port: 80,
+    }];
     let o = a.reconcile(&third);
     assert_eq!(reasons(&o), ["ClearAssignment", "IPAllocated"]);
 }
@@ -615,7 +875,10 @@ fn sole_user_may_change_keys_but_co_tenants_lose_the_address() {
 fn config_change_invalidations() {
     let mut restricted = with_allocation("r", 1, &["team"], vec![], "10.1.0.0/24");
     restricted.auto_assign = true;
-    let mut a = Allocator::new(&pools(vec![pool("p", &[&["10.0.0.0/24"]]), restricted]), None);
+    let mut a = Allocator::new(
+        &pools(vec![pool("p", &[&["10.0.0.0/24"]]), restricted]),
+        None,
+    );
     let s = svc("s", json!({}));
     let o = a.reconcile(&s);
     assert_eq!(ip_of(&o), "10.0.0.0");
@@ -628,8 +891,18 @@ fn config_change_invalidations() {
     // Renaming / expanding / autoAssign=false keep the address; the annotation follows.
     let mut renamed = pool("renamed", &[&["10.0.0.0/23"]]);
     renamed.auto_assign = false;
-    let change = a.set_config(&pools(vec![renamed, with_allocation("r", 1, &["team"], vec![], "10.1.0.0/24")]));
-    assert_eq!(change.moved, [("default/s".to_string(), "p".to_string(), "renamed".to_string())]);
+    let change = a.set_config(&pools(vec![
+        renamed,
+        with_allocation("r", 1, &["team"], vec![], "10.1.0.0/24"),
+    ]));
+    assert_eq!(
+        change.moved,
+        [(
+            "default/s".to_string(),
+            "p".to_string(),
+            "renamed".to_string()
+        )]
+    );
     let o = a.reconcile(&s);
     assert_eq!(assigned(&o), (vec!["10.0.0.0".into()], "renamed".into()));
     assert!(o.events.is_empty());
@@ -674,11 +947,23 @@ fn newly_buggy_address_is_invalidated() {
 
 #[test]
 fn deleted_annotated_pool_clears_silently_then_fails_as_unknown() {
-    let mut a = Allocator::new(&pools(vec![pool("x", &[&["10.0.0.0/24"]]), pool("y", &[&["10.1.0.0/24"]])]), None);
-    let s = svc("s", json!({"metadata": {"annotations": {"metallb.io/address-pool": "x"}}}));
+    let mut a = Allocator::new(
+        &pools(vec![
+            pool("x", &[&["10.0.0.0/24"]]),
+            pool("y", &[&["10.1.0.0/24"]]),
+        ]),
+        None,
+    );
+    let s = svc(
+        "s",
+        json!({"metadata": {"annotations": {"metallb.io/address-pool": "x"}}}),
+    );
     let o = a.reconcile(&s);
     let s = written(s, &o);
-    a.set_config(&pools(vec![pool("y", &[&["10.1.0.0/24"], &["10.0.0.0/24"]])]));
+    a.set_config(&pools(vec![pool(
+        "y",
+        &[&["10.1.0.0/24"], &["10.0.0.0/24"]],
+    )]));
     let o = a.reconcile(&s);
     assert_eq!(reasons(&o), ["AllocationFailed"]);
     assert_eq!(pending(&o), "unknown pool \"x\"");
@@ -687,25 +972,50 @@ fn deleted_annotated_pool_clears_silently_then_fails_as_unknown() {
 #[test]
 fn restart_reclaims_existing_addresses_first_without_compaction() {
     let p = pools(vec![pool("p", &[&["10.0.0.0/24"]])]);
-    let with_status = |n: &str, ip: &str| svc(n, json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}));
-    let services = vec![svc("aaa-new", json!({})), with_status("zzz-old", "10.0.0.0"), with_status("mid", "10.0.0.7")];
+    let with_status = |n: &str, ip: &str| {
+        svc(
+            n,
+            json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}),
+        )
+    };
+    let services = vec![
+        svc("aaa-new", json!({})),
+        with_status("zzz-old", "10.0.0.0"),
+        with_status("mid", "10.0.0.7"),
+    ];
     let mut a = Allocator::new(&p, None);
     let outcomes = a.reconcile_all(&services);
-    let by_name: BTreeMap<String, String> = outcomes.iter().map(|o| (o.service.clone(), ip_of(o))).collect();
+    let by_name: BTreeMap<String, String> = outcomes
+        .iter()
+        .map(|o| (o.service.clone(), ip_of(o)))
+        .collect();
     assert_eq!(by_name["default/zzz-old"], "10.0.0.0");
     assert_eq!(by_name["default/mid"], "10.0.0.7", "no compaction");
     assert_eq!(by_name["default/aaa-new"], "10.0.0.1");
     // Re-claims are silent.
-    let old = outcomes.iter().find(|o| o.service == "default/zzz-old").unwrap();
+    let old = outcomes
+        .iter()
+        .find(|o| o.service == "default/zzz-old")
+        .unwrap();
     assert!(old.events.is_empty());
 }
 
 #[test]
 fn deprecated_annotation_events_only_when_the_service_is_written() {
     let mut a = Allocator::new(&pools(vec![pool("p", &[&["10.0.0.0/24"]])]), None);
-    let s = svc("s", json!({"metadata": {"annotations": {"metallb.universe.tf/allow-shared-ip": "k", "metallb.universe.tf/address-pool": "p"}}}));
+    let s = svc(
+        "s",
+        json!({"metadata": {"annotations": {"metallb.universe.tf/allow-shared-ip": "k", "metallb.universe.tf/address-pool": "p"}}}),
+    );
     let o = a.reconcile(&s);
-    assert_eq!(reasons(&o), ["IPAllocated", "deprecatedAnnotation", "deprecatedAnnotation"]);
+    assert_eq!(
+        reasons(&o),
+        [
+            "IPAllocated",
+            "deprecatedAnnotation",
+            "deprecatedAnnotation"
+        ]
+    );
     assert!(o.events[1].message.contains("metallb.io/address-pool"));
     let o = a.reconcile(&written(s, &o));
     assert!(o.events.is_empty());
@@ -713,15 +1023,37 @@ fn deprecated_annotation_events_only_when_the_service_is_written() {
 
 #[test]
 fn pool_counters_follow_metallb() {
-    let mut buggy = pool("b", &[&["10.0.0.0/23"], &["10.0.2.0/30"], &["10.0.3.252/30"], &["2001:db8::/120"]]);
+    let mut buggy = pool(
+        "b",
+        &[
+            &["10.0.0.0/23"],
+            &["10.0.2.0/30"],
+            &["10.0.3.252/30"],
+            &["2001:db8::/120"],
+        ],
+    );
     buggy.avoid_buggy_ips = true;
-    let mut a = Allocator::new(&pools(vec![buggy, pool("huge", &[&["2001:db9::/64"], &["2001:dba::/64"]])]), None);
+    let mut a = Allocator::new(
+        &pools(vec![
+            buggy,
+            pool("huge", &[&["2001:db9::/64"], &["2001:dba::/64"]]),
+        ]),
+        None,
+    );
     a.reconcile(&svc("s", json!({"spec": {"loadBalancerIP": "10.0.0.1"}})));
     a.reconcile(&shared("t", "k", json!([{"port": 1}])));
     a.reconcile(&shared("u", "k", json!([{"port": 2}])));
     let c = a.pool_counters();
     // /23: 508; /30 at .0: 3; /30 ending .255: 3; IPv6 unaffected: 256.
-    assert_eq!(c["b"], PoolCounters { assigned_ipv4: 2, assigned_ipv6: 0, available_ipv4: 512, available_ipv6: 256 });
+    assert_eq!(
+        c["b"],
+        PoolCounters {
+            assigned_ipv4: 2,
+            assigned_ipv6: 0,
+            available_ipv4: 512,
+            available_ipv6: 256
+        }
+    );
     assert_eq!(c["huge"].available_ipv6, i64::MAX);
     assert_eq!(c["huge"].available_ipv4, 0);
 }
@@ -729,7 +1061,11 @@ fn pool_counters_follow_metallb() {
 #[test]
 fn results_do_not_depend_on_pool_map_order() {
     // Same pools given in any order yield the same decisions (tier 2 by name).
-    let list = vec![pool("b", &[&["10.1.0.0/24"]]), pool("a", &[&["10.0.0.0/24"]]), pool("c", &[&["10.2.0.0/24"]])];
+    let list = vec![
+        pool("b", &[&["10.1.0.0/24"]]),
+        pool("a", &[&["10.0.0.0/24"]]),
+        pool("c", &[&["10.2.0.0/24"]]),
+    ];
     let mut one = Allocator::new(&pools(list.clone()), None);
     let mut rev = list;
     rev.reverse();
@@ -738,4 +1074,28 @@ fn results_do_not_depend_on_pool_map_order() {
     assert_eq!(one.reconcile(&s), two.reconcile(&s));
     assert_eq!(assigned(&one.reconcile(&svc("t", json!({})))).1, "a");
     let _unused: BTreeSet<()> = BTreeSet::new();
+}
+
+#[test]
+fn restart_pass_ignores_other_classes_and_keeps_every_valid_address() {
+    let p = pools(vec![
+        pool("v4", &[&["10.0.0.0/32"]]),
+        pool("both", &[&["10.0.1.0/32"], &["2001:db8::/128"]]),
+    ]);
+    let mut a = Allocator::new(&p, None);
+    let classed = svc(
+        "classed",
+        json!({"spec": {"loadBalancerClass": "x"}, "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.0"}]}}}),
+    );
+    // "a-dual" sorts first and could add 2001:db8:: (held by "z-v6") in step 5; the restart pass
+    // re-claims every status before any Service grows or allocates.
+    let dual_status = json!({"spec": {"clusterIPs": ["10.96.0.1", "fd00::1"], "ipFamilyPolicy": "PreferDualStack"},
+                              "status": {"loadBalancer": {"ingress": [{"ip": "10.0.1.0"}]}}});
+    let v6 = json!({"spec": {"clusterIPs": ["fd00::2"]}, "status": {"loadBalancer": {"ingress": [{"ip": "2001:db8::"}]}}});
+    let outcomes = a.reconcile_all(&[classed, svc("a-dual", dual_status), svc("z-v6", v6)]);
+    let by: BTreeMap<String, &Outcome> = outcomes.iter().map(|o| (o.service.clone(), o)).collect();
+    assert_eq!(by["default/classed"].status, Status::Ignored);
+    assert_eq!(ip_of(by["default/z-v6"]), "2001:db8::");
+    assert_eq!(ip_of(by["default/a-dual"]), "10.0.1.0");
+    assert_eq!(reasons(by["default/a-dual"]), ["AdditionalAssignFailed"]);
 }

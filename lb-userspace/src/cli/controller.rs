@@ -61,7 +61,10 @@ pub fn run(args: ControllerArgs) -> Result<()> {
     if std::env::var_os("RUST_LOG").is_none() {
         tracing::info!(level = %args.log_level, "log level comes from RUST_LOG; --log-level is informational");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
     runtime.block_on(serve(args))
 }
 
@@ -72,7 +75,11 @@ async fn serve(args: ControllerArgs) -> Result<()> {
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "metallb-system".to_string()),
     };
-    let identity = if args.pod_name.is_empty() { default_identity() } else { args.pod_name.clone() };
+    let identity = if args.pod_name.is_empty() {
+        default_identity()
+    } else {
+        args.pod_name.clone()
+    };
     let non_empty = |s: String| (!s.is_empty()).then_some(s);
     let settings = Settings {
         namespace,
@@ -93,7 +100,11 @@ async fn serve(args: ControllerArgs) -> Result<()> {
         let addr = http::serve(
             SocketAddr::new(args.bind_address, args.port),
             Arc::new(move |path: &str| match path {
-                "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.encode()),
+                "/metrics" => (
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics.encode(),
+                ),
                 _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
             }),
         )
@@ -108,12 +119,21 @@ async fn serve(args: ControllerArgs) -> Result<()> {
             Arc::new(move |path: &str| match path {
                 "/healthz" | "/livez" => (StatusCode::OK, "text/plain", "ok\n".into()),
                 "/readyz" if health.ready() => (StatusCode::OK, "text/plain", "ok\n".into()),
-                "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into()),
+                "/readyz" => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready\n".into(),
+                ),
                 _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
             }),
         )
         .await
-        .with_context(|| format!("listening for health probes on port {}", args.health_probe_port))?;
+        .with_context(|| {
+            format!(
+                "listening for health probes on port {}",
+                args.health_probe_port
+            )
+        })?;
         tracing::info!(%addr, "health probes on /healthz and /readyz");
     }
 
@@ -129,7 +149,10 @@ async fn serve(args: ControllerArgs) -> Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -144,6 +167,12 @@ async fn wait_for_signal() {
 
 /// Host name plus process id: unique among replicas when no pod name is given.
 fn default_identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    format!("{}-{}", if host.is_empty() { "herald" } else { &host }, std::process::id())
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "{}-{}",
+        if host.is_empty() { "herald" } else { &host },
+        std::process::id()
+    )
 }

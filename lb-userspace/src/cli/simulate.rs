@@ -116,7 +116,11 @@ pub fn simulate(config: &Config, objects: &Objects, options: &Options) -> Report
         match ServiceInfo::from_service(service) {
             Ok(info) => infos.push(info),
             Err(e) => invalid.push(ServiceReport {
-                namespace: service.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                namespace: service
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
                 name: service.metadata.name.clone().unwrap_or_default(),
                 state: "invalid".into(),
                 ips: vec![],
@@ -131,7 +135,9 @@ pub fn simulate(config: &Config, objects: &Objects, options: &Options) -> Report
     let mut allocator = Allocator::new(&config.pools, options.lb_class.clone());
     let mut finals: BTreeMap<String, (ServiceInfo, Outcome)> = BTreeMap::new();
     let mut events: BTreeMap<String, Vec<Event>> = BTreeMap::new();
-    let mut record = |finals: &mut BTreeMap<String, (ServiceInfo, Outcome)>, info: &ServiceInfo, outcome: Outcome| {
+    let mut record = |finals: &mut BTreeMap<String, (ServiceInfo, Outcome)>,
+                      info: &ServiceInfo,
+                      outcome: Outcome| {
         let list = events.entry(outcome.service.clone()).or_default();
         for event in &outcome.events {
             if !list.contains(event) {
@@ -153,12 +159,18 @@ pub fn simulate(config: &Config, objects: &Objects, options: &Options) -> Report
             break;
         }
         freed = false;
-        let current: Vec<ServiceInfo> = finals.values().map(|(info, o)| info.with_status(&o.status)).collect();
+        let current: Vec<ServiceInfo> = finals
+            .values()
+            .map(|(info, o)| info.with_status(&o.status))
+            .collect();
         for index in crate::allocator::restart_order(&current) {
             let info = &current[index];
             let outcome = allocator.reconcile(info);
             freed |= !outcome.freed.is_empty();
-            let original = finals.get(&info.key()).map(|(orig, _)| orig.clone()).unwrap_or_else(|| info.clone());
+            let original = finals
+                .get(&info.key())
+                .map(|(orig, _)| orig.clone())
+                .unwrap_or_else(|| info.clone());
             record(&mut finals, &original, outcome);
         }
     }
@@ -172,7 +184,10 @@ pub fn simulate(config: &Config, objects: &Objects, options: &Options) -> Report
         .collect();
     services.extend(invalid);
     services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    Report { services, pools: allocator.pool_counters() }
+    Report {
+        services,
+        pools: allocator.pool_counters(),
+    }
 }
 
 fn report(
@@ -218,7 +233,10 @@ fn report(
                 .iter()
                 .filter(|s| {
                     s.metadata.namespace.as_deref().unwrap_or("default") == info.namespace
-                        && s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"))
+                        && s.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get("kubernetes.io/service-name"))
                             == Some(&info.name)
                 })
                 .cloned()
@@ -274,10 +292,15 @@ pub fn render_text(report: &Report) -> String {
             match (&l2.node, &l2.not_announced) {
                 (Some(node), _) => {
                     let interfaces = match &l2.interfaces {
-                        Some(Interfaces::Named(names)) => names.iter().cloned().collect::<Vec<_>>().join(","),
+                        Some(Interfaces::Named(names)) => {
+                            names.iter().cloned().collect::<Vec<_>>().join(",")
+                        }
                         _ => "all".into(),
                     };
-                    let _ = writeln!(out, "  layer2: announced by {node} (interfaces: {interfaces})");
+                    let _ = writeln!(
+                        out,
+                        "  layer2: announced by {node} (interfaces: {interfaces})"
+                    );
                 }
                 (None, Some(why)) => {
                     let _ = writeln!(out, "  layer2: not announced: {why}");
@@ -288,13 +311,25 @@ pub fn render_text(report: &Report) -> String {
                 let order: Vec<String> = l2
                     .candidates
                     .iter()
-                    .map(|c| if c.score != 0 { format!("{}({})", c.node, c.score) } else { c.node.clone() })
+                    .map(|c| {
+                        if c.score != 0 {
+                            format!("{}({})", c.node, c.score)
+                        } else {
+                            c.node.clone()
+                        }
+                    })
                     .collect();
                 let _ = writeln!(out, "  candidates: {}", order.join(" "));
             }
         }
         for e in &s.events {
-            let _ = writeln!(out, "  event {:?} {}: {}", e.event_type, e.reason.as_str(), e.message);
+            let _ = writeln!(
+                out,
+                "  event {:?} {}: {}",
+                e.event_type,
+                e.reason.as_str(),
+                e.message
+            );
         }
     }
     out
@@ -314,10 +349,16 @@ fn bail_errors(errors: &[String]) -> Result<()> {
 
 pub fn run(args: SimulateArgs) -> Result<()> {
     let (config, objects) = load(&args.files)?;
-    let options = Options { lb_class: args.lb_class, ignore_exclude_lb: args.ignore_exclude_lb };
+    let options = Options {
+        lb_class: args.lb_class,
+        ignore_exclude_lb: args.ignore_exclude_lb,
+    };
     let report = simulate(&config, &objects, &options);
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report).context("rendering JSON")?),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("rendering JSON")?
+        ),
         OutputFormat::Text => print!("{}", render_text(&report)),
     }
     Ok(())

@@ -39,10 +39,15 @@ pub async fn serve(addr: SocketAddr, handler: Handler) -> std::io::Result<Socket
                         .header("content-type", content_type)
                         .body(Full::new(Bytes::from(body)));
                     async move {
-                        Ok::<_, Infallible>(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+                        Ok::<_, Infallible>(
+                            response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
+                        )
                     }
                 });
-                if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                if let Err(error) = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
                     tracing::debug!(%error, "http connection ended with an error");
                 }
             });

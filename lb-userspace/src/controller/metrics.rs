@@ -25,8 +25,12 @@ pub struct Metrics {
     addresses_in_use_total: Family<PoolLabel, Gauge>,
     ipv4_addresses_in_use_total: Family<PoolLabel, Gauge>,
     ipv6_addresses_in_use_total: Family<PoolLabel, Gauge>,
+    /// Watch updates (Services, configuration) processed by the leader.
     pub updates: Counter,
+    /// Writes to the API server that failed.
     pub update_errors: Counter,
+    /// Writes to the API server (status, annotation, pool status, ConfigurationState).
+    pub api_writes: Counter,
     pub config_loaded: Gauge,
     pub config_stale: Gauge,
     /// Seconds from taking a Service up to its writes being done.
@@ -49,25 +53,48 @@ impl Metrics {
             registry.register(name, help, family.clone());
             family
         };
-        let addresses_total = pool_gauge("metallb_allocator_addresses_total", "Number of usable IP addresses, per pool");
-        let ipv4_addresses_total =
-            pool_gauge("metallb_allocator_ipv4_addresses_total", "Number of usable IPv4 addresses, per pool");
-        let ipv6_addresses_total =
-            pool_gauge("metallb_allocator_ipv6_addresses_total", "Number of usable IPv6 addresses, per pool");
-        let addresses_in_use_total =
-            pool_gauge("metallb_allocator_addresses_in_use_total", "Number of IP addresses in use, per pool");
-        let ipv4_addresses_in_use_total =
-            pool_gauge("metallb_allocator_ipv4_addresses_in_use_total", "Number of IPv4 addresses in use, per pool");
-        let ipv6_addresses_in_use_total =
-            pool_gauge("metallb_allocator_ipv6_addresses_in_use_total", "Number of IPv6 addresses in use, per pool");
+        let addresses_total = pool_gauge(
+            "metallb_allocator_addresses_total",
+            "Number of usable IP addresses, per pool",
+        );
+        let ipv4_addresses_total = pool_gauge(
+            "metallb_allocator_ipv4_addresses_total",
+            "Number of usable IPv4 addresses, per pool",
+        );
+        let ipv6_addresses_total = pool_gauge(
+            "metallb_allocator_ipv6_addresses_total",
+            "Number of usable IPv6 addresses, per pool",
+        );
+        let addresses_in_use_total = pool_gauge(
+            "metallb_allocator_addresses_in_use_total",
+            "Number of IP addresses in use, per pool",
+        );
+        let ipv4_addresses_in_use_total = pool_gauge(
+            "metallb_allocator_ipv4_addresses_in_use_total",
+            "Number of IPv4 addresses in use, per pool",
+        );
+        let ipv6_addresses_in_use_total = pool_gauge(
+            "metallb_allocator_ipv6_addresses_in_use_total",
+            "Number of IPv6 addresses in use, per pool",
+        );
         let updates = Counter::default();
         // The text encoder appends `_total` to counters.
-        registry.register("metallb_k8s_client_updates", "Number of k8s object updates that have been processed.", updates.clone());
+        registry.register(
+            "metallb_k8s_client_updates",
+            "Number of k8s object updates that have been processed.",
+            updates.clone(),
+        );
         let update_errors = Counter::default();
         registry.register(
             "metallb_k8s_client_update_errors",
             "Number of k8s object updates that failed for some reason.",
             update_errors.clone(),
+        );
+        let api_writes = Counter::default();
+        registry.register(
+            "herald_controller_api_writes",
+            "Writes made to the API server (Service status and annotation, pool status, ConfigurationState).",
+            api_writes.clone(),
         );
         let config_loaded = Gauge::default();
         registry.register(
@@ -103,6 +130,7 @@ impl Metrics {
             ipv6_addresses_in_use_total,
             updates,
             update_errors,
+            api_writes,
             config_loaded,
             config_stale,
             reconcile_seconds,
@@ -127,12 +155,20 @@ impl Metrics {
             let label = PoolLabel { pool: pool.clone() };
             let total4 = c.assigned_ipv4.saturating_add(c.available_ipv4);
             let total6 = c.assigned_ipv6.saturating_add(c.available_ipv6);
-            self.addresses_total.get_or_create(&label).set(total4.saturating_add(total6));
+            self.addresses_total
+                .get_or_create(&label)
+                .set(total4.saturating_add(total6));
             self.ipv4_addresses_total.get_or_create(&label).set(total4);
             self.ipv6_addresses_total.get_or_create(&label).set(total6);
-            self.addresses_in_use_total.get_or_create(&label).set(c.assigned_ipv4.saturating_add(c.assigned_ipv6));
-            self.ipv4_addresses_in_use_total.get_or_create(&label).set(c.assigned_ipv4);
-            self.ipv6_addresses_in_use_total.get_or_create(&label).set(c.assigned_ipv6);
+            self.addresses_in_use_total
+                .get_or_create(&label)
+                .set(c.assigned_ipv4.saturating_add(c.assigned_ipv6));
+            self.ipv4_addresses_in_use_total
+                .get_or_create(&label)
+                .set(c.assigned_ipv4);
+            self.ipv6_addresses_in_use_total
+                .get_or_create(&label)
+                .set(c.assigned_ipv6);
         }
     }
 
@@ -155,7 +191,12 @@ mod tests {
         let metrics = Metrics::new();
         let counters = BTreeMap::from([(
             "blue".to_string(),
-            PoolCounters { assigned_ipv4: 2, assigned_ipv6: 1, available_ipv4: 254, available_ipv6: 15 },
+            PoolCounters {
+                assigned_ipv4: 2,
+                assigned_ipv6: 1,
+                available_ipv4: 254,
+                available_ipv6: 15,
+            },
         )]);
         metrics.set_pools(&counters);
         metrics.updates.inc();
@@ -173,7 +214,10 @@ mod tests {
             "metallb_k8s_client_config_loaded_bool 1",
             "metallb_k8s_client_config_stale_bool 0",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
         assert!(text.contains("herald_controller_reconcile_seconds_bucket"));
     }
@@ -181,7 +225,10 @@ mod tests {
     #[test]
     fn removed_pools_disappear() {
         let metrics = Metrics::new();
-        metrics.set_pools(&BTreeMap::from([("old".to_string(), PoolCounters::default())]));
+        metrics.set_pools(&BTreeMap::from([(
+            "old".to_string(),
+            PoolCounters::default(),
+        )]));
         metrics.set_pools(&BTreeMap::new());
         assert!(!metrics.encode().contains("pool=\"old\""));
     }

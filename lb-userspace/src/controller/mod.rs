@@ -93,7 +93,13 @@ pub(crate) struct Context {
 }
 
 /// Runs the controller until `shutdown` becomes true.
-pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, health: Arc<Health>, shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: watch::Receiver<bool>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let caches = start_watches(&client, &settings.namespace, &tx);
 
@@ -124,7 +130,9 @@ fn start_watches(client: &Client, namespace: &str, tx: &mpsc::UnboundedSender<Tr
         let tx = tx.clone();
         k8s::spawn_reflector(Api::<Service>::all(client.clone()), (), move |event| {
             let trigger = match event {
-                watcher::Event::Apply(svc) | watcher::Event::Delete(svc) | watcher::Event::InitApply(svc) => {
+                watcher::Event::Apply(svc)
+                | watcher::Event::Delete(svc)
+                | watcher::Event::InitApply(svc) => {
                     Some(Trigger::Service(ObjectRef::from_obj(svc)))
                 }
                 watcher::Event::InitDone => Some(Trigger::Resync),
@@ -137,18 +145,28 @@ fn start_watches(client: &Client, namespace: &str, tx: &mpsc::UnboundedSender<Tr
     };
     let config_trigger = |tx: mpsc::UnboundedSender<Trigger>| {
         move |event: &watcher::Event<_>| {
-            if matches!(event, watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) {
+            if matches!(
+                event,
+                watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone
+            ) {
                 let _ = tx.send(Trigger::Config);
             }
         }
     };
     let namespaces = {
         let tx = tx.clone();
-        k8s::spawn_reflector(Api::<Namespace>::all(client.clone()), (), move |event: &watcher::Event<Namespace>| {
-            if matches!(event, watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) {
-                let _ = tx.send(Trigger::Config);
-            }
-        })
+        k8s::spawn_reflector(
+            Api::<Namespace>::all(client.clone()),
+            (),
+            move |event: &watcher::Event<Namespace>| {
+                if matches!(
+                    event,
+                    watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone
+                ) {
+                    let _ = tx.send(Trigger::Config);
+                }
+            },
+        )
     };
     let pools = k8s::spawn_dynamic_reflector(
         metallb_api(client, namespace, "IPAddressPool", "ipaddresspools"),
@@ -160,7 +178,12 @@ fn start_watches(client: &Client, namespace: &str, tx: &mpsc::UnboundedSender<Tr
         metallb_resource("Community", "communities"),
         config_trigger(tx.clone()),
     );
-    Caches { services, namespaces, pools, communities }
+    Caches {
+        services,
+        namespaces,
+        pools,
+        communities,
+    }
 }
 
 /// Exponential backoff for failed writes: 250 ms doubling to 30 s.

@@ -37,7 +37,12 @@ pub fn current_state(service: &Service) -> (Option<Vec<IpAddr>>, Option<String>)
         .filter_map(|i| i.ip.as_deref())
         .collect();
     let parsed: Option<Vec<IpAddr>> = ingress.iter().map(|ip| parse_ip(ip)).collect();
-    let pool = service.metadata.annotations.as_ref().and_then(|a| a.get(ALLOCATED_FROM_POOL)).cloned();
+    let pool = service
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ALLOCATED_FROM_POOL))
+        .cloned();
     (parsed, pool)
 }
 
@@ -78,7 +83,9 @@ pub fn changed_pools<'a>(
     now: &'a BTreeMap<String, PoolCounters>,
     written: &BTreeMap<String, PoolCounters>,
 ) -> Vec<(&'a String, &'a PoolCounters)> {
-    now.iter().filter(|(name, c)| written.get(*name) != Some(*c)).collect()
+    now.iter()
+        .filter(|(name, c)| written.get(*name) != Some(*c))
+        .collect()
 }
 
 /// The controller's verdict on the configuration, for ConfigurationState `controller`.
@@ -93,7 +100,13 @@ pub enum ConfigVerdict {
 pub fn configuration_state_status(verdict: &ConfigVerdict, now_rfc3339: &str) -> Value {
     let (result, summary, status, reason, message) = match verdict {
         ConfigVerdict::Valid => ("Valid", "", "True", "Reconciled", ""),
-        ConfigVerdict::Invalid(summary) => ("Invalid", summary.as_str(), "False", "ConfigurationError", summary.as_str()),
+        ConfigVerdict::Invalid(summary) => (
+            "Invalid",
+            summary.as_str(),
+            "False",
+            "ConfigurationError",
+            summary.as_str(),
+        ),
     };
     json!({
         "result": result,
@@ -119,7 +132,8 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some("a".into()),
                 namespace: Some("ns".into()),
-                annotations: pool.map(|p| BTreeMap::from([(ALLOCATED_FROM_POOL.to_string(), p.to_string())])),
+                annotations: pool
+                    .map(|p| BTreeMap::from([(ALLOCATED_FROM_POOL.to_string(), p.to_string())])),
                 ..Default::default()
             },
             status: Some(ServiceStatus {
@@ -127,7 +141,10 @@ mod tests {
                     ingress: Some(
                         ingress
                             .iter()
-                            .map(|ip| LoadBalancerIngress { ip: Some(ip.to_string()), ..Default::default() })
+                            .map(|ip| LoadBalancerIngress {
+                                ip: Some(ip.to_string()),
+                                ..Default::default()
+                            })
                             .collect(),
                     ),
                 }),
@@ -142,51 +159,91 @@ mod tests {
     }
 
     fn assigned(ips: &[&str], pool: &str) -> Status {
-        Status::Assigned { ips: ips.iter().map(|s| ip(s)).collect(), pool: pool.into() }
+        Status::Assigned {
+            ips: ips.iter().map(|s| ip(s)).collect(),
+            pool: pool.into(),
+        }
     }
 
     #[test]
     fn writes_table() {
-        let pending = Status::Pending { reason: "no available IPs".into() };
-        let cleared = Status::Cleared { reason: "not a LoadBalancer service".into() };
+        let pending = Status::Pending {
+            reason: "no available IPs".into(),
+        };
+        let cleared = Status::Cleared {
+            reason: "not a LoadBalancer service".into(),
+        };
         let cases: Vec<(&str, Service, Status, ServiceWrites)> = vec![
             (
                 "fresh service gets both",
                 svc(&[], None),
                 assigned(&["198.51.100.1"], "p"),
-                ServiceWrites { ingress: Some(vec![ip("198.51.100.1")]), pool_annotation: Some(Some("p".into())) },
+                ServiceWrites {
+                    ingress: Some(vec![ip("198.51.100.1")]),
+                    pool_annotation: Some(Some("p".into())),
+                },
             ),
-            ("already right: nothing", svc(&["198.51.100.1"], Some("p")), assigned(&["198.51.100.1"], "p"), ServiceWrites::default()),
+            (
+                "already right: nothing",
+                svc(&["198.51.100.1"], Some("p")),
+                assigned(&["198.51.100.1"], "p"),
+                ServiceWrites::default(),
+            ),
             (
                 "pool renamed: annotation only",
                 svc(&["198.51.100.1"], Some("old")),
                 assigned(&["198.51.100.1"], "new"),
-                ServiceWrites { ingress: None, pool_annotation: Some(Some("new".into())) },
+                ServiceWrites {
+                    ingress: None,
+                    pool_annotation: Some(Some("new".into())),
+                },
             ),
             (
                 "dual-stack order matters",
                 svc(&["2001:db8::1", "198.51.100.1"], Some("p")),
                 assigned(&["198.51.100.1", "2001:db8::1"], "p"),
-                ServiceWrites { ingress: Some(vec![ip("198.51.100.1"), ip("2001:db8::1")]), pool_annotation: None },
+                ServiceWrites {
+                    ingress: Some(vec![ip("198.51.100.1"), ip("2001:db8::1")]),
+                    pool_annotation: None,
+                },
             ),
             (
                 "pending clears both",
                 svc(&["198.51.100.1"], Some("p")),
                 pending.clone(),
-                ServiceWrites { ingress: Some(vec![]), pool_annotation: Some(None) },
+                ServiceWrites {
+                    ingress: Some(vec![]),
+                    pool_annotation: Some(None),
+                },
             ),
-            ("pending and empty: nothing", svc(&[], None), pending, ServiceWrites::default()),
+            (
+                "pending and empty: nothing",
+                svc(&[], None),
+                pending,
+                ServiceWrites::default(),
+            ),
             (
                 "cleared with garbage ingress",
                 svc(&["not-an-ip"], None),
                 cleared,
-                ServiceWrites { ingress: Some(vec![]), pool_annotation: None },
+                ServiceWrites {
+                    ingress: Some(vec![]),
+                    pool_annotation: None,
+                },
             ),
-            ("ignored never writes", svc(&["198.51.100.9"], Some("x")), Status::Ignored, ServiceWrites::default()),
+            (
+                "ignored never writes",
+                svc(&["198.51.100.9"], Some("x")),
+                Status::Ignored,
+                ServiceWrites::default(),
+            ),
             (
                 "unchanged never writes",
                 svc(&["198.51.100.9"], None),
-                Status::Unchanged { ips: vec![], reason: "bad request".into() },
+                Status::Unchanged {
+                    ips: vec![],
+                    reason: "bad request".into(),
+                },
                 ServiceWrites::default(),
             ),
         ];
@@ -197,7 +254,12 @@ mod tests {
 
     #[test]
     fn pool_status_uses_metallb_field_names() {
-        let c = PoolCounters { assigned_ipv4: 1, assigned_ipv6: 2, available_ipv4: 3, available_ipv6: 4 };
+        let c = PoolCounters {
+            assigned_ipv4: 1,
+            assigned_ipv6: 2,
+            available_ipv4: 3,
+            available_ipv6: 4,
+        };
         assert_eq!(
             pool_status(&c),
             json!({"assignedIPv4": 1, "assignedIPv6": 2, "availableIPv4": 3, "availableIPv6": 4})
@@ -206,10 +268,19 @@ mod tests {
 
     #[test]
     fn only_changed_pools_are_rewritten() {
-        let a = PoolCounters { assigned_ipv4: 1, ..Default::default() };
-        let now = BTreeMap::from([("a".to_string(), a), ("b".to_string(), PoolCounters::default())]);
+        let a = PoolCounters {
+            assigned_ipv4: 1,
+            ..Default::default()
+        };
+        let now = BTreeMap::from([
+            ("a".to_string(), a),
+            ("b".to_string(), PoolCounters::default()),
+        ]);
         let written = BTreeMap::from([("b".to_string(), PoolCounters::default())]);
-        let changed: Vec<&String> = changed_pools(&now, &written).into_iter().map(|(n, _)| n).collect();
+        let changed: Vec<&String> = changed_pools(&now, &written)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(changed, vec!["a"]);
     }
 
@@ -218,7 +289,10 @@ mod tests {
         let valid = configuration_state_status(&ConfigVerdict::Valid, "2026-01-01T00:00:00Z");
         assert_eq!(valid["result"], "Valid");
         assert_eq!(valid["conditions"][0]["status"], "True");
-        let invalid = configuration_state_status(&ConfigVerdict::Invalid("pool x: bad".into()), "2026-01-01T00:00:00Z");
+        let invalid = configuration_state_status(
+            &ConfigVerdict::Invalid("pool x: bad".into()),
+            "2026-01-01T00:00:00Z",
+        );
         assert_eq!(invalid["result"], "Invalid");
         assert_eq!(invalid["errorSummary"], "pool x: bad");
         assert_eq!(invalid["conditions"][0]["reason"], "ConfigurationError");

@@ -17,7 +17,10 @@ use tracing::Instrument;
 
 use super::plan::{self, ConfigVerdict};
 use super::{Context, Trigger, backoff, config_input};
-use crate::allocator::{ALLOCATED_FROM_POOL, Allocator, EventType, Outcome, PoolCounters, ServiceInfo, Status, restart_order};
+use crate::allocator::{
+    ALLOCATED_FROM_POOL, Allocator, EventType, Outcome, PoolCounters, ServiceInfo, Status,
+    restart_order,
+};
 use crate::config::Config;
 use crate::k8s::events::Severity;
 use crate::k8s::{self, is_not_found, metallb_api, writes};
@@ -113,7 +116,10 @@ struct Retry {
 impl Retry {
     fn after_failure(previous: Option<Retry>) -> Retry {
         let attempt = previous.map_or(0, |r| r.attempt.saturating_add(1));
-        Retry { due: Instant::now() + backoff(attempt), attempt }
+        Retry {
+            due: Instant::now() + backoff(attempt),
+            attempt,
+        }
     }
 }
 
@@ -169,10 +175,18 @@ impl<'a> Leader<'a> {
     }
 
     fn next_due(&self) -> Option<Instant> {
-        self.retries.values().map(|r| r.due).chain(self.side_retry.map(|r| r.due)).min()
+        self.retries
+            .values()
+            .map(|r| r.due)
+            .chain(self.side_retry.map(|r| r.due))
+            .min()
     }
 
     async fn handle(&mut self, batch: Vec<Trigger>) {
+        self.ctx
+            .metrics
+            .updates
+            .inc_by(u64::try_from(batch.len()).unwrap_or(u64::MAX));
         let mut config = false;
         let mut resync = false;
         let mut services = HashSet::new();
@@ -203,8 +217,12 @@ impl<'a> Leader<'a> {
 
     async fn retry_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<ObjectRef<Service>> =
-            self.retries.iter().filter(|(_, r)| r.due <= now).map(|(k, _)| k.clone()).collect();
+        let due: Vec<ObjectRef<Service>> = self
+            .retries
+            .iter()
+            .filter(|(_, r)| r.due <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
         if self.started {
             for service in due {
                 self.reconcile_one(&service).await;
@@ -220,7 +238,11 @@ impl<'a> Leader<'a> {
     /// nothing: the last valid one keeps serving.
     async fn load_config(&mut self) -> bool {
         let c = &self.ctx.caches;
-        let built = config_input::build(&c.pools.state(), &c.communities.state(), &c.namespaces.state());
+        let built = config_input::build(
+            &c.pools.state(),
+            &c.communities.state(),
+            &c.namespaces.state(),
+        );
         let metrics = &self.ctx.metrics;
         match built {
             Ok(config) => {
@@ -243,13 +265,20 @@ impl<'a> Leader<'a> {
             Err(summary) => {
                 metrics.config_stale.set(1);
                 tracing::error!(error = %summary, "invalid configuration: the last valid one keeps serving");
-                let repeated = self.verdict.as_ref() == Some(&ConfigVerdict::Invalid(summary.clone()));
+                let repeated =
+                    self.verdict.as_ref() == Some(&ConfigVerdict::Invalid(summary.clone()));
                 if !repeated {
                     let regarding = configuration_state_ref(&self.ctx.settings.namespace);
                     if let Err(error) = self
                         .ctx
                         .events
-                        .publish_ref(regarding, Severity::Warning, "ConfigurationError", "LoadConfiguration", &summary)
+                        .publish_ref(
+                            regarding,
+                            Severity::Warning,
+                            "ConfigurationError",
+                            "LoadConfiguration",
+                            &summary,
+                        )
                         .await
                     {
                         tracing::warn!(%error, "recording the configuration event failed");
@@ -277,7 +306,13 @@ impl<'a> Leader<'a> {
                 let _ = self
                     .ctx
                     .events
-                    .publish(svc, Severity::Warning, "LoadBalancerFailed", "Allocate", &error.to_string())
+                    .publish(
+                        svc,
+                        Severity::Warning,
+                        "LoadBalancerFailed",
+                        "Allocate",
+                        &error.to_string(),
+                    )
                     .await;
                 None
             }
@@ -287,9 +322,13 @@ impl<'a> Leader<'a> {
     /// Reconciles one Service (or releases a deleted one).
     async fn reconcile_one(&mut self, service: &ObjectRef<Service>) {
         let started = Instant::now();
-        self.retries.remove(service);
-        let key = format!("{}/{}", service.namespace.as_deref().unwrap_or(""), service.name);
+        let key = format!(
+            "{}/{}",
+            service.namespace.as_deref().unwrap_or(""),
+            service.name
+        );
         let Some(svc) = self.ctx.caches.services.get(service) else {
+            self.retries.remove(service);
             self.decisions.remove(&key);
             let freed = self.allocator.release(&key);
             if !freed.is_empty() {
@@ -298,13 +337,25 @@ impl<'a> Leader<'a> {
             }
             return;
         };
-        let Some(info) = self.info(&svc).await else { return };
-        let keys_before = self.allocator.allocation(&key).map(|a| (a.sharing_key.clone(), a.backend_key.clone()));
+        let Some(info) = self.info(&svc).await else {
+            self.retries.remove(service);
+            return;
+        };
+        let keys_before = self
+            .allocator
+            .allocation(&key)
+            .map(|a| (a.sharing_key.clone(), a.backend_key.clone()));
         let outcome = self.allocator.reconcile(&info);
-        let keys_after = self.allocator.allocation(&key).map(|a| (a.sharing_key.clone(), a.backend_key.clone()));
+        let keys_after = self
+            .allocator
+            .allocation(&key)
+            .map(|a| (a.sharing_key.clone(), a.backend_key.clone()));
         let freed = !outcome.freed.is_empty();
         self.write_all(vec![(svc, outcome)]).await;
-        self.ctx.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+        self.ctx
+            .metrics
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
         // MetalLB reprocesses everything when addresses free up or sharing keys change.
         if freed || (keys_before.is_some() && keys_before != keys_after) {
             self.full_pass(false).await;
@@ -317,9 +368,16 @@ impl<'a> Leader<'a> {
         let started = Instant::now();
         for round in 0..=MAX_FOLLOW_UP_PASSES {
             let services = self.ctx.caches.services.state();
-            let present: HashSet<String> =
-                services.iter().map(|s| format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any())).collect();
-            let vanished: Vec<String> = self.decisions.keys().filter(|k| !present.contains(*k)).cloned().collect();
+            let present: HashSet<String> = services
+                .iter()
+                .map(|s| format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()))
+                .collect();
+            let vanished: Vec<String> = self
+                .decisions
+                .keys()
+                .filter(|k| !present.contains(*k))
+                .cloned()
+                .collect();
             for key in vanished {
                 self.decisions.remove(&key);
                 self.allocator.release(&key);
@@ -335,17 +393,25 @@ impl<'a> Leader<'a> {
             let outcomes = if restart && round == 0 {
                 self.allocator.reconcile_all(&infos)
             } else {
-                restart_order(&infos).into_iter().map(|i| self.allocator.reconcile(&infos[i])).collect()
+                restart_order(&infos)
+                    .into_iter()
+                    .map(|i| self.allocator.reconcile(&infos[i]))
+                    .collect()
             };
             let freed = outcomes.iter().any(|o| !o.freed.is_empty());
-            let items: Vec<(Arc<Service>, Outcome)> =
-                outcomes.into_iter().filter_map(|o| objects.get(&o.service).map(|svc| (svc.clone(), o))).collect();
+            let items: Vec<(Arc<Service>, Outcome)> = outcomes
+                .into_iter()
+                .filter_map(|o| objects.get(&o.service).map(|svc| (svc.clone(), o)))
+                .collect();
             self.write_all(items).await;
             if !freed {
                 break;
             }
         }
-        self.ctx.metrics.full_pass_seconds.observe(started.elapsed().as_secs_f64());
+        self.ctx
+            .metrics
+            .full_pass_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Records the decisions and performs their writes concurrently; failures are retried.
@@ -357,24 +423,33 @@ impl<'a> Leader<'a> {
                 }
                 Status::Unchanged { .. } => {}
                 status => {
-                    self.decisions.insert(outcome.service.clone(), (svc.metadata.uid.clone(), status.clone()));
+                    self.decisions.insert(
+                        outcome.service.clone(),
+                        (svc.metadata.uid.clone(), status.clone()),
+                    );
                 }
             }
         }
         let ctx = self.ctx;
-        let results: Vec<(ObjectRef<Service>, Result<(), kube::Error>)> = futures::stream::iter(items)
-            .map(|(svc, outcome)| async move {
-                let result = write_service(ctx, &svc, &outcome).await;
-                (ObjectRef::from_obj(svc.as_ref()), result)
-            })
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .collect()
-            .await;
+        let results: Vec<(ObjectRef<Service>, Result<(), kube::Error>)> =
+            futures::stream::iter(items)
+                .map(|(svc, outcome)| async move {
+                    let result = write_service(ctx, &svc, &outcome).await;
+                    (ObjectRef::from_obj(svc.as_ref()), result)
+                })
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .collect()
+                .await;
         for (service, result) in results {
-            if let Err(error) = result {
-                let retry = Retry::after_failure(self.retries.get(&service).copied());
-                tracing::warn!(service = %service, %error, attempt = retry.attempt, "write failed; retrying");
-                self.retries.insert(service, retry);
+            match result {
+                Ok(()) => {
+                    self.retries.remove(&service);
+                }
+                Err(error) => {
+                    let retry = Retry::after_failure(self.retries.get(&service).copied());
+                    tracing::warn!(service = %service, %error, attempt = retry.attempt, "write failed; retrying");
+                    self.retries.insert(service, retry);
+                }
             }
         }
     }
@@ -387,7 +462,14 @@ impl<'a> Leader<'a> {
         if !self.secret_done
             && let Some(name) = &settings.ml_secret_name
         {
-            match writes::ensure_memberlist_secret(&ctx.client, &settings.namespace, name, settings.deployment.as_deref()).await {
+            match writes::ensure_memberlist_secret(
+                &ctx.client,
+                &settings.namespace,
+                name,
+                settings.deployment.as_deref(),
+            )
+            .await
+            {
                 Ok(created) => {
                     if created {
                         tracing::info!(secret = %name, "created the memberlist secret");
@@ -414,15 +496,23 @@ impl<'a> Leader<'a> {
         if self.started {
             let counters = self.allocator.pool_counters();
             ctx.metrics.set_pools(&counters);
-            self.pool_status_written.retain(|name, _| counters.contains_key(name));
-            let pools = metallb_api(&ctx.client, &settings.namespace, "IPAddressPool", "ipaddresspools");
+            self.pool_status_written
+                .retain(|name, _| counters.contains_key(name));
+            let pools = metallb_api(
+                &ctx.client,
+                &settings.namespace,
+                "IPAddressPool",
+                "ipaddresspools",
+            );
             for (name, c) in plan::changed_pools(&counters, &self.pool_status_written) {
                 match writes::dynamic_status(&pools, name, plan::pool_status(c)).await {
                     Ok(_) => {
+                        ctx.metrics.api_writes.inc();
                         self.pool_status_written.insert(name.clone(), *c);
                     }
                     Err(error) if is_not_found(&error) => {}
                     Err(error) => {
+                        ctx.metrics.update_errors.inc();
                         tracing::warn!(pool = %name, %error, "writing pool status failed");
                         failed = true;
                     }
@@ -436,7 +526,13 @@ impl<'a> Leader<'a> {
 /// Writes one outcome: ingress and pool annotation when they differ, then its Events.
 async fn write_service(ctx: &Context, svc: &Service, outcome: &Outcome) -> Result<(), kube::Error> {
     let (pool, ips) = match &outcome.status {
-        Status::Assigned { ips, pool } => (pool.as_str(), ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")),
+        Status::Assigned { ips, pool } => (
+            pool.as_str(),
+            ips.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         _ => ("", String::new()),
     };
     let span = tracing::info_span!("service", service = %outcome.service, pool = %pool, ip = %ips);
@@ -445,12 +541,26 @@ async fn write_service(ctx: &Context, svc: &Service, outcome: &Outcome) -> Resul
         let namespace = svc.namespace().unwrap_or_default();
         let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
         let name = svc.name_any();
+        // The annotation names the pool of the ingress: set it before the ingress appears, and
+        // remove it only after the ingress is gone, so readers never see an address without it.
+        let assigning = matches!(outcome.status, Status::Assigned { .. });
         let result = async {
+            if assigning && let Some(value) = &planned.pool_annotation {
+                count(
+                    ctx,
+                    writes::service_annotation(&api, &name, ALLOCATED_FROM_POOL, value.as_deref())
+                        .await,
+                )?;
+            }
             if let Some(ingress) = &planned.ingress {
                 count(ctx, writes::service_ingress(&api, &name, ingress).await)?;
             }
-            if let Some(value) = &planned.pool_annotation {
-                count(ctx, writes::service_annotation(&api, &name, ALLOCATED_FROM_POOL, value.as_deref()).await)?;
+            if !assigning && let Some(value) = &planned.pool_annotation {
+                count(
+                    ctx,
+                    writes::service_annotation(&api, &name, ALLOCATED_FROM_POOL, value.as_deref())
+                        .await,
+                )?;
             }
             Ok::<(), kube::Error>(())
         }
@@ -472,7 +582,17 @@ async fn write_service(ctx: &Context, svc: &Service, outcome: &Outcome) -> Resul
                 EventType::Normal => Severity::Normal,
                 EventType::Warning => Severity::Warning,
             };
-            if let Err(error) = ctx.events.publish(svc, severity, event.reason.as_str(), "Allocate", &event.message).await {
+            if let Err(error) = ctx
+                .events
+                .publish(
+                    svc,
+                    severity,
+                    event.reason.as_str(),
+                    "Allocate",
+                    &event.message,
+                )
+                .await
+            {
                 tracing::warn!(%error, reason = event.reason.as_str(), "recording an event failed");
             }
         }
@@ -484,7 +604,7 @@ async fn write_service(ctx: &Context, svc: &Service, outcome: &Outcome) -> Resul
 
 fn count<T>(ctx: &Context, result: Result<T, kube::Error>) -> Result<T, kube::Error> {
     match &result {
-        Ok(_) => ctx.metrics.updates.inc(),
+        Ok(_) => ctx.metrics.api_writes.inc(),
         Err(_) => ctx.metrics.update_errors.inc(),
     };
     result
@@ -503,14 +623,33 @@ fn configuration_state_ref(namespace: &str) -> ObjectReference {
     }
 }
 
-async fn write_configuration_state(ctx: &Context, verdict: &ConfigVerdict) -> Result<(), kube::Error> {
+async fn write_configuration_state(
+    ctx: &Context,
+    verdict: &ConfigVerdict,
+) -> Result<(), kube::Error> {
     let namespace = &ctx.settings.namespace;
-    let api = metallb_api(&ctx.client, namespace, "ConfigurationState", "configurationstates");
-    let mut object = DynamicObject::new(CONFIGURATION_STATE, &k8s::metallb_resource("ConfigurationState", "configurationstates"))
-        .within(namespace);
-    object.metadata.labels = Some(BTreeMap::from([("metallb.io/component-type".to_string(), "controller".to_string())]));
+    let api = metallb_api(
+        &ctx.client,
+        namespace,
+        "ConfigurationState",
+        "configurationstates",
+    );
+    let mut object = DynamicObject::new(
+        CONFIGURATION_STATE,
+        &k8s::metallb_resource("ConfigurationState", "configurationstates"),
+    )
+    .within(namespace);
+    object.metadata.labels = Some(BTreeMap::from([(
+        "metallb.io/component-type".to_string(),
+        "controller".to_string(),
+    )]));
     writes::ensure_dynamic(&api, &object).await?;
     let now = format!("{:.0}", Timestamp::now());
-    writes::dynamic_status(&api, CONFIGURATION_STATE, plan::configuration_state_status(verdict, &now)).await?;
+    writes::dynamic_status(
+        &api,
+        CONFIGURATION_STATE,
+        plan::configuration_state_status(verdict, &now),
+    )
+    .await?;
     Ok(())
 }

@@ -1,1 +1,651 @@
-//! (in progress)
+//! The only module that touches aya and the kernel: loads the embedded XDP object, keeps its maps
+//! and links pinned under a bpffs directory (so a restarted or crashed process leaves the
+//! responder running with no gap), and feeds the maps.
+//!
+//! Pure parts live in [`keys`] (map keys, solicited-node groups, MACs), [`cadence`] (gratuitous
+//! schedule), [`pins`] (pin layout) and [`caps`]; [`netdev`] and [`gratuitous`] hold the ioctls
+//! and the raw socket.
+
+pub mod cadence;
+pub mod caps;
+mod error;
+pub mod gratuitous;
+pub mod keys;
+pub mod netdev;
+pub mod object;
+pub mod pins;
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::programs::links::FdLink;
+use aya::programs::{Xdp, XdpMode};
+use lb_common::maps::{
+    ANNOUNCE_FLAGS_NONE, AddrStats, Announcement, COUNTER_SLOTS, Guard, Ipv4Key, Ipv6Key,
+    MAP_COUNTERS, MAP_GUARD, MAP_V4, MAP_V4_STATS, MAP_V6, MAP_V6_STATS, PROG_NAME,
+};
+use serde::Serialize;
+
+use error::map_err;
+pub use error::{DataplaneError, Result};
+use keys::{AddrKey, Mac};
+use netdev::Interface;
+pub use pins::AttachedMode;
+
+const MAP_NAMES: [&str; 6] = [
+    MAP_V4,
+    MAP_V6,
+    MAP_V4_STATS,
+    MAP_V6_STATS,
+    MAP_COUNTERS,
+    MAP_GUARD,
+];
+/// `BPF_NOEXIST`: insert only when absent.
+const BPF_NOEXIST: u64 = 1;
+
+/// Requested attach mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Driver mode, falling back to skb mode when the driver refuses.
+    Auto,
+    Driver,
+    Skb,
+}
+
+/// Result of [`Dataplane::attach`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attached {
+    pub iface: String,
+    pub mode: AttachedMode,
+    /// The link was already pinned: nothing changed.
+    pub already: bool,
+    /// Why driver mode was not used when `auto` fell back to skb mode.
+    pub driver_refused: Option<String>,
+}
+
+/// Result of [`Dataplane::announce`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Announced {
+    pub ip: IpAddr,
+    pub mac: Mac,
+    /// The entry was absent or carried another MAC.
+    pub changed: bool,
+}
+
+/// Result of [`detach`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Detached {
+    pub links: Vec<(String, AttachedMode)>,
+    pub withdrawn: usize,
+    /// No link remained, so the maps and the pin directory were removed too.
+    pub maps_removed: bool,
+}
+
+/// Everything `herald xdp list` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    pub pin_dir: PathBuf,
+    pub attachments: Vec<AttachmentInfo>,
+    pub addresses: Vec<AddressInfo>,
+    pub counters: Counters,
+    pub guard: GuardState,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AttachmentInfo {
+    pub iface: String,
+    pub mode: AttachedMode,
+    /// False when the interface no longer exists in this network namespace.
+    pub present: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AddressInfo {
+    /// `None` when the interface index has no name in this namespace.
+    pub iface: Option<String>,
+    pub ifindex: u32,
+    pub ip: IpAddr,
+    pub mac: Mac,
+    pub requests: u64,
+    pub replies: u64,
+}
+
+/// Global counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub arp_replies: u64,
+    pub na_replies: u64,
+    pub passed: u64,
+    pub malformed: u64,
+    pub silenced: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum GuardState {
+    /// Timeout 0: answers never stop (standalone use).
+    Off,
+    Fresh {
+        age_ms: u64,
+        timeout_ms: u64,
+    },
+    /// The program is silent until the next heartbeat.
+    Stale {
+        age_ms: u64,
+        timeout_ms: u64,
+    },
+}
+
+impl GuardState {
+    /// Classifies `guard` at monotonic time `now_ns` with the program's own rule.
+    pub fn of(guard: Guard, now_ns: u64) -> GuardState {
+        if guard.timeout_ns == 0 {
+            return GuardState::Off;
+        }
+        let age_ms = now_ns.saturating_sub(guard.heartbeat_ns) / 1_000_000;
+        let timeout_ms = guard.timeout_ns / 1_000_000;
+        if guard.allows(now_ns) {
+            GuardState::Fresh { age_ms, timeout_ms }
+        } else {
+            GuardState::Stale { age_ms, timeout_ms }
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns` that the guard compares against.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: timespec is plain old data and clock_gettime fills it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid clock id and out-pointer; CLOCK_MONOTONIC cannot fail here.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// The pinned maps of one pin directory.
+pub struct Dataplane {
+    pin_dir: PathBuf,
+    v4: HashMap<MapData, Ipv4Key, Announcement>,
+    v6: HashMap<MapData, Ipv6Key, Announcement>,
+    v4_stats: PerCpuHashMap<MapData, Ipv4Key, AddrStats>,
+    v6_stats: PerCpuHashMap<MapData, Ipv6Key, AddrStats>,
+    counters: PerCpuArray<MapData, u64>,
+    guard: Array<MapData, Guard>,
+}
+
+/// Parses the embedded object with every map pinned under `pin_dir` (reused when pinned
+/// already, created and pinned otherwise). Programs are not loaded yet.
+fn load_object(pin_dir: &Path) -> Result<aya::Ebpf> {
+    let mut loader = aya::EbpfLoader::new();
+    for name in MAP_NAMES {
+        loader.map_pin_path(name, Cow::Owned(pin_dir.join(name)));
+    }
+    loader
+        .load(object::XDP_OBJECT)
+        .map_err(|e| DataplaneError::Load(Box::new(e)))
+}
+
+fn open_pinned<M>(pin_dir: &Path, name: &'static str) -> Result<M>
+where
+    M: TryFrom<Map, Error = MapError>,
+{
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|e| DataplaneError::PinnedMap {
+        path,
+        source: Box::new(e),
+    })?;
+    let map = Map::from_map_data(data).map_err(map_err(name))?;
+    M::try_from(map).map_err(map_err(name))
+}
+
+impl Dataplane {
+    /// Opens the maps pinned under `pin_dir`, creating and pinning them first when absent.
+    pub fn open(pin_dir: &Path) -> Result<Dataplane> {
+        pins::ensure_pin_dir(pin_dir)?;
+        if !MAP_NAMES.iter().all(|name| pin_dir.join(name).exists()) {
+            drop(load_object(pin_dir)?);
+        }
+        Self::from_pins(pin_dir)
+    }
+
+    /// Opens the pinned maps if the data plane was set up; `None` when nothing is pinned.
+    pub fn open_existing(pin_dir: &Path) -> Result<Option<Dataplane>> {
+        if !MAP_NAMES.iter().all(|name| pin_dir.join(name).exists()) {
+            return Ok(None);
+        }
+        Self::from_pins(pin_dir).map(Some)
+    }
+
+    fn from_pins(pin_dir: &Path) -> Result<Dataplane> {
+        Ok(Dataplane {
+            pin_dir: pin_dir.to_path_buf(),
+            v4: open_pinned(pin_dir, MAP_V4)?,
+            v6: open_pinned(pin_dir, MAP_V6)?,
+            v4_stats: open_pinned(pin_dir, MAP_V4_STATS)?,
+            v6_stats: open_pinned(pin_dir, MAP_V6_STATS)?,
+            counters: open_pinned(pin_dir, MAP_COUNTERS)?,
+            guard: open_pinned(pin_dir, MAP_GUARD)?,
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Attaches the responder to `iface` and pins the link, so it keeps running after this
+    /// process exits. Idempotent: an interface with a pinned link is left as it is.
+    pub fn attach(&self, iface: &Interface, mode: AttachMode) -> Result<Attached> {
+        if let Some((_, mode, _)) = self.link_of(&iface.name)? {
+            return Ok(Attached {
+                iface: iface.name.clone(),
+                mode,
+                already: true,
+                driver_refused: None,
+            });
+        }
+        let mut ebpf = load_object(&self.pin_dir)?;
+        let program_err = |e| DataplaneError::Program {
+            name: PROG_NAME,
+            source: Box::new(e),
+        };
+        let program: &mut Xdp = ebpf
+            .program_mut(PROG_NAME)
+            .ok_or(DataplaneError::ObjectMissing {
+                what: "program",
+                name: PROG_NAME,
+            })?
+            .try_into()
+            .map_err(program_err)?;
+        program.load().map_err(program_err)?;
+        let tries: &[AttachedMode] = match mode {
+            AttachMode::Auto => &[AttachedMode::Driver, AttachedMode::Skb],
+            AttachMode::Driver => &[AttachedMode::Driver],
+            AttachMode::Skb => &[AttachedMode::Skb],
+        };
+        let mut driver_refused = None;
+        for (i, &try_mode) in tries.iter().enumerate() {
+            let xdp_mode = match try_mode {
+                AttachedMode::Driver => XdpMode::Driver,
+                AttachedMode::Skb => XdpMode::Skb,
+            };
+            let link_id = match program.attach(iface.index, xdp_mode) {
+                Ok(id) => id,
+                Err(e) if i + 1 < tries.len() => {
+                    driver_refused = Some(e.to_string());
+                    continue;
+                }
+                Err(e) => {
+                    return Err(DataplaneError::Attach {
+                        iface: iface.name.clone(),
+                        mode: try_mode.as_str(),
+                        source: Box::new(e),
+                    });
+                }
+            };
+            let link = program.take_link(link_id).map_err(program_err)?;
+            let path = self
+                .pin_dir
+                .join(pins::link_pin_name(&iface.name, try_mode));
+            let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::PinnedLink {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
+            fd_link.pin(&path).map_err(|e| DataplaneError::Pin {
+                path,
+                source: Box::new(e),
+            })?;
+            return Ok(Attached {
+                iface: iface.name.clone(),
+                mode: try_mode,
+                already: false,
+                driver_refused,
+            });
+        }
+        unreachable!("every attach mode list is non-empty")
+    }
+
+    fn link_of(&self, ifname: &str) -> Result<Option<(String, AttachedMode, PathBuf)>> {
+        Ok(pins::link_pins(&self.pin_dir)?
+            .into_iter()
+            .find(|(name, _, _)| name == ifname))
+    }
+
+    /// Announces `ip` on `iface` with `mac` (the interface's own by default): the program
+    /// answers for it from now on, and for IPv6 the NIC accepts its solicited-node group.
+    pub fn announce(
+        &mut self,
+        iface: &Interface,
+        ip: IpAddr,
+        mac: Option<Mac>,
+    ) -> Result<Announced> {
+        if let Some(reason) = keys::unannounceable_reason(ip) {
+            return Err(DataplaneError::AddressNotAnnounceable { ip, reason });
+        }
+        let unservable = match ip {
+            IpAddr::V4(_) => iface.ipv4_unservable().map(|r| ("IPv4", r)),
+            IpAddr::V6(_) => iface.ipv6_unservable().map(|r| ("IPv6", r)),
+        };
+        if let Some((family, reason)) = unservable {
+            return Err(DataplaneError::FamilyUnsupported {
+                iface: iface.name.clone(),
+                family,
+                reason,
+            });
+        }
+        let mac = mac.unwrap_or(iface.mac);
+        if !mac.is_usable_unicast() {
+            return Err(DataplaneError::BadMac {
+                mac: mac.to_string(),
+                reason: "not a unicast address",
+            });
+        }
+        if self.link_of(&iface.name)?.is_none() {
+            return Err(DataplaneError::NotAttached {
+                iface: iface.name.clone(),
+            });
+        }
+        let value = Announcement {
+            mac: mac.0,
+            flags: ANNOUNCE_FLAGS_NONE,
+        };
+        let zero = zeroed_stats()?;
+        let changed = match AddrKey::new(iface.index, ip) {
+            AddrKey::V4(key) => {
+                // Counters first, so the program never sees an announced address without them.
+                insert_stats(&mut self.v4_stats, &key, zero, MAP_V4_STATS)?;
+                let before = self.v4.get(&key, 0).ok();
+                self.v4.insert(&key, &value, 0).map_err(map_err(MAP_V4))?;
+                before != Some(value)
+            }
+            AddrKey::V6(key) => {
+                iface.join_link_group(keys::solicited_node_mac(ip_v6(ip)))?;
+                insert_stats(&mut self.v6_stats, &key, zero, MAP_V6_STATS)?;
+                let before = self.v6.get(&key, 0).ok();
+                self.v6.insert(&key, &value, 0).map_err(map_err(MAP_V6))?;
+                before != Some(value)
+            }
+        };
+        Ok(Announced { ip, mac, changed })
+    }
+
+    /// Stops answering for `ip` on `iface`; false when it was not announced. Leaves the
+    /// solicited-node group unless another address announced there still needs it.
+    pub fn withdraw(&mut self, iface: &Interface, ip: IpAddr) -> Result<bool> {
+        self.withdraw_key(AddrKey::new(iface.index, ip), Some(iface))
+    }
+
+    fn withdraw_key(&mut self, key: AddrKey, iface: Option<&Interface>) -> Result<bool> {
+        let was = match key {
+            AddrKey::V4(k) => {
+                let was = remove_entry(self.v4.remove(&k), MAP_V4)?;
+                remove_entry(self.v4_stats.remove(&k), MAP_V4_STATS)?;
+                was
+            }
+            AddrKey::V6(k) => {
+                let was = remove_entry(self.v6.remove(&k), MAP_V6)?;
+                remove_entry(self.v6_stats.remove(&k), MAP_V6_STATS)?;
+                let group = keys::solicited_node_mac(ip_v6(key.ip()));
+                let still_needed = self.keys()?.iter().any(|other| {
+                    other.ifindex() == k.ifindex
+                        && matches!(other, AddrKey::V6(_))
+                        && keys::solicited_node_mac(ip_v6(other.ip())) == group
+                });
+                if let Some(iface) = iface.filter(|_| !still_needed) {
+                    iface.leave_link_group(group)?;
+                }
+                was
+            }
+        };
+        Ok(was)
+    }
+
+    /// Every announced key, IPv4 then IPv6.
+    pub fn keys(&self) -> Result<Vec<AddrKey>> {
+        let mut out = Vec::new();
+        for key in self.v4.keys() {
+            out.push(AddrKey::V4(key.map_err(map_err(MAP_V4))?));
+        }
+        for key in self.v6.keys() {
+            out.push(AddrKey::V6(key.map_err(map_err(MAP_V6))?));
+        }
+        Ok(out)
+    }
+
+    /// Withdraws everything announced on `iface`; returns how many addresses.
+    pub fn withdraw_all(&mut self, iface: &Interface) -> Result<usize> {
+        let mut count = 0;
+        for key in self
+            .keys()?
+            .into_iter()
+            .filter(|k| k.ifindex() == iface.index)
+        {
+            count += usize::from(self.withdraw_key(key, Some(iface))?);
+        }
+        Ok(count)
+    }
+
+    /// Refreshes the guard: the program answers until `timeout` after now, unless refreshed.
+    pub fn heartbeat(&mut self, timeout: Duration) -> Result<()> {
+        let guard = Guard {
+            heartbeat_ns: monotonic_ns(),
+            timeout_ns: timeout.as_nanos().min(u64::MAX as u128) as u64,
+        };
+        self.guard.set(0, &guard, 0).map_err(map_err(MAP_GUARD))
+    }
+
+    /// Turns the guard off: answers never stop for lack of a heartbeat.
+    pub fn guard_off(&mut self) -> Result<()> {
+        self.guard
+            .set(0, &Guard::default(), 0)
+            .map_err(map_err(MAP_GUARD))
+    }
+
+    pub fn guard_state(&self) -> Result<GuardState> {
+        let guard = self.guard.get(&0, 0).map_err(map_err(MAP_GUARD))?;
+        Ok(GuardState::of(guard, monotonic_ns()))
+    }
+
+    /// Addresses, MACs, counters, guard and links.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let mut addresses = Vec::new();
+        for key in self.keys()? {
+            let (announcement, stats) = match key {
+                AddrKey::V4(k) => (
+                    self.v4.get(&k, 0).map_err(map_err(MAP_V4))?,
+                    self.v4_stats.get(&k, 0).ok(),
+                ),
+                AddrKey::V6(k) => (
+                    self.v6.get(&k, 0).map_err(map_err(MAP_V6))?,
+                    self.v6_stats.get(&k, 0).ok(),
+                ),
+            };
+            let stats = stats.map(|s| sum_stats(&s)).unwrap_or_default();
+            addresses.push(AddressInfo {
+                iface: netdev::name_of(key.ifindex()),
+                ifindex: key.ifindex(),
+                ip: key.ip(),
+                mac: Mac(announcement.mac),
+                requests: stats.requests,
+                replies: stats.replies,
+            });
+        }
+        addresses.sort_by_key(|a| (a.ifindex, a.ip));
+        let mut slots = [0u64; COUNTER_SLOTS as usize];
+        for (index, slot) in slots.iter_mut().enumerate() {
+            let values = self
+                .counters
+                .get(&(index as u32), 0)
+                .map_err(map_err(MAP_COUNTERS))?;
+            *slot = values.iter().copied().fold(0u64, u64::wrapping_add);
+        }
+        let [arp_replies, na_replies, passed, malformed, silenced] = slots;
+        let attachments = pins::link_pins(&self.pin_dir)?
+            .into_iter()
+            .map(|(iface, mode, _)| AttachmentInfo {
+                present: netdev::index_of(&iface).is_some(),
+                iface,
+                mode,
+            })
+            .collect();
+        Ok(Snapshot {
+            pin_dir: self.pin_dir.clone(),
+            attachments,
+            addresses,
+            counters: Counters {
+                arp_replies,
+                na_replies,
+                passed,
+                malformed,
+                silenced,
+            },
+            guard: self.guard_state()?,
+        })
+    }
+}
+
+/// Detaches from `iface` (every interface when `None`): withdraws its addresses (leaving their
+/// multicast groups), unpins its link (the kernel detaches the program when the last reference
+/// goes) and, when no link remains, removes the maps and the pin directory.
+pub fn detach(pin_dir: &Path, iface: Option<&str>) -> Result<Detached> {
+    let mut report = Detached::default();
+    let mut dataplane = Dataplane::open_existing(pin_dir)?;
+    for (ifname, mode, path) in pins::link_pins(pin_dir)? {
+        if iface.is_some_and(|wanted| wanted != ifname) {
+            continue;
+        }
+        if let (Some(dp), Ok(interface)) = (dataplane.as_mut(), Interface::by_name(&ifname)) {
+            report.withdrawn += dp.withdraw_all(&interface)?;
+        }
+        std::fs::remove_file(&path).map_err(|source| DataplaneError::PinDir { path, source })?;
+        report.links.push((ifname, mode));
+    }
+    drop(dataplane);
+    if pins::link_pins(pin_dir)?.is_empty() && pin_dir.exists() {
+        for name in MAP_NAMES {
+            let path = pin_dir.join(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(DataplaneError::PinDir { path, source }),
+            }
+        }
+        std::fs::remove_dir(pin_dir).map_err(|source| DataplaneError::PinDir {
+            path: pin_dir.to_path_buf(),
+            source,
+        })?;
+        report.maps_removed = true;
+    }
+    Ok(report)
+}
+
+fn ip_v6(ip: IpAddr) -> std::net::Ipv6Addr {
+    match ip {
+        IpAddr::V6(v6) => v6,
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+    }
+}
+
+fn zeroed_stats() -> Result<PerCpuValues<AddrStats>> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Io {
+        op: "counting CPUs",
+        source,
+    })?;
+    PerCpuValues::try_from(vec![AddrStats::default(); cpus.get() as usize]).map_err(|source| {
+        DataplaneError::Io {
+            op: "per-CPU counters",
+            source,
+        }
+    })
+}
+
+/// Inserts zeroed counters unless the address already has some (a re-announce keeps them).
+fn insert_stats<K: aya::Pod>(
+    map: &mut PerCpuHashMap<MapData, K, AddrStats>,
+    key: &K,
+    zero: PerCpuValues<AddrStats>,
+    name: &'static str,
+) -> Result<()> {
+    match map.insert(key, zero, BPF_NOEXIST) {
+        Ok(()) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(e) => Err(map_err(name)(e)),
+    }
+}
+
+/// True when removed, false when absent.
+fn remove_entry(result: std::result::Result<(), MapError>, name: &'static str) -> Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(e) => Err(map_err(name)(e)),
+    }
+}
+
+fn sum_stats(values: &PerCpuValues<AddrStats>) -> AddrStats {
+    values
+        .iter()
+        .fold(AddrStats::default(), |acc, s| AddrStats {
+            requests: acc.requests.wrapping_add(s.requests),
+            replies: acc.replies.wrapping_add(s.replies),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_state_table() {
+        let ms = 1_000_000u64;
+        assert_eq!(
+            GuardState::of(
+                Guard {
+                    heartbeat_ns: 0,
+                    timeout_ns: 0
+                },
+                10 * ms
+            ),
+            GuardState::Off
+        );
+        assert_eq!(
+            GuardState::of(
+                Guard {
+                    heartbeat_ns: 10 * ms,
+                    timeout_ns: 2000 * ms
+                },
+                510 * ms
+            ),
+            GuardState::Fresh {
+                age_ms: 500,
+                timeout_ms: 2000
+            }
+        );
+        assert_eq!(
+            GuardState::of(
+                Guard {
+                    heartbeat_ns: 10 * ms,
+                    timeout_ns: 2000 * ms
+                },
+                3010 * ms
+            ),
+            GuardState::Stale {
+                age_ms: 3000,
+                timeout_ms: 2000
+            }
+        );
+    }
+
+    #[test]
+    fn monotonic_clock_advances() {
+        let a = monotonic_ns();
+        let b = monotonic_ns();
+        assert!(a > 0 && b >= a);
+    }
+}

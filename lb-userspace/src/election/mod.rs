@@ -60,7 +60,9 @@ pub enum NotAnnounced {
     NoServingEndpoints,
     #[error("no L2Advertisement selects pool {pool:?} for this service")]
     NoAdvertisement { pool: String },
-    #[error("the service has an allow-shared-ip annotation and a matching L2Advertisement has serviceSelectors")]
+    #[error(
+        "the service has an allow-shared-ip annotation and a matching L2Advertisement has serviceSelectors"
+    )]
     SharedIpWithServiceSelectors,
     #[error("no eligible node")]
     NoEligibleNode,
@@ -101,7 +103,10 @@ fn network_unavailable(node: &Node) -> bool {
     node.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "NetworkUnavailable" && c.status == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")
+        })
 }
 
 /// The bytes nodes are ordered by: SHA-256 of `node#ip` with Go's textual IP form.
@@ -113,34 +118,53 @@ pub fn election_hash(node: &str, ip: &IpAddr) -> [u8; 32] {
 }
 
 /// The advertisements of the owning pool that apply to the Service (rule 2).
-pub fn matching_ads<'a>(config: &'a Config, pool: &str, svc: &ServiceInfo) -> Vec<&'a L2Advertisement> {
+pub fn matching_ads<'a>(
+    config: &'a Config,
+    pool: &str,
+    svc: &ServiceInfo,
+) -> Vec<&'a L2Advertisement> {
     config
         .l2_advertisements
         .iter()
         .filter(|ad| ad.pools.contains(pool))
-        .filter(|ad| ad.service_selectors.is_empty() || any_matches(&ad.service_selectors, &svc.labels))
+        .filter(|ad| {
+            ad.service_selectors.is_empty() || any_matches(&ad.service_selectors, &svc.labels)
+        })
         .collect()
 }
 
 /// Runs Algorithm B.
 pub fn elect(input: &ElectionInput<'_>) -> Election {
-    let stop = |reason| Election { candidates: Vec::new(), result: Err(reason) };
+    let stop = |reason| Election {
+        candidates: Vec::new(),
+        result: Err(reason),
+    };
     let Some(first_ip) = input.ips.first() else {
         return stop(NotAnnounced::NoAddress);
     };
-    let endpoints: Vec<_> = input.endpoint_slices.iter().flat_map(|s| s.endpoints.iter().flatten()).collect();
+    let endpoints: Vec<_> = input
+        .endpoint_slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .collect();
     let serving: Vec<_> = endpoints.iter().filter(|e| can_serve(e)).collect();
     if serving.is_empty() {
         return stop(NotAnnounced::NoServingEndpoints);
     }
     let ads = matching_ads(input.config, input.pool, input.service);
     if ads.is_empty() {
-        return stop(NotAnnounced::NoAdvertisement { pool: input.pool.to_string() });
+        return stop(NotAnnounced::NoAdvertisement {
+            pool: input.pool.to_string(),
+        });
     }
-    if input.service.has_sharing_annotation && ads.iter().any(|ad| !ad.service_selectors.is_empty()) {
+    if input.service.has_sharing_annotation && ads.iter().any(|ad| !ad.service_selectors.is_empty())
+    {
         return stop(NotAnnounced::SharedIpWithServiceSelectors);
     }
-    let serving_nodes: BTreeSet<&str> = serving.iter().filter_map(|e| e.node_name.as_deref()).collect();
+    let serving_nodes: BTreeSet<&str> = serving
+        .iter()
+        .filter_map(|e| e.node_name.as_deref())
+        .collect();
 
     let mut candidates: Vec<(Candidate, [u8; 32])> = input
         .nodes
@@ -149,7 +173,12 @@ pub fn elect(input: &ElectionInput<'_>) -> Election {
         .filter(|(name, _)| input.live_speakers.is_none_or(|live| live.contains(*name)))
         .filter(|(_, node)| !network_unavailable(node))
         .filter(|(_, node)| {
-            input.ignore_exclude_lb || !node.metadata.labels.as_ref().is_some_and(|l| l.contains_key(EXCLUDE_LB_LABEL))
+            input.ignore_exclude_lb
+                || !node
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(EXCLUDE_LB_LABEL))
         })
         .filter(|(name, _)| ads.iter().any(|ad| ad.nodes.contains(*name)))
         .filter(|(name, _)| !input.service.traffic_policy_local || serving_nodes.contains(name))
@@ -162,7 +191,13 @@ pub fn elect(input: &ElectionInput<'_>) -> Election {
                 .filter(|p| p.selector.matches(&labels))
                 .map(|p| i64::from(p.weight))
                 .sum();
-            (Candidate { node: name.to_string(), score }, election_hash(name, first_ip))
+            (
+                Candidate {
+                    node: name.to_string(),
+                    score,
+                },
+                election_hash(name, first_ip),
+            )
         })
         .collect();
     candidates.sort_by(|(a, ha), (b, hb)| b.score.cmp(&a.score).then_with(|| ha.cmp(hb)));
@@ -171,13 +206,24 @@ pub fn elect(input: &ElectionInput<'_>) -> Election {
     let result = match candidates.first() {
         None => Err(NotAnnounced::NoEligibleNode),
         Some(winner) => {
-            let selecting: Vec<_> = ads.iter().filter(|ad| ad.nodes.contains(&winner.node)).collect();
+            let selecting: Vec<_> = ads
+                .iter()
+                .filter(|ad| ad.nodes.contains(&winner.node))
+                .collect();
             let interfaces = if selecting.iter().any(|ad| ad.interfaces.is_empty()) {
                 Interfaces::All
             } else {
-                Interfaces::Named(selecting.iter().flat_map(|ad| ad.interfaces.iter().cloned()).collect())
+                Interfaces::Named(
+                    selecting
+                        .iter()
+                        .flat_map(|ad| ad.interfaces.iter().cloned())
+                        .collect(),
+                )
             };
-            Ok(Winner { node: winner.node.clone(), interfaces })
+            Ok(Winner {
+                node: winner.node.clone(),
+                interfaces,
+            })
         }
     };
     Election { candidates, result }

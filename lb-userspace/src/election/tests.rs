@@ -23,11 +23,19 @@ fn unavailable(name: &str) -> Node {
 }
 
 fn slice(endpoints: serde_json::Value) -> EndpointSlice {
-    serde_json::from_value(json!({"metadata": {"name": "s"}, "addressType": "IPv4", "endpoints": endpoints})).unwrap()
+    serde_json::from_value(
+        json!({"metadata": {"name": "s"}, "addressType": "IPv4", "endpoints": endpoints}),
+    )
+    .unwrap()
 }
 
 fn ready_on(nodes: &[&str]) -> EndpointSlice {
-    slice(nodes.iter().map(|n| json!({"addresses": ["10.1.0.1"], "nodeName": n})).collect())
+    slice(
+        nodes
+            .iter()
+            .map(|n| json!({"addresses": ["10.1.0.1"], "nodeName": n}))
+            .collect(),
+    )
 }
 
 fn service(extra: serde_json::Value) -> ServiceInfo {
@@ -63,11 +71,17 @@ fn ad(name: &str, nodes: &[&str]) -> L2Advertisement {
 }
 
 fn config(ads: Vec<L2Advertisement>) -> Config {
-    Config { l2_advertisements: ads, ..Config::default() }
+    Config {
+        l2_advertisements: ads,
+        ..Config::default()
+    }
 }
 
 fn selector(k: &str, v: &str) -> Selector {
-    Selector { match_labels: [(k.to_string(), v.to_string())].into(), match_expressions: vec![] }
+    Selector {
+        match_labels: [(k.to_string(), v.to_string())].into(),
+        match_expressions: vec![],
+    }
 }
 
 struct Case {
@@ -114,8 +128,14 @@ impl Case {
 #[test]
 fn spec_vectors_without_preferences() {
     let nodes = ["node-a", "node-b", "node-c"];
-    assert_eq!(Case::new(&nodes, "10.0.0.1").order(), ["node-b", "node-a", "node-c"]);
-    assert_eq!(Case::new(&nodes, "10.0.0.2").order(), ["node-b", "node-c", "node-a"]);
+    assert_eq!(
+        Case::new(&nodes, "10.0.0.1").order(),
+        ["node-b", "node-a", "node-c"]
+    );
+    assert_eq!(
+        Case::new(&nodes, "10.0.0.2").order(),
+        ["node-b", "node-c", "node-a"]
+    );
     // Input order of the Node list does not matter.
     let mut case = Case::new(&nodes, "10.0.0.1");
     case.nodes.reverse();
@@ -126,9 +146,15 @@ fn spec_vectors_without_preferences() {
 fn spec_vector_with_preferences() {
     let names = ["edge-a", "edge-b", "worker-a"];
     let mut case = Case::new(&names, "10.20.30.1");
-    case.nodes = vec![node("edge-a", &[("role", "edge")]), node("edge-b", &[("role", "edge")]), node("worker-a", &[])];
-    case.config.l2_advertisements[0].preferred_nodes =
-        vec![NodePreference { weight: 100, selector: selector("role", "edge") }];
+    case.nodes = vec![
+        node("edge-a", &[("role", "edge")]),
+        node("edge-b", &[("role", "edge")]),
+        node("worker-a", &[]),
+    ];
+    case.config.l2_advertisements[0].preferred_nodes = vec![NodePreference {
+        weight: 100,
+        selector: selector("role", "edge"),
+    }];
     assert_eq!(case.order(), ["edge-b", "edge-a", "worker-a"]);
     let scores: Vec<i64> = case.run().candidates.iter().map(|c| c.score).collect();
     assert_eq!(scores, [100, 100, 0]);
@@ -141,28 +167,51 @@ fn hash_uses_go_textual_form() {
     assert_eq!(election_hash("n", &mapped), election_hash("n", &plain));
     let v6: IpAddr = "2001:DB8:0:0:0:0:0:1".parse().unwrap();
     assert_eq!(v6.to_string(), "2001:db8::1");
-    assert_eq!(election_hash("n", &v6), Sha256::digest(b"n#2001:db8::1").as_slice());
+    assert_eq!(
+        election_hash("n", &v6),
+        Sha256::digest(b"n#2001:db8::1").as_slice()
+    );
 }
 
 #[test]
 fn preference_scores_sum_over_ads_and_only_count_selected_nodes() {
     let mut case = Case::new(&["n1", "n2", "n3"], "10.0.0.1");
-    case.nodes = vec![node("n1", &[("a", "1")]), node("n2", &[("a", "1"), ("b", "1")]), node("n3", &[("b", "1")])];
+    case.nodes = vec![
+        node("n1", &[("a", "1")]),
+        node("n2", &[("a", "1"), ("b", "1")]),
+        node("n3", &[("b", "1")]),
+    ];
     let mut first = ad("first", &["n1", "n2", "n3"]);
-    first.preferred_nodes = vec![NodePreference { weight: 10, selector: selector("a", "1") }];
+    first.preferred_nodes = vec![NodePreference {
+        weight: 10,
+        selector: selector("a", "1"),
+    }];
     let mut second = ad("second", &["n1", "n2"]);
-    second.preferred_nodes = vec![NodePreference { weight: 20, selector: selector("b", "1") }];
+    second.preferred_nodes = vec![NodePreference {
+        weight: 20,
+        selector: selector("b", "1"),
+    }];
     case.config = config(vec![first, second]);
-    let scores: BTreeMap<String, i64> = case.run().candidates.into_iter().map(|c| (c.node, c.score)).collect();
+    let scores: BTreeMap<String, i64> = case
+        .run()
+        .candidates
+        .into_iter()
+        .map(|c| (c.node, c.score))
+        .collect();
     // n3 matches "b" but the second ad does not select it.
-    assert_eq!(scores, [("n1".into(), 10), ("n2".into(), 30), ("n3".into(), 0)].into());
+    assert_eq!(
+        scores,
+        [("n1".into(), 10), ("n2".into(), 30), ("n3".into(), 0)].into()
+    );
     assert_eq!(case.order()[0], "n2");
 }
 
 #[test]
 fn no_serving_endpoint_means_nobody_announces() {
     let mut case = Case::new(&["n1"], "10.0.0.1");
-    case.slices = vec![slice(json!([{"addresses": ["10.1.0.1"], "nodeName": "n1", "conditions": {"ready": false}}]))];
+    case.slices = vec![slice(
+        json!([{"addresses": ["10.1.0.1"], "nodeName": "n1", "conditions": {"ready": false}}]),
+    )];
     assert_eq!(case.run().result, Err(NotAnnounced::NoServingEndpoints));
     // Serving=true counts even when not ready (terminating pods still serve).
     case.slices = vec![slice(
@@ -172,7 +221,9 @@ fn no_serving_endpoint_means_nobody_announces() {
     case.slices = vec![];
     assert_eq!(case.run().result, Err(NotAnnounced::NoServingEndpoints));
     // Ready unset counts as ready.
-    case.slices = vec![slice(json!([{"addresses": ["10.1.0.1"], "nodeName": "elsewhere"}]))];
+    case.slices = vec![slice(
+        json!([{"addresses": ["10.1.0.1"], "nodeName": "elsewhere"}]),
+    )];
     assert!(case.run().result.is_ok());
 }
 
@@ -180,11 +231,20 @@ fn no_serving_endpoint_means_nobody_announces() {
 fn service_selectors_of_ads_filter_and_shared_ips_are_not_announced() {
     let mut case = Case::new(&["n1"], "10.0.0.1");
     case.config.l2_advertisements[0].service_selectors = vec![selector("app", "other")];
-    assert_eq!(case.run().result, Err(NotAnnounced::NoAdvertisement { pool: "pool".into() }));
+    assert_eq!(
+        case.run().result,
+        Err(NotAnnounced::NoAdvertisement {
+            pool: "pool".into()
+        })
+    );
     case.config.l2_advertisements[0].service_selectors = vec![selector("app", "web")];
     assert!(case.run().result.is_ok());
-    case.service = service(json!({"metadata": {"annotations": {"metallb.universe.tf/allow-shared-ip": "k"}}}));
-    assert_eq!(case.run().result, Err(NotAnnounced::SharedIpWithServiceSelectors));
+    case.service =
+        service(json!({"metadata": {"annotations": {"metallb.universe.tf/allow-shared-ip": "k"}}}));
+    assert_eq!(
+        case.run().result,
+        Err(NotAnnounced::SharedIpWithServiceSelectors)
+    );
     // Without serviceSelectors, a shared IP is announced.
     case.config.l2_advertisements[0].service_selectors = vec![];
     assert!(case.run().result.is_ok());
@@ -194,14 +254,24 @@ fn service_selectors_of_ads_filter_and_shared_ips_are_not_announced() {
 fn ads_of_other_pools_do_not_apply() {
     let mut case = Case::new(&["n1"], "10.0.0.1");
     case.config.l2_advertisements[0].pools = ["other".to_string()].into();
-    assert_eq!(case.run().result, Err(NotAnnounced::NoAdvertisement { pool: "pool".into() }));
+    assert_eq!(
+        case.run().result,
+        Err(NotAnnounced::NoAdvertisement {
+            pool: "pool".into()
+        })
+    );
 }
 
 #[test]
 fn candidate_filters() {
     let names = ["n1", "n2", "n3", "n4"];
     let mut case = Case::new(&names, "10.0.0.1");
-    case.nodes = vec![node("n1", &[]), unavailable("n2"), node("n3", &[(EXCLUDE_LB_LABEL, "")]), node("n4", &[])];
+    case.nodes = vec![
+        node("n1", &[]),
+        unavailable("n2"),
+        node("n3", &[(EXCLUDE_LB_LABEL, "")]),
+        node("n4", &[]),
+    ];
     let mut got = case.order();
     got.sort();
     assert_eq!(got, ["n1", "n4"]);
@@ -245,7 +315,10 @@ fn interfaces_are_the_union_or_all() {
     other.interfaces = vec![];
     case.config = config(vec![a.clone(), b.clone(), other]);
     let winner = case.run().result.unwrap();
-    assert_eq!(winner.interfaces, Interfaces::Named(["eth0".to_string(), "eth1".to_string()].into()));
+    assert_eq!(
+        winner.interfaces,
+        Interfaces::Named(["eth0".to_string(), "eth1".to_string()].into())
+    );
     let all = ad("all", &["n1", "n2"]);
     case.config = config(vec![a, b, all]);
     assert_eq!(case.run().result.unwrap().interfaces, Interfaces::All);

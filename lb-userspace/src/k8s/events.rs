@@ -24,8 +24,13 @@ pub enum Severity {
 
 impl EventSink {
     pub fn new(client: Client, component: &str, instance: &str) -> Self {
-        let reporter = Reporter { controller: component.to_string(), instance: Some(instance.to_string()) };
-        EventSink { recorder: Recorder::new(client, reporter) }
+        let reporter = Reporter {
+            controller: component.to_string(),
+            instance: Some(instance.to_string()),
+        };
+        EventSink {
+            recorder: Recorder::new(client, reporter),
+        }
     }
 
     /// Records `reason`/`message` on `object`. `action` says what the controller was doing.
@@ -37,7 +42,8 @@ impl EventSink {
         action: &str,
         message: &str,
     ) -> Result<(), kube::Error> {
-        self.publish_ref(reference(object), severity, reason, action, message).await
+        self.publish_ref(reference(object), severity, reason, action, message)
+            .await
     }
 
     /// Like [`EventSink::publish`] with an explicit reference (dynamic kinds).

@@ -31,7 +31,9 @@ impl LeaseTimings {
         LeaseTimings {
             lease_duration,
             renew_deadline: lease_duration.mul_f64(2.0 / 3.0),
-            retry_period: lease_duration.mul_f64(2.0 / 15.0).max(Duration::from_millis(100)),
+            retry_period: lease_duration
+                .mul_f64(2.0 / 15.0)
+                .max(Duration::from_millis(100)),
         }
     }
 }
@@ -50,7 +52,14 @@ pub struct LeaseLock {
 
 impl LeaseLock {
     pub fn new(api: Api<Lease>, name: &str, identity: &str, timings: LeaseTimings) -> Self {
-        LeaseLock { api, name: name.into(), identity: identity.into(), timings, observed: None, renewed_at: None }
+        LeaseLock {
+            api,
+            name: name.into(),
+            identity: identity.into(),
+            timings,
+            observed: None,
+            renewed_at: None,
+        }
     }
 
     pub fn identity(&self) -> &str {
@@ -66,7 +75,10 @@ impl LeaseLock {
             Some(lease) => lease,
             None => {
                 let lease = Lease {
-                    metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..Default::default()
+                    },
                     spec: Some(self.record(now, now, 0)),
                 };
                 return match self.api.create(&PostParams::default(), &lease).await {
@@ -87,13 +99,20 @@ impl LeaseLock {
             return Ok(false);
         }
         let (acquired, transitions) = if ours {
-            (spec.acquire_time.clone().map_or(now, |t| t.0), spec.lease_transitions.unwrap_or(0))
+            (
+                spec.acquire_time.clone().map_or(now, |t| t.0),
+                spec.lease_transitions.unwrap_or(0),
+            )
         } else {
             (now, spec.lease_transitions.unwrap_or(0).saturating_add(1))
         };
         let mut next = current;
         next.spec = Some(self.record(acquired, now, transitions));
-        match self.api.replace(&self.name, &PostParams::default(), &next).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &next)
+            .await
+        {
             Ok(_) => {
                 self.renewed_at = Some(Instant::now());
                 self.observed = None;
@@ -110,7 +129,8 @@ impl LeaseLock {
 
     /// Whether a leader whose last renewal attempt failed may still act (within renew_deadline).
     pub fn still_leading(&self) -> bool {
-        self.renewed_at.is_some_and(|at| at.elapsed() < self.timings.renew_deadline)
+        self.renewed_at
+            .is_some_and(|at| at.elapsed() < self.timings.renew_deadline)
     }
 
     /// Gives the lease up (on shutdown), so a successor need not wait for it to expire.
@@ -118,20 +138,27 @@ impl LeaseLock {
         if self.renewed_at.take().is_none() {
             return Ok(());
         }
-        let Some(mut lease) = self.api.get_opt(&self.name).await? else { return Ok(()) };
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(());
+        };
         let spec = lease.spec.get_or_insert_with(Default::default);
         if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
             return Ok(());
         }
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
-        self.api.replace(&self.name, &PostParams::default(), &lease).await.map(|_| ())
+        self.api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+            .map(|_| ())
     }
 
     fn record(&self, acquired: Timestamp, renewed: Timestamp, transitions: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: Some(i32::try_from(self.timings.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX)),
+            lease_duration_seconds: Some(
+                i32::try_from(self.timings.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX),
+            ),
             acquire_time: Some(MicroTime(acquired)),
             renew_time: Some(MicroTime(renewed)),
             lease_transitions: Some(transitions),
@@ -157,7 +184,11 @@ impl LeaseLock {
 
 /// Runs the election until `shutdown` fires, publishing whether we lead on `leading`. On
 /// shutdown a held lease is released.
-pub async fn run(mut lock: LeaseLock, leading: watch::Sender<bool>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    mut lock: LeaseLock,
+    leading: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let period = lock.timings.retry_period;
     loop {
         let is_leader = match lock.try_acquire_or_renew().await {
@@ -169,7 +200,11 @@ pub async fn run(mut lock: LeaseLock, leading: watch::Sender<bool>, mut shutdown
             }
         };
         if *leading.borrow() != is_leader {
-            tracing::info!(identity = lock.identity(), leader = is_leader, "leadership changed");
+            tracing::info!(
+                identity = lock.identity(),
+                leader = is_leader,
+                "leadership changed"
+            );
         }
         leading.send_if_modified(|current| std::mem::replace(current, is_leader) != is_leader);
         tokio::select! {

@@ -34,7 +34,9 @@ pub enum ClientError {
         #[source]
         source: kube::config::KubeconfigError,
     },
-    #[error("no usable Kubernetes configuration (no --kubeconfig, KUBECONFIG or in-cluster service account): {0}")]
+    #[error(
+        "no usable Kubernetes configuration (no --kubeconfig, KUBECONFIG or in-cluster service account): {0}"
+    )]
     Infer(#[from] kube::config::InferConfigError),
     #[error("building the Kubernetes client: {0}")]
     Client(#[from] kube::Error),
@@ -45,9 +47,14 @@ pub enum ClientError {
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
     let config = match kubeconfig {
         Some(path) => {
-            let wrap = |source| ClientError::Kubeconfig { path: path.to_path_buf(), source };
+            let wrap = |source| ClientError::Kubeconfig {
+                path: path.to_path_buf(),
+                source,
+            };
             let file = Kubeconfig::read_from(path).map_err(wrap)?;
-            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.map_err(wrap)?
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(wrap)?
         }
         None => Config::infer().await?,
     };
@@ -67,7 +74,12 @@ pub fn metallb_resource(kind: &str, plural: &str) -> ApiResource {
 }
 
 /// Namespaced API for a metallb.io kind as dynamic objects.
-pub fn metallb_api(client: &Client, namespace: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+pub fn metallb_api(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), namespace, &metallb_resource(kind, plural))
 }
 
@@ -83,7 +95,10 @@ where
     let writer = reflector::store::Writer::new(dyntype);
     let store = writer.as_reader();
     let kind = K::kind(&Default::default()).to_string();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    );
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
@@ -97,19 +112,28 @@ where
 }
 
 /// Like [`spawn_reflector`] for a dynamic metallb.io kind.
-pub fn spawn_dynamic_reflector<F>(api: Api<DynamicObject>, resource: ApiResource, mut on_event: F) -> Store<DynamicObject>
+pub fn spawn_dynamic_reflector<F>(
+    api: Api<DynamicObject>,
+    resource: ApiResource,
+    mut on_event: F,
+) -> Store<DynamicObject>
 where
     F: FnMut(&watcher::Event<DynamicObject>) + Send + 'static,
 {
     let writer = reflector::store::Writer::new(resource.clone());
     let store = writer.as_reader();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    );
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
             match item {
                 Ok(event) => on_event(&event),
-                Err(error) => tracing::warn!(kind = %resource.kind, %error, "watch failed; retrying with backoff"),
+                Err(error) => {
+                    tracing::warn!(kind = %resource.kind, %error, "watch failed; retrying with backoff")
+                }
             }
         }
     });

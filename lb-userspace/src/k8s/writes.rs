@@ -14,14 +14,21 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 /// Sets `status.loadBalancer.ingress` to `ips` (in order); empty removes it.
-pub async fn service_ingress(api: &Api<Service>, name: &str, ips: &[IpAddr]) -> Result<Service, kube::Error> {
+pub async fn service_ingress(
+    api: &Api<Service>,
+    name: &str,
+    ips: &[IpAddr],
+) -> Result<Service, kube::Error> {
     let ingress: Value = if ips.is_empty() {
         Value::Null
     } else {
-        ips.iter().map(|ip| json!({ "ip": ip.to_string() })).collect()
+        ips.iter()
+            .map(|ip| json!({ "ip": ip.to_string() }))
+            .collect()
     };
     let patch = json!({ "status": { "loadBalancer": { "ingress": ingress } } });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
 }
 
 /// Sets annotation `key` to `value`, or removes it when `None`.
@@ -32,13 +39,19 @@ pub async fn service_annotation(
     value: Option<&str>,
 ) -> Result<Service, kube::Error> {
     let patch = json!({ "metadata": { "annotations": { key: value } } });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
 }
 
 /// Merges `status` into a metallb.io object's status subresource.
-pub async fn dynamic_status(api: &Api<DynamicObject>, name: &str, status: Value) -> Result<DynamicObject, kube::Error> {
+pub async fn dynamic_status(
+    api: &Api<DynamicObject>,
+    name: &str,
+    status: Value,
+) -> Result<DynamicObject, kube::Error> {
     let patch = json!({ "status": status });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
 }
 
 /// Creates a metallb.io object with only metadata if it does not exist yet.
@@ -88,7 +101,9 @@ pub async fn ensure_memberlist_secret(
         Some(deployment) => {
             let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
             let found = deployments.get(deployment).await?;
-            let uid = found.uid().ok_or_else(|| SecretError::NoUid(deployment.to_string()))?;
+            let uid = found
+                .uid()
+                .ok_or_else(|| SecretError::NoUid(deployment.to_string()))?;
             Some(vec![OwnerReference {
                 api_version: "apps/v1".into(),
                 kind: "Deployment".into(),
@@ -107,7 +122,10 @@ pub async fn ensure_memberlist_secret(
             owner_references,
             ..Default::default()
         },
-        data: Some(BTreeMap::from([("secretkey".to_string(), ByteString(key.into_bytes()))])),
+        data: Some(BTreeMap::from([(
+            "secretkey".to_string(),
+            ByteString(key.into_bytes()),
+        )])),
         ..Default::default()
     };
     match secrets.create(&PostParams::default(), &secret).await {
@@ -127,7 +145,9 @@ mod tests {
         let b = memberlist_key().unwrap();
         assert_eq!(a.len(), 22);
         assert!(!a.contains('='));
-        let decoded = base64::engine::general_purpose::STANDARD_NO_PAD.decode(&a).unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(&a)
+            .unwrap();
         assert_eq!(decoded.len(), 16);
         assert_ne!(a, b, "two keys must differ (random)");
     }

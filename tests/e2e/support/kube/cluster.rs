@@ -30,8 +30,17 @@ pub fn cluster_plane() -> &'static ControlPlane {
     let plane = control_plane();
     let applied = APPLIED.get_or_init(|| {
         let manifests = workspace_root().join("manifests");
+        if let Ok(extra) = std::env::var("HERALD_DEV_CRDS") {
+            plane.kubectl_run(&["apply", "-f", &extra])?; // DEV-ONLY, remove
+        }
         plane.kubectl_run(&["apply", "-k", &manifests.display().to_string()])?;
-        plane.kubectl_run(&["wait", "--for=condition=established", "--timeout=120s", "crd", "--all"])?;
+        plane.kubectl_run(&[
+            "wait",
+            "--for=condition=established",
+            "--timeout=120s",
+            "crd",
+            "--all",
+        ])?;
         Ok(())
     });
     if let Err(e) = applied {
@@ -58,10 +67,44 @@ pub fn pool_resource() -> ApiResource {
 impl Cluster {
     pub async fn new() -> Cluster {
         let plane = cluster_plane();
-        let kubeconfig = Kubeconfig::read_from(plane.kubeconfig("admin")).expect("admin kubeconfig");
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
+        let kubeconfig =
+            Kubeconfig::read_from(plane.kubeconfig("admin")).expect("admin kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("config");
         let client = Client::try_from(config).expect("client");
         Cluster { plane, client }
+    }
+
+    /// A clean slate for one test: no test Services anywhere, no pools, no communities (a
+    /// failed test leaves its objects behind).
+    pub async fn reset() -> Cluster {
+        let cluster = Cluster::new().await;
+        cluster.kubectl(&[
+            "delete",
+            "service",
+            "-A",
+            "-l",
+            "herald-test=true",
+            "--wait=true",
+        ]);
+        cluster.kubectl(&[
+            "delete",
+            "ipaddresspools",
+            "--all",
+            "-n",
+            "metallb-system",
+            "--wait=true",
+        ]);
+        cluster.kubectl(&[
+            "delete",
+            "communities",
+            "--all",
+            "-n",
+            "metallb-system",
+            "--wait=true",
+        ]);
+        cluster
     }
 
     /// `kubectl apply -f -` as admin.
@@ -75,9 +118,18 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("kubectl");
-        child.stdin.take().expect("stdin").write_all(yaml.as_bytes()).expect("write yaml");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(yaml.as_bytes())
+            .expect("write yaml");
         let out = child.wait_with_output().expect("kubectl output");
-        assert!(out.status.success(), "kubectl apply failed: {}\n{yaml}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}\n{yaml}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// `kubectl apply -f -` that must be refused; returns the error text.
@@ -91,23 +143,39 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("kubectl");
-        child.stdin.take().expect("stdin").write_all(yaml.as_bytes()).expect("write yaml");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(yaml.as_bytes())
+            .expect("write yaml");
         let out = child.wait_with_output().expect("kubectl output");
-        assert!(!out.status.success(), "kubectl apply should have failed:\n{yaml}");
+        assert!(
+            !out.status.success(),
+            "kubectl apply should have failed:\n{yaml}"
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     pub fn kubectl(&self, args: &[&str]) -> String {
-        self.plane.kubectl_run(args).unwrap_or_else(|e| panic!("{e}"))
+        self.plane
+            .kubectl_run(args)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub async fn service(&self, namespace: &str, name: &str) -> Option<Service> {
-        Api::<Service>::namespaced(self.client.clone(), namespace).get_opt(name).await.ok().flatten()
+        Api::<Service>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// `status.loadBalancer.ingress[].ip` (empty on error).
     pub async fn ingress(&self, namespace: &str, name: &str) -> Vec<String> {
-        let Some(svc) = self.service(namespace, name).await else { return Vec::new() };
+        let Some(svc) = self.service(namespace, name).await else {
+            return Vec::new();
+        };
         svc.status
             .and_then(|s| s.load_balancer)
             .and_then(|lb| lb.ingress)
@@ -118,17 +186,31 @@ impl Cluster {
     }
 
     pub async fn annotation(&self, namespace: &str, name: &str, key: &str) -> Option<String> {
-        self.service(namespace, name).await?.metadata.annotations?.get(key).cloned()
+        self.service(namespace, name)
+            .await?
+            .metadata
+            .annotations?
+            .get(key)
+            .cloned()
     }
 
     /// Events (events.k8s.io) about `kind`/`name` in `namespace`: (reason, type, note, reporting controller).
-    pub async fn events(&self, namespace: &str, kind: &str, name: &str) -> Vec<(String, String, String, String)> {
+    pub async fn events(
+        &self,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+    ) -> Vec<(String, String, String, String)> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
-        let Ok(list) = api.list(&ListParams::default()).await else { return Vec::new() };
+        let Ok(list) = api.list(&ListParams::default()).await else {
+            return Vec::new();
+        };
         list.items
             .into_iter()
             .filter(|e| {
-                e.regarding.as_ref().is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
+                })
             })
             .map(|e| {
                 (
@@ -142,11 +224,15 @@ impl Cluster {
     }
 
     pub async fn pool(&self, name: &str) -> Option<DynamicObject> {
-        Api::<DynamicObject>::namespaced_with(self.client.clone(), "metallb-system", &pool_resource())
-            .get_opt(name)
-            .await
-            .ok()
-            .flatten()
+        Api::<DynamicObject>::namespaced_with(
+            self.client.clone(),
+            "metallb-system",
+            &pool_resource(),
+        )
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
     }
 
     pub async fn configuration_state(&self) -> Option<serde_json::Value> {
@@ -157,17 +243,33 @@ impl Cluster {
             kind: "ConfigurationState".into(),
             plural: "configurationstates".into(),
         };
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), "metallb-system", &resource);
-        api.get_opt("controller").await.ok().flatten().map(|o| o.data)
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), "metallb-system", &resource);
+        api.get_opt("controller")
+            .await
+            .ok()
+            .flatten()
+            .map(|o| o.data)
     }
 
     /// Removes what a test created: its namespace's Services and the named pools.
     pub fn cleanup(&self, namespace: &str, pools: &[&str]) {
-        let _ = self.plane.kubectl_run(&["delete", "service", "--all", "-n", namespace, "--wait=true"]);
+        let _ =
+            self.plane
+                .kubectl_run(&["delete", "service", "--all", "-n", namespace, "--wait=true"]);
         for pool in pools {
-            let _ = self.plane.kubectl_run(&["delete", "ipaddresspool", "-n", "metallb-system", pool, "--ignore-not-found"]);
+            let _ = self.plane.kubectl_run(&[
+                "delete",
+                "ipaddresspool",
+                "-n",
+                "metallb-system",
+                pool,
+                "--ignore-not-found",
+            ]);
         }
-        let _ = self.plane.kubectl_run(&["delete", "communities", "--all", "-n", "metallb-system"]);
+        let _ = self
+            .plane
+            .kubectl_run(&["delete", "communities", "--all", "-n", "metallb-system"]);
     }
 }
 
@@ -203,14 +305,23 @@ pub fn pool_yaml(name: &str, addresses: &[&str], extra_spec: &str) -> String {
 }
 
 /// A LoadBalancer Service on TCP `port` with `annotations` (`key: value` pairs) and extra spec.
-pub fn service_yaml(namespace: &str, name: &str, port: u16, annotations: &[(&str, &str)], extra_spec: &str) -> String {
+pub fn service_yaml(
+    namespace: &str,
+    name: &str,
+    port: u16,
+    annotations: &[(&str, &str)],
+    extra_spec: &str,
+) -> String {
     let annotations = if annotations.is_empty() {
         String::new()
     } else {
-        let lines: String = annotations.iter().map(|(k, v)| format!("    {k}: \"{v}\"\n")).collect();
+        let lines: String = annotations
+            .iter()
+            .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
+            .collect();
         format!("  annotations:\n{lines}")
     };
     format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {namespace}\n{annotations}spec:\n  type: LoadBalancer\n  ports:\n    - port: {port}\n      protocol: TCP\n{extra_spec}"
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:\n    herald-test: \"true\"\n{annotations}spec:\n  type: LoadBalancer\n  ports:\n    - port: {port}\n      protocol: TCP\n{extra_spec}"
     )
 }

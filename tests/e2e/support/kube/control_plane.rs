@@ -48,7 +48,11 @@ pub fn target_dir() -> PathBuf {
 /// `target/<profile>/herald`: the real binary the tests run.
 pub fn herald_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let bin = profile_dir.join("herald");
     assert!(
         bin.is_file(),
@@ -60,7 +64,10 @@ pub fn herald_binary() -> PathBuf {
 
 /// The workspace root (the directory holding `manifests/`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn kube_bin(name: &str) -> PathBuf {
@@ -115,7 +122,11 @@ pub fn spawn_supervised(mut cmd: Command) -> std::io::Result<Child> {
         }
         let _ = tx.send(cmd.spawn());
     });
-    supervisor().lock().unwrap_or_else(|e| e.into_inner()).send(job).expect("supervisor alive");
+    supervisor()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(job)
+        .expect("supervisor alive");
     rx.recv().expect("supervisor answered")
 }
 
@@ -148,13 +159,17 @@ extern "C" fn cleanup_at_exit() {
 /// A free loopback TCP port (bound then released; the race with other processes is tolerable
 /// for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// The shared control plane, started on first use.
 pub fn control_plane() -> &'static ControlPlane {
     PLANE.get_or_init(|| {
-        let plane = ControlPlane::start().unwrap_or_else(|e| panic!("starting the control plane: {e}"));
+        let plane =
+            ControlPlane::start().unwrap_or_else(|e| panic!("starting the control plane: {e}"));
         // SAFETY: registering a plain extern "C" fn.
         unsafe {
             libc::atexit(cleanup_at_exit);
@@ -177,8 +192,15 @@ impl ControlPlane {
         fs::create_dir_all(dir.join("certs")).map_err(|e| e.to_string())?;
         let key = dir.join("sa.key");
         let pubkey = dir.join("sa.pub");
-        run(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"))?;
-        run(Command::new("openssl").args(["rsa", "-pubout", "-in"]).arg(&key).arg("-out").arg(&pubkey))?;
+        run(Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&key)
+            .arg("2048"))?;
+        run(Command::new("openssl")
+            .args(["rsa", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&pubkey))?;
 
         let mut tokens = String::new();
         for (user, stem, groups) in IDENTITIES {
@@ -195,14 +217,22 @@ impl ControlPlane {
             dir: dir.clone(),
             apiserver_port,
             etcd_port,
-            procs: Mutex::new(Procs { etcd: None, apiserver: None }),
+            procs: Mutex::new(Procs {
+                etcd: None,
+                apiserver: None,
+            }),
         };
         plane.start_etcd()?;
         plane.start_apiserver()?;
         let ca = wait_for_file(&dir.join("certs/apiserver.crt"), Duration::from_secs(90))?;
         for (user, stem, _) in IDENTITIES {
-            let token = fs::read_to_string(dir.join(format!("{stem}.token"))).map_err(|e| e.to_string())?;
-            fs::write(plane.kubeconfig(stem), kubeconfig(&plane.server, &ca, user, &token)).map_err(|e| e.to_string())?;
+            let token =
+                fs::read_to_string(dir.join(format!("{stem}.token"))).map_err(|e| e.to_string())?;
+            fs::write(
+                plane.kubeconfig(stem),
+                kubeconfig(&plane.server, &ca, user, &token),
+            )
+            .map_err(|e| e.to_string())?;
         }
         plane.wait_ready(Duration::from_secs(180))?;
         Ok(plane)
@@ -216,7 +246,9 @@ impl ControlPlane {
             .arg(format!("--listen-client-urls=http://127.0.0.1:{port}"))
             .arg(format!("--advertise-client-urls=http://127.0.0.1:{port}"))
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+            ))
             .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer}"))
             // Tests need no durability across machine crashes; fsync only costs time here.
             .arg("--unsafe-no-fsync");
@@ -229,24 +261,41 @@ impl ControlPlane {
         let dir = &self.dir;
         let mut cmd = Command::new(kube_bin("kube-apiserver"));
         cmd.arg("--endpoint-reconciler-type=none")
-            .arg(format!("--etcd-servers=http://127.0.0.1:{}", self.etcd_port))
+            .arg(format!(
+                "--etcd-servers=http://127.0.0.1:{}",
+                self.etcd_port
+            ))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--secure-port={}", self.apiserver_port))
             .arg(format!("--cert-dir={}", dir.join("certs").display()))
             .arg("--service-cluster-ip-range=10.96.0.0/16")
             .arg("--authorization-mode=Node,RBAC")
-            .arg(format!("--token-auth-file={}", dir.join("tokens.csv").display()))
+            .arg(format!(
+                "--token-auth-file={}",
+                dir.join("tokens.csv").display()
+            ))
             .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg(format!("--service-account-key-file={}", dir.join("sa.pub").display()))
-            .arg(format!("--service-account-signing-key-file={}", dir.join("sa.key").display()));
+            .arg(format!(
+                "--service-account-key-file={}",
+                dir.join("sa.pub").display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                dir.join("sa.key").display()
+            ));
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("kube-apiserver.log"))
             .map_err(|e| e.to_string())?;
-        cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
         let child = spawn_supervised(cmd).map_err(|e| format!("starting kube-apiserver: {e}"))?;
-        self.procs.lock().unwrap_or_else(|e| e.into_inner()).apiserver = Some(child);
+        self.procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .apiserver = Some(child);
         Ok(())
     }
 
@@ -258,13 +307,20 @@ impl ControlPlane {
     /// `kubectl` as admin.
     pub fn kubectl(&self) -> Command {
         let mut cmd = Command::new(kubectl_path());
-        cmd.arg(format!("--kubeconfig={}", self.kubeconfig("admin").display()));
+        cmd.arg(format!(
+            "--kubeconfig={}",
+            self.kubeconfig("admin").display()
+        ));
         cmd
     }
 
     /// Runs kubectl as admin; returns stdout or an error with stderr.
     pub fn kubectl_run(&self, args: &[&str]) -> Result<String, String> {
-        let out = self.kubectl().args(args).output().map_err(|e| e.to_string())?;
+        let out = self
+            .kubectl()
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -288,13 +344,22 @@ impl ControlPlane {
             }
             std::thread::sleep(Duration::from_millis(300));
         }
-        Err(format!("kube-apiserver not ready in {timeout:?}: {last} (log: {})", self.dir.join("kube-apiserver.log").display()))
+        Err(format!(
+            "kube-apiserver not ready in {timeout:?}: {last} (log: {})",
+            self.dir.join("kube-apiserver.log").display()
+        ))
     }
 
     /// Stops kube-apiserver (SIGKILL: an abrupt loss for clients) and starts it again on the
     /// same port and etcd; waits until it is ready.
     pub fn restart_apiserver(&self, down_for: Duration) -> Result<(), String> {
-        if let Some(mut child) = self.procs.lock().unwrap_or_else(|e| e.into_inner()).apiserver.take() {
+        if let Some(mut child) = self
+            .procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .apiserver
+            .take()
+        {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -305,7 +370,10 @@ impl ControlPlane {
 
     fn stop_all(&self) {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
-        for child in [procs.apiserver.take(), procs.etcd.take()].into_iter().flatten() {
+        for child in [procs.apiserver.take(), procs.etcd.take()]
+            .into_iter()
+            .flatten()
+        {
             stop(child);
         }
     }
@@ -329,8 +397,11 @@ fn stop(mut child: Child) {
 
 fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child, String> {
     let file = fs::File::create(log).map_err(|e| e.to_string())?;
-    cmd.stdin(Stdio::null()).stdout(file.try_clone().map_err(|e| e.to_string())?).stderr(file);
-    spawn_supervised(cmd).map_err(|e| format!("starting {cmd:?}: {e}"))
+    cmd.stdin(Stdio::null())
+        .stdout(file.try_clone().map_err(|e| e.to_string())?)
+        .stderr(file);
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    spawn_supervised(cmd).map_err(|e| format!("starting {program}: {e}"))
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {
@@ -338,13 +409,18 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)))
+        Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 
 fn random_token() -> String {
     let mut bytes = [0u8; 24];
-    fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).expect("reading /dev/urandom");
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("reading /dev/urandom");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

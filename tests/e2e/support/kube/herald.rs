@@ -26,7 +26,10 @@ impl Herald {
         let file = std::fs::File::create(&log).expect("herald log file");
         let child = Command::new(herald_binary())
             .arg("controller")
-            .arg(format!("--kubeconfig={}", plane.kubeconfig("controller").display()))
+            .arg(format!(
+                "--kubeconfig={}",
+                plane.kubeconfig("controller").display()
+            ))
             .arg("--namespace=metallb-system")
             .arg(format!("--port={metrics_port}"))
             .arg(format!("--health-probe-port={health_port}"))
@@ -43,7 +46,13 @@ impl Herald {
             .stderr(file)
             .spawn()
             .expect("starting herald controller");
-        Herald { child: Some(child), name: name.to_string(), metrics_port, health_port, log }
+        Herald {
+            child: Some(child),
+            name: name.to_string(),
+            metrics_port,
+            health_port,
+            log,
+        }
     }
 
     /// SIGTERM and wait: a graceful stop (the Lease is released).
@@ -75,7 +84,9 @@ impl Herald {
 
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     pub fn log_text(&self) -> String {
@@ -86,16 +97,25 @@ impl Herald {
     pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
         let code = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         Some((code, body))
     }
 
     pub fn metrics(&self) -> String {
-        Self::http_get(self.metrics_port, "/metrics").map(|(_, b)| b).unwrap_or_default()
+        Self::http_get(self.metrics_port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 }
 
@@ -106,5 +126,8 @@ impl Drop for Herald {
 }
 
 fn unique() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }

@@ -1,0 +1,327 @@
+//! Multi-document Kubernetes YAML → typed objects, for `herald simulate`/`validate` and tests.
+//!
+//! Documents are split at `---` lines (a YAML document marker always sits in column 0), so every
+//! error carries the line in the original file. Kinds Herald does not read are skipped with a
+//! warning, as `kubectl apply` users expect files to mix MetalLB objects with other manifests;
+//! a document that is not a Kubernetes object at all is an error.
+
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use crate::api;
+
+/// One object Herald understands. BGPPeer is always v1beta2 (v1beta1 is converted on load).
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Object {
+    IPAddressPool(api::IPAddressPool),
+    L2Advertisement(api::L2Advertisement),
+    BGPAdvertisement(api::BGPAdvertisement),
+    BGPPeer(api::BGPPeer),
+    Community(api::Community),
+    BFDProfile(api::BFDProfile),
+    ServiceL2Status(api::ServiceL2Status),
+    ServiceBGPStatus(api::ServiceBGPStatus),
+    ConfigurationState(api::ConfigurationState),
+    Service(Service),
+    Node(Node),
+    Namespace(Namespace),
+    EndpointSlice(EndpointSlice),
+    ConfigMap(ConfigMap),
+    Secret(Secret),
+}
+
+/// A document that was skipped (unknown kind), with where it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadWarning {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for LoadWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.message)
+    }
+}
+
+/// The objects of one file and the documents skipped.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    pub objects: Vec<Object>,
+    pub warnings: Vec<LoadWarning>,
+}
+
+/// Input that is not (valid) Kubernetes YAML: file name, 1-based line, reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct LoadError {
+    /// The file name (or whatever the caller passed as `source`).
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+/// Parses multi-document YAML; skipped documents are logged as warnings.
+pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Object>, LoadError> {
+    let loaded = parse(text, source)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(loaded.objects)
+}
+
+/// Parses multi-document YAML, returning the warnings instead of logging them.
+pub fn parse(text: &str, source: &str) -> Result<Loaded, LoadError> {
+    let mut loaded = Loaded::default();
+    for (first_line, document) in split_documents(text) {
+        let at = |line: usize, message: String| LoadError {
+            file: source.to_string(),
+            line,
+            message,
+        };
+        let value: Value = serde_yaml::from_str(&document).map_err(|e| {
+            let line = e.location().map_or(first_line, |l| first_line + l.line() - 1);
+            at(line, strip_location(&e.to_string()))
+        })?;
+        if value.is_null() {
+            continue; // only comments, or an empty document
+        }
+        let doc = Document { source, first_line, text: &document };
+        doc.add_objects(value, &mut loaded)?;
+    }
+    Ok(loaded)
+}
+
+struct Document<'a> {
+    source: &'a str,
+    first_line: usize,
+    text: &'a str,
+}
+
+impl Document<'_> {
+    fn error(&self, line: usize, message: impl Into<String>) -> LoadError {
+        LoadError { file: self.source.to_string(), line, message: message.into() }
+    }
+
+    fn add_objects(&self, value: Value, loaded: &mut Loaded) -> Result<(), LoadError> {
+        let Value::Mapping(map) = &value else {
+            return Err(self.error(self.first_line, "not a Kubernetes object (expected a mapping with apiVersion and kind)"));
+        };
+        let field = |name: &str| map.get(name).and_then(Value::as_str).map(str::to_string);
+        let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
+            return Err(self.error(self.first_line, "not a Kubernetes object: apiVersion and kind are required"));
+        };
+        if kind == "List" || kind.ends_with("List") && api_version == "v1" {
+            let items = map.get("items").and_then(Value::as_sequence).cloned().unwrap_or_default();
+            for item in items {
+                self.add_objects(item, loaded)?;
+            }
+            return Ok(());
+        }
+        match self.object(&api_version, &kind, value)? {
+            Some(object) => loaded.objects.push(object),
+            None => loaded.warnings.push(LoadWarning {
+                file: self.source.to_string(),
+                line: self.first_line,
+                message: format!("skipping {api_version} {kind}: not a kind Herald reads"),
+            }),
+        }
+        Ok(())
+    }
+
+    fn object(&self, api_version: &str, kind: &str, value: Value) -> Result<Option<Object>, LoadError> {
+        let metallb = |version: &str| api_version == format!("{}/{version}", api::GROUP);
+        if let Some(group_version) = api_version.strip_prefix("metallb.io/") {
+            let served = match kind {
+                "BGPPeer" => matches!(group_version, "v1beta1" | "v1beta2"),
+                "IPAddressPool" | "L2Advertisement" | "BGPAdvertisement" | "Community" | "BFDProfile"
+                | "ServiceL2Status" | "ServiceBGPStatus" | "ConfigurationState" => group_version == "v1beta1",
+                _ => return Ok(None),
+            };
+            if !served {
+                return Err(self.error(
+                    self.first_line,
+                    format!("{api_version} {kind}: version not served (MetalLB serves metallb.io/v1beta1{})",
+                        if kind == "BGPPeer" { " and metallb.io/v1beta2" } else { "" }),
+                ));
+            }
+        }
+        let object = match kind {
+            "IPAddressPool" if metallb("v1beta1") => Object::IPAddressPool(self.typed(value, false)?),
+            "L2Advertisement" if metallb("v1beta1") => Object::L2Advertisement(self.typed(value, true)?),
+            "BGPAdvertisement" if metallb("v1beta1") => Object::BGPAdvertisement(self.typed(value, true)?),
+            "BGPPeer" if metallb("v1beta2") => Object::BGPPeer(self.typed(value, true)?),
+            "BGPPeer" if metallb("v1beta1") => {
+                Object::BGPPeer(self.typed::<api::v1beta1::BGPPeer>(value, true)?.into())
+            }
+            "Community" if metallb("v1beta1") => Object::Community(self.typed(value, true)?),
+            "BFDProfile" if metallb("v1beta1") => Object::BFDProfile(self.typed(value, true)?),
+            "ServiceL2Status" if metallb("v1beta1") => Object::ServiceL2Status(self.typed(value, true)?),
+            "ServiceBGPStatus" if metallb("v1beta1") => Object::ServiceBGPStatus(self.typed(value, true)?),
+            "ConfigurationState" if metallb("v1beta1") => Object::ConfigurationState(self.typed(value, false)?),
+            "Service" if api_version == "v1" => Object::Service(self.typed(value, false)?),
+            "Node" if api_version == "v1" => Object::Node(self.typed(value, false)?),
+            "Namespace" if api_version == "v1" => Object::Namespace(self.typed(value, false)?),
+            "ConfigMap" if api_version == "v1" => Object::ConfigMap(self.typed(value, false)?),
+            "Secret" if api_version == "v1" => Object::Secret(self.typed(value, false)?),
+            "EndpointSlice" if api_version == "discovery.k8s.io/v1" => Object::EndpointSlice(self.typed(value, false)?),
+            _ => return Ok(None),
+        };
+        Ok(Some(object))
+    }
+
+    /// Deserializes one object; `spec_optional` kinds get an empty spec when it is absent
+    /// (MetalLB's docs show `L2Advertisement`s without one).
+    fn typed<T: DeserializeOwned>(&self, mut value: Value, spec_optional: bool) -> Result<T, LoadError> {
+        if spec_optional && let Value::Mapping(map) = &mut value {
+            let spec = Value::String("spec".into());
+            if map.get(&spec).is_none_or(Value::is_null) {
+                map.insert(spec, Value::Mapping(Default::default()));
+            }
+        }
+        serde_yaml::from_value(value).map_err(|e| {
+            // from_value has no positions: re-read the text to find the offending line.
+            let line = serde_yaml::from_str::<T>(self.text)
+                .err()
+                .and_then(|e| e.location())
+                .map_or(self.first_line, |l| self.first_line + l.line() - 1);
+            let name = serde_yaml::from_str::<Value>(self.text)
+                .ok()
+                .and_then(|v| v.get("metadata")?.get("name")?.as_str().map(str::to_string))
+                .map(|n| format!(" {n:?}"))
+                .unwrap_or_default();
+            let kind = std::any::type_name::<T>().rsplit("::").next().unwrap_or("object");
+            self.error(line, format!("{kind}{name}: {}", strip_location(&e.to_string())))
+        })
+    }
+}
+
+/// Splits at document markers (`---` in column 0, optionally followed by content) and drops
+/// `...` end markers. Returns each document with the 1-based line it starts on.
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut documents = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (index, line) in text.lines().enumerate() {
+        let line_number = index + 1;
+        let is_marker = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        if is_marker {
+            documents.push((start, std::mem::take(&mut current)));
+            // Content after the marker belongs to the new document, on this same line.
+            start = line_number;
+            current.push_str(line[3..].trim_start());
+            current.push('\n');
+            continue;
+        }
+        if line == "..." || line.starts_with("... ") {
+            continue;
+        }
+        if current.is_empty() && documents.is_empty() && index == 0 {
+            start = line_number;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    documents.push((start, current));
+    documents
+}
+
+/// serde_yaml appends " at line L column C"; the line is reported separately.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POOL_AND_AD: &str = "\
+# leading comment
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata:
+  name: first-pool
+  namespace: metallb-system
+spec:
+  addresses:
+  - 192.168.1.240-192.168.1.250
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata:
+  name: example
+  namespace: metallb-system
+";
+
+    #[test]
+    fn reads_metallb_objects_and_defaults_a_missing_spec() {
+        let objects = parse_documents(POOL_AND_AD, "a.yaml").expect("valid");
+        assert_eq!(objects.len(), 2);
+        let Object::IPAddressPool(pool) = &objects[0] else { panic!("{objects:?}") };
+        assert_eq!(pool.spec.addresses, ["192.168.1.240-192.168.1.250"]);
+        let Object::L2Advertisement(ad) = &objects[1] else { panic!("{objects:?}") };
+        assert!(ad.spec.ip_address_pools.is_empty());
+    }
+
+    #[test]
+    fn converts_v1beta1_bgppeer_like_metallb() {
+        let text = "apiVersion: metallb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: p}\nspec:\n  myASN: 64500\n  peerASN: 64501\n  peerAddress: 10.0.0.1\n  nodeSelectors:\n  - matchLabels: {a: b}\n    matchExpressions: [{key: k, operator: In, values: [v]}]\n";
+        let objects = parse_documents(text, "p.yaml").expect("valid");
+        let Object::BGPPeer(peer) = &objects[0] else { panic!("{objects:?}") };
+        assert_eq!(peer.spec.my_asn, 64500);
+        assert_eq!(peer.spec.hold_time.as_deref(), Some("0s"));
+        let selector = &peer.spec.node_selectors[0];
+        assert_eq!(selector.match_labels.as_ref().and_then(|m| m.get("a")).map(String::as_str), Some("b"));
+        assert_eq!(selector.match_expressions.as_ref().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn skips_unknown_kinds_with_a_warning_naming_the_line() {
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: metallb-system}\n";
+        let loaded = parse(text, "mixed.yaml").expect("valid");
+        assert_eq!(loaded.objects.len(), 1);
+        assert_eq!(loaded.warnings.len(), 1);
+        assert_eq!(loaded.warnings[0].line, 1);
+        assert!(loaded.warnings[0].to_string().contains("apps/v1 Deployment"));
+    }
+
+    #[test]
+    fn errors_carry_file_and_line() {
+        let broken_yaml = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Node\nmetadata:\n  name: [unclosed\n";
+        let e = parse(broken_yaml, "bad.yaml").expect_err("bad YAML");
+        assert_eq!(e.file, "bad.yaml");
+        assert!(e.line >= 8, "{e}");
+        let not_k8s = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nfoo: bar\n";
+        let e = parse(not_k8s, "x.yaml").expect_err("no kind");
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.to_string().starts_with("x.yaml:5: not a Kubernetes object"), "{e}");
+        let bad_type = "---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: p\nspec:\n  addresses: 10.0.0.0/24\n";
+        let e = parse(bad_type, "t.yaml").expect_err("wrong type");
+        assert_eq!(e.line, 7, "{e}");
+        assert!(e.message.contains("\"p\""), "{e}");
+        let scalar = "just a string\n";
+        assert_eq!(parse(scalar, "s.yaml").expect_err("scalar").line, 1);
+    }
+
+    #[test]
+    fn unserved_metallb_versions_are_errors() {
+        let text = "apiVersion: metallb.io/v1beta2\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: []}\n";
+        let e = parse(text, "v.yaml").expect_err("not served");
+        assert!(e.message.contains("version not served"), "{e}");
+    }
+
+    #[test]
+    fn lists_are_flattened_and_comment_only_documents_ignored() {
+        let text = "# nothing\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Node\n  metadata: {name: n1}\n- apiVersion: v1\n  kind: Node\n  metadata: {name: n2}\n...\n";
+        let objects = parse_documents(text, "l.yaml").expect("valid");
+        assert_eq!(objects.len(), 2);
+    }
+}

@@ -1,0 +1,152 @@
+//! The real `herald` binary over the fixtures in tests/fixtures/simulate/: `simulate -o json`
+//! must print exactly `<scenario>.expected.json`, and `validate` must list every error.
+//!
+//! The expected files were derived by hand from Algorithms A and B (see each fixture's header)
+//! and then checked against the output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/simulate")
+}
+
+fn herald(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn check_scenario(name: &str) {
+    let dir = fixtures();
+    let cluster = dir.join("cluster.yaml");
+    let scenario = dir.join(format!("{name}.yaml"));
+    let out = herald(&[
+        "simulate",
+        "-f",
+        cluster.to_str().unwrap(),
+        "-f",
+        scenario.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected_path = dir.join(format!("{name}.expected.json"));
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&expected_path).unwrap()).unwrap();
+    assert_eq!(
+        got,
+        expected,
+        "{name}: got\n{}",
+        serde_json::to_string_pretty(&got).unwrap()
+    );
+}
+
+#[test]
+fn l2_basic() {
+    check_scenario("l2-basic");
+}
+
+#[test]
+fn pools_and_requests() {
+    check_scenario("pools-and-requests");
+}
+
+#[test]
+fn sharing() {
+    check_scenario("sharing");
+}
+
+#[test]
+fn restart() {
+    check_scenario("restart");
+}
+
+#[test]
+fn dual_stack() {
+    check_scenario("dual-stack");
+}
+
+#[test]
+fn text_output_names_ips_pool_and_node() {
+    let dir = fixtures();
+    let out = herald(&[
+        "simulate",
+        "-f",
+        dir.join("cluster.yaml").to_str().unwrap(),
+        dir.join("l2-basic.yaml").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("default/nginx: assigned 198.51.100.235 pool=default-pool"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("layer2: announced by node-"), "{stdout}");
+    assert!(
+        stdout.contains("default/no-endpoints: assigned 198.51.100.236"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("not announced: the service has no serving endpoint"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn invalid_configuration_lists_every_error() {
+    let path = fixtures().join("invalid.yaml");
+    for command in ["validate", "simulate"] {
+        let out = herald(&[command, "-f", path.to_str().unwrap()]);
+        assert!(!out.status.success(), "{command} must fail");
+        let stderr = text(&out.stderr);
+        for object in ["bare-address", "reversed", "dup-pools"] {
+            assert!(
+                stderr.contains(object),
+                "{command}: {object} missing from\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn validate_accepts_good_configuration() {
+    let dir = fixtures();
+    for name in [
+        "l2-basic",
+        "pools-and-requests",
+        "sharing",
+        "restart",
+        "dual-stack",
+    ] {
+        let out = herald(&[
+            "validate",
+            "-f",
+            dir.join(format!("{name}.yaml")).to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("configuration valid"), "{name}");
+    }
+}
+
+#[test]
+fn missing_file_and_bad_yaml_fail() {
+    let out = herald(&["simulate", "-f", "/nonexistent/herald.yaml"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("/nonexistent/herald.yaml"));
+    let dir = std::env::temp_dir().join(format!("herald-simulate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Service\nmetadata: [unclosed\n").unwrap();
+    let out = herald(&["validate", "-f", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("line"), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
