@@ -526,7 +526,7 @@ async fn invalid_pool_is_rejected_and_last_good_config_serves_scenario() {
     let ns = "t-invalid";
     cluster.apply(&namespace_yaml(ns));
     cluster.apply(&pool_yaml("good", &["198.51.100.70-198.51.100.79"], ""));
-    let herald = Herald::start(cluster.plane, "invalid-0", &[]);
+    let mut herald = Herald::start(cluster.plane, "invalid-0", &[]);
     wait_ready(&herald).await;
     cluster.apply(&service_yaml(ns, "before", 80, &[], ""));
     wait_ingress(&cluster, &herald, ns, "before", &["198.51.100.70"]).await;
@@ -573,8 +573,41 @@ async fn invalid_pool_is_rejected_and_last_good_config_serves_scenario() {
         vec!["198.51.100.70".to_string()]
     );
 
-    // Fixing it makes the configuration valid again.
+    // A controller started while the configuration is invalid has no valid one to serve: it
+    // touches nothing (no address is lost) until the configuration is fixed.
+    herald.stop();
+    let herald = Herald::start(cluster.plane, "invalid-1", &[]);
+    wait_ready(&herald).await;
+    wait_for(
+        "invalid-1 leads and found the configuration invalid",
+        || async {
+            herald
+                .metrics()
+                .contains("metallb_k8s_client_config_stale_bool 1")
+                .then_some(())
+        },
+        || format!("herald log:\n{}", tail(&herald.log_text())),
+    )
+    .await;
+    cluster.apply(&service_yaml(ns, "while-invalid", 80, &[], ""));
+    for (name, ip) in [("before", "198.51.100.70"), ("during", "198.51.100.71")] {
+        assert_eq!(
+            cluster.ingress(ns, name).await,
+            vec![ip.to_string()],
+            "{name}"
+        );
+    }
+
+    // Fixing it makes the configuration valid again; the waiting Service is served.
     cluster.kubectl(&["delete", "ipaddresspool", "-n", "metallb-system", "bad"]);
+    wait_ingress(&cluster, &herald, ns, "while-invalid", &["198.51.100.72"]).await;
+    for (name, ip) in [("before", "198.51.100.70"), ("during", "198.51.100.71")] {
+        assert_eq!(
+            cluster.ingress(ns, name).await,
+            vec![ip.to_string()],
+            "{name}"
+        );
+    }
     wait_for(
         "ConfigurationState controller Valid again",
         || async {

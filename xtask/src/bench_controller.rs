@@ -68,9 +68,6 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 async fn bench(plane: &Plane, args: &Args, metallb: Option<&Path>) -> Result<()> {
-    if let Ok(dev) = std::env::var("HERALD_DEV_CRDS") {
-        plane.kubectl(&["apply", "-f", &dev])?; // DEV-ONLY, remove
-    }
     plane.kubectl(&[
         "apply",
         "-k",

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use hyper::StatusCode;
 
+use crate::config::BgpMode;
 use crate::controller::{self, Health, Metrics, Settings, http};
 use crate::k8s::lease::LeaseTimings;
 
@@ -81,6 +82,10 @@ async fn serve(args: ControllerArgs) -> Result<()> {
         args.pod_name.clone()
     };
     let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    let bgp_type = std::env::var("METALLB_BGP_TYPE").unwrap_or_default();
+    let bgp_mode = BgpMode::from_env_value(&bgp_type).with_context(|| {
+        format!("METALLB_BGP_TYPE={bgp_type:?}: expected native, frr or frr-k8s")
+    })?;
     let settings = Settings {
         namespace,
         lb_class: non_empty(args.lb_class),
@@ -89,6 +94,7 @@ async fn serve(args: ControllerArgs) -> Result<()> {
         lease: LeaseTimings::from_duration(Duration::from_secs(args.lease_duration.max(1))),
         ml_secret_name: non_empty(args.ml_secret_name),
         deployment: non_empty(args.deployment),
+        bgp_mode,
     };
     tracing::info!(?settings, "starting herald controller");
     let client = crate::k8s::client(args.kubeconfig.as_deref()).await?;

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
@@ -335,7 +335,7 @@ pub fn render_text(report: &Report) -> String {
     out
 }
 
-/// Errors naming what is wrong, for the CLI.
+/// Lists every error on stderr and exits non-zero (no backtrace noise: these are input errors).
 fn bail_errors(errors: &[String]) -> Result<()> {
     if errors.is_empty() {
         return Ok(());
@@ -344,7 +344,8 @@ fn bail_errors(errors: &[String]) -> Result<()> {
     for e in errors {
         let _ = write!(text, "\n  {e}");
     }
-    bail!(text)
+    eprintln!("{text}");
+    std::process::exit(1)
 }
 
 pub fn run(args: SimulateArgs) -> Result<()> {
@@ -378,7 +379,36 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
 
 /// Reads the files and builds the validated configuration (every error listed on failure).
 fn load(files: &[PathBuf]) -> Result<(Config, Objects)> {
-    let _ = files;
-    bail_errors(&["loading YAML needs config::load (not available yet)".to_string()])?;
-    Ok((Config::default(), Objects::default()))
+    use crate::config::load::{Object, parse_documents};
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        let source = file.display().to_string();
+        match std::fs::read_to_string(file) {
+            Ok(text) => match parse_documents(&text, &source) {
+                Ok(parsed) => objects.extend(parsed),
+                Err(e) => errors.push(e.to_string()),
+            },
+            Err(e) => errors.push(format!("{source}: {e}")),
+        }
+    }
+    bail_errors(&errors)?;
+    let mut cluster = Objects::default();
+    for object in &objects {
+        match object {
+            Object::Service(s) => cluster.services.push(s.clone()),
+            Object::Node(n) => cluster.nodes.push(n.clone()),
+            Object::EndpointSlice(e) => cluster.endpoint_slices.push(e.clone()),
+            _ => {}
+        }
+    }
+    let snapshot = crate::config::Snapshot::from_objects(objects);
+    match crate::config::build(&snapshot) {
+        Ok(config) => Ok((config, cluster)),
+        Err(config_errors) => {
+            let errors: Vec<String> = config_errors.iter().map(ToString::to_string).collect();
+            bail_errors(&errors)?;
+            Ok((Config::default(), cluster))
+        }
+    }
 }

@@ -91,7 +91,12 @@ pub fn parse(text: &str, source: &str) -> Result<Loaded, LoadError> {
         if value.is_null() {
             continue; // only comments, or an empty document
         }
-        let doc = Document { source, first_line, text: &document };
+        // Document-level messages point at its first line of content, not at the marker.
+        let content_offset = document
+            .lines()
+            .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .unwrap_or(0);
+        let doc = Document { source, first_line, content_line: first_line + content_offset, text: &document };
         doc.add_objects(value, &mut loaded)?;
     }
     Ok(loaded)
@@ -99,7 +104,10 @@ pub fn parse(text: &str, source: &str) -> Result<Loaded, LoadError> {
 
 struct Document<'a> {
     source: &'a str,
+    /// Line of the document's first text line (chunk line 1).
     first_line: usize,
+    /// Line of its first line of content.
+    content_line: usize,
     text: &'a str,
 }
 
@@ -110,11 +118,11 @@ impl Document<'_> {
 
     fn add_objects(&self, value: Value, loaded: &mut Loaded) -> Result<(), LoadError> {
         let Value::Mapping(map) = &value else {
-            return Err(self.error(self.first_line, "not a Kubernetes object (expected a mapping with apiVersion and kind)"));
+            return Err(self.error(self.content_line, "not a Kubernetes object (expected a mapping with apiVersion and kind)"));
         };
         let field = |name: &str| map.get(name).and_then(Value::as_str).map(str::to_string);
         let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
-            return Err(self.error(self.first_line, "not a Kubernetes object: apiVersion and kind are required"));
+            return Err(self.error(self.content_line, "not a Kubernetes object: apiVersion and kind are required"));
         };
         if kind == "List" || kind.ends_with("List") && api_version == "v1" {
             let items = map.get("items").and_then(Value::as_sequence).cloned().unwrap_or_default();
@@ -127,7 +135,7 @@ impl Document<'_> {
             Some(object) => loaded.objects.push(object),
             None => loaded.warnings.push(LoadWarning {
                 file: self.source.to_string(),
-                line: self.first_line,
+                line: self.content_line,
                 message: format!("skipping {api_version} {kind}: not a kind Herald reads"),
             }),
         }
@@ -145,7 +153,7 @@ impl Document<'_> {
             };
             if !served {
                 return Err(self.error(
-                    self.first_line,
+                    self.content_line,
                     format!("{api_version} {kind}: version not served (MetalLB serves metallb.io/v1beta1{})",
                         if kind == "BGPPeer" { " and metallb.io/v1beta2" } else { "" }),
                 ));
@@ -189,7 +197,7 @@ impl Document<'_> {
             let line = serde_yaml::from_str::<T>(self.text)
                 .err()
                 .and_then(|e| e.location())
-                .map_or(self.first_line, |l| self.first_line + l.line() - 1);
+                .map_or(self.content_line, |l| self.first_line + l.line() - 1);
             let name = serde_yaml::from_str::<Value>(self.text)
                 .ok()
                 .and_then(|v| v.get("metadata")?.get("name")?.as_str().map(str::to_string))

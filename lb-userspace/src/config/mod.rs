@@ -5,7 +5,13 @@ pub mod load;
 pub mod model;
 pub mod selector;
 
+pub mod address;
+pub mod community;
+pub mod duration;
+
+mod build;
 mod error;
+mod selector_parse;
 mod snapshot;
 
 pub use error::ConfigError;
@@ -13,9 +19,4 @@ pub use model::*;
 pub use selector::Selector;
 pub use snapshot::{BgpMode, Snapshot};
 
-/// Builds the validated configuration, or returns every error found (one bad object never
-/// hides another's errors).
-pub fn build(snapshot: &Snapshot) -> Result<Config, Vec<ConfigError>> {
-    let _ = snapshot;
-    Err(vec![ConfigError::new("Config", "", "", "config::build is being written")])
-}
+pub use build::build;

@@ -110,6 +110,16 @@ pub struct Peer {
     pub bfd_profile: Option<String>,
     pub ebgp_multihop: bool,
     pub vrf: Option<String>,
+    /// `localASN` (FRR modes): the ASN announced to this peer instead of `my_asn`.
+    pub local_asn: Option<u32>,
+    /// `connectTime` in whole seconds (FRR modes).
+    pub connect_time_s: Option<u64>,
+    pub enable_graceful_restart: bool,
+    pub dual_stack_address_family: bool,
+    /// Deprecated `disableMP` (FRR modes).
+    pub disable_mp: bool,
+    /// Name of the `passwordSecret` (its value is read by the speaker, never stored here).
+    pub password_secret: Option<String>,
 }
 
 /// A validated BFDProfile (values in ms; `None` = FRR default).

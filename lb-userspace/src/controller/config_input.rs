@@ -1,72 +1,62 @@
-//! From the watch caches to a validated [`Config`] through `config::build` (the controller
+//! From the watch caches to a validated [`Config`] through [`config::build`]. The controller
 //! parses pools and communities only, plus Namespaces for serviceAllocation selectors, as
-//! MetalLB's controller does). Errors are joined into one summary for ConfigurationState.
+//! MetalLB's controller does. Errors are joined into one summary for ConfigurationState.
 
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::ResourceExt;
-use kube::api::DynamicObject;
 
-use crate::config::{Config, Pool};
+use crate::api::{Community, IPAddressPool};
+use crate::config::{self, BgpMode, Config, ConfigError, Snapshot};
 
-/// Builds the configuration, or the summary of every error found.
-// TEMPORARY development scaffold until config::build exists: parses only spec.addresses.
+/// Builds the configuration, or the summary of every error found (one per line).
 pub fn build(
-    pools: &[Arc<DynamicObject>],
-    _communities: &[Arc<DynamicObject>],
-    _namespaces: &[Arc<Namespace>],
+    pools: &[Arc<IPAddressPool>],
+    communities: &[Arc<Community>],
+    namespaces: &[Arc<Namespace>],
+    bgp_mode: BgpMode,
 ) -> Result<Config, String> {
-    let mut config = Config::default();
-    for pool in pools {
-        let name = pool.name_any();
-        let mut ranges = Vec::new();
-        let addresses = pool.data["spec"]["addresses"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        for a in addresses {
-            let text = a.as_str().unwrap_or("");
-            let nets: Vec<ipnet::IpNet> = if let Some((lo, hi)) = text.split_once('-') {
-                let lo: std::net::IpAddr = lo
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("IPAddressPool {name}: bad {text}"))?;
-                let hi: std::net::IpAddr = hi
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("IPAddressPool {name}: bad {text}"))?;
-                match (lo, hi) {
-                    (std::net::IpAddr::V4(l), std::net::IpAddr::V4(h)) => {
-                        ipnet::Ipv4Subnets::new(l, h, 0).map(Into::into).collect()
-                    }
-                    (std::net::IpAddr::V6(l), std::net::IpAddr::V6(h)) => {
-                        ipnet::Ipv6Subnets::new(l, h, 0).map(Into::into).collect()
-                    }
-                    _ => return Err(format!("IPAddressPool {name}: bad {text}")),
-                }
-            } else {
-                vec![
-                    text.parse::<ipnet::IpNet>()
-                        .map_err(|_| {
-                            format!("IPAddressPool {name}: spec.addresses: invalid CIDR {text:?}")
-                        })?
-                        .trunc(),
-                ]
-            };
-            ranges.push(nets);
-        }
-        config.pools.insert(
-            name.clone(),
-            Pool {
-                name,
-                labels: pool.labels().clone(),
-                ranges,
-                auto_assign: pool.data["spec"]["autoAssign"].as_bool().unwrap_or(true),
-                avoid_buggy_ips: false,
-                service_allocation: None,
-            },
+    let snapshot = Snapshot {
+        pools: pools.iter().map(|p| p.as_ref().clone()).collect(),
+        communities: communities.iter().map(|c| c.as_ref().clone()).collect(),
+        namespaces: namespaces.iter().map(|n| n.as_ref().clone()).collect(),
+        bgp_mode,
+        ..Default::default()
+    };
+    config::build(&snapshot).map_err(|errors| summary(&errors))
+}
+
+/// The errors, sorted so the summary (and whether it changed) does not depend on cache order.
+pub fn summary(errors: &[ConfigError]) -> String {
+    let mut lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    lines.sort();
+    lines.dedup();
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_is_sorted_one_error_per_line() {
+        let errors = vec![
+            ConfigError::new(
+                "IPAddressPool",
+                "b",
+                "spec.addresses[0]",
+                "invalid CIDR \"x\"",
+            ),
+            ConfigError::new(
+                "IPAddressPool",
+                "a",
+                "",
+                "overlaps with already defined CIDR",
+            ),
+        ];
+        assert_eq!(
+            summary(&errors),
+            "IPAddressPool \"a\": overlaps with already defined CIDR\nIPAddressPool \"b\": spec.addresses[0]: invalid CIDR \"x\""
         );
     }
-    Ok(config)
 }

@@ -25,9 +25,11 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::{mpsc, watch};
 
+use crate::api::{Community, IPAddressPool};
+use crate::config::BgpMode;
+use crate::k8s;
 use crate::k8s::events::{CONTROLLER_COMPONENT, EventSink};
 use crate::k8s::lease::{LeaseLock, LeaseTimings};
-use crate::k8s::{self, metallb_api, metallb_resource};
 pub use metrics::Metrics;
 
 /// What the controller was started with.
@@ -45,6 +47,8 @@ pub struct Settings {
     pub ml_secret_name: Option<String>,
     /// `--deployment`: owner of that Secret.
     pub deployment: Option<String>,
+    /// `METALLB_BGP_TYPE`: which BGP rules the pool parser applies.
+    pub bgp_mode: BgpMode,
 }
 
 /// Liveness and readiness as the probes see them.
@@ -78,8 +82,8 @@ pub(crate) enum Trigger {
 pub(crate) struct Caches {
     pub services: Store<Service>,
     pub namespaces: Store<Namespace>,
-    pub pools: Store<kube::api::DynamicObject>,
-    pub communities: Store<kube::api::DynamicObject>,
+    pub pools: Store<IPAddressPool>,
+    pub communities: Store<Community>,
 }
 
 /// Everything the reconcile loop needs that does not change while it runs.
@@ -143,39 +147,19 @@ fn start_watches(client: &Client, namespace: &str, tx: &mpsc::UnboundedSender<Tr
             }
         })
     };
-    let config_trigger = |tx: mpsc::UnboundedSender<Trigger>| {
-        move |event: &watcher::Event<_>| {
-            if matches!(
-                event,
-                watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone
-            ) {
-                let _ = tx.send(Trigger::Config);
-            }
-        }
-    };
-    let namespaces = {
-        let tx = tx.clone();
-        k8s::spawn_reflector(
-            Api::<Namespace>::all(client.clone()),
-            (),
-            move |event: &watcher::Event<Namespace>| {
-                if matches!(
-                    event,
-                    watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone
-                ) {
-                    let _ = tx.send(Trigger::Config);
-                }
-            },
-        )
-    };
-    let pools = k8s::spawn_dynamic_reflector(
-        metallb_api(client, namespace, "IPAddressPool", "ipaddresspools"),
-        metallb_resource("IPAddressPool", "ipaddresspools"),
+    let namespaces = k8s::spawn_reflector(
+        Api::<Namespace>::all(client.clone()),
+        (),
         config_trigger(tx.clone()),
     );
-    let communities = k8s::spawn_dynamic_reflector(
-        metallb_api(client, namespace, "Community", "communities"),
-        metallb_resource("Community", "communities"),
+    let pools = k8s::spawn_reflector(
+        Api::<IPAddressPool>::namespaced(client.clone(), namespace),
+        (),
+        config_trigger(tx.clone()),
+    );
+    let communities = k8s::spawn_reflector(
+        Api::<Community>::namespaced(client.clone(), namespace),
+        (),
         config_trigger(tx.clone()),
     );
     Caches {
@@ -183,6 +167,21 @@ fn start_watches(client: &Client, namespace: &str, tx: &mpsc::UnboundedSender<Tr
         namespaces,
         pools,
         communities,
+    }
+}
+
+/// A watch callback asking for a configuration rebuild on any change of a configuration kind
+/// (the initial listing counts once, at its end).
+fn config_trigger<K>(
+    tx: mpsc::UnboundedSender<Trigger>,
+) -> impl FnMut(&watcher::Event<K>) + Send + 'static {
+    move |event: &watcher::Event<K>| {
+        if matches!(
+            event,
+            watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone
+        ) {
+            let _ = tx.send(Trigger::Config);
+        }
     }
 }
 

@@ -79,10 +79,10 @@ pub fn pool_status(c: &PoolCounters) -> Value {
 }
 
 /// Pools whose status must be (re)written: counters differ from what was last written.
-pub fn changed_pools<'a>(
-    now: &'a BTreeMap<String, PoolCounters>,
-    written: &BTreeMap<String, PoolCounters>,
-) -> Vec<(&'a String, &'a PoolCounters)> {
+pub fn changed_pools<'a, V: PartialEq>(
+    now: &'a BTreeMap<String, V>,
+    written: &BTreeMap<String, V>,
+) -> Vec<(&'a String, &'a V)> {
     now.iter()
         .filter(|(name, c)| written.get(*name) != Some(*c))
         .collect()

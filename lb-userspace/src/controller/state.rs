@@ -137,7 +137,9 @@ struct Leader<'a> {
     retries: HashMap<ObjectRef<Service>, Retry>,
     /// Side writes (pool status, ConfigurationState, Secret) failed: retry them.
     side_retry: Option<Retry>,
-    pool_status_written: BTreeMap<String, PoolCounters>,
+    /// Pool status last written, with the uid of the pool object it went to (a pool deleted and
+    /// created again under the same name needs its status written again).
+    pool_status_written: BTreeMap<String, (Option<String>, PoolCounters)>,
     verdict: Option<ConfigVerdict>,
     verdict_written: Option<ConfigVerdict>,
     secret_done: bool,
@@ -242,6 +244,7 @@ impl<'a> Leader<'a> {
             &c.pools.state(),
             &c.communities.state(),
             &c.namespaces.state(),
+            self.ctx.settings.bgp_mode,
         );
         let metrics = &self.ctx.metrics;
         match built {
@@ -504,11 +507,22 @@ impl<'a> Leader<'a> {
                 "IPAddressPool",
                 "ipaddresspools",
             );
-            for (name, c) in plan::changed_pools(&counters, &self.pool_status_written) {
+            let uids: HashMap<String, Option<String>> = ctx
+                .caches
+                .pools
+                .state()
+                .iter()
+                .map(|p| (p.name_any(), p.metadata.uid.clone()))
+                .collect();
+            let wanted: BTreeMap<String, (Option<String>, PoolCounters)> = counters
+                .iter()
+                .map(|(name, c)| (name.clone(), (uids.get(name).cloned().flatten(), *c)))
+                .collect();
+            for (name, (uid, c)) in plan::changed_pools(&wanted, &self.pool_status_written) {
                 match writes::dynamic_status(&pools, name, plan::pool_status(c)).await {
                     Ok(_) => {
                         ctx.metrics.api_writes.inc();
-                        self.pool_status_written.insert(name.clone(), *c);
+                        self.pool_status_written.insert(name.clone(), (uid.clone(), *c));
                     }
                     Err(error) if is_not_found(&error) => {}
                     Err(error) => {

@@ -98,7 +98,7 @@ pub struct Snapshot {
 pub struct AttachmentInfo {
     pub iface: String,
     pub mode: AttachedMode,
-    /// False when the interface no longer exists in this network namespace.
+    /// False when the interface is gone from this namespace (or was re-created: the link died).
     pub present: bool,
 }
 
@@ -238,8 +238,15 @@ impl Dataplane {
 
     /// Attaches the responder to `iface` and pins the link, so it keeps running after this
     /// process exits. Idempotent: an interface with a pinned link is left as it is.
-    pub fn attach(&self, iface: &Interface, mode: AttachMode) -> Result<Attached> {
-        if let Some((_, mode, _)) = self.link_of(&iface.name)? {
+    pub fn attach(&self, iface: &Interface, mode_request: AttachMode) -> Result<Attached> {
+        if let Some((_, mode, path)) = self.link_of(&iface.name)? {
+            // A pin whose interface was deleted (and maybe re-created under the same name)
+            // holds a dead link: drop it and attach afresh.
+            if pins::pinned_link_ifindex(&path).ok() != Some(iface.index) {
+                std::fs::remove_file(&path)
+                    .map_err(|source| DataplaneError::PinDir { path, source })?;
+                return self.attach(iface, mode_request);
+            }
             return Ok(Attached {
                 iface: iface.name.clone(),
                 mode,
@@ -261,7 +268,7 @@ impl Dataplane {
             .try_into()
             .map_err(program_err)?;
         program.load().map_err(program_err)?;
-        let tries: &[AttachedMode] = match mode {
+        let tries: &[AttachedMode] = match mode_request {
             AttachMode::Auto => &[AttachedMode::Driver, AttachedMode::Skb],
             AttachMode::Driver => &[AttachedMode::Driver],
             AttachMode::Skb => &[AttachedMode::Skb],
@@ -485,8 +492,9 @@ impl Dataplane {
         let [arp_replies, na_replies, passed, malformed, silenced] = slots;
         let attachments = pins::link_pins(&self.pin_dir)?
             .into_iter()
-            .map(|(iface, mode, _)| AttachmentInfo {
-                present: netdev::index_of(&iface).is_some(),
+            .map(|(iface, mode, path)| AttachmentInfo {
+                present: netdev::index_of(&iface)
+                    .is_some_and(|index| pins::pinned_link_ifindex(&path).ok() == Some(index)),
                 iface,
                 mode,
             })

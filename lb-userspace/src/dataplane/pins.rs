@@ -2,6 +2,7 @@
 //! link, `link_<mode>_<ifname>`. The mode is in the name because the kernel's link info does not
 //! say it, and `list` and a repeated `attach` must report it.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -75,6 +76,58 @@ pub fn link_pins(dir: &Path) -> Result<Vec<(String, AttachedMode, PathBuf)>> {
     }
     links.sort();
     Ok(links)
+}
+
+/// The interface index an XDP link pinned at `path` is attached to: 0 once the interface is
+/// gone (the kernel detaches the link but the pin stays). Read from the link's fdinfo, since
+/// aya's link info leaves the XDP part out.
+pub fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
+    let fd = bpf_obj_get(path)?;
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+    fdinfo_ifindex(&fdinfo).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "no ifindex in link fdinfo")
+    })
+}
+
+pub fn fdinfo_ifindex(fdinfo: &str) -> Option<u32> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("ifindex:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `BPF_OBJ_GET`: opens a pinned object read-only.
+fn bpf_obj_get(path: &Path) -> std::io::Result<OwnedFd> {
+    /// The `BPF_OBJ_GET` member of `union bpf_attr`.
+    #[repr(C)]
+    struct ObjGetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_F_RDONLY: u32 = 1 << 3;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let attr = ObjGetAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: BPF_F_RDONLY,
+    };
+    // SAFETY: attr is a valid BPF_OBJ_GET attribute whose path outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGetAttr,
+            std::mem::size_of::<ObjGetAttr>() as u32,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: on success the syscall returned a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -187,6 +240,14 @@ mod tests {
         ] {
             assert_eq!(parse_link_pin_name(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn fdinfo_ifindex_table() {
+        let live = "pos:\t0\nflags:\t02000000\nlink_type:\txdp\nlink_id:\t7\nprog_tag:\tabc\nprog_id:\t9\nifindex:\t3\n";
+        assert_eq!(fdinfo_ifindex(live), Some(3));
+        assert_eq!(fdinfo_ifindex("link_type:\txdp\nifindex:\t0\n"), Some(0));
+        assert_eq!(fdinfo_ifindex("link_type:\txdp\n"), None);
     }
 
     #[test]

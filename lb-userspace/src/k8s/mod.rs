@@ -111,35 +111,6 @@ where
     store
 }
 
-/// Like [`spawn_reflector`] for a dynamic metallb.io kind.
-pub fn spawn_dynamic_reflector<F>(
-    api: Api<DynamicObject>,
-    resource: ApiResource,
-    mut on_event: F,
-) -> Store<DynamicObject>
-where
-    F: FnMut(&watcher::Event<DynamicObject>) + Send + 'static,
-{
-    let writer = reflector::store::Writer::new(resource.clone());
-    let store = writer.as_reader();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(event) => on_event(&event),
-                Err(error) => {
-                    tracing::warn!(kind = %resource.kind, %error, "watch failed; retrying with backoff")
-                }
-            }
-        }
-    });
-    store
-}
-
 /// Whether an API error is a 404 (the object does not exist).
 pub fn is_not_found(error: &kube::Error) -> bool {
     status_code(error) == Some(404)

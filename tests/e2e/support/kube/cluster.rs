@@ -30,9 +30,6 @@ pub fn cluster_plane() -> &'static ControlPlane {
     let plane = control_plane();
     let applied = APPLIED.get_or_init(|| {
         let manifests = workspace_root().join("manifests");
-        if let Ok(extra) = std::env::var("HERALD_DEV_CRDS") {
-            plane.kubectl_run(&["apply", "-f", &extra])?; // DEV-ONLY, remove
-        }
         plane.kubectl_run(&["apply", "-k", &manifests.display().to_string()])?;
         plane.kubectl_run(&[
             "wait",

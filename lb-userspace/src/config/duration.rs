@@ -1,0 +1,85 @@
+//! Go `time.ParseDuration`, the format of `metav1.Duration` fields (`90s`, `1m30s`, `1.5h`).
+
+use std::time::Duration;
+
+/// Parses a Go duration string. Negative durations are refused (no BGP timer is negative).
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?} (expected e.g. 90s, 1m30s, 500ms)");
+    let body = text.strip_prefix('+').unwrap_or(text);
+    if body.starts_with('-') {
+        return if body[1..].chars().all(|c| c == '0' || c == '.') && body.len() > 1 {
+            Ok(Duration::ZERO)
+        } else {
+            Err(format!("invalid duration {text:?}: must not be negative"))
+        };
+    }
+    if body == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if body.is_empty() {
+        return Err(bad());
+    }
+    let mut rest = body;
+    let mut total_ns: u128 = 0;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let (number, after) = rest.split_at(number_len);
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let unit_ns: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(bad()),
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
+            return Err(bad());
+        }
+        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+        let mut fraction_ns: u128 = 0;
+        let mut scale: u128 = 1;
+        for digit in fraction.bytes().take(30) {
+            fraction_ns = fraction_ns * 10 + u128::from(digit - b'0');
+            scale *= 10;
+        }
+        total_ns = total_ns
+            .checked_add(whole.checked_mul(unit_ns).ok_or_else(bad)?)
+            .and_then(|t| t.checked_add(fraction_ns * unit_ns / scale))
+            .ok_or_else(bad)?;
+        rest = after;
+    }
+    // Go's limit: an int64 of nanoseconds.
+    if total_ns > i64::MAX as u128 {
+        return Err(format!("invalid duration {text:?}: too large"));
+    }
+    Ok(Duration::from_nanos(total_ns as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_duration_table() {
+        let ok = [
+            ("90s", 90_000),
+            ("1m30s", 90_000),
+            ("1.5h", 5_400_000),
+            ("500ms", 500),
+            ("0", 0),
+            ("0s", 0),
+            ("2h45m", 9_900_000),
+            (".5s", 500),
+        ];
+        for (text, ms) in ok {
+            assert_eq!(parse_go_duration(text).map(|d| d.as_millis()), Ok(ms), "{text}");
+        }
+        for bad in ["", "90", "s", "1x", "1..5s", "-5s", "1h-3m", "9999999999h"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad}");
+        }
+    }
+}
