@@ -29,7 +29,10 @@ const IDENTITIES: &[(&str, &str, &str)] = &[
 const BINARIES: &[(&str, &str)] = &[
     ("go.etcd.io/etcd/server/v3", "server"),
     ("k8s.io/kubernetes/cmd/kube-apiserver", "kube-apiserver"),
-    ("k8s.io/kubernetes/cmd/kube-controller-manager", "kube-controller-manager"),
+    (
+        "k8s.io/kubernetes/cmd/kube-controller-manager",
+        "kube-controller-manager",
+    ),
     ("k8s.io/kubernetes/cmd/kubectl", "kubectl"),
 ];
 
@@ -78,7 +81,9 @@ pub fn build() -> Result<PathBuf> {
         if out.join(name).is_file() && !stale(&out.join(name), &module.join("go.mod")) {
             continue;
         }
-        println!("==> go build {pkg} (cold: kube-apiserver ~9 min, controller-manager ~4 min on 2 cores)");
+        println!(
+            "==> go build {pkg} (cold: kube-apiserver ~9 min, controller-manager ~4 min on 2 cores)"
+        );
         let status = Command::new("go")
             .args(["build", "-o"])
             .arg(&out)
@@ -114,8 +119,15 @@ pub fn up(args: &UpArgs) -> Result<PathBuf> {
 
     let key = run.join("sa.key");
     let pubkey = run.join("sa.pub");
-    sh(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"))?;
-    sh(Command::new("openssl").args(["rsa", "-pubout", "-in"]).arg(&key).arg("-out").arg(&pubkey))?;
+    sh(Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key)
+        .arg("2048"))?;
+    sh(Command::new("openssl")
+        .args(["rsa", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&pubkey))?;
 
     let mut tokens = String::new();
     for (user, file, groups) in IDENTITIES {
@@ -133,10 +145,21 @@ pub fn up(args: &UpArgs) -> Result<PathBuf> {
         Command::new(bin("server"))
             .arg(format!("--data-dir={}", run.join("etcd").display()))
             .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{}", etcd_port + 1))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", etcd_port + 1))
-            .arg(format!("--initial-cluster=default=http://127.0.0.1:{}", etcd_port + 1)),
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{etcd_port}"
+            ))
+            .arg(format!(
+                "--listen-peer-urls=http://127.0.0.1:{}",
+                etcd_port + 1
+            ))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{}",
+                etcd_port + 1
+            ))
+            .arg(format!(
+                "--initial-cluster=default=http://127.0.0.1:{}",
+                etcd_port + 1
+            )),
     )?);
     let mut apiserver = Command::new(bin("kube-apiserver"));
     if args.bind.starts_with("127.") {
@@ -155,18 +178,30 @@ pub fn up(args: &UpArgs) -> Result<PathBuf> {
             .arg(format!("--cert-dir={}", run.join("certs").display()))
             .arg("--service-cluster-ip-range=10.96.0.0/16")
             .arg("--authorization-mode=Node,RBAC")
-            .arg(format!("--token-auth-file={}", run.join("tokens.csv").display()))
+            .arg(format!(
+                "--token-auth-file={}",
+                run.join("tokens.csv").display()
+            ))
             .arg("--service-account-issuer=https://kubernetes.default.svc")
             .arg(format!("--service-account-key-file={}", pubkey.display()))
-            .arg(format!("--service-account-signing-key-file={}", key.display())),
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                key.display()
+            )),
     )?);
-    fs::write(run.join("pids"), pids.iter().map(|p| format!("{p}\n")).collect::<String>())?;
+    fs::write(
+        run.join("pids"),
+        pids.iter().map(|p| format!("{p}\n")).collect::<String>(),
+    )?;
 
     let server = format!("https://{}:{}", args.bind, args.port);
     let ca = wait_for_cert(&run.join("certs"))?;
     for (user, file, _) in IDENTITIES {
         let token = fs::read_to_string(run.join(format!("{file}.token")))?;
-        fs::write(run.join(format!("{file}.kubeconfig")), kubeconfig(&server, &ca, user, &token))?;
+        fs::write(
+            run.join(format!("{file}.kubeconfig")),
+            kubeconfig(&server, &ca, user, &token),
+        )?;
     }
     wait_ready(&run.join("admin.kubeconfig"))?;
 
@@ -178,14 +213,23 @@ pub fn up(args: &UpArgs) -> Result<PathBuf> {
             .arg(format!("--kubeconfig={}", admin.display()))
             .arg(format!("--authentication-kubeconfig={}", admin.display()))
             .arg(format!("--authorization-kubeconfig={}", admin.display()))
-            .arg(format!("--service-account-private-key-file={}", key.display()))
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                key.display()
+            ))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--secure-port={}", args.port + 2000))
             .arg("--leader-elect=false")
             .arg("--controllers=*,-node-lifecycle-controller"),
     )?);
-    fs::write(run.join("pids"), pids.iter().map(|p| format!("{p}\n")).collect::<String>())?;
-    println!("control plane up at {server}; kubeconfigs: {}/{{admin,controller,speaker}}.kubeconfig", run.display());
+    fs::write(
+        run.join("pids"),
+        pids.iter().map(|p| format!("{p}\n")).collect::<String>(),
+    )?;
+    println!(
+        "control plane up at {server}; kubeconfigs: {}/{{admin,controller,speaker}}.kubeconfig",
+        run.display()
+    );
     Ok(run)
 }
 
@@ -195,7 +239,11 @@ pub fn down() -> Result<()> {
     let Ok(text) = fs::read_to_string(&pids_file) else {
         return Ok(());
     };
-    for pid in text.lines().rev().filter_map(|l| l.trim().parse::<i32>().ok()) {
+    for pid in text
+        .lines()
+        .rev()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+    {
         // SAFETY: kill(2) with a pid we started; errors (already gone) are ignored.
         unsafe {
             libc::kill(pid, libc::SIGTERM);
@@ -218,7 +266,10 @@ pub fn down() -> Result<()> {
 fn alive(pid: i32) -> bool {
     // Our children are not reaped by us once xtask exits; a zombie counts as gone.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -250,7 +301,14 @@ fn wait_for_cert(cert_dir: &Path) -> Result<PathBuf> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    bail!("kube-apiserver wrote no serving certificate in 60 s; see {}", cert_dir.parent().unwrap_or(cert_dir).join("kube-apiserver.log").display())
+    bail!(
+        "kube-apiserver wrote no serving certificate in 60 s; see {}",
+        cert_dir
+            .parent()
+            .unwrap_or(cert_dir)
+            .join("kube-apiserver.log")
+            .display()
+    )
 }
 
 fn wait_ready(admin: &Path) -> Result<()> {

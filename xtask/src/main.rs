@@ -1,9 +1,14 @@
 //! `cargo xtask <habit>`: one command per habit.
 
 mod bench_alloc;
+mod bench_controller;
+mod bench_dataplane;
+mod bench_failover;
+mod bench_vs_metallb;
 mod bench_xdp;
 mod ebpf;
 mod kube;
+mod lab;
 mod manifests;
 mod test;
 
@@ -30,7 +35,12 @@ enum Command {
         #[command(subcommand)]
         command: kube::KubeCommand,
     },
-    /// Benchmarks: `alloc` (allocator), `xdp` (ns per packet through BPF_PROG_TEST_RUN).
+    /// The lab: real control plane + node namespaces running Herald: up | status | failover | down.
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCommand,
+    },
+    /// Benchmarks, each against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
         which: Bench,
@@ -43,6 +53,14 @@ enum Bench {
     Alloc(bench_alloc::Args),
     /// ns per packet for the XDP program beside an empty XDP_PASS program.
     Xdp(bench_xdp::Args),
+    /// 1,000 Services on the real API server: Herald's controller beside MetalLB's.
+    Controller(bench_controller::Args),
+    /// Failover time over repeated speaker kills and link downs in the lab.
+    Failover(bench_failover::Args),
+    /// ARP/NDP replies/s and latency: XDP (driver, skb), userspace fallback, kernel.
+    Dataplane(bench_dataplane::Args),
+    /// Herald against MetalLB's controller and speaker in the same lab, same run.
+    VsMetallb(bench_vs_metallb::Args),
 }
 
 fn main() -> Result<()> {
@@ -51,8 +69,25 @@ fn main() -> Result<()> {
         Command::Manifests => manifests::write(),
         Command::Test(args) => test::run(&args),
         Command::Kube { command } => kube::run(&command),
-        Command::Bench { which: Bench::Alloc(args) } => bench_alloc::run(&args),
-        Command::Bench { which: Bench::Xdp(args) } => bench_xdp::run(&args),
+        Command::Bench {
+            which: Bench::Alloc(args),
+        } => bench_alloc::run(&args),
+        Command::Bench {
+            which: Bench::Xdp(args),
+        } => bench_xdp::run(&args),
+        Command::Bench {
+            which: Bench::Controller(args),
+        } => bench_controller::run(&args),
+        Command::Bench {
+            which: Bench::Failover(args),
+        } => bench_failover::run(&args),
+        Command::Bench {
+            which: Bench::Dataplane(args),
+        } => bench_dataplane::run(&args),
+        Command::Bench {
+            which: Bench::VsMetallb(args),
+        } => bench_vs_metallb::run(&args),
+        Command::Lab { command } => lab::run(&command),
     }
 }
 

@@ -14,7 +14,15 @@ pub fn write() -> Result<()> {
     let dir = workspace_root().join("manifests").join("crds");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())
-        .args(["run", "--quiet", "-p", "herald", "--example", "gen-crds", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "herald",
+            "--example",
+            "gen-crds",
+            "--",
+        ])
         .arg(&dir)
         .status()
         .context("running cargo run --example gen-crds")?;

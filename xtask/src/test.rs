@@ -32,7 +32,9 @@ pub struct TestArgs {
 pub fn run(args: &TestArgs) -> Result<()> {
     let root = workspace_root();
     if !is_root() {
-        bail!("cargo xtask test needs root (CAP_BPF, CAP_NET_ADMIN for namespaces and XDP): run it with sudo");
+        bail!(
+            "cargo xtask test needs root (CAP_BPF, CAP_NET_ADMIN for namespaces and XDP): run it with sudo"
+        );
     }
     if !args.no_install {
         install_tools()?;
@@ -51,7 +53,17 @@ pub fn run(args: &TestArgs) -> Result<()> {
         step("cargo fmt --check");
         cargo(&root, &["fmt", "--all", "--check"])?;
         step("cargo clippy -D warnings");
-        cargo(&root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+        cargo(
+            &root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )?;
     }
     println!("xtask test: all passed");
     Ok(())
@@ -67,13 +79,16 @@ fn step(what: &str) {
 }
 
 fn have(cmd: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(cmd).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(cmd).is_file()))
 }
 
 fn install_tools() -> Result<()> {
-    let missing: Vec<&str> = TOOLS.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(cmd, _)| !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
