@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Allocate LoadBalancer IPs: watch Services and pools, write status, explain with Events.
     Controller(cli::controller::ControllerArgs),
+    /// Announce this node's share of LoadBalancer IPs (layer 2, from XDP) and gossip with peers.
+    Speaker(cli::speaker::SpeakerArgs),
     /// Load, feed and inspect the XDP responder without Kubernetes.
     Xdp(cli::xdp::XdpArgs),
     /// Validate, allocate and elect over YAML files, printing each Service's outcome.
@@ -26,9 +28,11 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
     cli::init_tracing();
-    match Cli::parse().command {
+    match cli.command {
         Command::Controller(args) => cli::controller::run(args),
+        Command::Speaker(args) => cli::speaker::run(args),
         Command::Xdp(args) => cli::xdp::run(args),
         Command::Simulate(args) => cli::simulate::run(args),
         Command::Validate(args) => cli::simulate::validate(args),

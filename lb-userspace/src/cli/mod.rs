@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod convert;
 pub mod simulate;
+pub mod speaker;
 pub mod xdp;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).

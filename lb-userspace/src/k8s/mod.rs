@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod lease;
+pub mod speaker;
 pub mod writes;
 
 use std::fmt::Debug;
