@@ -1,14 +1,256 @@
-//! `herald speaker`: parses arguments and runs the speaker (issue 11, being built).
+//! `herald speaker`: MetalLB's speaker flags where they apply (layer 2 only), Herald's own for
+//! the data plane and failure detection; see /work/notes/speaker-lab-contract.md.
 
-use anyhow::{Result, bail};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::dataplane::AttachMode;
+use crate::speaker::interfaces::{DEFAULT_EXCLUDE, InterfaceFilter};
+use crate::speaker::run::{GossipSettings, Options};
+use crate::speaker::timing::{DETECT_MS_RANGE, Timing};
+
+/// Where a pod finds its own namespace.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+/// MetalLB's memberlist port.
+const DEFAULT_ML_PORT: u16 = 7946;
 
 #[derive(clap::Args, Debug)]
 pub struct SpeakerArgs {
-    /// This node's name, as in the Node object.
+    /// This node's name, as in the Node object (also the gossip member name).
     #[arg(long, env = "METALLB_NODE_NAME")]
     pub node_name: String,
+    /// Kubeconfig file (default: KUBECONFIG, then the in-cluster service account).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// MetalLB's namespace: pools, advertisements, speaker Pods, memberlist Secret,
+    /// ServiceL2Status (default: the service account's namespace, else metallb-system).
+    #[arg(long, env = "METALLB_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// bpffs directory of the pinned maps and links (one per node in the lab).
+    #[arg(long, env = "HERALD_PIN_DIR", default_value = lb_common::maps::PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// Gossip socket, `IP` or `IP:PORT` (port 7946 by default); empty disables memberlist.
+    #[arg(long, env = "METALLB_ML_BIND_ADDR", default_value = "0.0.0.0:7946")]
+    pub ml_bind_addr: String,
+    /// Address the other speakers reach this one at (default: the bind address, else this
+    /// Node's InternalIP).
+    #[arg(long, env = "METALLB_ML_ADVERTISE_ADDR")]
+    pub ml_advertise_addr: Option<IpAddr>,
+    /// Label selector of the speaker Pods whose IPs seed the gossip; empty disables memberlist.
+    #[arg(
+        long,
+        env = "METALLB_ML_LABELS",
+        default_value = "app=metallb,component=speaker"
+    )]
+    pub ml_labels: String,
+    /// Secret (in --namespace) whose key `secretkey` authenticates the gossip.
+    #[arg(long, env = "METALLB_ML_SECRET_NAME", default_value = "memberlist")]
+    pub ml_secret_name: String,
+    /// The gossip secret itself (overrides the Secret).
+    #[arg(long, env = "METALLB_ML_SECRET_KEY", hide_env_values = true)]
+    pub ml_secret_key: Option<String>,
+    /// /metrics, /healthz and /readyz (plain HTTP); empty disables them.
+    #[arg(long, env = "HERALD_METRICS_ADDR", default_value = "0.0.0.0:7472")]
+    pub metrics_addr: String,
+    /// Failure-detection target in ms: a dead speaker is removed in about this time, and the
+    /// guard silences a cut-off speaker before anyone takes over (see `speaker::timing`).
+    #[arg(long, env = "HERALD_DETECT_MS", default_value_t = 500)]
+    pub detect_ms: u64,
+    /// Send a gratuitous ARP / unsolicited NA round for every announced address this often
+    /// (e.g. `30s`); off by default.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub reannounce_interval: Option<Duration>,
+    /// Interfaces never used for layer 2, as regexes (comma-separated; default MetalLB's list).
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
+    pub interfaces_exclude: Vec<String>,
+    /// Use only interfaces whose whole name matches one of these regexes (comma-separated);
+    /// replaces the exclude list.
+    #[arg(long, value_delimiter = ',')]
+    pub interfaces_include: Vec<String>,
+    /// How often interfaces are rescanned.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub rescan_interval: Duration,
+    /// Data plane: only `xdp` so far.
+    #[arg(long, default_value = "xdp")]
+    pub dataplane: String,
+    /// XDP attach mode: auto (driver, else skb), driver, skb.
+    #[arg(long, default_value = "auto")]
+    pub xdp_mode: String,
+    /// Handle only Services with this loadBalancerClass (unset: only Services without a class).
+    #[arg(long, env = "METALLB_LB_CLASS", default_value = "")]
+    pub lb_class: String,
+    /// Let nodes labelled node.kubernetes.io/exclude-from-external-load-balancers announce.
+    #[arg(long)]
+    pub ignore_exclude_lb: bool,
 }
 
-pub fn run(_args: SpeakerArgs) -> Result<()> {
-    bail!("herald speaker is not implemented yet (issue 11)")
+/// `IP:PORT` or a bare `IP` (port 7946); empty: disabled.
+fn parse_bind(text: &str) -> Result<Option<SocketAddr>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Some(addr));
+    }
+    match text.parse::<IpAddr>() {
+        Ok(ip) => Ok(Some(SocketAddr::new(ip, DEFAULT_ML_PORT))),
+        Err(_) => bail!("--ml-bind-addr {text:?}: expected IP or IP:PORT"),
+    }
+}
+
+fn options(args: SpeakerArgs) -> Result<Options> {
+    if args.node_name.is_empty() {
+        bail!("--node-name is empty");
+    }
+    if args.dataplane != "xdp" {
+        bail!(
+            "--dataplane {:?}: only \"xdp\" is supported",
+            args.dataplane
+        );
+    }
+    let attach_mode = match args.xdp_mode.as_str() {
+        "auto" => AttachMode::Auto,
+        "driver" => AttachMode::Driver,
+        "skb" => AttachMode::Skb,
+        other => bail!("--xdp-mode {other:?}: expected auto, driver or skb"),
+    };
+    let timing = Timing::from_detect_ms(args.detect_ms).with_context(|| {
+        format!(
+            "--detect-ms {}: must be within {}..={}",
+            args.detect_ms,
+            DETECT_MS_RANGE.start(),
+            DETECT_MS_RANGE.end()
+        )
+    })?;
+    let filter = InterfaceFilter::new(&args.interfaces_exclude, &args.interfaces_include)?;
+    let namespace = match args.namespace.filter(|n| !n.is_empty()) {
+        Some(namespace) => namespace,
+        None => std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "metallb-system".to_string()),
+    };
+    let bind = parse_bind(&args.ml_bind_addr)?;
+    let gossip = match bind {
+        Some(bind) if !args.ml_labels.trim().is_empty() => Some(GossipSettings {
+            bind,
+            advertise: args.ml_advertise_addr,
+            labels: args.ml_labels.trim().to_string(),
+            secret_name: Some(args.ml_secret_name).filter(|s| !s.is_empty()),
+            secret_key: args.ml_secret_key.filter(|s| !s.is_empty()),
+        }),
+        _ => None,
+    };
+    let metrics_addr = match args.metrics_addr.trim() {
+        "" => None,
+        text => Some(text.parse::<SocketAddr>().or_else(|_| {
+            text.parse::<u16>()
+                .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+                .with_context(|| format!("--metrics-addr {text:?}: expected IP:PORT"))
+        })?),
+    };
+    Ok(Options {
+        node: args.node_name,
+        namespace,
+        kubeconfig: args.kubeconfig,
+        pin_dir: args.pin_dir,
+        gossip,
+        metrics_addr,
+        timing,
+        reannounce: args.reannounce_interval.filter(|d| !d.is_zero()),
+        filter,
+        lb_class: Some(args.lb_class).filter(|c| !c.is_empty()),
+        ignore_exclude_lb: args.ignore_exclude_lb,
+        rescan_every: args.rescan_interval.max(Duration::from_millis(100)),
+        attach_mode,
+    })
+}
+
+pub fn run(args: SpeakerArgs) -> Result<()> {
+    let options = options(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(crate::speaker::run::run(options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SpeakerArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<Options> {
+        let mut argv = vec!["herald", "--node-name", "node-a"];
+        argv.extend_from_slice(extra);
+        options(Cli::try_parse_from(argv)?.args)
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let o = parse(&["--namespace", "metallb-system"]).unwrap();
+        let g = o.gossip.unwrap();
+        assert_eq!(g.bind, "0.0.0.0:7946".parse().unwrap());
+        assert_eq!(g.labels, "app=metallb,component=speaker");
+        assert_eq!(g.secret_name.as_deref(), Some("memberlist"));
+        assert_eq!(o.metrics_addr, Some("0.0.0.0:7472".parse().unwrap()));
+        assert_eq!(o.timing, Timing::from_detect_ms(500).unwrap());
+        assert_eq!(o.reannounce, None);
+        assert_eq!(o.rescan_every, Duration::from_secs(10));
+        assert!(!o.filter.allows("veth0"));
+        assert!(o.filter.allows("eth0"));
+    }
+
+    #[test]
+    fn lab_style_flags() {
+        let o = parse(&[
+            "--namespace",
+            "metallb-system",
+            "--ml-bind-addr",
+            "203.0.113.11",
+            "--interfaces-include",
+            "eth0,uplink",
+            "--detect-ms",
+            "300",
+            "--reannounce-interval",
+            "30s",
+        ])
+        .unwrap();
+        assert_eq!(o.gossip.unwrap().bind, "203.0.113.11:7946".parse().unwrap());
+        assert!(o.filter.allows("eth0") && o.filter.allows("uplink"));
+        assert!(!o.filter.allows("veth0"));
+        assert_eq!(o.reannounce, Some(Duration::from_secs(30)));
+        assert_eq!(o.timing.detect, Duration::from_millis(300));
+    }
+
+    #[test]
+    fn memberlist_disabled_and_bad_values() {
+        assert!(parse(&["--ml-bind-addr", ""]).unwrap().gossip.is_none());
+        assert!(parse(&["--ml-labels", ""]).unwrap().gossip.is_none());
+        let e = parse(&["--detect-ms", "10"]).unwrap_err().to_string();
+        assert!(e.contains("--detect-ms 10"), "{e}");
+        let e = parse(&["--ml-bind-addr", "nonsense"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--ml-bind-addr"), "{e}");
+        let e = parse(&["--interfaces-exclude", "("])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--interfaces-exclude"), "{e}");
+        let e = parse(&["--dataplane", "userspace"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--dataplane"), "{e}");
+        let e = parse(&["--xdp-mode", "fast"]).unwrap_err().to_string();
+        assert!(e.contains("--xdp-mode"), "{e}");
+    }
 }

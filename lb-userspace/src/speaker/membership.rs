@@ -1,0 +1,317 @@
+//! Speaker membership: SWIM (the `foca` crate) with every datagram authenticated by
+//! [`super::auth`]. Sans-I/O: time is an offset the caller supplies and datagrams go in and out
+//! as bytes, so a whole cluster (deaths, partitions, a member without the secret) is tested in
+//! one process with virtual time; [`super::gossip`] drives it over UDP.
+//!
+//! Identities are `(node name, gossip address, bump)`. The address is foca's `Addr`: a member
+//! that restarts (or is declared Down after a partition and renews itself) comes back with a
+//! higher bump and replaces its old identity, so it rejoins without waiting for the cluster to
+//! forget it. The election only sees node names.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::time::Duration;
+
+use foca::{Config, Foca, Identity, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use super::auth::{self, AuthError, GossipKey};
+use super::timing::Timing;
+
+/// Largest datagram on the wire (fits an Ethernet MTU with IP/UDP headers).
+pub const MAX_DATAGRAM: usize = 1400;
+
+/// One speaker as the gossip knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SpeakerId {
+    /// The Node name (empty only for a seed address not heard from yet).
+    pub node: String,
+    /// Where its gossip socket is reached.
+    pub addr: SocketAddr,
+    /// Larger wins: the start time of the process, bumped on every renewal.
+    pub bump: u64,
+}
+
+impl Identity for SpeakerId {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(SpeakerId {
+            bump: self.bump.saturating_add(1),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.bump > adversary.bump
+    }
+}
+
+/// Counters of the gossip socket (exported as metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams dropped because authentication failed.
+    pub auth_failures: u64,
+    /// Authenticated datagrams foca could not use (malformed, wrong version, ...).
+    pub rejected: u64,
+    pub received: u64,
+    pub sent: u64,
+}
+
+/// The foca configuration for a detection target (see [`super::timing`] for the bound).
+pub fn foca_config(timing: &Timing) -> Config {
+    let one = NonZeroUsize::MIN;
+    let mut config = Config::simple();
+    config.probe_period = timing.probe_period;
+    config.probe_rtt = timing.probe_rtt;
+    config.num_indirect_probes = NonZeroUsize::new(2).unwrap_or(one);
+    config.max_transmissions = NonZeroU8::new(6).unwrap_or(NonZeroU8::MIN);
+    config.suspect_to_down_after = timing.suspect_to_down;
+    config.remove_down_after = Some(Duration::from_secs(3600));
+    config.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - auth::OVERHEAD).unwrap_or(one);
+    config.notify_down_members = true;
+    config.periodic_announce = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(10),
+        num_members: one,
+    });
+    // Partition healing: keep knocking on members we consider Down.
+    config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+        frequency: (timing.detect * 2).max(Duration::from_millis(500)),
+        num_members: NonZeroUsize::new(2).unwrap_or(one),
+    });
+    config.periodic_gossip = Some(foca::PeriodicParams {
+        frequency: timing.gossip_every,
+        num_members: NonZeroUsize::new(3).unwrap_or(one),
+    });
+    config
+}
+
+type Swim = Foca<SpeakerId, PostcardCodec, StdRng, NoCustomBroadcast>;
+
+/// One member's state machine.
+pub struct Membership {
+    foca: Swim,
+    runtime: foca::AccumulatingRuntime<SpeakerId>,
+    /// Pending foca timers by (deadline, sequence).
+    timers: BTreeMap<(Duration, u64), Timer<SpeakerId>>,
+    seq: u64,
+    now: Duration,
+    key: GossipKey,
+    outgoing: Vec<(SocketAddr, Vec<u8>)>,
+    stats: Stats,
+    last_contact: Option<Duration>,
+    changed: bool,
+    left: bool,
+}
+
+impl Membership {
+    /// A member that knows nobody yet. `seed` seeds foca's random member choice.
+    pub fn new(id: SpeakerId, timing: &Timing, key: GossipKey, seed: u64) -> Self {
+        Membership {
+            foca: Foca::new(
+                id,
+                foca_config(timing),
+                StdRng::seed_from_u64(seed),
+                PostcardCodec,
+            ),
+            runtime: foca::AccumulatingRuntime::new(),
+            timers: BTreeMap::new(),
+            seq: 0,
+            now: Duration::ZERO,
+            key,
+            outgoing: Vec::new(),
+            stats: Stats::default(),
+            last_contact: None,
+            changed: true,
+            left: false,
+        }
+    }
+
+    pub fn identity(&self) -> &SpeakerId {
+        self.foca.identity()
+    }
+
+    pub fn set_key(&mut self, key: GossipKey) {
+        self.key = key;
+    }
+
+    fn advance(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+    }
+
+    /// Asks `seeds` (gossip addresses of other speakers) to let us in. Addresses that are
+    /// already live members, and our own, are skipped.
+    pub fn join(&mut self, seeds: &[SocketAddr], now: Duration) {
+        self.advance(now);
+        if self.left {
+            return;
+        }
+        let known: BTreeSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        let me = self.identity().addr;
+        for seed in seeds {
+            if *seed == me || known.contains(seed) {
+                continue;
+            }
+            let placeholder = SpeakerId {
+                node: String::new(),
+                addr: *seed,
+                bump: 0,
+            };
+            if let Err(error) = self.foca.announce(placeholder, &mut self.runtime) {
+                tracing::debug!(%seed, %error, "gossip announce failed");
+            }
+        }
+        self.drain();
+    }
+
+    /// Feeds one datagram received from `from`.
+    pub fn handle_datagram(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Duration,
+    ) -> Result<(), AuthError> {
+        self.advance(now);
+        let payload = match self.key.open(datagram) {
+            Ok(payload) => payload,
+            Err(e) => {
+                self.stats.auth_failures += 1;
+                tracing::debug!(%from, error = %e, "gossip datagram dropped");
+                return Err(e);
+            }
+        };
+        self.stats.received += 1;
+        if self.left {
+            return Ok(());
+        }
+        match self.foca.handle_data(payload, &mut self.runtime) {
+            Ok(()) => self.last_contact = Some(self.now),
+            Err(error) => {
+                self.stats.rejected += 1;
+                tracing::debug!(%from, %error, "gossip payload rejected");
+            }
+        }
+        self.drain();
+        Ok(())
+    }
+
+    /// Fires every foca timer due at `now`.
+    pub fn handle_due(&mut self, now: Duration) {
+        self.advance(now);
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > self.now {
+                break;
+            }
+            let timer = entry.remove();
+            if self.left {
+                continue;
+            }
+            if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
+                tracing::debug!(%error, "gossip timer failed");
+            }
+            self.drain();
+        }
+    }
+
+    /// When the next timer is due.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Leaves the cluster: the members we know learn it at once and take over.
+    pub fn leave(&mut self, now: Duration) {
+        self.advance(now);
+        if self.left {
+            return;
+        }
+        if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
+            tracing::debug!(%error, "leaving the gossip failed");
+        }
+        self.drain();
+        self.left = true;
+        self.changed = true;
+    }
+
+    fn drain(&mut self) {
+        while let Some((to, data)) = self.runtime.to_send() {
+            self.stats.sent += 1;
+            self.outgoing.push((to.addr, self.key.seal(&data)));
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.seq += 1;
+            self.timers.insert((self.now + after, self.seq), timer);
+        }
+        while let Some(notification) = self.runtime.to_notify() {
+            match &notification {
+                OwnedNotification::MemberUp(id) => {
+                    tracing::info!(node = %id.node, addr = %id.addr, "speaker joined")
+                }
+                OwnedNotification::MemberDown(id) => {
+                    tracing::info!(node = %id.node, addr = %id.addr, "speaker down")
+                }
+                OwnedNotification::Rejoin(id) => {
+                    tracing::info!(bump = id.bump, "declared down by peers; rejoined")
+                }
+                OwnedNotification::Defunct => {
+                    tracing::warn!("declared down by peers; reusing identity");
+                    if !self.left {
+                        let _ = self.foca.reuse_down_identity();
+                    }
+                }
+                _ => {}
+            }
+            self.changed = true;
+        }
+    }
+
+    /// Datagrams to send: (address, bytes).
+    pub fn take_outgoing(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    /// True once after the member list changed.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Node names of live speakers (alive or suspect), this one included unless it left.
+    pub fn live_nodes(&self) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self
+            .foca
+            .iter_members()
+            .map(|m| m.id().node.clone())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if !self.left {
+            out.insert(self.identity().node.clone());
+        }
+        out
+    }
+
+    /// Whether any live peer (another node) is in the view.
+    pub fn peers_in_view(&self) -> bool {
+        let me = &self.identity().node;
+        self.foca
+            .iter_members()
+            .any(|m| !m.id().node.is_empty() && m.id().node != *me)
+    }
+
+    /// When an authenticated datagram was last accepted.
+    pub fn last_contact(&self) -> Option<Duration> {
+        self.last_contact
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,255 @@
+//! A whole cluster in one process on virtual time: datagrams are delivered between members
+//! through an in-memory network that can drop links.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::*;
+
+const STEP: Duration = Duration::from_millis(2);
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([203, 0, 113, 11 + i as u8], 7946))
+}
+
+fn name(i: usize) -> String {
+    format!("node-{}", (b'a' + i as u8) as char)
+}
+
+struct Net {
+    timing: Timing,
+    members: Vec<Option<Membership>>,
+    /// Directed links that drop everything.
+    cut: BTreeSet<(usize, usize)>,
+    now: Duration,
+}
+
+impl Net {
+    fn new(n: usize, key: &[u8]) -> Net {
+        let timing = Timing::from_detect_ms(500).unwrap();
+        let members = (0..n)
+            .map(|i| Some(Net::member(&timing, i, key, 1)))
+            .collect();
+        Net {
+            timing,
+            members,
+            cut: BTreeSet::new(),
+            now: Duration::ZERO,
+        }
+    }
+
+    fn member(timing: &Timing, i: usize, key: &[u8], bump: u64) -> Membership {
+        let id = SpeakerId {
+            node: name(i),
+            addr: addr(i),
+            bump,
+        };
+        Membership::new(id, timing, GossipKey::new(Some(key)), 42 + i as u64 + bump)
+    }
+
+    fn index_of(&self, a: SocketAddr) -> Option<usize> {
+        (0..self.members.len()).find(|i| addr(*i) == a)
+    }
+
+    fn join_all(&mut self) {
+        let seeds: Vec<SocketAddr> = (0..self.members.len()).map(addr).collect();
+        let now = self.now;
+        for m in self.members.iter_mut().flatten() {
+            m.join(&seeds, now);
+        }
+    }
+
+    fn step(&mut self) {
+        self.now += STEP;
+        let now = self.now;
+        for m in self.members.iter_mut().flatten() {
+            m.handle_due(now);
+        }
+        // Deliver until quiet (zero latency within a step).
+        for _ in 0..16 {
+            let mut batch = Vec::new();
+            for (i, m) in self.members.iter_mut().enumerate() {
+                if let Some(m) = m {
+                    for (to, data) in m.take_outgoing() {
+                        batch.push((i, to, data));
+                    }
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            for (from, to, data) in batch {
+                let Some(j) = self.index_of(to) else { continue };
+                if self.cut.contains(&(from, j)) {
+                    continue;
+                }
+                if let Some(m) = self.members[j].as_mut() {
+                    let _ = m.handle_datagram(addr(from), &data, now);
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Runs until `cond` holds (checked every step) or `limit` passes; returns the time taken.
+    fn until(&mut self, limit: Duration, mut cond: impl FnMut(&Net) -> bool) -> Option<Duration> {
+        let start = self.now;
+        while self.now - start < limit {
+            if cond(self) {
+                return Some(self.now - start);
+            }
+            self.step();
+        }
+        cond(self).then(|| self.now - start)
+    }
+
+    fn live(&self, i: usize) -> BTreeSet<String> {
+        self.members[i]
+            .as_ref()
+            .map(|m| m.live_nodes())
+            .unwrap_or_default()
+    }
+
+    fn names(ids: &[usize]) -> BTreeSet<String> {
+        ids.iter().map(|i| name(*i)).collect()
+    }
+}
+
+#[test]
+fn three_members_converge() {
+    let mut net = Net::new(3, b"secret-secret-secret00");
+    net.join_all();
+    let t = net.until(Duration::from_secs(2), |n| {
+        (0..3).all(|i| n.live(i) == Net::names(&[0, 1, 2]))
+    });
+    assert!(
+        t.is_some(),
+        "views: {:?}",
+        (0..3).map(|i| net.live(i)).collect::<Vec<_>>()
+    );
+    assert!((0..3).all(|i| net.members[i].as_ref().unwrap().peers_in_view()));
+}
+
+#[test]
+fn killed_member_is_removed_after_the_guard_bound_and_within_a_second() {
+    let mut net = Net::new(3, b"secret-secret-secret00");
+    net.join_all();
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.live(0), Net::names(&[0, 1, 2]));
+    // Kill node-c: it sends nothing from now on.
+    net.members[2] = None;
+    let takeover = net.timing.earliest_takeover();
+    let first = net
+        .until(Duration::from_secs(2), |n| {
+            !n.live(0).contains(&name(2)) || !n.live(1).contains(&name(2))
+        })
+        .expect("node-c never declared down");
+    assert!(
+        first >= takeover,
+        "declared down after {first:?}, before the guard bound {takeover:?}"
+    );
+    let both = net
+        .until(Duration::from_secs(2), |n| {
+            n.live(0) == Net::names(&[0, 1]) && n.live(1) == Net::names(&[0, 1])
+        })
+        .expect("survivors never agreed");
+    assert!(
+        first + both <= Duration::from_millis(900),
+        "detection took {:?}",
+        first + both
+    );
+}
+
+#[test]
+fn member_without_the_secret_is_ignored_and_counted() {
+    let mut net = Net::new(3, b"secret-secret-secret00");
+    // node-c has another key.
+    net.members[2] = Some(Net::member(&net.timing, 2, b"wrong-wrong-wrong-wrong", 1));
+    net.join_all();
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.live(0), Net::names(&[0, 1]));
+    assert_eq!(net.live(1), Net::names(&[0, 1]));
+    assert_eq!(net.live(2), Net::names(&[2]));
+    let failures: u64 = (0..2)
+        .map(|i| net.members[i].as_ref().unwrap().stats().auth_failures)
+        .sum();
+    assert!(failures > 0);
+    // The outsider hears nothing it can use either.
+    assert!(net.members[2].as_ref().unwrap().stats().auth_failures > 0);
+    assert_eq!(net.members[2].as_ref().unwrap().last_contact(), None);
+}
+
+#[test]
+fn partitioned_member_rejoins_after_heal() {
+    let mut net = Net::new(3, b"secret-secret-secret00");
+    net.join_all();
+    net.run(Duration::from_secs(2));
+    for other in [0, 1] {
+        net.cut.insert((2, other));
+        net.cut.insert((other, 2));
+    }
+    let contact_before = net.members[2].as_ref().unwrap().last_contact();
+    net.until(Duration::from_secs(3), |n| {
+        n.live(0) == Net::names(&[0, 1]) && n.live(2) == Net::names(&[2])
+    })
+    .expect("partition not detected on both sides");
+    // Cut off: no contact since the cut, and no peers once it declared them down.
+    assert_eq!(
+        net.members[2].as_ref().unwrap().last_contact(),
+        contact_before
+    );
+    assert!(!net.members[2].as_ref().unwrap().peers_in_view());
+    net.cut.clear();
+    net.until(Duration::from_secs(5), |n| {
+        (0..3).all(|i| n.live(i) == Net::names(&[0, 1, 2]))
+    })
+    .expect("no rejoin after heal");
+}
+
+#[test]
+fn restarted_member_replaces_its_old_identity() {
+    let mut net = Net::new(3, b"secret-secret-secret00");
+    net.join_all();
+    net.run(Duration::from_secs(2));
+    // Crash and immediate restart with a newer bump.
+    net.members[2] = Some(Net::member(&net.timing, 2, b"secret-secret-secret00", 1000));
+    let seeds = [addr(0), addr(1)];
+    let now = net.now;
+    net.members[2].as_mut().unwrap().join(&seeds, now);
+    net.until(Duration::from_secs(1), |n| {
+        (0..3).all(|i| n.live(i) == Net::names(&[0, 1, 2]))
+    })
+    .expect("restart not accepted");
+    // It stays: the old identity's timers must not take the node down.
+    net.run(Duration::from_secs(2));
+    assert!((0..3).all(|i| net.live(i) == Net::names(&[0, 1, 2])));
+}
+
+#[test]
+fn leaving_member_is_dropped_at_once() {
+    let mut net = Net::new(3, b"secret-secret-secret00");
+    net.join_all();
+    net.run(Duration::from_secs(2));
+    let now = net.now;
+    net.members[1].as_mut().unwrap().leave(now);
+    assert!(
+        !net.members[1]
+            .as_ref()
+            .unwrap()
+            .live_nodes()
+            .contains(&name(1))
+    );
+    let t = net
+        .until(Duration::from_secs(1), |n| {
+            !n.live(0).contains(&name(1)) && !n.live(2).contains(&name(1))
+        })
+        .expect("leave not seen");
+    assert!(t < net.timing.probe_period, "leave took {t:?}");
+}

@@ -1,0 +1,284 @@
+//! The speaker's Prometheus metrics under MetalLB's names (spec (d)):
+//! `metallb_speaker_announced{service,protocol,node,ip}` and the counters
+//! `metallb_layer2_requests_received{ip}`, `metallb_layer2_responses_sent{ip}`,
+//! `metallb_layer2_gratuitous_sent{ip}`, plus the gossip's own counters.
+//!
+//! The layer-2 counters come from the XDP program's per-address counters, which restart at
+//! zero when an address is withdrawn and announced again; [`CounterTracker`] folds those
+//! readings into monotonic totals. They are rendered here in the Prometheus text format with
+//! MetalLB's exact names (no `_total` suffix), the rest through `prometheus-client`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Turns readings of counters that may restart (per key) into increments.
+#[derive(Clone, Debug)]
+pub struct CounterTracker<K: Ord> {
+    last: BTreeMap<K, u64>,
+}
+
+impl<K: Ord> Default for CounterTracker<K> {
+    fn default() -> Self {
+        CounterTracker {
+            last: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone> CounterTracker<K> {
+    /// The increment since the previous reading of `key`. A smaller reading means the counter
+    /// restarted from zero, so all of it is new.
+    pub fn delta(&mut self, key: &K, reading: u64) -> u64 {
+        let previous = self.last.insert(key.clone(), reading);
+        match previous {
+            Some(p) if reading >= p => reading - p,
+            _ => reading,
+        }
+    }
+
+    /// Forgets keys not read this round (withdrawn addresses start again from zero).
+    pub fn retain(&mut self, seen: &BTreeSet<K>) {
+        self.last.retain(|k, _| seen.contains(k));
+    }
+}
+
+/// One per-address reading from the data plane: (interface index, address, requests, replies).
+pub type AddressReading = (u32, IpAddr, u64, u64);
+
+#[derive(Default)]
+struct Layer2 {
+    /// (service, node, ip).
+    announced: BTreeSet<(String, String, IpAddr)>,
+    requests: BTreeMap<IpAddr, u64>,
+    responses: BTreeMap<IpAddr, u64>,
+    gratuitous: BTreeMap<IpAddr, u64>,
+    requests_seen: CounterTracker<(u32, IpAddr)>,
+    responses_seen: CounterTracker<(u32, IpAddr)>,
+}
+
+/// Every speaker metric.
+pub struct SpeakerMetrics {
+    registry: Registry,
+    pub gossip_auth_failures: Counter,
+    pub gossip_received: Counter,
+    pub gossip_sent: Counter,
+    pub config_loaded: Gauge,
+    pub config_stale: Gauge,
+    pub updates: Counter,
+    pub update_errors: Counter,
+    layer2: Mutex<Layer2>,
+}
+
+impl Default for SpeakerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn bump<K: Ord + Clone + Hash>(map: &mut BTreeMap<K, u64>, key: &K, by: u64) {
+    if by > 0 {
+        *map.entry(key.clone()).or_default() += by;
+    }
+}
+
+impl SpeakerMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let gossip_auth_failures = Counter::default();
+        registry.register(
+            "herald_speaker_gossip_auth_failures",
+            "Gossip datagrams dropped because they failed authentication with the memberlist secret",
+            gossip_auth_failures.clone(),
+        );
+        let gossip_received = Counter::default();
+        registry.register(
+            "herald_speaker_gossip_received",
+            "Authenticated gossip datagrams received",
+            gossip_received.clone(),
+        );
+        let gossip_sent = Counter::default();
+        registry.register(
+            "herald_speaker_gossip_sent",
+            "Gossip datagrams sent",
+            gossip_sent.clone(),
+        );
+        let config_loaded = Gauge::default();
+        registry.register(
+            "metallb_k8s_client_config_loaded_bool",
+            "1 if the MetalLB configuration was successfully loaded at least once",
+            config_loaded.clone(),
+        );
+        let config_stale = Gauge::default();
+        registry.register(
+            "metallb_k8s_client_config_stale_bool",
+            "1 if running on a stale configuration, because the latest config failed to load",
+            config_stale.clone(),
+        );
+        let updates = Counter::default();
+        registry.register(
+            "metallb_k8s_client_updates",
+            "Number of k8s object updates that have been processed",
+            updates.clone(),
+        );
+        let update_errors = Counter::default();
+        registry.register(
+            "metallb_k8s_client_update_errors",
+            "Number of k8s object updates that failed for some reason",
+            update_errors.clone(),
+        );
+        SpeakerMetrics {
+            registry,
+            gossip_auth_failures,
+            gossip_received,
+            gossip_sent,
+            config_loaded,
+            config_stale,
+            updates,
+            update_errors,
+            layer2: Mutex::new(Layer2::default()),
+        }
+    }
+
+    fn layer2(&self) -> std::sync::MutexGuard<'_, Layer2> {
+        // A panic while holding the lock leaves plain counters behind; keep using them.
+        self.layer2.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the announced set: `(service key, ip)` announced by `node`.
+    pub fn set_announced(&self, node: &str, announced: &BTreeSet<(String, IpAddr)>) {
+        self.layer2().announced = announced
+            .iter()
+            .map(|(svc, ip)| (svc.clone(), node.to_string(), *ip))
+            .collect();
+    }
+
+    /// Folds one data-plane snapshot of per-address counters in.
+    pub fn observe_addresses(&self, readings: &[AddressReading]) {
+        let mut l2 = self.layer2();
+        let mut seen = BTreeSet::new();
+        for &(ifindex, ip, requests, replies) in readings {
+            let key = (ifindex, ip);
+            seen.insert(key);
+            let dr = l2.requests_seen.delta(&key, requests);
+            let dp = l2.responses_seen.delta(&key, replies);
+            bump(&mut l2.requests, &ip, dr);
+            bump(&mut l2.responses, &ip, dp);
+        }
+        l2.requests_seen.retain(&seen);
+        l2.responses_seen.retain(&seen);
+    }
+
+    /// Counts gratuitous packets sent for `ip` (2 per ARP round, 1 per NA).
+    pub fn gratuitous_sent(&self, ip: IpAddr, packets: u64) {
+        bump(&mut self.layer2().gratuitous, &ip, packets);
+    }
+
+    /// The whole exposition (Prometheus text format).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        {
+            let l2 = self.layer2();
+            out.push_str("# HELP metallb_speaker_announced Services being announced from this node. This is desired state, it does not guarantee that the routing protocols have converged.\n# TYPE metallb_speaker_announced gauge\n");
+            for (svc, node, ip) in &l2.announced {
+                let _ = writeln!(
+                    out,
+                    "metallb_speaker_announced{{ip=\"{ip}\",node=\"{}\",protocol=\"layer2\",service=\"{}\"}} 1",
+                    escape(node),
+                    escape(svc)
+                );
+            }
+            for (name, help, values) in [
+                (
+                    "metallb_layer2_requests_received",
+                    "Number of layer2 requests received for owned IPs",
+                    &l2.requests,
+                ),
+                (
+                    "metallb_layer2_responses_sent",
+                    "Number of layer2 responses sent for owned IPs",
+                    &l2.responses,
+                ),
+                (
+                    "metallb_layer2_gratuitous_sent",
+                    "Number of gratuitous layer2 packets sent for owned IPs",
+                    &l2.gratuitous,
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (ip, value) in values {
+                    let _ = writeln!(out, "{name}{{ip=\"{ip}\"}} {value}");
+                }
+            }
+        }
+        let mut rest = String::new();
+        if prometheus_client::encoding::text::encode(&mut rest, &self.registry).is_ok() {
+            out.push_str(&rest);
+        } else {
+            out.push_str("# EOF\n");
+        }
+        out
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn tracker_handles_restarts() {
+        let mut t = CounterTracker::default();
+        assert_eq!(t.delta(&1, 5), 5);
+        assert_eq!(t.delta(&1, 8), 3);
+        assert_eq!(t.delta(&1, 8), 0);
+        assert_eq!(t.delta(&1, 2), 2, "restart from zero");
+        t.retain(&BTreeSet::new());
+        assert_eq!(t.delta(&1, 4), 4, "forgotten key counts from zero");
+    }
+
+    #[test]
+    fn exposition_has_metallb_names_and_monotonic_counters() {
+        let m = SpeakerMetrics::new();
+        m.set_announced(
+            "node-a",
+            &[("default/web".to_string(), ip("198.51.100.1"))].into(),
+        );
+        m.observe_addresses(&[(2, ip("198.51.100.1"), 10, 9)]);
+        m.observe_addresses(&[(2, ip("198.51.100.1"), 12, 11)]);
+        // Withdrawn and announced again: the map counters restart, the metric does not.
+        m.observe_addresses(&[]);
+        m.observe_addresses(&[(2, ip("198.51.100.1"), 1, 1)]);
+        m.gratuitous_sent(ip("198.51.100.1"), 2);
+        m.gratuitous_sent(ip("198.51.100.1"), 2);
+        m.gossip_auth_failures.inc();
+        let text = m.encode();
+        assert!(text.contains(
+            "metallb_speaker_announced{ip=\"198.51.100.1\",node=\"node-a\",protocol=\"layer2\",service=\"default/web\"} 1"
+        ));
+        assert!(text.contains("metallb_layer2_requests_received{ip=\"198.51.100.1\"} 13\n"));
+        assert!(text.contains("metallb_layer2_responses_sent{ip=\"198.51.100.1\"} 12\n"));
+        assert!(text.contains("metallb_layer2_gratuitous_sent{ip=\"198.51.100.1\"} 4\n"));
+        assert!(text.contains("# TYPE metallb_layer2_requests_received counter"));
+        assert!(text.contains("herald_speaker_gossip_auth_failures_total 1"));
+        assert!(text.contains("metallb_k8s_client_config_loaded_bool"));
+        m.set_announced("node-a", &BTreeSet::new());
+        assert!(!m.encode().contains("metallb_speaker_announced{"));
+    }
+}

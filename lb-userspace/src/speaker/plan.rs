@@ -1,0 +1,470 @@
+//! The speaker's decision, pure: from the configuration, the cluster's Services, EndpointSlices
+//! and Nodes, the live speakers, this node's name and its eligible interfaces to what this node
+//! announces (interface, address), the ServiceL2Status it keeps and the Events it reports.
+//!
+//! Every speaker evaluates the same function over the same inputs; the election
+//! ([`crate::election`]) names one node per Service, so exactly one live node announces each
+//! address. [`diff`] turns the plan and what the data plane holds into announce/withdraw steps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::allocator::ServiceInfo;
+use crate::api::{InterfaceInfo, L2ServiceStatus};
+use crate::config::Config;
+use crate::dataplane::keys::unannounceable_reason;
+use crate::election::{self, ElectionInput, Interfaces};
+
+use super::interfaces::Eligible;
+
+/// MetalLB's protocol label for layer 2 (metrics, events).
+pub const PROTOCOL: &str = "layer2";
+/// The label EndpointSlices carry naming their Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Everything one evaluation reads.
+pub struct Inputs<'a> {
+    /// This node's name (the memberlist name, `endpoint.nodeName`).
+    pub node: &'a str,
+    pub config: &'a Config,
+    pub services: &'a [Service],
+    pub endpoint_slices: &'a [EndpointSlice],
+    pub nodes: &'a [Node],
+    /// Live speakers (alive or suspect, this one included); `None` when memberlist is off.
+    pub live_speakers: Option<&'a BTreeSet<String>>,
+    pub interfaces: &'a Eligible,
+    /// `--lb-class`.
+    pub lb_class: Option<&'a str>,
+    pub ignore_exclude_lb: bool,
+}
+
+/// One address answered on one interface.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    pub iface: String,
+    pub ip: IpAddr,
+}
+
+/// What happens to one Service's addresses on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// This node is elected and announces on `interfaces`.
+    Announce {
+        interfaces: BTreeSet<String>,
+        /// The advertisements named interfaces (ServiceL2Status lists them only then).
+        restricted: bool,
+        /// Named interfaces this node lacks (the rest still announces).
+        missing: Vec<String>,
+    },
+    /// Another node is elected.
+    Elsewhere { node: String },
+    /// Nobody announces (no endpoint, no advertisement, no eligible node, ...).
+    Nobody { reason: String },
+    /// This node is elected but cannot answer: nobody announces.
+    Failed { reason: String },
+}
+
+/// The plan for one Service with addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePlan {
+    pub namespace: String,
+    pub name: String,
+    pub ips: Vec<IpAddr>,
+    pub decision: Decision,
+    /// What this node answers for the Service (empty unless `Announce`).
+    pub targets: BTreeSet<Target>,
+}
+
+/// A Service skipped because it cannot be read (logged, never fatal).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub service: String,
+    pub message: String,
+}
+
+/// The whole evaluation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// By `namespace/name`.
+    pub services: BTreeMap<String, ServicePlan>,
+    pub problems: Vec<Problem>,
+}
+
+/// An Event to record on a Service (reported when it first appears, see [`new_events`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PlannedEvent {
+    pub namespace: String,
+    pub name: String,
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn slices_of(slices: &[EndpointSlice], svc: &ServiceInfo) -> Vec<EndpointSlice> {
+    slices
+        .iter()
+        .filter(|s| {
+            s.metadata.namespace.as_deref().unwrap_or("default") == svc.namespace
+                && s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .is_some_and(|n| *n == svc.name)
+        })
+        .cloned()
+        .collect()
+}
+
+/// The pool owning `ips`: the one the controller named (annotation) if it covers them all,
+/// else the first pool (by name) covering every address, as MetalLB's speaker looks it up.
+pub fn pool_for<'a>(
+    config: &'a Config,
+    ips: &[IpAddr],
+    annotated: Option<&str>,
+) -> Option<&'a str> {
+    let covers = |pool: &crate::config::Pool| {
+        ips.iter()
+            .all(|ip| pool.cidrs().any(|net| net.contains(ip)))
+    };
+    if let Some(pool) = annotated.and_then(|name| config.pools.get(name))
+        && covers(pool)
+    {
+        return Some(pool.name.as_str());
+    }
+    config
+        .pools
+        .values()
+        .find(|p| covers(p))
+        .map(|p| p.name.as_str())
+}
+
+/// Evaluates every Service.
+pub fn plan(inputs: &Inputs<'_>) -> Plan {
+    let mut out = Plan::default();
+    for service in inputs.services {
+        let info = match ServiceInfo::from_service(service) {
+            Ok(info) => info,
+            Err(e) => {
+                out.problems.push(Problem {
+                    service: e.service.clone(),
+                    message: format!("{}: {}", e.field, e.message),
+                });
+                continue;
+            }
+        };
+        if !info.is_load_balancer || info.lb_class.as_deref() != inputs.lb_class {
+            continue;
+        }
+        let ips = match &info.ingress_ips {
+            Ok(ips) if ips.is_empty() => continue,
+            Ok(ips) => ips.clone(),
+            Err(e) => {
+                out.problems.push(Problem {
+                    service: info.key(),
+                    message: format!("{}: {}", e.field, e.message),
+                });
+                continue;
+            }
+        };
+        let decision = decide(inputs, &info, &ips);
+        let targets = match &decision {
+            Decision::Announce { interfaces, .. } => ips
+                .iter()
+                .filter(|ip| unannounceable_reason(**ip).is_none())
+                .flat_map(|ip| {
+                    interfaces
+                        .iter()
+                        .filter(|i| inputs.interfaces.for_ip(ip).contains(*i))
+                        .map(|iface| Target {
+                            iface: iface.clone(),
+                            ip: *ip,
+                        })
+                })
+                .collect(),
+            _ => BTreeSet::new(),
+        };
+        out.services.insert(
+            info.key(),
+            ServicePlan {
+                namespace: info.namespace.clone(),
+                name: info.name.clone(),
+                ips,
+                decision,
+                targets,
+            },
+        );
+    }
+    out
+}
+
+fn decide(inputs: &Inputs<'_>, info: &ServiceInfo, ips: &[IpAddr]) -> Decision {
+    let Some(pool) = pool_for(inputs.config, ips, info.allocated_from_pool.as_deref()) else {
+        let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
+        return Decision::Nobody {
+            reason: format!("address {} is not in any IPAddressPool", list.join(",")),
+        };
+    };
+    let slices = slices_of(inputs.endpoint_slices, info);
+    let election = election::elect(&ElectionInput {
+        service: info,
+        ips,
+        pool,
+        config: inputs.config,
+        nodes: inputs.nodes,
+        live_speakers: inputs.live_speakers,
+        endpoint_slices: &slices,
+        ignore_exclude_lb: inputs.ignore_exclude_lb,
+    });
+    let winner = match election.result {
+        Ok(winner) => winner,
+        Err(reason) => {
+            return Decision::Nobody {
+                reason: reason.to_string(),
+            };
+        }
+    };
+    if winner.node != inputs.node {
+        return Decision::Elsewhere { node: winner.node };
+    }
+    let all = inputs.interfaces.all();
+    let (interfaces, restricted, missing) = match winner.interfaces {
+        Interfaces::All => (all, false, Vec::new()),
+        Interfaces::Named(named) => {
+            let missing: Vec<String> = named.difference(&all).cloned().collect();
+            let present: BTreeSet<String> = named.intersection(&all).cloned().collect();
+            (present, true, missing)
+        }
+    };
+    let usable = ips.iter().any(|ip| {
+        unannounceable_reason(*ip).is_none()
+            && interfaces
+                .iter()
+                .any(|i| inputs.interfaces.for_ip(ip).contains(i))
+    });
+    if !usable {
+        let reason = if restricted {
+            let named: Vec<String> = missing.iter().map(|m| format!("{m:?}")).collect();
+            format!(
+                "the interfaces specified by the L2Advertisements ({}) are not available on node {:?}",
+                named.join(", "),
+                inputs.node
+            )
+        } else {
+            format!(
+                "node {:?} has no interface eligible for layer 2 for {}",
+                inputs.node,
+                ips.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
+        return Decision::Failed { reason };
+    }
+    Decision::Announce {
+        interfaces,
+        restricted,
+        missing,
+    }
+}
+
+impl Plan {
+    /// Everything this node must answer.
+    pub fn targets(&self) -> BTreeSet<Target> {
+        self.services
+            .values()
+            .flat_map(|s| s.targets.iter().cloned())
+            .collect()
+    }
+
+    /// The ServiceL2Status this node keeps, by `namespace/name` (only Services it announces).
+    pub fn statuses(&self, node: &str) -> BTreeMap<String, L2ServiceStatus> {
+        self.services
+            .iter()
+            .filter_map(|(key, s)| match &s.decision {
+                Decision::Announce { restricted, .. } if !s.targets.is_empty() => {
+                    let used: BTreeSet<&str> = s.targets.iter().map(|t| t.iface.as_str()).collect();
+                    Some((
+                        key.clone(),
+                        L2ServiceStatus {
+                            node: node.to_string(),
+                            service_name: s.name.clone(),
+                            service_namespace: s.namespace.clone(),
+                            interfaces: if *restricted {
+                                used.into_iter()
+                                    .map(|name| InterfaceInfo {
+                                        name: name.to_string(),
+                                    })
+                                    .collect()
+                            } else {
+                                Vec::new()
+                            },
+                        },
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `(service key, address)` pairs this node announces (`metallb_speaker_announced`).
+    pub fn announced(&self) -> BTreeSet<(String, IpAddr)> {
+        self.services
+            .iter()
+            .flat_map(|(key, s)| s.targets.iter().map(move |t| (key.clone(), t.ip)))
+            .collect()
+    }
+
+    /// The Events this plan stands for.
+    pub fn events(&self, node: &str) -> BTreeSet<PlannedEvent> {
+        let mut out = BTreeSet::new();
+        for s in self.services.values() {
+            let event = |warning, reason, message| PlannedEvent {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                warning,
+                reason,
+                message,
+            };
+            match &s.decision {
+                Decision::Announce { missing, .. } => {
+                    out.insert(event(
+                        false,
+                        "nodeAssigned",
+                        format!("announcing from node {node:?} with protocol {PROTOCOL:?}"),
+                    ));
+                    for m in missing {
+                        out.insert(event(
+                            true,
+                            "interfaceMissing",
+                            format!(
+                                "interface {m:?} named by an L2Advertisement is missing or not eligible on node {node:?}; announcing on the others"
+                            ),
+                        ));
+                    }
+                }
+                Decision::Failed { reason } => {
+                    out.insert(event(true, "announceFailed", reason.clone()));
+                }
+                Decision::Nobody { reason } if reason.contains("IPAddressPool") => {
+                    out.insert(event(true, "announceFailed", reason.clone()));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// The events of `next` that `previous` did not already report (Events mark changes; a
+/// recomputation with the same outcome records nothing).
+pub fn new_events(
+    previous: &BTreeSet<PlannedEvent>,
+    next: &BTreeSet<PlannedEvent>,
+) -> Vec<PlannedEvent> {
+    next.difference(previous).cloned().collect()
+}
+
+/// Data-plane steps from what is announced to what must be.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub withdraw: Vec<Target>,
+    pub announce: Vec<Target>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.withdraw.is_empty() && self.announce.is_empty()
+    }
+}
+
+pub fn diff(current: &BTreeSet<Target>, desired: &BTreeSet<Target>) -> Changes {
+    Changes {
+        withdraw: current.difference(desired).cloned().collect(),
+        announce: desired.difference(current).cloned().collect(),
+    }
+}
+
+/// A ServiceL2Status object of this node as listed from the API server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExistingStatus {
+    pub name: String,
+    /// From the labels `metallb.io/service-namespace` / `metallb.io/service-name`.
+    pub service_key: Option<String>,
+    pub status: Option<L2ServiceStatus>,
+}
+
+/// A write to bring this node's ServiceL2Status objects to the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusAction {
+    Create {
+        service_key: String,
+        status: L2ServiceStatus,
+    },
+    /// Only `interfaces` changed (the other fields are immutable).
+    UpdateStatus {
+        name: String,
+        status: L2ServiceStatus,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+/// Compares this node's objects with the desired statuses. Objects of Services no longer
+/// announced here, duplicates, and objects whose immutable fields differ are deleted (and
+/// recreated when still wanted).
+pub fn status_actions(
+    existing: &[ExistingStatus],
+    desired: &BTreeMap<String, L2ServiceStatus>,
+) -> Vec<StatusAction> {
+    let mut out = Vec::new();
+    let mut kept: BTreeSet<&str> = BTreeSet::new();
+    let mut sorted: Vec<&ExistingStatus> = existing.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for e in sorted {
+        let wanted = e
+            .service_key
+            .as_deref()
+            .and_then(|k| desired.get_key_value(k));
+        match wanted {
+            Some((key, want)) if !kept.contains(key.as_str()) => {
+                let have = e.status.clone().unwrap_or_default();
+                let immutable_same = have.node == want.node
+                    && have.service_name == want.service_name
+                    && have.service_namespace == want.service_namespace;
+                if !immutable_same && !(have.node.is_empty() && have.service_name.is_empty()) {
+                    out.push(StatusAction::Delete {
+                        name: e.name.clone(),
+                    });
+                    continue;
+                }
+                kept.insert(key.as_str());
+                if have != *want {
+                    out.push(StatusAction::UpdateStatus {
+                        name: e.name.clone(),
+                        status: want.clone(),
+                    });
+                }
+            }
+            _ => out.push(StatusAction::Delete {
+                name: e.name.clone(),
+            }),
+        }
+    }
+    for (key, want) in desired {
+        if !kept.contains(key.as_str()) {
+            out.push(StatusAction::Create {
+                service_key: key.clone(),
+                status: want.clone(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

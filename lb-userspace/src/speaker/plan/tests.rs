@@ -1,0 +1,543 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::config::{Config, L2Advertisement, Pool};
+
+fn node(name: &str) -> Node {
+    serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+}
+
+fn excluded_node(name: &str) -> Node {
+    serde_json::from_value(json!({"metadata": {"name": name,
+        "labels": {"node.kubernetes.io/exclude-from-external-load-balancers": ""}}}))
+    .unwrap()
+}
+
+fn service(name: &str, ips: &[&str]) -> Service {
+    let ingress: Vec<_> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.1"},
+        "status": {"loadBalancer": {"ingress": ingress}}
+    }))
+    .unwrap()
+}
+
+fn slice(service: &str, nodes: &[&str]) -> EndpointSlice {
+    let endpoints: Vec<_> = nodes
+        .iter()
+        .map(|n| json!({"addresses": ["10.1.0.1"], "nodeName": n}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{service}-x"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": endpoints
+    }))
+    .unwrap()
+}
+
+fn pool(name: &str, cidrs: &[&str]) -> Pool {
+    Pool {
+        name: name.into(),
+        labels: BTreeMap::new(),
+        ranges: cidrs.iter().map(|c| vec![c.parse().unwrap()]).collect(),
+        auto_assign: true,
+        avoid_buggy_ips: false,
+        service_allocation: None,
+    }
+}
+
+fn ad(nodes: &[&str], interfaces: &[&str]) -> L2Advertisement {
+    L2Advertisement {
+        name: "ad".into(),
+        pools: ["pool".to_string()].into(),
+        service_selectors: vec![],
+        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        interfaces: interfaces.iter().map(|n| n.to_string()).collect(),
+        preferred_nodes: vec![],
+    }
+}
+
+fn config(ads: Vec<L2Advertisement>) -> Config {
+    let mut pools = BTreeMap::new();
+    pools.insert(
+        "pool".to_string(),
+        pool(
+            "pool",
+            &["198.51.100.0/24", "2001:db8:0:2::/64", "10.0.0.0/24"],
+        ),
+    );
+    Config {
+        pools,
+        l2_advertisements: ads,
+        ..Config::default()
+    }
+}
+
+fn eligible(v4: &[&str], v6: &[&str]) -> Eligible {
+    Eligible {
+        ipv4: v4.iter().map(|s| s.to_string()).collect(),
+        ipv6: v6.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn target(iface: &str, addr: &str) -> Target {
+    Target {
+        iface: iface.into(),
+        ip: ip(addr),
+    }
+}
+
+struct World {
+    config: Config,
+    services: Vec<Service>,
+    slices: Vec<EndpointSlice>,
+    nodes: Vec<Node>,
+    live: Option<BTreeSet<String>>,
+    ifaces: Eligible,
+}
+
+impl World {
+    fn abc() -> World {
+        World {
+            config: config(vec![ad(&["node-a", "node-b", "node-c"], &[])]),
+            services: vec![service("web", &["10.0.0.1"])],
+            slices: vec![slice("web", &["node-a"])],
+            nodes: vec![node("node-a"), node("node-b"), node("node-c")],
+            live: Some(set(&["node-a", "node-b", "node-c"])),
+            ifaces: eligible(&["eth0"], &["eth0"]),
+        }
+    }
+
+    fn plan_on(&self, me: &str) -> Plan {
+        plan(&Inputs {
+            node: me,
+            config: &self.config,
+            services: &self.services,
+            endpoint_slices: &self.slices,
+            nodes: &self.nodes,
+            live_speakers: self.live.as_ref(),
+            interfaces: &self.ifaces,
+            lb_class: None,
+            ignore_exclude_lb: false,
+        })
+    }
+}
+
+/// The spec's vector: IP 10.0.0.1 orders nodes [b, a, c].
+#[test]
+fn elected_node_announces_others_do_not() {
+    let w = World::abc();
+    let b = w.plan_on("node-b");
+    assert_eq!(b.targets(), [target("eth0", "10.0.0.1")].into());
+    assert!(matches!(
+        b.services["default/web"].decision,
+        Decision::Announce {
+            restricted: false,
+            ..
+        }
+    ));
+    for other in ["node-a", "node-c"] {
+        let p = w.plan_on(other);
+        assert!(p.targets().is_empty());
+        assert_eq!(
+            p.services["default/web"].decision,
+            Decision::Elsewhere {
+                node: "node-b".into()
+            }
+        );
+        assert!(p.statuses(other).is_empty());
+        assert!(p.events(other).is_empty());
+    }
+    let status = &b.statuses("node-b")["default/web"];
+    assert_eq!(status.node, "node-b");
+    assert_eq!(status.service_name, "web");
+    assert_eq!(status.service_namespace, "default");
+    assert!(
+        status.interfaces.is_empty(),
+        "unrestricted: no interfaces listed"
+    );
+    assert_eq!(
+        b.events("node-b").into_iter().collect::<Vec<_>>(),
+        vec![PlannedEvent {
+            namespace: "default".into(),
+            name: "web".into(),
+            warning: false,
+            reason: "nodeAssigned",
+            message: "announcing from node \"node-b\" with protocol \"layer2\"".into(),
+        }]
+    );
+    assert_eq!(
+        b.announced(),
+        [("default/web".to_string(), ip("10.0.0.1"))].into()
+    );
+}
+
+#[test]
+fn winner_death_moves_to_next_and_old_winner_withdraws() {
+    let mut w = World::abc();
+    let before = w.plan_on("node-b").targets();
+    // node-b died: the next in order (a) takes over; b (if it still ran) withdraws.
+    w.live = Some(set(&["node-a", "node-c"]));
+    assert_eq!(w.plan_on("node-a").targets(), before);
+    let changes = diff(&before, &w.plan_on("node-b").targets());
+    assert_eq!(changes.withdraw, vec![target("eth0", "10.0.0.1")]);
+    assert!(changes.announce.is_empty());
+    assert!(w.plan_on("node-c").targets().is_empty());
+    // Removing a non-winner moves nothing.
+    w.live = Some(set(&["node-a", "node-b"]));
+    assert_eq!(w.plan_on("node-b").targets(), before);
+}
+
+#[test]
+fn memberlist_disabled_uses_every_node_and_exclusion_label() {
+    let mut w = World::abc();
+    w.live = None;
+    assert!(!w.plan_on("node-b").targets().is_empty());
+    w.nodes = vec![node("node-a"), excluded_node("node-b"), node("node-c")];
+    assert!(w.plan_on("node-b").targets().is_empty());
+    assert!(!w.plan_on("node-a").targets().is_empty());
+}
+
+#[test]
+fn named_interfaces_partial_missing_and_all_missing() {
+    let mut w = World::abc();
+    w.config = config(vec![ad(&["node-a", "node-b", "node-c"], &["eth1", "eth9"])]);
+    w.ifaces = eligible(&["eth0", "eth1"], &["eth0", "eth1"]);
+    let p = w.plan_on("node-b");
+    assert_eq!(p.targets(), [target("eth1", "10.0.0.1")].into());
+    let status = &p.statuses("node-b")["default/web"];
+    assert_eq!(status.interfaces.len(), 1);
+    assert_eq!(status.interfaces[0].name, "eth1");
+    let events = p.events("node-b");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "interfaceMissing" && e.warning && e.message.contains("\"eth9\""))
+    );
+    assert!(events.iter().any(|e| e.reason == "nodeAssigned"));
+
+    w.ifaces = eligible(&["eth0"], &["eth0"]);
+    let p = w.plan_on("node-b");
+    assert!(p.targets().is_empty());
+    assert!(matches!(
+        p.services["default/web"].decision,
+        Decision::Failed { .. }
+    ));
+    let events: Vec<_> = p.events("node-b").into_iter().collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].reason, "announceFailed");
+    assert!(events[0].warning);
+    assert!(events[0].message.contains("\"eth1\"") && events[0].message.contains("node-b"));
+    // Interface availability is not part of eligibility: nobody else takes over.
+    assert!(w.plan_on("node-a").targets().is_empty());
+}
+
+#[test]
+fn address_outside_every_pool_is_not_announced_and_reported() {
+    let mut w = World::abc();
+    w.services = vec![
+        service("web", &["203.0.113.9"]),
+        service("ok", &["10.0.0.1"]),
+    ];
+    w.slices = vec![slice("web", &["node-a"]), slice("ok", &["node-a"])];
+    for me in ["node-a", "node-b", "node-c"] {
+        let p = w.plan_on(me);
+        assert!(p.services["default/web"].targets.is_empty());
+        assert!(p.events(me).iter().any(|e| e.name == "web"
+            && e.reason == "announceFailed"
+            && e.message.contains("203.0.113.9")));
+    }
+    // The rest keeps announcing.
+    assert_eq!(
+        w.plan_on("node-b").targets(),
+        [target("eth0", "10.0.0.1")].into()
+    );
+}
+
+#[test]
+fn services_without_addresses_or_of_other_classes_are_skipped() {
+    let mut w = World::abc();
+    let mut classed = service("classed", &["10.0.0.1"]);
+    classed.spec.as_mut().unwrap().load_balancer_class = Some("other".into());
+    let mut cluster_ip = service("cip", &["10.0.0.1"]);
+    cluster_ip.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+    w.services = vec![service("pending", &[]), classed, cluster_ip];
+    let p = w.plan_on("node-b");
+    assert!(p.services.is_empty());
+    assert!(p.problems.is_empty());
+    // A bad ingress address is a problem naming the field, not a crash.
+    w.services = vec![service("bad", &["not-an-ip"])];
+    let p = w.plan_on("node-b");
+    assert_eq!(p.problems.len(), 1);
+    assert!(
+        p.problems[0]
+            .message
+            .contains("status.loadBalancer.ingress")
+    );
+}
+
+#[test]
+fn no_serving_endpoint_means_nobody() {
+    let mut w = World::abc();
+    w.slices = vec![];
+    for me in ["node-a", "node-b", "node-c"] {
+        let p = w.plan_on(me);
+        assert!(p.targets().is_empty());
+        assert!(matches!(
+            p.services["default/web"].decision,
+            Decision::Nobody { .. }
+        ));
+        assert!(p.events(me).is_empty());
+    }
+}
+
+#[test]
+fn dual_stack_uses_per_family_interfaces() {
+    let mut w = World::abc();
+    w.services = vec![service("web", &["10.0.0.1", "2001:db8:0:2::5"])];
+    w.ifaces = eligible(&["eth0", "eth1"], &["eth1"]);
+    let p = w.plan_on("node-b");
+    assert_eq!(
+        p.targets(),
+        [
+            target("eth0", "10.0.0.1"),
+            target("eth1", "10.0.0.1"),
+            target("eth1", "2001:db8:0:2::5"),
+        ]
+        .into()
+    );
+}
+
+#[test]
+fn pool_lookup_prefers_annotation_then_name_order() {
+    let mut c = config(vec![]);
+    c.pools
+        .insert("aaa".into(), pool("aaa", &["198.51.100.0/25"]));
+    let ips = [ip("198.51.100.5")];
+    assert_eq!(pool_for(&c, &ips, None), Some("aaa"));
+    assert_eq!(pool_for(&c, &ips, Some("pool")), Some("pool"));
+    assert_eq!(pool_for(&c, &ips, Some("unknown")), Some("aaa"));
+    assert_eq!(
+        pool_for(&c, &[ip("198.51.100.200")], Some("aaa")),
+        Some("pool")
+    );
+    assert_eq!(pool_for(&c, &[ip("192.0.2.1")], None), None);
+    assert_eq!(
+        pool_for(&c, &[ip("198.51.100.5"), ip("2001:db8:0:2::1")], None),
+        Some("pool")
+    );
+}
+
+#[test]
+fn events_are_reported_once_per_change() {
+    let w = World::abc();
+    let first = w.plan_on("node-b").events("node-b");
+    assert_eq!(new_events(&BTreeSet::new(), &first).len(), 1);
+    assert!(new_events(&first, &first).is_empty());
+}
+
+#[test]
+fn diff_is_set_difference() {
+    let current: BTreeSet<_> = [target("eth0", "10.0.0.1"), target("eth0", "10.0.0.2")].into();
+    let desired: BTreeSet<_> = [target("eth0", "10.0.0.2"), target("eth1", "10.0.0.2")].into();
+    let c = diff(&current, &desired);
+    assert_eq!(c.withdraw, vec![target("eth0", "10.0.0.1")]);
+    assert_eq!(c.announce, vec![target("eth1", "10.0.0.2")]);
+    assert!(diff(&desired, &desired).is_empty());
+}
+
+fn l2(node: &str, svc: &str, ifaces: &[&str]) -> L2ServiceStatus {
+    L2ServiceStatus {
+        node: node.into(),
+        service_name: svc.into(),
+        service_namespace: "default".into(),
+        interfaces: ifaces
+            .iter()
+            .map(|n| crate::api::InterfaceInfo {
+                name: n.to_string(),
+            })
+            .collect(),
+    }
+}
+
+fn existing(name: &str, svc: Option<&str>, status: Option<L2ServiceStatus>) -> ExistingStatus {
+    ExistingStatus {
+        name: name.into(),
+        service_key: svc.map(|s| format!("default/{s}")),
+        status,
+    }
+}
+
+#[test]
+fn status_actions_table() {
+    let desired: BTreeMap<String, L2ServiceStatus> = [
+        ("default/web".to_string(), l2("node-b", "web", &[])),
+        ("default/api".to_string(), l2("node-b", "api", &["eth1"])),
+        ("default/new".to_string(), l2("node-b", "new", &[])),
+    ]
+    .into();
+    let have = vec![
+        // up to date
+        existing("l2-1", Some("web"), Some(l2("node-b", "web", &[]))),
+        // duplicate of web
+        existing("l2-2", Some("web"), Some(l2("node-b", "web", &[]))),
+        // interfaces changed
+        existing("l2-3", Some("api"), Some(l2("node-b", "api", &["eth0"]))),
+        // no longer announced here
+        existing("l2-4", Some("gone"), Some(l2("node-b", "gone", &[]))),
+        // no labels
+        existing("l2-5", None, None),
+    ];
+    let actions = status_actions(&have, &desired);
+    assert_eq!(
+        actions,
+        vec![
+            StatusAction::Delete {
+                name: "l2-2".into()
+            },
+            StatusAction::UpdateStatus {
+                name: "l2-3".into(),
+                status: l2("node-b", "api", &["eth1"]),
+            },
+            StatusAction::Delete {
+                name: "l2-4".into()
+            },
+            StatusAction::Delete {
+                name: "l2-5".into()
+            },
+            StatusAction::Create {
+                service_key: "default/new".into(),
+                status: l2("node-b", "new", &[]),
+            },
+        ]
+    );
+    // Immutable field differs (another node's name): delete and recreate.
+    let have = vec![existing(
+        "l2-9",
+        Some("web"),
+        Some(l2("node-a", "web", &[])),
+    )];
+    let desired: BTreeMap<_, _> = [("default/web".to_string(), l2("node-b", "web", &[]))].into();
+    assert_eq!(
+        status_actions(&have, &desired),
+        vec![
+            StatusAction::Delete {
+                name: "l2-9".into()
+            },
+            StatusAction::Create {
+                service_key: "default/web".into(),
+                status: l2("node-b", "web", &[]),
+            },
+        ]
+    );
+    // Created but status not written yet: just write the status.
+    let have = vec![existing("l2-8", Some("web"), None)];
+    assert_eq!(
+        status_actions(&have, &desired),
+        vec![StatusAction::UpdateStatus {
+            name: "l2-8".into(),
+            status: l2("node-b", "web", &[]),
+        }]
+    );
+}
+
+proptest! {
+    /// Every node evaluating the same inputs agrees: each Service's addresses are announced by
+    /// exactly one live node (the one the election names) when any can, and never by a node
+    /// that is not live.
+    #[test]
+    fn exactly_one_live_node_announces(
+        node_count in 1usize..6,
+        live_mask in 1u32..64,
+        services in proptest::collection::vec((0u8..255, any::<bool>(), 0u32..64), 1..8),
+    ) {
+        let names: Vec<String> = (0..node_count).map(|i| format!("node-{i}")).collect();
+        let live: BTreeSet<String> = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| live_mask & (1 << i) != 0)
+            .map(|(_, n)| n.clone())
+            .collect();
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut svcs = Vec::new();
+        let mut slices = Vec::new();
+        for (i, (host, v6, endpoint_mask)) in services.iter().enumerate() {
+            let addr = if *v6 { format!("2001:db8:0:2::{host:x}") } else { format!("198.51.100.{host}") };
+            let svc_name = format!("s{i}");
+            svcs.push(service(&svc_name, &[&addr]));
+            let on: Vec<&str> = name_refs
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| endpoint_mask & (1 << j) != 0)
+                .map(|(_, n)| *n)
+                .collect();
+            slices.push(slice(&svc_name, &on));
+        }
+        let w = World {
+            config: config(vec![ad(&name_refs, &[])]),
+            services: svcs,
+            slices,
+            nodes: names.iter().map(|n| node(n)).collect(),
+            live: Some(live.clone()),
+            ifaces: eligible(&["eth0"], &["eth0"]),
+        };
+        let plans: BTreeMap<&str, Plan> = name_refs.iter().map(|n| (*n, w.plan_on(n))).collect();
+        for (i, (_, _, endpoint_mask)) in services.iter().enumerate() {
+            let key = format!("default/s{i}");
+            let announcers: Vec<&str> = plans
+                .iter()
+                .filter(|(_, p)| !p.services[&key].targets.is_empty())
+                .map(|(n, _)| *n)
+                .collect();
+            let has_endpoints = *endpoint_mask & ((1 << node_count) - 1) != 0;
+            if has_endpoints && !live.is_empty() {
+                prop_assert_eq!(announcers.len(), 1, "service {} announcers {:?}", key, announcers);
+                prop_assert!(live.contains(announcers[0]));
+                // Everyone else names the same winner.
+                for (n, p) in &plans {
+                    if *n != announcers[0] {
+                        prop_assert_eq!(
+                            &p.services[&key].decision,
+                            &Decision::Elsewhere { node: announcers[0].to_string() }
+                        );
+                    }
+                }
+            } else {
+                prop_assert!(announcers.is_empty());
+            }
+        }
+    }
+
+    /// Applying the diff to the current set yields the desired set.
+    #[test]
+    fn diff_applies(
+        current in proptest::collection::btree_set((0u8..4, 0u8..8), 0..12),
+        desired in proptest::collection::btree_set((0u8..4, 0u8..8), 0..12),
+    ) {
+        let to_targets = |s: &BTreeSet<(u8, u8)>| -> BTreeSet<Target> {
+            s.iter().map(|(i, h)| Target { iface: format!("eth{i}"), ip: ip(&format!("198.51.100.{h}")) }).collect()
+        };
+        let (current, desired) = (to_targets(&current), to_targets(&desired));
+        let changes = diff(&current, &desired);
+        let mut result = current.clone();
+        for t in &changes.withdraw { prop_assert!(result.remove(t)); }
+        for t in &changes.announce { prop_assert!(result.insert(t.clone())); }
+        prop_assert_eq!(result, desired);
+    }
+}
