@@ -2,7 +2,7 @@
 //! and the glue between the verifier-checked frame and the shared logic in `lb-common`.
 
 use aya_ebpf::bindings::xdp_action::{XDP_PASS, XDP_TX};
-use aya_ebpf::btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap};
+use aya_ebpf::btf_maps::{Array, PerCpuArray, PerCpuHashMap};
 use aya_ebpf::helpers::generated::{
     bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
 };
@@ -10,9 +10,7 @@ use aya_ebpf::macros::{btf_map, xdp};
 use aya_ebpf::programs::XdpContext;
 use lb_common::Skip;
 use lb_common::arp::{ARP_FRAME_LEN, ArpFrame, arp_addressed_to, check_arp, write_arp_reply};
-use lb_common::maps::{
-    AddrStats, Announcement, COUNTER_SLOTS, Counter, Guard, Ipv4Key, Ipv6Key, MAX_ANNOUNCED,
-};
+use lb_common::maps::{Announcement, COUNTER_SLOTS, Counter, Guard, Ipv4Key, Ipv6Key, MAX_ANNOUNCED};
 use lb_common::ndp::{NA_LEN, NS_HEAD_LEN, NS_WINDOW, NsHead, check_ns, ns_copy_len, write_na};
 use lb_common::wire::{
     ETH_HLEN, ETH_TYPE, ETHERTYPE_ARP, ETHERTYPE_IPV6, ICMP6_NS, ICMP6_TYPE, IP6_NEXT_HEADER,
@@ -21,14 +19,11 @@ use lb_common::wire::{
 
 const ANNOUNCED: usize = MAX_ANNOUNCED as usize;
 
+/// Announced addresses: per-CPU, so one lookup yields the MAC and this CPU's counters.
 #[btf_map]
-static HERALD_V4: HashMap<Ipv4Key, Announcement, ANNOUNCED> = HashMap::new();
+static HERALD_V4: PerCpuHashMap<Ipv4Key, Announcement, ANNOUNCED> = PerCpuHashMap::new();
 #[btf_map]
-static HERALD_V6: HashMap<Ipv6Key, Announcement, ANNOUNCED> = HashMap::new();
-#[btf_map]
-static HERALD_V4_STATS: PerCpuHashMap<Ipv4Key, AddrStats, ANNOUNCED> = PerCpuHashMap::new();
-#[btf_map]
-static HERALD_V6_STATS: PerCpuHashMap<Ipv6Key, AddrStats, ANNOUNCED> = PerCpuHashMap::new();
+static HERALD_V6: PerCpuHashMap<Ipv6Key, Announcement, ANNOUNCED> = PerCpuHashMap::new();
 #[btf_map]
 static HERALD_COUNTERS: PerCpuArray<u64, { COUNTER_SLOTS as usize }> = PerCpuArray::new();
 #[btf_map]
@@ -76,20 +71,21 @@ fn arp(ctx: &XdpContext, data: usize, end: usize) -> u32 {
         ifindex: ctx.ingress_ifindex() as u32,
         addr: request.target,
     };
-    // SAFETY: the value is copied out at once; userspace may replace it concurrently.
-    let Some(announcement) = (unsafe { HERALD_V4.get(&key) }).copied() else {
+    let Some(entry) = HERALD_V4.get_ptr_mut(&key) else {
         return pass();
     };
-    if !arp_addressed_to(frame, &announcement.mac) {
+    // SAFETY: this CPU's copy of the value; the MAC is copied out at once (userspace may
+    // replace the entry concurrently).
+    let mac = unsafe { (*entry).mac };
+    if !arp_addressed_to(frame, &mac) {
         return pass();
     }
-    let stats = HERALD_V4_STATS.get_ptr_mut(&key);
-    bump_requests(stats);
+    bump_requests(entry);
     if !guard_allows() {
         return silenced();
     }
-    write_arp_reply(frame, &announcement.mac);
-    answered(stats, Counter::ArpReplies)
+    write_arp_reply(frame, &mac);
+    answered(entry, Counter::ArpReplies)
 }
 
 #[inline(always)]
@@ -147,15 +143,15 @@ fn solicitation(ctx: &XdpContext, data: usize, end: usize) -> u32 {
         ifindex: ctx.ingress_ifindex() as u32,
         addr: solicitation.target,
     };
-    // SAFETY: the value is copied out at once; userspace may replace it concurrently.
-    let Some(announcement) = (unsafe { HERALD_V6.get(&key) }).copied() else {
+    let Some(entry) = HERALD_V6.get_ptr_mut(&key) else {
         return pass();
     };
-    if !solicitation.addressed_to(&announcement.mac) {
+    // SAFETY: this CPU's copy of the value; the MAC is copied out at once.
+    let mac = unsafe { (*entry).mac };
+    if !solicitation.addressed_to(&mac) {
         return pass();
     }
-    let stats = HERALD_V6_STATS.get_ptr_mut(&key);
-    bump_requests(stats);
+    bump_requests(entry);
     if !guard_allows() {
         return silenced();
     }
@@ -164,7 +160,7 @@ fn solicitation(ctx: &XdpContext, data: usize, end: usize) -> u32 {
     let Some(na) = window.first_chunk_mut::<NA_LEN>() else {
         return pass();
     };
-    write_na(na, &solicitation, &announcement.mac);
+    write_na(na, &solicitation, &mac);
     let delta = NA_LEN as i32 - frame_len as i32;
     // SAFETY: plain helper calls on this program's context; `na` is NA_LEN bytes.
     unsafe {
@@ -175,7 +171,7 @@ fn solicitation(ctx: &XdpContext, data: usize, end: usize) -> u32 {
             return pass();
         }
     }
-    answered(stats, Counter::NaReplies)
+    answered(entry, Counter::NaReplies)
 }
 
 const WINDOW_WORDS: usize = NS_WINDOW.div_ceil(8);
@@ -216,19 +212,15 @@ fn count(counter: Counter) {
 }
 
 #[inline(always)]
-fn bump_requests(stats: Option<*mut AddrStats>) {
-    if let Some(stats) = stats {
-        // SAFETY: per-CPU value of this CPU.
-        unsafe { (*stats).requests += 1 };
-    }
+fn bump_requests(entry: *mut Announcement) {
+    // SAFETY: this CPU's copy of the value; XDP runs with preemption disabled.
+    unsafe { (*entry).requests += 1 };
 }
 
 #[inline(always)]
-fn answered(stats: Option<*mut AddrStats>, counter: Counter) -> u32 {
-    if let Some(stats) = stats {
-        // SAFETY: per-CPU value of this CPU.
-        unsafe { (*stats).replies += 1 };
-    }
+fn answered(entry: *mut Announcement, counter: Counter) -> u32 {
+    // SAFETY: this CPU's copy of the value.
+    unsafe { (*entry).replies += 1 };
     count(counter);
     XDP_TX
 }

@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use herald::cli;
 
 #[derive(Parser)]
-#[command(name = "herald", version, about = "Bare-metal LoadBalancer for Kubernetes (MetalLB drop-in) with an XDP ARP/NDP responder")]
+#[command(
+    name = "herald",
+    version,
+    about = "Bare-metal LoadBalancer for Kubernetes (MetalLB drop-in) with an XDP ARP/NDP responder"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

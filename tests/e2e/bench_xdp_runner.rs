@@ -16,13 +16,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use aya::Ebpf;
-use aya::maps::{Array, HashMap, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, PerCpuHashMap, PerCpuValues};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::util::nr_cpus;
 use etherparse::{Icmpv6Type, PacketBuilder};
 use lb_common::maps::{
-    AddrStats, Announcement, Guard, Ipv4Key, Ipv6Key, MAP_GUARD, MAP_V4, MAP_V4_STATS, MAP_V6,
-    MAP_V6_STATS, PROG_BASELINE, PROG_NAME,
+    Announcement, Guard, Ipv4Key, Ipv6Key, MAP_GUARD, MAP_V4, MAP_V6, PROG_BASELINE, PROG_NAME,
 };
 
 const XDP_PASS: u32 = 2;
@@ -309,9 +308,9 @@ fn announce(bpf: &mut Ebpf) -> Result<()> {
     let cpus = nr_cpus()
         .map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?
         .get() as usize;
-    let ann = Announcement {
+    let entry = Announcement {
         mac: NODE_MAC,
-        flags: 0,
+        ..Announcement::default()
     };
     let key4 = Ipv4Key {
         ifindex: LOOPBACK,
@@ -321,19 +320,11 @@ fn announce(bpf: &mut Ebpf) -> Result<()> {
         ifindex: LOOPBACK,
         addr: VIP6,
     };
-    HashMap::<_, Ipv4Key, Announcement>::try_from(bpf.map_mut(MAP_V4).context(MAP_V4)?)?
-        .insert(&key4, &ann, 0)?;
-    HashMap::<_, Ipv6Key, Announcement>::try_from(bpf.map_mut(MAP_V6).context(MAP_V6)?)?
-        .insert(&key6, &ann, 0)?;
-    let zero = || PerCpuValues::try_from(vec![AddrStats::default(); cpus]);
-    PerCpuHashMap::<_, Ipv4Key, AddrStats>::try_from(
-        bpf.map_mut(MAP_V4_STATS).context(MAP_V4_STATS)?,
-    )?
-    .insert(&key4, zero()?, 0)?;
-    PerCpuHashMap::<_, Ipv6Key, AddrStats>::try_from(
-        bpf.map_mut(MAP_V6_STATS).context(MAP_V6_STATS)?,
-    )?
-    .insert(&key6, zero()?, 0)?;
+    let every_cpu = || PerCpuValues::try_from(vec![entry; cpus]);
+    PerCpuHashMap::<_, Ipv4Key, Announcement>::try_from(bpf.map_mut(MAP_V4).context(MAP_V4)?)?
+        .insert(&key4, every_cpu()?, 0)?;
+    PerCpuHashMap::<_, Ipv6Key, Announcement>::try_from(bpf.map_mut(MAP_V6).context(MAP_V6)?)?
+        .insert(&key6, every_cpu()?, 0)?;
     Ok(())
 }
 

@@ -207,9 +207,47 @@ async fn first_ip_event_pool_status_metrics_and_release_scenario() {
         metrics.contains("metallb_allocator_addresses_total{pool=\"first\"} 10"),
         "{metrics}"
     );
+    for line in [
+        "metallb_allocator_ipv4_addresses_in_use_total{pool=\"first\"} 1",
+        "metallb_allocator_ipv6_addresses_in_use_total{pool=\"first\"} 0",
+        "metallb_allocator_ipv4_addresses_total{pool=\"first\"} 10",
+        "metallb_allocator_ipv6_addresses_total{pool=\"first\"} 0",
+        "metallb_k8s_client_config_loaded_bool 1",
+        "metallb_k8s_client_config_stale_bool 0",
+        "metallb_k8s_client_update_errors_total 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    let count = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     assert!(
-        metrics.contains("metallb_k8s_client_config_loaded_bool 1"),
+        count("metallb_k8s_client_updates_total ") >= 1.0,
         "{metrics}"
+    );
+    assert!(
+        count("herald_controller_reconcile_seconds_count ") >= 1.0,
+        "reconcile latency histogram: {metrics}"
+    );
+    assert!(
+        count("herald_controller_full_pass_seconds_count ") >= 1.0,
+        "{metrics}"
+    );
+    // Liveness, and the structured log of the write with its service, pool and IP fields.
+    assert_eq!(
+        Herald::http_get(herald.health_port, "/healthz").map(|(code, _)| code),
+        Some(200)
+    );
+    let log = herald.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("service=t-first/web")
+            && l.contains("pool=first")
+            && l.contains("ip=198.51.100.10")
+            && l.contains("address assigned")),
+        "{log}"
     );
     let state = cluster
         .configuration_state()
@@ -265,7 +303,19 @@ async fn first_ip_event_pool_status_metrics_and_release_scenario() {
         r#"{"spec":{"type":"ClusterIP"}}"#,
     ]);
     wait_ingress(&cluster, &herald, ns, "web", &[]).await;
-    assert_eq!(cluster.annotation(ns, "web", POOL_ANNOTATION).await, None);
+    // The annotation goes after the ingress (readers never see an address without its pool).
+    wait_for(
+        "web loses its pool annotation",
+        || async {
+            cluster
+                .annotation(ns, "web", POOL_ANNOTATION)
+                .await
+                .is_none()
+                .then_some(())
+        },
+        || format!("herald log:\n{}", tail(&herald.log_text())),
+    )
+    .await;
     cluster.apply(&service_yaml(ns, "api", 80, &[], ""));
     wait_ingress(&cluster, &herald, ns, "api", &["198.51.100.10"]).await;
     // Delete releases too.
@@ -374,6 +424,41 @@ async fn requested_ip_pool_annotation_sharing_and_refusals_scenario() {
         "{note}"
     );
 
+    // Two addresses of one family on a Service without an address: refused, naming both.
+    cluster.apply(&service_yaml(
+        ns,
+        "twofour",
+        80,
+        &[("metallb.io/loadBalancerIPs", "198.51.100.43,198.51.100.44")],
+        "",
+    ));
+    let (kind, note, _) = wait_event(&cluster, &herald, ns, "twofour", "AllocationFailed").await;
+    assert_eq!(kind, "Warning");
+    assert!(
+        note.contains("loadBalancerIPs")
+            && note.contains("198.51.100.43")
+            && note.contains("198.51.100.44"),
+        "{note}"
+    );
+    assert!(cluster.ingress(ns, "twofour").await.is_empty());
+
+    // A deprecated annotation still works, with a warning naming it.
+    cluster.apply(&service_yaml(
+        ns,
+        "old-style",
+        80,
+        &[("metallb.universe.tf/loadBalancerIPs", "198.51.100.47")],
+        "",
+    ));
+    wait_ingress(&cluster, &herald, ns, "old-style", &["198.51.100.47"]).await;
+    let (kind, note, _) =
+        wait_event(&cluster, &herald, ns, "old-style", "deprecatedAnnotation").await;
+    assert_eq!(kind, "Warning");
+    assert!(
+        note.contains("metallb.universe.tf/loadBalancerIPs"),
+        "{note}"
+    );
+
     // An unknown pool.
     cluster.apply(&service_yaml(
         ns,
@@ -426,6 +511,8 @@ async fn requested_ip_pool_annotation_sharing_and_refusals_scenario() {
         ("pinned", "198.51.100.50"),
         ("share-a", "198.51.100.40"),
         ("share-b", "198.51.100.40"),
+        ("alone", "198.51.100.41"),
+        ("old-style", "198.51.100.47"),
     ] {
         assert_eq!(
             cluster.ingress(ns, name).await,
@@ -441,7 +528,13 @@ async fn lb_class_flag_handles_only_that_class_scenario() {
     let ns = "t-class";
     cluster.apply(&namespace_yaml(ns));
     cluster.apply(&pool_yaml("classy", &["198.51.100.90-198.51.100.99"], ""));
-    let herald = Herald::start(cluster.plane, "class-0", &["--lb-class=herald.example/lb"]);
+    // Also: --log-level applies when RUST_LOG is unset (warn: no info lines).
+    let herald = Herald::start_with_log(
+        cluster.plane,
+        "class-0",
+        &["--lb-class=herald.example/lb", "--log-level=warn"],
+        None,
+    );
     wait_ready(&herald).await;
     cluster.apply(&service_yaml(ns, "unclassed", 80, &[], ""));
     cluster.apply(&service_yaml(
@@ -453,6 +546,11 @@ async fn lb_class_flag_handles_only_that_class_scenario() {
     ));
     wait_ingress(&cluster, &herald, ns, "ours", &["198.51.100.90"]).await;
     assert!(cluster.ingress(ns, "unclassed").await.is_empty());
+    let log = herald.log_text();
+    assert!(
+        !log.contains(" INFO "),
+        "--log-level=warn still logged info:\n{log}"
+    );
     cluster.cleanup(ns, &["classy"]);
 }
 
@@ -490,7 +588,8 @@ async fn restart_keeps_every_address_scenario() {
     ));
     let mut herald = Herald::start(cluster.plane, "restart-0", &[]);
     wait_ready(&herald).await;
-    for (i, name) in ["s0", "s1", "s2"].iter().enumerate() {
+    let names = ["s0", "s1", "s2", "s3", "s4"];
+    for (i, name) in names.iter().enumerate() {
         cluster.apply(&service_yaml(ns, name, 80, &[], ""));
         wait_ingress(
             &cluster,
@@ -502,22 +601,49 @@ async fn restart_keeps_every_address_scenario() {
         .await;
     }
     herald.stop();
-    // While it is down: the lowest address is freed and a new Service appears.
-    cluster.kubectl(&["delete", "service", "-n", ns, "s0"]);
-    cluster.apply(&service_yaml(ns, "late", 80, &[], ""));
+    // While it is down: a middle address is freed and new Services appear. The watch cache
+    // lists them in no particular order, so a controller that allocated before re-claiming
+    // would hand the newcomers addresses that others still hold.
+    cluster.kubectl(&["delete", "service", "-n", ns, "s2"]);
+    for name in ["late-a", "late-b", "late-c"] {
+        cluster.apply(&service_yaml(ns, name, 80, &[], ""));
+    }
 
     let herald = Herald::start(cluster.plane, "restart-1", &[]);
     wait_ready(&herald).await;
-    wait_ingress(&cluster, &herald, ns, "late", &["198.51.100.100"]).await;
-    // No compaction, no shuffling: the others keep exactly their address.
-    assert_eq!(
-        cluster.ingress(ns, "s1").await,
-        vec!["198.51.100.101".to_string()]
-    );
-    assert_eq!(
-        cluster.ingress(ns, "s2").await,
-        vec!["198.51.100.102".to_string()]
-    );
+    let mut late = Vec::new();
+    for name in ["late-a", "late-b", "late-c"] {
+        let ip = wait_for(
+            &format!("{name} gets an address"),
+            || async { cluster.ingress(ns, name).await.into_iter().next() },
+            || format!("herald log:\n{}", tail(&herald.log_text())),
+        )
+        .await;
+        late.push(ip);
+    }
+    late.sort();
+    // The freed address first, then the next free ones; no compaction, no shuffling.
+    assert_eq!(late, ["198.51.100.102", "198.51.100.105", "198.51.100.106"]);
+    for (name, ip) in [
+        ("s0", "198.51.100.100"),
+        ("s1", "198.51.100.101"),
+        ("s3", "198.51.100.103"),
+        ("s4", "198.51.100.104"),
+    ] {
+        assert_eq!(
+            cluster.ingress(ns, name).await,
+            vec![ip.to_string()],
+            "{name}"
+        );
+        assert!(
+            cluster
+                .events(ns, "Service", name)
+                .await
+                .iter()
+                .all(|(reason, ..)| reason != "ClearAssignment"),
+            "{name} was never cleared"
+        );
+    }
     cluster.cleanup(ns, &["restart"]);
 }
 

@@ -182,6 +182,14 @@ impl Lab {
         field_after(&out, "lladdr")
     }
 
+    /// `prog/xdp id N` of the node end: which program instance is attached.
+    fn node_xdp_program(&self) -> Option<String> {
+        let out = self.node.ip(["link", "show", "dev", &self.node_if]).ok()?;
+        let mut words = out.split_whitespace().skip_while(|w| *w != "prog/xdp");
+        // "prog/xdp id 436 name herald_xdp ..."
+        words.nth(2).map(str::to_string)
+    }
+
     fn node_link_groups(&self) -> String {
         self.node
             .ip(["maddr", "show", "dev", &self.node_if])
@@ -224,10 +232,18 @@ fn ipv4_answers_gratuitous_arp_and_withdraw() {
     );
 
     lab.attach_skb();
+    let program = lab
+        .node_xdp_program()
+        .expect("an XDP program on the node end");
     let again = lab.herald_ok(&["attach", "--iface", &lab.node_if, "--mode", "skb"]);
     assert!(
         again.contains("already attached (skb mode)"),
         "attach twice: {again}"
+    );
+    assert_eq!(
+        lab.node_xdp_program(),
+        Some(program),
+        "attach twice reuses the pinned link: the same program stays attached"
     );
     let json = lab.list_json();
     assert_eq!(json["attachments"][0]["iface"], lab.node_if.as_str());

@@ -7,13 +7,13 @@
 use std::path::PathBuf;
 
 use aya::Ebpf;
-use aya::maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::util::nr_cpus;
 use etherparse::{ArpOperation, Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use lb_common::maps::{
-    AddrStats, Announcement, Counter, Guard, Ipv4Key, Ipv6Key, MAP_COUNTERS, MAP_GUARD, MAP_V4,
-    MAP_V4_STATS, MAP_V6, MAP_V6_STATS, PROG_NAME,
+    Announcement, Counter, Guard, Ipv4Key, Ipv6Key, MAP_COUNTERS, MAP_GUARD, MAP_V4, MAP_V6,
+    PROG_NAME,
 };
 
 const XDP_PASS: u32 = 2;
@@ -68,44 +68,20 @@ impl Rig {
 
     fn announce_v4(&mut self, ifindex: u32, addr: [u8; 4]) {
         let key = Ipv4Key { ifindex, addr };
-        let mut map: HashMap<_, Ipv4Key, Announcement> =
-            HashMap::try_from(self.bpf.map_mut(MAP_V4).expect(MAP_V4)).expect("hash map");
-        map.insert(
-            &key,
-            &Announcement {
-                mac: NODE_MAC,
-                flags: 0,
-            },
-            0,
-        )
-        .expect("insert");
-        let mut stats: PerCpuHashMap<_, Ipv4Key, AddrStats> =
-            PerCpuHashMap::try_from(self.bpf.map_mut(MAP_V4_STATS).expect(MAP_V4_STATS))
-                .expect("per-CPU hash");
-        stats
-            .insert(&key, zeroed_per_cpu(), 0)
-            .expect("insert stats");
+        let mut map: PerCpuHashMap<_, Ipv4Key, Announcement> =
+            PerCpuHashMap::try_from(self.bpf.map_mut(MAP_V4).expect(MAP_V4))
+                .expect("per-CPU hash map");
+        map.insert(&key, announced_on_every_cpu(), 0)
+            .expect("insert");
     }
 
     fn announce_v6(&mut self, ifindex: u32, addr: [u8; 16]) {
         let key = Ipv6Key { ifindex, addr };
-        let mut map: HashMap<_, Ipv6Key, Announcement> =
-            HashMap::try_from(self.bpf.map_mut(MAP_V6).expect(MAP_V6)).expect("hash map");
-        map.insert(
-            &key,
-            &Announcement {
-                mac: NODE_MAC,
-                flags: 0,
-            },
-            0,
-        )
-        .expect("insert");
-        let mut stats: PerCpuHashMap<_, Ipv6Key, AddrStats> =
-            PerCpuHashMap::try_from(self.bpf.map_mut(MAP_V6_STATS).expect(MAP_V6_STATS))
-                .expect("per-CPU hash");
-        stats
-            .insert(&key, zeroed_per_cpu(), 0)
-            .expect("insert stats");
+        let mut map: PerCpuHashMap<_, Ipv6Key, Announcement> =
+            PerCpuHashMap::try_from(self.bpf.map_mut(MAP_V6).expect(MAP_V6))
+                .expect("per-CPU hash map");
+        map.insert(&key, announced_on_every_cpu(), 0)
+            .expect("insert");
     }
 
     fn set_guard(&mut self, guard: Guard) {
@@ -144,8 +120,8 @@ impl Rig {
     }
 
     fn stats_v4(&self, addr: [u8; 4]) -> (u64, u64) {
-        let map: PerCpuHashMap<_, Ipv4Key, AddrStats> =
-            PerCpuHashMap::try_from(self.bpf.map(MAP_V4_STATS).expect(MAP_V4_STATS)).expect("map");
+        let map: PerCpuHashMap<_, Ipv4Key, Announcement> =
+            PerCpuHashMap::try_from(self.bpf.map(MAP_V4).expect(MAP_V4)).expect("map");
         let values = map
             .get(
                 &Ipv4Key {
@@ -154,15 +130,15 @@ impl Rig {
                 },
                 0,
             )
-            .expect("stats entry");
+            .expect("announced entry");
         values
             .iter()
             .fold((0, 0), |(req, rep), s| (req + s.requests, rep + s.replies))
     }
 
     fn stats_v6(&self, addr: [u8; 16]) -> (u64, u64) {
-        let map: PerCpuHashMap<_, Ipv6Key, AddrStats> =
-            PerCpuHashMap::try_from(self.bpf.map(MAP_V6_STATS).expect(MAP_V6_STATS)).expect("map");
+        let map: PerCpuHashMap<_, Ipv6Key, Announcement> =
+            PerCpuHashMap::try_from(self.bpf.map(MAP_V6).expect(MAP_V6)).expect("map");
         let values = map
             .get(
                 &Ipv6Key {
@@ -171,16 +147,21 @@ impl Rig {
                 },
                 0,
             )
-            .expect("stats entry");
+            .expect("announced entry");
         values
             .iter()
             .fold((0, 0), |(req, rep), s| (req + s.requests, rep + s.replies))
     }
 }
 
-fn zeroed_per_cpu() -> PerCpuValues<AddrStats> {
+/// NODE_MAC with zero counters, one copy per CPU (what `herald xdp announce` writes).
+fn announced_on_every_cpu() -> PerCpuValues<Announcement> {
     let cpus = nr_cpus().expect("number of CPUs").get() as usize;
-    PerCpuValues::try_from(vec![AddrStats::default(); cpus]).expect("one value per CPU")
+    let entry = Announcement {
+        mac: NODE_MAC,
+        ..Announcement::default()
+    };
+    PerCpuValues::try_from(vec![entry; cpus]).expect("one value per CPU")
 }
 
 /// `struct xdp_md` for ctx_in: data 0, data_end = frame length, on interface `ifindex`.
@@ -608,10 +589,10 @@ fn maps_carry_btf_so_bpftool_shows_field_names() {
         heartbeat_ns: 1,
         timeout_ns: 2,
     });
-    let expect: [(&str, &[&str]); 4] = [
-        (MAP_V4, &["ifindex", "addr", "mac", "flags"]),
-        (MAP_V6, &["ifindex", "addr", "mac", "flags"]),
-        (MAP_V4_STATS, &["requests", "replies"]),
+    let entry: &[&str] = &["ifindex", "addr", "mac", "flags", "requests", "replies"];
+    let expect: [(&str, &[&str]); 3] = [
+        (MAP_V4, entry),
+        (MAP_V6, entry),
         (MAP_GUARD, &["heartbeat_ns", "timeout_ns"]),
     ];
     for (name, fields) in expect {

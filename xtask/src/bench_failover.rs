@@ -1,10 +1,134 @@
-//! `cargo xtask bench failover` (issue 11): not built yet.
+//! `cargo xtask bench failover`: repeated faults on the node announcing the lab's demo IPv4
+//! address — SIGKILL of its speaker, and its uplink set down — each timed as the client sees it
+//! (ARP probe every `--probe-ms`, TCP connection every 10 ms): p50/p99/max with the speakers'
+//! detection settings. Brings the lab up when it is not (and down again afterwards).
 
-use anyhow::{Result, bail};
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::lab::{self, failover};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Trials per fault kind.
+    #[arg(long, default_value_t = 20)]
+    pub trials: usize,
+    /// Client ARP probe interval (ms).
+    #[arg(long, default_value_t = 10)]
+    pub probe_ms: u64,
+    /// Speakers' `--detect-ms` (they are restarted with it when the lab runs with another value).
+    #[arg(long, default_value_t = lab::DEFAULT_DETECT_MS)]
+    pub detect_ms: u64,
+    /// Leave a lab this command started running.
+    #[arg(long)]
+    pub keep_lab: bool,
+}
 
-pub fn run(_args: &Args) -> Result<()> {
-    bail!("cargo xtask bench failover is not implemented yet (issue 11)")
+/// Nearest-rank percentile of sorted `values` (p in 0..=100).
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let started_lab = !lab::is_up();
+    if started_lab {
+        lab::up(&lab::UpArgs {
+            detect_ms: args.detect_ms,
+            no_build: false,
+            no_speakers: false,
+        })?;
+    } else if lab::detect_ms() != args.detect_ms {
+        println!("==> restarting the speakers with --detect-ms {}", args.detect_ms);
+        lab::restart_speakers(args.detect_ms)?;
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let settings = lab::speaker_timing_line();
+    println!(
+        "bench failover: {} trials per fault; client ARP probe every {} ms, TCP connect every 10 ms",
+        args.trials, args.probe_ms
+    );
+    println!("detection settings: --detect-ms {} ({settings})", args.detect_ms);
+    let mut report = Vec::new();
+    for fault in [failover::Fault::SpeakerKill, failover::Fault::LinkDown] {
+        let mut arp = Vec::new();
+        let mut tcp = Vec::new();
+        let mut restarts = 0;
+        for i in 0..args.trials {
+            let t = failover::trial(fault, Duration::from_millis(args.probe_ms), args.detect_ms)?;
+            print!("  #{:<2}", i + 1);
+            failover::print_trial(&t);
+            arp.push(t.arp);
+            if let Some(d) = t.tcp {
+                tcp.push(d);
+            }
+            restarts += usize::from(t.restarted_after_repair);
+        }
+        arp.sort();
+        tcp.sort();
+        report.push(json!({
+            "fault": fault.label(),
+            "trials": args.trials,
+            "arp_ms": {"p50": ms(percentile(&arp, 50.0)), "p99": ms(percentile(&arp, 99.0)), "max": ms(*arp.last().unwrap_or(&Duration::ZERO))},
+            "tcp_ms": {"p50": ms(percentile(&tcp, 50.0)), "p99": ms(percentile(&tcp, 99.0)), "max": ms(*tcp.last().unwrap_or(&Duration::ZERO)), "measured": tcp.len()},
+            "repairs_needing_restart": restarts,
+        }));
+    }
+    println!();
+    println!(
+        "| fault | trials | ARP p50 | ARP p99 | ARP max | TCP p50 | TCP p99 | target p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in &report {
+        println!(
+            "| {} | {} | {} ms | {} ms | {} ms | {} ms | {} ms | <= 1000 ms: {} |",
+            r["fault"].as_str().unwrap_or("?"),
+            r["trials"],
+            r["arp_ms"]["p50"],
+            r["arp_ms"]["p99"],
+            r["arp_ms"]["max"],
+            r["tcp_ms"]["p50"],
+            r["tcp_ms"]["p99"],
+            if r["arp_ms"]["p99"].as_f64().is_some_and(|p| p <= 1000.0) { "met" } else { "MISSED" }
+        );
+    }
+    let out = crate::workspace_root().join("target/bench-failover.json");
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&json!({
+            "detect_ms": args.detect_ms,
+            "speaker_timing": settings,
+            "probe_ms": args.probe_ms,
+            "results": report,
+        }))?,
+    )?;
+    println!("written: {}", out.display());
+    if started_lab && !args.keep_lab {
+        lab::down()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<Duration> = (1..=20).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 50.0), Duration::from_millis(10));
+        assert_eq!(percentile(&v, 99.0), Duration::from_millis(20));
+        assert_eq!(percentile(&v, 100.0), Duration::from_millis(20));
+        assert_eq!(percentile(&v[..1], 99.0), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
 }

@@ -54,6 +54,9 @@ pub struct UpArgs {
     /// kube-apiserver secure port.
     #[arg(long, default_value_t = 16443)]
     pub port: u16,
+    /// Service ClusterIP range(s), comma-separated (the lab adds an IPv6 range for dual stack).
+    #[arg(long, default_value = "10.96.0.0/16")]
+    pub service_cidr: String,
 }
 
 pub fn run(cmd: &KubeCommand) -> Result<()> {
@@ -109,10 +112,15 @@ fn stale(binary: &Path, source: &Path) -> bool {
 
 /// Starts etcd, kube-apiserver and kube-controller-manager; returns the run directory.
 pub fn up(args: &UpArgs) -> Result<PathBuf> {
+    up_in(&kube_dir().join("run"), args)
+}
+
+/// `up` with its own run directory (the lab keeps its control plane apart from `kube up`'s).
+pub fn up_in(run: &Path, args: &UpArgs) -> Result<PathBuf> {
     build()?;
-    let run = kube_dir().join("run");
+    let run = run.to_path_buf();
     if run.join("pids").is_file() {
-        down()?;
+        down_in(&run)?;
     }
     let _ = fs::remove_dir_all(&run);
     fs::create_dir_all(run.join("certs"))?;
@@ -176,7 +184,7 @@ pub fn up(args: &UpArgs) -> Result<PathBuf> {
             .arg(format!("--bind-address={}", args.bind))
             .arg(format!("--secure-port={}", args.port))
             .arg(format!("--cert-dir={}", run.join("certs").display()))
-            .arg("--service-cluster-ip-range=10.96.0.0/16")
+            .arg(format!("--service-cluster-ip-range={}", args.service_cidr))
             .arg("--authorization-mode=Node,RBAC")
             .arg(format!(
                 "--token-auth-file={}",
@@ -235,7 +243,12 @@ pub fn up(args: &UpArgs) -> Result<PathBuf> {
 
 /// Stops the processes recorded by `up` (and nothing else).
 pub fn down() -> Result<()> {
-    let pids_file = kube_dir().join("run/pids");
+    down_in(&kube_dir().join("run"))
+}
+
+/// `down` for a control plane started with [`up_in`].
+pub fn down_in(run: &Path) -> Result<()> {
+    let pids_file = run.join("pids");
     let Ok(text) = fs::read_to_string(&pids_file) else {
         return Ok(());
     };
@@ -323,7 +336,10 @@ fn wait_ready(admin: &Path) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    bail!("kube-apiserver not ready after 120 s (see target/kube/run/kube-apiserver.log)")
+    bail!(
+        "kube-apiserver not ready after 120 s (see kube-apiserver.log beside {})",
+        admin.display()
+    )
 }
 
 fn kubeconfig(server: &str, ca: &Path, user: &str, token: &str) -> String {

@@ -7,8 +7,6 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/herald";
 /// Map names as they appear in the object and in `bpftool map list` (max 15 chars).
 pub const MAP_V4: &str = "HERALD_V4";
 pub const MAP_V6: &str = "HERALD_V6";
-pub const MAP_V4_STATS: &str = "HERALD_V4_STATS";
-pub const MAP_V6_STATS: &str = "HERALD_V6_STATS";
 pub const MAP_COUNTERS: &str = "HERALD_COUNTERS";
 pub const MAP_GUARD: &str = "HERALD_GUARD";
 
@@ -40,28 +38,26 @@ pub struct Ipv6Key {
     pub addr: [u8; 16],
 }
 
-/// What to answer with for an announced address.
+/// What to answer with for an announced address, and that address's counters.
+///
+/// The announced-address maps are per-CPU hashes: one lookup finds both the MAC and the CPU's
+/// own counters, which the program bumps without atomics. Userspace writes the same `mac` and
+/// `flags` into every CPU's copy and sums the counters over CPUs.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Announcement {
     /// MAC address put in replies (normally the interface's own).
     pub mac: [u8; 6],
     /// `ANNOUNCE_*` bits.
     pub flags: u16,
+    /// ARP requests / Neighbor Solicitations seen for this address (on this CPU).
+    pub requests: u64,
+    /// Replies sent (on this CPU; not bumped while the guard silences the program).
+    pub replies: u64,
 }
 
 /// Reserved for future use; no flag is defined yet, userspace writes 0.
 pub const ANNOUNCE_FLAGS_NONE: u16 = 0;
-
-/// Per-address counters (per-CPU hash keyed like the announced map).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct AddrStats {
-    /// ARP requests / Neighbor Solicitations seen for this address.
-    pub requests: u64,
-    /// Replies sent (zero while the guard silences the program).
-    pub replies: u64,
-}
 
 /// Slots of the per-CPU global counter array.
 #[repr(u32)]
@@ -107,7 +103,6 @@ mod pod {
     unsafe impl aya::Pod for super::Ipv4Key {}
     unsafe impl aya::Pod for super::Ipv6Key {}
     unsafe impl aya::Pod for super::Announcement {}
-    unsafe impl aya::Pod for super::AddrStats {}
     unsafe impl aya::Pod for super::Guard {}
 }
 
@@ -120,8 +115,7 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<Ipv4Key>(), 8);
         assert_eq!(size_of::<Ipv6Key>(), 20);
-        assert_eq!(size_of::<Announcement>(), 8);
-        assert_eq!(size_of::<AddrStats>(), 16);
+        assert_eq!(size_of::<Announcement>(), 24);
         assert_eq!(size_of::<Guard>(), 16);
     }
 

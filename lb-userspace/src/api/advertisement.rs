@@ -17,7 +17,11 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     derive = "Default",
     doc = "L2Advertisement allows to advertise the LoadBalancer IPs provided by the selected pools via L2.",
-    printcolumn(name = "IPAddressPools", type_ = "string", json_path = ".spec.ipAddressPools"),
+    printcolumn(
+        name = "IPAddressPools",
+        type_ = "string",
+        json_path = ".spec.ipAddressPools"
+    ),
     printcolumn(
         name = "IPAddressPool Selectors",
         type_ = "string",
@@ -79,7 +83,11 @@ pub struct L2AdvertisementStatus {}
     derive = "PartialEq",
     derive = "Default",
     doc = "BGPAdvertisement allows to advertise the IPs coming from the selected IPAddressPools via BGP, setting the parameters of the BGP Advertisement.",
-    printcolumn(name = "IPAddressPools", type_ = "string", json_path = ".spec.ipAddressPools"),
+    printcolumn(
+        name = "IPAddressPools",
+        type_ = "string",
+        json_path = ".spec.ipAddressPools"
+    ),
     printcolumn(
         name = "IPAddressPool Selectors",
         type_ = "string",
@@ -104,11 +112,16 @@ pub struct BGPAdvertisementSpec {
     #[schemars(range(min = 1), extend("default" = 32))]
     pub aggregation_length: Option<i32>,
     /// Prefix length the IPv6 /128s are rolled up into (default 128).
-    #[serde(rename = "aggregationLengthV6", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "aggregationLengthV6",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(extend("default" = 128))]
     pub aggregation_length_v6: Option<i32>,
     /// BGP LOCAL_PREF (sent to iBGP peers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<i32>")] // MetalLB's schema says int32 for this uint32
     pub local_pref: Option<u32>,
     /// `A:B`, `large:A:B:C` or the name of a Community alias.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

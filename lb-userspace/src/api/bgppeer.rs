@@ -34,7 +34,11 @@ pub enum DynamicAsnMode {
     printcolumn(name = "Address", type_ = "string", json_path = ".spec.peerAddress"),
     printcolumn(name = "ASN", type_ = "string", json_path = ".spec.peerASN"),
     printcolumn(name = "BFD Profile", type_ = "string", json_path = ".spec.bfdProfile"),
-    printcolumn(name = "Multi Hops", type_ = "string", json_path = ".spec.ebgpMultiHop")
+    printcolumn(
+        name = "Multi Hops",
+        type_ = "string",
+        json_path = ".spec.ebgpMultiHop"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BGPPeerSpec {
@@ -51,7 +55,11 @@ pub struct BGPPeerSpec {
     #[schemars(range(min = 1, max = 4294967295u32), extend("format" = "int64"))]
     pub local_asn: u32,
     /// Detect the peer ASN (FRR modes only); exclusive with `peerASN`.
-    #[serde(rename = "dynamicASN", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dynamicASN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub dynamic_asn: Option<DynamicAsnMode>,
     /// Address to dial; exclusive with `interface`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -94,7 +102,11 @@ pub struct BGPPeerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<SecretReference>,
     /// Name of a BFDProfile (FRR modes only).
-    #[serde(rename = "bfdProfile", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "bfdProfile",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub bfd_profile: String,
     /// Graceful restart (FRR modes only); immutable.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -138,7 +150,9 @@ pub mod v1beta1 {
     use super::super::is_false;
 
     /// v1beta1 spec: `myASN`, `peerASN` and `peerAddress` are required.
-    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+    #[derive(
+        CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema,
+    )]
     #[kube(
         group = "metallb.io",
         version = "v1beta1",
@@ -155,7 +169,11 @@ pub mod v1beta1 {
         printcolumn(name = "Address", type_ = "string", json_path = ".spec.peerAddress"),
         printcolumn(name = "ASN", type_ = "string", json_path = ".spec.peerASN"),
         printcolumn(name = "BFD Profile", type_ = "string", json_path = ".spec.bfdProfile"),
-        printcolumn(name = "Multi Hops", type_ = "string", json_path = ".spec.ebgpMultiHop")
+        printcolumn(
+            name = "Multi Hops",
+            type_ = "string",
+            json_path = ".spec.ebgpMultiHop"
+        )
     )]
     #[serde(rename_all = "camelCase")]
     pub struct BGPPeerSpec {
@@ -181,7 +199,11 @@ pub mod v1beta1 {
         pub node_selectors: Vec<NodeSelector>,
         #[serde(default, skip_serializing_if = "String::is_empty")]
         pub password: String,
-        #[serde(rename = "bfdProfile", default, skip_serializing_if = "String::is_empty")]
+        #[serde(
+            rename = "bfdProfile",
+            default,
+            skip_serializing_if = "String::is_empty"
+        )]
         pub bfd_profile: String,
         #[serde(rename = "ebgpMultiHop", default, skip_serializing_if = "is_false")]
         pub ebgp_multi_hop: bool,
@@ -248,7 +270,11 @@ pub mod v1beta1 {
                     password: spec.password,
                     bfd_profile: spec.bfd_profile,
                     ebgp_multi_hop: spec.ebgp_multi_hop,
-                    node_selectors: spec.node_selectors.iter().map(LabelSelector::from).collect(),
+                    node_selectors: spec
+                        .node_selectors
+                        .iter()
+                        .map(LabelSelector::from)
+                        .collect(),
                     ..Default::default()
                 },
                 status: old.status,

@@ -49,28 +49,44 @@ pub struct CommunityStatus {}
     derive = "PartialEq",
     derive = "Default",
     doc = "BFDProfile represents the settings of the bfd session that can be optionally associated with a BGP session.",
-    printcolumn(name = "Passive Mode", type_ = "boolean", json_path = ".spec.passiveMode"),
-    printcolumn(name = "Transmit Interval", type_ = "integer", json_path = ".spec.transmitInterval"),
-    printcolumn(name = "Receive Interval", type_ = "integer", json_path = ".spec.receiveInterval"),
-    printcolumn(name = "Multiplier", type_ = "integer", json_path = ".spec.detectMultiplier")
+    printcolumn(
+        name = "Passive Mode",
+        type_ = "boolean",
+        json_path = ".spec.passiveMode"
+    ),
+    printcolumn(
+        name = "Transmit Interval",
+        type_ = "integer",
+        json_path = ".spec.transmitInterval"
+    ),
+    printcolumn(
+        name = "Receive Interval",
+        type_ = "integer",
+        json_path = ".spec.receiveInterval"
+    ),
+    printcolumn(
+        name = "Multiplier",
+        type_ = "integer",
+        json_path = ".spec.detectMultiplier"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BFDProfileSpec {
     /// Minimum receive interval in ms (FRR default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 10, max = 60000))]
+    #[schemars(range(min = 10, max = 60000), extend("format" = "int32"))]
     pub receive_interval: Option<u32>,
     /// Minimum transmit interval in ms (FRR default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 10, max = 60000))]
+    #[schemars(range(min = 10, max = 60000), extend("format" = "int32"))]
     pub transmit_interval: Option<u32>,
     /// Detection multiplier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 2, max = 255))]
+    #[schemars(range(min = 2, max = 255), extend("format" = "int32"))]
     pub detect_multiplier: Option<u32>,
     /// Minimum echo receive interval in ms (FRR default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 10, max = 60000))]
+    #[schemars(range(min = 10, max = 60000), extend("format" = "int32"))]
     pub echo_interval: Option<u32>,
     /// Echo transmission mode (not for multi-hop).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,7 +96,7 @@ pub struct BFDProfileSpec {
     pub passive_mode: Option<bool>,
     /// Multi-hop only: minimum expected incoming TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 254))]
+    #[schemars(range(min = 1, max = 254), extend("format" = "int32"))]
     pub minimum_ttl: Option<u32>,
 }
 

@@ -19,8 +19,16 @@ use super::is_false;
     derive = "PartialEq",
     derive = "Default",
     doc = "IPAddressPool represents a pool of IP addresses that can be allocated to LoadBalancer services.",
-    printcolumn(name = "Auto Assign", type_ = "boolean", json_path = ".spec.autoAssign"),
-    printcolumn(name = "Avoid Buggy IPs", type_ = "boolean", json_path = ".spec.avoidBuggyIPs"),
+    printcolumn(
+        name = "Auto Assign",
+        type_ = "boolean",
+        json_path = ".spec.autoAssign"
+    ),
+    printcolumn(
+        name = "Avoid Buggy IPs",
+        type_ = "boolean",
+        json_path = ".spec.avoidBuggyIPs"
+    ),
     printcolumn(name = "Addresses", type_ = "string", json_path = ".spec.addresses")
 )]
 #[serde(rename_all = "camelCase")]
@@ -46,6 +54,7 @@ pub struct IPAddressPoolSpec {
 pub struct ServiceAllocation {
     /// Lower values are tried first; 0 (unset) sorts after every positive priority.
     #[serde(default, skip_serializing_if = "is_zero_i32")]
+    #[schemars(schema_with = "plain_integer")] // Go `int`: no format in MetalLB's schema
     pub priority: i32,
     /// Namespaces whose services may use the pool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -56,6 +65,10 @@ pub struct ServiceAllocation {
     /// Services selected by label.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_selectors: Vec<LabelSelector>,
+}
+
+fn plain_integer(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "integer" })
 }
 
 fn is_zero_i32(v: &i32) -> bool {

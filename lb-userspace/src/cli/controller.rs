@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use hyper::StatusCode;
 
+use super::LogLevel;
 use crate::config::BgpMode;
 use crate::controller::{self, Health, Metrics, Settings, http};
 use crate::k8s::lease::LeaseTimings;
@@ -41,9 +42,9 @@ pub struct ControllerArgs {
     /// Deployment owning the memberlist Secret.
     #[arg(long, env = "METALLB_DEPLOYMENT", default_value = "")]
     pub deployment: String,
-    /// Log level: all, debug, info, warn, error, none (RUST_LOG, when set, wins).
-    #[arg(long, default_value = "info")]
-    pub log_level: String,
+    /// Log level (RUST_LOG, when set, wins: it can set levels per module).
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
     /// This pod's name: the identity in the leader Lease and on Events.
     #[arg(long, env = "METALLB_POD_NAME", default_value = "")]
     pub pod_name: String,
@@ -59,8 +60,8 @@ pub struct ControllerArgs {
 }
 
 pub fn run(args: ControllerArgs) -> Result<()> {
-    if std::env::var_os("RUST_LOG").is_none() {
-        tracing::info!(level = %args.log_level, "log level comes from RUST_LOG; --log-level is informational");
+    if !super::set_log_level(args.log_level) {
+        tracing::debug!(level = ?args.log_level, "RUST_LOG is set: it wins over --log-level");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

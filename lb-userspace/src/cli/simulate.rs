@@ -16,7 +16,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
 
 use crate::allocator::{Allocator, Event, Outcome, PoolCounters, ServiceInfo, Status};
-use crate::config::Config;
+use crate::config::{BgpMode, Config};
 use crate::election::{self, Candidate, ElectionInput, Interfaces};
 
 /// Output format.
@@ -41,6 +41,10 @@ pub struct SimulateArgs {
     /// The speaker's `--ignore-exclude-lb`.
     #[arg(long = "ignore-exclude-lb")]
     pub ignore_exclude_lb: bool,
+    /// Which BGP implementation's rules apply (`native`, `frr`, `frr-k8s`), as MetalLB's
+    /// `METALLB_BGP_TYPE`.
+    #[arg(long = "bgp-type", env = "METALLB_BGP_TYPE", default_value = "native", value_parser = parse_bgp_type)]
+    pub bgp_type: BgpMode,
 }
 
 #[derive(clap::Args)]
@@ -48,6 +52,14 @@ pub struct ValidateArgs {
     /// Multi-document Kubernetes YAML holding the configuration objects.
     #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
+    /// Which BGP implementation's rules apply (`native`, `frr`, `frr-k8s`).
+    #[arg(long = "bgp-type", env = "METALLB_BGP_TYPE", default_value = "native", value_parser = parse_bgp_type)]
+    pub bgp_type: BgpMode,
+}
+
+fn parse_bgp_type(value: &str) -> Result<BgpMode, String> {
+    BgpMode::from_env_value(value)
+        .ok_or_else(|| format!("{value:?} is not one of native, frr, frr-k8s"))
 }
 
 /// The cluster objects besides the configuration that the simulation reads.
@@ -349,7 +361,7 @@ fn bail_errors(errors: &[String]) -> Result<()> {
 }
 
 pub fn run(args: SimulateArgs) -> Result<()> {
-    let (config, objects) = load(&args.files)?;
+    let (config, objects) = load(&args.files, args.bgp_type)?;
     let options = Options {
         lb_class: args.lb_class,
         ignore_exclude_lb: args.ignore_exclude_lb,
@@ -366,7 +378,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
 }
 
 pub fn validate(args: ValidateArgs) -> Result<()> {
-    let (config, _) = load(&args.files)?;
+    let (config, _) = load(&args.files, args.bgp_type)?;
     println!(
         "configuration valid: {} pool(s), {} L2Advertisement(s), {} BGPAdvertisement(s), {} BGPPeer(s)",
         config.pools.len(),
@@ -378,7 +390,7 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
 }
 
 /// Reads the files and builds the validated configuration (every error listed on failure).
-fn load(files: &[PathBuf]) -> Result<(Config, Objects)> {
+fn load(files: &[PathBuf], bgp_mode: BgpMode) -> Result<(Config, Objects)> {
     use crate::config::load::{Object, parse_documents};
     let mut objects = Vec::new();
     let mut errors = Vec::new();
@@ -402,7 +414,10 @@ fn load(files: &[PathBuf]) -> Result<(Config, Objects)> {
             _ => {}
         }
     }
-    let snapshot = crate::config::Snapshot::from_objects(objects);
+    let snapshot = crate::config::Snapshot {
+        bgp_mode,
+        ..crate::config::Snapshot::from_objects(objects)
+    };
     match crate::config::build(&snapshot) {
         Ok(config) => Ok((config, cluster)),
         Err(config_errors) => {

@@ -8,19 +8,25 @@ use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
 pub fn parse_entry(entry: &str) -> Result<Vec<IpNet>, String> {
     if let Some((start, end)) = entry.split_once('-') {
         let (start_text, end_text) = (start.trim(), end.trim());
-        let start: IpAddr = start_text
-            .parse()
-            .map_err(|_| format!("{entry:?} is not a valid range: invalid start address {start_text:?}"))?;
-        let end: IpAddr = end_text
-            .parse()
-            .map_err(|_| format!("{entry:?} is not a valid range: invalid end address {end_text:?}"))?;
+        let start: IpAddr = start_text.parse().map_err(|_| {
+            format!("{entry:?} is not a valid range: invalid start address {start_text:?}")
+        })?;
+        let end: IpAddr = end_text.parse().map_err(|_| {
+            format!("{entry:?} is not a valid range: invalid end address {end_text:?}")
+        })?;
         return match (start, end) {
-            (IpAddr::V4(s), IpAddr::V4(e)) if s <= e => Ok(Ipv4Subnets::new(s, e, 0).map(IpNet::V4).collect()),
-            (IpAddr::V6(s), IpAddr::V6(e)) if s <= e => Ok(Ipv6Subnets::new(s, e, 0).map(IpNet::V6).collect()),
+            (IpAddr::V4(s), IpAddr::V4(e)) if s <= e => {
+                Ok(Ipv4Subnets::new(s, e, 0).map(IpNet::V4).collect())
+            }
+            (IpAddr::V6(s), IpAddr::V6(e)) if s <= e => {
+                Ok(Ipv6Subnets::new(s, e, 0).map(IpNet::V6).collect())
+            }
             (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => Err(format!(
                 "{entry:?} is not a valid range: start {start} is after end {end}"
             )),
-            _ => Err(format!("{entry:?} is not a valid range: start and end are of different IP families")),
+            _ => Err(format!(
+                "{entry:?} is not a valid range: start and end are of different IP families"
+            )),
         };
     }
     match entry.parse::<IpNet>() {
@@ -32,7 +38,9 @@ pub fn parse_entry(entry: &str) -> Result<Vec<IpNet>, String> {
             Ok(IpAddr::V6(_)) => Err(format!(
                 "{entry:?} is not a CIDR or range (write a single address as {entry}/128)"
             )),
-            Err(_) => Err(format!("{entry:?} is not a CIDR or range (expected ip/len or start-end)")),
+            Err(_) => Err(format!(
+                "{entry:?} is not a CIDR or range (expected ip/len or start-end)"
+            )),
         },
     }
 }
@@ -60,10 +68,17 @@ mod tests {
         assert_eq!(parse_entry("2001:db8::1/64"), Ok(nets(&["2001:db8::/64"])));
         assert_eq!(
             parse_entry("192.168.1.240 - 192.168.1.250"),
-            Ok(nets(&["192.168.1.240/29", "192.168.1.248/31", "192.168.1.250/32"]))
+            Ok(nets(&[
+                "192.168.1.240/29",
+                "192.168.1.248/31",
+                "192.168.1.250/32"
+            ]))
         );
         assert_eq!(parse_entry("10.0.0.5-10.0.0.5"), Ok(nets(&["10.0.0.5/32"])));
-        assert_eq!(parse_entry("2001:db8::-2001:db8::ff"), Ok(nets(&["2001:db8::/120"])));
+        assert_eq!(
+            parse_entry("2001:db8::-2001:db8::ff"),
+            Ok(nets(&["2001:db8::/120"]))
+        );
     }
 
     #[test]
@@ -87,14 +102,25 @@ mod tests {
 
     #[test]
     fn overlap_is_containment_within_a_family() {
-        let [a, b, c, d] = [nets(&["10.0.0.0/16"]), nets(&["10.0.1.0/24"]), nets(&["10.1.0.0/24"]), nets(&["::/0"])]
-            .map(|v| v[0]);
+        let [a, b, c, d] = [
+            nets(&["10.0.0.0/16"]),
+            nets(&["10.0.1.0/24"]),
+            nets(&["10.1.0.0/24"]),
+            nets(&["::/0"]),
+        ]
+        .map(|v| v[0]);
         assert!(overlaps(&a, &b) && overlaps(&b, &a) && overlaps(&a, &a));
         assert!(!overlaps(&a, &c));
         assert!(!overlaps(&a, &d), "IPv4 never overlaps IPv6");
     }
 
-    fn check_cover(cover: &[IpNet], lo: u128, hi: u128, width: u32, as_int: impl Fn(&IpNet) -> (u128, u128)) {
+    fn check_cover(
+        cover: &[IpNet],
+        lo: u128,
+        hi: u128,
+        width: u32,
+        as_int: impl Fn(&IpNet) -> (u128, u128),
+    ) {
         // Exact: consecutive, starting at lo and ending at hi.
         let mut next = lo;
         for net in cover {
@@ -109,7 +135,11 @@ mod tests {
             let merged = pair[0].supernet();
             let mergeable = pair[0].prefix_len() == pair[1].prefix_len()
                 && merged.is_some_and(|m| m.contains(&pair[1]) && m.network() == pair[0].network());
-            assert!(!mergeable, "{:?} and {:?} could be one prefix", pair[0], pair[1]);
+            assert!(
+                !mergeable,
+                "{:?} and {:?} could be one prefix",
+                pair[0], pair[1]
+            );
         }
     }
 

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use kube::ResourceExt;
 
+use super::address;
 use super::community::{self, CommunityError};
 use super::duration::parse_go_duration;
 use super::error::{ConfigError, Errors};
@@ -18,7 +19,6 @@ use super::model::{
 use super::selector::Selector;
 use super::selector_parse::parse_list;
 use super::snapshot::{BgpMode, Snapshot};
-use super::address;
 use crate::api;
 
 type Labels = BTreeMap<String, String>;
@@ -27,8 +27,11 @@ type Labels = BTreeMap<String, String>;
 /// hides another's errors). Errors come sorted by kind, name and field.
 pub fn build(snapshot: &Snapshot) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Vec::new();
-    let nodes: Vec<(String, Labels)> =
-        snapshot.nodes.iter().map(|n| (n.name_any(), n.labels().clone())).collect();
+    let nodes: Vec<(String, Labels)> = snapshot
+        .nodes
+        .iter()
+        .map(|n| (n.name_any(), n.labels().clone()))
+        .collect();
 
     let bfd_profiles = bfd_profiles(snapshot, &mut errors);
     let aliases = community_aliases(snapshot, &mut errors);
@@ -37,10 +40,18 @@ pub fn build(snapshot: &Snapshot) -> Result<Config, Vec<ConfigError>> {
     let l2_advertisements = l2_advertisements(snapshot, &pools, &nodes, &mut errors);
     let bgp_advertisements = bgp_advertisements(snapshot, &pools, &aliases, &nodes, &mut errors);
     local_pref_conflicts(&bgp_advertisements, &pools, &mut errors);
-    bfd_echo_with_ipv6(&bgp_advertisements, &pools, &peers, &bfd_profiles, &mut errors);
+    bfd_echo_with_ipv6(
+        &bgp_advertisements,
+        &pools,
+        &peers,
+        &bfd_profiles,
+        &mut errors,
+    );
     if !snapshot.skip_mode_rules {
         match snapshot.bgp_mode {
-            BgpMode::Native => native_mode_rules(snapshot, &bgp_advertisements, &pools, &mut errors),
+            BgpMode::Native => {
+                native_mode_rules(snapshot, &bgp_advertisements, &pools, &mut errors)
+            }
             BgpMode::Frr | BgpMode::FrrK8s => frr_peer_pairs(&peers, &nodes, &mut errors),
         }
     }
@@ -53,7 +64,10 @@ pub fn build(snapshot: &Snapshot) -> Result<Config, Vec<ConfigError>> {
     Ok(Config {
         pools: pools.into_iter().map(|(name, p)| (name, p.pool)).collect(),
         l2_advertisements,
-        bgp_advertisements: bgp_advertisements.into_iter().map(|a| a.advertisement).collect(),
+        bgp_advertisements: bgp_advertisements
+            .into_iter()
+            .map(|a| a.advertisement)
+            .collect(),
         peers: peers.into_iter().map(|p| p.peer).collect(),
         bfd_profiles,
         communities: aliases,
@@ -114,7 +128,10 @@ fn selectors(
 fn duplicates(list: &[String], field: &str, what: &str, errs: &mut Errors<'_>) {
     for (i, item) in list.iter().enumerate() {
         if list[..i].contains(item) {
-            errs.push(format!("{field}[{i}]"), format!("duplicate definition of {what} {item:?}"));
+            errs.push(
+                format!("{field}[{i}]"),
+                format!("duplicate definition of {what} {item:?}"),
+            );
         }
     }
 }
@@ -122,17 +139,27 @@ fn duplicates(list: &[String], field: &str, what: &str, errs: &mut Errors<'_>) {
 // ---------------------------------------------------------------------------------------
 // BFD profiles and communities
 
-fn bfd_profiles(snapshot: &Snapshot, errors: &mut Vec<ConfigError>) -> BTreeMap<String, BfdProfile> {
+fn bfd_profiles(
+    snapshot: &Snapshot,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, BfdProfile> {
     let mut profiles = BTreeMap::new();
     let objects = by_name(&snapshot.bfd_profiles, errors);
     for (name, object) in objects {
         let spec = &object.spec;
-        let mut errs = Errors { kind: "BFDProfile", name, list: errors };
+        let mut errs = Errors {
+            kind: "BFDProfile",
+            name,
+            list: errors,
+        };
         let mut ranged = |field: &str, value: Option<u32>, min: u32, max: u32| {
             if let Some(v) = value
                 && !(min..=max).contains(&v)
             {
-                errs.push(format!("spec.{field}"), format!("invalid value {v}, must be in {min}-{max} range"));
+                errs.push(
+                    format!("spec.{field}"),
+                    format!("invalid value {v}, must be in {min}-{max} range"),
+                );
             }
             value
         };
@@ -151,31 +178,51 @@ fn bfd_profiles(snapshot: &Snapshot, errors: &mut Vec<ConfigError>) -> BTreeMap<
     profiles
 }
 
-fn community_aliases(snapshot: &Snapshot, errors: &mut Vec<ConfigError>) -> BTreeMap<String, Community> {
+fn community_aliases(
+    snapshot: &Snapshot,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Community> {
     let mut aliases: BTreeMap<String, (Community, String)> = BTreeMap::new();
     let objects = by_name(&snapshot.communities, errors);
     for (name, object) in objects {
-        let mut errs = Errors { kind: "Community", name, list: errors };
+        let mut errs = Errors {
+            kind: "Community",
+            name,
+            list: errors,
+        };
         for (i, alias) in object.spec.communities.iter().enumerate() {
             let value = match community::parse(&alias.value) {
                 Ok(v) => v,
                 Err(e) => {
-                    errs.push(format!("spec.communities[{i}].value"), e.message().to_string());
+                    errs.push(
+                        format!("spec.communities[{i}].value"),
+                        e.message().to_string(),
+                    );
                     continue;
                 }
             };
             if let Some((_, owner)) = aliases.get(&alias.name) {
-                let where_ = if owner == name { "in this object".to_string() } else { format!("in Community {owner:?}") };
+                let where_ = if owner == name {
+                    "in this object".to_string()
+                } else {
+                    format!("in Community {owner:?}")
+                };
                 errs.push(
                     format!("spec.communities[{i}].name"),
-                    format!("duplicate definition of community {:?} (already defined {where_})", alias.name),
+                    format!(
+                        "duplicate definition of community {:?} (already defined {where_})",
+                        alias.name
+                    ),
                 );
                 continue;
             }
             aliases.insert(alias.name.clone(), (value, name.to_string()));
         }
     }
-    aliases.into_iter().map(|(alias, (value, _))| (alias, value)).collect()
+    aliases
+        .into_iter()
+        .map(|(alias, (value, _))| (alias, value))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -198,15 +245,22 @@ impl ParsedPool {
 }
 
 fn pools(snapshot: &Snapshot, errors: &mut Vec<ConfigError>) -> BTreeMap<String, ParsedPool> {
-    let namespaces: Vec<(String, Labels)> =
-        snapshot.namespaces.iter().map(|n| (n.name_any(), n.labels().clone())).collect();
+    let namespaces: Vec<(String, Labels)> = snapshot
+        .namespaces
+        .iter()
+        .map(|n| (n.name_any(), n.labels().clone()))
+        .collect();
     let mut pools = BTreeMap::new();
     // (pool, entry index, CIDR) of everything defined so far, for the overlap rule.
     let mut defined: Vec<(String, usize, IpNet)> = Vec::new();
     let objects = by_name(&snapshot.pools, errors);
     for (name, object) in objects {
         let spec = &object.spec;
-        let mut errs = Errors { kind: "IPAddressPool", name, list: errors };
+        let mut errs = Errors {
+            kind: "IPAddressPool",
+            name,
+            list: errors,
+        };
         if spec.addresses.is_empty() {
             errs.push("spec.addresses", "pool has no prefixes defined");
         }
@@ -222,7 +276,9 @@ fn pools(snapshot: &Snapshot, errors: &mut Vec<ConfigError>) -> BTreeMap<String,
             };
             for cidr in &cidrs {
                 for (other_pool, other_index, other) in &defined {
-                    if address::overlaps(cidr, other) && reported.insert((other_pool.clone(), *other_index, i)) {
+                    if address::overlaps(cidr, other)
+                        && reported.insert((other_pool.clone(), *other_index, i))
+                    {
                         let where_ = if other_pool == name {
                             format!("spec.addresses[{other_index}] of this pool")
                         } else {
@@ -274,17 +330,29 @@ fn service_allocation(
         namespaces: sa.namespaces.iter().cloned().collect(),
         service_selectors: Vec::new(),
     };
-    if sa.namespaces.is_empty() && sa.namespace_selectors.is_empty() && sa.service_selectors.is_empty() {
+    if sa.namespaces.is_empty()
+        && sa.namespace_selectors.is_empty()
+        && sa.service_selectors.is_empty()
+    {
         // Only a priority: the pool matches every service.
         allocation.service_selectors = vec![Selector::everything()];
         return allocation;
     }
-    let namespace_selectors =
-        selectors(&sa.namespace_selectors, "spec.serviceAllocation.namespaceSelectors", errs);
+    let namespace_selectors = selectors(
+        &sa.namespace_selectors,
+        "spec.serviceAllocation.namespaceSelectors",
+        errs,
+    );
     if !namespace_selectors.is_empty() {
-        allocation.namespaces.extend(select_names(namespaces, &namespace_selectors));
+        allocation
+            .namespaces
+            .extend(select_names(namespaces, &namespace_selectors));
     }
-    allocation.service_selectors = selectors(&sa.service_selectors, "spec.serviceAllocation.serviceSelectors", errs);
+    allocation.service_selectors = selectors(
+        &sa.service_selectors,
+        "spec.serviceAllocation.serviceSelectors",
+        errs,
+    );
     allocation
 }
 
@@ -321,11 +389,25 @@ fn l2_advertisements(
     let objects = by_name(&snapshot.l2_advertisements, errors);
     for (name, object) in objects {
         let spec = &object.spec;
-        let mut errs = Errors { kind: "L2Advertisement", name, list: errors };
-        duplicates(&spec.ip_address_pools, "spec.ipAddressPools", "ipAddressPools", &mut errs);
-        let pool_selectors = selectors(&spec.ip_address_pool_selectors, "spec.ipAddressPoolSelectors", &mut errs);
+        let mut errs = Errors {
+            kind: "L2Advertisement",
+            name,
+            list: errors,
+        };
+        duplicates(
+            &spec.ip_address_pools,
+            "spec.ipAddressPools",
+            "ipAddressPools",
+            &mut errs,
+        );
+        let pool_selectors = selectors(
+            &spec.ip_address_pool_selectors,
+            "spec.ipAddressPoolSelectors",
+            &mut errs,
+        );
         let node_selectors = selectors(&spec.node_selectors, "spec.nodeSelectors", &mut errs);
-        let service_selectors = selectors(&spec.service_selectors, "spec.serviceSelectors", &mut errs);
+        let service_selectors =
+            selectors(&spec.service_selectors, "spec.serviceSelectors", &mut errs);
         let mut preferred_nodes = Vec::new();
         for (i, preferred) in spec.preferred_node_selectors.iter().enumerate() {
             if !(1..=100).contains(&preferred.weight) {
@@ -336,7 +418,10 @@ fn l2_advertisements(
                 continue;
             }
             match Selector::parse(&preferred.preference) {
-                Ok(selector) => preferred_nodes.push(NodePreference { weight: preferred.weight, selector }),
+                Ok(selector) => preferred_nodes.push(NodePreference {
+                    weight: preferred.weight,
+                    selector,
+                }),
                 Err(e) => errs.push(
                     format!("spec.preferredNodeSelectors[{i}].preference"),
                     format!("invalid label selector: {e}"),
@@ -377,21 +462,46 @@ fn bgp_advertisements(
     let objects = by_name(&snapshot.bgp_advertisements, errors);
     for (name, object) in objects {
         let spec = &object.spec;
-        let mut errs = Errors { kind: "BGPAdvertisement", name, list: errors };
-        duplicates(&spec.ip_address_pools, "spec.ipAddressPools", "ipAddressPools", &mut errs);
-        duplicates(&spec.communities, "spec.communities", "community", &mut errs);
+        let mut errs = Errors {
+            kind: "BGPAdvertisement",
+            name,
+            list: errors,
+        };
+        duplicates(
+            &spec.ip_address_pools,
+            "spec.ipAddressPools",
+            "ipAddressPools",
+            &mut errs,
+        );
+        duplicates(
+            &spec.communities,
+            "spec.communities",
+            "community",
+            &mut errs,
+        );
         duplicates(&spec.peers, "spec.peers", "peers", &mut errs);
-        let pool_selectors = selectors(&spec.ip_address_pool_selectors, "spec.ipAddressPoolSelectors", &mut errs);
+        let pool_selectors = selectors(
+            &spec.ip_address_pool_selectors,
+            "spec.ipAddressPoolSelectors",
+            &mut errs,
+        );
         let node_selectors = selectors(&spec.node_selectors, "spec.nodeSelectors", &mut errs);
-        let service_selectors = selectors(&spec.service_selectors, "spec.serviceSelectors", &mut errs);
+        let service_selectors =
+            selectors(&spec.service_selectors, "spec.serviceSelectors", &mut errs);
 
         let length_v4 = spec.aggregation_length.unwrap_or(32);
         let length_v6 = spec.aggregation_length_v6.unwrap_or(128);
         if !(1..=32).contains(&length_v4) {
-            errs.push("spec.aggregationLength", format!("invalid aggregation length {length_v4} for IPv4 (1-32)"));
+            errs.push(
+                "spec.aggregationLength",
+                format!("invalid aggregation length {length_v4} for IPv4 (1-32)"),
+            );
         }
         if !(0..=128).contains(&length_v6) {
-            errs.push("spec.aggregationLengthV6", format!("invalid aggregation length {length_v6} for IPv6 (0-128)"));
+            errs.push(
+                "spec.aggregationLengthV6",
+                format!("invalid aggregation length {length_v6} for IPv6 (0-128)"),
+            );
         }
         if !spec.service_selectors.is_empty() {
             if length_v4 != 32 {
@@ -434,9 +544,13 @@ fn bgp_advertisements(
         );
         // Every address entry of every selected pool must fit the aggregation length.
         for pool_name in &selected {
-            let Some(pool) = pools.get(pool_name) else { continue };
+            let Some(pool) = pools.get(pool_name) else {
+                continue;
+            };
             for (entry, cidrs) in &pool.entries {
-                let Some(shortest) = cidrs.iter().map(IpNet::prefix_len).min() else { continue };
+                let Some(shortest) = cidrs.iter().map(IpNet::prefix_len).min() else {
+                    continue;
+                };
                 let (length, field) = match cidrs[0] {
                     IpNet::V4(_) => (length_v4, "spec.aggregationLength"),
                     IpNet::V6(_) => (length_v6, "spec.aggregationLengthV6"),
@@ -487,7 +601,9 @@ fn local_pref_conflicts(
             .collect();
         for (j, later) in on_pool.iter().enumerate() {
             for earlier in &on_pool[..j] {
-                if compatible_local_pref(later, earlier, pool) || !reported.insert((earlier.name.clone(), later.name.clone())) {
+                if compatible_local_pref(later, earlier, pool)
+                    || !reported.insert((earlier.name.clone(), later.name.clone()))
+                {
                     continue;
                 }
                 errors.push(ConfigError::new(
@@ -544,21 +660,36 @@ fn peers(
     let objects = by_name(&snapshot.peers, errors);
     for (name, object) in objects {
         let spec = &object.spec;
-        let mut errs = Errors { kind: "BGPPeer", name, list: errors };
+        let mut errs = Errors {
+            kind: "BGPPeer",
+            name,
+            list: errors,
+        };
         if spec.my_asn == 0 {
             errs.push("spec.myASN", "missing local ASN");
         }
         match (spec.peer_asn, spec.dynamic_asn) {
             (0, None) => errs.push("spec.peerASN", "missing peer ASN and dynamicASN"),
-            (asn, Some(_)) if asn != 0 => errs.push("spec.dynamicASN", "both peer ASN and dynamicASN specified"),
+            (asn, Some(_)) if asn != 0 => {
+                errs.push("spec.dynamicASN", "both peer ASN and dynamicASN specified")
+            }
             _ => {}
         }
         if spec.peer_asn == spec.my_asn && spec.ebgp_multi_hop {
-            errs.push("spec.ebgpMultiHop", "invalid ebgp-multihop parameter set for an ibgp peer");
+            errs.push(
+                "spec.ebgpMultiHop",
+                "invalid ebgp-multihop parameter set for an ibgp peer",
+            );
         }
         match (spec.peer_address.is_empty(), spec.interface.is_empty()) {
-            (true, true) => errs.push("spec.peerAddress", "peer has no Address or Interface specified"),
-            (false, false) => errs.push("spec.interface", "peer has both Address and Interface specified"),
+            (true, true) => errs.push(
+                "spec.peerAddress",
+                "peer has no Address or Interface specified",
+            ),
+            (false, false) => errs.push(
+                "spec.interface",
+                "peer has both Address and Interface specified",
+            ),
             _ => {}
         }
         let (hold_time_s, keepalive_time_s) = timers(spec, &mut errs);
@@ -575,7 +706,13 @@ fn peers(
         let router_id = match ip("spec.routerID", &spec.router_id, "router ID") {
             Some(IpAddr::V4(v4)) => Some(v4),
             Some(IpAddr::V6(_)) => {
-                errs.push("spec.routerID", format!("invalid router ID {:?}: must be an IPv4 address", spec.router_id));
+                errs.push(
+                    "spec.routerID",
+                    format!(
+                        "invalid router ID {:?}: must be an IPv4 address",
+                        spec.router_id
+                    ),
+                );
                 None
             }
             None => None,
@@ -583,34 +720,56 @@ fn peers(
         let port = spec.peer_port.unwrap_or(179);
         let port = if port == 0 { 179 } else { port };
         if port > 16384 {
-            errs.push("spec.peerPort", format!("peer port {port} must be in 1-16384 range"));
+            errs.push(
+                "spec.peerPort",
+                format!("peer port {port} must be in 1-16384 range"),
+            );
         }
-        let connect_time_s = spec.connect_time.as_deref().and_then(|text| match parse_go_duration(text) {
-            Ok(d) if d.subsec_nanos() != 0 => {
-                errs.push("spec.connectTime", "connect time should contain a whole number of seconds");
-                None
-            }
-            Ok(d) if !(1..=65535).contains(&d.as_secs()) => {
-                errs.push("spec.connectTime", "connect time should be between 1 seconds to 65535");
-                None
-            }
-            Ok(d) => Some(d.as_secs()),
-            Err(e) => {
-                errs.push("spec.connectTime", e);
-                None
-            }
-        });
+        let connect_time_s = spec
+            .connect_time
+            .as_deref()
+            .and_then(|text| match parse_go_duration(text) {
+                Ok(d) if d.subsec_nanos() != 0 => {
+                    errs.push(
+                        "spec.connectTime",
+                        "connect time should contain a whole number of seconds",
+                    );
+                    None
+                }
+                Ok(d) if !(1..=65535).contains(&d.as_secs()) => {
+                    errs.push(
+                        "spec.connectTime",
+                        "connect time should be between 1 seconds to 65535",
+                    );
+                    None
+                }
+                Ok(d) => Some(d.as_secs()),
+                Err(e) => {
+                    errs.push("spec.connectTime", e);
+                    None
+                }
+            });
         let node_selectors = selectors(&spec.node_selectors, "spec.nodeSelectors", &mut errs);
-        let secret_name = spec.password_secret.as_ref().and_then(|s| s.name.clone()).unwrap_or_default();
+        let secret_name = spec
+            .password_secret
+            .as_ref()
+            .and_then(|s| s.name.clone())
+            .unwrap_or_default();
         if !spec.password.is_empty() && !secret_name.is_empty() {
-            errs.push("spec.passwordSecret", "can not have both password and secret ref set in peer config");
+            errs.push(
+                "spec.passwordSecret",
+                "can not have both password and secret ref set in peer config",
+            );
         } else if !secret_name.is_empty() {
             password_secret(&secret_name, snapshot, &mut errs);
         }
         if !spec.bfd_profile.is_empty() && !bfd_profiles.contains_key(&spec.bfd_profile) {
             errs.push_transient(
                 "spec.bfdProfile",
-                format!("peer {name} referencing non existing bfd profile {}", spec.bfd_profile),
+                format!(
+                    "peer {name} referencing non existing bfd profile {}",
+                    spec.bfd_profile
+                ),
             );
         }
         result.push(ParsedPeer {
@@ -650,16 +809,19 @@ fn peers(
 /// MetalLB's timer rules: a missing hold time is 3× keepalive, a missing keepalive is hold/3;
 /// hold truncated to seconds must be 0 or ≥ 3 s; keepalive may not exceed hold.
 fn timers(spec: &api::BGPPeerSpec, errs: &mut Errors<'_>) -> (Option<u64>, Option<u64>) {
-    let mut parse = |field: &str, text: &Option<String>| match text.as_deref().map(parse_go_duration) {
-        None => Ok(None),
-        Some(Ok(d)) => Ok(Some(d)),
-        Some(Err(e)) => {
-            errs.push(field.to_string(), e);
-            Err(())
-        }
-    };
-    let (Ok(hold), Ok(keepalive)) = (parse("spec.holdTime", &spec.hold_time), parse("spec.keepaliveTime", &spec.keepalive_time))
-    else {
+    let mut parse =
+        |field: &str, text: &Option<String>| match text.as_deref().map(parse_go_duration) {
+            None => Ok(None),
+            Some(Ok(d)) => Ok(Some(d)),
+            Some(Err(e)) => {
+                errs.push(field.to_string(), e);
+                Err(())
+            }
+        };
+    let (Ok(hold), Ok(keepalive)) = (
+        parse("spec.holdTime", &spec.hold_time),
+        parse("spec.keepaliveTime", &spec.keepalive_time),
+    ) else {
         return (None, None);
     };
     let (hold, keepalive, field) = match (hold, keepalive) {
@@ -670,7 +832,10 @@ fn timers(spec: &api::BGPPeerSpec, errs: &mut Errors<'_>) -> (Option<u64>, Optio
     };
     let whole_seconds = hold.as_secs();
     if whole_seconds != 0 && whole_seconds < 3 {
-        errs.push(field, format!("invalid hold time {hold:?}: must be 0 or >=3s"));
+        errs.push(
+            field,
+            format!("invalid hold time {hold:?}: must be 0 or >=3s"),
+        );
         return (None, None);
     }
     if keepalive > hold {
@@ -684,8 +849,15 @@ fn timers(spec: &api::BGPPeerSpec, errs: &mut Errors<'_>) -> (Option<u64>, Optio
 }
 
 fn password_secret(secret_name: &str, snapshot: &Snapshot, errs: &mut Errors<'_>) {
-    let Some(secret) = snapshot.secrets.iter().find(|s| s.metadata.name.as_deref() == Some(secret_name)) else {
-        errs.push_transient("spec.passwordSecret", format!("secret ref not found: Secret {secret_name:?}"));
+    let Some(secret) = snapshot
+        .secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(secret_name))
+    else {
+        errs.push_transient(
+            "spec.passwordSecret",
+            format!("secret ref not found: Secret {secret_name:?}"),
+        );
         return;
     };
     if secret.type_.as_deref() != Some("kubernetes.io/basic-auth") {
@@ -695,10 +867,19 @@ fn password_secret(secret_name: &str, snapshot: &Snapshot, errs: &mut Errors<'_>
         );
         return;
     }
-    let in_data = secret.data.as_ref().is_some_and(|d| d.contains_key("password"));
-    let in_string_data = secret.string_data.as_ref().is_some_and(|d| d.contains_key("password"));
+    let in_data = secret
+        .data
+        .as_ref()
+        .is_some_and(|d| d.contains_key("password"));
+    let in_string_data = secret
+        .string_data
+        .as_ref()
+        .is_some_and(|d| d.contains_key("password"));
     if !in_data && !in_string_data {
-        errs.push("spec.passwordSecret", format!("password not specified in the Secret {secret_name:?}"));
+        errs.push(
+            "spec.passwordSecret",
+            format!("password not specified in the Secret {secret_name:?}"),
+        );
     }
 }
 
@@ -711,10 +892,18 @@ fn bfd_echo_with_ipv6(
     errors: &mut Vec<ConfigError>,
 ) {
     for ad in ads.iter().map(|a| &a.advertisement) {
-        for pool_name in ad.pools.iter().filter(|p| pools.get(*p).is_some_and(ParsedPool::has_v6)) {
+        for pool_name in ad
+            .pools
+            .iter()
+            .filter(|p| pools.get(*p).is_some_and(ParsedPool::has_v6))
+        {
             for peer in peers.iter().map(|p| &p.peer) {
                 let targeted = ad.peers.is_empty() || ad.peers.contains(&peer.name);
-                let echo = peer.bfd_profile.as_ref().and_then(|b| bfd_profiles.get(b)).is_some_and(|b| b.echo_mode);
+                let echo = peer
+                    .bfd_profile
+                    .as_ref()
+                    .and_then(|b| bfd_profiles.get(b))
+                    .is_some_and(|b| b.echo_mode);
                 if targeted && echo {
                     errors.push(ConfigError::new(
                         "BGPAdvertisement",
@@ -755,27 +944,47 @@ fn native_mode_rules(
             ("spec.connectTime", spec.connect_time.is_some()),
             ("spec.enableGracefulRestart", spec.enable_graceful_restart),
             ("spec.disableMP", spec.disable_mp),
-            ("spec.dualStackAddressFamily", spec.dual_stack_address_family),
+            (
+                "spec.dualStackAddressFamily",
+                spec.dual_stack_address_family,
+            ),
             ("spec.dynamicASN", spec.dynamic_asn.is_some()),
             ("spec.interface", !spec.interface.is_empty()),
             ("spec.localASN", spec.local_asn != 0),
         ];
         for (field, set) in frr_only {
             if set {
-                errors.push(ConfigError::new("BGPPeer", &name, field, format!("{} {HINT}", &field[5..])));
+                errors.push(ConfigError::new(
+                    "BGPPeer",
+                    &name,
+                    field,
+                    format!("{} {HINT}", &field[5..]),
+                ));
             }
         }
     }
     for profile in &snapshot.bfd_profiles {
-        errors.push(ConfigError::new("BFDProfile", &profile.name_any(), "", format!("BFDProfile {HINT}")));
+        errors.push(ConfigError::new(
+            "BFDProfile",
+            &profile.name_any(),
+            "",
+            format!("BFDProfile {HINT}"),
+        ));
     }
     let advertised: BTreeMap<&String, &String> = ads
         .iter()
-        .flat_map(|a| a.advertisement.pools.iter().map(move |p| (p, &a.advertisement.name)))
+        .flat_map(|a| {
+            a.advertisement
+                .pools
+                .iter()
+                .map(move |p| (p, &a.advertisement.name))
+        })
         .rev()
         .collect();
     for (pool_name, ad_name) in advertised {
-        let Some(pool) = pools.get(pool_name) else { continue };
+        let Some(pool) = pools.get(pool_name) else {
+            continue;
+        };
         for (i, (_, cidrs)) in pool.entries.iter().enumerate() {
             if let Some(v6) = cidrs.iter().find(|c| matches!(c, IpNet::V6(_))) {
                 errors.push(ConfigError::new(
@@ -823,7 +1032,9 @@ fn frr_peer_pairs(peers: &[ParsedPeer], nodes: &[(String, Labels)], errors: &mut
                 continue;
             }
             let (p, q) = (&later.spec, &earlier.spec);
-            let err = |field: &str, message: String| ConfigError::new("BGPPeer", &later.peer.name, field, message);
+            let err = |field: &str, message: String| {
+                ConfigError::new("BGPPeer", &later.peer.name, field, message)
+            };
             if p.router_id != q.router_id {
                 errors.push(err(
                     "spec.routerID",
@@ -834,7 +1045,11 @@ fn frr_peer_pairs(peers: &[ParsedPeer], nodes: &[(String, Labels)], errors: &mut
                 ));
             }
             if identity(p) == identity(q) {
-                let field = if p.peer_address.is_empty() { "spec.interface" } else { "spec.peerAddress" };
+                let field = if p.peer_address.is_empty() {
+                    "spec.interface"
+                } else {
+                    "spec.peerAddress"
+                };
                 errors.push(err(
                     field,
                     format!(
@@ -859,6 +1074,14 @@ fn frr_peer_pairs(peers: &[ParsedPeer], nodes: &[(String, Labels)], errors: &mut
 
 /// MetalLB's peer identifier: address or interface, plus `-vrf` when a VRF is set.
 fn identity(spec: &api::BGPPeerSpec) -> String {
-    let id = if spec.peer_address.is_empty() { &spec.interface } else { &spec.peer_address };
-    if spec.vrf.is_empty() { id.clone() } else { format!("{id}-{}", spec.vrf) }
+    let id = if spec.peer_address.is_empty() {
+        &spec.interface
+    } else {
+        &spec.peer_address
+    };
+    if spec.vrf.is_empty() {
+        id.clone()
+    } else {
+        format!("{id}-{}", spec.vrf)
+    }
 }

@@ -74,12 +74,29 @@ mod tests {
     fn table() {
         assert_eq!(parse("65000:100"), Ok(Community::Standard(65000, 100)));
         assert_eq!(parse("0:0"), Ok(Community::Standard(0, 0)));
-        assert_eq!(parse("large:4294967295:1:2"), Ok(Community::Large(u32::MAX, 1, 2)));
-        for value in ["65536:1", "1:-1", "a:1", "1:", "large:1:2:4294967296", "big:1:2:3", "large:x:1:1"] {
-            assert!(matches!(parse(value), Err(CommunityError::Value(_))), "{value}");
+        assert_eq!(
+            parse("large:4294967295:1:2"),
+            Ok(Community::Large(u32::MAX, 1, 2))
+        );
+        for value in [
+            "65536:1",
+            "1:-1",
+            "a:1",
+            "1:",
+            "large:1:2:4294967296",
+            "big:1:2:3",
+            "large:x:1:1",
+        ] {
+            assert!(
+                matches!(parse(value), Err(CommunityError::Value(_))),
+                "{value}"
+            );
         }
         for format in ["no-export", "1:2:3", "large:1:2", "1:2:3:4:5", ""] {
-            assert!(matches!(parse(format), Err(CommunityError::Format(_))), "{format}");
+            assert!(
+                matches!(parse(format), Err(CommunityError::Format(_))),
+                "{format}"
+            );
         }
     }
 

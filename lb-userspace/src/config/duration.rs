@@ -22,9 +22,13 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let mut rest = body;
     let mut total_ns: u128 = 0;
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
         let (number, after) = rest.split_at(number_len);
-        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
         let (unit, after) = after.split_at(unit_len);
         let unit_ns: u128 = match unit {
             "ns" => 1,
@@ -39,7 +43,11 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
             return Err(bad());
         }
-        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
         let mut fraction_ns: u128 = 0;
         let mut scale: u128 = 1;
         for digit in fraction.bytes().take(30) {
@@ -59,6 +67,43 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total_ns as u64))
 }
 
+/// Go's `time.Duration.String()` (`0s`, `1.5s`, `2m0s`, `1h0m0s`, `500ms`), the form
+/// `metav1.Duration` fields are written in.
+pub fn format_go_duration(duration: Duration) -> String {
+    let nanos = duration.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    // Below one second Go switches to the largest unit that keeps a non-zero integer part.
+    let fraction = |value: u128, scale: u128, unit: &str| {
+        let whole = value / scale;
+        let rest = value % scale;
+        if rest == 0 {
+            return format!("{whole}{unit}");
+        }
+        let width = scale.ilog10() as usize;
+        let digits = format!("{rest:0width$}");
+        format!("{whole}.{}{unit}", digits.trim_end_matches('0'))
+    };
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return fraction(nanos, 1_000, "µs");
+    }
+    if nanos < 1_000_000_000 {
+        return fraction(nanos, 1_000_000, "ms");
+    }
+    let secs = nanos / 1_000_000_000;
+    let seconds = fraction(nanos % 60_000_000_000, 1_000_000_000, "s");
+    let (hours, minutes) = (secs / 3600, secs / 60 % 60);
+    match (hours, minutes) {
+        (0, 0) => seconds,
+        (0, m) => format!("{m}m{seconds}"),
+        (h, m) => format!("{h}h{m}m{seconds}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,10 +121,35 @@ mod tests {
             (".5s", 500),
         ];
         for (text, ms) in ok {
-            assert_eq!(parse_go_duration(text).map(|d| d.as_millis()), Ok(ms), "{text}");
+            assert_eq!(
+                parse_go_duration(text).map(|d| d.as_millis()),
+                Ok(ms),
+                "{text}"
+            );
         }
         for bad in ["", "90", "s", "1x", "1..5s", "-5s", "1h-3m", "9999999999h"] {
             assert!(parse_go_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn formats_like_go() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(120), "2m0s"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_secs(3661), "1h1m1s"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_micros(1500), "1.5ms"),
+            (Duration::from_nanos(1500), "1.5µs"),
+            (Duration::from_nanos(7), "7ns"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(format_go_duration(duration), text);
+            assert_eq!(parse_go_duration(text), Ok(duration), "{text} parses back");
         }
     }
 }

@@ -19,7 +19,12 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(kind: &str, name: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        kind: &str,
+        name: &str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             kind: kind.to_string(),
             name: name.to_string(),
@@ -55,7 +60,8 @@ pub(crate) struct Errors<'a> {
 
 impl Errors<'_> {
     pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.list.push(ConfigError::new(self.kind, self.name, field, message));
+        self.list
+            .push(ConfigError::new(self.kind, self.name, field, message));
     }
 
     pub fn push_transient(&mut self, field: impl Into<String>, message: impl Into<String>) {

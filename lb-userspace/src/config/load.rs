@@ -85,7 +85,9 @@ pub fn parse(text: &str, source: &str) -> Result<Loaded, LoadError> {
             message,
         };
         let value: Value = serde_yaml::from_str(&document).map_err(|e| {
-            let line = e.location().map_or(first_line, |l| first_line + l.line() - 1);
+            let line = e
+                .location()
+                .map_or(first_line, |l| first_line + l.line() - 1);
             at(line, strip_location(&e.to_string()))
         })?;
         if value.is_null() {
@@ -96,7 +98,12 @@ pub fn parse(text: &str, source: &str) -> Result<Loaded, LoadError> {
             .lines()
             .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
             .unwrap_or(0);
-        let doc = Document { source, first_line, content_line: first_line + content_offset, text: &document };
+        let doc = Document {
+            source,
+            first_line,
+            content_line: first_line + content_offset,
+            text: &document,
+        };
         doc.add_objects(value, &mut loaded)?;
     }
     Ok(loaded)
@@ -113,19 +120,33 @@ struct Document<'a> {
 
 impl Document<'_> {
     fn error(&self, line: usize, message: impl Into<String>) -> LoadError {
-        LoadError { file: self.source.to_string(), line, message: message.into() }
+        LoadError {
+            file: self.source.to_string(),
+            line,
+            message: message.into(),
+        }
     }
 
     fn add_objects(&self, value: Value, loaded: &mut Loaded) -> Result<(), LoadError> {
         let Value::Mapping(map) = &value else {
-            return Err(self.error(self.content_line, "not a Kubernetes object (expected a mapping with apiVersion and kind)"));
+            return Err(self.error(
+                self.content_line,
+                "not a Kubernetes object (expected a mapping with apiVersion and kind)",
+            ));
         };
         let field = |name: &str| map.get(name).and_then(Value::as_str).map(str::to_string);
         let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
-            return Err(self.error(self.content_line, "not a Kubernetes object: apiVersion and kind are required"));
+            return Err(self.error(
+                self.content_line,
+                "not a Kubernetes object: apiVersion and kind are required",
+            ));
         };
         if kind == "List" || kind.ends_with("List") && api_version == "v1" {
-            let items = map.get("items").and_then(Value::as_sequence).cloned().unwrap_or_default();
+            let items = map
+                .get("items")
+                .and_then(Value::as_sequence)
+                .cloned()
+                .unwrap_or_default();
             for item in items {
                 self.add_objects(item, loaded)?;
             }
@@ -142,13 +163,20 @@ impl Document<'_> {
         Ok(())
     }
 
-    fn object(&self, api_version: &str, kind: &str, value: Value) -> Result<Option<Object>, LoadError> {
+    fn object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        value: Value,
+    ) -> Result<Option<Object>, LoadError> {
         let metallb = |version: &str| api_version == format!("{}/{version}", api::GROUP);
         if let Some(group_version) = api_version.strip_prefix("metallb.io/") {
             let served = match kind {
                 "BGPPeer" => matches!(group_version, "v1beta1" | "v1beta2"),
-                "IPAddressPool" | "L2Advertisement" | "BGPAdvertisement" | "Community" | "BFDProfile"
-                | "ServiceL2Status" | "ServiceBGPStatus" | "ConfigurationState" => group_version == "v1beta1",
+                "IPAddressPool" | "L2Advertisement" | "BGPAdvertisement" | "Community"
+                | "BFDProfile" | "ServiceL2Status" | "ServiceBGPStatus" | "ConfigurationState" => {
+                    group_version == "v1beta1"
+                }
                 _ => return Ok(None),
             };
             if !served {
@@ -160,24 +188,38 @@ impl Document<'_> {
             }
         }
         let object = match kind {
-            "IPAddressPool" if metallb("v1beta1") => Object::IPAddressPool(self.typed(value, false)?),
-            "L2Advertisement" if metallb("v1beta1") => Object::L2Advertisement(self.typed(value, true)?),
-            "BGPAdvertisement" if metallb("v1beta1") => Object::BGPAdvertisement(self.typed(value, true)?),
+            "IPAddressPool" if metallb("v1beta1") => {
+                Object::IPAddressPool(self.typed(value, false)?)
+            }
+            "L2Advertisement" if metallb("v1beta1") => {
+                Object::L2Advertisement(self.typed(value, true)?)
+            }
+            "BGPAdvertisement" if metallb("v1beta1") => {
+                Object::BGPAdvertisement(self.typed(value, true)?)
+            }
             "BGPPeer" if metallb("v1beta2") => Object::BGPPeer(self.typed(value, true)?),
             "BGPPeer" if metallb("v1beta1") => {
                 Object::BGPPeer(self.typed::<api::v1beta1::BGPPeer>(value, true)?.into())
             }
             "Community" if metallb("v1beta1") => Object::Community(self.typed(value, true)?),
             "BFDProfile" if metallb("v1beta1") => Object::BFDProfile(self.typed(value, true)?),
-            "ServiceL2Status" if metallb("v1beta1") => Object::ServiceL2Status(self.typed(value, true)?),
-            "ServiceBGPStatus" if metallb("v1beta1") => Object::ServiceBGPStatus(self.typed(value, true)?),
-            "ConfigurationState" if metallb("v1beta1") => Object::ConfigurationState(self.typed(value, false)?),
+            "ServiceL2Status" if metallb("v1beta1") => {
+                Object::ServiceL2Status(self.typed(value, true)?)
+            }
+            "ServiceBGPStatus" if metallb("v1beta1") => {
+                Object::ServiceBGPStatus(self.typed(value, true)?)
+            }
+            "ConfigurationState" if metallb("v1beta1") => {
+                Object::ConfigurationState(self.typed(value, false)?)
+            }
             "Service" if api_version == "v1" => Object::Service(self.typed(value, false)?),
             "Node" if api_version == "v1" => Object::Node(self.typed(value, false)?),
             "Namespace" if api_version == "v1" => Object::Namespace(self.typed(value, false)?),
             "ConfigMap" if api_version == "v1" => Object::ConfigMap(self.typed(value, false)?),
             "Secret" if api_version == "v1" => Object::Secret(self.typed(value, false)?),
-            "EndpointSlice" if api_version == "discovery.k8s.io/v1" => Object::EndpointSlice(self.typed(value, false)?),
+            "EndpointSlice" if api_version == "discovery.k8s.io/v1" => {
+                Object::EndpointSlice(self.typed(value, false)?)
+            }
             _ => return Ok(None),
         };
         Ok(Some(object))
@@ -185,7 +227,11 @@ impl Document<'_> {
 
     /// Deserializes one object; `spec_optional` kinds get an empty spec when it is absent
     /// (MetalLB's docs show `L2Advertisement`s without one).
-    fn typed<T: DeserializeOwned>(&self, mut value: Value, spec_optional: bool) -> Result<T, LoadError> {
+    fn typed<T: DeserializeOwned>(
+        &self,
+        mut value: Value,
+        spec_optional: bool,
+    ) -> Result<T, LoadError> {
         if spec_optional && let Value::Mapping(map) = &mut value {
             let spec = Value::String("spec".into());
             if map.get(&spec).is_none_or(Value::is_null) {
@@ -203,8 +249,14 @@ impl Document<'_> {
                 .and_then(|v| v.get("metadata")?.get("name")?.as_str().map(str::to_string))
                 .map(|n| format!(" {n:?}"))
                 .unwrap_or_default();
-            let kind = std::any::type_name::<T>().rsplit("::").next().unwrap_or("object");
-            self.error(line, format!("{kind}{name}: {}", strip_location(&e.to_string())))
+            let kind = std::any::type_name::<T>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("object");
+            self.error(
+                line,
+                format!("{kind}{name}: {}", strip_location(&e.to_string())),
+            )
         })
     }
 }
@@ -273,9 +325,13 @@ metadata:
     fn reads_metallb_objects_and_defaults_a_missing_spec() {
         let objects = parse_documents(POOL_AND_AD, "a.yaml").expect("valid");
         assert_eq!(objects.len(), 2);
-        let Object::IPAddressPool(pool) = &objects[0] else { panic!("{objects:?}") };
+        let Object::IPAddressPool(pool) = &objects[0] else {
+            panic!("{objects:?}")
+        };
         assert_eq!(pool.spec.addresses, ["192.168.1.240-192.168.1.250"]);
-        let Object::L2Advertisement(ad) = &objects[1] else { panic!("{objects:?}") };
+        let Object::L2Advertisement(ad) = &objects[1] else {
+            panic!("{objects:?}")
+        };
         assert!(ad.spec.ip_address_pools.is_empty());
     }
 
@@ -283,11 +339,20 @@ metadata:
     fn converts_v1beta1_bgppeer_like_metallb() {
         let text = "apiVersion: metallb.io/v1beta1\nkind: BGPPeer\nmetadata: {name: p}\nspec:\n  myASN: 64500\n  peerASN: 64501\n  peerAddress: 10.0.0.1\n  nodeSelectors:\n  - matchLabels: {a: b}\n    matchExpressions: [{key: k, operator: In, values: [v]}]\n";
         let objects = parse_documents(text, "p.yaml").expect("valid");
-        let Object::BGPPeer(peer) = &objects[0] else { panic!("{objects:?}") };
+        let Object::BGPPeer(peer) = &objects[0] else {
+            panic!("{objects:?}")
+        };
         assert_eq!(peer.spec.my_asn, 64500);
         assert_eq!(peer.spec.hold_time.as_deref(), Some("0s"));
         let selector = &peer.spec.node_selectors[0];
-        assert_eq!(selector.match_labels.as_ref().and_then(|m| m.get("a")).map(String::as_str), Some("b"));
+        assert_eq!(
+            selector
+                .match_labels
+                .as_ref()
+                .and_then(|m| m.get("a"))
+                .map(String::as_str),
+            Some("b")
+        );
         assert_eq!(selector.match_expressions.as_ref().map(Vec::len), Some(1));
     }
 
@@ -298,7 +363,11 @@ metadata:
         assert_eq!(loaded.objects.len(), 1);
         assert_eq!(loaded.warnings.len(), 1);
         assert_eq!(loaded.warnings[0].line, 1);
-        assert!(loaded.warnings[0].to_string().contains("apps/v1 Deployment"));
+        assert!(
+            loaded.warnings[0]
+                .to_string()
+                .contains("apps/v1 Deployment")
+        );
     }
 
     #[test]
@@ -310,7 +379,11 @@ metadata:
         let not_k8s = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nfoo: bar\n";
         let e = parse(not_k8s, "x.yaml").expect_err("no kind");
         assert_eq!(e.line, 5, "{e}");
-        assert!(e.to_string().starts_with("x.yaml:5: not a Kubernetes object"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("x.yaml:5: not a Kubernetes object"),
+            "{e}"
+        );
         let bad_type = "---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: p\nspec:\n  addresses: 10.0.0.0/24\n";
         let e = parse(bad_type, "t.yaml").expect_err("wrong type");
         assert_eq!(e.line, 7, "{e}");

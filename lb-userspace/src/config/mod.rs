@@ -7,6 +7,7 @@ pub mod selector;
 
 pub mod address;
 pub mod community;
+pub mod convert;
 pub mod duration;
 
 mod build;

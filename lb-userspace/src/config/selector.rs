@@ -71,11 +71,18 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn req(key: &str, operator: Operator, values: &[&str]) -> Requirement {
-        Requirement { key: key.into(), operator, values: values.iter().map(|v| v.to_string()).collect() }
+        Requirement {
+            key: key.into(),
+            operator,
+            values: values.iter().map(|v| v.to_string()).collect(),
+        }
     }
 
     #[test]
@@ -95,7 +102,10 @@ mod tests {
     #[test]
     fn empty_selector_matches_all_and_labels_must_all_hold() {
         assert!(Selector::everything().matches(&labels(&[])));
-        let s = Selector { match_labels: labels(&[("a", "1"), ("b", "2")]), match_expressions: vec![] };
+        let s = Selector {
+            match_labels: labels(&[("a", "1"), ("b", "2")]),
+            match_expressions: vec![],
+        };
         assert!(s.matches(&labels(&[("a", "1"), ("b", "2"), ("c", "3")])));
         assert!(!s.matches(&labels(&[("a", "1")])));
         assert!(!any_matches(&[], &labels(&[])));

@@ -522,7 +522,8 @@ impl<'a> Leader<'a> {
                 match writes::dynamic_status(&pools, name, plan::pool_status(c)).await {
                     Ok(_) => {
                         ctx.metrics.api_writes.inc();
-                        self.pool_status_written.insert(name.clone(), (uid.clone(), *c));
+                        self.pool_status_written
+                            .insert(name.clone(), (uid.clone(), *c));
                     }
                     Err(error) if is_not_found(&error) => {}
                     Err(error) => {

@@ -20,12 +20,12 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use aya::programs::links::FdLink;
 use aya::programs::{Xdp, XdpMode};
 use lb_common::maps::{
-    ANNOUNCE_FLAGS_NONE, AddrStats, Announcement, COUNTER_SLOTS, Guard, Ipv4Key, Ipv6Key,
-    MAP_COUNTERS, MAP_GUARD, MAP_V4, MAP_V4_STATS, MAP_V6, MAP_V6_STATS, PROG_NAME,
+    ANNOUNCE_FLAGS_NONE, Announcement, COUNTER_SLOTS, Guard, Ipv4Key, Ipv6Key, MAP_COUNTERS,
+    MAP_GUARD, MAP_V4, MAP_V6, PROG_NAME,
 };
 use serde::Serialize;
 
@@ -35,16 +35,7 @@ use keys::{AddrKey, Mac};
 use netdev::Interface;
 pub use pins::AttachedMode;
 
-const MAP_NAMES: [&str; 6] = [
-    MAP_V4,
-    MAP_V6,
-    MAP_V4_STATS,
-    MAP_V6_STATS,
-    MAP_COUNTERS,
-    MAP_GUARD,
-];
-/// `BPF_NOEXIST`: insert only when absent.
-const BPF_NOEXIST: u64 = 1;
+const MAP_NAMES: [&str; 4] = [MAP_V4, MAP_V6, MAP_COUNTERS, MAP_GUARD];
 
 /// Requested attach mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,10 +160,8 @@ pub fn monotonic_ns() -> u64 {
 /// The pinned maps of one pin directory.
 pub struct Dataplane {
     pin_dir: PathBuf,
-    v4: HashMap<MapData, Ipv4Key, Announcement>,
-    v6: HashMap<MapData, Ipv6Key, Announcement>,
-    v4_stats: PerCpuHashMap<MapData, Ipv4Key, AddrStats>,
-    v6_stats: PerCpuHashMap<MapData, Ipv6Key, AddrStats>,
+    v4: PerCpuHashMap<MapData, Ipv4Key, Announcement>,
+    v6: PerCpuHashMap<MapData, Ipv6Key, Announcement>,
     counters: PerCpuArray<MapData, u64>,
     guard: Array<MapData, Guard>,
 }
@@ -225,8 +214,6 @@ impl Dataplane {
             pin_dir: pin_dir.to_path_buf(),
             v4: open_pinned(pin_dir, MAP_V4)?,
             v6: open_pinned(pin_dir, MAP_V6)?,
-            v4_stats: open_pinned(pin_dir, MAP_V4_STATS)?,
-            v6_stats: open_pinned(pin_dir, MAP_V6_STATS)?,
             counters: open_pinned(pin_dir, MAP_COUNTERS)?,
             guard: open_pinned(pin_dir, MAP_GUARD)?,
         })
@@ -240,19 +227,25 @@ impl Dataplane {
     /// process exits. Idempotent: an interface with a pinned link is left as it is.
     pub fn attach(&self, iface: &Interface, mode_request: AttachMode) -> Result<Attached> {
         if let Some((_, mode, path)) = self.link_of(&iface.name)? {
-            // A pin whose interface was deleted (and maybe re-created under the same name)
-            // holds a dead link: drop it and attach afresh.
-            if pins::pinned_link_ifindex(&path).ok() != Some(iface.index) {
-                std::fs::remove_file(&path)
-                    .map_err(|source| DataplaneError::PinDir { path, source })?;
-                return self.attach(iface, mode_request);
+            let linked =
+                pins::pinned_link_ifindex(&path).map_err(|source| DataplaneError::PinDir {
+                    path: path.clone(),
+                    source,
+                })?;
+            if linked == iface.index {
+                // The pinned link is live on this interface: reuse it, with no gap in answers.
+                return Ok(Attached {
+                    iface: iface.name.clone(),
+                    mode,
+                    already: true,
+                    driver_refused: None,
+                });
             }
-            return Ok(Attached {
-                iface: iface.name.clone(),
-                mode,
-                already: true,
-                driver_refused: None,
-            });
+            // The interface was deleted (ifindex 0), maybe re-created under the same name: the
+            // pin holds a dead link. Drop it and attach afresh.
+            std::fs::remove_file(&path)
+                .map_err(|source| DataplaneError::PinDir { path, source })?;
+            return self.attach(iface, mode_request);
         }
         let mut ebpf = load_object(&self.pin_dir)?;
         let program_err = |e| DataplaneError::Program {
@@ -355,25 +348,11 @@ impl Dataplane {
                 iface: iface.name.clone(),
             });
         }
-        let value = Announcement {
-            mac: mac.0,
-            flags: ANNOUNCE_FLAGS_NONE,
-        };
-        let zero = zeroed_stats()?;
         let changed = match AddrKey::new(iface.index, ip) {
-            AddrKey::V4(key) => {
-                // Counters first, so the program never sees an announced address without them.
-                insert_stats(&mut self.v4_stats, &key, zero, MAP_V4_STATS)?;
-                let before = self.v4.get(&key, 0).ok();
-                self.v4.insert(&key, &value, 0).map_err(map_err(MAP_V4))?;
-                before != Some(value)
-            }
+            AddrKey::V4(key) => upsert_announcement(&mut self.v4, &key, mac, MAP_V4)?,
             AddrKey::V6(key) => {
                 iface.join_link_group(keys::solicited_node_mac(ip_v6(ip)))?;
-                insert_stats(&mut self.v6_stats, &key, zero, MAP_V6_STATS)?;
-                let before = self.v6.get(&key, 0).ok();
-                self.v6.insert(&key, &value, 0).map_err(map_err(MAP_V6))?;
-                before != Some(value)
+                upsert_announcement(&mut self.v6, &key, mac, MAP_V6)?
             }
         };
         Ok(Announced { ip, mac, changed })
@@ -387,14 +366,9 @@ impl Dataplane {
 
     fn withdraw_key(&mut self, key: AddrKey, iface: Option<&Interface>) -> Result<bool> {
         let was = match key {
-            AddrKey::V4(k) => {
-                let was = remove_entry(self.v4.remove(&k), MAP_V4)?;
-                remove_entry(self.v4_stats.remove(&k), MAP_V4_STATS)?;
-                was
-            }
+            AddrKey::V4(k) => remove_entry(self.v4.remove(&k), MAP_V4)?,
             AddrKey::V6(k) => {
                 let was = remove_entry(self.v6.remove(&k), MAP_V6)?;
-                remove_entry(self.v6_stats.remove(&k), MAP_V6_STATS)?;
                 let group = keys::solicited_node_mac(ip_v6(key.ip()));
                 let still_needed = self.keys()?.iter().any(|other| {
                     other.ifindex() == k.ifindex
@@ -460,24 +434,18 @@ impl Dataplane {
     pub fn snapshot(&self) -> Result<Snapshot> {
         let mut addresses = Vec::new();
         for key in self.keys()? {
-            let (announcement, stats) = match key {
-                AddrKey::V4(k) => (
-                    self.v4.get(&k, 0).map_err(map_err(MAP_V4))?,
-                    self.v4_stats.get(&k, 0).ok(),
-                ),
-                AddrKey::V6(k) => (
-                    self.v6.get(&k, 0).map_err(map_err(MAP_V6))?,
-                    self.v6_stats.get(&k, 0).ok(),
-                ),
+            let per_cpu = match key {
+                AddrKey::V4(k) => self.v4.get(&k, 0).map_err(map_err(MAP_V4))?,
+                AddrKey::V6(k) => self.v6.get(&k, 0).map_err(map_err(MAP_V6))?,
             };
-            let stats = stats.map(|s| sum_stats(&s)).unwrap_or_default();
+            let entry = sum_over_cpus(&per_cpu[..]);
             addresses.push(AddressInfo {
                 iface: netdev::name_of(key.ifindex()),
                 ifindex: key.ifindex(),
                 ip: key.ip(),
-                mac: Mac(announcement.mac),
-                requests: stats.requests,
-                replies: stats.replies,
+                mac: Mac(entry.mac),
+                requests: entry.requests,
+                replies: entry.replies,
             });
         }
         addresses.sort_by_key(|a| (a.ifindex, a.ip));
@@ -557,31 +525,61 @@ fn ip_v6(ip: IpAddr) -> std::net::Ipv6Addr {
     }
 }
 
-fn zeroed_stats() -> Result<PerCpuValues<AddrStats>> {
-    let cpus = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Io {
-        op: "counting CPUs",
-        source,
-    })?;
-    PerCpuValues::try_from(vec![AddrStats::default(); cpus.get() as usize]).map_err(|source| {
-        DataplaneError::Io {
-            op: "per-CPU counters",
+/// Writes `mac` into every CPU's copy of the entry for `key`. An entry that already carries
+/// `mac` is left alone (its counters keep counting); a new one starts at zero; a MAC change keeps
+/// the counters read just before (increments in that instant are lost: counters, not state).
+/// Returns true when the map changed.
+fn upsert_announcement<K: aya::Pod>(
+    map: &mut PerCpuHashMap<MapData, K, Announcement>,
+    key: &K,
+    mac: Mac,
+    name: &'static str,
+) -> Result<bool> {
+    let before = match map.get(key, 0) {
+        Ok(values) => Some(values),
+        Err(MapError::KeyNotFound) => None,
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => None,
+        Err(e) => return Err(map_err(name)(e)),
+    };
+    let (values, changed) = announcement_values(before.as_ref().map(|v| &v[..]), mac, cpu_count()?);
+    if changed {
+        let values = PerCpuValues::try_from(values).map_err(|source| DataplaneError::Io {
+            op: "per-CPU map values",
             source,
-        }
-    })
+        })?;
+        map.insert(key, values, 0).map_err(map_err(name))?;
+    }
+    Ok(changed)
 }
 
-/// Inserts zeroed counters unless the address already has some (a re-announce keeps them).
-fn insert_stats<K: aya::Pod>(
-    map: &mut PerCpuHashMap<MapData, K, AddrStats>,
-    key: &K,
-    zero: PerCpuValues<AddrStats>,
-    name: &'static str,
-) -> Result<()> {
-    match map.insert(key, zero, BPF_NOEXIST) {
-        Ok(()) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-        Err(e) => Err(map_err(name)(e)),
+/// The per-CPU values to write for announcing with `mac`, given the current ones (if any), and
+/// whether anything changes. Pure, so the rule is unit-tested.
+fn announcement_values(
+    current: Option<&[Announcement]>,
+    mac: Mac,
+    cpus: usize,
+) -> (Vec<Announcement>, bool) {
+    let wanted = |old: Announcement| Announcement {
+        mac: mac.0,
+        flags: ANNOUNCE_FLAGS_NONE,
+        ..old
+    };
+    match current {
+        Some(values) if values.len() == cpus => {
+            let changed = values.iter().any(|v| *v != wanted(*v));
+            (values.iter().map(|v| wanted(*v)).collect(), changed)
+        }
+        _ => (vec![wanted(Announcement::default()); cpus], true),
     }
+}
+
+fn cpu_count() -> Result<usize> {
+    aya::util::nr_cpus()
+        .map(|n| n.get() as usize)
+        .map_err(|(_, source)| DataplaneError::Io {
+            op: "counting CPUs",
+            source,
+        })
 }
 
 /// True when removed, false when absent.
@@ -596,13 +594,21 @@ fn remove_entry(result: std::result::Result<(), MapError>, name: &'static str) -
     }
 }
 
-fn sum_stats(values: &PerCpuValues<AddrStats>) -> AddrStats {
-    values
-        .iter()
-        .fold(AddrStats::default(), |acc, s| AddrStats {
-            requests: acc.requests.wrapping_add(s.requests),
-            replies: acc.replies.wrapping_add(s.replies),
-        })
+/// One entry for all CPUs: the MAC and flags (equal on every CPU; CPU 0's), counters summed.
+fn sum_over_cpus(values: &[Announcement]) -> Announcement {
+    let first = values.first().copied().unwrap_or_default();
+    values.iter().fold(
+        Announcement {
+            requests: 0,
+            replies: 0,
+            ..first
+        },
+        |acc, v| Announcement {
+            requests: acc.requests.wrapping_add(v.requests),
+            replies: acc.replies.wrapping_add(v.replies),
+            ..acc
+        },
+    )
 }
 
 #[cfg(test)]
@@ -648,6 +654,68 @@ mod tests {
                 timeout_ms: 2000
             }
         );
+    }
+
+    #[test]
+    fn announcement_values_table() {
+        let mac = Mac([2, 0, 0, 0, 0, 1]);
+        let other = Mac([2, 0, 0, 0, 0, 2]);
+        let entry = |mac: Mac, requests, replies| Announcement {
+            mac: mac.0,
+            flags: ANNOUNCE_FLAGS_NONE,
+            requests,
+            replies,
+        };
+        // New: every CPU gets the MAC and zero counters.
+        assert_eq!(
+            announcement_values(None, mac, 2),
+            (vec![entry(mac, 0, 0); 2], true)
+        );
+        // Same MAC: nothing to write, counters untouched.
+        let current = [entry(mac, 3, 2), entry(mac, 1, 1)];
+        assert_eq!(
+            announcement_values(Some(&current), mac, 2),
+            (current.to_vec(), false)
+        );
+        // New MAC: written on every CPU, counters kept.
+        assert_eq!(
+            announcement_values(Some(&[entry(other, 3, 2), entry(other, 1, 1)]), mac, 2),
+            (vec![entry(mac, 3, 2), entry(mac, 1, 1)], true)
+        );
+        // A CPU count that does not match the map's (cannot happen; rewrite rather than guess).
+        assert_eq!(
+            announcement_values(Some(&[entry(mac, 3, 2)]), mac, 2),
+            (vec![entry(mac, 0, 0); 2], true)
+        );
+    }
+
+    #[test]
+    fn sums_counters_over_cpus() {
+        let mac = [2, 0, 0, 0, 0, 1];
+        let values = [
+            Announcement {
+                mac,
+                flags: 0,
+                requests: 3,
+                replies: 2,
+            },
+            Announcement {
+                mac,
+                flags: 0,
+                requests: 4,
+                replies: 1,
+            },
+        ];
+        assert_eq!(
+            sum_over_cpus(&values),
+            Announcement {
+                mac,
+                flags: 0,
+                requests: 7,
+                replies: 3
+            }
+        );
+        assert_eq!(sum_over_cpus(&[]), Announcement::default());
     }
 
     #[test]

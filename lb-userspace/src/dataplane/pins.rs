@@ -96,7 +96,8 @@ pub fn fdinfo_ifindex(fdinfo: &str) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// `BPF_OBJ_GET`: opens a pinned object read-only.
+/// `BPF_OBJ_GET`: opens a pinned object. No access flags: the kernel refuses
+/// `BPF_F_RDONLY`/`BPF_F_WRONLY` (EINVAL) for anything but maps, links included.
 fn bpf_obj_get(path: &Path) -> std::io::Result<OwnedFd> {
     /// The `BPF_OBJ_GET` member of `union bpf_attr`.
     #[repr(C)]
@@ -106,13 +107,12 @@ fn bpf_obj_get(path: &Path) -> std::io::Result<OwnedFd> {
         file_flags: u32,
     }
     const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_F_RDONLY: u32 = 1 << 3;
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     let attr = ObjGetAttr {
         pathname: c.as_ptr() as u64,
         bpf_fd: 0,
-        file_flags: BPF_F_RDONLY,
+        file_flags: 0,
     };
     // SAFETY: attr is a valid BPF_OBJ_GET attribute whose path outlives the call.
     let fd = unsafe {

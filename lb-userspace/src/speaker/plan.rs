@@ -56,8 +56,9 @@ pub enum Decision {
         interfaces: BTreeSet<String>,
         /// The advertisements named interfaces (ServiceL2Status lists them only then).
         restricted: bool,
-        /// Named interfaces this node lacks (the rest still announces).
-        missing: Vec<String>,
+        /// Named interfaces this node lacks, each with the L2Advertisements naming it (the rest
+        /// still announces).
+        missing: Vec<(String, Vec<String>)>,
     },
     /// Another node is elected.
     Elsewhere { node: String },
@@ -230,13 +231,30 @@ fn decide(inputs: &Inputs<'_>, info: &ServiceInfo, ips: &[IpAddr]) -> Decision {
         return Decision::Elsewhere { node: winner.node };
     }
     let all = inputs.interfaces.all();
+    // Which of this node's advertisements name each interface (for messages).
+    let naming = |iface: &str| -> Vec<String> {
+        election::matching_ads(inputs.config, pool, info)
+            .into_iter()
+            .filter(|ad| ad.nodes.contains(inputs.node) && ad.interfaces.iter().any(|i| i == iface))
+            .map(|ad| ad.name.clone())
+            .collect()
+    };
     let (interfaces, restricted, missing) = match winner.interfaces {
         Interfaces::All => (all, false, Vec::new()),
         Interfaces::Named(named) => {
-            let missing: Vec<String> = named.difference(&all).cloned().collect();
+            let missing: Vec<(String, Vec<String>)> = named
+                .difference(&all)
+                .map(|m| (m.clone(), naming(m)))
+                .collect();
             let present: BTreeSet<String> = named.intersection(&all).cloned().collect();
             (present, true, missing)
         }
+    };
+    let ip_list = || {
+        ips.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     };
     let usable = ips.iter().any(|ip| {
         unannounceable_reason(*ip).is_none()
@@ -245,21 +263,21 @@ fn decide(inputs: &Inputs<'_>, info: &ServiceInfo, ips: &[IpAddr]) -> Decision {
                 .any(|i| inputs.interfaces.for_ip(ip).contains(i))
     });
     if !usable {
-        let reason = if restricted {
-            let named: Vec<String> = missing.iter().map(|m| format!("{m:?}")).collect();
+        let reason = if restricted && !missing.is_empty() {
+            let named: Vec<String> = missing
+                .iter()
+                .map(|(iface, ads)| format!("{iface:?} (L2Advertisement {})", quoted_list(ads)))
+                .collect();
             format!(
-                "the interfaces specified by the L2Advertisements ({}) are not available on node {:?}",
-                named.join(", "),
-                inputs.node
+                "the interfaces specified by the L2Advertisements are not available on node {:?}: {}",
+                inputs.node,
+                named.join(", ")
             )
         } else {
             format!(
                 "node {:?} has no interface eligible for layer 2 for {}",
                 inputs.node,
-                ips.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
+                ip_list()
             )
         };
         return Decision::Failed { reason };
@@ -336,12 +354,13 @@ impl Plan {
                         "nodeAssigned",
                         format!("announcing from node {node:?} with protocol {PROTOCOL:?}"),
                     ));
-                    for m in missing {
+                    for (iface, ads) in missing {
                         out.insert(event(
                             true,
                             "interfaceMissing",
                             format!(
-                                "interface {m:?} named by an L2Advertisement is missing or not eligible on node {node:?}; announcing on the others"
+                                "interface {iface:?} named by L2Advertisement {} is missing or not eligible on node {node:?}; announcing on the others",
+                                quoted_list(ads)
                             ),
                         ));
                     }
@@ -357,6 +376,15 @@ impl Plan {
         }
         out
     }
+}
+
+/// `"a", "b"` (Go's %q style, comma-separated).
+fn quoted_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The events of `next` that `previous` did not already report (Events mark changes; a

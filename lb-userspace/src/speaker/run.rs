@@ -73,7 +73,10 @@ pub struct Options {
 
 /// Work for the API writer task.
 enum Job {
-    Statuses(BTreeMap<String, crate::api::L2ServiceStatus>, Option<Box<Pod>>),
+    Statuses(
+        BTreeMap<String, crate::api::L2ServiceStatus>,
+        Option<Box<Pod>>,
+    ),
     Event(PlannedEvent, Option<String>),
 }
 

@@ -59,7 +59,41 @@ pub fn herald_binary() -> PathBuf {
         "{} is missing: build it first with `cargo build -p herald` (cargo xtask test does)",
         bin.display()
     );
+    static WARNED: OnceLock<()> = OnceLock::new();
+    WARNED.get_or_init(|| {
+        let sources = workspace_root().join("lb-userspace/src");
+        if let (Some(built), Some(edited)) = (modified(&bin), newest_modification(&sources))
+            && built < edited
+        {
+            eprintln!(
+                "warning: {} is older than {}: these tests run the binary, rebuild it with `cargo build -p herald`",
+                bin.display(),
+                sources.display()
+            );
+        }
+    });
     bin
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The latest modification time of any file under `dir`.
+fn newest_modification(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).ok()?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Some(time) = modified(&path) {
+                newest = newest.max(Some(time));
+            }
+        }
+    }
+    newest
 }
 
 /// The workspace root (the directory holding `manifests/`).

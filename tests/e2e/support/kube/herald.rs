@@ -20,11 +20,26 @@ pub struct Herald {
 impl Herald {
     /// Starts `herald controller` named `name` (its Lease identity) with `extra` flags.
     pub fn start(plane: &ControlPlane, name: &str, extra: &[&str]) -> Herald {
+        Self::start_with_log(plane, name, extra, Some("info,kube=warn"))
+    }
+
+    /// Like [`Herald::start`] with `RUST_LOG` set to `rust_log`, or unset when `None`.
+    pub fn start_with_log(
+        plane: &ControlPlane,
+        name: &str,
+        extra: &[&str],
+        rust_log: Option<&str>,
+    ) -> Herald {
         let metrics_port = free_port();
         let health_port = free_port();
         let log = plane.dir.join(format!("herald-{name}-{}.log", unique()));
         let file = std::fs::File::create(&log).expect("herald log file");
-        let child = Command::new(herald_binary())
+        let mut command = Command::new(herald_binary());
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command
             .arg("controller")
             .arg(format!(
                 "--kubeconfig={}",
@@ -38,7 +53,6 @@ impl Herald {
             .arg("--ml-secret-name=memberlist")
             .arg("--lease-duration=3")
             .args(extra)
-            .env("RUST_LOG", "info,kube=warn")
             .env_remove("KUBECONFIG")
             .env_remove("METALLB_NAMESPACE")
             .stdin(Stdio::null())

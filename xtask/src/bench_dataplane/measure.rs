@@ -1,0 +1,360 @@
+//! One measurement step: offer frames at a paced rate (or as fast as the sender goes) for a fixed
+//! time from the client namespace, count the replies the client receives, and time latency
+//! probes interleaved with the load (one probe per millisecond, each tagged by its source MAC).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::cpu::{self, CpuShare};
+use super::frames::{self, PROBE_TAGS};
+use super::lab::{CLIENT_CPU, NODE_CPU};
+use super::live::LiveGenerator;
+use super::net::{self, Batch, Counter, ReplyRing, Sender, Sent};
+use super::stats;
+
+/// Frames per `sendmmsg`.
+const BATCH: usize = 64;
+const PROBE_EVERY: Duration = Duration::from_millis(1);
+/// Replies still in flight when sending stops are counted if they arrive within this.
+const DRAIN: Duration = Duration::from_millis(100);
+
+/// What the receiver thread learns, shared with the generator.
+struct Shared {
+    /// CLOCK_REALTIME send time of the outstanding probe per tag (0 = none).
+    probe_sent: Vec<AtomicU64>,
+    latencies_ns: Mutex<Vec<u64>>,
+    /// Replies sent to the flood's source MAC: during the bad-input flood, each one is a wrong answer.
+    to_generator: AtomicU64,
+    /// Replies resolving an address that is not announced.
+    wrong_address: AtomicU64,
+    announced: Vec<IpAddr>,
+    stop: AtomicBool,
+}
+
+/// Where the load comes from (probes always go through the AF_PACKET sender).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generator {
+    /// `BPF_PROG_TEST_RUN` live frames: XDP_TX from kernel space, no per-frame syscall.
+    Live,
+    /// `sendmmsg` on an AF_PACKET socket (qdisc bypassed).
+    Packet,
+}
+
+/// Frames per live-frames call at most (about a millisecond of load at the top rates).
+const LIVE_CHUNK: u64 = 1024;
+
+pub struct Engine {
+    sender: Sender,
+    live: Option<LiveGenerator>,
+    client_ns: String,
+    client_ifindex: u32,
+    counter: Counter,
+    shared: Arc<Shared>,
+    receiver: Option<JoinHandle<()>>,
+    /// Processes/threads whose CPU time counts as the responder's (besides CPU softirq time).
+    pub responder_pids: Vec<u32>,
+}
+
+/// Figures of one step.
+#[derive(Clone, Debug, Default)]
+pub struct StepResult {
+    /// Requested rate in frames/s (`None`: as fast as the sender goes).
+    pub target: Option<u64>,
+    /// Frames the veth accepted per second (load + probes).
+    pub offered: f64,
+    /// Frames the veth refused (full queue / backpressure) per second.
+    pub refused: f64,
+    pub replies: f64,
+    pub probes_sent: u64,
+    pub latencies_ns: Vec<u64>,
+    pub node_cpu: CpuShare,
+    /// Responder CPU in % of one core: node-CPU softirq time plus its threads' time.
+    pub responder_cpu: f64,
+    pub client_cpu: CpuShare,
+    pub ring_drops: u64,
+    pub to_generator: u64,
+    pub wrong_address: u64,
+}
+
+impl StepResult {
+    pub fn loss(&self) -> f64 {
+        stats::loss(self.offered, self.replies)
+    }
+    pub fn p50_us(&self) -> Option<f64> {
+        stats::percentile_us(&self.latencies_ns, 50.0)
+    }
+    pub fn p99_us(&self) -> Option<f64> {
+        stats::percentile_us(&self.latencies_ns, 99.0)
+    }
+    pub fn probes_answered(&self) -> usize {
+        self.latencies_ns.len()
+    }
+}
+
+impl Engine {
+    /// Opens sender and receive ring on the client interface and starts the receiver thread.
+    pub fn start(
+        client_ns: &str,
+        client_if: &str,
+        announced: Vec<IpAddr>,
+        generator: Generator,
+    ) -> Result<Engine> {
+        let ifname = client_if.to_string();
+        let (sender, ring, client_ifindex) = net::in_netns(client_ns, move || {
+            Ok((Sender::open(&ifname)?, ReplyRing::open(&ifname)?, net::ifindex(&ifname)? as u32))
+        })?;
+        let live = match generator {
+            Generator::Live => Some(LiveGenerator::load()?),
+            Generator::Packet => None,
+        };
+        let counter = ring.counter()?;
+        let shared = Arc::new(Shared {
+            probe_sent: (0..PROBE_TAGS).map(|_| AtomicU64::new(0)).collect(),
+            latencies_ns: Mutex::new(Vec::new()),
+            to_generator: AtomicU64::new(0),
+            wrong_address: AtomicU64::new(0),
+            announced,
+            stop: AtomicBool::new(false),
+        });
+        let rx_shared = shared.clone();
+        let receiver = std::thread::Builder::new()
+            .name("bench-rx".into())
+            .spawn(move || receive(ring, &rx_shared))
+            .context("receiver thread")?;
+        Ok(Engine {
+            sender,
+            live,
+            client_ns: client_ns.to_string(),
+            client_ifindex,
+            counter,
+            shared,
+            receiver: Some(receiver),
+            responder_pids: Vec::new(),
+        })
+    }
+
+    /// Sends one probe every 100 ms until one is answered or `timeout` passes.
+    pub fn wait_answered(&mut self, probe: &[u8], timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let r = self.step(&[], std::slice::from_ref(&probe.to_vec()), Some(0), Duration::from_millis(100))?;
+            if r.probes_answered() > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Offers `load` (cycled) at `rate` frames/s (`None`: unpaced; `Some(0)`: probes only) for
+    /// `duration`, with `probes` (cycled over the tags) every millisecond.
+    pub fn step(
+        &mut self,
+        load: &[Vec<u8>],
+        probes: &[Vec<u8>],
+        rate: Option<u64>,
+        duration: Duration,
+    ) -> Result<StepResult> {
+        for slot in &self.shared.probe_sent {
+            slot.store(0, Ordering::Relaxed);
+        }
+        self.take_latencies();
+        self.shared.to_generator.store(0, Ordering::Relaxed);
+        self.shared.wrong_address.store(0, Ordering::Relaxed);
+        self.counter.take()?;
+        let cpu_before = cpu::read_stat()?;
+        let ticks_before: u64 = self.responder_pids.iter().filter_map(|&p| cpu::process_ticks(p)).sum();
+
+        let batch: Vec<&[u8]> = if load.is_empty() {
+            Vec::new()
+        } else {
+            (0..BATCH).map(|i| load[i % load.len()].as_slice()).collect()
+        };
+        let load_path = match &self.live {
+            Some(g) => Load::Live(g, self.client_ifindex, load),
+            None => Load::Packet(&batch),
+        };
+        let sender = &self.sender;
+        let shared = &self.shared;
+        let client_ns = self.client_ns.as_str();
+        let generated = std::thread::scope(|s| {
+            s.spawn(|| generate(client_ns, sender, shared, load_path, probes, rate, duration))
+                .join()
+                .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
+        })?;
+        let cpu_after = cpu::read_stat()?;
+        let ticks_after: u64 = self.responder_pids.iter().filter_map(|&p| cpu::process_ticks(p)).sum();
+        std::thread::sleep(DRAIN);
+        let (replies, ring_drops) = self.counter.take()?;
+        let secs = generated.elapsed.as_secs_f64();
+        let share = |i: usize| match (cpu_before.get(i), cpu_after.get(i)) {
+            (Some(a), Some(b)) => cpu::share(a, b),
+            _ => CpuShare::default(),
+        };
+        Ok(StepResult {
+            target: rate,
+            offered: generated.sent as f64 / secs,
+            refused: generated.refused as f64 / secs,
+            replies: replies as f64 / secs,
+            probes_sent: generated.probes,
+            latencies_ns: self.take_latencies(),
+            node_cpu: share(NODE_CPU),
+            responder_cpu: share(NODE_CPU).softirq
+                + 100.0 * ticks_after.saturating_sub(ticks_before) as f64
+                    / cpu::ticks_per_second() as f64
+                    / secs,
+            client_cpu: share(CLIENT_CPU),
+            ring_drops,
+            to_generator: self.shared.to_generator.load(Ordering::Relaxed),
+            wrong_address: self.shared.wrong_address.load(Ordering::Relaxed),
+        })
+    }
+
+    fn take_latencies(&self) -> Vec<u64> {
+        match self.shared.latencies_ns.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.receiver.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Generated {
+    sent: u64,
+    refused: u64,
+    probes: u64,
+    elapsed: Duration,
+}
+
+/// The load of one step and how it is sent.
+enum Load<'a> {
+    /// Live-frames generator, client ifindex, frames (cycled per call).
+    Live(&'a LiveGenerator, u32, &'a [Vec<u8>]),
+    /// AF_PACKET batch.
+    Packet(&'a [&'a [u8]]),
+}
+
+fn generate(
+    client_ns: &str,
+    sender: &Sender,
+    shared: &Shared,
+    load: Load<'_>,
+    probes: &[Vec<u8>],
+    rate: Option<u64>,
+    duration: Duration,
+) -> Result<Generated> {
+    net::pin_current_thread(CLIENT_CPU)?;
+    net::raise_priority();
+    // The live-frames generator resolves the interface in the caller's namespace.
+    net::join_netns(client_ns)?;
+    let (mut batch, chunk, live) = match load {
+        Load::Packet(frames) => {
+            let b = Batch::new(frames);
+            let n = b.len() as u64;
+            (Some(b), n, None)
+        }
+        Load::Live(g, ifindex, frames) => (None, LIVE_CHUNK, Some((g, ifindex, frames))),
+    };
+    let mut next_frame = 0usize;
+    let mut probe_batches: Vec<Batch<'_>> =
+        probes.iter().map(|p| Batch::new(&[p.as_slice()])).collect();
+    let start = Instant::now();
+    let (mut sent, mut refused, mut probes_sent) = (0u64, 0u64, 0u64);
+    let mut next_probe = start;
+    loop {
+        let now = Instant::now();
+        let elapsed = now - start;
+        if elapsed >= duration {
+            break;
+        }
+        if !probe_batches.is_empty() && now >= next_probe {
+            // probes[i] carries tag i (its source MAC), so replies find their slot.
+            let tag = (probes_sent % probe_batches.len().min(PROBE_TAGS) as u64) as usize;
+            shared.probe_sent[tag].store(net::realtime_ns(), Ordering::Release);
+            match sender.send(&mut probe_batches[tag], 1)? {
+                Sent::Frames(n) if n > 0 => sent += 1,
+                _ => {
+                    shared.probe_sent[tag].store(0, Ordering::Relaxed);
+                    refused += 1;
+                }
+            }
+            probes_sent += 1;
+            next_probe += PROBE_EVERY;
+            if next_probe < now {
+                next_probe = now + PROBE_EVERY;
+            }
+        }
+        let due = match rate {
+            None => chunk,
+            Some(r) => {
+                let should = (r as f64 * elapsed.as_secs_f64()) as u64;
+                should.saturating_sub(sent + refused).min(chunk)
+            }
+        };
+        if due == 0 {
+            std::thread::sleep(Duration::from_micros(20));
+            continue;
+        }
+        if let Some(b) = batch.as_mut() {
+            if b.len() == 0 {
+                std::thread::sleep(Duration::from_micros(20));
+                continue;
+            }
+            match sender.send(b, due as usize)? {
+                Sent::Frames(n) => sent += n as u64,
+                Sent::Refused => refused += 1,
+            }
+        } else if let Some((g, ifindex, frames)) = live {
+            if frames.is_empty() {
+                std::thread::sleep(Duration::from_micros(20));
+                continue;
+            }
+            g.send(&frames[next_frame % frames.len()], ifindex, due as u32)?;
+            next_frame += 1;
+            sent += due;
+        }
+    }
+    Ok(Generated {
+        sent,
+        refused,
+        probes: probes_sent,
+        elapsed: start.elapsed(),
+    })
+}
+
+fn receive(mut ring: ReplyRing, shared: &Shared) {
+    let _ = net::pin_current_thread(CLIENT_CPU);
+    net::raise_priority();
+    while !shared.stop.load(Ordering::Relaxed) {
+        ring.drain(10, |c| {
+            let Some(reply) = frames::parse_reply(c.bytes) else {
+                return;
+            };
+            if !shared.announced.contains(&reply.resolves) {
+                shared.wrong_address.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(tag) = frames::probe_tag(&reply.to_mac) {
+                let sent = shared.probe_sent[usize::from(tag)].swap(0, Ordering::AcqRel);
+                if sent != 0 && c.received_ns >= sent {
+                    if let Ok(mut v) = shared.latencies_ns.lock() {
+                        v.push(c.received_ns - sent);
+                    }
+                }
+            } else if reply.to_mac == frames::GENERATOR_MAC {
+                shared.to_generator.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+}

@@ -1,0 +1,273 @@
+//! What the client namespace sees, measured from this process: a thread enters the namespace
+//! (`setns` affects only the calling thread) and opens its sockets there — a raw AF_PACKET socket
+//! for ARP requests/replies with precise timestamps, and TCP connections through a LoadBalancer IP.
+
+use std::fs::File;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+const ETH_P_ARP: u16 = 0x0806;
+
+/// Runs `f` on a thread inside network namespace `netns` and returns its result.
+pub fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let file = File::open(format!("/run/netns/{netns}"))
+        .with_context(|| format!("opening network namespace {netns}"))?;
+    std::thread::spawn(move || {
+        enter(&file)?;
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("probe thread panicked"))?
+}
+
+/// Spawns `f` on a thread inside `netns` (for probes running while the caller injects a fault).
+pub fn spawn_in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<std::thread::JoinHandle<Result<T>>> {
+    let file = File::open(format!("/run/netns/{netns}"))
+        .with_context(|| format!("opening network namespace {netns}"))?;
+    Ok(std::thread::spawn(move || {
+        enter(&file)?;
+        f()
+    }))
+}
+
+fn enter(file: &File) -> Result<()> {
+    // SAFETY: setns on a valid namespace fd; affects only this thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub type Mac = [u8; 6];
+
+pub fn format_mac(mac: &Mac) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// An ARP reply seen by the client: when, and the MAC it named.
+#[derive(Clone, Copy, Debug)]
+pub struct ArpAnswer {
+    pub at: Instant,
+    pub mac: Mac,
+}
+
+/// ARP requests for one IPv4 address from the client's interface, and the replies addressed to
+/// the client (gratuitous ARP, which targets the announced address itself, is not counted).
+pub struct ArpProber {
+    fd: i32,
+    ifindex: i32,
+    mac: Mac,
+    src: Ipv4Addr,
+    target: Ipv4Addr,
+}
+
+impl Drop for ArpProber {
+    fn drop(&mut self) {
+        // SAFETY: closing our own socket.
+        unsafe {
+            libc::close(self.fd);
+        }
+    }
+}
+
+impl ArpProber {
+    /// Opens the prober on `iface` of the current thread's namespace.
+    pub fn open(iface: &str, src: Ipv4Addr, target: Ipv4Addr) -> Result<ArpProber> {
+        // SAFETY: plain socket(2).
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(ETH_P_ARP.to_be()),
+            )
+        };
+        if fd < 0 {
+            bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+        }
+        let mut prober = ArpProber {
+            fd,
+            ifindex: 0,
+            mac: [0; 6],
+            src,
+            target,
+        };
+        let name = std::ffi::CString::new(iface)?;
+        // SAFETY: NUL-terminated name.
+        prober.ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
+        if prober.ifindex == 0 {
+            bail!("no interface {iface} in this namespace");
+        }
+        // SAFETY: ifreq is plain data; SIOCGIFHWADDR fills ifr_hwaddr.
+        unsafe {
+            let mut req: libc::ifreq = std::mem::zeroed();
+            for (dst, src) in req.ifr_name.iter_mut().zip(iface.as_bytes()) {
+                *dst = *src as libc::c_char;
+            }
+            if libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) != 0 {
+                bail!("SIOCGIFHWADDR {iface}: {}", std::io::Error::last_os_error());
+            }
+            for (dst, src) in prober.mac.iter_mut().zip(req.ifr_ifru.ifru_hwaddr.sa_data) {
+                *dst = src as u8;
+            }
+        }
+        let addr = prober.link_addr([0; 6]);
+        // SAFETY: binding to a valid sockaddr_ll.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            bail!("binding to {iface}: {}", std::io::Error::last_os_error());
+        }
+        Ok(prober)
+    }
+
+    fn link_addr(&self, dst: Mac) -> libc::sockaddr_ll {
+        // SAFETY: sockaddr_ll is plain data.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = ETH_P_ARP.to_be();
+        addr.sll_ifindex = self.ifindex;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&dst);
+        addr
+    }
+
+    /// Broadcasts one ARP request for the target.
+    pub fn send_request(&self) -> Result<()> {
+        let mut frame = [0u8; 42];
+        frame[0..6].copy_from_slice(&[0xff; 6]);
+        frame[6..12].copy_from_slice(&self.mac);
+        frame[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
+        frame[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        frame[22..28].copy_from_slice(&self.mac);
+        frame[28..32].copy_from_slice(&self.src.octets());
+        frame[38..42].copy_from_slice(&self.target.octets());
+        let addr = self.link_addr([0xff; 6]);
+        // SAFETY: sending from a valid buffer to a valid sockaddr_ll.
+        let sent = unsafe {
+            libc::sendto(
+                self.fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if sent < 0 {
+            bail!("sending ARP request: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Collects replies for the target addressed to us until `until`.
+    pub fn replies_until(&self, until: Instant) -> Result<Vec<ArpAnswer>> {
+        let mut answers = Vec::new();
+        let mut buf = [0u8; 1514];
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return Ok(answers);
+            }
+            let wait_ms = (until - now).as_millis().clamp(1, 1000) as i32;
+            let mut pfd = libc::pollfd {
+                fd: self.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+            if ready <= 0 {
+                continue;
+            }
+            // SAFETY: receiving into a buffer we own.
+            let len = unsafe {
+                libc::recv(
+                    self.fd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if len < 42 {
+                continue;
+            }
+            let at = Instant::now();
+            let frame = &buf[..len as usize];
+            let is_reply = frame[12..14] == ETH_P_ARP.to_be_bytes() && frame[20..22] == [0, 2];
+            if is_reply
+                && frame[28..32] == self.target.octets()
+                && frame[38..42] == self.src.octets()
+            {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(&frame[22..28]);
+                answers.push(ArpAnswer { at, mac });
+            }
+        }
+    }
+}
+
+/// Every `interval`, one ARP request; per interval, the MACs that answered it (empty = unanswered).
+pub struct ArpRound {
+    pub answers: Vec<ArpAnswer>,
+}
+
+impl ArpRound {
+    pub fn macs(&self) -> Vec<Mac> {
+        let mut macs: Vec<Mac> = self.answers.iter().map(|a| a.mac).collect();
+        macs.sort_unstable();
+        macs.dedup();
+        macs
+    }
+}
+
+/// Probes `target` from the current thread's namespace every `interval` until `stop()` is true
+/// or `max` passes.
+pub fn probe_arp_rounds(
+    iface: &str,
+    src: Ipv4Addr,
+    target: Ipv4Addr,
+    interval: Duration,
+    max: Duration,
+    mut stop: impl FnMut(&[ArpRound]) -> bool,
+) -> Result<Vec<ArpRound>> {
+    let prober = ArpProber::open(iface, src, target)?;
+    let start = Instant::now();
+    let mut rounds: Vec<ArpRound> = Vec::new();
+    while start.elapsed() < max && !stop(&rounds) {
+        let sent = Instant::now();
+        prober.send_request()?;
+        let answers = prober.replies_until(sent + interval)?;
+        rounds.push(ArpRound { answers });
+    }
+    Ok(rounds)
+}
+
+/// One TCP connection to `addr`: the first line the backend writes (its node name).
+pub fn tcp_hello(addr: SocketAddr, timeout: Duration) -> Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading from {addr}"))?;
+    Ok(text.trim().to_string())
+}

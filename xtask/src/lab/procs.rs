@@ -1,0 +1,170 @@
+//! The lab's long-running processes: started in their own session (they outlive `xtask lab up`),
+//! optionally inside a node's network namespace while staying in the host's mount namespace (so
+//! `/sys/fs/bpf` and the pins stay visible, unlike `ip netns exec`), logged to
+//! `target/lab/run/<name>.log`, and recorded in `target/lab/run/pids` as `<name> <pid>` so that
+//! `down` stops exactly these.
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::run_dir;
+
+fn pids_file() -> std::path::PathBuf {
+    run_dir().join("pids")
+}
+
+fn records() -> Vec<(String, i32)> {
+    fs::read_to_string(pids_file())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (name, pid) = l.split_once(' ')?;
+            Some((name.to_string(), pid.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn write_records(records: &[(String, i32)]) -> Result<()> {
+    fs::write(
+        pids_file(),
+        records
+            .iter()
+            .map(|(n, p)| format!("{n} {p}\n"))
+            .collect::<String>(),
+    )
+    .context("writing the lab's pid file")
+}
+
+/// Starts `cmd` detached (own session, stdin closed, output to `<name>.log`), inside `netns` when
+/// given, and records it.
+pub fn spawn_recorded(name: &str, netns: Option<&str>, cmd: &mut Command) -> Result<u32> {
+    let log_path = run_dir().join(format!("{name}.log"));
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let netns_file = match netns {
+        Some(ns) => Some(
+            fs::File::open(format!("/run/netns/{ns}"))
+                .with_context(|| format!("opening network namespace {ns}"))?,
+        ),
+        None => None,
+    };
+    let netns_fd = netns_file.as_ref().map(|f| f.as_raw_fd());
+    // SAFETY: only async-signal-safe calls (setsid, setns) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            if let Some(fd) = netns_fd
+                && libc::setns(fd, libc::CLONE_NEWNET) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {name}: {cmd:?}"))?;
+    drop(netns_file);
+    let pid = child.id();
+    let mut all: Vec<(String, i32)> = records().into_iter().filter(|(n, _)| n != name).collect();
+    all.push((name.to_string(), pid as i32));
+    write_records(&all)?;
+    Ok(pid)
+}
+
+/// The recorded pid of `name` when that process still runs.
+pub fn recorded_pid(name: &str) -> Option<i32> {
+    records()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, p)| p)
+        .filter(|p| alive(*p))
+}
+
+/// Sends `signal` to the recorded process `name`.
+pub fn kill_recorded(name: &str, signal: i32) -> Result<()> {
+    let pid = recorded_pid(name).with_context(|| format!("{name} is not running"))?;
+    // SAFETY: kill(2) on a pid this lab recorded and that is alive.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        anyhow::bail!("kill {pid} ({name}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// SIGTERM, wait up to 10 s, then SIGKILL; forgets the record.
+pub fn stop_recorded(name: &str) {
+    if let Some(pid) = recorded_pid(name) {
+        stop_pid(pid);
+    }
+    let rest: Vec<(String, i32)> = records().into_iter().filter(|(n, _)| n != name).collect();
+    let _ = write_records(&rest);
+}
+
+/// Stops every recorded process (speakers first, the agent last) and removes the record.
+pub fn stop_all() {
+    let mut all = records();
+    all.sort_by_key(|(n, _)| match n.split('-').next() {
+        Some("speaker") => 0,
+        Some("controller") => 1,
+        Some("backend") => 2,
+        _ => 3,
+    });
+    for (_, pid) in all {
+        if alive(pid) {
+            stop_pid(pid);
+        }
+    }
+    let _ = fs::remove_file(pids_file());
+}
+
+fn stop_pid(pid: i32) {
+    // SAFETY: kill(2) on a pid this lab recorded.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if alive(pid) {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Alive and not a zombie (our detached children are reaped by init once `up` exits).
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+pub fn record_detect_ms(ms: u64) -> Result<()> {
+    fs::write(run_dir().join("detect-ms"), ms.to_string()).context("writing detect-ms")
+}
+
+pub fn recorded_detect_ms() -> Option<u64> {
+    fs::read_to_string(run_dir().join("detect-ms"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

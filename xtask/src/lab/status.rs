@@ -1,0 +1,341 @@
+//! `cargo xtask lab status [--json]`: which node announces each LoadBalancer IP according to
+//! each node's XDP maps (`herald xdp list`) and the speakers' ServiceL2Status objects, what the
+//! client's ARP (arping) and NDP (ndisc6) say, and a TCP connection through each IP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use super::{
+    BACKEND_PORT, CLIENT_NS, NODES, NodeSpec, StatusArgs, UPLINK, herald_exe, kubectl, pin_dir,
+    probe, speaker_pid, topo,
+};
+
+/// Output of `cmd` run inside `netns` but in the host's mount namespace (pins stay visible).
+pub fn output_in_netns(netns: &str, cmd: &mut Command) -> Result<std::process::Output> {
+    let file = std::fs::File::open(format!("/run/netns/{netns}"))
+        .with_context(|| format!("opening network namespace {netns}"))?;
+    let fd = file.as_raw_fd();
+    // SAFETY: setns is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    drop(file);
+    Ok(out)
+}
+
+/// `herald xdp list -o json` for `node` (null when the node has no pins yet).
+pub fn xdp_snapshot(node: &NodeSpec) -> Value {
+    if !pin_dir(node).exists() {
+        return Value::Null;
+    }
+    output_in_netns(
+        node.netns,
+        Command::new(herald_exe())
+            .args(["xdp", "list", "-o", "json", "--pin-dir"])
+            .arg(pin_dir(node)),
+    )
+    .ok()
+    .filter(|o| o.status.success())
+    .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+    .unwrap_or(Value::Null)
+}
+
+/// Nodes whose XDP maps hold `ip` with a live guard (they answer for it).
+pub fn xdp_announcers(ip: IpAddr) -> Vec<String> {
+    NODES
+        .iter()
+        .filter(|n| {
+            let snap = xdp_snapshot(n);
+            let live = snap["guard"]["state"].as_str() != Some("stale");
+            live && snap["addresses"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|e| e["ip"].as_str() == Some(&ip.to_string())))
+        })
+        .map(|n| n.name.to_string())
+        .collect()
+}
+
+/// ServiceL2Status objects: (namespace/name of the Service, node).
+pub fn l2_statuses() -> Vec<(String, String)> {
+    let Ok(out) = kubectl(&["get", "servicel2statuses", "-A", "-o", "json"]) else {
+        return Vec::new();
+    };
+    let json: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    json["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    (
+                        format!(
+                            "{}/{}",
+                            i["status"]["serviceNamespace"].as_str().unwrap_or("?"),
+                            i["status"]["serviceName"].as_str().unwrap_or("?")
+                        ),
+                        i["status"]["node"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// MAC of each node's uplink → node name.
+pub fn node_macs() -> Vec<(String, String)> {
+    NODES
+        .iter()
+        .filter_map(|n| Some((topo::mac(n.netns, UPLINK).ok()?, n.name.to_string())))
+        .collect()
+}
+
+pub fn node_of_mac(macs: &[(String, String)], mac: &str) -> String {
+    macs.iter()
+        .find(|(m, _)| m.eq_ignore_ascii_case(mac))
+        .map(|(_, n)| n.clone())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The client's view of `ip`: (tool output lines, MAC of the answer).
+pub fn client_resolve(ip: IpAddr) -> (Vec<String>, Option<String>) {
+    let out = match ip {
+        IpAddr::V4(_) => Command::new("ip")
+            .args(["netns", "exec", CLIENT_NS, "arping", "-c", "2", "-w", "2", "-i", UPLINK])
+            .arg(ip.to_string())
+            .output(),
+        IpAddr::V6(_) => Command::new("ip")
+            .args(["netns", "exec", CLIENT_NS, "ndisc6", "-1", "-r", "3", "-w", "500"])
+            .arg(ip.to_string())
+            .arg(UPLINK)
+            .output(),
+    };
+    let Ok(out) = out else {
+        return (vec!["(could not run arping/ndisc6)".to_string()], None);
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| {
+            l.contains("reply from")
+                || l.contains("bytes from")
+                || l.contains("link-layer address")
+                || l.contains("Timed out")
+        })
+        .map(|l| l.trim().to_string())
+        .collect();
+    let mac = text.lines().find_map(|l| {
+        // Habets' arping: "58 bytes from 02:..:.. (198.51.100.10): ..."
+        if let Some(rest) = l.split("bytes from ").nth(1) {
+            return Some(rest.split_whitespace().next()?.to_lowercase());
+        }
+        // iputils' arping: "Unicast reply from 198.51.100.10 [02:..:..]  0.1ms"
+        if l.contains("reply from")
+            && let Some(rest) = l.split('[').nth(1)
+        {
+            return Some(rest.split(']').next()?.to_lowercase());
+        }
+        l.split("link-layer address:")
+            .nth(1)
+            .map(|m| m.trim().to_lowercase())
+    });
+    (lines, mac)
+}
+
+/// A TCP connection from the client through `ip` to a backend: the serving node's name.
+pub fn client_tcp(ip: IpAddr) -> Result<String> {
+    probe::in_netns(CLIENT_NS, move || {
+        probe::tcp_hello(SocketAddr::new(ip, BACKEND_PORT), Duration::from_secs(2))
+    })
+}
+
+/// LoadBalancer Services: (namespace/name, externalTrafficPolicy, ingress IPs).
+pub fn lb_services() -> Result<Vec<(String, String, Vec<IpAddr>)>> {
+    let out = kubectl(&["get", "services", "-A", "-o", "json"])?;
+    let json: Value = serde_json::from_str(&out)?;
+    Ok(json["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|s| s["spec"]["type"].as_str() == Some("LoadBalancer"))
+                .map(|s| {
+                    (
+                        format!(
+                            "{}/{}",
+                            s["metadata"]["namespace"].as_str().unwrap_or("?"),
+                            s["metadata"]["name"].as_str().unwrap_or("?")
+                        ),
+                        s["spec"]["externalTrafficPolicy"]
+                            .as_str()
+                            .unwrap_or("Cluster")
+                            .to_string(),
+                        s["status"]["loadBalancer"]["ingress"]
+                            .as_array()
+                            .map(|i| {
+                                i.iter()
+                                    .filter_map(|e| e["ip"].as_str()?.parse().ok())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+pub fn gather(client: bool) -> Result<Value> {
+    if !super::run_dir().join("pids").is_file() {
+        bail!("no lab is up: run `cargo xtask lab up`");
+    }
+    let macs = node_macs();
+    let mut nodes = Vec::new();
+    for node in NODES {
+        let snap = xdp_snapshot(&node);
+        nodes.push(json!({
+            "name": node.name,
+            "netns": node.netns,
+            "ipv4": node.v4.to_string(),
+            "ipv6": node.v6.to_string(),
+            "mac": topo::mac(node.netns, UPLINK).unwrap_or_default(),
+            "speaker_pid": speaker_pid(&node),
+            "xdp_attachments": snap["attachments"].clone(),
+            "guard": snap["guard"].clone(),
+            "xdp_addresses": snap["addresses"].as_array().map(|a| a.iter().map(|e| e["ip"].clone()).collect::<Vec<_>>()).unwrap_or_default(),
+        }));
+    }
+    let l2 = l2_statuses();
+    let mut services = Vec::new();
+    for (name, policy, ips) in lb_services()? {
+        let mut addresses = Vec::new();
+        for ip in ips {
+            if !client {
+                addresses.push(json!({"ip": ip.to_string(), "xdp_announcers": xdp_announcers(ip)}));
+                continue;
+            }
+            let (lines, mac) = client_resolve(ip);
+            let tcp = client_tcp(ip);
+            addresses.push(json!({
+                "ip": ip.to_string(),
+                "xdp_announcers": xdp_announcers(ip),
+                "client_answer_mac": mac,
+                "client_answer_node": mac.as_deref().map(|m| node_of_mac(&macs, m)),
+                "client_tool_output": lines,
+                "tcp": match tcp { Ok(node) => json!({"ok": true, "served_by": node}), Err(e) => json!({"ok": false, "error": format!("{e:#}")}) },
+            }));
+        }
+        services.push(json!({
+            "service": name,
+            "externalTrafficPolicy": policy,
+            "l2_status_nodes": l2.iter().filter(|(s, _)| *s == name).map(|(_, n)| n.clone()).collect::<Vec<_>>(),
+            "addresses": addresses,
+        }));
+    }
+    Ok(json!({
+        "apiserver": format!("https://{}:{}", super::HOST_V4, super::APISERVER_PORT),
+        "detect_ms": super::detect_ms(),
+        "nodes": nodes,
+        "services": services,
+    }))
+}
+
+pub fn print(args: &StatusArgs) -> Result<()> {
+    let status = gather(!args.no_client)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    println!(
+        "control plane: {} (speakers --detect-ms {})",
+        status["apiserver"].as_str().unwrap_or("?"),
+        status["detect_ms"]
+    );
+    println!("nodes:");
+    for n in status["nodes"].as_array().into_iter().flatten() {
+        let attach = n["xdp_attachments"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| format!("{} on {}", x["mode"].as_str().unwrap_or("?"), x["iface"].as_str().unwrap_or("?")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "not attached".to_string());
+        println!(
+            "  {:<7} {:<13} {:<18} mac {}  speaker {}  xdp: {}  guard: {}",
+            n["name"].as_str().unwrap_or("?"),
+            n["ipv4"].as_str().unwrap_or("?"),
+            n["ipv6"].as_str().unwrap_or("?"),
+            n["mac"].as_str().unwrap_or("?"),
+            n["speaker_pid"].as_i64().map(|p| format!("pid {p}")).unwrap_or_else(|| "NOT RUNNING".to_string()),
+            attach,
+            n["guard"]["state"].as_str().unwrap_or("-"),
+        );
+    }
+    println!("services:");
+    for s in status["services"].as_array().into_iter().flatten() {
+        println!(
+            "  {} (externalTrafficPolicy {}), ServiceL2Status: {}",
+            s["service"].as_str().unwrap_or("?"),
+            s["externalTrafficPolicy"].as_str().unwrap_or("?"),
+            s["l2_status_nodes"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|n| n.as_str()).collect::<Vec<_>>().join(", "))
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "none".to_string())
+        );
+        for a in s["addresses"].as_array().into_iter().flatten() {
+            let announcers: Vec<&str> = a["xdp_announcers"]
+                .as_array()
+                .map(|v| v.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            println!(
+                "    {:<20} announced by (XDP maps): {}",
+                a["ip"].as_str().unwrap_or("?"),
+                if announcers.is_empty() { "nobody".to_string() } else { announcers.join(", ") }
+            );
+            let tool = if a["ip"].as_str().is_some_and(|i| i.contains(':')) { "ndisc6" } else { "arping" };
+            match a["client_answer_mac"].as_str() {
+                Some(mac) => println!(
+                    "      client {tool}: answered by {mac} = {}",
+                    a["client_answer_node"].as_str().unwrap_or("?")
+                ),
+                None => println!("      client {tool}: no answer"),
+            }
+            for line in a["client_tool_output"].as_array().into_iter().flatten() {
+                println!("        | {}", line.as_str().unwrap_or(""));
+            }
+            if a["tcp"]["ok"].as_bool() == Some(true) {
+                println!(
+                    "      client TCP {}:{BACKEND_PORT}: connected, backend on {}",
+                    fmt_addr(a["ip"].as_str().unwrap_or("?")),
+                    a["tcp"]["served_by"].as_str().unwrap_or("?")
+                );
+            } else {
+                println!(
+                    "      client TCP {}:{BACKEND_PORT}: FAILED ({})",
+                    fmt_addr(a["ip"].as_str().unwrap_or("?")),
+                    a["tcp"]["error"].as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fmt_addr(ip: &str) -> String {
+    if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() }
+}
