@@ -52,7 +52,11 @@ fn ipv4_and_ipv6_answered_by_exactly_the_elected_node() {
     let probe = probe_arp(&v4, 50, 20);
     assert_eq!(probe.by_node, only(&winner, 50), "ARP answers for {v4}");
     assert_eq!(probe.several, 0, "rounds answered by several MACs");
-    assert!(probe.unanswered.is_empty(), "unanswered: {:?}", probe.unanswered);
+    assert!(
+        probe.unanswered.is_empty(),
+        "unanswered: {:?}",
+        probe.unanswered
+    );
 
     assert!(
         wait_until(DEADLINE, || ndp_macs(&v6) == vec![node_mac(&winner)]),
@@ -80,7 +84,11 @@ fn ipv4_and_ipv6_answered_by_exactly_the_elected_node() {
         .find(|s| s["service"] == "default/web")
         .expect("default/web in status");
     for a in web["addresses"].as_array().into_iter().flatten() {
-        assert_eq!(a["tcp"]["ok"], true, "TCP through {}: {}", a["ip"], a["tcp"]);
+        assert_eq!(
+            a["tcp"]["ok"], true,
+            "TCP through {}: {}",
+            a["ip"], a["tcp"]
+        );
         assert_eq!(a["tcp"]["served_by"], winner.as_str());
     }
 }
@@ -138,7 +146,14 @@ fn pod_on(label: &str, node: &str) -> String {
 }
 
 fn delete_local() {
-    let _ = try_kubectl(&["-n", "default", "delete", "service,deployment", "local-web", "--wait=true"]);
+    let _ = try_kubectl(&[
+        "-n",
+        "default",
+        "delete",
+        "service,deployment",
+        "local-web",
+        "--wait=true",
+    ]);
 }
 
 /// externalTrafficPolicy Local: only nodes with a ready endpoint are candidates, so when the
@@ -152,7 +167,8 @@ fn local_policy_moves_the_ip_to_a_node_with_ready_endpoints() {
     let order = election_order(&ip, &NODES);
     apply(&LOCAL_YAML.replace("\"IP\"", &format!("\"{ip}\"")));
     assert!(
-        wait_until(DEADLINE, || service_ips("default", "local-web") == vec![ip.clone()]),
+        wait_until(DEADLINE, || service_ips("default", "local-web")
+            == vec![ip.clone()]),
         "local-web never got {ip}"
     );
     assert!(
@@ -165,7 +181,15 @@ fn local_policy_moves_the_ip_to_a_node_with_ready_endpoints() {
 
     // The first node's pod fails its readiness probe: the IP moves to the second.
     let pod = pod_on("app=local-web", &order[0]);
-    kubectl(&["-n", "default", "annotate", "pod", &pod, "lab.herald.dev/ready=false", "--overwrite"]);
+    kubectl(&[
+        "-n",
+        "default",
+        "annotate",
+        "pod",
+        &pod,
+        "lab.herald.dev/ready=false",
+        "--overwrite",
+    ]);
     assert!(
         wait_until(DEADLINE, || xdp_announcers(&ip) == vec![order[1].clone()]),
         "without a ready endpoint on {}, {} should announce {ip}: {:?}",
@@ -173,11 +197,23 @@ fn local_policy_moves_the_ip_to_a_node_with_ready_endpoints() {
         order[1],
         xdp_announcers(&ip)
     );
-    assert!(wait_answered_by(&ip, &order[1]), "ARP for {ip} not answered by {} alone", order[1]);
+    assert!(
+        wait_answered_by(&ip, &order[1]),
+        "ARP for {ip} not answered by {} alone",
+        order[1]
+    );
 
     // And the second's too: only the third has a ready endpoint left.
     let pod = pod_on("app=local-web", &order[1]);
-    kubectl(&["-n", "default", "annotate", "pod", &pod, "lab.herald.dev/ready=false", "--overwrite"]);
+    kubectl(&[
+        "-n",
+        "default",
+        "annotate",
+        "pod",
+        &pod,
+        "lab.herald.dev/ready=false",
+        "--overwrite",
+    ]);
     assert!(
         wait_until(DEADLINE, || xdp_announcers(&ip) == vec![order[2].clone()]),
         "only {} has a ready endpoint: {:?}",
@@ -212,8 +248,21 @@ fn excluded_node_never_answers() {
     let excluded = "node-b";
     let ip = ip_where_first(excluded);
     let order = election_order(&ip, &NODES);
-    let _ = try_kubectl(&["-n", "default", "delete", "service", "excluded-test", "--wait=true"]);
-    kubectl(&["label", "node", excluded, &format!("{EXCLUDE_LABEL}=true"), "--overwrite"]);
+    let _ = try_kubectl(&[
+        "-n",
+        "default",
+        "delete",
+        "service",
+        "excluded-test",
+        "--wait=true",
+    ]);
+    kubectl(&[
+        "label",
+        "node",
+        excluded,
+        &format!("{EXCLUDE_LABEL}=true"),
+        "--overwrite",
+    ]);
     apply(&EXCLUDED_YAML.replace("\"IP\"", &format!("\"{ip}\"")));
     assert!(
         wait_until(DEADLINE, || xdp_announcers(&ip) == vec![order[1].clone()]),
@@ -229,11 +278,19 @@ fn excluded_node_never_answers() {
     // Without the label the node wins again (the test restores the node as it found it).
     kubectl(&["label", "node", excluded, &format!("{EXCLUDE_LABEL}-")]);
     assert!(
-        wait_until(DEADLINE, || xdp_announcers(&ip) == vec![excluded.to_string()]),
+        wait_until(DEADLINE, || xdp_announcers(&ip)
+            == vec![excluded.to_string()]),
         "unlabelled, {excluded} should announce {ip} again: {:?}",
         xdp_announcers(&ip)
     );
-    kubectl(&["-n", "default", "delete", "service", "excluded-test", "--wait=true"]);
+    kubectl(&[
+        "-n",
+        "default",
+        "delete",
+        "service",
+        "excluded-test",
+        "--wait=true",
+    ]);
 }
 
 /// After the announcer's speaker dies, and separately after its link goes down, exactly one node
@@ -247,18 +304,27 @@ fn after_failover_exactly_one_node_answers() {
     let v4 = ips.iter().find(|i| !i.contains(':')).expect("IPv4").clone();
     let order = election_order(&ips[0], &NODES);
     let (first, second) = (order[0].clone(), order[1].clone());
-    assert!(wait_answered_by(&v4, &first), "{first} should answer {v4} before the fault");
+    assert!(
+        wait_answered_by(&v4, &first),
+        "{first} should answer {v4} before the fault"
+    );
 
     // Speaker crash.
     let pid = speaker_pid(&first).expect("speaker running");
     signal(pid, libc::SIGKILL);
-    assert!(wait_answered_by(&v4, &second), "{second} never took over {v4} after the crash");
+    assert!(
+        wait_answered_by(&v4, &second),
+        "{second} never took over {v4} after the crash"
+    );
     let probe = probe_arp(&v4, 50, 20);
     assert_eq!(probe.by_node, only(&second, 50), "after the crash");
     assert_eq!(probe.several, 0);
     assert_eq!(xdp_announcers(&v4), vec![second.clone()]);
     restart_speaker(&first);
-    assert!(wait_answered_by(&v4, &first), "{first} never took {v4} back after restarting");
+    assert!(
+        wait_answered_by(&v4, &first),
+        "{first} never took {v4} back after restarting"
+    );
     let probe = probe_arp(&v4, 50, 20);
     assert_eq!(probe.by_node, only(&first, 50), "after the restart");
 
@@ -267,7 +333,10 @@ fn after_failover_exactly_one_node_answers() {
     let took_over = wait_answered_by(&v4, &second);
     let probe = probe_arp(&v4, 50, 20);
     set_link(&first, true);
-    assert!(took_over, "{second} never took over {v4} after {first}'s link went down");
+    assert!(
+        took_over,
+        "{second} never took over {v4} after {first}'s link went down"
+    );
     assert_eq!(probe.by_node, only(&second, 50), "during the link outage");
     assert_eq!(probe.several, 0);
     // Repaired: one announcer again (no split brain once the partition heals).
@@ -278,11 +347,15 @@ fn after_failover_exactly_one_node_answers() {
         }),
         "after the link came back, not exactly one node answers {v4}"
     );
-    assert!(wait_answered_by(&v4, &first), "{first} never took {v4} back after its link returned");
+    assert!(
+        wait_answered_by(&v4, &first),
+        "{first} never took {v4} back after its link returned"
+    );
 }
 
-/// A speaker crash and immediate restart on the announcing node: a client probing ARP every
-/// 20 ms sees every request answered (the pinned maps keep answering across the restart).
+/// Restarts of the announcing node's speaker — a crash (SIGKILL) with an immediate restart, and
+/// a graceful stop (SIGTERM) then start — while the client sends an ARP request every 20 ms: every
+/// request is answered (by the restarting node's pinned maps, or by the node covering for it).
 #[test]
 fn speaker_restart_leaves_no_arp_unanswered() {
     let _serial = serial();
@@ -290,21 +363,37 @@ fn speaker_restart_leaves_no_arp_unanswered() {
     let ips = demo_ips();
     let v4 = ips.iter().find(|i| !i.contains(':')).expect("IPv4").clone();
     let first = election_order(&ips[0], &NODES)[0].clone();
+    let mut failures = Vec::new();
+    for (kind, sig) in [("crash", libc::SIGKILL), ("graceful", libc::SIGTERM)] {
+        assert!(
+            wait_answered_by(&v4, &first),
+            "{first} should answer {v4} before the {kind} restart"
+        );
+        let probe = start_probe(&v4, 300, 20);
+        std::thread::sleep(Duration::from_secs(1));
+        let pid = speaker_pid(&first).expect("speaker running");
+        signal(pid, sig);
+        assert!(
+            wait_until(Duration::from_secs(20), || !std::path::Path::new(&format!(
+                "/proc/{pid}"
+            ))
+            .exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z"))),
+            "speaker {pid} did not exit on signal {sig}"
+        );
+        restart_speaker(&first);
+        let result = finish_probe(probe);
+        assert_eq!(result.rounds, 300);
+        if !result.unanswered.is_empty() {
+            failures.push(format!(
+                "{kind} restart: unanswered 20 ms rounds {:?} (answers {:?})",
+                result.unanswered, result.by_node
+            ));
+        }
+    }
     assert!(wait_answered_by(&v4, &first));
-    let probe = start_probe(&v4, 250, 20);
-    std::thread::sleep(Duration::from_secs(1));
-    let pid = speaker_pid(&first).expect("speaker running");
-    signal(pid, libc::SIGKILL);
-    restart_speaker(&first);
-    let result = finish_probe(probe);
-    assert_eq!(result.rounds, 250);
-    assert!(
-        result.unanswered.is_empty(),
-        "unanswered ARP rounds (20 ms each) during the restart: {:?}; answers {:?}",
-        result.unanswered,
-        result.by_node
-    );
-    assert!(wait_answered_by(&v4, &first));
+    assert!(failures.is_empty(), "{}", failures.join("; "));
 }
 
 /// The speakers run as system:serviceaccount:metallb-system:speaker, the cluster enforces exactly
@@ -315,7 +404,12 @@ fn speakers_authenticate_as_the_speaker_service_account() {
     lab();
     let who = kubectl_as(
         "speaker",
-        &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
     )
     .expect("whoami as speaker");
     assert_eq!(who, "system:serviceaccount:metallb-system:speaker");
@@ -345,22 +439,39 @@ fn speakers_authenticate_as_the_speaker_service_account() {
     let name = shipped["metadata"]["name"].as_str().expect("name");
     let live: serde_json::Value =
         serde_json::from_str(&kubectl(&["get", "clusterrole", name, "-o", "json"])).expect("json");
-    assert_eq!(live["rules"], shipped["rules"], "ClusterRole {name} differs from the manifest");
+    assert_eq!(
+        live["rules"], shipped["rules"],
+        "ClusterRole {name} differs from the manifest"
+    );
 
     // Allowed: its own ServiceL2Status objects; refused: anything the manifest does not grant.
-    let can = |args: &[&str]| {
-        kubectl_as("speaker", &[&["auth", "can-i"], args].concat())
-            .map(|o| o.trim().to_string())
-            .unwrap_or_else(|e| e.trim().to_string())
-    };
-    assert_eq!(can(&["create", "servicel2statuses.metallb.io", "-n", "metallb-system"]), "yes");
+    let can = |args: &[&str]| can_i("speaker", args);
+    assert_eq!(
+        can(&[
+            "create",
+            "servicel2statuses.metallb.io",
+            "-n",
+            "metallb-system"
+        ]),
+        "yes"
+    );
     assert_eq!(can(&["update", "services/status", "-n", "default"]), "no");
     assert_eq!(can(&["create", "pods", "-n", "metallb-system"]), "no");
     assert_eq!(can(&["get", "secrets", "-n", "kube-system"]), "no");
 
     // Under these rules the speakers did their job: ServiceL2Status for web, no 403 in their logs.
-    let l2 = kubectl(&["get", "servicel2statuses", "-n", "metallb-system", "-o", "name"]);
-    assert!(!l2.trim().is_empty(), "no ServiceL2Status written by the speakers");
+    let l2 = kubectl(&[
+        "get",
+        "servicel2statuses",
+        "-n",
+        "metallb-system",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        !l2.trim().is_empty(),
+        "no ServiceL2Status written by the speakers"
+    );
     for node in NODES {
         let log = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -370,7 +481,9 @@ fn speakers_authenticate_as_the_speaker_service_account() {
         assert!(
             !log.to_lowercase().contains("forbidden"),
             "{node}'s speaker was refused something: {}",
-            log.lines().find(|l| l.to_lowercase().contains("forbidden")).unwrap_or("")
+            log.lines()
+                .find(|l| l.to_lowercase().contains("forbidden"))
+                .unwrap_or("")
         );
     }
 }

@@ -292,6 +292,26 @@ async fn speaker_announces_elected_service_and_withdraws() {
         out.starts_with(&format!("{NODE}/{ns}/l2-"))
     });
     assert!(ok, "no ServiceL2Status: {statuses}\n{}", logs());
+    // ConfigurationState speaker-<node>, as MetalLB's speakers keep it.
+    let state = || {
+        cluster.plane.kubectl_run(&[
+            "get",
+            "configurationstates",
+            &format!("speaker-{NODE}"),
+            "-n",
+            "metallb-system",
+            "-o",
+            "jsonpath={.status.result}/{.status.conditions[0].type}/{.metadata.labels.metallb\\.io/component-type}",
+        ])
+        .unwrap_or_default()
+    };
+    assert!(
+        poll_until(PATIENCE, || state()
+            == "Valid/configReconcilerValid/speaker"),
+        "ConfigurationState: {:?}\n{}",
+        state(),
+        logs()
+    );
     // The nodeAssigned Event from metallb-speaker.
     let mut assigned = None;
     for _ in 0..120 {
@@ -403,6 +423,14 @@ async fn speaker_announces_elected_service_and_withdraws() {
         vec!["delete", "l2advertisement", POOL, "-n", "metallb-system"],
         vec!["delete", "ipaddresspool", POOL, "-n", "metallb-system"],
         vec!["delete", "node", NODE],
+        vec![
+            "delete",
+            "configurationstates",
+            "-n",
+            "metallb-system",
+            "-l",
+            "metallb.io/component-type=speaker",
+        ],
         vec![
             "delete",
             "servicel2statuses",

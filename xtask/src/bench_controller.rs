@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -93,7 +94,9 @@ async fn bench(plane: &Plane, args: &Args, metallb: Option<&Path>) -> Result<()>
     let mut metallb_result = None;
     if let Some(controller) = metallb {
         let n = args.metallb_services.unwrap_or(args.services);
-        println!("==> MetalLB v0.15.2 controller (out of cluster, webhooks disabled, Herald's CRDs), {n} Services");
+        println!(
+            "==> MetalLB v0.15.2 controller (out of cluster, webhooks disabled, Herald's CRDs), {n} Services"
+        );
         let mut child = plane.spawn(
             "metallb-controller",
             Command::new(controller)
@@ -649,6 +652,16 @@ impl Plane {
     /// Starts a process the caller owns (stops), logging to `<name>.log`.
     fn spawn(&self, name: &str, cmd: &mut Command) -> Result<Child> {
         let log = fs::File::create(self.dir.join(format!("{name}.log")))?;
+        // SAFETY: prctl in the forked child before exec; async-signal-safe. The bench's
+        // processes die with it, even when it is interrupted.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "driver,skb,userspace,kernel")]
     pub modes: Vec<Mode>,
     /// Load generator: the kernel's XDP live-frames mode (fast) or an AF_PACKET socket.
-    #[arg(long, value_enum, default_value_t = measure::Generator::Live)]
+    #[arg(long, value_enum, default_value_t = measure::Generator::Packet)]
     pub generator: measure::Generator,
     /// Use the existing target/release/herald instead of building it first.
     #[arg(long)]

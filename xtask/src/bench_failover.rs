@@ -48,7 +48,10 @@ pub fn run(args: &Args) -> Result<()> {
             no_speakers: false,
         })?;
     } else if lab::detect_ms() != args.detect_ms {
-        println!("==> restarting the speakers with --detect-ms {}", args.detect_ms);
+        println!(
+            "==> restarting the speakers with --detect-ms {}",
+            args.detect_ms
+        );
         lab::restart_speakers(args.detect_ms)?;
         std::thread::sleep(Duration::from_secs(3));
     }
@@ -57,7 +60,10 @@ pub fn run(args: &Args) -> Result<()> {
         "bench failover: {} trials per fault; client ARP probe every {} ms, TCP connect every 10 ms",
         args.trials, args.probe_ms
     );
-    println!("detection settings: --detect-ms {} ({settings})", args.detect_ms);
+    println!(
+        "detection settings: --detect-ms {} ({settings})",
+        args.detect_ms
+    );
     let mut report = Vec::new();
     for fault in [failover::Fault::SpeakerKill, failover::Fault::LinkDown] {
         let mut arp = Vec::new();
@@ -84,9 +90,7 @@ pub fn run(args: &Args) -> Result<()> {
         }));
     }
     println!();
-    println!(
-        "| fault | trials | ARP p50 | ARP p99 | ARP max | TCP p50 | TCP p99 | target p99 |"
-    );
+    println!("| fault | trials | ARP p50 | ARP p99 | ARP max | TCP p50 | TCP p99 | target p99 |");
     println!("|---|---|---|---|---|---|---|---|");
     for r in &report {
         println!(
@@ -98,7 +102,11 @@ pub fn run(args: &Args) -> Result<()> {
             r["arp_ms"]["max"],
             r["tcp_ms"]["p50"],
             r["tcp_ms"]["p99"],
-            if r["arp_ms"]["p99"].as_f64().is_some_and(|p| p <= 1000.0) { "met" } else { "MISSED" }
+            if r["arp_ms"]["p99"].as_f64().is_some_and(|p| p <= 1000.0) {
+                "met"
+            } else {
+                "MISSED"
+            }
         );
     }
     let out = crate::workspace_root().join("target/bench-failover.json");

@@ -293,6 +293,36 @@ fn ipv6_pools_of_any_size() {
     );
 }
 
+/// Pools far too large to enumerate (2^127 and 2^80 addresses): allocation, requests near the
+/// end, release and counters must all work on intervals; a walk would never finish.
+#[test]
+fn huge_ipv6_pools_are_never_walked() {
+    let mut a = Allocator::new(
+        &pools(vec![pool("huge", &[&["8000::/1"], &["2001:db8::/48"]])]),
+        None,
+    );
+    let s = |n: &str, extra: Value| {
+        let mut base = json!({"spec": {"clusterIPs": ["fd00::1"]}});
+        merge(&mut base, extra);
+        svc(n, base)
+    };
+    let last = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+    let at_end = a.reconcile(&s("end", json!({"spec": {"loadBalancerIP": last}})));
+    assert_eq!(ip_of(&at_end), last);
+    assert_eq!(ip_of(&a.reconcile(&s("a", json!({})))), "8000::");
+    assert_eq!(ip_of(&a.reconcile(&s("b", json!({})))), "8000::1");
+    let in_second_entry = a.reconcile(&s(
+        "c",
+        json!({"spec": {"loadBalancerIP": "2001:db8:0:ffff:ffff:ffff:ffff:fffe"}}),
+    ));
+    assert_eq!(ip_of(&in_second_entry), "2001:db8:0:ffff:ffff:ffff:ffff:fffe");
+    a.release("default/a");
+    assert_eq!(ip_of(&a.reconcile(&s("d", json!({})))), "8000::");
+    let counters = a.pool_counters()["huge"];
+    assert_eq!(counters.assigned_ipv6, 4);
+    assert_eq!(counters.available_ipv6, i64::MAX - 4, "saturated, never counted");
+}
+
 #[test]
 fn requested_ip_checks() {
     let mut restricted = pool("restricted", &[&["10.0.1.0/24"]]);

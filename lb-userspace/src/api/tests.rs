@@ -55,7 +55,8 @@ fn every_kind_with_metallb_file_names_versions_and_scope() {
         assert_eq!(crd.spec.group, GROUP);
         assert_eq!(crd.spec.names.kind, kind);
         assert_eq!(crd.spec.scope, "Namespaced", "{kind}");
-        let names: Vec<&str> = crd.spec.versions.iter().map(|v| v.name.as_str()).collect();
+        let mut names: Vec<&str> = crd.spec.versions.iter().map(|v| v.name.as_str()).collect();
+        names.sort();
         assert_eq!(names, versions, "{kind}");
         let storage: Vec<&str> = crd
             .spec

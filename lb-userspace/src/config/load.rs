@@ -88,7 +88,8 @@ pub fn parse(text: &str, source: &str) -> Result<Loaded, LoadError> {
             let line = e
                 .location()
                 .map_or(first_line, |l| first_line + l.line() - 1);
-            at(line, strip_location(&e.to_string()))
+            let message = file_positions(&e.to_string(), first_line);
+            at(line, strip_own_location(&message, line))
         })?;
         if value.is_null() {
             continue; // only comments, or an empty document
@@ -239,11 +240,17 @@ impl Document<'_> {
             }
         }
         serde_yaml::from_value(value).map_err(|e| {
-            // from_value has no positions: re-read the text to find the offending line.
-            let line = serde_yaml::from_str::<T>(self.text)
-                .err()
-                .and_then(|e| e.location())
-                .map_or(self.content_line, |l| self.first_line + l.line() - 1);
+            // from_value has neither position nor field path: re-read the text, whose error
+            // has both (`spec.addresses: invalid type ...` at a line of this document).
+            let (line, e) = match serde_yaml::from_str::<T>(self.text) {
+                Err(text_error) => (
+                    text_error
+                        .location()
+                        .map_or(self.content_line, |l| self.first_line + l.line() - 1),
+                    text_error,
+                ),
+                Ok(_) => (self.content_line, e),
+            };
             let name = serde_yaml::from_str::<Value>(self.text)
                 .ok()
                 .and_then(|v| v.get("metadata")?.get("name")?.as_str().map(str::to_string))
@@ -289,6 +296,38 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
     }
     documents.push((start, current));
     documents
+}
+
+/// serde_yaml's messages may mention other positions ("... at line 6 column 1, while parsing a
+/// flow sequence"), counted inside the document: shift them to lines of the file.
+fn file_positions(message: &str, first_line: usize) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("at line ") {
+        let (before, after) = rest.split_at(i + "at line ".len());
+        out.push_str(before);
+        let digits = after
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(after.len());
+        match after[..digits].parse::<usize>() {
+            Ok(line) => out.push_str(&(first_line + line - 1).to_string()),
+            Err(_) => out.push_str(&after[..digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Drops a trailing " at line L column C" when L is the line reported anyway; a trailing
+/// position elsewhere (where a flow sequence started, say) stays, as it helps.
+fn strip_own_location(message: &str, line: usize) -> String {
+    if let Some(i) = message.rfind(" at line ")
+        && message[i + " at line ".len()..].starts_with(&format!("{line} column "))
+    {
+        return message[..i].to_string();
+    }
+    message.to_string()
 }
 
 /// serde_yaml appends " at line L column C"; the line is reported separately.
@@ -370,26 +409,61 @@ metadata:
         );
     }
 
+    /// Exact file lines for every kind of load error, whatever document they are in.
     #[test]
     fn errors_carry_file_and_line() {
-        let broken_yaml = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Node\nmetadata:\n  name: [unclosed\n";
-        let e = parse(broken_yaml, "bad.yaml").expect_err("bad YAML");
-        assert_eq!(e.file, "bad.yaml");
-        assert!(e.line >= 8, "{e}");
-        let not_k8s = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nfoo: bar\n";
-        let e = parse(not_k8s, "x.yaml").expect_err("no kind");
-        assert_eq!(e.line, 5, "{e}");
-        assert!(
-            e.to_string()
-                .starts_with("x.yaml:5: not a Kubernetes object"),
-            "{e}"
-        );
-        let bad_type = "---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: p\nspec:\n  addresses: 10.0.0.0/24\n";
-        let e = parse(bad_type, "t.yaml").expect_err("wrong type");
-        assert_eq!(e.line, 7, "{e}");
-        assert!(e.message.contains("\"p\""), "{e}");
-        let scalar = "just a string\n";
-        assert_eq!(parse(scalar, "s.yaml").expect_err("scalar").line, 1);
+        const NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+        let cases: [(String, usize, &str); 10] = [
+            // Unclosed flow sequence opened on line 8: detected at the end of the input (9),
+            // and the position quoted inside the message is a file line too.
+            (
+                format!("{NS}---\napiVersion: v1\nkind: Node\nmetadata:\n  name: [unclosed\n"),
+                9,
+                "at line 9 column 1, while parsing a flow sequence at line 8 column 9",
+            ),
+            (format!("{NS}---\nfoo: bar\n"), 5, "not a Kubernetes object"),
+            (
+                format!("{NS}---\n\n# comment\n\nkind: Service\n"),
+                8,
+                "apiVersion and kind are required",
+            ),
+            (
+                "---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: p\nspec:\n  addresses: 10.0.0.0/24\n".into(),
+                7,
+                "IPAddressPool \"p\": spec.addresses: invalid type: string",
+            ),
+            (
+                format!("{NS}---\n{NS}---\napiVersion: v1\nkind: Service\nmetadata: {{name: s}}\nspec:\n  ports:\n  - port: 80\n  - port: eighty\n"),
+                15,
+                "Service \"s\": spec.ports[1].port: invalid type",
+            ),
+            (
+                format!("{NS}--- \napiVersion: v1\nkind: Node\nmetadata: {{name: [x}}\n"),
+                7,
+                "did not find expected",
+            ),
+            (
+                "apiVersion: v1\r\nkind: Namespace\r\nmetadata: {name: a}\r\n---\r\nfoo: [1, 2\r\n".into(),
+                6,
+                "did not find expected ',' or ']'",
+            ),
+            ("just a string\n".into(), 1, "not a Kubernetes object"),
+            (
+                format!("{NS}---\napiVersion: metallb.io/v1beta2\nkind: L2Advertisement\nmetadata: {{name: x}}\n"),
+                5,
+                "version not served",
+            ),
+            ("a: b\n  c: d\n".into(), 2, "mapping values are not allowed"),
+        ];
+        for (text, line, fragment) in cases {
+            let e = parse(&text, "f.yaml").expect_err(&text);
+            assert_eq!((e.file.as_str(), e.line), ("f.yaml", line), "{text:?}: {e}");
+            assert!(e.message.contains(fragment), "{text:?}: {e}");
+            assert!(
+                e.to_string().starts_with(&format!("f.yaml:{line}: ")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct Metrics {
     pub api_writes: Counter,
     pub config_loaded: Gauge,
     pub config_stale: Gauge,
-    /// Seconds from taking a Service up to its writes being done.
+    /// Seconds from taking a Service up (in its batch) to its writes being done.
     pub reconcile_seconds: Histogram,
     /// Seconds of one full pass over every Service.
     pub full_pass_seconds: Histogram,
@@ -111,7 +111,7 @@ impl Metrics {
         let reconcile_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
             "herald_controller_reconcile_seconds",
-            "Time to reconcile one Service, writes included.",
+            "Time from taking a Service up (with the changes batched with it) to its writes being done.",
             reconcile_seconds.clone(),
         );
         let full_pass_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));

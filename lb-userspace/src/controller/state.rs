@@ -210,9 +210,7 @@ impl<'a> Leader<'a> {
         } else if full || resync {
             self.full_pass(false).await;
         } else {
-            for service in services {
-                self.reconcile_one(&service).await;
-            }
+            self.reconcile_some(services.into_iter().collect()).await;
         }
         self.side_writes().await;
     }
@@ -226,9 +224,7 @@ impl<'a> Leader<'a> {
             .map(|(k, _)| k.clone())
             .collect();
         if self.started {
-            for service in due {
-                self.reconcile_one(&service).await;
-            }
+            self.reconcile_some(due).await;
         }
         if self.side_retry.is_some_and(|r| r.due <= now) {
             self.side_writes().await;
@@ -322,45 +318,55 @@ impl<'a> Leader<'a> {
         }
     }
 
-    /// Reconciles one Service (or releases a deleted one).
-    async fn reconcile_one(&mut self, service: &ObjectRef<Service>) {
+    /// Reconciles the given Services (releasing deleted ones): decisions one after the other,
+    /// then every write concurrently, so a burst of new Services is not served one round trip
+    /// at a time.
+    async fn reconcile_some(&mut self, services: Vec<ObjectRef<Service>>) {
         let started = Instant::now();
-        let key = format!(
-            "{}/{}",
-            service.namespace.as_deref().unwrap_or(""),
-            service.name
-        );
-        let Some(svc) = self.ctx.caches.services.get(service) else {
-            self.retries.remove(service);
-            self.decisions.remove(&key);
-            let freed = self.allocator.release(&key);
-            if !freed.is_empty() {
-                tracing::info!(service = %key, freed = ?freed, "service deleted: addresses freed");
-                self.full_pass(false).await;
+        let mut reprocess_all = false;
+        let mut items = Vec::with_capacity(services.len());
+        for service in services {
+            let key = format!(
+                "{}/{}",
+                service.namespace.as_deref().unwrap_or(""),
+                service.name
+            );
+            let Some(svc) = self.ctx.caches.services.get(&service) else {
+                self.retries.remove(&service);
+                self.decisions.remove(&key);
+                let freed = self.allocator.release(&key);
+                if !freed.is_empty() {
+                    tracing::info!(service = %key, freed = ?freed, "service deleted: addresses freed");
+                    reprocess_all = true;
+                }
+                continue;
+            };
+            let Some(info) = self.info(&svc).await else {
+                self.retries.remove(&service);
+                continue;
+            };
+            let keys_before = self
+                .allocator
+                .allocation(&key)
+                .map(|a| (a.sharing_key.clone(), a.backend_key.clone()));
+            let outcome = self.allocator.reconcile(&info);
+            let keys_after = self
+                .allocator
+                .allocation(&key)
+                .map(|a| (a.sharing_key.clone(), a.backend_key.clone()));
+            // MetalLB reprocesses everything when addresses free up or sharing keys change.
+            if !outcome.freed.is_empty() || (keys_before.is_some() && keys_before != keys_after) {
+                reprocess_all = true;
             }
-            return;
-        };
-        let Some(info) = self.info(&svc).await else {
-            self.retries.remove(service);
-            return;
-        };
-        let keys_before = self
-            .allocator
-            .allocation(&key)
-            .map(|a| (a.sharing_key.clone(), a.backend_key.clone()));
-        let outcome = self.allocator.reconcile(&info);
-        let keys_after = self
-            .allocator
-            .allocation(&key)
-            .map(|a| (a.sharing_key.clone(), a.backend_key.clone()));
-        let freed = !outcome.freed.is_empty();
-        self.write_all(vec![(svc, outcome)]).await;
-        self.ctx
-            .metrics
-            .reconcile_seconds
-            .observe(started.elapsed().as_secs_f64());
-        // MetalLB reprocesses everything when addresses free up or sharing keys change.
-        if freed || (keys_before.is_some() && keys_before != keys_after) {
+            items.push((svc, outcome));
+        }
+        let written = items.len();
+        self.write_all(items).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        for _ in 0..written {
+            self.ctx.metrics.reconcile_seconds.observe(elapsed);
+        }
+        if reprocess_all {
             self.full_pass(false).await;
         }
     }

@@ -310,6 +310,43 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Creates `ConfigurationState speaker-<node>` when absent (labels
+    /// `metallb.io/component-type=speaker`, `metallb.io/node-name`, owner = speaker Pod) and
+    /// writes its status.
+    pub async fn configuration_state(
+        &self,
+        client: &Client,
+        status: serde_json::Value,
+        owner: Option<&Pod>,
+    ) -> Result<(), kube::Error> {
+        let name = format!("speaker-{}", self.node);
+        let api = super::metallb_api(
+            client,
+            &self.namespace,
+            "ConfigurationState",
+            "configurationstates",
+        );
+        let mut object = kube::api::DynamicObject::new(
+            &name,
+            &super::metallb_resource("ConfigurationState", "configurationstates"),
+        )
+        .within(&self.namespace);
+        object.metadata.labels = Some(BTreeMap::from([
+            (
+                "metallb.io/component-type".to_string(),
+                "speaker".to_string(),
+            ),
+            ("metallb.io/node-name".to_string(), self.node.clone()),
+        ]));
+        object.metadata.owner_references = owner.and_then(owner_reference).map(|o| vec![o]);
+        super::writes::ensure_dynamic(&api, &object).await?;
+        super::writes::dynamic_status(&api, &name, status)
+            .await
+            .map(|_| ())
+    }
+}
+
 fn owner_reference(pod: &Pod) -> Option<OwnerReference> {
     Some(OwnerReference {
         api_version: "v1".into(),

@@ -81,10 +81,12 @@ pub fn foca_config(timing: &Timing) -> Config {
         frequency: Duration::from_secs(10),
         num_members: one,
     });
-    // Partition healing: keep knocking on members we consider Down.
+    // Partition healing: keep knocking on members we consider Down, every guard budget, so
+    // after a heal both sides see each other (and the loser withdraws) about as fast as a
+    // guard runs out.
     config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
-        frequency: (timing.detect * 2).max(Duration::from_millis(500)),
-        num_members: NonZeroUsize::new(2).unwrap_or(one),
+        frequency: timing.guard_budget,
+        num_members: NonZeroUsize::new(3).unwrap_or(one),
     });
     config.periodic_gossip = Some(foca::PeriodicParams {
         frequency: timing.gossip_every,

@@ -494,5 +494,25 @@ pub fn status_actions(
     out
 }
 
+/// `ConfigurationState speaker-<node>` status (MetalLB's): `result`, `errorSummary` and the
+/// `configReconcilerValid` condition. `errors` is `None` when the configuration was accepted.
+pub fn configuration_state_status(errors: Option<&str>, now_rfc3339: &str) -> serde_json::Value {
+    let (result, summary, status, reason) = match errors {
+        None => ("Valid", "", "True", "Reconciled"),
+        Some(summary) => ("Invalid", summary, "False", "ConfigurationError"),
+    };
+    serde_json::json!({
+        "result": result,
+        "errorSummary": summary,
+        "conditions": [{
+            "type": "configReconcilerValid",
+            "status": status,
+            "reason": reason,
+            "message": summary,
+            "lastTransitionTime": now_rfc3339,
+        }],
+    })
+}
+
 #[cfg(test)]
 mod tests;

@@ -78,6 +78,8 @@ enum Job {
         Option<Box<Pod>>,
     ),
     Event(PlannedEvent, Option<String>),
+    /// ConfigurationState `speaker-<node>`: `None` = valid, else the error summary.
+    ConfigState(Option<String>, Option<Box<Pod>>),
 }
 
 /// Runs until SIGTERM/SIGINT.
@@ -195,6 +197,7 @@ pub async fn run(options: Options) -> Result<()> {
     let writer = Writer::new(&client, &options.namespace, &options.node);
     tokio::spawn(write_loop(
         writer,
+        client.clone(),
         job_rx,
         watches_statuses(&watches),
         metrics.clone(),
@@ -210,6 +213,7 @@ pub async fn run(options: Options) -> Result<()> {
         ifaces: BTreeMap::new(),
         eligible: Eligible::default(),
         config: None,
+        verdict: None,
         events: BTreeSet::new(),
         plan: Plan::default(),
         metrics: metrics.clone(),
@@ -476,6 +480,7 @@ async fn wait_for_signal() {
 /// them, so a quick second pass does not create duplicates.
 async fn write_loop(
     writer: Writer,
+    client: kube::Client,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     store: kube::runtime::reflector::Store<crate::api::ServiceL2Status>,
     metrics: Arc<SpeakerMetrics>,
@@ -483,6 +488,17 @@ async fn write_loop(
     let mut created: BTreeMap<String, ExistingStatus> = BTreeMap::new();
     while let Some(job) = jobs.recv().await {
         match job {
+            Job::ConfigState(errors, owner) => {
+                let now = format!("{:.0}", k8s_openapi::jiff::Timestamp::now());
+                let status = plan::configuration_state_status(errors.as_deref(), &now);
+                if let Err(error) = writer
+                    .configuration_state(&client, status, owner.as_deref())
+                    .await
+                {
+                    metrics.update_errors.inc();
+                    tracing::warn!(%error, "ConfigurationState write failed");
+                }
+            }
             Job::Event(event, uid) => {
                 if let Err(error) = writer.event(&event, uid).await {
                     metrics.update_errors.inc();
@@ -499,6 +515,19 @@ async fn write_loop(
                             owner = o;
                         }
                         Job::Event(e, u) => events.push((e, u)),
+                        Job::ConfigState(errors, owner) => {
+                            // Rare; apply after this pass by re-queueing is not possible on
+                            // a receiver, so write it now.
+                            let now = format!("{:.0}", k8s_openapi::jiff::Timestamp::now());
+                            let status = plan::configuration_state_status(errors.as_deref(), &now);
+                            if let Err(error) = writer
+                                .configuration_state(&client, status, owner.as_deref())
+                                .await
+                            {
+                                metrics.update_errors.inc();
+                                tracing::warn!(%error, "ConfigurationState write failed");
+                            }
+                        }
                     }
                 }
                 let listed = existing_from(&store);
@@ -581,6 +610,8 @@ struct Speaker {
     ifaces: BTreeMap<String, Interface>,
     eligible: Eligible,
     config: Option<Config>,
+    /// The last ConfigurationState verdict sent (`Some(None)` = valid).
+    verdict: Option<Option<String>>,
     events: BTreeSet<PlannedEvent>,
     plan: Plan,
     metrics: Arc<SpeakerMetrics>,
@@ -671,18 +702,33 @@ impl Speaker {
             nodes: cloned(&watches.nodes),
             ..Snapshot::default()
         };
-        match config::build(&snapshot) {
+        let verdict = match config::build(&snapshot) {
             Ok(config) => {
                 self.config = Some(config);
                 self.metrics.config_loaded.set(1);
                 self.metrics.config_stale.set(0);
+                None
             }
             Err(errors) => {
                 self.metrics.config_stale.set(1);
                 for e in &errors {
                     tracing::error!(error = %e, "configuration rejected; keeping the last good one");
                 }
+                Some(
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
             }
+        };
+        if self.verdict.as_ref() != Some(&verdict) {
+            let owner = watches
+                .own_pod(&self.options.node)
+                .map(|p| Box::new((*p).clone()));
+            let _ = self.jobs.send(Job::ConfigState(verdict.clone(), owner));
+            self.verdict = Some(verdict);
         }
         let Some(config) = &self.config else {
             tracing::warn!("no valid configuration yet: not announcing anything");

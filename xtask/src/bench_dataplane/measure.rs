@@ -47,6 +47,9 @@ pub enum Generator {
 
 /// Frames per live-frames call at most (about a millisecond of load at the top rates).
 const LIVE_CHUNK: u64 = 1024;
+/// Frames per live-frames call when unpaced: each call costs an RCU grace period in the kernel
+/// (its page pool is torn down), so calls must be long.
+const LIVE_UNPACED_CHUNK: u64 = 1 << 18;
 
 pub struct Engine {
     sender: Sender,
@@ -265,7 +268,11 @@ fn generate(
             let n = b.len() as u64;
             (Some(b), n, None)
         }
-        Load::Live(g, ifindex, frames) => (None, LIVE_CHUNK, Some((g, ifindex, frames))),
+        Load::Live(g, ifindex, frames) => (
+            None,
+            if rate.is_none() { LIVE_UNPACED_CHUNK } else { LIVE_CHUNK },
+            Some((g, ifindex, frames)),
+        ),
     };
     let mut next_frame = 0usize;
     let mut probe_batches: Vec<Batch<'_>> =

@@ -51,8 +51,7 @@ async fn admin_client() -> Result<Client> {
     let path = kubeconfig("admin");
     let kubeconfig =
         Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
-    let config =
-        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)
 }
 
@@ -148,7 +147,10 @@ impl Agent {
             }))?;
             api.create(&PostParams::default(), &pod).await?;
         }
-        if existing.as_ref().is_none_or(|p| !status_matches(p, node, true)) {
+        if existing
+            .as_ref()
+            .is_none_or(|p| !status_matches(p, node, true))
+        {
             api.patch_status(
                 &name,
                 &PatchParams::default(),
@@ -259,9 +261,7 @@ impl Agent {
             .await?
             .items
             .into_iter()
-            .filter(|s| {
-                s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
-            })
+            .filter(|s| s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"))
             .flat_map(|s| {
                 s.status
                     .and_then(|s| s.load_balancer)

@@ -5,8 +5,8 @@
 //! `cargo xtask lab failover` (one trial of each fault) and `cargo xtask bench failover`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use super::probe::{self, format_mac};
 use super::status::{node_macs, node_of_mac};
 use super::{
-    BACKEND_PORT, CLIENT_NS, CLIENT_V4, DEMO_SERVICE, FailoverArgs, NodeSpec, UPLINK,
-    node_by_name, service_ips, start_speaker, topo,
+    BACKEND_PORT, CLIENT_NS, CLIENT_V4, DEMO_SERVICE, FailoverArgs, NodeSpec, UPLINK, node_by_name,
+    service_ips, start_speaker, topo,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,8 +97,12 @@ pub fn trial(fault: Fault, probe_interval: Duration, detect_ms: u64) -> Result<T
     let macs = node_macs();
     let before = stable_answer(vip, 5)?;
     let from = node_of_mac(&macs, &format_mac(&before));
-    let victim: NodeSpec = node_by_name(&from)
-        .with_context(|| format!("ARP for {vip} answered by {} (no lab node)", format_mac(&before)))?;
+    let victim: NodeSpec = node_by_name(&from).with_context(|| {
+        format!(
+            "ARP for {vip} answered by {} (no lab node)",
+            format_mac(&before)
+        )
+    })?;
 
     // The client starts from a clean neighbour cache, so its TCP goes where ARP says now.
     topo::flush_neighbours(CLIENT_NS, UPLINK)?;

@@ -257,9 +257,14 @@ fn ensure_built(no_build: bool) -> Result<()> {
         );
     }
     let ebpf_object = crate::ebpf::object_path();
-    let kube_missing = ["server", "kube-apiserver", "kube-controller-manager", "kubectl"]
-        .iter()
-        .any(|b| !crate::kube::bin(b).is_file());
+    let kube_missing = [
+        "server",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kubectl",
+    ]
+    .iter()
+    .any(|b| !crate::kube::bin(b).is_file());
     if no_build {
         let mut todo = Vec::new();
         if !ebpf_object.is_file() {
@@ -309,7 +314,9 @@ pub fn up(args: &UpArgs) -> Result<()> {
     fs::create_dir_all(run_dir())?;
     procs::record_detect_ms(args.detect_ms)?;
 
-    step("namespaces: switch hl-sw (bridge br0), nodes hl-node-a/b/c, client hl-client, host leg hl-host");
+    step(
+        "namespaces: switch hl-sw (bridge br0), nodes hl-node-a/b/c, client hl-client, host leg hl-host",
+    );
     topo::create()?;
 
     step(&format!(
@@ -328,7 +335,11 @@ pub fn up(args: &UpArgs) -> Result<()> {
     apply_herald_manifests()?;
 
     step("lab kubelet/scheduler/kube-proxy agent, one backend per node");
-    procs::spawn_recorded("agent", None, Command::new(xtask_exe()?).args(["lab", "agent"]))?;
+    procs::spawn_recorded(
+        "agent",
+        None,
+        Command::new(xtask_exe()?).args(["lab", "agent"]),
+    )?;
     for node in NODES {
         procs::spawn_recorded(
             &format!("backend-{}", node.name),
@@ -391,7 +402,10 @@ pub fn up(args: &UpArgs) -> Result<()> {
         crate::kube::bin("kubectl").display(),
         kubeconfig("admin").display()
     );
-    println!("logs: {}/*.log; next: cargo xtask lab status | failover | down", run_dir().display());
+    println!(
+        "logs: {}/*.log; next: cargo xtask lab status | failover | down",
+        run_dir().display()
+    );
     Ok(())
 }
 
@@ -550,41 +564,64 @@ fn kubectl_owned(args: &[String]) -> Result<String> {
 }
 
 /// Polls `check` every 200 ms until it returns Some or `timeout` passes.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = check() {
             return Ok(v);
         }
         if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what} (logs: {}/*.log)", run_dir().display());
+            bail!(
+                "timed out after {timeout:?} waiting for {what} (logs: {}/*.log)",
+                run_dir().display()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 fn wait_nodes_ready() -> Result<()> {
-    wait_for("the agent to register nodes node-a/b/c Ready", Duration::from_secs(60), || {
-        let out = kubectl(&[
+    wait_for(
+        "the agent to register nodes node-a/b/c Ready",
+        Duration::from_secs(60),
+        || {
+            let out = kubectl(&[
             "get",
             "nodes",
             "-o",
             "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
         ])
         .ok()?;
-        NODES
-            .iter()
-            .all(|n| out.lines().any(|l| l == format!("{}=True", n.name)))
-            .then_some(())
-    })
+            NODES
+                .iter()
+                .all(|n| out.lines().any(|l| l == format!("{}=True", n.name)))
+                .then_some(())
+        },
+    )
 }
 
 fn wait_memberlist_secret() -> Result<()> {
-    wait_for("the controller to create Secret metallb-system/memberlist", Duration::from_secs(60), || {
-        kubectl(&["-n", "metallb-system", "get", "secret", "memberlist", "-o", "name"])
+    wait_for(
+        "the controller to create Secret metallb-system/memberlist",
+        Duration::from_secs(60),
+        || {
+            kubectl(&[
+                "-n",
+                "metallb-system",
+                "get",
+                "secret",
+                "memberlist",
+                "-o",
+                "name",
+            ])
             .ok()
             .map(|_| ())
-    })
+        },
+    )
 }
 
 /// The LoadBalancer ingress IPs of a Service (status order).
@@ -604,24 +641,32 @@ pub fn service_ips(namespace: &str, name: &str) -> Vec<IpAddr> {
 
 fn wait_service_ready() -> Result<()> {
     let (ns, name) = DEMO_SERVICE;
-    wait_for("Service default/web to get an IPv4 and an IPv6 address", Duration::from_secs(60), || {
-        let ips = service_ips(ns, name);
-        (ips.iter().any(IpAddr::is_ipv4) && ips.iter().any(IpAddr::is_ipv6)).then_some(())
-    })?;
-    wait_for("EndpointSlices of default/web with 3 ready endpoints", Duration::from_secs(60), || {
-        let out = kubectl(&[
-            "-n",
-            ns,
-            "get",
-            "endpointslices",
-            "-l",
-            &format!("kubernetes.io/service-name={name}"),
-            "-o",
-            "jsonpath={range .items[*].endpoints[*]}{.conditions.ready}{\"\\n\"}{end}",
-        ])
-        .ok()?;
-        (out.lines().filter(|l| *l == "true").count() >= 6).then_some(())
-    })
+    wait_for(
+        "Service default/web to get an IPv4 and an IPv6 address",
+        Duration::from_secs(60),
+        || {
+            let ips = service_ips(ns, name);
+            (ips.iter().any(IpAddr::is_ipv4) && ips.iter().any(IpAddr::is_ipv6)).then_some(())
+        },
+    )?;
+    wait_for(
+        "EndpointSlices of default/web with 3 ready endpoints",
+        Duration::from_secs(60),
+        || {
+            let out = kubectl(&[
+                "-n",
+                ns,
+                "get",
+                "endpointslices",
+                "-l",
+                &format!("kubernetes.io/service-name={name}"),
+                "-o",
+                "jsonpath={range .items[*].endpoints[*]}{.conditions.ready}{\"\\n\"}{end}",
+            ])
+            .ok()?;
+            (out.lines().filter(|l| *l == "true").count() >= 6).then_some(())
+        },
+    )
 }
 
 pub fn down() -> Result<()> {
@@ -644,9 +689,14 @@ pub fn down() -> Result<()> {
 fn probe_command(args: &ProbeArgs) -> Result<()> {
     let (ip, count, interval) = (args.ip, args.count, Duration::from_millis(args.interval_ms));
     let rounds = probe::in_netns(CLIENT_NS, move || {
-        probe::probe_arp_rounds(UPLINK, CLIENT_V4, ip, interval, Duration::from_secs(3600), |r| {
-            r.len() >= count
-        })
+        probe::probe_arp_rounds(
+            UPLINK,
+            CLIENT_V4,
+            ip,
+            interval,
+            Duration::from_secs(3600),
+            |r| r.len() >= count,
+        )
     })?;
     let macs = status::node_macs();
     let mut per_node: std::collections::BTreeMap<String, usize> = Default::default();

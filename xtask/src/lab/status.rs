@@ -112,11 +112,15 @@ pub fn node_of_mac(macs: &[(String, String)], mac: &str) -> String {
 pub fn client_resolve(ip: IpAddr) -> (Vec<String>, Option<String>) {
     let out = match ip {
         IpAddr::V4(_) => Command::new("ip")
-            .args(["netns", "exec", CLIENT_NS, "arping", "-c", "2", "-w", "2", "-i", UPLINK])
+            .args([
+                "netns", "exec", CLIENT_NS, "arping", "-c", "2", "-w", "2", "-i", UPLINK,
+            ])
             .arg(ip.to_string())
             .output(),
         IpAddr::V6(_) => Command::new("ip")
-            .args(["netns", "exec", CLIENT_NS, "ndisc6", "-1", "-r", "3", "-w", "500"])
+            .args([
+                "netns", "exec", CLIENT_NS, "ndisc6", "-1", "-r", "3", "-w", "500",
+            ])
             .arg(ip.to_string())
             .arg(UPLINK)
             .output(),
@@ -268,7 +272,13 @@ pub fn print(args: &StatusArgs) -> Result<()> {
             .as_array()
             .map(|a| {
                 a.iter()
-                    .map(|x| format!("{} on {}", x["mode"].as_str().unwrap_or("?"), x["iface"].as_str().unwrap_or("?")))
+                    .map(|x| {
+                        format!(
+                            "{} on {}",
+                            x["mode"].as_str().unwrap_or("?"),
+                            x["iface"].as_str().unwrap_or("?")
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             })
@@ -280,7 +290,10 @@ pub fn print(args: &StatusArgs) -> Result<()> {
             n["ipv4"].as_str().unwrap_or("?"),
             n["ipv6"].as_str().unwrap_or("?"),
             n["mac"].as_str().unwrap_or("?"),
-            n["speaker_pid"].as_i64().map(|p| format!("pid {p}")).unwrap_or_else(|| "NOT RUNNING".to_string()),
+            n["speaker_pid"]
+                .as_i64()
+                .map(|p| format!("pid {p}"))
+                .unwrap_or_else(|| "NOT RUNNING".to_string()),
             attach,
             n["guard"]["state"].as_str().unwrap_or("-"),
         );
@@ -293,7 +306,11 @@ pub fn print(args: &StatusArgs) -> Result<()> {
             s["externalTrafficPolicy"].as_str().unwrap_or("?"),
             s["l2_status_nodes"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|n| n.as_str()).collect::<Vec<_>>().join(", "))
+                .map(|a| a
+                    .iter()
+                    .filter_map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "))
                 .filter(|t| !t.is_empty())
                 .unwrap_or_else(|| "none".to_string())
         );
@@ -305,9 +322,17 @@ pub fn print(args: &StatusArgs) -> Result<()> {
             println!(
                 "    {:<20} announced by (XDP maps): {}",
                 a["ip"].as_str().unwrap_or("?"),
-                if announcers.is_empty() { "nobody".to_string() } else { announcers.join(", ") }
+                if announcers.is_empty() {
+                    "nobody".to_string()
+                } else {
+                    announcers.join(", ")
+                }
             );
-            let tool = if a["ip"].as_str().is_some_and(|i| i.contains(':')) { "ndisc6" } else { "arping" };
+            let tool = if a["ip"].as_str().is_some_and(|i| i.contains(':')) {
+                "ndisc6"
+            } else {
+                "arping"
+            };
             match a["client_answer_mac"].as_str() {
                 Some(mac) => println!(
                     "      client {tool}: answered by {mac} = {}",
@@ -337,5 +362,9 @@ pub fn print(args: &StatusArgs) -> Result<()> {
 }
 
 fn fmt_addr(ip: &str) -> String {
-    if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() }
+    if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    }
 }

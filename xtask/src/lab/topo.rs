@@ -30,7 +30,14 @@ fn ip(args: &[&str]) -> Result<String> {
 /// `sysctl -w` inside `netns` (via ip netns exec, which gives the matching /proc/sys/net).
 fn sysctl(netns: &str, key: &str, value: &str) -> Result<()> {
     let out = Command::new("ip")
-        .args(["netns", "exec", netns, "sysctl", "-qw", &format!("{key}={value}")])
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "sysctl",
+            "-qw",
+            &format!("{key}={value}"),
+        ])
         .output()
         .context("running sysctl")?;
     if !out.status.success() {
@@ -92,7 +99,9 @@ pub fn create() -> Result<()> {
     ip(&[
         "link", "add", HOST_IF, "type", "veth", "peer", "name", HOST_PORT, "netns", SWITCH_NS,
     ])?;
-    ip(&["-n", SWITCH_NS, "link", "set", HOST_PORT, "master", BRIDGE, "up"])?;
+    ip(&[
+        "-n", SWITCH_NS, "link", "set", HOST_PORT, "master", BRIDGE, "up",
+    ])?;
     ip(&["addr", "add", &format!("{HOST_V4}/24"), "dev", HOST_IF])?;
     ip(&["link", "set", HOST_IF, "up"])?;
 
@@ -102,10 +111,28 @@ pub fn create() -> Result<()> {
         // interface and picks eth0's own address as ARP source, so the LoadBalancer IPs the
         // agent puts on `lo` are answered by Herald alone.
         for iface in ["all", UPLINK] {
-            sysctl(node.netns, &format!("net.ipv4.conf.{iface}.arp_ignore"), "1")?;
-            sysctl(node.netns, &format!("net.ipv4.conf.{iface}.arp_announce"), "2")?;
+            sysctl(
+                node.netns,
+                &format!("net.ipv4.conf.{iface}.arp_ignore"),
+                "1",
+            )?;
+            sysctl(
+                node.netns,
+                &format!("net.ipv4.conf.{iface}.arp_announce"),
+                "2",
+            )?;
         }
-        sysctl(node.netns, &format!("net.ipv6.conf.{UPLINK}.accept_dad"), "0")?;
+        sysctl(
+            node.netns,
+            &format!("net.ipv6.conf.{UPLINK}.accept_dad"),
+            "0",
+        )?;
+        // A node keeps its static IPv6 address across a link flap (the failover's link fault).
+        sysctl(
+            node.netns,
+            &format!("net.ipv6.conf.{UPLINK}.keep_addr_on_down"),
+            "1",
+        )?;
         ip(&[
             "-n",
             node.netns,
@@ -129,7 +156,11 @@ pub fn create() -> Result<()> {
     }
 
     uplink(CLIENT_NS, UPLINK, CLIENT_PORT)?;
-    sysctl(CLIENT_NS, &format!("net.ipv6.conf.{UPLINK}.accept_dad"), "0")?;
+    sysctl(
+        CLIENT_NS,
+        &format!("net.ipv6.conf.{UPLINK}.accept_dad"),
+        "0",
+    )?;
     ip(&[
         "-n",
         CLIENT_NS,
@@ -151,8 +182,25 @@ pub fn create() -> Result<()> {
     ])?;
     ip(&["-n", CLIENT_NS, "link", "set", UPLINK, "up"])?;
     // The pools are on-link for the client: it resolves LoadBalancer IPs with ARP / NDP.
-    ip(&["-n", CLIENT_NS, "route", "add", POOL_V4_PREFIX, "dev", UPLINK])?;
-    ip(&["-n", CLIENT_NS, "-6", "route", "add", POOL_V6_PREFIX, "dev", UPLINK])?;
+    ip(&[
+        "-n",
+        CLIENT_NS,
+        "route",
+        "add",
+        POOL_V4_PREFIX,
+        "dev",
+        UPLINK,
+    ])?;
+    ip(&[
+        "-n",
+        CLIENT_NS,
+        "-6",
+        "route",
+        "add",
+        POOL_V6_PREFIX,
+        "dev",
+        UPLINK,
+    ])?;
     Ok(())
 }
 
@@ -209,7 +257,15 @@ pub fn lo_addresses(netns: &str) -> Result<Vec<String>> {
 pub fn lo_address(netns: &str, addr: std::net::IpAddr, add: bool) -> Result<()> {
     let prefix = if addr.is_ipv4() { 32 } else { 128 };
     let cidr = format!("{addr}/{prefix}");
-    let mut args = vec!["-n", netns, "addr", if add { "add" } else { "del" }, &cidr, "dev", "lo"];
+    let mut args = vec![
+        "-n",
+        netns,
+        "addr",
+        if add { "add" } else { "del" },
+        &cidr,
+        "dev",
+        "lo",
+    ];
     if add && addr.is_ipv6() {
         args.push("nodad");
     }

@@ -210,7 +210,19 @@ pub fn finish_probe(child: std::process::Child) -> Probe {
 /// MACs answering the client's Neighbor Solicitations for `ip` (ndisc6 -m: all answers).
 pub fn ndp_macs(ip: &str) -> Vec<String> {
     let out = Command::new("ip")
-        .args(["netns", "exec", "hl-client", "ndisc6", "-m", "-r", "2", "-w", "500", ip, "eth0"])
+        .args([
+            "netns",
+            "exec",
+            "hl-client",
+            "ndisc6",
+            "-m",
+            "-r",
+            "2",
+            "-w",
+            "500",
+            ip,
+            "eth0",
+        ])
         .output()
         .expect("running ndisc6");
     let mut macs: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -240,7 +252,10 @@ pub fn kubectl(args: &[&str]) -> String {
 }
 
 pub fn try_kubectl(args: &[&str]) -> Result<String, String> {
-    let out = kubectl_cmd().args(args).output().map_err(|e| e.to_string())?;
+    let out = kubectl_cmd()
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -269,6 +284,22 @@ pub fn kubectl_as(identity: &str, args: &[&str]) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// `kubectl auth can-i <args>` as `identity`: "yes" or "no" (kubectl exits 1 on "no").
+pub fn can_i(identity: &str, args: &[&str]) -> String {
+    let out = Command::new(workspace_root().join("target/kube/bin/kubectl"))
+        .arg(format!(
+            "--kubeconfig={}",
+            workspace_root()
+                .join(format!("target/lab/run/kube/{identity}.kubeconfig"))
+                .display()
+        ))
+        .args(["auth", "can-i"])
+        .args(args)
+        .output()
+        .expect("kubectl auth can-i");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 pub fn apply(yaml: &str) {
