@@ -5,6 +5,7 @@
 //! that fires too widely is caught too.
 
 use herald::config::{self, BgpMode, Config, ConfigError, Snapshot, load};
+use proptest::prelude::*;
 
 /// Nodes for the rules that resolve node selectors (LOCAL_PREF, FRR pairs).
 const NODES: &str = "
@@ -35,7 +36,11 @@ fn obj(kind: &str, name: &str, spec: &str) -> String {
 }
 
 fn pool(name: &str, addresses: &str) -> String {
-    obj("IPAddressPool", name, &format!("{{addresses: [{addresses}]}}"))
+    obj(
+        "IPAddressPool",
+        name,
+        &format!("{{addresses: [{addresses}]}}"),
+    )
 }
 
 fn build(mode: BgpMode, docs: &[String]) -> Result<Config, Vec<ConfigError>> {
@@ -122,32 +127,77 @@ fn pool_rules() {
             "a bare address is refused",
             vec![pool("p", "198.51.100.7, '2001:db8::7'")],
             vec![
-                ("IPAddressPool", "p", "spec.addresses[0]", "write a single address as 198.51.100.7/32", false),
-                ("IPAddressPool", "p", "spec.addresses[1]", "2001:db8::7/128", false),
+                (
+                    "IPAddressPool",
+                    "p",
+                    "spec.addresses[0]",
+                    "write a single address as 198.51.100.7/32",
+                    false,
+                ),
+                (
+                    "IPAddressPool",
+                    "p",
+                    "spec.addresses[1]",
+                    "2001:db8::7/128",
+                    false,
+                ),
             ],
         ),
         row(
             "a range needs start <= end and one family",
-            vec![pool("p", "198.51.100.20-198.51.100.10, 198.51.100.1-2001:db8::1")],
+            vec![pool(
+                "p",
+                "198.51.100.20-198.51.100.10, 198.51.100.1-2001:db8::1",
+            )],
             vec![
-                ("IPAddressPool", "p", "spec.addresses[0]", "start 198.51.100.20 is after end", false),
-                ("IPAddressPool", "p", "spec.addresses[1]", "different IP families", false),
+                (
+                    "IPAddressPool",
+                    "p",
+                    "spec.addresses[0]",
+                    "start 198.51.100.20 is after end",
+                    false,
+                ),
+                (
+                    "IPAddressPool",
+                    "p",
+                    "spec.addresses[1]",
+                    "different IP families",
+                    false,
+                ),
             ],
         ),
         row(
             "no addresses",
             vec![obj("IPAddressPool", "p", "{addresses: []}")],
-            vec![("IPAddressPool", "p", "spec.addresses", "pool has no prefixes defined", false)],
+            vec![(
+                "IPAddressPool",
+                "p",
+                "spec.addresses",
+                "pool has no prefixes defined",
+                false,
+            )],
         ),
         row(
             "overlap across pools (host bits dropped first)",
             vec![pool("a", "198.51.100.0/24"), pool("b", "198.51.100.77/25")],
-            vec![("IPAddressPool", "b", "spec.addresses[0]", "overlaps with already defined CIDR \"198.51.100.0/24\"", false)],
+            vec![(
+                "IPAddressPool",
+                "b",
+                "spec.addresses[0]",
+                "overlaps with already defined CIDR \"198.51.100.0/24\"",
+                false,
+            )],
         ),
         row(
             "overlap inside one pool, range against CIDR",
             vec![pool("a", "198.51.100.0/28, 198.51.100.10-198.51.100.20")],
-            vec![("IPAddressPool", "a", "spec.addresses[1]", "overlaps with already defined CIDR", false)],
+            vec![(
+                "IPAddressPool",
+                "a",
+                "spec.addresses[1]",
+                "overlaps with already defined CIDR",
+                false,
+            )],
         ),
         row(
             "IPv4 and IPv6 never overlap",
@@ -157,7 +207,13 @@ fn pool_rules() {
         row(
             "duplicate pool names",
             vec![pool("a", "198.51.100.0/28"), pool("a", "203.0.113.0/28")],
-            vec![("IPAddressPool", "a", "metadata.name", "duplicate definition", false)],
+            vec![(
+                "IPAddressPool",
+                "a",
+                "metadata.name",
+                "duplicate definition",
+                false,
+            )],
         ),
         row(
             "duplicate namespaces in serviceAllocation",
@@ -166,7 +222,13 @@ fn pool_rules() {
                 "p",
                 "{addresses: [198.51.100.0/28], serviceAllocation: {namespaces: [a, b, a]}}",
             )],
-            vec![("IPAddressPool", "p", "spec.serviceAllocation.namespaces[2]", "duplicate definition in namespaces field", false)],
+            vec![(
+                "IPAddressPool",
+                "p",
+                "spec.serviceAllocation.namespaces[2]",
+                "duplicate definition in namespaces field",
+                false,
+            )],
         ),
         row(
             "invalid namespace and service selectors",
@@ -176,8 +238,20 @@ fn pool_rules() {
                 "{addresses: [198.51.100.0/28], serviceAllocation: {namespaceSelectors: [{matchExpressions: [{key: k, operator: Like, values: [v]}]}], serviceSelectors: [{matchExpressions: [{key: k, operator: In}]}]}}",
             )],
             vec![
-                ("IPAddressPool", "p", "spec.serviceAllocation.namespaceSelectors[0]", "\"Like\" is not a valid label selector operator", false),
-                ("IPAddressPool", "p", "spec.serviceAllocation.serviceSelectors[0]", "must be specified when operator is \"In\"", false),
+                (
+                    "IPAddressPool",
+                    "p",
+                    "spec.serviceAllocation.namespaceSelectors[0]",
+                    "\"Like\" is not a valid label selector operator",
+                    false,
+                ),
+                (
+                    "IPAddressPool",
+                    "p",
+                    "spec.serviceAllocation.serviceSelectors[0]",
+                    "must be specified when operator is \"In\"",
+                    false,
+                ),
             ],
         ),
     ]);
@@ -185,32 +259,73 @@ fn pool_rules() {
 
 #[test]
 fn selector_list_rules() {
-    let l2 = |spec: &str| vec![pool("p", "198.51.100.0/28"), obj("L2Advertisement", "l2", spec)];
+    let l2 = |spec: &str| {
+        vec![
+            pool("p", "198.51.100.0/28"),
+            obj("L2Advertisement", "l2", spec),
+        ]
+    };
     check(vec![
         row(
             "identical selectors (values compared sorted)",
-            l2("{nodeSelectors: [{matchExpressions: [{key: k, operator: In, values: [a, b]}]}, {matchExpressions: [{key: k, operator: In, values: [b, a]}]}]}"),
-            vec![("L2Advertisement", "l2", "spec.nodeSelectors[1]", "duplicate", false)],
+            l2(
+                "{nodeSelectors: [{matchExpressions: [{key: k, operator: In, values: [a, b]}]}, {matchExpressions: [{key: k, operator: In, values: [b, a]}]}]}",
+            ),
+            vec![(
+                "L2Advertisement",
+                "l2",
+                "spec.nodeSelectors[1]",
+                "duplicate",
+                false,
+            )],
         ),
         row(
             "identical expressions in one selector",
-            l2("{serviceSelectors: [{matchExpressions: [{key: k, operator: Exists}, {key: k, operator: Exists}]}]}"),
-            vec![("L2Advertisement", "l2", "spec.serviceSelectors[0].matchExpressions[1]", "duplicate definition of match expressions", false)],
+            l2(
+                "{serviceSelectors: [{matchExpressions: [{key: k, operator: Exists}, {key: k, operator: Exists}]}]}",
+            ),
+            vec![(
+                "L2Advertisement",
+                "l2",
+                "spec.serviceSelectors[0].matchExpressions[1]",
+                "duplicate definition of match expressions",
+                false,
+            )],
         ),
         row(
             "a value repeated in one expression",
-            l2("{ipAddressPoolSelectors: [{matchExpressions: [{key: k, operator: NotIn, values: [a, a]}]}]}"),
-            vec![("L2Advertisement", "l2", "spec.ipAddressPoolSelectors[0].matchExpressions[0].values", "duplicate definition of match expression value", false)],
+            l2(
+                "{ipAddressPoolSelectors: [{matchExpressions: [{key: k, operator: NotIn, values: [a, a]}]}]}",
+            ),
+            vec![(
+                "L2Advertisement",
+                "l2",
+                "spec.ipAddressPoolSelectors[0].matchExpressions[0].values",
+                "duplicate definition of match expression value",
+                false,
+            )],
         ),
         row(
             "bad label key",
             l2("{nodeSelectors: [{matchLabels: {'bad key!': x}}]}"),
-            vec![("L2Advertisement", "l2", "spec.nodeSelectors[0]", "matchLabels", false)],
+            vec![(
+                "L2Advertisement",
+                "l2",
+                "spec.nodeSelectors[0]",
+                "matchLabels",
+                false,
+            )],
         ),
         row(
             "duplicate pool names in an advertisement",
             l2("{ipAddressPools: [p, p]}"),
-            vec![("L2Advertisement", "l2", "spec.ipAddressPools[1]", "duplicate definition of ipAddressPools", false)],
+            vec![(
+                "L2Advertisement",
+                "l2",
+                "spec.ipAddressPools[1]",
+                "duplicate definition of ipAddressPools",
+                false,
+            )],
         ),
         row(
             "unknown pool names are ignored",
@@ -219,8 +334,16 @@ fn selector_list_rules() {
         ),
         row(
             "preferredNodeSelectors weight 1..100",
-            l2("{preferredNodeSelectors: [{weight: 0, preference: {}}, {weight: 100, preference: {matchLabels: {rack: r1}}}]}"),
-            vec![("L2Advertisement", "l2", "spec.preferredNodeSelectors[0].weight", "1-100", false)],
+            l2(
+                "{preferredNodeSelectors: [{weight: 0, preference: {}}, {weight: 100, preference: {matchLabels: {rack: r1}}}]}",
+            ),
+            vec![(
+                "L2Advertisement",
+                "l2",
+                "spec.preferredNodeSelectors[0].weight",
+                "1-100",
+                false,
+            )],
         ),
     ]);
 }
@@ -233,41 +356,110 @@ fn bgp_advertisement_rules() {
     check(vec![
         row(
             "aggregation lengths in range",
-            vec![v4.clone(), ad("a", "{aggregationLength: 33, aggregationLengthV6: 129}")],
             vec![
-                ("BGPAdvertisement", "a", "spec.aggregationLength", "invalid aggregation length 33", false),
-                ("BGPAdvertisement", "a", "spec.aggregationLengthV6", "invalid aggregation length 129", false),
+                v4.clone(),
+                ad("a", "{aggregationLength: 33, aggregationLengthV6: 129}"),
+            ],
+            vec![
+                (
+                    "BGPAdvertisement",
+                    "a",
+                    "spec.aggregationLength",
+                    "invalid aggregation length 33",
+                    false,
+                ),
+                (
+                    "BGPAdvertisement",
+                    "a",
+                    "spec.aggregationLengthV6",
+                    "invalid aggregation length 129",
+                    false,
+                ),
             ],
         ),
         row(
             "aggregation length against every entry of every selected pool",
-            vec![v4.clone(), v6.clone(), ad("a", "{aggregationLength: 26, aggregationLengthV6: 48}")],
             vec![
-                ("BGPAdvertisement", "a", "spec.aggregationLength", "prefix 27 in IPAddressPool \"v4\" is more specific than the aggregation length for addresses 198.51.100.64-198.51.100.95", false),
-                ("BGPAdvertisement", "a", "spec.aggregationLengthV6", "prefix 64 in IPAddressPool \"v6\"", false),
+                v4.clone(),
+                v6.clone(),
+                ad("a", "{aggregationLength: 26, aggregationLengthV6: 48}"),
+            ],
+            vec![
+                (
+                    "BGPAdvertisement",
+                    "a",
+                    "spec.aggregationLength",
+                    "prefix 27 in IPAddressPool \"v4\" is more specific than the aggregation length for addresses 198.51.100.64-198.51.100.95",
+                    false,
+                ),
+                (
+                    "BGPAdvertisement",
+                    "a",
+                    "spec.aggregationLengthV6",
+                    "prefix 64 in IPAddressPool \"v6\"",
+                    false,
+                ),
             ],
         ),
         row(
             "aggregation length fitting every entry",
-            vec![v4.clone(), v6.clone(), ad("a", "{aggregationLength: 27, aggregationLengthV6: 64}")],
+            vec![
+                v4.clone(),
+                v6.clone(),
+                ad("a", "{aggregationLength: 27, aggregationLengthV6: 64}"),
+            ],
             vec![],
         ),
         row(
             "only selected pools are checked",
-            vec![v4.clone(), v6.clone(), ad("a", "{aggregationLength: 27, ipAddressPools: [v4]}")],
+            vec![
+                v4.clone(),
+                v6.clone(),
+                ad("a", "{aggregationLength: 27, ipAddressPools: [v4]}"),
+            ],
             vec![],
         ),
         row(
             "serviceSelectors only with default aggregation lengths",
-            vec![v4.clone(), ad("a", "{aggregationLength: 28, serviceSelectors: [{matchLabels: {a: b}}]}")],
-            vec![("BGPAdvertisement", "a", "spec.serviceSelectors", "mutually exclusive", false)],
+            vec![
+                v4.clone(),
+                ad(
+                    "a",
+                    "{aggregationLength: 28, serviceSelectors: [{matchLabels: {a: b}}]}",
+                ),
+            ],
+            vec![(
+                "BGPAdvertisement",
+                "a",
+                "spec.serviceSelectors",
+                "mutually exclusive",
+                false,
+            )],
         ),
         row(
             "duplicates in pools, communities and peers",
-            vec![v4.clone(), ad("a", "{ipAddressPools: [v4, v4], communities: ['64500:1', '64500:1'], peers: [x, x]}")],
             vec![
-                ("BGPAdvertisement", "a", "spec.ipAddressPools[1]", "duplicate", false),
-                ("BGPAdvertisement", "a", "spec.communities[1]", "duplicate", false),
+                v4.clone(),
+                ad(
+                    "a",
+                    "{ipAddressPools: [v4, v4], communities: ['64500:1', '64500:1'], peers: [x, x]}",
+                ),
+            ],
+            vec![
+                (
+                    "BGPAdvertisement",
+                    "a",
+                    "spec.ipAddressPools[1]",
+                    "duplicate",
+                    false,
+                ),
+                (
+                    "BGPAdvertisement",
+                    "a",
+                    "spec.communities[1]",
+                    "duplicate",
+                    false,
+                ),
                 ("BGPAdvertisement", "a", "spec.peers[1]", "duplicate", false),
             ],
         ),
@@ -275,21 +467,58 @@ fn bgp_advertisement_rules() {
             "community syntax: bad numbers are hard errors, wrong shapes may be aliases",
             vec![
                 v4.clone(),
-                ad("a", "{communities: ['65536:1', 'large:4294967296:1:1', 'big:1:2:3', '1:2:3', 'unknown-alias', '64500:1', 'large:1:2:3']}"),
+                ad(
+                    "a",
+                    "{communities: ['65536:1', 'large:4294967296:1:1', 'big:1:2:3', '1:2:3', 'unknown-alias', '64500:1', 'large:1:2:3']}",
+                ),
             ],
             vec![
-                ("BGPAdvertisement", "a", "spec.communities[0]", "\"65536\" is not a number", false),
-                ("BGPAdvertisement", "a", "spec.communities[1]", "\"4294967296\" is not a number", false),
-                ("BGPAdvertisement", "a", "spec.communities[2]", "large:<uint32>", false),
-                ("BGPAdvertisement", "a", "spec.communities[3]", "nor a known Community alias", true),
-                ("BGPAdvertisement", "a", "spec.communities[4]", "nor a known Community alias", true),
+                (
+                    "BGPAdvertisement",
+                    "a",
+                    "spec.communities[0]",
+                    "\"65536\" is not a number",
+                    false,
+                ),
+                (
+                    "BGPAdvertisement",
+                    "a",
+                    "spec.communities[1]",
+                    "\"4294967296\" is not a number",
+                    false,
+                ),
+                (
+                    "BGPAdvertisement",
+                    "a",
+                    "spec.communities[2]",
+                    "large:<uint32>",
+                    false,
+                ),
+                (
+                    "BGPAdvertisement",
+                    "a",
+                    "spec.communities[3]",
+                    "nor a known Community alias",
+                    true,
+                ),
+                (
+                    "BGPAdvertisement",
+                    "a",
+                    "spec.communities[4]",
+                    "nor a known Community alias",
+                    true,
+                ),
             ],
         ),
         row(
             "aliases resolve",
             vec![
                 v4.clone(),
-                obj("Community", "c", "{communities: [{name: no-advertise, value: '65535:65282'}]}"),
+                obj(
+                    "Community",
+                    "c",
+                    "{communities: [{name: no-advertise, value: '65535:65282'}]}",
+                ),
                 ad("a", "{communities: [no-advertise]}"),
             ],
             vec![],
@@ -297,12 +526,32 @@ fn bgp_advertisement_rules() {
         row(
             "alias values must parse and names be unique across Community objects",
             vec![
-                obj("Community", "c1", "{communities: [{name: x, value: '1:1'}, {name: bad, value: '1:70000'}]}"),
-                obj("Community", "c2", "{communities: [{name: x, value: '2:2'}]}"),
+                obj(
+                    "Community",
+                    "c1",
+                    "{communities: [{name: x, value: '1:1'}, {name: bad, value: '1:70000'}]}",
+                ),
+                obj(
+                    "Community",
+                    "c2",
+                    "{communities: [{name: x, value: '2:2'}]}",
+                ),
             ],
             vec![
-                ("Community", "c1", "spec.communities[1].value", "not a number", false),
-                ("Community", "c2", "spec.communities[0].name", "duplicate definition of community \"x\"", false),
+                (
+                    "Community",
+                    "c1",
+                    "spec.communities[1].value",
+                    "not a number",
+                    false,
+                ),
+                (
+                    "Community",
+                    "c2",
+                    "spec.communities[0].name",
+                    "duplicate definition of community \"x\"",
+                    false,
+                ),
             ],
         ),
     ]);
@@ -316,47 +565,102 @@ fn local_pref_rule() {
     check(vec![
         row(
             "different localPref on one pool",
-            vec![nodes(), p(), ad("a", "{localPref: 100}"), ad("b", "{localPref: 200}")],
-            vec![("BGPAdvertisement", "b", "spec.localPref", "invalid local preference 200", false)],
+            vec![
+                nodes(),
+                p(),
+                ad("a", "{localPref: 100}"),
+                ad("b", "{localPref: 200}"),
+            ],
+            vec![(
+                "BGPAdvertisement",
+                "b",
+                "spec.localPref",
+                "invalid local preference 200",
+                false,
+            )],
         ),
         row(
             "same localPref",
-            vec![nodes(), p(), ad("a", "{localPref: 100}"), ad("b", "{localPref: 100}")],
+            vec![
+                nodes(),
+                p(),
+                ad("a", "{localPref: 100}"),
+                ad("b", "{localPref: 100}"),
+            ],
             vec![],
         ),
         row(
             "aggregation lengths differ",
-            vec![nodes(), p(), ad("a", "{localPref: 100}"), ad("b", "{localPref: 200, aggregationLength: 30}")],
+            vec![
+                nodes(),
+                p(),
+                ad("a", "{localPref: 100}"),
+                ad("b", "{localPref: 200, aggregationLength: 30}"),
+            ],
             vec![],
         ),
         row(
             "disjoint peer lists",
-            vec![nodes(), p(), ad("a", "{localPref: 100, peers: [x]}"), ad("b", "{localPref: 200, peers: [y]}")],
+            vec![
+                nodes(),
+                p(),
+                ad("a", "{localPref: 100, peers: [x]}"),
+                ad("b", "{localPref: 200, peers: [y]}"),
+            ],
             vec![],
         ),
         row(
             "one peer list empty means all peers: overlapping",
-            vec![nodes(), p(), ad("a", "{localPref: 100, peers: [x]}"), ad("b", "{localPref: 200}")],
-            vec![("BGPAdvertisement", "b", "spec.localPref", "invalid local preference", false)],
+            vec![
+                nodes(),
+                p(),
+                ad("a", "{localPref: 100, peers: [x]}"),
+                ad("b", "{localPref: 200}"),
+            ],
+            vec![(
+                "BGPAdvertisement",
+                "b",
+                "spec.localPref",
+                "invalid local preference",
+                false,
+            )],
         ),
         row(
             "disjoint node sets",
             vec![
                 nodes(),
                 p(),
-                ad("a", "{localPref: 100, nodeSelectors: [{matchLabels: {rack: r1}}]}"),
-                ad("b", "{localPref: 200, nodeSelectors: [{matchLabels: {rack: r2}}]}"),
+                ad(
+                    "a",
+                    "{localPref: 100, nodeSelectors: [{matchLabels: {rack: r1}}]}",
+                ),
+                ad(
+                    "b",
+                    "{localPref: 200, nodeSelectors: [{matchLabels: {rack: r2}}]}",
+                ),
             ],
             vec![],
         ),
         row(
             "with no Node known the node sets never intersect",
-            vec![p(), ad("a", "{localPref: 100}"), ad("b", "{localPref: 200}")],
+            vec![
+                p(),
+                ad("a", "{localPref: 100}"),
+                ad("b", "{localPref: 200}"),
+            ],
             vec![],
         ),
         row(
             "serviceSelectors exempt an advertisement",
-            vec![nodes(), p(), ad("a", "{localPref: 100}"), ad("b", "{localPref: 200, serviceSelectors: [{matchLabels: {a: b}}]}")],
+            vec![
+                nodes(),
+                p(),
+                ad("a", "{localPref: 100}"),
+                ad(
+                    "b",
+                    "{localPref: 200, serviceSelectors: [{matchLabels: {a: b}}]}",
+                ),
+            ],
             vec![],
         ),
     ]);
@@ -477,20 +781,62 @@ fn bfd_profile_ranges() {
         row(
             "every bound",
             vec![
-                obj("BFDProfile", "low", "{receiveInterval: 9, transmitInterval: 9, echoInterval: 9, detectMultiplier: 1, minimumTtl: 0}"),
-                obj("BFDProfile", "high", "{receiveInterval: 60001, transmitInterval: 60001, echoInterval: 60001, detectMultiplier: 256, minimumTtl: 255}"),
-                obj("BFDProfile", "edges", "{receiveInterval: 10, transmitInterval: 60000, echoInterval: 10, detectMultiplier: 255, minimumTtl: 1}"),
+                obj(
+                    "BFDProfile",
+                    "low",
+                    "{receiveInterval: 9, transmitInterval: 9, echoInterval: 9, detectMultiplier: 1, minimumTtl: 0}",
+                ),
+                obj(
+                    "BFDProfile",
+                    "high",
+                    "{receiveInterval: 60001, transmitInterval: 60001, echoInterval: 60001, detectMultiplier: 256, minimumTtl: 255}",
+                ),
+                obj(
+                    "BFDProfile",
+                    "edges",
+                    "{receiveInterval: 10, transmitInterval: 60000, echoInterval: 10, detectMultiplier: 255, minimumTtl: 1}",
+                ),
             ],
             vec![
-                ("BFDProfile", "low", "spec.receiveInterval", "10-60000", false),
-                ("BFDProfile", "low", "spec.transmitInterval", "10-60000", false),
+                (
+                    "BFDProfile",
+                    "low",
+                    "spec.receiveInterval",
+                    "10-60000",
+                    false,
+                ),
+                (
+                    "BFDProfile",
+                    "low",
+                    "spec.transmitInterval",
+                    "10-60000",
+                    false,
+                ),
                 ("BFDProfile", "low", "spec.echoInterval", "10-60000", false),
                 ("BFDProfile", "low", "spec.detectMultiplier", "2-255", false),
                 ("BFDProfile", "low", "spec.minimumTtl", "1-254", false),
-                ("BFDProfile", "high", "spec.receiveInterval", "10-60000", false),
-                ("BFDProfile", "high", "spec.transmitInterval", "10-60000", false),
+                (
+                    "BFDProfile",
+                    "high",
+                    "spec.receiveInterval",
+                    "10-60000",
+                    false,
+                ),
+                (
+                    "BFDProfile",
+                    "high",
+                    "spec.transmitInterval",
+                    "10-60000",
+                    false,
+                ),
                 ("BFDProfile", "high", "spec.echoInterval", "10-60000", false),
-                ("BFDProfile", "high", "spec.detectMultiplier", "2-255", false),
+                (
+                    "BFDProfile",
+                    "high",
+                    "spec.detectMultiplier",
+                    "2-255",
+                    false,
+                ),
                 ("BFDProfile", "high", "spec.minimumTtl", "1-254", false),
             ],
         ),
@@ -499,7 +845,11 @@ fn bfd_profile_ranges() {
             vec![
                 pool("v6", "'2001:db8::/64'"),
                 obj("BFDProfile", "echo", "{echoMode: true}"),
-                obj("BGPPeer", "p", "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1, bfdProfile: echo}"),
+                obj(
+                    "BGPPeer",
+                    "p",
+                    "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1, bfdProfile: echo}",
+                ),
                 obj("BGPAdvertisement", "a", "{}"),
             ],
             vec![("BGPAdvertisement", "a", "spec.peers", "echo mode", false)],
@@ -515,27 +865,77 @@ fn mode_rules() {
             "native refuses FRR-only fields, BFD profiles, IPv6 over BGP and large communities",
             vec![
                 obj("BGPPeer", "p", frr_peer),
-                obj("BGPPeer", "dyn", "{myASN: 64500, dynamicASN: internal, interface: eth0}"),
+                obj(
+                    "BGPPeer",
+                    "dyn",
+                    "{myASN: 64500, dynamicASN: internal, interface: eth0}",
+                ),
                 obj("BFDProfile", "b", "{}"),
                 pool("v6", "'2001:db8::/64'"),
                 obj("BGPAdvertisement", "a", "{communities: ['large:1:2:3']}"),
-                obj("Community", "c", "{communities: [{name: l, value: 'large:1:1:1'}]}"),
+                obj(
+                    "Community",
+                    "c",
+                    "{communities: [{name: l, value: 'large:1:1:1'}]}",
+                ),
             ],
             vec![
-                ("BGPPeer", "p", "spec.keepaliveTime", "native BGP mode", false),
+                (
+                    "BGPPeer",
+                    "p",
+                    "spec.keepaliveTime",
+                    "native BGP mode",
+                    false,
+                ),
                 ("BGPPeer", "p", "spec.vrf", "native BGP mode", false),
                 ("BGPPeer", "p", "spec.connectTime", "native BGP mode", false),
-                ("BGPPeer", "p", "spec.enableGracefulRestart", "native BGP mode", false),
+                (
+                    "BGPPeer",
+                    "p",
+                    "spec.enableGracefulRestart",
+                    "native BGP mode",
+                    false,
+                ),
                 ("BGPPeer", "p", "spec.disableMP", "native BGP mode", false),
-                ("BGPPeer", "p", "spec.dualStackAddressFamily", "native BGP mode", false),
+                (
+                    "BGPPeer",
+                    "p",
+                    "spec.dualStackAddressFamily",
+                    "native BGP mode",
+                    false,
+                ),
                 ("BGPPeer", "p", "spec.localASN", "native BGP mode", false),
                 ("BGPPeer", "p", "spec.bfdProfile", "native BGP mode", false),
-                ("BGPPeer", "dyn", "spec.dynamicASN", "native BGP mode", false),
+                (
+                    "BGPPeer",
+                    "dyn",
+                    "spec.dynamicASN",
+                    "native BGP mode",
+                    false,
+                ),
                 ("BGPPeer", "dyn", "spec.interface", "native BGP mode", false),
                 ("BFDProfile", "b", "", "native BGP mode", false),
-                ("IPAddressPool", "v6", "spec.addresses[0]", "native BGP mode does not support IPv6", false),
-                ("BGPAdvertisement", "a", "spec.communities[0]", "large community", false),
-                ("Community", "c", "spec.communities[0].value", "large community", false),
+                (
+                    "IPAddressPool",
+                    "v6",
+                    "spec.addresses[0]",
+                    "native BGP mode does not support IPv6",
+                    false,
+                ),
+                (
+                    "BGPAdvertisement",
+                    "a",
+                    "spec.communities[0]",
+                    "large community",
+                    false,
+                ),
+                (
+                    "Community",
+                    "c",
+                    "spec.communities[0].value",
+                    "large community",
+                    false,
+                ),
             ],
         ),
         row(
@@ -550,15 +950,26 @@ fn mode_rules() {
         ),
         native(
             "native: IPv6 in a pool no BGPAdvertisement selects is fine",
-            vec![pool("v6", "'2001:db8::/64'"), obj("L2Advertisement", "l2", "{}")],
+            vec![
+                pool("v6", "'2001:db8::/64'"),
+                obj("L2Advertisement", "l2", "{}"),
+            ],
             vec![],
         ),
         row(
             "FRR: peers sharing a node agree on routerID and myASN, differ in identity",
             vec![
                 NODES.to_string(),
-                obj("BGPPeer", "a", "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1, routerID: 198.51.100.1}"),
-                obj("BGPPeer", "b", "{myASN: 64510, peerASN: 64501, peerAddress: 203.0.113.1, routerID: 198.51.100.2}"),
+                obj(
+                    "BGPPeer",
+                    "a",
+                    "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1, routerID: 198.51.100.1}",
+                ),
+                obj(
+                    "BGPPeer",
+                    "b",
+                    "{myASN: 64510, peerASN: 64501, peerAddress: 203.0.113.1, routerID: 198.51.100.2}",
+                ),
             ],
             vec![
                 ("BGPPeer", "b", "spec.routerID", "same RouterID", false),
@@ -570,17 +981,37 @@ fn mode_rules() {
             "FRR: peers on disjoint nodes, or in another VRF, may differ",
             vec![
                 NODES.to_string(),
-                obj("BGPPeer", "a", "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1, routerID: 198.51.100.1, nodeSelectors: [{matchLabels: {rack: r1}}]}"),
-                obj("BGPPeer", "b", "{myASN: 64510, peerASN: 64501, peerAddress: 203.0.113.1, routerID: 198.51.100.2, nodeSelectors: [{matchLabels: {rack: r2}}]}"),
-                obj("BGPPeer", "c", "{myASN: 64520, peerASN: 64501, peerAddress: 203.0.113.1, routerID: 198.51.100.1, vrf: red, nodeSelectors: [{matchLabels: {rack: r1}}]}"),
+                obj(
+                    "BGPPeer",
+                    "a",
+                    "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1, routerID: 198.51.100.1, nodeSelectors: [{matchLabels: {rack: r1}}]}",
+                ),
+                obj(
+                    "BGPPeer",
+                    "b",
+                    "{myASN: 64510, peerASN: 64501, peerAddress: 203.0.113.1, routerID: 198.51.100.2, nodeSelectors: [{matchLabels: {rack: r2}}]}",
+                ),
+                obj(
+                    "BGPPeer",
+                    "c",
+                    "{myASN: 64520, peerASN: 64501, peerAddress: 203.0.113.1, routerID: 198.51.100.1, vrf: red, nodeSelectors: [{matchLabels: {rack: r1}}]}",
+                ),
             ],
             vec![],
         ),
         native(
             "native: two differently named peers with identical specs are accepted",
             vec![
-                obj("BGPPeer", "a", "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1}"),
-                obj("BGPPeer", "b", "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1}"),
+                obj(
+                    "BGPPeer",
+                    "a",
+                    "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1}",
+                ),
+                obj(
+                    "BGPPeer",
+                    "b",
+                    "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1}",
+                ),
             ],
             vec![],
         ),
@@ -596,18 +1027,56 @@ fn one_bad_object_never_hides_another() {
             pool("b", "198.51.100.9-198.51.100.1"),
             obj("L2Advertisement", "l2", "{ipAddressPools: [a, a]}"),
             obj("BGPAdvertisement", "bgp", "{aggregationLength: 40}"),
-            obj("BGPPeer", "p", "{myASN: 0, peerASN: 1, peerAddress: 203.0.113.1}"),
+            obj(
+                "BGPPeer",
+                "p",
+                "{myASN: 0, peerASN: 1, peerAddress: 203.0.113.1}",
+            ),
             obj("BFDProfile", "bfd", "{detectMultiplier: 1}"),
-            obj("Community", "c", "{communities: [{name: x, value: 'nope:1'}]}"),
+            obj(
+                "Community",
+                "c",
+                "{communities: [{name: x, value: 'nope:1'}]}",
+            ),
         ],
         vec![
-            ("IPAddressPool", "a", "spec.addresses[0]", "not a CIDR or range", false),
-            ("IPAddressPool", "b", "spec.addresses[0]", "after end", false),
-            ("L2Advertisement", "l2", "spec.ipAddressPools[1]", "duplicate", false),
-            ("BGPAdvertisement", "bgp", "spec.aggregationLength", "40", false),
+            (
+                "IPAddressPool",
+                "a",
+                "spec.addresses[0]",
+                "not a CIDR or range",
+                false,
+            ),
+            (
+                "IPAddressPool",
+                "b",
+                "spec.addresses[0]",
+                "after end",
+                false,
+            ),
+            (
+                "L2Advertisement",
+                "l2",
+                "spec.ipAddressPools[1]",
+                "duplicate",
+                false,
+            ),
+            (
+                "BGPAdvertisement",
+                "bgp",
+                "spec.aggregationLength",
+                "40",
+                false,
+            ),
             ("BGPPeer", "p", "spec.myASN", "missing local ASN", false),
             ("BFDProfile", "bfd", "spec.detectMultiplier", "2-255", false),
-            ("Community", "c", "spec.communities[0].value", "not a number", false),
+            (
+                "Community",
+                "c",
+                "spec.communities[0].value",
+                "not a number",
+                false,
+            ),
         ],
     )]);
 }
@@ -640,12 +1109,21 @@ metadata: {name: team-b, labels: {team: b}}
         .iter()
         .map(|r| r.iter().map(ToString::to_string).collect())
         .collect();
-    assert_eq!(ranges, [vec!["198.51.100.0/24"], vec!["203.0.113.10/31", "203.0.113.12/31"]]);
+    assert_eq!(
+        ranges,
+        [
+            vec!["198.51.100.0/24"],
+            vec!["203.0.113.10/31", "203.0.113.12/31"]
+        ]
+    );
     assert!(host_bits.auto_assign && !host_bits.avoid_buggy_ips);
     assert!(host_bits.service_allocation.is_none());
 
     // A serviceAllocation with only a priority matches every Service.
-    let sa = config.pools["priority-only"].service_allocation.as_ref().expect("sa");
+    let sa = config.pools["priority-only"]
+        .service_allocation
+        .as_ref()
+        .expect("sa");
     assert_eq!(sa.priority, 5);
     assert!(sa.namespaces.is_empty());
     assert_eq!(sa.service_selectors, [config::Selector::everything()]);
@@ -657,8 +1135,76 @@ metadata: {name: team-b, labels: {team: b}}
     assert_eq!(sa.namespaces.iter().collect::<Vec<_>>(), ["team-a", "x"]);
 
     // MetalLB's quirk: selectors matching nothing leave no restriction and no service match.
-    let sa = config.pools["matches-none"].service_allocation.as_ref().expect("sa");
+    let sa = config.pools["matches-none"]
+        .service_allocation
+        .as_ref()
+        .expect("sa");
     assert!(sa.namespaces.is_empty() && sa.service_selectors.is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// MetalLB's parser reads objects as the API server lists them (by name), so neither the
+    /// configuration nor the error list may depend on the order objects are given in.
+    #[test]
+    fn build_is_independent_of_object_order(
+        docs in Just(order_docs()).prop_shuffle(),
+        keep in prop::collection::vec(prop::bool::weighted(0.8), 12),
+    ) {
+        let kept: Vec<String> = order_docs()
+            .into_iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(d, _)| d)
+            .collect();
+        let shuffled: Vec<String> = docs.into_iter().filter(|d| kept.contains(d)).collect();
+        let a = build(BgpMode::Frr, &kept);
+        let b = build(BgpMode::Frr, &shuffled);
+        match (a, b) {
+            (Ok(x), Ok(y)) => prop_assert_eq!(x, y),
+            (Err(x), Err(y)) => prop_assert_eq!(x, y),
+            (x, y) => prop_assert!(false, "{:?} vs {:?}", x.is_ok(), y.is_ok()),
+        }
+    }
+}
+
+/// Objects whose rules interact (overlaps, LOCAL_PREF, alias uniqueness, FRR pairs).
+fn order_docs() -> Vec<String> {
+    vec![
+        NODES.to_string(),
+        pool("a", "198.51.100.0/25"),
+        pool("b", "198.51.100.0/26"),
+        pool("c", "'2001:db8::/64'"),
+        obj("BGPAdvertisement", "x", "{localPref: 1}"),
+        obj(
+            "BGPAdvertisement",
+            "y",
+            "{localPref: 2, aggregationLength: 30}",
+        ),
+        obj("L2Advertisement", "l2", "{ipAddressPools: [a, a]}"),
+        obj(
+            "Community",
+            "c1",
+            "{communities: [{name: n, value: '1:1'}]}",
+        ),
+        obj(
+            "Community",
+            "c2",
+            "{communities: [{name: n, value: '2:2'}]}",
+        ),
+        obj(
+            "BGPPeer",
+            "p1",
+            "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1}",
+        ),
+        obj(
+            "BGPPeer",
+            "p2",
+            "{myASN: 64501, peerASN: 64501, peerAddress: 203.0.113.1}",
+        ),
+        obj("BFDProfile", "b", "{echoMode: true}"),
+    ]
 }
 
 #[test]

@@ -75,6 +75,11 @@ fn dual_stack() {
 }
 
 #[test]
+fn openshift_operator() {
+    check_scenario("openshift-operator");
+}
+
+#[test]
 fn text_output_names_ips_pool_and_node() {
     let dir = fixtures();
     let out = herald(&[
@@ -125,6 +130,7 @@ fn validate_accepts_good_configuration() {
         "sharing",
         "restart",
         "dual-stack",
+        "openshift-operator",
     ] {
         let out = herald(&[
             "validate",

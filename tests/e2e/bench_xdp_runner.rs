@@ -5,7 +5,7 @@
 //! Frames the program leaves unchanged (ARP for an unknown IP, plain TCP) run with `repeat = N`
 //! and the kernel's per-run average. Answered frames cannot: with `repeat > 1` the kernel re-runs
 //! the program on the rewritten buffer, so every run after the first would measure the reply
-//! being passed. Those are measured with `repeat = 1` per call (median of many calls), which
+//! being passed. Those are measured with `repeat = 1` per call (trimmed mean of many calls), which
 //! includes the kernel's fixed per-call timing overhead; the empty program is measured the same
 //! way beside them, so the ratio compares like with like, and the table also shows the cost the
 //! answer adds over the empty program.
@@ -74,7 +74,7 @@ fn settings() -> Result<Settings> {
 enum Method {
     /// One syscall with `repeat` runs; the kernel reports the average.
     Repeat,
-    /// `calls` syscalls with one run each; the median of the kernel-reported durations.
+    /// `calls` syscalls with one run each; the trimmed mean of the kernel-reported durations.
     Single,
 }
 
@@ -131,7 +131,7 @@ fn main() -> Result<()> {
             action: XDP_PASS,
             method: Method::Repeat,
         },
-        // Same requests with a stale guard: the whole answering path (parse, both lookups, stats,
+        // Same requests with a stale guard: the whole answering path (parse, lookup, counters,
         // clock, guard) except the rewrite, and the frame stays as it is, so it can loop.
         Case {
             name: "ARP announced, guard stale",

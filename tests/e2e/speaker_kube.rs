@@ -126,10 +126,13 @@ fn mac_of(ns: &Netns, dev: &str) -> String {
         .to_lowercase()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn speaker_announces_elected_service_and_withdraws() {
+#[test]
+fn speaker_announces_elected_service_and_withdraws() {
+    run_serial(single_node());
+}
+
+async fn single_node() {
     require_root();
-    let _serial = serial();
     let cluster = Cluster::reset().await;
     let plane = cluster.plane;
 
@@ -198,9 +201,9 @@ async fn speaker_announces_elected_service_and_withdraws() {
     cluster.apply(&format!(
         "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: {POOL}\n  namespace: metallb-system\nspec:\n  addresses: [198.51.100.64/27, 2001:db8:0:2::/64]\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata:\n  name: {POOL}\n  namespace: metallb-system\nspec:\n  ipAddressPools: [{POOL}]\n"
     ));
-    cluster.apply(&format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: memberlist\n  namespace: metallb-system\nstringData:\n  secretkey: e2e-secret-e2e-secret0\n"
-    ));
+    cluster.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: memberlist\n  namespace: metallb-system\nstringData:\n  secretkey: e2e-secret-e2e-secret0\n",
+    );
     cluster.apply(&format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {ns}\n  labels:\n    herald-test: \"true\"\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80, protocol: TCP}}]\n"
     ));
@@ -448,6 +451,17 @@ async fn speaker_announces_elected_service_and_withdraws() {
     let _ = Command::new("true").status();
 }
 
+/// Runs one scenario alone (they share the cluster's configuration) on its own runtime.
+fn run_serial(scenario: impl std::future::Future<Output = ()>) {
+    let _serial = serial();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(scenario);
+}
+
 /// One node of the three-node topology.
 struct LabNode {
     name: String,
@@ -485,10 +499,13 @@ fn xdp_state(node: &LabNode) -> (Vec<String>, String) {
 
 /// Three speakers gossiping over a bridge: the election's winner answers alone; killed
 /// (SIGKILL, no goodbye), its guard silences it and the next node in the election takes over.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_speakers_elect_one_and_fail_over_on_kill() {
+#[test]
+fn three_speakers_elect_one_and_fail_over_on_kill() {
+    run_serial(three_nodes());
+}
+
+async fn three_nodes() {
     require_root();
-    let _serial = serial();
     let cluster = Cluster::reset().await;
     let plane = cluster.plane;
     let bpffs = Bpffs::new().expect("bpffs");

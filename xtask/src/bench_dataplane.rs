@@ -194,6 +194,7 @@ pub fn run(args: &Args) -> Result<()> {
     let announced = vec![IpAddr::V4(ipv4(lab::VIP_V4)), IpAddr::V6(ipv6(lab::VIP_V6))];
     let mut engine = Engine::start(&lab.client_ns, &lab.client_if, announced, args.generator)?;
     engine.responder_pids = lab.node_napi()?;
+    lab.client_napi()?;
 
     let _boost = lab::SoftirqBoost::new();
 
@@ -244,8 +245,8 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// A responder started for one mode, stopped on drop.
 enum Responder<'a> {
-    /// Lab, mode, node-side NAPI threads.
-    Xdp(&'a Lab, &'static str, Vec<u32>),
+    /// Lab, node NAPI threads.
+    Xdp(&'a Lab, Vec<u32>),
     /// Lab, node NAPI threads.
     Kernel(&'a Lab, Vec<u32>),
     /// Fallback process, node NAPI threads.
@@ -262,7 +263,7 @@ impl Responder<'_> {
     /// Threads whose CPU time is the responder's, beyond softirq time on the node CPU.
     fn threads(&self) -> Vec<u32> {
         match self {
-            Responder::Xdp(_, _, napi) | Responder::Kernel(_, napi) => napi.clone(),
+            Responder::Xdp(_, napi) | Responder::Kernel(_, napi) => napi.clone(),
             Responder::Userspace(c, napi) => napi.iter().copied().chain([c.id()]).collect(),
         }
     }
@@ -271,8 +272,8 @@ impl Responder<'_> {
 impl Drop for Responder<'_> {
     fn drop(&mut self) {
         match self {
-            Responder::Xdp(lab, mode, _) => {
-                if let Err(e) = lab.stop_xdp(mode) {
+            Responder::Xdp(lab, _) => {
+                if let Err(e) = lab.stop_xdp() {
                     println!("   detach: {e:#}");
                 }
             }
@@ -298,8 +299,8 @@ impl Drop for Responder<'_> {
 
 fn start_responder<'a>(lab: &'a Lab, mode: Mode) -> Result<std::result::Result<Responder<'a>, String>> {
     Ok(Ok(match mode {
-        Mode::Driver => Responder::Xdp(lab, "driver", lab.start_xdp("driver")?),
-        Mode::Skb => Responder::Xdp(lab, "skb", lab.start_xdp("skb")?),
+        Mode::Driver => Responder::Xdp(lab, lab.start_xdp("driver")?),
+        Mode::Skb => Responder::Xdp(lab, lab.start_xdp("skb")?),
         Mode::Kernel => {
             lab.start_kernel()?;
             Responder::Kernel(lab, lab.node_napi()?)
@@ -439,8 +440,9 @@ fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String 
     );
     let _ = writeln!(
         s,
-        "Driver mode: the client end of the veth runs Herald's XDP program with nothing announced \
-         (XDP_PASS), since a veth drops XDP_TX frames unless its peer has an XDP program."
+        "Replies to the load are counted (and dropped) by a small XDP program on the client end, \
+         attached in every mode; probe replies pass to a timestamping AF_PACKET ring. That program \
+         is also what a veth needs on its peer for driver-mode XDP_TX to be delivered."
     );
     let kernel = runs.iter().find(|r| r.mode == Mode::Kernel && r.skipped.is_none());
     for proto in [Proto::Arp, Proto::Ndp] {

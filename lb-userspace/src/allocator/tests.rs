@@ -315,12 +315,19 @@ fn huge_ipv6_pools_are_never_walked() {
         "c",
         json!({"spec": {"loadBalancerIP": "2001:db8:0:ffff:ffff:ffff:ffff:fffe"}}),
     ));
-    assert_eq!(ip_of(&in_second_entry), "2001:db8:0:ffff:ffff:ffff:ffff:fffe");
+    assert_eq!(
+        ip_of(&in_second_entry),
+        "2001:db8:0:ffff:ffff:ffff:ffff:fffe"
+    );
     a.release("default/a");
     assert_eq!(ip_of(&a.reconcile(&s("d", json!({})))), "8000::");
     let counters = a.pool_counters()["huge"];
     assert_eq!(counters.assigned_ipv6, 4);
-    assert_eq!(counters.available_ipv6, i64::MAX - 4, "saturated, never counted");
+    assert_eq!(
+        counters.available_ipv6,
+        i64::MAX - 4,
+        "saturated, never counted"
+    );
 }
 
 #[test]

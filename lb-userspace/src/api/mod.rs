@@ -196,15 +196,27 @@ fn mark_apimachinery_types(map: &mut serde_json::Map<String, serde_json::Value>)
         }
     };
     if is_selector {
-        set(&["matchExpressions"], "x-kubernetes-list-type", json!("atomic"));
-        set(&["matchExpressions", "values"], "x-kubernetes-list-type", json!("atomic"));
+        set(
+            &["matchExpressions"],
+            "x-kubernetes-list-type",
+            json!("atomic"),
+        );
+        set(
+            &["matchExpressions", "values"],
+            "x-kubernetes-list-type",
+            json!("atomic"),
+        );
     }
     if is_condition {
         set(&["message"], "maxLength", json!(32768));
         set(&["observedGeneration"], "minimum", json!(0));
         set(&["reason"], "maxLength", json!(1024));
         set(&["reason"], "minLength", json!(1));
-        set(&["reason"], "pattern", json!("^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"));
+        set(
+            &["reason"],
+            "pattern",
+            json!("^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"),
+        );
         set(&["status"], "enum", json!(["True", "False", "Unknown"]));
         set(&["type"], "maxLength", json!(316));
         set(

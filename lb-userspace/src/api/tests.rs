@@ -18,8 +18,12 @@ fn schema(file: &str, version: &str) -> Value {
         .iter()
         .find(|v| v.name == version)
         .unwrap_or_else(|| panic!("{file} has no version {version}"));
-    serde_json::to_value(v.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()))
-        .expect("schema serializes")
+    serde_json::to_value(
+        v.schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref()),
+    )
+    .expect("schema serializes")
 }
 
 /// `spec.a.b` → the schema node (`[]` steps into array items).
@@ -39,14 +43,42 @@ fn at<'a>(schema: &'a Value, path: &str) -> &'a Value {
 fn every_kind_with_metallb_file_names_versions_and_scope() {
     let expected = [
         ("metallb.io_bfdprofiles.yaml", "BFDProfile", vec!["v1beta1"]),
-        ("metallb.io_bgpadvertisements.yaml", "BGPAdvertisement", vec!["v1beta1"]),
-        ("metallb.io_bgppeers.yaml", "BGPPeer", vec!["v1beta1", "v1beta2"]),
+        (
+            "metallb.io_bgpadvertisements.yaml",
+            "BGPAdvertisement",
+            vec!["v1beta1"],
+        ),
+        (
+            "metallb.io_bgppeers.yaml",
+            "BGPPeer",
+            vec!["v1beta1", "v1beta2"],
+        ),
         ("metallb.io_communities.yaml", "Community", vec!["v1beta1"]),
-        ("metallb.io_configurationstates.yaml", "ConfigurationState", vec!["v1beta1"]),
-        ("metallb.io_ipaddresspools.yaml", "IPAddressPool", vec!["v1beta1"]),
-        ("metallb.io_l2advertisements.yaml", "L2Advertisement", vec!["v1beta1"]),
-        ("metallb.io_servicebgpstatuses.yaml", "ServiceBGPStatus", vec!["v1beta1"]),
-        ("metallb.io_servicel2statuses.yaml", "ServiceL2Status", vec!["v1beta1"]),
+        (
+            "metallb.io_configurationstates.yaml",
+            "ConfigurationState",
+            vec!["v1beta1"],
+        ),
+        (
+            "metallb.io_ipaddresspools.yaml",
+            "IPAddressPool",
+            vec!["v1beta1"],
+        ),
+        (
+            "metallb.io_l2advertisements.yaml",
+            "L2Advertisement",
+            vec!["v1beta1"],
+        ),
+        (
+            "metallb.io_servicebgpstatuses.yaml",
+            "ServiceBGPStatus",
+            vec!["v1beta1"],
+        ),
+        (
+            "metallb.io_servicel2statuses.yaml",
+            "ServiceL2Status",
+            vec!["v1beta1"],
+        ),
     ];
     let all = crds();
     assert_eq!(all.len(), expected.len());
@@ -65,7 +97,11 @@ fn every_kind_with_metallb_file_names_versions_and_scope() {
             .filter(|v| v.storage)
             .map(|v| v.name.as_str())
             .collect();
-        let want_storage = if kind == "BGPPeer" { "v1beta2" } else { "v1beta1" };
+        let want_storage = if kind == "BGPPeer" {
+            "v1beta2"
+        } else {
+            "v1beta1"
+        };
         assert_eq!(storage, [want_storage], "{kind}");
         assert!(crd.spec.versions.iter().all(|v| v.served), "{kind}");
     }
@@ -75,40 +111,204 @@ fn every_kind_with_metallb_file_names_versions_and_scope() {
 fn defaults_enums_and_ranges() {
     // (file, version, path, key, value)
     let rows: Vec<(&str, &str, &str, &str, Value)> = vec![
-        ("ipaddresspools", "v1beta1", "spec.autoAssign", "default", json!(true)),
-        ("ipaddresspools", "v1beta1", "spec.avoidBuggyIPs", "default", json!(false)),
-        ("ipaddresspools", "v1beta1", "spec.serviceAllocation.priority", "type", json!("integer")),
-        ("bgpadvertisements", "v1beta1", "spec.aggregationLength", "default", json!(32)),
-        ("bgpadvertisements", "v1beta1", "spec.aggregationLength", "minimum", json!(1.0)),
-        ("bgpadvertisements", "v1beta1", "spec.aggregationLengthV6", "default", json!(128)),
-        ("bgpadvertisements", "v1beta1", "spec.localPref", "format", json!("int32")),
-        ("l2advertisements", "v1beta1", "spec.preferredNodeSelectors[].weight", "minimum", json!(1.0)),
-        ("l2advertisements", "v1beta1", "spec.preferredNodeSelectors[].weight", "maximum", json!(100.0)),
-        ("l2advertisements", "v1beta1", "spec.nodeSelectors[]", "x-kubernetes-map-type", json!("atomic")),
-        ("bgppeers", "v1beta2", "spec.peerPort", "default", json!(179)),
-        ("bgppeers", "v1beta2", "spec.peerPort", "maximum", json!(16384.0)),
-        ("bgppeers", "v1beta2", "spec.myASN", "maximum", json!(4294967295.0)),
-        ("bgppeers", "v1beta2", "spec.localASN", "minimum", json!(1.0)),
-        ("bgppeers", "v1beta2", "spec.dynamicASN", "enum", json!(["internal", "external"])),
-        ("bgppeers", "v1beta2", "spec.disableMP", "default", json!(false)),
-        ("bgppeers", "v1beta2", "spec.passwordSecret", "x-kubernetes-map-type", json!("atomic")),
-        ("bgppeers", "v1beta1", "spec.peerPort", "maximum", json!(16384.0)),
-        ("bgppeers", "v1beta1", "spec.nodeSelectors[].matchExpressions[].values", "minItems", json!(1)),
-        ("bfdprofiles", "v1beta1", "spec.receiveInterval", "minimum", json!(10.0)),
-        ("bfdprofiles", "v1beta1", "spec.receiveInterval", "maximum", json!(60000.0)),
-        ("bfdprofiles", "v1beta1", "spec.detectMultiplier", "minimum", json!(2.0)),
-        ("bfdprofiles", "v1beta1", "spec.detectMultiplier", "maximum", json!(255.0)),
-        ("bfdprofiles", "v1beta1", "spec.minimumTtl", "maximum", json!(254.0)),
-        ("configurationstates", "v1beta1", "status.result", "enum", json!(["Valid", "Invalid", "Unknown"])),
-        ("configurationstates", "v1beta1", "status.conditions[].status", "enum", json!(["True", "False", "Unknown"])),
-        ("configurationstates", "v1beta1", "status.conditions", "x-kubernetes-list-type", json!("map")),
+        (
+            "ipaddresspools",
+            "v1beta1",
+            "spec.autoAssign",
+            "default",
+            json!(true),
+        ),
+        (
+            "ipaddresspools",
+            "v1beta1",
+            "spec.avoidBuggyIPs",
+            "default",
+            json!(false),
+        ),
+        (
+            "ipaddresspools",
+            "v1beta1",
+            "spec.serviceAllocation.priority",
+            "type",
+            json!("integer"),
+        ),
+        (
+            "bgpadvertisements",
+            "v1beta1",
+            "spec.aggregationLength",
+            "default",
+            json!(32),
+        ),
+        (
+            "bgpadvertisements",
+            "v1beta1",
+            "spec.aggregationLength",
+            "minimum",
+            json!(1.0),
+        ),
+        (
+            "bgpadvertisements",
+            "v1beta1",
+            "spec.aggregationLengthV6",
+            "default",
+            json!(128),
+        ),
+        (
+            "bgpadvertisements",
+            "v1beta1",
+            "spec.localPref",
+            "format",
+            json!("int32"),
+        ),
+        (
+            "l2advertisements",
+            "v1beta1",
+            "spec.preferredNodeSelectors[].weight",
+            "minimum",
+            json!(1.0),
+        ),
+        (
+            "l2advertisements",
+            "v1beta1",
+            "spec.preferredNodeSelectors[].weight",
+            "maximum",
+            json!(100.0),
+        ),
+        (
+            "l2advertisements",
+            "v1beta1",
+            "spec.nodeSelectors[]",
+            "x-kubernetes-map-type",
+            json!("atomic"),
+        ),
+        (
+            "bgppeers",
+            "v1beta2",
+            "spec.peerPort",
+            "default",
+            json!(179),
+        ),
+        (
+            "bgppeers",
+            "v1beta2",
+            "spec.peerPort",
+            "maximum",
+            json!(16384.0),
+        ),
+        (
+            "bgppeers",
+            "v1beta2",
+            "spec.myASN",
+            "maximum",
+            json!(4294967295.0),
+        ),
+        (
+            "bgppeers",
+            "v1beta2",
+            "spec.localASN",
+            "minimum",
+            json!(1.0),
+        ),
+        (
+            "bgppeers",
+            "v1beta2",
+            "spec.dynamicASN",
+            "enum",
+            json!(["internal", "external"]),
+        ),
+        (
+            "bgppeers",
+            "v1beta2",
+            "spec.disableMP",
+            "default",
+            json!(false),
+        ),
+        (
+            "bgppeers",
+            "v1beta2",
+            "spec.passwordSecret",
+            "x-kubernetes-map-type",
+            json!("atomic"),
+        ),
+        (
+            "bgppeers",
+            "v1beta1",
+            "spec.peerPort",
+            "maximum",
+            json!(16384.0),
+        ),
+        (
+            "bgppeers",
+            "v1beta1",
+            "spec.nodeSelectors[].matchExpressions[].values",
+            "minItems",
+            json!(1),
+        ),
+        (
+            "bfdprofiles",
+            "v1beta1",
+            "spec.receiveInterval",
+            "minimum",
+            json!(10.0),
+        ),
+        (
+            "bfdprofiles",
+            "v1beta1",
+            "spec.receiveInterval",
+            "maximum",
+            json!(60000.0),
+        ),
+        (
+            "bfdprofiles",
+            "v1beta1",
+            "spec.detectMultiplier",
+            "minimum",
+            json!(2.0),
+        ),
+        (
+            "bfdprofiles",
+            "v1beta1",
+            "spec.detectMultiplier",
+            "maximum",
+            json!(255.0),
+        ),
+        (
+            "bfdprofiles",
+            "v1beta1",
+            "spec.minimumTtl",
+            "maximum",
+            json!(254.0),
+        ),
+        (
+            "configurationstates",
+            "v1beta1",
+            "status.result",
+            "enum",
+            json!(["Valid", "Invalid", "Unknown"]),
+        ),
+        (
+            "configurationstates",
+            "v1beta1",
+            "status.conditions[].status",
+            "enum",
+            json!(["True", "False", "Unknown"]),
+        ),
+        (
+            "configurationstates",
+            "v1beta1",
+            "status.conditions",
+            "x-kubernetes-list-type",
+            json!("map"),
+        ),
     ];
     let mut wrong = Vec::new();
     for (file, version, path, key, value) in rows {
         let schema = schema(&format!("metallb.io_{file}.yaml"), version);
         let got = &at(&schema, path)[key];
         if *got != value {
-            wrong.push(format!("{file} {version} {path}.{key}: {got} (want {value})"));
+            wrong.push(format!(
+                "{file} {version} {path}.{key}: {got} (want {value})"
+            ));
         }
     }
     assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
@@ -140,7 +340,10 @@ fn required_fields_and_cel_rules() {
             })
             .unwrap_or_default()
     };
-    assert_eq!(cel(&peer, "spec.enableGracefulRestart"), ["self == oldSelf"]);
+    assert_eq!(
+        cel(&peer, "spec.enableGracefulRestart"),
+        ["self == oldSelf"]
+    );
     assert_eq!(cel(&peer, "spec.connectTime").len(), 2);
     let bgp_ad = schema("metallb.io_bgpadvertisements.yaml", "v1beta1");
     assert!(cel(&bgp_ad, "spec")[0].contains("self.aggregationLength == 32"));

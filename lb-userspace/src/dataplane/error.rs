@@ -42,7 +42,10 @@ pub enum DataplaneError {
     PrivateMountNamespace { path: PathBuf },
     #[error("pin directory {path}: {source}")]
     PinDir { path: PathBuf, source: io::Error },
-    #[error("pinned map {path} is missing or unreadable: {source}")]
+    #[error(
+        "pinned map {path} is missing or unreadable ({source}); if another Herald version \
+         pinned it, `herald xdp detach` removes it"
+    )]
     PinnedMap {
         path: PathBuf,
         source: Box<aya::maps::MapError>,

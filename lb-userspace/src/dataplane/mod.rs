@@ -488,7 +488,12 @@ impl Dataplane {
 /// goes) and, when no link remains, removes the maps and the pin directory.
 pub fn detach(pin_dir: &Path, iface: Option<&str>) -> Result<Detached> {
     let mut report = Detached::default();
-    let mut dataplane = Dataplane::open_existing(pin_dir)?;
+    // Maps that cannot be opened (another version's layout) must not block the detach: the
+    // links are unpinned anyway and the maps removed with the last one.
+    let mut dataplane = Dataplane::open_existing(pin_dir).unwrap_or_else(|e| {
+        tracing::warn!("detaching without withdrawing addresses first: {e}");
+        None
+    });
     for (ifname, mode, path) in pins::link_pins(pin_dir)? {
         if iface.is_some_and(|wanted| wanted != ifname) {
             continue;

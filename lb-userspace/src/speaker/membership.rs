@@ -233,11 +233,12 @@ impl Membership {
         if self.left {
             return;
         }
+        // Marked first: leaving makes foca report itself Defunct, which must not be undone.
+        self.left = true;
         if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
             tracing::debug!(%error, "leaving the gossip failed");
         }
         self.drain();
-        self.left = true;
         self.changed = true;
     }
 

@@ -17,7 +17,9 @@
 //! `B < P + S` for every `D`, checked by the tests. When a speaker has no live peer in its view
 //! (a one-node cluster, or after it declared every peer Down), its deadline is `now + B` instead,
 //! so the last node standing keeps answering; in a real partition each side then answers for
-//! its own view, as MetalLB does.
+//! its own view, as MetalLB does. Members declared Down are re-announced to every `B`, so after
+//! the partition heals the views merge within about `2·B` and the losers withdraw at once
+//! (virtual-time test in `membership`).
 //!
 //! In a healthy cluster a member hears a peer at least every gossip period `P/2` (periodic
 //! gossip) and every probe, so `B` covers several missed datagrams before a false silence.

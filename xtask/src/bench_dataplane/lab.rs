@@ -177,16 +177,13 @@ impl Lab {
     }
 
     /// Attaches Herald's XDP program to the node interface in `mode` and announces both VIPs.
-    /// In driver mode the client end gets the same program with nothing announced: a veth drops
-    /// XDP_TX frames unless its peer runs an XDP program.
+    /// (Driver mode needs an XDP program on the client end too, or the veth drops XDP_TX frames:
+    /// the bench's reply counter is one, attached in every mode.)
     /// Returns the node's NAPI threads (where the program runs in driver mode).
     pub fn start_xdp(&self, mode: &str) -> Result<Vec<u32>> {
         let out = self.herald(&self.node_ns, "node", &["attach", "--iface", &self.node_if, "--mode", mode])?;
         if !out.contains(&format!("{mode} mode")) {
             bail!("herald attached in another mode than {mode}: {}", out.trim());
-        }
-        if mode == "driver" {
-            self.herald(&self.client_ns, "client", &["attach", "--iface", &self.client_if, "--mode", "driver"])?;
         }
         for vip in [VIP_V4, VIP_V6] {
             self.herald(
@@ -195,24 +192,22 @@ impl Lab {
                 &["announce", vip, "--iface", &self.node_if, "--gratuitous-window", "0"],
             )?;
         }
-        // The client's NAPI (driver mode only) on the client CPU.
-        if mode == "driver" {
-            self.threaded_napi(&self.client_ns, &self.client_if, CLIENT_CPU)?;
-        }
         self.node_napi()
     }
 
-    pub fn stop_xdp(&self, mode: &str) -> Result<()> {
-        self.herald(&self.node_ns, "node", &["detach"])?;
-        if mode == "driver" {
-            self.herald(&self.client_ns, "client", &["detach"])?;
-        }
-        Ok(())
+    pub fn stop_xdp(&self) -> Result<()> {
+        self.herald(&self.node_ns, "node", &["detach"]).map(|_| ())
     }
 
     /// Pins the node's NAPI thread(s) to the node CPU at nice -20; their pids.
     pub fn node_napi(&self) -> Result<Vec<u32>> {
         self.threaded_napi(&self.node_ns, &self.node_if, NODE_CPU)
+    }
+
+    /// Pins the client's NAPI thread(s) to the client CPU (once the reply counter gave it NAPI).
+    pub fn client_napi(&self) -> Result<Vec<u32>> {
+        self.write_sys(&self.client_ns, &format!("class/net/{}/threaded", self.client_if), "1")?;
+        self.threaded_napi(&self.client_ns, &self.client_if, CLIENT_CPU)
     }
 
     fn threaded_napi(&self, ns: &str, ifname: &str, cpu: usize) -> Result<Vec<u32>> {

@@ -5,13 +5,24 @@
 //!
 //! The node veth must have NAPI for frames sent this way: driver-mode XDP gives it, otherwise
 //! GRO is switched on (`set_gro`), which is also what a real NIC's receive path looks like.
+//!
+//! Also here: `ReplyCounter`, a tiny XDP program on the client end that counts and drops the
+//! replies to the load (sent to the generator's MAC) and passes everything else (probe replies
+//! go on to the timestamping ring). On two cores the client shares its CPU with the generator;
+//! building an skb per reply there would make the client, not the responder, the bottleneck.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{Result, bail};
 
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_XDP: u32 = 37;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
@@ -55,28 +66,9 @@ pub struct LiveGenerator {
 
 impl LiveGenerator {
     pub fn load() -> Result<LiveGenerator> {
-        let license = b"GPL\0";
-        let mut log = vec![0u8; 4096];
-        let mut attr = Attr::new();
-        attr.u32(0, BPF_PROG_TYPE_XDP)
-            .u32(4, (XDP_TX_PROGRAM.len() / 8) as u32)
-            .u64(8, XDP_TX_PROGRAM.as_ptr() as u64)
-            .u64(16, license.as_ptr() as u64)
-            .u32(24, 1)
-            .u32(28, log.len() as u32)
-            .u64(32, log.as_mut_ptr() as u64);
-        attr.0[48..56].copy_from_slice(b"bench_tx");
-        match bpf(BPF_PROG_LOAD, &mut attr) {
-            // SAFETY: the kernel returned a new fd.
-            Ok(fd) => Ok(LiveGenerator { prog: unsafe { OwnedFd::from_raw_fd(fd as i32) } }),
-            Err(e) => {
-                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                bail!(
-                    "loading the XDP_TX generator program: {e} {}",
-                    String::from_utf8_lossy(&log[..end]).trim()
-                )
-            }
-        }
+        Ok(LiveGenerator {
+            prog: load_xdp(&XDP_TX_PROGRAM, "bench_tx")?,
+        })
     }
 
     /// Transmits `frame` `count` times out of interface `ifindex` (of the calling thread's
@@ -104,6 +96,130 @@ impl LiveGenerator {
         }
         // Live mode reports no return value: delivery shows in the replies counted.
         Ok(())
+    }
+}
+
+fn load_xdp(insns: &[u8], name: &str) -> Result<OwnedFd> {
+    let license = b"GPL\0";
+    let mut log = vec![0u8; 16384];
+    let mut attr = Attr::new();
+    attr.u32(0, BPF_PROG_TYPE_XDP)
+        .u32(4, (insns.len() / 8) as u32)
+        .u64(8, insns.as_ptr() as u64)
+        .u64(16, license.as_ptr() as u64)
+        .u32(24, 1)
+        .u32(28, log.len() as u32)
+        .u64(32, log.as_mut_ptr() as u64);
+    let n = name.len().min(15);
+    attr.0[48..48 + n].copy_from_slice(&name.as_bytes()[..n]);
+    match bpf(BPF_PROG_LOAD, &mut attr) {
+        // SAFETY: the kernel returned a new fd.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+        Err(e) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            bail!(
+                "loading XDP program {name}: {e} {}",
+                String::from_utf8_lossy(&log[..end]).trim()
+            )
+        }
+    }
+}
+
+/// One eBPF instruction.
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
+    let o = off.to_le_bytes();
+    let i = imm.to_le_bytes();
+    [code, (src << 4) | (dst & 0xf), o[0], o[1], i[0], i[1], i[2], i[3]]
+}
+
+/// XDP program: frames sent to `mac` are counted in array map `map_fd`[0] and dropped;
+/// everything else passes.
+fn counter_program(mac: [u8; 6], map_fd: i32) -> Vec<u8> {
+    let head = i32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]);
+    let tail = i32::from(u16::from_le_bytes([mac[4], mac[5]]));
+    let prog: [[u8; 8]; 24] = [
+        insn(0xbf, 6, 1, 0, 0),    // 0: r6 = ctx
+        insn(0x61, 2, 6, 0, 0),    // 1: r2 = ctx->data
+        insn(0x61, 3, 6, 4, 0),    // 2: r3 = ctx->data_end
+        insn(0xbf, 4, 2, 0, 0),    // 3: r4 = r2
+        insn(0x07, 4, 0, 0, 6),    // 4: r4 += 6
+        insn(0x2d, 4, 3, 4, 0),    // 5: if r4 > r3 goto 10 (pass)
+        insn(0x61, 5, 2, 0, 0),    // 6: r5 = *(u32 *)(data + 0)
+        insn(0x55, 5, 0, 2, head), // 7: if r5 != mac[0..4] goto 10
+        insn(0x69, 5, 2, 4, 0),    // 8: r5 = *(u16 *)(data + 4)
+        insn(0x15, 5, 0, 2, tail), // 9: if r5 == mac[4..6] goto 12 (count)
+        insn(0xb7, 0, 0, 0, 2),    // 10: r0 = XDP_PASS
+        insn(0x95, 0, 0, 0, 0),    // 11: exit
+        insn(0x62, 10, 0, -4, 0),  // 12: *(u32 *)(fp - 4) = 0 (key)
+        insn(0xbf, 2, 10, 0, 0),   // 13: r2 = fp
+        insn(0x07, 2, 0, 0, -4),   // 14: r2 += -4
+        insn(0x18, 1, 1, 0, map_fd), // 15: r1 = map (ld_imm64, pseudo map fd)
+        insn(0x00, 0, 0, 0, 0),    // 16: (second half)
+        insn(0x85, 0, 0, 0, 1),    // 17: call map_lookup_elem
+        insn(0x15, 0, 0, 2, 0),    // 18: if r0 == 0 goto 21
+        insn(0xb7, 1, 0, 0, 1),    // 19: r1 = 1
+        insn(0xdb, 0, 1, 0, 0),    // 20: lock *(u64 *)(r0 + 0) += r1
+        insn(0xb7, 0, 0, 0, 1),    // 21: r0 = XDP_DROP
+        insn(0x95, 0, 0, 0, 0),    // 22: exit
+        insn(0x95, 0, 0, 0, 0),    // 23: (unreachable padding exit)
+    ];
+    prog[..23].concat()
+}
+
+/// Counts (and drops) frames sent to one MAC on an interface, in XDP driver mode.
+pub struct ReplyCounter {
+    map: OwnedFd,
+    _prog: OwnedFd,
+    /// The attachment lives as long as this fd: dropping it detaches the program.
+    _link: OwnedFd,
+    last: u64,
+}
+
+impl ReplyCounter {
+    /// Attaches to `ifindex` of the calling thread's namespace.
+    pub fn attach(ifindex: u32, mac: [u8; 6]) -> Result<ReplyCounter> {
+        let mut attr = Attr::new();
+        attr.u32(0, BPF_MAP_TYPE_ARRAY).u32(4, 4).u32(8, 8).u32(12, 1);
+        let map = match bpf(BPF_MAP_CREATE, &mut attr) {
+            // SAFETY: new fd from the kernel.
+            Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as i32) },
+            Err(e) => bail!("creating the reply counter map: {e}"),
+        };
+        let prog = load_xdp(&counter_program(mac, map.as_raw_fd()), "bench_count")?;
+        let mut attr = Attr::new();
+        attr.u32(0, prog.as_raw_fd() as u32)
+            .u32(4, ifindex)
+            .u32(8, BPF_XDP)
+            .u32(12, XDP_FLAGS_DRV_MODE);
+        let link = match bpf(BPF_LINK_CREATE, &mut attr) {
+            // SAFETY: new fd from the kernel.
+            Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as i32) },
+            Err(e) => bail!("attaching the reply counter (XDP driver mode, ifindex {ifindex}): {e}"),
+        };
+        let mut c = ReplyCounter { map, _prog: prog, _link: link, last: 0 };
+        c.last = c.read()?;
+        Ok(c)
+    }
+
+    fn read(&self) -> Result<u64> {
+        let key = 0u32;
+        let mut value = 0u64;
+        let mut attr = Attr::new();
+        attr.u32(0, self.map.as_raw_fd() as u32)
+            .u64(8, &key as *const u32 as u64)
+            .u64(16, &mut value as *mut u64 as u64);
+        if let Err(e) = bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+            bail!("reading the reply counter: {e}");
+        }
+        Ok(value)
+    }
+
+    /// Frames counted since the last call.
+    pub fn take(&mut self) -> Result<u64> {
+        let now = self.read()?;
+        let delta = now.saturating_sub(self.last);
+        self.last = now;
+        Ok(delta)
     }
 }
 
@@ -154,6 +270,31 @@ mod tests {
         assert_eq!(&a.0[4..8], &0x0102_0304u32.to_ne_bytes());
         assert_eq!(&a.0[8..16], &0x1122_3344_5566_7788u64.to_ne_bytes());
         assert!(a.0[16..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn counter_program_matches_the_mac_and_jumps_inside() {
+        let mac = [0x02, 0xaa, 0x00, 0x00, 0x00, 0x01];
+        let p = counter_program(mac, 7);
+        assert_eq!(p.len() % 8, 0);
+        let n = p.len() / 8;
+        let at = |i: usize| &p[i * 8..i * 8 + 8];
+        // The compared immediates are the MAC as the program loads it (little-endian loads).
+        assert_eq!(&at(7)[4..8], &[0x02, 0xaa, 0x00, 0x00]);
+        assert_eq!(&at(9)[4..6], &[0x00, 0x01]);
+        // Map fd in the ld_imm64, marked as a pseudo map fd (src register 1).
+        assert_eq!(at(15)[1] >> 4, 1);
+        assert_eq!(i32::from_le_bytes([at(15)[4], at(15)[5], at(15)[6], at(15)[7]]), 7);
+        // Every conditional jump lands inside the program; the last instruction exits.
+        for i in 0..n {
+            let code = at(i)[0];
+            if matches!(code, 0x15 | 0x2d | 0x55) {
+                let off = i16::from_le_bytes([at(i)[2], at(i)[3]]);
+                let target = i as i64 + 1 + i64::from(off);
+                assert!((0..n as i64).contains(&target), "insn {i} jumps to {target}");
+            }
+        }
+        assert_eq!(at(n - 1)[0], 0x95);
     }
 
     #[test]

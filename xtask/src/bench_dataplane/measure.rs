@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use super::cpu::{self, CpuShare};
 use super::frames::{self, PROBE_TAGS};
 use super::lab::{CLIENT_CPU, NODE_CPU};
-use super::live::LiveGenerator;
+use super::live::{LiveGenerator, ReplyCounter};
 use super::net::{self, Batch, Counter, ReplyRing, Sender, Sent};
 use super::stats;
 
@@ -53,6 +53,8 @@ const LIVE_UNPACED_CHUNK: u64 = 1 << 18;
 
 pub struct Engine {
     sender: Sender,
+    /// Replies to the load, counted and dropped in XDP on the client end.
+    reply_counter: ReplyCounter,
     live: Option<LiveGenerator>,
     client_ns: String,
     client_ifindex: u32,
@@ -108,8 +110,14 @@ impl Engine {
         generator: Generator,
     ) -> Result<Engine> {
         let ifname = client_if.to_string();
-        let (sender, ring, client_ifindex) = net::in_netns(client_ns, move || {
-            Ok((Sender::open(&ifname)?, ReplyRing::open(&ifname)?, net::ifindex(&ifname)? as u32))
+        let (sender, ring, client_ifindex, reply_counter) = net::in_netns(client_ns, move || {
+            let ifindex = net::ifindex(&ifname)? as u32;
+            Ok((
+                Sender::open(&ifname)?,
+                ReplyRing::open(&ifname)?,
+                ifindex,
+                ReplyCounter::attach(ifindex, frames::GENERATOR_MAC)?,
+            ))
         })?;
         let live = match generator {
             Generator::Live => Some(LiveGenerator::load()?),
@@ -131,6 +139,7 @@ impl Engine {
             .context("receiver thread")?;
         Ok(Engine {
             sender,
+            reply_counter,
             live,
             client_ns: client_ns.to_string(),
             client_ifindex,
@@ -169,6 +178,7 @@ impl Engine {
         self.shared.to_generator.store(0, Ordering::Relaxed);
         self.shared.wrong_address.store(0, Ordering::Relaxed);
         self.counter.take()?;
+        self.reply_counter.take()?;
         let cpu_before = cpu::read_stat()?;
         let ticks_before: u64 = self.responder_pids.iter().filter_map(|&p| cpu::process_ticks(p)).sum();
 
@@ -192,7 +202,9 @@ impl Engine {
         let cpu_after = cpu::read_stat()?;
         let ticks_after: u64 = self.responder_pids.iter().filter_map(|&p| cpu::process_ticks(p)).sum();
         std::thread::sleep(DRAIN);
-        let (replies, ring_drops) = self.counter.take()?;
+        let (ring_replies, ring_drops) = self.counter.take()?;
+        let load_replies = self.reply_counter.take()?;
+        let replies = ring_replies + load_replies;
         let secs = generated.elapsed.as_secs_f64();
         let share = |i: usize| match (cpu_before.get(i), cpu_after.get(i)) {
             (Some(a), Some(b)) => cpu::share(a, b),
@@ -212,7 +224,7 @@ impl Engine {
                     / secs,
             client_cpu: share(CLIENT_CPU),
             ring_drops,
-            to_generator: self.shared.to_generator.load(Ordering::Relaxed),
+            to_generator: load_replies + self.shared.to_generator.load(Ordering::Relaxed),
             wrong_address: self.shared.wrong_address.load(Ordering::Relaxed),
         })
     }
