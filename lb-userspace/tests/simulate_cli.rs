@@ -15,6 +15,7 @@ fn herald(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(args)
         .env("RUST_LOG", "error")
+        .env_remove("METALLB_BGP_TYPE") // fixtures are checked in native mode
         .output()
         .unwrap()
 }
@@ -154,5 +155,41 @@ fn missing_file_and_bad_yaml_fail() {
     let out = herald(&["validate", "-f", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("line"), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_bad_document_of_every_file_is_listed() {
+    let dir = std::env::temp_dir().join(format!("herald-simulate-many-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = dir.join("first.yaml");
+    std::fs::write(
+        &first,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nnot: kubernetes\n---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: 198.51.100.0/24}\n",
+    )
+    .unwrap();
+    let second = dir.join("second.yaml");
+    std::fs::write(&second, "kind: [\n").unwrap();
+    for command in ["validate", "simulate"] {
+        let out = herald(&[
+            command,
+            "-f",
+            first.to_str().unwrap(),
+            "-f",
+            second.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{command}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("3 error(s)"), "{command}: {stderr}");
+        assert!(
+            stderr.contains("first.yaml:5: not a Kubernetes object"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("first.yaml:10: IPAddressPool \"p\": spec.addresses: invalid type"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("second.yaml:2:"), "{stderr}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -222,6 +222,41 @@ fn local_policy_moves_the_ip_to_a_node_with_ready_endpoints() {
     );
     let probe = probe_arp(&ip, 30, 20);
     assert_eq!(probe.by_node, only(&order[2], 30));
+
+    // No ready endpoint anywhere: nobody announces, and the kernels stay silent although every
+    // node holds the IP on its `lo` (the lab's kube-proxy; arp_ignore=1) — only Herald answers.
+    let pod = pod_on("app=local-web", &order[2]);
+    kubectl(&[
+        "-n",
+        "default",
+        "annotate",
+        "pod",
+        &pod,
+        "lab.herald.dev/ready=false",
+        "--overwrite",
+    ]);
+    assert!(
+        wait_until(DEADLINE, || xdp_announcers(&ip).is_empty()),
+        "without ready endpoints nobody should announce {ip}: {:?}",
+        xdp_announcers(&ip)
+    );
+    for node in NODES {
+        let lo = std::process::Command::new("ip")
+            .args(["-n", &format!("hl-{node}"), "addr", "show", "dev", "lo"])
+            .output()
+            .expect("ip addr");
+        assert!(
+            String::from_utf8_lossy(&lo.stdout).contains(&format!("{ip}/32")),
+            "{ip} should be on {node}'s lo"
+        );
+    }
+    let probe = probe_arp(&ip, 30, 20);
+    assert!(
+        probe.by_node.is_empty(),
+        "someone answered {ip}: {:?}",
+        probe.by_node
+    );
+    assert_eq!(probe.unanswered.len(), 30);
     delete_local();
 }
 

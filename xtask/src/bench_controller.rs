@@ -178,7 +178,14 @@ fn wait_start_pass(herald: &Herald) -> Result<(Duration, Instant)> {
 
 /// What one run measured.
 struct Measured {
+    /// Create response → IP seen on the watch, sorted.
     latencies: Vec<Duration>,
+    /// Create request → IP seen (adds the API server's create latency under the bench's load).
+    from_request: Vec<Duration>,
+    /// Last create response → last IP seen.
+    tail: Duration,
+    /// The machine's 1-minute load average before → after (2 cores; other work shares them).
+    load: String,
     all_done: Duration,
     requests_per_service: f64,
     by_kind: BTreeMap<String, f64>,
@@ -187,17 +194,16 @@ struct Measured {
 impl Measured {
     /// Latency quantile `q` in milliseconds (nearest rank).
     fn quantile_ms(&self, q: f64) -> f64 {
-        let i = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
-        self.latencies
-            .get(i)
-            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+        quantile_ms(&self.latencies, q)
     }
 
     fn print(&self, who: &str) {
         println!(
-            "{who}: creation→status p50 {:.1} ms, p99 {:.1} ms; all {} IPs after {:.2} s; {:.2} API requests per Service",
+            "{who}: creation→status p50 {:.1} ms, p99 {:.1} ms (from the create request: p50 {:.1} ms, p99 {:.1} ms); all {} IPs after {:.2} s; {:.2} API requests per Service",
             self.quantile_ms(0.5),
             self.quantile_ms(0.99),
+            quantile_ms(&self.from_request, 0.5),
+            quantile_ms(&self.from_request, 0.99),
             self.latencies.len(),
             self.all_done.as_secs_f64(),
             self.requests_per_service
@@ -209,6 +215,11 @@ impl Measured {
             .map(|(k, v)| format!("{k} {v:.2}"))
             .collect();
         println!("  per Service by request: {}", detail.join(", "));
+        println!(
+            "  last IP {:.0} ms after the last create returned; load average {}",
+            self.tail.as_secs_f64() * 1000.0,
+            self.load
+        );
     }
 
     /// Prints Herald (`self` is MetalLB's run) against MetalLB with ratios and the targets.
@@ -252,6 +263,11 @@ impl Measured {
         };
         println!("target >= 10x sooner: {}", target(ratio >= 10.0));
         println!(
+            "last IP after the last create returned: Herald {:.0} ms, MetalLB {:.0} ms",
+            h.tail.as_secs_f64() * 1000.0,
+            m.tail.as_secs_f64() * 1000.0
+        );
+        println!(
             "API requests per Service: Herald {:.2}, MetalLB {:.2}",
             h.requests_per_service, m.requests_per_service
         );
@@ -264,26 +280,43 @@ async fn measure(plane: &Plane, client: &Client, namespace: &str, n: usize) -> R
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n"
     ))?;
     let before = request_counts(plane)?;
+    let load_before = load_average();
     let (created, assigned, all_done) = create_and_wait(client, namespace, 0, n).await?;
+    let load_after = load_average();
+    // How long after the last create returned the last IP appeared: the controller's own share
+    // of "all IPs" once the API server has accepted every Service.
+    let last_created = created.values().map(|(_, responded)| *responded).max();
+    let last_assigned = assigned.values().max();
+    let tail = match (last_created, last_assigned) {
+        (Some(c), Some(a)) => a.saturating_duration_since(c),
+        _ => Duration::ZERO,
+    };
     let after = request_counts(plane)?;
-    let mut latencies: Vec<Duration> = created
-        .iter()
-        .filter_map(|(name, t0)| {
-            assigned
-                .get(name)
-                .map(|t1| t1.saturating_duration_since(*t0))
-        })
-        .collect();
-    latencies.sort();
+    // From the create response (the Service exists) and, for reference, from the request.
+    let since = |pick: fn(&(Instant, Instant)) -> Instant| {
+        let mut all: Vec<Duration> = created
+            .iter()
+            .filter_map(|(name, times)| {
+                assigned
+                    .get(name)
+                    .map(|seen| seen.saturating_duration_since(pick(times)))
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let latencies = since(|(_, responded)| *responded);
+    let from_request = since(|(requested, _)| *requested);
     let mut by_kind = BTreeMap::new();
     let mut total = 0.0;
     for (key, value) in &after {
         let delta = value - before.get(key).copied().unwrap_or(0.0);
-        // The bench's own Service creations are not the controller's.
-        let delta = if key == "services POST" {
-            delta - n as f64
-        } else {
-            delta
+        // The bench's own Service creations, and the ClusterIP objects the API server makes
+        // for them, are not the controller's.
+        let delta = match key.as_str() {
+            "services POST" => delta - n as f64,
+            "ipaddresses POST" => 0.0,
+            _ => delta,
         };
         if delta > 0.0 {
             by_kind.insert(key.clone(), delta / n as f64);
@@ -292,13 +325,32 @@ async fn measure(plane: &Plane, client: &Client, namespace: &str, n: usize) -> R
     }
     Ok(Measured {
         latencies,
+        from_request,
         all_done,
+        tail,
+        load: format!("{load_before} → {load_after}"),
         requests_per_service: total / n as f64,
         by_kind,
     })
 }
 
+/// The 1-minute load average (context for the figures: the machine is shared).
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Nearest-rank quantile `q` of sorted `values`, in milliseconds.
+fn quantile_ms(values: &[Duration], q: f64) -> f64 {
+    let i = ((values.len() as f64 - 1.0) * q).round() as usize;
+    values.get(i).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+}
+
 type Times = HashMap<String, Instant>;
+/// Per Service: when its create request was sent and when the response came back.
+type Created = HashMap<String, (Instant, Instant)>;
 
 /// Creates Services `first..first+n` (IPv6 single stack) and waits until all have an IP.
 /// Returns creation start times, first-seen-with-IP times, and the total time.
@@ -307,7 +359,7 @@ async fn create_and_wait(
     namespace: &str,
     first: usize,
     n: usize,
-) -> Result<(Times, Times, Duration)> {
+) -> Result<(Created, Times, Duration)> {
     let api: Api<Service> = Api::namespaced(client.clone(), namespace);
     let assigned: Arc<Mutex<Times>> = Arc::default();
     let watch = {
@@ -335,7 +387,7 @@ async fn create_and_wait(
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = Instant::now();
-    let created: Vec<Result<(String, Instant)>> = futures::stream::iter(first..first + n)
+    let created: Vec<Result<(String, (Instant, Instant))>> = futures::stream::iter(first..first + n)
         .map(|i| {
             let api = api.clone();
             async move {
@@ -345,15 +397,15 @@ async fn create_and_wait(
                     "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
                              "ports": [{"port": 80, "protocol": "TCP"}]}
                 }))?;
-                let t0 = Instant::now();
+                let requested = Instant::now();
                 api.create(&PostParams::default(), &svc).await.with_context(|| format!("creating {name}"))?;
-                Ok((name, t0))
+                Ok((name, (requested, Instant::now())))
             }
         })
         .buffer_unordered(CREATE_CONCURRENCY)
         .collect()
         .await;
-    let created: Times = created.into_iter().collect::<Result<_>>()?;
+    let created: Created = created.into_iter().collect::<Result<_>>()?;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         let done = {

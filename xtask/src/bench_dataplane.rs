@@ -33,7 +33,11 @@ use measure::{Engine, StepResult};
 #[derive(clap::Args)]
 pub struct Args {
     /// Offered rates (requests/s) of the paced steps; an unpaced step follows them.
-    #[arg(long, value_delimiter = ',', default_value = "25000,50000,100000,200000,400000,800000,1600000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "25000,50000,100000,200000,400000,800000,1600000"
+    )]
     pub rates: Vec<u64>,
     /// Length of each step in milliseconds.
     #[arg(long, default_value_t = 2000)]
@@ -42,7 +46,11 @@ pub struct Args {
     #[arg(long, default_value_t = 3000)]
     pub flood_ms: u64,
     /// Responders to measure (driver, skb, userspace, kernel).
-    #[arg(long, value_delimiter = ',', default_value = "driver,skb,userspace,kernel")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "driver,skb,userspace,kernel"
+    )]
     pub modes: Vec<Mode>,
     /// Load generator: the kernel's XDP live-frames mode (fast) or an AF_PACKET socket.
     #[arg(long, value_enum, default_value_t = measure::Generator::Packet)]
@@ -121,12 +129,16 @@ fn traffic(proto: Proto) -> Traffic {
     match proto {
         Proto::Arp => Traffic {
             load: vec![frames::arp_request(frames::GENERATOR_MAC, c4, v4)],
-            probes: tags.map(|t| frames::arp_request(frames::probe_mac(t), p4, v4)).collect(),
+            probes: tags
+                .map(|t| frames::arp_request(frames::probe_mac(t), p4, v4))
+                .collect(),
         },
         Proto::Ndp => Traffic {
             load: vec![frames::neighbor_solicitation(frames::GENERATOR_MAC, c6, v6)],
             probes: tags
-                .map(|t| frames::neighbor_solicitation(frames::probe_mac(t), frames::probe_ipv6(t), v6))
+                .map(|t| {
+                    frames::neighbor_solicitation(frames::probe_mac(t), frames::probe_ipv6(t), v6)
+                })
                 .collect(),
         },
     }
@@ -201,7 +213,11 @@ pub fn run(args: &Args) -> Result<()> {
     // The generator alone: unpaced ARP requests for an address nobody answers. The node's
     // kernel looks at each on the node CPU; the client CPU does exactly the sending work of the
     // real steps, so this is the most the generator can offer here.
-    let unknown = vec![frames::arp_request(frames::GENERATOR_MAC, ipv4(lab::CLIENT_V4), ipv4("198.51.100.99"))];
+    let unknown = vec![frames::arp_request(
+        frames::GENERATOR_MAC,
+        ipv4(lab::CLIENT_V4),
+        ipv4("198.51.100.99"),
+    )];
     let ceiling = engine.step(&unknown, &[], None, Duration::from_secs(2))?;
     println!(
         "generator ceiling (unanswered requests, unpaced): {}/s",
@@ -211,12 +227,25 @@ pub fn run(args: &Args) -> Result<()> {
     let mut runs = Vec::new();
     for &mode in &args.modes {
         println!("== {}", mode.label());
-        let run = measure_mode(&lab, &mut engine, mode, &args.rates, step, Duration::from_millis(args.flood_ms));
+        let run = measure_mode(
+            &lab,
+            &mut engine,
+            mode,
+            &args.rates,
+            step,
+            Duration::from_millis(args.flood_ms),
+        );
         match run {
             Ok(r) => runs.push(r),
             Err(e) => {
                 println!("   failed: {e:#}");
-                runs.push(ModeRun { mode, skipped: Some(format!("failed: {e:#}")), arp: vec![], ndp: vec![], flood: None });
+                runs.push(ModeRun {
+                    mode,
+                    skipped: Some(format!("failed: {e:#}")),
+                    arp: vec![],
+                    ndp: vec![],
+                    flood: None,
+                });
             }
         }
     }
@@ -231,12 +260,22 @@ pub fn run(args: &Args) -> Result<()> {
             .map(|r| svg::Series {
                 name: r.mode.label().to_string(),
                 color: r.mode.color(),
-                points: r.steps(proto).iter().map(|s| (s.offered, s.replies)).collect(),
+                points: r
+                    .steps(proto)
+                    .iter()
+                    .map(|s| (s.offered, s.replies))
+                    .collect(),
             })
             .collect();
         let path = out_dir.join(format!("dataplane-{}.svg", proto.file()));
-        std::fs::write(&path, svg::line_chart(&format!("{}: replies/s vs offered load", proto.title()), &series))
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(
+            &path,
+            svg::line_chart(
+                &format!("{}: replies/s vs offered load", proto.title()),
+                &series,
+            ),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
         println!("plot: {}", path.display());
     }
     println!("tables: {}", out_dir.join("dataplane.txt").display());
@@ -297,7 +336,10 @@ impl Drop for Responder<'_> {
     }
 }
 
-fn start_responder<'a>(lab: &'a Lab, mode: Mode) -> Result<std::result::Result<Responder<'a>, String>> {
+fn start_responder<'a>(
+    lab: &'a Lab,
+    mode: Mode,
+) -> Result<std::result::Result<Responder<'a>, String>> {
     Ok(Ok(match mode {
         Mode::Driver => Responder::Xdp(lab, lab.start_xdp("driver")?),
         Mode::Skb => Responder::Xdp(lab, lab.start_xdp("skb")?),
@@ -307,7 +349,9 @@ fn start_responder<'a>(lab: &'a Lab, mode: Mode) -> Result<std::result::Result<R
         }
         Mode::Userspace => {
             if !lab::has_userspace_fallback(&lab.herald) {
-                return Ok(Err("not available yet (`herald xdp run` has no --dataplane)".into()));
+                return Ok(Err(
+                    "not available yet (`herald xdp run` has no --dataplane)".into(),
+                ));
             }
             let child = lab.start_userspace()?;
             Responder::Userspace(child, lab.node_napi()?)
@@ -323,7 +367,13 @@ fn measure_mode(
     step: Duration,
     flood_time: Duration,
 ) -> Result<ModeRun> {
-    let mut run = ModeRun { mode, skipped: None, arp: vec![], ndp: vec![], flood: None };
+    let mut run = ModeRun {
+        mode,
+        skipped: None,
+        arp: vec![],
+        ndp: vec![],
+        flood: None,
+    };
     let responder = match start_responder(lab, mode)? {
         Ok(r) => r,
         Err(why) => {
@@ -339,7 +389,12 @@ fn measure_mode(
             bail!("{} never answered a {} probe", mode.label(), proto.file());
         }
         // Warm-up (neighbour entries for every probe source, caches): not reported.
-        engine.step(&t.load, &t.probes, Some(rates.first().copied().unwrap_or(10_000)), Duration::from_millis(300))?;
+        engine.step(
+            &t.load,
+            &t.probes,
+            Some(rates.first().copied().unwrap_or(10_000)),
+            Duration::from_millis(300),
+        )?;
         let mut results = Vec::new();
         for rate in rates.iter().map(|&r| Some(r)).chain([None]) {
             let r = engine.step(&t.load, &t.probes, rate, step)?;
@@ -369,8 +424,19 @@ fn measure_mode(
 
 /// Unpaced malformed and non-announced ARP/NDP, with valid ARP probes still flowing: nothing
 /// but the probes may be answered; reports CPU and how long a control-plane call takes.
-fn flood(lab: &Lab, engine: &mut Engine, mode: Mode, pid: Option<u32>, time: Duration) -> Result<Flood> {
-    let bad = frames::bad_input(ipv4(lab::CLIENT_V4), ipv4(lab::VIP_V4), ipv6(lab::CLIENT_V6), ipv6(lab::VIP_V6));
+fn flood(
+    lab: &Lab,
+    engine: &mut Engine,
+    mode: Mode,
+    pid: Option<u32>,
+    time: Duration,
+) -> Result<Flood> {
+    let bad = frames::bad_input(
+        ipv4(lab::CLIENT_V4),
+        ipv4(lab::VIP_V4),
+        ipv6(lab::CLIENT_V6),
+        ipv6(lab::VIP_V6),
+    );
     let probes = traffic(Proto::Arp).probes;
     let ticks_before = pid.and_then(cpu::process_ticks);
     let started = Instant::now();
@@ -397,7 +463,11 @@ fn flood(lab: &Lab, engine: &mut Engine, mode: Mode, pid: Option<u32>, time: Dur
         step.probes_sent,
         step.responder_cpu
     );
-    Ok(Flood { step, responder_cpu_pct, list_time })
+    Ok(Flood {
+        step,
+        responder_cpu_pct,
+        list_time,
+    })
 }
 
 fn us(v: Option<f64>) -> String {
@@ -411,7 +481,11 @@ fn ratio_text(a: f64, b: f64) -> String {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     // SAFETY: sysconf has no preconditions.
@@ -430,7 +504,7 @@ fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String 
     let _ = writeln!(
         s,
         "veth between two namespaces; generator + receiver on CPU {}, responder on CPU {}; {} ms per step; \
-         generator ceiling {}/s (unpaced requests nobody answers). Bench threads, NAPI threads, ksoftirqd and \
+         generator ceiling {}/s (unpaced requests nobody answers). NAPI threads run SCHED_FIFO; bench threads, ksoftirqd and \
          the fallback process run at nice -20 (the machine is shared with builds); responder CPU = node-CPU \
          softirq time + the responder's own threads, in % of one core.",
         lab::CLIENT_CPU,
@@ -444,29 +518,42 @@ fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String 
          attached in every mode; probe replies pass to a timestamping AF_PACKET ring. That program \
          is also what a veth needs on its peer for driver-mode XDP_TX to be delivered."
     );
-    let kernel = runs.iter().find(|r| r.mode == Mode::Kernel && r.skipped.is_none());
+    let kernel = runs
+        .iter()
+        .find(|r| r.mode == Mode::Kernel && r.skipped.is_none());
     for proto in [Proto::Arp, Proto::Ndp] {
         let _ = writeln!(s, "\n## {}\n", proto.title());
         let _ = writeln!(
             s,
-            "| responder | replies/s at saturation | offered there | loss there | p50 | p99 | responder CPU | replies ×kernel | p99 ×kernel | p50 / p99 at {} |",
-            args.rates.first().map_or("-".into(), |r| format!("{}/s", svg::si(*r as f64)))
+            "| responder | replies/s at saturation | offered there | loss there | p50 | p99 | responder CPU | CPU µs/reply | replies ×kernel | CPU/reply ×kernel | p99 ×kernel | p50 / p99 at {} |",
+            args.rates
+                .first()
+                .map_or("-".into(), |r| format!("{}/s", svg::si(*r as f64)))
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         let k_sat = kernel.and_then(|k| saturation(k.steps(proto)));
         for r in runs {
             if let Some(why) = &r.skipped {
-                let _ = writeln!(s, "| {} | {why} | | | | | | | | |", r.mode.label());
+                let _ = writeln!(s, "| {} | {why} | | | | | | | | | | |", r.mode.label());
                 continue;
             }
             let steps = r.steps(proto);
-            let Some(sat) = saturation(steps) else { continue };
+            let Some(sat) = saturation(steps) else {
+                continue;
+            };
             // Saturated only if requests went unanswered; otherwise the generator was the limit.
-            let bound = if sat.target.is_none() && sat.loss() < 0.01 { "≥ " } else { "" };
+            let bound = if sat.target.is_none() && sat.loss() < 0.01 {
+                "≥ "
+            } else {
+                ""
+            };
             let low = steps.first();
             let _ = writeln!(
                 s,
-                "| {} | {bound}{} | {} | {:.1}% | {} | {} | {:.0}% | {} | {} | {} / {} |",
+                "| {} | {bound}{} | {} | {:.1}% | {} | {} | {:.0}% | {} | {} | {} | {} | {} / {} |",
                 r.mode.label(),
                 svg::si(sat.replies),
                 svg::si(sat.offered),
@@ -474,7 +561,16 @@ fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String 
                 us(sat.p50_us()),
                 us(sat.p99_us()),
                 sat.responder_cpu,
+                sat.cpu_us_per_reply()
+                    .map_or("-".into(), |c| format!("{c:.2}")),
                 k_sat.map_or("-".into(), |k| ratio_text(sat.replies, k.replies)),
+                match (
+                    sat.cpu_us_per_reply(),
+                    k_sat.and_then(|k| k.cpu_us_per_reply())
+                ) {
+                    (Some(a), Some(b)) => ratio_text(a, b),
+                    _ => "-".into(),
+                },
                 match (sat.p99_us(), k_sat.and_then(|k| k.p99_us())) {
                     (Some(a), Some(b)) => ratio_text(a, b),
                     _ => "-".into(),
@@ -483,8 +579,14 @@ fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String 
                 us(low.and_then(|l| l.p99_us())),
             );
         }
-        let driver = runs.iter().find(|r| r.mode == Mode::Driver && r.skipped.is_none()).and_then(|r| saturation(r.steps(proto)));
-        let fallback = runs.iter().find(|r| r.mode == Mode::Userspace && r.skipped.is_none()).and_then(|r| saturation(r.steps(proto)));
+        let driver = runs
+            .iter()
+            .find(|r| r.mode == Mode::Driver && r.skipped.is_none())
+            .and_then(|r| saturation(r.steps(proto)));
+        let fallback = runs
+            .iter()
+            .find(|r| r.mode == Mode::Userspace && r.skipped.is_none())
+            .and_then(|r| saturation(r.steps(proto)));
         let _ = writeln!(
             s,
             "\nXDP driver vs userspace fallback: {}",
@@ -501,8 +603,14 @@ fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String 
             }
         );
         let _ = writeln!(s, "\nEvery step ({}):\n", proto.file());
-        let _ = writeln!(s, "| responder | target/s | offered/s | refused/s | replies/s | loss | p50 | p99 | probes answered | responder CPU | node CPU (softirq) | client CPU | ring drops |");
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "| responder | target/s | offered/s | refused/s | replies/s | loss | p50 | p99 | probes answered | responder CPU | node CPU (softirq) | client CPU | ring drops |"
+        );
+        let _ = writeln!(
+            s,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for r in runs.iter().filter(|r| r.skipped.is_none()) {
             for st in r.steps(proto) {
                 let _ = writeln!(
@@ -532,11 +640,19 @@ fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String 
         "\n## Bad input: unpaced flood of 8 kinds of malformed / non-announced ARP and NDP, {} ms, with valid ARP probes\n",
         args.flood_ms
     );
-    let _ = writeln!(s, "| responder | offered/s | wrong answers | probes answered | probe p99 | responder CPU | node CPU (softirq) | fallback process CPU | `herald xdp list` |");
+    let _ = writeln!(
+        s,
+        "| responder | offered/s | wrong answers | probes answered | probe p99 | responder CPU | node CPU (softirq) | fallback process CPU | `herald xdp list` |"
+    );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in runs {
         let Some(f) = &r.flood else {
-            let _ = writeln!(s, "| {} | {} | | | | | | | |", r.mode.label(), r.skipped.as_deref().unwrap_or("-"));
+            let _ = writeln!(
+                s,
+                "| {} | {} | | | | | | | |",
+                r.mode.label(),
+                r.skipped.as_deref().unwrap_or("-")
+            );
             continue;
         };
         let st = &f.step;
@@ -552,8 +668,10 @@ fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String 
             st.responder_cpu,
             st.node_cpu.busy,
             st.node_cpu.softirq,
-            f.responder_cpu_pct.map_or("-".into(), |c| format!("{c:.0}%")),
-            f.list_time.map_or("-".into(), |d| format!("{} ms", d.as_millis())),
+            f.responder_cpu_pct
+                .map_or("-".into(), |c| format!("{c:.0}%")),
+            f.list_time
+                .map_or("-".into(), |d| format!("{} ms", d.as_millis())),
         );
     }
     s

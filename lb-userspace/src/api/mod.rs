@@ -2,6 +2,10 @@
 //! derive so the same structs give the CRD manifests (`crds()`) and the typed objects the
 //! configuration builder reads.
 
+// kube's `printcolumn(name = .., type_ = ..)` attributes repeat keys inside separate lists;
+// clippy's duplicated_attributes mistakes those for one attribute written twice.
+#![allow(clippy::duplicated_attributes)]
+
 mod advertisement;
 mod bgppeer;
 mod community;

@@ -391,16 +391,20 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
 
 /// Reads the files and builds the validated configuration (every error listed on failure).
 fn load(files: &[PathBuf], bgp_mode: BgpMode) -> Result<(Config, Objects)> {
-    use crate::config::load::{Object, parse_documents};
+    use crate::config::load::{Object, parse_all};
     let mut objects = Vec::new();
     let mut errors = Vec::new();
     for file in files {
         let source = file.display().to_string();
         match std::fs::read_to_string(file) {
-            Ok(text) => match parse_documents(&text, &source) {
-                Ok(parsed) => objects.extend(parsed),
-                Err(e) => errors.push(e.to_string()),
-            },
+            Ok(text) => {
+                let (loaded, bad) = parse_all(&text, &source);
+                for warning in &loaded.warnings {
+                    tracing::warn!("{warning}");
+                }
+                objects.extend(loaded.objects);
+                errors.extend(bad.iter().map(ToString::to_string));
+            }
             Err(e) => errors.push(format!("{source}: {e}")),
         }
     }

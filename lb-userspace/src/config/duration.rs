@@ -5,12 +5,20 @@ use std::time::Duration;
 /// Parses a Go duration string. Negative durations are refused (no BGP timer is negative).
 pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {text:?} (expected e.g. 90s, 1m30s, 500ms)");
-    let body = text.strip_prefix('+').unwrap_or(text);
-    if body.starts_with('-') {
-        return if body[1..].chars().all(|c| c == '0' || c == '.') && body.len() > 1 {
-            Ok(Duration::ZERO)
-        } else {
-            Err(format!("invalid duration {text:?}: must not be negative"))
+    // One optional sign, as in Go.
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if body.starts_with(['+', '-']) {
+        return Err(bad());
+    }
+    if negative {
+        // Go accepts a negative zero ("-0", "-0s"); any other negative value is refused.
+        return match parse_go_duration(body) {
+            Ok(d) if d.is_zero() => Ok(Duration::ZERO),
+            Ok(_) => Err(format!("invalid duration {text:?}: must not be negative")),
+            Err(_) => Err(bad()),
         };
     }
     if body == "0" {
@@ -119,6 +127,9 @@ mod tests {
             ("0s", 0),
             ("2h45m", 9_900_000),
             (".5s", 500),
+            ("-0", 0),
+            ("-0s", 0),
+            ("+90s", 90_000),
         ];
         for (text, ms) in ok {
             assert_eq!(
@@ -127,7 +138,20 @@ mod tests {
                 "{text}"
             );
         }
-        for bad in ["", "90", "s", "1x", "1..5s", "-5s", "1h-3m", "9999999999h"] {
+        for bad in [
+            "",
+            "90",
+            "s",
+            "1x",
+            "1..5s",
+            "-5s",
+            "-0x",
+            "--0",
+            "+-0",
+            "-+0",
+            "1h-3m",
+            "9999999999h",
+        ] {
             assert!(parse_go_duration(bad).is_err(), "{bad}");
         }
     }

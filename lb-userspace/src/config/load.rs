@@ -75,22 +75,38 @@ pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Object>, LoadErro
     Ok(loaded.objects)
 }
 
-/// Parses multi-document YAML, returning the warnings instead of logging them.
+/// Parses multi-document YAML, returning the warnings instead of logging them; stops at the
+/// first error (see [`parse_all`] for every error).
 pub fn parse(text: &str, source: &str) -> Result<Loaded, LoadError> {
+    let (loaded, mut errors) = parse_all(text, source);
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(errors.swap_remove(0))
+    }
+}
+
+/// Parses every document, collecting the objects of the good ones and one error per bad one,
+/// so a broken document never hides the errors of the next.
+pub fn parse_all(text: &str, source: &str) -> (Loaded, Vec<LoadError>) {
     let mut loaded = Loaded::default();
+    let mut errors = Vec::new();
     for (first_line, document) in split_documents(text) {
-        let at = |line: usize, message: String| LoadError {
-            file: source.to_string(),
-            line,
-            message,
+        let value: Value = match serde_yaml::from_str(&document) {
+            Ok(value) => value,
+            Err(e) => {
+                let line = e
+                    .location()
+                    .map_or(first_line, |l| first_line + l.line() - 1);
+                let message = file_positions(&e.to_string(), first_line);
+                errors.push(LoadError {
+                    file: source.to_string(),
+                    line,
+                    message: strip_own_location(&message, line),
+                });
+                continue;
+            }
         };
-        let value: Value = serde_yaml::from_str(&document).map_err(|e| {
-            let line = e
-                .location()
-                .map_or(first_line, |l| first_line + l.line() - 1);
-            let message = file_positions(&e.to_string(), first_line);
-            at(line, strip_own_location(&message, line))
-        })?;
         if value.is_null() {
             continue; // only comments, or an empty document
         }
@@ -105,9 +121,11 @@ pub fn parse(text: &str, source: &str) -> Result<Loaded, LoadError> {
             content_line: first_line + content_offset,
             text: &document,
         };
-        doc.add_objects(value, &mut loaded)?;
+        if let Err(e) = doc.add_objects(value, &mut loaded) {
+            errors.push(e);
+        }
     }
-    Ok(loaded)
+    (loaded, errors)
 }
 
 struct Document<'a> {
@@ -464,6 +482,16 @@ metadata:
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn parse_all_reports_every_bad_document_and_keeps_the_good_ones() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nfoo: [\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n---\nbar: baz\n";
+        let (loaded, errors) = parse_all(text, "m.yaml");
+        assert_eq!(loaded.objects.len(), 2);
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [6, 11], "{errors:?}");
+        assert_eq!(parse(text, "m.yaml").expect_err("first error").line, 6);
     }
 
     #[test]

@@ -28,9 +28,12 @@ use tokio::sync::{mpsc, watch};
 use crate::api::{Community, IPAddressPool};
 use crate::config::BgpMode;
 use crate::k8s;
-use crate::k8s::events::{CONTROLLER_COMPONENT, EventSink};
+use crate::k8s::events::{CONTROLLER_COMPONENT, EventQueue, EventSink};
 use crate::k8s::lease::{LeaseLock, LeaseTimings};
 pub use metrics::Metrics;
+
+/// Events recorded at once by the background queue.
+const EVENT_CONCURRENCY: usize = 8;
 
 /// What the controller was started with.
 #[derive(Clone, Debug)]
@@ -92,6 +95,8 @@ pub(crate) struct Context {
     pub settings: Settings,
     pub caches: Caches,
     pub events: EventSink,
+    /// Events about Services, recorded in the background.
+    pub event_queue: EventQueue,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
 }
@@ -116,8 +121,10 @@ pub async fn run(
     );
     let election = tokio::spawn(k8s::lease::run(lock, leading_tx, shutdown.clone()));
 
+    let events = EventSink::new(client.clone(), CONTROLLER_COMPONENT, &settings.identity);
     let context = Context {
-        events: EventSink::new(client.clone(), CONTROLLER_COMPONENT, &settings.identity),
+        event_queue: EventQueue::start(events.clone(), EVENT_CONCURRENCY),
+        events,
         client,
         settings,
         caches,

@@ -291,7 +291,7 @@ impl<'a> Leader<'a> {
 
     /// The allocator's view of `svc`, with this leader's own decision in place of a cache that
     /// may lag behind our writes. `None` when the Service cannot even be read (an Event says why).
-    async fn info(&self, svc: &Service) -> Option<ServiceInfo> {
+    fn info(&self, svc: &Service) -> Option<ServiceInfo> {
         match ServiceInfo::from_service(svc) {
             Ok(info) => {
                 let key = info.key();
@@ -302,17 +302,13 @@ impl<'a> Leader<'a> {
             }
             Err(error) => {
                 tracing::warn!(service = %error.service, %error, "service skipped");
-                let _ = self
-                    .ctx
-                    .events
-                    .publish(
-                        svc,
-                        Severity::Warning,
-                        "LoadBalancerFailed",
-                        "Allocate",
-                        &error.to_string(),
-                    )
-                    .await;
+                self.ctx.event_queue.send(
+                    svc,
+                    Severity::Warning,
+                    "LoadBalancerFailed",
+                    "Allocate",
+                    &error.to_string(),
+                );
                 None
             }
         }
@@ -341,7 +337,7 @@ impl<'a> Leader<'a> {
                 }
                 continue;
             };
-            let Some(info) = self.info(&svc).await else {
+            let Some(info) = self.info(&svc) else {
                 self.retries.remove(&service);
                 continue;
             };
@@ -394,7 +390,7 @@ impl<'a> Leader<'a> {
             let mut infos = Vec::with_capacity(services.len());
             let mut objects = HashMap::with_capacity(services.len());
             for svc in services {
-                if let Some(info) = self.info(&svc).await {
+                if let Some(info) = self.info(&svc) {
                     objects.insert(info.key(), svc);
                     infos.push(info);
                 }
@@ -603,19 +599,13 @@ async fn write_service(ctx: &Context, svc: &Service, outcome: &Outcome) -> Resul
                 EventType::Normal => Severity::Normal,
                 EventType::Warning => Severity::Warning,
             };
-            if let Err(error) = ctx
-                .events
-                .publish(
-                    svc,
-                    severity,
-                    event.reason.as_str(),
-                    "Allocate",
-                    &event.message,
-                )
-                .await
-            {
-                tracing::warn!(%error, reason = event.reason.as_str(), "recording an event failed");
-            }
+            ctx.event_queue.send(
+                svc,
+                severity,
+                event.reason.as_str(),
+                "Allocate",
+                &event.message,
+            );
         }
         Ok(())
     }

@@ -344,3 +344,45 @@ fn adding_a_node_moves_the_ip_only_if_it_sorts_first() {
         assert_eq!(without, before, "relative order is stable");
     }
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Every speaker must compute the same list whatever order it lists Nodes in, the list
+        /// is sorted by hash, and removing a node that is not the winner never moves the IP.
+        #[test]
+        fn order_is_a_function_of_names_and_ip(
+            names in prop::collection::btree_set("[a-z]{1,8}(-[a-z0-9]{1,4})?", 1..8),
+            octets in any::<[u8; 4]>(),
+            shuffled in any::<u64>(),
+        ) {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let ip = IpAddr::from(octets).to_string();
+            let case = Case::new(&names, &ip);
+            let order = case.order();
+
+            let mut permuted = Case::new(&names, &ip);
+            let n = permuted.nodes.len();
+            permuted.nodes.rotate_left((shuffled as usize) % n);
+            if shuffled % 2 == 0 {
+                permuted.nodes.reverse();
+            }
+            prop_assert_eq!(&permuted.order(), &order);
+
+            let ip: IpAddr = ip.parse().unwrap();
+            let hashes: Vec<[u8; 32]> = order.iter().map(|n| election_hash(n, &ip)).collect();
+            prop_assert!(hashes.windows(2).all(|w| w[0] <= w[1]));
+
+            if order.len() > 1 {
+                let loser = &order[order.len() - 1];
+                let rest: Vec<&str> = names.iter().copied().filter(|n| n != loser).collect();
+                prop_assert_eq!(&Case::new(&rest, &ip.to_string()).order()[0], &order[0]);
+            }
+        }
+    }
+}

@@ -1,9 +1,11 @@
 //! Kubernetes Events (events.k8s.io/v1 through kube's `Recorder`), reported as MetalLB's
 //! controller does so that `kubectl describe` reads the same.
 
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
+use tokio::sync::mpsc;
 
 /// The reporting component MetalLB's controller uses.
 pub const CONTROLLER_COMPONENT: &str = "metallb-controller";
@@ -66,6 +68,74 @@ impl EventSink {
             secondary: None,
         };
         self.recorder.publish(&event, &regarding).await
+    }
+}
+
+/// An Event waiting to be recorded by an [`EventQueue`].
+struct Queued {
+    regarding: ObjectReference,
+    severity: Severity,
+    reason: String,
+    action: String,
+    message: String,
+}
+
+/// Records Events in the background, a few at a time, so that explaining a decision never
+/// delays the writes that carry it out (a burst of Services is served at the API server's pace
+/// for status writes alone). Failures are logged; an Event is an explanation, not state.
+#[derive(Clone)]
+pub struct EventQueue {
+    tx: mpsc::UnboundedSender<Queued>,
+}
+
+impl EventQueue {
+    /// Starts the recording task on the current tokio runtime; it ends when every clone of the
+    /// queue is dropped and the backlog is recorded.
+    pub fn start(sink: EventSink, concurrency: usize) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
+        tokio::spawn(async move {
+            futures::stream::poll_fn(|cx| rx.poll_recv(cx))
+                .for_each_concurrent(concurrency.max(1), |event| {
+                    let sink = sink.clone();
+                    async move {
+                        if let Err(error) = sink
+                            .publish_ref(
+                                event.regarding,
+                                event.severity,
+                                &event.reason,
+                                &event.action,
+                                &event.message,
+                            )
+                            .await
+                        {
+                            tracing::warn!(%error, reason = %event.reason, "recording an event failed");
+                        }
+                    }
+                })
+                .await;
+        });
+        EventQueue { tx }
+    }
+
+    /// Queues `reason`/`message` about `object`.
+    pub fn send<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        severity: Severity,
+        reason: &str,
+        action: &str,
+        message: &str,
+    ) {
+        let queued = Queued {
+            regarding: reference(object),
+            severity,
+            reason: reason.to_string(),
+            action: action.to_string(),
+            message: message.to_string(),
+        };
+        if self.tx.send(queued).is_err() {
+            tracing::warn!(reason, "event recorder stopped; event dropped");
+        }
     }
 }
 

@@ -26,7 +26,10 @@ pub fn parse_stat(text: &str) -> Vec<CpuTimes> {
     for line in text.lines() {
         let mut fields = line.split_whitespace();
         let Some(name) = fields.next() else { continue };
-        let Some(index) = name.strip_prefix("cpu").and_then(|n| n.parse::<usize>().ok()) else {
+        let Some(index) = name
+            .strip_prefix("cpu")
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
             continue;
         };
         // user nice system idle iowait irq softirq steal (guest fields are inside user/nice).
@@ -49,7 +52,9 @@ pub fn parse_stat(text: &str) -> Vec<CpuTimes> {
 }
 
 pub fn read_stat() -> Result<Vec<CpuTimes>> {
-    Ok(parse_stat(&std::fs::read_to_string("/proc/stat").context("/proc/stat")?))
+    Ok(parse_stat(
+        &std::fs::read_to_string("/proc/stat").context("/proc/stat")?,
+    ))
 }
 
 pub fn share(before: &CpuTimes, after: &CpuTimes) -> CpuShare {
@@ -98,15 +103,33 @@ intr 1 2 3\n";
         assert_eq!(cpus.len(), 2);
         assert_eq!(
             cpus[0],
-            CpuTimes { user: 5, system: 4, softirq: 2, idle: 52, total: 63 }
+            CpuTimes {
+                user: 5,
+                system: 4,
+                softirq: 2,
+                idle: 52,
+                total: 63
+            }
         );
         assert_eq!(cpus[1].softirq, 3);
     }
 
     #[test]
     fn shares_are_percent_of_the_interval() {
-        let a = CpuTimes { user: 0, system: 0, softirq: 0, idle: 0, total: 0 };
-        let b = CpuTimes { user: 20, system: 10, softirq: 30, idle: 40, total: 100 };
+        let a = CpuTimes {
+            user: 0,
+            system: 0,
+            softirq: 0,
+            idle: 0,
+            total: 0,
+        };
+        let b = CpuTimes {
+            user: 20,
+            system: 10,
+            softirq: 30,
+            idle: 40,
+            total: 100,
+        };
         let s = share(&a, &b);
         assert!((s.busy - 60.0).abs() < 1e-9);
         assert!((s.softirq - 30.0).abs() < 1e-9);

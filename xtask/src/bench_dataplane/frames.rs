@@ -117,7 +117,12 @@ pub fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, icmp: &[u8]) -> u16 {
 
 /// The bad-input mix: requests for addresses nobody announces and malformed frames for the
 /// announced ones. None of them may ever be answered, by any responder.
-pub fn bad_input(sender_ip4: Ipv4Addr, vip4: Ipv4Addr, sender_ip6: Ipv6Addr, vip6: Ipv6Addr) -> Vec<Vec<u8>> {
+pub fn bad_input(
+    sender_ip4: Ipv4Addr,
+    vip4: Ipv4Addr,
+    sender_ip6: Ipv6Addr,
+    vip6: Ipv6Addr,
+) -> Vec<Vec<u8>> {
     let unknown4 = Ipv4Addr::new(198, 51, 100, 99);
     let unknown6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99);
     let mut hw_len_7 = arp_request(GENERATOR_MAC, sender_ip4, vip4);

@@ -69,7 +69,9 @@ pub fn remove_leftovers() {
     if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix(BPFFS_PREFIX).and_then(|p| p.parse::<u32>().ok())
+            let Some(pid) = name
+                .strip_prefix(BPFFS_PREFIX)
+                .and_then(|p| p.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -103,8 +105,18 @@ impl Lab {
         run(
             "ip",
             &[
-                "link", "add", &self.node_if, "netns", &self.node_ns, "type", "veth", "peer",
-                "name", &self.client_if, "netns", &self.client_ns,
+                "link",
+                "add",
+                &self.node_if,
+                "netns",
+                &self.node_ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &self.client_if,
+                "netns",
+                &self.client_ns,
             ],
         )?;
         for (ns, dev, v4, v6) in [
@@ -112,21 +124,51 @@ impl Lab {
             (&self.client_ns, &self.client_if, CLIENT_V4, CLIENT_V6),
         ] {
             run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
-            run("ip", &["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
-            run("ip", &["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
+            run(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev],
+            )?;
+            run(
+                "ip",
+                &[
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{v6}/64"),
+                    "dev",
+                    dev,
+                    "nodad",
+                ],
+            )?;
             run("ip", &["-n", ns, "link", "set", dev, "up"])?;
         }
         // Node-side receive processing (backlog) on NODE_CPU, client side on CLIENT_CPU.
-        self.write_sys(&self.node_ns, &format!("class/net/{}/queues/rx-0/rps_cpus", self.node_if), &cpu_mask(NODE_CPU))?;
-        self.write_sys(&self.client_ns, &format!("class/net/{}/queues/rx-0/rps_cpus", self.client_if), &cpu_mask(CLIENT_CPU))?;
+        self.write_sys(
+            &self.node_ns,
+            &format!("class/net/{}/queues/rx-0/rps_cpus", self.node_if),
+            &cpu_mask(NODE_CPU),
+        )?;
+        self.write_sys(
+            &self.client_ns,
+            &format!("class/net/{}/queues/rx-0/rps_cpus", self.client_if),
+            &cpu_mask(CLIENT_CPU),
+        )?;
         // NAPI on the node end in every mode (GRO on a veth enables it), as behind a real NIC;
         // the live-frames generator needs it, and threaded NAPI lets it be pinned.
         let node_if = self.node_if.clone();
         super::net::in_netns(&self.node_ns, move || super::live::set_gro(&node_if, true))?;
-        self.write_sys(&self.node_ns, &format!("class/net/{}/threaded", self.node_if), "1")?;
+        self.write_sys(
+            &self.node_ns,
+            &format!("class/net/{}/threaded", self.node_if),
+            "1",
+        )?;
         std::fs::create_dir_all(&self.bpffs)
             .with_context(|| format!("creating {}", self.bpffs.display()))?;
-        run("mount", &["-t", "bpf", "bpf", &self.bpffs.to_string_lossy()])?;
+        run(
+            "mount",
+            &["-t", "bpf", "bpf", &self.bpffs.to_string_lossy()],
+        )?;
         Ok(())
     }
 
@@ -134,7 +176,14 @@ impl Lab {
     pub fn write_sys(&self, ns: &str, rel: &str, value: &str) -> Result<()> {
         run(
             "ip",
-            &["netns", "exec", ns, "sh", "-c", &format!("echo {value} > /sys/{rel}")],
+            &[
+                "netns",
+                "exec",
+                ns,
+                "sh",
+                "-c",
+                &format!("echo {value} > /sys/{rel}"),
+            ],
         )
         .map(|_| ())
     }
@@ -181,15 +230,29 @@ impl Lab {
     /// the bench's reply counter is one, attached in every mode.)
     /// Returns the node's NAPI threads (where the program runs in driver mode).
     pub fn start_xdp(&self, mode: &str) -> Result<Vec<u32>> {
-        let out = self.herald(&self.node_ns, "node", &["attach", "--iface", &self.node_if, "--mode", mode])?;
+        let out = self.herald(
+            &self.node_ns,
+            "node",
+            &["attach", "--iface", &self.node_if, "--mode", mode],
+        )?;
         if !out.contains(&format!("{mode} mode")) {
-            bail!("herald attached in another mode than {mode}: {}", out.trim());
+            bail!(
+                "herald attached in another mode than {mode}: {}",
+                out.trim()
+            );
         }
         for vip in [VIP_V4, VIP_V6] {
             self.herald(
                 &self.node_ns,
                 "node",
-                &["announce", vip, "--iface", &self.node_if, "--gratuitous-window", "0"],
+                &[
+                    "announce",
+                    vip,
+                    "--iface",
+                    &self.node_if,
+                    "--gratuitous-window",
+                    "0",
+                ],
             )?;
         }
         self.node_napi()
@@ -199,14 +262,18 @@ impl Lab {
         self.herald(&self.node_ns, "node", &["detach"]).map(|_| ())
     }
 
-    /// Pins the node's NAPI thread(s) to the node CPU at nice -20; their pids.
+    /// Pins the node's NAPI thread(s) to the node CPU, SCHED_FIFO; their pids.
     pub fn node_napi(&self) -> Result<Vec<u32>> {
         self.threaded_napi(&self.node_ns, &self.node_if, NODE_CPU)
     }
 
     /// Pins the client's NAPI thread(s) to the client CPU (once the reply counter gave it NAPI).
     pub fn client_napi(&self) -> Result<Vec<u32>> {
-        self.write_sys(&self.client_ns, &format!("class/net/{}/threaded", self.client_if), "1")?;
+        self.write_sys(
+            &self.client_ns,
+            &format!("class/net/{}/threaded", self.client_if),
+            "1",
+        )?;
         self.threaded_napi(&self.client_ns, &self.client_if, CLIENT_CPU)
     }
 
@@ -219,7 +286,7 @@ impl Lab {
             if !pids.is_empty() {
                 for &pid in &pids {
                     run("taskset", &["-p", "-c", &cpu.to_string(), &pid.to_string()])?;
-                    set_nice(pid, -20);
+                    realtime(pid);
                 }
                 return Ok(pids);
             }
@@ -232,14 +299,39 @@ impl Lab {
 
     /// The kernel answers for the VIPs itself: both configured on the node interface.
     pub fn start_kernel(&self) -> Result<()> {
-        self.ip(&self.node_ns, &["addr", "add", &format!("{VIP_V4}/32"), "dev", &self.node_if])?;
-        self.ip(&self.node_ns, &["addr", "add", &format!("{VIP_V6}/128"), "dev", &self.node_if, "nodad"])?;
+        self.ip(
+            &self.node_ns,
+            &["addr", "add", &format!("{VIP_V4}/32"), "dev", &self.node_if],
+        )?;
+        self.ip(
+            &self.node_ns,
+            &[
+                "addr",
+                "add",
+                &format!("{VIP_V6}/128"),
+                "dev",
+                &self.node_if,
+                "nodad",
+            ],
+        )?;
         Ok(())
     }
 
     pub fn stop_kernel(&self) -> Result<()> {
-        self.ip(&self.node_ns, &["addr", "del", &format!("{VIP_V4}/32"), "dev", &self.node_if])?;
-        self.ip(&self.node_ns, &["addr", "del", &format!("{VIP_V6}/128"), "dev", &self.node_if])?;
+        self.ip(
+            &self.node_ns,
+            &["addr", "del", &format!("{VIP_V4}/32"), "dev", &self.node_if],
+        )?;
+        self.ip(
+            &self.node_ns,
+            &[
+                "addr",
+                "del",
+                &format!("{VIP_V6}/128"),
+                "dev",
+                &self.node_if,
+            ],
+        )?;
         Ok(())
     }
 
@@ -248,12 +340,33 @@ impl Lab {
         let log = std::fs::File::create(self.bpffs.with_extension("fallback.log"))
             .context("fallback log")?;
         Command::new("ip")
-            .args(["netns", "exec", &self.node_ns, "nice", "-n", "-20", "taskset", "-c"])
+            .args([
+                "netns",
+                "exec",
+                &self.node_ns,
+                "nice",
+                "-n",
+                "-20",
+                "taskset",
+                "-c",
+            ])
             .arg(NODE_CPU.to_string())
             .arg(&self.herald)
             .args([
-                "xdp", "run", "--dataplane", "userspace", "--iface", &self.node_if, "--announce",
-                VIP_V4, "--announce", VIP_V6, "--guard-timeout", "0", "--gratuitous-window", "0",
+                "xdp",
+                "run",
+                "--dataplane",
+                "userspace",
+                "--iface",
+                &self.node_if,
+                "--announce",
+                VIP_V4,
+                "--announce",
+                VIP_V6,
+                "--guard-timeout",
+                "0",
+                "--gratuitous-window",
+                "0",
             ])
             .env("HERALD_PIN_DIR", self.pin_dir("userspace"))
             .stdout(Stdio::null())
@@ -265,11 +378,24 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.node_ns]).output();
-        let _ = Command::new("ip").args(["netns", "del", &self.client_ns]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.node_ns])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.client_ns])
+            .output();
         let _ = Command::new("umount").arg("-l").arg(&self.bpffs).output();
         let _ = std::fs::remove_dir(&self.bpffs);
     }
+}
+
+/// SCHED_FIFO priority 50 for a NAPI thread: packet processing then preempts every normal task
+/// on its CPU (the generator included, on the client side) as a hard interrupt would, and the
+/// kernel's RT throttling still leaves 5% to everyone else.
+fn realtime(pid: u32) {
+    let param = libc::sched_param { sched_priority: 50 };
+    // SAFETY: valid sched_param for a pid; failure leaves the thread as it was.
+    unsafe { libc::sched_setscheduler(pid as libc::pid_t, libc::SCHED_FIFO, &param) };
 }
 
 fn get_nice(pid: u32) -> Option<i32> {

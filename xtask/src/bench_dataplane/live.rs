@@ -92,7 +92,10 @@ impl LiveGenerator {
             .u32(64, BPF_F_TEST_XDP_LIVE_FRAMES)
             .u32(72, LIVE_BATCH);
         if let Err(e) = bpf(BPF_PROG_TEST_RUN, &mut attr) {
-            bail!("BPF_PROG_TEST_RUN (live frames, {count} × {} bytes): {e}", frame.len());
+            bail!(
+                "BPF_PROG_TEST_RUN (live frames, {count} × {} bytes): {e}",
+                frame.len()
+            );
         }
         // Live mode reports no return value: delivery shows in the replies counted.
         Ok(())
@@ -129,7 +132,16 @@ fn load_xdp(insns: &[u8], name: &str) -> Result<OwnedFd> {
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
     let o = off.to_le_bytes();
     let i = imm.to_le_bytes();
-    [code, (src << 4) | (dst & 0xf), o[0], o[1], i[0], i[1], i[2], i[3]]
+    [
+        code,
+        (src << 4) | (dst & 0xf),
+        o[0],
+        o[1],
+        i[0],
+        i[1],
+        i[2],
+        i[3],
+    ]
 }
 
 /// XDP program: frames sent to `mac` are counted in array map `map_fd`[0] and dropped;
@@ -138,30 +150,30 @@ fn counter_program(mac: [u8; 6], map_fd: i32) -> Vec<u8> {
     let head = i32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]);
     let tail = i32::from(u16::from_le_bytes([mac[4], mac[5]]));
     let prog: [[u8; 8]; 24] = [
-        insn(0xbf, 6, 1, 0, 0),    // 0: r6 = ctx
-        insn(0x61, 2, 6, 0, 0),    // 1: r2 = ctx->data
-        insn(0x61, 3, 6, 4, 0),    // 2: r3 = ctx->data_end
-        insn(0xbf, 4, 2, 0, 0),    // 3: r4 = r2
-        insn(0x07, 4, 0, 0, 6),    // 4: r4 += 6
-        insn(0x2d, 4, 3, 4, 0),    // 5: if r4 > r3 goto 10 (pass)
-        insn(0x61, 5, 2, 0, 0),    // 6: r5 = *(u32 *)(data + 0)
-        insn(0x55, 5, 0, 2, head), // 7: if r5 != mac[0..4] goto 10
-        insn(0x69, 5, 2, 4, 0),    // 8: r5 = *(u16 *)(data + 4)
-        insn(0x15, 5, 0, 2, tail), // 9: if r5 == mac[4..6] goto 12 (count)
-        insn(0xb7, 0, 0, 0, 2),    // 10: r0 = XDP_PASS
-        insn(0x95, 0, 0, 0, 0),    // 11: exit
-        insn(0x62, 10, 0, -4, 0),  // 12: *(u32 *)(fp - 4) = 0 (key)
-        insn(0xbf, 2, 10, 0, 0),   // 13: r2 = fp
-        insn(0x07, 2, 0, 0, -4),   // 14: r2 += -4
+        insn(0xbf, 6, 1, 0, 0),      // 0: r6 = ctx
+        insn(0x61, 2, 6, 0, 0),      // 1: r2 = ctx->data
+        insn(0x61, 3, 6, 4, 0),      // 2: r3 = ctx->data_end
+        insn(0xbf, 4, 2, 0, 0),      // 3: r4 = r2
+        insn(0x07, 4, 0, 0, 6),      // 4: r4 += 6
+        insn(0x2d, 4, 3, 4, 0),      // 5: if r4 > r3 goto 10 (pass)
+        insn(0x61, 5, 2, 0, 0),      // 6: r5 = *(u32 *)(data + 0)
+        insn(0x55, 5, 0, 2, head),   // 7: if r5 != mac[0..4] goto 10
+        insn(0x69, 5, 2, 4, 0),      // 8: r5 = *(u16 *)(data + 4)
+        insn(0x15, 5, 0, 2, tail),   // 9: if r5 == mac[4..6] goto 12 (count)
+        insn(0xb7, 0, 0, 0, 2),      // 10: r0 = XDP_PASS
+        insn(0x95, 0, 0, 0, 0),      // 11: exit
+        insn(0x62, 10, 0, -4, 0),    // 12: *(u32 *)(fp - 4) = 0 (key)
+        insn(0xbf, 2, 10, 0, 0),     // 13: r2 = fp
+        insn(0x07, 2, 0, 0, -4),     // 14: r2 += -4
         insn(0x18, 1, 1, 0, map_fd), // 15: r1 = map (ld_imm64, pseudo map fd)
-        insn(0x00, 0, 0, 0, 0),    // 16: (second half)
-        insn(0x85, 0, 0, 0, 1),    // 17: call map_lookup_elem
-        insn(0x15, 0, 0, 2, 0),    // 18: if r0 == 0 goto 21
-        insn(0xb7, 1, 0, 0, 1),    // 19: r1 = 1
-        insn(0xdb, 0, 1, 0, 0),    // 20: lock *(u64 *)(r0 + 0) += r1
-        insn(0xb7, 0, 0, 0, 1),    // 21: r0 = XDP_DROP
-        insn(0x95, 0, 0, 0, 0),    // 22: exit
-        insn(0x95, 0, 0, 0, 0),    // 23: (unreachable padding exit)
+        insn(0x00, 0, 0, 0, 0),      // 16: (second half)
+        insn(0x85, 0, 0, 0, 1),      // 17: call map_lookup_elem
+        insn(0x15, 0, 0, 2, 0),      // 18: if r0 == 0 goto 21
+        insn(0xb7, 1, 0, 0, 1),      // 19: r1 = 1
+        insn(0xdb, 0, 1, 0, 0),      // 20: lock *(u64 *)(r0 + 0) += r1
+        insn(0xb7, 0, 0, 0, 1),      // 21: r0 = XDP_DROP
+        insn(0x95, 0, 0, 0, 0),      // 22: exit
+        insn(0x95, 0, 0, 0, 0),      // 23: (unreachable padding exit)
     ];
     prog[..23].concat()
 }
@@ -179,7 +191,10 @@ impl ReplyCounter {
     /// Attaches to `ifindex` of the calling thread's namespace.
     pub fn attach(ifindex: u32, mac: [u8; 6]) -> Result<ReplyCounter> {
         let mut attr = Attr::new();
-        attr.u32(0, BPF_MAP_TYPE_ARRAY).u32(4, 4).u32(8, 8).u32(12, 1);
+        attr.u32(0, BPF_MAP_TYPE_ARRAY)
+            .u32(4, 4)
+            .u32(8, 8)
+            .u32(12, 1);
         let map = match bpf(BPF_MAP_CREATE, &mut attr) {
             // SAFETY: new fd from the kernel.
             Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as i32) },
@@ -194,9 +209,16 @@ impl ReplyCounter {
         let link = match bpf(BPF_LINK_CREATE, &mut attr) {
             // SAFETY: new fd from the kernel.
             Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as i32) },
-            Err(e) => bail!("attaching the reply counter (XDP driver mode, ifindex {ifindex}): {e}"),
+            Err(e) => {
+                bail!("attaching the reply counter (XDP driver mode, ifindex {ifindex}): {e}")
+            }
         };
-        let mut c = ReplyCounter { map, _prog: prog, _link: link, last: 0 };
+        let mut c = ReplyCounter {
+            map,
+            _prog: prog,
+            _link: link,
+            last: 0,
+        };
         c.last = c.read()?;
         Ok(c)
     }
@@ -242,8 +264,15 @@ pub fn set_gro(ifname: &str, on: bool) -> Result<()> {
     if ifname.len() >= 16 {
         bail!("interface name {ifname} too long");
     }
-    let mut value = EthtoolValue { cmd: ETHTOOL_SGRO, data: u32::from(on) };
-    let mut req = IfReq { name: [0; 16], data: &mut value, _pad: [0; 16] };
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_SGRO,
+        data: u32::from(on),
+    };
+    let mut req = IfReq {
+        name: [0; 16],
+        data: &mut value,
+        _pad: [0; 16],
+    };
     req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
     // SAFETY: plain socket for the ioctl; closed by OwnedFd.
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -284,14 +313,20 @@ mod tests {
         assert_eq!(&at(9)[4..6], &[0x00, 0x01]);
         // Map fd in the ld_imm64, marked as a pseudo map fd (src register 1).
         assert_eq!(at(15)[1] >> 4, 1);
-        assert_eq!(i32::from_le_bytes([at(15)[4], at(15)[5], at(15)[6], at(15)[7]]), 7);
+        assert_eq!(
+            i32::from_le_bytes([at(15)[4], at(15)[5], at(15)[6], at(15)[7]]),
+            7
+        );
         // Every conditional jump lands inside the program; the last instruction exits.
         for i in 0..n {
             let code = at(i)[0];
             if matches!(code, 0x15 | 0x2d | 0x55) {
                 let off = i16::from_le_bytes([at(i)[2], at(i)[3]]);
                 let target = i as i64 + 1 + i64::from(off);
-                assert!((0..n as i64).contains(&target), "insn {i} jumps to {target}");
+                assert!(
+                    (0..n as i64).contains(&target),
+                    "insn {i} jumps to {target}"
+                );
             }
         }
         assert_eq!(at(n - 1)[0], 0x95);

@@ -96,6 +96,10 @@ impl StepResult {
     pub fn p99_us(&self) -> Option<f64> {
         stats::percentile_us(&self.latencies_ns, 99.0)
     }
+    /// Responder CPU time per reply in µs (`None` without replies).
+    pub fn cpu_us_per_reply(&self) -> Option<f64> {
+        (self.replies > 0.0).then(|| self.responder_cpu / 100.0 / self.replies * 1e6)
+    }
     pub fn probes_answered(&self) -> usize {
         self.latencies_ns.len()
     }
@@ -154,7 +158,12 @@ impl Engine {
     pub fn wait_answered(&mut self, probe: &[u8], timeout: Duration) -> Result<bool> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            let r = self.step(&[], std::slice::from_ref(&probe.to_vec()), Some(0), Duration::from_millis(100))?;
+            let r = self.step(
+                &[],
+                std::slice::from_ref(&probe.to_vec()),
+                Some(0),
+                Duration::from_millis(100),
+            )?;
             if r.probes_answered() > 0 {
                 return Ok(true);
             }
@@ -180,12 +189,18 @@ impl Engine {
         self.counter.take()?;
         self.reply_counter.take()?;
         let cpu_before = cpu::read_stat()?;
-        let ticks_before: u64 = self.responder_pids.iter().filter_map(|&p| cpu::process_ticks(p)).sum();
+        let ticks_before: u64 = self
+            .responder_pids
+            .iter()
+            .filter_map(|&p| cpu::process_ticks(p))
+            .sum();
 
         let batch: Vec<&[u8]> = if load.is_empty() {
             Vec::new()
         } else {
-            (0..BATCH).map(|i| load[i % load.len()].as_slice()).collect()
+            (0..BATCH)
+                .map(|i| load[i % load.len()].as_slice())
+                .collect()
         };
         let load_path = match &self.live {
             Some(g) => Load::Live(g, self.client_ifindex, load),
@@ -200,7 +215,11 @@ impl Engine {
                 .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
         })?;
         let cpu_after = cpu::read_stat()?;
-        let ticks_after: u64 = self.responder_pids.iter().filter_map(|&p| cpu::process_ticks(p)).sum();
+        let ticks_after: u64 = self
+            .responder_pids
+            .iter()
+            .filter_map(|&p| cpu::process_ticks(p))
+            .sum();
         std::thread::sleep(DRAIN);
         let (ring_replies, ring_drops) = self.counter.take()?;
         let load_replies = self.reply_counter.take()?;
@@ -282,7 +301,11 @@ fn generate(
         }
         Load::Live(g, ifindex, frames) => (
             None,
-            if rate.is_none() { LIVE_UNPACED_CHUNK } else { LIVE_CHUNK },
+            if rate.is_none() {
+                LIVE_UNPACED_CHUNK
+            } else {
+                LIVE_CHUNK
+            },
             Some((g, ifindex, frames)),
         ),
     };
@@ -366,10 +389,11 @@ fn receive(mut ring: ReplyRing, shared: &Shared) {
             }
             if let Some(tag) = frames::probe_tag(&reply.to_mac) {
                 let sent = shared.probe_sent[usize::from(tag)].swap(0, Ordering::AcqRel);
-                if sent != 0 && c.received_ns >= sent {
-                    if let Ok(mut v) = shared.latencies_ns.lock() {
-                        v.push(c.received_ns - sent);
-                    }
+                if sent != 0
+                    && c.received_ns >= sent
+                    && let Ok(mut v) = shared.latencies_ns.lock()
+                {
+                    v.push(c.received_ns - sent);
                 }
             } else if reply.to_mac == frames::GENERATOR_MAC {
                 shared.to_generator.fetch_add(1, Ordering::Relaxed);

@@ -50,7 +50,10 @@ pub fn pin_current_thread(cpu: usize) -> Result<()> {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!("sched_setaffinity(cpu {cpu}): {}", io::Error::last_os_error());
+            bail!(
+                "sched_setaffinity(cpu {cpu}): {}",
+                io::Error::last_os_error()
+            );
         }
         // Sleeps between paced batches should end when asked, not 50 µs later.
         libc::prctl(libc::PR_SET_TIMERSLACK, 1u64);
@@ -160,7 +163,13 @@ impl Sender {
     pub fn open(ifname: &str) -> Result<Sender> {
         // Protocol 0: this socket receives nothing.
         let fd = packet_socket(0)?;
-        set_opt(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1i32, "PACKET_QDISC_BYPASS")?;
+        set_opt(
+            &fd,
+            libc::SOL_PACKET,
+            libc::PACKET_QDISC_BYPASS,
+            &1i32,
+            "PACKET_QDISC_BYPASS",
+        )?;
         bind(&fd, 0, ifindex(ifname)?)?;
         Ok(Sender { fd })
     }
@@ -256,16 +265,40 @@ impl ReplyRing {
             len: filter.len() as u16,
             filter: filter.as_ptr() as *mut libc::sock_filter,
         };
-        set_opt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog, "SO_ATTACH_FILTER")?;
-        set_opt(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &1i32, "PACKET_IGNORE_OUTGOING")?;
-        set_opt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V2, "PACKET_VERSION")?;
+        set_opt(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &prog,
+            "SO_ATTACH_FILTER",
+        )?;
+        set_opt(
+            &fd,
+            libc::SOL_PACKET,
+            libc::PACKET_IGNORE_OUTGOING,
+            &1i32,
+            "PACKET_IGNORE_OUTGOING",
+        )?;
+        set_opt(
+            &fd,
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            &TPACKET_V2,
+            "PACKET_VERSION",
+        )?;
         let req = libc::tpacket_req {
             tp_block_size: BLOCK_SIZE as u32,
             tp_block_nr: BLOCKS as u32,
             tp_frame_size: FRAME_SIZE as u32,
             tp_frame_nr: (BLOCK_SIZE / FRAME_SIZE * BLOCKS) as u32,
         };
-        set_opt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req, "PACKET_RX_RING")?;
+        set_opt(
+            &fd,
+            libc::SOL_PACKET,
+            libc::PACKET_RX_RING,
+            &req,
+            "PACKET_RX_RING",
+        )?;
         let map_len = BLOCK_SIZE * BLOCKS;
         // SAFETY: mapping the ring the kernel just allocated for this socket.
         let map = unsafe {
@@ -397,17 +430,17 @@ pub fn reply_filter() -> Vec<libc::sock_filter> {
     const RET_K: u16 = 0x06;
     let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     vec![
-        op(LDH_ABS, 0, 0, 12),     // 0: ethertype
-        op(JEQ_K, 0, 2, 0x0806),   // 1: ARP → 2, else → 4
-        op(LDH_ABS, 0, 0, 20),     // 2: ARP operation
-        op(JEQ_K, 5, 6, 2),        // 3: reply → 9 accept, else → 10 drop
-        op(JEQ_K, 0, 5, 0x86dd),   // 4: IPv6 → 5, else → 10 drop
-        op(LDB_ABS, 0, 0, 20),     // 5: next header
-        op(JEQ_K, 0, 3, 58),       // 6: ICMPv6 → 7, else → 10 drop
-        op(LDB_ABS, 0, 0, 54),     // 7: ICMPv6 type
-        op(JEQ_K, 0, 1, 136),      // 8: NA → 9, else → 10 drop
-        op(RET_K, 0, 0, SNAPLEN),  // 9: accept
-        op(RET_K, 0, 0, 0),        // 10: drop
+        op(LDH_ABS, 0, 0, 12),    // 0: ethertype
+        op(JEQ_K, 0, 2, 0x0806),  // 1: ARP → 2, else → 4
+        op(LDH_ABS, 0, 0, 20),    // 2: ARP operation
+        op(JEQ_K, 5, 6, 2),       // 3: reply → 9 accept, else → 10 drop
+        op(JEQ_K, 0, 5, 0x86dd),  // 4: IPv6 → 5, else → 10 drop
+        op(LDB_ABS, 0, 0, 20),    // 5: next header
+        op(JEQ_K, 0, 3, 58),      // 6: ICMPv6 → 7, else → 10 drop
+        op(LDB_ABS, 0, 0, 54),    // 7: ICMPv6 type
+        op(JEQ_K, 0, 1, 136),     // 8: NA → 9, else → 10 drop
+        op(RET_K, 0, 0, SNAPLEN), // 9: accept
+        op(RET_K, 0, 0, 0),       // 10: drop
     ]
 }
 
@@ -423,7 +456,11 @@ mod tests {
             let i = filter[pc];
             let k = i.k as usize;
             match i.code {
-                0x28 => a = pkt.get(k..k + 2).map_or(0, |b| u32::from(u16::from_be_bytes([b[0], b[1]]))),
+                0x28 => {
+                    a = pkt
+                        .get(k..k + 2)
+                        .map_or(0, |b| u32::from(u16::from_be_bytes([b[0], b[1]])))
+                }
                 0x30 => a = pkt.get(k).copied().map_or(0, u32::from),
                 0x15 => {
                     pc += usize::from(if a == i.k { i.jt } else { i.jf });

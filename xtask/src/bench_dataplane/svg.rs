@@ -18,7 +18,9 @@ const TOP: f64 = 40.0;
 const BOTTOM: f64 = 60.0;
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// "1.2M", "350k", "900".
@@ -47,7 +49,10 @@ pub fn line_chart(title: &str, series: &[Series]) -> String {
         x_min = 1e3;
         x_max = 1e6;
     }
-    let (lx0, lx1) = (x_min.log10().floor(), x_max.log10().ceil().max(x_min.log10().floor() + 1.0));
+    let (lx0, lx1) = (
+        x_min.log10().floor(),
+        x_max.log10().ceil().max(x_min.log10().floor() + 1.0),
+    );
     let y_top = nice_ceiling(y_max.max(x_max).max(1.0));
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
@@ -127,7 +132,10 @@ pub fn line_chart(title: &str, series: &[Series]) -> String {
         let mut pts: Vec<(f64, f64)> = ser.points.iter().copied().filter(|p| p.0 > 0.0).collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         if !pts.is_empty() {
-            let coords: Vec<String> = pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
+            let coords: Vec<String> = pts
+                .iter()
+                .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+                .collect();
             let _ = writeln!(
                 s,
                 r#"<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>"#,
@@ -194,9 +202,21 @@ mod tests {
     #[test]
     fn one_polyline_per_series_with_points_inside_the_plot() {
         let series = vec![
-            Series { name: "XDP <driver>".into(), color: "#d62728", points: vec![(1e4, 1e4), (1e5, 9e4), (1e6, 4e5)] },
-            Series { name: "kernel".into(), color: "#1f77b4", points: vec![(1e4, 1e4), (2e5, 1e5)] },
-            Series { name: "fallback".into(), color: "#2ca02c", points: vec![] },
+            Series {
+                name: "XDP <driver>".into(),
+                color: "#d62728",
+                points: vec![(1e4, 1e4), (1e5, 9e4), (1e6, 4e5)],
+            },
+            Series {
+                name: "kernel".into(),
+                color: "#1f77b4",
+                points: vec![(1e4, 1e4), (2e5, 1e5)],
+            },
+            Series {
+                name: "fallback".into(),
+                color: "#2ca02c",
+                points: vec![],
+            },
         ];
         let svg = line_chart("ARP", &series);
         assert_eq!(svg.matches("<polyline").count(), 2);

@@ -42,7 +42,7 @@ pub fn run() -> Result<()> {
             if let Err(e) = agent.tick().await {
                 eprintln!("lab agent: {e:#}");
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     })
 }
@@ -66,17 +66,16 @@ fn now() -> String {
 
 impl Agent {
     async fn tick(&mut self) -> Result<()> {
+        // Node heartbeats and speaker Pods every 5 s; workload Pods and LoadBalancer IPs each tick.
         if self
             .last_heartbeat
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(5))
         {
             for node in NODES {
                 self.ensure_node(&node).await?;
+                self.ensure_speaker_pod(&node).await?;
             }
             self.last_heartbeat = Some(Instant::now());
-        }
-        for node in NODES {
-            self.ensure_speaker_pod(&node).await?;
         }
         self.pods().await?;
         self.proxy().await?;
@@ -154,7 +153,7 @@ impl Agent {
             api.patch_status(
                 &name,
                 &PatchParams::default(),
-                &Patch::Merge(&running_status(node, true)),
+                &Patch::Merge(&running_status(node, true, &["speaker".to_string()])),
             )
             .await?;
         }
@@ -243,7 +242,7 @@ impl Agent {
                         api.patch_status(
                             &name,
                             &PatchParams::default(),
-                            &Patch::Merge(&running_status(node, ready)),
+                            &Patch::Merge(&running_status(node, ready, &container_names(&pod))),
                         )
                         .await?;
                     }
@@ -296,8 +295,30 @@ pub fn in_pools(ip: &IpAddr) -> bool {
     }
 }
 
-fn running_status(node: &NodeSpec, ready: bool) -> serde_json::Value {
+/// Names of a Pod's containers (their statuses make `kubectl get pods` show READY 1/1).
+fn container_names(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .as_ref()
+        .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn running_status(node: &NodeSpec, ready: bool, containers: &[String]) -> serde_json::Value {
     let now = now();
+    let container_statuses: Vec<serde_json::Value> = containers
+        .iter()
+        .map(|name| {
+            json!({
+                "name": name,
+                "ready": ready,
+                "started": true,
+                "restartCount": 0,
+                "image": "herald-lab",
+                "imageID": "",
+                "state": {"running": {"startedAt": now}},
+            })
+        })
+        .collect();
     let ready = if ready { "True" } else { "False" };
     json!({
         "status": {
@@ -313,6 +334,7 @@ fn running_status(node: &NodeSpec, ready: bool) -> serde_json::Value {
                 {"type": "ContainersReady", "status": ready, "lastTransitionTime": now},
                 {"type": "Ready", "status": ready, "lastTransitionTime": now},
             ],
+            "containerStatuses": container_statuses,
         }
     })
 }
@@ -325,8 +347,48 @@ fn status_matches(pod: &Pod, node: &NodeSpec, ready: bool) -> bool {
     status.phase.as_deref() == Some("Running")
         && status.pod_ip.as_deref() == Some(node.v4.to_string().as_str())
         && status
+            .container_statuses
+            .as_ref()
+            .is_some_and(|c| c.iter().all(|c| c.ready == ready))
+        && status
             .conditions
             .as_ref()
             .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
             .is_some_and(|c| c.status == want)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_prefixes_only() {
+        for (ip, inside) in [
+            ("198.51.100.10", true),
+            ("198.51.100.255", true),
+            ("198.51.101.1", false),
+            ("203.0.113.11", false),
+            ("127.0.0.1", false),
+            ("2001:db8:0:2::10", true),
+            ("2001:db8:0:1::11", false),
+            ("::1", false),
+        ] {
+            assert_eq!(in_pools(&ip.parse().unwrap()), inside, "{ip}");
+        }
+    }
+
+    #[test]
+    fn pod_status_matches_only_when_running_ready_on_the_node_address() {
+        let node = NODES[1];
+        let mut pod: Pod =
+            serde_json::from_value(running_status(&node, true, &["web".to_string()])).unwrap();
+        assert!(status_matches(&pod, &node, true));
+        assert!(!status_matches(&pod, &node, false), "readiness differs");
+        assert!(
+            !status_matches(&pod, &NODES[0], true),
+            "another node's address"
+        );
+        pod.status = None;
+        assert!(!status_matches(&pod, &node, true), "no status yet");
+    }
 }

@@ -245,3 +245,49 @@ pub fn run_lab_failover(args: &FailoverArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use probe::{ArpAnswer, ArpRound};
+
+    fn round(macs: &[u8]) -> ArpRound {
+        ArpRound {
+            answers: macs
+                .iter()
+                .map(|m| ArpAnswer {
+                    at: Instant::now(),
+                    mac: [2, 0, 0, 0, 0, *m],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn stable_only_when_the_last_rounds_agree_on_one_mac() {
+        assert_eq!(
+            stable_tail(&[round(&[1]), round(&[1])], 3),
+            None,
+            "too few rounds"
+        );
+        assert_eq!(
+            stable_tail(&[round(&[2]), round(&[1]), round(&[1]), round(&[1])], 3),
+            Some([2, 0, 0, 0, 0, 1])
+        );
+        assert_eq!(
+            stable_tail(&[round(&[1]), round(&[]), round(&[1])], 3),
+            None,
+            "a gap"
+        );
+        assert_eq!(
+            stable_tail(&[round(&[1]), round(&[1, 2]), round(&[1])], 3),
+            None,
+            "two answer"
+        );
+        assert_eq!(
+            stable_tail(&[round(&[1]), round(&[2]), round(&[2])], 3),
+            None,
+            "a change"
+        );
+    }
+}

@@ -251,10 +251,30 @@ fn ensure_built(no_build: bool) -> Result<()> {
     .map(|(_, pkg)| *pkg)
     .collect();
     if !missing_tools.is_empty() {
-        bail!(
-            "missing tools; run: apt-get install -y {}",
-            missing_tools.join(" ")
-        );
+        if no_build {
+            bail!(
+                "missing tools; run: apt-get install -y {}",
+                missing_tools.join(" ")
+            );
+        }
+        step(&format!("apt-get install {}", missing_tools.join(" ")));
+        for args in [
+            vec!["update", "-q"],
+            [
+                vec!["install", "-y", "-q", "--no-install-recommends"],
+                missing_tools.clone(),
+            ]
+            .concat(),
+        ] {
+            let status = Command::new("apt-get")
+                .args(&args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .context("running apt-get")?;
+            if !status.success() {
+                bail!("apt-get {} failed: {status}", args.join(" "));
+            }
+        }
     }
     let ebpf_object = crate::ebpf::object_path();
     let kube_missing = [
@@ -312,6 +332,16 @@ pub fn up(args: &UpArgs) -> Result<()> {
         down()?;
     }
     fs::create_dir_all(run_dir())?;
+    start(args).with_context(|| {
+        format!(
+            "lab up stopped half way (logs: {}/*.log); `cargo xtask lab down` removes what it made",
+            run_dir().display()
+        )
+    })
+}
+
+/// Everything `up` starts, in order (the caller has checked builds and cleared an old lab).
+fn start(args: &UpArgs) -> Result<()> {
     procs::record_detect_ms(args.detect_ms)?;
 
     step(

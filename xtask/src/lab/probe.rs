@@ -151,14 +151,7 @@ impl ArpProber {
 
     /// Broadcasts one ARP request for the target.
     pub fn send_request(&self) -> Result<()> {
-        let mut frame = [0u8; 42];
-        frame[0..6].copy_from_slice(&[0xff; 6]);
-        frame[6..12].copy_from_slice(&self.mac);
-        frame[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
-        frame[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-        frame[22..28].copy_from_slice(&self.mac);
-        frame[28..32].copy_from_slice(&self.src.octets());
-        frame[38..42].copy_from_slice(&self.target.octets());
+        let frame = request_frame(self.mac, self.src, self.target);
         let addr = self.link_addr([0xff; 6]);
         // SAFETY: sending from a valid buffer to a valid sockaddr_ll.
         let sent = unsafe {
@@ -210,18 +203,41 @@ impl ArpProber {
                 continue;
             }
             let at = Instant::now();
-            let frame = &buf[..len as usize];
-            let is_reply = frame[12..14] == ETH_P_ARP.to_be_bytes() && frame[20..22] == [0, 2];
-            if is_reply
-                && frame[28..32] == self.target.octets()
-                && frame[38..42] == self.src.octets()
-            {
-                let mut mac = [0u8; 6];
-                mac.copy_from_slice(&frame[22..28]);
+            if let Some(mac) = reply_mac(&buf[..len as usize], self.src, self.target) {
                 answers.push(ArpAnswer { at, mac });
             }
         }
     }
+}
+
+/// A broadcast Ethernet frame carrying an ARP request from (`mac`, `src`) for `target`.
+fn request_frame(mac: Mac, src: Ipv4Addr, target: Ipv4Addr) -> [u8; 42] {
+    let mut frame = [0u8; 42];
+    frame[0..6].copy_from_slice(&[0xff; 6]);
+    frame[6..12].copy_from_slice(&mac);
+    frame[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
+    // Ethernet, IPv4, hardware length 6, protocol length 4, operation 1 (request).
+    frame[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    frame[22..28].copy_from_slice(&mac);
+    frame[28..32].copy_from_slice(&src.octets());
+    frame[38..42].copy_from_slice(&target.octets());
+    frame
+}
+
+/// The sender MAC of an ARP reply saying where `target` is, addressed to `src` (gratuitous ARP,
+/// whose target is the announced address itself, does not count as an answer).
+fn reply_mac(frame: &[u8], src: Ipv4Addr, target: Ipv4Addr) -> Option<Mac> {
+    if frame.len() < 42
+        || frame[12..14] != ETH_P_ARP.to_be_bytes()
+        || frame[20..22] != [0, 2]
+        || frame[28..32] != target.octets()
+        || frame[38..42] != src.octets()
+    {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&frame[22..28]);
+    Some(mac)
 }
 
 /// Every `interval`, one ARP request; per interval, the MACs that answered it (empty = unanswered).
@@ -270,4 +286,55 @@ pub fn tcp_hello(addr: SocketAddr, timeout: Duration) -> Result<String> {
         .read_to_string(&mut text)
         .with_context(|| format!("reading from {addr}"))?;
     Ok(text.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLIENT_MAC: Mac = [2, 0, 0, 0, 0, 0x64];
+    const NODE_MAC: Mac = [2, 0, 0, 0, 0, 0x11];
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+
+    /// The reply a responder builds from a request: swap, operation 2, its MAC as sender.
+    fn answer(request: &[u8; 42], mac: Mac) -> [u8; 42] {
+        let mut reply = *request;
+        reply[0..6].copy_from_slice(&request[6..12]);
+        reply[6..12].copy_from_slice(&mac);
+        reply[21] = 2;
+        reply[22..28].copy_from_slice(&mac);
+        reply[28..32].copy_from_slice(&request[38..42]);
+        reply[32..38].copy_from_slice(&request[22..28]);
+        reply[38..42].copy_from_slice(&request[28..32]);
+        reply
+    }
+
+    #[test]
+    fn request_is_a_broadcast_arp_request_for_the_target() {
+        let f = request_frame(CLIENT_MAC, CLIENT, VIP);
+        assert_eq!(f[0..6], [0xff; 6]);
+        assert_eq!(f[6..12], CLIENT_MAC);
+        assert_eq!(f[12..14], [0x08, 0x06]);
+        assert_eq!(f[20..22], [0, 1]);
+        assert_eq!(f[28..32], CLIENT.octets());
+        assert_eq!(f[32..38], [0; 6]);
+        assert_eq!(f[38..42], VIP.octets());
+    }
+
+    #[test]
+    fn only_replies_to_us_about_the_target_count() {
+        let request = request_frame(CLIENT_MAC, CLIENT, VIP);
+        let reply = answer(&request, NODE_MAC);
+        assert_eq!(reply_mac(&reply, CLIENT, VIP), Some(NODE_MAC));
+        assert_eq!(reply_mac(&request, CLIENT, VIP), None, "our own request");
+        assert_eq!(
+            reply_mac(&reply, CLIENT, Ipv4Addr::new(198, 51, 100, 11)),
+            None
+        );
+        assert_eq!(reply_mac(&reply[..41], CLIENT, VIP), None, "truncated");
+        let mut gratuitous = reply;
+        gratuitous[38..42].copy_from_slice(&VIP.octets());
+        assert_eq!(reply_mac(&gratuitous, CLIENT, VIP), None, "gratuitous ARP");
+    }
 }

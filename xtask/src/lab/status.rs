@@ -128,7 +128,11 @@ pub fn client_resolve(ip: IpAddr) -> (Vec<String>, Option<String>) {
     let Ok(out) = out else {
         return (vec!["(could not run arping/ndisc6)".to_string()], None);
     };
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    parse_resolver_output(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The reply lines of arping (Habets' or iputils') / ndisc6 output, and the first MAC answering.
+fn parse_resolver_output(text: &str) -> (Vec<String>, Option<String>) {
     let lines: Vec<String> = text
         .lines()
         .filter(|l| {
@@ -162,6 +166,68 @@ pub fn client_tcp(ip: IpAddr) -> Result<String> {
     probe::in_netns(CLIENT_NS, move || {
         probe::tcp_hello(SocketAddr::new(ip, BACKEND_PORT), Duration::from_secs(2))
     })
+}
+
+/// The lab's nodes in MetalLB's layer 2 order for `ip` when nothing else narrows the candidates
+/// (no preferences, all speakers live, endpoints everywhere): SHA-256 of `node#ip`, ascending. The
+/// first is the node the election names.
+pub fn hash_order(ip: IpAddr) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let mut nodes: Vec<(Vec<u8>, &str)> = NODES
+        .iter()
+        .map(|n| (Sha256::digest(format!("{}#{ip}", n.name)).to_vec(), n.name))
+        .collect();
+    nodes.sort();
+    nodes.into_iter().map(|(_, n)| n.to_string()).collect()
+}
+
+/// The client's neighbour table lines for the pool addresses (`ip neigh`).
+pub fn client_neighbours() -> Vec<String> {
+    Command::new("ip")
+        .args(["-n", CLIENT_NS, "neigh", "show", "dev", UPLINK])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| {
+                    l.split_whitespace()
+                        .next()
+                        .and_then(|a| a.parse::<IpAddr>().ok())
+                        .is_some_and(|a| super::agent::in_pools(&a))
+                })
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The latest `nodeAssigned` Event note of each Service ("namespace/name" → note).
+pub fn node_assigned_events() -> Vec<(String, String)> {
+    let Ok(out) = kubectl(&["get", "events.events.k8s.io", "-A", "-o", "json"]) else {
+        return Vec::new();
+    };
+    let json: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    let mut latest: std::collections::BTreeMap<String, (String, String)> = Default::default();
+    for e in json["items"].as_array().into_iter().flatten() {
+        if e["reason"].as_str() != Some("nodeAssigned") {
+            continue;
+        }
+        let service = format!(
+            "{}/{}",
+            e["regarding"]["namespace"].as_str().unwrap_or("?"),
+            e["regarding"]["name"].as_str().unwrap_or("?")
+        );
+        let when = e["eventTime"]
+            .as_str()
+            .or(e["metadata"]["creationTimestamp"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let note = e["note"].as_str().unwrap_or("").to_string();
+        if latest.get(&service).is_none_or(|(t, _)| *t <= when) {
+            latest.insert(service, (when, note));
+        }
+    }
+    latest.into_iter().map(|(s, (_, n))| (s, n)).collect()
 }
 
 /// LoadBalancer Services: (namespace/name, externalTrafficPolicy, ingress IPs).
@@ -221,8 +287,10 @@ pub fn gather(client: bool) -> Result<Value> {
         }));
     }
     let l2 = l2_statuses();
+    let events = node_assigned_events();
     let mut services = Vec::new();
     for (name, policy, ips) in lb_services()? {
+        let first_ip = ips.first().copied();
         let mut addresses = Vec::new();
         for ip in ips {
             if !client {
@@ -240,8 +308,11 @@ pub fn gather(client: bool) -> Result<Value> {
                 "tcp": match tcp { Ok(node) => json!({"ok": true, "served_by": node}), Err(e) => json!({"ok": false, "error": format!("{e:#}")}) },
             }));
         }
+        let order = first_ip.map(hash_order).unwrap_or_default();
         services.push(json!({
             "service": name,
+            "hash_order": order,
+            "node_assigned_event": events.iter().find(|(s, _)| *s == name).map(|(_, n)| n.clone()),
             "externalTrafficPolicy": policy,
             "l2_status_nodes": l2.iter().filter(|(s, _)| *s == name).map(|(_, n)| n.clone()).collect::<Vec<_>>(),
             "addresses": addresses,
@@ -252,6 +323,7 @@ pub fn gather(client: bool) -> Result<Value> {
         "detect_ms": super::detect_ms(),
         "nodes": nodes,
         "services": services,
+        "client_neighbours": if client { json!(client_neighbours()) } else { Value::Null },
     }))
 }
 
@@ -314,6 +386,20 @@ pub fn print(args: &StatusArgs) -> Result<()> {
                 .filter(|t| !t.is_empty())
                 .unwrap_or_else(|| "none".to_string())
         );
+        let order: Vec<&str> = s["hash_order"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        if !order.is_empty() {
+            println!(
+                "    election order (SHA-256 of node#{}, before policy/exclusion filters): {}",
+                s["addresses"][0]["ip"].as_str().unwrap_or("?"),
+                order.join(", ")
+            );
+        }
+        if let Some(note) = s["node_assigned_event"].as_str() {
+            println!("    Event nodeAssigned: {note}");
+        }
         for a in s["addresses"].as_array().into_iter().flatten() {
             let announcers: Vec<&str> = a["xdp_announcers"]
                 .as_array()
@@ -358,6 +444,12 @@ pub fn print(args: &StatusArgs) -> Result<()> {
             }
         }
     }
+    if let Some(neigh) = status["client_neighbours"].as_array() {
+        println!("client neighbour table (ip -n {CLIENT_NS} neigh):");
+        for line in neigh {
+            println!("  {}", line.as_str().unwrap_or(""));
+        }
+    }
     Ok(())
 }
 
@@ -366,5 +458,53 @@ fn fmt_addr(ip: &str) -> String {
         format!("[{ip}]")
     } else {
         ip.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolver_output_of_each_tool() {
+        let habets = "ARPING 198.51.100.10\n58 bytes from 06:f1:8b:d2:99:59 (198.51.100.10): index=0 time=10.560 usec\n\n--- 198.51.100.10 statistics ---\n";
+        let (lines, mac) = parse_resolver_output(habets);
+        assert_eq!(mac.as_deref(), Some("06:f1:8b:d2:99:59"));
+        assert_eq!(lines.len(), 1);
+        let iputils = "ARPING 198.51.100.10 from 203.0.113.100 eth0\nUnicast reply from 198.51.100.10 [02:AA:BB:CC:DD:EE]  0.6ms\n";
+        assert_eq!(
+            parse_resolver_output(iputils).1.as_deref(),
+            Some("02:aa:bb:cc:dd:ee")
+        );
+        let ndisc6 = "Soliciting 2001:db8:0:2::10 (2001:db8:0:2::10) on eth0...\nTarget link-layer address: 56:54:D4:05:AC:FF\n from 2001:db8:0:2::10\n";
+        assert_eq!(
+            parse_resolver_output(ndisc6).1.as_deref(),
+            Some("56:54:d4:05:ac:ff")
+        );
+        let silent =
+            "Soliciting 2001:db8:0:2::10 (2001:db8:0:2::10) on eth0...\nTimed out.\nTimed out.\n";
+        let (lines, mac) = parse_resolver_output(silent);
+        assert_eq!(mac, None);
+        assert_eq!(lines, vec!["Timed out.", "Timed out."]);
+    }
+
+    /// The vectors of the spec's Algorithm B, renamed to the lab's nodes.
+    #[test]
+    fn hash_order_matches_metallb_vectors() {
+        assert_eq!(
+            hash_order("10.0.0.1".parse().unwrap()),
+            ["node-b", "node-a", "node-c"]
+        );
+        assert_eq!(
+            hash_order("10.0.0.2".parse().unwrap()),
+            ["node-b", "node-c", "node-a"]
+        );
+    }
+
+    #[test]
+    fn mac_to_node_ignores_case_and_names_strangers() {
+        let macs = vec![("06:f1:8b:d2:99:59".to_string(), "node-a".to_string())];
+        assert_eq!(node_of_mac(&macs, "06:F1:8B:D2:99:59"), "node-a");
+        assert_eq!(node_of_mac(&macs, "02:00:00:00:00:01"), "unknown");
     }
 }

@@ -143,7 +143,9 @@ fn peers_become_v1beta2_with_timers_selectors_and_renamed_bfd_reference() {
 #[test]
 fn hold_and_keepalive_time_table() {
     // (hold-time, keepalive-time) → (holdTime, keepaliveTime) or the error's field.
-    let cases: [(&str, &str, Result<(&str, Option<&str>), &str>); 9] = [
+    /// (holdTime, keepaliveTime) written, or the field of the error.
+    type Expected<'a> = Result<(&'a str, Option<&'a str>), &'a str>;
+    let cases: [(&str, &str, Expected); 9] = [
         ("", "", Ok(("1m30s", None))),
         ("90s", "", Ok(("1m30s", None))),
         ("120s", "40s", Ok(("2m0s", Some("40s")))),
