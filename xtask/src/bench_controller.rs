@@ -394,7 +394,10 @@ async fn create_and_wait(
                 let name = format!("svc-{i:05}");
                 let svc: Service = serde_json::from_value(serde_json::json!({
                     "metadata": {"name": name},
+                    // No NodePorts: neither controller reads them, and their allocator (one
+                    // bitmap object in etcd) would serialize the bench's own creations.
                     "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
+                             "allocateLoadBalancerNodePorts": false,
                              "ports": [{"port": 80, "protocol": "TCP"}]}
                 }))?;
                 let requested = Instant::now();

@@ -493,6 +493,25 @@ fn machine() -> String {
     format!("{cores} × {cpu}, Linux {}", kernel.trim())
 }
 
+/// The highest paced rate every measured responder kept up with (offered ≥ 95% of the target,
+/// loss < 1%): latencies there compare like with like.
+fn common_rate(runs: &[ModeRun], proto: Proto) -> Option<u64> {
+    let measured: Vec<&ModeRun> = runs.iter().filter(|r| r.skipped.is_none()).collect();
+    let first = measured.first()?;
+    first
+        .steps(proto)
+        .iter()
+        .filter_map(|st| st.target)
+        .filter(|&rate| {
+            measured.iter().all(|r| {
+                r.steps(proto).iter().any(|st| {
+                    st.target == Some(rate) && st.offered >= 0.95 * rate as f64 && st.loss() < 0.01
+                })
+            })
+        })
+        .max()
+}
+
 /// The saturation step of a run: most replies/s.
 fn saturation(steps: &[StepResult]) -> Option<&StepResult> {
     stats::saturation_index(&steps.iter().map(|s| s.replies).collect::<Vec<_>>()).map(|i| &steps[i])
@@ -535,9 +554,10 @@ fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String 
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         let k_sat = kernel.and_then(|k| saturation(k.steps(proto)));
+        let common = common_rate(runs, proto);
         for r in runs {
             if let Some(why) = &r.skipped {
-                let _ = writeln!(s, "| {} | {why} | | | | | | | | | | |", r.mode.label());
+                let _ = writeln!(s, "| {} | {why} | | | | | | | | | | | |", r.mode.label());
                 continue;
             }
             let steps = r.steps(proto);
@@ -551,9 +571,10 @@ fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String 
                 ""
             };
             let low = steps.first();
+            let at_common = common.and_then(|c| steps.iter().find(|st| st.target == Some(c)));
             let _ = writeln!(
                 s,
-                "| {} | {bound}{} | {} | {:.1}% | {} | {} | {:.0}% | {} | {} | {} | {} | {} / {} |",
+                "| {} | {bound}{} | {} | {:.1}% | {} | {} | {:.0}% | {} | {} | {} | {} | {} / {} | {} / {} |",
                 r.mode.label(),
                 svg::si(sat.replies),
                 svg::si(sat.offered),
@@ -577,6 +598,8 @@ fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String 
                 },
                 us(low.and_then(|l| l.p50_us())),
                 us(low.and_then(|l| l.p99_us())),
+                us(at_common.and_then(|l| l.p50_us())),
+                us(at_common.and_then(|l| l.p99_us())),
             );
         }
         let driver = runs

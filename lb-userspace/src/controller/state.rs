@@ -27,6 +27,8 @@ use crate::k8s::{self, is_not_found, metallb_api, writes};
 
 /// Writes in flight at once during a pass (the API server handles them concurrently).
 const WRITE_CONCURRENCY: usize = 32;
+/// Pool status is written at most once per this interval (the counters of a burst coalesce).
+const POOL_STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Passes repeated while a pass frees addresses (pending Services may take them).
 const MAX_FOLLOW_UP_PASSES: usize = 3;
 
@@ -137,6 +139,9 @@ struct Leader<'a> {
     retries: HashMap<ObjectRef<Service>, Retry>,
     /// Side writes (pool status, ConfigurationState, Secret) failed: retry them.
     side_retry: Option<Retry>,
+    /// When pool status was last written, and when deferred counters are due.
+    pool_status_at: Option<Instant>,
+    pool_status_due: Option<Instant>,
     /// Pool status last written, with the uid of the pool object it went to (a pool deleted and
     /// created again under the same name needs its status written again).
     pool_status_written: BTreeMap<String, (Option<String>, PoolCounters)>,
@@ -155,6 +160,8 @@ impl<'a> Leader<'a> {
             decisions: HashMap::new(),
             retries: HashMap::new(),
             side_retry: None,
+            pool_status_at: None,
+            pool_status_due: None,
             pool_status_written: BTreeMap::new(),
             verdict: None,
             verdict_written: None,
@@ -181,6 +188,7 @@ impl<'a> Leader<'a> {
             .values()
             .map(|r| r.due)
             .chain(self.side_retry.map(|r| r.due))
+            .chain(self.pool_status_due)
             .min()
     }
 
@@ -226,7 +234,9 @@ impl<'a> Leader<'a> {
         if self.started {
             self.reconcile_some(due).await;
         }
-        if self.side_retry.is_some_and(|r| r.due <= now) {
+        if self.side_retry.is_some_and(|r| r.due <= now)
+            || self.pool_status_due.is_some_and(|due| due <= now)
+        {
             self.side_writes().await;
         }
     }
@@ -520,7 +530,20 @@ impl<'a> Leader<'a> {
                 .iter()
                 .map(|(name, c)| (name.clone(), (uids.get(name).cloned().flatten(), *c)))
                 .collect();
-            for (name, (uid, c)) in plan::changed_pools(&wanted, &self.pool_status_written) {
+            let changed = plan::changed_pools(&wanted, &self.pool_status_written);
+            let now = Instant::now();
+            let next_allowed = self.pool_status_at.map(|at| at + POOL_STATUS_INTERVAL);
+            if changed.is_empty() {
+                self.pool_status_due = None;
+            } else if let Some(at) = next_allowed.filter(|at| now < *at) {
+                // Coalesce: a burst of Services changes the counters once per interval.
+                self.pool_status_due = Some(at);
+            } else {
+                self.pool_status_due = None;
+                self.pool_status_at = Some(now);
+            }
+            let due_now = self.pool_status_due.is_none();
+            for (name, (uid, c)) in changed.into_iter().filter(|_| due_now) {
                 match writes::dynamic_status(&pools, name, plan::pool_status(c)).await {
                     Ok(_) => {
                         ctx.metrics.api_writes.inc();
