@@ -10,7 +10,9 @@ use aya_ebpf::macros::{btf_map, xdp};
 use aya_ebpf::programs::XdpContext;
 use lb_common::Skip;
 use lb_common::arp::{ARP_FRAME_LEN, ArpFrame, arp_addressed_to, check_arp, write_arp_reply};
-use lb_common::maps::{Announcement, COUNTER_SLOTS, Counter, Guard, Ipv4Key, Ipv6Key, MAX_ANNOUNCED};
+use lb_common::maps::{
+    Announcement, COUNTER_SLOTS, Counter, Guard, Ipv4Key, Ipv6Key, MAX_ANNOUNCED,
+};
 use lb_common::ndp::{NA_LEN, NS_HEAD_LEN, NS_WINDOW, NsHead, check_ns, ns_copy_len, write_na};
 use lb_common::wire::{
     ETH_HLEN, ETH_TYPE, ETHERTYPE_ARP, ETHERTYPE_IPV6, ICMP6_NS, ICMP6_TYPE, IP6_NEXT_HEADER,

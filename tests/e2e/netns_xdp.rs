@@ -532,3 +532,60 @@ fn bad_input_gives_one_clear_line() {
     // Nothing above changed the data plane.
     assert!(lab.addresses().is_empty(), "{:?}", lab.addresses());
 }
+
+/// The userspace fallback (`--dataplane userspace`): no XDP program anywhere, the same maps,
+/// the same answers and counters, from an AF_PACKET socket in the `herald xdp run` process.
+#[test]
+fn userspace_fallback_answers_from_the_same_maps() {
+    let lab = Lab::new();
+    let (v4, v6) = ("198.51.100.40", "2001:db8::40");
+    let mac = "02:00:5e:00:00:40";
+    let run = lab
+        .herald_command(&[
+            "run",
+            "--dataplane",
+            "userspace",
+            "--iface",
+            &lab.node_if,
+            "--announce",
+            v4,
+            "--announce",
+            v6,
+            "--mac",
+            mac,
+            "--gratuitous-window",
+            "0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn herald xdp run --dataplane userspace");
+    let run = KillOnDrop(run);
+    assert!(
+        poll_until(SETTLE, || lab.arping(v4).as_deref() == Some(mac)),
+        "the userspace responder answers ARP for {v4}"
+    );
+    assert!(
+        poll_until(SETTLE, || lab.ndisc6(v6).as_deref() == Some(mac)),
+        "the userspace responder answers NDP for {v6}"
+    );
+    assert_eq!(lab.node_xdp_program(), None, "no XDP program attached");
+    assert_eq!(
+        lab.arping("198.51.100.41"),
+        None,
+        "unknown addresses unanswered"
+    );
+    let json = lab.list_json();
+    assert!(
+        json["counters"]["arp_replies"].as_u64() >= Some(1),
+        "{json}"
+    );
+    assert!(json["counters"]["na_replies"].as_u64() >= Some(1), "{json}");
+    let entry = lab.address(v4).expect("announced address listed");
+    assert!(entry["replies"].as_u64() >= Some(1), "{entry}");
+
+    run.signal(libc::SIGTERM).expect("SIGTERM");
+    let mut run = run;
+    assert!(run.0.wait().expect("reap").success());
+    assert_eq!(lab.arping(v4), None, "answers stop with the process");
+}

@@ -11,6 +11,7 @@ use lb_common::maps::PIN_DIR;
 
 use crate::dataplane::cadence::{Cadence, Windows};
 use crate::dataplane::caps::{self, Cap};
+use crate::dataplane::fallback::Fallback;
 use crate::dataplane::gratuitous::Sender;
 use crate::dataplane::keys::{self, Mac};
 use crate::dataplane::netdev::Interface;
@@ -127,12 +128,25 @@ struct DetachArgs {
     iface: Option<String>,
 }
 
+/// Who answers: the XDP program, this process through an AF_PACKET socket, or XDP when it
+/// attaches and userspace otherwise.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DataplaneArg {
+    Xdp,
+    Userspace,
+    Auto,
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[arg(long)]
     iface: String,
     #[arg(long, value_enum, default_value = "auto")]
     mode: ModeArg,
+    /// xdp: the XDP program answers; userspace: this process does (AF_PACKET, same maps, same
+    /// replies, same counters); auto: XDP, falling back to userspace when it cannot attach.
+    #[arg(long, value_enum, default_value = "xdp")]
+    dataplane: DataplaneArg,
     /// Addresses to announce (repeatable).
     #[arg(long = "announce", required = true, num_args = 1..)]
     announce: Vec<String>,
@@ -404,17 +418,43 @@ async fn run_foreground(pin_dir: &Path, args: RunArgs) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
 
     let mut dp = Dataplane::open(pin_dir).map_err(one_line)?;
-    let attached = dp.attach(&iface, args.mode.into()).map_err(one_line)?;
-    println!(
-        "{}: {} in {} mode",
-        iface.name,
-        if attached.already {
-            "already attached"
-        } else {
-            "attached"
+    let attached = match args.dataplane {
+        DataplaneArg::Userspace => None,
+        DataplaneArg::Xdp => Some(dp.attach(&iface, args.mode.into()).map_err(one_line)?),
+        DataplaneArg::Auto => match dp.attach(&iface, args.mode.into()) {
+            Ok(attached) => Some(attached),
+            Err(e) => {
+                println!(
+                    "{}: XDP cannot attach ({e}); falling back to userspace",
+                    iface.name
+                );
+                tracing::warn!(iface = %iface.name, "XDP cannot attach, answering in userspace: {e}");
+                None
+            }
         },
-        attached.mode
-    );
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut responder = None;
+    match attached {
+        Some(attached) => println!(
+            "{}: {} in {} mode",
+            iface.name,
+            if attached.already {
+                "already attached"
+            } else {
+                "attached"
+            },
+            attached.mode
+        ),
+        None => {
+            dp.serve_in_userspace(&iface);
+            let fallback = Fallback::open(&iface).map_err(one_line)?;
+            let mut own = Dataplane::open(pin_dir).map_err(one_line)?;
+            let stop = stop.clone();
+            responder = Some(std::thread::spawn(move || fallback.serve(&mut own, &stop)));
+            println!("{}: answering in userspace (AF_PACKET)", iface.name);
+        }
+    }
     let guard_on = !args.guard_timeout.is_zero();
     if guard_on {
         dp.heartbeat(args.guard_timeout).map_err(one_line)?;
@@ -470,6 +510,13 @@ async fn run_foreground(pin_dir: &Path, args: RunArgs) -> Result<()> {
         dp.withdraw(&iface, *ip).map_err(one_line)?;
     }
     dp.guard_off().map_err(one_line)?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(responder) = responder {
+        match responder.join() {
+            Ok(result) => result.map_err(one_line)?,
+            Err(_) => bail!("the userspace responder thread panicked"),
+        }
+    }
     let signal = outcome?;
     println!(
         "{signal}: withdrew {} addresses from {}",

@@ -9,6 +9,7 @@
 pub mod cadence;
 pub mod caps;
 mod error;
+pub mod fallback;
 pub mod gratuitous;
 pub mod keys;
 pub mod netdev;
@@ -164,6 +165,9 @@ pub struct Dataplane {
     v6: PerCpuHashMap<MapData, Ipv6Key, Announcement>,
     counters: PerCpuArray<MapData, u64>,
     guard: Array<MapData, Guard>,
+    /// Interfaces the userspace fallback responder serves in this process: announcing there
+    /// needs no XDP link.
+    userspace: Vec<u32>,
 }
 
 /// Parses the embedded object with every map pinned under `pin_dir` (reused when pinned
@@ -216,6 +220,7 @@ impl Dataplane {
             v6: open_pinned(pin_dir, MAP_V6)?,
             counters: open_pinned(pin_dir, MAP_COUNTERS)?,
             guard: open_pinned(pin_dir, MAP_GUARD)?,
+            userspace: Vec::new(),
         })
     }
 
@@ -308,6 +313,14 @@ impl Dataplane {
         unreachable!("every attach mode list is non-empty")
     }
 
+    /// Lets [`Dataplane::announce`] accept `iface` without an XDP link: this process answers
+    /// there with [`fallback::Fallback`].
+    pub fn serve_in_userspace(&mut self, iface: &Interface) {
+        if !self.userspace.contains(&iface.index) {
+            self.userspace.push(iface.index);
+        }
+    }
+
     fn link_of(&self, ifname: &str) -> Result<Option<(String, AttachedMode, PathBuf)>> {
         Ok(pins::link_pins(&self.pin_dir)?
             .into_iter()
@@ -343,7 +356,7 @@ impl Dataplane {
                 reason: "not a unicast address",
             });
         }
-        if self.link_of(&iface.name)?.is_none() {
+        if !self.userspace.contains(&iface.index) && self.link_of(&iface.name)?.is_none() {
             return Err(DataplaneError::NotAttached {
                 iface: iface.name.clone(),
             });

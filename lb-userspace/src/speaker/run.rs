@@ -93,6 +93,13 @@ pub async fn run(options: Options) -> Result<()> {
     let dp = Dataplane::open(&options.pin_dir)
         .with_context(|| format!("opening the data plane at {}", options.pin_dir.display()))?;
     let quick_restart = matches!(dp.guard_state(), Ok(GuardState::Fresh { .. }));
+    // A restart that finds the guard still fresh keeps the pinned answers alive from its first
+    // instant: connecting to the API server and syncing caches takes longer than the guard budget.
+    let bridge = if quick_restart {
+        Some(spawn_restart_bridge(&options)?)
+    } else {
+        None
+    };
     let metrics = Arc::new(SpeakerMetrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = options.metrics_addr {
@@ -191,6 +198,10 @@ pub async fn run(options: Options) -> Result<()> {
         stop_heartbeat.clone(),
         quick_restart,
     )?;
+    if let Some((stop, handle)) = bridge {
+        stop.store(true, Ordering::Relaxed);
+        let _ = handle.join();
+    }
 
     // Writer task.
     let (jobs, job_rx) = mpsc::unbounded_channel();
@@ -365,6 +376,31 @@ fn observe_gossip(metrics: &SpeakerMetrics, health: &Health) {
 
 /// The guard refresh: its own thread and its own map handles, so nothing in the async runtime
 /// can delay it (and a hung runtime cannot keep it alive: it reads the gossip's last contact).
+/// Beats the guard during start-up after a quick restart, until the regular guard thread takes
+/// over; never longer than `startup_grace` (the same bound the regular thread's grace has).
+fn spawn_restart_bridge(
+    options: &Options,
+) -> Result<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
+    let mut dp = Dataplane::open(&options.pin_dir)
+        .with_context(|| format!("opening the guard at {}", options.pin_dir.display()))?;
+    let timing = options.timing;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_flag = stop.clone();
+    let handle = std::thread::Builder::new()
+        .name("guard-bridge".into())
+        .spawn(move || {
+            let started = Instant::now();
+            while !stop_flag.load(Ordering::Relaxed) && started.elapsed() < timing.startup_grace {
+                if let Err(error) = dp.heartbeat(timing.guard_budget) {
+                    tracing::error!(%error, "guard heartbeat failed");
+                }
+                std::thread::sleep(timing.heartbeat_every);
+            }
+        })
+        .context("starting the restart guard bridge")?;
+    Ok((stop, handle))
+}
+
 fn spawn_heartbeat(
     options: &Options,
     health: Option<Arc<Health>>,
