@@ -115,6 +115,18 @@ fn fuzz_build(root: &std::path::Path) -> Result<()> {
         .arg(format!("+{NIGHTLY}"))
         .args(["fuzz", "build", "--fuzz-dir"])
         .arg(&fuzz_dir)
+        .current_dir(root.join("lb-ebpf/common")))?;
+    // A short run: new inputs go to a scratch corpus under target/, the checked-in seeds stay as they are.
+    let scratch = root.join("target/fuzz-corpus/respond");
+    std::fs::create_dir_all(&scratch)?;
+    step("cargo fuzz run respond (20 s, scratch corpus under target/)");
+    sh(Command::new("cargo")
+        .arg(format!("+{NIGHTLY}"))
+        .args(["fuzz", "run", "respond", "--fuzz-dir"])
+        .arg(&fuzz_dir)
+        .arg(&scratch)
+        .arg(fuzz_dir.join("seeds/respond"))
+        .args(["--", "-max_total_time=20"])
         .current_dir(root.join("lb-ebpf/common")))
 }
 
