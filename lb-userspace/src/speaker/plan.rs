@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -407,6 +408,29 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         self.withdraw.is_empty() && self.announce.is_empty()
     }
+}
+
+/// Which planned withdrawals are due. A withdrawal waits `overlap` after it was first planned, so
+/// a hand-over (another node elected, e.g. a restarted speaker taking its address back) overlaps
+/// the new announcer instead of leaving a gap; `overlap` is the guard budget, the same bound the
+/// data-plane guard gives a dead speaker. `pending` remembers first-planned times; a target no
+/// longer to withdraw is forgotten.
+pub fn due_withdrawals(
+    pending: &mut BTreeMap<Target, Duration>,
+    withdraw: &[Target],
+    now: Duration,
+    overlap: Duration,
+) -> Vec<Target> {
+    pending.retain(|t, _| withdraw.contains(t));
+    let mut due = Vec::new();
+    for t in withdraw {
+        let since = *pending.entry(t.clone()).or_insert(now);
+        if now.saturating_sub(since) >= overlap {
+            pending.remove(t);
+            due.push(t.clone());
+        }
+    }
+    due
 }
 
 pub fn diff(current: &BTreeSet<Target>, desired: &BTreeSet<Target>) -> Changes {

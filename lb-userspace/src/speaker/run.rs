@@ -227,6 +227,7 @@ pub async fn run(options: Options) -> Result<()> {
         verdict: None,
         events: BTreeSet::new(),
         plan: Plan::default(),
+        handover: BTreeMap::new(),
         metrics: metrics.clone(),
         jobs,
         start,
@@ -238,6 +239,7 @@ pub async fn run(options: Options) -> Result<()> {
     let mut gratuitous = tokio::time::interval(Cadence::default().interval);
     let mut join_tick = tokio::time::interval(Duration::from_secs(5));
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut handover_tick = tokio::time::interval(options.timing.heartbeat_every);
     let mut reannounce = options.reannounce.map(tokio::time::interval);
     let shutdown = wait_for_signal();
     tokio::pin!(shutdown);
@@ -285,6 +287,7 @@ pub async fn run(options: Options) -> Result<()> {
                     g.join(seeds(&watches));
                 }
             }
+            _ = handover_tick.tick(), if !speaker.handover.is_empty() => dirty = true,
             _ = gratuitous.tick() => speaker.gratuitous_tick(),
             _ = async { match reannounce.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
                 speaker.reannounce();
@@ -650,6 +653,8 @@ struct Speaker {
     verdict: Option<Option<String>>,
     events: BTreeSet<PlannedEvent>,
     plan: Plan,
+    /// Withdrawals waiting out the hand-over overlap, with when they were first planned.
+    handover: BTreeMap<Target, Duration>,
     metrics: Arc<SpeakerMetrics>,
     jobs: mpsc::UnboundedSender<Job>,
     start: Instant,
@@ -804,7 +809,14 @@ impl Speaker {
         let desired = plan.targets();
         let changes = plan::diff(&current, &desired);
         let mut failed_events = BTreeSet::new();
-        for t in &changes.withdraw {
+        let now = self.now();
+        let due = plan::due_withdrawals(
+            &mut self.handover,
+            &changes.withdraw,
+            now,
+            self.options.timing.guard_budget,
+        );
+        for t in &due {
             self.windows.forget(t);
             if let Some(iface) = self.ifaces.get(&t.iface)
                 && let Err(error) = self.dp.withdraw(iface, t.ip)
@@ -813,7 +825,6 @@ impl Speaker {
             }
             tracing::info!(iface = %t.iface, ip = %t.ip, "withdrawn");
         }
-        let now = self.now();
         for t in &changes.announce {
             let Some(iface) = self.ifaces.get(&t.iface).cloned() else {
                 continue;

@@ -561,3 +561,37 @@ fn configuration_state_like_metallb() {
     assert_eq!(bad["conditions"][0]["status"], "False");
     assert_eq!(bad["conditions"][0]["reason"], "ConfigurationError");
 }
+
+#[test]
+fn withdrawals_wait_the_hand_over_overlap_and_cancel_when_wanted_again() {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+    let t = |ip: &str| Target {
+        iface: "eth0".into(),
+        ip: ip.parse().unwrap(),
+    };
+    let ms = Duration::from_millis;
+    let mut pending = BTreeMap::new();
+    let overlap = ms(250);
+    // First planned at 0: not yet due; still not due at 249 ms; due at 250 ms.
+    assert!(due_withdrawals(&mut pending, &[t("198.51.100.1")], ms(0), overlap).is_empty());
+    assert!(due_withdrawals(&mut pending, &[t("198.51.100.1")], ms(249), overlap).is_empty());
+    assert_eq!(
+        due_withdrawals(&mut pending, &[t("198.51.100.1")], ms(250), overlap),
+        vec![t("198.51.100.1")]
+    );
+    assert!(pending.is_empty());
+    // Wanted again before the deadline: forgotten, and a later withdrawal starts a fresh wait.
+    assert!(due_withdrawals(&mut pending, &[t("198.51.100.2")], ms(300), overlap).is_empty());
+    assert!(due_withdrawals(&mut pending, &[], ms(400), overlap).is_empty());
+    assert!(due_withdrawals(&mut pending, &[t("198.51.100.2")], ms(600), overlap).is_empty());
+    assert_eq!(
+        due_withdrawals(&mut pending, &[t("198.51.100.2")], ms(850), overlap),
+        vec![t("198.51.100.2")]
+    );
+    // Zero overlap withdraws at once.
+    assert_eq!(
+        due_withdrawals(&mut pending, &[t("2001:db8::1")], ms(900), Duration::ZERO),
+        vec![t("2001:db8::1")]
+    );
+}
