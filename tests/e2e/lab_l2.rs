@@ -532,7 +532,11 @@ fn longest_run(rounds: &[u64]) -> usize {
     let mut run = 0;
     let mut previous: Option<u64> = None;
     for &r in rounds {
-        run = if previous.is_some_and(|p| p + 1 == r) { run + 1 } else { 1 };
+        run = if previous.is_some_and(|p| p + 1 == r) {
+            run + 1
+        } else {
+            1
+        };
         longest = longest.max(run);
         previous = Some(r);
     }
