@@ -389,10 +389,13 @@ fn after_failover_exactly_one_node_answers() {
 }
 
 /// Restarts of the announcing node's speaker while the client sends an ARP request every 20 ms.
-/// A graceful restart (SIGTERM then start, as in a rolling upgrade) leaves no request unanswered:
-/// the peers take over at once on leave, and the hand-back overlaps. A crash (SIGKILL) with an
-/// immediate restart may leave a gap — the data-plane guard deliberately silences a speaker that
-/// stops beating before a survivor may take over — but never longer than the failover target (1 s).
+/// Neither leaves a request unanswered:
+/// - graceful (SIGTERM then start, as in a rolling upgrade): the peers take over at once on
+///   leave, and the hand-back overlaps;
+/// - crash (SIGKILL, restarted by a supervisor at once): the pinned maps keep answering and the
+///   new process refreshes the guard before its budget `B` runs out. (A crash whose restart takes
+///   longer than `B` is a failover: the guard silences the node before a survivor may take over,
+///   which `after_failover_exactly_one_node_answers` and `cargo xtask bench failover` cover.)
 #[test]
 fn speaker_restart_leaves_no_arp_unanswered() {
     let _serial = serial();
@@ -411,21 +414,19 @@ fn speaker_restart_leaves_no_arp_unanswered() {
         let pid = speaker_pid(&first).expect("speaker running");
         signal(pid, sig);
         assert!(
-            wait_until(Duration::from_secs(20), || !std::path::Path::new(&format!(
-                "/proc/{pid}"
-            ))
-            .exists()
-                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .is_ok_and(|s| s.contains(") Z"))),
+            wait_exit(pid, Duration::from_secs(20)),
             "speaker {pid} did not exit on signal {sig}"
         );
         restart_speaker(&first);
         let result = finish_probe(probe);
         assert_eq!(result.rounds, 300);
-        let allowed = if sig == libc::SIGKILL { 50 } else { 0 };
-        if longest_run(&result.unanswered) > allowed {
+        eprintln!(
+            "{kind} restart: unanswered 20 ms rounds {:?}, answers {:?}",
+            result.unanswered, result.by_node
+        );
+        if !result.unanswered.is_empty() {
             failures.push(format!(
-                "{kind} restart: more than {allowed} consecutive unanswered 20 ms rounds {:?} (answers {:?})",
+                "{kind} restart: unanswered 20 ms rounds {:?} (answers {:?})",
                 result.unanswered, result.by_node
             ));
         }
@@ -524,29 +525,4 @@ fn speakers_authenticate_as_the_speaker_service_account() {
                 .unwrap_or("")
         );
     }
-}
-
-/// The longest run of consecutive round numbers.
-fn longest_run(rounds: &[u64]) -> usize {
-    let mut longest = 0;
-    let mut run = 0;
-    let mut previous: Option<u64> = None;
-    for &r in rounds {
-        run = if previous.is_some_and(|p| p + 1 == r) {
-            run + 1
-        } else {
-            1
-        };
-        longest = longest.max(run);
-        previous = Some(r);
-    }
-    longest
-}
-
-#[test]
-fn longest_run_counts_consecutive_rounds() {
-    assert_eq!(longest_run(&[]), 0);
-    assert_eq!(longest_run(&[4]), 1);
-    assert_eq!(longest_run(&[1, 2, 3, 7, 8]), 3);
-    assert_eq!(longest_run(&[1, 3, 5]), 1);
 }

@@ -49,6 +49,10 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 extern "C" fn lab_down_at_exit() {
+    // Keep the lab (and its logs under target/lab/run/) for a post-mortem.
+    if std::env::var_os("HERALD_KEEP_LAB").is_some() {
+        return;
+    }
     let _ = Command::new(target_debug().join("xtask"))
         .args(["lab", "down"])
         .stdout(Stdio::null())
@@ -367,6 +371,20 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// Waits until process `pid` has exited (gone or a zombie), polling every 2 ms so that a
+/// supervisor-style restart can follow at once.
+pub fn wait_exit(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat) if stat.contains(") Z") => return true,
+            Ok(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    false
 }
 
 /// Waits until only `node` answers ARP for `ip` in 10 consecutive 20 ms rounds.
