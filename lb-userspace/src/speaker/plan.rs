@@ -63,6 +63,9 @@ pub enum Decision {
     },
     /// Another node is elected.
     Elsewhere { node: String },
+    /// The Service's address is in no IPAddressPool (the pool shrank or was deleted): nobody
+    /// announces, and every speaker reports it.
+    NoPool { reason: String },
     /// Nobody announces (no endpoint, no advertisement, no eligible node, ...).
     Nobody { reason: String },
     /// This node is elected but cannot answer: nobody announces.
@@ -205,7 +208,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
 fn decide(inputs: &Inputs<'_>, info: &ServiceInfo, ips: &[IpAddr]) -> Decision {
     let Some(pool) = pool_for(inputs.config, ips, info.allocated_from_pool.as_deref()) else {
         let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
-        return Decision::Nobody {
+        return Decision::NoPool {
             reason: format!("address {} is not in any IPAddressPool", list.join(",")),
         };
     };
@@ -366,10 +369,7 @@ impl Plan {
                         ));
                     }
                 }
-                Decision::Failed { reason } => {
-                    out.insert(event(true, "announceFailed", reason.clone()));
-                }
-                Decision::Nobody { reason } if reason.contains("IPAddressPool") => {
+                Decision::Failed { reason } | Decision::NoPool { reason } => {
                     out.insert(event(true, "announceFailed", reason.clone()));
                 }
                 _ => {}

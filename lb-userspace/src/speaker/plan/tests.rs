@@ -264,6 +264,10 @@ fn address_outside_every_pool_is_not_announced_and_reported() {
     for me in ["node-a", "node-b", "node-c"] {
         let p = w.plan_on(me);
         assert!(p.services["default/web"].targets.is_empty());
+        assert!(matches!(
+            p.services["default/web"].decision,
+            Decision::NoPool { .. }
+        ));
         assert!(p.events(me).iter().any(|e| e.name == "web"
             && e.reason == "announceFailed"
             && e.message.contains("203.0.113.9")));
