@@ -379,6 +379,39 @@ fn selected_pools(
 // ---------------------------------------------------------------------------------------
 // Advertisements
 
+/// What an advertisement (L2 or BGP) selects: the pools, the nodes and the services.
+struct Selection {
+    pools: BTreeSet<String>,
+    nodes: BTreeSet<String>,
+    service_selectors: Vec<Selector>,
+}
+
+/// Parses the selectors both advertisement kinds share (errors name their fields) and resolves
+/// them against the pools and nodes.
+fn advertisement_selection(
+    pool_names: &[String],
+    pool_selectors: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector],
+    node_selectors: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector],
+    service_selectors: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector],
+    pools: &BTreeMap<String, ParsedPool>,
+    nodes: &[(String, Labels)],
+    errs: &mut Errors<'_>,
+) -> Selection {
+    let parsed_pool_selectors = selectors(pool_selectors, "spec.ipAddressPoolSelectors", errs);
+    let parsed_node_selectors = selectors(node_selectors, "spec.nodeSelectors", errs);
+    let service_selectors = selectors(service_selectors, "spec.serviceSelectors", errs);
+    Selection {
+        pools: selected_pools(
+            pool_names,
+            &parsed_pool_selectors,
+            !pool_selectors.is_empty(),
+            pools,
+        ),
+        nodes: select_names(nodes, &parsed_node_selectors),
+        service_selectors,
+    }
+}
+
 fn l2_advertisements(
     snapshot: &Snapshot,
     pools: &BTreeMap<String, ParsedPool>,
@@ -400,14 +433,15 @@ fn l2_advertisements(
             "ipAddressPools",
             &mut errs,
         );
-        let pool_selectors = selectors(
+        let selection = advertisement_selection(
+            &spec.ip_address_pools,
             &spec.ip_address_pool_selectors,
-            "spec.ipAddressPoolSelectors",
+            &spec.node_selectors,
+            &spec.service_selectors,
+            pools,
+            nodes,
             &mut errs,
         );
-        let node_selectors = selectors(&spec.node_selectors, "spec.nodeSelectors", &mut errs);
-        let service_selectors =
-            selectors(&spec.service_selectors, "spec.serviceSelectors", &mut errs);
         let mut preferred_nodes = Vec::new();
         for (i, preferred) in spec.preferred_node_selectors.iter().enumerate() {
             if !(1..=100).contains(&preferred.weight) {
@@ -430,14 +464,9 @@ fn l2_advertisements(
         }
         result.push(L2Advertisement {
             name: name.to_string(),
-            pools: selected_pools(
-                &spec.ip_address_pools,
-                &pool_selectors,
-                !spec.ip_address_pool_selectors.is_empty(),
-                pools,
-            ),
-            service_selectors,
-            nodes: select_names(nodes, &node_selectors),
+            pools: selection.pools,
+            service_selectors: selection.service_selectors,
+            nodes: selection.nodes,
             interfaces: spec.interfaces.clone(),
             preferred_nodes,
         });
@@ -480,14 +509,15 @@ fn bgp_advertisements(
             &mut errs,
         );
         duplicates(&spec.peers, "spec.peers", "peers", &mut errs);
-        let pool_selectors = selectors(
+        let selection = advertisement_selection(
+            &spec.ip_address_pools,
             &spec.ip_address_pool_selectors,
-            "spec.ipAddressPoolSelectors",
+            &spec.node_selectors,
+            &spec.service_selectors,
+            pools,
+            nodes,
             &mut errs,
         );
-        let node_selectors = selectors(&spec.node_selectors, "spec.nodeSelectors", &mut errs);
-        let service_selectors =
-            selectors(&spec.service_selectors, "spec.serviceSelectors", &mut errs);
 
         let length_v4 = spec.aggregation_length.unwrap_or(32);
         let length_v6 = spec.aggregation_length_v6.unwrap_or(128);
@@ -536,12 +566,7 @@ fn bgp_advertisements(
             }
         }
 
-        let selected = selected_pools(
-            &spec.ip_address_pools,
-            &pool_selectors,
-            !spec.ip_address_pool_selectors.is_empty(),
-            pools,
-        );
+        let selected = selection.pools;
         // Every address entry of every selected pool must fit the aggregation length.
         for pool_name in &selected {
             let Some(pool) = pools.get(pool_name) else {
@@ -574,8 +599,8 @@ fn bgp_advertisements(
                 aggregation_length_v6: length_v6.clamp(0, 128) as u8,
                 local_pref: spec.local_pref.unwrap_or(0),
                 communities: communities.into_iter().collect(),
-                service_selectors,
-                nodes: select_names(nodes, &node_selectors),
+                service_selectors: selection.service_selectors,
+                nodes: selection.nodes,
                 peers: spec.peers.clone(),
             },
             has_service_selectors: !spec.service_selectors.is_empty(),
