@@ -165,18 +165,8 @@ pub struct Allocation {
     pub backend_key: String,
 }
 
-/// The counters written to `IPAddressPool.status` (see (h)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct PoolCounters {
-    #[serde(rename = "assignedIPv4")]
-    pub assigned_ipv4: i64,
-    #[serde(rename = "assignedIPv6")]
-    pub assigned_ipv6: i64,
-    #[serde(rename = "availableIPv4")]
-    pub available_ipv4: i64,
-    #[serde(rename = "availableIPv6")]
-    pub available_ipv6: i64,
-}
+/// The counters written to `IPAddressPool.status` (see (h)): the CRD's own status type.
+pub use crate::api::IPAddressPoolStatus as PoolCounters;
 
 /// What `set_config` did to existing allocations. MetalLB reprocesses every Service afterwards.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

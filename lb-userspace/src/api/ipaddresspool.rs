@@ -76,7 +76,7 @@ fn is_zero_i32(v: &i32) -> bool {
 }
 
 /// Counters written by the controller.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct IPAddressPoolStatus {
     /// Number of assigned IPv4 addresses.
     #[serde(rename = "assignedIPv4")]
