@@ -1,17 +1,25 @@
-//! The real `herald` binary and the real kernel XDP path: a node and a client namespace joined by
-//! a veth. Herald is attached to the node end in skb (generic) mode: in driver mode a veth drops
-//! XDP_TX frames unless its peer runs an XDP program too.
+//! The real `herald` binary against the real kernel: a node and a client namespace joined by a
+//! veth, every test run twice, once per data-plane implementation (`both!` below):
 //!
-//! Each test owns its namespaces and a private bpffs (`HERALD_PIN_DIR` points into it), so tests
-//! run in parallel without sharing maps, and everything disappears on drop even after a failure.
+//! - `xdp`: the XDP program attached to the node end in skb (generic) mode (in driver mode a
+//!   veth drops XDP_TX frames unless its peer runs an XDP program too);
+//! - `userspace`: the AF_PACKET fallback responder (`--dataplane userspace`), a process reading
+//!   the same maps; `herald xdp attach --dataplane userspace` runs it in the foreground, the way
+//!   the pinned XDP link answers, and `announce`/`withdraw`/`list` work the same against both.
+//!
+//! Each test owns its namespaces (`hx*` for XDP, `hu*` for userspace) and a private bpffs
+//! (`HERALD_PIN_DIR` points into it), so tests run in parallel without sharing maps, and
+//! everything disappears on drop even after a failure.
 //!
 //! Announcements use MACs the node does not have, and addresses the node kernel does not own,
-//! so every answer seen provably comes from the XDP program. The client accepts gratuitous
-//! packets for neighbours it does not know yet: `arp_accept=1` for ARP, and for NDP
+//! so every answer seen provably comes from Herald. The client accepts gratuitous packets for
+//! neighbours it does not know yet: `arp_accept=1` for ARP, and for NDP
 //! `accept_untracked_na=1` with IPv6 forwarding on (RFC 9131 applies it to routers only).
 //!
 //! Run: `cargo build -p herald && cargo test -p herald-tests --test netns_xdp` (as root).
 
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -26,8 +34,61 @@ const CLIENT_V6: &str = "2001:db8::2";
 /// Long enough for any asynchronous effect here; polls return as soon as it shows.
 const SETTLE: Duration = Duration::from_secs(15);
 
+/// Which implementation answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Impl {
+    Xdp,
+    Userspace,
+}
+
+impl Impl {
+    fn dataplane(self) -> &'static str {
+        match self {
+            Impl::Xdp => "xdp",
+            Impl::Userspace => "userspace",
+        }
+    }
+
+    /// What `herald xdp list` shows for the interface.
+    fn listed_mode(self) -> &'static str {
+        match self {
+            Impl::Xdp => "xdp-skb",
+            Impl::Userspace => "userspace",
+        }
+    }
+}
+
+/// One `#[test]` per implementation for a `fn name(Impl)`: `name::xdp` and `name::userspace`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn xdp() {
+                super::$name(super::Impl::Xdp)
+            }
+            #[test]
+            fn userspace() {
+                super::$name(super::Impl::Userspace)
+            }
+        }
+    )*};
+}
+
+both!(
+    ipv4_answers_gratuitous_arp_and_withdraw,
+    ipv6_answers_unsolicited_na_multicast_group_and_withdraw,
+    guard_keeps_answering_after_kill_until_timeout_then_stops,
+    sigterm_withdraws_and_exits_cleanly,
+    bad_input_gives_one_clear_line,
+    hostile_flood_is_never_answered_and_never_stops_the_responder,
+    refused_replies_are_counted_drops_never_an_exit,
+);
+
 struct Lab {
-    // Dropped in this order: pins first, then the namespaces (and the veth with them).
+    imp: Impl,
+    // Dropped in this order: the userspace responder, the pins, then the namespaces (and the
+    // veth with them).
+    responder: RefCell<Option<KillOnDrop>>,
     bpffs: Bpffs,
     node: Netns,
     client: Netns,
@@ -37,11 +98,15 @@ struct Lab {
 }
 
 impl Lab {
-    fn new() -> Lab {
+    fn new(imp: Impl) -> Lab {
         require_root();
         let bpffs = Bpffs::new().expect("private bpffs");
-        let node = Netns::new("hxn").expect("node namespace");
-        let client = Netns::new("hxc").expect("client namespace");
+        let (node_prefix, client_prefix) = match imp {
+            Impl::Xdp => ("hxn", "hxc"),
+            Impl::Userspace => ("hun", "huc"),
+        };
+        let node = Netns::new(node_prefix).expect("node namespace");
+        let client = Netns::new(client_prefix).expect("client namespace");
         let node_if = unique("hn");
         let client_if = unique("hc");
         veth_between(&node, &node_if, &client, &client_if).expect("veth");
@@ -85,6 +150,8 @@ impl Lab {
             )
             .expect("accept_untracked_na");
         Lab {
+            imp,
+            responder: RefCell::new(None),
             bpffs,
             node,
             client,
@@ -141,12 +208,24 @@ impl Lab {
             .expect("list -o json is JSON")
     }
 
+    fn counter(&self, name: &str) -> u64 {
+        self.list_json()["counters"][name].as_u64().unwrap_or(0)
+    }
+
     fn node_mac(&self) -> String {
         let out = self
             .node
             .ip(["-o", "link", "show", "dev", &self.node_if])
             .expect("ip link");
         field_after(&out, "link/ether").expect("node MAC")
+    }
+
+    fn client_mac(&self) -> [u8; 6] {
+        let out = self
+            .client
+            .ip(["-o", "link", "show", "dev", &self.client_if])
+            .expect("ip link");
+        parse_mac(&field_after(&out, "link/ether").expect("client MAC"))
     }
 
     /// One ARP request from the client: the MAC that answered, if any.
@@ -207,10 +286,109 @@ impl Lab {
         self.addresses().into_iter().find(|a| a["ip"] == ip)
     }
 
-    fn attach_skb(&self) {
-        let out = self.herald_ok(&["attach", "--iface", &self.node_if, "--mode", "skb"]);
-        eprintln!("attach: {}", out.trim());
-        assert!(out.contains("attached in skb mode"), "{out}");
+    /// `herald xdp list`'s entry for the node interface: (dataplane, active).
+    fn listed_interface(&self) -> Option<(String, bool)> {
+        let json = self.list_json();
+        json["interfaces"]
+            .as_array()?
+            .iter()
+            .find(|i| i["iface"] == self.node_if.as_str())
+            .map(|i| {
+                (
+                    i["dataplane"].as_str().unwrap_or_default().to_string(),
+                    i["active"].as_bool().unwrap_or(false),
+                )
+            })
+    }
+
+    /// Makes the node interface answer, as `herald xdp attach --dataplane <impl>` does: XDP
+    /// attaches (pinned) and the command exits; userspace keeps answering in the foreground.
+    fn attach(&self) {
+        match self.imp {
+            Impl::Xdp => {
+                let out = self.herald_ok(&["attach", "--iface", &self.node_if, "--mode", "skb"]);
+                eprintln!("attach: {}", out.trim());
+                assert!(out.contains("attached in skb mode"), "{out}");
+            }
+            Impl::Userspace => {
+                let child = self
+                    .herald_command(&[
+                        "attach",
+                        "--dataplane",
+                        "userspace",
+                        "--iface",
+                        &self.node_if,
+                    ])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .expect("spawn herald xdp attach --dataplane userspace");
+                *self.responder.borrow_mut() = Some(KillOnDrop(child));
+                assert!(
+                    poll_until(SETTLE, || self.listed_interface()
+                        == Some(("userspace".into(), true))),
+                    "the userspace responder is listed: {}",
+                    self.list_json()
+                );
+            }
+        }
+        assert_eq!(
+            self.listed_interface(),
+            Some((self.imp.listed_mode().to_string(), true))
+        );
+        assert_eq!(
+            self.node_xdp_program().is_some(),
+            self.imp == Impl::Xdp,
+            "an XDP program is attached only for the XDP implementation"
+        );
+    }
+
+    /// True while the foreground userspace responder runs (always true for XDP).
+    fn responder_running(&self) -> bool {
+        match self.responder.borrow_mut().as_mut() {
+            Some(child) => child.0.try_wait().expect("try_wait").is_none(),
+            None => self.imp == Impl::Xdp,
+        }
+    }
+
+    /// Stops the userspace responder with SIGTERM; asserts a clean exit. Returns its stdout.
+    fn stop_responder(&self) -> String {
+        let Some(mut child) = self.responder.borrow_mut().take() else {
+            return String::new();
+        };
+        child.signal(libc::SIGTERM).expect("SIGTERM");
+        let status = child.0.wait().expect("reap");
+        let mut out = String::new();
+        if let Some(mut stdout) = child.0.stdout.take() {
+            use std::io::Read;
+            let _ = stdout.read_to_string(&mut out);
+        }
+        assert!(
+            status.success(),
+            "responder exit after SIGTERM: {status}\n{out}"
+        );
+        out
+    }
+
+    /// `herald xdp run --dataplane <impl> ... ARGS`, spawned.
+    fn run(&self, args: &[&str]) -> KillOnDrop {
+        let mut all = vec![
+            "run",
+            "--dataplane",
+            self.imp.dataplane(),
+            "--iface",
+            &self.node_if,
+            "--mode",
+            "skb",
+        ];
+        all.extend_from_slice(args);
+        let child = self
+            .herald_command(&all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn herald xdp run");
+        KillOnDrop(child)
     }
 }
 
@@ -220,9 +398,16 @@ fn field_after(text: &str, key: &str) -> Option<String> {
     words.next().map(|w| w.to_lowercase())
 }
 
-#[test]
-fn ipv4_answers_gratuitous_arp_and_withdraw() {
-    let lab = Lab::new();
+fn parse_mac(text: &str) -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(text.split(':')) {
+        *byte = u8::from_str_radix(part, 16).expect("hex MAC");
+    }
+    mac
+}
+
+fn ipv4_answers_gratuitous_arp_and_withdraw(imp: Impl) {
+    let lab = Lab::new(imp);
     let ip = "198.51.100.10";
     let mac = "02:00:5e:00:00:10";
     assert_ne!(lab.node_mac(), mac);
@@ -231,23 +416,53 @@ fn ipv4_answers_gratuitous_arp_and_withdraw() {
         "the node kernel must not own {ip}"
     );
 
-    lab.attach_skb();
-    let program = lab
-        .node_xdp_program()
-        .expect("an XDP program on the node end");
-    let again = lab.herald_ok(&["attach", "--iface", &lab.node_if, "--mode", "skb"]);
-    assert!(
-        again.contains("already attached (skb mode)"),
-        "attach twice: {again}"
-    );
-    assert_eq!(
-        lab.node_xdp_program(),
-        Some(program),
-        "attach twice reuses the pinned link: the same program stays attached"
-    );
-    let json = lab.list_json();
-    assert_eq!(json["attachments"][0]["iface"], lab.node_if.as_str());
-    assert_eq!(json["attachments"][0]["mode"], "skb");
+    lab.attach();
+    match imp {
+        Impl::Xdp => {
+            let program = lab
+                .node_xdp_program()
+                .expect("an XDP program on the node end");
+            let again = lab.herald_ok(&["attach", "--iface", &lab.node_if, "--mode", "skb"]);
+            assert!(
+                again.contains("already attached (skb mode)"),
+                "attach twice: {again}"
+            );
+            assert_eq!(
+                lab.node_xdp_program(),
+                Some(program),
+                "attach twice reuses the pinned link: the same program stays attached"
+            );
+            let json = lab.list_json();
+            assert_eq!(json["attachments"][0]["iface"], lab.node_if.as_str());
+            assert_eq!(json["attachments"][0]["mode"], "skb");
+        }
+        Impl::Userspace => {
+            // Attach twice: the running responder is reused, no second one starts.
+            let again = lab.herald_ok(&[
+                "attach",
+                "--dataplane",
+                "userspace",
+                "--iface",
+                &lab.node_if,
+            ]);
+            assert!(
+                again.contains("already answered in userspace (pid"),
+                "attach twice: {again}"
+            );
+            let json = lab.list_json();
+            assert_eq!(
+                json["interfaces"].as_array().map(Vec::len),
+                Some(1),
+                "{json}"
+            );
+            assert!(json["attachments"].as_array().unwrap().is_empty(), "{json}");
+            let text = lab.herald_ok(&["list"]);
+            assert!(
+                text.contains(&format!("{} mode userspace (pid", lab.node_if)),
+                "{text}"
+            );
+        }
+    }
 
     assert_eq!(
         lab.arping(ip),
@@ -272,14 +487,26 @@ fn ipv4_answers_gratuitous_arp_and_withdraw() {
         lab.client_neighbour(ip)
     );
     assert_eq!(lab.arping(ip).as_deref(), Some(mac));
-
-    let entry = lab.address(ip).expect("announced address listed");
-    assert_eq!(entry["mac"], mac);
-    assert!(
-        entry["requests"].as_u64() >= Some(1) && entry["replies"].as_u64() >= Some(1),
-        "{entry}"
+    assert_eq!(
+        lab.arping("198.51.100.11"),
+        None,
+        "unknown addresses unanswered"
     );
-    assert!(lab.list_json()["counters"]["arp_replies"].as_u64() >= Some(1));
+
+    // Counters are written in batches by the userspace responder: poll, as for any effect.
+    assert!(
+        poll_until(SETTLE, || lab.address(ip).is_some_and(|entry| {
+            entry["requests"].as_u64() >= Some(1) && entry["replies"].as_u64() >= Some(1)
+        })),
+        "per-address counters: {:?}",
+        lab.address(ip)
+    );
+    assert_eq!(lab.address(ip).expect("listed")["mac"], mac);
+    assert!(poll_until(SETTLE, || lab.counter("arp_replies") >= 1));
+    assert!(
+        poll_until(SETTLE, || lab.counter("passed") >= 1),
+        "the request for an unknown address counts as passed"
+    );
 
     let out = lab.herald_ok(&["withdraw", ip, "--iface", &lab.node_if]);
     assert!(out.contains("withdrew"), "{out}");
@@ -288,26 +515,50 @@ fn ipv4_answers_gratuitous_arp_and_withdraw() {
     let out = lab.herald_ok(&["withdraw", ip, "--iface", &lab.node_if]);
     assert!(out.contains("was not announced"), "withdraw twice: {out}");
 
-    let out = lab.herald_ok(&["detach"]);
-    assert!(
-        out.contains("detached (skb mode)") && out.contains("removed the maps"),
-        "{out}"
-    );
-    assert!(
-        !lab.node
-            .ip(["link", "show", "dev", &lab.node_if])
-            .unwrap()
-            .contains("xdp")
-    );
+    match imp {
+        Impl::Xdp => {
+            let out = lab.herald_ok(&["detach"]);
+            assert!(
+                out.contains("detached (skb mode)") && out.contains("removed the maps"),
+                "{out}"
+            );
+            assert!(
+                !lab.node
+                    .ip(["link", "show", "dev", &lab.node_if])
+                    .unwrap()
+                    .contains("xdp")
+            );
+        }
+        Impl::Userspace => {
+            // The maps stay while the responder reads them.
+            let out = lab.herald_ok(&["detach"]);
+            assert!(
+                out.contains("kept the maps") && !out.contains("removed the maps"),
+                "{out}"
+            );
+            let summary = lab.stop_responder();
+            assert!(summary.contains("userspace responder:"), "{summary}");
+            assert!(
+                summary.contains("stopped answering in userspace"),
+                "{summary}"
+            );
+            assert_eq!(
+                lab.listed_interface(),
+                None,
+                "the marker goes with the process"
+            );
+            let out = lab.herald_ok(&["detach"]);
+            assert!(out.contains("removed the maps"), "{out}");
+        }
+    }
 }
 
-#[test]
-fn ipv6_answers_unsolicited_na_multicast_group_and_withdraw() {
-    let lab = Lab::new();
+fn ipv6_answers_unsolicited_na_multicast_group_and_withdraw(imp: Impl) {
+    let lab = Lab::new(imp);
     let (a, b) = ("2001:db8::10", "2001:db8::1:0:0:10");
     let mac = "02:00:5e:00:00:11";
     let group = "33:33:ff:00:00:10";
-    lab.attach_skb();
+    lab.attach();
     assert!(!lab.node_link_groups().contains(group));
 
     lab.herald_ok(&[
@@ -331,7 +582,7 @@ fn ipv6_answers_unsolicited_na_multicast_group_and_withdraw() {
         "solicited-node group joined:\n{}",
         lab.node_link_groups()
     );
-    assert!(lab.list_json()["counters"]["na_replies"].as_u64() >= Some(1));
+    assert!(poll_until(SETTLE, || lab.counter("na_replies") >= 1));
 
     // Same low 24 bits: both need the group; withdrawing one keeps it for the other.
     lab.herald_ok(&[
@@ -360,34 +611,26 @@ fn ipv6_answers_unsolicited_na_multicast_group_and_withdraw() {
     assert_eq!(lab.ndisc6(b), None);
 }
 
-#[test]
-fn guard_keeps_answering_after_kill_until_timeout_then_stops() {
-    let lab = Lab::new();
+/// The answerer outlives the `herald xdp run` process that beats the guard (the pinned XDP
+/// program; the `attach --dataplane userspace` process): after that process is killed, answers
+/// continue until the guard's timeout, then stop although the addresses are still announced.
+fn guard_keeps_answering_after_kill_until_timeout_then_stops(imp: Impl) {
+    let lab = Lab::new(imp);
     let (v4, v6) = ("198.51.100.20", "2001:db8::20");
     let mac = "02:00:5e:00:00:20";
-    let run = lab
-        .herald_command(&[
-            "run",
-            "--iface",
-            &lab.node_if,
-            "--mode",
-            "skb",
-            "--announce",
-            v4,
-            "--announce",
-            v6,
-            "--mac",
-            mac,
-            "--guard-timeout",
-            "4s",
-            "--gratuitous-window",
-            "0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn herald xdp run");
-    let mut run = KillOnDrop(run);
+    lab.attach();
+    let mut run = lab.run(&[
+        "--announce",
+        v4,
+        "--announce",
+        v6,
+        "--mac",
+        mac,
+        "--guard-timeout",
+        "4s",
+        "--gratuitous-window",
+        "0",
+    ]);
     assert!(
         poll_until(SETTLE, || lab.arping(v4).as_deref() == Some(mac)),
         "herald xdp run answers for {v4}"
@@ -397,8 +640,8 @@ fn guard_keeps_answering_after_kill_until_timeout_then_stops() {
 
     run.0.kill().expect("SIGKILL");
     run.0.wait().expect("reap");
-    // The pinned program and maps outlive the process: answers continue (the guard timeout is
-    // far longer than one ARP round trip)...
+    // The answerer outlives the process: answers continue (the guard timeout is far longer
+    // than one ARP round trip)...
     assert_eq!(
         lab.arping(v4).as_deref(),
         Some(mac),
@@ -411,9 +654,14 @@ fn guard_keeps_answering_after_kill_until_timeout_then_stops() {
         "answers stop after the guard timeout"
     );
     assert_eq!(lab.ndisc6(v6), None);
+    assert!(lab.responder_running(), "the answerer itself still runs");
+    assert!(
+        poll_until(SETTLE, || lab.counter("silenced") >= 1),
+        "{}",
+        lab.list_json()
+    );
     let json = lab.list_json();
     assert_eq!(json["guard"]["state"], "stale", "{json}");
-    assert!(json["counters"]["silenced"].as_u64() >= Some(1), "{json}");
     let listed: Vec<&str> = json["addresses"]
         .as_array()
         .unwrap()
@@ -423,44 +671,49 @@ fn guard_keeps_answering_after_kill_until_timeout_then_stops() {
     assert!(listed.contains(&v4) && listed.contains(&v6), "{listed:?}");
 }
 
-#[test]
-fn sigterm_withdraws_and_exits_cleanly() {
-    let lab = Lab::new();
-    let ip = "198.51.100.30";
+/// `herald xdp run --dataplane <impl>` alone (it attaches, or answers itself): SIGTERM
+/// withdraws and exits 0.
+fn sigterm_withdraws_and_exits_cleanly(imp: Impl) {
+    let lab = Lab::new(imp);
+    let (ip, v6) = ("198.51.100.30", "2001:db8::30");
     let mac = "02:00:5e:00:00:30";
-    let run = lab
-        .herald_command(&[
-            "run",
-            "--iface",
-            &lab.node_if,
-            "--mode",
-            "skb",
-            "--announce",
-            ip,
-            "--mac",
-            mac,
-            "--guard-timeout",
-            "4s",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn herald xdp run");
-    let mut run = KillOnDrop(run);
+    let mut run = lab.run(&[
+        "--announce",
+        ip,
+        "--announce",
+        v6,
+        "--mac",
+        mac,
+        "--guard-timeout",
+        "4s",
+    ]);
     assert!(poll_until(SETTLE, || lab.arping(ip).as_deref() == Some(mac)));
+    assert!(poll_until(SETTLE, || lab.ndisc6(v6).as_deref() == Some(mac)));
+    assert_eq!(
+        lab.listed_interface(),
+        Some((imp.listed_mode().to_string(), true))
+    );
+    assert_eq!(lab.node_xdp_program().is_some(), imp == Impl::Xdp);
+    assert!(poll_until(SETTLE, || lab.counter("arp_replies") >= 1
+        && lab.counter("na_replies") >= 1));
     run.signal(libc::SIGTERM).expect("SIGTERM");
     let status = run.0.wait().expect("reap");
     assert!(status.success(), "exit status after SIGTERM: {status}");
     assert!(lab.address(ip).is_none(), "withdrawn on SIGTERM");
     assert_eq!(lab.list_json()["guard"]["state"], "off");
     assert_eq!(lab.arping(ip), None);
-    // The link stays: a restarted process resumes without re-attaching.
-    assert_eq!(lab.list_json()["attachments"][0]["mode"], "skb");
+    assert_eq!(lab.ndisc6(v6), None);
+    match imp {
+        // The link stays: a restarted process resumes without re-attaching.
+        Impl::Xdp => assert_eq!(lab.list_json()["attachments"][0]["mode"], "skb"),
+        // The responder was the process: nothing is listed any more.
+        Impl::Userspace => assert_eq!(lab.listed_interface(), None),
+    }
 }
 
-#[test]
-fn bad_input_gives_one_clear_line() {
-    let lab = Lab::new();
-    lab.attach_skb();
+fn bad_input_gives_one_clear_line(imp: Impl) {
+    let lab = Lab::new(imp);
+    lab.attach();
     let iface = lab.node_if.as_str();
 
     let err = lab.herald_err(&["announce", "198.51.100.10", "--iface", "hx-no-such0"]);
@@ -489,6 +742,27 @@ fn bad_input_gives_one_clear_line() {
         );
     }
 
+    // One answerer per interface: XDP and userspace never both answer there.
+    match imp {
+        Impl::Xdp => {
+            let err = lab.herald_err(&["attach", "--dataplane", "userspace", "--iface", iface]);
+            assert!(err.contains("the XDP program is attached"), "{err}");
+        }
+        Impl::Userspace => {
+            let err = lab.herald_err(&["attach", "--iface", iface, "--mode", "skb"]);
+            assert!(err.contains("answered in userspace by pid"), "{err}");
+            assert_eq!(lab.node_xdp_program(), None);
+        }
+    }
+    // (clap's own usage error, several lines.)
+    let out = lab.herald(&["attach", "--dataplane", "ebpf", "--iface", iface]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid value 'ebpf'") && err.contains("xdp, userspace, auto"),
+        "{err}"
+    );
+
     // A NOARP interface cannot serve IPv4; without IPv6 (no link-local) it cannot serve IPv6.
     let (dummy, peer) = (unique("hd"), unique("hp"));
     lab.node
@@ -511,7 +785,7 @@ fn bad_input_gives_one_clear_line() {
         "{err}"
     );
 
-    // Announcing on an interface without the program would never be answered.
+    // Announcing on an interface nothing answers on would never be answered.
     lab.node.ip(["link", "set", &dummy, "arp", "on"]).unwrap();
     let err = lab.herald_err(&["announce", "198.51.100.10", "--iface", &dummy]);
     assert!(err.contains("no Herald XDP program attached"), "{err}");
@@ -520,7 +794,14 @@ fn bad_input_gives_one_clear_line() {
     let mut cmd = lab.node.command("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&lab.herald)
-        .args(["xdp", "attach", "--iface", iface])
+        .args([
+            "xdp",
+            "attach",
+            "--dataplane",
+            imp.dataplane(),
+            "--iface",
+            iface,
+        ])
         .env("HERALD_PIN_DIR", lab.bpffs.dir.join("herald"))
         .env("RUST_BACKTRACE", "0");
     let out = cmd.output().expect("setpriv");
@@ -529,63 +810,533 @@ fn bad_input_gives_one_clear_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("missing CAP_BPF, CAP_NET_ADMIN"), "{err}");
 
-    // Nothing above changed the data plane.
+    // Nothing above changed the data plane, and the answerer still runs.
     assert!(lab.addresses().is_empty(), "{:?}", lab.addresses());
+    assert!(lab.responder_running());
+    assert_eq!(
+        lab.listed_interface(),
+        Some((imp.listed_mode().to_string(), true))
+    );
 }
 
-/// The userspace fallback (`--dataplane userspace`): no XDP program anywhere, the same maps,
-/// the same answers and counters, from an AF_PACKET socket in the `herald xdp run` process.
-#[test]
-fn userspace_fallback_answers_from_the_same_maps() {
-    let lab = Lab::new();
-    let (v4, v6) = ("198.51.100.40", "2001:db8::40");
-    let mac = "02:00:5e:00:00:40";
-    let run = lab
-        .herald_command(&[
-            "run",
-            "--dataplane",
-            "userspace",
+// ---- Hostile frames ------------------------------------------------------------------------
+
+const ANNOUNCED_V4: [u8; 4] = [198, 51, 100, 50];
+const ANNOUNCED_V6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50,
+];
+const ANNOUNCED_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x00, 0x50];
+/// Requesters whose replies are legitimate: the flood's valid requests and the sentinel.
+const FLOOD_REQUESTER: [u8; 4] = [198, 51, 100, 4];
+const SENTINEL_REQUESTER: [u8; 4] = [198, 51, 100, 3];
+
+fn arp_request(src_mac: [u8; 6], sender_ip: [u8; 4], target_ip: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&sender_ip);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target_ip);
+    f
+}
+
+/// The ICMPv6 checksum (RFC 4443 §2.3) over the pseudo-header and `icmp`.
+fn icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], icmp: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut add = |bytes: &[u8]| {
+        for chunk in bytes.chunks(2) {
+            let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+            sum += u32::from(word);
+        }
+    };
+    add(src);
+    add(dst);
+    add(&(icmp.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, 58]);
+    add(icmp);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A valid multicast Neighbor Solicitation for `target` with a source link-layer option; then
+/// `spoil` may break it (after the checksum is computed, unless it recomputes).
+fn neighbor_solicitation(src_mac: [u8; 6], src: [u8; 16], target: [u8; 16]) -> Vec<u8> {
+    let dst: [u8; 16] = [
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, target[13], target[14], target[15],
+    ];
+    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&target);
+    icmp.extend_from_slice(&[1, 1]);
+    icmp.extend_from_slice(&src_mac);
+    let sum = icmpv6_checksum(&src, &dst, &icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut f = Vec::with_capacity(14 + 40 + icmp.len());
+    f.extend_from_slice(&[0x33, 0x33, 0xff, target[13], target[14], target[15]]);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// Frames Herald must never answer, each with what is wrong with it. At least one per
+/// malformed class the programme counts, plus valid requests it must ignore.
+fn hostile_frames(client_mac: [u8; 6], client_v6: [u8; 16]) -> Vec<(&'static str, Vec<u8>)> {
+    let client_v4 = [198, 51, 100, 2];
+    let good_arp = arp_request(client_mac, client_v4, ANNOUNCED_V4);
+    let good_ns = neighbor_solicitation(client_mac, client_v6, ANNOUNCED_V6);
+    let with = |base: &Vec<u8>, at: usize, bytes: &[u8]| {
+        let mut f = base.clone();
+        f[at..at + bytes.len()].copy_from_slice(bytes);
+        f
+    };
+    let mut frames = vec![
+        ("ARP hardware length 5", with(&good_arp, 18, &[5])),
+        ("ARP protocol type IPv6", with(&good_arp, 16, &[0x86, 0xdd])),
+        ("ARP hardware type 6", with(&good_arp, 14, &[0, 6])),
+        ("ARP truncated to 30 bytes", good_arp[..30].to_vec()),
+        ("ARP ethertype only", good_arp[..14].to_vec()),
+        ("ARP opcode 3", with(&good_arp, 20, &[0, 3])),
+        ("ARP reply for the address", with(&good_arp, 20, &[0, 2])),
+        (
+            "gratuitous ARP for the address",
+            with(&good_arp, 28, &ANNOUNCED_V4),
+        ),
+        (
+            "ARP for an address not announced",
+            with(&good_arp, 38, &[198, 51, 100, 51]),
+        ),
+        (
+            "ARP unicast to another MAC",
+            with(&good_arp, 0, &[0x02, 0, 0, 0, 0, 0x99]),
+        ),
+        ("NS with a bad checksum", with(&good_ns, 56, &[0xde, 0xad])),
+        ("NS truncated to 60 bytes", good_ns[..60].to_vec()),
+        (
+            "NS payload length beyond the frame",
+            with(&good_ns, 18, &[0x04, 0x00]),
+        ),
+        ("IPv6 version 4 carrying an NS", with(&good_ns, 14, &[0x40])),
+    ];
+    // Variants that need a recomputed checksum to fail exactly one RFC 4861 §7.1.1 rule.
+    let resum = |mut f: Vec<u8>| {
+        f[56..58].copy_from_slice(&[0, 0]);
+        let (src, dst) = (
+            <[u8; 16]>::try_from(&f[22..38]).unwrap(),
+            <[u8; 16]>::try_from(&f[38..54]).unwrap(),
+        );
+        let sum = icmpv6_checksum(&src, &dst, &f[54..]);
+        f[56..58].copy_from_slice(&sum.to_be_bytes());
+        f
+    };
+    frames.push(("NS hop limit 64", resum(with(&good_ns, 21, &[64]))));
+    frames.push(("NS code 1", resum(with(&good_ns, 55, &[1]))));
+    frames.push(("NS option length 0", resum(with(&good_ns, 79, &[0]))));
+    frames.push((
+        "NS for a multicast target",
+        resum(with(&good_ns, 62, &[0xff, 0x02])),
+    ));
+    frames.push((
+        "DAD NS (source ::) with a source link-layer option",
+        resum(with(&good_ns, 22, &[0; 16])),
+    ));
+    frames.push((
+        "NS for an address not announced",
+        neighbor_solicitation(client_mac, client_v6, {
+            let mut t = ANNOUNCED_V6;
+            t[15] = 0x51;
+            t
+        }),
+    ));
+    frames.push(("garbage with the ARP ethertype", {
+        let mut f = vec![0xa5u8; 60];
+        f[..6].copy_from_slice(&[0xff; 6]);
+        f[6..12].copy_from_slice(&client_mac);
+        f[12..14].copy_from_slice(&[0x08, 0x06]);
+        f
+    }));
+    frames
+}
+
+/// Runs `f` on a thread inside `ns`'s network namespace (sockets made there stay there).
+fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("netns handle");
+        // SAFETY: setns on this thread only, with a namespace file we hold open.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// An AF_PACKET socket bound to `ifname` (in the calling thread's namespace), non-blocking.
+fn packet_socket(ifname: &str) -> OwnedFd {
+    let all = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket(2); owned below.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            i32::from(all),
+        )
+    };
+    assert!(
+        raw >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: raw is a fresh descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let name = std::ffi::CString::new(ifname).unwrap();
+    // SAFETY: valid C string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert_ne!(index, 0, "{ifname}: no such interface");
+    // SAFETY: sockaddr_ll is plain old data.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = all;
+    addr.sll_ifindex = index as i32;
+    // SAFETY: addr valid for its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+    let big: libc::c_int = 8 << 20;
+    // SAFETY: int option.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&big as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    fd
+}
+
+/// Sends `frame`; true when the kernel took it (a full queue is not an error for a flood).
+fn send_frame(fd: &OwnedFd, frame: &[u8]) -> bool {
+    // SAFETY: frame valid for its length.
+    unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) >= 0 }
+}
+
+/// Every frame queued on `fd` (non-blocking).
+fn drain(fd: &OwnedFd) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        // SAFETY: buf valid for its length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return frames;
+        }
+        frames.push(buf[..n as usize].to_vec());
+    }
+}
+
+/// Why a frame from the announced MAC is not a legitimate answer, or `None` when it is the
+/// reply to one of the valid requests (the flood's or the sentinel's).
+fn wrong_answer(frame: &[u8]) -> Option<String> {
+    let legit_arp = frame.len() >= 42
+        && frame[12..14] == [0x08, 0x06]
+        && frame[20..22] == [0, 2]
+        && frame[28..32] == ANNOUNCED_V4
+        && (frame[38..42] == FLOOD_REQUESTER || frame[38..42] == SENTINEL_REQUESTER);
+    (!legit_arp).then(|| format!("{frame:02x?}"))
+}
+
+fn hostile_flood_is_never_answered_and_never_stops_the_responder(imp: Impl) {
+    let lab = Lab::new(imp);
+    let v4 = "198.51.100.50";
+    let v6 = "2001:db8::50";
+    let mac = "02:00:5e:00:00:50";
+    lab.attach();
+    for ip in [v4, v6] {
+        lab.herald_ok(&[
+            "announce",
+            ip,
             "--iface",
             &lab.node_if,
-            "--announce",
-            v4,
-            "--announce",
-            v6,
             "--mac",
             mac,
             "--gratuitous-window",
             "0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn herald xdp run --dataplane userspace");
-    let run = KillOnDrop(run);
-    assert!(
-        poll_until(SETTLE, || lab.arping(v4).as_deref() == Some(mac)),
-        "the userspace responder answers ARP for {v4}"
-    );
-    assert!(
-        poll_until(SETTLE, || lab.ndisc6(v6).as_deref() == Some(mac)),
-        "the userspace responder answers NDP for {v6}"
-    );
-    assert_eq!(lab.node_xdp_program(), None, "no XDP program attached");
-    assert_eq!(
-        lab.arping("198.51.100.41"),
-        None,
-        "unknown addresses unanswered"
-    );
-    let json = lab.list_json();
-    assert!(
-        json["counters"]["arp_replies"].as_u64() >= Some(1),
-        "{json}"
-    );
-    assert!(json["counters"]["na_replies"].as_u64() >= Some(1), "{json}");
-    let entry = lab.address(v4).expect("announced address listed");
-    assert!(entry["replies"].as_u64() >= Some(1), "{entry}");
+        ]);
+    }
+    assert_eq!(lab.arping(v4).as_deref(), Some(mac));
+    assert_eq!(lab.ndisc6(v6).as_deref(), Some(mac));
+    let malformed_before = lab.counter("malformed");
 
+    let client_mac = lab.client_mac();
+    let client_v6: [u8; 16] = CLIENT_V6.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let hostile = hostile_frames(client_mac, client_v6);
+    let valid = arp_request(client_mac, FLOOD_REQUESTER, ANNOUNCED_V4);
+    let sentinel = arp_request(client_mac, SENTINEL_REQUESTER, ANNOUNCED_V4);
+    let client_if = lab.client_if.clone();
+    // Rounds of every hostile frame, interleaved with valid requests whose replies exercise
+    // the reply path under load (a full queue is a dropped reply, never an exit). Then a
+    // sentinel request, repeated until answered: frames are handled in order, so by then the
+    // flood has been dealt with.
+    let (sent, wrong, sentinel_answered) = in_netns(&lab.client, move || {
+        let capture = packet_socket(&client_if);
+        let tx = packet_socket(&client_if);
+        let mut sent = 0usize;
+        for _ in 0..300 {
+            for (_, frame) in &hostile {
+                sent += usize::from(send_frame(&tx, frame));
+            }
+            for _ in 0..20 {
+                send_frame(&tx, &valid);
+            }
+        }
+        let mut wrong = Vec::new();
+        let mut answered = false;
+        for _ in 0..100 {
+            send_frame(&tx, &sentinel);
+            std::thread::sleep(Duration::from_millis(100));
+            for frame in drain(&capture) {
+                if frame.len() < 12 || frame[6..12] != ANNOUNCED_MAC {
+                    continue;
+                }
+                if frame.len() >= 42 && frame[38..42] == SENTINEL_REQUESTER {
+                    answered = true;
+                }
+                wrong.extend(wrong_answer(&frame));
+            }
+            if answered {
+                break;
+            }
+        }
+        (sent, wrong, answered)
+    });
+    assert!(sent > 0, "no hostile frame could be sent");
+    assert!(
+        sentinel_answered,
+        "a valid request after the flood is answered"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers to hostile frames, e.g. {:?}",
+        wrong.len(),
+        wrong.first()
+    );
+    assert!(lab.responder_running(), "the responder survived the flood");
+    assert_eq!(
+        lab.listed_interface(),
+        Some((imp.listed_mode().to_string(), true))
+    );
+    assert!(
+        poll_until(SETTLE, || lab.counter("malformed") > malformed_before),
+        "the malformed counter moved: {}",
+        lab.list_json()
+    );
+    // Still answering both families after the flood.
+    assert_eq!(lab.arping(v4).as_deref(), Some(mac));
+    assert_eq!(lab.ndisc6(v6).as_deref(), Some(mac));
+    if imp == Impl::Userspace {
+        let summary = lab.stop_responder();
+        eprintln!("{summary}");
+        assert!(summary.contains("userspace responder:"), "{summary}");
+    }
+}
+
+/// A node whose transmit queue refuses every frame (a `pfifo` qdisc of length 0: sends fail
+/// with ENOBUFS, as under a flood). XDP_TX bypasses the qdisc, so XDP keeps answering; the
+/// userspace responder counts each refused reply as a drop, logs it and keeps serving, and
+/// answers again once the queue accepts frames.
+fn refused_replies_are_counted_drops_never_an_exit(imp: Impl) {
+    let lab = Lab::new(imp);
+    let ip = "198.51.100.60";
+    let mac = "02:00:5e:00:00:60";
+    lab.attach();
+    lab.herald_ok(&[
+        "announce",
+        ip,
+        "--iface",
+        &lab.node_if,
+        "--mac",
+        mac,
+        "--gratuitous-window",
+        "0",
+    ]);
+    assert_eq!(lab.arping(ip).as_deref(), Some(mac));
+    let tc = |args: &[&str]| {
+        let out = lab.node.command("tc").args(args).output().expect("tc");
+        assert!(
+            out.status.success(),
+            "tc {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    tc(&[
+        "qdisc",
+        "add",
+        "dev",
+        &lab.node_if,
+        "root",
+        "pfifo",
+        "limit",
+        "0",
+    ]);
+    let passed_before = lab.counter("passed");
+    let answered: Vec<bool> = (0..3).map(|_| lab.arping(ip).is_some()).collect();
+    match imp {
+        Impl::Xdp => assert_eq!(answered, [true; 3], "XDP_TX does not go through the qdisc"),
+        Impl::Userspace => {
+            assert_eq!(answered, [false; 3], "every reply was refused");
+            assert!(
+                poll_until(SETTLE, || lab.counter("passed") >= passed_before + 3),
+                "refused replies count as passed (unanswered): {}",
+                lab.list_json()
+            );
+        }
+    }
+    assert!(
+        lab.responder_running(),
+        "a refused send never ends the responder"
+    );
+    tc(&["qdisc", "del", "dev", &lab.node_if, "root"]);
+    assert!(
+        poll_until(SETTLE, || lab.arping(ip).as_deref() == Some(mac)),
+        "answers again once the queue accepts frames"
+    );
+    if imp == Impl::Userspace {
+        let summary = lab.stop_responder();
+        let dropped: u64 = summary
+            .split(" replies dropped by the kernel")
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no drop count in {summary:?}"));
+        assert!(dropped >= 3, "{summary}");
+    }
+}
+
+/// `--dataplane auto` where XDP cannot attach: the interface already carries another XDP
+/// link (a second Herald with its own pin directory, whose program passes everything), so
+/// attaching fails and the command answers in userspace instead, saying so on stdout and in
+/// `herald xdp list`.
+#[test]
+fn auto_falls_back_to_userspace_when_xdp_cannot_attach() {
+    let lab = Lab::new(Impl::Userspace);
+    let ip = "198.51.100.70";
+    let mac = "02:00:5e:00:00:70";
+    let other = lab.bpffs.dir.join("other");
+    let other = other.to_str().expect("UTF-8 path");
+    let out = lab.herald_ok(&[
+        "--pin-dir",
+        other,
+        "attach",
+        "--iface",
+        &lab.node_if,
+        "--mode",
+        "skb",
+    ]);
+    assert!(out.contains("attached in skb mode"), "{out}");
+
+    let mut run = lab.herald_command(&[
+        "run",
+        "--dataplane",
+        "auto",
+        "--mode",
+        "skb",
+        "--iface",
+        &lab.node_if,
+        "--announce",
+        ip,
+        "--mac",
+        mac,
+        "--gratuitous-window",
+        "0",
+    ]);
+    let run = KillOnDrop(
+        run.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn herald xdp run --dataplane auto"),
+    );
+    assert!(
+        poll_until(SETTLE, || lab.arping(ip).as_deref() == Some(mac)),
+        "the fallback answers for {ip}"
+    );
+    assert_eq!(lab.listed_interface(), Some(("userspace".into(), true)));
+    assert!(poll_until(SETTLE, || lab.counter("arp_replies") >= 1));
     run.signal(libc::SIGTERM).expect("SIGTERM");
     let mut run = run;
     assert!(run.0.wait().expect("reap").success());
-    assert_eq!(lab.arping(v4), None, "answers stop with the process");
+    let mut stdout = String::new();
+    if let Some(mut pipe) = run.0.stdout.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stdout);
+    }
+    assert!(
+        stdout.contains(&format!("{}: XDP cannot attach (", lab.node_if))
+            && stdout.contains("); falling back to userspace"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{}: answering in userspace (AF_PACKET)",
+            lab.node_if
+        )),
+        "{stdout}"
+    );
+    assert_eq!(lab.arping(ip), None, "answers stop with the process");
+    // The other Herald's link is untouched.
+    let json: serde_json::Value =
+        serde_json::from_str(&lab.herald_ok(&["--pin-dir", other, "list", "-o", "json"])).unwrap();
+    assert_eq!(json["interfaces"][0]["dataplane"], "xdp-skb", "{json}");
+}
+
+#[test]
+fn hostile_frames_are_what_they_say() {
+    // The crafting itself: the valid bases are well-formed (checked with etherparse), and each
+    // hostile frame differs from them.
+    let mac = [2, 0, 0, 0, 0, 2];
+    let v6 = CLIENT_V6.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let ns = neighbor_solicitation(mac, v6, ANNOUNCED_V6);
+    let parsed = etherparse::SlicedPacket::from_ethernet(&ns).expect("NS parses");
+    match parsed.transport {
+        Some(etherparse::TransportSlice::Icmpv6(icmp)) => {
+            assert_eq!(icmp.type_u8(), 135);
+            let ip = match parsed.net {
+                Some(etherparse::NetSlice::Ipv6(ip)) => ip,
+                other => panic!("not IPv6: {other:?}"),
+            };
+            assert_eq!(
+                icmp.icmp_type()
+                    .calc_checksum(
+                        ip.header().source(),
+                        ip.header().destination(),
+                        icmp.payload()
+                    )
+                    .ok(),
+                Some(icmp.checksum()),
+                "valid checksum"
+            );
+        }
+        other => panic!("not ICMPv6: {other:?}"),
+    }
+    let arp = arp_request(mac, [198, 51, 100, 2], ANNOUNCED_V4);
+    assert_eq!(arp.len(), 42);
+    let frames = hostile_frames(mac, v6);
+    assert!(frames.len() >= 20);
+    for (what, frame) in &frames {
+        assert!(frame != &arp && frame != &ns, "{what} is not hostile");
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::dataplane::AttachMode;
+use crate::dataplane::{AttachMode, DataplaneChoice};
 use crate::speaker::interfaces::{DEFAULT_EXCLUDE, InterfaceFilter};
 use crate::speaker::run::{GossipSettings, Options};
 use crate::speaker::timing::{DETECT_MS_RANGE, Timing};
@@ -73,8 +73,10 @@ pub struct SpeakerArgs {
     /// How often interfaces are rescanned.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub rescan_interval: Duration,
-    /// Data plane: only `xdp` so far.
-    #[arg(long, default_value = "xdp")]
+    /// Who answers ARP/NDP: xdp (the XDP program), userspace (an AF_PACKET responder in this
+    /// process, same maps and counters), auto (XDP, falling back to userspace per interface
+    /// when XDP cannot attach; logged, and shown by herald_dataplane_mode and `herald xdp list`).
+    #[arg(long, env = "HERALD_DATAPLANE", default_value = "xdp")]
     pub dataplane: String,
     /// XDP attach mode: auto (driver, else skb), driver, skb.
     #[arg(long, default_value = "auto")]
@@ -106,12 +108,10 @@ fn options(args: SpeakerArgs) -> Result<Options> {
     if args.node_name.is_empty() {
         bail!("--node-name is empty");
     }
-    if args.dataplane != "xdp" {
-        bail!(
-            "--dataplane {:?}: only \"xdp\" is supported",
-            args.dataplane
-        );
-    }
+    let dataplane: DataplaneChoice = match args.dataplane.parse() {
+        Ok(choice) => choice,
+        Err(e) => bail!("--dataplane {e}"),
+    };
     let attach_mode = match args.xdp_mode.as_str() {
         "auto" => AttachMode::Auto,
         "driver" => AttachMode::Driver,
@@ -166,6 +166,7 @@ fn options(args: SpeakerArgs) -> Result<Options> {
         ignore_exclude_lb: args.ignore_exclude_lb,
         rescan_every: args.rescan_interval.max(Duration::from_millis(100)),
         attach_mode,
+        dataplane,
     })
 }
 
@@ -233,6 +234,18 @@ mod tests {
     }
 
     #[test]
+    fn dataplane_choices() {
+        assert_eq!(parse(&[]).unwrap().dataplane, DataplaneChoice::Xdp);
+        for (arg, want) in [
+            ("xdp", DataplaneChoice::Xdp),
+            ("userspace", DataplaneChoice::Userspace),
+            ("auto", DataplaneChoice::Auto),
+        ] {
+            assert_eq!(parse(&["--dataplane", arg]).unwrap().dataplane, want);
+        }
+    }
+
+    #[test]
     fn memberlist_disabled_and_bad_values() {
         assert!(parse(&["--ml-bind-addr", ""]).unwrap().gossip.is_none());
         assert!(parse(&["--ml-labels", ""]).unwrap().gossip.is_none());
@@ -246,10 +259,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--interfaces-exclude"), "{e}");
-        let e = parse(&["--dataplane", "userspace"])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("--dataplane"), "{e}");
+        let e = parse(&["--dataplane", "ebpf"]).unwrap_err().to_string();
+        assert!(
+            e.contains("--dataplane \"ebpf\": expected xdp, userspace or auto"),
+            "{e}"
+        );
         let e = parse(&["--xdp-mode", "fast"]).unwrap_err().to_string();
         assert!(e.contains("--xdp-mode"), "{e}");
     }

@@ -11,12 +11,13 @@ use lb_common::maps::PIN_DIR;
 
 use crate::dataplane::cadence::{Cadence, Windows};
 use crate::dataplane::caps::{self, Cap};
-use crate::dataplane::fallback::Fallback;
+use crate::dataplane::fallback::{self, Fallback, FallbackStats, Marker};
 use crate::dataplane::gratuitous::Sender;
 use crate::dataplane::keys::{self, Mac};
 use crate::dataplane::netdev::Interface;
 use crate::dataplane::{
-    self, AttachMode, Counters, Dataplane, DataplaneError, GuardState, Snapshot,
+    self, AttachMode, Attached, Counters, Dataplane, DataplaneChoice, DataplaneError, GuardState,
+    Snapshot,
 };
 
 #[derive(Args)]
@@ -30,7 +31,8 @@ pub struct XdpArgs {
 
 #[derive(Subcommand)]
 enum XdpCommand {
-    /// Attach the responder to an interface (idempotent; keeps running after exit).
+    /// Attach the responder to an interface (idempotent; XDP keeps running after exit, a
+    /// userspace responder runs in the foreground until SIGTERM/SIGINT).
     Attach(AttachArgs),
     /// Answer ARP/NDP for an address on an interface and send gratuitous ARP / unsolicited NA.
     Announce(AnnounceArgs),
@@ -68,6 +70,11 @@ struct AttachArgs {
     iface: String,
     #[arg(long, value_enum, default_value = "auto")]
     mode: ModeArg,
+    /// xdp: attach the XDP program (pinned, outlives this command); userspace: answer from
+    /// this process through AF_PACKET (same maps, replies and counters) until SIGTERM/SIGINT;
+    /// auto: XDP, falling back to userspace when it cannot attach.
+    #[arg(long, value_enum, default_value = "xdp")]
+    dataplane: DataplaneArg,
 }
 
 #[derive(Args, Clone, Copy)]
@@ -137,6 +144,16 @@ enum DataplaneArg {
     Auto,
 }
 
+impl From<DataplaneArg> for DataplaneChoice {
+    fn from(arg: DataplaneArg) -> Self {
+        match arg {
+            DataplaneArg::Xdp => DataplaneChoice::Xdp,
+            DataplaneArg::Userspace => DataplaneChoice::Userspace,
+            DataplaneArg::Auto => DataplaneChoice::Auto,
+        }
+    }
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[arg(long)]
@@ -144,7 +161,8 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "auto")]
     mode: ModeArg,
     /// xdp: the XDP program answers; userspace: this process does (AF_PACKET, same maps, same
-    /// replies, same counters); auto: XDP, falling back to userspace when it cannot attach.
+    /// replies, same counters), unless a `herald xdp attach --dataplane userspace` process
+    /// already answers there; auto: XDP, falling back to userspace when it cannot attach.
     #[arg(long, value_enum, default_value = "xdp")]
     dataplane: DataplaneArg,
     /// Addresses to announce (repeatable).
@@ -168,8 +186,13 @@ pub fn run(args: XdpArgs) -> Result<()> {
     let pin_dir = args.pin_dir.as_path();
     match args.command {
         XdpCommand::Attach(a) => {
-            require("herald xdp attach", &[Cap::Bpf, Cap::NetAdmin])?;
-            attach(pin_dir, &a.iface, a.mode.into())
+            let choice = DataplaneChoice::from(a.dataplane);
+            if choice == DataplaneChoice::Xdp {
+                require("herald xdp attach", &[Cap::Bpf, Cap::NetAdmin])?;
+            } else {
+                require("herald xdp attach", &[Cap::Bpf, Cap::NetAdmin, Cap::NetRaw])?;
+            }
+            attach(pin_dir, &a.iface, a.mode.into(), choice)
         }
         XdpCommand::Announce(a) => {
             require(
@@ -234,16 +257,35 @@ fn interface(name: &str) -> Result<Interface> {
     Interface::by_name(name).map_err(one_line)
 }
 
-fn attach(pin_dir: &Path, iface: &str, mode: AttachMode) -> Result<()> {
+fn attach(pin_dir: &Path, iface: &str, mode: AttachMode, choice: DataplaneChoice) -> Result<()> {
     let iface = interface(iface)?;
     let dp = Dataplane::open(pin_dir).map_err(one_line)?;
-    let attached = dp.attach(&iface, mode).map_err(one_line)?;
+    match choose(&dp, &iface, mode, choice)? {
+        Chosen::Xdp(attached) => {
+            print_attached(&attached);
+            Ok(())
+        }
+        Chosen::OtherProcess(pid) => {
+            println!("{}: already answered in userspace (pid {pid})", iface.name);
+            Ok(())
+        }
+        Chosen::Userspace => {
+            drop(dp);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(attach_userspace(pin_dir, iface))
+        }
+    }
+}
+
+fn print_attached(attached: &Attached) {
     if attached.already {
         println!(
             "{}: already attached ({} mode)",
             attached.iface, attached.mode
         );
-    } else if let Some(why) = attached.driver_refused {
+    } else if let Some(why) = &attached.driver_refused {
         println!(
             "{}: driver mode refused ({why}); attached in skb mode",
             attached.iface
@@ -251,6 +293,152 @@ fn attach(pin_dir: &Path, iface: &str, mode: AttachMode) -> Result<()> {
     } else {
         println!("{}: attached in {} mode", attached.iface, attached.mode);
     }
+}
+
+/// Who will answer on an interface, decided from `--dataplane` and what is already there.
+enum Chosen {
+    /// The XDP program (attached now or before).
+    Xdp(Attached),
+    /// This process, in userspace.
+    Userspace,
+    /// Another live process already answers there in userspace.
+    OtherProcess(u32),
+}
+
+/// One answerer per interface: XDP and a userspace responder never both answer (that would
+/// send every reply twice), and two userspace responders never run for one interface.
+fn choose(
+    dp: &Dataplane,
+    iface: &Interface,
+    mode: AttachMode,
+    choice: DataplaneChoice,
+) -> Result<Chosen> {
+    let other = fallback::live_responder(dp.pin_dir(), &iface.name).map_err(one_line)?;
+    match (choice, other) {
+        (DataplaneChoice::Xdp, Some(pid)) => bail!(
+            "{}: answered in userspace by pid {pid}: stop that process before attaching XDP",
+            iface.name
+        ),
+        (_, Some(pid)) => return Ok(Chosen::OtherProcess(pid)),
+        _ => {}
+    }
+    match choice {
+        DataplaneChoice::Xdp => Ok(Chosen::Xdp(dp.attach(iface, mode).map_err(one_line)?)),
+        DataplaneChoice::Userspace => {
+            if let Some(mode) = dp.attached_mode(&iface.name).map_err(one_line)? {
+                bail!(
+                    "{}: the XDP program is attached ({mode} mode): run `herald xdp detach --iface {}` first",
+                    iface.name,
+                    iface.name
+                );
+            }
+            Ok(Chosen::Userspace)
+        }
+        DataplaneChoice::Auto => match dp.attach(iface, mode) {
+            Ok(attached) => Ok(Chosen::Xdp(attached)),
+            Err(e) => {
+                println!(
+                    "{}: XDP cannot attach ({e}); falling back to userspace",
+                    iface.name
+                );
+                tracing::warn!(iface = %iface.name, "XDP cannot attach, answering in userspace: {e}");
+                Ok(Chosen::Userspace)
+            }
+        },
+    }
+}
+
+/// A userspace responder running in its own thread, marked in the pin directory.
+struct OwnResponder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// `None` once awaited; the outcome is then in `ended`.
+    handle: Option<tokio::task::JoinHandle<dataplane::Result<()>>>,
+    ended: Option<Result<dataplane::Result<()>, tokio::task::JoinError>>,
+    stats: std::sync::Arc<FallbackStats>,
+}
+
+impl OwnResponder {
+    fn start(pin_dir: &Path, iface: &Interface) -> Result<OwnResponder> {
+        let fallback = Fallback::open(iface).map_err(one_line)?;
+        let mut own = Dataplane::open(pin_dir).map_err(one_line)?;
+        let marker = Marker::create(pin_dir, &iface.name).map_err(one_line)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stats = fallback.stats();
+        let flag = stop.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            let result = fallback.serve(&mut own, &flag);
+            drop(marker);
+            result
+        });
+        println!("{}: answering in userspace (AF_PACKET)", iface.name);
+        Ok(OwnResponder {
+            stop,
+            handle: Some(handle),
+            ended: None,
+            stats,
+        })
+    }
+
+    /// Stops the thread (within its poll interval) and prints what it did.
+    async fn finish(mut self, iface: &str) -> Result<()> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let result = match (self.handle.take(), self.ended.take()) {
+            (Some(handle), _) => handle.await,
+            (None, Some(ended)) => ended,
+            (None, None) => Ok(Ok(())),
+        };
+        print_summary(iface, &self.stats);
+        match result {
+            Ok(result) => result.map_err(one_line),
+            Err(_) => bail!("{iface}: the userspace responder thread panicked"),
+        }
+    }
+}
+
+/// An early return (`?`) must not leave the thread serving: the runtime's drop would wait for
+/// it forever.
+impl Drop for OwnResponder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn print_summary(iface: &str, stats: &FallbackStats) {
+    let c = stats.counts();
+    println!(
+        "{iface}: userspace responder: {} ARP/NS frames, {} replies, {} replies dropped by the kernel (send failed), {} receive errors, {} counter write errors",
+        c.frames, c.replies, c.send_failures, c.receive_errors, c.map_errors
+    );
+}
+
+/// The responder future of an optional own responder: pending forever without one.
+async fn responder_ended(own: &mut Option<OwnResponder>) {
+    let Some(own) = own.as_mut() else {
+        return std::future::pending().await;
+    };
+    if let Some(handle) = own.handle.as_mut() {
+        own.ended = Some(handle.await);
+        own.handle = None;
+    }
+}
+
+/// `attach --dataplane userspace|auto` (when XDP could not attach): answer in the foreground
+/// until SIGTERM/SIGINT. Addresses are announced and withdrawn with `herald xdp announce` /
+/// `withdraw` from other processes, as with XDP.
+async fn attach_userspace(pin_dir: &Path, iface: Interface) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut own = Some(OwnResponder::start(pin_dir, &iface)?);
+    let signal = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+        _ = responder_ended(&mut own) => "the responder ended",
+    };
+    if let Some(own) = own.take() {
+        own.finish(&iface.name).await?;
+    }
+    println!("{signal}: {}: stopped answering in userspace", iface.name);
     Ok(())
 }
 
@@ -303,6 +491,10 @@ fn list(pin_dir: &Path, output: Output) -> Result<()> {
         None => Snapshot {
             pin_dir: pin_dir.to_path_buf(),
             attachments: Vec::new(),
+            interfaces: dataplane::interface_modes(
+                &[],
+                &fallback::responders(pin_dir).map_err(one_line)?,
+            ),
             addresses: Vec::new(),
             counters: Counters::default(),
             guard: GuardState::Off,
@@ -329,12 +521,17 @@ fn render_text(s: &Snapshot) -> String {
         }
     };
     out += "interfaces:\n";
-    if s.attachments.is_empty() {
+    if s.interfaces.is_empty() {
         out += "  (none attached)\n";
     }
-    for a in &s.attachments {
-        let gone = if a.present { "" } else { " (interface gone)" };
-        out += &format!("  {} {} mode{gone}\n", a.iface, a.mode);
+    for i in &s.interfaces {
+        let state = match (i.pid, i.active) {
+            (None, true) => String::new(),
+            (None, false) => " (interface gone)".to_string(),
+            (Some(pid), true) => format!(" (pid {pid})"),
+            (Some(pid), false) => format!(" (pid {pid} is gone: not answering)"),
+        };
+        out += &format!("  {} mode {}{state}\n", i.iface, i.dataplane);
     }
     out += "addresses:\n";
     if s.addresses.is_empty() {
@@ -377,6 +574,12 @@ fn detach(pin_dir: &Path, iface: Option<&str>) -> Result<()> {
     if report.maps_removed {
         println!("removed the maps under {}", pin_dir.display());
     }
+    if report.userspace_still_serving {
+        println!(
+            "kept the maps under {}: a userspace responder still answers (see `herald xdp list`)",
+            pin_dir.display()
+        );
+    }
     Ok(())
 }
 
@@ -418,25 +621,9 @@ async fn run_foreground(pin_dir: &Path, args: RunArgs) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
 
     let mut dp = Dataplane::open(pin_dir).map_err(one_line)?;
-    let attached = match args.dataplane {
-        DataplaneArg::Userspace => None,
-        DataplaneArg::Xdp => Some(dp.attach(&iface, args.mode.into()).map_err(one_line)?),
-        DataplaneArg::Auto => match dp.attach(&iface, args.mode.into()) {
-            Ok(attached) => Some(attached),
-            Err(e) => {
-                println!(
-                    "{}: XDP cannot attach ({e}); falling back to userspace",
-                    iface.name
-                );
-                tracing::warn!(iface = %iface.name, "XDP cannot attach, answering in userspace: {e}");
-                None
-            }
-        },
-    };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut responder = None;
-    match attached {
-        Some(attached) => println!(
+    let mut own = None;
+    match choose(&dp, &iface, args.mode.into(), args.dataplane.into())? {
+        Chosen::Xdp(attached) => println!(
             "{}: {} in {} mode",
             iface.name,
             if attached.already {
@@ -446,13 +633,12 @@ async fn run_foreground(pin_dir: &Path, args: RunArgs) -> Result<()> {
             },
             attached.mode
         ),
-        None => {
+        Chosen::OtherProcess(pid) => {
+            println!("{}: already answered in userspace (pid {pid})", iface.name)
+        }
+        Chosen::Userspace => {
             dp.serve_in_userspace(&iface);
-            let fallback = Fallback::open(&iface).map_err(one_line)?;
-            let mut own = Dataplane::open(pin_dir).map_err(one_line)?;
-            let stop = stop.clone();
-            responder = Some(std::thread::spawn(move || fallback.serve(&mut own, &stop)));
-            println!("{}: answering in userspace (AF_PACKET)", iface.name);
+            own = Some(OwnResponder::start(pin_dir, &iface)?);
         }
     }
     let guard_on = !args.guard_timeout.is_zero();
@@ -494,6 +680,8 @@ async fn run_foreground(pin_dir: &Path, args: RunArgs) -> Result<()> {
         tokio::select! {
             _ = sigterm.recv() => break Ok("SIGTERM"),
             _ = sigint.recv() => break Ok("SIGINT"),
+            // The heartbeat must not outlive the answers: stop when the responder does.
+            _ = responder_ended(&mut own) => break Ok("the userspace responder ended"),
             _ = beat.tick(), if guard_on => {
                 if let Err(e) = dp.heartbeat(args.guard_timeout) {
                     break Err(one_line(e));
@@ -510,12 +698,8 @@ async fn run_foreground(pin_dir: &Path, args: RunArgs) -> Result<()> {
         dp.withdraw(&iface, *ip).map_err(one_line)?;
     }
     dp.guard_off().map_err(one_line)?;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(responder) = responder {
-        match responder.join() {
-            Ok(result) => result.map_err(one_line)?,
-            Err(_) => bail!("the userspace responder thread panicked"),
-        }
+    if let Some(own) = own {
+        own.finish(&iface.name).await?;
     }
     let signal = outcome?;
     println!(
@@ -536,7 +720,7 @@ fn send_round(sender: &Sender, iface: &Interface, ip: IpAddr, mac: Mac) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::{AddressInfo, AttachedMode, AttachmentInfo};
+    use crate::dataplane::{AddressInfo, AttachedMode, AttachmentInfo, InterfaceMode, ServedBy};
 
     #[test]
     fn durations_parse() {
@@ -565,6 +749,26 @@ mod tests {
                 mode: AttachedMode::Skb,
                 present: true,
             }],
+            interfaces: vec![
+                InterfaceMode {
+                    iface: "eth0".into(),
+                    dataplane: ServedBy::XdpSkb,
+                    pid: None,
+                    active: true,
+                },
+                InterfaceMode {
+                    iface: "eth1".into(),
+                    dataplane: ServedBy::Userspace,
+                    pid: Some(42),
+                    active: true,
+                },
+                InterfaceMode {
+                    iface: "eth2".into(),
+                    dataplane: ServedBy::Userspace,
+                    pid: Some(43),
+                    active: false,
+                },
+            ],
             addresses: vec![AddressInfo {
                 iface: Some("eth0".into()),
                 ifindex: 2,
@@ -587,7 +791,9 @@ mod tests {
         };
         let text = render_text(&snapshot);
         for part in [
-            "eth0 skb mode",
+            "eth0 mode xdp-skb\n",
+            "eth1 mode userspace (pid 42)\n",
+            "eth2 mode userspace (pid 43 is gone: not answering)\n",
             "198.51.100.10",
             "02:00:5e:00:00:10",
             "STALE",
@@ -600,5 +806,9 @@ mod tests {
         assert_eq!(json["guard"]["state"], "stale");
         assert_eq!(json["addresses"][0]["mac"], "02:00:5e:00:00:10");
         assert_eq!(json["attachments"][0]["mode"], "skb");
+        assert_eq!(json["interfaces"][0]["dataplane"], "xdp-skb");
+        assert_eq!(json["interfaces"][1]["dataplane"], "userspace");
+        assert_eq!(json["interfaces"][1]["pid"], 42);
+        assert_eq!(json["interfaces"][2]["active"], false);
     }
 }

@@ -47,6 +47,64 @@ pub enum AttachMode {
     Skb,
 }
 
+/// Who answers ARP/NDP (`--dataplane`): the XDP program, a userspace AF_PACKET responder
+/// ([`fallback`]), or XDP when it can attach and userspace otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataplaneChoice {
+    Xdp,
+    Userspace,
+    Auto,
+}
+
+impl std::str::FromStr for DataplaneChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "xdp" => Ok(DataplaneChoice::Xdp),
+            "userspace" => Ok(DataplaneChoice::Userspace),
+            "auto" => Ok(DataplaneChoice::Auto),
+            other => Err(format!("{other:?}: expected xdp, userspace or auto")),
+        }
+    }
+}
+
+/// Who answers on one interface, as `herald xdp list` and the `herald_dataplane_mode` metric
+/// name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ServedBy {
+    #[serde(rename = "xdp-driver")]
+    XdpDriver,
+    #[serde(rename = "xdp-skb")]
+    XdpSkb,
+    #[serde(rename = "userspace")]
+    Userspace,
+}
+
+impl ServedBy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ServedBy::XdpDriver => "xdp-driver",
+            ServedBy::XdpSkb => "xdp-skb",
+            ServedBy::Userspace => "userspace",
+        }
+    }
+}
+
+impl From<AttachedMode> for ServedBy {
+    fn from(mode: AttachedMode) -> Self {
+        match mode {
+            AttachedMode::Driver => ServedBy::XdpDriver,
+            AttachedMode::Skb => ServedBy::XdpSkb,
+        }
+    }
+}
+
+impl std::fmt::Display for ServedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Result of [`Dataplane::attach`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attached {
@@ -74,6 +132,8 @@ pub struct Detached {
     pub withdrawn: usize,
     /// No link remained, so the maps and the pin directory were removed too.
     pub maps_removed: bool,
+    /// A userspace responder is still running, so the maps were kept.
+    pub userspace_still_serving: bool,
 }
 
 /// Everything `herald xdp list` shows.
@@ -81,6 +141,8 @@ pub struct Detached {
 pub struct Snapshot {
     pub pin_dir: PathBuf,
     pub attachments: Vec<AttachmentInfo>,
+    /// Every interface answered on, by XDP link or by a userspace responder.
+    pub interfaces: Vec<InterfaceMode>,
     pub addresses: Vec<AddressInfo>,
     pub counters: Counters,
     pub guard: GuardState,
@@ -92,6 +154,42 @@ pub struct AttachmentInfo {
     pub mode: AttachedMode,
     /// False when the interface is gone from this namespace (or was re-created: the link died).
     pub present: bool,
+}
+
+/// Who answers on one interface (`herald xdp list`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InterfaceMode {
+    pub iface: String,
+    pub dataplane: ServedBy,
+    /// The userspace responder's process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// XDP: the interface is present and the link alive; userspace: the process is alive.
+    pub active: bool,
+}
+
+/// The per-interface view: XDP links, then userspace responders (live ones first).
+pub fn interface_modes(
+    attachments: &[AttachmentInfo],
+    responders: &[fallback::UserspaceResponder],
+) -> Vec<InterfaceMode> {
+    let mut out: Vec<InterfaceMode> = attachments
+        .iter()
+        .map(|a| InterfaceMode {
+            iface: a.iface.clone(),
+            dataplane: a.mode.into(),
+            pid: None,
+            active: a.present,
+        })
+        .collect();
+    out.extend(responders.iter().map(|r| InterfaceMode {
+        iface: r.iface.clone(),
+        dataplane: ServedBy::Userspace,
+        pid: Some(r.pid),
+        active: r.alive,
+    }));
+    out.sort_by(|a, b| (&a.iface, !a.active, a.dataplane).cmp(&(&b.iface, !b.active, b.dataplane)));
+    out
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -321,6 +419,27 @@ impl Dataplane {
         }
     }
 
+    /// Undoes [`Dataplane::serve_in_userspace`].
+    pub fn stop_serving_in_userspace(&mut self, ifindex: u32) {
+        self.userspace.retain(|i| *i != ifindex);
+    }
+
+    /// The XDP link pinned for `ifname`, if any, and its mode.
+    pub fn attached_mode(&self, ifname: &str) -> Result<Option<AttachedMode>> {
+        Ok(self.link_of(ifname)?.map(|(_, mode, _)| mode))
+    }
+
+    /// Unpins the XDP link of `ifname` (the kernel detaches the program), keeping its addresses
+    /// and the maps: for handing the interface over to a userspace responder. True when a link
+    /// was pinned.
+    pub fn release_link(&self, ifname: &str) -> Result<bool> {
+        let Some((_, _, path)) = self.link_of(ifname)? else {
+            return Ok(false);
+        };
+        std::fs::remove_file(&path).map_err(|source| DataplaneError::PinDir { path, source })?;
+        Ok(true)
+    }
+
     fn link_of(&self, ifname: &str) -> Result<Option<(String, AttachedMode, PathBuf)>> {
         Ok(pins::link_pins(&self.pin_dir)?
             .into_iter()
@@ -356,7 +475,10 @@ impl Dataplane {
                 reason: "not a unicast address",
             });
         }
-        if !self.userspace.contains(&iface.index) && self.link_of(&iface.name)?.is_none() {
+        if !self.userspace.contains(&iface.index)
+            && self.link_of(&iface.name)?.is_none()
+            && fallback::live_responder(&self.pin_dir, &iface.name)?.is_none()
+        {
             return Err(DataplaneError::NotAttached {
                 iface: iface.name.clone(),
             });
@@ -479,9 +601,11 @@ impl Dataplane {
                 iface,
                 mode,
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let interfaces = interface_modes(&attachments, &fallback::responders(&self.pin_dir)?);
         Ok(Snapshot {
             pin_dir: self.pin_dir.clone(),
+            interfaces,
             attachments,
             addresses,
             counters: Counters {
@@ -518,7 +642,13 @@ pub fn detach(pin_dir: &Path, iface: Option<&str>) -> Result<Detached> {
         report.links.push((ifname, mode));
     }
     drop(dataplane);
-    if pins::link_pins(pin_dir)?.is_empty() && pin_dir.exists() {
+    // A live userspace responder still reads the maps: they stay until it stops.
+    let userspace_live = pin_dir.exists() && {
+        fallback::remove_dead_markers(pin_dir)?;
+        fallback::responders(pin_dir)?.iter().any(|r| r.alive)
+    };
+    report.userspace_still_serving = userspace_live;
+    if pins::link_pins(pin_dir)?.is_empty() && pin_dir.exists() && !userspace_live {
         for name in MAP_NAMES {
             let path = pin_dir.join(name);
             match std::fs::remove_file(&path) {
@@ -734,6 +864,64 @@ mod tests {
             }
         );
         assert_eq!(sum_over_cpus(&[]), Announcement::default());
+    }
+
+    #[test]
+    fn dataplane_choice_parses_and_names_modes() {
+        assert_eq!("xdp".parse(), Ok(DataplaneChoice::Xdp));
+        assert_eq!("userspace".parse(), Ok(DataplaneChoice::Userspace));
+        assert_eq!("auto".parse(), Ok(DataplaneChoice::Auto));
+        assert_eq!(
+            "XDP".parse::<DataplaneChoice>(),
+            Err("\"XDP\": expected xdp, userspace or auto".to_string())
+        );
+        assert_eq!(ServedBy::from(AttachedMode::Driver).as_str(), "xdp-driver");
+        assert_eq!(ServedBy::from(AttachedMode::Skb).as_str(), "xdp-skb");
+        assert_eq!(
+            serde_json::to_value(ServedBy::Userspace).unwrap(),
+            serde_json::json!("userspace")
+        );
+    }
+
+    #[test]
+    fn interface_modes_merge_links_and_responders() {
+        let attachments = [
+            AttachmentInfo {
+                iface: "eth1".into(),
+                mode: AttachedMode::Skb,
+                present: false,
+            },
+            AttachmentInfo {
+                iface: "eth0".into(),
+                mode: AttachedMode::Driver,
+                present: true,
+            },
+        ];
+        let responder = |iface: &str, pid, alive| fallback::UserspaceResponder {
+            iface: iface.into(),
+            pid,
+            alive,
+            path: PathBuf::new(),
+        };
+        let modes = interface_modes(
+            &attachments,
+            &[responder("eth1", 7, true), responder("eth2", 9, false)],
+        );
+        let view: Vec<_> = modes
+            .iter()
+            .map(|m| (m.iface.as_str(), m.dataplane.as_str(), m.pid, m.active))
+            .collect();
+        assert_eq!(
+            view,
+            [
+                ("eth0", "xdp-driver", None, true),
+                // The live answerer first: a dead link's pin left behind comes after it.
+                ("eth1", "userspace", Some(7), true),
+                ("eth1", "xdp-skb", None, false),
+                ("eth2", "userspace", Some(9), false),
+            ]
+        );
+        assert!(interface_modes(&[], &[]).is_empty());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The speaker's Prometheus metrics under MetalLB's names (spec (d)):
 //! `metallb_speaker_announced{service,protocol,node,ip}` and the counters
 //! `metallb_layer2_requests_received{ip}`, `metallb_layer2_responses_sent{ip}`,
-//! `metallb_layer2_gratuitous_sent{ip}`, plus the gossip's own counters.
+//! `metallb_layer2_gratuitous_sent{ip}`, plus the gossip's own counters, and Herald's data-plane
+//! choice per interface: `herald_dataplane_mode{iface,mode}` (mode xdp-driver, xdp-skb or
+//! userspace) and the userspace fallback responder's `herald_fallback_*{iface}` counters.
 //!
 //! The layer-2 counters come from the XDP program's per-address counters, which restart at
 //! zero when an address is withdrawn and announced again; [`CounterTracker`] folds those
@@ -17,6 +19,8 @@ use std::sync::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::dataplane::fallback::FallbackCounts;
 
 /// Turns readings of counters that may restart (per key) into increments.
 #[derive(Clone, Debug)]
@@ -74,6 +78,18 @@ pub struct SpeakerMetrics {
     pub updates: Counter,
     pub update_errors: Counter,
     layer2: Mutex<Layer2>,
+    dataplane: Mutex<DataplaneView>,
+}
+
+/// A per-interface counter family of the userspace responders: name, help, value.
+type Family = (&'static str, &'static str, fn(&FallbackCounts) -> u64);
+
+/// Who answers where, and what the userspace responders did.
+#[derive(Default)]
+struct DataplaneView {
+    /// Interface -> mode (`ServedBy::as_str`).
+    modes: BTreeMap<String, &'static str>,
+    fallback: BTreeMap<String, FallbackCounts>,
 }
 
 impl Default for SpeakerMetrics {
@@ -143,6 +159,7 @@ impl SpeakerMetrics {
             updates,
             update_errors,
             layer2: Mutex::new(Layer2::default()),
+            dataplane: Mutex::new(DataplaneView::default()),
         }
     }
 
@@ -173,6 +190,20 @@ impl SpeakerMetrics {
         }
         l2.requests_seen.retain(&seen);
         l2.responses_seen.retain(&seen);
+    }
+
+    fn dataplane(&self) -> std::sync::MutexGuard<'_, DataplaneView> {
+        self.dataplane.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the per-interface data-plane modes: `(interface, mode)`.
+    pub fn set_dataplane_modes(&self, modes: &[(String, &'static str)]) {
+        self.dataplane().modes = modes.iter().cloned().collect();
+    }
+
+    /// The userspace responders' running totals, per interface.
+    pub fn observe_fallback(&self, counts: &[(String, FallbackCounts)]) {
+        self.dataplane().fallback = counts.iter().cloned().collect();
     }
 
     /// Counts gratuitous packets sent for `ip` (2 per ARP round, 1 per NA).
@@ -214,6 +245,50 @@ impl SpeakerMetrics {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
                 for (ip, value) in values {
                     let _ = writeln!(out, "{name}{{ip=\"{ip}\"}} {value}");
+                }
+            }
+        }
+        {
+            let dp = self.dataplane();
+            out.push_str("# HELP herald_dataplane_mode Who answers ARP/NDP on the interface: 1 for its mode (xdp-driver, xdp-skb, or userspace when XDP is not used there).\n# TYPE herald_dataplane_mode gauge\n");
+            for (iface, mode) in &dp.modes {
+                let _ = writeln!(
+                    out,
+                    "herald_dataplane_mode{{iface=\"{}\",mode=\"{mode}\"}} 1",
+                    escape(iface)
+                );
+            }
+            let families: [Family; 4] = [
+                (
+                    "herald_fallback_replies_sent",
+                    "Replies sent by the userspace fallback responder",
+                    |c| c.replies,
+                ),
+                (
+                    "herald_fallback_send_failures",
+                    "Replies of the userspace fallback responder the kernel refused to send (dropped, e.g. ENOBUFS under a flood)",
+                    |c| c.send_failures,
+                ),
+                (
+                    "herald_fallback_receive_errors",
+                    "Transient receive errors of the userspace fallback responder",
+                    |c| c.receive_errors,
+                ),
+                (
+                    "herald_fallback_map_errors",
+                    "Counter updates of the userspace fallback responder that failed",
+                    |c| c.map_errors,
+                ),
+            ];
+            for (name, help, value) in families {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (iface, counts) in &dp.fallback {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{iface=\"{}\"}} {}",
+                        escape(iface),
+                        value(counts)
+                    );
                 }
             }
         }
@@ -280,5 +355,32 @@ mod tests {
         assert!(text.contains("metallb_k8s_client_config_loaded_bool"));
         m.set_announced("node-a", &BTreeSet::new());
         assert!(!m.encode().contains("metallb_speaker_announced{"));
+    }
+
+    #[test]
+    fn dataplane_modes_and_fallback_counters() {
+        let m = SpeakerMetrics::new();
+        m.set_dataplane_modes(&[("eth0".into(), "xdp-skb"), ("eth1".into(), "userspace")]);
+        m.observe_fallback(&[(
+            "eth1".into(),
+            FallbackCounts {
+                frames: 10,
+                replies: 7,
+                send_failures: 3,
+                receive_errors: 0,
+                map_errors: 0,
+            },
+        )]);
+        let text = m.encode();
+        assert!(text.contains("herald_dataplane_mode{iface=\"eth0\",mode=\"xdp-skb\"} 1\n"));
+        assert!(text.contains("herald_dataplane_mode{iface=\"eth1\",mode=\"userspace\"} 1\n"));
+        assert!(text.contains("herald_fallback_replies_sent{iface=\"eth1\"} 7\n"));
+        assert!(text.contains("herald_fallback_send_failures{iface=\"eth1\"} 3\n"));
+        assert!(text.contains("# TYPE herald_dataplane_mode gauge"));
+        assert!(text.trim_end().ends_with("# EOF"), "EOF stays last");
+        m.set_dataplane_modes(&[("eth0".into(), "xdp-driver")]);
+        let text = m.encode();
+        assert!(!text.contains("iface=\"eth1\",mode"));
+        assert!(text.contains("herald_dataplane_mode{iface=\"eth0\",mode=\"xdp-driver\"} 1"));
     }
 }

@@ -27,10 +27,11 @@ use tokio::time::Instant;
 
 use crate::config::{self, Config, Snapshot};
 use crate::dataplane::cadence::{Cadence, Windows};
+use crate::dataplane::fallback::{Fallback, FallbackStats, Marker};
 use crate::dataplane::gratuitous::Sender;
 use crate::dataplane::keys::Mac;
 use crate::dataplane::netdev::{self, Interface};
-use crate::dataplane::{self, AttachMode, Dataplane, GuardState};
+use crate::dataplane::{self, AttachMode, Dataplane, DataplaneChoice, GuardState, ServedBy};
 use crate::k8s::speaker::{WatchOptions, Watches, Writer};
 use crate::speaker::auth::GossipKey;
 use crate::speaker::gossip::{Gossip, GossipOptions, Health};
@@ -69,6 +70,9 @@ pub struct Options {
     pub ignore_exclude_lb: bool,
     pub rescan_every: Duration,
     pub attach_mode: AttachMode,
+    /// Who answers: XDP, a userspace AF_PACKET responder per interface, or XDP falling back
+    /// to userspace on interfaces where it cannot attach.
+    pub dataplane: DataplaneChoice,
 }
 
 /// Work for the API writer task.
@@ -222,6 +226,9 @@ pub async fn run(options: Options) -> Result<()> {
             .ok(),
         windows: Windows::new(Cadence::default()),
         ifaces: BTreeMap::new(),
+        served: BTreeMap::new(),
+        responders: BTreeMap::new(),
+        fallback_stats: BTreeMap::new(),
         eligible: Eligible::default(),
         config: None,
         verdict: None,
@@ -307,6 +314,7 @@ pub async fn run(options: Options) -> Result<()> {
         tokio::time::sleep(options.timing.probe_period).await;
     }
     speaker.withdraw_everything();
+    speaker.stop_all_responders();
     stop_heartbeat.store(true, Ordering::Relaxed);
     let _ = heartbeat.join();
     tracing::info!("speaker stopped; XDP links stay pinned for the next start");
@@ -639,14 +647,27 @@ fn existing_from(
         .collect()
 }
 
+/// A userspace responder thread of the speaker.
+struct Responder {
+    index: u32,
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<dataplane::Result<()>>,
+}
+
 /// The data-plane side of the speaker.
 struct Speaker {
     options: Options,
     dp: Dataplane,
     sender: Option<Sender>,
     windows: Windows<Target>,
-    /// Eligible interfaces with XDP attached, by name.
+    /// Eligible interfaces with a responder (XDP or userspace), by name.
     ifaces: BTreeMap<String, Interface>,
+    /// Who answers on each of `ifaces` (with the index it was decided for).
+    served: BTreeMap<String, (u32, ServedBy)>,
+    /// Userspace responders of this process, by interface.
+    responders: BTreeMap<String, Responder>,
+    /// Their counters, kept across a restarted responder (metrics stay monotonic).
+    fallback_stats: BTreeMap<String, Arc<FallbackStats>>,
     eligible: Eligible,
     config: Option<Config>,
     /// The last ConfigurationState verdict sent (`Some(None)` = valid).
@@ -676,21 +697,23 @@ impl Speaker {
         };
         let mut eligible = interfaces::eligible(&facts, &self.options.filter);
         let mut ifaces = BTreeMap::new();
+        let mut served = BTreeMap::new();
         for name in eligible.all() {
-            let attached = Interface::by_name(&name).and_then(|iface| {
-                self.dp
-                    .attach(&iface, self.options.attach_mode)
-                    .map(|a| (iface, a))
-            });
-            match attached {
-                Ok((iface, a)) => {
-                    if !a.already {
-                        tracing::info!(iface = %name, mode = %a.mode, "XDP attached");
-                    }
+            let result = Interface::by_name(&name)
+                .map_err(|e| e.to_string())
+                .and_then(|iface| self.serve(&iface).map(|by| (iface, by)));
+            match result {
+                Ok((iface, by)) => {
+                    served.insert(name.clone(), (iface.index, by));
                     ifaces.insert(name, iface);
                 }
-                Err(error) => {
+                Err(error) if self.options.dataplane == DataplaneChoice::Xdp => {
                     tracing::warn!(iface = %name, %error, "cannot attach XDP; interface not used");
+                    eligible.ipv4.remove(&name);
+                    eligible.ipv6.remove(&name);
+                }
+                Err(error) => {
+                    tracing::warn!(iface = %name, %error, "cannot answer in userspace; interface not used");
                     eligible.ipv4.remove(&name);
                     eligible.ipv6.remove(&name);
                 }
@@ -699,6 +722,22 @@ impl Speaker {
         for gone in self.ifaces.keys().filter(|n| !ifaces.contains_key(*n)) {
             tracing::warn!(iface = %gone, "interface no longer eligible (gone, down or excluded)");
         }
+        let stale: Vec<String> = self
+            .responders
+            .keys()
+            .filter(|n| served.get(*n).map(|(_, by)| *by) != Some(ServedBy::Userspace))
+            .cloned()
+            .collect();
+        for name in stale {
+            self.stop_responder(&name);
+        }
+        self.metrics.set_dataplane_modes(
+            &served
+                .iter()
+                .map(|(name, (_, by))| (name.clone(), by.as_str()))
+                .collect::<Vec<_>>(),
+        );
+        self.served = served;
         let changed = eligible != self.eligible
             || ifaces
                 .iter()
@@ -709,6 +748,112 @@ impl Speaker {
         self.eligible = eligible;
         self.ifaces = ifaces;
         changed
+    }
+
+    /// Makes sure something answers on `iface`, per `--dataplane`; says who.
+    fn serve(&mut self, iface: &Interface) -> std::result::Result<ServedBy, String> {
+        let userspace = match self.options.dataplane {
+            DataplaneChoice::Userspace => true,
+            DataplaneChoice::Xdp => false,
+            // Once fallen back, stay: retrying XDP would load the program again every rescan.
+            DataplaneChoice::Auto => {
+                self.served.get(&iface.name) == Some(&(iface.index, ServedBy::Userspace))
+            }
+        };
+        if !userspace {
+            match self.dp.attach(iface, self.options.attach_mode) {
+                Ok(a) => {
+                    if !a.already {
+                        tracing::info!(iface = %iface.name, mode = %a.mode, "XDP attached");
+                    }
+                    return Ok(a.mode.into());
+                }
+                Err(error) if self.options.dataplane == DataplaneChoice::Auto => {
+                    tracing::warn!(iface = %iface.name, %error, "XDP cannot attach; falling back to userspace (AF_PACKET responder)");
+                }
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        self.ensure_responder(iface)?;
+        Ok(ServedBy::Userspace)
+    }
+
+    /// Starts this process's userspace responder on `iface` unless it runs already.
+    fn ensure_responder(&mut self, iface: &Interface) -> std::result::Result<(), String> {
+        if self
+            .responders
+            .get(&iface.name)
+            .is_some_and(|r| r.index == iface.index && !r.handle.is_finished())
+        {
+            return Ok(());
+        }
+        self.stop_responder(&iface.name);
+        // XDP and userspace must not both answer (every reply would go out twice).
+        if self
+            .dp
+            .release_link(&iface.name)
+            .map_err(|e| e.to_string())?
+        {
+            tracing::warn!(iface = %iface.name, "unpinned the XDP link: this interface is answered in userspace now");
+        }
+        let stats = self
+            .fallback_stats
+            .entry(iface.name.clone())
+            .or_default()
+            .clone();
+        let fallback = Fallback::open_with_stats(iface, stats).map_err(|e| e.to_string())?;
+        let mut own = Dataplane::open(&self.options.pin_dir).map_err(|e| e.to_string())?;
+        let marker =
+            Marker::create(&self.options.pin_dir, &iface.name).map_err(|e| e.to_string())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("fallback".into())
+            .spawn(move || {
+                let result = fallback.serve(&mut own, &flag);
+                drop(marker);
+                result
+            })
+            .map_err(|e| format!("starting the userspace responder: {e}"))?;
+        self.dp.serve_in_userspace(iface);
+        tracing::info!(iface = %iface.name, "answering in userspace (AF_PACKET)");
+        self.responders.insert(
+            iface.name.clone(),
+            Responder {
+                index: iface.index,
+                stop,
+                handle,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops this process's userspace responder on `name` (it ends within its poll interval).
+    fn stop_responder(&mut self, name: &str) {
+        let Some(r) = self.responders.remove(name) else {
+            return;
+        };
+        r.stop.store(true, Ordering::Relaxed);
+        self.dp.stop_serving_in_userspace(r.index);
+        if r.handle.is_finished() {
+            match r.handle.join() {
+                Ok(Err(error)) => {
+                    tracing::error!(iface = %name, %error, "userspace responder ended")
+                }
+                Err(_) => tracing::error!(iface = %name, "userspace responder panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    fn stop_all_responders(&mut self) {
+        let all: Vec<Responder> = std::mem::take(&mut self.responders).into_values().collect();
+        for r in &all {
+            r.stop.store(true, Ordering::Relaxed);
+        }
+        for r in all {
+            let _ = r.handle.join();
+        }
     }
 
     /// What the maps hold, as targets; entries of interfaces we do not know are `Err(key)`.
@@ -917,7 +1062,7 @@ impl Speaker {
         }
     }
 
-    fn observe(&self) {
+    fn observe(&mut self) {
         match self.dp.snapshot() {
             Ok(snapshot) => {
                 let readings: Vec<_> = snapshot
@@ -928,6 +1073,29 @@ impl Speaker {
                 self.metrics.observe_addresses(&readings);
             }
             Err(error) => tracing::warn!(%error, "reading data-plane counters failed"),
+        }
+        let fallback: Vec<_> = self
+            .fallback_stats
+            .iter()
+            .map(|(name, stats)| (name.clone(), stats.counts()))
+            .collect();
+        self.metrics.observe_fallback(&fallback);
+        // A responder ends on its own only when its socket is gone: restart it at once if the
+        // interface is still the same one (a deleted or re-created one is left to the rescan).
+        let ended: Vec<Interface> = self
+            .responders
+            .iter()
+            .filter(|(_, r)| r.handle.is_finished())
+            .filter_map(|(name, r)| {
+                Interface::by_name(name)
+                    .ok()
+                    .filter(|iface| iface.index == r.index)
+            })
+            .collect();
+        for iface in ended {
+            if let Err(error) = self.ensure_responder(&iface) {
+                tracing::warn!(iface = %iface.name, %error, "restarting the userspace responder failed");
+            }
         }
     }
 
