@@ -12,13 +12,15 @@
 //! its reply is timed (kernel receive timestamp minus send time).
 
 mod cpu;
-mod frames;
+// frames, measure, stats and svg are also used by `bench vs-metallb` (the same generator and
+// reply measurement, run in the lab's client namespace).
+pub mod frames;
 mod lab;
 mod live;
-mod measure;
+pub mod measure;
 mod net;
-mod stats;
-mod svg;
+pub mod stats;
+pub mod svg;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

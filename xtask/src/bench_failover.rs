@@ -70,7 +70,13 @@ pub fn run(args: &Args) -> Result<()> {
         let mut tcp = Vec::new();
         let mut restarts = 0;
         for i in 0..args.trials {
-            let t = failover::trial(fault, Duration::from_millis(args.probe_ms), args.detect_ms)?;
+            let t = failover::trial(
+                fault,
+                Duration::from_millis(args.probe_ms),
+                lab::Speakers::Herald {
+                    detect_ms: args.detect_ms,
+                },
+            )?;
             print!("  #{:<2}", i + 1);
             failover::print_trial(&t);
             arp.push(t.arp);

@@ -1,10 +1,468 @@
-//! `cargo xtask bench vs-metallb` (issue 12): not built yet.
+//! `cargo xtask bench vs-metallb` (issue 12): Herald against MetalLB v0.15.2 in one run, on the
+//! same lab — same control plane, Nodes, speaker Pods, manifests (the lab's pool,
+//! L2Advertisement and Service `default/web`) and machine — one after the other:
+//!
+//! 1. Herald as the lab runs it (controller + three speakers with XDP in skb mode);
+//! 2. Herald stopped (speakers leave and withdraw, XDP detached, pins removed, controller
+//!    stopped; the client checks that nobody answers any more), then MetalLB's controller and
+//!    three speakers (`lab/metallb.rs`: `go install`, out of cluster, memberlist on each node
+//!    address, admin kubeconfig);
+//! 3. MetalLB stopped and Herald started again (or the lab taken down if this command made it).
+//!
+//! For each: ARP and NDP replies/s at saturation and reply latency (`replies.rs`, with `bench
+//! dataplane`'s generator in the client namespace), failover time over repeated kills of the
+//! announcing speaker (`lab::failover::trial`, the client's view), and the time to give N
+//! Services their IPs (`services.rs`). One table with ratios and the issue's targets, written to
+//! `target/bench/vs-metallb.txt`, with plots of replies/s against offered load.
 
-use anyhow::{Result, bail};
+mod replies;
+mod report;
+mod services;
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::bench_dataplane::svg;
+use crate::lab::{self, Speakers, failover, metallb};
+use replies::{Proto, Series};
+use report::{Failover, Figure, Figures};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Speaker-kill trials per implementation (the issue asks for ≥ 20).
+    #[arg(long, default_value_t = 20)]
+    pub trials: usize,
+    /// Services created per implementation.
+    #[arg(long, default_value_t = 1000)]
+    pub services: usize,
+    /// Service create requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Offered rates (requests/s) of the paced steps; an unpaced step follows them.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "5000,10000,20000,50000,100000,200000,400000"
+    )]
+    pub rates: Vec<u64>,
+    /// Length of each rate step in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub step_ms: u64,
+    /// Client ARP probe interval during failover trials (ms).
+    #[arg(long, default_value_t = 10)]
+    pub probe_ms: u64,
+    /// Herald speakers' `--detect-ms`.
+    #[arg(long, default_value_t = lab::DEFAULT_DETECT_MS)]
+    pub detect_ms: u64,
+    /// Only these parts (replies, failover, services).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "replies,failover,services"
+    )]
+    pub parts: Vec<Part>,
+    /// Leave a lab this command started running (with Herald).
+    #[arg(long)]
+    pub keep_lab: bool,
+}
 
-pub fn run(_args: &Args) -> Result<()> {
-    bail!("cargo xtask bench vs-metallb is not implemented yet (issue 12)")
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    Replies,
+    Failover,
+    Services,
+}
+
+/// Everything measured for one implementation (steps kept for the plots).
+struct Run {
+    figures: Figures,
+    arp_steps: Vec<(f64, f64)>,
+    ndp_steps: Vec<(f64, f64)>,
+    /// Context lines for the report (settings, who announced).
+    notes: Vec<String>,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("bench vs-metallb needs root (the lab: namespaces, XDP, AF_PACKET)");
+    }
+    let started = Instant::now();
+    // Build MetalLB first: a failure here should not leave a half-switched lab.
+    metallb::install("controller")?;
+    metallb::install("speaker")?;
+
+    let started_lab = !lab::is_up();
+    if started_lab {
+        lab::up(&lab::UpArgs {
+            detect_ms: args.detect_ms,
+            no_build: false,
+            no_speakers: false,
+        })?;
+    } else {
+        println!("==> using the running lab (left running afterwards)");
+        if metallb::is_running() {
+            println!("==> MetalLB is running in the lab (an interrupted run?): stopping it");
+            metallb::stop();
+        }
+        if !lab::herald_running() || lab::detect_ms() != args.detect_ms {
+            println!(
+                "==> (re)starting Herald's controller and speakers (--detect-ms {})",
+                args.detect_ms
+            );
+            lab::start_herald(args.detect_ms)?;
+        }
+    }
+    let (vip4, vip6) = demo_ips()?;
+    println!("bench vs-metallb: demo Service default/web = {vip4}, {vip6}");
+    let neighbours = replies::Neighbours::add()?;
+
+    println!(
+        "\n=== Herald (speakers: XDP skb mode on eth0, --detect-ms {})",
+        args.detect_ms
+    );
+    let herald = measure(
+        Speakers::Herald {
+            detect_ms: args.detect_ms,
+        },
+        args,
+        vip4,
+        vip6,
+    );
+
+    println!("\n=== switching: Herald stops (speakers withdraw, XDP detached), MetalLB starts");
+    // Where this run's lines begin in MetalLB's logs (a lab keeps appending to them).
+    let log_offsets: Vec<u64> = lab::NODES
+        .iter()
+        .map(|n| std::fs::metadata(metallb::speaker_log(n)).map_or(0, |m| m.len()))
+        .collect();
+    let switched = switch_to_metallb(vip4);
+    let metallb_run = match &switched {
+        Ok(()) => {
+            println!(
+                "\n=== MetalLB {} (controller + 3 speakers, memberlist)",
+                metallb::VERSION
+            );
+            measure(Speakers::Metallb, args, vip4, vip6)
+        }
+        Err(e) => {
+            println!("   switch failed: {e:#}");
+            Run {
+                figures: Figures::skipped(&format!("MetalLB did not start: {e:#}")),
+                arp_steps: vec![],
+                ndp_steps: vec![],
+                notes: vec![],
+            }
+        }
+    };
+    if let Ok(()) = &switched {
+        print_metallb_log_excerpt(&log_offsets);
+    }
+
+    println!("\n=== restoring Herald in the lab");
+    drop(neighbours);
+    metallb::stop();
+    let restored = lab::start_herald(args.detect_ms)
+        .and_then(|()| failover::stable_answer(vip4, 5).map(|_| ()));
+    if let Err(e) = &restored {
+        println!("   restoring Herald failed: {e:#}");
+    }
+    if args.parts.contains(&Part::Services)
+        && let Err(e) = services::remove_pool()
+    {
+        println!("   removing the bench pool failed: {e:#}");
+    }
+
+    let text = render(args, &herald, &metallb_run, started.elapsed());
+    println!("\n{text}");
+    let out_dir = crate::workspace_root().join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    std::fs::write(out_dir.join("vs-metallb.txt"), &text).context("writing vs-metallb.txt")?;
+    for (proto, h, m) in [
+        (Proto::Arp, &herald.arp_steps, &metallb_run.arp_steps),
+        (Proto::Ndp, &herald.ndp_steps, &metallb_run.ndp_steps),
+    ] {
+        if h.is_empty() && m.is_empty() {
+            continue;
+        }
+        let series = vec![
+            svg::Series {
+                name: "Herald (XDP, skb mode)".into(),
+                color: "#d62728",
+                points: h.clone(),
+            },
+            svg::Series {
+                name: format!("MetalLB {} speaker", metallb::VERSION),
+                color: "#1f77b4",
+                points: m.clone(),
+            },
+        ];
+        let name = format!("vs-metallb-{}.svg", proto.name().to_lowercase());
+        std::fs::write(
+            out_dir.join(&name),
+            svg::line_chart(
+                &format!(
+                    "{} replies/s vs offered load, lab (3 nodes, bridge)",
+                    proto.name()
+                ),
+                &series,
+            ),
+        )?;
+        println!("plot: {}", out_dir.join(name).display());
+    }
+    println!("written: {}", out_dir.join("vs-metallb.txt").display());
+    restored?;
+    if started_lab && !args.keep_lab {
+        lab::down()?;
+    }
+    Ok(())
+}
+
+fn demo_ips() -> Result<(Ipv4Addr, Ipv6Addr)> {
+    let (ns, name) = lab::DEMO_SERVICE;
+    let ips = lab::service_ips(ns, name);
+    let v4 = ips.iter().find_map(|ip| match ip {
+        IpAddr::V4(v4) => Some(*v4),
+        IpAddr::V6(_) => None,
+    });
+    let v6 = ips.iter().find_map(|ip| match ip {
+        IpAddr::V6(v6) => Some(*v6),
+        IpAddr::V4(_) => None,
+    });
+    match (v4, v6) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => bail!("Service {ns}/{name} lacks an IPv4 or IPv6 address: is the lab up?"),
+    }
+}
+
+/// Stops Herald, checks the client gets no answer at all, then starts MetalLB and waits until
+/// one node answers for the demo IPv4 address.
+fn switch_to_metallb(vip4: Ipv4Addr) -> Result<()> {
+    lab::stop_herald()?;
+    let answered = lab::probe::in_netns(lab::CLIENT_NS, move || {
+        let rounds = lab::probe::probe_arp_rounds(
+            lab::UPLINK,
+            lab::CLIENT_V4,
+            vip4,
+            Duration::from_millis(20),
+            Duration::from_secs(5),
+            |r| r.len() >= 50,
+        )?;
+        Ok(rounds.iter().filter(|r| !r.macs().is_empty()).count())
+    })?;
+    if answered > 0 {
+        bail!(
+            "after stopping Herald, {answered} of 50 ARP requests for {vip4} were still answered"
+        );
+    }
+    println!("   Herald stopped: 0 of 50 ARP requests for {vip4} answered");
+    metallb::start()?;
+    let t = Instant::now();
+    lab::wait_for(
+        &format!("MetalLB to answer ARP for {vip4}"),
+        Duration::from_secs(90),
+        || failover::stable_answer(vip4, 5).ok(),
+    )?;
+    println!(
+        "   MetalLB answers for {vip4} {:.1} s after its start",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn measure(speakers: Speakers, args: &Args, vip4: Ipv4Addr, vip6: Ipv6Addr) -> Run {
+    let mut run = Run {
+        figures: Figures::skipped("not selected (--parts)"),
+        arp_steps: vec![],
+        ndp_steps: vec![],
+        notes: vec![],
+    };
+    if let Ok(mac) = failover::stable_answer(vip4, 5) {
+        let macs = lab::status::node_macs();
+        run.notes.push(format!(
+            "{}: {vip4} answered by {} before the measurements",
+            speakers.label(),
+            lab::status::node_of_mac(&macs, &lab::probe::format_mac(&mac))
+        ));
+    }
+    if args.parts.contains(&Part::Replies) {
+        println!("-- ARP/NDP replies (generator in {}):", lab::CLIENT_NS);
+        match replies::measure(vip4, vip6, &args.rates, Duration::from_millis(args.step_ms)) {
+            Ok(series) => {
+                let mut it = series.into_iter();
+                let (arp, ndp) = (it.next(), it.next());
+                run.figures.arp = saturation(arp, &mut run.arp_steps);
+                run.figures.ndp = saturation(ndp, &mut run.ndp_steps);
+            }
+            Err(e) => {
+                println!("   failed: {e:#}");
+                run.figures.arp = Err(format!("{e:#}"));
+                run.figures.ndp = Err(format!("{e:#}"));
+            }
+        }
+    }
+    if args.parts.contains(&Part::Failover) {
+        println!(
+            "-- failover: {} trials of kill -9 of the announcing speaker; client ARP probe every {} ms",
+            args.trials, args.probe_ms
+        );
+        run.figures.failover = failover_trials(speakers, args);
+        if let Speakers::Herald { .. } = speakers {
+            run.notes.push(format!(
+                "Herald detection settings: {}",
+                lab::speaker_timing_line()
+            ));
+        }
+    }
+    if let Speakers::Herald { .. } = speakers {
+        // The XDP counters after the floods: `silenced` > 0 means the guard stopped answers
+        // (a speaker's heartbeat came late).
+        for node in lab::NODES {
+            if let Some(line) = xdp_counters(&node) {
+                run.notes
+                    .push(format!("Herald XDP on {} after the run: {line}", node.name));
+            }
+        }
+    }
+    if args.parts.contains(&Part::Services) {
+        println!(
+            "-- {} Services (concurrency {}):",
+            args.services, args.concurrency
+        );
+        run.figures.services = services::measure(args.services, args.concurrency).map_err(|e| {
+            println!("   failed: {e:#}");
+            format!("{e:#}")
+        });
+    }
+    run
+}
+
+/// The counters line of `herald xdp list` on `node` (run inside its namespace).
+fn xdp_counters(node: &lab::NodeSpec) -> Option<String> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", node.netns))
+        .arg(lab::herald_exe())
+        .args(["xdp", "list", "--pin-dir"])
+        .arg(lab::pin_dir(node))
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("counters: ").map(str::to_string))
+}
+
+fn saturation(
+    series: Option<Result<Series>>,
+    points: &mut Vec<(f64, f64)>,
+) -> Figure<report::Saturation> {
+    match series {
+        Some(Ok(s)) => {
+            *points = s.steps.iter().map(|x| (x.offered, x.replies)).collect();
+            s.saturation()
+                .ok_or_else(|| format!("{}: no steps measured", s.proto.name()))
+        }
+        Some(Err(e)) => {
+            println!("   failed: {e:#}");
+            Err(format!("{e:#}"))
+        }
+        None => Err("not measured".into()),
+    }
+}
+
+fn failover_trials(speakers: Speakers, args: &Args) -> Figure<Failover> {
+    let mut times = Vec::new();
+    for i in 0..args.trials {
+        match failover::trial(
+            failover::Fault::SpeakerKill,
+            Duration::from_millis(args.probe_ms),
+            speakers,
+        ) {
+            Ok(t) => {
+                print!("  #{:<2}", i + 1);
+                failover::print_trial(&t);
+                times.push(t.arp.as_secs_f64() * 1000.0);
+            }
+            Err(e) => {
+                println!("  #{:<2} failed: {e:#}", i + 1);
+                return Err(format!("trial {} of {} failed: {e:#}", i + 1, args.trials));
+            }
+        }
+    }
+    Ok(Failover {
+        trials: times.len(),
+        p50_ms: report::percentile(&times, 50.0).unwrap_or(f64::NAN),
+        p99_ms: report::percentile(&times, 99.0).unwrap_or(f64::NAN),
+        max_ms: times.iter().copied().fold(f64::NAN, f64::max),
+    })
+}
+
+/// Warnings and errors MetalLB's speakers logged during this run (first lines), for the record.
+fn print_metallb_log_excerpt(offsets: &[u64]) {
+    for (node, offset) in lab::NODES.iter().zip(offsets) {
+        let log = std::fs::read(metallb::speaker_log(node)).unwrap_or_default();
+        let start = usize::try_from(*offset).unwrap_or(0).min(log.len());
+        let log = String::from_utf8_lossy(&log[start..]);
+        let bad: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"level\":\"error\"") || l.contains("\"level\":\"warn\""))
+            .take(3)
+            .collect();
+        if !bad.is_empty() {
+            println!(
+                "   MetalLB speaker {} log (warnings/errors, first 3):",
+                node.name
+            );
+            for l in bad {
+                println!("     {}", l.chars().take(300).collect::<String>());
+            }
+        }
+    }
+}
+
+fn render(args: &Args, herald: &Run, metallb_run: &Run, took: Duration) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# cargo xtask bench vs-metallb — Herald vs MetalLB {} in the lab, one run",
+        metallb::VERSION
+    );
+    let _ = writeln!(
+        out,
+        "machine: {} CPUs, kernel {}; run took {:.0} s; load average now {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        took.as_secs_f64(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let _ = writeln!(
+        out,
+        "settings: rates {:?}/s + unpaced, {} ms per step; {} failover trials, probe every {} ms; {} Services, {} creates in flight",
+        args.rates, args.step_ms, args.trials, args.probe_ms, args.services, args.concurrency
+    );
+    let _ = writeln!(
+        out,
+        "Herald: lab speakers (service account speaker, XDP skb mode on eth0, --detect-ms {}), controller (service account controller)",
+        args.detect_ms
+    );
+    let _ = writeln!(
+        out,
+        "MetalLB: controller --webhook-mode disabled and speakers with --ml-bindaddr <node address> --ml-labels {} --ml-secret-key-path (Secret memberlist), memberlist DefaultLANConfig; both with the lab's ADMIN kubeconfig (bench only: MetalLB's RBAC is not in manifests/)",
+        metallb::ML_LABELS
+    );
+    for note in herald.notes.iter().chain(&metallb_run.notes) {
+        let _ = writeln!(out, "{note}");
+    }
+    let _ = writeln!(out);
+    out.push_str(&report::table(&herald.figures, &metallb_run.figures));
+    out
 }

@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use super::probe::{self, format_mac};
 use super::status::{node_macs, node_of_mac};
 use super::{
-    BACKEND_PORT, CLIENT_NS, CLIENT_V4, DEMO_SERVICE, FailoverArgs, NodeSpec, UPLINK, node_by_name,
-    service_ips, start_speaker, topo,
+    BACKEND_PORT, CLIENT_NS, CLIENT_V4, DEMO_SERVICE, FailoverArgs, NodeSpec, Speakers, UPLINK,
+    node_by_name, service_ips, topo,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +92,8 @@ fn stable_tail(rounds: &[probe::ArpRound], n: usize) -> Option<probe::Mac> {
 }
 
 /// One trial of `fault` against the node answering for the demo IPv4 address, then repair.
-pub fn trial(fault: Fault, probe_interval: Duration, detect_ms: u64) -> Result<Trial> {
+/// `speakers` names the implementation whose speaker a kill hits and a repair restarts.
+pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Result<Trial> {
     let vip = demo_ipv4()?;
     let macs = node_macs();
     let before = stable_answer(vip, 5)?;
@@ -147,7 +148,7 @@ pub fn trial(fault: Fault, probe_interval: Duration, detect_ms: u64) -> Result<T
     let fault_at = Instant::now();
     let _ = fault_time.set(fault_at);
     match fault {
-        Fault::SpeakerKill => super::kill_speaker(&victim)?,
+        Fault::SpeakerKill => speakers.kill(&victim)?,
         Fault::LinkDown => topo::set_link(victim.netns, UPLINK, false)?,
     }
     let rounds = arp_thread
@@ -164,7 +165,7 @@ pub fn trial(fault: Fault, probe_interval: Duration, detect_ms: u64) -> Result<T
     // Repair before judging, so a failed trial leaves the lab as it was.
     match fault {
         Fault::SpeakerKill => {
-            start_speaker(&victim, detect_ms)?;
+            speakers.start(&victim)?;
         }
         Fault::LinkDown => topo::set_link(victim.netns, UPLINK, true)?,
     }
@@ -175,7 +176,7 @@ pub fn trial(fault: Fault, probe_interval: Duration, detect_ms: u64) -> Result<T
         );
     };
     let to = node_of_mac(&macs, &format_mac(&moved.mac));
-    let restarted_after_repair = restore(vip, before, &victim, detect_ms)?;
+    let restarted_after_repair = restore(vip, before, &victim, speakers)?;
     Ok(Trial {
         fault,
         from,
@@ -188,7 +189,12 @@ pub fn trial(fault: Fault, probe_interval: Duration, detect_ms: u64) -> Result<T
 
 /// Waits until the repaired node answers again (it sorts first for the IP); if it has not
 /// within 20 s, restarts its speaker once and waits again. True when a restart was needed.
-fn restore(vip: Ipv4Addr, before: probe::Mac, victim: &NodeSpec, detect_ms: u64) -> Result<bool> {
+fn restore(
+    vip: Ipv4Addr,
+    before: probe::Mac,
+    victim: &NodeSpec,
+    speakers: Speakers,
+) -> Result<bool> {
     let back = |limit: Duration| -> Result<bool> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
@@ -202,7 +208,7 @@ fn restore(vip: Ipv4Addr, before: probe::Mac, victim: &NodeSpec, detect_ms: u64)
     if back(Duration::from_secs(20))? {
         return Ok(false);
     }
-    start_speaker(victim, detect_ms)?;
+    speakers.start(victim)?;
     if back(Duration::from_secs(30))? {
         return Ok(true);
     }
@@ -240,7 +246,7 @@ pub fn run_lab_failover(args: &FailoverArgs) -> Result<()> {
         args.probe_ms
     );
     for fault in [Fault::SpeakerKill, Fault::LinkDown] {
-        let t = trial(fault, probe, detect_ms)?;
+        let t = trial(fault, probe, Speakers::Herald { detect_ms })?;
         print_trial(&t);
     }
     Ok(())

@@ -11,9 +11,10 @@
 
 pub mod agent;
 pub mod failover;
+pub mod metallb;
 pub mod probe;
 mod procs;
-mod status;
+pub mod status;
 mod topo;
 
 use std::fs;
@@ -382,26 +383,7 @@ fn start(args: &UpArgs) -> Result<()> {
     ensure_pin_root()?;
 
     step("herald controller (as system:serviceaccount:metallb-system:controller)");
-    procs::spawn_recorded(
-        "controller",
-        None,
-        Command::new(herald_exe())
-            .arg("controller")
-            .arg(format!(
-                "--kubeconfig={}",
-                kubeconfig("controller").display()
-            ))
-            .args([
-                "--namespace=metallb-system",
-                "--port=19120",
-                "--health-probe-port=19121",
-                "--bind-address=127.0.0.1",
-                "--pod-name=lab-controller",
-                "--ml-secret-name=memberlist",
-            ])
-            .env("RUST_LOG", "info,kube=warn")
-            .env_remove("KUBECONFIG"),
-    )?;
+    start_herald_controller()?;
 
     if args.no_speakers {
         step("--no-speakers: no herald speaker started");
@@ -465,6 +447,116 @@ fn ensure_pin_root() -> Result<()> {
         fs::write(run_dir().join(MOUNTED_BPFFS), "")?;
     }
     fs::create_dir_all(PIN_ROOT).with_context(|| format!("creating {PIN_ROOT}"))
+}
+
+/// Starts Herald's controller on the host as the controller service account.
+fn start_herald_controller() -> Result<u32> {
+    procs::spawn_recorded(
+        "controller",
+        None,
+        Command::new(herald_exe())
+            .arg("controller")
+            .arg(format!(
+                "--kubeconfig={}",
+                kubeconfig("controller").display()
+            ))
+            .args([
+                "--namespace=metallb-system",
+                "--port=19120",
+                "--health-probe-port=19121",
+                "--bind-address=127.0.0.1",
+                "--pod-name=lab-controller",
+                "--ml-secret-name=memberlist",
+            ])
+            .env("RUST_LOG", "info,kube=warn")
+            .env_remove("KUBECONFIG"),
+    )
+}
+
+/// Which implementation's speakers a fault hits and a repair restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Speakers {
+    /// `herald speaker`, restarted with this `--detect-ms`.
+    Herald { detect_ms: u64 },
+    /// MetalLB's speaker (`metallb.rs`).
+    Metallb,
+}
+
+impl Speakers {
+    pub fn label(self) -> &'static str {
+        match self {
+            Speakers::Herald { .. } => "Herald",
+            Speakers::Metallb => "MetalLB",
+        }
+    }
+
+    /// SIGKILL of `node`'s speaker.
+    pub fn kill(self, node: &NodeSpec) -> Result<()> {
+        match self {
+            Speakers::Herald { .. } => kill_speaker(node),
+            Speakers::Metallb => metallb::kill_speaker(node),
+        }
+    }
+
+    /// Starts (or restarts) `node`'s speaker.
+    pub fn start(self, node: &NodeSpec) -> Result<()> {
+        match self {
+            Speakers::Herald { detect_ms } => start_speaker(node, detect_ms).map(|_| ()),
+            Speakers::Metallb => metallb::start_speaker(node).map(|_| ()),
+        }
+    }
+}
+
+/// Stops Herald for a MetalLB run: speakers get SIGTERM (they leave the gossip and withdraw),
+/// then each node's XDP program is detached and its pins removed, then the controller stops —
+/// so nothing of Herald sees or answers a frame afterwards.
+pub fn stop_herald() -> Result<()> {
+    for node in NODES {
+        procs::stop_recorded(&format!("speaker-{}", node.name));
+    }
+    for node in NODES {
+        let pins = pin_dir(&node);
+        if !pins.exists() {
+            continue;
+        }
+        // nsenter keeps the host's mount namespace (and so /sys/fs/bpf); `ip netns exec` would not.
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", node.netns))
+            .arg(herald_exe())
+            .args(["xdp", "detach", "--pin-dir"])
+            .arg(&pins)
+            .output()
+            .context("running nsenter … herald xdp detach")?;
+        if !out.status.success() {
+            bail!(
+                "herald xdp detach on {} failed: {}",
+                node.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let _ = fs::remove_dir_all(&pins);
+    }
+    procs::stop_recorded("controller");
+    Ok(())
+}
+
+/// Starts Herald's controller and speakers again (after [`stop_herald`]).
+pub fn start_herald(detect_ms: u64) -> Result<()> {
+    procs::record_detect_ms(detect_ms)?;
+    ensure_pin_root()?;
+    if procs::recorded_pid("controller").is_none() {
+        start_herald_controller()?;
+    }
+    wait_memberlist_secret()?;
+    for node in NODES {
+        start_speaker(&node, detect_ms)?;
+    }
+    Ok(())
+}
+
+/// True when Herald's controller or any of its speakers runs.
+pub fn herald_running() -> bool {
+    procs::recorded_pid("controller").is_some() || NODES.iter().any(|n| speaker_pid(n).is_some())
 }
 
 /// Starts (or restarts) `node`'s speaker inside its namespace as the speaker service account.

@@ -115,7 +115,7 @@ pub fn stop_recorded(name: &str) {
 pub fn stop_all() {
     let mut all = records();
     all.sort_by_key(|(n, _)| match n.split('-').next() {
-        Some("speaker") => 0,
+        Some("speaker") | Some("metallb") => 0,
         Some("controller") => 1,
         Some("backend") => 2,
         _ => 3,
