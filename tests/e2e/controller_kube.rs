@@ -303,19 +303,13 @@ async fn first_ip_event_pool_status_metrics_and_release_scenario() {
         r#"{"spec":{"type":"ClusterIP"}}"#,
     ]);
     wait_ingress(&cluster, &herald, ns, "web", &[]).await;
-    // The annotation goes after the ingress (readers never see an address without its pool).
-    wait_for(
-        "web loses its pool annotation",
-        || async {
-            cluster
-                .annotation(ns, "web", POOL_ANNOTATION)
-                .await
-                .is_none()
-                .then_some(())
-        },
-        || format!("herald log:\n{}", tail(&herald.log_text())),
-    )
-    .await;
+    // Ingress and pool annotation change in one write: once the ingress is gone, so is the
+    // annotation (readers never see one without the other).
+    assert_eq!(
+        cluster.annotation(ns, "web", POOL_ANNOTATION).await,
+        None,
+        "pool annotation left behind after the ingress was cleared"
+    );
     cluster.apply(&service_yaml(ns, "api", 80, &[], ""));
     wait_ingress(&cluster, &herald, ns, "api", &["198.51.100.10"]).await;
     // Delete releases too.
@@ -521,6 +515,86 @@ async fn requested_ip_pool_annotation_sharing_and_refusals_scenario() {
         );
     }
     cluster.cleanup(ns, &["blue", "green"]);
+}
+
+/// Many Services at once (their writes run concurrently) and one Service changed several times in
+/// quick succession (its writes apply one at a time, in decision order): every Service ends with
+/// its own address and the annotation of its pool, and the last request wins.
+async fn burst_and_rapid_changes_scenario() {
+    let cluster = Cluster::reset().await;
+    let ns = "t-burst";
+    cluster.apply(&namespace_yaml(ns));
+    cluster.apply(&pool_yaml("burst", &["198.51.100.100-198.51.100.111"], ""));
+    let herald = Herald::start(cluster.plane, "burst-0", &[]);
+    wait_ready(&herald).await;
+
+    let names: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+    let yaml: Vec<String> = names
+        .iter()
+        .map(|name| service_yaml(ns, name, 80, &[], ""))
+        .collect();
+    cluster.apply(&yaml.join("---\n"));
+    let mut held = std::collections::BTreeMap::new();
+    for name in &names {
+        let ips = wait_for(
+            &format!("{ns}/{name} gets an address"),
+            || async { Some(cluster.ingress(ns, name).await).filter(|ips| !ips.is_empty()) },
+            || format!("herald log:\n{}", tail(&herald.log_text())),
+        )
+        .await;
+        assert_eq!(ips.len(), 1, "{name}: {ips:?}");
+        assert_eq!(
+            cluster
+                .annotation(ns, name, POOL_ANNOTATION)
+                .await
+                .as_deref(),
+            Some("burst"),
+            "{name}"
+        );
+        held.insert(name.clone(), ips[0].clone());
+    }
+    // Distinct, and the pool's first eight (the lowest free address each time).
+    let mut addresses: Vec<&String> = held.values().collect();
+    addresses.sort();
+    addresses.dedup();
+    let first_eight: Vec<String> = (100..108).map(|i| format!("198.51.100.{i}")).collect();
+    assert_eq!(
+        addresses.into_iter().cloned().collect::<Vec<_>>(),
+        first_eight,
+        "{held:?}"
+    );
+    for name in &names {
+        let (kind, note, _) = wait_event(&cluster, &herald, ns, name, "IPAllocated").await;
+        assert_eq!(kind, "Normal");
+        assert!(note.contains(&held[name]), "{name}: {note}");
+    }
+
+    // s0 asks for three other addresses one right after the other: the last one wins.
+    for ip in ["198.51.100.108", "198.51.100.109", "198.51.100.110"] {
+        cluster.apply(&service_yaml(
+            ns,
+            "s0",
+            80,
+            &[("metallb.io/loadBalancerIPs", ip)],
+            "",
+        ));
+    }
+    wait_ingress(&cluster, &herald, ns, "s0", &["198.51.100.110"]).await;
+    assert_eq!(
+        cluster
+            .annotation(ns, "s0", POOL_ANNOTATION)
+            .await
+            .as_deref(),
+        Some("burst")
+    );
+    for name in names.iter().skip(1) {
+        assert_eq!(
+            cluster.ingress(ns, name).await,
+            vec![held[name].clone()],
+            "{name}"
+        );
+    }
+    cluster.cleanup(ns, &["burst"]);
 }
 
 async fn lb_class_flag_handles_only_that_class_scenario() {
@@ -887,6 +961,11 @@ fn first_ip_event_pool_status_metrics_and_release() {
 #[test]
 fn requested_ip_pool_annotation_sharing_and_refusals() {
     run_serial(requested_ip_pool_annotation_sharing_and_refusals_scenario());
+}
+
+#[test]
+fn burst_and_rapid_changes() {
+    run_serial(burst_and_rapid_changes_scenario());
 }
 
 #[test]

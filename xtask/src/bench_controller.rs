@@ -5,7 +5,12 @@
 //! full resync (controller restart) over M Services. Unless `--no-metallb`, MetalLB v0.15.2's own
 //! controller (`go install`, out of cluster, webhooks disabled) runs the same N-Service
 //! measurement against the same CRDs first (that it works at all checks drop-in compatibility),
-//! and both are printed with their ratios.
+//! each controller on a fresh control plane, and both are printed with their ratios.
+//!
+//! The Services are created the way a load generator does: concurrently, at most
+//! `--concurrency` requests in flight, identical inputs for both controllers. The client's own
+//! create rate, create latency and CPU time are printed, so a reader can tell whether the
+//! generator or the API server bounded "all N IPs".
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -43,12 +48,107 @@ pub struct Args {
     /// Skip MetalLB v0.15.2's controller (measured by default; `go install`, ~2 min cold).
     #[arg(long)]
     pub no_metallb: bool,
+    /// Create requests the bench client keeps in flight (same for both controllers).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Who picks each Service's ClusterIP (same for both controllers; neither reads it).
+    #[arg(long, value_enum, default_value_t = ClusterIp::Static)]
+    pub cluster_ip: ClusterIp,
+    /// Keep etcd's data in /dev/shm instead of under target/ (both controllers): takes the
+    /// disk's fsync latency, shared with whatever else writes to it, out of every write.
+    #[arg(long)]
+    pub etcd_in_memory: bool,
 }
 
-/// Services created concurrently by the bench client.
-const CREATE_CONCURRENCY: usize = 16;
+/// How the bench's Services get their ClusterIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterIp {
+    /// The bench names a distinct address of the Service CIDR per Service. kube-apiserver then
+    /// records it without its dynamic allocator, which holds one lock across the synchronous
+    /// IPAddress create of every allocation (pkg/registry/core/service/ipallocator,
+    /// MetaAllocator.AllocateNextService, v1.37.2) and so admits one Service at a time.
+    Static,
+    /// kube-apiserver allocates: Service creation is serialized by that lock.
+    Dynamic,
+}
+
+/// How the bench client generates load.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    concurrency: usize,
+    cluster_ip: ClusterIp,
+}
+
+impl Load {
+    fn of(args: &Args) -> Load {
+        Load {
+            concurrency: args.concurrency,
+            cluster_ip: args.cluster_ip,
+        }
+    }
+}
+
+/// The ClusterIP the bench names for Service number `i` (static mode): inside the plane's
+/// IPv6 Service CIDR fd00:96::/108, clear of the addresses near its start.
+fn static_cluster_ip(i: usize) -> String {
+    let offset = 0x1_0000 + i;
+    format!("fd00:96::{:x}:{:x}", offset >> 16, offset & 0xffff)
+}
+
+/// What one controller's N-Service run measured, for callers that print their own tables.
+#[derive(Clone, Debug)]
+pub struct Figures {
+    pub services: usize,
+    /// Create response → IP seen on a watch.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// First create request → last IP seen.
+    pub all_ips: Duration,
+    /// API server requests per Service made by the controller.
+    pub requests_per_service: f64,
+    /// The bench client's own create rate (Services per second) over the creation phase.
+    pub create_rate: f64,
+}
+
+/// Everything one `cargo xtask bench controller` run measured.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub herald: Figures,
+    pub metallb: Option<Figures>,
+    /// Herald's start pass over `--resync-services` Services (none when that is 0).
+    pub resync_pass: Option<Duration>,
+}
 
 pub fn run(args: &Args) -> Result<()> {
+    let report = measure_all(args)?;
+    println!("==> summary (load average at the end: {})", load_average());
+    for (who, f) in [
+        ("Herald", Some(&report.herald)),
+        ("MetalLB v0.15.2", report.metallb.as_ref()),
+    ] {
+        if let Some(f) = f {
+            println!(
+                "{who}: {} Services, creation→status p50 {:.1} ms / p99 {:.1} ms, all IPs after {:.2} s, {:.2} API requests per Service, bench client created {:.0} Services/s",
+                f.services,
+                f.p50_ms,
+                f.p99_ms,
+                f.all_ips.as_secs_f64(),
+                f.requests_per_service,
+                f.create_rate
+            );
+        }
+    }
+    if let Some(pass) = report.resync_pass {
+        println!("Herald full resync start pass: {:.3} s", pass.as_secs_f64());
+    }
+    Ok(())
+}
+
+/// Runs the whole bench (printing as it goes) and returns the figures.
+pub fn measure_all(args: &Args) -> Result<Report> {
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
     crate::kube::build()?;
     let root = workspace_root();
     println!("==> cargo build --release -p herald");
@@ -64,16 +164,19 @@ pub fn run(args: &Args) -> Result<()> {
     } else {
         Some(install_metallb()?)
     };
-    let plane = Plane::start()?;
-    let result = tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(bench(&plane, args, metallb.as_deref()));
-    plane.stop();
-    result
+        .block_on(bench(args, metallb.as_deref()))
 }
 
-async fn bench(plane: &Plane, args: &Args, metallb: Option<&Path>) -> Result<()> {
+/// A fresh control plane with Herald's manifests and the bench pool, and an admin client.
+async fn prepare(name: &str, etcd_in_memory: bool) -> Result<(Plane, Client)> {
+    // Each run starts on a quiet disk: the previous plane's (or the build's) dirty pages would
+    // otherwise be written back during this run, slowing its etcd's fsyncs.
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    let plane = Plane::start(name, etcd_in_memory)?;
     plane.kubectl(&[
         "apply",
         "-k",
@@ -90,55 +193,126 @@ async fn bench(plane: &Plane, args: &Args, metallb: Option<&Path>) -> Result<()>
         "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: bench\n  namespace: metallb-system\nspec:\n  addresses:\n    - 2001:db8:ff::/104\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata:\n  name: bench\n  namespace: metallb-system\n",
     )?;
     let client = plane.client().await?;
+    Ok((plane, client))
+}
 
+async fn bench(args: &Args, metallb: Option<&Path>) -> Result<Report> {
+    let load = Load::of(args);
+    if load.cluster_ip == ClusterIp::Static && args.services.max(args.resync_services) > 0xe_0000 {
+        bail!("--cluster-ip static names at most 917504 Services");
+    }
+    println!(
+        "etcd data: {}",
+        if args.etcd_in_memory {
+            "in /dev/shm (no disk fsync latency)"
+        } else {
+            "under target/kube (on disk, fsync per commit; the disk is shared with other work)"
+        }
+    );
+    println!(
+        "bench client: {} create requests in flight, ClusterIPs {}",
+        load.concurrency,
+        match load.cluster_ip {
+            ClusterIp::Static =>
+                "named by the bench (kube-apiserver's dynamic allocator serializes creation)",
+            ClusterIp::Dynamic => "allocated by kube-apiserver (serialized by its allocator lock)",
+        }
+    );
     let mut metallb_result = None;
+    // Stopped planes keep their etcd data until the end: deleting ~150 MB right before the
+    // next run would load the shared disk (and its discards) during that run.
+    let mut finished = Vec::new();
     if let Some(controller) = metallb {
         let n = args.metallb_services.unwrap_or(args.services);
         println!(
-            "==> MetalLB v0.15.2 controller (out of cluster, webhooks disabled, Herald's CRDs), {n} Services"
+            "==> MetalLB v0.15.2 controller (out of cluster, webhooks disabled, Herald's CRDs), {n} Services, fresh control plane"
         );
-        let mut child = plane.spawn(
-            "metallb-controller",
-            Command::new(controller)
-                .arg(format!(
-                    "--kubeconfig={}",
-                    plane.kubeconfig("admin").display()
-                ))
-                .args(["--namespace=metallb-system", "--webhook-mode=disabled"])
-                .arg(format!("--port={}", free_port()?)),
-        )?;
-        // A controller that refuses its flags exits at once; say so instead of waiting.
-        std::thread::sleep(Duration::from_secs(2));
-        if let Some(status) = child.try_wait()? {
-            bail!(
-                "MetalLB's controller exited ({status}); log: {}",
-                plane.dir.join("metallb-controller.log").display()
-            );
+        let (plane, client) = prepare("metallb", args.etcd_in_memory).await?;
+        let result = async {
+            let mut child = plane.spawn(
+                "metallb-controller",
+                Command::new(controller)
+                    .arg(format!(
+                        "--kubeconfig={}",
+                        plane.kubeconfig("admin").display()
+                    ))
+                    .args(["--namespace=metallb-system", "--webhook-mode=disabled"])
+                    .arg(format!("--port={}", free_port()?)),
+            )?;
+            // A controller that refuses its flags exits at once; say so instead of waiting.
+            std::thread::sleep(Duration::from_secs(2));
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "MetalLB's controller exited ({status}); log: {}",
+                    plane.dir.join("metallb-controller.log").display()
+                );
+            }
+            let measured = measure(&plane, &client, "bench", n, load).await;
+            stop(&mut child);
+            measured
         }
-        let measured = measure(plane, &client, "bench-metallb", n).await;
-        stop(&mut child);
-        let measured = measured?;
+        .await;
+        plane.stop();
+        finished.push(plane);
+        let measured = result?;
         measured.print("MetalLB v0.15.2");
-        // No namespace controller runs here: delete the Services themselves so Herald starts on
-        // an empty cluster.
-        plane.kubectl(&["delete", "services", "--all", "-n", "bench-metallb"])?;
         metallb_result = Some(measured);
     }
 
-    println!("==> herald controller, {} Services", args.services);
+    println!(
+        "==> herald controller, {} Services, fresh control plane",
+        args.services
+    );
+    let (plane, client) = prepare("herald", args.etcd_in_memory).await?;
+    let result = herald_runs(&plane, &client, args, metallb_result.as_ref()).await;
+    plane.stop();
+    let (herald, resync_pass) = result?;
+    Ok(Report {
+        herald: herald.figures(),
+        metallb: metallb_result.map(|m| m.figures()),
+        resync_pass,
+    })
+}
+
+/// Herald's N-Service run, then (unless `--resync-services 0`) the full resync.
+async fn herald_runs(
+    plane: &Plane,
+    client: &Client,
+    args: &Args,
+    metallb: Option<&Measured>,
+) -> Result<(Measured, Option<Duration>)> {
     let mut herald = start_herald(plane)?;
     wait_start_pass(&herald)?;
-    let measured = measure(plane, &client, "bench-herald", args.services).await?;
+    let own_before = http_get(herald.metrics_port, "/metrics").unwrap_or_default();
+    let measured = measure(plane, client, "bench", args.services, Load::of(args)).await?;
+    let own_after = http_get(herald.metrics_port, "/metrics").unwrap_or_default();
     measured.print("Herald");
-    if let Some(m) = &metallb_result {
+    let writes = histogram_delta(
+        &own_before,
+        &own_after,
+        "herald_controller_service_write_seconds",
+    );
+    let name = "herald_controller_service_write_seconds";
+    let sum = metric_value(&own_after, &format!("{name}_sum")).unwrap_or(0.0)
+        - metric_value(&own_before, &format!("{name}_sum")).unwrap_or(0.0);
+    let count = writes.last().map_or(0.0, |(_, n)| *n);
+    println!(
+        "  Herald's own share (its histogram: Service taken up → ingress write acknowledged, {count} writes): mean {:.1} ms, p50 ≤ {:.1} ms, p99 ≤ {:.1} ms (bucket bounds); the rest is watch delivery to Herald and to the bench",
+        sum * 1000.0 / count.max(1.0),
+        histogram_quantile_ms(&writes, 0.5),
+        histogram_quantile_ms(&writes, 0.99),
+    );
+    if let Some(m) = metallb {
         m.compare(&measured);
     }
-
+    if args.resync_services == 0 {
+        return Ok((measured, None));
+    }
     let extra = args.resync_services.saturating_sub(args.services);
     let total = args.services + extra;
     println!("==> full resync: {total} Services holding addresses, controller restarted");
     if extra > 0 {
-        create_and_wait(&client, "bench-herald", args.services, extra).await?;
+        create_and_wait(client, "bench", args.services, extra, Load::of(args)).await?;
     }
     stop(&mut herald.child);
     let started = Instant::now();
@@ -153,7 +327,7 @@ async fn bench(plane: &Plane, args: &Args, metallb: Option<&Path>) -> Result<()>
         since_start.as_secs_f64(),
     );
     drop(herald);
-    Ok(())
+    Ok((measured, Some(pass)))
 }
 
 /// Waits for the controller's first full pass (the start pass re-claiming every address) and
@@ -189,12 +363,46 @@ struct Measured {
     all_done: Duration,
     requests_per_service: f64,
     by_kind: BTreeMap<String, f64>,
+    /// Mean time in the API server per request over the run, by kind (ms).
+    server_ms: BTreeMap<String, f64>,
+    /// The bench client's own work: how fast it created the Services.
+    client: ClientLoad,
+}
+
+/// The load generator's side of one run.
+#[derive(Clone, Copy, Debug)]
+struct ClientLoad {
+    /// Create requests kept in flight.
+    concurrency: usize,
+    /// First create request → last create response.
+    creation: Duration,
+    /// Create request → response, p50 and p99 (ms).
+    create_p50_ms: f64,
+    create_p99_ms: f64,
+    /// CPU time of the bench process (creating, watching) over the run, user + system.
+    cpu: Duration,
 }
 
 impl Measured {
     /// Latency quantile `q` in milliseconds (nearest rank).
     fn quantile_ms(&self, q: f64) -> f64 {
         quantile_ms(&self.latencies, q)
+    }
+
+    fn figures(&self) -> Figures {
+        Figures {
+            services: self.latencies.len(),
+            p50_ms: self.quantile_ms(0.5),
+            p99_ms: self.quantile_ms(0.99),
+            all_ips: self.all_done,
+            requests_per_service: self.requests_per_service,
+            create_rate: self.create_rate(),
+        }
+    }
+
+    /// Services created per second by the bench client.
+    fn create_rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.client.creation.as_secs_f64().max(1e-9)
     }
 
     fn print(&self, who: &str) {
@@ -215,10 +423,50 @@ impl Measured {
             .map(|(k, v)| format!("{k} {v:.2}"))
             .collect();
         println!("  per Service by request: {}", detail.join(", "));
+        // Where the time goes on the server: the bench's creates (with the ClusterIP objects
+        // the API server writes for them) and the controller's requests.
+        let server: Vec<String> = self
+            .server_ms
+            .iter()
+            .filter(|(k, _)| {
+                self.by_kind.get(*k).is_some_and(|v| *v >= 0.01)
+                    || matches!(k.as_str(), "services POST" | "ipaddresses POST")
+            })
+            .map(|(k, ms)| format!("{k} {ms:.1} ms"))
+            .collect();
+        println!(
+            "  mean time in the API server per request: {}",
+            server.join(", ")
+        );
+        let etcd: Vec<String> = [
+            "etcd create services",
+            "etcd create ipaddresses",
+            "etcd update services",
+            "etcd create events",
+        ]
+        .iter()
+        .filter_map(|k| self.server_ms.get(*k).map(|ms| format!("{k} {ms:.1} ms")))
+        .collect();
+        println!(
+            "  of which waiting for etcd (mean per request): {}",
+            etcd.join(", ")
+        );
         println!(
             "  last IP {:.0} ms after the last create returned; load average {}",
             self.tail.as_secs_f64() * 1000.0,
             self.load
+        );
+        let c = &self.client;
+        println!(
+            "  bench client: {} creates in {:.2} s = {:.0} Services/s with {} in flight; create request p50 {:.1} ms, p99 {:.1} ms; client CPU {:.2} s ({:.0}% of one core)",
+            self.latencies.len(),
+            c.creation.as_secs_f64(),
+            self.create_rate(),
+            c.concurrency,
+            c.create_p50_ms,
+            c.create_p99_ms,
+            c.cpu.as_secs_f64(),
+            100.0 * c.cpu.as_secs_f64() / self.all_done.as_secs_f64().max(1e-9),
         );
     }
 
@@ -271,18 +519,33 @@ impl Measured {
             "API requests per Service: Herald {:.2}, MetalLB {:.2}",
             h.requests_per_service, m.requests_per_service
         );
+        println!(
+            "bench client create rate: Herald's run {:.0} Services/s, MetalLB's run {:.0} Services/s ({} in flight)",
+            h.create_rate(),
+            m.create_rate(),
+            h.client.concurrency
+        );
     }
 }
 
 /// Creates `n` Services in `namespace` and measures until each shows an ingress IP.
-async fn measure(plane: &Plane, client: &Client, namespace: &str, n: usize) -> Result<Measured> {
+async fn measure(
+    plane: &Plane,
+    client: &Client,
+    namespace: &str,
+    n: usize,
+    load: Load,
+) -> Result<Measured> {
     plane.apply(&format!(
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n"
     ))?;
-    let before = request_counts(plane)?;
+    let before = ApiRequests::read(plane)?;
     let load_before = load_average();
-    let (created, assigned, all_done) = create_and_wait(client, namespace, 0, n).await?;
+    let cpu_before = process_cpu();
+    let (created, assigned, all_done) = create_and_wait(client, namespace, 0, n, load).await?;
+    let cpu = process_cpu().saturating_sub(cpu_before);
     let load_after = load_average();
+    let first_request = created.values().map(|(requested, _)| *requested).min();
     // How long after the last create returned the last IP appeared: the controller's own share
     // of "all IPs" once the API server has accepted every Service.
     let last_created = created.values().map(|(_, responded)| *responded).max();
@@ -291,7 +554,22 @@ async fn measure(plane: &Plane, client: &Client, namespace: &str, n: usize) -> R
         (Some(c), Some(a)) => a.saturating_duration_since(c),
         _ => Duration::ZERO,
     };
-    let after = request_counts(plane)?;
+    // Both controllers record Events in the background: count their requests once the API
+    // server's counters stop moving (leases aside), so deferred work is not left out.
+    let settle_deadline = Instant::now() + Duration::from_secs(120);
+    let mut after = ApiRequests::read(plane)?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let next = ApiRequests::read(plane)?;
+        let moved = next
+            .total
+            .iter()
+            .any(|(k, v)| !k.starts_with("leases ") && after.total.get(k) != Some(v));
+        after = next;
+        if !moved || Instant::now() > settle_deadline {
+            break;
+        }
+    }
     // From the create response (the Service exists) and, for reference, from the request.
     let since = |pick: fn(&(Instant, Instant)) -> Instant| {
         let mut all: Vec<Duration> = created
@@ -307,10 +585,33 @@ async fn measure(plane: &Plane, client: &Client, namespace: &str, n: usize) -> R
     };
     let latencies = since(|(_, responded)| *responded);
     let from_request = since(|(requested, _)| *requested);
+    let mut create_latencies: Vec<Duration> = created
+        .values()
+        .map(|(requested, responded)| responded.saturating_duration_since(*requested))
+        .collect();
+    create_latencies.sort();
+    let client_load = ClientLoad {
+        concurrency: load.concurrency,
+        creation: match (first_request, last_created) {
+            (Some(first), Some(last)) => last.saturating_duration_since(first),
+            _ => Duration::ZERO,
+        },
+        create_p50_ms: quantile_ms(&create_latencies, 0.5),
+        create_p99_ms: quantile_ms(&create_latencies, 0.99),
+        cpu,
+    };
     let mut by_kind = BTreeMap::new();
     let mut total = 0.0;
-    for (key, value) in &after {
-        let delta = value - before.get(key).copied().unwrap_or(0.0);
+    let mut server_ms = BTreeMap::new();
+    for key in after.seconds.keys() {
+        if let Some(ms) = after.mean_ms_since(&before, key)
+            && !key.ends_with(" WATCH")
+        {
+            server_ms.insert(key.clone(), ms);
+        }
+    }
+    for (key, value) in &after.total {
+        let delta = value - before.total.get(key).copied().unwrap_or(0.0);
         // The bench's own Service creations, and the ClusterIP objects the API server makes
         // for them, are not the controller's.
         let delta = match key.as_str() {
@@ -331,7 +632,23 @@ async fn measure(plane: &Plane, client: &Client, namespace: &str, n: usize) -> R
         load: format!("{load_before} → {load_after}"),
         requests_per_service: total / n as f64,
         by_kind,
+        server_ms,
+        client: client_load,
     })
+}
+
+/// CPU time (user + system) this process used so far.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct we pass; RUSAGE_SELF needs nothing else.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// The 1-minute load average (context for the figures: the machine is shared).
@@ -359,6 +676,7 @@ async fn create_and_wait(
     namespace: &str,
     first: usize,
     n: usize,
+    load: Load,
 ) -> Result<(Created, Times, Duration)> {
     let api: Api<Service> = Api::namespaced(client.clone(), namespace);
     let assigned: Arc<Mutex<Times>> = Arc::default();
@@ -387,27 +705,37 @@ async fn create_and_wait(
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = Instant::now();
-    let created: Vec<Result<(String, (Instant, Instant))>> = futures::stream::iter(first..first + n)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let name = format!("svc-{i:05}");
-                let svc: Service = serde_json::from_value(serde_json::json!({
-                    "metadata": {"name": name},
-                    // No NodePorts: neither controller reads them, and their allocator (one
-                    // bitmap object in etcd) would serialize the bench's own creations.
-                    "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
-                             "allocateLoadBalancerNodePorts": false,
-                             "ports": [{"port": 80, "protocol": "TCP"}]}
-                }))?;
-                let requested = Instant::now();
-                api.create(&PostParams::default(), &svc).await.with_context(|| format!("creating {name}"))?;
-                Ok((name, (requested, Instant::now())))
+    let created: Vec<Result<(String, (Instant, Instant))>> = futures::stream::iter(
+        first..first + n,
+    )
+    .map(|i| {
+        let api = api.clone();
+        async move {
+            let name = format!("svc-{i:05}");
+            // No NodePorts: neither controller reads them, and their allocator (one
+            // bitmap object in etcd) would serialize the bench's own creations.
+            let mut spec = serde_json::json!({
+                "type": "LoadBalancer", "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
+                "allocateLoadBalancerNodePorts": false,
+                "ports": [{"port": 80, "protocol": "TCP"}]
+            });
+            if load.cluster_ip == ClusterIp::Static {
+                spec["clusterIP"] = static_cluster_ip(i).into();
             }
-        })
-        .buffer_unordered(CREATE_CONCURRENCY)
-        .collect()
-        .await;
+            let svc: Service = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "spec": spec
+            }))?;
+            let requested = Instant::now();
+            api.create(&PostParams::default(), &svc)
+                .await
+                .with_context(|| format!("creating {name}"))?;
+            Ok((name, (requested, Instant::now())))
+        }
+    })
+    .buffer_unordered(load.concurrency)
+    .collect()
+    .await;
     let created: Created = created.into_iter().collect::<Result<_>>()?;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
@@ -434,38 +762,115 @@ async fn create_and_wait(
     Ok((created, assigned, last.saturating_duration_since(start)))
 }
 
-/// `apiserver_request_total` summed by "resource[/subresource] VERB".
-fn request_counts(plane: &Plane) -> Result<BTreeMap<String, f64>> {
-    let text = plane.kubectl(&["get", "--raw", "/metrics"])?;
-    let mut counts = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let Some((labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(&format!("{name}=\""))
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or("")
-                .to_string()
-        };
-        let resource = label("resource");
-        if resource.is_empty() {
-            continue;
+/// The API server's request counters, keyed by "resource[/subresource] VERB".
+#[derive(Default)]
+struct ApiRequests {
+    /// `apiserver_request_total`.
+    total: BTreeMap<String, f64>,
+    /// `apiserver_request_duration_seconds` sum and count (time spent in the API server).
+    seconds: BTreeMap<String, (f64, f64)>,
+}
+
+impl ApiRequests {
+    fn read(plane: &Plane) -> Result<ApiRequests> {
+        let text = plane.kubectl(&["get", "--raw", "/metrics"])?;
+        let mut requests = ApiRequests::default();
+        for line in text.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Some((name, labels)) = series.split_once('{') else {
+                continue;
+            };
+            let label = |name: &str| {
+                labels
+                    .split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let resource = label("resource");
+            if resource.is_empty() {
+                continue;
+            }
+            let sub = label("subresource");
+            let key = if name.starts_with("etcd_") {
+                // The API server's requests to etcd: "etcd <operation> <resource>".
+                format!("etcd {} {resource}", label("operation"))
+            } else if sub.is_empty() {
+                format!("{resource} {}", label("verb"))
+            } else {
+                format!("{resource}/{sub} {}", label("verb"))
+            };
+            let value = value.parse::<f64>().unwrap_or(0.0);
+            match name {
+                "etcd_request_duration_seconds_sum" => {
+                    requests.seconds.entry(key).or_insert((0.0, 0.0)).0 += value
+                }
+                "etcd_request_duration_seconds_count" => {
+                    requests.seconds.entry(key).or_insert((0.0, 0.0)).1 += value
+                }
+                "apiserver_request_total" => *requests.total.entry(key).or_insert(0.0) += value,
+                "apiserver_request_duration_seconds_sum" => {
+                    requests.seconds.entry(key).or_insert((0.0, 0.0)).0 += value
+                }
+                "apiserver_request_duration_seconds_count" => {
+                    requests.seconds.entry(key).or_insert((0.0, 0.0)).1 += value
+                }
+                _ => {}
+            }
         }
-        let sub = label("subresource");
-        let key = if sub.is_empty() {
-            format!("{resource} {}", label("verb"))
-        } else {
-            format!("{resource}/{sub} {}", label("verb"))
-        };
-        *counts.entry(key).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+        Ok(requests)
     }
-    Ok(counts)
+
+    /// Mean time in the API server per request of `key` between `before` and `self`, in ms.
+    fn mean_ms_since(&self, before: &ApiRequests, key: &str) -> Option<f64> {
+        let (sum, count) = self.seconds.get(key).copied()?;
+        let (sum0, count0) = before.seconds.get(key).copied().unwrap_or((0.0, 0.0));
+        let n = count - count0;
+        (n > 0.0).then(|| (sum - sum0) * 1000.0 / n)
+    }
+}
+
+/// Cumulative buckets (upper bound in seconds, count) of histogram `name` gained between two
+/// scrapes of a Prometheus text page, ending with +Inf.
+fn histogram_delta(before: &str, after: &str, name: &str) -> Vec<(f64, f64)> {
+    let buckets = |text: &str| -> Vec<(f64, f64)> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(&prefix)?;
+                let (le, count) = rest.split_once("\"} ")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, count.trim().parse().ok()?))
+            })
+            .collect()
+    };
+    let old: HashMap<u64, f64> = buckets(before)
+        .into_iter()
+        .map(|(le, n)| (le.to_bits(), n))
+        .collect();
+    buckets(after)
+        .into_iter()
+        .map(|(le, n)| (le, n - old.get(&le.to_bits()).copied().unwrap_or(0.0)))
+        .collect()
+}
+
+/// The upper bound (ms) of the bucket holding quantile `q` of cumulative `buckets`.
+fn histogram_quantile_ms(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let total = buckets.last().map_or(0.0, |(_, n)| *n);
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    buckets
+        .iter()
+        .find(|(_, n)| *n >= q * total)
+        .map_or(f64::NAN, |(le, _)| le * 1000.0)
 }
 
 fn metric_value(text: &str, name: &str) -> Option<f64> {
@@ -579,16 +984,29 @@ fn install_metallb() -> Result<PathBuf> {
 /// A private control plane for the bench (etcd + kube-apiserver with a dual-stack Service CIDR).
 struct Plane {
     dir: PathBuf,
+    /// etcd's data directory (under `dir`, or in /dev/shm).
+    etcd_dir: PathBuf,
     children: Mutex<Vec<Child>>,
 }
 
 impl Plane {
-    fn start() -> Result<Plane> {
-        let dir = workspace_root().join("target/kube/bench");
+    /// Starts a fresh plane under `target/kube/bench-<name>` (anything left there is removed).
+    fn start(name: &str, etcd_in_memory: bool) -> Result<Plane> {
+        let dir = workspace_root().join(format!("target/kube/bench-{name}"));
         let _ = fs::remove_dir_all(&dir);
+        let etcd_dir = if etcd_in_memory {
+            PathBuf::from(format!(
+                "/dev/shm/herald-bench-{name}-{}",
+                std::process::id()
+            ))
+        } else {
+            dir.join("etcd")
+        };
+        let _ = fs::remove_dir_all(&etcd_dir);
         fs::create_dir_all(dir.join("certs"))?;
         let plane = Plane {
             dir: dir.clone(),
+            etcd_dir: etcd_dir.clone(),
             children: Mutex::new(Vec::new()),
         };
         let key = dir.join("sa.key");
@@ -621,7 +1039,7 @@ impl Plane {
         plane.spawn_owned(
             "etcd",
             Command::new(bin("server"))
-                .arg(format!("--data-dir={}", dir.join("etcd").display()))
+                .arg(format!("--data-dir={}", etcd_dir.display()))
                 .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd}"))
                 .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd}"))
                 .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
@@ -776,12 +1194,19 @@ impl Plane {
         Ok(())
     }
 
+    /// Stops the plane's processes (its data goes when the plane is dropped).
     fn stop(&self) {
         let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(mut child) = children.pop() {
             stop(&mut child);
         }
-        let _ = fs::remove_dir_all(self.dir.join("etcd"));
+    }
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = fs::remove_dir_all(&self.etcd_dir);
     }
 }
 
@@ -797,4 +1222,40 @@ fn random_token() -> Result<String> {
     let mut bytes = [0u8; 24];
     fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_cluster_ips_are_distinct_and_inside_the_service_cidr() {
+        assert_eq!(static_cluster_ip(0), "fd00:96::1:0");
+        assert_eq!(static_cluster_ip(10_000), "fd00:96::1:2710");
+        let cidr_end: std::net::Ipv6Addr = "fd00:96::f:ffff".parse().unwrap();
+        let reserved_end: std::net::Ipv6Addr = "fd00:96::ffff".parse().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for i in (0..0xe_0000).step_by(997).chain([0xe_0000]) {
+            let ip: std::net::Ipv6Addr = static_cluster_ip(i).parse().unwrap();
+            assert!(ip <= cidr_end && ip > reserved_end, "{ip}");
+            assert!(seen.insert(ip), "{ip} twice");
+        }
+    }
+
+    #[test]
+    fn histogram_delta_and_quantile() {
+        let name = "h";
+        let before = "h_bucket{le=\"0.001\"} 1\nh_bucket{le=\"0.01\"} 2\nh_bucket{le=\"+Inf\"} 2\n";
+        let after =
+            "h_bucket{le=\"0.001\"} 3\nh_bucket{le=\"0.01\"} 10\nh_bucket{le=\"+Inf\"} 12\n";
+        let delta = histogram_delta(before, after, name);
+        assert_eq!(
+            delta,
+            vec![(0.001, 2.0), (0.01, 8.0), (f64::INFINITY, 10.0)]
+        );
+        assert_eq!(histogram_quantile_ms(&delta, 0.2), 1.0);
+        assert_eq!(histogram_quantile_ms(&delta, 0.5), 10.0);
+        assert_eq!(histogram_quantile_ms(&delta, 0.99), f64::INFINITY);
+        assert!(histogram_quantile_ms(&[], 0.5).is_nan());
+    }
 }

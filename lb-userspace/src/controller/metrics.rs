@@ -35,6 +35,9 @@ pub struct Metrics {
     pub config_stale: Gauge,
     /// Seconds from taking a Service up (in its batch) to its writes being done.
     pub reconcile_seconds: Histogram,
+    /// Seconds from taking a Service up to the API server acknowledging its ingress write
+    /// (only decisions that needed a write).
+    pub service_write_seconds: Histogram,
     /// Seconds of one full pass over every Service.
     pub full_pass_seconds: Histogram,
 }
@@ -114,6 +117,12 @@ impl Metrics {
             "Time from taking a Service up (with the changes batched with it) to its writes being done.",
             reconcile_seconds.clone(),
         );
+        let service_write_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "herald_controller_service_write_seconds",
+            "Time from taking a Service up to the API server acknowledging its ingress and annotation write.",
+            service_write_seconds.clone(),
+        );
         let full_pass_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
             "herald_controller_full_pass_seconds",
@@ -134,6 +143,7 @@ impl Metrics {
             config_loaded,
             config_stale,
             reconcile_seconds,
+            service_write_seconds,
             full_pass_seconds,
         }
     }
@@ -220,6 +230,7 @@ mod tests {
             );
         }
         assert!(text.contains("herald_controller_reconcile_seconds_bucket"));
+        assert!(text.contains("herald_controller_service_write_seconds_bucket"));
     }
 
     #[test]

@@ -32,8 +32,9 @@ use crate::k8s::events::{CONTROLLER_COMPONENT, EventQueue, EventSink};
 use crate::k8s::lease::{LeaseLock, LeaseTimings};
 pub use metrics::Metrics;
 
-/// Events recorded at once by the background queue.
-const EVENT_CONCURRENCY: usize = 8;
+/// Events recorded at once by the background queue. Few: during a burst the API server's CPU
+/// is better spent on the status writes users wait for; the backlog drains right after.
+const EVENT_CONCURRENCY: usize = 2;
 
 /// What the controller was started with.
 #[derive(Clone, Debug)]

@@ -68,6 +68,61 @@ pub fn service_writes(service: &Service, status: &Status) -> ServiceWrites {
     }
 }
 
+/// The one JSON merge patch, sent to the Service's status subresource, that performs `writes`:
+/// ingress and pool annotation together. The API server keeps metadata changes made through a
+/// Service's status (MetalLB's controller writes both with one status update too), so one round
+/// trip suffices and readers never see an address without the annotation naming its pool, nor
+/// the annotation outliving the address. `None` when nothing is to be written.
+pub fn service_patch(writes: &ServiceWrites) -> Option<Value> {
+    if writes.is_empty() {
+        return None;
+    }
+    let mut patch = serde_json::Map::new();
+    if let Some(value) = &writes.pool_annotation {
+        patch.insert(
+            "metadata".into(),
+            json!({ "annotations": { ALLOCATED_FROM_POOL: value } }),
+        );
+    }
+    if let Some(ips) = &writes.ingress {
+        let ingress: Value = if ips.is_empty() {
+            Value::Null
+        } else {
+            ips.iter()
+                .map(|ip| json!({ "ip": ip.to_string() }))
+                .collect()
+        };
+        patch.insert(
+            "status".into(),
+            json!({ "loadBalancer": { "ingress": ingress } }),
+        );
+    }
+    Some(Value::Object(patch))
+}
+
+/// Of the watch cache's copy of a Service and the copy our last write returned, the one to plan
+/// the next write against: ours while the cache has not caught up with it (same object, older
+/// resourceVersion), else the cache's (it may hold someone else's later change). When either
+/// resourceVersion is not a number the cache wins: at worst a write is repeated.
+pub fn fresher<'a>(cached: &'a Service, written: Option<&'a Service>) -> &'a Service {
+    let version = |s: &Service| {
+        s.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    match written {
+        Some(ours)
+            if ours.metadata.uid.is_some()
+                && ours.metadata.uid == cached.metadata.uid
+                && matches!((version(cached), version(ours)), (Some(c), Some(o)) if c < o) =>
+        {
+            ours
+        }
+        _ => cached,
+    }
+}
+
 /// `IPAddressPool.status` as MetalLB writes it (field names are MetalLB's, not serde's).
 pub fn pool_status(c: &PoolCounters) -> Value {
     json!({
@@ -249,6 +304,115 @@ mod tests {
         ];
         for (name, service, status, want) in cases {
             assert_eq!(service_writes(&service, &status), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn one_patch_carries_annotation_and_ingress() {
+        let assign = ServiceWrites {
+            ingress: Some(vec![ip("198.51.100.1"), ip("2001:db8::1")]),
+            pool_annotation: Some(Some("p".into())),
+        };
+        assert_eq!(
+            service_patch(&assign),
+            Some(json!({
+                "metadata": { "annotations": { ALLOCATED_FROM_POOL: "p" } },
+                "status": { "loadBalancer": { "ingress": [{ "ip": "198.51.100.1" }, { "ip": "2001:db8::1" }] } },
+            }))
+        );
+        let clear = ServiceWrites {
+            ingress: Some(vec![]),
+            pool_annotation: Some(None),
+        };
+        assert_eq!(
+            service_patch(&clear),
+            Some(json!({
+                "metadata": { "annotations": { ALLOCATED_FROM_POOL: null } },
+                "status": { "loadBalancer": { "ingress": null } },
+            }))
+        );
+        let annotation_only = ServiceWrites {
+            ingress: None,
+            pool_annotation: Some(Some("new".into())),
+        };
+        assert_eq!(
+            service_patch(&annotation_only),
+            Some(json!({ "metadata": { "annotations": { ALLOCATED_FROM_POOL: "new" } } }))
+        );
+        let ingress_only = ServiceWrites {
+            ingress: Some(vec![ip("198.51.100.2")]),
+            pool_annotation: None,
+        };
+        assert_eq!(
+            service_patch(&ingress_only),
+            Some(
+                json!({ "status": { "loadBalancer": { "ingress": [{ "ip": "198.51.100.2" }] } } })
+            )
+        );
+        assert_eq!(service_patch(&ServiceWrites::default()), None);
+    }
+
+    #[test]
+    fn fresher_prefers_our_write_only_while_the_cache_lags() {
+        let versioned = |uid: Option<&str>, rv: Option<&str>, ingress: &[&str]| {
+            let mut s = svc(ingress, None);
+            s.metadata.uid = uid.map(Into::into);
+            s.metadata.resource_version = rv.map(Into::into);
+            s
+        };
+        let ours = versioned(Some("u"), Some("20"), &["198.51.100.1"]);
+        let ours_without_uid = versioned(None, Some("20"), &[]);
+        let cases: Vec<(&str, Service, Option<&Service>, bool)> = vec![
+            (
+                "cache lags: ours",
+                versioned(Some("u"), Some("10"), &[]),
+                Some(&ours),
+                true,
+            ),
+            (
+                "cache caught up: cache",
+                versioned(Some("u"), Some("20"), &["198.51.100.1"]),
+                Some(&ours),
+                false,
+            ),
+            (
+                "later change by someone else: cache",
+                versioned(Some("u"), Some("30"), &[]),
+                Some(&ours),
+                false,
+            ),
+            (
+                "recreated under the same name: cache",
+                versioned(Some("v"), Some("5"), &[]),
+                Some(&ours),
+                false,
+            ),
+            (
+                "no uid: cache",
+                versioned(None, Some("10"), &[]),
+                Some(&ours_without_uid),
+                false,
+            ),
+            (
+                "unparsable version: cache",
+                versioned(Some("u"), Some("x"), &[]),
+                Some(&ours),
+                false,
+            ),
+            (
+                "nothing written: cache",
+                versioned(Some("u"), Some("10"), &[]),
+                None,
+                false,
+            ),
+        ];
+        for (name, cached, written, want_ours) in cases {
+            let got = fresher(&cached, written);
+            let is_ours = written.is_some_and(|w| std::ptr::eq(got, w));
+            assert_eq!(is_ours, want_ours, "{name}");
+            if !want_ours {
+                assert!(std::ptr::eq(got, &cached), "{name}");
+            }
         }
     }
 

@@ -1,31 +1,38 @@
 //! The reconcile loop: follower/leader switching, batching of watch triggers, the allocator's
 //! decisions turned into writes, and retries.
+//!
+//! Decisions are made one after the other in this loop (the allocator is not shared); the writes
+//! that carry them out run in the background, at most [`WRITE_CONCURRENCY`] at once and one at a
+//! time per Service (in decision order), so a Service created while others' writes are in flight
+//! is decided and written at once instead of waiting for them. Pool status, ConfigurationState
+//! and the memberlist Secret are written in the background too: they never delay a Service.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
 
 use super::plan::{self, ConfigVerdict};
 use super::{Context, Trigger, backoff, config_input};
 use crate::allocator::{
-    ALLOCATED_FROM_POOL, Allocator, EventType, Outcome, PoolCounters, ServiceInfo, Status,
-    restart_order,
+    Allocator, EventType, Outcome, PoolCounters, ServiceInfo, Status, restart_order,
 };
 use crate::config::Config;
 use crate::k8s::events::Severity;
 use crate::k8s::{self, is_not_found, metallb_api, writes};
 
-/// Writes in flight at once during a pass (the API server handles them concurrently).
+/// Service writes in flight at once (the API server handles them concurrently).
 const WRITE_CONCURRENCY: usize = 32;
 /// Pool status is written at most once per this interval (the counters of a burst coalesce).
 const POOL_STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
@@ -79,6 +86,8 @@ pub(crate) async fn drive(
                         break;
                     }
                 }
+                Some(done) = leader.writes.next() => leader.write_done(done),
+                Some(done) = leader.side_task.next() => leader.side_done(done),
                 Some(first) = rx.recv() => {
                     let mut batch = vec![first];
                     while let Ok(next) = rx.try_recv() {
@@ -125,7 +134,35 @@ impl Retry {
     }
 }
 
+/// A Service write in the background; reports back when done.
+type WriteFuture<'a> = BoxFuture<'a, WriteDone>;
+
+/// What a finished Service write reports to the loop.
+struct WriteDone {
+    service: ObjectRef<Service>,
+    /// When the loop took the Service up (for the reconcile latency histogram).
+    taken_up: Instant,
+    /// The Service as the write left it (`None`: nothing written, or it was deleted meanwhile).
+    result: Result<Option<Service>, kube::Error>,
+}
+
+/// A decision waiting for the write in flight for the same Service.
+struct Queued {
+    svc: Arc<Service>,
+    outcome: Outcome,
+    taken_up: Instant,
+}
+
+/// What a background side write achieved.
+struct SideDone {
+    secret_done: bool,
+    verdict_written: Option<ConfigVerdict>,
+    pools_written: Vec<(String, (Option<String>, PoolCounters))>,
+    failed: bool,
+}
+
 /// State held only while leading; dropped (and rebuilt from the cluster) on leadership loss.
+/// Dropping it cancels the writes in flight: only the leader writes.
 struct Leader<'a> {
     ctx: &'a Context,
     allocator: Allocator,
@@ -137,6 +174,18 @@ struct Leader<'a> {
     /// may not show our own writes yet.
     decisions: HashMap<String, (Option<String>, Status)>,
     retries: HashMap<ObjectRef<Service>, Retry>,
+    /// Service writes in flight, one per Service at most.
+    writes: FuturesUnordered<WriteFuture<'a>>,
+    in_flight: HashSet<ObjectRef<Service>>,
+    /// Later decisions about a Service whose write is in flight, in order.
+    queued: HashMap<ObjectRef<Service>, VecDeque<Queued>>,
+    /// The Service as our last write returned it, until the watch cache shows that version:
+    /// planning against a cache that lags behind our own write would repeat it.
+    written: HashMap<ObjectRef<Service>, Service>,
+    write_slots: Arc<Semaphore>,
+    /// The side write in flight (at most one) and whether another is wanted after it.
+    side_task: FuturesUnordered<BoxFuture<'a, SideDone>>,
+    side_again: bool,
     /// Side writes (pool status, ConfigurationState, Secret) failed: retry them.
     side_retry: Option<Retry>,
     /// When pool status was last written, and when deferred counters are due.
@@ -159,6 +208,13 @@ impl<'a> Leader<'a> {
             started: false,
             decisions: HashMap::new(),
             retries: HashMap::new(),
+            writes: FuturesUnordered::new(),
+            in_flight: HashSet::new(),
+            queued: HashMap::new(),
+            written: HashMap::new(),
+            write_slots: Arc::new(Semaphore::new(WRITE_CONCURRENCY)),
+            side_task: FuturesUnordered::new(),
+            side_again: false,
             side_retry: None,
             pool_status_at: None,
             pool_status_due: None,
@@ -169,10 +225,15 @@ impl<'a> Leader<'a> {
         }
     }
 
+    /// Gains leadership: loads the configuration and runs the start pass, its writes included
+    /// (readiness follows it).
     async fn start(&mut self) {
         self.load_config().await;
         self.start_pass_if_ready().await;
-        self.side_writes().await;
+        self.schedule_side_writes();
+        while let Some(done) = self.side_task.next().await {
+            self.side_done(done);
+        }
     }
 
     async fn start_pass_if_ready(&mut self) {
@@ -183,13 +244,17 @@ impl<'a> Leader<'a> {
         self.started = true;
     }
 
+    /// The next retry or deferred pool status write (none for side writes while one runs).
     fn next_due(&self) -> Option<Instant> {
-        self.retries
-            .values()
-            .map(|r| r.due)
-            .chain(self.side_retry.map(|r| r.due))
-            .chain(self.pool_status_due)
-            .min()
+        let side = if self.side_task.is_empty() {
+            self.side_retry
+                .map(|r| r.due)
+                .into_iter()
+                .chain(self.pool_status_due)
+        } else {
+            None.into_iter().chain(None)
+        };
+        self.retries.values().map(|r| r.due).chain(side).min()
     }
 
     async fn handle(&mut self, batch: Vec<Trigger>) {
@@ -220,7 +285,22 @@ impl<'a> Leader<'a> {
         } else {
             self.reconcile_some(services.into_iter().collect()).await;
         }
-        self.side_writes().await;
+        self.forget_seen_writes();
+        self.schedule_side_writes();
+    }
+
+    /// Drops remembered writes the watch cache already shows (or whose Service is gone), so the
+    /// memory held stays proportional to the writes still in transit.
+    fn forget_seen_writes(&mut self) {
+        if self.written.len() < 256 {
+            return;
+        }
+        let services = &self.ctx.caches.services;
+        self.written.retain(|service, ours| {
+            services
+                .get(service)
+                .is_some_and(|cached| std::ptr::eq(plan::fresher(&cached, Some(ours)), ours))
+        });
     }
 
     async fn retry_due(&mut self) {
@@ -232,12 +312,18 @@ impl<'a> Leader<'a> {
             .map(|(k, _)| k.clone())
             .collect();
         if self.started {
+            // The timer is spent; the attempt count stays until a write succeeds.
+            for service in &due {
+                if let Some(retry) = self.retries.get_mut(service) {
+                    retry.due = now + backoff(retry.attempt.saturating_add(1));
+                }
+            }
             self.reconcile_some(due).await;
         }
         if self.side_retry.is_some_and(|r| r.due <= now)
             || self.pool_status_due.is_some_and(|due| due <= now)
         {
-            self.side_writes().await;
+            self.schedule_side_writes();
         }
     }
 
@@ -325,10 +411,9 @@ impl<'a> Leader<'a> {
     }
 
     /// Reconciles the given Services (releasing deleted ones): decisions one after the other,
-    /// then every write concurrently, so a burst of new Services is not served one round trip
-    /// at a time.
+    /// their writes dispatched to the background.
     async fn reconcile_some(&mut self, services: Vec<ObjectRef<Service>>) {
-        let started = Instant::now();
+        let taken_up = Instant::now();
         let mut reprocess_all = false;
         let mut items = Vec::with_capacity(services.len());
         for service in services {
@@ -339,6 +424,8 @@ impl<'a> Leader<'a> {
             );
             let Some(svc) = self.ctx.caches.services.get(&service) else {
                 self.retries.remove(&service);
+                self.written.remove(&service);
+                self.queued.remove(&service);
                 self.decisions.remove(&key);
                 let freed = self.allocator.release(&key);
                 if !freed.is_empty() {
@@ -366,19 +453,16 @@ impl<'a> Leader<'a> {
             }
             items.push((svc, outcome));
         }
-        let written = items.len();
-        self.write_all(items).await;
-        let elapsed = started.elapsed().as_secs_f64();
-        for _ in 0..written {
-            self.ctx.metrics.reconcile_seconds.observe(elapsed);
-        }
+        self.dispatch_all(items, taken_up);
         if reprocess_all {
             self.full_pass(false).await;
         }
     }
 
     /// Reconciles every Service. `restart` is the start pass: Services holding addresses
-    /// re-claim them before anything is allocated.
+    /// re-claim them before anything is allocated, and it waits for its writes (it is what
+    /// readiness and the full-pass histogram report); later passes leave theirs in the
+    /// background like any other.
     async fn full_pass(&mut self, restart: bool) {
         let started = Instant::now();
         for round in 0..=MAX_FOLLOW_UP_PASSES {
@@ -418,9 +502,14 @@ impl<'a> Leader<'a> {
                 .into_iter()
                 .filter_map(|o| objects.get(&o.service).map(|svc| (svc.clone(), o)))
                 .collect();
-            self.write_all(items).await;
+            self.dispatch_all(items, started);
             if !freed {
                 break;
+            }
+        }
+        if restart {
+            while let Some(done) = self.writes.next().await {
+                self.write_done(done);
             }
         }
         self.ctx
@@ -429,9 +518,10 @@ impl<'a> Leader<'a> {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Records the decisions and performs their writes concurrently; failures are retried.
-    async fn write_all(&mut self, items: Vec<(Arc<Service>, Outcome)>) {
-        for (svc, outcome) in &items {
+    /// Records the decisions and starts their writes (queued behind a write in flight for the
+    /// same Service).
+    fn dispatch_all(&mut self, items: Vec<(Arc<Service>, Outcome)>, taken_up: Instant) {
+        for (svc, outcome) in items {
             match &outcome.status {
                 Status::Ignored => {
                     self.decisions.remove(&outcome.service);
@@ -444,81 +534,147 @@ impl<'a> Leader<'a> {
                     );
                 }
             }
-        }
-        let ctx = self.ctx;
-        let results: Vec<(ObjectRef<Service>, Result<(), kube::Error>)> =
-            futures::stream::iter(items)
-                .map(|(svc, outcome)| async move {
-                    let result = write_service(ctx, &svc, &outcome).await;
-                    (ObjectRef::from_obj(svc.as_ref()), result)
-                })
-                .buffer_unordered(WRITE_CONCURRENCY)
-                .collect()
-                .await;
-        for (service, result) in results {
-            match result {
-                Ok(()) => {
-                    self.retries.remove(&service);
-                }
-                Err(error) => {
-                    let retry = Retry::after_failure(self.retries.get(&service).copied());
-                    tracing::warn!(service = %service, %error, attempt = retry.attempt, "write failed; retrying");
-                    self.retries.insert(service, retry);
-                }
+            let service = ObjectRef::from_obj(svc.as_ref());
+            let queued = Queued {
+                svc,
+                outcome,
+                taken_up,
+            };
+            if self.in_flight.contains(&service) {
+                self.queued.entry(service).or_default().push_back(queued);
+            } else {
+                self.start_write(service, queued);
             }
         }
     }
 
-    /// Memberlist Secret, ConfigurationState and pool status; retried together on failure.
-    async fn side_writes(&mut self) {
-        let mut failed = false;
+    /// Plans the write of one decision against the freshest copy of the Service we know (the
+    /// watch cache's, or what our own last write returned) and starts it; with nothing to
+    /// write, only its Events are recorded.
+    fn start_write(&mut self, service: ObjectRef<Service>, item: Queued) {
+        let Queued {
+            svc,
+            outcome,
+            taken_up,
+        } = item;
+        // The cache may hold a newer copy than the one the decision was made on (a queued one).
+        let cached = match self.ctx.caches.services.get(&service) {
+            // Deleted and created again under the same name: the new object's own watch event
+            // brings its own decision.
+            Some(now) if now.metadata.uid != svc.metadata.uid => {
+                self.finish(&service, taken_up, Ok(()));
+                return;
+            }
+            Some(now) => now,
+            None => svc,
+        };
+        let current = plan::fresher(&cached, self.written.get(&service));
+        let cache_current = std::ptr::eq(current, cached.as_ref());
+        let patch = plan::service_patch(&plan::service_writes(current, &outcome.status));
+        if cache_current {
+            // The cache has caught up with (or moved past) our last write.
+            self.written.remove(&service);
+        }
+        let Some(patch) = patch else {
+            record_events(self.ctx, &cached, &outcome);
+            self.finish(&service, taken_up, Ok(()));
+            return;
+        };
+        let ctx = self.ctx;
+        let slots = self.write_slots.clone();
+        self.in_flight.insert(service.clone());
+        self.writes.push(Box::pin(async move {
+            let result = match slots.acquire().await {
+                Ok(_permit) => write_service(ctx, &cached, &outcome, &patch).await,
+                // The semaphore is never closed; write anyway rather than lose the decision.
+                Err(_) => write_service(ctx, &cached, &outcome, &patch).await,
+            };
+            WriteDone {
+                service,
+                taken_up,
+                result,
+            }
+        }));
+    }
+
+    /// A background write finished: remember what it wrote, schedule a retry on failure, and
+    /// start the next decision queued for the same Service.
+    fn write_done(&mut self, done: WriteDone) {
+        let WriteDone {
+            service,
+            taken_up,
+            result,
+        } = done;
+        self.in_flight.remove(&service);
+        let result = match result {
+            Ok(Some(updated)) => {
+                self.ctx
+                    .metrics
+                    .service_write_seconds
+                    .observe(taken_up.elapsed().as_secs_f64());
+                self.written.insert(service.clone(), updated);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        };
+        self.finish(&service, taken_up, result);
+        let next = self.queued.get_mut(&service).and_then(VecDeque::pop_front);
+        if self.queued.get(&service).is_some_and(VecDeque::is_empty) {
+            self.queued.remove(&service);
+        }
+        if let Some(next) = next {
+            self.start_write(service, next);
+        }
+    }
+
+    /// Accounts for one finished decision: latency, and the retry state.
+    fn finish(
+        &mut self,
+        service: &ObjectRef<Service>,
+        taken_up: Instant,
+        result: Result<(), kube::Error>,
+    ) {
+        self.ctx
+            .metrics
+            .reconcile_seconds
+            .observe(taken_up.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                self.retries.remove(service);
+            }
+            Err(error) => {
+                let retry = Retry::after_failure(self.retries.get(service).copied());
+                tracing::warn!(service = %service, %error, attempt = retry.attempt, "write failed; retrying");
+                self.retries.insert(service.clone(), retry);
+            }
+        }
+    }
+
+    /// Starts the side writes that are due (memberlist Secret, ConfigurationState, pool status)
+    /// as one background task; with one already running, once more after it.
+    fn schedule_side_writes(&mut self) {
+        if !self.side_task.is_empty() {
+            self.side_again = true;
+            return;
+        }
+        self.side_again = false;
         let ctx = self.ctx;
         let settings = &ctx.settings;
-        if !self.secret_done
-            && let Some(name) = &settings.ml_secret_name
-        {
-            match writes::ensure_memberlist_secret(
-                &ctx.client,
-                &settings.namespace,
-                name,
-                settings.deployment.as_deref(),
-            )
-            .await
-            {
-                Ok(created) => {
-                    if created {
-                        tracing::info!(secret = %name, "created the memberlist secret");
-                    }
-                    self.secret_done = true;
-                }
-                Err(error) => {
-                    tracing::warn!(secret = %name, %error, "creating the memberlist secret failed");
-                    failed = true;
-                }
-            }
-        }
-        if self.verdict != self.verdict_written
-            && let Some(verdict) = self.verdict.clone()
-        {
-            match write_configuration_state(ctx, &verdict).await {
-                Ok(()) => self.verdict_written = Some(verdict),
-                Err(error) => {
-                    tracing::warn!(%error, "writing ConfigurationState failed");
-                    failed = true;
-                }
-            }
-        }
+        let secret = (!self.secret_done)
+            .then(|| settings.ml_secret_name.clone())
+            .flatten();
+        let verdict = if self.verdict != self.verdict_written {
+            self.verdict.clone()
+        } else {
+            None
+        };
+        let mut pools = Vec::new();
         if self.started {
             let counters = self.allocator.pool_counters();
             ctx.metrics.set_pools(&counters);
             self.pool_status_written
                 .retain(|name, _| counters.contains_key(name));
-            let pools = metallb_api(
-                &ctx.client,
-                &settings.namespace,
-                "IPAddressPool",
-                "ipaddresspools",
-            );
             let uids: HashMap<String, Option<String>> = ctx
                 .caches
                 .pools
@@ -541,30 +697,113 @@ impl<'a> Leader<'a> {
             } else {
                 self.pool_status_due = None;
                 self.pool_status_at = Some(now);
-            }
-            let due_now = self.pool_status_due.is_none();
-            for (name, (uid, c)) in changed.into_iter().filter(|_| due_now) {
-                match writes::dynamic_status(&pools, name, plan::pool_status(c)).await {
-                    Ok(_) => {
-                        ctx.metrics.api_writes.inc();
-                        self.pool_status_written
-                            .insert(name.clone(), (uid.clone(), *c));
-                    }
-                    Err(error) if is_not_found(&error) => {}
-                    Err(error) => {
-                        ctx.metrics.update_errors.inc();
-                        tracing::warn!(pool = %name, %error, "writing pool status failed");
-                        failed = true;
-                    }
-                }
+                pools = changed
+                    .into_iter()
+                    .map(|(name, written)| (name.clone(), written.clone()))
+                    .collect();
             }
         }
-        self.side_retry = failed.then(|| Retry::after_failure(self.side_retry));
+        if secret.is_none() && verdict.is_none() && pools.is_empty() {
+            self.side_retry = None;
+            return;
+        }
+        self.side_task
+            .push(Box::pin(side_writes(ctx, secret, verdict, pools)));
+    }
+
+    /// A background side write finished: remember what was written; retry the rest later.
+    fn side_done(&mut self, done: SideDone) {
+        if done.secret_done {
+            self.secret_done = true;
+        }
+        if done.verdict_written.is_some() {
+            self.verdict_written = done.verdict_written;
+        }
+        self.pool_status_written.extend(done.pools_written);
+        self.side_retry = done.failed.then(|| Retry::after_failure(self.side_retry));
+        if self.side_again {
+            self.schedule_side_writes();
+        }
     }
 }
 
-/// Writes one outcome: ingress and pool annotation when they differ, then its Events.
-async fn write_service(ctx: &Context, svc: &Service, outcome: &Outcome) -> Result<(), kube::Error> {
+/// Memberlist Secret, ConfigurationState and pool status, in that order; what succeeded is
+/// reported so that only the rest is retried.
+async fn side_writes(
+    ctx: &Context,
+    secret: Option<String>,
+    verdict: Option<ConfigVerdict>,
+    pools: Vec<(String, (Option<String>, PoolCounters))>,
+) -> SideDone {
+    let settings = &ctx.settings;
+    let mut done = SideDone {
+        secret_done: false,
+        verdict_written: None,
+        pools_written: Vec::new(),
+        failed: false,
+    };
+    if let Some(name) = &secret {
+        match writes::ensure_memberlist_secret(
+            &ctx.client,
+            &settings.namespace,
+            name,
+            settings.deployment.as_deref(),
+        )
+        .await
+        {
+            Ok(created) => {
+                if created {
+                    tracing::info!(secret = %name, "created the memberlist secret");
+                }
+                done.secret_done = true;
+            }
+            Err(error) => {
+                tracing::warn!(secret = %name, %error, "creating the memberlist secret failed");
+                done.failed = true;
+            }
+        }
+    }
+    if let Some(verdict) = verdict {
+        match write_configuration_state(ctx, &verdict).await {
+            Ok(()) => done.verdict_written = Some(verdict),
+            Err(error) => {
+                tracing::warn!(%error, "writing ConfigurationState failed");
+                done.failed = true;
+            }
+        }
+    }
+    let api = metallb_api(
+        &ctx.client,
+        &settings.namespace,
+        "IPAddressPool",
+        "ipaddresspools",
+    );
+    for (name, (uid, counters)) in pools {
+        match writes::dynamic_status(&api, &name, plan::pool_status(&counters)).await {
+            Ok(_) => {
+                ctx.metrics.api_writes.inc();
+                done.pools_written.push((name, (uid, counters)));
+            }
+            Err(error) if is_not_found(&error) => {}
+            Err(error) => {
+                ctx.metrics.update_errors.inc();
+                tracing::warn!(pool = %name, %error, "writing pool status failed");
+                done.failed = true;
+            }
+        }
+    }
+    done
+}
+
+/// Writes one decision: ingress and pool annotation in one patch of the status subresource,
+/// then (only once that succeeded) its Events. Returns the Service as written; `None` when it
+/// was deleted meanwhile (the delete event releases it).
+async fn write_service(
+    ctx: &Context,
+    svc: &Service,
+    outcome: &Outcome,
+    patch: &serde_json::Value,
+) -> Result<Option<Service>, kube::Error> {
     let (pool, ips) = match &outcome.status {
         Status::Assigned { ips, pool } => (
             pool.as_str(),
@@ -577,63 +816,42 @@ async fn write_service(ctx: &Context, svc: &Service, outcome: &Outcome) -> Resul
     };
     let span = tracing::info_span!("service", service = %outcome.service, pool = %pool, ip = %ips);
     async {
-        let planned = plan::service_writes(svc, &outcome.status);
         let namespace = svc.namespace().unwrap_or_default();
         let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-        let name = svc.name_any();
-        // The annotation names the pool of the ingress: set it before the ingress appears, and
-        // remove it only after the ingress is gone, so readers never see an address without it.
-        let assigning = matches!(outcome.status, Status::Assigned { .. });
-        let result = async {
-            if assigning && let Some(value) = &planned.pool_annotation {
-                count(
-                    ctx,
-                    writes::service_annotation(&api, &name, ALLOCATED_FROM_POOL, value.as_deref())
-                        .await,
-                )?;
-            }
-            if let Some(ingress) = &planned.ingress {
-                count(ctx, writes::service_ingress(&api, &name, ingress).await)?;
-            }
-            if !assigning && let Some(value) = &planned.pool_annotation {
-                count(
-                    ctx,
-                    writes::service_annotation(&api, &name, ALLOCATED_FROM_POOL, value.as_deref())
-                        .await,
-                )?;
-            }
-            Ok::<(), kube::Error>(())
-        }
-        .await;
-        match result {
-            Ok(()) => {}
-            // Deleted meanwhile: the delete event releases it.
-            Err(error) if is_not_found(&error) => return Ok(()),
+        let written = match count(
+            ctx,
+            writes::service_status_patch(&api, &svc.name_any(), patch).await,
+        ) {
+            Ok(written) => written,
+            Err(error) if is_not_found(&error) => return Ok(None),
             Err(error) => return Err(error),
+        };
+        match &outcome.status {
+            Status::Assigned { .. } => tracing::info!("address assigned"),
+            other => tracing::info!(state = ?other, "address cleared"),
         }
-        if !planned.is_empty() {
-            match &outcome.status {
-                Status::Assigned { .. } => tracing::info!("address assigned"),
-                other => tracing::info!(state = ?other, "address cleared"),
-            }
-        }
-        for event in &outcome.events {
-            let severity = match event.event_type {
-                EventType::Normal => Severity::Normal,
-                EventType::Warning => Severity::Warning,
-            };
-            ctx.event_queue.send(
-                svc,
-                severity,
-                event.reason.as_str(),
-                "Allocate",
-                &event.message,
-            );
-        }
-        Ok(())
+        record_events(ctx, svc, outcome);
+        Ok(Some(written))
     }
     .instrument(span)
     .await
+}
+
+/// Queues the Events explaining a decision (recorded in the background).
+fn record_events(ctx: &Context, svc: &Service, outcome: &Outcome) {
+    for event in &outcome.events {
+        let severity = match event.event_type {
+            EventType::Normal => Severity::Normal,
+            EventType::Warning => Severity::Warning,
+        };
+        ctx.event_queue.send(
+            svc,
+            severity,
+            event.reason.as_str(),
+            "Allocate",
+            &event.message,
+        );
+    }
 }
 
 fn count<T>(ctx: &Context, result: Result<T, kube::Error>) -> Result<T, kube::Error> {

@@ -43,6 +43,18 @@ pub async fn service_annotation(
         .await
 }
 
+/// Sends a JSON merge patch to a Service's status subresource. The API server applies its
+/// `status` and `metadata` (labels, annotations) and ignores `spec`, so the controller's ingress
+/// and pool annotation change in one write (see `controller::plan::service_patch`).
+pub async fn service_status_patch(
+    api: &Api<Service>,
+    name: &str,
+    patch: &Value,
+) -> Result<Service, kube::Error> {
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+}
+
 /// Merges `status` into a metallb.io object's status subresource.
 pub async fn dynamic_status(
     api: &Api<DynamicObject>,
