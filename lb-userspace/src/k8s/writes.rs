@@ -2,7 +2,6 @@
 //! controller owns, so concurrent edits of other fields by users are never overwritten.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use base64::Engine;
 use k8s_openapi::ByteString;
@@ -12,36 +11,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-
-/// Sets `status.loadBalancer.ingress` to `ips` (in order); empty removes it.
-pub async fn service_ingress(
-    api: &Api<Service>,
-    name: &str,
-    ips: &[IpAddr],
-) -> Result<Service, kube::Error> {
-    let ingress: Value = if ips.is_empty() {
-        Value::Null
-    } else {
-        ips.iter()
-            .map(|ip| json!({ "ip": ip.to_string() }))
-            .collect()
-    };
-    let patch = json!({ "status": { "loadBalancer": { "ingress": ingress } } });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-}
-
-/// Sets annotation `key` to `value`, or removes it when `None`.
-pub async fn service_annotation(
-    api: &Api<Service>,
-    name: &str,
-    key: &str,
-    value: Option<&str>,
-) -> Result<Service, kube::Error> {
-    let patch = json!({ "metadata": { "annotations": { key: value } } });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-}
 
 /// Sends a JSON merge patch to a Service's status subresource. The API server applies its
 /// `status` and `metadata` (labels, annotations) and ignores `spec`, so the controller's ingress
