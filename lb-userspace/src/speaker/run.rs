@@ -248,7 +248,7 @@ pub async fn run(options: Options) -> Result<()> {
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
     let mut handover_tick = tokio::time::interval(options.timing.heartbeat_every);
     let mut reannounce = options.reannounce.map(tokio::time::interval);
-    let shutdown = wait_for_signal();
+    let shutdown = crate::cli::wait_for_signal();
     tokio::pin!(shutdown);
     let changed = watches.changed.clone();
     let mut dirty = true;
@@ -502,24 +502,6 @@ async fn serve_metrics(
     .with_context(|| format!("listening for metrics on {addr}"))?;
     tracing::info!(addr = %bound, "metrics on /metrics, probes on /healthz and /readyz");
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// Applies status and event jobs in order. Status jobs carry the whole desired set; only the
@@ -939,14 +921,7 @@ impl Speaker {
         // Data plane first.
         let (current, stale) = self.current();
         for (ifindex, ip) in stale {
-            let ghost = Interface {
-                name: netdev::name_of(ifindex).unwrap_or_default(),
-                index: ifindex,
-                mac: Mac([0; 6]),
-                hw_type: libc::ARPHRD_ETHER,
-                noarp: false,
-                loopback: false,
-            };
+            let ghost = ghost_interface(ifindex);
             // The entry goes even when leaving the multicast group fails (interface gone).
             let _ = self.dp.withdraw(&ghost, ip);
             tracing::info!(ifindex, %ip, "withdrew an address on an interface no longer used");
@@ -1109,14 +1084,7 @@ impl Speaker {
             }
         }
         for (ifindex, ip) in stale {
-            let ghost = Interface {
-                name: netdev::name_of(ifindex).unwrap_or_default(),
-                index: ifindex,
-                mac: Mac([0; 6]),
-                hw_type: libc::ARPHRD_ETHER,
-                noarp: false,
-                loopback: false,
-            };
+            let ghost = ghost_interface(ifindex);
             let _ = self.dp.withdraw(&ghost, ip);
         }
         self.metrics
@@ -1129,4 +1097,17 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     store.state().iter().map(|o| (**o).clone()).collect()
+}
+
+/// Just enough of an interface to withdraw an address entered on `ifindex`, which may be gone or
+/// no longer eligible (the map key is the index; the name is only for leaving multicast groups).
+fn ghost_interface(ifindex: u32) -> Interface {
+    Interface {
+        name: netdev::name_of(ifindex).unwrap_or_default(),
+        index: ifindex,
+        mac: Mac([0; 6]),
+        hw_type: libc::ARPHRD_ETHER,
+        noarp: false,
+        loopback: false,
+    }
 }
