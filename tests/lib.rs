@@ -208,3 +208,29 @@ pub fn poll_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Runs `kubectl` (already pointed at a cluster) as `kubectl apply -f -` with `yaml` on stdin,
+/// panicking with kubectl's stderr and the YAML when it fails.
+pub fn kubectl_apply(mut kubectl: std::process::Command, yaml: &str) {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = kubectl
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml.as_bytes())
+        .expect("writing YAML");
+    let out = child.wait_with_output().expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}\n{yaml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -106,27 +106,7 @@ impl Cluster {
 
     /// `kubectl apply -f -` as admin.
     pub fn apply(&self, yaml: &str) {
-        let mut child = self
-            .plane
-            .kubectl()
-            .args(["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(yaml.as_bytes())
-            .expect("write yaml");
-        let out = child.wait_with_output().expect("kubectl output");
-        assert!(
-            out.status.success(),
-            "kubectl apply failed: {}\n{yaml}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        herald_tests::kubectl_apply(self.plane.kubectl(), yaml);
     }
 
     /// `kubectl apply -f -` that must be refused; returns the error text.

@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -307,25 +306,7 @@ pub fn can_i(identity: &str, args: &[&str]) -> String {
 }
 
 pub fn apply(yaml: &str) {
-    let mut child = kubectl_cmd()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(yaml.as_bytes())
-        .expect("writing YAML");
-    let out = child.wait_with_output().expect("kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl apply failed: {}\n{yaml}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    herald_tests::kubectl_apply(kubectl_cmd(), yaml);
 }
 
 /// LoadBalancer ingress IPs of a Service in status order.
