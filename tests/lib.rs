@@ -209,9 +209,8 @@ pub fn poll_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Runs `kubectl` (already pointed at a cluster) as `kubectl apply -f -` with `yaml` on stdin,
-/// panicking with kubectl's stderr and the YAML when it fails.
-pub fn kubectl_apply(mut kubectl: std::process::Command, yaml: &str) {
+/// Runs `kubectl` (already pointed at a cluster) as `kubectl apply -f -` with `yaml` on stdin.
+pub fn kubectl_apply_output(mut kubectl: Command, yaml: &str) -> Output {
     use std::io::Write as _;
     use std::process::Stdio;
     let mut child = kubectl
@@ -227,7 +226,12 @@ pub fn kubectl_apply(mut kubectl: std::process::Command, yaml: &str) {
         .expect("stdin")
         .write_all(yaml.as_bytes())
         .expect("writing YAML");
-    let out = child.wait_with_output().expect("kubectl");
+    child.wait_with_output().expect("kubectl")
+}
+
+/// [`kubectl_apply_output`] that must succeed: panics with kubectl's stderr and the YAML.
+pub fn kubectl_apply(kubectl: Command, yaml: &str) {
+    let out = kubectl_apply_output(kubectl, yaml);
     assert!(
         out.status.success(),
         "kubectl apply failed: {}\n{yaml}",

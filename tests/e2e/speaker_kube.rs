@@ -11,7 +11,6 @@
 mod kube_support;
 
 use std::fs::File;
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
@@ -78,20 +77,7 @@ fn forward_api_into(ns: &str, port: u16) {
 fn http_get_in(ns: &str, port: u16, path: &str) -> Option<(u16, String)> {
     let path = path.to_string();
     in_netns(ns, move || {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let code = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())?;
-        Some((code, body))
+        kube_support::herald::Herald::http_get(port, &path)
     })
 }
 

@@ -2,8 +2,6 @@
 //! status, and wait for conditions by polling with a generous deadline.
 
 use std::future::Future;
-use std::io::Write;
-use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -111,22 +109,7 @@ impl Cluster {
 
     /// `kubectl apply -f -` that must be refused; returns the error text.
     pub fn apply_err(&self, yaml: &str) -> String {
-        let mut child = self
-            .plane
-            .kubectl()
-            .args(["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(yaml.as_bytes())
-            .expect("write yaml");
-        let out = child.wait_with_output().expect("kubectl output");
+        let out = herald_tests::kubectl_apply_output(self.plane.kubectl(), yaml);
         assert!(
             !out.status.success(),
             "kubectl apply should have failed:\n{yaml}"
