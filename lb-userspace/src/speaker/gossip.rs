@@ -75,11 +75,17 @@ impl Gossip {
         let mut seed = [0u8; 8];
         // Randomness only spreads the probe order; a fixed seed is still correct.
         let _ = getrandom::fill(&mut seed);
+        // Stamps count wall-clock time from here on the monotonic clock, so a clock step
+        // after start does not make our own datagrams look stale to us.
+        let wall_base_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let membership = Membership::new(
             id,
             &options.timing,
             options.key.clone(),
             u64::from_le_bytes(seed),
+            wall_base_ms,
         );
         let (commands, rx) = mpsc::unbounded_channel();
         let (live_tx, live) = watch::channel(membership.live_nodes());

@@ -18,7 +18,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{self, AuthError, GossipKey};
+use super::auth::{self, AuthError, GossipKey, ReplayGuard, Stamp};
 use super::timing::Timing;
 
 /// Largest datagram on the wire (fits an Ethernet MTU with IP/UDP headers).
@@ -106,6 +106,14 @@ pub struct Membership {
     seq: u64,
     now: Duration,
     key: GossipKey,
+    /// Stamps of our datagrams: a random epoch per process and a counter.
+    epoch: u64,
+    sent_seq: u64,
+    /// Wall-clock time (ms since the Unix epoch) at `now` = 0: stamps are this plus `now`.
+    wall_base_ms: u64,
+    replays: ReplayGuard,
+    /// When a skewed peer clock was last reported (a warning a minute at most).
+    skew_reported: Option<Duration>,
     outgoing: Vec<(SocketAddr, Vec<u8>)>,
     stats: Stats,
     last_contact: Option<Duration>,
@@ -114,8 +122,16 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// A member that knows nobody yet. `seed` seeds foca's random member choice.
-    pub fn new(id: SpeakerId, timing: &Timing, key: GossipKey, seed: u64) -> Self {
+    /// A member that knows nobody yet. `seed` seeds foca's random member choice and the epoch
+    /// of our datagram stamps; `wall_base_ms` is the wall-clock time (ms since the Unix epoch)
+    /// at `now` = 0, which the stamps' send times and the freshness check count from.
+    pub fn new(
+        id: SpeakerId,
+        timing: &Timing,
+        key: GossipKey,
+        seed: u64,
+        wall_base_ms: u64,
+    ) -> Self {
         Membership {
             foca: Foca::new(
                 id,
@@ -128,6 +144,11 @@ impl Membership {
             seq: 0,
             now: Duration::ZERO,
             key,
+            epoch: seed.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15,
+            sent_seq: 0,
+            wall_base_ms,
+            replays: ReplayGuard::default(),
+            skew_reported: None,
             outgoing: Vec::new(),
             stats: Stats::default(),
             last_contact: None,
@@ -181,11 +202,27 @@ impl Membership {
         now: Duration,
     ) -> Result<(), AuthError> {
         self.advance(now);
-        let payload = match self.key.open(datagram) {
+        let now_ms = self.wall_ms();
+        let opened = self.key.open(datagram).and_then(|(stamp, payload)| {
+            if let Some(stamp) = stamp {
+                self.replays.check(stamp, now_ms)?;
+            }
+            Ok(payload)
+        });
+        let payload = match opened {
             Ok(payload) => payload,
             Err(e) => {
                 self.stats.auth_failures += 1;
-                tracing::debug!(%from, error = %e, "gossip datagram dropped");
+                let quiet = self
+                    .skew_reported
+                    .is_some_and(|at| self.now < at + Duration::from_secs(60));
+                if e == AuthError::Stale && !quiet {
+                    // Not an attack as a rule: a node whose clock is off cannot gossip.
+                    self.skew_reported = Some(self.now);
+                    tracing::warn!(%from, error = %e, "gossip datagram dropped; check the nodes' clocks");
+                } else {
+                    tracing::debug!(%from, error = %e, "gossip datagram dropped");
+                }
                 return Err(e);
             }
         };
@@ -242,10 +279,22 @@ impl Membership {
         self.changed = true;
     }
 
+    /// Wall-clock time of `now`, in ms since the Unix epoch.
+    fn wall_ms(&self) -> u64 {
+        self.wall_base_ms
+            .saturating_add(u64::try_from(self.now.as_millis()).unwrap_or(u64::MAX))
+    }
+
     fn drain(&mut self) {
         while let Some((to, data)) = self.runtime.to_send() {
             self.stats.sent += 1;
-            self.outgoing.push((to.addr, self.key.seal(&data)));
+            let stamp = Stamp {
+                epoch: self.epoch,
+                seq: self.sent_seq,
+                sent_ms: self.wall_ms(),
+            };
+            self.sent_seq += 1;
+            self.outgoing.push((to.addr, self.key.seal(&data, stamp)));
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
             self.seq += 1;

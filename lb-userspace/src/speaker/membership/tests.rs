@@ -23,7 +23,12 @@ struct Net {
     /// Directed links that drop everything.
     cut: BTreeSet<(usize, usize)>,
     now: Duration,
+    /// Every datagram delivered, as (from, to, bytes), when set: an eavesdropper's capture.
+    tap: Option<Vec<(usize, usize, Vec<u8>)>>,
 }
+
+/// Wall-clock time every member's virtual clock starts at.
+const WALL_BASE_MS: u64 = 1_700_000_000_000;
 
 impl Net {
     fn new(n: usize, key: &[u8]) -> Net {
@@ -36,6 +41,7 @@ impl Net {
             members,
             cut: BTreeSet::new(),
             now: Duration::ZERO,
+            tap: None,
         }
     }
 
@@ -45,7 +51,13 @@ impl Net {
             addr: addr(i),
             bump,
         };
-        Membership::new(id, timing, GossipKey::new(Some(key)), 42 + i as u64 + bump)
+        Membership::new(
+            id,
+            timing,
+            GossipKey::new(Some(key)),
+            42 + i as u64 + bump,
+            WALL_BASE_MS,
+        )
     }
 
     fn index_of(&self, a: SocketAddr) -> Option<usize> {
@@ -83,6 +95,9 @@ impl Net {
                 let Some(j) = self.index_of(to) else { continue };
                 if self.cut.contains(&(from, j)) {
                     continue;
+                }
+                if let Some(tap) = self.tap.as_mut() {
+                    tap.push((from, j, data.clone()));
                 }
                 if let Some(m) = self.members[j].as_mut() {
                     let _ = m.handle_datagram(addr(from), &data, now);
@@ -258,4 +273,115 @@ fn leaving_member_is_dropped_at_once() {
         })
         .expect("leave not seen");
     assert!(t < net.timing.probe_period, "leave took {t:?}");
+}
+
+#[test]
+fn replayed_datagrams_do_not_keep_a_cut_off_member_in_contact() {
+    let key = b"secret-secret-secret00";
+    let mut net = Net::new(3, key);
+    net.join_all();
+    net.run(Duration::from_secs(1));
+    net.tap = Some(Vec::new());
+    net.run(Duration::from_secs(1));
+    let captured: Vec<Vec<u8>> = net
+        .tap
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, to, _)| *to == 2)
+        .map(|(_, _, data)| data)
+        .collect();
+    assert!(captured.len() > 10, "captured {}", captured.len());
+    // node-c is cut off; an attacker on its segment replays what it captured, every step.
+    for other in [0, 1] {
+        net.cut.insert((2, other));
+        net.cut.insert((other, 2));
+    }
+    let contact_before = net.members[2].as_ref().unwrap().last_contact();
+    let failures_before = net.members[2].as_ref().unwrap().stats().auth_failures;
+    let mut replays = 0;
+    let mut refused = 0;
+    let alone = loop {
+        net.step();
+        let now = net.now;
+        let m = net.members[2].as_mut().unwrap();
+        for data in &captured {
+            replays += 1;
+            if m.handle_datagram(addr(0), data, now) == Err(AuthError::Replayed) {
+                refused += 1;
+            }
+        }
+        if m.live_nodes() == Net::names(&[2]) {
+            break now;
+        }
+        assert!(
+            now < Duration::from_secs(10),
+            "node-c never saw its peers go"
+        );
+    };
+    assert_eq!(refused, replays, "every replay refused");
+    let m = net.members[2].as_ref().unwrap();
+    assert_eq!(
+        m.last_contact(),
+        contact_before,
+        "a replay counted as contact"
+    );
+    assert!(!m.peers_in_view());
+    assert!(m.stats().auth_failures >= failures_before + replays);
+    assert!(alone > Duration::ZERO);
+
+    // What the stamp prevents: the same payloads with fresh stamps (only a key holder can make
+    // them) are accepted and count as contact, so the refusal above is the replay guard's doing.
+    let sealer = GossipKey::new(Some(key));
+    let now = net.now + STEP;
+    let m = net.members[2].as_mut().unwrap();
+    let mut accepted = 0;
+    for (seq, data) in captured.iter().enumerate() {
+        let Ok((_, payload)) = sealer.open(data) else {
+            continue;
+        };
+        let fresh = sealer.seal(
+            payload,
+            Stamp {
+                epoch: 0xfeed,
+                seq: seq as u64,
+                sent_ms: WALL_BASE_MS + now.as_millis() as u64,
+            },
+        );
+        if m.handle_datagram(addr(0), &fresh, now).is_ok() {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, captured.len());
+    assert_ne!(m.last_contact(), contact_before);
+}
+
+#[test]
+fn datagrams_from_a_skewed_clock_are_refused() {
+    let key = b"secret-secret-secret00";
+    let timing = Timing::from_detect_ms(500).unwrap();
+    let id = |i: usize| SpeakerId {
+        node: name(i),
+        addr: addr(i),
+        bump: 1,
+    };
+    let skew = u64::try_from(auth::REPLAY_TOLERANCE.as_millis()).unwrap() + 1;
+    let mut a = Membership::new(id(0), &timing, GossipKey::new(Some(key)), 1, WALL_BASE_MS);
+    let mut b = Membership::new(
+        id(1),
+        &timing,
+        GossipKey::new(Some(key)),
+        2,
+        WALL_BASE_MS + skew,
+    );
+    a.join(&[addr(1)], Duration::ZERO);
+    let sent = a.take_outgoing();
+    assert!(!sent.is_empty());
+    for (_, data) in sent {
+        assert_eq!(
+            b.handle_datagram(addr(0), &data, Duration::ZERO),
+            Err(AuthError::Stale)
+        );
+    }
+    assert_eq!(b.last_contact(), None);
 }
