@@ -7,9 +7,12 @@
 //! measurement against the same CRDs first (that it works at all checks drop-in compatibility),
 //! each controller on a fresh control plane, and both are printed with their ratios.
 //!
-//! The Services are created the way a load generator does: concurrently, at most
-//! `--concurrency` requests in flight, identical inputs for both controllers. The client's own
-//! create rate, create latency and CPU time are printed, so a reader can tell whether the
+//! Each controller sees two phases, identical inputs for both. Steady: `--steady-services`
+//! created open loop at `--steady-rate` per second — the latency a controller adds while the
+//! API server keeps up. Burst: N Services with `--concurrency` creates in flight, as fast as
+//! the API server takes them — the time until all N have their IP; its latencies are printed
+//! too, and there they are mostly the saturated API server's and etcd's queueing. The client's
+//! own create rate, create latency and CPU time are printed, so a reader can tell whether the
 //! generator or the API server bounded "all N IPs".
 
 use std::collections::{BTreeMap, HashMap};
@@ -58,6 +61,14 @@ pub struct Args {
     /// disk's fsync latency, shared with whatever else writes to it, out of every write.
     #[arg(long)]
     pub etcd_in_memory: bool,
+    /// Services created at a steady `--steady-rate` before the burst, for the latency a
+    /// controller adds when the API server is not saturated (0 skips that phase).
+    #[arg(long, default_value_t = 1000)]
+    pub steady_services: usize,
+    /// Creations per second in the steady phase, open loop: each create is sent on schedule,
+    /// whether or not earlier ones have their IP yet (as a stream of deployments would).
+    #[arg(long, default_value_t = 100.0)]
+    pub steady_rate: f64,
 }
 
 /// How the bench's Services get their ClusterIP.
@@ -77,13 +88,32 @@ pub enum ClusterIp {
 struct Load {
     concurrency: usize,
     cluster_ip: ClusterIp,
+    /// Open loop at this many creates per second instead of `concurrency` in flight.
+    rate: Option<f64>,
 }
 
 impl Load {
+    /// The burst: `--concurrency` creates in flight, as fast as the API server takes them.
     fn of(args: &Args) -> Load {
         Load {
             concurrency: args.concurrency,
             cluster_ip: args.cluster_ip,
+            rate: None,
+        }
+    }
+
+    fn pace(&self) -> String {
+        match self.rate {
+            Some(rate) => format!("open loop at {rate} creates/s"),
+            None => format!("{} in flight", self.concurrency),
+        }
+    }
+
+    /// The steady phase: `--steady-rate` creates per second on schedule.
+    fn steady(args: &Args) -> Load {
+        Load {
+            rate: Some(args.steady_rate),
+            ..Load::of(args)
         }
     }
 }
@@ -93,6 +123,40 @@ impl Load {
 fn static_cluster_ip(i: usize) -> String {
     let offset = 0x1_0000 + i;
     format!("fd00:96::{:x}:{:x}", offset >> 16, offset & 0xffff)
+}
+
+/// Index of the first steady-phase Service (for its static ClusterIP): after the burst's and
+/// the resync's.
+const STEADY_FIRST: usize = 0xd_0000;
+
+/// The steady phase (unless `--steady-services 0`), printed under `who`.
+async fn steady_phase(
+    plane: &Plane,
+    client: &Client,
+    args: &Args,
+    who: &str,
+) -> Result<Option<Measured>> {
+    if args.steady_services == 0 {
+        return Ok(None);
+    }
+    println!(
+        "-- steady: {} Services at {} creates/s",
+        args.steady_services, args.steady_rate
+    );
+    let measured = measure(
+        plane,
+        client,
+        "steady",
+        args.steady_services,
+        Load::steady(args),
+    )
+    .await?;
+    measured.print(who);
+    println!(
+        "-- burst: {} Services, {} creates in flight",
+        args.services, args.concurrency
+    );
+    Ok(Some(measured))
 }
 
 /// What one controller's N-Service run measured, for callers that print their own tables.
@@ -115,6 +179,9 @@ pub struct Figures {
 pub struct Report {
     pub herald: Figures,
     pub metallb: Option<Figures>,
+    /// The steady phase's figures (`--steady-services` at `--steady-rate`), when run.
+    pub herald_steady: Option<Figures>,
+    pub metallb_steady: Option<Figures>,
     /// Herald's start pass over `--resync-services` Services (none when that is 0).
     pub resync_pass: Option<Duration>,
 }
@@ -123,8 +190,10 @@ pub fn run(args: &Args) -> Result<()> {
     let report = measure_all(args)?;
     println!("==> summary (load average at the end: {})", load_average());
     for (who, f) in [
-        ("Herald", Some(&report.herald)),
-        ("MetalLB v0.15.2", report.metallb.as_ref()),
+        ("Herald, steady", report.herald_steady.as_ref()),
+        ("MetalLB v0.15.2, steady", report.metallb_steady.as_ref()),
+        ("Herald, burst", Some(&report.herald)),
+        ("MetalLB v0.15.2, burst", report.metallb.as_ref()),
     ] {
         if let Some(f) = f {
             println!(
@@ -198,8 +267,14 @@ async fn prepare(name: &str, etcd_in_memory: bool) -> Result<(Plane, Client)> {
 
 async fn bench(args: &Args, metallb: Option<&Path>) -> Result<Report> {
     let load = Load::of(args);
-    if load.cluster_ip == ClusterIp::Static && args.services.max(args.resync_services) > 0xe_0000 {
-        bail!("--cluster-ip static names at most 917504 Services");
+    if load.cluster_ip == ClusterIp::Static
+        && (args.services.max(args.resync_services) > STEADY_FIRST
+            || args.steady_services > 0xe_0000 - STEADY_FIRST)
+    {
+        bail!("--cluster-ip static names at most 851968 burst/resync and 65536 steady Services");
+    }
+    if args.steady_services > 0 && !(args.steady_rate.is_finite() && args.steady_rate > 0.0) {
+        bail!("--steady-rate must be a positive number of creates per second");
     }
     println!(
         "etcd data: {}",
@@ -219,6 +294,7 @@ async fn bench(args: &Args, metallb: Option<&Path>) -> Result<Report> {
         }
     );
     let mut metallb_result = None;
+    let mut metallb_steady: Option<Measured> = None;
     // Stopped planes keep their etcd data until the end: deleting ~150 MB right before the
     // next run would load the shared disk (and its discards) during that run.
     let mut finished = Vec::new();
@@ -247,16 +323,21 @@ async fn bench(args: &Args, metallb: Option<&Path>) -> Result<Report> {
                     plane.dir.join("metallb-controller.log").display()
                 );
             }
-            let measured = measure(&plane, &client, "bench", n, load).await;
+            let measured = async {
+                let steady = steady_phase(&plane, &client, args, "MetalLB v0.15.2").await?;
+                Ok((steady, measure(&plane, &client, "bench", n, load).await?))
+            }
+            .await;
             stop(&mut child);
             measured
         }
         .await;
         plane.stop();
         finished.push(plane);
-        let measured = result?;
+        let (steady, measured) = result?;
         measured.print("MetalLB v0.15.2");
         metallb_result = Some(measured);
+        metallb_steady = steady;
     }
 
     println!(
@@ -264,12 +345,21 @@ async fn bench(args: &Args, metallb: Option<&Path>) -> Result<Report> {
         args.services
     );
     let (plane, client) = prepare("herald", args.etcd_in_memory).await?;
-    let result = herald_runs(&plane, &client, args, metallb_result.as_ref()).await;
+    let result = herald_runs(
+        &plane,
+        &client,
+        args,
+        metallb_result.as_ref(),
+        metallb_steady.as_ref(),
+    )
+    .await;
     plane.stop();
-    let (herald, resync_pass) = result?;
+    let (herald, herald_steady, resync_pass) = result?;
     Ok(Report {
         herald: herald.figures(),
         metallb: metallb_result.map(|m| m.figures()),
+        herald_steady: herald_steady.map(|m| m.figures()),
+        metallb_steady: metallb_steady.map(|m| m.figures()),
         resync_pass,
     })
 }
@@ -280,9 +370,14 @@ async fn herald_runs(
     client: &Client,
     args: &Args,
     metallb: Option<&Measured>,
-) -> Result<(Measured, Option<Duration>)> {
+    metallb_steady: Option<&Measured>,
+) -> Result<(Measured, Option<Measured>, Option<Duration>)> {
     let mut herald = start_herald(plane)?;
     wait_start_pass(&herald)?;
+    let steady = steady_phase(plane, client, args, "Herald").await?;
+    if let (Some(m), Some(h)) = (metallb_steady, steady.as_ref()) {
+        m.compare_latency(h, &format!("steady {} creates/s", args.steady_rate));
+    }
     let own_before = http_get(herald.metrics_port, "/metrics").unwrap_or_default();
     let measured = measure(plane, client, "bench", args.services, Load::of(args)).await?;
     let own_after = http_get(herald.metrics_port, "/metrics").unwrap_or_default();
@@ -306,7 +401,7 @@ async fn herald_runs(
         m.compare(&measured);
     }
     if args.resync_services == 0 {
-        return Ok((measured, None));
+        return Ok((measured, steady, None));
     }
     let extra = args.resync_services.saturating_sub(args.services);
     let total = args.services + extra;
@@ -327,7 +422,7 @@ async fn herald_runs(
         since_start.as_secs_f64(),
     );
     drop(herald);
-    Ok((measured, Some(pass)))
+    Ok((measured, steady, Some(pass)))
 }
 
 /// Waits for the controller's first full pass (the start pass re-claiming every address) and
@@ -372,8 +467,8 @@ struct Measured {
 /// The load generator's side of one run.
 #[derive(Clone, Copy, Debug)]
 struct ClientLoad {
-    /// Create requests kept in flight.
-    concurrency: usize,
+    /// How the creates were paced.
+    load: Load,
     /// First create request → last create response.
     creation: Duration,
     /// Create request → response, p50 and p99 (ms).
@@ -451,6 +546,15 @@ impl Measured {
             "  of which waiting for etcd (mean per request): {}",
             etcd.join(", ")
         );
+        let queued: Vec<String> = self
+            .server_ms
+            .iter()
+            .filter_map(|(k, ms)| Some(format!("{} {ms:.1} ms", k.strip_prefix("APF queue ")?)))
+            .collect();
+        println!(
+            "  before that, queued in API Priority and Fairness (mean per request, by priority level): {}",
+            queued.join(", ")
+        );
         println!(
             "  last IP {:.0} ms after the last create returned; load average {}",
             self.tail.as_secs_f64() * 1000.0,
@@ -458,15 +562,34 @@ impl Measured {
         );
         let c = &self.client;
         println!(
-            "  bench client: {} creates in {:.2} s = {:.0} Services/s with {} in flight; create request p50 {:.1} ms, p99 {:.1} ms; client CPU {:.2} s ({:.0}% of one core)",
+            "  bench client: {} creates in {:.2} s = {:.0} Services/s, {}; create request p50 {:.1} ms, p99 {:.1} ms; client CPU {:.2} s ({:.0}% of one core)",
             self.latencies.len(),
             c.creation.as_secs_f64(),
             self.create_rate(),
-            c.concurrency,
+            c.load.pace(),
             c.create_p50_ms,
             c.create_p99_ms,
             c.cpu.as_secs_f64(),
             100.0 * c.cpu.as_secs_f64() / self.all_done.as_secs_f64().max(1e-9),
+        );
+    }
+
+    /// Prints creation→status p50/p99 of Herald (`self` is MetalLB's run) against MetalLB.
+    fn compare_latency(&self, herald: &Measured, phase: &str) {
+        let (m, h) = (self, herald);
+        let target = |ok: bool| if ok { "met" } else { "MISSED" };
+        println!(
+            "creation→status p50 ({phase}): Herald {:.1} ms, MetalLB {:.1} ms ({:.1}x)",
+            h.quantile_ms(0.5),
+            m.quantile_ms(0.5),
+            m.quantile_ms(0.5) / h.quantile_ms(0.5)
+        );
+        println!(
+            "creation→status p99 ({phase}): Herald {:.1} ms, MetalLB {:.1} ms ({:.1}x); target < 50 ms: {}",
+            h.quantile_ms(0.99),
+            m.quantile_ms(0.99),
+            m.quantile_ms(0.99) / h.quantile_ms(0.99),
+            target(h.quantile_ms(0.99) < 50.0)
         );
     }
 
@@ -476,19 +599,7 @@ impl Measured {
         let (mn, hn) = (m.latencies.len(), h.latencies.len());
         let target = |ok: bool| if ok { "met" } else { "MISSED" };
         println!("==> Herald vs MetalLB v0.15.2");
-        println!(
-            "creation→status p50: Herald {:.1} ms, MetalLB {:.1} ms ({:.1}x)",
-            h.quantile_ms(0.5),
-            m.quantile_ms(0.5),
-            m.quantile_ms(0.5) / h.quantile_ms(0.5)
-        );
-        println!(
-            "creation→status p99: Herald {:.1} ms, MetalLB {:.1} ms ({:.1}x); target < 50 ms: {}",
-            h.quantile_ms(0.99),
-            m.quantile_ms(0.99),
-            m.quantile_ms(0.99) / h.quantile_ms(0.99),
-            target(h.quantile_ms(0.99) < 50.0)
-        );
+        self.compare_latency(h, &format!("burst, {}", h.client.load.pace()));
         let ratio = if mn == hn {
             let r = m.all_done.as_secs_f64() / h.all_done.as_secs_f64().max(1e-9);
             println!(
@@ -520,10 +631,10 @@ impl Measured {
             h.requests_per_service, m.requests_per_service
         );
         println!(
-            "bench client create rate: Herald's run {:.0} Services/s, MetalLB's run {:.0} Services/s ({} in flight)",
+            "bench client create rate: Herald's run {:.0} Services/s, MetalLB's run {:.0} Services/s ({})",
             h.create_rate(),
             m.create_rate(),
-            h.client.concurrency
+            h.client.load.pace()
         );
     }
 }
@@ -536,13 +647,18 @@ async fn measure(
     n: usize,
     load: Load,
 ) -> Result<Measured> {
+    let first = match load.rate {
+        // Steady-phase Services take ClusterIP numbers after every burst and resync Service.
+        Some(_) => STEADY_FIRST,
+        None => 0,
+    };
     plane.apply(&format!(
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n"
     ))?;
     let before = ApiRequests::read(plane)?;
     let load_before = load_average();
     let cpu_before = process_cpu();
-    let (created, assigned, all_done) = create_and_wait(client, namespace, 0, n, load).await?;
+    let (created, assigned, all_done) = create_and_wait(client, namespace, first, n, load).await?;
     let cpu = process_cpu().saturating_sub(cpu_before);
     let load_after = load_average();
     let first_request = created.values().map(|(requested, _)| *requested).min();
@@ -591,7 +707,7 @@ async fn measure(
         .collect();
     create_latencies.sort();
     let client_load = ClientLoad {
-        concurrency: load.concurrency,
+        load,
         creation: match (first_request, last_created) {
             (Some(first), Some(last)) => last.saturating_duration_since(first),
             _ => Duration::ZERO,
@@ -705,12 +821,22 @@ async fn create_and_wait(
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = Instant::now();
+    // Open loop: every create is in flight from its scheduled time on.
+    let in_flight = if load.rate.is_some() {
+        n.max(1)
+    } else {
+        load.concurrency
+    };
     let created: Vec<Result<(String, (Instant, Instant))>> = futures::stream::iter(
         first..first + n,
     )
     .map(|i| {
         let api = api.clone();
         async move {
+            if let Some(rate) = load.rate {
+                let due = start + Duration::from_secs_f64((i - first) as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
             let name = format!("svc-{i:05}");
             // No NodePorts: neither controller reads them, and their allocator (one
             // bitmap object in etcd) would serialize the bench's own creations.
@@ -733,7 +859,7 @@ async fn create_and_wait(
             Ok((name, (requested, Instant::now())))
         }
     })
-    .buffer_unordered(load.concurrency)
+    .buffer_unordered(in_flight)
     .collect()
     .await;
     let created: Created = created.into_iter().collect::<Result<_>>()?;
@@ -790,6 +916,22 @@ impl ApiRequests {
                     .unwrap_or("")
                     .to_string()
             };
+            if let Some(part) =
+                name.strip_prefix("apiserver_flowcontrol_request_wait_duration_seconds_")
+                && label("execute") == "true"
+            {
+                // Time requests queued in API Priority and Fairness before being served: not
+                // part of apiserver_request_duration_seconds.
+                let key = format!("APF queue {}", label("priority_level"));
+                let value = value.parse::<f64>().unwrap_or(0.0);
+                let entry = requests.seconds.entry(key).or_insert((0.0, 0.0));
+                match part {
+                    "sum" => entry.0 += value,
+                    "count" => entry.1 += value,
+                    _ => {}
+                }
+                continue;
+            }
             let resource = label("resource");
             if resource.is_empty() {
                 continue;
