@@ -16,7 +16,7 @@ mod cpu;
 // reply measurement, run in the lab's client namespace).
 pub mod frames;
 mod lab;
-mod live;
+pub mod live;
 pub mod measure;
 mod net;
 pub mod stats;

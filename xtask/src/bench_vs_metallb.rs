@@ -10,11 +10,14 @@
 //! 3. MetalLB stopped and Herald started again (or the lab taken down if this command made it).
 //!
 //! For each: ARP and NDP replies/s at saturation and reply latency (`replies.rs`, with `bench
-//! dataplane`'s generator in the client namespace), failover time over repeated kills of the
-//! announcing speaker (`lab::failover::trial`, the client's view), and the time to give N
-//! Services their IPs (`services.rs`). One table with ratios and the targets, written to
-//! `target/bench/vs-metallb.txt`, with plots of replies/s against offered load.
+//! dataplane`'s generator) twice — from the client on the lab segment (every node sees each
+//! request) and on the direct link to the announcing node (`direct.rs`; Herald there in skb mode
+//! as the lab runs it, then with its speakers restarted in driver mode) — failover time over
+//! repeated kills of the announcing speaker (`lab::failover::trial`, the client's view), and the
+//! time to give N Services their IPs (`services.rs`). One table with ratios and the issue's
+//! targets, written to `target/bench/vs-metallb.txt`, with plots of replies/s against offered load.
 
+mod direct;
 mod replies;
 mod report;
 mod services;
@@ -45,7 +48,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "5000,10000,20000,50000,100000,200000,400000"
+        default_value = "5000,10000,20000,50000,100000,200000,400000,800000"
     )]
     pub rates: Vec<u64>,
     /// Length of each rate step in milliseconds.
@@ -76,13 +79,25 @@ pub enum Part {
     Services,
 }
 
+/// One plotted series: protocol, name in the plot, colour, (offered, replies) per step.
+type Plot = (Proto, String, &'static str, Vec<(f64, f64)>);
+
 /// Everything measured for one implementation (steps kept for the plots).
 struct Run {
     figures: Figures,
-    arp_steps: Vec<(f64, f64)>,
-    ndp_steps: Vec<(f64, f64)>,
+    plots: Vec<Plot>,
     /// Context lines for the report (settings, who announced).
     notes: Vec<String>,
+}
+
+impl Run {
+    fn new(figures: Figures) -> Run {
+        Run {
+            figures,
+            plots: vec![],
+            notes: vec![],
+        }
+    }
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -95,6 +110,17 @@ pub fn run(args: &Args) -> Result<()> {
     metallb::install("controller")?;
     metallb::install("speaker")?;
 
+    let direct_links_missing = lab::is_up()
+        && !std::path::Path::new("/run/netns")
+            .join(lab::DIRECT_NS)
+            .exists();
+    if direct_links_missing {
+        println!(
+            "==> the running lab predates the direct links ({}): taking it down",
+            lab::DIRECT_NS
+        );
+        lab::down()?;
+    }
     let started_lab = !lab::is_up();
     if started_lab {
         lab::up(&lab::UpArgs {
@@ -121,7 +147,7 @@ pub fn run(args: &Args) -> Result<()> {
     let neighbours = replies::Neighbours::add()?;
 
     println!(
-        "\n=== Herald (speakers: XDP skb mode on eth0, --detect-ms {})",
+        "\n=== Herald (speakers: XDP skb mode on eth0 and eth1, --detect-ms {})",
         args.detect_ms
     );
     let herald = measure(
@@ -150,12 +176,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
         Err(e) => {
             println!("   switch failed: {e:#}");
-            Run {
-                figures: Figures::skipped(&format!("MetalLB did not start: {e:#}")),
-                arp_steps: vec![],
-                ndp_steps: vec![],
-                notes: vec![],
-            }
+            Run::new(Figures::skipped(&format!("MetalLB did not start: {e:#}")))
         }
     };
     if let Ok(()) = &switched {
@@ -181,31 +202,27 @@ pub fn run(args: &Args) -> Result<()> {
     let out_dir = crate::workspace_root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     std::fs::write(out_dir.join("vs-metallb.txt"), &text).context("writing vs-metallb.txt")?;
-    for (proto, h, m) in [
-        (Proto::Arp, &herald.arp_steps, &metallb_run.arp_steps),
-        (Proto::Ndp, &herald.ndp_steps, &metallb_run.ndp_steps),
-    ] {
-        if h.is_empty() && m.is_empty() {
+    for proto in [Proto::Arp, Proto::Ndp] {
+        let series: Vec<svg::Series> = herald
+            .plots
+            .iter()
+            .chain(&metallb_run.plots)
+            .filter(|(p, _, _, points)| *p == proto && !points.is_empty())
+            .map(|(_, name, color, points)| svg::Series {
+                name: name.clone(),
+                color,
+                points: points.clone(),
+            })
+            .collect();
+        if series.is_empty() {
             continue;
         }
-        let series = vec![
-            svg::Series {
-                name: "Herald (XDP, skb mode)".into(),
-                color: "#d62728",
-                points: h.clone(),
-            },
-            svg::Series {
-                name: format!("MetalLB {} speaker", metallb::VERSION),
-                color: "#1f77b4",
-                points: m.clone(),
-            },
-        ];
         let name = format!("vs-metallb-{}.svg", proto.name().to_lowercase());
         std::fs::write(
             out_dir.join(&name),
             svg::line_chart(
                 &format!(
-                    "{} replies/s vs offered load, lab (3 nodes, bridge)",
+                    "{} replies/s vs offered load, lab: segment (bridge, 3 nodes) and direct link",
                     proto.name()
                 ),
                 &series,
@@ -274,12 +291,7 @@ fn switch_to_metallb(vip4: Ipv4Addr) -> Result<()> {
 }
 
 fn measure(speakers: Speakers, args: &Args, vip4: Ipv4Addr, vip6: Ipv6Addr) -> Run {
-    let mut run = Run {
-        figures: Figures::skipped("not selected (--parts)"),
-        arp_steps: vec![],
-        ndp_steps: vec![],
-        notes: vec![],
-    };
+    let mut run = Run::new(Figures::skipped("not selected (--parts)"));
     if let Ok(mac) = failover::stable_answer(vip4, 5) {
         let macs = lab::status::node_macs();
         run.notes.push(format!(
@@ -289,18 +301,40 @@ fn measure(speakers: Speakers, args: &Args, vip4: Ipv4Addr, vip6: Ipv6Addr) -> R
         ));
     }
     if args.parts.contains(&Part::Replies) {
-        println!("-- ARP/NDP replies (generator in {}):", lab::CLIENT_NS);
-        match replies::measure(vip4, vip6, &args.rates, Duration::from_millis(args.step_ms)) {
-            Ok(series) => {
-                let mut it = series.into_iter();
-                let (arp, ndp) = (it.next(), it.next());
-                run.figures.arp = saturation(arp, &mut run.arp_steps);
-                run.figures.ndp = saturation(ndp, &mut run.ndp_steps);
+        let who = match speakers {
+            Speakers::Herald { .. } => "Herald",
+            Speakers::Metallb => "MetalLB",
+        };
+        let (seg_color, direct_color) = match speakers {
+            Speakers::Herald { .. } => ("#d62728", "#9467bd"),
+            Speakers::Metallb => ("#1f77b4", "#17becf"),
+        };
+        println!(
+            "-- ARP/NDP replies, segment (generator in {} on the bridge):",
+            lab::CLIENT_NS
+        );
+        let step = Duration::from_millis(args.step_ms);
+        let segment = replies::measure_segment(vip4, vip6, &args.rates, step);
+        let [arp, ndp] = split(segment);
+        let label = match speakers {
+            Speakers::Herald { .. } => "Herald XDP skb, segment".to_string(),
+            Speakers::Metallb => format!("MetalLB {}, segment", metallb::VERSION),
+        };
+        run.figures.arp = saturation(arp, &mut run.plots, Proto::Arp, &label, seg_color);
+        run.figures.ndp = saturation(ndp, &mut run.plots, Proto::Ndp, &label, seg_color);
+
+        match speakers {
+            Speakers::Herald { detect_ms } => {
+                herald_direct(&mut run, detect_ms, args, vip4, vip6, direct_color)
             }
-            Err(e) => {
-                println!("   failed: {e:#}");
-                run.figures.arp = Err(format!("{e:#}"));
-                run.figures.ndp = Err(format!("{e:#}"));
+            Speakers::Metallb => {
+                println!("-- ARP/NDP replies, direct link to the announcer ({who}):");
+                let label = format!("MetalLB {}, direct link", metallb::VERSION);
+                let [arp, ndp] = direct_series(&mut run, speakers, who, vip4, vip6, args);
+                run.figures.direct_arp =
+                    saturation(arp, &mut run.plots, Proto::Arp, &label, direct_color);
+                run.figures.direct_ndp =
+                    saturation(ndp, &mut run.plots, Proto::Ndp, &label, direct_color);
             }
         }
     }
@@ -354,13 +388,189 @@ fn xdp_counters(node: &lab::NodeSpec) -> Option<String> {
         .find_map(|l| l.strip_prefix("counters: ").map(str::to_string))
 }
 
+/// The ARP and NDP results of a two-protocol measurement (or its error, for both).
+fn split(measured: Result<Vec<Result<Series>>>) -> [Option<Result<Series>>; 2] {
+    match measured {
+        Ok(series) => {
+            let mut it = series.into_iter();
+            [it.next(), it.next()]
+        }
+        Err(e) => {
+            println!("   failed: {e:#}");
+            [
+                Some(Err(anyhow::anyhow!("{e:#}"))),
+                Some(Err(anyhow::anyhow!("{e:#}"))),
+            ]
+        }
+    }
+}
+
+/// Finds the nodes answering for `vip4`/`vip6` on their direct links and runs the ARP series on
+/// the first's link, the NDP series on the second's (one run when it is the same node).
+fn direct_series(
+    run: &mut Run,
+    speakers: Speakers,
+    who: &str,
+    vip4: Ipv4Addr,
+    vip6: Ipv6Addr,
+    args: &Args,
+) -> [Option<Result<Series>>; 2] {
+    let step = Duration::from_millis(args.step_ms);
+    let (link4, link6) = match direct::wait_announcers(vip4, vip6, Duration::from_secs(60)) {
+        Ok(links) => links,
+        Err(e) => return split(Err(e)),
+    };
+    println!(
+        "   announcers: {vip4} by {} ({} ↔ {}), {vip6} by {}",
+        link4.node.name,
+        link4.client_if,
+        lab::DIRECT_IF,
+        link6.node.name
+    );
+    run.notes.push(format!(
+        "{who}, direct link: {vip4} answered by {} (generator on {} in {}), {vip6} by {}",
+        link4.node.name,
+        link4.client_if,
+        lab::DIRECT_NS,
+        link6.node.name
+    ));
+    // A userspace responder (MetalLB's speaker) is pinned with the node's receive work.
+    let responder = |link: &lab::DirectLink| match speakers {
+        Speakers::Metallb => metallb::speaker_pid(&link.node),
+        Speakers::Herald { .. } => None,
+    };
+    if link4 == link6 {
+        split(replies::measure_direct(
+            &link4,
+            responder(&link4),
+            &[Proto::Arp, Proto::Ndp],
+            vip4,
+            vip6,
+            &args.rates,
+            step,
+        ))
+    } else {
+        let [arp, _] = split(replies::measure_direct(
+            &link4,
+            responder(&link4),
+            &[Proto::Arp],
+            vip4,
+            vip6,
+            &args.rates,
+            step,
+        ));
+        let [ndp, _] = split(replies::measure_direct(
+            &link6,
+            responder(&link6),
+            &[Proto::Ndp],
+            vip4,
+            vip6,
+            &args.rates,
+            step,
+        ));
+        [arp, ndp]
+    }
+}
+
+/// Herald on the direct link: in skb mode as the lab runs it, then with the speakers restarted
+/// in driver mode (reported as the main figure when `herald xdp list` shows driver mode on the
+/// announcer's `eth1`), then back to the lab's skb mode.
+fn herald_direct(
+    run: &mut Run,
+    detect_ms: u64,
+    args: &Args,
+    vip4: Ipv4Addr,
+    vip6: Ipv6Addr,
+    color: &'static str,
+) {
+    println!("-- ARP/NDP replies, direct link to the announcer (Herald XDP skb mode):");
+    let [arp, ndp] = direct_series(
+        run,
+        Speakers::Herald { detect_ms },
+        "Herald (skb)",
+        vip4,
+        vip6,
+        args,
+    );
+    let label = "Herald XDP skb, direct link";
+    let skb_arp = saturation(arp, &mut run.plots, Proto::Arp, label, "#ff7f0e");
+    let skb_ndp = saturation(ndp, &mut run.plots, Proto::Ndp, label, "#ff7f0e");
+
+    println!("-- Herald's speakers restarted with --xdp-mode=driver");
+    let driver = lab::restart_herald_speakers(detect_ms, "driver").and_then(|()| {
+        let (link4, _) = direct::wait_announcers(vip4, vip6, Duration::from_secs(60))?;
+        direct::herald_mode(&link4).with_context(|| {
+            format!(
+                "herald xdp list shows no XDP on {} of {}",
+                lab::DIRECT_IF,
+                link4.node.name
+            )
+        })
+    });
+    match driver {
+        Ok(mode) if mode == "driver" => {
+            println!("-- ARP/NDP replies, direct link to the announcer (Herald XDP driver mode):");
+            let [arp, ndp] = direct_series(
+                run,
+                Speakers::Herald { detect_ms },
+                "Herald (driver)",
+                vip4,
+                vip6,
+                args,
+            );
+            let label = "Herald XDP driver, direct link";
+            run.figures.direct_arp = saturation(arp, &mut run.plots, Proto::Arp, label, color);
+            run.figures.direct_ndp = saturation(ndp, &mut run.plots, Proto::Ndp, label, color);
+            run.figures.direct_mode = Some("driver".into());
+            run.figures.direct_skb_arp = skb_arp;
+            run.figures.direct_skb_ndp = skb_ndp;
+        }
+        other => {
+            let why = match other {
+                Ok(mode) => format!("the speaker attached in {mode} mode"),
+                Err(e) => format!("{e:#}"),
+            };
+            println!("   driver mode not measured: {why}");
+            run.notes.push(format!(
+                "Herald, direct link: driver mode not measured ({why}); skb figures reported"
+            ));
+            run.figures.direct_arp = skb_arp;
+            run.figures.direct_ndp = skb_ndp;
+            run.figures.direct_mode = Some("skb".into());
+        }
+    }
+    println!("-- Herald's speakers back to the lab's --xdp-mode=skb");
+    let restored = lab::restart_herald_speakers(detect_ms, "skb").and_then(|()| {
+        lab::wait_for(
+            &format!("Herald to answer ARP for {vip4} on the segment again"),
+            Duration::from_secs(90),
+            || failover::stable_answer(vip4, 5).ok(),
+        )
+        .map(|_| ())
+    });
+    if let Err(e) = restored {
+        println!("   restoring skb mode failed: {e:#}");
+        run.notes.push(format!(
+            "Herald: restoring skb mode after the direct series failed: {e:#}"
+        ));
+    }
+}
+
 fn saturation(
     series: Option<Result<Series>>,
-    points: &mut Vec<(f64, f64)>,
+    plots: &mut Vec<Plot>,
+    proto: Proto,
+    label: &str,
+    color: &'static str,
 ) -> Figure<report::Saturation> {
     match series {
         Some(Ok(s)) => {
-            *points = s.steps.iter().map(|x| (x.offered, x.replies)).collect();
+            plots.push((
+                proto,
+                label.to_string(),
+                color,
+                s.steps.iter().map(|x| (x.offered, x.replies)).collect(),
+            ));
             s.saturation()
                 .ok_or_else(|| format!("{}: no steps measured", s.proto.name()))
         }
@@ -451,8 +661,15 @@ fn render(args: &Args, herald: &Run, metallb_run: &Run, took: Duration) -> Strin
     );
     let _ = writeln!(
         out,
-        "Herald: lab speakers (service account speaker, XDP skb mode on eth0, --detect-ms {}), controller (service account controller)",
+        "Herald: lab speakers (service account speaker, XDP skb mode on eth0 and eth1, --detect-ms {}; for the driver-mode direct series restarted with --xdp-mode=driver), controller (service account controller)",
         args.detect_ms
+    );
+    let _ = writeln!(
+        out,
+        "paths: segment = generator in {} behind the lab bridge (every node and the host leg get each request; RPS of the receivers on CPU 1); direct link = generator in {} on a veth to the announcer's {} (node-end NAPI thread on CPU 1, client end's and the generator on CPU 0, NAPI threads SCHED_FIFO; MetalLB's announcing speaker pinned to CPU 1 at nice -20), as bench dataplane places them",
+        lab::CLIENT_NS,
+        lab::DIRECT_NS,
+        lab::DIRECT_IF
     );
     let _ = writeln!(
         out,

@@ -1,16 +1,19 @@
 //! ARP and NDP replies/s and reply latency in the lab, with `bench dataplane`'s generator and
-//! measurement (`bench_dataplane::measure::Engine`) running in the client namespace: requests
-//! for the demo Service's IPv4/IPv6 address at rising paced rates, then unpaced, from the
-//! client's uplink through the lab bridge (so every node sees each request, as on a real L2
-//! segment); replies to the load are counted (and dropped) in XDP on the client's end, one probe
-//! per millisecond is timed.
+//! measurement (`bench_dataplane::measure::Engine`): requests for the demo Service's IPv4/IPv6
+//! address at rising paced rates, then unpaced; replies to the load are counted (and dropped) in
+//! XDP on the client's end, one probe per millisecond is timed. Two places to send from:
 //!
-//! Sources: the load comes from `LOAD_V4`/`LOAD_V6` with the generator's MAC, probes from
-//! `PROBE_V4`/`probe_v6(tag)` with their tag MACs — addresses inside the lab's node subnet that
-//! no interface owns. MetalLB answers an NS through the kernel's IPv6 stack, which needs a
+//! - the **segment**: the client namespace's uplink through the lab bridge, so every node (and
+//!   the host leg) sees each request, as on a real L2 segment ([`measure_segment`]);
+//! - a **direct link** to the announcing node (`lab::DirectLink`, its `eth1`), so only the
+//!   responder under test sees the load ([`measure_direct`]).
+//!
+//! Sources ([`Sources`]): the load comes from one address with the generator's MAC, probes from
+//! another (IPv4) or one per tag (IPv6) with their tag MACs — addresses inside the link's subnet
+//! that no interface owns. MetalLB answers an NS through the kernel's IPv6 stack, which needs a
 //! neighbour entry for the solicitor (on a real segment the client answers the node's NS);
-//! [`Neighbours`] gives each node namespace permanent entries for these sources for the whole
-//! run, for both implementations. ARP replies (both) and Herald's NAs go out by MAC directly.
+//! [`Neighbours`] gives each node permanent entries for these sources on both its interfaces for
+//! the whole run, for both implementations. ARP replies (both) and Herald's NAs go out by MAC.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -24,15 +27,49 @@ use super::report::Saturation;
 use crate::bench_dataplane::frames::{self, GENERATOR_MAC, PROBE_TAGS};
 use crate::bench_dataplane::measure::{Engine, Generator, StepResult};
 use crate::bench_dataplane::stats;
-use crate::lab::{CLIENT_NS, NODES, UPLINK};
+use crate::lab::{CLIENT_NS, DIRECT_IF, DIRECT_NS, DirectLink, NODES, UPLINK};
 
 pub const LOAD_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 200);
 pub const PROBE_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 201);
 pub const LOAD_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x200);
 
-/// Source address of the NDP probe with `tag` (one per tag, each with its own neighbour entry).
-pub fn probe_v6(tag: u8) -> Ipv6Addr {
-    Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0xbe00, u16::from(tag))
+/// Addresses the generator's requests come from, on the link they are sent on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sources {
+    pub load_v4: Ipv4Addr,
+    pub probe_v4: Ipv4Addr,
+    pub load_v6: Ipv6Addr,
+    /// The link's /64 (probe sources are `::be00:<tag>` in it).
+    v6_net: [u16; 4],
+}
+
+impl Sources {
+    /// On the lab segment (203.0.113.0/24, 2001:db8:0:1::/64).
+    pub fn segment() -> Sources {
+        Sources {
+            load_v4: LOAD_V4,
+            probe_v4: PROBE_V4,
+            load_v6: LOAD_V6,
+            v6_net: [0x2001, 0xdb8, 0, 1],
+        }
+    }
+
+    /// On `link` (hosts 10 and 11 of its /28; `::200` and `::be00:<tag>` of its /64).
+    pub fn direct(link: &DirectLink) -> Sources {
+        let s = link.v6_net.segments();
+        Sources {
+            load_v4: link.v4_host(10),
+            probe_v4: link.v4_host(11),
+            load_v6: link.v6_host([0, 0, 0, 0x200]),
+            v6_net: [s[0], s[1], s[2], s[3]],
+        }
+    }
+
+    /// Source address of the NDP probe with `tag` (one per tag, each with its own neighbour entry).
+    pub fn probe_v6(&self, tag: u8) -> Ipv6Addr {
+        let [a, b, c, d] = self.v6_net;
+        Ipv6Addr::new(a, b, c, d, 0, 0, 0xbe00, u16::from(tag))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,19 +87,30 @@ impl Proto {
     }
 }
 
-/// Load frame and the tagged probes for `proto`, asking for `vip`.
-pub fn traffic(proto: Proto, vip4: Ipv4Addr, vip6: Ipv6Addr) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+/// Load frame and the tagged probes for `proto` from `src`, asking for `vip`.
+pub fn traffic(
+    proto: Proto,
+    src: &Sources,
+    vip4: Ipv4Addr,
+    vip6: Ipv6Addr,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let tags = 0..PROBE_TAGS as u8;
     match proto {
         Proto::Arp => (
-            vec![frames::arp_request(GENERATOR_MAC, LOAD_V4, vip4)],
-            tags.map(|t| frames::arp_request(frames::probe_mac(t), PROBE_V4, vip4))
+            vec![frames::arp_request(GENERATOR_MAC, src.load_v4, vip4)],
+            tags.map(|t| frames::arp_request(frames::probe_mac(t), src.probe_v4, vip4))
                 .collect(),
         ),
         Proto::Ndp => (
-            vec![frames::neighbor_solicitation(GENERATOR_MAC, LOAD_V6, vip6)],
-            tags.map(|t| frames::neighbor_solicitation(frames::probe_mac(t), probe_v6(t), vip6))
-                .collect(),
+            vec![frames::neighbor_solicitation(
+                GENERATOR_MAC,
+                src.load_v6,
+                vip6,
+            )],
+            tags.map(|t| {
+                frames::neighbor_solicitation(frames::probe_mac(t), src.probe_v6(t), vip6)
+            })
+            .collect(),
         ),
     }
 }
@@ -74,23 +122,39 @@ fn mac_string(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// `ip -batch` lines that add (or delete) the generator's neighbour entries on a node.
-pub fn neighbour_batch(add: bool) -> String {
+/// `ip -batch` lines that add (or delete) the generator's neighbour entries for `src` on `dev`.
+pub fn neighbour_batch(add: bool, src: &Sources, dev: &str) -> String {
     let mut out = String::new();
-    let entries = std::iter::once((LOAD_V6, GENERATOR_MAC))
-        .chain((0..PROBE_TAGS as u8).map(|t| (probe_v6(t), frames::probe_mac(t))));
+    let entries = std::iter::once((src.load_v6, GENERATOR_MAC))
+        .chain((0..PROBE_TAGS as u8).map(|t| (src.probe_v6(t), frames::probe_mac(t))));
     for (ip, mac) in entries {
         if add {
             let _ = writeln!(
                 out,
-                "neigh replace {ip} lladdr {} dev {UPLINK} nud permanent",
+                "neigh replace {ip} lladdr {} dev {dev} nud permanent",
                 mac_string(&mac)
             );
         } else {
-            let _ = writeln!(out, "neigh del {ip} dev {UPLINK}");
+            let _ = writeln!(out, "neigh del {ip} dev {dev}");
         }
     }
     out
+}
+
+/// Per node namespace: its `ip -batch` for the segment's sources on the uplink and its direct
+/// link's sources on `eth1`.
+fn neighbour_batches(add: bool) -> Vec<(&'static str, String)> {
+    NODES
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let mut batch = neighbour_batch(add, &Sources::segment(), UPLINK);
+            if let Some(link) = crate::lab::direct_link(i) {
+                batch += &neighbour_batch(add, &Sources::direct(&link), DIRECT_IF);
+            }
+            (node.netns, batch)
+        })
+        .collect()
 }
 
 fn ip_batch(netns: &str, batch: &str, force: bool) -> Result<()> {
@@ -126,8 +190,8 @@ pub struct Neighbours;
 
 impl Neighbours {
     pub fn add() -> Result<Neighbours> {
-        for node in NODES {
-            ip_batch(node.netns, &neighbour_batch(true), false)?;
+        for (netns, batch) in neighbour_batches(true) {
+            ip_batch(netns, &batch, false)?;
         }
         Ok(Neighbours)
     }
@@ -135,8 +199,8 @@ impl Neighbours {
 
 impl Drop for Neighbours {
     fn drop(&mut self) {
-        for node in NODES {
-            let _ = ip_batch(node.netns, &neighbour_batch(false), true);
+        for (netns, batch) in neighbour_batches(false) {
+            let _ = ip_batch(netns, &batch, true);
         }
     }
 }
@@ -178,21 +242,36 @@ fn swap_rps(netns: Option<&str>, iface: &str, mask: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// RPS of the nodes' uplinks and the host leg set to CPU 1; the old masks come back on drop.
+/// RPS of some receiving interfaces set to CPU 1; the old masks come back on drop.
 pub struct RpsPlacement {
     previous: Vec<(Option<&'static str>, &'static str, String)>,
 }
 
 impl RpsPlacement {
-    pub fn apply() -> Result<RpsPlacement> {
-        let mut placement = RpsPlacement { previous: vec![] };
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-            return Ok(placement);
-        }
+    /// The segment: the nodes' uplinks and the host leg.
+    pub fn segment() -> Result<RpsPlacement> {
         let targets = NODES
             .iter()
             .map(|n| (Some(n.netns), UPLINK))
             .chain([(None, crate::lab::HOST_IF)]);
+        Self::apply(targets)
+    }
+
+    /// A direct link's node end. The generator's frames skip the node end's NAPI (the client
+    /// end offloads segmentation, so the veth hands them to the backlog of the sending CPU),
+    /// unless a driver-mode XDP program there turns that off: RPS moves the backlog to CPU 1
+    /// for skb mode and MetalLB, as driver mode's NAPI thread is.
+    pub fn direct(link: &DirectLink) -> Result<RpsPlacement> {
+        Self::apply([(Some(link.node.netns), DIRECT_IF)])
+    }
+
+    fn apply(
+        targets: impl IntoIterator<Item = (Option<&'static str>, &'static str)>,
+    ) -> Result<RpsPlacement> {
+        let mut placement = RpsPlacement { previous: vec![] };
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            return Ok(placement);
+        }
         for (netns, iface) in targets {
             let old = swap_rps(netns, iface, RESPONDER_CPU_MASK)?;
             placement.previous.push((netns, iface, old));
@@ -217,6 +296,8 @@ const GENERATOR_LIMITED_LOSS: f64 = 0.01;
 pub struct Series {
     pub proto: Proto,
     pub steps: Vec<StepResult>,
+    /// The steps' responder CPU is measured (direct links: the responder's threads are known).
+    pub measured_cpu: bool,
 }
 
 impl Series {
@@ -234,28 +315,61 @@ impl Series {
             low_p50_us: low.p50_us(),
             low_p99_us: low.p99_us(),
             generator_max: self.steps.iter().map(|s| s.offered).fold(0.0, f64::max),
+            responder_cpu: self.measured_cpu.then_some(top.responder_cpu),
             generator_limited: top.loss() < GENERATOR_LIMITED_LOSS,
         })
     }
 }
 
-/// Runs the ARP then the NDP series against whoever answers for `vip4`/`vip6` now.
-pub fn measure(
+/// Runs the ARP then the NDP series on the segment against whoever answers for `vip4`/`vip6` now.
+pub fn measure_segment(
     vip4: Ipv4Addr,
     vip6: Ipv6Addr,
     rates: &[u64],
     step: Duration,
 ) -> Result<Vec<Result<Series>>> {
-    let _rps = RpsPlacement::apply()?;
+    let _rps = RpsPlacement::segment()?;
     let mut engine = Engine::start(
         CLIENT_NS,
         UPLINK,
         vec![IpAddr::V4(vip4), IpAddr::V6(vip6)],
         Generator::Packet,
     )?;
+    let src = Sources::segment();
     let mut out = Vec::new();
     for proto in [Proto::Arp, Proto::Ndp] {
-        out.push(series(&mut engine, proto, vip4, vip6, rates, step));
+        out.push(series(&mut engine, proto, &src, vip4, vip6, rates, step));
+    }
+    Ok(out)
+}
+
+/// Runs the `protos` series on `link`, from its end in `hl-direct`, placed by
+/// [`super::direct::Placement`] (`responder_pid`: a userspace responder to pin with the node's
+/// receive work).
+#[allow(clippy::too_many_arguments)]
+pub fn measure_direct(
+    link: &DirectLink,
+    responder_pid: Option<i32>,
+    protos: &[Proto],
+    vip4: Ipv4Addr,
+    vip6: Ipv6Addr,
+    rates: &[u64],
+    step: Duration,
+) -> Result<Vec<Result<Series>>> {
+    let _rps = RpsPlacement::direct(link)?;
+    let placement = super::direct::Placement::apply(link, responder_pid)?;
+    let mut engine = Engine::start(
+        DIRECT_NS,
+        &link.client_if,
+        vec![IpAddr::V4(vip4), IpAddr::V6(vip6)],
+        Generator::Packet,
+    )?;
+    // The responder's CPU time: node-CPU softirq time plus these threads' time.
+    engine.responder_pids = placement.responder_threads();
+    let src = Sources::direct(link);
+    let mut out = Vec::new();
+    for &proto in protos {
+        out.push(series(&mut engine, proto, &src, vip4, vip6, rates, step));
     }
     Ok(out)
 }
@@ -263,12 +377,13 @@ pub fn measure(
 fn series(
     engine: &mut Engine,
     proto: Proto,
+    src: &Sources,
     vip4: Ipv4Addr,
     vip6: Ipv6Addr,
     rates: &[u64],
     step: Duration,
 ) -> Result<Series> {
-    let (load, probes) = traffic(proto, vip4, vip6);
+    let (load, probes) = traffic(proto, src, vip4, vip6);
     if !engine.wait_answered(&probes[0], Duration::from_secs(10))? {
         bail!(
             "no {} probe was answered within 10 s (before any load)",
@@ -285,8 +400,13 @@ fn series(
     let mut steps = Vec::new();
     for rate in rates.iter().map(|&r| Some(r)).chain([None]) {
         let r = engine.step(&load, &probes, rate, step)?;
+        let cpu = if engine.responder_pids.is_empty() {
+            String::new()
+        } else {
+            format!(", responder CPU {:.0}%", r.responder_cpu)
+        };
         println!(
-            "   {} {:>7}: offered {:>7}/s replies {:>7}/s loss {:5.1}% p50 {} p99 {} (probes answered {}/{})",
+            "   {} {:>7}: offered {:>7}/s replies {:>7}/s loss {:5.1}% p50 {} p99 {} (probes answered {}/{}{cpu})",
             proto.name(),
             rate.map_or("max".to_string(), |r| format!(
                 "{}/s",
@@ -304,7 +424,11 @@ fn series(
         // Let queues and sockets drain so one step's backlog does not count in the next.
         std::thread::sleep(Duration::from_millis(200));
     }
-    Ok(Series { proto, steps })
+    Ok(Series {
+        proto,
+        steps,
+        measured_cpu: !engine.responder_pids.is_empty(),
+    })
 }
 
 fn us(v: Option<f64>) -> String {
@@ -319,21 +443,42 @@ mod tests {
     fn traffic_asks_for_the_vip_from_lab_subnet_sources() {
         let vip4 = Ipv4Addr::new(198, 51, 100, 10);
         let vip6: Ipv6Addr = "2001:db8:0:2::10".parse().expect("v6");
-        let (load, probes) = traffic(Proto::Arp, vip4, vip6);
+        let seg = Sources::segment();
+        let (load, probes) = traffic(Proto::Arp, &seg, vip4, vip6);
         assert_eq!(load.len(), 1);
         assert_eq!(probes.len(), PROBE_TAGS);
         assert_eq!(&load[0][28..32], &LOAD_V4.octets(), "sender IP");
         assert_eq!(&load[0][38..42], &vip4.octets(), "target IP");
         assert_eq!(&probes[5][6..12], &frames::probe_mac(5), "source MAC = tag");
-        let (load, probes) = traffic(Proto::Ndp, vip4, vip6);
+        let (load, probes) = traffic(Proto::Ndp, &seg, vip4, vip6);
         assert_eq!(&load[0][22..38], &LOAD_V6.octets(), "IPv6 source");
-        assert_eq!(&probes[7][22..38], &probe_v6(7).octets());
+        assert_eq!(&probes[7][22..38], &seg.probe_v6(7).octets());
         assert_eq!(&probes[7][62..78], &vip6.octets(), "NS target");
+        let Some(link) = crate::lab::direct_link(1) else {
+            panic!("node-b has a direct link");
+        };
+        let direct = Sources::direct(&link);
+        let (load, probes) = traffic(Proto::Arp, &direct, vip4, vip6);
+        assert_eq!(
+            &load[0][28..32],
+            &[203, 0, 113, 234],
+            "load from node-b's link"
+        );
+        assert_eq!(&probes[0][28..32], &[203, 0, 113, 235]);
+        let (load, probes) = traffic(Proto::Ndp, &direct, vip4, vip6);
+        assert_eq!(
+            &load[0][22..38],
+            &Ipv6Addr::new(0x2001, 0xdb8, 0, 0xd2, 0, 0, 0, 0x200).octets()
+        );
+        assert_eq!(
+            &probes[3][22..38],
+            &Ipv6Addr::new(0x2001, 0xdb8, 0, 0xd2, 0, 0, 0xbe00, 3).octets()
+        );
     }
 
     #[test]
     fn neighbour_batch_maps_each_source_to_its_mac() {
-        let add = neighbour_batch(true);
+        let add = neighbour_batch(true, &Sources::segment(), UPLINK);
         assert_eq!(add.lines().count(), 1 + PROBE_TAGS);
         assert!(add.contains(
             "neigh replace 2001:db8:0:1::200 lladdr 02:aa:00:00:00:01 dev eth0 nud permanent"
@@ -341,9 +486,19 @@ mod tests {
         assert!(add.contains(
             "neigh replace 2001:db8:0:1::be00:3f lladdr 02:be:00:00:00:3f dev eth0 nud permanent"
         ));
-        let del = neighbour_batch(false);
+        let del = neighbour_batch(false, &Sources::segment(), UPLINK);
         assert!(del.lines().all(|l| l.starts_with("neigh del ")));
         assert_eq!(del.lines().count(), 1 + PROBE_TAGS);
+        // Each node also gets its direct link's sources on eth1.
+        let batches = neighbour_batches(true);
+        assert_eq!(batches.len(), NODES.len());
+        let (netns, batch) = &batches[2];
+        assert_eq!(*netns, "hl-node-c");
+        assert_eq!(batch.lines().count(), 2 * (1 + PROBE_TAGS));
+        assert!(batch.contains(
+            "neigh replace 2001:db8:0:d3::200 lladdr 02:aa:00:00:00:01 dev eth1 nud permanent"
+        ));
+        assert!(!batch.contains("2001:db8:0:d1::"), "only its own link");
     }
 
     #[test]
@@ -354,9 +509,29 @@ mod tests {
             assert!(NODES.iter().all(|n| n.v4 != ip) && ip != crate::lab::CLIENT_V4);
         }
         for t in 0..PROBE_TAGS as u8 {
-            let ip = probe_v6(t);
+            let ip = Sources::segment().probe_v6(t);
             assert_eq!(ip.segments()[..4], [0x2001, 0xdb8, 0, 1]);
             assert!(NODES.iter().all(|n| n.v6 != ip) && ip != crate::lab::CLIENT_V6);
+        }
+        for link in crate::lab::direct_links() {
+            let src = Sources::direct(&link);
+            let owned = [link.node_v4(), link.client_v4()];
+            for ip in [src.load_v4, src.probe_v4] {
+                assert_eq!(ip.octets()[..3], [203, 0, 113]);
+                assert_eq!(
+                    ip.octets()[3] & 0xf0,
+                    link.v4_net.octets()[3],
+                    "in the link's /28"
+                );
+                assert!(!owned.contains(&ip));
+            }
+            let owned = [link.node_v6(), link.client_v6()];
+            for ip in
+                std::iter::once(src.load_v6).chain((0..PROBE_TAGS as u8).map(|t| src.probe_v6(t)))
+            {
+                assert_eq!(ip.segments()[..4], link.v6_net.segments()[..4]);
+                assert!(!owned.contains(&ip));
+            }
         }
     }
 }

@@ -19,6 +19,8 @@ pub struct Saturation {
     pub generator_max: f64,
     /// Nearly no loss at the best step: the responder was not saturated, its figure is a floor.
     pub generator_limited: bool,
+    /// The responder's CPU at that step in % of one core (direct links only).
+    pub responder_cpu: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -41,8 +43,17 @@ pub type Figure<T> = Result<T, String>;
 
 #[derive(Clone, Debug)]
 pub struct Figures {
+    /// From the client on the lab segment (every node sees each request).
     pub arp: Figure<Saturation>,
     pub ndp: Figure<Saturation>,
+    /// On the direct link to the announcing node.
+    pub direct_arp: Figure<Saturation>,
+    pub direct_ndp: Figure<Saturation>,
+    /// Herald only: the XDP mode of the direct series (`driver` or `skb`).
+    pub direct_mode: Option<String>,
+    /// Herald only: the direct series in skb mode too, when the main one ran in driver mode.
+    pub direct_skb_arp: Figure<Saturation>,
+    pub direct_skb_ndp: Figure<Saturation>,
     pub failover: Figure<Failover>,
     pub services: Figure<Services>,
 }
@@ -52,6 +63,11 @@ impl Figures {
         Figures {
             arp: Err(why.into()),
             ndp: Err(why.into()),
+            direct_arp: Err(why.into()),
+            direct_ndp: Err(why.into()),
+            direct_mode: None,
+            direct_skb_arp: Err(why.into()),
+            direct_skb_ndp: Err(why.into()),
             failover: Err(why.into()),
             services: Err(why.into()),
         }
@@ -162,6 +178,9 @@ impl Row {
 #[derive(Clone, Copy)]
 enum Unit {
     PerSecond,
+    Percent,
+    /// Two decimals (CPU time per reply).
+    MicrosPrecise,
     Micros,
     Millis,
     Seconds,
@@ -175,6 +194,8 @@ fn format_value(v: Option<f64>, unit: Unit, floor: bool) -> String {
     at_least.to_string()
         + &match unit {
             Unit::PerSecond => format!("{}/s", si(v)),
+            Unit::Percent => format!("{v:.0}%"),
+            Unit::MicrosPrecise => format!("{v:.2} µs"),
             Unit::Micros if v >= 10_000.0 => format!("{:.1} ms", v / 1000.0),
             Unit::Micros => format!("{v:.0} µs"),
             Unit::Millis => format!("{v:.0} ms"),
@@ -257,6 +278,23 @@ fn saturation_rows(
         |s| s.low_p99_us,
         Unit::Micros,
     ));
+    if h.is_some_and(|s| s.responder_cpu.is_some()) || m.is_some_and(|s| s.responder_cpu.is_some())
+    {
+        rows.push(row(
+            format!("{proto}: responder CPU at saturation (% of one core)"),
+            |s| s.responder_cpu,
+            Unit::Percent,
+        ));
+        rows.push(row(
+            format!("{proto}: responder CPU per reply"),
+            |s| {
+                s.responder_cpu
+                    .filter(|_| s.replies > 0.0)
+                    .map(|cpu| cpu / 100.0 / s.replies * 1e6)
+            },
+            Unit::MicrosPrecise,
+        ));
+    }
     rows.push(row(
         format!("{proto}: generator's highest offered rate"),
         |s| Some(s.generator_max),
@@ -264,11 +302,56 @@ fn saturation_rows(
     ));
 }
 
+/// Label of the direct-link rows: the path and Herald's XDP mode there.
+fn direct_label(proto: &str, mode: Option<&str>) -> String {
+    match mode {
+        Some(mode) => format!("{proto}, direct link (Herald XDP {mode} mode)"),
+        None => format!("{proto}, direct link"),
+    }
+}
+
+/// The replies sections: label, Herald's figure, MetalLB's.
+fn replies_sections<'a>(
+    herald: &'a Figures,
+    metallb: &'a Figures,
+) -> Vec<(String, &'a Figure<Saturation>, &'a Figure<Saturation>)> {
+    let mode = herald.direct_mode.as_deref();
+    let mut sections = vec![
+        ("ARP, segment".to_string(), &herald.arp, &metallb.arp),
+        ("NDP, segment".to_string(), &herald.ndp, &metallb.ndp),
+        (
+            direct_label("ARP", mode),
+            &herald.direct_arp,
+            &metallb.direct_arp,
+        ),
+        (
+            direct_label("NDP", mode),
+            &herald.direct_ndp,
+            &metallb.direct_ndp,
+        ),
+    ];
+    // Herald's skb mode on the same link, against the same MetalLB figures.
+    if herald.direct_skb_arp.is_ok() || herald.direct_skb_ndp.is_ok() {
+        sections.push((
+            direct_label("ARP", Some("skb")),
+            &herald.direct_skb_arp,
+            &metallb.direct_arp,
+        ));
+        sections.push((
+            direct_label("NDP", Some("skb")),
+            &herald.direct_skb_ndp,
+            &metallb.direct_ndp,
+        ));
+    }
+    sections
+}
+
 /// The side-by-side table (Markdown), then why any figure is missing.
 pub fn table(herald: &Figures, metallb: &Figures) -> String {
     let mut rows = Vec::new();
-    saturation_rows("ARP", &herald.arp, &metallb.arp, &mut rows);
-    saturation_rows("NDP", &herald.ndp, &metallb.ndp, &mut rows);
+    for (label, h, m) in replies_sections(herald, metallb) {
+        saturation_rows(&label, h, m, &mut rows);
+    }
     let (hf, mf) = (
         herald.failover.as_ref().ok(),
         metallb.failover.as_ref().ok(),
@@ -330,8 +413,10 @@ pub fn table(herald: &Figures, metallb: &Figures) -> String {
     let mut missing = Vec::new();
     for (who, f) in [("Herald", herald), ("MetalLB", metallb)] {
         for (what, why) in [
-            ("ARP", f.arp.as_ref().err()),
-            ("NDP", f.ndp.as_ref().err()),
+            ("ARP (segment)", f.arp.as_ref().err()),
+            ("NDP (segment)", f.ndp.as_ref().err()),
+            ("ARP (direct link)", f.direct_arp.as_ref().err()),
+            ("NDP (direct link)", f.direct_ndp.as_ref().err()),
             ("failover", f.failover.as_ref().err()),
             ("Services", f.services.as_ref().err()),
         ] {
@@ -361,6 +446,7 @@ mod tests {
             low_p99_us: None,
             generator_max: 400_000.0,
             generator_limited: false,
+            responder_cpu: None,
         }
     }
 
@@ -368,6 +454,11 @@ mod tests {
         Figures {
             arp: Ok(saturation(replies)),
             ndp: Ok(saturation(replies / 2.0)),
+            direct_arp: Ok(saturation(replies * 3.0)),
+            direct_ndp: Ok(saturation(replies * 2.0)),
+            direct_mode: None,
+            direct_skb_arp: Err("not measured".into()),
+            direct_skb_ndp: Err("not measured".into()),
             failover: Ok(Failover {
                 trials: 20,
                 p50_ms: p99_ms / 2.0,
@@ -417,13 +508,13 @@ mod tests {
                 .unwrap_or_else(|| panic!("no row {start:?} in\n{t}"))
                 .to_string()
         };
-        let arp = line("| ARP replies/s at saturation");
+        let arp = line("| ARP, segment replies/s at saturation");
         assert!(arp.contains("400.0k/s") && arp.contains("30.0k/s"), "{arp}");
         assert!(
             arp.contains("13.3×") && arp.ends_with("| **yes** |"),
             "{arp}"
         );
-        let ndp = line("| NDP replies/s at saturation");
+        let ndp = line("| NDP, segment replies/s at saturation");
         assert!(ndp.contains("13.3×"), "{ndp}");
         let p99 = line("| failover on speaker kill -9, p99 (20 trials)");
         assert!(p99.contains("550 ms") && p99.contains("6900 ms"), "{p99}");
@@ -437,9 +528,9 @@ mod tests {
             "{services}"
         );
         assert!(services.contains("0.75×") && services.ends_with("| **yes** |"));
-        let latency = line("| ARP reply latency p99 at saturation");
+        let latency = line("| ARP, segment reply latency p99 at saturation");
         assert!(latency.contains("15.0 ms"), "{latency}");
-        assert!(line("| ARP reply latency p99 at 5.0k/s offered").contains("| – |"));
+        assert!(line("| ARP, segment reply latency p99 at 5.0k/s offered").contains("| – |"));
         assert!(!t.contains("Not measured"));
     }
 
@@ -452,7 +543,7 @@ mod tests {
         let t = table(&herald, &figures(30_000.0, 6_900.0, 12_000.0));
         let arp = t
             .lines()
-            .find(|l| l.starts_with("| ARP replies/s"))
+            .find(|l| l.starts_with("| ARP, segment replies/s"))
             .unwrap_or_default();
         assert!(
             arp.contains("| ≥ 100.0k/s |") && arp.contains("| ≥ 3.33× |"),
@@ -462,12 +553,65 @@ mod tests {
         assert!(t.contains("the generator, not the responder, set the figure"));
         let ndp = t
             .lines()
-            .find(|l| l.starts_with("| NDP replies/s"))
+            .find(|l| l.starts_with("| NDP, segment replies/s"))
             .unwrap_or_default();
         assert!(
             ndp.ends_with("| **no** |"),
             "an exact figure stays a verdict: {ndp}"
         );
+    }
+
+    #[test]
+    fn direct_link_rows_name_the_mode_and_compare_skb_with_the_same_metallb_figure() {
+        let mut herald = figures(400_000.0, 550.0, 9_000.0);
+        herald.direct_mode = Some("driver".into());
+        herald.direct_skb_arp = Ok(saturation(250_000.0));
+        herald.direct_skb_ndp = Err("probe never answered".into());
+        if let Ok(arp) = herald.direct_arp.as_mut() {
+            arp.responder_cpu = Some(60.0);
+        }
+        let mut metallb = figures(30_000.0, 6_900.0, 12_000.0);
+        if let Ok(arp) = metallb.direct_arp.as_mut() {
+            arp.responder_cpu = Some(100.0);
+        }
+        let t = table(&herald, &metallb);
+        let line = |start: &str| {
+            t.lines()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_else(|| panic!("no row {start:?} in\n{t}"))
+                .to_string()
+        };
+        let driver = line("| ARP, direct link (Herald XDP driver mode) replies/s at saturation");
+        assert!(
+            driver.contains("| 1.20M/s | 90.0k/s | 13.3× |") && driver.ends_with("| **yes** |"),
+            "{driver}"
+        );
+        let skb = line("| ARP, direct link (Herald XDP skb mode) replies/s at saturation");
+        assert!(
+            skb.contains("| 250.0k/s | 90.0k/s | 2.78× |") && skb.ends_with("| **no** |"),
+            "{skb}"
+        );
+        let cpu = line(
+            "| ARP, direct link (Herald XDP driver mode): responder CPU at saturation (% of one core)",
+        );
+        assert!(cpu.contains("| 60% | 100% | 0.60× |"), "{cpu}");
+        let per_reply =
+            line("| ARP, direct link (Herald XDP driver mode): responder CPU per reply");
+        assert!(per_reply.contains("| 0.50 µs | 11.11 µs |"), "{per_reply}");
+        assert!(
+            !t.contains("| ARP, segment: responder CPU"),
+            "no CPU rows where none was measured"
+        );
+        let skb_ndp = line("| NDP, direct link (Herald XDP skb mode) replies/s at saturation");
+        assert!(skb_ndp.ends_with("| not measured |"), "{skb_ndp}");
+        // Without a second mode there is one direct section per protocol.
+        let plain = table(&figures(400_000.0, 550.0, 9_000.0), &metallb);
+        assert!(plain.contains("| ARP, direct link replies/s at saturation |"));
+        assert!(!plain.contains("skb mode"));
+        let mut lost = metallb.clone();
+        lost.direct_ndp = Err("no node answered NS".into());
+        let t = table(&herald, &lost);
+        assert!(t.contains("- MetalLB NDP (direct link): no node answered NS"));
     }
 
     #[test]
@@ -487,7 +631,7 @@ mod tests {
         );
         let arp = slow
             .lines()
-            .find(|l| l.starts_with("| ARP replies/s"))
+            .find(|l| l.starts_with("| ARP, segment replies/s"))
             .unwrap_or_default();
         assert!(arp.ends_with("| **no** |"), "{arp}");
     }

@@ -132,6 +132,11 @@ pub fn start_speaker(node: &NodeSpec) -> Result<u32> {
     )
 }
 
+/// The pid of `node`'s running MetalLB speaker, if any.
+pub fn speaker_pid(node: &NodeSpec) -> Option<i32> {
+    procs::recorded_pid(&speaker_name(node))
+}
+
 /// SIGKILL of `node`'s MetalLB speaker (a crash).
 pub fn kill_speaker(node: &NodeSpec) -> Result<()> {
     procs::kill_recorded(&speaker_name(node), libc::SIGKILL)

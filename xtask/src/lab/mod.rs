@@ -17,6 +17,8 @@ mod procs;
 pub mod status;
 mod topo;
 
+pub use topo::{DIRECT_IF, DIRECT_NS, DirectLink, direct_link, direct_links};
+
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -28,7 +30,7 @@ use anyhow::{Context, Result, bail};
 use crate::workspace_root;
 
 /// One node namespace of the lab.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeSpec {
     /// Node object name (also the gossip member name).
     pub name: &'static str,
@@ -69,7 +71,8 @@ pub const CLIENT_NS: &str = "hl-client";
 pub const CLIENT_PORT: &str = "p-client";
 pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
 pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x100);
-/// Every namespace's uplink is called this (the speakers get `--interfaces-include eth0`).
+/// Every namespace's uplink is called this (the speakers get `--interfaces-include eth0,eth1`:
+/// the uplink and the direct link to the bench client, `topo::DirectLink`).
 pub const UPLINK: &str = "eth0";
 /// The host's leg on the lab bridge: kube-apiserver binds this address.
 pub const HOST_IF: &str = "hl-host";
@@ -346,7 +349,7 @@ fn start(args: &UpArgs) -> Result<()> {
     procs::record_detect_ms(args.detect_ms)?;
 
     step(
-        "namespaces: switch hl-sw (bridge br0), nodes hl-node-a/b/c, client hl-client, host leg hl-host",
+        "namespaces: switch hl-sw (bridge br0), nodes hl-node-a/b/c, client hl-client, host leg hl-host, direct links eth1 ↔ hl-direct",
     );
     topo::create()?;
 
@@ -389,7 +392,7 @@ fn start(args: &UpArgs) -> Result<()> {
         step("--no-speakers: no herald speaker started");
     } else {
         step(&format!(
-            "herald speaker on each node (XDP in skb mode on eth0, --detect-ms {})",
+            "herald speaker on each node (XDP in skb mode on eth0 and eth1, --detect-ms {})",
             args.detect_ms
         ));
         wait_memberlist_secret()?;
@@ -514,6 +517,13 @@ pub fn stop_herald() -> Result<()> {
     for node in NODES {
         procs::stop_recorded(&format!("speaker-{}", node.name));
     }
+    detach_herald_xdp()?;
+    procs::stop_recorded("controller");
+    Ok(())
+}
+
+/// Detaches each node's XDP program and removes its pins (the speakers must be stopped).
+fn detach_herald_xdp() -> Result<()> {
     for node in NODES {
         let pins = pin_dir(&node);
         if !pins.exists() {
@@ -536,7 +546,23 @@ pub fn stop_herald() -> Result<()> {
         }
         let _ = fs::remove_dir_all(&pins);
     }
-    procs::stop_recorded("controller");
+    Ok(())
+}
+
+/// Restarts the three speakers with XDP in `xdp_mode` (`skb`, the lab's, or `driver`): they
+/// stop, XDP is detached (one mode per interface at a time), they start again. `bench
+/// vs-metallb` uses driver mode for its direct links, whose client ends accept XDP_TX frames;
+/// on the bridge ports (no XDP, no NAPI) driver-mode XDP_TX frames are dropped, so the segment
+/// is not answered until the lab's skb mode is back.
+pub fn restart_herald_speakers(detect_ms: u64, xdp_mode: &str) -> Result<()> {
+    for node in NODES {
+        procs::stop_recorded(&format!("speaker-{}", node.name));
+    }
+    detach_herald_xdp()?;
+    ensure_pin_root()?;
+    for node in NODES {
+        spawn_speaker(&node, detect_ms, xdp_mode)?;
+    }
     Ok(())
 }
 
@@ -561,6 +587,10 @@ pub fn herald_running() -> bool {
 
 /// Starts (or restarts) `node`'s speaker inside its namespace as the speaker service account.
 pub fn start_speaker(node: &NodeSpec, detect_ms: u64) -> Result<u32> {
+    spawn_speaker(node, detect_ms, "skb")
+}
+
+fn spawn_speaker(node: &NodeSpec, detect_ms: u64, xdp_mode: &str) -> Result<u32> {
     let name = format!("speaker-{}", node.name);
     procs::stop_recorded(&name);
     procs::spawn_recorded(
@@ -574,8 +604,8 @@ pub fn start_speaker(node: &NodeSpec, detect_ms: u64) -> Result<u32> {
             .arg(format!("--pin-dir={}", pin_dir(node).display()))
             .arg(format!("--ml-bind-addr={}:7946", node.v4))
             .arg(format!("--metrics-addr={}:7472", node.v4))
-            .arg(format!("--interfaces-include={UPLINK}"))
-            .arg("--xdp-mode=skb")
+            .arg(format!("--interfaces-include={UPLINK},{DIRECT_IF}"))
+            .arg(format!("--xdp-mode={xdp_mode}"))
             .arg(format!("--detect-ms={detect_ms}"))
             .env("RUST_LOG", "info,kube=warn")
             .env_remove("KUBECONFIG")

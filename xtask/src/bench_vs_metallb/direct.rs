@@ -1,0 +1,305 @@
+//! The direct links (`lab::DirectLink`): which node answers for an address, seen from
+//! `hl-direct` (a probe per link — the implementation-neutral view, the same for Herald and
+//! MetalLB), the XDP mode Herald's speaker attached on a node's `eth1`, and where the links'
+//! NAPI threads and a userspace responder run during a series ([`Placement`]).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use serde_json::Value;
+
+use super::replies::{Proto, Sources, traffic};
+use crate::bench_dataplane::measure::{Engine, Generator};
+use crate::lab::{self, DIRECT_IF, DIRECT_NS, DirectLink};
+
+/// CPU of the generator, its receiver and the client ends' NAPI (as in `bench dataplane`).
+const CLIENT_CPU: usize = 0;
+/// CPU of the nodes' `eth1` NAPI threads (where the responder's receive work runs).
+const NODE_CPU: usize = 1;
+
+/// The one link whose node answered, or why there is not exactly one. `answered[i]` is for
+/// `links[i]`.
+pub fn pick_announcer<'a>(
+    what: &str,
+    links: &'a [DirectLink],
+    answered: &[bool],
+) -> Result<&'a DirectLink> {
+    let who: Vec<&DirectLink> = links
+        .iter()
+        .zip(answered)
+        .filter(|(_, a)| **a)
+        .map(|(l, _)| l)
+        .collect();
+    match who.as_slice() {
+        [one] => Ok(one),
+        [] => bail!("no node answered {what} on its direct link"),
+        several => bail!(
+            "{} nodes answered {what} on their direct links: {}",
+            several.len(),
+            several
+                .iter()
+                .map(|l| l.node.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Per link, whether its node answered an ARP request for `vip4` and a Neighbor Solicitation
+/// for `vip6` — each the series' first probe, sent by the series' own `Engine` on the link: its
+/// XDP reply counter on the client end is what lets driver-mode XDP_TX frames arrive (a veth
+/// drops them when the peer has no XDP program), so Herald in driver mode is seen too. (Not
+/// ndisc6: it ignores MetalLB's advertisements, which set Solicited without Override — valid,
+/// and accepted by Linux's neighbour cache.)
+fn answers(links: &[DirectLink], vip4: Ipv4Addr, vip6: Ipv6Addr) -> Result<Vec<(bool, bool)>> {
+    let mut out = Vec::new();
+    for link in links {
+        let mut engine = Engine::start(
+            DIRECT_NS,
+            &link.client_if,
+            vec![IpAddr::V4(vip4), IpAddr::V6(vip6)],
+            Generator::Packet,
+        )?;
+        let src = Sources::direct(link);
+        let mut answered = |proto| {
+            let (_, probes) = traffic(proto, &src, vip4, vip6);
+            engine.wait_answered(&probes[0], Duration::from_millis(500))
+        };
+        out.push((answered(Proto::Arp)?, answered(Proto::Ndp)?));
+    }
+    Ok(out)
+}
+
+/// The direct links of the nodes answering for `vip4` and for `vip6`, once the same single
+/// node has answered two checks in a row (a hand-over settles first); up to `timeout`.
+pub fn wait_announcers(
+    vip4: Ipv4Addr,
+    vip6: Ipv6Addr,
+    timeout: Duration,
+) -> Result<(DirectLink, DirectLink)> {
+    let links = lab::direct_links();
+    let deadline = Instant::now() + timeout;
+    let mut previous: Option<(String, String)> = None;
+    loop {
+        let last_error = match answers(&links, vip4, vip6).and_then(|a| {
+            let (arp, ndp): (Vec<bool>, Vec<bool>) = a.into_iter().unzip();
+            Ok((
+                pick_announcer(&format!("ARP for {vip4}"), &links, &arp)?.clone(),
+                pick_announcer(&format!("NS for {vip6}"), &links, &ndp)?.clone(),
+            ))
+        }) {
+            Ok((a, b)) => {
+                let names = (a.node.name.to_string(), b.node.name.to_string());
+                if previous.as_ref() == Some(&names) {
+                    return Ok((a, b));
+                }
+                previous = Some(names);
+                None
+            }
+            Err(e) => {
+                previous = None;
+                Some(e)
+            }
+        };
+        if Instant::now() >= deadline {
+            return Err(last_error
+                .unwrap_or_else(|| anyhow::anyhow!("the answering node kept changing"))
+                .context(format!(
+                    "finding the announcers on the direct links ({timeout:?})"
+                )));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The XDP mode `herald xdp list -o json` shows attached on `iface` (`driver`, `skb`).
+pub fn attached_mode(snapshot: &Value, iface: &str) -> Option<String> {
+    snapshot["attachments"]
+        .as_array()?
+        .iter()
+        .find(|a| a["iface"].as_str() == Some(iface))
+        .and_then(|a| a["mode"].as_str())
+        .map(str::to_string)
+}
+
+/// The XDP mode Herald's speaker attached on `link`'s node end.
+pub fn herald_mode(link: &DirectLink) -> Option<String> {
+    attached_mode(&lab::status::xdp_snapshot(&link.node), DIRECT_IF)
+}
+
+/// Kernel threads whose name (comm, at most 15 bytes) starts with `prefix` (cut to 15).
+fn threads_named(prefix: &str) -> Vec<i32> {
+    let prefix: String = prefix.chars().take(15).collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(&prefix))
+        })
+        .collect()
+}
+
+/// The threads of process `pid`.
+fn threads_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Allows `tid` on `cpus` only. Failure leaves it where it was (the thread may have exited).
+fn set_affinity(tid: i32, cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it;
+    // sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// SCHED_FIFO 50 (`realtime`) or back to SCHED_OTHER for `tid`; failure leaves it as it was.
+fn set_realtime(tid: i32, realtime: bool) {
+    let (policy, priority) = if realtime {
+        (libc::SCHED_FIFO, 50)
+    } else {
+        (libc::SCHED_OTHER, 0)
+    };
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: a valid sched_param for a thread id.
+    unsafe { libc::sched_setscheduler(tid, policy, &param) };
+}
+
+fn set_nice(tid: i32, nice: i32) {
+    // SAFETY: setpriority on a thread id; failure leaves it as it was.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+}
+
+fn two_cpus() -> bool {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
+}
+
+/// Where one direct-link series runs, as `bench dataplane` places its responders: the nodes'
+/// `eth1` NAPI threads on the responder CPU and the client end's on the generator's, both
+/// SCHED_FIFO (packet work preempts normal tasks as an interrupt would, so the lab's own
+/// processes do not skew it, and the client end drains replies ahead of the generator); a
+/// userspace responder (MetalLB's announcing speaker) pinned to the responder CPU at nice -20,
+/// like `bench dataplane`'s fallback. Undone on drop.
+pub struct Placement {
+    node_napi: Vec<i32>,
+    client_napi: Vec<i32>,
+    responder: Vec<i32>,
+}
+
+impl Placement {
+    pub fn apply(link: &DirectLink, responder_pid: Option<i32>) -> Result<Placement> {
+        let mut placement = Placement {
+            node_napi: vec![],
+            client_napi: vec![],
+            responder: vec![],
+        };
+        if !two_cpus() {
+            return Ok(placement);
+        }
+        let node = threads_named(&format!("napi/{DIRECT_IF}-"));
+        let client = threads_named(&format!("napi/{}-", link.client_if));
+        if node.is_empty() || client.is_empty() {
+            bail!(
+                "no NAPI threads napi/{DIRECT_IF}-* and napi/{}-* (lab up sets GRO and threaded NAPI on the direct links)",
+                link.client_if
+            );
+        }
+        for (threads, cpu) in [(&node, NODE_CPU), (&client, CLIENT_CPU)] {
+            for &tid in threads {
+                set_affinity(tid, &[cpu]);
+                set_realtime(tid, true);
+            }
+        }
+        placement.node_napi = node;
+        placement.client_napi = client;
+        if let Some(pid) = responder_pid {
+            placement.responder = threads_of(pid);
+            for &tid in &placement.responder {
+                set_affinity(tid, &[NODE_CPU]);
+                set_nice(tid, -20);
+            }
+        }
+        Ok(placement)
+    }
+}
+
+impl Placement {
+    /// Threads whose CPU time is the responder's: the nodes' `eth1` NAPI threads and the
+    /// userspace responder's threads (with node-CPU softirq time, `Engine` adds them up).
+    pub fn responder_threads(&self) -> Vec<u32> {
+        self.node_napi
+            .iter()
+            .chain(&self.responder)
+            .filter_map(|&t| u32::try_from(t).ok())
+            .collect()
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        let all: Vec<usize> =
+            (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        for &tid in self.node_napi.iter().chain(&self.client_napi) {
+            set_realtime(tid, false);
+            set_affinity(tid, &all);
+        }
+        for &tid in &self.responder {
+            set_nice(tid, 0);
+            set_affinity(tid, &all);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_one_answering_link_is_the_announcer() {
+        let links = lab::direct_links();
+        let a = pick_announcer("ARP", &links, &[false, true, false]);
+        assert_eq!(a.map(|l| l.node.name).ok(), Some("node-b"));
+        let none = pick_announcer("ARP for 198.51.100.10", &links, &[false, false, false]);
+        assert_eq!(
+            none.err().map(|e| e.to_string()),
+            Some("no node answered ARP for 198.51.100.10 on its direct link".into())
+        );
+        let two = pick_announcer("NS", &links, &[true, false, true]);
+        assert_eq!(
+            two.err().map(|e| e.to_string()),
+            Some("2 nodes answered NS on their direct links: node-a, node-c".into())
+        );
+        // Fewer answers than links: the missing ones did not answer.
+        let short = pick_announcer("ARP", &links, &[false, false]);
+        assert!(short.is_err());
+    }
+
+    #[test]
+    fn attached_mode_reads_the_interface_entry() {
+        let snap = json!({"attachments": [
+            {"iface": "eth0", "mode": "skb", "present": true},
+            {"iface": "eth1", "mode": "driver", "present": true},
+        ]});
+        assert_eq!(attached_mode(&snap, "eth1").as_deref(), Some("driver"));
+        assert_eq!(attached_mode(&snap, "eth0").as_deref(), Some("skb"));
+        assert_eq!(attached_mode(&snap, "eth2"), None);
+        assert_eq!(attached_mode(&Value::Null, "eth1"), None);
+    }
+}
