@@ -186,7 +186,26 @@ pub struct Report {
     pub resync_pass: Option<Duration>,
 }
 
+/// Set to measure with the unoptimized bench client `cargo xtask` builds by default.
+const DEBUG_CLIENT_ENV: &str = "HERALD_BENCH_DEBUG_CLIENT";
+
 pub fn run(args: &Args) -> Result<()> {
+    // The bench client shares the two cores with the API server: unoptimized, its watch and
+    // create encoding took ~25% of a core (7% optimized) and slowed the API server's creates.
+    if cfg!(debug_assertions) && std::env::var_os(DEBUG_CLIENT_ENV).is_none() {
+        println!(
+            "==> the bench client runs optimized: cargo run --release -p xtask (set {DEBUG_CLIENT_ENV}=1 to skip)"
+        );
+        let status = Command::new("cargo")
+            .args(["run", "--release", "-p", "xtask", "--"])
+            .args(std::env::args_os().skip(1))
+            .current_dir(workspace_root())
+            .status()?;
+        if !status.success() {
+            bail!("the optimized bench client failed ({status})");
+        }
+        return Ok(());
+    }
     let report = measure_all(args)?;
     println!("==> summary (load average at the end: {})", load_average());
     for (who, f) in [
