@@ -46,6 +46,17 @@ pub fn pick_announcer<'a>(
     }
 }
 
+/// The bench's generator and reply counter on the `hl-direct` end of `link`, asking for the
+/// Service's two addresses.
+pub fn engine(link: &DirectLink, vip4: Ipv4Addr, vip6: Ipv6Addr) -> Result<Engine> {
+    Engine::start(
+        DIRECT_NS,
+        &link.client_if,
+        vec![IpAddr::V4(vip4), IpAddr::V6(vip6)],
+        Generator::Packet,
+    )
+}
+
 /// Per link, whether its node answered an ARP request for `vip4` and a Neighbor Solicitation
 /// for `vip6` — each the series' first probe, sent by the series' own `Engine` on the link: its
 /// XDP reply counter on the client end is what lets driver-mode XDP_TX frames arrive (a veth
@@ -55,12 +66,7 @@ pub fn pick_announcer<'a>(
 fn answers(links: &[DirectLink], vip4: Ipv4Addr, vip6: Ipv6Addr) -> Result<Vec<(bool, bool)>> {
     let mut out = Vec::new();
     for link in links {
-        let mut engine = Engine::start(
-            DIRECT_NS,
-            &link.client_if,
-            vec![IpAddr::V4(vip4), IpAddr::V6(vip6)],
-            Generator::Packet,
-        )?;
+        let mut engine = engine(link, vip4, vip6)?;
         let src = Sources::direct(link);
         let mut answered = |proto| {
             let (_, probes) = traffic(proto, &src, vip4, vip6);

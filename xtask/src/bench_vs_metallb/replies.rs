@@ -27,7 +27,7 @@ use super::report::Saturation;
 use crate::bench_dataplane::frames::{self, GENERATOR_MAC, PROBE_TAGS};
 use crate::bench_dataplane::measure::{Engine, Generator, StepResult};
 use crate::bench_dataplane::stats;
-use crate::lab::{CLIENT_NS, DIRECT_IF, DIRECT_NS, DirectLink, NODES, UPLINK};
+use crate::lab::{CLIENT_NS, DIRECT_IF, DirectLink, NODES, UPLINK};
 
 pub const LOAD_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 200);
 pub const PROBE_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 201);
@@ -358,12 +358,7 @@ pub fn measure_direct(
 ) -> Result<Vec<Result<Series>>> {
     let _rps = RpsPlacement::direct(link)?;
     let placement = super::direct::Placement::apply(link, responder_pid)?;
-    let mut engine = Engine::start(
-        DIRECT_NS,
-        &link.client_if,
-        vec![IpAddr::V4(vip4), IpAddr::V6(vip6)],
-        Generator::Packet,
-    )?;
+    let mut engine = super::direct::engine(link, vip4, vip6)?;
     // The responder's CPU time: node-CPU softirq time plus these threads' time.
     engine.responder_pids = placement.responder_threads();
     let src = Sources::direct(link);
