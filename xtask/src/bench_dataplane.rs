@@ -15,7 +15,7 @@ mod cpu;
 // frames, measure, stats and svg are also used by `bench vs-metallb` (the same generator and
 // reply measurement, run in the lab's client namespace).
 pub mod frames;
-mod lab;
+pub mod lab;
 pub mod live;
 pub mod measure;
 mod net;

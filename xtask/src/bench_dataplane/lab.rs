@@ -444,7 +444,9 @@ fn cpu_mask(cpu: usize) -> String {
 }
 
 /// Pids of kernel threads whose name starts with `prefix`.
-fn threads_named(prefix: &str) -> Vec<u32> {
+pub fn threads_named(prefix: &str) -> Vec<u32> {
+    // comm holds at most 15 bytes.
+    let prefix: String = prefix.chars().take(15).collect();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -452,7 +454,7 @@ fn threads_named(prefix: &str) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim_end().starts_with(prefix))
+                .is_ok_and(|c| c.trim_end().starts_with(&prefix))
         })
         .collect()
 }

@@ -134,18 +134,11 @@ pub fn herald_mode(link: &DirectLink) -> Option<String> {
     attached_mode(&lab::status::xdp_snapshot(&link.node), DIRECT_IF)
 }
 
-/// Kernel threads whose name (comm, at most 15 bytes) starts with `prefix` (cut to 15).
+/// Kernel threads whose name starts with `prefix`, as thread ids.
 fn threads_named(prefix: &str) -> Vec<i32> {
-    let prefix: String = prefix.chars().take(15).collect();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim_end().starts_with(&prefix))
-        })
+    crate::bench_dataplane::lab::threads_named(prefix)
+        .into_iter()
+        .filter_map(|tid| i32::try_from(tid).ok())
         .collect()
 }
 
