@@ -54,8 +54,9 @@ pub struct Args {
         default_value = "driver,skb,userspace,kernel"
     )]
     pub modes: Vec<Mode>,
-    /// Load generator: the kernel's XDP live-frames mode (fast) or an AF_PACKET socket.
-    #[arg(long, value_enum, default_value_t = measure::Generator::Packet)]
+    /// Load generator: AF_PACKET for paced steps and the kernel's XDP live frames for unpaced
+    /// ones (mixed, the default), or one of them for every step.
+    #[arg(long, value_enum, default_value_t = measure::Generator::Mixed)]
     pub generator: measure::Generator,
     /// Use the existing target/release/herald instead of building it first.
     #[arg(long)]

@@ -1,7 +1,13 @@
-//! The load generator: the kernel's XDP "live frames" mode of `BPF_PROG_TEST_RUN`. A two-
-//! instruction XDP program returning XDP_TX runs on a frame `repeat` times; each run is really
-//! transmitted out of the client veth (into the node's receive ring), from kernel space, with no
-//! per-frame syscall or socket buffer. Used through raw `bpf(2)` calls: xtask needs no BPF crate.
+//! The load generator: the kernel's XDP "live frames" mode of `BPF_PROG_TEST_RUN`. A small XDP
+//! program returning XDP_TX runs on a frame `repeat` times; each run is really transmitted out of
+//! the client veth (into the node's receive ring), from kernel space, with no per-frame syscall or
+//! socket buffer. Used through raw `bpf(2)` calls: xtask needs no BPF crate.
+//!
+//! The kernel initialises a page of its test-run page pool with the frame only when the page is
+//! first allocated: a recycled page keeps whatever the last user wrote into it. An XDP responder
+//! rewrites the request in place into its reply (XDP_TX), and the page comes back to the pool, so
+//! the generator program writes the whole request into the frame on every run (one program per
+//! distinct frame, the bytes as store immediates); otherwise it would send replies as "requests".
 //!
 //! The node veth must have NAPI for frames sent this way: driver-mode XDP gives it, otherwise
 //! GRO is switched on (`set_gro`), which is also what a real NIC's receive path looks like.
@@ -11,8 +17,10 @@
 //! go on to the timestamping ring). On two cores the client shares its CPU with the generator;
 //! building an skb per reply there would make the client, not the responder, the bottleneck.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
 
 use anyhow::{Result, bail};
 
@@ -28,9 +36,6 @@ const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 /// Frames per batch inside the kernel (its maximum is 256).
 const LIVE_BATCH: u32 = 256;
-
-/// `r0 = XDP_TX (3); exit`.
-const XDP_TX_PROGRAM: [u8; 16] = [0xb7, 0, 0, 0, 3, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
 
 /// A `bpf_attr` big enough for the commands used here; fields written at their offsets.
 #[repr(C, align(8))]
@@ -59,15 +64,16 @@ fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
     Ok(rc)
 }
 
-/// The loaded XDP_TX program, used as an in-kernel frame generator.
+/// The in-kernel frame generator: one loaded program per distinct frame, each writing that frame
+/// and returning XDP_TX.
 pub struct LiveGenerator {
-    prog: OwnedFd,
+    programs: Mutex<HashMap<Vec<u8>, OwnedFd>>,
 }
 
 impl LiveGenerator {
     pub fn load() -> Result<LiveGenerator> {
         Ok(LiveGenerator {
-            prog: load_xdp(&XDP_TX_PROGRAM, "bench_tx")?,
+            programs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -78,12 +84,23 @@ impl LiveGenerator {
         if count == 0 {
             return Ok(());
         }
+        let mut programs = self
+            .programs
+            .lock()
+            .map_err(|_| anyhow::anyhow!("live generator programs poisoned"))?;
+        let prog = match programs.get(frame) {
+            Some(p) => p,
+            None => {
+                let p = load_xdp(&generator_program(frame)?, "bench_tx")?;
+                programs.entry(frame.to_vec()).or_insert(p)
+            }
+        };
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
         let mut ctx = [0u32; 6];
         ctx[1] = frame.len() as u32;
         ctx[3] = ifindex;
         let mut attr = Attr::new();
-        attr.u32(0, self.prog.as_raw_fd() as u32)
+        attr.u32(0, prog.as_raw_fd() as u32)
             .u32(8, frame.len() as u32)
             .u64(16, frame.as_ptr() as u64)
             .u32(32, count)
@@ -142,6 +159,54 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
         i[2],
         i[3],
     ]
+}
+
+/// Longest frame the generator program writes (the test run's page has room for far more; this
+/// bounds the program at 2 + MAX/4 instructions).
+const MAX_GENERATED_FRAME: usize = 256;
+
+/// XDP program for the live-frames test run: if the frame is at least `frame.len()` bytes, write
+/// `frame` into it (4-byte stores, then 2 and 1) and return XDP_TX; otherwise XDP_DROP.
+fn generator_program(frame: &[u8]) -> Result<Vec<u8>> {
+    if frame.is_empty() || frame.len() > MAX_GENERATED_FRAME {
+        bail!(
+            "live generator: frame of {} bytes (1..={MAX_GENERATED_FRAME})",
+            frame.len()
+        );
+    }
+    let stores: Vec<[u8; 8]> = {
+        let mut v = Vec::new();
+        let mut at = 0usize;
+        while at < frame.len() {
+            let left = frame.len() - at;
+            let (code, width) = match left {
+                4.. => (0x62, 4),   // *(u32 *)(r2 + at) = imm
+                2 | 3 => (0x6a, 2), // *(u16 *)(r2 + at) = imm
+                _ => (0x72, 1),     // *(u8 *)(r2 + at) = imm
+            };
+            let mut imm = [0u8; 4];
+            imm[..width].copy_from_slice(&frame[at..at + width]);
+            v.push(insn(code, 2, 0, at as i16, i32::from_le_bytes(imm)));
+            at += width;
+        }
+        v
+    };
+    let mut prog = vec![
+        insn(0x61, 2, 1, 0, 0),                  // r2 = ctx->data
+        insn(0x61, 3, 1, 4, 0),                  // r3 = ctx->data_end
+        insn(0xbf, 4, 2, 0, 0),                  // r4 = r2
+        insn(0x07, 4, 0, 0, frame.len() as i32), // r4 += len
+        // if r4 > r3 goto drop (skips the stores and the XDP_TX exit)
+        insn(0x2d, 4, 3, (stores.len() + 2) as i16, 0),
+    ];
+    prog.extend(stores);
+    prog.extend([
+        insn(0xb7, 0, 0, 0, 3), // r0 = XDP_TX
+        insn(0x95, 0, 0, 0, 0), // exit
+        insn(0xb7, 0, 0, 0, 1), // drop: r0 = XDP_DROP
+        insn(0x95, 0, 0, 0, 0), // exit
+    ]);
+    Ok(prog.concat())
 }
 
 /// XDP program: frames sent to `mac` are counted in array map `map_fd`[0] and dropped;
@@ -333,10 +398,42 @@ mod tests {
     }
 
     #[test]
-    fn generator_program_is_mov_r0_3_then_exit() {
-        assert_eq!(XDP_TX_PROGRAM[0], 0xb7);
-        assert_eq!(i32::from_le_bytes([3, 0, 0, 0]), 3);
-        assert_eq!(&XDP_TX_PROGRAM[4..8], &3i32.to_le_bytes());
-        assert_eq!(XDP_TX_PROGRAM[8], 0x95);
+    fn generator_program_writes_the_whole_frame_then_transmits() {
+        for len in [1usize, 2, 3, 4, 5, 42, 60, 86, 255, 256] {
+            let frame: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+            let p = generator_program(&frame).unwrap();
+            let n = p.len() / 8;
+            let at = |i: usize| &p[i * 8..i * 8 + 8];
+            // Replaying the stores onto a zeroed buffer gives back exactly the frame.
+            let mut buf = vec![0u8; len + 8];
+            for i in 0..n {
+                let (code, off) = (at(i)[0], i16::from_le_bytes([at(i)[2], at(i)[3]]) as usize);
+                let width = match code {
+                    0x62 => 4,
+                    0x6a => 2,
+                    0x72 => 1,
+                    _ => continue,
+                };
+                assert_eq!(at(i)[1] & 0xf, 2, "stores go through r2 (data)");
+                buf[off..off + width].copy_from_slice(&at(i)[4..4 + width]);
+            }
+            assert_eq!(&buf[..len], &frame[..], "len {len}");
+            assert!(
+                buf[len..].iter().all(|&b| b == 0),
+                "len {len}: wrote past the frame"
+            );
+            // The bounds check compares data + len with data_end and jumps to the drop exit.
+            assert_eq!(
+                i32::from_le_bytes([at(3)[4], at(3)[5], at(3)[6], at(3)[7]]),
+                len as i32
+            );
+            let target = 5 + i16::from_le_bytes([at(4)[2], at(4)[3]]) as usize;
+            assert_eq!(at(target)[0], 0xb7);
+            assert_eq!(at(target)[4], 1, "too short a frame is dropped");
+            assert_eq!((at(target - 2)[0], at(target - 2)[4]), (0xb7, 3), "XDP_TX");
+            assert_eq!(at(n - 1)[0], 0x95);
+        }
+        assert!(generator_program(&[]).is_err());
+        assert!(generator_program(&[0; 257]).is_err());
     }
 }

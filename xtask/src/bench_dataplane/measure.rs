@@ -43,6 +43,21 @@ pub enum Generator {
     Live,
     /// `sendmmsg` on an AF_PACKET socket (qdisc bypassed).
     Packet,
+    /// AF_PACKET for the paced steps (even pacing), live frames for the unpaced ones (the
+    /// saturation step and the flood): live frames can only be sent in long calls (each costs an
+    /// RCU grace period), which is what an unpaced step wants and a paced one cannot use.
+    Mixed,
+}
+
+impl Generator {
+    /// Whether a step at `rate` (`None`: unpaced) is sent with live frames.
+    fn live_for(self, rate: Option<u64>) -> bool {
+        match self {
+            Generator::Live => true,
+            Generator::Packet => false,
+            Generator::Mixed => rate.is_none(),
+        }
+    }
 }
 
 /// Frames per live-frames call at most (about a millisecond of load at the top rates).
@@ -56,6 +71,7 @@ pub struct Engine {
     /// Replies to the load, counted and dropped in XDP on the client end.
     reply_counter: ReplyCounter,
     live: Option<LiveGenerator>,
+    generator: Generator,
     client_ns: String,
     client_ifindex: u32,
     counter: Counter,
@@ -124,7 +140,7 @@ impl Engine {
             ))
         })?;
         let live = match generator {
-            Generator::Live => Some(LiveGenerator::load()?),
+            Generator::Live | Generator::Mixed => Some(LiveGenerator::load()?),
             Generator::Packet => None,
         };
         let counter = ring.counter()?;
@@ -145,6 +161,7 @@ impl Engine {
             sender,
             reply_counter,
             live,
+            generator,
             client_ns: client_ns.to_string(),
             client_ifindex,
             counter,
@@ -203,8 +220,8 @@ impl Engine {
                 .collect()
         };
         let load_path = match &self.live {
-            Some(g) => Load::Live(g, self.client_ifindex, load),
-            None => Load::Packet(&batch),
+            Some(g) if self.generator.live_for(rate) => Load::Live(g, self.client_ifindex, load),
+            _ => Load::Packet(&batch),
         };
         let sender = &self.sender;
         let shared = &self.shared;
@@ -313,70 +330,124 @@ fn generate(
         ),
     };
     let mut next_frame = 0usize;
-    let mut probe_batches: Vec<Batch<'_>> =
-        probes.iter().map(|p| Batch::new(&[p.as_slice()])).collect();
     let start = Instant::now();
-    let (mut sent, mut refused, mut probes_sent) = (0u64, 0u64, 0u64);
-    let mut next_probe = start;
-    loop {
-        let now = Instant::now();
-        let elapsed = now - start;
-        if elapsed >= duration {
-            break;
-        }
-        if !probe_batches.is_empty() && now >= next_probe {
-            // probes[i] carries tag i (its source MAC), so replies find their slot.
-            let tag = (probes_sent % probe_batches.len().min(PROBE_TAGS) as u64) as usize;
-            shared.probe_sent[tag].store(net::realtime_ns(), Ordering::Release);
-            match sender.send(&mut probe_batches[tag], 1)? {
-                Sent::Frames(n) if n > 0 => sent += 1,
-                _ => {
-                    shared.probe_sent[tag].store(0, Ordering::Relaxed);
-                    refused += 1;
+    let (mut sent, mut refused) = (0u64, 0u64);
+    // A live-frames call blocks this thread in the kernel for up to ~70 ms (unpaced chunks), so
+    // probes then come from their own thread on the same CPU (the test run yields to it between
+    // batches); with the paced AF_PACKET load they are interleaved here.
+    let probes_sent = std::thread::scope(|s| -> Result<u64> {
+        let probe_thread = live.is_some().then(|| {
+            s.spawn(move || -> Result<(u64, u64, u64)> {
+                net::pin_current_thread(CLIENT_CPU)?;
+                net::raise_priority();
+                let mut probing = Probes::new(probes);
+                while start.elapsed() < duration {
+                    probing.send_if_due(sender, shared, Instant::now())?;
+                    std::thread::sleep(Duration::from_micros(50));
                 }
+                Ok((probing.attempts, probing.sent, probing.refused))
+            })
+        });
+        let mut probing = Probes::new(probes);
+        loop {
+            let now = Instant::now();
+            let elapsed = now - start;
+            if elapsed >= duration {
+                break;
             }
-            probes_sent += 1;
-            next_probe += PROBE_EVERY;
-            if next_probe < now {
-                next_probe = now + PROBE_EVERY;
+            if probe_thread.is_none() {
+                probing.send_if_due(sender, shared, now)?;
             }
-        }
-        let due = match rate {
-            None => chunk,
-            Some(r) => {
-                let should = (r as f64 * elapsed.as_secs_f64()) as u64;
-                should.saturating_sub(sent + refused).min(chunk)
-            }
-        };
-        if due == 0 {
-            std::thread::sleep(Duration::from_micros(20));
-            continue;
-        }
-        if let Some(b) = batch.as_mut() {
-            if b.len() == 0 {
+            let due = match rate {
+                None => chunk,
+                Some(r) => {
+                    let should = (r as f64 * elapsed.as_secs_f64()) as u64;
+                    should
+                        .saturating_sub(sent + refused + probing.sent + probing.refused)
+                        .min(chunk)
+                }
+            };
+            if due == 0 {
                 std::thread::sleep(Duration::from_micros(20));
                 continue;
             }
-            match sender.send(b, due as usize)? {
-                Sent::Frames(n) => sent += n as u64,
-                Sent::Refused => refused += 1,
+            if let Some(b) = batch.as_mut() {
+                if b.len() == 0 {
+                    std::thread::sleep(Duration::from_micros(20));
+                    continue;
+                }
+                match sender.send(b, due as usize)? {
+                    Sent::Frames(n) => sent += n as u64,
+                    Sent::Refused => refused += 1,
+                }
+            } else if let Some((g, ifindex, frames)) = live {
+                if frames.is_empty() {
+                    std::thread::sleep(Duration::from_micros(20));
+                    continue;
+                }
+                g.send(&frames[next_frame % frames.len()], ifindex, due as u32)?;
+                next_frame += 1;
+                sent += due;
             }
-        } else if let Some((g, ifindex, frames)) = live {
-            if frames.is_empty() {
-                std::thread::sleep(Duration::from_micros(20));
-                continue;
-            }
-            g.send(&frames[next_frame % frames.len()], ifindex, due as u32)?;
-            next_frame += 1;
-            sent += due;
         }
-    }
+        if let Some(t) = probe_thread {
+            (probing.attempts, probing.sent, probing.refused) = t
+                .join()
+                .map_err(|_| anyhow::anyhow!("probe thread panicked"))??;
+        }
+        sent += probing.sent;
+        refused += probing.refused;
+        Ok(probing.attempts)
+    })?;
     Ok(Generated {
         sent,
         refused,
         probes: probes_sent,
         elapsed: start.elapsed(),
     })
+}
+
+/// One latency probe per millisecond, cycled over the tags (probe i carries tag i in its source
+/// MAC, so its reply finds its slot).
+struct Probes<'a> {
+    batches: Vec<Batch<'a>>,
+    next: Instant,
+    attempts: u64,
+    sent: u64,
+    refused: u64,
+}
+
+impl<'a> Probes<'a> {
+    fn new(probes: &'a [Vec<u8>]) -> Probes<'a> {
+        Probes {
+            batches: probes.iter().map(|p| Batch::new(&[p.as_slice()])).collect(),
+            next: Instant::now(),
+            attempts: 0,
+            sent: 0,
+            refused: 0,
+        }
+    }
+
+    fn send_if_due(&mut self, sender: &Sender, shared: &Shared, now: Instant) -> Result<()> {
+        if self.batches.is_empty() || now < self.next {
+            return Ok(());
+        }
+        let tag = (self.attempts % self.batches.len().min(PROBE_TAGS) as u64) as usize;
+        shared.probe_sent[tag].store(net::realtime_ns(), Ordering::Release);
+        match sender.send(&mut self.batches[tag], 1)? {
+            Sent::Frames(n) if n > 0 => self.sent += 1,
+            _ => {
+                shared.probe_sent[tag].store(0, Ordering::Relaxed);
+                self.refused += 1;
+            }
+        }
+        self.attempts += 1;
+        self.next += PROBE_EVERY;
+        if self.next < now {
+            self.next = now + PROBE_EVERY;
+        }
+        Ok(())
+    }
 }
 
 fn receive(mut ring: ReplyRing, shared: &Shared) {
