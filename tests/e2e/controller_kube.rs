@@ -872,8 +872,12 @@ async fn two_replicas_one_leader_writes_and_fails_over_scenario() {
         &["198.51.100.110-198.51.100.119"],
         "",
     ));
-    let mut a = Herald::start(cluster.plane, "replica-a", &[]);
-    let mut b = Herald::start(cluster.plane, "replica-b", &[]);
+    // client-go's default lease (15 s: renew deadline 10 s, retry 2 s), so that a leader
+    // stalled for a second or two on a loaded CI machine does not lose the lease mid-test; the
+    // takeover after the kill then takes ~15-17 s, well within the waits' deadline.
+    let lease = ["--lease-duration=15"];
+    let mut a = Herald::start(cluster.plane, "replica-a", &lease);
+    let mut b = Herald::start(cluster.plane, "replica-b", &lease);
     wait_ready(&a).await;
     wait_ready(&b).await;
     let holder = wait_for(
@@ -910,6 +914,9 @@ async fn two_replicas_one_leader_writes_and_fails_over_scenario() {
     );
     assert!(api_writes(follower) > 0);
     cluster.cleanup(ns, &["replicas"]);
+    // Release the 15 s lease (a graceful stop does), or the next test's controller would wait
+    // for it to run out before leading.
+    follower.stop();
 }
 
 async fn api_server_restart_mid_run_recovers_scenario() {

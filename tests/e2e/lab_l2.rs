@@ -65,15 +65,25 @@ fn ipv4_and_ipv6_answered_by_exactly_the_elected_node() {
         node_mac(&winner)
     );
 
-    let l2 = kubectl(&[
-        "get",
-        "servicel2statuses",
-        "-n",
-        "metallb-system",
-        "-o",
-        "jsonpath={range .items[?(@.status.serviceName==\"web\")]}{.status.node}{\"\\n\"}{end}",
-    ]);
-    assert_eq!(l2.lines().collect::<Vec<_>>(), vec![winner.as_str()]);
+    // The speakers write ServiceL2Status in the background: wait for exactly the winner's.
+    let l2_nodes = || {
+        kubectl(&[
+            "get",
+            "servicel2statuses",
+            "-n",
+            "metallb-system",
+            "-o",
+            "jsonpath={range .items[?(@.status.serviceName==\"web\")]}{.status.node}{\"\\n\"}{end}",
+        ])
+        .lines()
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(DEADLINE, || l2_nodes() == vec![winner.clone()]),
+        "ServiceL2Status for web should name {winner} only: {:?}",
+        l2_nodes()
+    );
 
     // Through the IP to a backend (the lab's kube-proxy puts the IP on the winner's lo).
     let status = status(true);
@@ -298,6 +308,19 @@ fn excluded_node_never_answers() {
         &format!("{EXCLUDE_LABEL}=true"),
         "--overwrite",
     ]);
+    // Whatever happens below, the node loses the label again and the Service goes: the other
+    // lab tests expect all three nodes eligible.
+    let _restore = Restore(|| {
+        let _ = try_kubectl(&["label", "node", excluded, &format!("{EXCLUDE_LABEL}-")]);
+        let _ = try_kubectl(&[
+            "-n",
+            "default",
+            "delete",
+            "service",
+            "excluded-test",
+            "--wait=true",
+        ]);
+    });
     apply(&EXCLUDED_YAML.replace("\"IP\"", &format!("\"{ip}\"")));
     assert!(
         wait_until(DEADLINE, || xdp_announcers(&ip) == vec![order[1].clone()]),
@@ -318,14 +341,16 @@ fn excluded_node_never_answers() {
         "unlabelled, {excluded} should announce {ip} again: {:?}",
         xdp_announcers(&ip)
     );
-    kubectl(&[
-        "-n",
-        "default",
-        "delete",
-        "service",
-        "excluded-test",
-        "--wait=true",
-    ]);
+    // `_restore` deletes the Service.
+}
+
+/// Runs its closure when dropped, also when the test panics (restores shared lab state).
+struct Restore<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Restore<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
 }
 
 /// After the announcer's speaker dies, and separately after its link goes down, exactly one node
@@ -498,17 +523,19 @@ fn speakers_authenticate_as_the_speaker_service_account() {
     assert_eq!(can(&["create", "pods", "-n", "metallb-system"]), "no");
     assert_eq!(can(&["get", "secrets", "-n", "kube-system"]), "no");
 
-    // Under these rules the speakers did their job: ServiceL2Status for web, no 403 in their logs.
-    let l2 = kubectl(&[
-        "get",
-        "servicel2statuses",
-        "-n",
-        "metallb-system",
-        "-o",
-        "name",
-    ]);
+    // Under these rules the speakers did their job: ServiceL2Status for web (written in the
+    // background, so waited for), no 403 in their logs.
     assert!(
-        !l2.trim().is_empty(),
+        wait_until(DEADLINE, || !kubectl(&[
+            "get",
+            "servicel2statuses",
+            "-n",
+            "metallb-system",
+            "-o",
+            "name",
+        ])
+        .trim()
+        .is_empty()),
         "no ServiceL2Status written by the speakers"
     );
     for node in NODES {

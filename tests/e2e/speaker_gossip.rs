@@ -66,17 +66,28 @@ async fn killed_member_is_removed_and_outsider_is_ignored() {
         wait_for(m, &all).await;
     }
     // The outsider keeps knocking; nobody lets it in and its datagrams are counted as failures.
+    let failures = || -> u64 {
+        [&a, &b, &c]
+            .iter()
+            .map(|m| m.health().auth_failures.load(Ordering::Relaxed))
+            .sum()
+    };
+    let before = failures();
     outsider.join(seeds.clone());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Counted in the background: poll (within PATIENCE) until this knock shows.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while failures() <= before && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        failures() > before,
+        "the outsider's datagrams were not counted ({before} before it knocked again)"
+    );
+    // Its datagrams have arrived and been refused: nobody admitted it.
     wait_for(&outsider, &names(&["node-x"])).await;
     for m in [&a, &b, &c] {
         assert!(!m.live().borrow().contains("node-x"));
     }
-    let failures: u64 = [&a, &b, &c]
-        .iter()
-        .map(|m| m.health().auth_failures.load(Ordering::Relaxed))
-        .sum();
-    assert!(failures > 0, "the outsider's datagrams were not counted");
 
     // Kill node-c (no leave): the survivors remove it.
     c.abort();

@@ -31,6 +31,11 @@ const NODE_V6: &str = "2001:db8:0:1::11";
 const CLIENT_V6: &str = "2001:db8:0:1::100";
 const POOL: &str = "speaker-e2e";
 const PATIENCE: Duration = Duration::from_secs(60);
+/// `--detect-ms` of the three gossiping speakers: a survivor declares a silent peer down no
+/// earlier than 0.7 of it (1.4 s), so a gossip task stalled for a few hundred ms on a loaded CI
+/// machine does not make a second node announce; the guard budget (half of it, 1 s) stays below
+/// that takeover bound, so the killed speaker is silenced before anyone takes over.
+const GOSSIP_DETECT_MS: u64 = 2000;
 
 /// Runs `f` on a thread that has entered network namespace `ns`; sockets made there stay there.
 fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -622,6 +627,7 @@ async fn three_nodes() {
                 .arg(format!("--interfaces-include={}", n.uplink))
                 .arg("--metrics-addr=")
                 .arg("--xdp-mode=skb")
+                .arg(format!("--detect-ms={GOSSIP_DETECT_MS}"))
                 .env("RUST_LOG", "info,kube=warn")
                 .env_remove("KUBECONFIG")
                 .env_remove("METALLB_NAMESPACE")
@@ -736,6 +742,7 @@ async fn three_nodes() {
             .arg(format!("--interfaces-include={}", winner.uplink))
             .arg("--metrics-addr=")
             .arg("--xdp-mode=skb")
+            .arg(format!("--detect-ms={GOSSIP_DETECT_MS}"))
             .env("RUST_LOG", "info,kube=warn")
             .env_remove("KUBECONFIG")
             .env_remove("METALLB_NAMESPACE")

@@ -12,11 +12,13 @@ pub mod writes;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{self, Store};
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config, Resource};
 use serde::de::DeserializeOwned;
@@ -84,9 +86,30 @@ pub fn metallb_api(
     Api::namespaced_with(client.clone(), namespace, &metallb_resource(kind, plural))
 }
 
+/// Longest wait between two attempts to re-establish a failed watch, jitter included.
+pub const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The retry policy of every watch: exponential from 500 ms, capped so that with jitter (up to
+/// twice the delay) no wait exceeds [`WATCH_BACKOFF_MAX`], forever, reset after two quiet
+/// minutes. kube's default caps at 30 s before jitter, so after an API server restart a watch
+/// could stay down for a minute while Services wait; a controller watching a handful of
+/// kinds can afford to knock every few seconds.
+pub fn watch_backoff() -> impl Backoff {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(WATCH_BACKOFF_MAX / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(
+        watcher::ExponentialBackoff::from(exponential),
+        Duration::from_secs(120),
+    )
+}
+
 /// Starts a reflector (watch + local cache) on its own task. `on_event` sees every watch event
-/// after the cache applied it; it must not block. Watch errors are retried with kube's default
-/// exponential backoff, forever: an API server that restarts or drops the watch only delays.
+/// after the cache applied it; it must not block. Watch errors are retried with
+/// [`watch_backoff`], forever: an API server that restarts or drops the watch only delays.
 pub fn spawn_reflector<K, F>(api: Api<K>, dyntype: K::DynamicType, mut on_event: F) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -98,7 +121,7 @@ where
     let kind = K::kind(&Default::default()).to_string();
     let stream = reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
+        watcher(api, watcher::Config::default()).backoff(watch_backoff()),
     );
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -126,5 +149,25 @@ fn status_code(error: &kube::Error) -> Option<u16> {
     match error {
         kube::Error::Api(status) => Some(status.code),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However long a watch keeps failing, it is retried within the cap: the delays grow from
+    /// the first one and never exceed [`WATCH_BACKOFF_MAX`] (jitter included).
+    #[tokio::test]
+    async fn watch_retries_grow_but_never_exceed_the_cap() {
+        let mut backoff = watch_backoff();
+        let delays: Vec<Duration> = (0..200).map_while(|_| backoff.next()).collect();
+        assert_eq!(delays.len(), 200, "retries forever");
+        assert!(delays.iter().all(|d| *d <= WATCH_BACKOFF_MAX), "{delays:?}");
+        assert!(delays[0] < Duration::from_secs(1), "{delays:?}");
+        assert!(
+            delays[10..].iter().all(|d| *d >= WATCH_BACKOFF_MAX / 2),
+            "grows to the cap: {delays:?}"
+        );
     }
 }

@@ -170,13 +170,20 @@ impl ArpProber {
         Ok(())
     }
 
-    /// Collects replies for the target addressed to us until `until`.
+    /// Collects replies for the target addressed to us until `until`, and then every reply
+    /// already queued on the socket: a prober thread scheduled late (a loaded machine) still
+    /// counts the replies that arrived in time instead of leaving them to the next round.
+    ///
+    /// ARP replies carry nothing that names the request they answer (every field is copied from
+    /// the same request), so a round is what arrived before the next request goes out.
     pub fn replies_until(&self, until: Instant) -> Result<Vec<ArpAnswer>> {
         let mut answers = Vec::new();
-        let mut buf = [0u8; 1514];
         loop {
             let now = Instant::now();
             if now >= until {
+                while let Some(frame) = self.recv_queued()? {
+                    answers.extend(frame);
+                }
                 return Ok(answers);
             }
             let wait_ms = (until - now).as_millis().clamp(1, 1000) as i32;
@@ -187,26 +194,41 @@ impl ArpProber {
             };
             // SAFETY: one valid pollfd.
             let ready = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
-            if ready <= 0 {
-                continue;
-            }
-            // SAFETY: receiving into a buffer we own.
-            let len = unsafe {
-                libc::recv(
-                    self.fd,
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if len < 42 {
-                continue;
-            }
-            let at = Instant::now();
-            if let Some(mac) = reply_mac(&buf[..len as usize], self.src, self.target) {
-                answers.push(ArpAnswer { at, mac });
+            if ready > 0 {
+                // Spurious readiness is fine: the receive does not block.
+                if let Some(frame) = self.recv_queued()? {
+                    answers.extend(frame);
+                }
             }
         }
+    }
+
+    /// One frame already queued on the socket without waiting: `None` when none is queued,
+    /// `Some(None)` for a frame that is not a reply to us about the target.
+    fn recv_queued(&self) -> Result<Option<Option<ArpAnswer>>> {
+        let mut buf = [0u8; 1514];
+        // SAFETY: receiving into a buffer we own.
+        let len = unsafe {
+            libc::recv(
+                self.fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if len < 0 {
+            let error = std::io::Error::last_os_error();
+            return match error.kind() {
+                std::io::ErrorKind::WouldBlock => Ok(None),
+                std::io::ErrorKind::Interrupted => Ok(Some(None)),
+                _ => Err(error).context("receiving ARP replies"),
+            };
+        }
+        let at = Instant::now();
+        let frame = &buf[..len as usize];
+        Ok(Some(
+            reply_mac(frame, self.src, self.target).map(|mac| ArpAnswer { at, mac }),
+        ))
     }
 }
 
@@ -268,8 +290,10 @@ pub fn probe_arp_rounds(
     let start = Instant::now();
     let mut rounds: Vec<ArpRound> = Vec::new();
     while start.elapsed() < max && !stop(&rounds) {
-        let sent = Instant::now();
         prober.send_request()?;
+        // The round is timed from when the request has left (a preemption before the send
+        // must not eat into the wait for its reply).
+        let sent = Instant::now();
         let answers = prober.replies_until(sent + interval)?;
         rounds.push(ArpRound { answers });
     }

@@ -51,7 +51,12 @@ impl Herald {
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--pod-name={name}"))
             .arg("--ml-secret-name=memberlist")
-            .arg("--lease-duration=3")
+            .args(
+                // A short lease for single-replica tests (a new leader after a restart need not
+                // wait long); a test may pass its own.
+                (!extra.iter().any(|a| a.starts_with("--lease-duration")))
+                    .then_some("--lease-duration=3"),
+            )
             .args(extra)
             .env_remove("KUBECONFIG")
             .env_remove("METALLB_NAMESPACE")

@@ -18,6 +18,12 @@ use serde_json::Value;
 pub const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 /// Generous deadline for asynchronous effects (behaviour is tested, not speed).
 pub const DEADLINE: Duration = Duration::from_secs(60);
+/// `--detect-ms` of the lab's speakers in tests (all nodes share it). The guard budget is half
+/// of it: with the default 500 ms a SIGKILLed debug speaker restarted on a loaded 2-core CI
+/// machine may not write its first heartbeat within the ~250 ms budget, which the crash-restart
+/// test would count as unanswered requests although the code is right. 2000 ms gives the
+/// restart a 1 s budget; every failover wait stays far below [`DEADLINE`].
+pub const LAB_DETECT_MS: u64 = 2000;
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
 fn workspace_root() -> PathBuf {
@@ -71,6 +77,7 @@ pub fn lab() {
         );
         let out = Command::new(xtask_bin())
             .args(["lab", "up", "--no-build"])
+            .arg(format!("--detect-ms={LAB_DETECT_MS}"))
             .output()
             .map_err(|e| e.to_string())?;
         // SAFETY: registering a plain extern "C" fn.
