@@ -293,14 +293,17 @@ fn excluded_node_never_answers() {
     let excluded = "node-b";
     let ip = ip_where_first(excluded);
     let order = election_order(&ip, &NODES);
-    let _ = try_kubectl(&[
-        "-n",
-        "default",
-        "delete",
-        "service",
-        "excluded-test",
-        "--wait=true",
-    ]);
+    let delete_service = || {
+        let _ = try_kubectl(&[
+            "-n",
+            "default",
+            "delete",
+            "service",
+            "excluded-test",
+            "--wait=true",
+        ]);
+    };
+    delete_service();
     kubectl(&[
         "label",
         "node",
@@ -312,14 +315,7 @@ fn excluded_node_never_answers() {
     // lab tests expect all three nodes eligible.
     let _restore = Restore(|| {
         let _ = try_kubectl(&["label", "node", excluded, &format!("{EXCLUDE_LABEL}-")]);
-        let _ = try_kubectl(&[
-            "-n",
-            "default",
-            "delete",
-            "service",
-            "excluded-test",
-            "--wait=true",
-        ]);
+        delete_service();
     });
     apply(&EXCLUDED_YAML.replace("\"IP\"", &format!("\"{ip}\"")));
     assert!(
