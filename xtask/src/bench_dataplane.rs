@@ -6,10 +6,12 @@
 //!
 //! Placement on a 2-core machine: generator, receiver and client-side softirqs on CPU 0; the
 //! responder on CPU 1 (RPS for the node's backlog, threaded NAPI pinned for driver-mode XDP, the
-//! fallback process pinned with taskset). Load comes from our own AF_PACKET sender (`sendmmsg`,
-//! qdisc bypassed); replies are counted by the kernel on a filtered AF_PACKET ring, so the count
-//! holds even if userspace falls behind; one probe per millisecond carries its own source MAC so
-//! its reply is timed (kernel receive timestamp minus send time).
+//! fallback process pinned with taskset). Paced load comes from our own AF_PACKET sender
+//! (`sendmmsg`, qdisc bypassed), the unpaced saturation step and the flood from the kernel's XDP
+//! live-frames test run (`live`), which offers several times what any responder here answers;
+//! replies to the load are counted and dropped by an XDP program on the client end; one probe per
+//! millisecond carries its own source MAC so its reply is timed (kernel receive timestamp minus
+//! send time).
 
 mod cpu;
 // frames, measure, stats and svg are also used by `bench vs-metallb` (the same generator and
