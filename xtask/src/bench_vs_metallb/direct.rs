@@ -47,13 +47,15 @@ pub fn pick_announcer<'a>(
 }
 
 /// The bench's generator and reply counter on the `hl-direct` end of `link`, asking for the
-/// Service's two addresses.
+/// Service's two addresses: AF_PACKET for the paced steps, the kernel's live frames for the
+/// unpaced one (as `bench dataplane` does; both ends of a direct link have NAPI), so the
+/// saturation step offers more than Herald's XDP answers.
 pub fn engine(link: &DirectLink, vip4: Ipv4Addr, vip6: Ipv6Addr) -> Result<Engine> {
     Engine::start(
         DIRECT_NS,
         &link.client_if,
         vec![IpAddr::V4(vip4), IpAddr::V6(vip6)],
-        Generator::Packet,
+        Generator::Mixed,
     )
 }
 
