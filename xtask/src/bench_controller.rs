@@ -474,6 +474,8 @@ struct Measured {
     tail: Duration,
     /// The machine's 1-minute load average before → after (2 cores; other work shares them).
     load: String,
+    /// CPU time the hypervisor took from this VM during the phase, % of all vCPUs' time.
+    steal: f64,
     all_done: Duration,
     requests_per_service: f64,
     by_kind: BTreeMap<String, f64>,
@@ -575,9 +577,10 @@ impl Measured {
             queued.join(", ")
         );
         println!(
-            "  last IP {:.0} ms after the last create returned; load average {}",
+            "  last IP {:.0} ms after the last create returned; load average {}; hypervisor steal {:.1}% of the vCPUs' time",
             self.tail.as_secs_f64() * 1000.0,
-            self.load
+            self.load,
+            self.steal
         );
         let c = &self.client;
         println!(
@@ -676,10 +679,15 @@ async fn measure(
     ))?;
     let before = ApiRequests::read(plane)?;
     let load_before = load_average();
+    let stat_before = crate::bench_dataplane::cpu::read_stat()?;
     let cpu_before = process_cpu();
     let (created, assigned, all_done) = create_and_wait(client, namespace, first, n, load).await?;
     let cpu = process_cpu().saturating_sub(cpu_before);
     let load_after = load_average();
+    let steal = crate::bench_dataplane::cpu::steal_share(
+        &stat_before,
+        &crate::bench_dataplane::cpu::read_stat()?,
+    );
     let first_request = created.values().map(|(requested, _)| *requested).min();
     // How long after the last create returned the last IP appeared: the controller's own share
     // of "all IPs" once the API server has accepted every Service.
@@ -765,6 +773,7 @@ async fn measure(
         all_done,
         tail,
         load: format!("{load_before} → {load_after}"),
+        steal,
         requests_per_service: total / n as f64,
         by_kind,
         server_ms,

@@ -13,7 +13,7 @@
 //! millisecond carries its own source MAC so its reply is timed (kernel receive timestamp minus
 //! send time).
 
-mod cpu;
+pub mod cpu;
 // frames, measure, stats and svg are also used by `bench vs-metallb` (the same generator and
 // reply measurement, run in the lab's client namespace).
 pub mod frames;

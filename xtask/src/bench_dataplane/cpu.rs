@@ -10,6 +10,8 @@ pub struct CpuTimes {
     pub system: u64,
     pub softirq: u64,
     pub idle: u64,
+    /// Time the hypervisor ran something else while this vCPU wanted to run.
+    pub steal: u64,
     pub total: u64,
 }
 
@@ -45,6 +47,7 @@ pub fn parse_stat(text: &str) -> Vec<CpuTimes> {
             system: v[2] + v[5],
             softirq: v[6],
             idle: v[3] + v[4],
+            steal: v[7],
             total: v.iter().sum(),
         };
     }
@@ -55,6 +58,16 @@ pub fn read_stat() -> Result<Vec<CpuTimes>> {
     Ok(parse_stat(
         &std::fs::read_to_string("/proc/stat").context("/proc/stat")?,
     ))
+}
+
+/// Stolen time over an interval, in percent of all CPUs' time.
+pub fn steal_share(before: &[CpuTimes], after: &[CpuTimes]) -> f64 {
+    let sum = |c: &[CpuTimes], f: fn(&CpuTimes) -> u64| c.iter().map(f).sum::<u64>();
+    let total = sum(after, |c| c.total).saturating_sub(sum(before, |c| c.total));
+    if total == 0 {
+        return 0.0;
+    }
+    100.0 * sum(after, |c| c.steal).saturating_sub(sum(before, |c| c.steal)) as f64 / total as f64
 }
 
 pub fn share(before: &CpuTimes, after: &CpuTimes) -> CpuShare {
@@ -94,7 +107,7 @@ mod tests {
 
     const STAT: &str = "cpu  10 0 10 100 0 0 5 0 0 0\n\
 cpu0 4 1 3 50 2 1 2 0 0 0\n\
-cpu1 6 0 7 48 0 0 3 0 0 0\n\
+cpu1 6 0 7 48 0 0 3 4 0 0\n\
 intr 1 2 3\n";
 
     #[test]
@@ -108,26 +121,36 @@ intr 1 2 3\n";
                 system: 4,
                 softirq: 2,
                 idle: 52,
+                steal: 0,
                 total: 63
             }
         );
         assert_eq!(cpus[1].softirq, 3);
+        assert_eq!(cpus[1].steal, 4);
+    }
+
+    #[test]
+    fn steal_is_percent_of_all_cpus_time() {
+        let at = |steal, total| CpuTimes {
+            steal,
+            total,
+            ..CpuTimes::default()
+        };
+        let before = [at(10, 1000), at(0, 1000)];
+        let after = [at(30, 1100), at(20, 1100)];
+        assert!((steal_share(&before, &after) - 20.0).abs() < 1e-9);
+        assert_eq!(steal_share(&after, &after), 0.0);
     }
 
     #[test]
     fn shares_are_percent_of_the_interval() {
-        let a = CpuTimes {
-            user: 0,
-            system: 0,
-            softirq: 0,
-            idle: 0,
-            total: 0,
-        };
+        let a = CpuTimes::default();
         let b = CpuTimes {
             user: 20,
             system: 10,
             softirq: 30,
             idle: 40,
+            steal: 0,
             total: 100,
         };
         let s = share(&a, &b);
