@@ -15,6 +15,7 @@
 //! own create rate, create latency and CPU time are printed, so a reader can tell whether the
 //! generator or the API server bounded "all N IPs".
 
+use crate::bench_dataplane::cpu as cpu_stat;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
@@ -679,15 +680,12 @@ async fn measure(
     ))?;
     let before = ApiRequests::read(plane)?;
     let load_before = load_average();
-    let stat_before = crate::bench_dataplane::cpu::read_stat()?;
+    let stat_before = cpu_stat::read_stat()?;
     let cpu_before = process_cpu();
     let (created, assigned, all_done) = create_and_wait(client, namespace, first, n, load).await?;
     let cpu = process_cpu().saturating_sub(cpu_before);
     let load_after = load_average();
-    let steal = crate::bench_dataplane::cpu::steal_share(
-        &stat_before,
-        &crate::bench_dataplane::cpu::read_stat()?,
-    );
+    let steal = cpu_stat::steal_share(&stat_before, &cpu_stat::read_stat()?);
     let first_request = created.values().map(|(requested, _)| *requested).min();
     // How long after the last create returned the last IP appeared: the controller's own share
     // of "all IPs" once the API server has accepted every Service.

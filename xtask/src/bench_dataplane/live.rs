@@ -74,10 +74,11 @@ pub struct LiveGenerator {
 }
 
 impl LiveGenerator {
-    pub fn load() -> Result<LiveGenerator> {
-        Ok(LiveGenerator {
+    /// Programs are loaded on first use, one per distinct frame.
+    pub fn new() -> LiveGenerator {
+        LiveGenerator {
             programs: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// Transmits `frame` `count` times out of interface `ifindex` (of the calling thread's

@@ -140,7 +140,7 @@ impl Engine {
             ))
         })?;
         let live = match generator {
-            Generator::Live | Generator::Mixed => Some(LiveGenerator::load()?),
+            Generator::Live | Generator::Mixed => Some(LiveGenerator::new()),
             Generator::Packet => None,
         };
         let counter = ring.counter()?;
