@@ -58,10 +58,12 @@ pub struct Args {
     /// Who picks each Service's ClusterIP (same for both controllers; neither reads it).
     #[arg(long, value_enum, default_value_t = ClusterIp::Static)]
     pub cluster_ip: ClusterIp,
-    /// Keep etcd's data in /dev/shm instead of under target/ (both controllers): takes the
-    /// disk's fsync latency, shared with whatever else writes to it, out of every write.
+    /// Keep etcd's data under target/ (on this VM's virtual disk, shared with everything else
+    /// that writes to it) instead of in /dev/shm. By default both controllers' etcd runs in
+    /// memory: a production etcd has a dedicated low-latency disk, and the shared disk's fsync
+    /// time is the host's, not a controller's; etcd's CPU work is measured either way.
     #[arg(long)]
-    pub etcd_in_memory: bool,
+    pub etcd_on_disk: bool,
     /// Services created at a steady `--steady-rate` before the burst, for the latency a
     /// controller adds when the API server is not saturated (0 skips that phase).
     #[arg(long, default_value_t = 1000)]
@@ -153,11 +155,17 @@ async fn steady_phase(
     )
     .await?;
     measured.print(who);
+    let cleared = Instant::now();
+    clear_namespace(plane, client, "steady").await?;
     println!(
-        "-- burst: {} Services, {} creates in flight",
-        args.services, args.concurrency
+        "  (the steady phase's Services deleted and their ClusterIP objects gone, controller quiet again, in {:.1} s: the burst starts on an empty cluster)",
+        cleared.elapsed().as_secs_f64()
     );
     Ok(Some(measured))
+}
+
+fn print_burst_header(services: usize, concurrency: usize) {
+    println!("-- burst: {services} Services, {concurrency} creates in flight");
 }
 
 /// What one controller's N-Service run measured, for callers that print their own tables.
@@ -298,10 +306,10 @@ async fn bench(args: &Args, metallb: Option<&Path>) -> Result<Report> {
     }
     println!(
         "etcd data: {}",
-        if args.etcd_in_memory {
-            "in /dev/shm (no disk fsync latency)"
-        } else {
+        if args.etcd_on_disk {
             "under target/kube (on disk, fsync per commit; the disk is shared with other work)"
+        } else {
+            "in /dev/shm (no disk fsync latency; --etcd-on-disk to include it)"
         }
     );
     println!(
@@ -323,7 +331,7 @@ async fn bench(args: &Args, metallb: Option<&Path>) -> Result<Report> {
         println!(
             "==> MetalLB v0.15.2 controller (out of cluster, webhooks disabled, Herald's CRDs), {n} Services, fresh control plane"
         );
-        let (plane, client) = prepare("metallb", args.etcd_in_memory).await?;
+        let (plane, client) = prepare("metallb", !args.etcd_on_disk).await?;
         let result = async {
             let mut child = plane.spawn(
                 "metallb-controller",
@@ -345,6 +353,7 @@ async fn bench(args: &Args, metallb: Option<&Path>) -> Result<Report> {
             }
             let measured = async {
                 let steady = steady_phase(&plane, &client, args, "MetalLB v0.15.2").await?;
+                print_burst_header(n, args.concurrency);
                 Ok((steady, measure(&plane, &client, "bench", n, load).await?))
             }
             .await;
@@ -364,7 +373,7 @@ async fn bench(args: &Args, metallb: Option<&Path>) -> Result<Report> {
         "==> herald controller, {} Services, fresh control plane",
         args.services
     );
-    let (plane, client) = prepare("herald", args.etcd_in_memory).await?;
+    let (plane, client) = prepare("herald", !args.etcd_on_disk).await?;
     let result = herald_runs(
         &plane,
         &client,
@@ -394,29 +403,21 @@ async fn herald_runs(
 ) -> Result<(Measured, Option<Measured>, Option<Duration>)> {
     let mut herald = start_herald(plane)?;
     wait_start_pass(&herald)?;
+    let metrics = || http_get(herald.metrics_port, "/metrics").unwrap_or_default();
+    let own_before = metrics();
     let steady = steady_phase(plane, client, args, "Herald").await?;
+    if steady.is_some() {
+        print_own_share(&own_before, &metrics(), "steady");
+    }
     if let (Some(m), Some(h)) = (metallb_steady, steady.as_ref()) {
         m.compare_latency(h, &format!("steady {} creates/s", args.steady_rate));
     }
-    let own_before = http_get(herald.metrics_port, "/metrics").unwrap_or_default();
+    print_burst_header(args.services, args.concurrency);
+    let own_before = metrics();
     let measured = measure(plane, client, "bench", args.services, Load::of(args)).await?;
-    let own_after = http_get(herald.metrics_port, "/metrics").unwrap_or_default();
+    let own_after = metrics();
     measured.print("Herald");
-    let writes = histogram_delta(
-        &own_before,
-        &own_after,
-        "herald_controller_service_write_seconds",
-    );
-    let name = "herald_controller_service_write_seconds";
-    let sum = metric_value(&own_after, &format!("{name}_sum")).unwrap_or(0.0)
-        - metric_value(&own_before, &format!("{name}_sum")).unwrap_or(0.0);
-    let count = writes.last().map_or(0.0, |(_, n)| *n);
-    println!(
-        "  Herald's own share (its histogram: Service taken up → ingress write acknowledged, {count} writes): mean {:.1} ms, p50 ≤ {:.1} ms, p99 ≤ {:.1} ms (bucket bounds); the rest is watch delivery to Herald and to the bench",
-        sum * 1000.0 / count.max(1.0),
-        histogram_quantile_ms(&writes, 0.5),
-        histogram_quantile_ms(&writes, 0.99),
-    );
+    print_own_share(&own_before, &own_after, "burst");
     if let Some(m) = metallb {
         m.compare(&measured);
     }
@@ -443,6 +444,22 @@ async fn herald_runs(
     );
     drop(herald);
     Ok((measured, steady, Some(pass)))
+}
+
+/// Prints Herald's own share of creation→status over a phase, from the deltas of its
+/// `herald_controller_service_write_seconds` histogram between two scrapes.
+fn print_own_share(before: &str, after: &str, phase: &str) {
+    let name = "herald_controller_service_write_seconds";
+    let writes = histogram_delta(before, after, name);
+    let sum = metric_value(after, &format!("{name}_sum")).unwrap_or(0.0)
+        - metric_value(before, &format!("{name}_sum")).unwrap_or(0.0);
+    let count = writes.last().map_or(0.0, |(_, n)| *n);
+    println!(
+        "  Herald's own share, {phase} (its histogram: Service taken up → ingress write acknowledged, {count} writes): mean {:.1} ms, p50 ≤ {:.1} ms, p99 ≤ {:.1} ms (bucket bounds); the rest is watch delivery to Herald and to the bench",
+        sum * 1000.0 / count.max(1.0),
+        histogram_quantile_ms(&writes, 0.5),
+        histogram_quantile_ms(&writes, 0.99),
+    );
 }
 
 /// Waits for the controller's first full pass (the start pass re-claiming every address) and
@@ -477,6 +494,8 @@ struct Measured {
     load: String,
     /// CPU time the hypervisor took from this VM during the phase, % of all vCPUs' time.
     steal: f64,
+    /// CPU time of each control-plane and controller process until all IPs were seen.
+    processes: Vec<(String, Duration)>,
     all_done: Duration,
     requests_per_service: f64,
     by_kind: BTreeMap<String, f64>,
@@ -583,6 +602,18 @@ impl Measured {
             self.load,
             self.steal
         );
+        let busy: Vec<String> = self
+            .processes
+            .iter()
+            .map(|(name, cpu)| {
+                format!(
+                    "{name} {:.2} s ({:.0}% of one core)",
+                    cpu.as_secs_f64(),
+                    100.0 * cpu.as_secs_f64() / self.all_done.as_secs_f64().max(1e-9)
+                )
+            })
+            .collect();
+        println!("  CPU until the last IP (2 vCPUs): {}", busy.join(", "));
         let c = &self.client;
         println!(
             "  bench client: {} creates in {:.2} s = {:.0} Services/s, {}; create request p50 {:.1} ms, p99 {:.1} ms; client CPU {:.2} s ({:.0}% of one core)",
@@ -682,8 +713,17 @@ async fn measure(
     let load_before = load_average();
     let stat_before = cpu_stat::read_stat()?;
     let cpu_before = process_cpu();
+    let processes_before = plane.process_cpu();
     let (created, assigned, all_done) = create_and_wait(client, namespace, first, n, load).await?;
     let cpu = process_cpu().saturating_sub(cpu_before);
+    let processes: Vec<(String, Duration)> = plane
+        .process_cpu()
+        .into_iter()
+        .map(|(name, after)| {
+            let before = processes_before.get(&name).copied().unwrap_or_default();
+            (name, after.saturating_sub(before))
+        })
+        .collect();
     let load_after = load_average();
     let steal = cpu_stat::steal_share(&stat_before, &cpu_stat::read_stat()?);
     let first_request = created.values().map(|(requested, _)| *requested).min();
@@ -697,20 +737,7 @@ async fn measure(
     };
     // Both controllers record Events in the background: count their requests once the API
     // server's counters stop moving (leases aside), so deferred work is not left out.
-    let settle_deadline = Instant::now() + Duration::from_secs(120);
-    let mut after = ApiRequests::read(plane)?;
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let next = ApiRequests::read(plane)?;
-        let moved = next
-            .total
-            .iter()
-            .any(|(k, v)| !k.starts_with("leases ") && after.total.get(k) != Some(v));
-        after = next;
-        if !moved || Instant::now() > settle_deadline {
-            break;
-        }
-    }
+    let after = settle(plane).await?;
     // From the create response (the Service exists) and, for reference, from the request.
     let since = |pick: fn(&(Instant, Instant)) -> Instant| {
         let mut all: Vec<Duration> = created
@@ -772,11 +799,97 @@ async fn measure(
         tail,
         load: format!("{load_before} → {load_after}"),
         steal,
+        processes,
         requests_per_service: total / n as f64,
         by_kind,
         server_ms,
         client: client_load,
     })
+}
+
+/// Waits (up to 2 minutes) until the API server's request counters stop moving for 2 s, leases
+/// aside: the controller has finished whatever the last change started. Returns the counters.
+async fn settle(plane: &Plane) -> Result<ApiRequests> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = ApiRequests::read(plane)?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let next = ApiRequests::read(plane)?;
+        let moved = next
+            .total
+            .iter()
+            .any(|(k, v)| !k.starts_with("leases ") && last.total.get(k) != Some(v));
+        last = next;
+        if !moved || Instant::now() > deadline {
+            return Ok(last);
+        }
+    }
+}
+
+/// Deletes every Service in `namespace` and waits until kube-apiserver has released their
+/// ClusterIP objects and the controller is quiet. A Service create costs kube-apiserver
+/// v1.37.2 time in proportion to the IPAddress objects that exist (it recounts them all, twice,
+/// for a metric: pkg/registry/core/service/ipallocator/ipallocator.go, createIPAddress), so a
+/// phase that follows another starts from the same empty cluster as the first.
+async fn clear_namespace(plane: &Plane, client: &Client, namespace: &str) -> Result<()> {
+    use k8s_openapi::api::networking::v1::IPAddress;
+    use kube::api::{DeleteParams, ListParams};
+    let api: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let names: Vec<String> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|svc| svc.metadata.name)
+        .collect();
+    let deleted: Vec<Result<()>> = futures::stream::iter(names)
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                    Err(e) => Err(e).with_context(|| format!("deleting {namespace}/{name}")),
+                }
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    deleted.into_iter().collect::<Result<()>>()?;
+    let addresses: Api<IPAddress> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let left = addresses
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|a| a.spec.parent_ref.namespace.as_deref() == Some(namespace))
+            .count();
+        if left == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{left} ClusterIP objects of namespace {namespace} still exist after 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    settle(plane).await?;
+    Ok(())
+}
+
+/// CPU time (user + system) of process `pid` so far, from /proc/<pid>/stat; None once it exited.
+fn pid_cpu(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it are plain numbers.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf takes a constant and reads nothing else.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(Duration::from_secs_f64(ticks as f64 / hz.max(1) as f64))
 }
 
 /// CPU time (user + system) this process used so far.
@@ -1155,6 +1268,8 @@ struct Plane {
     /// etcd's data directory (under `dir`, or in /dev/shm).
     etcd_dir: PathBuf,
     children: Mutex<Vec<Child>>,
+    /// Every process started through [`Plane::spawn`], by name, for the CPU breakdown.
+    started: Mutex<Vec<(String, u32)>>,
 }
 
 impl Plane {
@@ -1176,6 +1291,7 @@ impl Plane {
             dir: dir.clone(),
             etcd_dir: etcd_dir.clone(),
             children: Mutex::new(Vec::new()),
+            started: Mutex::new(Vec::new()),
         };
         let key = dir.join("sa.key");
         let pubkey = dir.join("sa.pub");
@@ -1303,11 +1419,34 @@ impl Plane {
                 Ok(())
             });
         }
-        cmd.stdin(Stdio::null())
+        let child = cmd
+            .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {name}"))
+            .with_context(|| format!("starting {name}"))?;
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name.to_string(), child.id()));
+        Ok(child)
+    }
+
+    /// CPU time (user + system) so far of each process started here that is still running,
+    /// by name (a restarted process's name sums its instances).
+    fn process_cpu(&self) -> BTreeMap<String, Duration> {
+        let mut by_name = BTreeMap::new();
+        for (name, pid) in self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            if let Some(cpu) = pid_cpu(*pid) {
+                *by_name.entry(name.clone()).or_default() += cpu;
+            }
+        }
+        by_name
     }
 
     /// Starts a control-plane process that [`Plane::stop`] stops.

@@ -98,6 +98,8 @@ pub(crate) struct Context {
     pub events: EventSink,
     /// Events about Services, recorded in the background.
     pub event_queue: EventQueue,
+    /// Service writes in flight, published for the event queue (Events wait for writes).
+    pub writes_in_flight: watch::Sender<usize>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
 }
@@ -123,8 +125,10 @@ pub async fn run(
     let election = tokio::spawn(k8s::lease::run(lock, leading_tx, shutdown.clone()));
 
     let events = EventSink::new(client.clone(), CONTROLLER_COMPONENT, &settings.identity);
+    let (writes_in_flight, writes_seen) = watch::channel(0);
     let context = Context {
-        event_queue: EventQueue::start(events.clone(), EVENT_CONCURRENCY),
+        event_queue: EventQueue::start(events.clone(), EVENT_CONCURRENCY, writes_seen),
+        writes_in_flight,
         events,
         client,
         settings,

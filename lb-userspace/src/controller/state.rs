@@ -567,6 +567,7 @@ impl<'a> Leader<'a> {
         let ctx = self.ctx;
         let slots = self.write_slots.clone();
         self.in_flight.insert(service.clone());
+        self.ctx.writes_in_flight.send_replace(self.in_flight.len());
         self.writes.push(Box::pin(async move {
             let result = match slots.acquire().await {
                 Ok(_permit) => write_service(ctx, &cached, &outcome, &patch).await,
@@ -590,6 +591,7 @@ impl<'a> Leader<'a> {
             result,
         } = done;
         self.in_flight.remove(&service);
+        self.ctx.writes_in_flight.send_replace(self.in_flight.len());
         let result = match result {
             Ok(Some(updated)) => {
                 self.ctx

@@ -1,11 +1,14 @@
 //! Kubernetes Events (events.k8s.io/v1 through kube's `Recorder`), reported as MetalLB's
 //! controller does so that `kubectl describe` reads the same.
 
+use std::time::Duration;
+
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 /// The reporting component MetalLB's controller uses.
 pub const CONTROLLER_COMPONENT: &str = "metallb-controller";
@@ -73,6 +76,8 @@ impl EventSink {
 
 /// An Event waiting to be recorded by an [`EventQueue`].
 struct Queued {
+    /// When it was queued: it is held at most [`MAX_HOLD`] past this.
+    queued_at: Instant,
     regarding: ObjectReference,
     severity: Severity,
     reason: String,
@@ -80,9 +85,20 @@ struct Queued {
     message: String,
 }
 
-/// Records Events in the background, a few at a time, so that explaining a decision never
-/// delays the writes that carry it out (a burst of Services is served at the API server's pace
-/// for status writes alone). Failures are logged; an Event is an explanation, not state.
+/// How long an Event may be held back while the writes it explains are still going on.
+pub const MAX_HOLD: Duration = Duration::from_secs(5);
+
+/// Waits until no write is in flight (`busy` reads 0) or `until`, whichever comes first.
+/// Events then take the API server's capacity only when the status writes users wait for do
+/// not need it, yet none waits longer than its deadline under continuous load.
+pub async fn hold(busy: &mut watch::Receiver<usize>, until: Instant) {
+    let _ = tokio::time::timeout_at(until, busy.wait_for(|writes| *writes == 0)).await;
+}
+
+/// Records Events in the background, a few at a time and after the writes in flight, so that
+/// explaining a decision never delays the writes that carry it out (during a burst of
+/// Services the API server's CPU goes to status writes first; each Event follows within
+/// [`MAX_HOLD`]). Failures are logged; an Event is an explanation, not state.
 #[derive(Clone)]
 pub struct EventQueue {
     tx: mpsc::UnboundedSender<Queued>,
@@ -90,14 +106,21 @@ pub struct EventQueue {
 
 impl EventQueue {
     /// Starts the recording task on the current tokio runtime; it ends when every clone of the
-    /// queue is dropped and the backlog is recorded.
-    pub fn start(sink: EventSink, concurrency: usize) -> Self {
+    /// queue is dropped and the backlog is recorded. `writes_in_flight` counts the caller's
+    /// writes under way (the Events wait for it to read 0, up to [`MAX_HOLD`]).
+    pub fn start(
+        sink: EventSink,
+        concurrency: usize,
+        writes_in_flight: watch::Receiver<usize>,
+    ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
         tokio::spawn(async move {
             futures::stream::poll_fn(|cx| rx.poll_recv(cx))
                 .for_each_concurrent(concurrency.max(1), |event| {
                     let sink = sink.clone();
+                    let mut busy = writes_in_flight.clone();
                     async move {
+                        hold(&mut busy, event.queued_at + MAX_HOLD).await;
                         if let Err(error) = sink
                             .publish_ref(
                                 event.regarding,
@@ -127,6 +150,7 @@ impl EventQueue {
         message: &str,
     ) {
         let queued = Queued {
+            queued_at: Instant::now(),
             regarding: reference(object),
             severity,
             reason: reason.to_string(),
@@ -144,4 +168,44 @@ pub fn reference<K: Resource<DynamicType = ()>>(object: &K) -> ObjectReference {
     let mut reference = object.object_ref(&());
     reference.resource_version = None;
     reference
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn hold_waits_for_writes_to_finish() {
+        let (tx, mut rx) = watch::channel(3usize);
+        let start = Instant::now();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            tx.send_replace(1);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tx.send_replace(0);
+            tx
+        });
+        hold(&mut rx, start + MAX_HOLD).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(1000));
+        let _tx = release.await.expect("sender task");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hold_gives_up_at_the_deadline_under_continuous_writes() {
+        let (_tx, mut rx) = watch::channel(1usize);
+        let start = Instant::now();
+        hold(&mut rx, start + MAX_HOLD).await;
+        assert_eq!(start.elapsed(), MAX_HOLD);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hold_passes_at_once_when_idle_or_past_the_deadline() {
+        let (tx, mut rx) = watch::channel(0usize);
+        let start = Instant::now();
+        hold(&mut rx, start + MAX_HOLD).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        tx.send_replace(2);
+        hold(&mut rx, start).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
 }
