@@ -1,7 +1,9 @@
 //! Gossip datagram framing: every datagram carries an HMAC-SHA256 under the shared memberlist
 //! key (Secret `memberlist`, key `secretkey`), so a member without the secret is ignored, and a
 //! stamp (sender epoch, sequence number, send time) inside the tag, so a captured datagram
-//! cannot be replayed to make a dead or partitioned speaker look alive ([`ReplayGuard`]).
+//! cannot be replayed to make a dead or partitioned speaker look alive ([`ReplayGuard`]), not
+//! even to a speaker that restarted and forgot which datagrams it had seen (it refuses those sent
+//! before it started).
 //! Integrity, origin and freshness only: membership data is not confidential.
 //!
 //! Layout: `b"HRLD"`, one mode byte (`2` = HMAC-SHA256 with stamp, `0` = unauthenticated, used
@@ -28,6 +30,13 @@ pub const OVERHEAD: usize = MAGIC.len() + 1 + TAG_LEN + STAMP_LEN;
 /// their clocks within seconds (TLS and tokens need it); five minutes is the usual allowance
 /// (Kerberos). Older datagrams are refused, younger ones only once each.
 pub const REPLAY_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// How long before a member started a datagram may have been sent and still be accepted: the
+/// clock skew allowed between nodes at a restart. A restarted member has forgotten the stamps it
+/// saw, so without this horizon a datagram captured up to [`REPLAY_TOLERANCE`] earlier could be
+/// replayed to it once; with it, only one captured within this allowance before the restart. A
+/// peer whose clock lags by more loses its datagrams for that long after the restart, no more.
+pub const START_SKEW_ALLOWANCE: Duration = Duration::from_secs(2);
 
 /// Sequence numbers a sender may arrive out of order by (UDP can reorder) and still count.
 const WINDOW: u64 = 64;
@@ -81,6 +90,10 @@ pub enum AuthError {
     Stale,
     #[error("datagram was already received (a replay)")]
     Replayed,
+    #[error(
+        "datagram was sent before this speaker started (a replay to a restarted speaker, or a peer clock behind by more than 2 s)"
+    )]
+    BeforeStart,
 }
 
 /// The shared key (or its absence).
@@ -177,6 +190,8 @@ struct Window {
 #[derive(Debug)]
 pub struct ReplayGuard {
     tolerance_ms: u64,
+    /// Stamps sent before this (ms since the Unix epoch) are refused: they predate the member.
+    not_before_ms: u64,
     senders: HashMap<u64, Window>,
 }
 
@@ -193,7 +208,18 @@ impl ReplayGuard {
     pub fn new(tolerance: Duration) -> Self {
         ReplayGuard {
             tolerance_ms: u64::try_from(tolerance.as_millis()).unwrap_or(u64::MAX),
+            not_before_ms: 0,
             senders: HashMap::new(),
+        }
+    }
+
+    /// The guard of a member started at `started_ms` (ms since the Unix epoch): it also refuses
+    /// stamps sent more than [`START_SKEW_ALLOWANCE`] before then.
+    pub fn started_at(self, started_ms: u64) -> Self {
+        let allowance = u64::try_from(START_SKEW_ALLOWANCE.as_millis()).unwrap_or(u64::MAX);
+        ReplayGuard {
+            not_before_ms: started_ms.saturating_sub(allowance),
+            ..self
         }
     }
 
@@ -201,6 +227,9 @@ impl ReplayGuard {
     pub fn check(&mut self, stamp: Stamp, now_ms: u64) -> Result<(), AuthError> {
         if stamp.sent_ms.abs_diff(now_ms) > self.tolerance_ms {
             return Err(AuthError::Stale);
+        }
+        if stamp.sent_ms < self.not_before_ms {
+            return Err(AuthError::BeforeStart);
         }
         if self.senders.len() >= MAX_SENDERS && !self.senders.contains_key(&stamp.epoch) {
             self.forget_quiet(now_ms);
@@ -352,6 +381,25 @@ mod tests {
         );
         assert_eq!(guard.check(stamp(1, 0, now - tolerance), now), Ok(()));
         assert_eq!(guard.check(stamp(1, 1, now + tolerance), now), Ok(()));
+    }
+
+    #[test]
+    fn replay_guard_refuses_stamps_from_before_its_member_started() {
+        let started = 1_700_000_000_000;
+        let allowance = START_SKEW_ALLOWANCE.as_millis() as u64;
+        let mut guard = ReplayGuard::default().started_at(started);
+        let now = started + 1_000;
+        assert_eq!(
+            guard.check(stamp(1, 0, started - allowance - 1), now),
+            Err(AuthError::BeforeStart)
+        );
+        assert_eq!(
+            guard.check(stamp(1, 1, started - 60_000), now),
+            Err(AuthError::BeforeStart)
+        );
+        // A peer whose clock is a little behind is still heard right after the start.
+        assert_eq!(guard.check(stamp(1, 2, started - allowance), now), Ok(()));
+        assert_eq!(guard.check(stamp(1, 3, now), now), Ok(()));
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl Membership {
             epoch: seed.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15,
             sent_seq: 0,
             wall_base_ms,
-            replays: ReplayGuard::default(),
+            replays: ReplayGuard::default().started_at(wall_base_ms),
             skew_reported: None,
             outgoing: Vec::new(),
             stats: Stats::default(),

@@ -110,7 +110,7 @@ impl SpeakerMetrics {
         let gossip_auth_failures = Counter::default();
         registry.register(
             "herald_speaker_gossip_auth_failures",
-            "Gossip datagrams dropped because they failed authentication with the memberlist secret, were replayed, or were stamped more than 5 minutes from this node's clock",
+            "Gossip datagrams dropped because they failed authentication with the memberlist secret, were replayed, were stamped more than 5 minutes from this node's clock, or were sent before this speaker started",
             gossip_auth_failures.clone(),
         );
         let gossip_received = Counter::default();

@@ -385,3 +385,52 @@ fn datagrams_from_a_skewed_clock_are_refused() {
     }
     assert_eq!(b.last_contact(), None);
 }
+
+#[test]
+fn datagrams_captured_before_a_restart_are_refused_by_the_restarted_member() {
+    let key = b"secret-secret-secret00";
+    let mut net = Net::new(3, key);
+    net.join_all();
+    net.run(Duration::from_secs(1));
+    net.tap = Some(Vec::new());
+    net.run(Duration::from_secs(1));
+    let captured: Vec<Vec<u8>> = net
+        .tap
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, to, _)| *to == 2)
+        .map(|(_, _, data)| data)
+        .collect();
+    assert!(captured.len() > 10, "captured {}", captured.len());
+    net.run(auth::START_SKEW_ALLOWANCE + Duration::from_secs(1));
+    // node-c restarts: a new process whose clock reads the cluster's time, remembering nothing.
+    let restarted_at = WALL_BASE_MS + net.now.as_millis() as u64;
+    let restarted = |wall_base_ms| {
+        let id = SpeakerId {
+            node: name(2),
+            addr: addr(2),
+            bump: 1000,
+        };
+        Membership::new(id, &net.timing, GossipKey::new(Some(key)), 99, wall_base_ms)
+    };
+    let mut m = restarted(restarted_at);
+    for data in &captured {
+        assert_eq!(
+            m.handle_datagram(addr(0), data, Duration::ZERO),
+            Err(AuthError::BeforeStart)
+        );
+    }
+    assert_eq!(m.last_contact(), None, "a replay counted as contact");
+    assert_eq!(m.stats().auth_failures, captured.len() as u64);
+    // What the start horizon prevents: a member that started before the capture (its replay
+    // memory empty all the same) takes them, each once.
+    let capture_start = restarted_at - 3_000;
+    let mut early = restarted(capture_start);
+    let now = Duration::from_millis(restarted_at - capture_start);
+    let accepted = captured
+        .iter()
+        .filter(|data| early.handle_datagram(addr(0), data, now).is_ok())
+        .count();
+    assert_eq!(accepted, captured.len());
+}
