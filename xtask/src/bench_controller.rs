@@ -496,6 +496,8 @@ struct Measured {
     steal: f64,
     /// CPU time of each control-plane and controller process until all IPs were seen.
     processes: Vec<(String, Duration)>,
+    /// The VM's speed right before the phase.
+    speed: VmSpeed,
     all_done: Duration,
     requests_per_service: f64,
     by_kind: BTreeMap<String, f64>,
@@ -613,7 +615,11 @@ impl Measured {
                 )
             })
             .collect();
-        println!("  CPU until the last IP (2 vCPUs): {}", busy.join(", "));
+        println!(
+            "  CPU until the last IP (2 vCPUs): {}; VM speed before the phase: {}",
+            busy.join(", "),
+            self.speed
+        );
         let c = &self.client;
         println!(
             "  bench client: {} creates in {:.2} s = {:.0} Services/s, {}; create request p50 {:.1} ms, p99 {:.1} ms; client CPU {:.2} s ({:.0}% of one core)",
@@ -709,6 +715,7 @@ async fn measure(
     plane.apply(&format!(
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n"
     ))?;
+    let speed = VmSpeed::measure();
     let before = ApiRequests::read(plane)?;
     let load_before = load_average();
     let stat_before = cpu_stat::read_stat()?;
@@ -799,12 +806,59 @@ async fn measure(
         tail,
         load: format!("{load_before} → {load_after}"),
         steal,
+        speed,
         processes,
         requests_per_service: total / n as f64,
         by_kind,
         server_ms,
         client: client_load,
     })
+}
+
+/// Two fixed pieces of work timed on this thread, so that runs can be compared: this VM's vCPUs
+/// run the same work up to 1.6× slower at times, with next to no steal reported.
+#[derive(Clone, Copy, Debug)]
+struct VmSpeed {
+    /// SHA-256 over 64 MiB: the CPU alone.
+    hash: Duration,
+    /// Touching 256 MiB of fresh memory: page faults and zeroing, as a Go heap's growth costs.
+    fault: Duration,
+}
+
+impl VmSpeed {
+    fn measure() -> VmSpeed {
+        use sha2::{Digest, Sha256};
+        let block = vec![0x5au8; 1 << 20];
+        let started = Instant::now();
+        let mut hasher = Sha256::new();
+        for _ in 0..64 {
+            hasher.update(&block);
+        }
+        std::hint::black_box(hasher.finalize());
+        let hash = started.elapsed();
+        let started = Instant::now();
+        let mut pages = vec![0u8; 256 << 20];
+        for page in pages.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        std::hint::black_box(&pages);
+        drop(pages);
+        VmSpeed {
+            hash,
+            fault: started.elapsed(),
+        }
+    }
+}
+
+impl std::fmt::Display for VmSpeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SHA-256 of 64 MiB {:.0} ms, 256 MiB of fresh pages {:.0} ms",
+            self.hash.as_secs_f64() * 1000.0,
+            self.fault.as_secs_f64() * 1000.0
+        )
+    }
 }
 
 /// Waits (up to 2 minutes) until the API server's request counters stop moving for 2 s, leases
