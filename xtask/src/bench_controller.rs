@@ -815,8 +815,9 @@ async fn measure(
     })
 }
 
-/// Two fixed pieces of work timed on this thread, so that runs can be compared: this VM's vCPUs
-/// run the same work up to 1.6× slower at times, with next to no steal reported.
+/// Two fixed pieces of work timed on this thread, so that runs can be compared: kube-apiserver's
+/// CPU time for the same work varies up to 1.6× between runs here, with next to no steal
+/// reported; these show whether the machine itself was slower.
 #[derive(Clone, Copy, Debug)]
 struct VmSpeed {
     /// SHA-256 over 64 MiB: the CPU alone.
