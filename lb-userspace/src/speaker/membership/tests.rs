@@ -60,6 +60,26 @@ impl Net {
         )
     }
 
+    /// Three members that have converged, and one more second of every datagram sent to member
+    /// `to`, as an eavesdropper on its segment captures them.
+    fn converged_then_captured(key: &[u8], to: usize) -> (Net, Vec<Vec<u8>>) {
+        let mut net = Net::new(3, key);
+        net.join_all();
+        net.run(Duration::from_secs(1));
+        net.tap = Some(Vec::new());
+        net.run(Duration::from_secs(1));
+        let captured: Vec<Vec<u8>> = net
+            .tap
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, dest, _)| *dest == to)
+            .map(|(_, _, data)| data)
+            .collect();
+        assert!(captured.len() > 10, "captured {}", captured.len());
+        (net, captured)
+    }
+
     fn index_of(&self, a: SocketAddr) -> Option<usize> {
         (0..self.members.len()).find(|i| addr(*i) == a)
     }
@@ -278,20 +298,7 @@ fn leaving_member_is_dropped_at_once() {
 #[test]
 fn replayed_datagrams_do_not_keep_a_cut_off_member_in_contact() {
     let key = b"secret-secret-secret00";
-    let mut net = Net::new(3, key);
-    net.join_all();
-    net.run(Duration::from_secs(1));
-    net.tap = Some(Vec::new());
-    net.run(Duration::from_secs(1));
-    let captured: Vec<Vec<u8>> = net
-        .tap
-        .take()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(_, to, _)| *to == 2)
-        .map(|(_, _, data)| data)
-        .collect();
-    assert!(captured.len() > 10, "captured {}", captured.len());
+    let (mut net, captured) = Net::converged_then_captured(key, 2);
     // node-c is cut off; an attacker on its segment replays what it captured, every step.
     for other in [0, 1] {
         net.cut.insert((2, other));
@@ -389,20 +396,7 @@ fn datagrams_from_a_skewed_clock_are_refused() {
 #[test]
 fn datagrams_captured_before_a_restart_are_refused_by_the_restarted_member() {
     let key = b"secret-secret-secret00";
-    let mut net = Net::new(3, key);
-    net.join_all();
-    net.run(Duration::from_secs(1));
-    net.tap = Some(Vec::new());
-    net.run(Duration::from_secs(1));
-    let captured: Vec<Vec<u8>> = net
-        .tap
-        .take()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(_, to, _)| *to == 2)
-        .map(|(_, _, data)| data)
-        .collect();
-    assert!(captured.len() > 10, "captured {}", captured.len());
+    let (mut net, captured) = Net::converged_then_captured(key, 2);
     net.run(auth::START_SKEW_ALLOWANCE + Duration::from_secs(1));
     // node-c restarts: a new process whose clock reads the cluster's time, remembering nothing.
     let restarted_at = WALL_BASE_MS + net.now.as_millis() as u64;
