@@ -199,6 +199,13 @@ struct Leader<'a> {
     secret_done: bool,
 }
 
+impl Drop for Leader<'_> {
+    /// A term's writes end with it (lost leadership, shutdown): Events need not wait for them.
+    fn drop(&mut self) {
+        self.ctx.writes_in_flight.send_replace(0);
+    }
+}
+
 impl<'a> Leader<'a> {
     fn new(ctx: &'a Context) -> Self {
         Leader {
