@@ -949,16 +949,7 @@ fn pid_cpu(pid: u32) -> Option<Duration> {
 
 /// CPU time (user + system) this process used so far.
 fn process_cpu() -> Duration {
-    // SAFETY: getrusage fills the struct we pass; RUSAGE_SELF needs nothing else.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let time = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
-    };
-    time(usage.ru_utime) + time(usage.ru_stime)
+    pid_cpu(std::process::id()).unwrap_or_default()
 }
 
 /// The 1-minute load average (context for the figures: the machine is shared).
