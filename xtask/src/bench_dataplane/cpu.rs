@@ -62,12 +62,26 @@ pub fn read_stat() -> Result<Vec<CpuTimes>> {
 
 /// Stolen time over an interval, in percent of all CPUs' time.
 pub fn steal_share(before: &[CpuTimes], after: &[CpuTimes]) -> f64 {
+    share_of_all(before, after, |c| c.steal)
+}
+
+/// Ticks all CPUs together spent not idle over an interval (whatever ran, bench included).
+pub fn busy_ticks(before: &[CpuTimes], after: &[CpuTimes]) -> u64 {
+    let busy = |c: &[CpuTimes]| {
+        c.iter()
+            .map(|c| c.total.saturating_sub(c.idle))
+            .sum::<u64>()
+    };
+    busy(after).saturating_sub(busy(before))
+}
+
+fn share_of_all(before: &[CpuTimes], after: &[CpuTimes], part: fn(&CpuTimes) -> u64) -> f64 {
     let sum = |c: &[CpuTimes], f: fn(&CpuTimes) -> u64| c.iter().map(f).sum::<u64>();
     let total = sum(after, |c| c.total).saturating_sub(sum(before, |c| c.total));
     if total == 0 {
         return 0.0;
     }
-    100.0 * sum(after, |c| c.steal).saturating_sub(sum(before, |c| c.steal)) as f64 / total as f64
+    100.0 * sum(after, part).saturating_sub(sum(before, part)) as f64 / total as f64
 }
 
 pub fn share(before: &CpuTimes, after: &CpuTimes) -> CpuShare {
@@ -140,6 +154,20 @@ intr 1 2 3\n";
         let after = [at(30, 1100), at(20, 1100)];
         assert!((steal_share(&before, &after) - 20.0).abs() < 1e-9);
         assert_eq!(steal_share(&after, &after), 0.0);
+    }
+
+    #[test]
+    fn busy_is_everything_but_idle_over_all_cpus() {
+        let at = |idle, total| CpuTimes {
+            idle,
+            total,
+            ..CpuTimes::default()
+        };
+        // CPU 0 busy 80 of 100 ticks, CPU 1 busy 40 of 100.
+        let before = [at(500, 1000), at(500, 1000)];
+        let after = [at(520, 1100), at(560, 1100)];
+        assert_eq!(busy_ticks(&before, &after), 120);
+        assert_eq!(busy_ticks(&after, &after), 0);
     }
 
     #[test]
