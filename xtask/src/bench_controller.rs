@@ -1427,39 +1427,13 @@ impl Plane {
             dir.join("etcd")
         };
         let _ = fs::remove_dir_all(&etcd_dir);
-        fs::create_dir_all(dir.join("certs"))?;
+        let credentials = crate::kube::write_credentials(&dir)?;
         let plane = Plane {
             dir: dir.clone(),
             etcd_dir: etcd_dir.clone(),
             children: Mutex::new(Vec::new()),
             started: Mutex::new(Vec::new()),
         };
-        let key = dir.join("sa.key");
-        let pubkey = dir.join("sa.pub");
-        sh(Command::new("openssl")
-            .args(["genrsa", "-out"])
-            .arg(&key)
-            .arg("2048"))?;
-        sh(Command::new("openssl")
-            .args(["rsa", "-pubout", "-in"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&pubkey))?;
-        let identities = [
-            ("admin", "admin", "system:masters"),
-            (
-                "system:serviceaccount:metallb-system:controller",
-                "controller",
-                "system:serviceaccounts,system:serviceaccounts:metallb-system",
-            ),
-        ];
-        let mut tokens = String::new();
-        for (user, stem, groups) in identities {
-            let token = random_token()?;
-            tokens.push_str(&format!("{token},{user},{stem},\"{groups}\"\n"));
-            fs::write(dir.join(format!("{stem}.token")), token)?;
-        }
-        fs::write(dir.join("tokens.csv"), tokens)?;
         let (etcd, peer, port) = (free_port()?, free_port()?, free_port()?);
         plane.spawn_owned(
             "etcd",
@@ -1486,52 +1460,23 @@ impl Plane {
                 .arg("--authorization-mode=Node,RBAC")
                 .arg(format!(
                     "--token-auth-file={}",
-                    dir.join("tokens.csv").display()
+                    credentials.tokens.display()
                 ))
                 .arg("--service-account-issuer=https://kubernetes.default.svc")
-                .arg(format!("--service-account-key-file={}", pubkey.display()))
+                .arg(format!(
+                    "--service-account-key-file={}",
+                    credentials.pubkey.display()
+                ))
                 .arg(format!(
                     "--service-account-signing-key-file={}",
-                    key.display()
+                    credentials.key.display()
                 ))
                 // The bench itself creates Services fast.
                 .arg("--max-requests-inflight=1000")
                 .arg("--max-mutating-requests-inflight=500"),
         )?;
-        let cert = dir.join("certs/apiserver.crt");
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !cert.is_file() {
-            if Instant::now() > deadline {
-                bail!(
-                    "kube-apiserver wrote no certificate (log: {})",
-                    dir.join("kube-apiserver.log").display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        for (user, stem, _) in identities {
-            let token = fs::read_to_string(dir.join(format!("{stem}.token")))?;
-            fs::write(
-                plane.kubeconfig(stem),
-                format!(
-                    "apiVersion: v1\nkind: Config\nclusters:\n- name: bench\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority: {}\nusers:\n- name: \"{user}\"\n  user:\n    token: {token}\ncontexts:\n- name: bench\n  context:\n    cluster: bench\n    user: \"{user}\"\ncurrent-context: bench\n",
-                    cert.display()
-                ),
-            )?;
-        }
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while !plane
-            .kubectl(&["get", "--raw", "/readyz"])
-            .is_ok_and(|s| s.trim() == "ok")
-        {
-            if Instant::now() > deadline {
-                bail!(
-                    "kube-apiserver not ready (log: {})",
-                    dir.join("kube-apiserver.log").display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        crate::kube::write_kubeconfigs(&dir, &format!("https://127.0.0.1:{port}"))?;
+        crate::kube::wait_ready(&plane.kubeconfig("admin"))?;
         Ok(plane)
     }
 
@@ -1656,20 +1601,6 @@ impl Drop for Plane {
         self.stop();
         let _ = fs::remove_dir_all(&self.etcd_dir);
     }
-}
-
-fn sh(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
-fn random_token() -> Result<String> {
-    let mut bytes = [0u8; 24];
-    fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

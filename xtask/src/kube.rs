@@ -123,27 +123,11 @@ pub fn up_in(run: &Path, args: &UpArgs) -> Result<PathBuf> {
         down_in(&run)?;
     }
     let _ = fs::remove_dir_all(&run);
-    fs::create_dir_all(run.join("certs"))?;
-
-    let key = run.join("sa.key");
-    let pubkey = run.join("sa.pub");
-    sh(Command::new("openssl")
-        .args(["genrsa", "-out"])
-        .arg(&key)
-        .arg("2048"))?;
-    sh(Command::new("openssl")
-        .args(["rsa", "-pubout", "-in"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&pubkey))?;
-
-    let mut tokens = String::new();
-    for (user, file, groups) in IDENTITIES {
-        let token = random_token()?;
-        tokens.push_str(&format!("{token},{user},{file},\"{groups}\"\n"));
-        fs::write(run.join(format!("{file}.token")), &token)?;
-    }
-    fs::write(run.join("tokens.csv"), tokens)?;
+    let Credentials {
+        key,
+        pubkey,
+        tokens,
+    } = write_credentials(&run)?;
 
     let etcd_port = args.port + 1000;
     let mut pids = Vec::new();
@@ -186,10 +170,7 @@ pub fn up_in(run: &Path, args: &UpArgs) -> Result<PathBuf> {
             .arg(format!("--cert-dir={}", run.join("certs").display()))
             .arg(format!("--service-cluster-ip-range={}", args.service_cidr))
             .arg("--authorization-mode=Node,RBAC")
-            .arg(format!(
-                "--token-auth-file={}",
-                run.join("tokens.csv").display()
-            ))
+            .arg(format!("--token-auth-file={}", tokens.display()))
             .arg("--service-account-issuer=https://kubernetes.default.svc")
             .arg(format!("--service-account-key-file={}", pubkey.display()))
             .arg(format!(
@@ -203,14 +184,7 @@ pub fn up_in(run: &Path, args: &UpArgs) -> Result<PathBuf> {
     )?;
 
     let server = format!("https://{}:{}", args.bind, args.port);
-    let ca = wait_for_cert(&run.join("certs"))?;
-    for (user, file, _) in IDENTITIES {
-        let token = fs::read_to_string(run.join(format!("{file}.token")))?;
-        fs::write(
-            run.join(format!("{file}.kubeconfig")),
-            kubeconfig(&server, &ca, user, &token),
-        )?;
-    }
+    write_kubeconfigs(&run, &server)?;
     wait_ready(&run.join("admin.kubeconfig"))?;
 
     let admin = run.join("admin.kubeconfig");
@@ -239,6 +213,59 @@ pub fn up_in(run: &Path, args: &UpArgs) -> Result<PathBuf> {
         run.display()
     );
     Ok(run)
+}
+
+/// What kube-apiserver is started with, written by [`write_credentials`].
+pub struct Credentials {
+    /// Service-account signing key and its public half.
+    pub key: PathBuf,
+    pub pubkey: PathBuf,
+    /// The static token file (`--token-auth-file`) naming every identity.
+    pub tokens: PathBuf,
+}
+
+/// Writes into `dir` a service-account key pair, a random token per identity (`<name>.token`)
+/// and the token file listing them, and creates `dir/certs` for the API server's own.
+pub fn write_credentials(dir: &Path) -> Result<Credentials> {
+    fs::create_dir_all(dir.join("certs"))?;
+    let key = dir.join("sa.key");
+    let pubkey = dir.join("sa.pub");
+    sh(Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key)
+        .arg("2048"))?;
+    sh(Command::new("openssl")
+        .args(["rsa", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&pubkey))?;
+    let mut lines = String::new();
+    for (user, file, groups) in IDENTITIES {
+        let token = random_token()?;
+        lines.push_str(&format!("{token},{user},{file},\"{groups}\"\n"));
+        fs::write(dir.join(format!("{file}.token")), &token)?;
+    }
+    let tokens = dir.join("tokens.csv");
+    fs::write(&tokens, lines)?;
+    Ok(Credentials {
+        key,
+        pubkey,
+        tokens,
+    })
+}
+
+/// Waits for the serving certificate kube-apiserver writes under `dir/certs`, then writes
+/// `dir/<name>.kubeconfig` for every identity of [`write_credentials`], pointing at `server`.
+pub fn write_kubeconfigs(dir: &Path, server: &str) -> Result<()> {
+    let ca = wait_for_cert(&dir.join("certs"))?;
+    for (user, file, _) in IDENTITIES {
+        let token = fs::read_to_string(dir.join(format!("{file}.token")))?;
+        fs::write(
+            dir.join(format!("{file}.kubeconfig")),
+            kubeconfig(server, &ca, user, &token),
+        )?;
+    }
+    Ok(())
 }
 
 /// Stops the processes recorded by `up` (and nothing else).
@@ -324,7 +351,8 @@ fn wait_for_cert(cert_dir: &Path) -> Result<PathBuf> {
     )
 }
 
-fn wait_ready(admin: &Path) -> Result<()> {
+/// Waits until the API server that `admin` (a kubeconfig) names answers `/readyz` with ok.
+pub fn wait_ready(admin: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         let out = Command::new(bin("kubectl"))
