@@ -420,11 +420,11 @@ async fn herald_runs(
 ) -> Result<(Measured, Option<Measured>, Option<Duration>)> {
     let mut herald = start_herald(plane)?;
     wait_start_pass(&herald)?;
-    let metrics = || http_get(herald.metrics_port, "/metrics").unwrap_or_default();
-    let own_before = metrics();
+    let metrics = |herald: &Herald| http_get(herald.metrics_port, "/metrics").unwrap_or_default();
+    let own_before = metrics(&herald);
     let steady = steady_phase(plane, client, args, "Herald").await?;
     if steady.is_some() {
-        print_own_share(&own_before, &metrics(), "steady");
+        print_own_share(&own_before, &metrics(&herald), "steady");
     }
     match (metallb_steady, steady.as_ref()) {
         (Some(m), Some(h)) => {
@@ -433,6 +433,11 @@ async fn herald_runs(
         (None, Some(h)) => print_latency_target(h),
         _ => {}
     }
+    // The same creates with no controller running, right before Herald's bursts.
+    stop(&mut herald.child);
+    let floor = creation_floor(plane, client, args).await?;
+    herald = start_herald(plane)?;
+    wait_start_pass(&herald)?;
     let mut bursts = Vec::new();
     for run in 1..=args.bursts {
         if run > 1 {
@@ -442,10 +447,10 @@ async fn herald_runs(
         if args.bursts > 1 {
             println!("   (Herald's burst {run} of {})", args.bursts);
         }
-        let own_before = metrics();
+        let own_before = metrics(&herald);
         let measured = measure(plane, client, "bench", args.services, Load::of(args)).await?;
         measured.print("Herald");
-        print_own_share(&own_before, &metrics(), "burst");
+        print_own_share(&own_before, &metrics(&herald), "burst");
         bursts.push(measured);
     }
     let measured = median_burst(bursts)?;
@@ -459,7 +464,7 @@ async fn herald_runs(
         );
     }
     if let Some(m) = metallb {
-        m.compare(&measured, args.bursts);
+        m.compare(&measured, args.bursts, floor);
     }
     if args.resync_services == 0 {
         return Ok((measured, steady, None));
@@ -484,6 +489,29 @@ async fn herald_runs(
     );
     drop(herald);
     Ok((measured, steady, Some(pass)))
+}
+
+/// Times the burst's creates on this plane with no controller running (then deletes them): the
+/// API server's own share of any controller's "all N IPs" on this machine at this moment.
+async fn creation_floor(plane: &Plane, client: &Client, args: &Args) -> Result<Duration> {
+    plane.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench\n")?;
+    let api: Api<Service> = Api::namespaced(client.clone(), "bench");
+    let start = Instant::now();
+    let created = create_services(&api, start, 0, args.services, Load::of(args)).await?;
+    let accepted = created
+        .values()
+        .map(|(_, responded)| responded.saturating_duration_since(start))
+        .max()
+        .unwrap_or_default();
+    println!(
+        "-- floor: {} creates with no controller running, {} in flight: the API server accepted them all in {:.2} s ({:.0} Services/s)",
+        args.services,
+        args.concurrency,
+        accepted.as_secs_f64(),
+        args.services as f64 / accepted.as_secs_f64().max(1e-9)
+    );
+    clear_namespace(plane, client, "bench").await?;
+    Ok(accepted)
 }
 
 /// The burst whose "all N IPs" time is the median (the later of the middle two for an even count).
@@ -742,8 +770,9 @@ impl Measured {
     }
 
     /// Prints Herald (`self` is MetalLB's run; `herald` the median of Herald's `bursts`)
-    /// against MetalLB with ratios and the targets.
-    fn compare(&self, herald: &Measured, bursts: usize) {
+    /// against MetalLB with ratios and the targets, and both against `floor`, the creates'
+    /// own time with no controller running.
+    fn compare(&self, herald: &Measured, bursts: usize, floor: Duration) {
         let (m, h) = (self, herald);
         let which = if bursts > 1 {
             format!(" (median of {bursts} bursts)")
@@ -775,6 +804,15 @@ impl Measured {
             r
         };
         println!("target >= 10x sooner: {}", target(ratio >= 10.0));
+        if mn == hn {
+            let floor_s = floor.as_secs_f64().max(1e-9);
+            println!(
+                "the API server alone accepted the {hn} creates in {:.2} s on Herald's plane: Herald's all-IPs is {:.2}x that; no controller could have been more than {:.1}x sooner than MetalLB in this run",
+                floor.as_secs_f64(),
+                h.all_done.as_secs_f64() / floor_s,
+                m.all_done.as_secs_f64() / floor_s
+            );
+        }
         println!(
             "last IP after the last create returned: Herald {:.0} ms, MetalLB {:.0} ms",
             h.tail.as_secs_f64() * 1000.0,
@@ -1065,42 +1103,15 @@ type Times = HashMap<String, Instant>;
 /// Per Service: when its create request was sent and when the response came back.
 type Created = HashMap<String, (Instant, Instant)>;
 
-/// Creates Services `first..first+n` (IPv6 single stack) and waits until all have an IP.
-/// Returns creation start times, first-seen-with-IP times, and the total time.
-async fn create_and_wait(
-    client: &Client,
-    namespace: &str,
+/// Creates Services `first..first+n` (IPv6 single stack) as `load` says, open-loop ones on a
+/// schedule from `start`. Returns each one's create request and response times.
+async fn create_services(
+    api: &Api<Service>,
+    start: Instant,
     first: usize,
     n: usize,
     load: Load,
-) -> Result<(Created, Times, Duration)> {
-    let api: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let assigned: Arc<Mutex<Times>> = Arc::default();
-    let watch = {
-        let assigned = assigned.clone();
-        let api = api.clone();
-        tokio::spawn(async move {
-            let stream = watcher(api, watcher::Config::default()).applied_objects();
-            let mut stream = std::pin::pin!(stream);
-            while let Ok(Some(svc)) = stream.try_next().await {
-                let has_ip = svc
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.load_balancer.as_ref())
-                    .and_then(|lb| lb.ingress.as_ref())
-                    .is_some_and(|i| i.iter().any(|x| x.ip.is_some()));
-                if has_ip && let Some(name) = svc.metadata.name {
-                    assigned
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(name)
-                        .or_insert_with(Instant::now);
-                }
-            }
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let start = Instant::now();
+) -> Result<Created> {
     // Open loop: every create is in flight from its scheduled time on.
     let in_flight = if load.rate.is_some() {
         n.max(1)
@@ -1142,7 +1153,46 @@ async fn create_and_wait(
     .buffer_unordered(in_flight)
     .collect()
     .await;
-    let created: Created = created.into_iter().collect::<Result<_>>()?;
+    created.into_iter().collect()
+}
+
+/// Creates Services `first..first+n` (IPv6 single stack) and waits until all have an IP.
+/// Returns creation start times, first-seen-with-IP times, and the total time.
+async fn create_and_wait(
+    client: &Client,
+    namespace: &str,
+    first: usize,
+    n: usize,
+    load: Load,
+) -> Result<(Created, Times, Duration)> {
+    let api: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let assigned: Arc<Mutex<Times>> = Arc::default();
+    let watch = {
+        let assigned = assigned.clone();
+        let api = api.clone();
+        tokio::spawn(async move {
+            let stream = watcher(api, watcher::Config::default()).applied_objects();
+            let mut stream = std::pin::pin!(stream);
+            while let Ok(Some(svc)) = stream.try_next().await {
+                let has_ip = svc
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.load_balancer.as_ref())
+                    .and_then(|lb| lb.ingress.as_ref())
+                    .is_some_and(|i| i.iter().any(|x| x.ip.is_some()));
+                if has_ip && let Some(name) = svc.metadata.name {
+                    assigned
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(name)
+                        .or_insert_with(Instant::now);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    let created = create_services(&api, start, first, n, load).await?;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         let done = {
