@@ -78,9 +78,9 @@ pub struct Args {
     #[arg(long, default_value_t = 50.0)]
     pub steady_rate: f64,
     /// Herald's bursts, each on an empty cluster; its "all N IPs" is their median. A burst
-    /// lasts ~4 s and is bound by the API server's create throughput, which moves up to 1.4×
-    /// between runs minutes apart on this VM; MetalLB's single burst is a ~53 s average over
-    /// sequential per-Service work (52.8–53.6 s in seven runs).
+    /// lasts 2.5–5.5 s and is bound by the API server's create throughput, which moved up to
+    /// 1.7× between consecutive bursts on one plane here; MetalLB's single burst is a ~52 s
+    /// average over sequential per-Service work (51.7–53.6 s in every run of sessions 3–7).
     #[arg(long, default_value_t = 3)]
     pub bursts: usize,
 }
