@@ -1209,8 +1209,11 @@ async fn create_and_wait(
     Ok((created, assigned, last.saturating_duration_since(start)))
 }
 
-/// Watches the Services of `api` and records when each first shows an ingress IP.
-fn watch_assigned(api: &Api<Service>) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Times>>) {
+/// Watches the Services of `api` and records when each first shows an ingress IP (shared with
+/// `bench vs-metallb`).
+pub(crate) fn watch_assigned(
+    api: &Api<Service>,
+) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Times>>) {
     let assigned: Arc<Mutex<Times>> = Arc::default();
     let watch = {
         let assigned = assigned.clone();
@@ -1219,13 +1222,9 @@ fn watch_assigned(api: &Api<Service>) -> (tokio::task::JoinHandle<()>, Arc<Mutex
             let stream = watcher(api, watcher::Config::default()).applied_objects();
             let mut stream = std::pin::pin!(stream);
             while let Ok(Some(svc)) = stream.try_next().await {
-                let has_ip = svc
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.load_balancer.as_ref())
-                    .and_then(|lb| lb.ingress.as_ref())
-                    .is_some_and(|i| i.iter().any(|x| x.ip.is_some()));
-                if has_ip && let Some(name) = svc.metadata.name {
+                if has_ip(&svc)
+                    && let Some(name) = svc.metadata.name
+                {
                     assigned
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -1236,6 +1235,15 @@ fn watch_assigned(api: &Api<Service>) -> (tokio::task::JoinHandle<()>, Arc<Mutex
         })
     };
     (watch, assigned)
+}
+
+/// Whether the Service's status shows an ingress IP.
+fn has_ip(svc: &Service) -> bool {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .is_some_and(|i| i.iter().any(|x| x.ip.is_some()))
 }
 
 /// The API server's request counters, keyed by "resource[/subresource] VERB".

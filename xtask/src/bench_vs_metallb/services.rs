@@ -5,16 +5,13 @@
 //! runs from the first create request until a watch has seen every one with a status IP. The
 //! namespace is deleted (and waited for) afterwards, so the next run starts from the same state.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config};
 
 use super::report::Services;
@@ -123,36 +120,10 @@ async fn admin_client() -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-fn has_ip(svc: &Service) -> bool {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .is_some_and(|i| i.iter().any(|x| x.ip.is_some()))
-}
-
 async fn create_and_wait(count: usize, concurrency: usize) -> Result<Duration> {
     let client = admin_client().await?;
     let api: Api<Service> = Api::namespaced(client, NAMESPACE);
-    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let watch = {
-        let seen = seen.clone();
-        let api = api.clone();
-        tokio::spawn(async move {
-            let stream = watcher(api, watcher::Config::default()).applied_objects();
-            let mut stream = std::pin::pin!(stream);
-            while let Ok(Some(svc)) = stream.try_next().await {
-                if has_ip(&svc)
-                    && let Some(name) = svc.metadata.name
-                {
-                    seen.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(name)
-                        .or_insert_with(Instant::now);
-                }
-            }
-        })
-    };
+    let (watch, seen) = crate::bench_controller::watch_assigned(&api);
     // Let the watch establish before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = Instant::now();
