@@ -1,0 +1,621 @@
+//! A real Kubernetes control plane on this machine, for Herald's end-to-end tests, the lab
+//! (`cargo xtask kube up`, `cargo xtask lab`) and the benchmarks: etcd, kube-apiserver with
+//! `--authorization-mode=Node,RBAC`, a static token file naming each [`Identity`] and a
+//! service-account key pair, and optionally kube-controller-manager (without the
+//! node-lifecycle controller: there are no kubelets). The binaries are the ones
+//! `cargo xtask kube build` puts in `target/kube/bin` ([`Binaries`]); facts behind the flags are
+//! in DEVELOPERS.md.
+//!
+//! ```no_run
+//! let plane = herald_control_plane::ControlPlane::builder()
+//!     .service_cidrs(["10.96.0.0/16", "fd00:96::/108"])
+//!     .start()?;
+//! let out = plane.kubectl_run(&["get", "namespaces"])?;
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+//!
+//! A plane is either *owned* (the default: its processes die with the handle, or with this
+//! process however it ends) or *detached* ([`Builder::detached`]: they keep running after the
+//! starter exits, recorded in `<run dir>/pids` for [`stop_recorded`]).
+
+mod credentials;
+mod process;
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+pub use credentials::{ADMIN, Identity};
+pub use process::{free_port, spawn_supervised, stop_recorded};
+
+/// Where the control plane's binaries are, by the names `go build` gives them.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    pub dir: PathBuf,
+}
+
+impl Binaries {
+    /// etcd (`go build go.etcd.io/etcd/server/v3` names it `server`).
+    pub const ETCD: &str = "server";
+    pub const KUBE_APISERVER: &str = "kube-apiserver";
+    pub const KUBE_CONTROLLER_MANAGER: &str = "kube-controller-manager";
+    pub const KUBECTL: &str = "kubectl";
+    /// Every binary, in the order they are started (kubectl last).
+    pub const ALL: [&str; 4] = [
+        Self::ETCD,
+        Self::KUBE_APISERVER,
+        Self::KUBE_CONTROLLER_MANAGER,
+        Self::KUBECTL,
+    ];
+
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Binaries {
+        Binaries { dir: dir.into() }
+    }
+
+    /// `target/kube/bin` of this workspace.
+    pub fn workspace() -> Binaries {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .nth(2)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Binaries::in_dir(root.join("target/kube/bin"))
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn kubectl(&self) -> PathBuf {
+        self.path(Self::KUBECTL)
+    }
+
+    /// Fails naming the first of `names` that is not there, and how to build it.
+    pub fn require(&self, names: &[&str]) -> Result<()> {
+        for name in names {
+            let bin = self.path(name);
+            if !bin.is_file() {
+                bail!(
+                    "{} is missing: run `cargo xtask kube build` first (builds etcd, kube-apiserver, kube-controller-manager and kubectl from tests/kube/go.mod; CI does it before the tests)",
+                    bin.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a [`ControlPlane`] is started. Every option has the default the tests use.
+#[derive(Clone, Debug)]
+pub struct Builder {
+    binaries: Binaries,
+    run_dir: Option<PathBuf>,
+    bind: String,
+    port: Option<u16>,
+    service_cidrs: Vec<String>,
+    etcd_in_memory: bool,
+    etcd_args: Vec<String>,
+    apiserver_args: Vec<String>,
+    controller_manager: bool,
+    controller_manager_args: Vec<String>,
+    identities: Vec<Identity>,
+    ready_timeout: Duration,
+    stop_grace: Duration,
+    detached: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            binaries: Binaries::workspace(),
+            run_dir: None,
+            bind: "127.0.0.1".into(),
+            port: None,
+            service_cidrs: vec!["10.96.0.0/16".into()],
+            etcd_in_memory: false,
+            etcd_args: Vec::new(),
+            apiserver_args: Vec::new(),
+            controller_manager: false,
+            controller_manager_args: Vec::new(),
+            identities: Identity::defaults(),
+            ready_timeout: Duration::from_secs(120),
+            stop_grace: Duration::from_secs(10),
+            detached: false,
+        }
+    }
+}
+
+impl Builder {
+    /// Where the binaries are (default: this workspace's `target/kube/bin`).
+    pub fn binaries(mut self, binaries: Binaries) -> Builder {
+        self.binaries = binaries;
+        self
+    }
+
+    /// The run directory: credentials, kubeconfigs, certificates, logs and (unless in memory)
+    /// etcd's data. Anything there is removed first, after stopping what a detached plane
+    /// recorded there. Default: a fresh temporary directory, removed with the plane.
+    pub fn run_dir(mut self, dir: impl Into<PathBuf>) -> Builder {
+        self.run_dir = Some(dir.into());
+        self
+    }
+
+    /// Address kube-apiserver binds to (default 127.0.0.1). Any other address is also
+    /// advertised; a loopback one may not be, so the endpoint reconciler is off there.
+    pub fn bind(mut self, address: &str) -> Builder {
+        self.bind = address.to_string();
+        self
+    }
+
+    /// kube-apiserver's secure port, with etcd on `port + 1000` (peer `port + 1001`) and
+    /// kube-controller-manager's on `port + 2000`. Default: free loopback ports for all.
+    pub fn port(mut self, port: u16) -> Builder {
+        self.port = Some(port);
+        self
+    }
+
+    /// The Service ClusterIP range(s) (default 10.96.0.0/16); an IPv4 and an IPv6 range make
+    /// the cluster dual-stack.
+    pub fn service_cidrs<S: Into<String>>(mut self, cidrs: impl IntoIterator<Item = S>) -> Builder {
+        self.service_cidrs = cidrs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// etcd's data in /dev/shm (removed with the plane) instead of the run directory.
+    pub fn etcd_in_memory(mut self, in_memory: bool) -> Builder {
+        self.etcd_in_memory = in_memory;
+        self
+    }
+
+    /// Appends flags to etcd's command line.
+    pub fn etcd_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Builder {
+        self.etcd_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Appends flags to kube-apiserver's command line.
+    pub fn apiserver_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Builder {
+        self.apiserver_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Also runs kube-controller-manager, as admin, with every controller but node-lifecycle
+    /// (default: not run).
+    pub fn controller_manager(mut self, run: bool) -> Builder {
+        self.controller_manager = run;
+        self
+    }
+
+    /// Appends flags to kube-controller-manager's command line.
+    pub fn controller_manager_args<S: Into<String>>(
+        mut self,
+        args: impl IntoIterator<Item = S>,
+    ) -> Builder {
+        self.controller_manager_args
+            .extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The users in the token file (default [`Identity::defaults`]); one must be [`ADMIN`].
+    pub fn identities(mut self, identities: impl IntoIterator<Item = Identity>) -> Builder {
+        self.identities = identities.into_iter().collect();
+        self
+    }
+
+    /// How long kube-apiserver may take to answer `/readyz` with ok (default 120 s); half of
+    /// it for its serving certificate to appear.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Builder {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// Between SIGTERM and SIGKILL when stopping a process (default 10 s).
+    pub fn stop_grace(mut self, grace: Duration) -> Builder {
+        self.stop_grace = grace;
+        self
+    }
+
+    /// The processes outlive the handle and this process; they are recorded in
+    /// `<run dir>/pids` for [`stop_recorded`] (or [`ControlPlane::stop`]).
+    pub fn detached(mut self, detached: bool) -> Builder {
+        self.detached = detached;
+        self
+    }
+
+    /// Starts etcd and kube-apiserver, writes the kubeconfigs, waits until kube-apiserver is
+    /// ready, then starts kube-controller-manager when asked.
+    pub fn start(self) -> Result<ControlPlane> {
+        if !self.identities.iter().any(|id| id.name == ADMIN) {
+            bail!("the control plane needs an identity named {ADMIN}");
+        }
+        if self.service_cidrs.is_empty() {
+            bail!("the control plane needs a Service CIDR");
+        }
+        let mut needed = vec![Binaries::ETCD, Binaries::KUBE_APISERVER, Binaries::KUBECTL];
+        if self.controller_manager {
+            needed.push(Binaries::KUBE_CONTROLLER_MANAGER);
+        }
+        self.binaries.require(&needed)?;
+
+        let (dir, temporary) = match &self.run_dir {
+            Some(dir) => {
+                if dir.join(process::PIDS_FILE).is_file() {
+                    stop_recorded(dir)?;
+                }
+                let _ = fs::remove_dir_all(dir);
+                fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                (dir.clone(), false)
+            }
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("herald-kube-")
+                    .tempdir()?
+                    .keep();
+                (dir, true)
+            }
+        };
+        let etcd_data = if self.etcd_in_memory {
+            let name = dir.file_name().unwrap_or_default().to_string_lossy();
+            let data = PathBuf::from(format!(
+                "/dev/shm/herald-etcd-{name}-{}",
+                std::process::id()
+            ));
+            let _ = fs::remove_dir_all(&data);
+            data
+        } else {
+            dir.join("etcd")
+        };
+        let credentials = credentials::write_credentials(&dir, &self.identities)?;
+        let ports = match self.port {
+            Some(port) => Ports {
+                apiserver: port,
+                etcd: port + 1000,
+                etcd_peer: port + 1001,
+                controller_manager: port + 2000,
+            },
+            None => Ports {
+                apiserver: free_port()?,
+                etcd: free_port()?,
+                etcd_peer: free_port()?,
+                controller_manager: free_port()?,
+            },
+        };
+        let server = format!("https://{}:{}", self.bind, ports.apiserver);
+
+        let mut apiserver_args: Vec<OsString> = Vec::new();
+        let mut arg = |a: String| apiserver_args.push(a.into());
+        if self.bind.starts_with("127.") {
+            // A loopback address may not be advertised; nothing in-cluster needs the endpoint.
+            arg("--endpoint-reconciler-type=none".into());
+        } else {
+            arg(format!("--advertise-address={}", self.bind));
+        }
+        arg(format!("--etcd-servers=http://127.0.0.1:{}", ports.etcd));
+        arg(format!("--bind-address={}", self.bind));
+        arg(format!("--secure-port={}", ports.apiserver));
+        arg(format!("--cert-dir={}", dir.join("certs").display()));
+        arg(format!(
+            "--service-cluster-ip-range={}",
+            self.service_cidrs.join(",")
+        ));
+        arg("--authorization-mode=Node,RBAC".into());
+        arg(format!(
+            "--token-auth-file={}",
+            credentials.tokens.display()
+        ));
+        arg("--service-account-issuer=https://kubernetes.default.svc".into());
+        arg(format!(
+            "--service-account-key-file={}",
+            credentials.pubkey.display()
+        ));
+        arg(format!(
+            "--service-account-signing-key-file={}",
+            credentials.key.display()
+        ));
+        apiserver_args.extend(self.apiserver_args.iter().map(OsString::from));
+
+        let plane = ControlPlane {
+            dir: dir.clone(),
+            server: server.clone(),
+            apiserver_port: ports.apiserver,
+            binaries: self.binaries.clone(),
+            detached: self.detached,
+            temporary,
+            etcd_memory: self.etcd_in_memory.then(|| etcd_data.clone()),
+            apiserver_args,
+            ready_timeout: self.ready_timeout,
+            stop_grace: self.stop_grace,
+            processes: Mutex::new(Vec::new()),
+            started: Mutex::new(Vec::new()),
+        };
+        let peer = format!("http://127.0.0.1:{}", ports.etcd_peer);
+        let mut etcd = Command::new(self.binaries.path(Binaries::ETCD));
+        etcd.arg(format!("--data-dir={}", etcd_data.display()))
+            .arg(format!(
+                "--listen-client-urls=http://127.0.0.1:{}",
+                ports.etcd
+            ))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{}",
+                ports.etcd
+            ))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=default={peer}"))
+            .args(&self.etcd_args);
+        plane.start_process("etcd", etcd)?;
+        plane.start_apiserver()?;
+        credentials::write_kubeconfigs(&dir, &server, &self.identities, self.ready_timeout / 2)?;
+        plane.wait_ready()?;
+
+        if self.controller_manager {
+            let admin = plane.kubeconfig(ADMIN);
+            let mut kcm = Command::new(self.binaries.path(Binaries::KUBE_CONTROLLER_MANAGER));
+            kcm.arg(format!("--kubeconfig={}", admin.display()))
+                .arg(format!("--authentication-kubeconfig={}", admin.display()))
+                .arg(format!("--authorization-kubeconfig={}", admin.display()))
+                .arg(format!(
+                    "--service-account-private-key-file={}",
+                    credentials.key.display()
+                ))
+                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--secure-port={}", ports.controller_manager))
+                .arg("--leader-elect=false")
+                // Without kubelets the node-lifecycle controller would taint every Node
+                // unreachable and evict its Pods.
+                .arg("--controllers=*,-node-lifecycle-controller")
+                .args(&self.controller_manager_args);
+            plane.start_process("kube-controller-manager", kcm)?;
+        }
+        Ok(plane)
+    }
+}
+
+struct Ports {
+    apiserver: u16,
+    etcd: u16,
+    etcd_peer: u16,
+    controller_manager: u16,
+}
+
+/// One control-plane process.
+struct Process {
+    name: String,
+    pid: u32,
+    /// Owned planes keep the child to reap it; a detached plane's is dropped at once.
+    child: Option<Child>,
+}
+
+/// A running control plane. Owned planes stop on drop (or [`ControlPlane::stop`]); detached
+/// ones keep running.
+pub struct ControlPlane {
+    /// The run directory: `<identity>.kubeconfig`, `<identity>.token`, `tokens.csv`, the
+    /// service-account key pair, `certs/`, and `<process>.log` for every process.
+    pub dir: PathBuf,
+    /// `https://<bind address>:<port>`.
+    pub server: String,
+    pub apiserver_port: u16,
+    binaries: Binaries,
+    detached: bool,
+    /// The run directory is a temporary one, removed with the plane.
+    temporary: bool,
+    /// etcd's data in /dev/shm, removed with the plane.
+    etcd_memory: Option<PathBuf>,
+    apiserver_args: Vec<OsString>,
+    ready_timeout: Duration,
+    stop_grace: Duration,
+    /// The control plane's own processes, in start order.
+    processes: Mutex<Vec<Process>>,
+    /// Every process started here, with [`ControlPlane::spawn`] too: (name, pid).
+    started: Mutex<Vec<(String, u32)>>,
+}
+
+impl ControlPlane {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Path of the kubeconfig of `identity` (an [`Identity::name`]).
+    pub fn kubeconfig(&self, identity: &str) -> PathBuf {
+        self.dir.join(format!("{identity}.kubeconfig"))
+    }
+
+    /// The bearer token of `identity`.
+    pub fn token(&self, identity: &str) -> Result<String> {
+        let path = self.dir.join(format!("{identity}.token"));
+        fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// Where the processes log (`<name>.log`): the run directory.
+    pub fn logs_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn binaries(&self) -> &Binaries {
+        &self.binaries
+    }
+
+    /// `kubectl` as admin.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(self.binaries.kubectl());
+        cmd.arg(format!("--kubeconfig={}", self.kubeconfig(ADMIN).display()));
+        cmd
+    }
+
+    /// Runs kubectl as admin; its stdout, or an error with its output.
+    pub fn kubectl_run(&self, args: &[&str]) -> Result<String> {
+        let out = self
+            .kubectl()
+            .args(args)
+            .output()
+            .context("running kubectl")?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {}: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `kubectl apply -f -` as admin with `yaml` on stdin.
+    pub fn apply(&self, yaml: &str) -> Result<()> {
+        use std::io::Write as _;
+        let mut child = self
+            .kubectl()
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running kubectl")?;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(yaml.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// Starts a process beside the plane (a controller under test, say) that the caller owns
+    /// and stops: stdin closed, output to `<run dir>/<name>.log` (truncated), listed by
+    /// [`ControlPlane::processes`], and, on an owned plane, killed when this process exits.
+    pub fn spawn(&self, name: &str, cmd: Command) -> Result<Child> {
+        let log = self.dir.join(format!("{name}.log"));
+        fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let child = process::spawn_logged(cmd, &log, !self.detached)
+            .with_context(|| format!("starting {name}"))?;
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name.to_string(), child.id()));
+        Ok(child)
+    }
+
+    /// Every process started for or beside this plane, (name, pid), in start order: etcd,
+    /// kube-apiserver (again after each restart), kube-controller-manager, then those of
+    /// [`ControlPlane::spawn`]. Some may have exited.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn start_process(&self, name: &str, cmd: Command) -> Result<()> {
+        let log = self.dir.join(format!("{name}.log"));
+        let child = process::spawn_logged(cmd, &log, !self.detached)
+            .with_context(|| format!("starting {name}"))?;
+        let pid = child.id();
+        let mut processes = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+        processes.push(Process {
+            name: name.to_string(),
+            pid,
+            child: (!self.detached).then_some(child),
+        });
+        if self.detached {
+            process::record(
+                &self.dir,
+                &processes.iter().map(|p| p.pid).collect::<Vec<_>>(),
+            )?;
+        }
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name.to_string(), pid));
+        Ok(())
+    }
+
+    fn start_apiserver(&self) -> Result<()> {
+        let mut cmd = Command::new(self.binaries.path(Binaries::KUBE_APISERVER));
+        cmd.args(&self.apiserver_args);
+        self.start_process("kube-apiserver", cmd)
+    }
+
+    /// Waits until kube-apiserver answers `/readyz` with ok.
+    pub fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + self.ready_timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self.kubectl_run(&["get", "--raw", "/readyz"]) {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                Ok(body) => last = body,
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        bail!(
+            "kube-apiserver not ready in {:?}: {} (log: {})",
+            self.ready_timeout,
+            last.trim(),
+            self.dir.join("kube-apiserver.log").display()
+        )
+    }
+
+    /// Kills kube-apiserver (SIGKILL: an abrupt loss for its clients), waits `down_for`, and
+    /// starts it again with the same flags, port and etcd; waits until it is ready.
+    pub fn restart_apiserver(&self, down_for: Duration) -> Result<()> {
+        let old = {
+            let mut processes = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+            let i = processes
+                .iter()
+                .position(|p| p.name == "kube-apiserver")
+                .context("kube-apiserver is not running")?;
+            processes.remove(i)
+        };
+        // SAFETY: kill(2) on the pid of a process this plane started.
+        unsafe {
+            libc::kill(old.pid as i32, libc::SIGKILL);
+        }
+        if let Some(mut child) = old.child {
+            let _ = child.wait();
+        }
+        std::thread::sleep(down_for);
+        self.start_apiserver()?;
+        self.wait_ready()
+    }
+
+    /// Stops the control plane's processes, last started first (those of
+    /// [`ControlPlane::spawn`] are the caller's). The run directory stays; idempotent.
+    pub fn stop(&self) {
+        let mut processes = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(mut p) = processes.pop() {
+            process::stop(p.pid, p.child.as_mut(), self.stop_grace);
+        }
+        if self.detached {
+            let _ = fs::remove_file(self.dir.join(process::PIDS_FILE));
+        }
+    }
+
+    /// Stops the plane and removes what it made that outlives no plane: etcd's in-memory data
+    /// and a temporary run directory. What dropping an owned plane does; for a plane kept in a
+    /// `static`, which is never dropped (call it from an exit hook).
+    pub fn stop_and_remove(&self) {
+        self.stop();
+        if let Some(data) = &self.etcd_memory {
+            let _ = fs::remove_dir_all(data);
+        }
+        if self.temporary {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.stop_and_remove();
+        }
+    }
+}

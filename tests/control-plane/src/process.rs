@@ -1,0 +1,163 @@
+//! Starting and stopping the control plane's processes.
+//!
+//! Owned processes die with the process that started them: each is spawned from one long-lived
+//! supervisor thread with `PR_SET_PDEATHSIG` (the signal fires when the spawning *thread* ends,
+//! so a test thread that started the plane and returned would otherwise take it down).
+//! Detached processes outlive their starter and are recorded, one pid a line, in a `pids` file
+//! that [`stop_recorded`] reads.
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// Name of the file in a run directory listing its detached processes' pids.
+pub(crate) const PIDS_FILE: &str = "pids";
+
+/// Grace between SIGTERM and SIGKILL in [`stop_recorded`].
+const RECORDED_GRACE: Duration = Duration::from_secs(10);
+
+/// A free loopback TCP port (bound then released; another process may take it in between,
+/// which is tolerable for tests and benchmarks).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts `cmd` with stdin closed and its output appended to `log`; `owned`: through the
+/// supervisor thread, killed when this process exits.
+pub(crate) fn spawn_logged(mut cmd: Command, log: &Path, owned: bool) -> Result<Child> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let child = if owned {
+        spawn_supervised(cmd)
+    } else {
+        cmd.spawn()
+    };
+    child.with_context(|| format!("starting {program}"))
+}
+
+/// Work to run on the supervisor thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+fn supervisor() -> &'static Mutex<mpsc::Sender<Job>> {
+    static SUPERVISOR: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    SUPERVISOR.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("control-plane-supervisor".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+                // Never return: the children die when this thread does.
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("supervisor thread");
+        Mutex::new(tx)
+    })
+}
+
+/// Spawns `cmd` on the supervisor thread with SIGKILL as its parent-death signal.
+pub fn spawn_supervised(mut cmd: Command) -> std::io::Result<Child> {
+    let (tx, rx) = mpsc::channel();
+    let job: Job = Box::new(move || {
+        // SAFETY: prctl in the forked child before exec; async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let _ = tx.send(cmd.spawn());
+    });
+    supervisor()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(job)
+        .map_err(|_| std::io::Error::other("the supervisor thread is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the supervisor thread did not answer"))?
+}
+
+/// SIGTERM, up to `grace` for the process to exit, then SIGKILL; reaps `child` when it is
+/// ours. A process that is already gone is fine.
+pub(crate) fn stop(pid: u32, child: Option<&mut Child>, grace: Duration) {
+    let pid = pid as i32;
+    // SAFETY: kill(2) on a pid we started; an error (already gone) is ignored.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    let mut child = child;
+    let mut running = || match child.as_deref_mut() {
+        Some(c) => matches!(c.try_wait(), Ok(None)),
+        None => alive(pid),
+    };
+    while running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if running() {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    if let Some(c) = child {
+        let _ = c.wait();
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // Detached children are not reaped by us once their starter exits; a zombie counts as gone.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Writes the pids of a detached plane, in start order, to `dir/pids`.
+pub(crate) fn record(dir: &Path, pids: &[u32]) -> Result<()> {
+    fs::write(
+        dir.join(PIDS_FILE),
+        pids.iter().map(|p| format!("{p}\n")).collect::<String>(),
+    )
+    .context("writing the control plane's pid file")
+}
+
+/// Stops the processes a detached plane recorded under `dir` (and nothing else), last started
+/// first, then removes the record. Nothing recorded: nothing to do.
+pub fn stop_recorded(dir: &Path) -> Result<()> {
+    let pids_file = dir.join(PIDS_FILE);
+    let Ok(text) = fs::read_to_string(&pids_file) else {
+        return Ok(());
+    };
+    for pid in text
+        .lines()
+        .rev()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+    {
+        stop(pid, None, RECORDED_GRACE);
+    }
+    fs::remove_file(&pids_file)?;
+    Ok(())
+}
