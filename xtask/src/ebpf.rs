@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::workspace_root;
+use crate::paths::workspace_root;
 
 /// Nightly that builds the eBPF object (LLVM 23; bpf-linker links its libLLVM).
 pub const NIGHTLY: &str = "nightly-2026-10-15";

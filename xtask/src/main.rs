@@ -1,15 +1,11 @@
 //! `cargo xtask <habit>`: one command per habit.
 
-mod bench_alloc;
-mod bench_controller;
-mod bench_dataplane;
-mod bench_failover;
-mod bench_vs_metallb;
-mod bench_xdp;
+mod bench;
 mod ebpf;
 mod kube;
 mod lab;
 mod manifests;
+mod paths;
 mod test;
 
 use anyhow::Result;
@@ -43,24 +39,8 @@ enum Command {
     /// Benchmarks, each against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
-        which: Bench,
+        which: bench::Bench,
     },
-}
-
-#[derive(Subcommand)]
-enum Bench {
-    /// Allocate 1k/10k/100k services into an IPv4 /15 and an IPv6 /64 pool.
-    Alloc(bench_alloc::Args),
-    /// ns per packet for the XDP program beside an empty XDP_PASS program.
-    Xdp(bench_xdp::Args),
-    /// 1,000 Services on the real API server: Herald's controller beside MetalLB's.
-    Controller(bench_controller::Args),
-    /// Failover time over repeated speaker kills and link downs in the lab.
-    Failover(bench_failover::Args),
-    /// ARP/NDP replies/s and latency: XDP (driver, skb), userspace fallback, kernel.
-    Dataplane(bench_dataplane::Args),
-    /// Herald against MetalLB's controller and speaker in the same lab, same run.
-    VsMetallb(bench_vs_metallb::Args),
 }
 
 fn main() -> Result<()> {
@@ -70,24 +50,7 @@ fn main() -> Result<()> {
         Command::Manifests => manifests::write(),
         Command::Test(args) => test::run(&args),
         Command::Kube { command } => kube::run(&command),
-        Command::Bench {
-            which: Bench::Alloc(args),
-        } => bench_alloc::run(&args),
-        Command::Bench {
-            which: Bench::Xdp(args),
-        } => bench_xdp::run(&args),
-        Command::Bench {
-            which: Bench::Controller(args),
-        } => bench_controller::run(&args),
-        Command::Bench {
-            which: Bench::Failover(args),
-        } => bench_failover::run(&args),
-        Command::Bench {
-            which: Bench::Dataplane(args),
-        } => bench_dataplane::run(&args),
-        Command::Bench {
-            which: Bench::VsMetallb(args),
-        } => bench_vs_metallb::run(&args),
+        Command::Bench { which } => bench::run(&which),
         Command::Lab { command } => lab::run(&command),
     }
 }
@@ -97,7 +60,7 @@ fn main() -> Result<()> {
 /// commands xtask starts inherit it, and with it cargo rebuilt ring, rustls and kube (about 2
 /// minutes) on every nested `cargo build`, then again on the next build from a shell.
 fn forget_cargo_run_env() {
-    let target = workspace_root().join("target");
+    let target = paths::workspace_root().join("target");
     let added = |path: &std::path::Path| {
         path.starts_with(&target) || path.components().any(|c| c.as_os_str() == ".rustup")
     };
@@ -128,12 +91,4 @@ fn forget_cargo_run_env() {
             None => {}
         }
     }
-}
-
-/// Root of the workspace (xtask lives one level below it).
-pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_else(|| std::path::PathBuf::from("."))
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::workspace_root;
+use crate::paths::workspace_root;
 
 pub fn write() -> Result<()> {
     let dir = workspace_root().join("manifests").join("crds");

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result, bail};
 use std::process::Command;
 
-use crate::workspace_root;
+use crate::paths::workspace_root;
 
 /// Nightly used for the eBPF object and cargo-fuzz (same pin as build-ebpf).
 const NIGHTLY: &str = "nightly-2026-10-15";

@@ -16,7 +16,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use super::{NODES, NodeSpec, kubeconfig, procs, run_dir};
-use crate::workspace_root;
+use crate::paths::workspace_root;
 
 /// The MetalLB release compared against (v0.16.x does not build from the module proxy: it
 /// needs a frr-k8s version the proxy does not serve).

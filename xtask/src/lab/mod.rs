@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::workspace_root;
+use crate::paths::workspace_root;
 
 /// One node namespace of the lab.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -281,14 +281,9 @@ fn ensure_built(no_build: bool) -> Result<()> {
         }
     }
     let ebpf_object = crate::ebpf::object_path();
-    let kube_missing = [
-        "server",
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kubectl",
-    ]
-    .iter()
-    .any(|b| !crate::kube::bin(b).is_file());
+    let kube_missing = crate::kube::binaries()
+        .require(&herald_control_plane::Binaries::ALL)
+        .is_err();
     if no_build {
         let mut todo = Vec::new();
         if !ebpf_object.is_file() {
@@ -414,7 +409,7 @@ fn start(args: &UpArgs) -> Result<()> {
     println!();
     println!(
         "kubectl: {} --kubeconfig {} get svc -A",
-        crate::kube::bin("kubectl").display(),
+        crate::kube::binaries().kubectl().display(),
         kubeconfig("admin").display()
     );
     println!(
@@ -700,7 +695,7 @@ pub fn kubectl(args: &[&str]) -> Result<String> {
 }
 
 fn kubectl_owned(args: &[String]) -> Result<String> {
-    let out = Command::new(crate::kube::bin("kubectl"))
+    let out = Command::new(crate::kube::binaries().kubectl())
         .arg(format!("--kubeconfig={}", kubeconfig("admin").display()))
         .args(args)
         .output()

@@ -331,7 +331,7 @@ fn create_direct_link(link: &DirectLink) -> Result<()> {
     for (netns, iface) in [(node_ns, DIRECT_IF), (DIRECT_NS, link.client_if.as_str())] {
         let name = iface.to_string();
         super::probe::in_netns(netns, move || {
-            crate::bench_dataplane::live::set_gro(&name, true)
+            crate::bench::dataplane::live::set_gro(&name, true)
         })?;
         write_sys(netns, &format!("class/net/{iface}/threaded"), "1")?;
     }

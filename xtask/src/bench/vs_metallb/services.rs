@@ -123,7 +123,7 @@ async fn admin_client() -> Result<Client> {
 async fn create_and_wait(count: usize, concurrency: usize) -> Result<Duration> {
     let client = admin_client().await?;
     let api: Api<Service> = Api::namespaced(client, NAMESPACE);
-    let (watch, seen) = crate::bench_controller::watch_assigned(&api);
+    let (watch, seen) = crate::bench::controller::watch_assigned(&api);
     // Let the watch establish before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = Instant::now();

@@ -11,7 +11,7 @@ pub struct Args {}
 pub fn run(_args: &Args) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .current_dir(crate::workspace_root())
+        .current_dir(crate::paths::workspace_root())
         .args([
             "run",
             "--release",

@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use serde_json::Value;
 
 use super::replies::{Proto, Sources, traffic};
-use crate::bench_dataplane::measure::{Engine, Generator};
+use crate::bench::dataplane::measure::{Engine, Generator};
 use crate::lab::{self, DIRECT_IF, DIRECT_NS, DirectLink};
 
 /// CPU of the generator, its receiver and the client ends' NAPI (as in `bench dataplane`).
@@ -138,7 +138,7 @@ pub fn herald_mode(link: &DirectLink) -> Option<String> {
 
 /// Kernel threads whose name starts with `prefix`, as thread ids.
 fn threads_named(prefix: &str) -> Vec<i32> {
-    crate::bench_dataplane::lab::threads_named(prefix)
+    crate::bench::dataplane::lab::threads_named(prefix)
         .into_iter()
         .filter_map(|tid| i32::try_from(tid).ok())
         .collect()

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use std::process::Command;
 
-use crate::workspace_root;
+use crate::paths::workspace_root;
 
 #[derive(clap::Args)]
 pub struct Args {

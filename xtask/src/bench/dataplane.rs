@@ -186,7 +186,7 @@ pub fn run(args: &Args) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("bench dataplane needs root (network namespaces, XDP, AF_PACKET)");
     }
-    let root = crate::workspace_root();
+    let root = crate::paths::workspace_root();
     if !args.no_build {
         crate::ebpf::build(&crate::ebpf::BuildArgs {})?;
         println!("bench dataplane: cargo build --release -p herald");

@@ -1,5 +1,5 @@
 //! ARP and NDP replies/s and reply latency in the lab, with `bench dataplane`'s generator and
-//! measurement (`bench_dataplane::measure::Engine`): requests for the demo Service's IPv4/IPv6
+//! measurement (`bench::dataplane::measure::Engine`): requests for the demo Service's IPv4/IPv6
 //! address at rising paced rates, then unpaced; replies to the load are counted (and dropped) in
 //! XDP on the client's end, one probe per millisecond is timed. Two places to send from:
 //!
@@ -24,9 +24,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::report::Saturation;
-use crate::bench_dataplane::frames::{self, GENERATOR_MAC, PROBE_TAGS};
-use crate::bench_dataplane::measure::{Engine, Generator, StepResult};
-use crate::bench_dataplane::stats;
+use crate::bench::dataplane::frames::{self, GENERATOR_MAC, PROBE_TAGS};
+use crate::bench::dataplane::measure::{Engine, Generator, StepResult};
+use crate::bench::dataplane::stats;
 use crate::lab::{CLIENT_NS, DIRECT_IF, DirectLink, NODES, UPLINK};
 
 pub const LOAD_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 200);
@@ -205,7 +205,7 @@ impl Drop for Neighbours {
     }
 }
 
-/// The generator runs on CPU 0 (`bench_dataplane`'s placement). Every request it sends is
+/// The generator runs on CPU 0 (`bench dataplane`'s placement). Every request it sends is
 /// flooded by the lab bridge to three nodes and the host leg; left alone, the receiving stacks
 /// run in the generator's own softirq on CPU 0 and cap what it can offer. RPS on those four
 /// interfaces moves their receive work to CPU 1, for both implementations alike.
@@ -405,10 +405,10 @@ fn series(
             proto.name(),
             rate.map_or("max".to_string(), |r| format!(
                 "{}/s",
-                crate::bench_dataplane::svg::si(r as f64)
+                crate::bench::dataplane::svg::si(r as f64)
             )),
-            crate::bench_dataplane::svg::si(r.offered),
-            crate::bench_dataplane::svg::si(r.replies),
+            crate::bench::dataplane::svg::si(r.offered),
+            crate::bench::dataplane::svg::si(r.replies),
             100.0 * r.loss(),
             us(r.p50_us()),
             us(r.p99_us()),

@@ -115,7 +115,7 @@ pub fn run(args: &Args) -> Result<()> {
             }
         );
     }
-    let out = crate::workspace_root().join("target/bench-failover.json");
+    let out = crate::paths::workspace_root().join("target/bench-failover.json");
     std::fs::write(
         &out,
         serde_json::to_string_pretty(&json!({

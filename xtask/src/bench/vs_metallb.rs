@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench_dataplane::svg;
+use crate::bench::dataplane::svg;
 use crate::lab::{self, Speakers, failover, metallb};
 use replies::{Proto, Series};
 use report::{Failover, Figure, Figures};
@@ -199,7 +199,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     let text = render(args, &herald, &metallb_run, started.elapsed());
     println!("\n{text}");
-    let out_dir = crate::workspace_root().join("target/bench");
+    let out_dir = crate::paths::workspace_root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     std::fs::write(out_dir.join("vs-metallb.txt"), &text).context("writing vs-metallb.txt")?;
     for proto in [Proto::Arp, Proto::Ndp] {

@@ -1,0 +1,11 @@
+//! Where things are in the workspace.
+
+use std::path::{Path, PathBuf};
+
+/// Root of the workspace (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
