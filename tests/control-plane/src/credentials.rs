@@ -63,7 +63,7 @@ impl Identity {
     }
 }
 
-/// Files written by [`write_credentials`].
+/// Files [`Credentials::write`] writes into a run directory.
 pub(crate) struct Credentials {
     /// Service-account signing key and its public half.
     pub key: PathBuf,
@@ -72,39 +72,42 @@ pub(crate) struct Credentials {
     pub tokens: PathBuf,
 }
 
-/// Writes into `dir` a service-account key pair, a random token per identity (`<name>.token`)
-/// and the token file listing them, and creates `dir/certs` for the API server's own.
-pub(crate) fn write_credentials(dir: &Path, identities: &[Identity]) -> Result<Credentials> {
-    fs::create_dir_all(dir.join("certs"))?;
-    let key = dir.join("sa.key");
-    let pubkey = dir.join("sa.pub");
-    run(Command::new("openssl")
-        .args(["genrsa", "-out"])
-        .arg(&key)
-        .arg("2048"))?;
-    run(Command::new("openssl")
-        .args(["rsa", "-pubout", "-in"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&pubkey))?;
-    let mut lines = String::new();
-    for id in identities {
-        let token = random_token()?;
-        lines.push_str(&format!(
-            "{token},{},{},\"{}\"\n",
-            id.user,
-            id.name,
-            id.groups.join(",")
-        ));
-        fs::write(dir.join(format!("{}.token", id.name)), &token)?;
+impl Credentials {
+    pub fn in_dir(dir: &Path) -> Credentials {
+        Credentials {
+            key: dir.join("sa.key"),
+            pubkey: dir.join("sa.pub"),
+            tokens: dir.join("tokens.csv"),
+        }
     }
-    let tokens = dir.join("tokens.csv");
-    fs::write(&tokens, lines)?;
-    Ok(Credentials {
-        key,
-        pubkey,
-        tokens,
-    })
+
+    /// Writes the service-account key pair, a random token per identity (`<name>.token`) and
+    /// the token file listing them, and creates `dir/certs` for the API server's own.
+    pub fn write(&self, dir: &Path, identities: &[Identity]) -> Result<()> {
+        fs::create_dir_all(dir.join("certs"))?;
+        run(Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&self.key)
+            .arg("2048"))?;
+        run(Command::new("openssl")
+            .args(["rsa", "-pubout", "-in"])
+            .arg(&self.key)
+            .arg("-out")
+            .arg(&self.pubkey))?;
+        let mut lines = String::new();
+        for id in identities {
+            let token = random_token()?;
+            lines.push_str(&format!(
+                "{token},{},{},\"{}\"\n",
+                id.user,
+                id.name,
+                id.groups.join(",")
+            ));
+            fs::write(dir.join(format!("{}.token", id.name)), &token)?;
+        }
+        fs::write(&self.tokens, lines)?;
+        Ok(())
+    }
 }
 
 /// Waits (up to `timeout`) for the serving certificate kube-apiserver writes under `dir/certs`,

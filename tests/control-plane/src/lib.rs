@@ -29,6 +29,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use credentials::Credentials;
 
 pub use credentials::{ADMIN, Identity};
 pub use process::{free_port, spawn_supervised, stop_recorded};
@@ -270,55 +271,10 @@ impl Builder {
         } else {
             dir.join("etcd")
         };
-        let credentials = credentials::write_credentials(&dir, &self.identities)?;
-        let ports = match self.port {
-            Some(port) => Ports {
-                apiserver: port,
-                etcd: port + 1000,
-                etcd_peer: port + 1001,
-                controller_manager: port + 2000,
-            },
-            None => Ports {
-                apiserver: free_port()?,
-                etcd: free_port()?,
-                etcd_peer: free_port()?,
-                controller_manager: free_port()?,
-            },
-        };
+        let credentials = Credentials::in_dir(&dir);
+        let ports = self.ports()?;
         let server = format!("https://{}:{}", self.bind, ports.apiserver);
-
-        let mut apiserver_args: Vec<OsString> = Vec::new();
-        let mut arg = |a: String| apiserver_args.push(a.into());
-        if self.bind.starts_with("127.") {
-            // A loopback address may not be advertised; nothing in-cluster needs the endpoint.
-            arg("--endpoint-reconciler-type=none".into());
-        } else {
-            arg(format!("--advertise-address={}", self.bind));
-        }
-        arg(format!("--etcd-servers=http://127.0.0.1:{}", ports.etcd));
-        arg(format!("--bind-address={}", self.bind));
-        arg(format!("--secure-port={}", ports.apiserver));
-        arg(format!("--cert-dir={}", dir.join("certs").display()));
-        arg(format!(
-            "--service-cluster-ip-range={}",
-            self.service_cidrs.join(",")
-        ));
-        arg("--authorization-mode=Node,RBAC".into());
-        arg(format!(
-            "--token-auth-file={}",
-            credentials.tokens.display()
-        ));
-        arg("--service-account-issuer=https://kubernetes.default.svc".into());
-        arg(format!(
-            "--service-account-key-file={}",
-            credentials.pubkey.display()
-        ));
-        arg(format!(
-            "--service-account-signing-key-file={}",
-            credentials.key.display()
-        ));
-        apiserver_args.extend(self.apiserver_args.iter().map(OsString::from));
-
+        let apiserver_args = self.apiserver_flags(&dir, &ports, &credentials);
         let plane = ControlPlane {
             dir: dir.clone(),
             server: server.clone(),
@@ -333,46 +289,115 @@ impl Builder {
             processes: Mutex::new(Vec::new()),
             started: Mutex::new(Vec::new()),
         };
-        let peer = format!("http://127.0.0.1:{}", ports.etcd_peer);
-        let mut etcd = Command::new(self.binaries.path(Binaries::ETCD));
-        etcd.arg(format!("--data-dir={}", etcd_data.display()))
-            .arg(format!(
-                "--listen-client-urls=http://127.0.0.1:{}",
-                ports.etcd
-            ))
-            .arg(format!(
-                "--advertise-client-urls=http://127.0.0.1:{}",
-                ports.etcd
-            ))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=default={peer}"))
-            .args(&self.etcd_args);
-        plane.start_process("etcd", etcd)?;
+        // From here on, a failure drops `plane`, which stops what it started and removes what
+        // it made (an owned plane).
+        credentials.write(&dir, &self.identities)?;
+        plane.start_process("etcd", self.etcd_command(&etcd_data, &ports))?;
         plane.start_apiserver()?;
         credentials::write_kubeconfigs(&dir, &server, &self.identities, self.ready_timeout / 2)?;
         plane.wait_ready()?;
 
         if self.controller_manager {
-            let admin = plane.kubeconfig(ADMIN);
-            let mut kcm = Command::new(self.binaries.path(Binaries::KUBE_CONTROLLER_MANAGER));
-            kcm.arg(format!("--kubeconfig={}", admin.display()))
-                .arg(format!("--authentication-kubeconfig={}", admin.display()))
-                .arg(format!("--authorization-kubeconfig={}", admin.display()))
-                .arg(format!(
-                    "--service-account-private-key-file={}",
-                    credentials.key.display()
-                ))
-                .arg("--bind-address=127.0.0.1")
-                .arg(format!("--secure-port={}", ports.controller_manager))
-                .arg("--leader-elect=false")
-                // Without kubelets the node-lifecycle controller would taint every Node
-                // unreachable and evict its Pods.
-                .arg("--controllers=*,-node-lifecycle-controller")
-                .args(&self.controller_manager_args);
+            let kcm =
+                self.controller_manager_command(&plane.kubeconfig(ADMIN), &ports, &credentials);
             plane.start_process("kube-controller-manager", kcm)?;
         }
         Ok(plane)
+    }
+
+    fn ports(&self) -> Result<Ports> {
+        Ok(match self.port {
+            Some(port) => Ports {
+                apiserver: port,
+                etcd: port + 1000,
+                etcd_peer: port + 1001,
+                controller_manager: port + 2000,
+            },
+            None => Ports {
+                apiserver: free_port()?,
+                etcd: free_port()?,
+                etcd_peer: free_port()?,
+                controller_manager: free_port()?,
+            },
+        })
+    }
+
+    fn etcd_command(&self, data: &Path, ports: &Ports) -> Command {
+        let client = format!("http://127.0.0.1:{}", ports.etcd);
+        let peer = format!("http://127.0.0.1:{}", ports.etcd_peer);
+        let mut etcd = Command::new(self.binaries.path(Binaries::ETCD));
+        etcd.arg(format!("--data-dir={}", data.display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=default={peer}"))
+            .args(&self.etcd_args);
+        etcd
+    }
+
+    /// kube-apiserver's flags, kept by the plane to restart it with the same ones.
+    fn apiserver_flags(
+        &self,
+        dir: &Path,
+        ports: &Ports,
+        credentials: &Credentials,
+    ) -> Vec<OsString> {
+        let mut args: Vec<String> = Vec::new();
+        if self.bind.starts_with("127.") {
+            // A loopback address may not be advertised; nothing in-cluster needs the endpoint.
+            args.push("--endpoint-reconciler-type=none".into());
+        } else {
+            args.push(format!("--advertise-address={}", self.bind));
+        }
+        args.extend([
+            format!("--etcd-servers=http://127.0.0.1:{}", ports.etcd),
+            format!("--bind-address={}", self.bind),
+            format!("--secure-port={}", ports.apiserver),
+            format!("--cert-dir={}", dir.join("certs").display()),
+            format!(
+                "--service-cluster-ip-range={}",
+                self.service_cidrs.join(",")
+            ),
+            "--authorization-mode=Node,RBAC".into(),
+            format!("--token-auth-file={}", credentials.tokens.display()),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            format!(
+                "--service-account-key-file={}",
+                credentials.pubkey.display()
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                credentials.key.display()
+            ),
+        ]);
+        args.extend(self.apiserver_args.iter().cloned());
+        args.into_iter().map(OsString::from).collect()
+    }
+
+    /// kube-controller-manager as admin, every controller but node-lifecycle.
+    fn controller_manager_command(
+        &self,
+        admin: &Path,
+        ports: &Ports,
+        credentials: &Credentials,
+    ) -> Command {
+        let mut kcm = Command::new(self.binaries.path(Binaries::KUBE_CONTROLLER_MANAGER));
+        kcm.arg(format!("--kubeconfig={}", admin.display()))
+            .arg(format!("--authentication-kubeconfig={}", admin.display()))
+            .arg(format!("--authorization-kubeconfig={}", admin.display()))
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                credentials.key.display()
+            ))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={}", ports.controller_manager))
+            .arg("--leader-elect=false")
+            // Without kubelets the node-lifecycle controller would taint every Node
+            // unreachable and evict its Pods.
+            .arg("--controllers=*,-node-lifecycle-controller")
+            .args(&self.controller_manager_args);
+        kcm
     }
 }
 
@@ -617,5 +642,104 @@ impl Drop for ControlPlane {
         if !self.detached {
             self.stop_and_remove();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn strings(args: &[OsString]) -> Vec<String> {
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn apiserver_flags_by_default_authorize_with_node_and_rbac_on_loopback() {
+        let builder = ControlPlane::builder().apiserver_args(["--max-requests-inflight=1000"]);
+        let dir = Path::new("/run/plane");
+        let ports = Ports {
+            apiserver: 1,
+            etcd: 2,
+            etcd_peer: 3,
+            controller_manager: 4,
+        };
+        let flags = strings(&builder.apiserver_flags(dir, &ports, &Credentials::in_dir(dir)));
+        assert_eq!(
+            flags,
+            [
+                "--endpoint-reconciler-type=none",
+                "--etcd-servers=http://127.0.0.1:2",
+                "--bind-address=127.0.0.1",
+                "--secure-port=1",
+                "--cert-dir=/run/plane/certs",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--authorization-mode=Node,RBAC",
+                "--token-auth-file=/run/plane/tokens.csv",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                "--service-account-key-file=/run/plane/sa.pub",
+                "--service-account-signing-key-file=/run/plane/sa.key",
+                "--max-requests-inflight=1000",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fixed_port_places_etcd_and_the_controller_manager_beside_it() {
+        let builder = ControlPlane::builder()
+            .bind("203.0.113.1")
+            .port(16443)
+            .service_cidrs(["10.96.0.0/16", "fd00:96::/108"])
+            .etcd_args(["--unsafe-no-fsync"])
+            .controller_manager(true);
+        let dir = Path::new("/run/plane");
+        let credentials = Credentials::in_dir(dir);
+        let ports = builder.ports().unwrap();
+        let flags = strings(&builder.apiserver_flags(dir, &ports, &credentials));
+        assert_eq!(flags[0], "--advertise-address=203.0.113.1");
+        assert!(flags.contains(&"--etcd-servers=http://127.0.0.1:17443".to_string()));
+        assert!(flags.contains(&"--secure-port=16443".to_string()));
+        assert!(
+            flags.contains(&"--service-cluster-ip-range=10.96.0.0/16,fd00:96::/108".to_string())
+        );
+        let etcd = args(&builder.etcd_command(&dir.join("etcd"), &ports));
+        assert_eq!(
+            etcd,
+            [
+                "--data-dir=/run/plane/etcd",
+                "--listen-client-urls=http://127.0.0.1:17443",
+                "--advertise-client-urls=http://127.0.0.1:17443",
+                "--listen-peer-urls=http://127.0.0.1:17444",
+                "--initial-advertise-peer-urls=http://127.0.0.1:17444",
+                "--initial-cluster=default=http://127.0.0.1:17444",
+                "--unsafe-no-fsync",
+            ]
+        );
+        let kcm = args(&builder.controller_manager_command(
+            &dir.join("admin.kubeconfig"),
+            &ports,
+            &credentials,
+        ));
+        assert!(kcm.contains(&"--secure-port=18443".to_string()));
+        assert!(kcm.contains(&"--controllers=*,-node-lifecycle-controller".to_string()));
+        assert!(kcm.contains(&"--leader-elect=false".to_string()));
+        assert!(kcm.contains(&"--kubeconfig=/run/plane/admin.kubeconfig".to_string()));
+    }
+
+    #[test]
+    fn start_refuses_identities_without_admin() {
+        let err = ControlPlane::builder()
+            .identities([Identity::service_account("ns", "sa")])
+            .start()
+            .err()
+            .expect("no admin");
+        assert!(err.to_string().contains("admin"), "{err}");
     }
 }
