@@ -10,6 +10,7 @@ pub mod bgp;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod daemon;
 pub mod dataplane;
 pub mod election;
 pub mod k8s;

@@ -10,7 +10,8 @@ use hyper::StatusCode;
 
 use super::LogLevel;
 use crate::config::BgpMode;
-use crate::controller::{self, Health, Metrics, Settings, http};
+use crate::controller::{self, Health, Metrics, Settings};
+use crate::daemon::http;
 use crate::k8s::lease::LeaseTimings;
 
 /// Where a pod finds its own namespace.
@@ -146,7 +147,7 @@ async fn serve(args: ControllerArgs) -> Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        super::wait_for_signal().await;
+        crate::daemon::wait_for_signal().await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });

@@ -78,26 +78,6 @@ pub fn set_log_level(level: LogLevel) -> bool {
         .is_some_and(|handle| handle.reload(EnvFilter::new(level.directive())).is_ok())
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C where the handlers cannot be installed): the
-/// long-running commands shut down gracefully on either.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::dataplane::{AttachMode, DataplaneChoice};
 use crate::speaker::interfaces::{DEFAULT_EXCLUDE, InterfaceFilter};
-use crate::speaker::run::{GossipSettings, Options};
+use crate::speaker::options::{GossipSettings, Options};
 use crate::speaker::timing::{DETECT_MS_RANGE, Timing};
 
 /// Where a pod finds its own namespace.
@@ -176,7 +176,10 @@ pub fn run(args: SpeakerArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(crate::speaker::run::run(options))
+    runtime.block_on(crate::speaker::run::run(
+        options,
+        crate::daemon::wait_for_signal(),
+    ))
 }
 
 #[cfg(test)]

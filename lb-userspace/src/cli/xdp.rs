@@ -11,7 +11,10 @@ use lb_common::maps::PIN_DIR;
 
 use crate::dataplane::cadence::{Cadence, Windows};
 use crate::dataplane::caps::{self, Cap};
-use crate::dataplane::fallback::{self, Fallback, FallbackStats, Marker};
+use crate::dataplane::answerers::{self, Answerers, Serving};
+use crate::dataplane::fallback::FallbackCounts;
+use crate::dataplane::heartbeat::{Beat, Heartbeat, OnError};
+use crate::dataplane::markers;
 use crate::dataplane::gratuitous::Sender;
 use crate::dataplane::keys::{self, Mac};
 use crate::dataplane::netdev::Interface;
@@ -259,24 +262,79 @@ fn interface(name: &str) -> Result<Interface> {
 
 fn attach(pin_dir: &Path, iface: &str, mode: AttachMode, choice: DataplaneChoice) -> Result<()> {
     let iface = interface(iface)?;
-    let dp = Dataplane::open(pin_dir).map_err(one_line)?;
-    match choose(&dp, &iface, mode, choice)? {
-        Chosen::Xdp(attached) => {
-            print_attached(&attached);
-            Ok(())
-        }
-        Chosen::OtherProcess(pid) => {
-            println!("{}: already answered in userspace (pid {pid})", iface.name);
-            Ok(())
-        }
-        Chosen::Userspace => {
-            drop(dp);
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(attach_userspace(pin_dir, iface))
+    let mut dp = Dataplane::open(pin_dir).map_err(one_line)?;
+    let mut answerers = Answerers::new(pin_dir, choice, mode);
+    let serving = answerers.serve(&mut dp, &iface).map_err(one_line)?;
+    print_serving(&iface.name, &serving);
+    if !matches!(serving, Serving::Own { .. }) {
+        return Ok(());
+    }
+    // This process answers: in the foreground until SIGTERM/SIGINT. Addresses are announced and
+    // withdrawn with `herald xdp announce` / `withdraw` from other processes, as with XDP.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut poll = tokio::time::interval(RESPONDER_POLL);
+        let (why, mut ended) = loop {
+            tokio::select! {
+                _ = sigterm.recv() => break ("SIGTERM", Vec::new()),
+                _ = sigint.recv() => break ("SIGINT", Vec::new()),
+                _ = poll.tick() => {
+                    let ended = answerers.take_ended(&mut dp);
+                    if !ended.is_empty() {
+                        break ("the responder ended", ended);
+                    }
+                }
+            }
+        };
+        ended.extend(answerers.stop_all());
+        finish(&answerers, ended)?;
+        println!("{why}: {}: stopped answering in userspace", iface.name);
+        Ok(())
+    })
+}
+
+/// How often the foreground commands look whether their userspace responder ended.
+const RESPONDER_POLL: Duration = Duration::from_millis(200);
+
+/// What `attach` and `run` print about who answers.
+fn print_serving(iface: &str, serving: &Serving) {
+    match serving {
+        Serving::Xdp(attached) => print_attached(attached),
+        Serving::OtherProcess(pid) => println!("{iface}: already answered in userspace (pid {pid})"),
+        Serving::Own {
+            released_xdp,
+            xdp_refused,
+            ..
+        } => {
+            if let Some(why) = xdp_refused {
+                println!("{iface}: XDP cannot attach ({why}); falling back to userspace");
+            }
+            if let Some(mode) = released_xdp {
+                println!("{iface}: detached the XDP program ({mode} mode) to answer in userspace");
+            }
+            println!("{iface}: answering in userspace (AF_PACKET)");
         }
     }
+}
+
+/// Prints what each ended responder did; the first failure is the command's error.
+fn finish(answerers: &Answerers, ended: Vec<answerers::Ended>) -> Result<()> {
+    let counts = answerers.counts();
+    let mut result = Ok(());
+    for e in ended {
+        if let Some((_, c)) = counts.iter().find(|(name, _)| *name == e.iface) {
+            print_summary(&e.iface, c);
+        }
+        if let (Err(error), true) = (e.outcome, result.is_ok()) {
+            result = Err(anyhow!("{}: {error}", e.iface));
+        }
+    }
+    result
 }
 
 fn print_attached(attached: &Attached) {
@@ -295,151 +353,11 @@ fn print_attached(attached: &Attached) {
     }
 }
 
-/// Who will answer on an interface, decided from `--dataplane` and what is already there.
-enum Chosen {
-    /// The XDP program (attached now or before).
-    Xdp(Attached),
-    /// This process, in userspace.
-    Userspace,
-    /// Another live process already answers there in userspace.
-    OtherProcess(u32),
-}
-
-/// One answerer per interface: XDP and a userspace responder never both answer (that would
-/// send every reply twice), and two userspace responders never run for one interface.
-fn choose(
-    dp: &Dataplane,
-    iface: &Interface,
-    mode: AttachMode,
-    choice: DataplaneChoice,
-) -> Result<Chosen> {
-    let other = fallback::live_responder(dp.pin_dir(), &iface.name).map_err(one_line)?;
-    match (choice, other) {
-        (DataplaneChoice::Xdp, Some(pid)) => bail!(
-            "{}: answered in userspace by pid {pid}: stop that process before attaching XDP",
-            iface.name
-        ),
-        (_, Some(pid)) => return Ok(Chosen::OtherProcess(pid)),
-        _ => {}
-    }
-    match choice {
-        DataplaneChoice::Xdp => Ok(Chosen::Xdp(dp.attach(iface, mode).map_err(one_line)?)),
-        DataplaneChoice::Userspace => {
-            if let Some(mode) = dp.attached_mode(&iface.name).map_err(one_line)? {
-                bail!(
-                    "{}: the XDP program is attached ({mode} mode): run `herald xdp detach --iface {}` first",
-                    iface.name,
-                    iface.name
-                );
-            }
-            Ok(Chosen::Userspace)
-        }
-        DataplaneChoice::Auto => match dp.attach(iface, mode) {
-            Ok(attached) => Ok(Chosen::Xdp(attached)),
-            Err(e) => {
-                println!(
-                    "{}: XDP cannot attach ({e}); falling back to userspace",
-                    iface.name
-                );
-                tracing::warn!(iface = %iface.name, "XDP cannot attach, answering in userspace: {e}");
-                Ok(Chosen::Userspace)
-            }
-        },
-    }
-}
-
-/// A userspace responder running in its own thread, marked in the pin directory.
-struct OwnResponder {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// `None` once awaited; the outcome is then in `ended`.
-    handle: Option<tokio::task::JoinHandle<dataplane::Result<()>>>,
-    ended: Option<Result<dataplane::Result<()>, tokio::task::JoinError>>,
-    stats: std::sync::Arc<FallbackStats>,
-}
-
-impl OwnResponder {
-    fn start(pin_dir: &Path, iface: &Interface) -> Result<OwnResponder> {
-        let fallback = Fallback::open(iface).map_err(one_line)?;
-        let mut own = Dataplane::open(pin_dir).map_err(one_line)?;
-        let marker = Marker::create(pin_dir, &iface.name).map_err(one_line)?;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stats = fallback.stats();
-        let flag = stop.clone();
-        let handle = tokio::task::spawn_blocking(move || {
-            let result = fallback.serve(&mut own, &flag);
-            drop(marker);
-            result
-        });
-        println!("{}: answering in userspace (AF_PACKET)", iface.name);
-        Ok(OwnResponder {
-            stop,
-            handle: Some(handle),
-            ended: None,
-            stats,
-        })
-    }
-
-    /// Stops the thread (within its poll interval) and prints what it did.
-    async fn finish(mut self, iface: &str) -> Result<()> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let result = match (self.handle.take(), self.ended.take()) {
-            (Some(handle), _) => handle.await,
-            (None, Some(ended)) => ended,
-            (None, None) => Ok(Ok(())),
-        };
-        print_summary(iface, &self.stats);
-        match result {
-            Ok(result) => result.map_err(one_line),
-            Err(_) => bail!("{iface}: the userspace responder thread panicked"),
-        }
-    }
-}
-
-/// An early return (`?`) must not leave the thread serving: the runtime's drop would wait for
-/// it forever.
-impl Drop for OwnResponder {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-fn print_summary(iface: &str, stats: &FallbackStats) {
-    let c = stats.counts();
+fn print_summary(iface: &str, c: &FallbackCounts) {
     println!(
         "{iface}: userspace responder: {} ARP/NS frames, {} replies, {} replies dropped by the kernel (send failed), {} receive errors, {} counter write errors",
         c.frames, c.replies, c.send_failures, c.receive_errors, c.map_errors
     );
-}
-
-/// The responder future of an optional own responder: pending forever without one.
-async fn responder_ended(own: &mut Option<OwnResponder>) {
-    let Some(own) = own.as_mut() else {
-        return std::future::pending().await;
-    };
-    if let Some(handle) = own.handle.as_mut() {
-        own.ended = Some(handle.await);
-        own.handle = None;
-    }
-}
-
-/// `attach --dataplane userspace|auto` (when XDP could not attach): answer in the foreground
-/// until SIGTERM/SIGINT. Addresses are announced and withdrawn with `herald xdp announce` /
-/// `withdraw` from other processes, as with XDP.
-async fn attach_userspace(pin_dir: &Path, iface: Interface) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut own = Some(OwnResponder::start(pin_dir, &iface)?);
-    let signal = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
-        _ = responder_ended(&mut own) => "the responder ended",
-    };
-    if let Some(own) = own.take() {
-        own.finish(&iface.name).await?;
-    }
-    println!("{signal}: {}: stopped answering in userspace", iface.name);
-    Ok(())
 }
 
 fn announce(pin_dir: &Path, args: AnnounceArgs) -> Result<()> {
@@ -493,7 +411,7 @@ fn list(pin_dir: &Path, output: Output) -> Result<()> {
             attachments: Vec::new(),
             interfaces: dataplane::interface_modes(
                 &[],
-                &fallback::responders(pin_dir).map_err(one_line)?,
+                &markers::responders(pin_dir).map_err(one_line)?,
             ),
             addresses: Vec::new(),
             counters: Counters::default(),
@@ -621,9 +539,10 @@ async fn run_foreground(pin_dir: &Path, args: RunArgs) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
 
     let mut dp = Dataplane::open(pin_dir).map_err(one_line)?;
-    let mut own = None;
-    match choose(&dp, &iface, args.mode.into(), args.dataplane.into())? {
-        Chosen::Xdp(attached) => println!(
+    let mut answerers = Answerers::new(pin_dir, args.dataplane.into(), args.mode.into());
+    let serving = answerers.serve(&mut dp, &iface).map_err(one_line)?;
+    match &serving {
+        Serving::Xdp(attached) => println!(
             "{}: {} in {} mode",
             iface.name,
             if attached.already {
@@ -633,20 +552,25 @@ async fn run_foreground(pin_dir: &Path, args: RunArgs) -> Result<()> {
             },
             attached.mode
         ),
-        Chosen::OtherProcess(pid) => {
-            println!("{}: already answered in userspace (pid {pid})", iface.name)
-        }
-        Chosen::Userspace => {
-            dp.serve_in_userspace(&iface);
-            own = Some(OwnResponder::start(pin_dir, &iface)?);
-        }
+        other => print_serving(&iface.name, other),
     }
     let guard_on = !args.guard_timeout.is_zero();
-    if guard_on {
+    let heartbeat = if guard_on {
         dp.heartbeat(args.guard_timeout).map_err(one_line)?;
+        let timeout = args.guard_timeout;
+        // A quarter of the timeout leaves three missed beats of slack before answers stop.
+        let every = (timeout / 4).max(Duration::from_millis(10));
+        let guard = Dataplane::open(pin_dir).map_err(one_line)?;
+        Some(
+            Heartbeat::spawn("guard", guard, every, false, OnError::Stop, move || {
+                Beat::Refresh(timeout)
+            })
+            .map_err(one_line)?,
+        )
     } else {
         dp.guard_off().map_err(one_line)?;
-    }
+        None
+    };
 
     let sender = Sender::open().map_err(one_line)?;
     let cadence = Cadence::from(args.cadence);
@@ -661,14 +585,6 @@ async fn run_foreground(pin_dir: &Path, args: RunArgs) -> Result<()> {
     }
     let answer_mac = mac.unwrap_or(iface.mac);
 
-    // A quarter of the timeout leaves three missed beats of slack before answers stop.
-    let beat_every = if guard_on {
-        args.guard_timeout / 4
-    } else {
-        Duration::from_secs(3600)
-    };
-    let mut beat = tokio::time::interval(beat_every.max(Duration::from_millis(10)));
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let tick_every = if cadence.is_once() {
         Duration::from_secs(3600)
     } else {
@@ -676,15 +592,20 @@ async fn run_foreground(pin_dir: &Path, args: RunArgs) -> Result<()> {
     };
     let mut gratuitous =
         tokio::time::interval_at(tokio::time::Instant::now() + tick_every, tick_every);
-    let outcome: Result<&str> = loop {
+    let mut poll = tokio::time::interval(RESPONDER_POLL);
+    let mut ended = Vec::new();
+    let outcome: &str = loop {
         tokio::select! {
-            _ = sigterm.recv() => break Ok("SIGTERM"),
-            _ = sigint.recv() => break Ok("SIGINT"),
-            // The heartbeat must not outlive the answers: stop when the responder does.
-            _ = responder_ended(&mut own) => break Ok("the userspace responder ended"),
-            _ = beat.tick(), if guard_on => {
-                if let Err(e) = dp.heartbeat(args.guard_timeout) {
-                    break Err(one_line(e));
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = poll.tick() => {
+                // The heartbeat must not outlive the answers: stop when the responder does.
+                ended = answerers.take_ended(&mut dp);
+                if !ended.is_empty() {
+                    break "the userspace responder ended";
+                }
+                if heartbeat.as_ref().is_some_and(Heartbeat::is_finished) {
+                    break "the guard heartbeat failed";
                 }
             }
             _ = gratuitous.tick() => {
@@ -694,16 +615,16 @@ async fn run_foreground(pin_dir: &Path, args: RunArgs) -> Result<()> {
             }
         }
     };
+    let beat = heartbeat.map_or(Ok(()), Heartbeat::stop);
     for ip in &ips {
         dp.withdraw(&iface, *ip).map_err(one_line)?;
     }
     dp.guard_off().map_err(one_line)?;
-    if let Some(own) = own {
-        own.finish(&iface.name).await?;
-    }
-    let signal = outcome?;
+    ended.extend(answerers.stop_all());
+    finish(&answerers, ended)?;
+    beat.map_err(one_line)?;
     println!(
-        "{signal}: withdrew {} addresses from {}",
+        "{outcome}: withdrew {} addresses from {}",
         ips.len(),
         iface.name
     );

@@ -9,7 +9,6 @@
 //! watches reconnect on their own, so an API server restart only delays work.
 
 pub mod config_input;
-pub mod http;
 pub mod metrics;
 pub mod plan;
 mod state;

@@ -1,5 +1,5 @@
-//! The controller's small HTTP endpoints: `/metrics` on `--port`, `/healthz` and `/readyz` on
-//! `--health-probe-port`. Plain HTTP/1.1 through hyper.
+//! The small HTTP endpoints of the long-running commands: `/metrics` and the `/healthz`,
+//! `/livez` and `/readyz` probes. Plain HTTP/1.1 through hyper.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,4 +54,59 @@ pub async fn serve(addr: SocketAddr, handler: Handler) -> std::io::Result<Socket
         }
     });
     Ok(bound)
+}
+
+/// Produces the Prometheus text exposition of a component's metrics.
+pub type Metrics = Arc<dyn Fn() -> String + Send + Sync>;
+/// Says whether the component is ready to serve.
+pub type Ready = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The paths both components serve: `/metrics` when `metrics` is given; `/healthz`, `/livez`
+/// and `/readyz` when `ready` is given; 404 for the rest.
+pub fn endpoints(metrics: Option<Metrics>, ready: Option<Ready>) -> Handler {
+    Arc::new(move |path: &str| match (path, &metrics, &ready) {
+        ("/metrics", Some(metrics), _) => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics(),
+        ),
+        ("/healthz" | "/livez", _, Some(_)) => (StatusCode::OK, "text/plain", "ok\n".into()),
+        ("/readyz", _, Some(ready)) if ready() => (StatusCode::OK, "text/plain", "ok\n".into()),
+        ("/readyz", _, Some(_)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready\n".into(),
+        ),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn endpoints_answer_what_they_were_given() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let flag = ready.clone();
+        let both = endpoints(
+            Some(Arc::new(|| "m 1\n".to_string())),
+            Some(Arc::new(move || flag.load(Ordering::Relaxed))),
+        );
+        assert_eq!(both("/metrics").0, StatusCode::OK);
+        assert_eq!(both("/metrics").2, "m 1\n");
+        assert_eq!(both("/healthz").0, StatusCode::OK);
+        assert_eq!(both("/livez").0, StatusCode::OK);
+        assert_eq!(both("/readyz").0, StatusCode::SERVICE_UNAVAILABLE);
+        ready.store(true, Ordering::Relaxed);
+        assert_eq!(both("/readyz").0, StatusCode::OK);
+        assert_eq!(both("/other").0, StatusCode::NOT_FOUND);
+
+        let metrics_only = endpoints(Some(Arc::new(String::new)), None);
+        assert_eq!(metrics_only("/readyz").0, StatusCode::NOT_FOUND);
+        let probes_only = endpoints(None, Some(Arc::new(|| true)));
+        assert_eq!(probes_only("/metrics").0, StatusCode::NOT_FOUND);
+        assert_eq!(probes_only("/readyz").0, StatusCode::OK);
+    }
 }

@@ -6,15 +6,21 @@
 //! schedule), [`pins`] (pin layout) and [`caps`]; [`netdev`] and [`gratuitous`] hold the ioctls
 //! and the raw socket.
 
+pub mod answerers;
 pub mod cadence;
 pub mod caps;
 mod error;
+#[cfg(test)]
+pub mod fake;
 pub mod fallback;
 pub mod gratuitous;
+pub mod heartbeat;
 pub mod keys;
+pub mod markers;
 pub mod netdev;
 pub mod object;
 pub mod pins;
+pub mod plane;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -171,7 +177,7 @@ pub struct InterfaceMode {
 /// The per-interface view: XDP links, then userspace responders (live ones first).
 pub fn interface_modes(
     attachments: &[AttachmentInfo],
-    responders: &[fallback::UserspaceResponder],
+    responders: &[markers::UserspaceResponder],
 ) -> Vec<InterfaceMode> {
     let mut out: Vec<InterfaceMode> = attachments
         .iter()
@@ -477,7 +483,7 @@ impl Dataplane {
         }
         if !self.userspace.contains(&iface.index)
             && self.link_of(&iface.name)?.is_none()
-            && fallback::live_responder(&self.pin_dir, &iface.name)?.is_none()
+            && markers::live_responder(&self.pin_dir, &iface.name)?.is_none()
         {
             return Err(DataplaneError::NotAttached {
                 iface: iface.name.clone(),
@@ -602,7 +608,7 @@ impl Dataplane {
                 mode,
             })
             .collect::<Vec<_>>();
-        let interfaces = interface_modes(&attachments, &fallback::responders(&self.pin_dir)?);
+        let interfaces = interface_modes(&attachments, &markers::responders(&self.pin_dir)?);
         Ok(Snapshot {
             pin_dir: self.pin_dir.clone(),
             interfaces,
@@ -644,8 +650,8 @@ pub fn detach(pin_dir: &Path, iface: Option<&str>) -> Result<Detached> {
     drop(dataplane);
     // A live userspace responder still reads the maps: they stay until it stops.
     let userspace_live = pin_dir.exists() && {
-        fallback::remove_dead_markers(pin_dir)?;
-        fallback::responders(pin_dir)?.iter().any(|r| r.alive)
+        markers::remove_dead_markers(pin_dir)?;
+        markers::responders(pin_dir)?.iter().any(|r| r.alive)
     };
     report.userspace_still_serving = userspace_live;
     if pins::link_pins(pin_dir)?.is_empty() && pin_dir.exists() && !userspace_live {
@@ -897,7 +903,7 @@ mod tests {
                 present: true,
             },
         ];
-        let responder = |iface: &str, pid, alive| fallback::UserspaceResponder {
+        let responder = |iface: &str, pid, alive| markers::UserspaceResponder {
             iface: iface.into(),
             pid,
             alive,

@@ -4,15 +4,23 @@
 //! Pure parts, tested without I/O: [`plan`] (election over the cluster objects → targets,
 //! ServiceL2Status, Events; diffs), [`interfaces`] (eligibility and MetalLB's exclusion list),
 //! [`timing`] (failure detection and the guard bound), [`auth`] (gossip datagram HMAC).
-//! I/O: [`membership`] (SWIM with foca over UDP), [`run`] (the process: watches from
-//! `k8s::speaker`, the data plane, metrics).
+//! [`reconcile`] (one pass from cluster values to data-plane changes and API writes) and
+//! [`announcer`] (layer-2 announcing over the data-plane seam) are unit-tested against an
+//! in-memory data plane.
+//! I/O: [`membership`] (SWIM with foca over UDP), [`guard`] (the heartbeat threads), [`run`] (the
+//! process: watches from `k8s::speaker`, the data plane, metrics); [`options`] is what the
+//! command line decides.
 
+pub mod announcer;
 pub mod auth;
 pub mod gossip;
+pub mod guard;
 pub mod interfaces;
 pub mod membership;
 pub mod metrics;
+pub mod options;
 pub mod plan;
+pub mod reconcile;
 pub mod run;
 pub mod scan;
 pub mod timing;

@@ -1,29 +1,29 @@
 //! The speaker's Kubernetes side: the watches it decides from (Services, EndpointSlices, Nodes,
 //! Namespaces, IPAddressPools, L2Advertisements, speaker Pods, the memberlist Secret and its own
 //! ServiceL2Status objects) and its writes (ServiceL2Status, Events as `metallb-speaker`).
-//! No decisions here: `speaker::plan` decides, this module lists and writes.
+//! No decisions here: `speaker::plan` decides, this module lists and [`writer`] writes.
 
-use std::collections::BTreeMap;
+mod writer;
+
+pub use writer::{Writer, write_loop};
+
 use std::fmt::Debug;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::api::{self, L2ServiceStatus, ServiceL2Status, ServiceL2StatusSpec};
-use crate::speaker::plan::{ExistingStatus, PlannedEvent, StatusAction};
+use crate::api::{self, ServiceL2Status};
+use crate::speaker::plan::ExistingStatus;
+use crate::speaker::reconcile::ClusterView;
 
-use super::events::{EventSink, Severity};
 
 /// The component name on the speaker's Events (MetalLB's).
 pub const SPEAKER_COMPONENT: &str = "metallb-speaker";
@@ -48,15 +48,17 @@ pub struct WatchOptions {
 
 /// Local caches of every watched kind; `changed` wakes the speaker after any event.
 pub struct Watches {
-    pub services: Store<Service>,
-    pub endpoint_slices: Store<EndpointSlice>,
-    pub nodes: Store<Node>,
-    pub namespaces: Store<Namespace>,
-    pub pools: Store<api::IPAddressPool>,
-    pub l2_advertisements: Store<api::L2Advertisement>,
-    pub pods: Option<Store<Pod>>,
-    pub secrets: Option<Store<Secret>>,
-    pub l2_statuses: Store<ServiceL2Status>,
+    services: Store<Service>,
+    endpoint_slices: Store<EndpointSlice>,
+    nodes: Store<Node>,
+    namespaces: Store<Namespace>,
+    pools: Store<api::IPAddressPool>,
+    l2_advertisements: Store<api::L2Advertisement>,
+    pods: Option<Store<Pod>>,
+    secrets: Option<Store<Secret>>,
+    l2_statuses: Store<ServiceL2Status>,
+    /// This node's name (whose speaker Pod and ServiceL2Status objects are watched).
+    node: String,
     pub changed: Arc<Notify>,
 }
 
@@ -113,6 +115,7 @@ impl Watches {
                 all().labels(&format!("{LABEL_NODE}={}", options.node)),
                 changed.clone(),
             ),
+            node: options.node.clone(),
             changed,
         }
     }
@@ -199,160 +202,49 @@ impl Watches {
             })
             .collect()
     }
-}
 
-/// Writes ServiceL2Status objects and Events for one node.
-#[derive(Clone)]
-pub struct Writer {
-    statuses: Api<ServiceL2Status>,
-    namespace: String,
-    node: String,
-    events: EventSink,
-}
-
-impl Writer {
-    pub fn new(client: &Client, namespace: &str, node: &str) -> Writer {
-        Writer {
-            statuses: Api::namespaced(client.clone(), namespace),
-            namespace: namespace.to_string(),
-            node: node.to_string(),
-            events: EventSink::new(client.clone(), SPEAKER_COMPONENT, node),
+    /// Everything the speaker decides from, as values.
+    pub fn view(&self) -> ClusterView {
+        ClusterView {
+            pools: cloned(&self.pools),
+            l2_advertisements: cloned(&self.l2_advertisements),
+            namespaces: cloned(&self.namespaces),
+            nodes: cloned(&self.nodes),
+            services: cloned(&self.services),
+            endpoint_slices: cloned(&self.endpoint_slices),
+            own_pod: self.own_pod_of_view(),
         }
     }
 
-    /// Applies one status action. `owner` is this node's speaker Pod (MetalLB's owner).
-    /// Returns the generated name of a created object.
-    pub async fn status(
-        &self,
-        action: &StatusAction,
-        owner: Option<&Pod>,
-    ) -> Result<Option<String>, kube::Error> {
-        match action {
-            StatusAction::Create {
-                service_key,
-                status,
-            } => {
-                let (svc_ns, svc_name) = service_key.split_once('/').unwrap_or(("", service_key));
-                let labels: BTreeMap<String, String> = [
-                    (LABEL_NODE.to_string(), self.node.clone()),
-                    (LABEL_SERVICE_NAME.to_string(), svc_name.to_string()),
-                    (LABEL_SERVICE_NAMESPACE.to_string(), svc_ns.to_string()),
-                ]
-                .into();
-                let owner_references = owner.and_then(owner_reference).map(|o| vec![o]);
-                let object = ServiceL2Status {
-                    metadata: ObjectMeta {
-                        generate_name: Some("l2-".into()),
-                        namespace: Some(self.namespace.clone()),
-                        labels: Some(labels),
-                        owner_references,
-                        ..ObjectMeta::default()
-                    },
-                    spec: ServiceL2StatusSpec {},
-                    status: None,
-                };
-                let created = self
-                    .statuses
-                    .create(&PostParams::default(), &object)
-                    .await?;
-                let name = created.metadata.name.unwrap_or_default();
-                self.write_status(&name, status).await?;
-                Ok(Some(name))
-            }
-            StatusAction::UpdateStatus { name, status } => {
-                self.write_status(name, status).await.map(|()| None)
-            }
-            StatusAction::Delete { name } => {
-                match self.statuses.delete(name, &DeleteParams::default()).await {
-                    Err(e) if super::is_not_found(&e) => Ok(None),
-                    other => other.map(|_| None),
-                }
-            }
-        }
+    fn own_pod_of_view(&self) -> Option<Pod> {
+        self.own_pod(&self.node).map(|p| (*p).clone())
     }
 
-    async fn write_status(&self, name: &str, status: &L2ServiceStatus) -> Result<(), kube::Error> {
-        let patch = json!({ "status": status });
-        self.statuses
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map(|_| ())
+    /// The first InternalIP of Node `node`, when listed.
+    pub fn node_internal_ip(&self, node: &str) -> Option<IpAddr> {
+        self.nodes.state().iter().find_map(|n| {
+            if n.metadata.name.as_deref() != Some(node) {
+                return None;
+            }
+            n.status
+                .as_ref()?
+                .addresses
+                .as_ref()?
+                .iter()
+                .filter(|a| a.type_ == "InternalIP")
+                .find_map(|a| a.address.parse().ok())
+        })
     }
 
-    /// Records a planned Event on its Service (`uid` from the watch cache when known).
-    pub async fn event(
-        &self,
-        event: &PlannedEvent,
-        uid: Option<String>,
-    ) -> Result<(), kube::Error> {
-        let regarding = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Service".into()),
-            name: Some(event.name.clone()),
-            namespace: Some(event.namespace.clone()),
-            uid,
-            ..ObjectReference::default()
-        };
-        let severity = if event.warning {
-            Severity::Warning
-        } else {
-            Severity::Normal
-        };
-        self.events
-            .publish_ref(
-                regarding,
-                severity,
-                event.reason,
-                "Announce",
-                &event.message,
-            )
-            .await
+    /// The IP of this node's speaker Pod, when listed.
+    pub fn own_pod_ip(&self, node: &str) -> Option<IpAddr> {
+        self.own_pod(node)?.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
     }
 }
 
-impl Writer {
-    /// Creates `ConfigurationState speaker-<node>` when absent (labels
-    /// `metallb.io/component-type=speaker`, `metallb.io/node-name`, owner = speaker Pod) and
-    /// writes its status.
-    pub async fn configuration_state(
-        &self,
-        client: &Client,
-        status: serde_json::Value,
-        owner: Option<&Pod>,
-    ) -> Result<(), kube::Error> {
-        let name = format!("speaker-{}", self.node);
-        let api = super::metallb_api(
-            client,
-            &self.namespace,
-            "ConfigurationState",
-            "configurationstates",
-        );
-        let mut object = kube::api::DynamicObject::new(
-            &name,
-            &super::metallb_resource("ConfigurationState", "configurationstates"),
-        )
-        .within(&self.namespace);
-        object.metadata.labels = Some(BTreeMap::from([
-            (
-                "metallb.io/component-type".to_string(),
-                "speaker".to_string(),
-            ),
-            ("metallb.io/node-name".to_string(), self.node.clone()),
-        ]));
-        object.metadata.owner_references = owner.and_then(owner_reference).map(|o| vec![o]);
-        super::writes::ensure_dynamic(&api, &object).await?;
-        super::writes::dynamic_status(&api, &name, status)
-            .await
-            .map(|_| ())
-    }
-}
-
-fn owner_reference(pod: &Pod) -> Option<OwnerReference> {
-    Some(OwnerReference {
-        api_version: "v1".into(),
-        kind: "Pod".into(),
-        name: pod.metadata.name.clone()?,
-        uid: pod.metadata.uid.clone()?,
-        ..OwnerReference::default()
-    })
+fn cloned<K: Clone + Resource + 'static>(store: &Store<K>) -> Vec<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store.state().iter().map(|o| (**o).clone()).collect()
 }

@@ -1,0 +1,161 @@
+//! The seam between the speaker and a layer-2 data plane: what the speaker asks of it (make an
+//! interface answerable, announce, withdraw, list what is announced, send gratuitous rounds,
+//! read counters, a guard handle for the heartbeat thread), implemented over the pinned XDP maps
+//! and this process's answerers by [`AyaPlane`], and in memory by [`super::fake::FakePlane`] for
+//! the speaker's unit tests.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use super::answerers::{self, Answerers, Serving};
+use super::fallback::FallbackCounts;
+use super::gratuitous::Sender;
+use super::heartbeat::Guard;
+use super::keys::{AddrKey, Mac};
+use super::netdev::Interface;
+use super::{AttachMode, Dataplane, DataplaneChoice, Result, ServedBy};
+
+/// One announced address's counters: `(ifindex, ip, requests, replies)`.
+pub type AddressReading = (u32, IpAddr, u64, u64);
+
+/// What one look at the data plane's counters found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub addresses: Vec<AddressReading>,
+    /// Userspace responders' counters, by interface.
+    pub userspace: Vec<(String, FallbackCounts)>,
+}
+
+/// What the layer-2 speaker asks of the data plane.
+pub trait L2Plane {
+    /// The guard handle the heartbeat thread writes through (its own handle, its own thread).
+    type Guard: Guard;
+
+    /// The interface named `name` as the kernel has it now.
+    fn interface(&self, name: &str) -> Result<Interface>;
+    /// Makes something answer ARP/NDP on `iface` (idempotent); says who.
+    fn attach(&mut self, iface: &Interface) -> Result<ServedBy>;
+    /// Stops this process's answerers on interfaces not in `keep` (pinned XDP links stay).
+    fn release_unused(&mut self, keep: &BTreeSet<String>);
+    /// Answers for `ip` on `iface` from now on, with the interface's MAC; returns that MAC.
+    fn announce(&mut self, iface: &Interface, ip: IpAddr) -> Result<Mac>;
+    /// Stops answering for `ip` on `iface`; false when it was not announced.
+    fn withdraw(&mut self, iface: &Interface, ip: IpAddr) -> Result<bool>;
+    /// Every announced (ifindex, address).
+    fn keys(&self) -> Result<Vec<AddrKey>>;
+    /// One gratuitous round (ARP or unsolicited NA) for `ip` on `iface`; packets sent.
+    fn gratuitous(&mut self, iface: &Interface, ip: IpAddr, mac: Mac) -> Result<u32>;
+    /// Reads counters, and restarts answerers of this process that ended on their own.
+    fn observe(&mut self) -> Result<Observed>;
+    /// A handle for the guard thread.
+    fn guard(&self) -> Result<Self::Guard>;
+    /// Stops this process's answerers (pinned XDP links stay, answering from the maps).
+    fn shutdown(&mut self);
+}
+
+/// The real data plane: the maps and links pinned under one directory, and this process's
+/// answerers.
+pub struct AyaPlane {
+    pin_dir: PathBuf,
+    dp: Dataplane,
+    answerers: Answerers,
+    sender: Option<Sender>,
+}
+
+impl AyaPlane {
+    /// Opens (or creates) the maps under `pin_dir`. Without a gratuitous socket it still
+    /// answers requests; it says so once.
+    pub fn open(pin_dir: &Path, choice: DataplaneChoice, mode: AttachMode) -> Result<AyaPlane> {
+        let dp = Dataplane::open(pin_dir)?;
+        let sender = Sender::open()
+            .map_err(|error| tracing::warn!(%error, "no gratuitous sender"))
+            .ok();
+        Ok(AyaPlane {
+            pin_dir: pin_dir.to_path_buf(),
+            dp,
+            answerers: Answerers::new(pin_dir, choice, mode),
+            sender,
+        })
+    }
+
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+}
+
+impl L2Plane for AyaPlane {
+    type Guard = Dataplane;
+
+    fn interface(&self, name: &str) -> Result<Interface> {
+        Interface::by_name(name)
+    }
+
+    fn attach(&mut self, iface: &Interface) -> Result<ServedBy> {
+        let serving = self.answerers.serve(&mut self.dp, iface)?;
+        if let Serving::Xdp(attached) = &serving
+            && !attached.already
+        {
+            tracing::info!(iface = %iface.name, mode = %attached.mode, "XDP attached");
+        }
+        Ok(serving.served_by())
+    }
+
+    fn release_unused(&mut self, keep: &BTreeSet<String>) {
+        self.answerers.retain(&mut self.dp, keep);
+    }
+
+    fn announce(&mut self, iface: &Interface, ip: IpAddr) -> Result<Mac> {
+        Ok(self.dp.announce(iface, ip, None)?.mac)
+    }
+
+    fn withdraw(&mut self, iface: &Interface, ip: IpAddr) -> Result<bool> {
+        self.dp.withdraw(iface, ip)
+    }
+
+    fn keys(&self) -> Result<Vec<AddrKey>> {
+        self.dp.keys()
+    }
+
+    fn gratuitous(&mut self, iface: &Interface, ip: IpAddr, mac: Mac) -> Result<u32> {
+        match &self.sender {
+            Some(sender) => sender.announce(iface, ip, mac),
+            None => Ok(0),
+        }
+    }
+
+    fn observe(&mut self) -> Result<Observed> {
+        // A responder ends on its own only when its socket is gone: restart it at once if the
+        // interface is still the same one (a deleted or re-created one is left to the rescan).
+        for ended in self.answerers.take_ended(&mut self.dp) {
+            answerers::log_ended(&ended);
+            match Interface::by_name(&ended.iface) {
+                Ok(iface) if iface.index == ended.index => {
+                    if let Err(error) = self.answerers.serve(&mut self.dp, &iface) {
+                        tracing::warn!(iface = %iface.name, %error, "restarting the userspace responder failed");
+                    }
+                }
+                _ => {}
+            }
+        }
+        let snapshot = self.dp.snapshot()?;
+        Ok(Observed {
+            addresses: snapshot
+                .addresses
+                .iter()
+                .map(|a| (a.ifindex, a.ip, a.requests, a.replies))
+                .collect(),
+            userspace: self.answerers.counts(),
+        })
+    }
+
+    fn guard(&self) -> Result<Dataplane> {
+        Dataplane::open(&self.pin_dir)
+    }
+
+    fn shutdown(&mut self) {
+        for ended in self.answerers.stop_all() {
+            answerers::log_ended(&ended);
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! One reconcile pass of the speaker, from values: the cluster as the watches see it and the live
+//! speakers in, data-plane changes (through an [`Announcer`]) and API writes (queued as
+//! [`Write`]s for the writer task) out.
+//!
+//! Order: the configuration is rebuilt (an invalid one keeps the last good one and is reported
+//! in ConfigurationState); the plan is computed; the announcer applies it (withdrawals, then
+//! announcements); then Events (new ones only, failed announcements included) and the
+//! ServiceL2Status set are queued — the API server never delays the data plane.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use tokio::sync::mpsc;
+
+use crate::api::{IPAddressPool, L2Advertisement, L2ServiceStatus};
+use crate::config::{self, Config, Snapshot};
+use crate::speaker::announcer::Announcer;
+use crate::speaker::interfaces::Eligible;
+use crate::speaker::metrics::SpeakerMetrics;
+use crate::speaker::plan::{self, Inputs, Plan, PlannedEvent};
+
+/// Everything a pass decides from, as values.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterView {
+    pub pools: Vec<IPAddressPool>,
+    pub l2_advertisements: Vec<L2Advertisement>,
+    pub namespaces: Vec<Namespace>,
+    pub nodes: Vec<Node>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    /// This node's speaker Pod (owner of what the speaker writes), when listed.
+    pub own_pod: Option<Pod>,
+}
+
+/// A write for the API writer task, in the order the pass made them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    /// The whole desired ServiceL2Status set of this node, by Service key; owner Pod.
+    Statuses(BTreeMap<String, L2ServiceStatus>, Option<Box<Pod>>),
+    /// An Event on a Service, with the Service's uid when known.
+    Event(PlannedEvent, Option<String>),
+    /// ConfigurationState `speaker-<node>`: `None` = valid, else the error summary; owner Pod.
+    ConfigState(Option<String>, Option<Box<Pod>>),
+}
+
+/// Per-process settings a pass reads.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub node: String,
+    pub lb_class: Option<String>,
+    pub ignore_exclude_lb: bool,
+}
+
+/// The speaker's memory between passes.
+pub struct Reconciler {
+    settings: Settings,
+    config: Option<Config>,
+    /// The last ConfigurationState verdict sent (`Some(None)` = valid).
+    verdict: Option<Option<String>>,
+    events: BTreeSet<PlannedEvent>,
+    plan: Plan,
+    metrics: Arc<SpeakerMetrics>,
+    writes: mpsc::UnboundedSender<Write>,
+}
+
+impl Reconciler {
+    pub fn new(
+        settings: Settings,
+        metrics: Arc<SpeakerMetrics>,
+        writes: mpsc::UnboundedSender<Write>,
+    ) -> Reconciler {
+        Reconciler {
+            settings,
+            config: None,
+            verdict: None,
+            events: BTreeSet::new(),
+            plan: Plan::default(),
+            metrics,
+            writes,
+        }
+    }
+
+    /// The plan of the last pass that had a valid configuration.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// One pass at `now` (time since start): `live` speakers (`None` without memberlist) and
+    /// the interfaces the announcer can use.
+    pub fn reconcile(
+        &mut self,
+        view: &ClusterView,
+        live: Option<&BTreeSet<String>>,
+        eligible: &Eligible,
+        announcer: &mut impl Announcer,
+        now: Duration,
+    ) {
+        let owner = || view.own_pod.clone().map(Box::new);
+        let snapshot = Snapshot {
+            pools: view.pools.clone(),
+            l2_advertisements: view.l2_advertisements.clone(),
+            namespaces: view.namespaces.clone(),
+            nodes: view.nodes.clone(),
+            ..Snapshot::default()
+        };
+        let verdict = match config::build(&snapshot) {
+            Ok(config) => {
+                self.config = Some(config);
+                self.metrics.config_loaded.set(1);
+                self.metrics.config_stale.set(0);
+                None
+            }
+            Err(errors) => {
+                self.metrics.config_stale.set(1);
+                for e in &errors {
+                    tracing::error!(error = %e, "configuration rejected; keeping the last good one");
+                }
+                Some(
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
+            }
+        };
+        if self.verdict.as_ref() != Some(&verdict) {
+            let _ = self.writes.send(Write::ConfigState(verdict.clone(), owner()));
+            self.verdict = Some(verdict);
+        }
+        let Some(config) = &self.config else {
+            tracing::warn!("no valid configuration yet: not announcing anything");
+            return;
+        };
+        let plan = plan::plan(&Inputs {
+            node: &self.settings.node,
+            config,
+            services: &view.services,
+            endpoint_slices: &view.endpoint_slices,
+            nodes: &view.nodes,
+            live_speakers: live,
+            interfaces: eligible,
+            lb_class: self.settings.lb_class.as_deref(),
+            ignore_exclude_lb: self.settings.ignore_exclude_lb,
+        });
+        for p in &plan.problems {
+            tracing::warn!(service = %p.service, problem = %p.message, "service skipped");
+        }
+
+        // Data plane first.
+        let failed = announcer.apply(&plan, now);
+
+        // Then the API server, through the writer task.
+        let node = &self.settings.node;
+        self.metrics.set_announced(node, &plan.announced());
+        let mut events = plan.events(node);
+        events.extend(failed);
+        let uids: BTreeMap<String, String> = view
+            .services
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    format!(
+                        "{}/{}",
+                        s.metadata.namespace.as_deref().unwrap_or("default"),
+                        s.metadata.name.as_deref()?
+                    ),
+                    s.metadata.uid.clone()?,
+                ))
+            })
+            .collect();
+        for event in plan::new_events(&self.events, &events) {
+            if event.warning {
+                tracing::warn!(service = %format!("{}/{}", event.namespace, event.name), reason = event.reason, message = %event.message, "event");
+            }
+            let uid = uids
+                .get(&format!("{}/{}", event.namespace, event.name))
+                .cloned();
+            let _ = self.writes.send(Write::Event(event, uid));
+        }
+        self.events = events;
+        let _ = self
+            .writes
+            .send(Write::Statuses(plan.statuses(node), owner()));
+        self.plan = plan;
+    }
+}
+
+#[cfg(test)]
+mod tests;
