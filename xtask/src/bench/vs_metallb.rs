@@ -20,6 +20,7 @@
 mod direct;
 mod replies;
 mod report;
+mod requests;
 mod services;
 
 use std::fmt::Write as _;
@@ -30,8 +31,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::bench::dataplane::svg;
 use crate::lab::{self, Speakers, failover, metallb};
-use replies::{Proto, Series};
+use replies::Series;
 use report::{Failover, Figure, Figures};
+use requests::Proto;
 
 #[derive(clap::Args)]
 pub struct Args {

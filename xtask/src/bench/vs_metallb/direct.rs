@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use serde_json::Value;
 
-use super::replies::{Proto, Sources, traffic};
+use super::requests::{Proto, Sources, traffic};
 use crate::bench::dataplane::measure::{Engine, Generator};
 use crate::lab::{self, DIRECT_IF, DIRECT_NS, DirectLink};
 
