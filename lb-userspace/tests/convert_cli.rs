@@ -106,7 +106,10 @@ fn invalid_configmaps_fail_with_the_reason() {
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config}\ndata:\n  config: |\n    address-pools:\n    - {name: a, protocol: layer2, addresses: [198.51.100.1]}\n    - {name: b, protocol: layer2, addresses: [198.51.100.0/24]}\n",
             "IPAddressPool \"a\": spec.addresses[0]",
         ),
-        ("kind: ConfigMap\nmetadata: {name: [\n", "bad2.yaml:3:"),
+        (
+            "kind: ConfigMap\nmetadata: {name: [\n",
+            "bad2.yaml:2: unclosed bracket",
+        ),
     ];
     for (i, (input, expected)) in cases.iter().enumerate() {
         let file = dir.join(format!("bad{i}.yaml"));

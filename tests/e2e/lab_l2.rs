@@ -490,7 +490,7 @@ fn speakers_authenticate_as_the_speaker_service_account() {
     .expect("manifests/rbac-speaker.yaml");
     let docs: Vec<serde_json::Value> = manifest
         .split("\n---")
-        .filter_map(|doc| serde_yaml::from_str(doc).ok())
+        .filter_map(|doc| serde_saphyr::from_str(doc).ok())
         .collect();
     let shipped = docs
         .iter()

@@ -80,11 +80,11 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
 
 /// Every CRD rendered as the YAML text of its manifest file, headed by a comment saying where
 /// it comes from. `cargo xtask manifests` writes these; a test compares them with the files.
-pub fn crd_manifests() -> Result<Vec<(&'static str, String)>, serde_yaml::Error> {
+pub fn crd_manifests() -> Result<Vec<(&'static str, String)>, serde_saphyr::SerializeError> {
     crds()
         .into_iter()
         .map(|(file, crd)| {
-            let body = serde_yaml::to_string(&crd)?;
+            let body = crate::config::yaml::to_string(&crd)?;
             Ok((file, format!("{MANIFEST_HEADER}---\n{body}")))
         })
         .collect()

@@ -23,6 +23,7 @@ use super::duration::{format_go_duration, parse_go_duration};
 use super::error::ConfigError;
 use super::load::{self, Object};
 use super::snapshot::Snapshot;
+use super::yaml;
 use crate::api;
 
 /// Where the converted objects go when the ConfigMap has no namespace.
@@ -75,17 +76,18 @@ fn join(errors: &[ConfigError]) -> String {
         .join("\n  ")
 }
 
-/// The legacy schema (MetalLB ≤ 0.12 `internal/config` file format). Unknown keys are ignored,
-/// as Go's decoder did.
+/// The legacy schema (MetalLB ≤ 0.12 `internal/config` file format). Unknown keys are ignored
+/// and a key with no value (`peers:`) is an empty list, map or string, as Go's decoder had it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct LegacyConfig {
+    #[serde(deserialize_with = "empty_if_null")]
     peers: Vec<LegacyPeer>,
-    #[serde(rename = "bgp-communities")]
+    #[serde(rename = "bgp-communities", deserialize_with = "empty_if_null")]
     bgp_communities: BTreeMap<String, String>,
-    #[serde(rename = "address-pools")]
+    #[serde(rename = "address-pools", deserialize_with = "empty_if_null")]
     address_pools: Vec<LegacyPool>,
-    #[serde(rename = "bfd-profiles")]
+    #[serde(rename = "bfd-profiles", deserialize_with = "empty_if_null")]
     bfd_profiles: Vec<LegacyBfdProfile>,
 }
 
@@ -94,14 +96,22 @@ struct LegacyConfig {
 struct LegacyPeer {
     my_asn: u32,
     peer_asn: u32,
+    #[serde(deserialize_with = "empty_if_null")]
     peer_address: String,
+    #[serde(deserialize_with = "empty_if_null")]
     source_address: String,
     peer_port: u16,
+    #[serde(deserialize_with = "empty_if_null")]
     hold_time: String,
+    #[serde(deserialize_with = "empty_if_null")]
     keepalive_time: String,
+    #[serde(deserialize_with = "empty_if_null")]
     router_id: String,
+    #[serde(deserialize_with = "empty_if_null")]
     node_selectors: Vec<LegacyNodeSelector>,
+    #[serde(deserialize_with = "empty_if_null")]
     password: String,
+    #[serde(deserialize_with = "empty_if_null")]
     bfd_profile: String,
     ebgp_multihop: bool,
 }
@@ -109,26 +119,35 @@ struct LegacyPeer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 struct LegacyNodeSelector {
+    #[serde(deserialize_with = "empty_if_null")]
     match_labels: BTreeMap<String, String>,
+    #[serde(deserialize_with = "empty_if_null")]
     match_expressions: Vec<LegacyRequirement>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct LegacyRequirement {
+    #[serde(deserialize_with = "empty_if_null")]
     key: String,
+    #[serde(deserialize_with = "empty_if_null")]
     operator: String,
+    #[serde(deserialize_with = "empty_if_null")]
     values: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 struct LegacyPool {
+    #[serde(deserialize_with = "empty_if_null")]
     name: String,
+    #[serde(deserialize_with = "empty_if_null")]
     protocol: String,
+    #[serde(deserialize_with = "empty_if_null")]
     addresses: Vec<String>,
     auto_assign: Option<bool>,
     avoid_buggy_ips: Option<bool>,
+    #[serde(deserialize_with = "empty_if_null")]
     bgp_advertisements: Vec<LegacyBgpAdvertisement>,
 }
 
@@ -138,12 +157,14 @@ struct LegacyBgpAdvertisement {
     aggregation_length: Option<i32>,
     aggregation_length_v6: Option<i32>,
     localpref: u32,
+    #[serde(deserialize_with = "empty_if_null")]
     communities: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 struct LegacyBfdProfile {
+    #[serde(deserialize_with = "empty_if_null")]
     name: String,
     receive_interval: Option<u32>,
     transmit_interval: Option<u32>,
@@ -152,6 +173,15 @@ struct LegacyBfdProfile {
     echo_mode: bool,
     passive_mode: bool,
     minimum_ttl: Option<u32>,
+}
+
+/// A YAML null (a key with no value) as the type's empty value.
+fn empty_if_null<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// The converted objects, in the converter's output order, plus notes for the user.
@@ -186,8 +216,7 @@ impl Converted {
     /// Multi-document YAML: a header comment, then every object followed by `---`.
     pub fn to_yaml(&self) -> Result<String, ConvertError> {
         fn push<T: serde::Serialize>(out: &mut String, object: &T) -> Result<(), ConvertError> {
-            let text =
-                serde_yaml::to_string(object).map_err(|e| ConvertError::Render(e.to_string()))?;
+            let text = yaml::to_string(object).map_err(|e| ConvertError::Render(e.to_string()))?;
             out.push_str(&text);
             out.push_str("---\n");
             Ok(())
@@ -268,11 +297,11 @@ pub fn convert_data(
     let mut legacy: LegacyConfig = if data.trim().is_empty() {
         LegacyConfig::default()
     } else {
-        serde_yaml::from_str::<Option<LegacyConfig>>(data)
+        yaml::from_str::<Option<LegacyConfig>>(data)
             .map_err(|e| ConvertError::Legacy {
                 location: location.to_string(),
-                line: e.location().map_or(1, |l| l.line()),
-                message: strip_location(&e.to_string()),
+                line: e.line().unwrap_or(1),
+                message: e.message(1),
             })?
             .unwrap_or_default()
     };
@@ -527,14 +556,6 @@ fn k8s_names(legacy: &mut LegacyConfig, notes: &mut Vec<String>) -> Result<(), C
         }
     }
     Ok(())
-}
-
-/// serde_yaml appends " at line L column C"; the line is reported separately.
-fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
-    }
 }
 
 #[cfg(test)]

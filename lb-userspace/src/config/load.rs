@@ -10,8 +10,9 @@ use std::fmt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
-use serde_yaml::Value;
+use serde_json::Value;
 
+use super::yaml;
 use crate::api;
 
 /// One object Herald understands. BGPPeer is always v1beta2 (v1beta1 is converted on load).
@@ -92,17 +93,13 @@ pub fn parse_all(text: &str, source: &str) -> (Loaded, Vec<LoadError>) {
     let mut loaded = Loaded::default();
     let mut errors = Vec::new();
     for (first_line, document) in split_documents(text) {
-        let value: Value = match serde_yaml::from_str(&document) {
+        let value: Value = match yaml::value(&document) {
             Ok(value) => value,
             Err(e) => {
-                let line = e
-                    .location()
-                    .map_or(first_line, |l| first_line + l.line() - 1);
-                let message = file_positions(&e.to_string(), first_line);
                 errors.push(LoadError {
                     file: source.to_string(),
-                    line,
-                    message: strip_own_location(&message, line),
+                    line: e.line().map_or(first_line, |l| first_line + l - 1),
+                    message: e.message(first_line),
                 });
                 continue;
             }
@@ -147,7 +144,7 @@ impl Document<'_> {
     }
 
     fn add_objects(&self, value: Value, loaded: &mut Loaded) -> Result<(), LoadError> {
-        let Value::Mapping(map) = &value else {
+        let Value::Object(map) = &value else {
             return Err(self.error(
                 self.content_line,
                 "not a Kubernetes object (expected a mapping with apiVersion and kind)",
@@ -163,7 +160,7 @@ impl Document<'_> {
         if kind == "List" || kind.ends_with("List") && api_version == "v1" {
             let items = map
                 .get("items")
-                .and_then(Value::as_sequence)
+                .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
             for item in items {
@@ -251,25 +248,22 @@ impl Document<'_> {
         mut value: Value,
         spec_optional: bool,
     ) -> Result<T, LoadError> {
-        if spec_optional && let Value::Mapping(map) = &mut value {
-            let spec = Value::String("spec".into());
-            if map.get(&spec).is_none_or(Value::is_null) {
-                map.insert(spec, Value::Mapping(Default::default()));
-            }
+        if spec_optional
+            && let Value::Object(map) = &mut value
+            && map.get("spec").is_none_or(Value::is_null)
+        {
+            map.insert("spec".into(), Value::Object(Default::default()));
         }
-        serde_yaml::from_value(value).map_err(|e| {
-            // from_value has neither position nor field path: re-read the text, whose error
-            // has both (`spec.addresses: invalid type ...` at a line of this document).
-            let (line, e) = match serde_yaml::from_str::<T>(self.text) {
-                Err(text_error) => (
-                    text_error
-                        .location()
-                        .map_or(self.content_line, |l| self.first_line + l.line() - 1),
-                    text_error,
-                ),
-                Ok(_) => (self.content_line, e),
-            };
-            let name = serde_yaml::from_str::<Value>(self.text)
+        yaml::from_value(value).map_err(|e| {
+            // A parsed value has no positions: re-read the text as `T`, whose error has the
+            // line when it fails at the same field (the parser reads a number into a string
+            // field, say, where the value does not: then the object's first line).
+            let line = yaml::from_str::<T>(self.text)
+                .err()
+                .filter(|text_error| text_error.path() == e.path())
+                .and_then(|text_error| text_error.line())
+                .map_or(self.content_line, |l| self.first_line + l - 1);
+            let name = yaml::value(self.text)
                 .ok()
                 .and_then(|v| v.get("metadata")?.get("name")?.as_str().map(str::to_string))
                 .map(|n| format!(" {n:?}"))
@@ -280,7 +274,7 @@ impl Document<'_> {
                 .unwrap_or("object");
             self.error(
                 line,
-                format!("{kind}{name}: {}", strip_location(&e.to_string())),
+                format!("{kind}{name}: {}", e.message(self.first_line)),
             )
         })
     }
@@ -314,46 +308,6 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
     }
     documents.push((start, current));
     documents
-}
-
-/// serde_yaml's messages may mention other positions ("... at line 6 column 1, while parsing a
-/// flow sequence"), counted inside the document: shift them to lines of the file.
-fn file_positions(message: &str, first_line: usize) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(i) = rest.find("at line ") {
-        let (before, after) = rest.split_at(i + "at line ".len());
-        out.push_str(before);
-        let digits = after
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(after.len());
-        match after[..digits].parse::<usize>() {
-            Ok(line) => out.push_str(&(first_line + line - 1).to_string()),
-            Err(_) => out.push_str(&after[..digits]),
-        }
-        rest = &after[digits..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Drops a trailing " at line L column C" when L is the line reported anyway; a trailing
-/// position elsewhere (where a flow sequence started, say) stays, as it helps.
-fn strip_own_location(message: &str, line: usize) -> String {
-    if let Some(i) = message.rfind(" at line ")
-        && message[i + " at line ".len()..].starts_with(&format!("{line} column "))
-    {
-        return message[..i].to_string();
-    }
-    message.to_string()
-}
-
-/// serde_yaml appends " at line L column C"; the line is reported separately.
-fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -432,12 +386,11 @@ metadata:
     fn errors_carry_file_and_line() {
         const NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
         let cases: [(String, usize, &str); 10] = [
-            // Unclosed flow sequence opened on line 8: detected at the end of the input (9),
-            // and the position quoted inside the message is a file line too.
+            // Unclosed flow sequence: reported where it opens, on line 8 of the file.
             (
                 format!("{NS}---\napiVersion: v1\nkind: Node\nmetadata:\n  name: [unclosed\n"),
-                9,
-                "at line 9 column 1, while parsing a flow sequence at line 8 column 9",
+                8,
+                "unclosed bracket '['",
             ),
             (format!("{NS}---\nfoo: bar\n"), 5, "not a Kubernetes object"),
             (
@@ -458,12 +411,12 @@ metadata:
             (
                 format!("{NS}--- \napiVersion: v1\nkind: Node\nmetadata: {{name: [x}}\n"),
                 7,
-                "did not find expected",
+                "mismatched bracket '[' closed by '}'",
             ),
             (
                 "apiVersion: v1\r\nkind: Namespace\r\nmetadata: {name: a}\r\n---\r\nfoo: [1, 2\r\n".into(),
-                6,
-                "did not find expected ',' or ']'",
+                5,
+                "unclosed bracket '['",
             ),
             ("just a string\n".into(), 1, "not a Kubernetes object"),
             (
@@ -478,6 +431,10 @@ metadata:
             assert_eq!((e.file.as_str(), e.line), ("f.yaml", line), "{text:?}: {e}");
             assert!(e.message.contains(fragment), "{text:?}: {e}");
             assert!(
+                !e.message.contains(&format!("line {line}")),
+                "{text:?}: {e}"
+            );
+            assert!(
                 e.to_string().starts_with(&format!("f.yaml:{line}: ")),
                 "{e}"
             );
@@ -490,8 +447,8 @@ metadata:
         let (loaded, errors) = parse_all(text, "m.yaml");
         assert_eq!(loaded.objects.len(), 2);
         let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
-        assert_eq!(lines, [6, 11], "{errors:?}");
-        assert_eq!(parse(text, "m.yaml").expect_err("first error").line, 6);
+        assert_eq!(lines, [5, 11], "{errors:?}");
+        assert_eq!(parse(text, "m.yaml").expect_err("first error").line, 5);
     }
 
     #[test]
