@@ -753,11 +753,39 @@ fn bad_input_gives_one_clear_line(imp: Impl) {
         );
     }
 
-    // One answerer per interface: XDP and userspace never both answer there.
+    // One answerer per interface: XDP and userspace never both answer there. Asking for
+    // userspace where XDP is attached hands the interface over (the link is unpinned, the maps
+    // stay); asking for XDP where a userspace responder runs is refused.
     match imp {
         Impl::Xdp => {
-            let err = lab.herald_err(&["attach", "--dataplane", "userspace", "--iface", iface]);
-            assert!(err.contains("the XDP program is attached"), "{err}");
+            let mut child = KillOnDrop(
+                lab.herald_command(&["attach", "--dataplane", "userspace", "--iface", iface])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .expect("spawn herald xdp attach --dataplane userspace"),
+            );
+            assert!(
+                poll_until(SETTLE, || lab.listed_interface()
+                    == Some(("userspace".into(), true))),
+                "the userspace responder took over: {}",
+                lab.list_json()
+            );
+            assert_eq!(lab.node_xdp_program(), None, "the XDP link was unpinned");
+            child.signal(libc::SIGTERM).expect("SIGTERM");
+            let status = child.0.wait().expect("reap");
+            let mut out = String::new();
+            if let Some(mut stdout) = child.0.stdout.take() {
+                use std::io::Read;
+                let _ = stdout.read_to_string(&mut out);
+            }
+            assert!(status.success(), "{status}\n{out}");
+            assert!(
+                out.contains("detached the XDP program (skb mode) to answer in userspace"),
+                "{out}"
+            );
+            // Back to XDP for the rest of the test.
+            lab.attach();
         }
         Impl::Userspace => {
             let err = lab.herald_err(&["attach", "--iface", iface, "--mode", "skb"]);
