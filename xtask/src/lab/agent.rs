@@ -22,7 +22,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::json;
 
-use super::{NODES, NodeSpec, kubeconfig, topo};
+use super::spec::{NODES, NodeSpec, kubeconfig};
+use super::topo;
 
 /// Annotation a test sets to make the lab's kubelet report a Pod not ready.
 pub const READY_ANNOTATION: &str = "lab.herald.dev/ready";

@@ -11,12 +11,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::herald::Speakers;
+use super::kubectl::service_ips;
 use super::probe::{self, format_mac};
-use super::status::{node_macs, node_of_mac};
-use super::{
-    BACKEND_PORT, CLIENT_NS, CLIENT_V4, DEMO_SERVICE, FailoverArgs, NodeSpec, Speakers, UPLINK,
-    node_by_name, service_ips, topo,
+use super::procs::detect_ms;
+use super::spec::{
+    BACKEND_PORT, CLIENT_NS, CLIENT_V4, DEMO_SERVICE, NodeSpec, UPLINK, node_by_name,
 };
+use super::status::{node_macs, node_of_mac};
+use super::topo;
+
+#[derive(clap::Args, Clone)]
+pub struct FailoverArgs {
+    /// ARP probe interval from the client, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    pub probe_ms: u64,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -238,7 +248,7 @@ pub fn print_trial(t: &Trial) {
 }
 
 pub fn run_lab_failover(args: &FailoverArgs) -> Result<()> {
-    let detect_ms = super::detect_ms();
+    let detect_ms = detect_ms();
     let probe = Duration::from_millis(args.probe_ms);
     println!(
         "failover of {} (speakers: --detect-ms {detect_ms}); the client probes ARP every {} ms and connects over TCP every 10 ms",

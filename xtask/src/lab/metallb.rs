@@ -15,7 +15,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::{NODES, NodeSpec, kubeconfig, procs, run_dir};
+use super::kubectl::kubectl;
+use super::procs;
+use super::spec::{NODES, NodeSpec, kubeconfig, run_dir};
 use crate::paths::workspace_root;
 
 /// The MetalLB release compared against (v0.16.x does not build from the module proxy: it
@@ -72,7 +74,7 @@ fn secret_dir() -> PathBuf {
 /// Copies the key of Secret metallb-system/memberlist (made by Herald's controller, which the
 /// lab starts first) to the file MetalLB's speakers read.
 fn write_memberlist_secret() -> Result<()> {
-    let key = super::kubectl(&[
+    let key = kubectl(&[
         "-n",
         "metallb-system",
         "get",

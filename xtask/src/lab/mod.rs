@@ -1,97 +1,53 @@
-//! `cargo xtask lab up | status | failover | down` (issue 11): on one machine, the real control
-//! plane (etcd, kube-apiserver, kube-controller-manager from `kube.rs`), a switch namespace with a
-//! bridge, three node namespaces each running `herald speaker` with XDP on its uplink, `herald
-//! controller`, and a client namespace. The lab plays kubelet, scheduler and kube-proxy (IPVS
-//! style: every LoadBalancer IP on each node's `lo`, `arp_ignore`/`arp_announce` so the kernel
-//! never answers ARP or NDP for it) — see `agent.rs`.
+//! `cargo xtask lab up | status | failover | down`: on one machine, the real control plane
+//! (etcd, kube-apiserver, kube-controller-manager from `herald-control-plane`), a switch
+//! namespace with a bridge, three node namespaces each running `herald speaker` with XDP on its
+//! uplink, `herald controller`, and a client namespace. The lab plays kubelet, scheduler and
+//! kube-proxy (IPVS style: every LoadBalancer IP on each node's `lo`, `arp_ignore`/`arp_announce`
+//! so the kernel never answers ARP or NDP for it) — see `agent.rs`.
 //!
 //! Everything `up` starts is recorded under `target/lab/run` (pids, logs, kubeconfigs), and
 //! `down` removes exactly that: the recorded processes, the lab's namespaces and host veth, and
 //! the lab's pin directory.
+//!
+//! This file holds the commands; what they share lives in the modules below it (`spec.rs` for
+//! names and addresses, `kubectl.rs`, `herald.rs`, `procs.rs`), so that no module imports this
+//! one back.
 
 pub mod agent;
 pub mod failover;
+mod herald;
+mod kubectl;
 pub mod metallb;
 pub mod probe;
 mod procs;
+mod spec;
 pub mod status;
 mod topo;
 
+pub use herald::{
+    Speakers, herald_running, restart_herald_speakers, restart_speakers, speaker_timing_line,
+    start_herald, start_speaker, stop_herald,
+};
+pub use kubectl::{kubectl, service_ips, wait_for};
+pub use procs::{detect_ms, is_up};
+pub use spec::*;
 pub use topo::{DIRECT_IF, DIRECT_NS, DirectLink, direct_link, direct_links};
 
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use crate::paths::workspace_root;
-
-/// One node namespace of the lab.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NodeSpec {
-    /// Node object name (also the gossip member name).
-    pub name: &'static str,
-    pub netns: &'static str,
-    /// The bridge port (in the switch namespace) of the node's uplink.
-    pub switch_port: &'static str,
-    pub v4: Ipv4Addr,
-    pub v6: Ipv6Addr,
-}
-
-pub const NODES: [NodeSpec; 3] = [
-    NodeSpec {
-        name: "node-a",
-        netns: "hl-node-a",
-        switch_port: "p-node-a",
-        v4: Ipv4Addr::new(203, 0, 113, 11),
-        v6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x11),
-    },
-    NodeSpec {
-        name: "node-b",
-        netns: "hl-node-b",
-        switch_port: "p-node-b",
-        v4: Ipv4Addr::new(203, 0, 113, 12),
-        v6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x12),
-    },
-    NodeSpec {
-        name: "node-c",
-        netns: "hl-node-c",
-        switch_port: "p-node-c",
-        v4: Ipv4Addr::new(203, 0, 113, 13),
-        v6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x13),
-    },
-];
-
-pub const SWITCH_NS: &str = "hl-sw";
-pub const BRIDGE: &str = "br0";
-pub const CLIENT_NS: &str = "hl-client";
-pub const CLIENT_PORT: &str = "p-client";
-pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
-pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x100);
-/// Every namespace's uplink is called this (the speakers get `--interfaces-include eth0,eth1`:
-/// the uplink and the direct link to the bench client, `topo::DirectLink`).
-pub const UPLINK: &str = "eth0";
-/// The host's leg on the lab bridge: kube-apiserver binds this address.
-pub const HOST_IF: &str = "hl-host";
-pub const HOST_PORT: &str = "p-host";
-pub const HOST_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-pub const APISERVER_PORT: u16 = 6443;
-/// LoadBalancer IPs come from these prefixes (on-link from the client).
-pub const POOL_V4_PREFIX: &str = "198.51.100.0/24";
-pub const POOL_V6_PREFIX: &str = "2001:db8:0:2::/64";
-/// Service ClusterIPs: dual stack so IPv6 LoadBalancer IPs exist; never on the wire (no kube-proxy).
-pub const SERVICE_CIDR: &str = "10.96.0.0/16,2001:db8:0:96::/112";
-/// The backend every node runs (pods' containerPort, the Service's port and targetPort).
-pub const BACKEND_PORT: u16 = 8080;
-/// Pin directories live below this, one per node: namespaces share one bpffs.
-pub const PIN_ROOT: &str = "/sys/fs/bpf/herald-lab";
-/// Failure-detection target the speakers are started with (`--detect-ms`).
-pub const DEFAULT_DETECT_MS: u64 = 500;
-/// The lab's demo Service (from manifests/lab.yaml).
-pub const DEMO_SERVICE: (&str, &str) = ("default", "web");
+use failover::FailoverArgs;
+use herald::{
+    BPFFS, MOUNTED_BPFFS, ensure_pin_root, start_herald_controller, wait_memberlist_secret,
+};
+use kubectl::kubectl_owned;
+use status::StatusArgs;
 
 /// The lab's YAML, applied with kubectl after the Herald manifests.
 pub const LAB_YAML: &str = include_str!("manifests/lab.yaml");
@@ -146,23 +102,6 @@ pub struct UpArgs {
 }
 
 #[derive(clap::Args, Clone)]
-pub struct StatusArgs {
-    /// Machine-readable output.
-    #[arg(long)]
-    pub json: bool,
-    /// Skip the client's ARP/NDP/TCP checks (only the XDP maps and ServiceL2Status).
-    #[arg(long)]
-    pub no_client: bool,
-}
-
-#[derive(clap::Args, Clone)]
-pub struct FailoverArgs {
-    /// ARP probe interval from the client, in milliseconds.
-    #[arg(long, default_value_t = 10)]
-    pub probe_ms: u64,
-}
-
-#[derive(clap::Args, Clone)]
 pub struct BackendArgs {
     #[arg(long)]
     pub node: String,
@@ -187,44 +126,9 @@ pub fn run(command: &LabCommand) -> Result<()> {
     }
 }
 
-/// Where `up` keeps its state (removed by `down`).
-pub fn run_dir() -> PathBuf {
-    workspace_root().join("target/lab/run")
-}
-
-pub fn kube_run_dir() -> PathBuf {
-    run_dir().join("kube")
-}
-
-/// The kubeconfig of `identity` (admin, controller, speaker).
-pub fn kubeconfig(identity: &str) -> PathBuf {
-    kube_run_dir().join(format!("{identity}.kubeconfig"))
-}
-
-pub fn pin_dir(node: &NodeSpec) -> PathBuf {
-    Path::new(PIN_ROOT).join(node.name)
-}
-
-pub fn node_by_name(name: &str) -> Result<NodeSpec> {
-    NODES
-        .iter()
-        .find(|n| n.name == name)
-        .copied()
-        .with_context(|| {
-            format!(
-                "no lab node named {name:?} (nodes: {})",
-                NODES.map(|n| n.name).join(", ")
-            )
-        })
-}
-
 /// The binary of this xtask (to start the agent and backends from).
 fn xtask_exe() -> Result<PathBuf> {
     std::env::current_exe().context("locating the xtask binary")
-}
-
-pub fn herald_exe() -> PathBuf {
-    workspace_root().join("target/debug/herald")
 }
 
 fn require_root() -> Result<()> {
@@ -419,241 +323,6 @@ fn start(args: &UpArgs) -> Result<()> {
     Ok(())
 }
 
-const BPFFS: &str = "/sys/fs/bpf";
-/// Marker: `up` mounted bpffs at /sys/fs/bpf, so `down` unmounts it.
-const MOUNTED_BPFFS: &str = "mounted-bpffs";
-
-/// Mounts bpffs at /sys/fs/bpf when nothing is there (as systemd does at boot) and creates the
-/// lab's pin root; the speakers create their per-node directories below it.
-fn ensure_pin_root() -> Result<()> {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let path = std::ffi::CString::new(BPFFS)?;
-    // SAFETY: statfs into a zeroed struct we own.
-    let is_bpffs = unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(path.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
-    };
-    if !is_bpffs {
-        step("mounting bpffs at /sys/fs/bpf");
-        let status = Command::new("mount")
-            .args(["-t", "bpf", "bpf", BPFFS])
-            .status()
-            .context("running mount")?;
-        if !status.success() {
-            bail!("mount -t bpf bpf {BPFFS} failed: {status}");
-        }
-        fs::write(run_dir().join(MOUNTED_BPFFS), "")?;
-    }
-    fs::create_dir_all(PIN_ROOT).with_context(|| format!("creating {PIN_ROOT}"))
-}
-
-/// Starts Herald's controller on the host as the controller service account.
-fn start_herald_controller() -> Result<u32> {
-    procs::spawn_recorded(
-        "controller",
-        None,
-        Command::new(herald_exe())
-            .arg("controller")
-            .arg(format!(
-                "--kubeconfig={}",
-                kubeconfig("controller").display()
-            ))
-            .args([
-                "--namespace=metallb-system",
-                "--port=19120",
-                "--health-probe-port=19121",
-                "--bind-address=127.0.0.1",
-                "--pod-name=lab-controller",
-                "--ml-secret-name=memberlist",
-            ])
-            .env("RUST_LOG", "info,kube=warn")
-            .env_remove("KUBECONFIG"),
-    )
-}
-
-/// Which implementation's speakers a fault hits and a repair restarts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Speakers {
-    /// `herald speaker`, restarted with this `--detect-ms`.
-    Herald { detect_ms: u64 },
-    /// MetalLB's speaker (`metallb.rs`).
-    Metallb,
-}
-
-impl Speakers {
-    pub fn label(self) -> &'static str {
-        match self {
-            Speakers::Herald { .. } => "Herald",
-            Speakers::Metallb => "MetalLB",
-        }
-    }
-
-    /// SIGKILL of `node`'s speaker.
-    pub fn kill(self, node: &NodeSpec) -> Result<()> {
-        match self {
-            Speakers::Herald { .. } => kill_speaker(node),
-            Speakers::Metallb => metallb::kill_speaker(node),
-        }
-    }
-
-    /// Starts (or restarts) `node`'s speaker.
-    pub fn start(self, node: &NodeSpec) -> Result<()> {
-        match self {
-            Speakers::Herald { detect_ms } => start_speaker(node, detect_ms).map(|_| ()),
-            Speakers::Metallb => metallb::start_speaker(node).map(|_| ()),
-        }
-    }
-}
-
-/// Stops Herald for a MetalLB run: speakers get SIGTERM (they leave the gossip and withdraw),
-/// then each node's XDP program is detached and its pins removed, then the controller stops —
-/// so nothing of Herald sees or answers a frame afterwards.
-pub fn stop_herald() -> Result<()> {
-    for node in NODES {
-        procs::stop_recorded(&format!("speaker-{}", node.name));
-    }
-    detach_herald_xdp()?;
-    procs::stop_recorded("controller");
-    Ok(())
-}
-
-/// Detaches each node's XDP program and removes its pins (the speakers must be stopped).
-fn detach_herald_xdp() -> Result<()> {
-    for node in NODES {
-        let pins = pin_dir(&node);
-        if !pins.exists() {
-            continue;
-        }
-        // nsenter keeps the host's mount namespace (and so /sys/fs/bpf); `ip netns exec` would not.
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", node.netns))
-            .arg(herald_exe())
-            .args(["xdp", "detach", "--pin-dir"])
-            .arg(&pins)
-            .output()
-            .context("running nsenter … herald xdp detach")?;
-        if !out.status.success() {
-            bail!(
-                "herald xdp detach on {} failed: {}",
-                node.name,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let _ = fs::remove_dir_all(&pins);
-    }
-    Ok(())
-}
-
-/// Restarts the three speakers with XDP in `xdp_mode` (`skb`, the lab's, or `driver`): they
-/// stop, XDP is detached (one mode per interface at a time), they start again. `bench
-/// vs-metallb` uses driver mode for its direct links, whose client ends accept XDP_TX frames;
-/// on the bridge ports (no XDP, no NAPI) driver-mode XDP_TX frames are dropped, so the segment
-/// is not answered until the lab's skb mode is back.
-pub fn restart_herald_speakers(detect_ms: u64, xdp_mode: &str) -> Result<()> {
-    for node in NODES {
-        procs::stop_recorded(&format!("speaker-{}", node.name));
-    }
-    detach_herald_xdp()?;
-    ensure_pin_root()?;
-    for node in NODES {
-        spawn_speaker(&node, detect_ms, xdp_mode)?;
-    }
-    Ok(())
-}
-
-/// Starts Herald's controller and speakers again (after [`stop_herald`]).
-pub fn start_herald(detect_ms: u64) -> Result<()> {
-    procs::record_detect_ms(detect_ms)?;
-    ensure_pin_root()?;
-    if procs::recorded_pid("controller").is_none() {
-        start_herald_controller()?;
-    }
-    wait_memberlist_secret()?;
-    for node in NODES {
-        start_speaker(&node, detect_ms)?;
-    }
-    Ok(())
-}
-
-/// True when Herald's controller or any of its speakers runs.
-pub fn herald_running() -> bool {
-    procs::recorded_pid("controller").is_some() || NODES.iter().any(|n| speaker_pid(n).is_some())
-}
-
-/// Starts (or restarts) `node`'s speaker inside its namespace as the speaker service account.
-pub fn start_speaker(node: &NodeSpec, detect_ms: u64) -> Result<u32> {
-    spawn_speaker(node, detect_ms, "skb")
-}
-
-fn spawn_speaker(node: &NodeSpec, detect_ms: u64, xdp_mode: &str) -> Result<u32> {
-    let name = format!("speaker-{}", node.name);
-    procs::stop_recorded(&name);
-    procs::spawn_recorded(
-        &name,
-        Some(node.netns),
-        Command::new(herald_exe())
-            .arg("speaker")
-            .arg(format!("--node-name={}", node.name))
-            .arg(format!("--kubeconfig={}", kubeconfig("speaker").display()))
-            .arg("--namespace=metallb-system")
-            .arg(format!("--pin-dir={}", pin_dir(node).display()))
-            .arg(format!("--ml-bind-addr={}:7946", node.v4))
-            .arg(format!("--metrics-addr={}:7472", node.v4))
-            .arg(format!("--interfaces-include={UPLINK},{DIRECT_IF}"))
-            .arg(format!("--xdp-mode={xdp_mode}"))
-            .arg(format!("--detect-ms={detect_ms}"))
-            .env("RUST_LOG", "info,kube=warn")
-            .env_remove("KUBECONFIG")
-            .env_remove("HERALD_PIN_DIR"),
-    )
-}
-
-/// The pid of `node`'s running speaker, if any.
-pub fn speaker_pid(node: &NodeSpec) -> Option<i32> {
-    procs::recorded_pid(&format!("speaker-{}", node.name))
-}
-
-/// Sends SIGKILL to `node`'s speaker (a crash: pinned maps stay).
-pub fn kill_speaker(node: &NodeSpec) -> Result<()> {
-    procs::kill_recorded(&format!("speaker-{}", node.name), libc::SIGKILL)
-}
-
-/// Restarts every speaker with `--detect-ms detect_ms` (and records it).
-pub fn restart_speakers(detect_ms: u64) -> Result<()> {
-    procs::record_detect_ms(detect_ms)?;
-    for node in NODES {
-        start_speaker(&node, detect_ms)?;
-    }
-    Ok(())
-}
-
-/// The timing line the first speaker logs at start (`detect_ms=… guard_budget_ms=…
-/// earliest_takeover_ms=…`), so benchmarks print the settings in force.
-pub fn speaker_timing_line() -> String {
-    let log = fs::read_to_string(run_dir().join(format!("speaker-{}.log", NODES[0].name)))
-        .unwrap_or_default();
-    log.lines()
-        .rev()
-        .find(|l| l.contains("detect_ms="))
-        .map(|l| {
-            l.split_whitespace()
-                .filter(|w| w.contains("_ms="))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|| "speaker timing not logged".to_string())
-}
-
-/// True when `up` has run and not been taken down.
-pub fn is_up() -> bool {
-    run_dir().join("pids").is_file()
-}
-
-/// The detection setting the running lab's speakers use.
-pub fn detect_ms() -> u64 {
-    procs::recorded_detect_ms().unwrap_or(DEFAULT_DETECT_MS)
-}
-
 fn apply_herald_manifests() -> Result<()> {
     let manifests = workspace_root().join("manifests");
     let kustomization = fs::read_to_string(manifests.join("kustomization.yaml"))
@@ -689,48 +358,6 @@ fn apply_herald_manifests() -> Result<()> {
     Ok(())
 }
 
-/// Runs the built kubectl as admin; returns stdout.
-pub fn kubectl(args: &[&str]) -> Result<String> {
-    kubectl_owned(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-}
-
-fn kubectl_owned(args: &[String]) -> Result<String> {
-    let out = Command::new(crate::kube::binaries().kubectl())
-        .arg(format!("--kubeconfig={}", kubeconfig("admin").display()))
-        .args(args)
-        .output()
-        .context("running kubectl")?;
-    if !out.status.success() {
-        bail!(
-            "kubectl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Polls `check` every 200 ms until it returns Some or `timeout` passes.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Option<T>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "timed out after {timeout:?} waiting for {what} (logs: {}/*.log)",
-                run_dir().display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn wait_nodes_ready() -> Result<()> {
     wait_for(
         "the agent to register nodes node-a/b/c Ready",
@@ -749,41 +376,6 @@ fn wait_nodes_ready() -> Result<()> {
                 .then_some(())
         },
     )
-}
-
-fn wait_memberlist_secret() -> Result<()> {
-    wait_for(
-        "the controller to create Secret metallb-system/memberlist",
-        Duration::from_secs(60),
-        || {
-            kubectl(&[
-                "-n",
-                "metallb-system",
-                "get",
-                "secret",
-                "memberlist",
-                "-o",
-                "name",
-            ])
-            .ok()
-            .map(|_| ())
-        },
-    )
-}
-
-/// The LoadBalancer ingress IPs of a Service (status order).
-pub fn service_ips(namespace: &str, name: &str) -> Vec<IpAddr> {
-    kubectl(&[
-        "-n",
-        namespace,
-        "get",
-        "service",
-        name,
-        "-o",
-        "jsonpath={range .status.loadBalancer.ingress[*]}{.ip}{\"\\n\"}{end}",
-    ])
-    .map(|out| out.lines().filter_map(|l| l.trim().parse().ok()).collect())
-    .unwrap_or_default()
 }
 
 fn wait_service_ready() -> Result<()> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::run_dir;
+use super::spec::{DEFAULT_DETECT_MS, run_dir};
 
 fn pids_file() -> std::path::PathBuf {
     run_dir().join("pids")
@@ -167,4 +167,14 @@ pub fn recorded_detect_ms() -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// True when `up` has run and not been taken down.
+pub fn is_up() -> bool {
+    pids_file().is_file()
+}
+
+/// The detection setting the running lab's speakers use.
+pub fn detect_ms() -> u64 {
+    recorded_detect_ms().unwrap_or(DEFAULT_DETECT_MS)
 }

@@ -11,10 +11,24 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::{
-    BACKEND_PORT, CLIENT_NS, NODES, NodeSpec, StatusArgs, UPLINK, herald_exe, kubectl, pin_dir,
-    probe, speaker_pid, topo,
+use super::herald::speaker_pid;
+use super::kubectl::kubectl;
+use super::procs::detect_ms;
+use super::spec::{
+    APISERVER_PORT, BACKEND_PORT, CLIENT_NS, HOST_V4, NODES, NodeSpec, UPLINK, herald_exe, pin_dir,
+    run_dir,
 };
+use super::{probe, topo};
+
+#[derive(clap::Args, Clone)]
+pub struct StatusArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the client's ARP/NDP/TCP checks (only the XDP maps and ServiceL2Status).
+    #[arg(long)]
+    pub no_client: bool,
+}
 
 /// Output of `cmd` run inside `netns` but in the host's mount namespace (pins stay visible).
 pub fn output_in_netns(netns: &str, cmd: &mut Command) -> Result<std::process::Output> {
@@ -267,7 +281,7 @@ pub fn lb_services() -> Result<Vec<(String, String, Vec<IpAddr>)>> {
 }
 
 pub fn gather(client: bool) -> Result<Value> {
-    if !super::run_dir().join("pids").is_file() {
+    if !run_dir().join("pids").is_file() {
         bail!("no lab is up: run `cargo xtask lab up`");
     }
     let macs = node_macs();
@@ -319,8 +333,8 @@ pub fn gather(client: bool) -> Result<Value> {
         }));
     }
     Ok(json!({
-        "apiserver": format!("https://{}:{}", super::HOST_V4, super::APISERVER_PORT),
-        "detect_ms": super::detect_ms(),
+        "apiserver": format!("https://{}:{}", HOST_V4, APISERVER_PORT),
+        "detect_ms": detect_ms(),
         "nodes": nodes,
         "services": services,
         "client_neighbours": if client { json!(client_neighbours()) } else { Value::Null },

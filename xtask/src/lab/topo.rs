@@ -15,7 +15,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::{
+use super::spec::{
     BRIDGE, CLIENT_NS, CLIENT_PORT, CLIENT_V4, CLIENT_V6, HOST_IF, HOST_PORT, HOST_V4, NODES,
     NodeSpec, POOL_V4_PREFIX, POOL_V6_PREFIX, SWITCH_NS, UPLINK,
 };

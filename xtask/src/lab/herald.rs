@@ -1,0 +1,262 @@
+//! Herald as the lab runs it, out of cluster as the manifests' service accounts: the controller
+//! on the host, a speaker in each node namespace (XDP on `eth0` and `eth1`, pins under
+//! [`PIN_ROOT`]); stopping, restarting and killing them for failover trials and for `bench
+//! vs-metallb`, and [`Speakers`], the same faults for either implementation.
+
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::kubectl::{kubectl, wait_for};
+use super::metallb;
+use super::procs;
+use super::spec::{NODES, NodeSpec, PIN_ROOT, UPLINK, herald_exe, kubeconfig, pin_dir, run_dir};
+use super::topo::DIRECT_IF;
+
+pub(super) const BPFFS: &str = "/sys/fs/bpf";
+
+/// Marker: `up` mounted bpffs at /sys/fs/bpf, so `down` unmounts it.
+pub(super) const MOUNTED_BPFFS: &str = "mounted-bpffs";
+
+/// Mounts bpffs at /sys/fs/bpf when nothing is there (as systemd does at boot) and creates the
+/// lab's pin root; the speakers create their per-node directories below it.
+pub(super) fn ensure_pin_root() -> Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let path = std::ffi::CString::new(BPFFS)?;
+    // SAFETY: statfs into a zeroed struct we own.
+    let is_bpffs = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(path.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    };
+    if !is_bpffs {
+        println!("==> mounting bpffs at /sys/fs/bpf");
+        let status = Command::new("mount")
+            .args(["-t", "bpf", "bpf", BPFFS])
+            .status()
+            .context("running mount")?;
+        if !status.success() {
+            bail!("mount -t bpf bpf {BPFFS} failed: {status}");
+        }
+        fs::write(run_dir().join(MOUNTED_BPFFS), "")?;
+    }
+    fs::create_dir_all(PIN_ROOT).with_context(|| format!("creating {PIN_ROOT}"))
+}
+
+/// Starts Herald's controller on the host as the controller service account.
+pub(super) fn start_herald_controller() -> Result<u32> {
+    procs::spawn_recorded(
+        "controller",
+        None,
+        Command::new(herald_exe())
+            .arg("controller")
+            .arg(format!(
+                "--kubeconfig={}",
+                kubeconfig("controller").display()
+            ))
+            .args([
+                "--namespace=metallb-system",
+                "--port=19120",
+                "--health-probe-port=19121",
+                "--bind-address=127.0.0.1",
+                "--pod-name=lab-controller",
+                "--ml-secret-name=memberlist",
+            ])
+            .env("RUST_LOG", "info,kube=warn")
+            .env_remove("KUBECONFIG"),
+    )
+}
+
+/// Which implementation's speakers a fault hits and a repair restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Speakers {
+    /// `herald speaker`, restarted with this `--detect-ms`.
+    Herald { detect_ms: u64 },
+    /// MetalLB's speaker (`metallb.rs`).
+    Metallb,
+}
+
+impl Speakers {
+    pub fn label(self) -> &'static str {
+        match self {
+            Speakers::Herald { .. } => "Herald",
+            Speakers::Metallb => "MetalLB",
+        }
+    }
+
+    /// SIGKILL of `node`'s speaker.
+    pub fn kill(self, node: &NodeSpec) -> Result<()> {
+        match self {
+            Speakers::Herald { .. } => kill_speaker(node),
+            Speakers::Metallb => metallb::kill_speaker(node),
+        }
+    }
+
+    /// Starts (or restarts) `node`'s speaker.
+    pub fn start(self, node: &NodeSpec) -> Result<()> {
+        match self {
+            Speakers::Herald { detect_ms } => start_speaker(node, detect_ms).map(|_| ()),
+            Speakers::Metallb => metallb::start_speaker(node).map(|_| ()),
+        }
+    }
+}
+
+/// Stops Herald for a MetalLB run: speakers get SIGTERM (they leave the gossip and withdraw),
+/// then each node's XDP program is detached and its pins removed, then the controller stops —
+/// so nothing of Herald sees or answers a frame afterwards.
+pub fn stop_herald() -> Result<()> {
+    for node in NODES {
+        procs::stop_recorded(&format!("speaker-{}", node.name));
+    }
+    detach_herald_xdp()?;
+    procs::stop_recorded("controller");
+    Ok(())
+}
+
+/// Detaches each node's XDP program and removes its pins (the speakers must be stopped).
+fn detach_herald_xdp() -> Result<()> {
+    for node in NODES {
+        let pins = pin_dir(&node);
+        if !pins.exists() {
+            continue;
+        }
+        // nsenter keeps the host's mount namespace (and so /sys/fs/bpf); `ip netns exec` would not.
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", node.netns))
+            .arg(herald_exe())
+            .args(["xdp", "detach", "--pin-dir"])
+            .arg(&pins)
+            .output()
+            .context("running nsenter … herald xdp detach")?;
+        if !out.status.success() {
+            bail!(
+                "herald xdp detach on {} failed: {}",
+                node.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let _ = fs::remove_dir_all(&pins);
+    }
+    Ok(())
+}
+
+/// Restarts the three speakers with XDP in `xdp_mode` (`skb`, the lab's, or `driver`): they
+/// stop, XDP is detached (one mode per interface at a time), they start again. `bench
+/// vs-metallb` uses driver mode for its direct links, whose client ends accept XDP_TX frames;
+/// on the bridge ports (no XDP, no NAPI) driver-mode XDP_TX frames are dropped, so the segment
+/// is not answered until the lab's skb mode is back.
+pub fn restart_herald_speakers(detect_ms: u64, xdp_mode: &str) -> Result<()> {
+    for node in NODES {
+        procs::stop_recorded(&format!("speaker-{}", node.name));
+    }
+    detach_herald_xdp()?;
+    ensure_pin_root()?;
+    for node in NODES {
+        spawn_speaker(&node, detect_ms, xdp_mode)?;
+    }
+    Ok(())
+}
+
+/// Starts Herald's controller and speakers again (after [`stop_herald`]).
+pub fn start_herald(detect_ms: u64) -> Result<()> {
+    procs::record_detect_ms(detect_ms)?;
+    ensure_pin_root()?;
+    if procs::recorded_pid("controller").is_none() {
+        start_herald_controller()?;
+    }
+    wait_memberlist_secret()?;
+    for node in NODES {
+        start_speaker(&node, detect_ms)?;
+    }
+    Ok(())
+}
+
+/// True when Herald's controller or any of its speakers runs.
+pub fn herald_running() -> bool {
+    procs::recorded_pid("controller").is_some() || NODES.iter().any(|n| speaker_pid(n).is_some())
+}
+
+/// Starts (or restarts) `node`'s speaker inside its namespace as the speaker service account.
+pub fn start_speaker(node: &NodeSpec, detect_ms: u64) -> Result<u32> {
+    spawn_speaker(node, detect_ms, "skb")
+}
+
+fn spawn_speaker(node: &NodeSpec, detect_ms: u64, xdp_mode: &str) -> Result<u32> {
+    let name = format!("speaker-{}", node.name);
+    procs::stop_recorded(&name);
+    procs::spawn_recorded(
+        &name,
+        Some(node.netns),
+        Command::new(herald_exe())
+            .arg("speaker")
+            .arg(format!("--node-name={}", node.name))
+            .arg(format!("--kubeconfig={}", kubeconfig("speaker").display()))
+            .arg("--namespace=metallb-system")
+            .arg(format!("--pin-dir={}", pin_dir(node).display()))
+            .arg(format!("--ml-bind-addr={}:7946", node.v4))
+            .arg(format!("--metrics-addr={}:7472", node.v4))
+            .arg(format!("--interfaces-include={UPLINK},{DIRECT_IF}"))
+            .arg(format!("--xdp-mode={xdp_mode}"))
+            .arg(format!("--detect-ms={detect_ms}"))
+            .env("RUST_LOG", "info,kube=warn")
+            .env_remove("KUBECONFIG")
+            .env_remove("HERALD_PIN_DIR"),
+    )
+}
+
+/// The pid of `node`'s running speaker, if any.
+pub fn speaker_pid(node: &NodeSpec) -> Option<i32> {
+    procs::recorded_pid(&format!("speaker-{}", node.name))
+}
+
+/// Sends SIGKILL to `node`'s speaker (a crash: pinned maps stay).
+pub fn kill_speaker(node: &NodeSpec) -> Result<()> {
+    procs::kill_recorded(&format!("speaker-{}", node.name), libc::SIGKILL)
+}
+
+/// Restarts every speaker with `--detect-ms detect_ms` (and records it).
+pub fn restart_speakers(detect_ms: u64) -> Result<()> {
+    procs::record_detect_ms(detect_ms)?;
+    for node in NODES {
+        start_speaker(&node, detect_ms)?;
+    }
+    Ok(())
+}
+
+/// The timing line the first speaker logs at start (`detect_ms=… guard_budget_ms=…
+/// earliest_takeover_ms=…`), so benchmarks print the settings in force.
+pub fn speaker_timing_line() -> String {
+    let log = fs::read_to_string(run_dir().join(format!("speaker-{}.log", NODES[0].name)))
+        .unwrap_or_default();
+    log.lines()
+        .rev()
+        .find(|l| l.contains("detect_ms="))
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|w| w.contains("_ms="))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "speaker timing not logged".to_string())
+}
+
+pub(super) fn wait_memberlist_secret() -> Result<()> {
+    wait_for(
+        "the controller to create Secret metallb-system/memberlist",
+        Duration::from_secs(60),
+        || {
+            kubectl(&[
+                "-n",
+                "metallb-system",
+                "get",
+                "secret",
+                "memberlist",
+                "-o",
+                "name",
+            ])
+            .ok()
+            .map(|_| ())
+        },
+    )
+}

@@ -1,0 +1,106 @@
+//! What the lab is: its nodes, namespaces, interfaces and addresses, and where it keeps its
+//! state and finds its binaries.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::paths::workspace_root;
+
+/// One node namespace of the lab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// Node object name (also the gossip member name).
+    pub name: &'static str,
+    pub netns: &'static str,
+    /// The bridge port (in the switch namespace) of the node's uplink.
+    pub switch_port: &'static str,
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
+}
+pub const NODES: [NodeSpec; 3] = [
+    NodeSpec {
+        name: "node-a",
+        netns: "hl-node-a",
+        switch_port: "p-node-a",
+        v4: Ipv4Addr::new(203, 0, 113, 11),
+        v6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x11),
+    },
+    NodeSpec {
+        name: "node-b",
+        netns: "hl-node-b",
+        switch_port: "p-node-b",
+        v4: Ipv4Addr::new(203, 0, 113, 12),
+        v6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x12),
+    },
+    NodeSpec {
+        name: "node-c",
+        netns: "hl-node-c",
+        switch_port: "p-node-c",
+        v4: Ipv4Addr::new(203, 0, 113, 13),
+        v6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x13),
+    },
+];
+pub const SWITCH_NS: &str = "hl-sw";
+pub const BRIDGE: &str = "br0";
+pub const CLIENT_NS: &str = "hl-client";
+pub const CLIENT_PORT: &str = "p-client";
+pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
+pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x100);
+/// Every namespace's uplink is called this (the speakers get `--interfaces-include eth0,eth1`:
+/// the uplink and the direct link to the bench client, `topo::DirectLink`).
+pub const UPLINK: &str = "eth0";
+/// The host's leg on the lab bridge: kube-apiserver binds this address.
+pub const HOST_IF: &str = "hl-host";
+pub const HOST_PORT: &str = "p-host";
+pub const HOST_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+pub const APISERVER_PORT: u16 = 6443;
+/// LoadBalancer IPs come from these prefixes (on-link from the client).
+pub const POOL_V4_PREFIX: &str = "198.51.100.0/24";
+pub const POOL_V6_PREFIX: &str = "2001:db8:0:2::/64";
+/// Service ClusterIPs: dual stack so IPv6 LoadBalancer IPs exist; never on the wire (no kube-proxy).
+pub const SERVICE_CIDR: &str = "10.96.0.0/16,2001:db8:0:96::/112";
+/// The backend every node runs (pods' containerPort, the Service's port and targetPort).
+pub const BACKEND_PORT: u16 = 8080;
+/// Pin directories live below this, one per node: namespaces share one bpffs.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/herald-lab";
+/// Failure-detection target the speakers are started with (`--detect-ms`).
+pub const DEFAULT_DETECT_MS: u64 = 500;
+/// The lab's demo Service (from manifests/lab.yaml).
+pub const DEMO_SERVICE: (&str, &str) = ("default", "web");
+
+/// Where `up` keeps its state (removed by `down`).
+pub fn run_dir() -> PathBuf {
+    workspace_root().join("target/lab/run")
+}
+
+pub fn kube_run_dir() -> PathBuf {
+    run_dir().join("kube")
+}
+
+/// The kubeconfig of `identity` (admin, controller, speaker).
+pub fn kubeconfig(identity: &str) -> PathBuf {
+    kube_run_dir().join(format!("{identity}.kubeconfig"))
+}
+
+pub fn pin_dir(node: &NodeSpec) -> PathBuf {
+    Path::new(PIN_ROOT).join(node.name)
+}
+
+pub fn node_by_name(name: &str) -> Result<NodeSpec> {
+    NODES
+        .iter()
+        .find(|n| n.name == name)
+        .copied()
+        .with_context(|| {
+            format!(
+                "no lab node named {name:?} (nodes: {})",
+                NODES.map(|n| n.name).join(", ")
+            )
+        })
+}
+
+pub fn herald_exe() -> PathBuf {
+    workspace_root().join("target/debug/herald")
+}
