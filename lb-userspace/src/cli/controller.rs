@@ -12,6 +12,7 @@ use super::LogLevel;
 use crate::config::BgpMode;
 use crate::controller::{self, Health, Metrics, Settings};
 use crate::daemon::http;
+use crate::k8s::controller::Cluster;
 use crate::k8s::lease::LeaseTimings;
 
 /// Where a pod finds its own namespace.
@@ -99,7 +100,7 @@ async fn serve(args: ControllerArgs) -> Result<()> {
         bgp_mode,
     };
     tracing::info!(?settings, "starting herald controller");
-    let client = crate::k8s::client(args.kubeconfig.as_deref()).await?;
+    let cluster = Cluster::connect(args.kubeconfig.as_deref(), &settings).await?;
 
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
@@ -151,7 +152,7 @@ async fn serve(args: ControllerArgs) -> Result<()> {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    controller::run(client, settings, metrics, health, stop_rx).await;
+    controller::run(cluster, settings, metrics, health, stop_rx).await;
     Ok(())
 }
 

@@ -8,27 +8,24 @@
 //! holding addresses first), as MetalLB does on start. Failed writes are retried with backoff;
 //! watches reconnect on their own, so an API server restart only delays work.
 
+mod batch;
 pub mod config_input;
 pub mod metrics;
 pub mod plan;
 mod state;
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Service};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::Service;
 use tokio::sync::{mpsc, watch};
 
-use crate::api::{Community, IPAddressPool};
 use crate::config::BgpMode;
-use crate::k8s;
-use crate::k8s::events::{CONTROLLER_COMPONENT, EventQueue, EventSink};
-use crate::k8s::lease::{LeaseLock, LeaseTimings};
+use crate::k8s::controller::{Caches, Cluster};
+use crate::k8s::events::EventQueue;
+use crate::k8s::lease::LeaseTimings;
 pub use metrics::Metrics;
 
 /// Events recorded at once by the background queue. Few: during a burst the API server's CPU
@@ -70,31 +67,57 @@ impl Health {
     }
 }
 
+/// A Service by namespace and name: how the watch cache, the retries and the writes in flight
+/// know it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceRef {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ServiceRef {
+    pub fn of(service: &Service) -> Self {
+        ServiceRef {
+            namespace: service.metadata.namespace.clone(),
+            name: service.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// `namespace/name`, the allocator's key.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace.as_deref().unwrap_or(""), self.name)
+    }
+}
+
+/// As the controller's logs have always named a Service: `Service.v1./name.namespace`.
+impl fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Service.v1./{}", self.name)?;
+        if let Some(namespace) = &self.namespace {
+            write!(f, ".{namespace}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Why the reconcile loop must look again.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Trigger {
+pub enum Trigger {
     /// A Service was added, changed or deleted.
-    Service(ObjectRef<Service>),
+    Service(ServiceRef),
     /// A configuration object or Namespace changed: rebuild the configuration.
     Config,
     /// The Service watch re-listed: deletions may have been missed.
     Resync,
 }
 
-/// The watch caches the loop reads.
-pub(crate) struct Caches {
-    pub services: Store<Service>,
-    pub namespaces: Store<Namespace>,
-    pub pools: Store<IPAddressPool>,
-    pub communities: Store<Community>,
-}
-
 /// Everything the reconcile loop needs that does not change while it runs.
 pub(crate) struct Context {
-    pub client: Client,
-    pub settings: Settings,
+    /// Every write, and the configuration Events.
+    pub cluster: Cluster,
+    /// The watch caches the loop reads.
     pub caches: Caches,
-    pub events: EventSink,
+    pub settings: Settings,
     /// Events about Services, recorded in the background.
     pub event_queue: EventQueue,
     /// Service writes in flight, published for the event queue (Events wait for writes).
@@ -103,97 +126,33 @@ pub(crate) struct Context {
     pub health: Arc<Health>,
 }
 
-/// Runs the controller until `shutdown` becomes true.
+/// Runs the controller on `cluster` until `shutdown` becomes true.
 pub async fn run(
-    client: Client,
+    cluster: Cluster,
     settings: Settings,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let caches = start_watches(&client, &settings.namespace, &tx);
+    let caches = cluster.watch(tx);
 
     let (leading_tx, leading_rx) = watch::channel(false);
-    let lock = LeaseLock::new(
-        Api::<Lease>::namespaced(client.clone(), &settings.namespace),
-        &settings.lease_name,
-        &settings.identity,
-        settings.lease,
-    );
-    let election = tokio::spawn(k8s::lease::run(lock, leading_tx, shutdown.clone()));
+    let election = cluster.elect(&settings, leading_tx, shutdown.clone());
 
-    let events = EventSink::new(client.clone(), CONTROLLER_COMPONENT, &settings.identity);
     let (writes_in_flight, writes_seen) = watch::channel(0);
     let context = Context {
-        event_queue: EventQueue::start(events.clone(), EVENT_CONCURRENCY, writes_seen),
+        event_queue: cluster.event_queue(EVENT_CONCURRENCY, writes_seen),
         writes_in_flight,
-        events,
-        client,
-        settings,
+        cluster,
         caches,
+        settings,
         metrics,
         health,
     };
     state::drive(&context, rx, leading_rx, shutdown).await;
     // The election task releases the lease once it sees the shutdown.
     let _ = election.await;
-}
-
-fn start_watches(client: &Client, namespace: &str, tx: &mpsc::UnboundedSender<Trigger>) -> Caches {
-    let services = {
-        let tx = tx.clone();
-        k8s::spawn_reflector(Api::<Service>::all(client.clone()), (), move |event| {
-            let trigger = match event {
-                watcher::Event::Apply(svc)
-                | watcher::Event::Delete(svc)
-                | watcher::Event::InitApply(svc) => {
-                    Some(Trigger::Service(ObjectRef::from_obj(svc)))
-                }
-                watcher::Event::InitDone => Some(Trigger::Resync),
-                watcher::Event::Init => None,
-            };
-            if let Some(trigger) = trigger {
-                let _ = tx.send(trigger);
-            }
-        })
-    };
-    let namespaces = k8s::spawn_reflector(
-        Api::<Namespace>::all(client.clone()),
-        (),
-        config_trigger(tx.clone()),
-    );
-    let pools = k8s::spawn_reflector(
-        Api::<IPAddressPool>::namespaced(client.clone(), namespace),
-        (),
-        config_trigger(tx.clone()),
-    );
-    let communities = k8s::spawn_reflector(
-        Api::<Community>::namespaced(client.clone(), namespace),
-        (),
-        config_trigger(tx.clone()),
-    );
-    Caches {
-        services,
-        namespaces,
-        pools,
-        communities,
-    }
-}
-
-/// A watch callback asking for a configuration rebuild on any change of a configuration kind
-/// (the initial listing counts once, at its end).
-fn config_trigger<K>(
-    tx: mpsc::UnboundedSender<Trigger>,
-) -> impl FnMut(&watcher::Event<K>) + Send + 'static {
-    move |event: &watcher::Event<K>| {
-        if matches!(
-            event,
-            watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone
-        ) {
-            let _ = tx.send(Trigger::Config);
-        }
-    }
 }
 
 /// Exponential backoff for failed writes: 250 ms doubling to 30 s.
@@ -213,5 +172,21 @@ mod tests {
         assert_eq!(backoff(6), Duration::from_millis(16_000));
         assert_eq!(backoff(7), Duration::from_secs(30));
         assert_eq!(backoff(40), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn service_refs_key_and_display_as_before() {
+        let namespaced = ServiceRef {
+            namespace: Some("t".into()),
+            name: "web".into(),
+        };
+        assert_eq!(namespaced.key(), "t/web");
+        assert_eq!(namespaced.to_string(), "Service.v1./web.t");
+        let bare = ServiceRef {
+            namespace: None,
+            name: "web".into(),
+        };
+        assert_eq!(bare.key(), "/web");
+        assert_eq!(bare.to_string(), "Service.v1./web");
     }
 }

@@ -1,13 +1,19 @@
-//! Pure helpers deciding which writes an allocator outcome needs, and the JSON of the status the
-//! controller writes. No I/O: the reconcile loop performs what these return.
+//! Pure helpers deciding which writes an allocator outcome needs, the status the controller
+//! writes, and what the loop makes of a write's result. No I/O: the reconcile loop performs what
+//! these return.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::allocator::{ALLOCATED_FROM_POOL, PoolCounters, Status, parse_ip};
+use crate::api::{ConfigurationResult, ConfigurationStateStatus};
+use crate::k8s::ErrorKind;
 
 /// The writes one Service needs to match an outcome. `None` fields need no write.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -152,28 +158,88 @@ pub enum ConfigVerdict {
 
 /// `ConfigurationState.status` for a verdict: `result`, `errorSummary` and the
 /// `poolReconcilerValid` condition (MetalLB's names).
-pub fn configuration_state_status(verdict: &ConfigVerdict, now_rfc3339: &str) -> Value {
-    let (result, summary, status, reason, message) = match verdict {
-        ConfigVerdict::Valid => ("Valid", "", "True", "Reconciled", ""),
-        ConfigVerdict::Invalid(summary) => (
-            "Invalid",
-            summary.as_str(),
-            "False",
-            "ConfigurationError",
-            summary.as_str(),
-        ),
+pub fn configuration_state_status(
+    verdict: &ConfigVerdict,
+    now: Timestamp,
+) -> ConfigurationStateStatus {
+    let errors = match verdict {
+        ConfigVerdict::Valid => None,
+        ConfigVerdict::Invalid(summary) => Some(summary.as_str()),
     };
-    json!({
-        "result": result,
-        "errorSummary": summary,
-        "conditions": [{
-            "type": "poolReconcilerValid",
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": now_rfc3339,
+    reconciler_status("poolReconcilerValid", errors, now)
+}
+
+/// `ConfigurationState.status` as a MetalLB component writes it after parsing the configuration:
+/// `result`, `errorSummary` and the one condition `condition_type` of its reconciler, transited
+/// `now`. `errors` is `None` when the configuration was accepted, else the summary of its errors.
+pub fn reconciler_status(
+    condition_type: &str,
+    errors: Option<&str>,
+    now: Timestamp,
+) -> ConfigurationStateStatus {
+    let (result, status, reason) = match errors {
+        None => (ConfigurationResult::Valid, "True", "Reconciled"),
+        Some(_) => (ConfigurationResult::Invalid, "False", "ConfigurationError"),
+    };
+    let summary = errors.unwrap_or_default();
+    ConfigurationStateStatus {
+        result: Some(result),
+        error_summary: summary.to_string(),
+        conditions: vec![Condition {
+            type_: condition_type.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message: summary.to_string(),
+            last_transition_time: Time(now),
+            observed_generation: None,
         }],
-    })
+    }
+}
+
+/// What the loop does about a write the API server refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteFailed {
+    /// The object is gone: nothing is retried (a deleted Service's own delete event releases its
+    /// addresses; a deleted pool needs no status).
+    Gone,
+    /// Retried with backoff.
+    Retry,
+}
+
+pub fn write_failed(kind: ErrorKind) -> WriteFailed {
+    match kind {
+        ErrorKind::NotFound => WriteFailed::Gone,
+        ErrorKind::Conflict | ErrorKind::Other => WriteFailed::Retry,
+    }
+}
+
+/// When changed pool counters are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolStatusWrite {
+    /// Nothing changed.
+    Nothing,
+    /// Now.
+    Now,
+    /// At this instant: the last write was less than the interval ago (the counters of a burst
+    /// coalesce into one write per interval).
+    At(Instant),
+}
+
+/// When to write pool status that `changed`, the last write having been at `last` and at most
+/// one being allowed per `interval`.
+pub fn pool_status_write(
+    changed: bool,
+    last: Option<Instant>,
+    now: Instant,
+    interval: Duration,
+) -> PoolStatusWrite {
+    if !changed {
+        return PoolStatusWrite::Nothing;
+    }
+    match last.map(|at| at + interval) {
+        Some(next_allowed) if now < next_allowed => PoolStatusWrite::At(next_allowed),
+        _ => PoolStatusWrite::Now,
+    }
 }
 
 #[cfg(test)]
@@ -448,18 +514,78 @@ mod tests {
         assert_eq!(changed, vec!["a"]);
     }
 
+    /// The typed status carries what the untyped JSON did, to the letter once patched.
     #[test]
     fn configuration_state_verdicts() {
-        let valid = configuration_state_status(&ConfigVerdict::Valid, "2026-01-01T00:00:00Z");
-        assert_eq!(valid["result"], "Valid");
-        assert_eq!(valid["conditions"][0]["status"], "True");
-        let invalid = configuration_state_status(
-            &ConfigVerdict::Invalid("pool x: bad".into()),
-            "2026-01-01T00:00:00Z",
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let valid = configuration_state_status(&ConfigVerdict::Valid, now);
+        assert_eq!(
+            crate::k8s::config_state::status_patch(&valid)["status"],
+            json!({
+                "result": "Valid",
+                "errorSummary": "",
+                "conditions": [{
+                    "type": "poolReconcilerValid",
+                    "status": "True",
+                    "reason": "Reconciled",
+                    "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }],
+            })
         );
-        assert_eq!(invalid["result"], "Invalid");
-        assert_eq!(invalid["errorSummary"], "pool x: bad");
-        assert_eq!(invalid["conditions"][0]["reason"], "ConfigurationError");
-        assert_eq!(invalid["conditions"][0]["type"], "poolReconcilerValid");
+        let invalid =
+            configuration_state_status(&ConfigVerdict::Invalid("pool x: bad".into()), now);
+        assert_eq!(
+            crate::k8s::config_state::status_patch(&invalid)["status"],
+            json!({
+                "result": "Invalid",
+                "errorSummary": "pool x: bad",
+                "conditions": [{
+                    "type": "poolReconcilerValid",
+                    "status": "False",
+                    "reason": "ConfigurationError",
+                    "message": "pool x: bad",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }],
+            })
+        );
+    }
+
+    #[test]
+    fn only_a_vanished_object_is_not_retried() {
+        assert_eq!(write_failed(ErrorKind::NotFound), WriteFailed::Gone);
+        assert_eq!(write_failed(ErrorKind::Conflict), WriteFailed::Retry);
+        assert_eq!(write_failed(ErrorKind::Other), WriteFailed::Retry);
+    }
+
+    #[test]
+    fn pool_status_is_written_at_most_once_per_interval() {
+        let interval = Duration::from_millis(200);
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(
+            pool_status_write(false, None, t0, interval),
+            PoolStatusWrite::Nothing
+        );
+        assert_eq!(
+            pool_status_write(false, Some(t0), at(10), interval),
+            PoolStatusWrite::Nothing
+        );
+        assert_eq!(
+            pool_status_write(true, None, t0, interval),
+            PoolStatusWrite::Now
+        );
+        assert_eq!(
+            pool_status_write(true, Some(t0), at(50), interval),
+            PoolStatusWrite::At(at(200))
+        );
+        assert_eq!(
+            pool_status_write(true, Some(t0), at(200), interval),
+            PoolStatusWrite::Now
+        );
+        assert_eq!(
+            pool_status_write(true, Some(t0), at(900), interval),
+            PoolStatusWrite::Now
+        );
     }
 }

@@ -2,8 +2,11 @@
 //! (reflectors), the writes the controller makes (Service status and annotation, pool status,
 //! ConfigurationState, memberlist Secret), Events, and Lease leader election.
 //!
-//! Everything here is I/O with no allocation decisions; `controller` decides what to write.
+//! Everything here is I/O with no allocation decisions; `controller` decides what to write and
+//! reaches the API server only through [`controller::Cluster`] and its caches.
 
+pub mod config_state;
+pub mod controller;
 pub mod events;
 pub mod lease;
 pub mod speaker;
@@ -135,6 +138,33 @@ where
     store
 }
 
+/// A failed API call, as code outside `k8s` sees it: displayed as kube's error, classified by
+/// [`ApiError::kind`].
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ApiError(#[from] kube::Error);
+
+/// What a failed API call means to its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 404: the object does not exist (any more).
+    NotFound,
+    /// 409: it already exists, or the write carried a stale resourceVersion.
+    Conflict,
+    /// Anything else: the API server refused or could not be reached.
+    Other,
+}
+
+impl ApiError {
+    pub fn kind(&self) -> ErrorKind {
+        match status_code(&self.0) {
+            Some(404) => ErrorKind::NotFound,
+            Some(409) => ErrorKind::Conflict,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
 /// Whether an API error is a 404 (the object does not exist).
 pub fn is_not_found(error: &kube::Error) -> bool {
     status_code(error) == Some(404)
@@ -155,6 +185,22 @@ fn status_code(error: &kube::Error) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn api_error(code: u16) -> ApiError {
+        ApiError(kube::Error::Api(Box::new(
+            kube::core::Status::failure("refused", "Reason").with_code(code),
+        )))
+    }
+
+    #[test]
+    fn api_errors_are_classified_by_status_code() {
+        assert_eq!(api_error(404).kind(), ErrorKind::NotFound);
+        assert_eq!(api_error(409).kind(), ErrorKind::Conflict);
+        assert_eq!(api_error(500).kind(), ErrorKind::Other);
+        assert_eq!(api_error(403).kind(), ErrorKind::Other);
+        let transport = ApiError(kube::Error::LinesCodecMaxLineLengthExceeded);
+        assert_eq!(transport.kind(), ErrorKind::Other);
+    }
 
     /// However long a watch keeps failing, it is retried within the cap: the delays grow from
     /// the first one and never exceed [`WATCH_BACKOFF_MAX`] (jitter included).

@@ -538,5 +538,15 @@ pub fn configuration_state_status(errors: Option<&str>, now_rfc3339: &str) -> se
     })
 }
 
+/// `ConfigurationState speaker-<node>` status, typed for [`crate::k8s::config_state::write`]:
+/// `result`, `errorSummary` and the `configReconcilerValid` condition (MetalLB's), transited
+/// `now`. `errors` is `None` when the configuration was accepted.
+pub fn configuration_state(
+    errors: Option<&str>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> crate::api::ConfigurationStateStatus {
+    crate::controller::plan::reconciler_status("configReconcilerValid", errors, now)
+}
+
 #[cfg(test)]
 mod tests;

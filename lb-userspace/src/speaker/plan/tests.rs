@@ -567,6 +567,40 @@ fn configuration_state_like_metallb() {
 }
 
 #[test]
+fn typed_configuration_state_like_metallb() {
+    let now = "2026-01-01T00:00:00Z".parse().unwrap();
+    let patch = |errors| crate::k8s::config_state::status_patch(&configuration_state(errors, now));
+    assert_eq!(
+        patch(None)["status"],
+        json!({
+            "result": "Valid",
+            "errorSummary": "",
+            "conditions": [{
+                "type": "configReconcilerValid",
+                "status": "True",
+                "reason": "Reconciled",
+                "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }],
+        })
+    );
+    assert_eq!(
+        patch(Some("IPAddressPool \"p\": bad"))["status"],
+        json!({
+            "result": "Invalid",
+            "errorSummary": "IPAddressPool \"p\": bad",
+            "conditions": [{
+                "type": "configReconcilerValid",
+                "status": "False",
+                "reason": "ConfigurationError",
+                "message": "IPAddressPool \"p\": bad",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }],
+        })
+    );
+}
+
+#[test]
 fn withdrawals_wait_the_hand_over_overlap_and_cancel_when_wanted_again() {
     use std::collections::BTreeMap;
     use std::time::Duration;
