@@ -32,7 +32,7 @@ use anyhow::{Context, Result, bail};
 use credentials::Credentials;
 
 pub use credentials::{ADMIN, Identity};
-pub use process::{free_port, spawn_supervised, stop_recorded};
+pub use process::{alive, free_port, spawn_supervised, stop_recorded, terminate, terminate_pid};
 
 /// Where the control plane's binaries are, by the names `go build` gives them.
 #[derive(Clone, Debug)]
@@ -510,6 +510,19 @@ impl ControlPlane {
         if !out.status.success() {
             bail!("kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
         }
+        Ok(())
+    }
+
+    /// `kubectl apply -k dir` as admin, then waits (up to 120 s) until every CRD is established.
+    pub fn apply_kustomization(&self, dir: &Path) -> Result<()> {
+        self.kubectl_run(&["apply", "-k", &dir.display().to_string()])?;
+        self.kubectl_run(&[
+            "wait",
+            "--for=condition=established",
+            "--timeout=120s",
+            "crd",
+            "--all",
+        ])?;
         Ok(())
     }
 

@@ -96,8 +96,19 @@ pub fn spawn_supervised(mut cmd: Command) -> std::io::Result<Child> {
         .map_err(|_| std::io::Error::other("the supervisor thread did not answer"))?
 }
 
+/// SIGTERM, up to `grace` for `child` to exit, then SIGKILL; reaps it.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    stop(child.id(), Some(child), grace);
+}
+
+/// SIGTERM, up to `grace` for process `pid` to exit, then SIGKILL, for a process that is not
+/// this one's child (a detached one started by an earlier command). Already gone is fine.
+pub fn terminate_pid(pid: u32, grace: Duration) {
+    stop(pid, None, grace);
+}
+
 /// SIGTERM, up to `grace` for the process to exit, then SIGKILL; reaps `child` when it is
-/// ours. A process that is already gone is fine.
+/// ours.
 pub(crate) fn stop(pid: u32, child: Option<&mut Child>, grace: Duration) {
     let pid = pid as i32;
     // SAFETY: kill(2) on a pid we started; an error (already gone) is ignored.
@@ -108,7 +119,7 @@ pub(crate) fn stop(pid: u32, child: Option<&mut Child>, grace: Duration) {
     let mut child = child;
     let mut running = || match child.as_deref_mut() {
         Some(c) => matches!(c.try_wait(), Ok(None)),
-        None => alive(pid),
+        None => alive(pid as u32),
     };
     while running() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -118,14 +129,19 @@ pub(crate) fn stop(pid: u32, child: Option<&mut Child>, grace: Duration) {
         unsafe {
             libc::kill(pid, libc::SIGKILL);
         }
+        if child.is_none() {
+            // Not ours to wait for: give the kernel a moment to tear it down.
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     if let Some(c) = child {
         let _ = c.wait();
     }
 }
 
-fn alive(pid: i32) -> bool {
-    // Detached children are not reaped by us once their starter exits; a zombie counts as gone.
+/// Whether process `pid` runs. A zombie counts as gone: a detached process is not reaped by
+/// the command that started it once that command has exited.
+pub fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
             .rsplit(')')
@@ -160,4 +176,36 @@ pub fn stop_recorded(dir: &Path) -> Result<()> {
     }
     fs::remove_file(&pids_file)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleeper() -> Command {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        cmd
+    }
+
+    #[test]
+    fn terminate_stops_and_reaps_a_child() {
+        let mut child = spawn_supervised(sleeper()).expect("sleep");
+        assert!(alive(child.id()));
+        terminate(&mut child, Duration::from_secs(5));
+        assert!(!alive(child.id()));
+        assert!(child.try_wait().expect("reaped").is_some());
+    }
+
+    #[test]
+    fn stop_recorded_stops_the_recorded_processes_and_forgets_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = sleeper().spawn().expect("sleep");
+        record(dir.path(), &[child.id()]).expect("record");
+        stop_recorded(dir.path()).expect("stop");
+        assert!(!alive(child.id()), "a zombie counts as gone");
+        assert!(child.wait().is_ok());
+        assert!(!dir.path().join(PIDS_FILE).exists());
+        stop_recorded(dir.path()).expect("nothing recorded: nothing to do");
+    }
 }

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -129,32 +129,11 @@ pub fn stop_all() {
 }
 
 fn stop_pid(pid: i32) {
-    // SAFETY: kill(2) on a pid this lab recorded.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if alive(pid) {
-        // SAFETY: as above.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    herald_control_plane::terminate_pid(pid as u32, Duration::from_secs(10));
 }
 
-/// Alive and not a zombie (our detached children are reaped by init once `up` exits).
-pub fn alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+fn alive(pid: i32) -> bool {
+    herald_control_plane::alive(pid as u32)
 }
 
 pub fn record_detect_ms(ms: u64) -> Result<()> {

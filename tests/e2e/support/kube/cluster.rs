@@ -29,17 +29,7 @@ pub fn cluster_plane() -> &'static ControlPlane {
     let applied = APPLIED.get_or_init(|| {
         let manifests = workspace_root().join("manifests");
         plane
-            .kubectl_run(&["apply", "-k", &manifests.display().to_string()])
-            .and_then(|_| {
-                plane.kubectl_run(&[
-                    "wait",
-                    "--for=condition=established",
-                    "--timeout=120s",
-                    "crd",
-                    "--all",
-                ])
-            })
-            .map(|_| ())
+            .apply_kustomization(&manifests)
             .map_err(|e| format!("{e:#}"))
     });
     if let Err(e) = applied {

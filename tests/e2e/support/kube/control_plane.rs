@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub use herald_control_plane::ControlPlane;
 use herald_control_plane::Binaries;
+pub use herald_control_plane::ControlPlane;
 
 /// The workspace's `target/` directory, found from the test executable (target/debug/deps/x).
 pub fn target_dir() -> PathBuf {

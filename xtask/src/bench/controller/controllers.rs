@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use herald_control_plane::{ControlPlane, free_port};
+use herald_control_plane::{ControlPlane, free_port, terminate};
 
 use super::metrics::metric_value;
 use crate::paths::workspace_root;
@@ -42,19 +42,7 @@ impl Drop for Herald {
 
 /// SIGTERM, then SIGKILL after 20 s; reaps the child.
 pub(super) fn stop(child: &mut Child) {
-    // SAFETY: signalling our own unreaped child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    terminate(child, Duration::from_secs(20));
 }
 
 /// Starts the release `herald controller` as the controller service account; waits for /readyz.

@@ -37,18 +37,7 @@ pub(super) async fn prepare(name: &str, etcd_in_memory: bool) -> Result<(Control
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
     let plane = start(name, etcd_in_memory)?;
-    plane.kubectl_run(&[
-        "apply",
-        "-k",
-        &workspace_root().join("manifests").display().to_string(),
-    ])?;
-    plane.kubectl_run(&[
-        "wait",
-        "--for=condition=established",
-        "--timeout=120s",
-        "crd",
-        "--all",
-    ])?;
+    plane.apply_kustomization(&workspace_root().join("manifests"))?;
     plane.apply(
         "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: bench\n  namespace: metallb-system\nspec:\n  addresses:\n    - 2001:db8:ff::/104\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata:\n  name: bench\n  namespace: metallb-system\n",
     )?;
