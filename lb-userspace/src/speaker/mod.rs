@@ -8,8 +8,8 @@
 //! [`announcer`] (layer-2 announcing over the data-plane seam) are unit-tested against an
 //! in-memory data plane.
 //! I/O: [`membership`] (SWIM with foca over UDP), [`guard`] (the heartbeat threads), [`run`] (the
-//! process: watches from `k8s::speaker`, the data plane, metrics); [`options`] is what the
-//! command line decides.
+//! process: watches from `k8s::speaker`, the data plane, metrics), [`writer`] (the API writes,
+//! in order, on their own task); [`options`] is what the command line decides.
 
 pub mod announcer;
 pub mod auth;
@@ -24,3 +24,4 @@ pub mod reconcile;
 pub mod run;
 pub mod scan;
 pub mod timing;
+pub mod writer;

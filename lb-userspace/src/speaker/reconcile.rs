@@ -11,29 +11,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::mpsc;
 
-use crate::api::{IPAddressPool, L2Advertisement, L2ServiceStatus};
+use crate::api::L2ServiceStatus;
 use crate::config::{self, Config, Snapshot};
+pub use crate::k8s::speaker::ClusterView;
 use crate::speaker::announcer::Announcer;
 use crate::speaker::interfaces::Eligible;
 use crate::speaker::metrics::SpeakerMetrics;
 use crate::speaker::plan::{self, Inputs, Plan, PlannedEvent};
-
-/// Everything a pass decides from, as values.
-#[derive(Clone, Debug, Default)]
-pub struct ClusterView {
-    pub pools: Vec<IPAddressPool>,
-    pub l2_advertisements: Vec<L2Advertisement>,
-    pub namespaces: Vec<Namespace>,
-    pub nodes: Vec<Node>,
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
-    /// This node's speaker Pod (owner of what the speaker writes), when listed.
-    pub own_pod: Option<Pod>,
-}
 
 /// A write for the API writer task, in the order the pass made them.
 #[derive(Clone, Debug, PartialEq)]

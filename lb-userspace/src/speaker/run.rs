@@ -23,7 +23,7 @@ use crate::daemon::http;
 use crate::dataplane::cadence::Cadence;
 use crate::dataplane::plane::{AyaPlane, L2Plane};
 use crate::dataplane::GuardState;
-use crate::k8s::speaker::{WatchOptions, Watches, Writer, write_loop};
+use crate::k8s::speaker::{WatchOptions, Watches, Writer};
 use crate::speaker::announcer::{Announcer, L2Announcer};
 use crate::speaker::auth::GossipKey;
 use crate::speaker::gossip::{Gossip, GossipOptions, Health};
@@ -31,6 +31,7 @@ use crate::speaker::guard;
 use crate::speaker::metrics::SpeakerMetrics;
 use crate::speaker::options::{GossipSettings, Options};
 use crate::speaker::reconcile::{Reconciler, Settings};
+use crate::speaker::writer::write_loop;
 
 /// Runs until `shutdown` resolves (the command passes SIGTERM/SIGINT).
 pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result<()> {
@@ -117,7 +118,6 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     let (writes, write_rx) = mpsc::unbounded_channel();
     tokio::spawn(write_loop(
         Writer::new(&client, &options.namespace, &options.node),
-        client.clone(),
         write_rx,
         watches.clone(),
         metrics.clone(),

@@ -5,7 +5,7 @@
 
 mod writer;
 
-pub use writer::{Writer, write_loop};
+pub use writer::{ServiceEvent, Writer};
 
 use std::fmt::Debug;
 use std::net::IpAddr;
@@ -20,9 +20,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use crate::api::{self, ServiceL2Status};
-use crate::speaker::plan::ExistingStatus;
-use crate::speaker::reconcile::ClusterView;
+use crate::api::{self, L2ServiceStatus, ServiceL2Status};
 
 
 /// The component name on the speaker's Events (MetalLB's).
@@ -33,6 +31,28 @@ pub const LABEL_SERVICE_NAME: &str = "metallb.io/service-name";
 pub const LABEL_SERVICE_NAMESPACE: &str = "metallb.io/service-namespace";
 /// The key of the memberlist Secret holding the shared secret.
 pub const SECRET_KEY: &str = "secretkey";
+
+/// Everything the speaker decides from, as values (a copy of the watch caches).
+#[derive(Clone, Debug, Default)]
+pub struct ClusterView {
+    pub pools: Vec<api::IPAddressPool>,
+    pub l2_advertisements: Vec<api::L2Advertisement>,
+    pub namespaces: Vec<Namespace>,
+    pub nodes: Vec<Node>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    /// This node's speaker Pod (owner of what the speaker writes), when listed.
+    pub own_pod: Option<Pod>,
+}
+
+/// One of this node's ServiceL2Status objects as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedStatus {
+    pub name: String,
+    /// `namespace/name` of its Service, from its labels.
+    pub service_key: Option<String>,
+    pub status: Option<L2ServiceStatus>,
+}
 
 /// What to watch.
 #[derive(Clone, Debug)]
@@ -179,8 +199,8 @@ impl Watches {
         })
     }
 
-    /// This node's ServiceL2Status objects, for [`crate::speaker::plan::status_actions`].
-    pub fn existing_statuses(&self) -> Vec<ExistingStatus> {
+    /// This node's ServiceL2Status objects as listed.
+    pub fn existing_statuses(&self) -> Vec<ListedStatus> {
         self.l2_statuses
             .state()
             .iter()
@@ -194,7 +214,7 @@ impl Watches {
                     (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
                     _ => None,
                 };
-                Some(ExistingStatus {
+                Some(ListedStatus {
                     name,
                     service_key,
                     status: s.status.clone(),

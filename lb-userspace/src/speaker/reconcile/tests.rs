@@ -10,6 +10,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::api::{IPAddressPool, L2Advertisement};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::dataplane::fake::{FakePlane, Op};
 use crate::speaker::announcer::L2Announcer;
 use crate::speaker::interfaces::{InterfaceFacts, InterfaceFilter};
