@@ -1,7 +1,9 @@
-//! `herald controller`: the I/O shell around the pure allocator. It watches Services, the
+//! `herald controller`: the reconcile loop around the pure allocator. It follows Services, the
 //! configuration kinds the controller parses (IPAddressPools, Communities) and Namespaces,
 //! reconciles each Service with [`crate::allocator::Allocator`], and writes what the allocator
-//! decided (ingress, pool annotation, Events, pool status, ConfigurationState).
+//! decided (ingress, pool annotation, Events, pool status, ConfigurationState). It never talks
+//! to the API server itself: it reads snapshots of the watch caches and writes through
+//! [`crate::k8s::controller`].
 //!
 //! Only the replica holding the Lease acts. On gaining leadership the allocator starts empty and
 //! nothing new is allocated until one full pass has re-claimed every existing address (Services
