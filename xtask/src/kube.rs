@@ -51,7 +51,7 @@ pub struct UpArgs {
 pub fn run(cmd: &KubeCommand) -> Result<()> {
     match cmd {
         KubeCommand::Build => build().map(|_| ()),
-        KubeCommand::Up(args) => up(args).map(|dir| println!("{}", dir.display())),
+        KubeCommand::Up(args) => up(args).map(|plane| println!("{}", plane.dir.display())),
         KubeCommand::Down => down(),
     }
 }
@@ -100,14 +100,14 @@ fn stale(binary: &Path, source: &Path) -> bool {
     }
 }
 
-/// Starts etcd, kube-apiserver and kube-controller-manager; returns the run directory.
-pub fn up(args: &UpArgs) -> Result<PathBuf> {
+/// Starts etcd, kube-apiserver and kube-controller-manager.
+pub fn up(args: &UpArgs) -> Result<ControlPlane> {
     up_in(&kube_dir().join("run"), args)
 }
 
 /// `up` with its own run directory (the lab keeps its control plane apart from `kube up`'s).
-/// The processes outlive xtask; [`down_in`] stops them.
-pub fn up_in(run: &Path, args: &UpArgs) -> Result<PathBuf> {
+/// The processes outlive xtask (and the handle returned); [`down_in`] stops them.
+pub fn up_in(run: &Path, args: &UpArgs) -> Result<ControlPlane> {
     build()?;
     let plane = ControlPlane::builder()
         .binaries(binaries())
@@ -123,7 +123,7 @@ pub fn up_in(run: &Path, args: &UpArgs) -> Result<PathBuf> {
         plane.server,
         plane.dir.display()
     );
-    Ok(plane.dir.clone())
+    Ok(plane)
 }
 
 /// Stops the processes recorded by `up` (and nothing else).

@@ -513,9 +513,14 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// `kubectl apply -k dir` as admin, then waits (up to 120 s) until every CRD is established.
+    /// `kubectl apply -k dir` as admin, then waits until every CRD is established.
     pub fn apply_kustomization(&self, dir: &Path) -> Result<()> {
         self.kubectl_run(&["apply", "-k", &dir.display().to_string()])?;
+        self.wait_crds_established()
+    }
+
+    /// Waits (up to 120 s) until every CustomResourceDefinition is established (served).
+    pub fn wait_crds_established(&self) -> Result<()> {
         self.kubectl_run(&[
             "wait",
             "--for=condition=established",

@@ -40,14 +40,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let started_lab = !lab::is_up();
-    if started_lab {
-        lab::up(&lab::UpArgs {
-            detect_ms: args.detect_ms,
-            no_build: false,
-            no_speakers: false,
-        })?;
-    } else if lab::detect_ms() != args.detect_ms {
+    let started_lab = lab::up_unless_running(args.detect_ms)?;
+    if !started_lab && lab::detect_ms() != args.detect_ms {
         println!(
             "==> restarting the speakers with --detect-ms {}",
             args.detect_ms

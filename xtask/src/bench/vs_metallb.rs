@@ -123,14 +123,8 @@ pub fn run(args: &Args) -> Result<()> {
         );
         lab::down()?;
     }
-    let started_lab = !lab::is_up();
-    if started_lab {
-        lab::up(&lab::UpArgs {
-            detect_ms: args.detect_ms,
-            no_build: false,
-            no_speakers: false,
-        })?;
-    } else {
+    let started_lab = lab::up_unless_running(args.detect_ms)?;
+    if !started_lab {
         println!("==> using the running lab (left running afterwards)");
         if metallb::is_running() {
             println!("==> MetalLB is running in the lab (an interrupted run?): stopping it");

@@ -13,7 +13,7 @@ pub fn kubectl(args: &[&str]) -> Result<String> {
     kubectl_owned(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
 }
 
-pub(super) fn kubectl_owned(args: &[String]) -> Result<String> {
+fn kubectl_owned(args: &[String]) -> Result<String> {
     let out = Command::new(crate::kube::binaries().kubectl())
         .arg(format!("--kubeconfig={}", kubeconfig("admin").display()))
         .args(args)

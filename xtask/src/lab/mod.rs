@@ -40,13 +40,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use herald_control_plane::ControlPlane;
 
 use crate::paths::workspace_root;
 use failover::FailoverArgs;
 use herald::{
     BPFFS, MOUNTED_BPFFS, ensure_pin_root, start_herald_controller, wait_memberlist_secret,
 };
-use kubectl::kubectl_owned;
 use status::StatusArgs;
 
 /// The lab's YAML, applied with kubectl after the Herald manifests.
@@ -243,6 +243,20 @@ pub fn up(args: &UpArgs) -> Result<()> {
     })
 }
 
+/// Brings the lab up with speakers at `detect_ms` unless it is up already; true when it did
+/// (the caller takes it down again when done).
+pub fn up_unless_running(detect_ms: u64) -> Result<bool> {
+    if is_up() {
+        return Ok(false);
+    }
+    up(&UpArgs {
+        detect_ms,
+        no_build: false,
+        no_speakers: false,
+    })?;
+    Ok(true)
+}
+
 /// Everything `up` starts, in order (the caller has checked builds and cleared an old lab).
 fn start(args: &UpArgs) -> Result<()> {
     procs::record_detect_ms(args.detect_ms)?;
@@ -255,7 +269,7 @@ fn start(args: &UpArgs) -> Result<()> {
     step(&format!(
         "control plane (etcd, kube-apiserver on https://{HOST_V4}:{APISERVER_PORT}, kube-controller-manager)"
     ));
-    crate::kube::up_in(
+    let plane = crate::kube::up_in(
         &kube_run_dir(),
         &crate::kube::UpArgs {
             bind: HOST_V4.to_string(),
@@ -265,7 +279,7 @@ fn start(args: &UpArgs) -> Result<()> {
     )?;
 
     step("Herald manifests: CRDs, namespace, service accounts, RBAC (kubectl apply)");
-    apply_herald_manifests()?;
+    apply_herald_manifests(&plane)?;
 
     step("lab kubelet/scheduler/kube-proxy agent, one backend per node");
     procs::spawn_recorded(
@@ -323,7 +337,7 @@ fn start(args: &UpArgs) -> Result<()> {
     Ok(())
 }
 
-fn apply_herald_manifests() -> Result<()> {
+fn apply_herald_manifests(plane: &ControlPlane) -> Result<()> {
     let manifests = workspace_root().join("manifests");
     let kustomization = fs::read_to_string(manifests.join("kustomization.yaml"))
         .context("reading manifests/kustomization.yaml")?;
@@ -338,23 +352,16 @@ fn apply_herald_manifests() -> Result<()> {
         .collect();
     let (crds, rest): (Vec<String>, Vec<String>) =
         resources.into_iter().partition(|r| r.contains("/crds/"));
-    let mut args = vec!["apply".to_string()];
-    for f in &crds {
-        args.extend(["-f".to_string(), f.clone()]);
-    }
-    kubectl_owned(&args)?;
-    kubectl(&[
-        "wait",
-        "--for=condition=established",
-        "--timeout=120s",
-        "crd",
-        "--all",
-    ])?;
-    let mut args = vec!["apply".to_string()];
-    for f in &rest {
-        args.extend(["-f".to_string(), f.clone()]);
-    }
-    kubectl_owned(&args)?;
+    let apply = |files: &[String]| {
+        let mut args = vec!["apply"];
+        for f in files {
+            args.extend(["-f", f]);
+        }
+        plane.kubectl_run(&args)
+    };
+    apply(&crds)?;
+    plane.wait_crds_established()?;
+    apply(&rest)?;
     Ok(())
 }
 
