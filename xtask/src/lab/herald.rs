@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::kubectl::{kubectl, wait_for};
+use super::kubectl::{memberlist_secret, wait_for};
 use super::metallb;
 use super::procs;
 use super::spec::{NODES, NodeSpec, PIN_ROOT, UPLINK, herald_exe, kubeconfig, pin_dir, run_dir};
@@ -245,18 +245,6 @@ pub(super) fn wait_memberlist_secret() -> Result<()> {
     wait_for(
         "the controller to create Secret metallb-system/memberlist",
         Duration::from_secs(60),
-        || {
-            kubectl(&[
-                "-n",
-                "metallb-system",
-                "get",
-                "secret",
-                "memberlist",
-                "-o",
-                "name",
-            ])
-            .ok()
-            .map(|_| ())
-        },
+        || memberlist_secret("name").ok().map(|_| ()),
     )
 }

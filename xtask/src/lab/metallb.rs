@@ -15,7 +15,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::kubectl::kubectl;
+use super::kubectl::memberlist_secret;
 use super::procs;
 use super::spec::{NODES, NodeSpec, kubeconfig, run_dir};
 use crate::paths::workspace_root;
@@ -74,16 +74,8 @@ fn secret_dir() -> PathBuf {
 /// Copies the key of Secret metallb-system/memberlist (made by Herald's controller, which the
 /// lab starts first) to the file MetalLB's speakers read.
 fn write_memberlist_secret() -> Result<()> {
-    let key = kubectl(&[
-        "-n",
-        "metallb-system",
-        "get",
-        "secret",
-        "memberlist",
-        "-o",
-        "go-template={{index .data \"secretkey\" | base64decode}}",
-    ])
-    .context("reading Secret metallb-system/memberlist (key secretkey)")?;
+    let key = memberlist_secret("go-template={{index .data \"secretkey\" | base64decode}}")
+        .context("reading Secret metallb-system/memberlist (key secretkey)")?;
     if key.is_empty() {
         bail!("Secret metallb-system/memberlist has an empty secretkey");
     }
