@@ -32,7 +32,7 @@ use anyhow::{Context, Result, bail};
 use credentials::Credentials;
 
 pub use credentials::{ADMIN, Identity};
-pub use process::{alive, free_port, spawn_supervised, stop_recorded, terminate, terminate_pid};
+pub use process::{alive, free_port, stop_recorded, terminate, terminate_pid};
 
 /// Where the control plane's binaries are, by the names `go build` gives them.
 #[derive(Clone, Debug)]
@@ -46,7 +46,7 @@ impl Binaries {
     pub const KUBE_APISERVER: &str = "kube-apiserver";
     pub const KUBE_CONTROLLER_MANAGER: &str = "kube-controller-manager";
     pub const KUBECTL: &str = "kubectl";
-    /// Every binary, in the order they are started (kubectl last).
+    /// Every binary `cargo xtask kube build` makes.
     pub const ALL: [&str; 4] = [
         Self::ETCD,
         Self::KUBE_APISERVER,
@@ -91,7 +91,9 @@ impl Binaries {
     }
 }
 
-/// How a [`ControlPlane`] is started. Every option has the default the tests use.
+/// How a [`ControlPlane`] is started. By default: owned, in a temporary run directory, on free
+/// loopback ports, Service CIDR 10.96.0.0/16, etcd's data on disk, no kube-controller-manager,
+/// [`Identity::defaults`].
 #[derive(Clone, Debug)]
 pub struct Builder {
     binaries: Binaries,

@@ -73,7 +73,7 @@ fn supervisor() -> &'static Mutex<mpsc::Sender<Job>> {
 }
 
 /// Spawns `cmd` on the supervisor thread with SIGKILL as its parent-death signal.
-pub fn spawn_supervised(mut cmd: Command) -> std::io::Result<Child> {
+pub(crate) fn spawn_supervised(mut cmd: Command) -> std::io::Result<Child> {
     let (tx, rx) = mpsc::channel();
     let job: Job = Box::new(move || {
         // SAFETY: prctl in the forked child before exec; async-signal-safe.
