@@ -21,6 +21,7 @@ pub mod netdev;
 pub mod object;
 pub mod pins;
 pub mod plane;
+mod types;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -34,233 +35,19 @@ use lb_common::maps::{
     ANNOUNCE_FLAGS_NONE, Announcement, COUNTER_SLOTS, Guard, Ipv4Key, Ipv6Key, MAP_COUNTERS,
     MAP_GUARD, MAP_V4, MAP_V6, PROG_NAME,
 };
-use serde::Serialize;
 
 use error::map_err;
 pub use error::{DataplaneError, Result};
 use keys::{AddrKey, Mac};
 use netdev::Interface;
 pub use pins::AttachedMode;
+pub use types::{
+    AddressInfo, Announced, AttachMode, Attached, AttachmentInfo, Counters, DataplaneChoice,
+    Detached, GuardState, InterfaceMode, ServedBy, Snapshot, interface_modes, monotonic_ns,
+};
 
 const MAP_NAMES: [&str; 4] = [MAP_V4, MAP_V6, MAP_COUNTERS, MAP_GUARD];
 
-/// Requested attach mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttachMode {
-    /// Driver mode, falling back to skb mode when the driver refuses.
-    Auto,
-    Driver,
-    Skb,
-}
-
-/// Who answers ARP/NDP (`--dataplane`): the XDP program, a userspace AF_PACKET responder
-/// ([`fallback`]), or XDP when it can attach and userspace otherwise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DataplaneChoice {
-    Xdp,
-    Userspace,
-    Auto,
-}
-
-impl std::str::FromStr for DataplaneChoice {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "xdp" => Ok(DataplaneChoice::Xdp),
-            "userspace" => Ok(DataplaneChoice::Userspace),
-            "auto" => Ok(DataplaneChoice::Auto),
-            other => Err(format!("{other:?}: expected xdp, userspace or auto")),
-        }
-    }
-}
-
-/// Who answers on one interface, as `herald xdp list` and the `herald_dataplane_mode` metric
-/// name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum ServedBy {
-    #[serde(rename = "xdp-driver")]
-    XdpDriver,
-    #[serde(rename = "xdp-skb")]
-    XdpSkb,
-    #[serde(rename = "userspace")]
-    Userspace,
-}
-
-impl ServedBy {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ServedBy::XdpDriver => "xdp-driver",
-            ServedBy::XdpSkb => "xdp-skb",
-            ServedBy::Userspace => "userspace",
-        }
-    }
-}
-
-impl From<AttachedMode> for ServedBy {
-    fn from(mode: AttachedMode) -> Self {
-        match mode {
-            AttachedMode::Driver => ServedBy::XdpDriver,
-            AttachedMode::Skb => ServedBy::XdpSkb,
-        }
-    }
-}
-
-impl std::fmt::Display for ServedBy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Result of [`Dataplane::attach`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attached {
-    pub iface: String,
-    pub mode: AttachedMode,
-    /// The link was already pinned: nothing changed.
-    pub already: bool,
-    /// Why driver mode was not used when `auto` fell back to skb mode.
-    pub driver_refused: Option<String>,
-}
-
-/// Result of [`Dataplane::announce`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Announced {
-    pub ip: IpAddr,
-    pub mac: Mac,
-    /// The entry was absent or carried another MAC.
-    pub changed: bool,
-}
-
-/// Result of [`detach`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Detached {
-    pub links: Vec<(String, AttachedMode)>,
-    pub withdrawn: usize,
-    /// No link remained, so the maps and the pin directory were removed too.
-    pub maps_removed: bool,
-    /// A userspace responder is still running, so the maps were kept.
-    pub userspace_still_serving: bool,
-}
-
-/// Everything `herald xdp list` shows.
-#[derive(Clone, Debug, Serialize)]
-pub struct Snapshot {
-    pub pin_dir: PathBuf,
-    pub attachments: Vec<AttachmentInfo>,
-    /// Every interface answered on, by XDP link or by a userspace responder.
-    pub interfaces: Vec<InterfaceMode>,
-    pub addresses: Vec<AddressInfo>,
-    pub counters: Counters,
-    pub guard: GuardState,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct AttachmentInfo {
-    pub iface: String,
-    pub mode: AttachedMode,
-    /// False when the interface is gone from this namespace (or was re-created: the link died).
-    pub present: bool,
-}
-
-/// Who answers on one interface (`herald xdp list`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct InterfaceMode {
-    pub iface: String,
-    pub dataplane: ServedBy,
-    /// The userspace responder's process.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    /// XDP: the interface is present and the link alive; userspace: the process is alive.
-    pub active: bool,
-}
-
-/// The per-interface view: XDP links, then userspace responders (live ones first).
-pub fn interface_modes(
-    attachments: &[AttachmentInfo],
-    responders: &[markers::UserspaceResponder],
-) -> Vec<InterfaceMode> {
-    let mut out: Vec<InterfaceMode> = attachments
-        .iter()
-        .map(|a| InterfaceMode {
-            iface: a.iface.clone(),
-            dataplane: a.mode.into(),
-            pid: None,
-            active: a.present,
-        })
-        .collect();
-    out.extend(responders.iter().map(|r| InterfaceMode {
-        iface: r.iface.clone(),
-        dataplane: ServedBy::Userspace,
-        pid: Some(r.pid),
-        active: r.alive,
-    }));
-    out.sort_by(|a, b| (&a.iface, !a.active, a.dataplane).cmp(&(&b.iface, !b.active, b.dataplane)));
-    out
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct AddressInfo {
-    /// `None` when the interface index has no name in this namespace.
-    pub iface: Option<String>,
-    pub ifindex: u32,
-    pub ip: IpAddr,
-    pub mac: Mac,
-    pub requests: u64,
-    pub replies: u64,
-}
-
-/// Global counters, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Counters {
-    pub arp_replies: u64,
-    pub na_replies: u64,
-    pub passed: u64,
-    pub malformed: u64,
-    pub silenced: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
-pub enum GuardState {
-    /// Timeout 0: answers never stop (standalone use).
-    Off,
-    Fresh {
-        age_ms: u64,
-        timeout_ms: u64,
-    },
-    /// The program is silent until the next heartbeat.
-    Stale {
-        age_ms: u64,
-        timeout_ms: u64,
-    },
-}
-
-impl GuardState {
-    /// Classifies `guard` at monotonic time `now_ns` with the program's own rule.
-    pub fn of(guard: Guard, now_ns: u64) -> GuardState {
-        if guard.timeout_ns == 0 {
-            return GuardState::Off;
-        }
-        let age_ms = now_ns.saturating_sub(guard.heartbeat_ns) / 1_000_000;
-        let timeout_ms = guard.timeout_ns / 1_000_000;
-        if guard.allows(now_ns) {
-            GuardState::Fresh { age_ms, timeout_ms }
-        } else {
-            GuardState::Stale { age_ms, timeout_ms }
-        }
-    }
-}
-
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns` that the guard compares against.
-pub fn monotonic_ns() -> u64 {
-    // SAFETY: timespec is plain old data and clock_gettime fills it.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: valid clock id and out-pointer; CLOCK_MONOTONIC cannot fail here.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
 
 /// The pinned maps of one pin directory.
 pub struct Dataplane {
@@ -770,47 +557,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn guard_state_table() {
-        let ms = 1_000_000u64;
-        assert_eq!(
-            GuardState::of(
-                Guard {
-                    heartbeat_ns: 0,
-                    timeout_ns: 0
-                },
-                10 * ms
-            ),
-            GuardState::Off
-        );
-        assert_eq!(
-            GuardState::of(
-                Guard {
-                    heartbeat_ns: 10 * ms,
-                    timeout_ns: 2000 * ms
-                },
-                510 * ms
-            ),
-            GuardState::Fresh {
-                age_ms: 500,
-                timeout_ms: 2000
-            }
-        );
-        assert_eq!(
-            GuardState::of(
-                Guard {
-                    heartbeat_ns: 10 * ms,
-                    timeout_ns: 2000 * ms
-                },
-                3010 * ms
-            ),
-            GuardState::Stale {
-                age_ms: 3000,
-                timeout_ms: 2000
-            }
-        );
-    }
-
-    #[test]
     fn announcement_values_table() {
         let mac = Mac([2, 0, 0, 0, 0, 1]);
         let other = Mac([2, 0, 0, 0, 0, 2]);
@@ -872,68 +618,4 @@ mod tests {
         assert_eq!(sum_over_cpus(&[]), Announcement::default());
     }
 
-    #[test]
-    fn dataplane_choice_parses_and_names_modes() {
-        assert_eq!("xdp".parse(), Ok(DataplaneChoice::Xdp));
-        assert_eq!("userspace".parse(), Ok(DataplaneChoice::Userspace));
-        assert_eq!("auto".parse(), Ok(DataplaneChoice::Auto));
-        assert_eq!(
-            "XDP".parse::<DataplaneChoice>(),
-            Err("\"XDP\": expected xdp, userspace or auto".to_string())
-        );
-        assert_eq!(ServedBy::from(AttachedMode::Driver).as_str(), "xdp-driver");
-        assert_eq!(ServedBy::from(AttachedMode::Skb).as_str(), "xdp-skb");
-        assert_eq!(
-            serde_json::to_value(ServedBy::Userspace).unwrap(),
-            serde_json::json!("userspace")
-        );
-    }
-
-    #[test]
-    fn interface_modes_merge_links_and_responders() {
-        let attachments = [
-            AttachmentInfo {
-                iface: "eth1".into(),
-                mode: AttachedMode::Skb,
-                present: false,
-            },
-            AttachmentInfo {
-                iface: "eth0".into(),
-                mode: AttachedMode::Driver,
-                present: true,
-            },
-        ];
-        let responder = |iface: &str, pid, alive| markers::UserspaceResponder {
-            iface: iface.into(),
-            pid,
-            alive,
-            path: PathBuf::new(),
-        };
-        let modes = interface_modes(
-            &attachments,
-            &[responder("eth1", 7, true), responder("eth2", 9, false)],
-        );
-        let view: Vec<_> = modes
-            .iter()
-            .map(|m| (m.iface.as_str(), m.dataplane.as_str(), m.pid, m.active))
-            .collect();
-        assert_eq!(
-            view,
-            [
-                ("eth0", "xdp-driver", None, true),
-                // The live answerer first: a dead link's pin left behind comes after it.
-                ("eth1", "userspace", Some(7), true),
-                ("eth1", "xdp-skb", None, false),
-                ("eth2", "userspace", Some(9), false),
-            ]
-        );
-        assert!(interface_modes(&[], &[]).is_empty());
-    }
-
-    #[test]
-    fn monotonic_clock_advances() {
-        let a = monotonic_ns();
-        let b = monotonic_ns();
-        assert!(a > 0 && b >= a);
-    }
 }
