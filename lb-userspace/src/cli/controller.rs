@@ -100,7 +100,12 @@ async fn serve(args: ControllerArgs) -> Result<()> {
         bgp_mode,
     };
     tracing::info!(?settings, "starting herald controller");
-    let cluster = Cluster::connect(args.kubeconfig.as_deref(), &settings).await?;
+    let cluster = Cluster::connect(
+        args.kubeconfig.as_deref(),
+        &settings.namespace,
+        &settings.identity,
+    )
+    .await?;
 
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());

@@ -16,12 +16,10 @@ pub mod metrics;
 pub mod plan;
 mod state;
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::BgpMode;
@@ -69,50 +67,6 @@ impl Health {
     }
 }
 
-/// A Service by namespace and name: how the watch cache, the retries and the writes in flight
-/// know it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ServiceRef {
-    pub namespace: Option<String>,
-    pub name: String,
-}
-
-impl ServiceRef {
-    pub fn of(service: &Service) -> Self {
-        ServiceRef {
-            namespace: service.metadata.namespace.clone(),
-            name: service.metadata.name.clone().unwrap_or_default(),
-        }
-    }
-
-    /// `namespace/name`, the allocator's key.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace.as_deref().unwrap_or(""), self.name)
-    }
-}
-
-/// As the controller's logs have always named a Service: `Service.v1./name.namespace`.
-impl fmt::Display for ServiceRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Service.v1./{}", self.name)?;
-        if let Some(namespace) = &self.namespace {
-            write!(f, ".{namespace}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Why the reconcile loop must look again.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Trigger {
-    /// A Service was added, changed or deleted.
-    Service(ServiceRef),
-    /// A configuration object or Namespace changed: rebuild the configuration.
-    Config,
-    /// The Service watch re-listed: deletions may have been missed.
-    Resync,
-}
-
 /// Everything the reconcile loop needs that does not change while it runs.
 pub(crate) struct Context {
     /// Every write, and the configuration Events.
@@ -140,7 +94,12 @@ pub async fn run(
     let caches = cluster.watch(tx);
 
     let (leading_tx, leading_rx) = watch::channel(false);
-    let election = cluster.elect(&settings, leading_tx, shutdown.clone());
+    let election = cluster.elect(
+        &settings.lease_name,
+        settings.lease,
+        leading_tx,
+        shutdown.clone(),
+    );
 
     let (writes_in_flight, writes_seen) = watch::channel(0);
     let context = Context {
@@ -174,21 +133,5 @@ mod tests {
         assert_eq!(backoff(6), Duration::from_millis(16_000));
         assert_eq!(backoff(7), Duration::from_secs(30));
         assert_eq!(backoff(40), Duration::from_secs(30));
-    }
-
-    #[test]
-    fn service_refs_key_and_display_as_before() {
-        let namespaced = ServiceRef {
-            namespace: Some("t".into()),
-            name: "web".into(),
-        };
-        assert_eq!(namespaced.key(), "t/web");
-        assert_eq!(namespaced.to_string(), "Service.v1./web.t");
-        let bare = ServiceRef {
-            namespace: None,
-            name: "web".into(),
-        };
-        assert_eq!(bare.key(), "/web");
-        assert_eq!(bare.to_string(), "Service.v1./web");
     }
 }

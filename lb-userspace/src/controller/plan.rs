@@ -7,13 +7,12 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::allocator::{ALLOCATED_FROM_POOL, PoolCounters, Status, parse_ip};
-use crate::api::{ConfigurationResult, ConfigurationStateStatus};
-use crate::k8s::ErrorKind;
+use crate::api::ConfigurationStateStatus;
+use crate::k8s::{ErrorKind, config_state};
 
 /// The writes one Service needs to match an outcome. `None` fields need no write.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -166,34 +165,7 @@ pub fn configuration_state_status(
         ConfigVerdict::Valid => None,
         ConfigVerdict::Invalid(summary) => Some(summary.as_str()),
     };
-    reconciler_status("poolReconcilerValid", errors, now)
-}
-
-/// `ConfigurationState.status` as a MetalLB component writes it after parsing the configuration:
-/// `result`, `errorSummary` and the one condition `condition_type` of its reconciler, transited
-/// `now`. `errors` is `None` when the configuration was accepted, else the summary of its errors.
-pub fn reconciler_status(
-    condition_type: &str,
-    errors: Option<&str>,
-    now: Timestamp,
-) -> ConfigurationStateStatus {
-    let (result, status, reason) = match errors {
-        None => (ConfigurationResult::Valid, "True", "Reconciled"),
-        Some(_) => (ConfigurationResult::Invalid, "False", "ConfigurationError"),
-    };
-    let summary = errors.unwrap_or_default();
-    ConfigurationStateStatus {
-        result: Some(result),
-        error_summary: summary.to_string(),
-        conditions: vec![Condition {
-            type_: condition_type.to_string(),
-            status: status.to_string(),
-            reason: reason.to_string(),
-            message: summary.to_string(),
-            last_transition_time: Time(now),
-            observed_generation: None,
-        }],
-    }
+    config_state::status("poolReconcilerValid", errors, now)
 }
 
 /// What the loop does about a write the API server refused.
@@ -520,7 +492,7 @@ mod tests {
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let valid = configuration_state_status(&ConfigVerdict::Valid, now);
         assert_eq!(
-            crate::k8s::config_state::status_patch(&valid)["status"],
+            config_state::status_patch(&valid)["status"],
             json!({
                 "result": "Valid",
                 "errorSummary": "",
@@ -536,7 +508,7 @@ mod tests {
         let invalid =
             configuration_state_status(&ConfigVerdict::Invalid("pool x: bad".into()), now);
         assert_eq!(
-            crate::k8s::config_state::status_patch(&invalid)["status"],
+            config_state::status_patch(&invalid)["status"],
             json!({
                 "result": "Invalid",
                 "errorSummary": "pool x: bad",

@@ -26,9 +26,10 @@ use k8s_openapi::api::core::v1::Service;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::plan::{self, ConfigVerdict};
-use super::{Context, ServiceRef, Trigger, backoff, config_input};
+use super::{Context, backoff, config_input};
 use crate::allocator::{Allocator, PoolCounters, ServiceInfo, Status};
 use crate::config::Config;
+use crate::k8s::controller::{ServiceRef, Trigger};
 use crate::k8s::events::Severity;
 use services::{Queued, WriteFuture};
 use side::SideDone;

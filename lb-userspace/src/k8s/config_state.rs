@@ -1,23 +1,53 @@
 //! ConfigurationState (metallb.io/v1beta1): what a component last concluded about the
 //! configuration, as MetalLB's components report it. The controller keeps `controller`, each
-//! speaker `speaker-<node>`; both write through [`write`]. The status itself is decided by the
-//! pure builders (`controller::plan::configuration_state_status`,
-//! `speaker::plan::configuration_state`).
+//! speaker `speaker-<node>`; both build the status with [`status`] (pure, through
+//! `controller::plan::configuration_state_status` and `speaker::plan::configuration_state`) and
+//! write it with [`write`].
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use serde_json::{Value, json};
 
-use crate::api::{ConfigurationState, ConfigurationStateFields, ConfigurationStateStatus};
+use crate::api::{
+    ConfigurationResult, ConfigurationState, ConfigurationStateFields, ConfigurationStateStatus,
+};
 
 /// The label naming the component that keeps the object (`controller`, `speaker`).
 pub const LABEL_COMPONENT_TYPE: &str = "metallb.io/component-type";
 /// The label naming a speaker's node.
 pub const LABEL_NODE_NAME: &str = "metallb.io/node-name";
+
+/// `ConfigurationState.status` as a MetalLB component writes it after parsing the configuration:
+/// `result`, `errorSummary` and the one condition `condition_type` of its reconciler, transited
+/// `now`. `errors` is `None` when the configuration was accepted, else the summary of its errors.
+pub fn status(
+    condition_type: &str,
+    errors: Option<&str>,
+    now: Timestamp,
+) -> ConfigurationStateStatus {
+    let (result, status, reason) = match errors {
+        None => (ConfigurationResult::Valid, "True", "Reconciled"),
+        Some(_) => (ConfigurationResult::Invalid, "False", "ConfigurationError"),
+    };
+    let summary = errors.unwrap_or_default();
+    ConfigurationStateStatus {
+        result: Some(result),
+        error_summary: summary.to_string(),
+        conditions: vec![Condition {
+            type_: condition_type.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message: summary.to_string(),
+            last_transition_time: Time(now),
+            observed_generation: None,
+        }],
+    }
+}
 
 /// Creates ConfigurationState `name` in `namespace` with `labels` and `owner` unless it exists
 /// (an existing object keeps its own), then writes `status` to its status subresource as one
@@ -76,40 +106,26 @@ pub fn reference(namespace: &str, name: &str) -> ObjectReference {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-    use k8s_openapi::jiff::Timestamp;
-
     use super::*;
-    use crate::api::ConfigurationResult;
 
     /// Every field is written (an empty summary as ""), and the transition time to the second
     /// as the untyped writes sent it (`controller::plan` checks whole statuses).
     #[test]
     fn status_patch_writes_every_field() {
-        let valid = ConfigurationStateStatus {
-            result: Some(ConfigurationResult::Valid),
-            error_summary: String::new(),
-            conditions: vec![Condition {
-                type_: "poolReconcilerValid".into(),
-                status: "True".into(),
-                reason: "Reconciled".into(),
-                message: String::new(),
-                last_transition_time: Time("2026-01-01T00:00:00.75Z".parse::<Timestamp>().unwrap()),
-                observed_generation: None,
-            }],
-        };
+        let now = "2026-01-01T00:00:00.75Z".parse().unwrap();
+        let valid = status("poolReconcilerValid", None, now);
         let patch = status_patch(&valid);
-        let status = patch["status"].as_object().unwrap();
-        let mut fields: Vec<&str> = status.keys().map(String::as_str).collect();
+        let written = patch["status"].as_object().unwrap();
+        let mut fields: Vec<&str> = written.keys().map(String::as_str).collect();
         fields.sort_unstable();
         assert_eq!(fields, ["conditions", "errorSummary", "result"]);
-        assert_eq!(status["result"], "Valid");
-        assert_eq!(status["errorSummary"], "");
+        assert_eq!(written["result"], "Valid");
+        assert_eq!(written["errorSummary"], "");
         assert_eq!(
-            status["conditions"][0]["lastTransitionTime"],
+            written["conditions"][0]["lastTransitionTime"],
             "2026-01-01T00:00:00Z"
         );
-        assert!(status["conditions"][0].get("observedGeneration").is_none());
+        assert!(written["conditions"][0].get("observedGeneration").is_none());
     }
 
     #[test]

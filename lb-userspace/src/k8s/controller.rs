@@ -5,6 +5,7 @@
 //! lists and writes.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,37 +19,88 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::events::{CONTROLLER_COMPONENT, EventQueue, EventSink, Severity};
-use super::lease::LeaseLock;
+use super::lease::{LeaseLock, LeaseTimings};
 use super::writes::{self, SecretError};
 use super::{ApiError, ClientError, config_state, metallb_api};
 use crate::api::{Community, ConfigurationStateStatus, IPAddressPool};
-use crate::controller::{ServiceRef, Settings, Trigger};
 
 /// The controller's ConfigurationState object in MetalLB's namespace.
 pub const CONFIGURATION_STATE: &str = "controller";
+
+/// A Service by namespace and name: how the watch cache, the retries and the writes in flight
+/// know it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceRef {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ServiceRef {
+    pub fn of(service: &Service) -> Self {
+        ServiceRef {
+            namespace: service.metadata.namespace.clone(),
+            name: service.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// `namespace/name`, the allocator's key.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace.as_deref().unwrap_or(""), self.name)
+    }
+}
+
+/// As the controller's logs have always named a Service: `Service.v1./name.namespace`.
+impl fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Service.v1./{}", self.name)?;
+        if let Some(namespace) = &self.namespace {
+            write!(f, ".{namespace}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why the reconcile loop must look again.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// A Service was added, changed or deleted.
+    Service(ServiceRef),
+    /// A configuration object or Namespace changed: rebuild the configuration.
+    Config,
+    /// The Service watch re-listed: deletions may have been missed.
+    Resync,
+}
 
 /// The controller's connection to the API server, in MetalLB's namespace: the only way the
 /// controller reads or writes the cluster.
 pub struct Cluster {
     client: Client,
     namespace: String,
+    /// This replica's name in the Lease and on Events.
+    identity: String,
     events: EventSink,
 }
 
 impl Cluster {
     /// Connects with an explicit kubeconfig file, else the usual inference (see
-    /// [`super::client`]).
+    /// [`super::client`]). `namespace` is MetalLB's; `identity` names this replica.
     pub async fn connect(
         kubeconfig: Option<&Path>,
-        settings: &Settings,
+        namespace: &str,
+        identity: &str,
     ) -> Result<Cluster, ClientError> {
-        Ok(Cluster::new(super::client(kubeconfig).await?, settings))
+        Ok(Cluster::new(
+            super::client(kubeconfig).await?,
+            namespace,
+            identity,
+        ))
     }
 
-    pub fn new(client: Client, settings: &Settings) -> Cluster {
+    pub fn new(client: Client, namespace: &str, identity: &str) -> Cluster {
         Cluster {
-            events: EventSink::new(client.clone(), CONTROLLER_COMPONENT, &settings.identity),
-            namespace: settings.namespace.clone(),
+            events: EventSink::new(client.clone(), CONTROLLER_COMPONENT, identity),
+            namespace: namespace.to_string(),
+            identity: identity.to_string(),
             client,
         }
     }
@@ -86,20 +138,21 @@ impl Cluster {
         }
     }
 
-    /// Runs the leader election on the Lease `settings.lease_name` in its own task, publishing
-    /// whether this replica leads on `leading`; the task releases a held lease once `shutdown`
-    /// fires, then ends.
+    /// Runs the leader election on Lease `lease_name` in its own task, publishing whether this
+    /// replica leads on `leading`; the task releases a held lease once `shutdown` fires, then
+    /// ends.
     pub fn elect(
         &self,
-        settings: &Settings,
+        lease_name: &str,
+        timings: LeaseTimings,
         leading: watch::Sender<bool>,
         shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
         let lock = LeaseLock::new(
             Api::<Lease>::namespaced(self.client.clone(), &self.namespace),
-            &settings.lease_name,
-            &settings.identity,
-            settings.lease,
+            lease_name,
+            &self.identity,
+            timings,
         );
         tokio::spawn(super::lease::run(lock, leading, shutdown))
     }
@@ -268,6 +321,22 @@ mod tests {
         svc.metadata.namespace = Some(namespace.into());
         svc.metadata.name = Some(name.into());
         svc
+    }
+
+    #[test]
+    fn service_refs_key_and_display_as_before() {
+        let namespaced = ServiceRef {
+            namespace: Some("t".into()),
+            name: "web".into(),
+        };
+        assert_eq!(namespaced.key(), "t/web");
+        assert_eq!(namespaced.to_string(), "Service.v1./web.t");
+        let bare = ServiceRef {
+            namespace: None,
+            name: "web".into(),
+        };
+        assert_eq!(bare.key(), "/web");
+        assert_eq!(bare.to_string(), "Service.v1./web");
     }
 
     #[test]

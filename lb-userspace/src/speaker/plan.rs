@@ -545,7 +545,7 @@ pub fn configuration_state(
     errors: Option<&str>,
     now: k8s_openapi::jiff::Timestamp,
 ) -> crate::api::ConfigurationStateStatus {
-    crate::controller::plan::reconciler_status("configReconcilerValid", errors, now)
+    crate::k8s::config_state::status("configReconcilerValid", errors, now)
 }
 
 #[cfg(test)]

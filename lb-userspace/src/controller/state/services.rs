@@ -10,12 +10,13 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Service;
 use tracing::Instrument;
 
+use super::super::Context;
 use super::super::batch::{BatchItem, decide_batch};
 use super::super::plan::{self, WriteFailed};
-use super::super::{Context, ServiceRef};
 use super::{Leader, Retry};
 use crate::allocator::{EventType, Outcome, Status, restart_order};
 use crate::k8s::ApiError;
+use crate::k8s::controller::ServiceRef;
 use crate::k8s::events::Severity;
 
 /// Passes repeated while a pass frees addresses (pending Services may take them).
