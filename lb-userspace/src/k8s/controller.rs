@@ -43,7 +43,7 @@ impl ServiceRef {
         }
     }
 
-    /// `namespace/name`, the allocator's key.
+    /// `namespace/name`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace.as_deref().unwrap_or(""), self.name)
     }
