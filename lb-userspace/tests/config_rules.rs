@@ -1,8 +1,9 @@
-//! One table row per configuration rule of MetalLB's parser (metallb-behaviour.md (a)), run
-//! through the public path `herald validate` takes: YAML → `config::load` → `Snapshot` →
-//! `config::build`. A row lists the exact errors expected (kind, name, field, a fragment of
-//! the message, transient or not); a row expecting errors fails on any extra one, so a rule
-//! that fires too widely is caught too.
+//! One table row per configuration rule of MetalLB's parser (`internal/config`,
+//! <https://github.com/metallb/metallb/tree/v0.15.2/internal/config>; docs/configure.md
+//! "Validation"), run through the public path `herald validate` takes: YAML → `config::load` →
+//! `Snapshot` → `config::build`. A row lists the exact errors expected (kind, name, field, a
+//! fragment of the message, transient or not); a row expecting errors fails on any extra one, so
+//! a rule that fires too widely is caught too.
 
 use herald::config::{self, BgpMode, Config, ConfigError, Snapshot, load};
 use proptest::prelude::*;

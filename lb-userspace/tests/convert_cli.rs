@@ -1,6 +1,7 @@
 //! `herald convert-configmap` over tests/fixtures/convert/: the output must be exactly
-//! `<name>.expected.yaml` (checked by hand against MetalLB's converter rules, metallb-behaviour.md
-//! (f)), and `herald validate` must accept it — the round trip a migrating user makes.
+//! `<name>.expected.yaml` (checked by hand against MetalLB's converter rules, listed in
+//! docs/configure.md "Migrating from a ConfigMap"), and `herald validate` must accept it — the
+//! round trip a migrating user makes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,4 +1,8 @@
-//! IP allocation with MetalLB's semantics (spec: metallb-behaviour.md, (b), (c), Algorithm A).
+//! IP allocation with MetalLB's semantics: the Service annotations and fields MetalLB's controller
+//! reads, the Events it records and its allocation algorithm, as described in docs/configure.md
+//! ("Services", "How an address is chosen") after MetalLB's `controller/service.go` and
+//! `internal/allocator/allocator.go`
+//! (<https://github.com/metallb/metallb/tree/v0.15.2/internal/allocator>).
 //!
 //! Pure: [`Allocator::reconcile`] takes a [`ServiceInfo`] and returns the status MetalLB's
 //! controller would write plus the Events it would record; nothing here talks to Kubernetes.

@@ -1,1 +1,1 @@
-//! BGP announcement (later issue). Empty on purpose: nothing here is claimed to work yet.
+//! BGP announcement: not implemented. Empty on purpose: nothing here is claimed to work yet.

@@ -1,6 +1,8 @@
 //! MetalLB ≤ 0.12 ConfigMap (`config` key: `peers`, `bgp-communities`, `address-pools`,
 //! `bfd-profiles`) → `metallb.io` objects, following MetalLB's offline converter
-//! (`configmaptocrs`, metallb-behaviour.md (f)), so a migrated cluster gets the same objects:
+//! (`configmaptocrs`, <https://github.com/metallb/metallb/tree/v0.15.2/configmaptocrs>; the rules
+//! are listed in docs/configure.md, "Migrating from a ConfigMap"), so a migrated cluster gets
+//! the same objects:
 //!
 //! * objects go into the ConfigMap's namespace, `metallb-system` without one;
 //! * peers become v1beta2 `BGPPeer`s `peer1..N` (hold time always written, 90 s by default);

@@ -1,4 +1,6 @@
-//! Layer-2 announcer election with MetalLB's rules (metallb-behaviour.md, Algorithm B).
+//! Layer-2 announcer election with MetalLB's rules (docs/configure.md, "Which node announces";
+//! MetalLB's `speaker/layer2_controller.go`,
+//! <https://github.com/metallb/metallb/blob/v0.15.2/speaker/layer2_controller.go>).
 //!
 //! Stateless and pure: every speaker evaluates [`elect`] over the same inputs and gets the same
 //! ordered candidate list, so exactly one node (the first) announces a Service.

@@ -304,6 +304,19 @@ fn namespace_defaults_to_metallb_system() {
 }
 
 #[test]
+fn keys_without_a_value_are_empty() {
+    let data = "peers:\nbgp-communities:\naddress-pools:\n- name: a1\n  protocol: layer2\n  addresses:\n  - 198.51.100.0/30\n  bgp-advertisements:\nbfd-profiles:\n";
+    let c = convert_input(data, "f", true).expect("converts");
+    assert!(c.peers.is_empty() && c.communities.is_empty() && c.bfd_profiles.is_empty());
+    assert_eq!(names(&c.pools), ["a1"]);
+    assert_eq!(names(&c.l2_advertisements), ["l2advertisement1"]);
+    let data = "peers:\n- peer-address: 203.0.113.1\n  peer-asn: 64501\n  my-asn: 64500\n  password:\n  node-selectors:\n";
+    let c = convert_input(data, "f", true).expect("converts");
+    assert_eq!(c.peers[0].spec.password, "");
+    assert!(c.peers[0].spec.node_selectors.is_empty());
+}
+
+#[test]
 fn unknown_protocol_gets_no_advertisement_and_a_note() {
     let data = "address-pools: [{name: a1, protocol: l2, addresses: [198.51.100.0/30]}]\n";
     let c = convert_input(data, "f", true).expect("converts");
