@@ -72,9 +72,7 @@ pub fn decide(choice: DataplaneChoice, found: Found) -> Step {
                 Step::AttachXdp { fallback: false }
             }
         }
-        DataplaneChoice::Userspace | DataplaneChoice::Auto if found.own_responder => {
-            Step::KeepOwn
-        }
+        DataplaneChoice::Userspace | DataplaneChoice::Auto if found.own_responder => Step::KeepOwn,
         DataplaneChoice::Userspace | DataplaneChoice::Auto if found.other_process.is_some() => {
             Step::UseOtherProcess {
                 pid: found.other_process.unwrap_or(own_pid),
@@ -177,9 +175,7 @@ impl Answerers {
             other_process: markers::live_responder(&self.pin_dir, &iface.name)?
                 .filter(|pid| *pid != own_pid),
             xdp_link: dp.attached_mode(&iface.name)?,
-            fell_back: self
-                .fell_back
-                .contains(&(iface.name.clone(), iface.index)),
+            fell_back: self.fell_back.contains(&(iface.name.clone(), iface.index)),
         };
         match decide(self.choice, found) {
             Step::Refuse { pid } => Err(DataplaneError::AnsweredInUserspace {

@@ -25,7 +25,9 @@ pub enum DataplaneError {
         "interface {iface}: no Herald XDP program attached (run `herald xdp attach --iface {iface}` first)"
     )]
     NotAttached { iface: String },
-    #[error("interface {iface}: answered in userspace by pid {pid}: stop that process before attaching XDP")]
+    #[error(
+        "interface {iface}: answered in userspace by pid {pid}: stop that process before attaching XDP"
+    )]
     AnsweredInUserspace { iface: String, pid: u32 },
     #[error("interface {iface}: {mode} mode attach failed: {source}")]
     Attach {

@@ -148,9 +148,14 @@ mod tests {
             Beat::Stop,
         ]
         .into_iter();
-        let beat = Heartbeat::spawn("t", guard.clone(), Duration::from_millis(1), true, OnError::Stop, move || {
-            plan.next().unwrap_or(Beat::Stop)
-        })
+        let beat = Heartbeat::spawn(
+            "t",
+            guard.clone(),
+            Duration::from_millis(1),
+            true,
+            OnError::Stop,
+            move || plan.next().unwrap_or(Beat::Stop),
+        )
         .unwrap();
         while !beat.is_finished() {
             std::thread::sleep(Duration::from_millis(1));
@@ -165,9 +170,14 @@ mod tests {
     #[test]
     fn a_failed_write_ends_the_thread_with_the_error() {
         let guard = Recorded::default();
-        let beat = Heartbeat::spawn("t", guard.clone(), Duration::from_millis(1), true, OnError::Stop, || {
-            Beat::Refresh(Duration::ZERO)
-        })
+        let beat = Heartbeat::spawn(
+            "t",
+            guard.clone(),
+            Duration::from_millis(1),
+            true,
+            OnError::Stop,
+            || Beat::Refresh(Duration::ZERO),
+        )
         .unwrap();
         while !beat.is_finished() {
             std::thread::sleep(Duration::from_millis(1));
@@ -185,9 +195,14 @@ mod tests {
             Beat::Stop,
         ]
         .into_iter();
-        let beat = Heartbeat::spawn("t", guard.clone(), Duration::from_millis(1), true, OnError::Retry, move || {
-            plan.next().unwrap_or(Beat::Stop)
-        })
+        let beat = Heartbeat::spawn(
+            "t",
+            guard.clone(),
+            Duration::from_millis(1),
+            true,
+            OnError::Retry,
+            move || plan.next().unwrap_or(Beat::Stop),
+        )
         .unwrap();
         while !beat.is_finished() {
             std::thread::sleep(Duration::from_millis(1));

@@ -48,7 +48,6 @@ pub use types::{
 
 const MAP_NAMES: [&str; 4] = [MAP_V4, MAP_V6, MAP_COUNTERS, MAP_GUARD];
 
-
 /// The pinned maps of one pin directory.
 pub struct Dataplane {
     pin_dir: PathBuf,
@@ -617,5 +616,4 @@ mod tests {
         );
         assert_eq!(sum_over_cpus(&[]), Announcement::default());
     }
-
 }

@@ -13,11 +13,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::dataplane::ServedBy;
 use crate::dataplane::cadence::{Cadence, Windows};
 use crate::dataplane::keys::Mac;
 use crate::dataplane::netdev::{self, Interface};
 use crate::dataplane::plane::L2Plane;
-use crate::dataplane::ServedBy;
 use crate::speaker::interfaces::{self, Eligible, InterfaceFacts, InterfaceFilter};
 use crate::speaker::metrics::SpeakerMetrics;
 use crate::speaker::plan::{self, Plan, PlannedEvent, Target};
@@ -174,7 +174,10 @@ impl<P: L2Plane> L2Announcer<P> {
     /// Sends the gratuitous rounds due at `now` for what is announced.
     pub fn gratuitous_tick(&mut self, now: Duration) {
         let due = self.windows.tick(now);
-        let due: Vec<Target> = due.into_iter().filter(|t| self.targets.contains(t)).collect();
+        let due: Vec<Target> = due
+            .into_iter()
+            .filter(|t| self.targets.contains(t))
+            .collect();
         for t in due {
             if let Some(iface) = self.ifaces.get(&t.iface).cloned() {
                 self.send_round(&iface, t.ip, iface.mac);
@@ -214,8 +217,12 @@ impl<P: L2Plane> Announcer for L2Announcer<P> {
         self.withdraw_stale(stale);
         let desired = plan.targets();
         let changes = plan::diff(&current, &desired);
-        let due =
-            plan::due_withdrawals(&mut self.handover, &changes.withdraw, now, self.guard_budget);
+        let due = plan::due_withdrawals(
+            &mut self.handover,
+            &changes.withdraw,
+            now,
+            self.guard_budget,
+        );
         for t in &due {
             self.windows.forget(t);
             if let Some(iface) = self.ifaces.get(&t.iface)

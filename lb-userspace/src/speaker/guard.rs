@@ -81,7 +81,11 @@ pub fn regular<G: Guard>(
 }
 
 /// What the guard decision reads: now, and the gossip's last contact (none without memberlist).
-fn guard_input(now: Duration, health: Option<&Health>, grace_until: Option<Duration>) -> GuardInput {
+fn guard_input(
+    now: Duration,
+    health: Option<&Health>,
+    grace_until: Option<Duration>,
+) -> GuardInput {
     match health {
         None => GuardInput {
             now,

@@ -115,7 +115,9 @@ impl Reconciler {
             }
         };
         if self.verdict.as_ref() != Some(&verdict) {
-            let _ = self.writes.send(Write::ConfigState(verdict.clone(), owner()));
+            let _ = self
+                .writes
+                .send(Write::ConfigState(verdict.clone(), owner()));
             self.verdict = Some(verdict);
         }
         let Some(config) = &self.config else {

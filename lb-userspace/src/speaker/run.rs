@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::daemon::http;
+use crate::dataplane::GuardState;
 use crate::dataplane::cadence::Cadence;
 use crate::dataplane::plane::{AyaPlane, L2Plane};
-use crate::dataplane::GuardState;
 use crate::k8s::speaker::{WatchOptions, Watches, Writer};
 use crate::speaker::announcer::{Announcer, L2Announcer};
 use crate::speaker::auth::GossipKey;
@@ -88,7 +88,10 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     tracing::info!("watch caches synced");
 
     let start = Instant::now();
-    let mut current_key = options.gossip.as_ref().and_then(|g| gossip_key(g, &watches));
+    let mut current_key = options
+        .gossip
+        .as_ref()
+        .and_then(|g| gossip_key(g, &watches));
     let gossip = match &options.gossip {
         None => {
             tracing::info!("memberlist disabled: every Node counts as having a live speaker");
@@ -283,7 +286,9 @@ async fn start_gossip(
     key: Option<&[u8]>,
 ) -> Result<Joined> {
     if key.is_none() {
-        tracing::warn!("no memberlist secret yet: gossip runs unauthenticated until the Secret appears");
+        tracing::warn!(
+            "no memberlist secret yet: gossip runs unauthenticated until the Secret appears"
+        );
     }
     let advertise = advertise_ip(g, watches, &options.node).context(
         "no gossip address: pass --ml-advertise-addr, or bind --ml-bind-addr to the node address",

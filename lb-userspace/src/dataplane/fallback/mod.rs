@@ -52,7 +52,6 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Pause after a receive error that is neither a timeout nor fatal, so it cannot spin.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
-
 /// What a responder did, for logs and metrics. Shared with the thread that serves.
 #[derive(Debug, Default)]
 pub struct FallbackStats {

@@ -22,7 +22,6 @@ use tokio::sync::Notify;
 
 use crate::api::{self, L2ServiceStatus, ServiceL2Status};
 
-
 /// The component name on the speaker's Events (MetalLB's).
 pub const SPEAKER_COMPONENT: &str = "metallb-speaker";
 /// ServiceL2Status labels (MetalLB's).
@@ -258,7 +257,13 @@ impl Watches {
 
     /// The IP of this node's speaker Pod, when listed.
     pub fn own_pod_ip(&self, node: &str) -> Option<IpAddr> {
-        self.own_pod(node)?.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
+        self.own_pod(node)?
+            .status
+            .as_ref()?
+            .pod_ip
+            .as_deref()?
+            .parse()
+            .ok()
     }
 }
 

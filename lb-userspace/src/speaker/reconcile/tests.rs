@@ -11,11 +11,11 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::api::{IPAddressPool, L2Advertisement};
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::dataplane::fake::{FakePlane, Op};
 use crate::speaker::announcer::L2Announcer;
 use crate::speaker::interfaces::{InterfaceFacts, InterfaceFilter};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 const NODE: &str = "node-a";
 const BUDGET: Duration = Duration::from_millis(250);
@@ -184,7 +184,11 @@ fn an_elected_address_is_announced_then_gratuitous_then_written() {
         "{writes:?}"
     );
     // Nothing changed: nothing reaches the data plane, no Event again.
-    let ops = rig.pass(&view(&[("web", "198.51.100.10")]), &[NODE], Duration::from_secs(1));
+    let ops = rig.pass(
+        &view(&[("web", "198.51.100.10")]),
+        &[NODE],
+        Duration::from_secs(1),
+    );
     assert_eq!(ops, vec![]);
     let writes = rig.writes();
     assert!(
@@ -258,16 +262,18 @@ fn a_failed_announcement_is_a_warning_event_and_no_gratuitous_round() {
     let failed = writes
         .iter()
         .position(|w| matches!(w, Write::Event(e, _) if e.reason == "announceFailed" && e.warning));
-    let statuses = writes
-        .iter()
-        .position(|w| matches!(w, Write::Statuses(..)));
+    let statuses = writes.iter().position(|w| matches!(w, Write::Statuses(..)));
     assert!(
         matches!((failed, statuses), (Some(f), Some(s)) if f < s),
         "the failure Event is queued, before the statuses: {writes:?}"
     );
     // The next pass tries again.
     rig.plane.state().announce_fails.clear();
-    let ops = rig.pass(&view(&[("web", "198.51.100.10")]), &[NODE], Duration::from_secs(1));
+    let ops = rig.pass(
+        &view(&[("web", "198.51.100.10")]),
+        &[NODE],
+        Duration::from_secs(1),
+    );
     assert_eq!(
         ops,
         vec![announce("198.51.100.10"), gratuitous("198.51.100.10")]
@@ -341,7 +347,9 @@ fn withdraw_everything_empties_the_data_plane() {
     rig.announcer.withdraw_everything();
     let ops = rig.plane.take_ops();
     assert_eq!(
-        ops.iter().filter(|op| matches!(op, Op::Withdraw(..))).count(),
+        ops.iter()
+            .filter(|op| matches!(op, Op::Withdraw(..)))
+            .count(),
         2,
         "{ops:?}"
     );
@@ -359,7 +367,12 @@ fn an_interface_that_cannot_answer_is_not_used() {
         Arc::new(SpeakerMetrics::new()),
     );
     announcer.rescan(&[facts("eth0"), facts("eth1")]);
-    let names: Vec<&str> = announcer.eligible().ipv4.iter().map(String::as_str).collect();
+    let names: Vec<&str> = announcer
+        .eligible()
+        .ipv4
+        .iter()
+        .map(String::as_str)
+        .collect();
     assert_eq!(names, ["eth0"]);
     assert_eq!(
         plane.take_ops(),
