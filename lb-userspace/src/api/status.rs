@@ -1,7 +1,8 @@
 //! Status-only kinds (metallb.io/v1beta1): ServiceL2Status and ServiceBGPStatus (written by
 //! speakers) and ConfigurationState (written by the controller and speakers).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -160,4 +161,29 @@ pub struct ConfigurationStateStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+impl ConfigurationStateStatus {
+    /// The status a MetalLB component writes after parsing the configuration: `result`,
+    /// `errorSummary` and the one condition `condition_type` of its reconciler, transited `now`.
+    /// `errors` is `None` when the configuration was accepted, else the summary of its errors.
+    pub fn reported(condition_type: &str, errors: Option<&str>, now: Timestamp) -> Self {
+        let (result, status, reason) = match errors {
+            None => (ConfigurationResult::Valid, "True", "Reconciled"),
+            Some(_) => (ConfigurationResult::Invalid, "False", "ConfigurationError"),
+        };
+        let summary = errors.unwrap_or_default();
+        ConfigurationStateStatus {
+            result: Some(result),
+            error_summary: summary.to_string(),
+            conditions: vec![Condition {
+                type_: condition_type.to_string(),
+                status: status.to_string(),
+                reason: reason.to_string(),
+                message: summary.to_string(),
+                last_transition_time: Time(now),
+                observed_generation: None,
+            }],
+        }
+    }
 }

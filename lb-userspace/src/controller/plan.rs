@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::allocator::{ALLOCATED_FROM_POOL, PoolCounters, Status, parse_ip};
 use crate::api::ConfigurationStateStatus;
-use crate::k8s::{ErrorKind, config_state};
+use crate::k8s::ErrorKind;
 
 /// The writes one Service needs to match an outcome. `None` fields need no write.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -165,7 +165,7 @@ pub fn configuration_state_status(
         ConfigVerdict::Valid => None,
         ConfigVerdict::Invalid(summary) => Some(summary.as_str()),
     };
-    config_state::status("poolReconcilerValid", errors, now)
+    ConfigurationStateStatus::reported("poolReconcilerValid", errors, now)
 }
 
 /// What the loop does about a write the API server refused.
@@ -492,7 +492,7 @@ mod tests {
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let valid = configuration_state_status(&ConfigVerdict::Valid, now);
         assert_eq!(
-            config_state::status_patch(&valid)["status"],
+            crate::k8s::config_state::status_patch(&valid)["status"],
             json!({
                 "result": "Valid",
                 "errorSummary": "",
@@ -508,7 +508,7 @@ mod tests {
         let invalid =
             configuration_state_status(&ConfigVerdict::Invalid("pool x: bad".into()), now);
         assert_eq!(
-            config_state::status_patch(&invalid)["status"],
+            crate::k8s::config_state::status_patch(&invalid)["status"],
             json!({
                 "result": "Invalid",
                 "errorSummary": "pool x: bad",

@@ -1,53 +1,22 @@
 //! ConfigurationState (metallb.io/v1beta1): what a component last concluded about the
 //! configuration, as MetalLB's components report it. The controller keeps `controller`, each
-//! speaker `speaker-<node>`; both build the status with [`status`] (pure, through
-//! `controller::plan::configuration_state_status` and `speaker::plan::configuration_state`) and
-//! write it with [`write`].
+//! speaker `speaker-<node>`; both build the status with
+//! [`ConfigurationStateStatus::reported`] and write it with [`write`].
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use serde_json::{Value, json};
 
-use crate::api::{
-    ConfigurationResult, ConfigurationState, ConfigurationStateFields, ConfigurationStateStatus,
-};
+use crate::api::{ConfigurationState, ConfigurationStateFields, ConfigurationStateStatus};
 
 /// The label naming the component that keeps the object (`controller`, `speaker`).
 pub const LABEL_COMPONENT_TYPE: &str = "metallb.io/component-type";
 /// The label naming a speaker's node.
 pub const LABEL_NODE_NAME: &str = "metallb.io/node-name";
-
-/// `ConfigurationState.status` as a MetalLB component writes it after parsing the configuration:
-/// `result`, `errorSummary` and the one condition `condition_type` of its reconciler, transited
-/// `now`. `errors` is `None` when the configuration was accepted, else the summary of its errors.
-pub fn status(
-    condition_type: &str,
-    errors: Option<&str>,
-    now: Timestamp,
-) -> ConfigurationStateStatus {
-    let (result, status, reason) = match errors {
-        None => (ConfigurationResult::Valid, "True", "Reconciled"),
-        Some(_) => (ConfigurationResult::Invalid, "False", "ConfigurationError"),
-    };
-    let summary = errors.unwrap_or_default();
-    ConfigurationStateStatus {
-        result: Some(result),
-        error_summary: summary.to_string(),
-        conditions: vec![Condition {
-            type_: condition_type.to_string(),
-            status: status.to_string(),
-            reason: reason.to_string(),
-            message: summary.to_string(),
-            last_transition_time: Time(now),
-            observed_generation: None,
-        }],
-    }
-}
 
 /// Creates ConfigurationState `name` in `namespace` with `labels` and `owner` unless it exists
 /// (an existing object keeps its own), then writes `status` to its status subresource as one
@@ -113,7 +82,7 @@ mod tests {
     #[test]
     fn status_patch_writes_every_field() {
         let now = "2026-01-01T00:00:00.75Z".parse().unwrap();
-        let valid = status("poolReconcilerValid", None, now);
+        let valid = ConfigurationStateStatus::reported("poolReconcilerValid", None, now);
         let patch = status_patch(&valid);
         let written = patch["status"].as_object().unwrap();
         let mut fields: Vec<&str> = written.keys().map(String::as_str).collect();

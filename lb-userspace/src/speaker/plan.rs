@@ -519,33 +519,13 @@ pub fn status_actions(
 }
 
 /// `ConfigurationState speaker-<node>` status (MetalLB's): `result`, `errorSummary` and the
-/// `configReconcilerValid` condition. `errors` is `None` when the configuration was accepted.
-pub fn configuration_state_status(errors: Option<&str>, now_rfc3339: &str) -> serde_json::Value {
-    let (result, summary, status, reason) = match errors {
-        None => ("Valid", "", "True", "Reconciled"),
-        Some(summary) => ("Invalid", summary, "False", "ConfigurationError"),
-    };
-    serde_json::json!({
-        "result": result,
-        "errorSummary": summary,
-        "conditions": [{
-            "type": "configReconcilerValid",
-            "status": status,
-            "reason": reason,
-            "message": summary,
-            "lastTransitionTime": now_rfc3339,
-        }],
-    })
-}
-
-/// `ConfigurationState speaker-<node>` status, typed for [`crate::k8s::config_state::write`]:
-/// `result`, `errorSummary` and the `configReconcilerValid` condition (MetalLB's), transited
-/// `now`. `errors` is `None` when the configuration was accepted.
+/// `configReconcilerValid` condition, transited `now`. `errors` is `None` when the
+/// configuration was accepted.
 pub fn configuration_state(
     errors: Option<&str>,
     now: k8s_openapi::jiff::Timestamp,
 ) -> crate::api::ConfigurationStateStatus {
-    crate::k8s::config_state::status("configReconcilerValid", errors, now)
+    crate::api::ConfigurationStateStatus::reported("configReconcilerValid", errors, now)
 }
 
 #[cfg(test)]

@@ -117,8 +117,7 @@ async fn configuration_state(
     owner: Option<&Pod>,
     metrics: &SpeakerMetrics,
 ) {
-    let now = format!("{:.0}", k8s_openapi::jiff::Timestamp::now());
-    let status = plan::configuration_state_status(errors, &now);
+    let status = plan::configuration_state(errors, k8s_openapi::jiff::Timestamp::now());
     if let Err(error) = writer.configuration_state(status, owner).await {
         metrics.update_errors.inc();
         tracing::warn!(%error, "ConfigurationState write failed");

@@ -10,7 +10,8 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use super::{LABEL_NODE, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE, SPEAKER_COMPONENT};
-use crate::api::{L2ServiceStatus, ServiceL2Status, ServiceL2StatusSpec};
+use crate::api::{ConfigurationStateStatus, L2ServiceStatus, ServiceL2Status, ServiceL2StatusSpec};
+use crate::k8s::config_state::{self, LABEL_COMPONENT_TYPE, LABEL_NODE_NAME};
 use crate::k8s::events::{EventSink, Severity};
 
 /// An Event on a Service, as the speaker records it.
@@ -129,33 +130,22 @@ impl Writer {
     /// writes its status.
     pub async fn configuration_state(
         &self,
-        status: serde_json::Value,
+        status: ConfigurationStateStatus,
         owner: Option<&Pod>,
     ) -> Result<(), kube::Error> {
-        let name = format!("speaker-{}", self.node);
-        let api = crate::k8s::metallb_api(
+        let labels = BTreeMap::from([
+            (LABEL_COMPONENT_TYPE.to_string(), "speaker".to_string()),
+            (LABEL_NODE_NAME.to_string(), self.node.clone()),
+        ]);
+        config_state::write(
             &self.client,
             &self.namespace,
-            "ConfigurationState",
-            "configurationstates",
-        );
-        let mut object = kube::api::DynamicObject::new(
-            &name,
-            &crate::k8s::metallb_resource("ConfigurationState", "configurationstates"),
+            &format!("speaker-{}", self.node),
+            labels,
+            owner.and_then(owner_reference),
+            status,
         )
-        .within(&self.namespace);
-        object.metadata.labels = Some(BTreeMap::from([
-            (
-                "metallb.io/component-type".to_string(),
-                "speaker".to_string(),
-            ),
-            ("metallb.io/node-name".to_string(), self.node.clone()),
-        ]));
-        object.metadata.owner_references = owner.and_then(owner_reference).map(|o| vec![o]);
-        crate::k8s::writes::ensure_dynamic(&api, &object).await?;
-        crate::k8s::writes::dynamic_status(&api, &name, status)
-            .await
-            .map(|_| ())
+        .await
     }
 }
 

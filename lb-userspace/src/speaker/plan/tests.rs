@@ -553,21 +553,6 @@ proptest! {
 
 #[test]
 fn configuration_state_like_metallb() {
-    let ok = configuration_state_status(None, "2026-01-01T00:00:00Z");
-    assert_eq!(ok["result"], "Valid");
-    assert_eq!(ok["errorSummary"], "");
-    assert_eq!(ok["conditions"][0]["type"], "configReconcilerValid");
-    assert_eq!(ok["conditions"][0]["status"], "True");
-    assert_eq!(ok["conditions"][0]["reason"], "Reconciled");
-    let bad = configuration_state_status(Some("IPAddressPool \"p\": bad"), "t");
-    assert_eq!(bad["result"], "Invalid");
-    assert_eq!(bad["errorSummary"], "IPAddressPool \"p\": bad");
-    assert_eq!(bad["conditions"][0]["status"], "False");
-    assert_eq!(bad["conditions"][0]["reason"], "ConfigurationError");
-}
-
-#[test]
-fn typed_configuration_state_like_metallb() {
     let now = "2026-01-01T00:00:00Z".parse().unwrap();
     let patch = |errors| crate::k8s::config_state::status_patch(&configuration_state(errors, now));
     assert_eq!(
