@@ -5,15 +5,14 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo::rerun-if-env-changed=HERALD_XDP_OBJECT");
-    let object = match std::env::var_os("HERALD_XDP_OBJECT") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            let root = manifest.parent().map(PathBuf::from).unwrap_or_default();
-            root.join("target/ebpf/herald.bpf.o")
-        }
+    let object = if let Some(path) = std::env::var_os("HERALD_XDP_OBJECT") {
+        PathBuf::from(path)
+    } else {
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let root = manifest.parent().map(PathBuf::from).unwrap_or_default();
+        root.join("target/ebpf/herald.bpf.o")
     };
     // A missing file counts as changed, so the next build after build-ebpf picks it up.
     println!("cargo::rerun-if-changed={}", object.display());

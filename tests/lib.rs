@@ -3,6 +3,12 @@
 //! Every resource a test creates is owned by a guard whose `Drop` removes it, so a failing
 //! assertion (a panic) still deletes namespaces, unmounts the private bpffs and kills children.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};

@@ -110,7 +110,7 @@ fn run(cidr: &str, family: Family, count: usize) -> Result<Run, String> {
 fn maxrss_kib() -> i64 {
     // SAFETY: getrusage only writes into the struct we pass.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut usage) } == 0 {
         usage.ru_maxrss
     } else {
         -1

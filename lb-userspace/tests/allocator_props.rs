@@ -1,6 +1,12 @@
 //! Property tests of the allocator: sharing safety, pool membership, order independence of the
 //! restart pass, restart stability, and agreement with a naive "walk the pool" reference.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -28,7 +34,7 @@ fn pool(
         avoid_buggy_ips,
         service_allocation: namespaces.map(|ns| ServiceAllocation {
             priority: 1,
-            namespaces: ns.iter().map(|n| n.to_string()).collect(),
+            namespaces: ns.iter().map(std::string::ToString::to_string).collect(),
             service_selectors: vec![],
         }),
     }

@@ -3,6 +3,12 @@
 //! docs/configure.md "Migrating from a ConfigMap"), and `herald validate` must accept it — the
 //! round trip a migrating user makes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -4,6 +4,12 @@
 //! The expected files were derived by hand from Algorithms A and B (see each fixture's header)
 //! and then checked against the output.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

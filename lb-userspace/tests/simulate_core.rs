@@ -1,6 +1,12 @@
 //! `simulate()` over a hand-built configuration: allocation, restart re-claim and election
 //! composed as `herald simulate` does (the YAML front end is tested in simulate_cli.rs).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::collections::BTreeMap;
 
 use herald::cli::simulate::{Objects, Options, Report, ServiceReport, render_text, simulate};
@@ -29,7 +35,7 @@ fn config() -> Config {
             service_selectors: vec![],
             nodes: ["node-a", "node-b", "node-c"]
                 .iter()
-                .map(|n| n.to_string())
+                .map(std::string::ToString::to_string)
                 .collect(),
             interfaces: vec![],
             preferred_nodes: vec![],

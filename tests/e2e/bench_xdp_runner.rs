@@ -12,6 +12,12 @@
 //!
 //! Usage: bench_xdp [OBJECT] [--repeat N] [--calls N] [--rounds N]
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};

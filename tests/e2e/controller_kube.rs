@@ -6,6 +6,12 @@
 //! Tests run one at a time (they share the `metallb-system` configuration); each uses its own
 //! namespace and pools and removes them at the end.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 #[path = "support/kube/mod.rs"]
 mod kube_support;
 
@@ -18,7 +24,7 @@ const POOL_ANNOTATION: &str = "metallb.io/ip-allocated-from-pool";
 
 /// Waits until the Service shows exactly `want` as ingress.
 async fn wait_ingress(cluster: &Cluster, herald: &Herald, ns: &str, name: &str, want: &[&str]) {
-    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    let want: Vec<String> = want.iter().map(std::string::ToString::to_string).collect();
     wait_for(
         &format!("{ns}/{name} ingress = {want:?}"),
         || {
@@ -100,8 +106,7 @@ async fn manifests_apply_and_rbac_is_least_privilege_scenario() {
         cluster
             .plane
             .kubectl_run(&full)
-            .map(|s| s.trim() == "yes")
-            .unwrap_or(false)
+            .is_ok_and(|s| s.trim() == "yes")
     };
     assert!(can(&["list", "services", "--all-namespaces"]));
     assert!(can(&[
@@ -410,7 +415,10 @@ async fn requested_ip_pool_annotation_sharing_and_refusals_scenario() {
         note.contains("203.0.113.99") && note.contains("not allowed"),
         "{note}"
     );
-    assert!(cluster.ingress(ns, "outside").await.is_empty());
+    assert_eq!(
+        cluster.ingress(ns, "outside").await,
+        [] as [std::string::String; 0]
+    );
 
     // Malformed request: the Event names the field and the value.
     cluster.apply(&service_yaml(
@@ -442,7 +450,10 @@ async fn requested_ip_pool_annotation_sharing_and_refusals_scenario() {
             && note.contains("198.51.100.44"),
         "{note}"
     );
-    assert!(cluster.ingress(ns, "twofour").await.is_empty());
+    assert_eq!(
+        cluster.ingress(ns, "twofour").await,
+        [] as [std::string::String; 0]
+    );
 
     // A deprecated annotation still works, with a warning naming it.
     cluster.apply(&service_yaml(
@@ -499,12 +510,18 @@ async fn requested_ip_pool_annotation_sharing_and_refusals_scenario() {
     ));
     cluster.apply(&service_yaml(ns, "after-other", 80, &[], ""));
     wait_ingress(&cluster, &herald, ns, "after-other", &["198.51.100.42"]).await;
-    assert!(cluster.ingress(ns, "other-class").await.is_empty());
-    assert!(
-        cluster
-            .events(ns, "Service", "other-class")
-            .await
-            .is_empty()
+    assert_eq!(
+        cluster.ingress(ns, "other-class").await,
+        [] as [std::string::String; 0]
+    );
+    assert_eq!(
+        cluster.events(ns, "Service", "other-class").await,
+        [] as [(
+            std::string::String,
+            std::string::String,
+            std::string::String,
+            std::string::String
+        ); 0]
     );
 
     // Everyone else kept their address through all of this.
@@ -627,7 +644,10 @@ async fn lb_class_flag_handles_only_that_class_scenario() {
         "  loadBalancerClass: herald.example/lb\n",
     ));
     wait_ingress(&cluster, &herald, ns, "ours", &["198.51.100.90"]).await;
-    assert!(cluster.ingress(ns, "unclassed").await.is_empty());
+    assert_eq!(
+        cluster.ingress(ns, "unclassed").await,
+        [] as [std::string::String; 0]
+    );
     let log = herald.log_text();
     assert!(
         !log.contains(" INFO "),

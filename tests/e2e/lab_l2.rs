@@ -3,6 +3,12 @@
 //! resolves LoadBalancer IPs with ARP (raw probes) and NDP (ndisc6). Needs root and the builds
 //! `cargo xtask test` makes (eBPF object, herald, xtask, the Kubernetes binaries).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 #[path = "support/lab/mod.rs"]
 mod lab;
 

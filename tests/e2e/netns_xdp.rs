@@ -18,6 +18,12 @@
 //!
 //! Run: `cargo build -p herald && cargo test -p herald-tests --test netns_xdp` (as root).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Output, Stdio};
@@ -395,7 +401,7 @@ impl Lab {
 fn field_after(text: &str, key: &str) -> Option<String> {
     let mut words = text.split_whitespace();
     words.find(|w| *w == key)?;
-    words.next().map(|w| w.to_lowercase())
+    words.next().map(str::to_lowercase)
 }
 
 fn parse_mac(text: &str) -> [u8; 6] {
@@ -1049,7 +1055,7 @@ fn packet_socket(ifname: &str) -> OwnedFd {
     let rc = unsafe {
         libc::bind(
             fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_ll).cast(),
+            (&raw const addr).cast(),
             std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
     };
@@ -1061,7 +1067,7 @@ fn packet_socket(ifname: &str) -> OwnedFd {
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_RCVBUFFORCE,
-            (&big as *const libc::c_int).cast(),
+            (&raw const big).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

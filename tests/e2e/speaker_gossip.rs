@@ -3,6 +3,12 @@
 //! the shared secret is never admitted and its datagrams are counted, a leaving member is
 //! dropped, and a restarted member rejoins.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -31,7 +37,7 @@ async fn member(node: &str, key: &[u8], bump: u64) -> Gossip {
 }
 
 fn names(list: &[&str]) -> BTreeSet<String> {
-    list.iter().map(|s| s.to_string()).collect()
+    list.iter().map(std::string::ToString::to_string).collect()
 }
 
 /// Waits until `member` sees exactly `want`; panics with the last view otherwise.

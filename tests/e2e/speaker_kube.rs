@@ -7,6 +7,12 @@
 //!
 //! Needs root, the XDP object, `cargo xtask kube build` and `cargo build -p herald`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 #[path = "support/kube/mod.rs"]
 mod kube_support;
 

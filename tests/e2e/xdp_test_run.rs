@@ -4,6 +4,12 @@
 //!
 //! Needs root (CAP_BPF) and the object; without either every test fails saying which.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::path::PathBuf;
 
 use aya::Ebpf;
@@ -178,7 +184,7 @@ fn monotonic_ns() -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: ts is a valid timespec to write into.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     assert_eq!(rc, 0, "clock_gettime");
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -7,7 +7,12 @@
 
 use crate::Skip;
 use crate::checksum;
-use crate::wire::*;
+use crate::wire::{
+    ALL_NODES_IP, ALL_NODES_MAC, ETH_HLEN, ETH_TYPE, ETHERTYPE_IPV6, ICMP6_CODE, ICMP6_CSUM,
+    ICMP6_NA, ICMP6_NS, ICMP6_TYPE, IP6_DST, IP6_HOP_LIMIT, IP6_NEXT_HEADER, IP6_PAYLOAD,
+    IP6_PAYLOAD_LEN, IP6_SRC, IPPROTO_ICMPV6, NA_FLAG_OVERRIDE, NA_FLAG_SOLICITED,
+    ND_OPT_SOURCE_LL, ND_OPT_TARGET_LL, ND_OPTIONS, ND_TARGET, is_group_mac, read, write,
+};
 
 /// Bytes up to the first option of a Neighbor Solicitation (Ethernet + IPv6 + 24-byte NS).
 pub const NS_HEAD_LEN: usize = ND_OPTIONS;

@@ -374,7 +374,7 @@ fn ns_that_fail_rfc4861_validation_or_are_not_ours_pass_unchanged() {
         bytes5to8: [0; 4],
     };
     let mut long_options = Vec::new();
-    for _ in 0..(NS_MAX_ICMP_LEN - 24) / 8 + 1 {
+    for _ in 0..=((NS_MAX_ICMP_LEN - 24) / 8) {
         long_options.extend_from_slice(&[14, 1, 0, 0, 0, 0, 0, 0]);
     }
     let mut padded = ns_multicast(VIP6);

@@ -432,7 +432,10 @@ impl Allocator {
         let dual_prefer = svc.ip_family_policy == IpFamilyPolicy::PreferDualStack
             && matches!(svc.family, Ok(ServiceFamily::Dual));
 
-        if !current.is_empty() {
+        if current.is_empty() {
+            // The status is the source of truth: nothing in it means nothing held.
+            self.clear(key, run);
+        } else {
             let lb_family = match family_of(&current) {
                 Ok(f) => f,
                 Err(e) => {
@@ -463,9 +466,6 @@ impl Allocator {
                 self.clear(key, run);
                 current.clear();
             }
-        } else {
-            // The status is the source of truth: nothing in it means nothing held.
-            self.clear(key, run);
         }
 
         if !current.is_empty() {
@@ -559,20 +559,19 @@ impl Allocator {
                 }
             }
         }
-        match self.allocations.get(key) {
-            Some(alloc) => Status::Assigned {
+        if let Some(alloc) = self.allocations.get(key) {
+            Status::Assigned {
                 ips: current,
                 pool: alloc.pool.clone(),
-            },
-            None => {
-                run.event(
-                    EventReason::InternalError,
-                    format!("no pool assigned for {key:?}"),
-                );
-                self.clear(key, run);
-                Status::Cleared {
-                    reason: "internal error: address without a pool".into(),
-                }
+            }
+        } else {
+            run.event(
+                EventReason::InternalError,
+                format!("no pool assigned for {key:?}"),
+            );
+            self.clear(key, run);
+            Status::Cleared {
+                reason: "internal error: address without a pool".into(),
             }
         }
     }
@@ -881,8 +880,8 @@ impl Allocator {
             if !usage.users.contains(&key) {
                 usage.users.push(key.clone());
             }
-            usage.sharing_key = alloc.sharing_key.clone();
-            usage.backend_key = alloc.backend_key.clone();
+            usage.sharing_key.clone_from(&alloc.sharing_key);
+            usage.backend_key.clone_from(&alloc.backend_key);
             usage.ports.retain(|(_, holder)| *holder != key);
             usage
                 .ports

@@ -146,7 +146,7 @@ pub fn parse_ip(text: &str) -> Option<IpAddr> {
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+        IpAddr::V4(_) => ip,
     }
 }
 
@@ -217,7 +217,7 @@ impl ServiceInfo {
         let empty = BTreeMap::new();
         let annotations = meta.annotations.as_ref().unwrap_or(&empty);
         let labels = meta.labels.clone().unwrap_or_default();
-        let default_spec = Default::default();
+        let default_spec = k8s_openapi::api::core::v1::ServiceSpec::default();
         let spec = service.spec.as_ref().unwrap_or(&default_spec);
 
         let cluster_ips: Vec<String> = match &spec.cluster_ips {
@@ -234,7 +234,7 @@ impl ServiceInfo {
             .map_err(|message| err("spec.clusterIPs", message));
 
         let ip_family_policy = match spec.ip_family_policy.as_deref() {
-            None | Some("") | Some("SingleStack") => IpFamilyPolicy::SingleStack,
+            None | Some("" | "SingleStack") => IpFamilyPolicy::SingleStack,
             Some("PreferDualStack") => IpFamilyPolicy::PreferDualStack,
             Some("RequireDualStack") => IpFamilyPolicy::RequireDualStack,
             Some(other) => {

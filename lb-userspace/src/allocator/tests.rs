@@ -496,7 +496,10 @@ fn with_allocation(
     let mut p = pool(name, &[&[cidr]]);
     p.service_allocation = Some(ServiceAllocation {
         priority,
-        namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+        namespaces: namespaces
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
         service_selectors: selectors,
     });
     p

@@ -44,15 +44,15 @@ pub enum DynamicAsnMode {
 pub struct BGPPeerSpec {
     /// AS number of the local end (must be non-zero).
     #[serde(rename = "myASN")]
-    #[schemars(range(min = 0, max = 4294967295u32), extend("format" = "int64"))]
+    #[schemars(range(min = 0, max = 4_294_967_295_u32), extend("format" = "int64"))]
     pub my_asn: u32,
     /// AS number expected from the peer; exclusive with `dynamicASN`.
     #[serde(rename = "peerASN", default, skip_serializing_if = "is_zero_u32")]
-    #[schemars(range(min = 0, max = 4294967295u32), extend("format" = "int64"))]
+    #[schemars(range(min = 0, max = 4_294_967_295_u32), extend("format" = "int64"))]
     pub peer_asn: u32,
     /// AS number advertised to this peer instead of `myASN` (FRR modes only).
     #[serde(rename = "localASN", default, skip_serializing_if = "is_zero_u32")]
-    #[schemars(range(min = 1, max = 4294967295u32), extend("format" = "int64"))]
+    #[schemars(range(min = 1, max = 4_294_967_295_u32), extend("format" = "int64"))]
     pub local_asn: u32,
     /// Detect the peer ASN (FRR modes only); exclusive with `peerASN`.
     #[serde(
@@ -178,10 +178,10 @@ pub mod v1beta1 {
     #[serde(rename_all = "camelCase")]
     pub struct BGPPeerSpec {
         #[serde(rename = "myASN")]
-        #[schemars(range(min = 0, max = 4294967295u32), extend("format" = "int64"))]
+        #[schemars(range(min = 0, max = 4_294_967_295_u32), extend("format" = "int64"))]
         pub my_asn: u32,
         #[serde(rename = "peerASN")]
-        #[schemars(range(min = 0, max = 4294967295u32), extend("format" = "int64"))]
+        #[schemars(range(min = 0, max = 4_294_967_295_u32), extend("format" = "int64"))]
         pub peer_asn: u32,
         pub peer_address: String,
         #[serde(default, skip_serializing_if = "String::is_empty")]

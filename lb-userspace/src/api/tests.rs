@@ -88,7 +88,7 @@ fn every_kind_with_metallb_file_names_versions_and_scope() {
         assert_eq!(crd.spec.names.kind, kind);
         assert_eq!(crd.spec.scope, "Namespaced", "{kind}");
         let mut names: Vec<&str> = crd.spec.versions.iter().map(|v| v.name.as_str()).collect();
-        names.sort();
+        names.sort_unstable();
         assert_eq!(names, versions, "{kind}");
         let storage: Vec<&str> = crd
             .spec
@@ -200,7 +200,7 @@ fn defaults_enums_and_ranges() {
             "v1beta2",
             "spec.myASN",
             "maximum",
-            json!(4294967295.0),
+            json!(4_294_967_295.0),
         ),
         (
             "bgppeers",

@@ -76,8 +76,7 @@ async fn serve(args: ControllerArgs) -> Result<()> {
     let namespace = match args.namespace.filter(|n| !n.is_empty()) {
         Some(namespace) => namespace,
         None => std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "metallb-system".to_string()),
+            .map_or_else(|_| "metallb-system".to_string(), |s| s.trim().to_string()),
     };
     let identity = if args.pod_name.is_empty() {
         default_identity()

@@ -181,8 +181,7 @@ pub fn simulate(config: &Config, objects: &Objects, options: &Options) -> Report
             freed |= !outcome.freed.is_empty();
             let original = finals
                 .get(&info.key())
-                .map(|(orig, _)| orig.clone())
-                .unwrap_or_else(|| info.clone());
+                .map_or_else(|| info.clone(), |(orig, _)| orig.clone());
             record(&mut finals, &original, outcome);
         }
     }

@@ -130,8 +130,7 @@ fn options(args: SpeakerArgs) -> Result<Options> {
     let namespace = match args.namespace.filter(|n| !n.is_empty()) {
         Some(namespace) => namespace,
         None => std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "metallb-system".to_string()),
+            .map_or_else(|_| "metallb-system".to_string(), |s| s.trim().to_string()),
     };
     let bind = parse_bind(&args.ml_bind_addr)?;
     let gossip = match bind {

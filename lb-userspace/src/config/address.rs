@@ -128,7 +128,7 @@ mod tests {
             assert_eq!(first, next, "gap or overlap in {cover:?}");
             next = last.wrapping_add(1);
             // Minimal: no two neighbours could merge into one aligned prefix.
-            assert!(net.prefix_len() as u32 <= width);
+            assert!(u32::from(net.prefix_len()) <= width);
         }
         assert_eq!(next.wrapping_sub(1), hi);
         for pair in cover.windows(2) {
@@ -149,8 +149,8 @@ mod tests {
             let (lo, hi) = (a.min(b), a.max(b));
             let entry = format!("{} - {}", Ipv4Addr::from(lo), Ipv4Addr::from(hi));
             let cover = parse_entry(&entry).expect("valid range");
-            check_cover(&cover, lo as u128, hi as u128, 32, |n| match n {
-                IpNet::V4(n) => (u32::from(n.network()) as u128, u32::from(n.broadcast()) as u128),
+            check_cover(&cover, u128::from(lo), u128::from(hi), 32, |n| match n {
+                IpNet::V4(n) => (u128::from(u32::from(n.network())), u128::from(u32::from(n.broadcast()))),
                 IpNet::V6(_) => unreachable!(),
             });
         }

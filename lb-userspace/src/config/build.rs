@@ -50,7 +50,7 @@ pub fn build(snapshot: &Snapshot) -> Result<Config, Vec<ConfigError>> {
     if !snapshot.skip_mode_rules {
         match snapshot.bgp_mode {
             BgpMode::Native => {
-                native_mode_rules(snapshot, &bgp_advertisements, &pools, &mut errors)
+                native_mode_rules(snapshot, &bgp_advertisements, &pools, &mut errors);
             }
             BgpMode::Frr | BgpMode::FrrK8s => frr_peer_pairs(&peers, &nodes, &mut errors),
         }
@@ -696,7 +696,7 @@ fn peers(
         match (spec.peer_asn, spec.dynamic_asn) {
             (0, None) => errs.push("spec.peerASN", "missing peer ASN and dynamicASN"),
             (asn, Some(_)) if asn != 0 => {
-                errs.push("spec.dynamicASN", "both peer ASN and dynamicASN specified")
+                errs.push("spec.dynamicASN", "both peer ASN and dynamicASN specified");
             }
             _ => {}
         }

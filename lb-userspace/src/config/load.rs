@@ -252,7 +252,7 @@ impl Document<'_> {
             && let Value::Object(map) = &mut value
             && map.get("spec").is_none_or(Value::is_null)
         {
-            map.insert("spec".into(), Value::Object(Default::default()));
+            map.insert("spec".into(), Value::Object(serde_json::Map::default()));
         }
         yaml::from_value(value).map_err(|e| {
             // A parsed value has no positions: re-read the text as `T`, whose error has the

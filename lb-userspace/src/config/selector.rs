@@ -81,7 +81,10 @@ mod tests {
         Requirement {
             key: key.into(),
             operator,
-            values: values.iter().map(|v| v.to_string()).collect(),
+            values: values
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
         }
     }
 

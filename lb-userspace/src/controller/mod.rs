@@ -130,7 +130,7 @@ mod tests {
     fn backoff_grows_then_caps() {
         assert_eq!(backoff(0), Duration::from_millis(250));
         assert_eq!(backoff(1), Duration::from_millis(500));
-        assert_eq!(backoff(6), Duration::from_millis(16_000));
+        assert_eq!(backoff(6), Duration::from_secs(16));
         assert_eq!(backoff(7), Duration::from_secs(30));
         assert_eq!(backoff(40), Duration::from_secs(30));
     }

@@ -449,7 +449,7 @@ mod tests {
             let is_ours = written.is_some_and(|w| std::ptr::eq(got, w));
             assert_eq!(is_ours, want_ours, "{name}");
             if !want_ours {
-                assert!(std::ptr::eq(got, &cached), "{name}");
+                assert!(std::ptr::eq(got, &raw const cached), "{name}");
             }
         }
     }

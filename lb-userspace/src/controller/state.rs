@@ -45,7 +45,7 @@ pub(crate) async fn drive(
 ) {
     // Readiness: every cache has listed once.
     tokio::select! {
-        _ = ctx.caches.wait_synced() => {}
+        () = ctx.caches.wait_synced() => {}
         _ = shutdown.wait_for(|stop| *stop) => return,
     }
     ctx.health.synced.store(true, Ordering::Relaxed);
@@ -93,7 +93,7 @@ pub(crate) async fn drive(
                     }
                     leader.handle(batch).await;
                 }
-                _ = sleep_until(due), if due.is_some() => leader.retry_due().await,
+                () = sleep_until(due), if due.is_some() => leader.retry_due().await,
             }
         }
     }

@@ -383,7 +383,7 @@ mod tests {
                     // Starting ours (or attaching XDP) with another answerer there would double
                     // every reply.
                     Step::AttachXdp { .. } | Step::StartOwn { .. } => {
-                        assert!(!someone_else, "{choice:?} {found:?} -> {step:?}")
+                        assert!(!someone_else, "{choice:?} {found:?} -> {step:?}");
                     }
                     _ => {}
                 }

@@ -75,7 +75,9 @@ impl FakePlane {
     }
 
     pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The calls made so far, forgetting them.

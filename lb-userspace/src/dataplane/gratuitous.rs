@@ -93,7 +93,7 @@ impl Sender {
                 frame.as_ptr().cast(),
                 frame.len(),
                 0,
-                (&addr as *const libc::sockaddr_ll).cast(),
+                (&raw const addr).cast(),
                 std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             )
         };

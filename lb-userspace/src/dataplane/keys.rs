@@ -113,7 +113,7 @@ impl FromStr for Mac {
         };
         let mut out = [0u8; 6];
         let mut parts = s.split([':', '-']);
-        for slot in out.iter_mut() {
+        for slot in &mut out {
             let part = parts.next().ok_or_else(err)?;
             if part.is_empty() || part.len() > 2 {
                 return Err(err());

@@ -340,7 +340,7 @@ impl Dataplane {
     pub fn heartbeat(&mut self, timeout: Duration) -> Result<()> {
         let guard = Guard {
             heartbeat_ns: monotonic_ns(),
-            timeout_ns: timeout.as_nanos().min(u64::MAX as u128) as u64,
+            timeout_ns: timeout.as_nanos().min(u128::from(u64::MAX)) as u64,
         };
         self.guard.set(0, &guard, 0).map_err(map_err(MAP_GUARD))
     }

@@ -63,7 +63,13 @@ fn ifreq_for(name: &str) -> libc::ifreq {
 
 fn ioctl(sock: &OwnedFd, request: libc::c_ulong, req: &mut libc::ifreq) -> io::Result<()> {
     // SAFETY: `req` is a valid ifreq for every request used in this module.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request as _, req as *mut libc::ifreq) };
+    let rc = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            request as _,
+            std::ptr::from_mut::<libc::ifreq>(req),
+        )
+    };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -104,7 +110,7 @@ impl Interface {
         let mut req = ifreq_for(name);
         ioctl(&sock, libc::SIOCGIFFLAGS, &mut req).map_err(netdev("SIOCGIFFLAGS"))?;
         // SAFETY: SIOCGIFFLAGS filled the flags member.
-        let flags = unsafe { req.ifr_ifru.ifru_flags } as libc::c_int;
+        let flags = libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags });
         Ok(Interface {
             name: name.to_string(),
             index,

@@ -119,7 +119,7 @@ fn bpf_obj_get(path: &Path) -> std::io::Result<OwnedFd> {
         libc::syscall(
             libc::SYS_bpf,
             BPF_OBJ_GET,
-            &attr as *const ObjGetAttr,
+            &raw const attr,
             std::mem::size_of::<ObjGetAttr>() as u32,
         )
     };
@@ -140,7 +140,7 @@ fn is_bpffs(path: &Path) -> std::io::Result<bool> {
     // SAFETY: statfs is plain old data; all-zero is valid and statfs(2) fills it.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is NUL-terminated and st is a valid out-pointer.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+    if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(st.f_type as i64 == BPF_FS_MAGIC)

@@ -224,7 +224,7 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: timespec is plain old data and clock_gettime fills it.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: valid clock id and out-pointer; CLOCK_MONOTONIC cannot fail here.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     (ts.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec as u64)

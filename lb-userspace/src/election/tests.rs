@@ -64,7 +64,7 @@ fn ad(name: &str, nodes: &[&str]) -> L2Advertisement {
         name: name.into(),
         pools: ["pool".to_string()].into(),
         service_selectors: vec![],
-        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        nodes: nodes.iter().map(std::string::ToString::to_string).collect(),
         interfaces: vec![],
         preferred_nodes: vec![],
     }

@@ -358,7 +358,7 @@ mod tests {
 
     #[test]
     fn configuration_changes_count_once_per_listing() {
-        let pool = IPAddressPool::new("p", Default::default());
+        let pool = IPAddressPool::new("p", crate::api::IPAddressPoolSpec::default());
         assert!(config_changed(&watcher::Event::Apply(pool.clone())));
         assert!(config_changed(&watcher::Event::Delete(pool.clone())));
         assert!(!config_changed(&watcher::Event::Init::<IPAddressPool>));

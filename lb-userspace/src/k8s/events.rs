@@ -77,7 +77,7 @@ impl EventSink {
 /// An Event waiting to be recorded by an [`EventQueue`].
 struct Queued {
     /// When it was queued: it is held at most [`MAX_HOLD`] past this.
-    queued_at: Instant,
+    since: Instant,
     regarding: ObjectReference,
     severity: Severity,
     reason: String,
@@ -120,7 +120,7 @@ impl EventQueue {
                     let sink = sink.clone();
                     let mut busy = writes_in_flight.clone();
                     async move {
-                        hold(&mut busy, event.queued_at + MAX_HOLD).await;
+                        hold(&mut busy, event.since + MAX_HOLD).await;
                         if let Err(error) = sink
                             .publish_ref(
                                 event.regarding,
@@ -150,7 +150,7 @@ impl EventQueue {
         message: &str,
     ) {
         let queued = Queued {
-            queued_at: Instant::now(),
+            since: Instant::now(),
             regarding: reference(object),
             severity,
             reason: reason.to_string(),

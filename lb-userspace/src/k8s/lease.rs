@@ -71,25 +71,22 @@ impl LeaseLock {
     /// (see [`LeaseLock::still_leading`]).
     pub async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
-        let current = match self.api.get_opt(&self.name).await? {
-            Some(lease) => lease,
-            None => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(self.name.clone()),
-                        ..Default::default()
-                    },
-                    spec: Some(self.record(now, now, 0)),
-                };
-                return match self.api.create(&PostParams::default(), &lease).await {
-                    Ok(_) => {
-                        self.renewed_at = Some(Instant::now());
-                        Ok(true)
-                    }
-                    Err(e) if super::is_conflict(&e) => Ok(false),
-                    Err(e) => Err(e),
-                };
-            }
+        let Some(current) = self.api.get_opt(&self.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(self.record(now, now, 0)),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => {
+                    self.renewed_at = Some(Instant::now());
+                    Ok(true)
+                }
+                Err(e) if super::is_conflict(&e) => Ok(false),
+                Err(e) => Err(e),
+            };
         };
         let spec = current.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.as_deref().unwrap_or("");
@@ -208,7 +205,7 @@ pub async fn run(
         }
         leading.send_if_modified(|current| std::mem::replace(current, is_leader) != is_leader);
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
+            () = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => break,
         }
     }

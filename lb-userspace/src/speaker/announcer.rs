@@ -166,7 +166,7 @@ impl<P: L2Plane> L2Announcer<P> {
         match self.plane.gratuitous(iface, ip, mac) {
             Ok(packets) => self.metrics.gratuitous_sent(ip, u64::from(packets)),
             Err(error) => {
-                tracing::warn!(iface = %iface.name, %ip, %error, "gratuitous send failed")
+                tracing::warn!(iface = %iface.name, %ip, %error, "gratuitous send failed");
             }
         }
     }

@@ -164,7 +164,7 @@ async fn drive(
                     let _ = membership.handle_datagram(from, &buf[..len], start.elapsed());
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {}
+            () = tokio::time::sleep_until(deadline) => {}
             command = commands.recv() => match command {
                 None => return,
                 Some(Command::Join(seeds)) => membership.join(&seeds, start.elapsed()),

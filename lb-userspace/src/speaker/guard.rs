@@ -60,21 +60,18 @@ pub fn regular<G: Guard>(
                 health.as_deref(),
                 grace_until,
             );
-            match guard_timeout(&timing, &input) {
-                Some(timeout) => {
-                    if std::mem::take(&mut silent) {
-                        tracing::info!("peers heard again: answering");
-                    }
-                    Beat::Refresh(timeout)
+            if let Some(timeout) = guard_timeout(&timing, &input) {
+                if std::mem::take(&mut silent) {
+                    tracing::info!("peers heard again: answering");
                 }
-                None => {
-                    if !std::mem::replace(&mut silent, true) {
-                        tracing::warn!(
-                            "no contact with any peer: letting the guard run out (stop answering)"
-                        );
-                    }
-                    Beat::Skip
+                Beat::Refresh(timeout)
+            } else {
+                if !std::mem::replace(&mut silent, true) {
+                    tracing::warn!(
+                        "no contact with any peer: letting the guard run out (stop answering)"
+                    );
                 }
+                Beat::Skip
             }
         },
     )

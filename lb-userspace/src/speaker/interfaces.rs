@@ -96,7 +96,10 @@ impl InterfaceFilter {
 
     /// MetalLB's default exclude list, no include list.
     pub fn metallb_default() -> Self {
-        let exclude: Vec<String> = DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect();
+        let exclude: Vec<String> = DEFAULT_EXCLUDE
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         // The defaults are constant and valid; a failure here is a bug caught by the tests.
         Self::new(&exclude, &[]).unwrap_or(InterfaceFilter {
             exclude: Vec::new(),
@@ -205,7 +208,7 @@ mod tests {
         let filter = InterfaceFilter::new(
             &DEFAULT_EXCLUDE
                 .iter()
-                .map(|s| s.to_string())
+                .map(std::string::ToString::to_string)
                 .collect::<Vec<_>>(),
             &["eth0|uplink".to_string(), "veth-lab.*".to_string()],
         )

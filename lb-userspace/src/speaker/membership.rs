@@ -303,13 +303,13 @@ impl Membership {
         while let Some(notification) = self.runtime.to_notify() {
             match &notification {
                 OwnedNotification::MemberUp(id) => {
-                    tracing::info!(node = %id.node, addr = %id.addr, "speaker joined")
+                    tracing::info!(node = %id.node, addr = %id.addr, "speaker joined");
                 }
                 OwnedNotification::MemberDown(id) => {
-                    tracing::info!(node = %id.node, addr = %id.addr, "speaker down")
+                    tracing::info!(node = %id.node, addr = %id.addr, "speaker down");
                 }
                 OwnedNotification::Rejoin(id) => {
-                    tracing::info!(bump = id.bump, "declared down by peers; rejoined")
+                    tracing::info!(bump = id.bump, "declared down by peers; rejoined");
                 }
                 OwnedNotification::Defunct => {
                     tracing::warn!("declared down by peers; reusing identity");

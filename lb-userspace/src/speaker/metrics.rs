@@ -165,7 +165,9 @@ impl SpeakerMetrics {
 
     fn layer2(&self) -> std::sync::MutexGuard<'_, Layer2> {
         // A panic while holding the lock leaves plain counters behind; keep using them.
-        self.layer2.lock().unwrap_or_else(|e| e.into_inner())
+        self.layer2
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Replaces the announced set: `(service key, ip)` announced by `node`.
@@ -193,7 +195,9 @@ impl SpeakerMetrics {
     }
 
     fn dataplane(&self) -> std::sync::MutexGuard<'_, DataplaneView> {
-        self.dataplane.lock().unwrap_or_else(|e| e.into_inner())
+        self.dataplane
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Replaces the per-interface data-plane modes: `(interface, mode)`.

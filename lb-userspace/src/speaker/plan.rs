@@ -488,7 +488,7 @@ pub fn status_actions(
                 let immutable_same = have.node == want.node
                     && have.service_name == want.service_name
                     && have.service_namespace == want.service_namespace;
-                if !immutable_same && !(have.node.is_empty() && have.service_name.is_empty()) {
+                if !(immutable_same || have.node.is_empty() && have.service_name.is_empty()) {
                     out.push(StatusAction::Delete {
                         name: e.name.clone(),
                     });

@@ -46,6 +46,10 @@ pub struct Reconciler {
     settings: Settings,
     config: Option<Config>,
     /// The last ConfigurationState verdict sent (`Some(None)` = valid).
+    #[allow(
+        clippy::option_option,
+        reason = "None: nothing sent yet; Some(None): valid was sent"
+    )]
     verdict: Option<Option<String>>,
     events: BTreeSet<PlannedEvent>,
     plan: Plan,

@@ -200,7 +200,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
             }
             _ = handover_tick.tick(), if announcer.handover_pending() => dirty = true,
             _ = gratuitous.tick() => announcer.gratuitous_tick(start.elapsed()),
-            _ = async { match reannounce.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
+            () = async { match reannounce.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
                 announcer.reannounce();
             }
             _ = metrics_tick.tick() => {
@@ -295,8 +295,7 @@ async fn start_gossip(
     )?;
     let bump = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1);
+        .map_or(1, |d| d.as_millis() as u64);
     let gossip = Gossip::start(GossipOptions {
         bind: g.bind,
         advertise: SocketAddr::new(advertise, g.bind.port()),

@@ -20,7 +20,7 @@ struct Partial {
 pub fn scan() -> std::io::Result<Vec<InterfaceFacts>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+    if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     let mut by_name: BTreeMap<String, Partial> = BTreeMap::new();
@@ -46,12 +46,20 @@ pub fn scan() -> std::io::Result<Vec<InterfaceFacts>> {
         match family {
             libc::AF_PACKET => {
                 // SAFETY: AF_PACKET entries carry a sockaddr_ll.
+                #[allow(
+                    clippy::cast_ptr_alignment,
+                    reason = "getifaddrs aligns each address for its family"
+                )]
                 let ll = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_ll) };
                 partial.index = ll.sll_ifindex as u32;
                 partial.ethernet = ll.sll_hatype == libc::ARPHRD_ETHER;
             }
             libc::AF_INET6 => {
                 // SAFETY: AF_INET6 entries carry a sockaddr_in6.
+                #[allow(
+                    clippy::cast_ptr_alignment,
+                    reason = "getifaddrs aligns each address for its family"
+                )]
                 let sin6 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in6) };
                 let addr = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
                 if addr.is_unicast_link_local() {

@@ -95,9 +95,7 @@ pub struct GuardInput {
 
 /// The guard timeout to write now (counted from `now`), or `None` to let the guard run out.
 pub fn guard_timeout(timing: &Timing, input: &GuardInput) -> Option<Duration> {
-    let deadline = if !input.peers_in_view {
-        input.now + timing.guard_budget
-    } else {
+    let deadline = if input.peers_in_view {
         let from_contact = input.last_contact.map(|at| at + timing.guard_budget);
         let from_grace = input.grace_until;
         match (from_contact, from_grace) {
@@ -106,6 +104,8 @@ pub fn guard_timeout(timing: &Timing, input: &GuardInput) -> Option<Duration> {
             (None, Some(b)) => b,
             (None, None) => return None,
         }
+    } else {
+        input.now + timing.guard_budget
     };
     // Never beyond one budget from now: a hung process must stop within B of its last beat.
     let deadline = deadline.min(input.now + timing.guard_budget);
@@ -147,7 +147,7 @@ mod tests {
         fn guard_expires_before_takeover(d in DETECT_MS_RANGE) {
             let t = Timing::from_detect_ms(d).unwrap();
             prop_assert!(t.guard_budget < t.earliest_takeover());
-            prop_assert!(t.earliest_takeover() - t.guard_budget >= Duration::from_millis(d / 5));
+            prop_assert!(t.earliest_takeover().checked_sub(t.guard_budget).unwrap() >= Duration::from_millis(d / 5));
             prop_assert!(t.heartbeat_every * 3 <= t.guard_budget);
             prop_assert!(t.probe_rtt < t.probe_period);
             prop_assert!(t.heartbeat_every <= ms(100));

@@ -30,7 +30,10 @@ impl Identity {
         Identity {
             name: name.to_string(),
             user: user.to_string(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
+            groups: groups
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
         }
     }
 

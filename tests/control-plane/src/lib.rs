@@ -245,22 +245,19 @@ impl Builder {
         }
         self.binaries.require(&needed)?;
 
-        let (dir, temporary) = match &self.run_dir {
-            Some(dir) => {
-                if dir.join(process::PIDS_FILE).is_file() {
-                    stop_recorded(dir)?;
-                }
-                let _ = fs::remove_dir_all(dir);
-                fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                (dir.clone(), false)
+        let (dir, temporary) = if let Some(dir) = &self.run_dir {
+            if dir.join(process::PIDS_FILE).is_file() {
+                stop_recorded(dir)?;
             }
-            None => {
-                let dir = tempfile::Builder::new()
-                    .prefix("herald-kube-")
-                    .tempdir()?
-                    .keep();
-                (dir, true)
-            }
+            let _ = fs::remove_dir_all(dir);
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            (dir.clone(), false)
+        } else {
+            let dir = tempfile::Builder::new()
+                .prefix("herald-kube-")
+                .tempdir()?
+                .keep();
+            (dir, true)
         };
         let etcd_data = if self.etcd_in_memory {
             let name = dir.file_name().unwrap_or_default().to_string_lossy();
@@ -543,7 +540,7 @@ impl ControlPlane {
             .with_context(|| format!("starting {name}"))?;
         self.started
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((name.to_string(), child.id()));
         Ok(child)
     }
@@ -554,7 +551,7 @@ impl ControlPlane {
     pub fn processes(&self) -> Vec<(String, u32)> {
         self.started
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
@@ -563,7 +560,10 @@ impl ControlPlane {
         let child = process::spawn_logged(cmd, &log, !self.detached)
             .with_context(|| format!("starting {name}"))?;
         let pid = child.id();
-        let mut processes = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut processes = self
+            .processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         processes.push(Process {
             name: name.to_string(),
             pid,
@@ -577,7 +577,7 @@ impl ControlPlane {
         }
         self.started
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((name.to_string(), pid));
         Ok(())
     }
@@ -612,7 +612,10 @@ impl ControlPlane {
     /// starts it again with the same flags, port and etcd; waits until it is ready.
     pub fn restart_apiserver(&self, down_for: Duration) -> Result<()> {
         let old = {
-            let mut processes = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+            let mut processes = self
+                .processes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let i = processes
                 .iter()
                 .position(|p| p.name == "kube-apiserver")
@@ -634,7 +637,10 @@ impl ControlPlane {
     /// Stops the control plane's processes, last started first (those of
     /// [`ControlPlane::spawn`] are the caller's). The run directory stays; idempotent.
     pub fn stop(&self) {
-        let mut processes = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut processes = self
+            .processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         while let Some(mut p) = processes.pop() {
             process::stop(p.pid, p.child.as_mut(), self.stop_grace);
         }

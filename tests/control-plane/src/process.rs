@@ -56,7 +56,9 @@ fn supervisor() -> &'static Mutex<mpsc::Sender<Job>> {
     static SUPERVISOR: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
     SUPERVISOR.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        // A thread that cannot start drops `rx` with its closure: every later spawn then
+        // reports "the supervisor thread is gone".
+        let _ = std::thread::Builder::new()
             .name("control-plane-supervisor".into())
             .spawn(move || {
                 for job in rx {
@@ -66,8 +68,7 @@ fn supervisor() -> &'static Mutex<mpsc::Sender<Job>> {
                 loop {
                     std::thread::park();
                 }
-            })
-            .expect("supervisor thread");
+            });
         Mutex::new(tx)
     })
 }
@@ -89,7 +90,7 @@ pub(crate) fn spawn_supervised(mut cmd: Command) -> std::io::Result<Child> {
     });
     supervisor()
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .send(job)
         .map_err(|_| std::io::Error::other("the supervisor thread is gone"))?;
     rx.recv()

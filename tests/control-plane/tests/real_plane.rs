@@ -2,6 +2,12 @@
 //! `cargo xtask test` runs before the tests): an owned, dual-stack plane with etcd in memory and
 //! kube-controller-manager, as the lab and the benches use it.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::time::Duration;
 
 use herald_control_plane::{Binaries, ControlPlane, alive};

@@ -269,7 +269,7 @@ async fn herald_runs(
     }
     match (metallb_steady, steady.as_ref()) {
         (Some(m), Some(h)) => {
-            m.compare_latency(h, &format!("steady {} creates/s", args.steady_rate), true)
+            m.compare_latency(h, &format!("steady {} creates/s", args.steady_rate), true);
         }
         (None, Some(h)) => print_latency_target(h),
         _ => {}

@@ -341,10 +341,7 @@ impl Drop for Responder<'_> {
     }
 }
 
-fn start_responder<'a>(
-    lab: &'a Lab,
-    mode: Mode,
-) -> Result<std::result::Result<Responder<'a>, String>> {
+fn start_responder(lab: &Lab, mode: Mode) -> Result<std::result::Result<Responder<'_>, String>> {
     Ok(Ok(match mode {
         Mode::Driver => Responder::Xdp(lab, lab.start_xdp("driver")?),
         Mode::Skb => Responder::Xdp(lab, lab.start_xdp("skb")?),
@@ -593,19 +590,19 @@ fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String 
                 k_sat.map_or("-".into(), |k| ratio_text(sat.replies, k.replies)),
                 match (
                     sat.cpu_us_per_reply(),
-                    k_sat.and_then(|k| k.cpu_us_per_reply())
+                    k_sat.and_then(measure::StepResult::cpu_us_per_reply)
                 ) {
                     (Some(a), Some(b)) => ratio_text(a, b),
                     _ => "-".into(),
                 },
-                match (sat.p99_us(), k_sat.and_then(|k| k.p99_us())) {
+                match (sat.p99_us(), k_sat.and_then(measure::StepResult::p99_us)) {
                     (Some(a), Some(b)) => ratio_text(a, b),
                     _ => "-".into(),
                 },
-                us(low.and_then(|l| l.p50_us())),
-                us(low.and_then(|l| l.p99_us())),
-                us(at_common.and_then(|l| l.p50_us())),
-                us(at_common.and_then(|l| l.p99_us())),
+                us(low.and_then(measure::StepResult::p50_us)),
+                us(low.and_then(measure::StepResult::p99_us)),
+                us(at_common.and_then(measure::StepResult::p50_us)),
+                us(at_common.and_then(measure::StepResult::p99_us)),
             );
         }
         let driver = runs

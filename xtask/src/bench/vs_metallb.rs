@@ -321,7 +321,7 @@ fn measure(speakers: Speakers, args: &Args, vip4: Ipv4Addr, vip6: Ipv6Addr) -> R
 
         match speakers {
             Speakers::Herald { detect_ms } => {
-                herald_direct(&mut run, detect_ms, args, vip4, vip6, direct_color)
+                herald_direct(&mut run, detect_ms, args, vip4, vip6, direct_color);
             }
             Speakers::Metallb => {
                 println!("-- ARP/NDP replies, direct link to the announcer ({who}):");
@@ -638,7 +638,7 @@ fn render(args: &Args, herald: &Run, metallb_run: &Run, took: Duration) -> Strin
     let _ = writeln!(
         out,
         "machine: {} CPUs, kernel {}; run took {:.0} s; load average now {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim(),

@@ -236,9 +236,10 @@ pub fn print_trial(t: &Trial) {
         t.to,
         t.arp.as_secs_f64() * 1000.0,
         t.to,
-        t.tcp
-            .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
-            .unwrap_or_else(|| format!("> {} s", MAX_WAIT.as_secs())),
+        t.tcp.map_or_else(
+            || format!("> {} s", MAX_WAIT.as_secs()),
+            |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+        ),
         if t.restarted_after_repair {
             " (after the repair the node needed a speaker restart to rejoin)"
         } else {

@@ -28,7 +28,7 @@ pub(super) fn ensure_pin_root() -> Result<()> {
     // SAFETY: statfs into a zeroed struct we own.
     let is_bpffs = unsafe {
         let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(path.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+        libc::statfs(path.as_ptr(), &raw mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
     };
     if !is_bpffs {
         println!("==> mounting bpffs at /sys/fs/bpf");
@@ -232,13 +232,15 @@ pub fn speaker_timing_line() -> String {
     log.lines()
         .rev()
         .find(|l| l.contains("detect_ms="))
-        .map(|l| {
-            l.split_whitespace()
-                .filter(|w| w.contains("_ms="))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|| "speaker timing not logged".to_string())
+        .map_or_else(
+            || "speaker timing not logged".to_string(),
+            |l| {
+                l.split_whitespace()
+                    .filter(|w| w.contains("_ms="))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
+        )
 }
 
 pub(super) fn wait_memberlist_secret() -> Result<()> {

@@ -10,7 +10,12 @@ use super::spec::{kubeconfig, run_dir};
 
 /// Runs the built kubectl as admin; returns stdout.
 pub fn kubectl(args: &[&str]) -> Result<String> {
-    kubectl_owned(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    kubectl_owned(
+        &args
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn kubectl_owned(args: &[String]) -> Result<String> {

@@ -347,7 +347,12 @@ fn apply_herald_manifests(plane: &ControlPlane) -> Result<()> {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- "))
         .map(str::trim)
-        .filter(|r| r.ends_with(".yaml") && !matches!(*r, "controller.yaml" | "speaker.yaml"))
+        .filter(|r| {
+            std::path::Path::new(r)
+                .extension()
+                .is_some_and(|e| e == "yaml")
+                && !matches!(*r, "controller.yaml" | "speaker.yaml")
+        })
         .map(|r| manifests.join(r).display().to_string())
         .collect();
     let (crds, rest): (Vec<String>, Vec<String>) =
@@ -445,7 +450,7 @@ fn probe_command(args: &ProbeArgs) -> Result<()> {
         )
     })?;
     let macs = status::node_macs();
-    let mut per_node: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut per_node = std::collections::BTreeMap::<String, usize>::new();
     let mut multiple = 0;
     let mut unanswered = Vec::new();
     for (i, round) in rounds.iter().enumerate() {

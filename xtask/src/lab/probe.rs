@@ -128,7 +128,7 @@ impl ArpProber {
         let rc = unsafe {
             libc::bind(
                 fd,
-                (&addr as *const libc::sockaddr_ll).cast(),
+                (&raw const addr).cast(),
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
         };
@@ -160,7 +160,7 @@ impl ArpProber {
                 frame.as_ptr().cast(),
                 frame.len(),
                 0,
-                (&addr as *const libc::sockaddr_ll).cast(),
+                (&raw const addr).cast(),
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
         };
@@ -193,7 +193,7 @@ impl ArpProber {
                 revents: 0,
             };
             // SAFETY: one valid pollfd.
-            let ready = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+            let ready = unsafe { libc::poll(&raw mut pfd, 1, wait_ms) };
             if ready > 0 {
                 // Spurious readiness is fine: the receive does not block.
                 if let Some(frame) = self.recv_queued()? {
@@ -205,6 +205,10 @@ impl ArpProber {
 
     /// One frame already queued on the socket without waiting: `None` when none is queued,
     /// `Some(None)` for a frame that is not a reply to us about the target.
+    #[allow(
+        clippy::option_option,
+        reason = "None: nothing queued; Some(None): a frame not for us"
+    )]
     fn recv_queued(&self) -> Result<Option<Option<ArpAnswer>>> {
         let mut buf = [0u8; 1514];
         // SAFETY: receiving into a buffer we own.

@@ -5,7 +5,6 @@
 //! `down` stops exactly these.
 
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -56,7 +55,7 @@ pub fn spawn_recorded(name: &str, netns: Option<&str>, cmd: &mut Command) -> Res
         ),
         None => None,
     };
-    let netns_fd = netns_file.as_ref().map(|f| f.as_raw_fd());
+    let netns_fd = netns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     // SAFETY: only async-signal-safe calls (setsid, setns) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -115,7 +114,7 @@ pub fn stop_recorded(name: &str) {
 pub fn stop_all() {
     let mut all = records();
     all.sort_by_key(|(n, _)| match n.split('-').next() {
-        Some("speaker") | Some("metallb") => 0,
+        Some("speaker" | "metallb") => 0,
         Some("controller") => 1,
         Some("backend") => 2,
         _ => 3,

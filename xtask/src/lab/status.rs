@@ -118,8 +118,7 @@ pub fn node_macs() -> Vec<(String, String)> {
 pub fn node_of_mac(macs: &[(String, String)], mac: &str) -> String {
     macs.iter()
         .find(|(m, _)| m.eq_ignore_ascii_case(mac))
-        .map(|(_, n)| n.clone())
-        .unwrap_or_else(|| "unknown".to_string())
+        .map_or_else(|| "unknown".to_string(), |(_, n)| n.clone())
 }
 
 /// The client's view of `ip`: (tool output lines, MAC of the answer).
@@ -221,7 +220,7 @@ pub fn node_assigned_events() -> Vec<(String, String)> {
         return Vec::new();
     };
     let json: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-    let mut latest: std::collections::BTreeMap<String, (String, String)> = Default::default();
+    let mut latest = std::collections::BTreeMap::<String, (String, String)>::new();
     for e in json["items"].as_array().into_iter().flatten() {
         if e["reason"].as_str() != Some("nodeAssigned") {
             continue;
@@ -378,8 +377,7 @@ pub fn print(args: &StatusArgs) -> Result<()> {
             n["mac"].as_str().unwrap_or("?"),
             n["speaker_pid"]
                 .as_i64()
-                .map(|p| format!("pid {p}"))
-                .unwrap_or_else(|| "NOT RUNNING".to_string()),
+                .map_or_else(|| "NOT RUNNING".to_string(), |p| format!("pid {p}")),
             attach,
             n["guard"]["state"].as_str().unwrap_or("-"),
         );

@@ -2,7 +2,20 @@
 //! guard heartbeat lives exactly as long as the process.
 
 use super::render::{print_serving, print_summary};
-use super::*;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+
+use super::{RunArgs, interface, one_line, parse_ip, parse_mac};
+use crate::dataplane::answerers::{self, Answerers, Serving};
+use crate::dataplane::cadence::{Cadence, Windows};
+use crate::dataplane::gratuitous::Sender;
+use crate::dataplane::heartbeat::{Beat, Heartbeat, OnError};
+use crate::dataplane::keys::{self, Mac};
+use crate::dataplane::netdev::Interface;
+use crate::dataplane::{AttachMode, Dataplane, DataplaneChoice, DataplaneError};
 
 pub(super) fn attach(
     pin_dir: &Path,

@@ -9,13 +9,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use lb_common::maps::PIN_DIR;
 
-use crate::dataplane::answerers::{self, Answerers, Serving};
-use crate::dataplane::cadence::{Cadence, Windows};
+use crate::dataplane::cadence::Cadence;
 use crate::dataplane::caps::{self, Cap};
-use crate::dataplane::fallback::FallbackCounts;
 use crate::dataplane::gratuitous::Sender;
-use crate::dataplane::heartbeat::{Beat, Heartbeat, OnError};
-use crate::dataplane::keys::{self, Mac};
+use crate::dataplane::keys::Mac;
 use crate::dataplane::markers;
 use crate::dataplane::netdev::Interface;
 mod foreground;
@@ -25,8 +22,7 @@ use foreground::{attach, run_foreground};
 use render::render_text;
 
 use crate::dataplane::{
-    self, AttachMode, Attached, Counters, Dataplane, DataplaneChoice, DataplaneError, GuardState,
-    Snapshot,
+    self, AttachMode, Counters, Dataplane, DataplaneChoice, DataplaneError, GuardState, Snapshot,
 };
 
 #[derive(Args)]

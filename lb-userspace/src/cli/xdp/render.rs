@@ -1,12 +1,14 @@
 //! What `herald xdp` prints: who answers, what an ended responder did, and `list`'s table.
 
-use super::*;
+use crate::dataplane::answerers::Serving;
+use crate::dataplane::fallback::FallbackCounts;
+use crate::dataplane::{Attached, GuardState, Snapshot};
 
 pub(super) fn print_serving(iface: &str, serving: &Serving) {
     match serving {
         Serving::Xdp(attached) => print_attached(attached),
         Serving::OtherProcess(pid) => {
-            println!("{iface}: already answered in userspace (pid {pid})")
+            println!("{iface}: already answered in userspace (pid {pid})");
         }
         Serving::Own {
             released_xdp,
@@ -100,8 +102,13 @@ pub(super) fn render_text(s: &Snapshot) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
-    use crate::dataplane::{AddressInfo, AttachedMode, AttachmentInfo, InterfaceMode, ServedBy};
+    use crate::dataplane::keys::Mac;
+    use crate::dataplane::{
+        AddressInfo, AttachedMode, AttachmentInfo, Counters, InterfaceMode, ServedBy,
+    };
 
     #[test]
     fn text_rendering_shows_every_part() {

@@ -1,7 +1,7 @@
 use super::*;
 
 /// A ConfigMap using every legacy section (documentation addresses only).
-const FULL: &str = r#"
+const FULL: &str = r"
 apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -59,7 +59,7 @@ data:
       receive-interval: 100
       transmit-interval: 100
       detect-multiplier: 3
-"#;
+";
 
 fn full() -> Converted {
     convert_input(FULL, "full.yaml", false).expect("converts")
@@ -275,7 +275,7 @@ fn name_repair_table() {
         match (to_k8s_name(name, "IPAddressPool"), expected) {
             (Ok(got), Ok(want)) => assert_eq!(got, want, "{name:?}"),
             (Err(ConvertError::Name { kind, .. }), Err(())) => {
-                assert_eq!(kind, "IPAddressPool")
+                assert_eq!(kind, "IPAddressPool");
             }
             (got, want) => panic!("{name:?}: got {got:?}, want {want:?}"),
         }

@@ -36,10 +36,10 @@ impl Leader<'_> {
         let secret = (!self.secret_done)
             .then(|| settings.ml_secret_name.clone())
             .flatten();
-        let verdict = if self.verdict != self.verdict_written {
-            self.verdict.clone()
-        } else {
+        let verdict = if self.verdict == self.verdict_written {
             None
+        } else {
+            self.verdict.clone()
         };
         let mut pools = Vec::new();
         if self.started {

@@ -224,7 +224,7 @@ impl Fallback {
                 fd.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_ATTACH_FILTER,
-                (&program as *const libc::sock_fprog).cast(),
+                (&raw const program).cast(),
                 std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
             )
         };
@@ -242,7 +242,7 @@ impl Fallback {
         let rc = unsafe {
             libc::bind(
                 fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_ll).cast(),
+                (&raw const addr).cast(),
                 std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             )
         };
@@ -259,7 +259,7 @@ impl Fallback {
                 fd.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
+                (&raw const timeout).cast(),
                 std::mem::size_of::<libc::timeval>() as libc::socklen_t,
             )
         };
@@ -339,8 +339,8 @@ impl Fallback {
                 buf.as_mut_ptr().cast(),
                 buf.len(),
                 flags,
-                (&mut from as *mut libc::sockaddr_ll).cast(),
-                &mut from_len,
+                (&raw mut from).cast(),
+                &raw mut from_len,
             )
         };
         if n < 0 {
@@ -527,6 +527,9 @@ fn per_cpu<T: aya::Pod>(list: Vec<T>) -> Result<PerCpuValues<T>> {
     })
 }
 
+/// `BPF_EXIST`: never re-create an entry withdrawn meanwhile (a failed insert is that case).
+const BPF_EXIST: u64 = 2;
+
 /// Userspace has no CPU of its own in the per-CPU values: it counts in CPU 0's copy.
 fn add_to_address(dp: &mut Dataplane, key: &AddrKey, requests: u64, replies: u64) -> Result<()> {
     let add = |values: PerCpuValues<Announcement>| {
@@ -537,8 +540,6 @@ fn add_to_address(dp: &mut Dataplane, key: &AddrKey, requests: u64, replies: u64
         }
         per_cpu(list)
     };
-    // BPF_EXIST: never re-create an entry withdrawn meanwhile (a failed insert is that case).
-    const BPF_EXIST: u64 = 2;
     match key {
         AddrKey::V4(key) => {
             if let Ok(values) = dp.v4.get(key, 0) {

@@ -136,19 +136,19 @@ impl Net {
     /// Runs until `cond` holds (checked every step) or `limit` passes; returns the time taken.
     fn until(&mut self, limit: Duration, mut cond: impl FnMut(&Net) -> bool) -> Option<Duration> {
         let start = self.now;
-        while self.now - start < limit {
+        while self.now.checked_sub(start).unwrap() < limit {
             if cond(self) {
-                return Some(self.now - start);
+                return Some(self.now.checked_sub(start).unwrap());
             }
             self.step();
         }
-        cond(self).then(|| self.now - start)
+        cond(self).then(|| self.now.checked_sub(start).unwrap())
     }
 
     fn live(&self, i: usize) -> BTreeSet<String> {
         self.members[i]
             .as_ref()
-            .map(|m| m.live_nodes())
+            .map(super::Membership::live_nodes)
             .unwrap_or_default()
     }
 

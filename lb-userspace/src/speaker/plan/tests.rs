@@ -59,8 +59,11 @@ fn ad(nodes: &[&str], interfaces: &[&str]) -> L2Advertisement {
         name: "ad".into(),
         pools: ["pool".to_string()].into(),
         service_selectors: vec![],
-        nodes: nodes.iter().map(|n| n.to_string()).collect(),
-        interfaces: interfaces.iter().map(|n| n.to_string()).collect(),
+        nodes: nodes.iter().map(std::string::ToString::to_string).collect(),
+        interfaces: interfaces
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
         preferred_nodes: vec![],
     }
 }
@@ -83,13 +86,13 @@ fn config(ads: Vec<L2Advertisement>) -> Config {
 
 fn eligible(v4: &[&str], v6: &[&str]) -> Eligible {
     Eligible {
-        ipv4: v4.iter().map(|s| s.to_string()).collect(),
-        ipv6: v6.iter().map(|s| s.to_string()).collect(),
+        ipv4: v4.iter().map(std::string::ToString::to_string).collect(),
+        ipv6: v6.iter().map(std::string::ToString::to_string).collect(),
     }
 }
 
 fn set(names: &[&str]) -> BTreeSet<String> {
-    names.iter().map(|s| s.to_string()).collect()
+    names.iter().map(std::string::ToString::to_string).collect()
 }
 
 fn ip(s: &str) -> IpAddr {

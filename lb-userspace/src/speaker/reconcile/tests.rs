@@ -130,7 +130,7 @@ impl Rig {
 
     /// One pass with `live` speakers (this node and node-b by default) at `now`.
     fn pass(&mut self, view: &ClusterView, live: &[&str], now: Duration) -> Vec<Op> {
-        let live: BTreeSet<String> = live.iter().map(|s| s.to_string()).collect();
+        let live: BTreeSet<String> = live.iter().map(std::string::ToString::to_string).collect();
         let eligible = self.announcer.eligible().clone();
         self.reconciler
             .reconcile(view, Some(&live), &eligible, &mut self.announcer, now);
@@ -174,7 +174,7 @@ fn an_elected_address_is_announced_then_gratuitous_then_written() {
     let last = writes.last();
     match last {
         Some(Write::Statuses(statuses, _)) => {
-            assert!(statuses.contains_key("default/web"), "{statuses:?}")
+            assert!(statuses.contains_key("default/web"), "{statuses:?}");
         }
         other => panic!("statuses are written last: {other:?}"),
     }

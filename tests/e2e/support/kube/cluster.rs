@@ -19,7 +19,8 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 /// Tests share one control plane and one `metallb-system` configuration: they run one at a time.
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The control plane with `manifests/` applied (once per test binary).
@@ -238,9 +239,11 @@ where
         if let Some(value) = probe().await {
             return value;
         }
-        if Instant::now() > deadline {
-            panic!("timed out waiting for {what}\n{}", context());
-        }
+        assert!(
+            Instant::now() <= deadline,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

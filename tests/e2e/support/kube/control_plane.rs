@@ -29,6 +29,7 @@ pub fn target_dir() -> PathBuf {
 
 /// `target/<profile>/herald`: the real binary the tests run.
 pub fn herald_binary() -> PathBuf {
+    static WARNED: OnceLock<()> = OnceLock::new();
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
@@ -41,7 +42,6 @@ pub fn herald_binary() -> PathBuf {
         "{} is missing: build it first with `cargo build -p herald` (cargo xtask test does)",
         bin.display()
     );
-    static WARNED: OnceLock<()> = OnceLock::new();
     WARNED.get_or_init(|| {
         let sources = workspace_root().join("lb-userspace/src");
         if let (Some(built), Some(edited)) = (modified(&bin), newest_modification(&sources))

@@ -50,7 +50,8 @@ pub fn xtask_bin() -> PathBuf {
 /// Tests share one lab: one at a time.
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 extern "C" fn lab_down_at_exit() {

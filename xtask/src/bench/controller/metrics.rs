@@ -85,19 +85,14 @@ impl ApiRequests {
             };
             let value = value.parse::<f64>().unwrap_or(0.0);
             match name {
-                "etcd_request_duration_seconds_sum" => {
-                    requests.seconds.entry(key).or_insert((0.0, 0.0)).0 += value
+                "etcd_request_duration_seconds_sum" | "apiserver_request_duration_seconds_sum" => {
+                    requests.seconds.entry(key).or_insert((0.0, 0.0)).0 += value;
                 }
-                "etcd_request_duration_seconds_count" => {
-                    requests.seconds.entry(key).or_insert((0.0, 0.0)).1 += value
+                "etcd_request_duration_seconds_count"
+                | "apiserver_request_duration_seconds_count" => {
+                    requests.seconds.entry(key).or_insert((0.0, 0.0)).1 += value;
                 }
                 "apiserver_request_total" => *requests.total.entry(key).or_insert(0.0) += value,
-                "apiserver_request_duration_seconds_sum" => {
-                    requests.seconds.entry(key).or_insert((0.0, 0.0)).0 += value
-                }
-                "apiserver_request_duration_seconds_count" => {
-                    requests.seconds.entry(key).or_insert((0.0, 0.0)).1 += value
-                }
                 _ => {}
             }
         }

@@ -145,10 +145,12 @@ pub(super) async fn create_and_wait(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = Instant::now();
     let created = create_services(&api, start, first, n, load).await?;
-    let deadline = Instant::now() + Duration::from_secs(1800);
+    let deadline = Instant::now() + Duration::from_mins(30);
     loop {
         let done = {
-            let assigned = assigned.lock().unwrap_or_else(|e| e.into_inner());
+            let assigned = assigned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             created.keys().all(|k| assigned.contains_key(k))
         };
         if done {
@@ -160,7 +162,10 @@ pub(super) async fn create_and_wait(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     watch.abort();
-    let assigned = assigned.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let assigned = assigned
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     let last = created
         .keys()
         .filter_map(|k| assigned.get(k))
@@ -188,7 +193,7 @@ pub(crate) fn watch_assigned(
                 {
                     assigned
                         .lock()
-                        .unwrap_or_else(|e| e.into_inner())
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .entry(name)
                         .or_insert_with(Instant::now);
                 }

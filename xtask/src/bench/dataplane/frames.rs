@@ -100,7 +100,7 @@ pub fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, icmp: &[u8]) -> u16 {
     let mut add = |bytes: &[u8]| {
         for pair in bytes.chunks(2) {
             let hi = u32::from(pair[0]) << 8;
-            let lo = pair.get(1).copied().map(u32::from).unwrap_or(0);
+            let lo = pair.get(1).copied().map_or(0, u32::from);
             sum += hi | lo;
         }
     };

@@ -173,6 +173,10 @@ impl Lab {
     }
 
     /// Writes a sysfs file as seen from inside `ns` (`ip netns exec` mounts that namespace's /sys).
+    #[allow(
+        clippy::unused_self,
+        reason = "acts on the lab's namespaces; called through the lab"
+    )]
     pub fn write_sys(&self, ns: &str, rel: &str, value: &str) -> Result<()> {
         run(
             "ip",
@@ -188,6 +192,10 @@ impl Lab {
         .map(|_| ())
     }
 
+    #[allow(
+        clippy::unused_self,
+        reason = "acts on the lab's namespaces; called through the lab"
+    )]
     pub fn ip(&self, ns: &str, args: &[&str]) -> Result<String> {
         let mut all = vec!["-n", ns];
         all.extend_from_slice(args);
@@ -395,7 +403,7 @@ impl Drop for Lab {
 fn realtime(pid: u32) {
     let param = libc::sched_param { sched_priority: 50 };
     // SAFETY: valid sched_param for a pid; failure leaves the thread as it was.
-    unsafe { libc::sched_setscheduler(pid as libc::pid_t, libc::SCHED_FIFO, &param) };
+    unsafe { libc::sched_setscheduler(pid as libc::pid_t, libc::SCHED_FIFO, &raw const param) };
 }
 
 fn get_nice(pid: u32) -> Option<i32> {

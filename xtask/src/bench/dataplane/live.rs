@@ -92,12 +92,11 @@ impl LiveGenerator {
             .programs
             .lock()
             .map_err(|_| anyhow::anyhow!("live generator programs poisoned"))?;
-        let prog = match programs.get(frame) {
-            Some(p) => p,
-            None => {
-                let p = load_xdp(&generator_program(frame)?, "bench_tx")?;
-                programs.entry(frame.to_vec()).or_insert(p)
-            }
+        let prog = if let Some(p) = programs.get(frame) {
+            p
+        } else {
+            let p = load_xdp(&generator_program(frame)?, "bench_tx")?;
+            programs.entry(frame.to_vec()).or_insert(p)
         };
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
         let mut ctx = [0u32; 6];
@@ -297,8 +296,8 @@ impl ReplyCounter {
         let mut value = 0u64;
         let mut attr = Attr::new();
         attr.u32(0, self.map.as_raw_fd() as u32)
-            .u64(8, &key as *const u32 as u64)
-            .u64(16, &mut value as *mut u64 as u64);
+            .u64(8, &raw const key as u64)
+            .u64(16, &raw mut value as u64);
         if let Err(e) = bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
             bail!("reading the reply counter: {e}");
         }
@@ -339,7 +338,7 @@ pub fn set_gro(ifname: &str, on: bool) -> Result<()> {
     };
     let mut req = IfReq {
         name: [0; 16],
-        data: &mut value,
+        data: &raw mut value,
         _pad: [0; 16],
     };
     req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());

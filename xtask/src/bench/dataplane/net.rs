@@ -49,7 +49,7 @@ pub fn pin_current_thread(cpu: usize) -> Result<()> {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set) != 0 {
             bail!(
                 "sched_setaffinity(cpu {cpu}): {}",
                 io::Error::last_os_error()
@@ -78,7 +78,7 @@ pub fn realtime_ns() -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -115,7 +115,7 @@ fn set_opt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T, what: &str) -> Res
             fd.as_raw_fd(),
             level,
             name,
-            (value as *const T).cast(),
+            std::ptr::from_ref::<T>(value).cast(),
             size_of::<T>() as libc::socklen_t,
         )
     };
@@ -135,7 +135,7 @@ fn bind(fd: &OwnedFd, protocol: u16, ifindex: i32) -> Result<()> {
     let rc = unsafe {
         libc::bind(
             fd.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast(),
+            (&raw const sll).cast(),
             size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
     };
@@ -192,7 +192,7 @@ impl Sender {
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
-            Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::ENETDOWN) => Ok(Sent::Refused),
+            Some(libc::ENOBUFS | libc::EAGAIN | libc::ENETDOWN) => Ok(Sent::Refused),
             _ => Err(err),
         }
     }
@@ -263,7 +263,7 @@ impl ReplyRing {
         let filter = reply_filter();
         let prog = libc::sock_fprog {
             len: filter.len() as u16,
-            filter: filter.as_ptr() as *mut libc::sock_filter,
+            filter: filter.as_ptr().cast_mut(),
         };
         set_opt(
             &fd,
@@ -350,14 +350,14 @@ impl ReplyRing {
             revents: 0,
         };
         // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        unsafe { libc::poll(&raw mut pfd, 1, timeout_ms) };
         loop {
             let frame_off = frame_offset(self.next);
             // SAFETY: frame_off + FRAME_SIZE is inside the mapping; the kernel hands a frame to
             // us by setting TP_STATUS_USER, and we hand it back by writing TP_STATUS_KERNEL.
             unsafe {
-                let hdr = self.map.add(frame_off) as *mut libc::tpacket2_hdr;
-                let status = std::ptr::read_volatile(&(*hdr).tp_status);
+                let hdr = self.map.add(frame_off).cast::<libc::tpacket2_hdr>();
+                let status = std::ptr::read_volatile(&raw const (*hdr).tp_status);
                 if status & libc::TP_STATUS_USER == 0 {
                     break;
                 }
@@ -369,7 +369,7 @@ impl ReplyRing {
                     u64::from((*hdr).tp_sec) * 1_000_000_000 + u64::from((*hdr).tp_nsec);
                 each(Captured { bytes, received_ns });
                 std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-                std::ptr::write_volatile(&mut (*hdr).tp_status, libc::TP_STATUS_KERNEL);
+                std::ptr::write_volatile(&raw mut (*hdr).tp_status, libc::TP_STATUS_KERNEL);
             }
             self.next = (self.next + 1) % self.frames();
         }
@@ -404,8 +404,8 @@ fn take_counts(fd: &OwnedFd) -> Result<(u64, u64)> {
             fd.as_raw_fd(),
             libc::SOL_PACKET,
             libc::PACKET_STATISTICS,
-            (&mut st as *mut libc::tpacket_stats).cast(),
-            &mut len,
+            (&raw mut st).cast(),
+            &raw mut len,
         )
     };
     if rc != 0 {
@@ -459,7 +459,7 @@ mod tests {
                 0x28 => {
                     a = pkt
                         .get(k..k + 2)
-                        .map_or(0, |b| u32::from(u16::from_be_bytes([b[0], b[1]])))
+                        .map_or(0, |b| u32::from(u16::from_be_bytes([b[0], b[1]])));
                 }
                 0x30 => a = pkt.get(k).copied().map_or(0, u32::from),
                 0x15 => {

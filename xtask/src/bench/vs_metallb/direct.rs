@@ -164,7 +164,7 @@ fn set_affinity(tid: i32, cpus: &[usize]) {
         for &cpu in cpus {
             libc::CPU_SET(cpu, &mut set);
         }
-        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &raw const set);
     }
 }
 
@@ -179,7 +179,7 @@ fn set_realtime(tid: i32, realtime: bool) {
         sched_priority: priority,
     };
     // SAFETY: a valid sched_param for a thread id.
-    unsafe { libc::sched_setscheduler(tid, policy, &param) };
+    unsafe { libc::sched_setscheduler(tid, policy, &raw const param) };
 }
 
 fn set_nice(tid: i32, nice: i32) {
@@ -188,7 +188,7 @@ fn set_nice(tid: i32, nice: i32) {
 }
 
 fn two_cpus() -> bool {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get) >= 2
 }
 
 /// Where one direct-link series runs, as `bench dataplane` places its responders: the nodes'
@@ -255,7 +255,7 @@ impl Placement {
 impl Drop for Placement {
     fn drop(&mut self) {
         let all: Vec<usize> =
-            (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+            (0..std::thread::available_parallelism().map_or(1, std::num::NonZero::get)).collect();
         for &tid in self.node_napi.iter().chain(&self.client_napi) {
             set_realtime(tid, false);
             set_affinity(tid, &all);

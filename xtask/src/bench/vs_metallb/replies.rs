@@ -134,17 +134,14 @@ fn rps_file(iface: &str) -> String {
 /// returning the previous mask. `ip netns exec` mounts that namespace's sysfs.
 fn swap_rps(netns: Option<&str>, iface: &str, mask: &str) -> Result<String> {
     let script = format!("cat {f} && echo {mask} > {f}", f = rps_file(iface));
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, "sh", "-c", &script]);
-            c
-        }
-        None => {
-            let mut c = Command::new("sh");
-            c.args(["-c", &script]);
-            c
-        }
+    let mut cmd = if let Some(ns) = netns {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, "sh", "-c", &script]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", &script]);
+        c
     };
     let out = cmd.output().context("setting RPS")?;
     if !out.status.success() {
@@ -184,7 +181,7 @@ impl RpsPlacement {
         targets: impl IntoIterator<Item = (Option<&'static str>, &'static str)>,
     ) -> Result<RpsPlacement> {
         let mut placement = RpsPlacement { previous: vec![] };
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        if std::thread::available_parallelism().map_or(1, std::num::NonZero::get) < 2 {
             return Ok(placement);
         }
         for (netns, iface) in targets {

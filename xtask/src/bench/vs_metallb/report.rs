@@ -356,7 +356,7 @@ pub fn table(herald: &Figures, metallb: &Figures) -> String {
         herald.failover.as_ref().ok(),
         metallb.failover.as_ref().ok(),
     );
-    let trials = hf.or(mf).map(|f| f.trials).unwrap_or(0);
+    let trials = hf.or(mf).map_or(0, |f| f.trials);
     let failover = |what: &str, f: fn(&Failover) -> f64| {
         Row::new(
             format!("failover on speaker kill -9, {what}"),
@@ -375,7 +375,7 @@ pub fn table(herald: &Figures, metallb: &Figures) -> String {
         herald.services.as_ref().ok(),
         metallb.services.as_ref().ok(),
     );
-    let count = hs.or(ms).map(|s| s.count).unwrap_or(0);
+    let count = hs.or(ms).map_or(0, |s| s.count);
     rows.push(
         Row::new(
             format!("{count} Services → all have their IPs"),

@@ -143,10 +143,12 @@ async fn create_and_wait(count: usize, concurrency: usize) -> Result<Duration> {
         .collect()
         .await;
     let created: Vec<String> = created.into_iter().collect::<Result<_>>()?;
-    let deadline = Instant::now() + Duration::from_secs(1800);
+    let deadline = Instant::now() + Duration::from_mins(30);
     let last = loop {
         {
-            let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            let seen = seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let times: Vec<Instant> = created
                 .iter()
                 .filter_map(|n| seen.get(n).copied())
