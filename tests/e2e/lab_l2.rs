@@ -1,4 +1,4 @@
-//! Layer 2 behaviour in the lab (issue 11): real kube-apiserver, kube-controller-manager,
+//! Layer 2 behaviour in the lab: real kube-apiserver, kube-controller-manager,
 //! `herald controller` and three `herald speaker`s with XDP in node namespaces; a client namespace
 //! resolves LoadBalancer IPs with ARP (raw probes) and NDP (ndisc6). Needs root and the builds
 //! `cargo xtask test` makes (eBPF object, herald, xtask, the Kubernetes binaries).

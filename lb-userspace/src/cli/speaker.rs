@@ -1,5 +1,5 @@
 //! `herald speaker`: MetalLB's speaker flags where they apply (layer 2 only), Herald's own for
-//! the data plane and failure detection; see /work/notes/speaker-lab-contract.md.
+//! the data plane and failure detection (`docs/configure.md`, "Speaker flags and environment").
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

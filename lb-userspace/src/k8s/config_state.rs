@@ -78,7 +78,7 @@ mod tests {
     use super::*;
 
     /// Every field is written (an empty summary as ""), and the transition time to the second
-    /// as the untyped writes sent it (`controller::plan` checks whole statuses).
+    /// as MetalLB writes it (`controller::plan` checks whole statuses).
     #[test]
     fn status_patch_writes_every_field() {
         let now = "2026-01-01T00:00:00.75Z".parse().unwrap();

@@ -1,5 +1,5 @@
-//! Which of this node's interfaces may carry layer-2 answers (metallb-behaviour.md, Algorithm C
-//! "Eligible interfaces"), as a pure function of interface facts gathered elsewhere.
+//! Which of this node's interfaces may carry layer-2 answers (as MetalLB's speaker picks them;
+//! `docs/configure.md`, "Interfaces"), as a pure function of interface facts gathered elsewhere.
 //!
 //! MetalLB uses an interface when it is up, not enslaved (no `master`), without NOARP, and not
 //! matched by the exclude regexes; ARP also needs the broadcast flag, NDP an IPv6 link-local

@@ -1,4 +1,4 @@
-//! `cargo xtask bench dataplane` (issue 12): ARP and NDP replies/s at saturation, loss and reply
+//! `cargo xtask bench dataplane`: ARP and NDP replies/s at saturation, loss and reply
 //! latency for Herald's XDP program (driver and skb mode), Herald's userspace AF_PACKET fallback
 //! and the Linux kernel answering for the same address, measured in one run on a veth between two
 //! namespaces. Prints one table per protocol with ratios to the kernel, a bad-input flood table,

@@ -1,4 +1,4 @@
-//! `cargo xtask bench vs-metallb` (issue 12): Herald against MetalLB v0.15.2 in one run, on the
+//! `cargo xtask bench vs-metallb`: Herald against MetalLB v0.15.2 in one run, on the
 //! same lab — same control plane, Nodes, speaker Pods, manifests (the lab's pool,
 //! L2Advertisement and Service `default/web`) and machine — one after the other:
 //!

@@ -1,4 +1,4 @@
-//! MetalLB itself in the lab, for side-by-side runs (`cargo xtask bench vs-metallb`, issue 12):
+//! MetalLB itself in the lab, for side-by-side runs (`cargo xtask bench vs-metallb`):
 //! its controller and speaker built from the Go module proxy and run out of cluster as recorded
 //! lab processes against the same control plane, Nodes, speaker Pods and manifests as Herald —
 //! the controller on the host, one speaker inside each node namespace with memberlist bound on

@@ -1,4 +1,4 @@
-//! Drives the lab (`cargo xtask lab`, issue 11) from tests through the built xtask binary
+//! Drives the lab (`cargo xtask lab`) from tests through the built xtask binary
 //! (`target/debug/xtask lab …`; `cargo xtask` from inside a test would wait on the build lock).
 //! The lab is brought up once per test binary (replacing any lab already up on the machine) and
 //! taken down at exit; tests run one at a time and undo their own objects.
