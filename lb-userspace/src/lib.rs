@@ -15,3 +15,4 @@ pub mod dataplane;
 pub mod election;
 pub mod k8s;
 pub mod speaker;
+pub mod yaml;

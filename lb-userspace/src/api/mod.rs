@@ -84,7 +84,7 @@ pub fn crd_manifests() -> Result<Vec<(&'static str, String)>, serde_saphyr::Seri
     crds()
         .into_iter()
         .map(|(file, crd)| {
-            let body = crate::config::yaml::to_string(&crd)?;
+            let body = crate::yaml::to_string(&crd)?;
             Ok((file, format!("{MANIFEST_HEADER}---\n{body}")))
         })
         .collect()

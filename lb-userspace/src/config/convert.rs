@@ -25,8 +25,8 @@ use super::duration::{format_go_duration, parse_go_duration};
 use super::error::ConfigError;
 use super::load::{self, Object};
 use super::snapshot::Snapshot;
-use super::yaml;
 use crate::api;
+use crate::yaml;
 
 /// Where the converted objects go when the ConfigMap has no namespace.
 pub const DEFAULT_NAMESPACE: &str = "metallb-system";

@@ -12,8 +12,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::yaml;
 use crate::api;
+use crate::yaml;
 
 /// One object Herald understands. BGPPeer is always v1beta2 (v1beta1 is converted on load).
 #[derive(Clone, Debug)]

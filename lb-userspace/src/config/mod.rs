@@ -9,7 +9,6 @@ pub mod address;
 pub mod community;
 pub mod convert;
 pub mod duration;
-pub mod yaml;
 
 mod build;
 mod error;
