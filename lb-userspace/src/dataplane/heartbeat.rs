@@ -118,6 +118,12 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    fn wait_finished(beat: &Heartbeat) {
+        while !beat.is_finished() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[derive(Clone, Default)]
     struct Recorded(Arc<Mutex<Vec<Duration>>>);
 
@@ -157,9 +163,7 @@ mod tests {
             move || plan.next().unwrap_or(Beat::Stop),
         )
         .unwrap();
-        while !beat.is_finished() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_finished(&beat);
         beat.stop().unwrap();
         assert_eq!(
             *guard.0.lock().unwrap(),
@@ -179,9 +183,7 @@ mod tests {
             || Beat::Refresh(Duration::ZERO),
         )
         .unwrap();
-        while !beat.is_finished() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_finished(&beat);
         assert!(beat.stop().is_err());
         assert!(guard.0.lock().unwrap().is_empty());
     }
@@ -204,9 +206,7 @@ mod tests {
             move || plan.next().unwrap_or(Beat::Stop),
         )
         .unwrap();
-        while !beat.is_finished() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_finished(&beat);
         beat.stop().unwrap();
         assert_eq!(*guard.0.lock().unwrap(), vec![Duration::from_millis(3)]);
     }

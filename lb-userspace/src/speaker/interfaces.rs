@@ -157,20 +157,27 @@ pub fn eligible(facts: &[InterfaceFacts], filter: &InterfaceFilter) -> Eligible 
     out
 }
 
+/// An up Ethernet interface with broadcast and an IPv6 link-local address: eligible for both
+/// families unless filtered (for tests elsewhere in the crate).
+#[cfg(test)]
+pub fn usable(name: &str) -> InterfaceFacts {
+    InterfaceFacts {
+        name: name.into(),
+        up: true,
+        broadcast: true,
+        noarp: false,
+        ethernet: true,
+        has_master: false,
+        ipv6_link_local: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn iface(name: &str) -> InterfaceFacts {
-        InterfaceFacts {
-            name: name.into(),
-            up: true,
-            broadcast: true,
-            noarp: false,
-            ethernet: true,
-            has_master: false,
-            ipv6_link_local: true,
-        }
+        usable(name)
     }
 
     fn names(set: &BTreeSet<String>) -> Vec<&str> {

@@ -13,7 +13,7 @@ use super::*;
 use crate::api::{IPAddressPool, L2Advertisement};
 use crate::dataplane::fake::{FakePlane, Op};
 use crate::speaker::announcer::L2Announcer;
-use crate::speaker::interfaces::{InterfaceFacts, InterfaceFilter};
+use crate::speaker::interfaces::{self, InterfaceFacts, InterfaceFilter};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -67,15 +67,7 @@ fn slice(service: &str, node: &str) -> EndpointSlice {
 }
 
 fn facts(name: &str) -> InterfaceFacts {
-    InterfaceFacts {
-        name: name.into(),
-        up: true,
-        broadcast: true,
-        noarp: false,
-        ethernet: true,
-        has_master: false,
-        ipv6_link_local: true,
-    }
+    interfaces::usable(name)
 }
 
 /// One node with `eth0` (index 2), a pool, an advertisement and the given Services, each with
