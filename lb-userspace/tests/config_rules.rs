@@ -1229,5 +1229,5 @@ fn results_do_not_depend_on_object_order() {
     reversed_docs.reverse();
     let reversed = build(BgpMode::Native, &reversed_docs).expect_err("invalid");
     assert_eq!(forward, reversed);
-    assert_ne!(forward, [] as [herald::config::ConfigError; 0]);
+    assert!(!forward.is_empty());
 }

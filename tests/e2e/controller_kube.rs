@@ -415,10 +415,7 @@ async fn requested_ip_pool_annotation_sharing_and_refusals_scenario() {
         note.contains("203.0.113.99") && note.contains("not allowed"),
         "{note}"
     );
-    assert_eq!(
-        cluster.ingress(ns, "outside").await,
-        [] as [std::string::String; 0]
-    );
+    assert_eq!(cluster.ingress(ns, "outside").await, Vec::<String>::new());
 
     // Malformed request: the Event names the field and the value.
     cluster.apply(&service_yaml(
@@ -450,10 +447,7 @@ async fn requested_ip_pool_annotation_sharing_and_refusals_scenario() {
             && note.contains("198.51.100.44"),
         "{note}"
     );
-    assert_eq!(
-        cluster.ingress(ns, "twofour").await,
-        [] as [std::string::String; 0]
-    );
+    assert_eq!(cluster.ingress(ns, "twofour").await, Vec::<String>::new());
 
     // A deprecated annotation still works, with a warning naming it.
     cluster.apply(&service_yaml(
@@ -512,16 +506,11 @@ async fn requested_ip_pool_annotation_sharing_and_refusals_scenario() {
     wait_ingress(&cluster, &herald, ns, "after-other", &["198.51.100.42"]).await;
     assert_eq!(
         cluster.ingress(ns, "other-class").await,
-        [] as [std::string::String; 0]
+        Vec::<String>::new()
     );
     assert_eq!(
         cluster.events(ns, "Service", "other-class").await,
-        [] as [(
-            std::string::String,
-            std::string::String,
-            std::string::String,
-            std::string::String
-        ); 0]
+        Vec::<(String, String, String, String)>::new()
     );
 
     // Everyone else kept their address through all of this.
@@ -644,10 +633,7 @@ async fn lb_class_flag_handles_only_that_class_scenario() {
         "  loadBalancerClass: herald.example/lb\n",
     ));
     wait_ingress(&cluster, &herald, ns, "ours", &["198.51.100.90"]).await;
-    assert_eq!(
-        cluster.ingress(ns, "unclassed").await,
-        [] as [std::string::String; 0]
-    );
+    assert_eq!(cluster.ingress(ns, "unclassed").await, Vec::<String>::new());
     let log = herald.log_text();
     assert!(
         !log.contains(" INFO "),
