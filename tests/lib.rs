@@ -202,7 +202,16 @@ pub fn herald_bin() -> PathBuf {
 
 /// Calls `check` until it returns true or `timeout` passes; true when it succeeded. For
 /// waiting on asynchronous effects without asserting on elapsed time.
-pub fn poll_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub fn poll_until(timeout: Duration, check: impl FnMut() -> bool) -> bool {
+    poll_until_every(timeout, Duration::from_millis(100), check)
+}
+
+/// [`poll_until`], looking every `every`.
+pub fn poll_until_every(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if check() {
@@ -211,7 +220,7 @@ pub fn poll_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(every);
     }
 }
 

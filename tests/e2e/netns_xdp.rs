@@ -1348,6 +1348,58 @@ fn auto_falls_back_to_userspace_when_xdp_cannot_attach() {
     assert_eq!(json["interfaces"][0]["dataplane"], "xdp-skb", "{json}");
 }
 
+/// Maps start with the guard closed: a process that dies between creating them (and announcing)
+/// and its first heartbeat leaves nothing answering. Attaching by hand, with no daemon to keep a
+/// heartbeat, turns the guard off on purpose.
+#[test]
+fn new_maps_start_closed_and_a_manual_attach_opens_them() {
+    require_root();
+    let bpffs = Bpffs::new().expect("bpffs");
+    let pin_dir = bpffs.dir.join("fresh");
+    let dp = herald::dataplane::Dataplane::open(&pin_dir).expect("open");
+    assert_eq!(
+        dp.guard_state().expect("guard"),
+        herald::dataplane::GuardState::Closed
+    );
+    drop(dp);
+
+    let node = Netns::new("hg").expect("netns");
+    let (a, b) = (unique("ga"), unique("gb"));
+    node.ip(["link", "add", &a, "type", "veth", "peer", "name", &b])
+        .expect("veth");
+    node.ip(["link", "set", &a, "up"]).expect("up");
+    node.ip(["link", "set", &b, "up"]).expect("up");
+    let pin = pin_dir.to_string_lossy().into_owned();
+    let out = node
+        .command(herald_bin())
+        .args([
+            "xdp",
+            "--pin-dir",
+            &pin,
+            "attach",
+            "--iface",
+            &a,
+            "--mode",
+            "skb",
+        ])
+        .output()
+        .expect("herald xdp attach");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("guard: off"), "{text}");
+    let list = node
+        .command(herald_bin())
+        .args(["xdp", "--pin-dir", &pin, "list", "-o", "json"])
+        .output()
+        .expect("herald xdp list");
+    let json: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
+    assert_eq!(json["guard"]["state"], "off", "{json}");
+    let _ = node
+        .command(herald_bin())
+        .args(["xdp", "--pin-dir", &pin, "detach"])
+        .output();
+}
+
 #[test]
 fn hostile_frames_are_what_they_say() {
     // The crafting itself: the valid bases are well-formed (checked with etherparse), and each

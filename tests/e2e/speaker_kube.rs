@@ -23,7 +23,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use herald_tests::{
-    Bpffs, KillOnDrop, Netns, herald_bin, poll_until, require_root, unique, veth_between,
+    Bpffs, KillOnDrop, Netns, herald_bin, poll_until, poll_until_every, require_root, unique,
+    veth_between,
 };
 use kube_support::cluster::{Cluster, namespace_yaml, serial};
 use kube_support::control_plane::free_port;
@@ -222,35 +223,41 @@ async fn single_node() {
     ));
 
     let metrics_port = free_port();
-    let log = plane.dir.join(format!("{}.log", unique("speaker")));
-    let log_file = File::create(&log).unwrap();
-    let speaker = KillOnDrop(
-        node.command(herald_bin())
-            .args([
-                "speaker",
-                "--node-name",
-                NODE,
-                "--namespace",
-                "metallb-system",
-            ])
-            .arg(format!(
-                "--kubeconfig={}",
-                plane.kubeconfig("speaker").display()
-            ))
-            .arg(format!("--pin-dir={}", bpffs.dir.join("herald").display()))
-            .arg(format!("--ml-bind-addr={NODE_V4}:7946"))
-            .arg(format!("--interfaces-include={node_if}"))
-            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
-            .arg("--xdp-mode=skb")
-            .env("RUST_LOG", "info,kube=warn")
-            .env_remove("KUBECONFIG")
-            .env_remove("METALLB_NAMESPACE")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("herald speaker"),
-    );
+    let pin_dir = bpffs.dir.join("herald");
+    // Each speaker process logs to a file of its own.
+    let start_speaker = || {
+        let log = plane.dir.join(format!("{}.log", unique("speaker")));
+        let log_file = File::create(&log).unwrap();
+        let speaker = KillOnDrop(
+            node.command(herald_bin())
+                .args([
+                    "speaker",
+                    "--node-name",
+                    NODE,
+                    "--namespace",
+                    "metallb-system",
+                ])
+                .arg(format!(
+                    "--kubeconfig={}",
+                    plane.kubeconfig("speaker").display()
+                ))
+                .arg(format!("--pin-dir={}", pin_dir.display()))
+                .arg(format!("--ml-bind-addr={NODE_V4}:7946"))
+                .arg(format!("--interfaces-include={node_if}"))
+                .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+                .arg("--xdp-mode=skb")
+                .env("RUST_LOG", "info,kube=warn")
+                .env_remove("KUBECONFIG")
+                .env_remove("METALLB_NAMESPACE")
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().unwrap())
+                .stderr(log_file)
+                .spawn()
+                .expect("herald speaker"),
+        );
+        (speaker, log)
+    };
+    let (speaker, log) = start_speaker();
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // The client's ARP is answered with the node's MAC (from XDP: the node does not own the IP).
@@ -398,6 +405,107 @@ async fn single_node() {
         logs()
     );
 
+    // Fail closed, 1: a restart that finds no valid configuration answers nothing it pinned
+    // before. An overlapping pool makes the configuration invalid; the running speaker keeps
+    // its last good one, a restarted one has none.
+    cluster.apply(&format!(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: {POOL}-overlap\n  namespace: metallb-system\nspec:\n  addresses: [198.51.100.64/28]\n"
+    ));
+    assert!(
+        poll_until(PATIENCE, || state().starts_with("Invalid/")),
+        "the overlapping pool is not reported: {:?}\n{}",
+        state(),
+        logs()
+    );
+    assert!(
+        arp_answer(&client, &client_if).is_some(),
+        "the last good configuration stops serving\n{}",
+        logs()
+    );
+    let mut speaker = speaker;
+    speaker.signal(libc::SIGKILL).unwrap();
+    let _ = speaker.0.wait();
+    let (speaker, log) = start_speaker();
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        poll_until(PATIENCE, || logs().contains("no valid configuration yet")),
+        "the restarted speaker never saw the invalid configuration\n{}",
+        logs()
+    );
+    assert!(
+        poll_until(Duration::from_secs(5), || arp_answer(&client, &client_if)
+            .is_none()),
+        "restarted with an invalid configuration, still answers what it pinned before\n{}",
+        logs()
+    );
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            arp_answer(&client, &client_if).is_none(),
+            "answers again with no valid configuration\n{}",
+            logs()
+        );
+    }
+    cluster.kubectl(&[
+        "delete",
+        "ipaddresspool",
+        &format!("{POOL}-overlap"),
+        "-n",
+        "metallb-system",
+    ]);
+    assert!(
+        poll_until(PATIENCE, || arp_answer(&client, &client_if).as_deref()
+            == Some(node_mac.as_str())),
+        "valid again, not answered again\n{}",
+        logs()
+    );
+
+    // Fail closed, 2: maps start closed. A speaker killed right after its first announcement,
+    // before any heartbeat of its own, leaves nothing answering past the guard bound.
+    let mut speaker = speaker;
+    speaker.signal(libc::SIGKILL).unwrap();
+    let _ = speaker.0.wait();
+    let detached = node
+        .command(herald_bin())
+        .args(["xdp", "detach", "--pin-dir"])
+        .arg(&pin_dir)
+        .output()
+        .expect("herald xdp detach");
+    assert!(detached.status.success(), "{detached:?}");
+    assert!(
+        poll_until(Duration::from_secs(5), || arp_answer(&client, &client_if)
+            .is_none()),
+        "still answered after detach"
+    );
+    let (mut speaker, log) = start_speaker();
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        poll_until_every(PATIENCE, Duration::from_millis(1), || logs()
+            .contains("announced")),
+        "the fresh speaker never announced\n{}",
+        logs()
+    );
+    speaker.signal(libc::SIGKILL).unwrap();
+    let _ = speaker.0.wait();
+    // The guard bound is half the detection time (250 ms by default); give it four times that.
+    std::thread::sleep(Duration::from_secs(1));
+    for _ in 0..3 {
+        assert!(
+            arp_answer(&client, &client_if).is_none(),
+            "killed right after announcing, still answered past the guard bound\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (speaker, log) = start_speaker();
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        poll_until(PATIENCE, || arp_answer(&client, &client_if).as_deref()
+            == Some(node_mac.as_str())),
+        "a new speaker does not answer again\n{}",
+        logs()
+    );
+
     // Graceful stop: every address withdrawn.
     speaker.signal(libc::SIGTERM).unwrap();
     let mut speaker = speaker;
@@ -417,11 +525,20 @@ async fn single_node() {
     );
 
     // Clean up what other tests must not see.
+    let overlap = format!("{POOL}-overlap");
     for args in [
         vec!["delete", "service", "web", "-n", ns, "--wait=true"],
         vec!["delete", "endpointslice", "web-1", "-n", ns],
         vec!["delete", "l2advertisement", POOL, "-n", "metallb-system"],
         vec!["delete", "ipaddresspool", POOL, "-n", "metallb-system"],
+        vec![
+            "delete",
+            "ipaddresspool",
+            &overlap,
+            "-n",
+            "metallb-system",
+            "--ignore-not-found",
+        ],
         vec!["delete", "node", NODE],
         vec![
             "delete",

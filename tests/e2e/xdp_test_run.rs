@@ -584,6 +584,12 @@ fn stale_guard_silences_answers_and_fresh_guard_allows_them() {
         timeout_ns: 0,
     });
     assert_eq!(rig.run(&arp).0, XDP_TX);
+
+    // The value maps are created with: closed, nothing answered until armed.
+    rig.set_guard(Guard::CLOSED);
+    assert_eq!(rig.run(&arp), (XDP_PASS, arp.clone()));
+    assert_eq!(rig.run(&ns), (XDP_PASS, ns.clone()));
+    assert_eq!(rig.counter(Counter::Silenced), 4);
 }
 
 #[test]

@@ -79,7 +79,9 @@ pub const COUNTER_SLOTS: u32 = 5;
 
 /// Data-plane guard: userspace refreshes `heartbeat_ns` (CLOCK_MONOTONIC, the clock of
 /// `bpf_ktime_get_ns`); when `now - heartbeat_ns > timeout_ns` the program stops answering.
-/// `timeout_ns == 0` disables the guard (standalone `herald xdp` use without a daemon).
+/// `timeout_ns == 0` disables the guard (standalone `herald xdp` use without a daemon);
+/// [`Guard::CLOSED`], the value maps are created with, never allows: nothing is answered until
+/// someone arms the guard (or turns it off) on purpose.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Guard {
@@ -88,6 +90,19 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// Never armed: no heartbeat yet, so every answer is refused (`heartbeat_ns` 0 is long
+    /// past on any booted machine, and a 1 ns timeout has run out).
+    pub const CLOSED: Guard = Guard {
+        heartbeat_ns: 0,
+        timeout_ns: 1,
+    };
+
+    /// True for [`Guard::CLOSED`]: created that way and never armed since.
+    #[inline(always)]
+    pub fn is_closed(&self) -> bool {
+        self.heartbeat_ns == 0 && self.timeout_ns != 0
+    }
+
     /// True while answers are allowed at monotonic time `now_ns`. A heartbeat ahead of `now_ns`
     /// counts as fresh: the program reads the coarse monotonic clock (same clock, tick
     /// resolution, cheaper), which can lag a heartbeat just written from CLOCK_MONOTONIC.
@@ -135,5 +150,19 @@ mod tests {
         assert!(!g.allows(1_501));
         // Coarse clock a tick behind a fresh heartbeat.
         assert!(g.allows(900));
+    }
+
+    #[test]
+    fn a_closed_guard_never_allows() {
+        for now in [0, 1, 2, 1_000_000_000, u64::MAX] {
+            assert!(!Guard::CLOSED.allows(now) || now <= 1, "{now}");
+        }
+        assert!(Guard::CLOSED.is_closed());
+        assert!(!Guard::default().is_closed(), "off is not closed");
+        let armed = Guard {
+            heartbeat_ns: 5,
+            timeout_ns: 10,
+        };
+        assert!(!armed.is_closed());
     }
 }

@@ -22,6 +22,7 @@ pub enum Op {
     Withdraw(String, IpAddr),
     Gratuitous(String, IpAddr),
     Heartbeat(Duration),
+    CloseGuard,
     Shutdown,
 }
 
@@ -93,6 +94,11 @@ impl FakePlane {
 impl Guard for FakePlane {
     fn heartbeat(&mut self, timeout: Duration) -> Result<()> {
         self.record(Op::Heartbeat(timeout));
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.record(Op::CloseGuard);
         Ok(())
     }
 }

@@ -36,12 +36,19 @@ pub enum OnError {
 
 /// Where a heartbeat is written: the aya data plane, or a fake in tests.
 pub trait Guard: Send + 'static {
+    /// The program answers until `timeout` from now, unless refreshed.
     fn heartbeat(&mut self, timeout: Duration) -> Result<()>;
+    /// Nothing is answered until the next heartbeat.
+    fn close(&mut self) -> Result<()>;
 }
 
 impl Guard for super::Dataplane {
     fn heartbeat(&mut self, timeout: Duration) -> Result<()> {
         super::Dataplane::heartbeat(self, timeout)
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.close_guard()
     }
 }
 
@@ -69,7 +76,8 @@ impl Heartbeat {
                 let mut first = at_once;
                 while !flag.load(Ordering::Relaxed) {
                     if !std::mem::take(&mut first) {
-                        std::thread::sleep(every);
+                        // Parked rather than asleep, so that `wake` can ask for a beat now.
+                        std::thread::park_timeout(every);
                         if flag.load(Ordering::Relaxed) {
                             break;
                         }
@@ -95,14 +103,20 @@ impl Heartbeat {
         Ok(Heartbeat { stop, handle })
     }
 
+    /// Asks for a beat now instead of at the end of the current interval.
+    pub fn wake(&self) {
+        self.handle.thread().unpark();
+    }
+
     /// The thread ended by itself (a failed write, or `decide` said stop).
     pub fn is_finished(&self) -> bool {
         self.handle.is_finished()
     }
 
-    /// Stops the thread (within one `every`) and says how it ended.
+    /// Stops the thread (at once, or after a write in progress) and says how it ended.
     pub fn stop(self) -> Result<()> {
         self.stop.store(true, Ordering::Relaxed);
+        self.handle.thread().unpark();
         match self.handle.join() {
             Ok(result) => result,
             Err(_) => Err(DataplaneError::Io {
@@ -140,6 +154,10 @@ mod tests {
                 });
             }
             beats.push(timeout);
+            Ok(())
+        }
+
+        fn close(&mut self) -> Result<()> {
             Ok(())
         }
     }
@@ -209,6 +227,39 @@ mod tests {
         wait_finished(&beat);
         beat.stop().unwrap();
         assert_eq!(*guard.0.lock().unwrap(), vec![Duration::from_millis(3)]);
+    }
+
+    #[test]
+    fn wake_beats_before_the_interval_ends() {
+        let guard = Recorded::default();
+        let armed = Arc::new(AtomicBool::new(false));
+        let flag = armed.clone();
+        let beat = Heartbeat::spawn(
+            "t",
+            guard.clone(),
+            Duration::from_secs(3600),
+            false,
+            OnError::Stop,
+            move || {
+                if flag.load(Ordering::Relaxed) {
+                    Beat::Refresh(Duration::from_millis(5))
+                } else {
+                    Beat::Skip
+                }
+            },
+        )
+        .unwrap();
+        armed.store(true, Ordering::Relaxed);
+        beat.wake();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while guard.0.lock().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "woken thread never beat"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        beat.stop().unwrap();
     }
 
     #[test]

@@ -87,12 +87,20 @@ where
 
 impl Dataplane {
     /// Opens the maps pinned under `pin_dir`, creating and pinning them first when absent.
+    /// A guard created here starts closed ([`Guard::CLOSED`]): nothing is answered until the
+    /// caller arms it ([`Dataplane::heartbeat`]) or turns it off ([`Dataplane::guard_off`]), so
+    /// a process that dies between announcing and its first heartbeat leaves nothing answering.
     pub fn open(pin_dir: &Path) -> Result<Dataplane> {
         pins::ensure_pin_dir(pin_dir)?;
+        let new_guard = !pin_dir.join(MAP_GUARD).exists();
         if !MAP_NAMES.iter().all(|name| pin_dir.join(name).exists()) {
             drop(load_object(pin_dir)?);
         }
-        Self::from_pins(pin_dir)
+        let mut dp = Self::from_pins(pin_dir)?;
+        if new_guard {
+            dp.close_guard()?;
+        }
+        Ok(dp)
     }
 
     /// Opens the pinned maps if the data plane was set up; `None` when nothing is pinned.
@@ -346,6 +354,13 @@ impl Dataplane {
     }
 
     /// Turns the guard off: answers never stop for lack of a heartbeat.
+    /// Closes the guard: nothing is answered until the next heartbeat.
+    pub fn close_guard(&mut self) -> Result<()> {
+        self.guard
+            .set(0, &Guard::CLOSED, 0)
+            .map_err(map_err(MAP_GUARD))
+    }
+
     pub fn guard_off(&mut self) -> Result<()> {
         self.guard
             .set(0, &Guard::default(), 0)

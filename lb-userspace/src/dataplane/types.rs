@@ -192,6 +192,8 @@ pub struct Counters {
 pub enum GuardState {
     /// Timeout 0: answers never stop (standalone use).
     Off,
+    /// Created closed and never armed: nothing is answered.
+    Closed,
     Fresh {
         age_ms: u64,
         timeout_ms: u64,
@@ -208,6 +210,9 @@ impl GuardState {
     pub fn of(guard: Guard, now_ns: u64) -> GuardState {
         if guard.timeout_ns == 0 {
             return GuardState::Off;
+        }
+        if guard.is_closed() {
+            return GuardState::Closed;
         }
         let age_ms = now_ns.saturating_sub(guard.heartbeat_ns) / 1_000_000;
         let timeout_ms = guard.timeout_ns / 1_000_000;

@@ -33,6 +33,17 @@ pub enum Write {
     ConfigState(Option<String>, Option<Box<Pod>>),
 }
 
+/// What a pass did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Pass {
+    /// A plan was applied (with this configuration or the last good one).
+    Applied,
+    /// No valid configuration has been seen yet: nothing was planned. Whatever the data plane
+    /// still holds from before cannot be justified and must not be answered.
+    NoConfig,
+}
+
 /// Per-process settings a pass reads.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -88,7 +99,7 @@ impl Reconciler {
         eligible: &Eligible,
         announcer: &mut impl Announcer,
         now: Duration,
-    ) {
+    ) -> Pass {
         let owner = || view.own_pod.clone().map(Box::new);
         let snapshot = Snapshot {
             pools: view.pools.clone(),
@@ -126,7 +137,7 @@ impl Reconciler {
         }
         let Some(config) = &self.config else {
             tracing::warn!("no valid configuration yet: not announcing anything");
-            return;
+            return Pass::NoConfig;
         };
         let plan = plan::plan(&Inputs {
             node: &self.settings.node,
@@ -179,6 +190,7 @@ impl Reconciler {
             .writes
             .send(Write::Statuses(plan.statuses(node), owner()));
         self.plan = plan;
+        Pass::Applied
     }
 }
 

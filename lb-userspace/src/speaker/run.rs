@@ -4,8 +4,10 @@
 //!
 //! Restarts: the maps and links stay pinned, so a restarted speaker finds its addresses still
 //! answered. If the guard was still fresh at start (a quick restart) it keeps it fresh for one
-//! detection time while rejoining; otherwise it refreshes nothing until its first plan has
-//! removed stale claims. Graceful shutdown leaves the gossip first (the survivors take over at
+//! detection time while rejoining; otherwise it closes the guard and arms it (with a heartbeat
+//! at once) only after its first plan has removed stale claims. While no valid configuration
+//! has ever been seen, nothing pinned is justified: the guard is closed and everything
+//! withdrawn. Graceful shutdown leaves the gossip first (the survivors take over at
 //! once), waits one probe period, then withdraws every address; the links stay pinned.
 
 use std::collections::BTreeSet;
@@ -22,6 +24,7 @@ use tokio::time::Instant;
 use crate::daemon::http;
 use crate::dataplane::GuardState;
 use crate::dataplane::cadence::Cadence;
+use crate::dataplane::heartbeat::Guard as _;
 use crate::dataplane::plane::{AyaPlane, L2Plane};
 use crate::k8s::speaker::{WatchOptions, Watches, Writer};
 use crate::speaker::announcer::{Announcer, L2Announcer};
@@ -30,7 +33,7 @@ use crate::speaker::gossip::{Gossip, GossipOptions, Health};
 use crate::speaker::guard;
 use crate::speaker::metrics::SpeakerMetrics;
 use crate::speaker::options::{GossipSettings, Options};
-use crate::speaker::reconcile::{Reconciler, Settings};
+use crate::speaker::reconcile::{Pass, Reconciler, Settings};
 use crate::speaker::writer::write_loop;
 
 /// Runs until `shutdown` resolves (the command passes SIGTERM/SIGINT).
@@ -47,6 +50,12 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         plane.dataplane().guard_state(),
         Ok(GuardState::Fresh { .. })
     );
+    // The guard handle of this loop: it closes the guard whenever what is pinned cannot be
+    // justified (a slow restart, no valid configuration), so nothing stale is answered.
+    let mut guard_handle = plane.guard()?;
+    if !quick_restart {
+        guard_handle.close()?;
+    }
     // A restart that finds the guard still fresh keeps the pinned answers alive from its first
     // instant: connecting to the API server and syncing caches takes longer than the guard budget.
     let bridge = if quick_restart {
@@ -158,14 +167,29 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
             dirty = false;
             let live = live_rx.as_mut().map(|rx| rx.borrow_and_update().clone());
             let eligible = announcer.eligible().clone();
-            reconciler.reconcile(
+            let pass = reconciler.reconcile(
                 &watches.view(),
                 live.as_ref(),
                 &eligible,
                 &mut announcer,
                 start.elapsed(),
             );
-            armed.store(true, Ordering::Relaxed);
+            match pass {
+                // Stale claims are gone: answer from now on, with a heartbeat at once.
+                Pass::Applied => {
+                    if !armed.swap(true, Ordering::Relaxed) {
+                        heartbeat.wake();
+                    }
+                }
+                // Nothing justifies what a restart found pinned: stop answering it.
+                Pass::NoConfig => {
+                    armed.store(false, Ordering::Relaxed);
+                    if let Err(error) = guard_handle.close() {
+                        tracing::error!(%error, "closing the guard failed");
+                    }
+                    announcer.withdraw_everything();
+                }
+            }
             ready.store(true, Ordering::Relaxed);
         }
         tokio::select! {

@@ -15,7 +15,7 @@ use crate::dataplane::gratuitous::Sender;
 use crate::dataplane::heartbeat::{Beat, Heartbeat, OnError};
 use crate::dataplane::keys::{self, Mac};
 use crate::dataplane::netdev::Interface;
-use crate::dataplane::{AttachMode, Dataplane, DataplaneChoice, DataplaneError};
+use crate::dataplane::{AttachMode, Dataplane, DataplaneChoice, DataplaneError, GuardState};
 
 pub(super) fn attach(
     pin_dir: &Path,
@@ -28,6 +28,12 @@ pub(super) fn attach(
     let mut answerers = Answerers::new(pin_dir, choice, mode);
     let serving = answerers.serve(&mut dp, &iface).map_err(one_line)?;
     print_serving(&iface.name, &serving);
+    // Maps created closed answer nothing until armed; attached by hand, with no daemon to keep
+    // a heartbeat, they answer for good (`herald xdp run` keeps a guard instead).
+    if dp.guard_state().map_err(one_line)? == GuardState::Closed {
+        dp.guard_off().map_err(one_line)?;
+        println!("guard: off (answers never expire; `herald xdp run` keeps a guard)");
+    }
     if !matches!(serving, Serving::Own { .. }) {
         return Ok(());
     }

@@ -54,6 +54,7 @@ pub(super) fn render_text(s: &Snapshot) -> String {
     let mut out = format!("pin dir: {}\n", s.pin_dir.display());
     out += &match s.guard {
         GuardState::Off => "guard: off (answers never expire)\n".to_string(),
+        GuardState::Closed => "guard: closed (never armed): not answering\n".to_string(),
         GuardState::Fresh { age_ms, timeout_ms } => {
             format!("guard: fresh (heartbeat {age_ms} ms ago, timeout {timeout_ms} ms)\n")
         }

@@ -122,11 +122,17 @@ impl Rig {
 
     /// One pass with `live` speakers (this node and node-b by default) at `now`.
     fn pass(&mut self, view: &ClusterView, live: &[&str], now: Duration) -> Vec<Op> {
-        let live: BTreeSet<String> = live.iter().map(std::string::ToString::to_string).collect();
+        self.pass_said(view, live, now).1
+    }
+
+    /// One pass, with what it said it did.
+    fn pass_said(&mut self, view: &ClusterView, live: &[&str], now: Duration) -> (Pass, Vec<Op>) {
+        let live: BTreeSet<String> = live.iter().map(ToString::to_string).collect();
         let eligible = self.announcer.eligible().clone();
-        self.reconciler
-            .reconcile(view, Some(&live), &eligible, &mut self.announcer, now);
-        self.plane.take_ops()
+        let pass =
+            self.reconciler
+                .reconcile(view, Some(&live), &eligible, &mut self.announcer, now);
+        (pass, self.plane.take_ops())
     }
 
     fn writes(&mut self) -> Vec<Write> {
@@ -299,8 +305,13 @@ fn an_invalid_configuration_keeps_the_last_good_one_serving() {
     let mut other = pool("198.51.100.0/25");
     other.metadata.name = Some("other".into());
     bad.pools.push(other);
-    let ops = rig.pass(&bad, &[NODE], Duration::from_secs(1));
+    let (pass, ops) = rig.pass_said(&bad, &[NODE], Duration::from_secs(1));
     assert_eq!(ops, vec![], "nothing withdrawn while the config is invalid");
+    assert_eq!(
+        pass,
+        Pass::Applied,
+        "the last good configuration still serves"
+    );
     let writes = rig.writes();
     assert!(
         matches!(writes.first(), Some(Write::ConfigState(Some(errors), _)) if errors.contains("overlap")),
@@ -322,7 +333,10 @@ fn without_any_valid_configuration_nothing_is_announced() {
     let mut other = pool("198.51.100.0/25");
     other.metadata.name = Some("other".into());
     bad.pools.push(other);
-    assert_eq!(rig.pass(&bad, &[NODE], Duration::ZERO), vec![]);
+    assert_eq!(
+        rig.pass_said(&bad, &[NODE], Duration::ZERO),
+        (Pass::NoConfig, vec![])
+    );
     let writes = rig.writes();
     assert_eq!(writes.len(), 1, "only ConfigurationState: {writes:?}");
 }
