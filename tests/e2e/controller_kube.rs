@@ -835,7 +835,22 @@ async fn invalid_pool_is_rejected_and_last_good_config_serves_scenario() {
             .metrics()
             .contains("metallb_k8s_client_config_stale_bool 0")
     );
-    cluster.cleanup(ns, &["good", "bad"]);
+
+    // Every integer the API server accepts decodes: a priority past 2^31 (a Go `int` in
+    // MetalLB) neither stops the pool watch nor keeps a restarted controller from serving,
+    // and it is honoured (a positive priority is tried before the unset one).
+    cluster.apply(&pool_yaml(
+        "huge",
+        &["198.51.100.80-198.51.100.81"],
+        "  serviceAllocation:\n    priority: 2147483648\n",
+    ));
+    let mut herald = herald;
+    herald.stop();
+    let herald = Herald::start(cluster.plane, "invalid-2", &[]);
+    wait_ready(&herald).await;
+    cluster.apply(&service_yaml(ns, "after-huge", 80, &[], ""));
+    wait_ingress(&cluster, &herald, ns, "after-huge", &["198.51.100.80"]).await;
+    cluster.cleanup(ns, &["good", "bad", "huge"]);
 }
 
 /// The Lease holder, as the API server sees it.

@@ -488,7 +488,7 @@ fn requested_ip_change_reallocates_silently() {
 
 fn with_allocation(
     name: &str,
-    priority: i32,
+    priority: i64,
     namespaces: &[&str],
     selectors: Vec<Selector>,
     cidr: &'static str,

@@ -109,7 +109,7 @@ pub struct L2AdvertisementStatus {}
 pub struct BGPAdvertisementSpec {
     /// Prefix length the IPv4 /32s are rolled up into (default 32).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1), extend("default" = 32))]
+    #[schemars(range(min = 1, max = 2_147_483_647), extend("default" = 32))]
     pub aggregation_length: Option<i32>,
     /// Prefix length the IPv6 /128s are rolled up into (default 128).
     #[serde(
@@ -117,11 +117,12 @@ pub struct BGPAdvertisementSpec {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(extend("default" = 128))]
+    #[schemars(range(min = -2_147_483_648, max = 2_147_483_647), extend("default" = 128))]
     pub aggregation_length_v6: Option<i32>,
     /// BGP LOCAL_PREF (sent to iBGP peers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<i32>")] // MetalLB's schema says int32 for this uint32
+    // MetalLB's schema says int32 for this uint32; bounded to what it decodes into.
+    #[schemars(with = "Option<i32>", range(min = 0, max = 4_294_967_295_u32))]
     pub local_pref: Option<u32>,
     /// `A:B`, `large:A:B:C` or the name of a Community alias.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

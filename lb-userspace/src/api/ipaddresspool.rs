@@ -53,9 +53,11 @@ pub struct IPAddressPoolSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ServiceAllocation {
     /// Lower values are tried first; 0 (unset) sorts after every positive priority.
-    #[serde(default, skip_serializing_if = "is_zero_i32")]
-    #[schemars(schema_with = "plain_integer")] // Go `int`: no format in MetalLB's schema
-    pub priority: i32,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    // Go `int` (64 bits): no format and no bounds in MetalLB's schema, and every value the API
+    // server stores for it decodes here.
+    #[schemars(schema_with = "plain_integer")]
+    pub priority: i64,
     /// Namespaces whose services may use the pool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
@@ -71,7 +73,7 @@ fn plain_integer(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({ "type": "integer" })
 }
 
-fn is_zero_i32(v: &i32) -> bool {
+fn is_zero_i64(v: &i64) -> bool {
     *v == 0
 }
 

@@ -392,3 +392,88 @@ fn status_subresources_and_print_columns() {
         ["Address", "ASN", "BFD Profile", "Multi Hops"]
     );
 }
+
+/// Every integer the API server accepts decodes into its Rust field: each integer property is
+/// bounded to its type, or is a Go `int` decoded into `i64` (the API server's own range).
+#[test]
+fn every_integer_is_bounded_to_the_type_it_decodes_into() {
+    // Decoded into `i64`: the API server stores nothing larger.
+    const INT64: &[&str] = &[
+        "metallb.io_configurationstates/status.conditions[].observedGeneration",
+        "metallb.io_ipaddresspools/spec.serviceAllocation.priority",
+        "metallb.io_ipaddresspools/status.assignedIPv4",
+        "metallb.io_ipaddresspools/status.assignedIPv6",
+        "metallb.io_ipaddresspools/status.availableIPv4",
+        "metallb.io_ipaddresspools/status.availableIPv6",
+    ];
+    fn walk(file: &str, path: &str, node: &Value, out: &mut Vec<String>) {
+        if node["type"] == "integer" {
+            let bounded = node.get("minimum").is_some() && node.get("maximum").is_some();
+            let key = format!("{file}/{path}");
+            if !bounded && !INT64.contains(&key.as_str()) {
+                out.push(key);
+            }
+        }
+        if let Some(props) = node["properties"].as_object() {
+            for (name, child) in props {
+                let next = if path.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{path}.{name}")
+                };
+                walk(file, &next, child, out);
+            }
+        }
+        if node["items"].is_object() {
+            walk(file, &format!("{path}[]"), &node["items"], out);
+        }
+        if node["additionalProperties"].is_object() {
+            walk(
+                file,
+                &format!("{path}{{}}"),
+                &node["additionalProperties"],
+                out,
+            );
+        }
+    }
+    let mut unbounded = Vec::new();
+    for (file, crd) in crds() {
+        for v in &crd.spec.versions {
+            let schema = serde_json::to_value(
+                v.schema
+                    .as_ref()
+                    .and_then(|s| s.open_api_v3_schema.as_ref()),
+            )
+            .expect("schema serializes");
+            walk(file.trim_end_matches(".yaml"), "", &schema, &mut unbounded);
+        }
+    }
+    unbounded.sort();
+    unbounded.dedup();
+    assert_eq!(unbounded, Vec::<String>::new());
+}
+
+/// The extremes the API server accepts for a bounded field decode; the next value out is
+/// refused by the schema, so no stored object fails to decode.
+#[test]
+fn extreme_integers_decode() {
+    let pool: IPAddressPool = serde_json::from_value(json!({
+        "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": "p"},
+        "spec": {"addresses": ["198.51.100.0/24"],
+                 "serviceAllocation": {"priority": 2_147_483_648_i64}}
+    }))
+    .expect("a priority past i32 decodes");
+    assert_eq!(
+        pool.spec.service_allocation.map(|s| s.priority),
+        Some(2_147_483_648)
+    );
+    let ad: BGPAdvertisement = serde_json::from_value(json!({
+        "apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement",
+        "metadata": {"name": "a"},
+        "spec": {"localPref": 4_294_967_295_u32, "aggregationLength": 2_147_483_647,
+                 "aggregationLengthV6": -2_147_483_648}
+    }))
+    .expect("the schema's extremes decode");
+    assert_eq!(ad.spec.local_pref, Some(u32::MAX));
+}

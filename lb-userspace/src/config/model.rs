@@ -33,7 +33,7 @@ impl Pool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceAllocation {
     /// `priority`; 0 (unset) sorts after every positive priority.
-    pub priority: i32,
+    pub priority: i64,
     /// `namespaces` ∪ namespaces matched by `namespaceSelectors`. Empty means any namespace
     /// (MetalLB's quirk: selectors matching nothing also leave it empty).
     pub namespaces: BTreeSet<String>,

@@ -92,6 +92,16 @@ pub async fn run(
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
     let caches = cluster.watch(tx);
+    // Campaign only with every cache listed: a leader that cannot see the cluster must not
+    // hold the Lease (another replica that can would wait for nothing). Not ready until then.
+    let mut stop = shutdown.clone();
+    tokio::select! {
+        () = caches.wait_synced() => {}
+        _ = stop.wait_for(|stop| *stop) => return,
+    }
+    health
+        .synced
+        .store(true, std::sync::atomic::Ordering::Relaxed);
 
     let (leading_tx, leading_rx) = watch::channel(false);
     let election = cluster.elect(

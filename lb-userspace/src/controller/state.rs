@@ -43,12 +43,7 @@ pub(crate) async fn drive(
     mut leading: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // Readiness: every cache has listed once.
-    tokio::select! {
-        () = ctx.caches.wait_synced() => {}
-        _ = shutdown.wait_for(|stop| *stop) => return,
-    }
-    ctx.health.synced.store(true, Ordering::Relaxed);
+    // `run` starts this once every cache has listed.
     loop {
         ctx.health.leader.store(false, Ordering::Relaxed);
         ctx.health.serving.store(true, Ordering::Relaxed);
