@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use hyper::StatusCode;
 
 use super::LogLevel;
 use crate::config::BgpMode;
@@ -112,14 +111,7 @@ async fn serve(args: ControllerArgs) -> Result<()> {
         let metrics = metrics.clone();
         let addr = http::serve(
             SocketAddr::new(args.bind_address, args.port),
-            Arc::new(move |path: &str| match path {
-                "/metrics" => (
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    metrics.encode(),
-                ),
-                _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-            }),
+            http::endpoints(Some(Arc::new(move || metrics.encode())), None),
         )
         .await
         .with_context(|| format!("listening for metrics on port {}", args.port))?;
@@ -129,16 +121,7 @@ async fn serve(args: ControllerArgs) -> Result<()> {
         let health = health.clone();
         let addr = http::serve(
             SocketAddr::new(args.bind_address, args.health_probe_port),
-            Arc::new(move |path: &str| match path {
-                "/healthz" | "/livez" => (StatusCode::OK, "text/plain", "ok\n".into()),
-                "/readyz" if health.ready() => (StatusCode::OK, "text/plain", "ok\n".into()),
-                "/readyz" => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "not ready\n".into(),
-                ),
-                _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-            }),
+            http::endpoints(None, Some(Arc::new(move || health.ready()))),
         )
         .await
         .with_context(|| {
