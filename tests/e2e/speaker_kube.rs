@@ -197,7 +197,7 @@ async fn single_node() {
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE}\n  labels:\n    herald-test: \"true\"\n"
     ));
     cluster.apply(&format!(
-        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: {POOL}\n  namespace: metallb-system\nspec:\n  addresses: [198.51.100.64/27, 2001:db8:0:2::/64]\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata:\n  name: {POOL}\n  namespace: metallb-system\nspec:\n  ipAddressPools: [{POOL}]\n"
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: {POOL}\n  namespace: metallb-system\nspec:\n  addresses: [198.51.100.64/27, 2001:db8:0:2::/64]\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata:\n  name: {POOL}\n  namespace: metallb-system\nspec:\n  ipAddressPools: [{POOL}]\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata:\n  name: {POOL}-no-spec\n  namespace: metallb-system\n"
     ));
     cluster.apply(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: memberlist\n  namespace: metallb-system\nstringData:\n  secretkey: e2e-secret-e2e-secret0\n",
@@ -526,10 +526,19 @@ async fn single_node() {
 
     // Clean up what other tests must not see.
     let overlap = format!("{POOL}-overlap");
+    let no_spec = format!("{POOL}-no-spec");
     for args in [
         vec!["delete", "service", "web", "-n", ns, "--wait=true"],
         vec!["delete", "endpointslice", "web-1", "-n", ns],
         vec!["delete", "l2advertisement", POOL, "-n", "metallb-system"],
+        vec![
+            "delete",
+            "l2advertisement",
+            &no_spec,
+            "-n",
+            "metallb-system",
+            "--ignore-not-found",
+        ],
         vec!["delete", "ipaddresspool", POOL, "-n", "metallb-system"],
         vec![
             "delete",

@@ -299,6 +299,7 @@ impl<'a> Leader<'a> {
             &c.pools(),
             &c.communities(),
             &c.namespaces(),
+            &c.rejected(),
             self.ctx.settings.bgp_mode,
         );
         let metrics = &self.ctx.metrics;

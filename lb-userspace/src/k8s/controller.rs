@@ -12,6 +12,8 @@ use std::sync::Arc;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::checked::{self, Rejected};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::Value;
@@ -120,14 +122,17 @@ impl Cluster {
             (),
             config_trigger(triggers.clone()),
         );
-        let pools = super::spawn_reflector(
-            Api::<IPAddressPool>::namespaced(self.client.clone(), &self.namespace),
-            (),
+        let rejected = Rejected::default();
+        let pools = checked::spawn(
+            checked::api::<IPAddressPool>(&self.client, Some(&self.namespace)),
+            watcher::Config::default(),
+            rejected.clone(),
             config_trigger(triggers.clone()),
         );
-        let communities = super::spawn_reflector(
-            Api::<Community>::namespaced(self.client.clone(), &self.namespace),
-            (),
+        let communities = checked::spawn(
+            checked::api::<Community>(&self.client, Some(&self.namespace)),
+            watcher::Config::default(),
+            rejected.clone(),
             config_trigger(triggers),
         );
         Caches {
@@ -135,6 +140,7 @@ impl Cluster {
             namespaces,
             pools,
             communities,
+            rejected,
         }
     }
 
@@ -244,6 +250,8 @@ pub struct Caches {
     namespaces: Store<Namespace>,
     pools: Store<IPAddressPool>,
     communities: Store<Community>,
+    /// Configuration objects that could not be read.
+    rejected: Rejected,
 }
 
 impl Caches {
@@ -277,6 +285,11 @@ impl Caches {
 
     pub fn communities(&self) -> Vec<Arc<Community>> {
         self.communities.state()
+    }
+
+    /// Configuration objects that could not be read, one line each.
+    pub fn rejected(&self) -> Vec<String> {
+        self.rejected.lines()
     }
 }
 

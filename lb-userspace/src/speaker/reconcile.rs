@@ -108,25 +108,25 @@ impl Reconciler {
             nodes: view.nodes.clone(),
             ..Snapshot::default()
         };
-        let verdict = match config::build(&snapshot) {
-            Ok(config) => {
+        // Objects that could not be read make the configuration invalid: what is missing from
+        // the caches must not silently shrink it. The last valid one keeps serving.
+        let verdict = match (config::build(&snapshot), view.rejected.is_empty()) {
+            (Ok(config), true) => {
                 self.config = Some(config);
                 self.metrics.config_loaded.set(1);
                 self.metrics.config_stale.set(0);
                 None
             }
-            Err(errors) => {
+            (built, _) => {
                 self.metrics.config_stale.set(1);
-                for e in &errors {
+                let mut lines = view.rejected.clone();
+                if let Err(errors) = built {
+                    lines.extend(errors.iter().map(ToString::to_string));
+                }
+                for e in &lines {
                     tracing::error!(error = %e, "configuration rejected; keeping the last good one");
                 }
-                Some(
-                    errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                )
+                Some(lines.join("\n"))
             }
         };
         if self.verdict.as_ref() != Some(&verdict) {

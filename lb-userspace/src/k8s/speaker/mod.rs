@@ -20,6 +20,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use super::checked::{self, Rejected};
 use crate::api::{self, L2ServiceStatus, ServiceL2Status};
 
 /// The component name on the speaker's Events (MetalLB's).
@@ -42,6 +43,8 @@ pub struct ClusterView {
     pub endpoint_slices: Vec<EndpointSlice>,
     /// This node's speaker Pod (owner of what the speaker writes), when listed.
     pub own_pod: Option<Pod>,
+    /// Configuration objects that could not be read, one line each.
+    pub rejected: Vec<String>,
 }
 
 /// One of this node's ServiceL2Status objects as listed.
@@ -76,9 +79,30 @@ pub struct Watches {
     pods: Option<Store<Pod>>,
     secrets: Option<Store<Secret>>,
     l2_statuses: Store<ServiceL2Status>,
+    /// Configuration objects that could not be read.
+    rejected: Rejected,
     /// This node's name (whose speaker Pod and ServiceL2Status objects are watched).
     node: String,
     pub changed: Arc<Notify>,
+}
+
+/// A checked watch (one object decoded at a time) of a configuration kind in `ns`.
+fn checked_spawn<K>(
+    client: &Client,
+    ns: &str,
+    rejected: &Rejected,
+    changed: &Arc<Notify>,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let changed = changed.clone();
+    checked::spawn(
+        checked::api::<K>(client, Some(ns)),
+        watcher::Config::default(),
+        rejected.clone(),
+        move |_| changed.notify_one(),
+    )
 }
 
 fn spawn<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>) -> Store<K>
@@ -106,6 +130,7 @@ impl Watches {
     /// Starts every watch on its own task.
     pub fn start(client: &Client, options: &WatchOptions) -> Watches {
         let changed = Arc::new(Notify::new());
+        let rejected = Rejected::default();
         let ns = options.namespace.as_str();
         let all = watcher::Config::default;
         Watches {
@@ -113,8 +138,8 @@ impl Watches {
             endpoint_slices: spawn(Api::all(client.clone()), all(), changed.clone()),
             nodes: spawn(Api::all(client.clone()), all(), changed.clone()),
             namespaces: spawn(Api::all(client.clone()), all(), changed.clone()),
-            pools: spawn(Api::namespaced(client.clone(), ns), all(), changed.clone()),
-            l2_advertisements: spawn(Api::namespaced(client.clone(), ns), all(), changed.clone()),
+            pools: checked_spawn(client, ns, &rejected, &changed),
+            l2_advertisements: checked_spawn(client, ns, &rejected, &changed),
             pods: options.ml_labels.as_ref().map(|labels| {
                 spawn(
                     Api::namespaced(client.clone(), ns),
@@ -135,6 +160,7 @@ impl Watches {
                 changed.clone(),
             ),
             node: options.node.clone(),
+            rejected,
             changed,
         }
     }
@@ -232,6 +258,7 @@ impl Watches {
             services: cloned(&self.services),
             endpoint_slices: cloned(&self.endpoint_slices),
             own_pod: self.own_pod_of_view(),
+            rejected: self.rejected.lines(),
         }
     }
 

@@ -327,6 +327,25 @@ fn an_invalid_configuration_keeps_the_last_good_one_serving() {
 }
 
 #[test]
+fn an_unreadable_object_keeps_the_last_good_configuration_and_is_reported() {
+    let mut rig = Rig::new();
+    let good = view(&[("web", "198.51.100.10")]);
+    rig.pass(&good, &[NODE], Duration::ZERO);
+    rig.writes();
+    let mut unread = good.clone();
+    unread.rejected = vec!["IPAddressPool \"metallb-system/x\": cannot be read: bad".into()];
+    // The pool it may have been is gone from the caches, yet nothing is withdrawn.
+    unread.pools.clear();
+    let (pass, ops) = rig.pass_said(&unread, &[NODE], Duration::from_secs(1));
+    assert_eq!((pass, ops), (Pass::Applied, vec![]));
+    let writes = rig.writes();
+    assert!(
+        matches!(writes.first(), Some(Write::ConfigState(Some(e), _)) if e.contains("cannot be read")),
+        "{writes:?}"
+    );
+}
+
+#[test]
 fn without_any_valid_configuration_nothing_is_announced() {
     let mut rig = Rig::new();
     let mut bad = view(&[("web", "198.51.100.10")]);
