@@ -884,6 +884,92 @@ fn api_writes(herald: &Herald) -> u64 {
         .unwrap_or(0)
 }
 
+/// A leader frozen past its lease (SIGSTOP: a stalled VM, a hung renewal) writes nothing once it
+/// thaws, even before its election notices that another replica leads: every leader-only write
+/// checks the lease's deadline on this replica's own clock when it is sent.
+async fn frozen_leader_writes_nothing_after_thaw_scenario() {
+    let cluster = Cluster::reset().await;
+    let ns = "t-frozen";
+    cluster.apply(&namespace_yaml(ns));
+    cluster.apply(&pool_yaml("frozen", &["198.51.100.120-198.51.100.129"], ""));
+    let lease = ["--lease-duration=6"];
+    let mut a = Herald::start(cluster.plane, "frozen-a", &lease);
+    let mut b = Herald::start(cluster.plane, "frozen-b", &lease);
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let holder = wait_for(
+        "a lease holder",
+        || async { Some(lease_holder(&cluster)).filter(|h| h == "frozen-a" || h == "frozen-b") },
+        String::new,
+    )
+    .await;
+    cluster.apply(&service_yaml(ns, "one", 80, &[], ""));
+    wait_ingress(&cluster, &a, ns, "one", &["198.51.100.120"]).await;
+    let (leader, follower) = if holder == "frozen-a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    // Its writes settle (pool status follows the Service writes on a timer) before counting.
+    let mut written = api_writes(leader);
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = api_writes(leader);
+        if now == written {
+            break;
+        }
+        written = now;
+    }
+
+    // Freeze the leader; the other takes over once the lease runs out, and serves.
+    leader.signal(libc::SIGSTOP);
+    let follower_name = follower.name.clone();
+    wait_for(
+        "the other replica leads",
+        || async { (lease_holder(&cluster) == follower_name).then_some(()) },
+        String::new,
+    )
+    .await;
+    cluster.apply(&service_yaml(ns, "two", 80, &[], ""));
+    wait_ingress(&cluster, follower, ns, "two", &["198.51.100.121"]).await;
+
+    // Freeze the new leader too, and take the address away from "two": whoever writes now
+    // writes as leader. Then thaw the old one, which still believes it leads.
+    follower.signal(libc::SIGSTOP);
+    cluster.kubectl(&[
+        "patch",
+        "service",
+        "two",
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        "{\"status\":{\"loadBalancer\":{\"ingress\":null}}}",
+    ]);
+    leader.signal(libc::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = api_writes(leader);
+    let ingress = cluster.ingress(ns, "two").await;
+    follower.signal(libc::SIGCONT);
+    assert_eq!(
+        after,
+        written,
+        "the thawed old leader wrote; \"two\" now holds {ingress:?}\n{}",
+        tail(&leader.log_text())
+    );
+    assert_eq!(
+        ingress,
+        Vec::<String>::new(),
+        "nobody wrote while frozen or stale"
+    );
+
+    // The real leader, thawed, serves it again.
+    let follower_ref: &Herald = follower;
+    wait_ingress(&cluster, follower_ref, ns, "two", &["198.51.100.121"]).await;
+    cluster.cleanup(ns, &["frozen"]);
+}
+
 async fn two_replicas_one_leader_writes_and_fails_over_scenario() {
     let cluster = Cluster::reset().await;
     let ns = "t-replicas";
@@ -1022,6 +1108,11 @@ fn restart_keeps_every_address() {
 #[test]
 fn invalid_pool_is_rejected_and_last_good_config_serves() {
     run_serial(invalid_pool_is_rejected_and_last_good_config_serves_scenario());
+}
+
+#[test]
+fn frozen_leader_writes_nothing_after_thaw() {
+    run_serial(frozen_leader_writes_nothing_after_thaw_scenario());
 }
 
 #[test]

@@ -180,7 +180,8 @@ pub enum WriteFailed {
 
 pub fn write_failed(kind: ErrorKind) -> WriteFailed {
     match kind {
-        ErrorKind::NotFound => WriteFailed::Gone,
+        // Gone, or no longer ours to write: the next leader decides afresh.
+        ErrorKind::NotFound | ErrorKind::NotLeading => WriteFailed::Gone,
         ErrorKind::Conflict | ErrorKind::Other => WriteFailed::Retry,
     }
 }
@@ -528,6 +529,7 @@ mod tests {
         assert_eq!(write_failed(ErrorKind::NotFound), WriteFailed::Gone);
         assert_eq!(write_failed(ErrorKind::Conflict), WriteFailed::Retry);
         assert_eq!(write_failed(ErrorKind::Other), WriteFailed::Retry);
+        assert_eq!(write_failed(ErrorKind::NotLeading), WriteFailed::Gone);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::events::{CONTROLLER_COMPONENT, EventQueue, EventSink, Severity};
-use super::lease::{LeaseLock, LeaseTimings};
+use super::lease::{Leadership, LeaseLock, LeaseTimings};
 use super::writes::{self, SecretError};
 use super::{ApiError, ClientError, config_state, metallb_api};
 use crate::api::{Community, ConfigurationStateStatus, IPAddressPool};
@@ -81,6 +81,8 @@ pub struct Cluster {
     /// This replica's name in the Lease and on Events.
     identity: String,
     events: EventSink,
+    /// Until when this replica may write as leader (set by the election task).
+    leadership: Leadership,
 }
 
 impl Cluster {
@@ -103,6 +105,7 @@ impl Cluster {
             events: EventSink::new(client.clone(), CONTROLLER_COMPONENT, identity),
             namespace: namespace.to_string(),
             identity: identity.to_string(),
+            leadership: Leadership::default(),
             client,
         }
     }
@@ -160,7 +163,21 @@ impl Cluster {
             &self.identity,
             timings,
         );
-        tokio::spawn(super::lease::run(lock, leading, shutdown))
+        tokio::spawn(super::lease::run(
+            lock,
+            leading,
+            self.leadership.clone(),
+            shutdown,
+        ))
+    }
+
+    /// Leader-only writes go out only while the lease is ours by our own clock.
+    fn still_leading(&self) -> Result<(), ApiError> {
+        if self.leadership.holds() {
+            Ok(())
+        } else {
+            Err(ApiError::NotLeading)
+        }
     }
 
     /// Starts the background queue of Events about Services (see [`EventQueue::start`]).
@@ -194,6 +211,7 @@ impl Cluster {
         service: &ServiceRef,
         patch: &Value,
     ) -> Result<Service, ApiError> {
+        self.still_leading()?;
         let namespace = service.namespace.as_deref().unwrap_or_default();
         let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
         Ok(writes::service_status_patch(&api, &service.name, patch).await?)
@@ -201,6 +219,7 @@ impl Cluster {
 
     /// Merges `status` (see `controller::plan::pool_status`) into IPAddressPool `pool`'s status.
     pub async fn write_pool_status(&self, pool: &str, status: Value) -> Result<(), ApiError> {
+        self.still_leading()?;
         let api = metallb_api(
             &self.client,
             &self.namespace,
@@ -227,6 +246,7 @@ impl Cluster {
         &self,
         status: ConfigurationStateStatus,
     ) -> Result<(), ApiError> {
+        self.still_leading()?;
         let labels = BTreeMap::from([(
             config_state::LABEL_COMPONENT_TYPE.to_string(),
             "controller".to_string(),

@@ -5,6 +5,7 @@
 //! matter); a holder that cannot renew within `renew_deadline` steps down. Updates carry the
 //! resourceVersion they read, so two candidates can never both win one round.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -35,6 +36,30 @@ impl LeaseTimings {
                 .mul_f64(2.0 / 15.0)
                 .max(Duration::from_millis(100)),
         }
+    }
+}
+
+/// Until when this replica may act as leader: its last successful renewal plus the renew
+/// deadline. Writes check it at the moment they are sent, so a leader that was frozen (SIGSTOP,
+/// a stalled VM) or whose renewals hang writes nothing once another replica may have taken over,
+/// even before its election loop notices.
+#[derive(Clone, Debug, Default)]
+pub struct Leadership(Arc<Mutex<Option<Instant>>>);
+
+impl Leadership {
+    fn deadline(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether this replica may write as leader now.
+    pub fn holds(&self) -> bool {
+        self.deadline().is_some_and(|until| Instant::now() < until)
+    }
+
+    fn set(&self, until: Option<Instant>) {
+        *self.deadline() = until;
     }
 }
 
@@ -130,6 +155,11 @@ impl LeaseLock {
             .is_some_and(|at| at.elapsed() < self.timings.renew_deadline)
     }
 
+    /// Until when this candidate may act as leader (`None`: it does not lead).
+    fn leading_until(&self) -> Option<Instant> {
+        self.renewed_at.map(|at| at + self.timings.renew_deadline)
+    }
+
     /// Gives the lease up (on shutdown), so a successor need not wait for it to expire.
     pub async fn release(&mut self) -> Result<(), kube::Error> {
         if self.renewed_at.take().is_none() {
@@ -179,23 +209,41 @@ impl LeaseLock {
     }
 }
 
-/// Runs the election until `shutdown` fires, publishing whether we lead on `leading`. On
-/// shutdown a held lease is released.
+/// Runs the election until `shutdown` fires, publishing whether we lead on `leading` and until
+/// when on `leadership`. Every round has a deadline (the renew deadline): a request hung on a
+/// half-open connection counts as a failed renewal. On shutdown a held lease is released.
 pub async fn run(
     mut lock: LeaseLock,
     leading: watch::Sender<bool>,
+    leadership: Leadership,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let period = lock.timings.retry_period;
+    let round_limit = lock.timings.renew_deadline;
     loop {
-        let is_leader = match lock.try_acquire_or_renew().await {
-            Ok(held) => held,
-            Err(error) => {
+        let round = tokio::time::timeout(round_limit, lock.try_acquire_or_renew()).await;
+        let is_leader = match round {
+            Ok(Ok(held)) => held,
+            Ok(Err(error)) => {
                 let keep = lock.still_leading();
                 tracing::warn!(%error, still_leading = keep, "lease renewal failed");
                 keep
             }
+            Err(_) => {
+                let keep = lock.still_leading();
+                tracing::warn!(
+                    timeout_ms = round_limit.as_millis() as u64,
+                    still_leading = keep,
+                    "lease renewal timed out"
+                );
+                keep
+            }
         };
+        leadership.set(if is_leader {
+            lock.leading_until()
+        } else {
+            None
+        });
         if *leading.borrow() != is_leader {
             tracing::info!(
                 identity = lock.identity(),
@@ -210,7 +258,29 @@ pub async fn run(
         }
     }
     leading.send_replace(false);
+    leadership.set(None);
     if let Err(error) = lock.release().await {
         tracing::warn!(%error, "releasing the lease failed; the next leader waits for it to expire");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leadership_holds_only_until_its_deadline() {
+        let leadership = Leadership::default();
+        assert!(!leadership.holds(), "nobody leads at first");
+        leadership.set(Some(Instant::now() + Duration::from_secs(60)));
+        assert!(leadership.holds());
+        let clone = leadership.clone();
+        clone.set(Instant::now().checked_sub(Duration::from_millis(1)));
+        assert!(
+            !leadership.holds(),
+            "a deadline passed (a frozen leader) holds nothing"
+        );
+        leadership.set(None);
+        assert!(!clone.holds());
     }
 }

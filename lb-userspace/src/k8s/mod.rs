@@ -142,8 +142,14 @@ where
 /// A failed API call, as code outside `k8s` sees it: displayed as kube's error, classified by
 /// [`ApiError::kind`].
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct ApiError(#[from] kube::Error);
+pub enum ApiError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    /// A leader-only write refused because this replica's leadership has run out (its last
+    /// renewal is older than the renew deadline): another replica may lead by now.
+    #[error("not written: this replica no longer holds the lease")]
+    NotLeading,
+}
 
 /// What a failed API call means to its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,11 +160,16 @@ pub enum ErrorKind {
     Conflict,
     /// Anything else: the API server refused or could not be reached.
     Other,
+    /// Not sent: this replica no longer leads.
+    NotLeading,
 }
 
 impl ApiError {
     pub fn kind(&self) -> ErrorKind {
-        match status_code(&self.0) {
+        let ApiError::Api(error) = self else {
+            return ErrorKind::NotLeading;
+        };
+        match status_code(error) {
             Some(404) => ErrorKind::NotFound,
             Some(409) => ErrorKind::Conflict,
             _ => ErrorKind::Other,
@@ -188,7 +199,7 @@ mod tests {
     use super::*;
 
     fn api_error(code: u16) -> ApiError {
-        ApiError(kube::Error::Api(Box::new(
+        ApiError::Api(kube::Error::Api(Box::new(
             kube::core::Status::failure("refused", "Reason").with_code(code),
         )))
     }
@@ -198,8 +209,9 @@ mod tests {
         assert_eq!(api_error(404).kind(), ErrorKind::NotFound);
         assert_eq!(api_error(409).kind(), ErrorKind::Conflict);
         assert_eq!(api_error(500).kind(), ErrorKind::Other);
+        assert_eq!(ApiError::NotLeading.kind(), ErrorKind::NotLeading);
         assert_eq!(api_error(403).kind(), ErrorKind::Other);
-        let transport = ApiError(kube::Error::LinesCodecMaxLineLengthExceeded);
+        let transport = ApiError::Api(kube::Error::LinesCodecMaxLineLengthExceeded);
         assert_eq!(transport.kind(), ErrorKind::Other);
     }
 

@@ -89,6 +89,19 @@ impl Herald {
         }
     }
 
+    /// Sends `signal` (SIGSTOP freezes, SIGCONT thaws).
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            let pid = i32::try_from(child.id()).expect("pid");
+            // SAFETY: kill(2) on our own child.
+            assert_eq!(
+                unsafe { libc::kill(pid, signal) },
+                0,
+                "kill({pid}, {signal})"
+            );
+        }
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         self.child
