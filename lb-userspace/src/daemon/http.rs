@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -11,24 +12,45 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// Answers one path: (status, content type, body).
 pub type Handler = Arc<dyn Fn(&str) -> (StatusCode, &'static str, String) + Send + Sync>;
 
-/// Binds `addr` now (so a taken port fails at start) and serves `handler` on a task.
+/// Connections served at once; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 128;
+/// A client must send its whole request head within this long.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer than this, whatever it does.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// Pause after a failed accept (out of file descriptors, say), so it cannot spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Binds `addr` now (so a taken port fails at start) and serves `handler` on a task. One
+/// request per connection, at most [`MAX_CONNECTIONS`] at once, each closed when its request
+/// head takes longer than [`HEADER_TIMEOUT`] or the connection outlives
+/// [`CONNECTION_LIFETIME`]: idle or slow clients cannot hold the endpoints (the probes among
+/// them) hostage.
 pub async fn serve(addr: SocketAddr, handler: Handler) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(conn) => conn,
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // Closed at once: the client sees a reset, not a hang.
+                drop(stream);
+                continue;
             };
             let handler = handler.clone();
             tokio::spawn(async move {
@@ -44,12 +66,19 @@ pub async fn serve(addr: SocketAddr, handler: Handler) -> std::io::Result<Socket
                         )
                     }
                 });
-                if let Err(error) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(%error, "http connection ended with an error");
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service);
+                match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "http connection ended with an error");
+                    }
+                    Err(_) => tracing::debug!("http connection outlived its lifetime; closed"),
+                    Ok(Ok(())) => {}
                 }
+                drop(slot);
             });
         }
     });
