@@ -199,11 +199,16 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
                 // Coalesce a burst of watch events into one pass.
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 if let (Some(settings), Some(g)) = (&options.gossip, &gossip) {
-                    let key = gossip_key(settings, &watches);
-                    if key != current_key {
-                        tracing::info!(authenticated = key.is_some(), "memberlist secret changed");
-                        g.gossip.set_key(GossipKey::new(key.as_deref()));
-                        current_key = key;
+                    match next_key(current_key.as_deref(), gossip_key(settings, &watches)) {
+                        KeyChange::Same => {}
+                        KeyChange::KeptAfterRemoval => tracing::warn!(
+                            "the memberlist secret is gone: keeping the last key (gossip stays authenticated)"
+                        ),
+                        KeyChange::New(key) => {
+                            tracing::info!("memberlist secret changed");
+                            g.gossip.set_key(GossipKey::new(Some(&key)));
+                            current_key = Some(key);
+                        }
                     }
                 }
                 dirty = true;
@@ -339,6 +344,25 @@ async fn start_gossip(
     })
 }
 
+/// What a look at the memberlist secret changes.
+#[derive(Debug, PartialEq, Eq)]
+enum KeyChange {
+    Same,
+    /// The secret is gone (deleted, or unreadable): authentication is never switched off by
+    /// that; the last key stays until a new one arrives.
+    KeptAfterRemoval,
+    New(Vec<u8>),
+}
+
+fn next_key(current: Option<&[u8]>, seen: Option<Vec<u8>>) -> KeyChange {
+    match (current, seen) {
+        (Some(_), None) => KeyChange::KeptAfterRemoval,
+        (None, None) => KeyChange::Same,
+        (Some(current), Some(seen)) if current == seen.as_slice() => KeyChange::Same,
+        (_, Some(seen)) => KeyChange::New(seen),
+    }
+}
+
 fn gossip_key(g: &GossipSettings, watches: &Watches) -> Option<Vec<u8>> {
     match &g.secret_key {
         Some(key) => Some(key.as_bytes().to_vec()),
@@ -376,4 +400,24 @@ fn observe_gossip(metrics: &SpeakerMetrics, health: &Health) {
         health.received.load(Ordering::Relaxed),
     );
     sync(&metrics.gossip_sent, health.sent.load(Ordering::Relaxed));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deleted_secret_never_switches_authentication_off() {
+        assert_eq!(next_key(Some(b"k1"), None), KeyChange::KeptAfterRemoval);
+        assert_eq!(next_key(Some(b"k1"), Some(b"k1".to_vec())), KeyChange::Same);
+        assert_eq!(
+            next_key(Some(b"k1"), Some(b"k2".to_vec())),
+            KeyChange::New(b"k2".to_vec())
+        );
+        assert_eq!(next_key(None, None), KeyChange::Same);
+        assert_eq!(
+            next_key(None, Some(b"k".to_vec())),
+            KeyChange::New(b"k".to_vec())
+        );
+    }
 }
