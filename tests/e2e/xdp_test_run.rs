@@ -348,6 +348,13 @@ fn neighbor_solicitations_are_answered_with_valid_advertisements() {
     assert_na(&na, [0x33, 0x33, 0, 0, 0, 1], ALL_NODES, false);
     assert_eq!(rig.counter(Counter::NaReplies), 3);
     assert_eq!(rig.stats_v6(VIP6), (3, 3));
+
+    // Sent to another solicited-node group (RFC 4861 §7.1.1): passed to the kernel, unanswered.
+    let mut other_group = solicited_node(&VIP6);
+    other_group[15] ^= 0x01;
+    let ns = ns_frame(CLIENT6, other_group, 255, &SOURCE_LL);
+    assert_eq!(rig.run(&ns), (XDP_PASS, ns.clone()));
+    assert_eq!(rig.counter(Counter::NaReplies), 3);
 }
 
 #[test]

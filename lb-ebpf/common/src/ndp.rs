@@ -40,6 +40,8 @@ pub struct Solicitation {
     pub requester_mac: [u8; 6],
     /// Ethernet destination the solicitation was sent to.
     pub eth_dst: [u8; 6],
+    /// IPv6 destination the solicitation was sent to.
+    pub ip_dst: [u8; 16],
 }
 
 impl Solicitation {
@@ -49,11 +51,14 @@ impl Solicitation {
         self.source == [0; 16]
     }
 
-    /// True if sent to a group address (the solicited-node group) or to `mac`: a unicast
-    /// solicitation for another host seen in promiscuous mode is not ours to answer.
+    /// True if sent to a group address (the solicited-node group) or to `mac`, and in IPv6 to
+    /// the target's solicited-node group or to the target itself (RFC 4861 §7.1.1, §7.2.2): a
+    /// unicast solicitation for another host seen in promiscuous mode, or one sent to another
+    /// group or address, is not ours to answer.
     #[inline(always)]
     pub fn addressed_to(&self, mac: &[u8; 6]) -> bool {
-        is_group_mac(&self.eth_dst) || self.eth_dst == *mac
+        (is_group_mac(&self.eth_dst) || self.eth_dst == *mac)
+            && (self.ip_dst == self.target || is_solicited_node_of(&self.ip_dst, &self.target))
     }
 }
 
@@ -106,8 +111,9 @@ pub fn check_ns(win: &NsWindow) -> Result<Solicitation, Skip> {
         source: read(win, IP6_SRC),
         requester_mac: read(win, 6),
         eth_dst: read(win, 0),
+        ip_dst: read(win, IP6_DST),
     };
-    let dst: [u8; 16] = read(win, IP6_DST);
+    let dst = sol.ip_dst;
     let dad = sol.is_dad();
     if sol.target[0] == 0xff
         || (dad && !is_solicited_node(&dst))
@@ -142,6 +148,12 @@ pub fn check_ns(win: &NsWindow) -> Result<Solicitation, Skip> {
 #[inline(always)]
 pub fn is_solicited_node(addr: &[u8; 16]) -> bool {
     addr[..13] == [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff]
+}
+
+/// `addr` is the solicited-node group of `target`: ff02::1:ff followed by its last 24 bits.
+#[inline(always)]
+pub fn is_solicited_node_of(addr: &[u8; 16], target: &[u8; 16]) -> bool {
+    is_solicited_node(addr) && addr[13..] == target[13..]
 }
 
 /// Writes the advertisement answering `sol` from `mac` (§7.2.4): source = the target; to the

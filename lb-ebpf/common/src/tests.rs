@@ -328,6 +328,29 @@ fn unicast_ns_without_options_gets_solicited_na() {
     assert_eq!(run(&elsewhere), (Outcome::NotAddressed, elsewhere.clone()));
 }
 
+/// RFC 4861 §7.1.1/§7.2.2: a solicitation is for the target's solicited-node group or the target
+/// itself; one sent to another group or another address is not answered, even with a group MAC.
+#[test]
+fn ns_to_another_ip_destination_is_not_answered() {
+    let payload = ns_payload(VIP6, &source_ll_option(CLIENT_MAC));
+    let mut other_group = solicited_node(&VIP6);
+    other_group[15] ^= 0x01;
+    let unrelated = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x99, 0x99,
+    ];
+    for dst in [other_group, unrelated, CLIENT6] {
+        let ns = icmpv6_frame(
+            solicited_node_mac(&VIP6),
+            CLIENT6,
+            dst,
+            255,
+            Icmpv6Type::NeighborSolicitation,
+            &payload,
+        );
+        assert_eq!(run(&ns), (Outcome::NotAddressed, ns.clone()), "{dst:02x?}");
+    }
+}
+
 #[test]
 fn dad_ns_gets_unsolicited_na_to_all_nodes() {
     // DAD with a nonce option (RFC 7527), as Linux sends.
