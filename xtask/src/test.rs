@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the README's test command. Installs what the tests need (Debian packages,
 //! the eBPF toolchain through `build-ebpf`), then runs every test: unit, property, BPF_PROG_TEST_RUN
-//! and network-namespace tests, the fuzz target's build, `cargo fmt --check` and clippy.
+//! and network-namespace tests, a short run of every fuzz target, `cargo fmt --check` and clippy.
 
 use anyhow::{Context, Result, bail};
 use std::process::Command;
@@ -100,34 +100,51 @@ fn install_tools() -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-/// Builds the fuzz target (cargo-fuzz needs nightly for sanitizer flags).
+/// Every fuzz target: (crate directory, fuzz directory, targets). Each decoder of untrusted bytes
+/// has one: frames (the packet logic shared by the XDP program), gossip datagrams, configuration
+/// text.
+const FUZZ: &[(&str, &str, &[&str])] = &[
+    ("lb-ebpf/common", "lb-ebpf/common/fuzz", &["respond"]),
+    (
+        "lb-userspace",
+        "lb-userspace/fuzz",
+        &["gossip_datagram", "config_load"],
+    ),
+];
+
+/// Builds the fuzz targets (cargo-fuzz needs nightly for sanitizer flags) and runs each briefly.
 fn fuzz_build(root: &std::path::Path) -> Result<()> {
-    let fuzz_dir = root.join("lb-ebpf/common/fuzz");
-    if !fuzz_dir.join("Cargo.toml").is_file() {
-        return Ok(());
-    }
     if !have("cargo-fuzz") {
         step("cargo install cargo-fuzz");
         sh(Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]))?;
     }
-    step("cargo fuzz build (lb-common packet logic)");
-    sh(Command::new("cargo")
-        .arg(format!("+{NIGHTLY}"))
-        .args(["fuzz", "build", "--fuzz-dir"])
-        .arg(&fuzz_dir)
-        .current_dir(root.join("lb-ebpf/common")))?;
-    // A short run: new inputs go to a scratch corpus under target/, the checked-in seeds stay as they are.
-    let scratch = root.join("target/fuzz-corpus/respond");
-    std::fs::create_dir_all(&scratch)?;
-    step("cargo fuzz run respond (20 s, scratch corpus under target/)");
-    sh(Command::new("cargo")
-        .arg(format!("+{NIGHTLY}"))
-        .args(["fuzz", "run", "respond", "--fuzz-dir"])
-        .arg(&fuzz_dir)
-        .arg(&scratch)
-        .arg(fuzz_dir.join("seeds/respond"))
-        .args(["--", "-max_total_time=20"])
-        .current_dir(root.join("lb-ebpf/common")))
+    for (krate, dir, targets) in FUZZ {
+        let fuzz_dir = root.join(dir);
+        step(&format!("cargo fuzz build ({dir})"));
+        sh(Command::new("cargo")
+            .arg(format!("+{NIGHTLY}"))
+            .args(["fuzz", "build", "--fuzz-dir"])
+            .arg(&fuzz_dir)
+            .current_dir(root.join(krate)))?;
+        for target in *targets {
+            // A short run: new inputs go to a scratch corpus under target/, the checked-in seeds
+            // stay as they are.
+            let scratch = root.join("target/fuzz-corpus").join(target);
+            std::fs::create_dir_all(&scratch)?;
+            step(&format!(
+                "cargo fuzz run {target} (20 s, scratch corpus under target/)"
+            ));
+            sh(Command::new("cargo")
+                .arg(format!("+{NIGHTLY}"))
+                .args(["fuzz", "run", target, "--fuzz-dir"])
+                .arg(&fuzz_dir)
+                .arg(&scratch)
+                .arg(fuzz_dir.join("seeds").join(target))
+                .args(["--", "-max_total_time=20"])
+                .current_dir(root.join(krate)))?;
+        }
+    }
+    Ok(())
 }
 
 fn cargo(root: &std::path::Path, args: &[&str]) -> Result<()> {
