@@ -884,6 +884,25 @@ fn api_writes(herald: &Herald) -> u64 {
         .unwrap_or(0)
 }
 
+/// Two controller replicas `<prefix>-a` and `<prefix>-b` with a lease of `lease_s` seconds,
+/// both ready; returns them and the lease holder's name.
+async fn two_replicas(cluster: &Cluster, prefix: &str, lease_s: u64) -> (Herald, Herald, String) {
+    let lease = [format!("--lease-duration={lease_s}")];
+    let lease: Vec<&str> = lease.iter().map(String::as_str).collect();
+    let names = [format!("{prefix}-a"), format!("{prefix}-b")];
+    let a = Herald::start(cluster.plane, &names[0], &lease);
+    let b = Herald::start(cluster.plane, &names[1], &lease);
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let holder = wait_for(
+        "a lease holder",
+        || async { Some(lease_holder(cluster)).filter(|h| names.contains(h)) },
+        String::new,
+    )
+    .await;
+    (a, b, holder)
+}
+
 /// A leader frozen past its lease (SIGSTOP: a stalled VM, a hung renewal) writes nothing once it
 /// thaws, even before its election notices that another replica leads: every leader-only write
 /// checks the lease's deadline on this replica's own clock when it is sent.
@@ -892,20 +911,10 @@ async fn frozen_leader_writes_nothing_after_thaw_scenario() {
     let ns = "t-frozen";
     cluster.apply(&namespace_yaml(ns));
     cluster.apply(&pool_yaml("frozen", &["198.51.100.120-198.51.100.129"], ""));
-    let lease = ["--lease-duration=6"];
-    let mut a = Herald::start(cluster.plane, "frozen-a", &lease);
-    let mut b = Herald::start(cluster.plane, "frozen-b", &lease);
-    wait_ready(&a).await;
-    wait_ready(&b).await;
-    let holder = wait_for(
-        "a lease holder",
-        || async { Some(lease_holder(&cluster)).filter(|h| h == "frozen-a" || h == "frozen-b") },
-        String::new,
-    )
-    .await;
+    let (mut a, mut b, holder) = two_replicas(&cluster, "frozen", 6).await;
     cluster.apply(&service_yaml(ns, "one", 80, &[], ""));
     wait_ingress(&cluster, &a, ns, "one", &["198.51.100.120"]).await;
-    let (leader, follower) = if holder == "frozen-a" {
+    let (leader, follower) = if holder == a.name {
         (&mut a, &mut b)
     } else {
         (&mut b, &mut a)
@@ -982,21 +991,11 @@ async fn two_replicas_one_leader_writes_and_fails_over_scenario() {
     // client-go's default lease (15 s: renew deadline 10 s, retry 2 s), so that a leader
     // stalled for a second or two on a loaded CI machine does not lose the lease mid-test; the
     // takeover after the kill then takes ~15-17 s, well within the waits' deadline.
-    let lease = ["--lease-duration=15"];
-    let mut a = Herald::start(cluster.plane, "replica-a", &lease);
-    let mut b = Herald::start(cluster.plane, "replica-b", &lease);
-    wait_ready(&a).await;
-    wait_ready(&b).await;
-    let holder = wait_for(
-        "a lease holder",
-        || async { Some(lease_holder(&cluster)).filter(|h| h == "replica-a" || h == "replica-b") },
-        String::new,
-    )
-    .await;
+    let (mut a, mut b, holder) = two_replicas(&cluster, "replica", 15).await;
 
     cluster.apply(&service_yaml(ns, "one", 80, &[], ""));
     wait_ingress(&cluster, &a, ns, "one", &["198.51.100.110"]).await;
-    let (leader, follower) = if holder == "replica-a" {
+    let (leader, follower) = if holder == a.name {
         (&mut a, &mut b)
     } else {
         (&mut b, &mut a)
