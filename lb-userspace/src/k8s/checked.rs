@@ -139,7 +139,9 @@ where
     let store = writer.as_reader();
     let cache = store.clone();
     let kind = K::kind(&()).to_string();
-    let stream = watcher(api, config).backoff(super::watch_backoff());
+    let stream = watcher(api, config)
+        .backoff(super::watch_backoff())
+        .modify(super::strip);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {

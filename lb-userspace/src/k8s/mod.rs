@@ -111,6 +111,13 @@ pub fn watch_backoff() -> impl Backoff {
     )
 }
 
+/// What the caches keep of an object: everything but `managedFields`, which no decision reads
+/// and which is often the largest part of an object (the speaker caches every Service, Node
+/// and EndpointSlice of the cluster).
+pub fn strip<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
 /// Starts a reflector (watch + local cache) on its own task. `on_event` sees every watch event
 /// after the cache applied it; it must not block. Watch errors are retried with
 /// [`watch_backoff`], forever: an API server that restarts or drops the watch only delays.
@@ -125,7 +132,9 @@ where
     let kind = K::kind(&Default::default()).to_string();
     let stream = reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default()).backoff(watch_backoff()),
+        watcher(api, watcher::Config::default())
+            .backoff(watch_backoff())
+            .modify(strip),
     );
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -202,6 +211,20 @@ mod tests {
         ApiError::Api(kube::Error::Api(Box::new(
             kube::core::Status::failure("refused", "Reason").with_code(code),
         )))
+    }
+
+    #[test]
+    fn caches_keep_no_managed_fields() {
+        let mut service: k8s_openapi::api::core::v1::Service = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "s", "managedFields": [
+                {"manager": "kubectl", "operation": "Update", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:spec": {}}}
+            ]}}),
+        )
+        .unwrap();
+        strip(&mut service);
+        assert_eq!(service.metadata.managed_fields, None);
+        assert_eq!(service.metadata.name.as_deref(), Some("s"));
     }
 
     #[test]

@@ -113,7 +113,12 @@ where
     let writer = reflector::store::Writer::new(Default::default());
     let store = writer.as_reader();
     let kind = K::kind(&Default::default()).to_string();
-    let stream = reflector::reflector(writer, watcher(api, config).backoff(super::watch_backoff()));
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, config)
+            .backoff(super::watch_backoff())
+            .modify(super::strip),
+    );
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
