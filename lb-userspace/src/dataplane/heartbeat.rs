@@ -132,6 +132,26 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// Beats `plan` (then stops) into a fresh guard with no pause; returns how the thread
+    /// ended and what was written.
+    fn run_plan(plan: Vec<Beat>, on_error: OnError) -> (Result<()>, Vec<Duration>) {
+        let guard = Recorded::default();
+        let mut plan = plan.into_iter();
+        let beat = Heartbeat::spawn(
+            "t",
+            guard.clone(),
+            Duration::from_millis(1),
+            true,
+            on_error,
+            move || plan.next().unwrap_or(Beat::Stop),
+        )
+        .unwrap();
+        wait_finished(&beat);
+        let ended = beat.stop();
+        let written = guard.0.lock().unwrap().clone();
+        (ended, written)
+    }
+
     fn wait_finished(beat: &Heartbeat) {
         while !beat.is_finished() {
             std::thread::sleep(Duration::from_millis(1));
@@ -164,69 +184,46 @@ mod tests {
 
     #[test]
     fn writes_what_decide_says_and_stops_when_told() {
-        let guard = Recorded::default();
-        let mut plan = vec![
-            Beat::Refresh(Duration::from_millis(5)),
-            Beat::Skip,
-            Beat::Refresh(Duration::from_millis(7)),
-            Beat::Stop,
-        ]
-        .into_iter();
-        let beat = Heartbeat::spawn(
-            "t",
-            guard.clone(),
-            Duration::from_millis(1),
-            true,
+        let (ended, written) = run_plan(
+            vec![
+                Beat::Refresh(Duration::from_millis(5)),
+                Beat::Skip,
+                Beat::Refresh(Duration::from_millis(7)),
+                Beat::Stop,
+            ],
             OnError::Stop,
-            move || plan.next().unwrap_or(Beat::Stop),
-        )
-        .unwrap();
-        wait_finished(&beat);
-        beat.stop().unwrap();
+        );
+        ended.unwrap();
         assert_eq!(
-            *guard.0.lock().unwrap(),
+            written,
             vec![Duration::from_millis(5), Duration::from_millis(7)]
         );
     }
 
     #[test]
     fn a_failed_write_ends_the_thread_with_the_error() {
-        let guard = Recorded::default();
-        let beat = Heartbeat::spawn(
-            "t",
-            guard.clone(),
-            Duration::from_millis(1),
-            true,
+        let (ended, written) = run_plan(
+            vec![
+                Beat::Refresh(Duration::ZERO),
+                Beat::Refresh(Duration::from_millis(3)),
+            ],
             OnError::Stop,
-            || Beat::Refresh(Duration::ZERO),
-        )
-        .unwrap();
-        wait_finished(&beat);
-        assert!(beat.stop().is_err());
-        assert!(guard.0.lock().unwrap().is_empty());
+        );
+        assert!(ended.is_err());
+        assert!(written.is_empty());
     }
 
     #[test]
     fn retry_keeps_beating_after_a_failed_write() {
-        let guard = Recorded::default();
-        let mut plan = vec![
-            Beat::Refresh(Duration::ZERO),
-            Beat::Refresh(Duration::from_millis(3)),
-            Beat::Stop,
-        ]
-        .into_iter();
-        let beat = Heartbeat::spawn(
-            "t",
-            guard.clone(),
-            Duration::from_millis(1),
-            true,
+        let (ended, written) = run_plan(
+            vec![
+                Beat::Refresh(Duration::ZERO),
+                Beat::Refresh(Duration::from_millis(3)),
+            ],
             OnError::Retry,
-            move || plan.next().unwrap_or(Beat::Stop),
-        )
-        .unwrap();
-        wait_finished(&beat);
-        beat.stop().unwrap();
-        assert_eq!(*guard.0.lock().unwrap(), vec![Duration::from_millis(3)]);
+        );
+        ended.unwrap();
+        assert_eq!(written, vec![Duration::from_millis(3)]);
     }
 
     #[test]
