@@ -9,15 +9,21 @@ use aya_ebpf::helpers::generated::{
 use aya_ebpf::macros::{btf_map, xdp};
 use aya_ebpf::programs::XdpContext;
 use lb_common::Skip;
-use lb_common::arp::{ARP_FRAME_LEN, ArpFrame, arp_addressed_to, check_arp, write_arp_reply};
+use lb_common::arp::{
+    ARP_FRAME_LEN, Arp, ArpClaim, ArpFrame, arp_addressed_to, check_arp, write_arp_reply,
+};
 use lb_common::maps::{
-    Announcement, COUNTER_SLOTS, Counter, Guard, Ipv4Key, Ipv6Key, MAX_ANNOUNCED,
+    Announcement, COUNTER_SLOTS, Counter, ExtraCounter, Guard, Ipv4Key, Ipv6Key, MAX_ANNOUNCED,
 };
-use lb_common::ndp::{NA_LEN, NS_HEAD_LEN, NS_WINDOW, NsHead, check_ns, ns_copy_len, write_na};
+use lb_common::ndp::{
+    NA_LEN, NS_HEAD_LEN, NS_WINDOW, NsHead, NsWindow, check_na, check_ns, nd_copy_len, write_na,
+};
 use lb_common::wire::{
-    ETH_HLEN, ETH_TYPE, ETHERTYPE_ARP, ETHERTYPE_IPV6, ICMP6_NS, ICMP6_TYPE, IP6_NEXT_HEADER,
-    IPPROTO_ICMPV6,
+    ETH_HLEN, ETH_TYPE, ETHERTYPE_ARP, ETHERTYPE_IPV6, ICMP6_NA, ICMP6_NS, ICMP6_TYPE,
+    IP6_NEXT_HEADER, IPPROTO_ICMPV6,
 };
+
+use crate::edges::{count_extra, rate_allows, record_claim4, record_claim6};
 
 const ANNOUNCED: usize = MAX_ANNOUNCED as usize;
 
@@ -66,7 +72,11 @@ fn arp(ctx: &XdpContext, data: usize, end: usize) -> u32 {
     // refers to them while this reference lives.
     let frame = unsafe { &mut *(data as *mut ArpFrame) };
     let request = match check_arp(frame) {
-        Ok(request) => request,
+        Ok(Arp::Request(request)) => request,
+        Ok(Arp::Claim(claim)) => {
+            arp_claim(ctx, &claim);
+            return pass();
+        }
         Err(skip) => return skipped(skip),
     };
     let key = Ipv4Key {
@@ -83,8 +93,15 @@ fn arp(ctx: &XdpContext, data: usize, end: usize) -> u32 {
         return pass();
     }
     bump_requests(entry);
-    if !guard_allows() {
+    if request.sha_mismatch {
+        count_extra(ExtraCounter::ShaMismatch);
+    }
+    let now = coarse_now();
+    if !guard_allows(now) {
         return silenced();
+    }
+    if !rate_allows(request.requester, now) {
+        return rate_limited();
     }
     write_arp_reply(frame, &mac);
     answered(entry, Counter::ArpReplies)
@@ -103,31 +120,41 @@ fn ipv6(ctx: &XdpContext, data: usize, end: usize) -> u32 {
         )
     };
     // Other IPv6 traffic is as hot as IPv4: pass it uncounted too.
-    if next_header != IPPROTO_ICMPV6 || icmp_type != ICMP6_NS {
+    if next_header != IPPROTO_ICMPV6 || (icmp_type != ICMP6_NS && icmp_type != ICMP6_NA) {
         return XDP_PASS;
     }
-    solicitation(ctx, data, end)
+    neighbor(ctx, data, end, icmp_type == ICMP6_NA)
 }
 
-/// Neighbor Solicitations: copied into a zero-filled stack window (options have variable length,
-/// which the verifier only accepts with constant bounds), validated, and answered with an NA
-/// built over the same window.
+/// Neighbor Solicitations and Advertisements: copied into a zero-filled stack window (options
+/// have variable length, which the verifier only accepts with constant bounds) and validated.
+/// A solicitation is answered with an NA built over the same window; an advertisement is only
+/// looked at for a foreign claim, and passed uncounted whatever it is.
 #[inline(always)]
-fn solicitation(ctx: &XdpContext, data: usize, end: usize) -> u32 {
+fn neighbor(ctx: &XdpContext, data: usize, end: usize, advertisement: bool) -> u32 {
+    let unchecked = |skip: Skip| {
+        if advertisement {
+            XDP_PASS
+        } else {
+            skipped(skip)
+        }
+    };
     if data + NS_HEAD_LEN > end {
-        return malformed();
+        return unchecked(Skip::Malformed);
     }
     // SAFETY: the first NS_HEAD_LEN bytes are inside the frame (checked above).
     let head = unsafe { &*(data as *const NsHead) };
     let frame_len = end - data;
-    let copy_len = match ns_copy_len(head, frame_len) {
+    let copy_len = match nd_copy_len(head, frame_len) {
         Ok(len) => len,
-        Err(skip) => return skipped(skip),
+        Err(skip) => return unchecked(skip),
     };
-    let mut storage = core::mem::MaybeUninit::<Aligned<[u8; WINDOW_WORDS * 8]>>::uninit();
-    let storage = zero_in_place(&mut storage);
+    let Some(scratch) = HERALD_SCRATCH.get_ptr_mut(0) else {
+        return unchecked(Skip::Ignore);
+    };
+    let storage = zero_in_place(scratch);
     let Some(window) = storage.0.first_chunk_mut::<NS_WINDOW>() else {
-        return pass();
+        return unchecked(Skip::Ignore);
     };
     // Re-state the bound where the verifier can see it.
     if copy_len > NS_WINDOW {
@@ -135,7 +162,11 @@ fn solicitation(ctx: &XdpContext, data: usize, end: usize) -> u32 {
     }
     // SAFETY: copy_len <= NS_WINDOW bytes into the window; the helper checks the frame side.
     if unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, window.as_mut_ptr().cast(), copy_len as u32) } != 0 {
-        return malformed();
+        return unchecked(Skip::Malformed);
+    }
+    if advertisement {
+        advertised(ctx, window);
+        return XDP_PASS;
     }
     let solicitation = match check_ns(window) {
         Ok(s) => s,
@@ -154,8 +185,12 @@ fn solicitation(ctx: &XdpContext, data: usize, end: usize) -> u32 {
         return pass();
     }
     bump_requests(entry);
-    if !guard_allows() {
+    let now = coarse_now();
+    if !guard_allows(now) {
         return silenced();
+    }
+    if !rate_allows(solicitation.requester_mac, now) {
+        return rate_limited();
     }
     // The NA is built over the start of the window (the solicitation was copied out), which
     // keeps the stack within the 512 bytes BPF allows.
@@ -178,30 +213,80 @@ fn solicitation(ctx: &XdpContext, data: usize, end: usize) -> u32 {
 
 const WINDOW_WORDS: usize = NS_WINDOW.div_ceil(8);
 
+/// The Neighbor Discovery window, 8-byte aligned.
 #[repr(C, align(8))]
-struct Aligned<T>(T);
+pub struct Window([u8; WINDOW_WORDS * 8]);
 
-/// Zeroes the solicitation window with volatile 8-byte stores (LLVM would otherwise call the
-/// linker's byte-at-a-time memset) and hands it out initialised.
+/// Where the Neighbor Discovery window lives: one per CPU (XDP does not nest on a CPU), in a
+/// map rather than on the stack, which leaves the program's 512 bytes of stack to the rest of
+/// the answering path (the rate limit's bucket among them). Not pinned: each loaded program has
+/// its own.
+#[btf_map]
+static HERALD_SCRATCH: PerCpuArray<Window, 1> = PerCpuArray::new();
+
+/// Zeroes the window with volatile 8-byte stores (LLVM would otherwise call the linker's
+/// byte-at-a-time memset); the previous frame's bytes must not reach the checksum.
 #[inline(always)]
-fn zero_in_place(
-    storage: &mut core::mem::MaybeUninit<Aligned<[u8; WINDOW_WORDS * 8]>>,
-) -> &mut Aligned<[u8; WINDOW_WORDS * 8]> {
-    let first = storage.as_mut_ptr().cast::<u64>();
+fn zero_in_place<'a>(storage: *mut Window) -> &'a mut Window {
+    let first = storage.cast::<u64>();
     for i in 0..WINDOW_WORDS {
-        // SAFETY: i < WINDOW_WORDS: inside the 8-byte aligned buffer of WINDOW_WORDS * 8 bytes.
+        // SAFETY: i < WINDOW_WORDS: inside the 8-byte aligned value of WINDOW_WORDS * 8 bytes.
         unsafe { first.add(i).write_volatile(0) };
     }
-    // SAFETY: every byte was written above.
-    unsafe { storage.assume_init_mut() }
+    // SAFETY: this CPU's value of the scratch map, valid until the program returns, and no
+    // other reference to it exists (XDP does not nest on a CPU).
+    unsafe { &mut *storage }
+}
+
+/// A gratuitous ARP or ARP reply: recorded when it claims an address announced on this
+/// interface for another MAC.
+#[inline(always)]
+fn arp_claim(ctx: &XdpContext, claim: &ArpClaim) {
+    let key = Ipv4Key {
+        ifindex: ctx.ingress_ifindex() as u32,
+        addr: claim.addr,
+    };
+    let Some(entry) = HERALD_V4.get_ptr(&key) else {
+        return;
+    };
+    // SAFETY: this CPU's copy of the value, the MAC copied out at once.
+    let ours = unsafe { (*entry).mac };
+    if claim.is_foreign(&ours) {
+        record_claim4(&key, claim.mac, coarse_now());
+    }
+}
+
+/// A Neighbor Advertisement: recorded when valid and claiming an address announced on this
+/// interface for another MAC.
+#[inline(always)]
+fn advertised(ctx: &XdpContext, window: &NsWindow) {
+    let Ok(na) = check_na(window) else {
+        return;
+    };
+    let key = Ipv6Key {
+        ifindex: ctx.ingress_ifindex() as u32,
+        addr: na.target,
+    };
+    let Some(entry) = HERALD_V6.get_ptr(&key) else {
+        return;
+    };
+    // SAFETY: this CPU's copy of the value, the MAC copied out at once.
+    let ours = unsafe { (*entry).mac };
+    if na.is_foreign(&ours) {
+        record_claim6(&key, na.mac, coarse_now());
+    }
+}
+
+/// Coarse monotonic clock: tick resolution is plenty for timeouts of seconds and refill rates,
+/// and it is a plain memory read where bpf_ktime_get_ns reads the clock source.
+#[inline(always)]
+fn coarse_now() -> u64 {
+    // SAFETY: the helper has no preconditions.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 #[inline(always)]
-fn guard_allows() -> bool {
-    // Coarse monotonic clock: tick resolution is plenty for timeouts of seconds, and it is a
-    // plain memory read where bpf_ktime_get_ns reads the clock source.
-    // SAFETY: the helper has no preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+fn guard_allows(now: u64) -> bool {
     HERALD_GUARD.get(0).is_some_and(|guard| guard.allows(now))
 }
 
@@ -243,6 +328,12 @@ fn malformed() -> u32 {
 #[inline(always)]
 fn silenced() -> u32 {
     count(Counter::Silenced);
+    pass()
+}
+
+#[inline(always)]
+fn rate_limited() -> u32 {
+    count_extra(ExtraCounter::RateLimited);
     pass()
 }
 

@@ -7,12 +7,14 @@
 //! loops, without allocation, so the same functions run in the XDP program (where the verifier
 //! must prove every access) and on the host (`respond`, tests, the fuzzer). Userspace uses
 //! [`write_gratuitous_arp`] and [`write_unsolicited_na`] for the packets sent on announce.
+//! `ratelimit` is the per-source token bucket the program applies before answering.
 #![no_std]
 
 pub mod arp;
 pub mod checksum;
 pub mod maps;
 pub mod ndp;
+pub mod ratelimit;
 pub mod respond;
 pub mod wire;
 
@@ -28,5 +30,7 @@ pub enum Skip {
     Malformed,
 }
 
+#[cfg(test)]
+mod edge_tests;
 #[cfg(test)]
 mod tests;

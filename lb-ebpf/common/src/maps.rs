@@ -9,6 +9,14 @@ pub const MAP_V4: &str = "HERALD_V4";
 pub const MAP_V6: &str = "HERALD_V6";
 pub const MAP_COUNTERS: &str = "HERALD_COUNTERS";
 pub const MAP_GUARD: &str = "HERALD_GUARD";
+/// Added after the first four: a pin directory written by an older Herald lacks them, and
+/// opening it creates them beside the old ones (whose layouts never change: a pinned map is
+/// reused only when type, key and value sizes, capacity and flags all match).
+pub const MAP_EXTRA: &str = "HERALD_EXTRA";
+pub const MAP_CLAIMS4: &str = "HERALD_CLAIMS4";
+pub const MAP_CLAIMS6: &str = "HERALD_CLAIMS6";
+pub const MAP_LIMIT: &str = "HERALD_LIMIT";
+pub const MAP_BUCKETS: &str = "HERALD_BUCKETS";
 
 /// Name of the XDP program in the object.
 pub const PROG_NAME: &str = "herald_xdp";
@@ -77,6 +85,65 @@ pub enum Counter {
 
 pub const COUNTER_SLOTS: u32 = 5;
 
+/// Slots of the second per-CPU counter array ([`MAP_EXTRA`]). [`MAP_COUNTERS`] cannot grow: an
+/// older pinned array with fewer slots would no longer match the program's and be refused on
+/// upgrade. This one has room to spare, so later counters fit without changing its capacity.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtraCounter {
+    /// ARP requests for announced addresses whose Ethernet source differs from the sender
+    /// hardware address. Answered (to the sender hardware address, as Linux does) and counted.
+    ShaMismatch = 0,
+    /// Requests for announced addresses passed unanswered by the per-source rate limit.
+    RateLimited = 1,
+    /// Frames claiming an announced address for another MAC (gratuitous ARP, ARP reply,
+    /// Neighbor Advertisement). Always passed; recorded in [`MAP_CLAIMS4`] / [`MAP_CLAIMS6`].
+    ForeignClaims = 2,
+}
+
+/// Capacity of [`MAP_EXTRA`]; slots beyond the defined [`ExtraCounter`]s stay zero.
+pub const EXTRA_COUNTER_SLOTS: u32 = 16;
+
+/// Capacity of each claims map (LRU: the least recently claimed address makes room). Only
+/// announced addresses are recorded, so this bounds the addresses under dispute at once.
+pub const MAX_CLAIMS: u32 = 4_096;
+
+/// A foreign claim on an announced address: someone else said the address is at `mac`.
+/// Keyed by [`Ipv4Key`] / [`Ipv6Key`] (the interface it arrived on and the address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Claim {
+    /// The MAC of the latest claim (a later claimer with another MAC replaces it).
+    pub mac: [u8; 6],
+    pub reserved: [u8; 2],
+    /// Claims seen since the entry was created (never reset; readers take differences).
+    pub count: u64,
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC, tick resolution) of the latest claim.
+    pub last_ns: u64,
+}
+
+/// Capacity of the rate limit's per-source buckets (LRU: the least recently seen source makes
+/// room, and comes back with a full bucket).
+pub const MAX_SOURCES: u32 = 8_192;
+
+/// A requester's MAC: the key of the rate limit's buckets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacKey {
+    pub mac: [u8; 6],
+    pub reserved: [u8; 2],
+}
+
+impl MacKey {
+    #[inline(always)]
+    pub fn new(mac: [u8; 6]) -> MacKey {
+        MacKey {
+            mac,
+            reserved: [0; 2],
+        }
+    }
+}
+
 /// Data-plane guard: userspace refreshes `heartbeat_ns` (CLOCK_MONOTONIC, the clock of
 /// `bpf_ktime_get_ns`); when `now - heartbeat_ns > timeout_ns` the program stops answering.
 /// `timeout_ns == 0` disables the guard (standalone `herald xdp` use without a daemon);
@@ -119,6 +186,10 @@ mod pod {
     unsafe impl aya::Pod for super::Ipv6Key {}
     unsafe impl aya::Pod for super::Announcement {}
     unsafe impl aya::Pod for super::Guard {}
+    unsafe impl aya::Pod for super::Claim {}
+    unsafe impl aya::Pod for super::MacKey {}
+    unsafe impl aya::Pod for crate::ratelimit::RateLimit {}
+    unsafe impl aya::Pod for crate::ratelimit::Bucket {}
 }
 
 #[cfg(test)]
@@ -132,6 +203,10 @@ mod tests {
         assert_eq!(size_of::<Ipv6Key>(), 20);
         assert_eq!(size_of::<Announcement>(), 24);
         assert_eq!(size_of::<Guard>(), 16);
+        assert_eq!(size_of::<Claim>(), 24);
+        assert_eq!(size_of::<MacKey>(), 8);
+        assert_eq!(size_of::<crate::ratelimit::RateLimit>(), 8);
+        assert_eq!(size_of::<crate::ratelimit::Bucket>(), 16);
     }
 
     #[test]

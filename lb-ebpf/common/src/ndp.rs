@@ -1,5 +1,6 @@
 //! IPv6 Neighbor Discovery (RFC 4861): validating Neighbor Solicitations (§7.1.1) and building
-//! the Neighbor Advertisements that answer them (§7.2.4) or announce an address (§7.2.6).
+//! the Neighbor Advertisements that answer them (§7.2.4) or announce an address (§7.2.6), and
+//! validating the advertisements of others (§7.1.2), which may claim an announced address.
 //!
 //! Solicitations carry options of variable length, so the logic works on a fixed-size, zero-filled
 //! copy of the frame ([`NsWindow`]): every read has a constant bound the BPF verifier accepts, and
@@ -62,18 +63,35 @@ impl Solicitation {
     }
 }
 
+/// A valid Neighbor Advertisement: someone says `target` is at `mac`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Advertisement {
+    pub target: [u8; 16],
+    /// The target link-layer address option when present, else the Ethernet source.
+    pub mac: [u8; 6],
+}
+
+impl Advertisement {
+    /// True when the advertisement contradicts an announcement of `target` at `ours`.
+    #[inline(always)]
+    pub fn is_foreign(&self, ours: &[u8; 6]) -> bool {
+        self.mac != *ours
+    }
+}
+
 /// From the first [`NS_HEAD_LEN`] bytes of a frame of `frame_len` bytes, decides whether it is a
-/// Neighbor Solicitation and how many bytes (IPv6 header + payload, no Ethernet padding) to copy
-/// into the zero-filled [`NsWindow`] for [`check_ns`].
+/// Neighbor Solicitation or Advertisement and how many bytes (IPv6 header + payload, no
+/// Ethernet padding) to copy into the zero-filled [`NsWindow`] for [`check_ns`] or
+/// [`check_na`] (the two messages share their 24-byte head).
 ///
-/// `Skip::Ignore`: not IPv6, not ICMPv6 right after the IPv6 header, not a solicitation, or longer
+/// `Skip::Ignore`: not IPv6, not ICMPv6 right after the IPv6 header, neither message, or longer
 /// than [`NS_MAX_ICMP_LEN`]. `Skip::Malformed`: wrong IP version, ICMP length under 24, or a
 /// payload length running past the frame.
 #[inline(always)]
-pub fn ns_copy_len(head: &NsHead, frame_len: usize) -> Result<usize, Skip> {
+pub fn nd_copy_len(head: &NsHead, frame_len: usize) -> Result<usize, Skip> {
     if read::<2, NS_HEAD_LEN>(head, ETH_TYPE) != ETHERTYPE_IPV6
         || head[IP6_NEXT_HEADER] != IPPROTO_ICMPV6
-        || head[ICMP6_TYPE] != ICMP6_NS
+        || (head[ICMP6_TYPE] != ICMP6_NS && head[ICMP6_TYPE] != ICMP6_NA)
     {
         return Err(Skip::Ignore);
     }
@@ -88,6 +106,15 @@ pub fn ns_copy_len(head: &NsHead, frame_len: usize) -> Result<usize, Skip> {
         return Err(Skip::Ignore);
     }
     Ok(IP6_PAYLOAD + icmp_len)
+}
+
+/// [`nd_copy_len`] for solicitations only: anything else is `Skip::Ignore`.
+#[inline(always)]
+pub fn ns_copy_len(head: &NsHead, frame_len: usize) -> Result<usize, Skip> {
+    if head[ICMP6_TYPE] != ICMP6_NS {
+        return Err(Skip::Ignore);
+    }
+    nd_copy_len(head, frame_len)
 }
 
 /// Validates a solicitation per RFC 4861 §7.1.1. `win` holds the first [`ns_copy_len`] bytes of
@@ -142,6 +169,63 @@ pub fn check_ns(win: &NsWindow) -> Result<Solicitation, Skip> {
         return Err(Skip::Malformed);
     }
     Ok(sol)
+}
+
+/// Validates an advertisement per RFC 4861 §7.1.2. `win` holds the first [`nd_copy_len`] bytes
+/// of the frame and zeros after them.
+///
+/// Checks: type 136, hop limit 255, code 0, ICMP length 24..=[`NS_MAX_ICMP_LEN`], target not
+/// multicast, Solicited clear when sent to a multicast address, every option of non-zero length
+/// and inside the message, and a valid checksum. Any failure is `Skip::Ignore`: advertisements
+/// are never answered, so one the kernel would discard anyway is simply not looked at.
+#[inline(always)]
+pub fn check_na(win: &NsWindow) -> Result<Advertisement, Skip> {
+    let icmp_len = usize::from(u16::from_be_bytes(read(win, IP6_PAYLOAD_LEN)));
+    if win[ICMP6_TYPE] != ICMP6_NA
+        || !(NS_HEAD_LEN - IP6_PAYLOAD..=NS_MAX_ICMP_LEN).contains(&icmp_len)
+        || win[IP6_HOP_LIMIT] != 255
+        || win[ICMP6_CODE] != 0
+    {
+        return Err(Skip::Ignore);
+    }
+    let target: [u8; 16] = read(win, ND_TARGET);
+    let dst: [u8; 16] = read(win, IP6_DST);
+    if target[0] == 0xff || (dst[0] == 0xff && win[ICMP6_CSUM + 2] & NA_FLAG_SOLICITED != 0) {
+        return Err(Skip::Ignore);
+    }
+    // The target link-layer address is read where every stack puts it, as the first (and only
+    // defined) option, at a constant offset the verifier can follow; an advertisement with it
+    // elsewhere is taken at its Ethernet source.
+    let end = IP6_PAYLOAD + icmp_len;
+    let mac: [u8; 6] =
+        if end >= ND_OPTIONS + 8 && win[ND_OPTIONS] == ND_OPT_TARGET_LL && win[ND_OPTIONS + 1] == 1
+        {
+            read(win, ND_OPTIONS + 2)
+        } else {
+            read(win, 6)
+        };
+    let mut off = NS_HEAD_LEN;
+    // Each option is at least 8 bytes, so this many steps always reach `end`.
+    for _ in 0..NS_MAX_OPTION_UNITS {
+        if off >= end {
+            break;
+        }
+        let (Some(&kind), Some(&units)) = (win.get(off), win.get(off + 1)) else {
+            return Err(Skip::Ignore);
+        };
+        off += usize::from(units) * 8;
+        // An Ethernet link-layer address option is one unit long (RFC 2464 §6).
+        if units == 0 || off > end || (kind == ND_OPT_TARGET_LL && units != 1) {
+            return Err(Skip::Ignore);
+        }
+    }
+    let source: [u8; 16] = read(win, IP6_SRC);
+    let sum = checksum::icmpv6_pseudo_header(&source, &dst, icmp_len as u32);
+    let sum = checksum::add(sum, &win[IP6_PAYLOAD..]);
+    if checksum::fold(sum) != 0xffff {
+        return Err(Skip::Ignore);
+    }
+    Ok(Advertisement { target, mac })
 }
 
 /// ff02::1:ffXX:XXXX (RFC 4291 §2.7.1).

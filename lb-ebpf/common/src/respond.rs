@@ -4,11 +4,13 @@
 //! counters around the same calls.
 
 use crate::Skip;
-use crate::arp::{ARP_FRAME_LEN, ArpFrame, arp_addressed_to, check_arp, write_arp_reply};
-use crate::ndp::{NA_LEN, NS_HEAD_LEN, NS_WINDOW, NsHead, check_ns, ns_copy_len, write_na};
+use crate::arp::{ARP_FRAME_LEN, Arp, ArpFrame, arp_addressed_to, check_arp, write_arp_reply};
+use crate::ndp::{
+    NA_LEN, NS_HEAD_LEN, NS_WINDOW, NsHead, check_na, check_ns, nd_copy_len, write_na,
+};
 use crate::wire::{
-    ETH_HLEN, ETH_TYPE, ETHERTYPE_ARP, ETHERTYPE_IPV6, ICMP6_NS, ICMP6_TYPE, IP6_NEXT_HEADER,
-    IPPROTO_ICMPV6,
+    ETH_HLEN, ETH_TYPE, ETHERTYPE_ARP, ETHERTYPE_IPV6, ICMP6_NA, ICMP6_NS, ICMP6_TYPE,
+    IP6_NEXT_HEADER, IPPROTO_ICMPV6,
 };
 
 /// Which addresses are announced, and with which MAC (the maps, on the host).
@@ -20,8 +22,12 @@ pub trait Announced {
 /// What happened to a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Not a request Herald answers (other traffic, ARP replies, gratuitous ARP, other ICMPv6).
+    /// Not a request Herald answers (other traffic, ARP replies, gratuitous ARP and
+    /// advertisements that claim nothing announced for another MAC, other ICMPv6).
     Ignored,
+    /// A gratuitous ARP, ARP reply or Neighbor Advertisement saying an announced address is at
+    /// another MAC than the announced one. Passed unchanged; the XDP program records it.
+    ForeignClaim,
     /// ARP or a Neighbor Solicitation that failed validation (or was truncated).
     Malformed,
     /// A valid request for an address that is not announced.
@@ -63,7 +69,13 @@ pub fn respond(buf: &mut [u8], frame_len: usize, announced: &impl Announced) -> 
             Err(_) => return Outcome::Malformed,
         };
         let request = match check_arp(frame) {
-            Ok(request) => request,
+            Ok(Arp::Request(request)) => request,
+            Ok(Arp::Claim(claim)) => {
+                return match announced.ipv4(claim.addr) {
+                    Some(mac) if claim.is_foreign(&mac) => Outcome::ForeignClaim,
+                    _ => Outcome::Ignored,
+                };
+            }
             Err(skip) => return skip.into(),
         };
         let Some(mac) = announced.ipv4(request.target) else {
@@ -78,26 +90,44 @@ pub fn respond(buf: &mut [u8], frame_len: usize, announced: &impl Announced) -> 
     if ethertype != ETHERTYPE_IPV6 {
         return Outcome::Ignored;
     }
-    // Same cheap test as the XDP fast path: only ICMPv6 type 135 goes further.
-    if frame_len <= ICMP6_TYPE
-        || buf[IP6_NEXT_HEADER] != IPPROTO_ICMPV6
-        || buf[ICMP6_TYPE] != ICMP6_NS
-    {
+    // Same cheap test as the XDP fast path: only ICMPv6 types 135 and 136 go further.
+    if frame_len <= ICMP6_TYPE || buf[IP6_NEXT_HEADER] != IPPROTO_ICMPV6 {
         return Outcome::Ignored;
     }
+    let advertisement = buf[ICMP6_TYPE] == ICMP6_NA;
+    if buf[ICMP6_TYPE] != ICMP6_NS && !advertisement {
+        return Outcome::Ignored;
+    }
+    // Advertisements are only looked at: one that cannot be checked is simply not a claim.
+    let unchecked = |skip: crate::Skip| {
+        if advertisement {
+            Outcome::Ignored
+        } else {
+            skip.into()
+        }
+    };
     let Some(head) = buf.get(..NS_HEAD_LEN).filter(|_| frame_len >= NS_HEAD_LEN) else {
-        return Outcome::Malformed;
+        return unchecked(crate::Skip::Malformed);
     };
     let head: &NsHead = match head.try_into() {
         Ok(head) => head,
-        Err(_) => return Outcome::Malformed,
+        Err(_) => return unchecked(crate::Skip::Malformed),
     };
-    let copy_len = match ns_copy_len(head, frame_len) {
+    let copy_len = match nd_copy_len(head, frame_len) {
         Ok(len) => len,
-        Err(skip) => return skip.into(),
+        Err(skip) => return unchecked(skip),
     };
     let mut window = [0u8; NS_WINDOW];
     window[..copy_len].copy_from_slice(&buf[..copy_len]);
+    if advertisement {
+        return match check_na(&window) {
+            Ok(na) => match announced.ipv6(na.target) {
+                Some(mac) if na.is_foreign(&mac) => Outcome::ForeignClaim,
+                _ => Outcome::Ignored,
+            },
+            Err(_) => Outcome::Ignored,
+        };
+    }
     let solicitation = match check_ns(&window) {
         Ok(s) => s,
         Err(skip) => return skip.into(),

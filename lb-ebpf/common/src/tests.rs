@@ -14,24 +14,24 @@ use crate::arp::{ARP_FRAME_LEN, write_gratuitous_arp};
 use crate::ndp::{NA_LEN, NS_MAX_ICMP_LEN, write_unsolicited_na};
 use crate::respond::{Announced, Outcome, respond};
 
-const NODE_MAC: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
-const CLIENT_MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
-const OTHER_MAC: [u8; 6] = [0x02, 0x99, 0x99, 0x99, 0x99, 0x99];
-const VIP4: [u8; 4] = [198, 51, 100, 10];
-const UNKNOWN4: [u8; 4] = [198, 51, 100, 99];
-const CLIENT4: [u8; 4] = [198, 51, 100, 2];
-const VIP6: [u8; 16] = [
+pub(crate) const NODE_MAC: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
+pub(crate) const CLIENT_MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+pub(crate) const OTHER_MAC: [u8; 6] = [0x02, 0x99, 0x99, 0x99, 0x99, 0x99];
+pub(crate) const VIP4: [u8; 4] = [198, 51, 100, 10];
+pub(crate) const UNKNOWN4: [u8; 4] = [198, 51, 100, 99];
+pub(crate) const CLIENT4: [u8; 4] = [198, 51, 100, 2];
+pub(crate) const VIP6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
 ];
-const UNKNOWN6: [u8; 16] = [
+pub(crate) const UNKNOWN6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x99,
 ];
-const CLIENT6: [u8; 16] = [
+pub(crate) const CLIENT6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02,
 ];
-const UNSPECIFIED: [u8; 16] = [0; 16];
+pub(crate) const UNSPECIFIED: [u8; 16] = [0; 16];
 
-struct Table;
+pub(crate) struct Table;
 
 impl Announced for Table {
     fn ipv4(&self, addr: [u8; 4]) -> Option<[u8; 6]> {
@@ -42,18 +42,24 @@ impl Announced for Table {
     }
 }
 
-fn solicited_node(addr: &[u8; 16]) -> [u8; 16] {
+pub(crate) fn solicited_node(addr: &[u8; 16]) -> [u8; 16] {
     let mut group = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0];
     group[13..].copy_from_slice(&addr[13..]);
     group
 }
 
-fn solicited_node_mac(addr: &[u8; 16]) -> [u8; 6] {
+pub(crate) fn solicited_node_mac(addr: &[u8; 16]) -> [u8; 6] {
     [0x33, 0x33, 0xff, addr[13], addr[14], addr[15]]
 }
 
 /// ARP frame padded to the 60-byte Ethernet minimum, as NICs deliver them.
-fn arp_frame(eth_dst: [u8; 6], op: u16, sha: [u8; 6], spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+pub(crate) fn arp_frame(
+    eth_dst: [u8; 6],
+    op: u16,
+    sha: [u8; 6],
+    spa: [u8; 4],
+    tpa: [u8; 4],
+) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&eth_dst);
     f.extend_from_slice(&sha);
@@ -67,12 +73,12 @@ fn arp_frame(eth_dst: [u8; 6], op: u16, sha: [u8; 6], spa: [u8; 4], tpa: [u8; 4]
     f
 }
 
-fn arp_request(tpa: [u8; 4]) -> Vec<u8> {
+pub(crate) fn arp_request(tpa: [u8; 4]) -> Vec<u8> {
     arp_frame([0xff; 6], 1, CLIENT_MAC, CLIENT4, tpa)
 }
 
 /// An ICMPv6 message built by etherparse (which computes the checksum).
-fn icmpv6_frame(
+pub(crate) fn icmpv6_frame(
     eth_dst: [u8; 6],
     src: [u8; 16],
     dst: [u8; 16],
@@ -88,18 +94,18 @@ fn icmpv6_frame(
     f
 }
 
-fn ns_payload(target: [u8; 16], options: &[u8]) -> Vec<u8> {
+pub(crate) fn ns_payload(target: [u8; 16], options: &[u8]) -> Vec<u8> {
     let mut p = target.to_vec();
     p.extend_from_slice(options);
     p
 }
 
-fn source_ll_option(mac: [u8; 6]) -> [u8; 8] {
+pub(crate) fn source_ll_option(mac: [u8; 6]) -> [u8; 8] {
     [1, 1, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]
 }
 
 /// Multicast NS from CLIENT6 with a source link-layer option, as Linux sends for resolution.
-fn ns_multicast(target: [u8; 16]) -> Vec<u8> {
+pub(crate) fn ns_multicast(target: [u8; 16]) -> Vec<u8> {
     let payload = ns_payload(target, &source_ll_option(CLIENT_MAC));
     icmpv6_frame(
         solicited_node_mac(&target),
@@ -112,7 +118,7 @@ fn ns_multicast(target: [u8; 16]) -> Vec<u8> {
 }
 
 /// Runs `respond` with room for an NA and returns the outcome and the resulting frame.
-fn run(frame: &[u8]) -> (Outcome, Vec<u8>) {
+pub(crate) fn run(frame: &[u8]) -> (Outcome, Vec<u8>) {
     let mut buf = frame.to_vec();
     buf.resize(frame.len().max(NA_LEN), 0);
     let outcome = respond(&mut buf, frame.len(), &Table);
@@ -126,7 +132,7 @@ fn run(frame: &[u8]) -> (Outcome, Vec<u8>) {
 }
 
 /// Checks an ARP reply with etherparse: `mac` owns `ip`, sent back to the requester of `request`.
-fn assert_arp_reply(request: &[u8], reply: &[u8], mac: [u8; 6], ip: [u8; 4]) {
+pub(crate) fn assert_arp_reply(request: &[u8], reply: &[u8], mac: [u8; 6], ip: [u8; 4]) {
     let parsed = SlicedPacket::from_ethernet(reply).expect("reply parses");
     let Some(etherparse::LinkSlice::Ethernet2(eth)) = parsed.link else {
         panic!("not Ethernet II")
@@ -243,8 +249,18 @@ fn arp_frames_not_answered_pass_unchanged() {
             Outcome::NotAnnounced,
         ),
         (
-            "gratuitous request",
+            "gratuitous request from another MAC",
             arp_frame([0xff; 6], 1, CLIENT_MAC, VIP4, VIP4),
+            Outcome::ForeignClaim,
+        ),
+        (
+            "gratuitous request from the announced MAC",
+            arp_frame([0xff; 6], 1, NODE_MAC, VIP4, VIP4),
+            Outcome::Ignored,
+        ),
+        (
+            "gratuitous request for an address not announced",
+            arp_frame([0xff; 6], 1, CLIENT_MAC, UNKNOWN4, UNKNOWN4),
             Outcome::Ignored,
         ),
         (
@@ -253,9 +269,9 @@ fn arp_frames_not_answered_pass_unchanged() {
             Outcome::Ignored,
         ),
         (
-            "gratuitous reply",
+            "gratuitous reply from another MAC",
             arp_frame([0xff; 6], 2, CLIENT_MAC, VIP4, VIP4),
-            Outcome::Ignored,
+            Outcome::ForeignClaim,
         ),
         ("RARP operation", with(20, &[0, 3]), Outcome::Ignored),
         ("hardware type 6", with(14, &[0, 6]), Outcome::Malformed),
@@ -530,7 +546,7 @@ fn ns_that_fail_rfc4861_validation_or_are_not_ours_pass_unchanged() {
             Outcome::Ignored,
         ),
         (
-            "NA",
+            "NA for an announced address from another MAC",
             ns(
                 CLIENT6,
                 VIP6,
@@ -544,7 +560,7 @@ fn ns_that_fail_rfc4861_validation_or_are_not_ours_pass_unchanged() {
                 ),
                 &good,
             ),
-            Outcome::Ignored,
+            Outcome::ForeignClaim,
         ),
         (
             "hop-by-hop header before ICMPv6",
@@ -638,7 +654,7 @@ fn unsolicited_na_from_link_local() {
 
 /// The invariant for any input: unanswered frames are untouched; answers are valid replies for an
 /// announced address, to whoever asked.
-fn check_invariants(frame: &[u8]) {
+pub(crate) fn check_invariants(frame: &[u8]) {
     let (outcome, out) = run(frame);
     match outcome {
         Outcome::ArpReply => {
@@ -672,11 +688,35 @@ fn check_invariants(frame: &[u8]) {
                 assert_eq!(icmp.icmp_type(), Icmpv6Type::NeighborSolicitation);
             }
         }
+        Outcome::ForeignClaim => {
+            assert_eq!(out, frame, "a claim is passed unchanged");
+            if frame[12..14] == [0x08, 0x06] {
+                assert_eq!(frame[28..32], VIP4, "only announced addresses are claimed");
+                assert_ne!(
+                    frame[22..28],
+                    NODE_MAC,
+                    "a claim for our own MAC is not foreign"
+                );
+            } else {
+                assert_eq!(frame[62..78], VIP6, "only announced addresses are claimed");
+                let parsed = SlicedPacket::from_ethernet(frame).expect("a claiming NA parses");
+                let Some(TransportSlice::Icmpv6(icmp)) = parsed.transport else {
+                    panic!("claim from a non-ICMPv6 frame")
+                };
+                let src: [u8; 16] = frame[22..38].try_into().expect("16 bytes");
+                let dst: [u8; 16] = frame[38..54].try_into().expect("16 bytes");
+                assert!(icmp.is_checksum_valid(src, dst));
+                assert!(matches!(
+                    icmp.icmp_type(),
+                    Icmpv6Type::NeighborAdvertisement(_)
+                ));
+            }
+        }
         _ => assert_eq!(out, frame, "{outcome:?} must leave the frame unchanged"),
     }
 }
 
-/// Valid requests of every kind, for mutation.
+/// Valid requests of every kind, then two claims, for mutation.
 fn seeds() -> Vec<Vec<u8>> {
     let dad_payload = ns_payload(VIP6, &[14, 1, 1, 2, 3, 4, 5, 6]);
     vec![
@@ -699,13 +739,18 @@ fn seeds() -> Vec<Vec<u8>> {
             Icmpv6Type::NeighborSolicitation,
             &dad_payload,
         ),
+        arp_frame([0xff; 6], 1, OTHER_MAC, VIP4, VIP4),
+        crate::edge_tests::na_frame(OTHER_MAC, VIP6, Some(OTHER_MAC), false),
     ]
 }
 
 #[test]
 fn seeds_are_answered() {
     for seed in seeds() {
-        assert!(matches!(run(&seed).0, Outcome::ArpReply | Outcome::NaReply));
+        assert!(matches!(
+            run(&seed).0,
+            Outcome::ArpReply | Outcome::NaReply | Outcome::ForeignClaim
+        ));
         check_invariants(&seed);
     }
 }
@@ -726,7 +771,7 @@ proptest! {
 
     #[test]
     fn mutated_requests_are_answered_correctly_or_passed_unchanged(
-        seed in 0usize..5,
+        seed in 0usize..7,
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
         cut in proptest::option::of(any::<prop::sample::Index>()),
     ) {
@@ -746,7 +791,12 @@ proptest! {
         let mut mac = mac;
         mac[0] &= 0xfe; // unicast requester
         let arp = arp_frame([0xff; 6], 1, mac, ip, VIP4);
-        let want = if ip == VIP4 { Outcome::Ignored } else { Outcome::ArpReply };
+        // Sender IP = target IP: a gratuitous ARP, claiming the address for `mac`.
+        let want = match (ip == VIP4, mac == NODE_MAC) {
+            (false, _) => Outcome::ArpReply,
+            (true, false) => Outcome::ForeignClaim,
+            (true, true) => Outcome::Ignored,
+        };
         prop_assert_eq!(run(&arp).0, want);
         check_invariants(&arp);
         let mut src6 = src6;

@@ -1,6 +1,8 @@
 //! Any bytes through the whole answering decision (`lb_common::respond`), as the XDP program
 //! runs it: never panics; a frame that is not answered comes back unchanged; an answer is a
-//! well-formed reply (checked with etherparse) for an announced address.
+//! well-formed reply (checked with etherparse) for an announced address, sent to the ARP sender
+//! hardware address whatever the Ethernet source; a foreign claim names an announced address
+//! for another MAC.
 #![no_main]
 
 use etherparse::{Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
@@ -38,6 +40,7 @@ fuzz_target!(|frame: &[u8]| {
             assert_eq!(arp.sender_hw_addr(), MAC);
             assert_eq!(arp.sender_protocol_addr(), V4);
             assert_eq!(arp.target_hw_addr(), &frame[22..28]);
+            assert_eq!(buf[..6], frame[22..28], "the reply goes to the sender hardware address");
             assert_eq!(arp.target_protocol_addr(), &frame[28..32]);
         }
         Outcome::NaReply => {
@@ -56,6 +59,16 @@ fuzz_target!(|frame: &[u8]| {
                 icmp.icmp_type(),
                 Icmpv6Type::NeighborAdvertisement(_)
             ));
+        }
+        Outcome::ForeignClaim => {
+            assert_eq!(&buf[..frame.len()], frame, "a claim is passed unchanged");
+            if frame[12..14] == [0x08, 0x06] {
+                assert_eq!(frame[28..32], V4, "claims name an announced address");
+                assert_ne!(frame[22..28], MAC, "for another MAC");
+            } else {
+                assert_eq!(frame[62..78], V6, "claims name an announced address");
+                assert_eq!(frame[54], 136, "from a Neighbor Advertisement");
+            }
         }
         _ => assert_eq!(
             &buf[..frame.len()],

@@ -37,7 +37,11 @@ pub fn tally(outcome: Outcome, guard_allows: bool, arp_or_ns: bool) -> Tally {
                 ..Tally::default()
             };
         }
-        Outcome::Ignored | Outcome::NotAnnounced | Outcome::NotAddressed => {
+        // Claims are recorded by the XDP program only; here they pass like other ARP.
+        Outcome::Ignored
+        | Outcome::ForeignClaim
+        | Outcome::NotAnnounced
+        | Outcome::NotAddressed => {
             return Tally {
                 passed: arp_or_ns,
                 ..Tally::default()
