@@ -1,6 +1,7 @@
 //! The real XDP object (built by `cargo xtask build-ebpf`) run by the kernel on crafted frames
 //! through BPF_PROG_TEST_RUN: exact reply bytes (checked with etherparse), every ignored or
-//! malformed frame passed unchanged, the guard, and the counters.
+//! malformed frame passed unchanged, the guard, the counters, and the edge cases: ARP whose
+//! Ethernet source is not its sender, foreign claims on announced addresses, the rate limit.
 //!
 //! Needs root (CAP_BPF) and the object; without either every test fails saying which.
 
@@ -13,14 +14,15 @@
 use std::path::PathBuf;
 
 use aya::Ebpf;
-use aya::maps::{Array, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::util::nr_cpus;
 use etherparse::{ArpOperation, Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use lb_common::maps::{
-    Announcement, Counter, Guard, Ipv4Key, Ipv6Key, MAP_COUNTERS, MAP_GUARD, MAP_V4, MAP_V6,
-    PROG_NAME,
+    Announcement, Claim, Counter, ExtraCounter, Guard, Ipv4Key, Ipv6Key, MAP_CLAIMS4, MAP_CLAIMS6,
+    MAP_COUNTERS, MAP_EXTRA, MAP_GUARD, MAP_LIMIT, MAP_V4, MAP_V6, PROG_NAME,
 };
+use lb_common::ratelimit::RateLimit;
 
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
@@ -28,6 +30,7 @@ const XDP_TX: u32 = 3;
 const LOOPBACK: u32 = 1;
 const NODE_MAC: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
 const CLIENT_MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+const OTHER_MAC: [u8; 6] = [0x02, 0x99, 0x99, 0x99, 0x99, 0x99];
 const VIP4: [u8; 4] = [198, 51, 100, 10];
 const UNKNOWN4: [u8; 4] = [198, 51, 100, 99];
 const CLIENT4: [u8; 4] = [198, 51, 100, 2];
@@ -123,6 +126,39 @@ impl Rig {
             PerCpuArray::try_from(self.bpf.map(MAP_COUNTERS).expect(MAP_COUNTERS))
                 .expect("per-CPU array");
         map.get(&(counter as u32), 0).expect("counter").iter().sum()
+    }
+
+    fn extra(&self, counter: ExtraCounter) -> u64 {
+        let map: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.bpf.map(MAP_EXTRA).expect(MAP_EXTRA))
+                .expect("per-CPU array");
+        map.get(&(counter as u32), 0).expect("counter").iter().sum()
+    }
+
+    fn set_limit(&mut self, limit: RateLimit) {
+        let mut map: Array<_, RateLimit> =
+            Array::try_from(self.bpf.map_mut(MAP_LIMIT).expect(MAP_LIMIT)).expect("array");
+        map.set(0, &limit, 0).expect("set limit");
+    }
+
+    fn claim_v4(&self, addr: [u8; 4]) -> Option<Claim> {
+        let map: HashMap<_, Ipv4Key, Claim> =
+            HashMap::try_from(self.bpf.map(MAP_CLAIMS4).expect(MAP_CLAIMS4)).expect("LRU hash");
+        let key = Ipv4Key {
+            ifindex: LOOPBACK,
+            addr,
+        };
+        map.get(&key, 0).ok()
+    }
+
+    fn claim_v6(&self, addr: [u8; 16]) -> Option<Claim> {
+        let map: HashMap<_, Ipv6Key, Claim> =
+            HashMap::try_from(self.bpf.map(MAP_CLAIMS6).expect(MAP_CLAIMS6)).expect("LRU hash");
+        let key = Ipv6Key {
+            ifindex: LOOPBACK,
+            addr,
+        };
+        map.get(&key, 0).ok()
     }
 
     fn stats_v4(&self, addr: [u8; 4]) -> (u64, u64) {
@@ -609,10 +645,12 @@ fn maps_carry_btf_so_bpftool_shows_field_names() {
         timeout_ns: 2,
     });
     let entry: &[&str] = &["ifindex", "addr", "mac", "flags", "requests", "replies"];
-    let expect: [(&str, &[&str]); 3] = [
+    rig.set_limit(RateLimit::DEFAULT);
+    let expect: [(&str, &[&str]); 4] = [
         (MAP_V4, entry),
         (MAP_V6, entry),
         (MAP_GUARD, &["heartbeat_ns", "timeout_ns"]),
+        (MAP_LIMIT, &["per_second", "burst"]),
     ];
     for (name, fields) in expect {
         let id = map_id(&rig, name);
@@ -639,10 +677,199 @@ fn maps_carry_btf_so_bpftool_shows_field_names() {
     }
 }
 
+/// An unsolicited Neighbor Advertisement of `target` to all nodes from Ethernet source
+/// `eth_src`, with a target link-layer option `tlla`.
+fn na_frame(eth_src: [u8; 6], target: [u8; 16], tlla: [u8; 6]) -> Vec<u8> {
+    let mut payload = target.to_vec();
+    payload.extend_from_slice(&[2, 1]);
+    payload.extend_from_slice(&tlla);
+    let na = Icmpv6Type::NeighborAdvertisement(etherparse::icmpv6::NeighborAdvertisementHeader {
+        router: false,
+        solicited: false,
+        r#override: true,
+    });
+    let mut f = icmpv6_frame(
+        [0x33, 0x33, 0, 0, 0, 1],
+        CLIENT6,
+        ALL_NODES,
+        255,
+        na,
+        &payload,
+    );
+    f[6..12].copy_from_slice(&eth_src);
+    f
+}
+
+/// Kept on purpose, as the Linux kernel does: a request whose Ethernet source is not its sender
+/// hardware address (relayed or proxied ARP, or a forgery) is answered to the sender hardware
+/// address, never to the Ethernet source, and counted so an operator sees them.
+#[test]
+fn arp_whose_ethernet_source_is_not_sha_is_answered_to_sha_and_counted() {
+    let mut rig = Rig::new();
+    rig.announce_v4(LOOPBACK, VIP4);
+    let mut request = arp_frame([0xff; 6], 1, CLIENT_MAC, CLIENT4, VIP4);
+    request[6..12].copy_from_slice(&OTHER_MAC);
+    let (action, reply) = rig.run(&request);
+    assert_eq!(action, XDP_TX);
+    assert_eq!(reply[..6], CLIENT_MAC, "Ethernet destination = sha");
+    assert_eq!(reply[32..38], CLIENT_MAC, "target hardware address = sha");
+    assert_eq!(reply[6..12], NODE_MAC);
+    assert_eq!(rig.extra(ExtraCounter::ShaMismatch), 1);
+
+    // A plain request is not counted; one for an address not announced is not either.
+    assert_eq!(
+        rig.run(&arp_frame([0xff; 6], 1, CLIENT_MAC, CLIENT4, VIP4))
+            .0,
+        XDP_TX
+    );
+    let mut unknown = arp_frame([0xff; 6], 1, CLIENT_MAC, CLIENT4, UNKNOWN4);
+    unknown[6..12].copy_from_slice(&OTHER_MAC);
+    assert_eq!(rig.run(&unknown), (XDP_PASS, unknown.clone()));
+    assert_eq!(rig.extra(ExtraCounter::ShaMismatch), 1);
+    assert_eq!(rig.counter(Counter::ArpReplies), 2);
+}
+
+/// Two nodes think they own an address: a gratuitous ARP, an ARP reply or a Neighbor
+/// Advertisement saying an announced address is at another MAC is passed to the kernel
+/// unchanged (never dropped, never answered) and recorded with the claiming MAC, a count and
+/// the time.
+#[test]
+fn foreign_claims_are_passed_unchanged_and_recorded() {
+    let mut rig = Rig::new();
+    rig.announce_v4(LOOPBACK, VIP4);
+    rig.announce_v6(LOOPBACK, VIP6);
+    rig.announce_v4(7, CLIENT4); // announced on another interface only
+    let before = monotonic_ns();
+    let passed = |rig: &mut Rig, frame: &[u8]| {
+        assert_eq!(rig.run(frame), (XDP_PASS, frame.to_vec()));
+    };
+
+    passed(&mut rig, &arp_frame([0xff; 6], 1, OTHER_MAC, VIP4, VIP4));
+    let claim = rig.claim_v4(VIP4).expect("gratuitous request recorded");
+    assert_eq!((claim.mac, claim.count), (OTHER_MAC, 1));
+    let after = monotonic_ns();
+    // The coarse clock lags CLOCK_MONOTONIC by up to a tick (4 ms at HZ=250).
+    assert!(
+        claim.last_ns + 10_000_000 >= before && claim.last_ns <= after,
+        "{before} <= {} <= {after}",
+        claim.last_ns
+    );
+
+    let third_mac = [0x02, 0x77, 0, 0, 0, 7];
+    passed(
+        &mut rig,
+        &arp_frame(CLIENT_MAC, 2, third_mac, VIP4, CLIENT4),
+    );
+    let claim = rig.claim_v4(VIP4).expect("reply recorded");
+    assert_eq!(
+        (claim.mac, claim.count),
+        (third_mac, 2),
+        "latest MAC, count"
+    );
+    passed(&mut rig, &arp_frame([0xff; 6], 2, OTHER_MAC, VIP4, VIP4));
+    assert_eq!(rig.claim_v4(VIP4).map(|c| c.count), Some(3));
+
+    // Not foreign: our own MAC, an address not announced here, a plain request.
+    passed(&mut rig, &arp_frame([0xff; 6], 1, NODE_MAC, VIP4, VIP4));
+    passed(
+        &mut rig,
+        &arp_frame([0xff; 6], 1, OTHER_MAC, UNKNOWN4, UNKNOWN4),
+    );
+    passed(
+        &mut rig,
+        &arp_frame([0xff; 6], 1, OTHER_MAC, CLIENT4, CLIENT4),
+    );
+    assert_eq!(rig.claim_v4(VIP4).map(|c| c.count), Some(3));
+    assert_eq!(rig.claim_v4(CLIENT4), None, "key is interface + address");
+    assert_eq!(rig.claim_v4(UNKNOWN4), None);
+    assert_eq!(rig.extra(ExtraCounter::ForeignClaims), 3);
+    assert_eq!(
+        rig.counter(Counter::Passed),
+        6,
+        "ARP claims are passed ARP frames"
+    );
+
+    // IPv6: the target link-layer option names the claimer; our MAC there is no claim.
+    passed(&mut rig, &na_frame(OTHER_MAC, VIP6, OTHER_MAC));
+    passed(&mut rig, &na_frame(OTHER_MAC, VIP6, NODE_MAC));
+    passed(&mut rig, &na_frame(OTHER_MAC, CLIENT6, OTHER_MAC));
+    let claim = rig.claim_v6(VIP6).expect("NA recorded");
+    assert_eq!((claim.mac, claim.count), (OTHER_MAC, 1));
+    assert_eq!(rig.claim_v6(CLIENT6), None);
+    // An advertisement failing RFC 4861 checks (hop limit 64) claims nothing.
+    let mut bad = na_frame(third_mac, VIP6, third_mac);
+    bad[21] = 64;
+    passed(&mut rig, &bad);
+    assert_eq!(rig.claim_v6(VIP6).map(|c| c.count), Some(1));
+    assert_eq!(rig.extra(ExtraCounter::ForeignClaims), 4);
+    assert_eq!(
+        rig.counter(Counter::Passed),
+        6,
+        "advertisements are not counted as passed requests"
+    );
+    assert_eq!(rig.stats_v4(VIP4), (0, 0), "claims are not requests");
+}
+
+/// Over its burst, a source's requests for announced addresses are passed unanswered and
+/// counted, while another source is still answered; both families share the source's bucket.
+#[test]
+fn rate_limit_passes_a_source_over_its_burst_and_answers_others() {
+    let mut rig = Rig::new();
+    rig.announce_v4(LOOPBACK, VIP4);
+    rig.announce_v6(LOOPBACK, VIP6);
+    let from = |mac: [u8; 6]| arp_frame([0xff; 6], 1, mac, CLIENT4, VIP4);
+    // The object's own value is all zeros: no limit until userspace sets one.
+    for _ in 0..300 {
+        assert_eq!(rig.run(&from(CLIENT_MAC)).0, XDP_TX);
+    }
+    assert_eq!(rig.extra(ExtraCounter::RateLimited), 0);
+
+    // One per second after a burst of 3: the runs below take far less than a second.
+    rig.set_limit(RateLimit {
+        per_second: 1,
+        burst: 3,
+    });
+    let limited = [0x02, 0x44, 0, 0, 0, 4];
+    for n in 1..=3 {
+        assert_eq!(
+            rig.run(&from(limited)).0,
+            XDP_TX,
+            "request {n} of the burst"
+        );
+    }
+    let fourth = from(limited);
+    assert_eq!(
+        rig.run(&fourth),
+        (XDP_PASS, fourth.clone()),
+        "over the burst"
+    );
+    assert_eq!(rig.extra(ExtraCounter::RateLimited), 1);
+    assert_eq!(rig.run(&from(OTHER_MAC)).0, XDP_TX, "another source");
+
+    // A solicitation from the same MAC (its Ethernet source) draws on the same bucket.
+    let mut ns = ns_frame(CLIENT6, solicited_node(&VIP6), 255, &SOURCE_LL);
+    ns[6..12].copy_from_slice(&limited);
+    assert_eq!(rig.run(&ns), (XDP_PASS, ns.clone()));
+    let ns_other = ns_frame(CLIENT6, solicited_node(&VIP6), 255, &SOURCE_LL);
+    assert_eq!(
+        rig.run(&ns_other).0,
+        XDP_TX,
+        "CLIENT_MAC has its own bucket"
+    );
+    assert_eq!(rig.extra(ExtraCounter::RateLimited), 2);
+    // Limited requests are seen (requests) but not answered (replies), and passed.
+    assert_eq!(rig.stats_v4(VIP4), (300 + 5, 300 + 4));
+
+    // Turned off again: answered at once.
+    rig.set_limit(RateLimit::OFF);
+    assert_eq!(rig.run(&from(limited)).0, XDP_TX);
+}
+
 fn map_id(rig: &Rig, name: &str) -> u32 {
     use aya::maps::Map;
     let data = match rig.bpf.map(name).expect(name) {
         Map::HashMap(data)
+        | Map::LruHashMap(data)
         | Map::PerCpuHashMap(data)
         | Map::Array(data)
         | Map::PerCpuArray(data) => data,
