@@ -1400,6 +1400,170 @@ fn new_maps_start_closed_and_a_manual_attach_opens_them() {
         .output();
 }
 
+/// `herald xdp` inside `ns` with the pins under `pin`; the output, whatever the exit status.
+fn herald_xdp_in(ns: &Netns, pin: &std::path::Path, args: &[&str]) -> Output {
+    ns.command(herald_bin())
+        .args(["xdp", "--pin-dir"])
+        .arg(pin)
+        .args(args)
+        .output()
+        .expect("herald xdp")
+}
+
+/// A namespace with one veth pair up; returns the namespace and the end to attach to.
+fn namespace_with_veth(prefix: &str) -> (Netns, String) {
+    let node = Netns::new(prefix).expect("netns");
+    let (a, b) = (unique("ua"), unique("ub"));
+    node.ip(["link", "add", &a, "type", "veth", "peer", "name", &b])
+        .expect("veth");
+    node.ip(["link", "set", &a, "up"]).expect("up");
+    node.ip(["link", "set", &b, "up"]).expect("up");
+    (node, a)
+}
+
+/// An upgrade from a Herald that pinned only the first four maps: opening its pin directory
+/// creates the maps added since (foreign claims, extra counters, rate limit and buckets) beside
+/// the old ones, which keep their entries and values; the new program loads against the mix.
+#[test]
+fn opening_an_older_pin_directory_adds_the_new_maps_and_keeps_the_old() {
+    use aya::maps::{Array, MapData, PerCpuHashMap, PerCpuValues};
+    use herald::dataplane::{Dataplane, GuardState};
+    use lb_common::maps::{
+        Announcement, Guard, Ipv4Key, MAP_BUCKETS, MAP_CLAIMS4, MAP_CLAIMS6, MAP_EXTRA, MAP_GUARD,
+        MAP_LIMIT, MAP_V4,
+    };
+    use lb_common::ratelimit::RateLimit;
+
+    require_root();
+    let bpffs = Bpffs::new().expect("bpffs");
+    let pin_dir = bpffs.dir.join("older");
+    drop(Dataplane::open(&pin_dir).expect("open"));
+    let added = [MAP_EXTRA, MAP_CLAIMS4, MAP_CLAIMS6, MAP_LIMIT, MAP_BUCKETS];
+    for name in added {
+        std::fs::remove_file(pin_dir.join(name)).expect("unpin");
+    }
+    // What the older Herald left: an announced address and a guard turned off, written
+    // straight into its pins.
+    let vip = [198, 51, 100, 77];
+    let mac = [2, 0, 0x5e, 0, 0, 0x77];
+    let mut v4: PerCpuHashMap<MapData, Ipv4Key, Announcement> = PerCpuHashMap::try_from(
+        aya::maps::Map::PerCpuHashMap(MapData::from_pin(pin_dir.join(MAP_V4)).expect("pin")),
+    )
+    .expect("per-CPU hash");
+    let cpus = aya::util::nr_cpus().expect("CPUs").get() as usize;
+    let entry = Announcement {
+        mac,
+        requests: 5,
+        ..Announcement::default()
+    };
+    let key = Ipv4Key {
+        ifindex: 7,
+        addr: vip,
+    };
+    v4.insert(
+        &key,
+        PerCpuValues::try_from(vec![entry; cpus]).expect("values"),
+        0,
+    )
+    .expect("insert");
+    let mut guard: Array<MapData, Guard> = Array::try_from(aya::maps::Map::Array(
+        MapData::from_pin(pin_dir.join(MAP_GUARD)).expect("pin"),
+    ))
+    .expect("array");
+    guard.set(0, &Guard::default(), 0).expect("guard off");
+    drop((v4, guard));
+
+    let dp = Dataplane::open_existing(&pin_dir)
+        .expect("open the older directory")
+        .expect("the older maps count as set up");
+    for name in added {
+        assert!(pin_dir.join(name).exists(), "{name} created");
+    }
+    let keys: Vec<_> = dp
+        .keys()
+        .expect("keys")
+        .iter()
+        .map(|k| (k.ifindex(), k.ip()))
+        .collect();
+    assert_eq!(keys, [(7, std::net::IpAddr::from(vip))], "old entries kept");
+    let snapshot = dp.snapshot().expect("snapshot");
+    assert_eq!(
+        (snapshot.addresses[0].mac.0, snapshot.addresses[0].requests),
+        (mac, 5 * cpus as u64)
+    );
+    assert_eq!(
+        dp.guard_state().expect("guard"),
+        GuardState::Off,
+        "not closed again"
+    );
+    assert_eq!(dp.rate_limit().expect("limit"), RateLimit::DEFAULT);
+    assert_eq!(dp.claims().expect("claims"), []);
+    assert_eq!(
+        dp.edge_counters().expect("counters"),
+        herald::dataplane::edges::EdgeCounters::default()
+    );
+    drop(dp);
+
+    // The new program loads against the old maps and the new ones together.
+    let (node, iface) = namespace_with_veth("hu");
+    let out = herald_xdp_in(
+        &node,
+        &pin_dir,
+        &["attach", "--iface", &iface, "--mode", "skb"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let list = herald_xdp_in(&node, &pin_dir, &["list", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
+    assert_eq!(json["addresses"][0]["ip"], "198.51.100.77", "{json}");
+    let _ = herald_xdp_in(&node, &pin_dir, &["detach"]);
+}
+
+/// Why the maps added later are new maps rather than larger old ones: a pinned map is reused
+/// only when its layout matches the program's (aya checks type, key and value sizes, capacity
+/// and flags), so an older, shorter counter array would make the new program fail to load.
+#[test]
+fn a_pinned_map_of_another_capacity_is_refused_not_reused() {
+    require_root();
+    let bpffs = Bpffs::new().expect("bpffs");
+    let pin_dir = bpffs.dir.join("shorter");
+    drop(herald::dataplane::Dataplane::open(&pin_dir).expect("open"));
+    let counters = pin_dir.join(lb_common::maps::MAP_COUNTERS);
+    std::fs::remove_file(&counters).expect("unpin");
+    let out = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&counters)
+        .args([
+            "type",
+            "percpu_array",
+            "key",
+            "4",
+            "value",
+            "8",
+            "entries",
+            "4",
+            "name",
+            "HERALD_COUNTERS",
+        ])
+        .output()
+        .expect("bpftool is installed");
+    assert!(out.status.success(), "{out:?}");
+    let (node, iface) = namespace_with_veth("hu");
+    let out = herald_xdp_in(
+        &node,
+        &pin_dir,
+        &["attach", "--iface", &iface, "--mode", "skb"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "attached over a shorter array: {out:?}"
+    );
+    assert!(
+        stderr.contains("HERALD_COUNTERS") && stderr.contains("max_entries"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn hostile_frames_are_what_they_say() {
     // The crafting itself: the valid bases are well-formed (checked with etherparse), and each

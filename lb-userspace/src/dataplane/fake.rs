@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::edges::{EdgeCounters, ForeignClaim};
 use super::fallback::FallbackCounts;
 use super::heartbeat::Guard;
 use super::keys::{AddrKey, Mac};
@@ -41,6 +42,9 @@ pub struct State {
     /// Interfaces answered (by name) and by whom.
     pub attached: BTreeMap<String, ServedBy>,
     pub userspace: Vec<(String, FallbackCounts)>,
+    /// Foreign claims the next `observe` reports (then forgotten, as the real plane does).
+    pub claims: Vec<ForeignClaim>,
+    pub edges: EdgeCounters,
 }
 
 #[derive(Clone, Default)]
@@ -170,7 +174,8 @@ impl L2Plane for FakePlane {
     }
 
     fn observe(&mut self) -> Result<Observed> {
-        let state = self.state();
+        let mut state = self.state();
+        let claims = std::mem::take(&mut state.claims);
         Ok(Observed {
             addresses: state
                 .keys
@@ -178,6 +183,8 @@ impl L2Plane for FakePlane {
                 .map(|(index, ip)| (*index, *ip, 0, 0))
                 .collect(),
             userspace: state.userspace.clone(),
+            claims,
+            edges: state.edges,
         })
     }
 
@@ -187,5 +194,27 @@ impl L2Plane for FakePlane {
 
     fn shutdown(&mut self) {
         self.record(Op::Shutdown);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_are_reported_once() {
+        let mut plane = FakePlane::with_interfaces(&[("eth0", 2)]);
+        let claim = ForeignClaim {
+            ifindex: 2,
+            ip: IpAddr::from([198, 51, 100, 10]),
+            mac: Mac([2, 0, 0, 0, 0, 9]),
+            count: 3,
+        };
+        plane.state().claims.push(claim);
+        plane.state().edges.foreign_claims = 3;
+        let observed = plane.observe().expect("observe");
+        assert_eq!(observed.claims, [claim]);
+        assert_eq!(observed.edges.foreign_claims, 3);
+        assert_eq!(plane.observe().expect("observe").claims, []);
     }
 }

@@ -9,6 +9,8 @@
 pub mod answerers;
 pub mod cadence;
 pub mod caps;
+pub mod edges;
+mod entries;
 mod error;
 #[cfg(test)]
 pub mod fake;
@@ -28,14 +30,16 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aya::maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use aya::programs::links::FdLink;
 use aya::programs::{Xdp, XdpMode};
 use lb_common::maps::{
-    ANNOUNCE_FLAGS_NONE, Announcement, COUNTER_SLOTS, Guard, Ipv4Key, Ipv6Key, MAP_COUNTERS,
-    MAP_GUARD, MAP_V4, MAP_V6, PROG_NAME,
+    Announcement, COUNTER_SLOTS, Claim, Guard, Ipv4Key, Ipv6Key, MAP_BUCKETS, MAP_CLAIMS4,
+    MAP_CLAIMS6, MAP_COUNTERS, MAP_EXTRA, MAP_GUARD, MAP_LIMIT, MAP_V4, MAP_V6, PROG_NAME,
 };
+use lb_common::ratelimit::RateLimit;
 
+use entries::{remove_entry, sum_over_cpus, upsert_announcement};
 use error::map_err;
 pub use error::{DataplaneError, Result};
 use keys::{AddrKey, Mac};
@@ -46,7 +50,21 @@ pub use types::{
     Detached, GuardState, InterfaceMode, ServedBy, Snapshot, interface_modes, monotonic_ns,
 };
 
-const MAP_NAMES: [&str; 4] = [MAP_V4, MAP_V6, MAP_COUNTERS, MAP_GUARD];
+/// The maps of the first version: a pin directory holding these was set up by some Herald.
+const CORE_MAPS: [&str; 4] = [MAP_V4, MAP_V6, MAP_COUNTERS, MAP_GUARD];
+/// Every pinned map. Those after the core ones may be missing from a directory an older Herald
+/// pinned: opening it creates them beside the old ones, which keep their entries.
+const MAP_NAMES: [&str; 9] = [
+    MAP_V4,
+    MAP_V6,
+    MAP_COUNTERS,
+    MAP_GUARD,
+    MAP_EXTRA,
+    MAP_CLAIMS4,
+    MAP_CLAIMS6,
+    MAP_LIMIT,
+    MAP_BUCKETS,
+];
 
 /// The pinned maps of one pin directory.
 pub struct Dataplane {
@@ -55,6 +73,10 @@ pub struct Dataplane {
     v6: PerCpuHashMap<MapData, Ipv6Key, Announcement>,
     counters: PerCpuArray<MapData, u64>,
     guard: Array<MapData, Guard>,
+    extra: PerCpuArray<MapData, u64>,
+    claims4: HashMap<MapData, Ipv4Key, Claim>,
+    claims6: HashMap<MapData, Ipv6Key, Claim>,
+    limit: Array<MapData, RateLimit>,
     /// Interfaces the userspace fallback responder serves in this process: announcing there
     /// needs no XDP link.
     userspace: Vec<u32>,
@@ -86,13 +108,17 @@ where
 }
 
 impl Dataplane {
-    /// Opens the maps pinned under `pin_dir`, creating and pinning them first when absent.
-    /// A guard created here starts closed ([`Guard::CLOSED`]): nothing is answered until the
-    /// caller arms it ([`Dataplane::heartbeat`]) or turns it off ([`Dataplane::guard_off`]), so
-    /// a process that dies between announcing and its first heartbeat leaves nothing answering.
+    /// Opens the maps pinned under `pin_dir`, creating and pinning those absent (all of them,
+    /// or those an older Herald did not have: the others are reused as they are, entries and
+    /// all). A guard created here starts closed ([`Guard::CLOSED`]): nothing is answered until
+    /// the caller arms it ([`Dataplane::heartbeat`]) or turns it off ([`Dataplane::guard_off`]),
+    /// so a process that dies between announcing and its first heartbeat leaves nothing
+    /// answering. A rate limit created here starts at [`RateLimit::DEFAULT`]; one already
+    /// pinned keeps its value.
     pub fn open(pin_dir: &Path) -> Result<Dataplane> {
         pins::ensure_pin_dir(pin_dir)?;
         let new_guard = !pin_dir.join(MAP_GUARD).exists();
+        let new_limit = !pin_dir.join(MAP_LIMIT).exists();
         if !MAP_NAMES.iter().all(|name| pin_dir.join(name).exists()) {
             drop(load_object(pin_dir)?);
         }
@@ -100,15 +126,19 @@ impl Dataplane {
         if new_guard {
             dp.close_guard()?;
         }
+        if new_limit {
+            dp.set_rate_limit(RateLimit::DEFAULT)?;
+        }
         Ok(dp)
     }
 
-    /// Opens the pinned maps if the data plane was set up; `None` when nothing is pinned.
+    /// Opens the pinned maps if the data plane was set up (creating the maps a newer Herald
+    /// added, as [`Dataplane::open`] does); `None` when nothing is pinned.
     pub fn open_existing(pin_dir: &Path) -> Result<Option<Dataplane>> {
-        if !MAP_NAMES.iter().all(|name| pin_dir.join(name).exists()) {
+        if !CORE_MAPS.iter().all(|name| pin_dir.join(name).exists()) {
             return Ok(None);
         }
-        Self::from_pins(pin_dir).map(Some)
+        Self::open(pin_dir).map(Some)
     }
 
     fn from_pins(pin_dir: &Path) -> Result<Dataplane> {
@@ -118,6 +148,10 @@ impl Dataplane {
             v6: open_pinned(pin_dir, MAP_V6)?,
             counters: open_pinned(pin_dir, MAP_COUNTERS)?,
             guard: open_pinned(pin_dir, MAP_GUARD)?,
+            extra: open_pinned(pin_dir, MAP_EXTRA)?,
+            claims4: open_pinned(pin_dir, MAP_CLAIMS4)?,
+            claims6: open_pinned(pin_dir, MAP_CLAIMS6)?,
+            limit: open_pinned(pin_dir, MAP_LIMIT)?,
             userspace: Vec::new(),
         })
     }
@@ -477,158 +511,5 @@ fn ip_v6(ip: IpAddr) -> std::net::Ipv6Addr {
     match ip {
         IpAddr::V6(v6) => v6,
         IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-    }
-}
-
-/// Writes `mac` into every CPU's copy of the entry for `key`. An entry that already carries
-/// `mac` is left alone (its counters keep counting); a new one starts at zero; a MAC change keeps
-/// the counters read just before (increments in that instant are lost: counters, not state).
-/// Returns true when the map changed.
-fn upsert_announcement<K: aya::Pod>(
-    map: &mut PerCpuHashMap<MapData, K, Announcement>,
-    key: &K,
-    mac: Mac,
-    name: &'static str,
-) -> Result<bool> {
-    let before = match map.get(key, 0) {
-        Ok(values) => Some(values),
-        Err(MapError::KeyNotFound) => None,
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => None,
-        Err(e) => return Err(map_err(name)(e)),
-    };
-    let (values, changed) = announcement_values(before.as_ref().map(|v| &v[..]), mac, cpu_count()?);
-    if changed {
-        let values = PerCpuValues::try_from(values).map_err(|source| DataplaneError::Io {
-            op: "per-CPU map values",
-            source,
-        })?;
-        map.insert(key, values, 0).map_err(map_err(name))?;
-    }
-    Ok(changed)
-}
-
-/// The per-CPU values to write for announcing with `mac`, given the current ones (if any), and
-/// whether anything changes. Pure, so the rule is unit-tested.
-fn announcement_values(
-    current: Option<&[Announcement]>,
-    mac: Mac,
-    cpus: usize,
-) -> (Vec<Announcement>, bool) {
-    let wanted = |old: Announcement| Announcement {
-        mac: mac.0,
-        flags: ANNOUNCE_FLAGS_NONE,
-        ..old
-    };
-    match current {
-        Some(values) if values.len() == cpus => {
-            let changed = values.iter().any(|v| *v != wanted(*v));
-            (values.iter().map(|v| wanted(*v)).collect(), changed)
-        }
-        _ => (vec![wanted(Announcement::default()); cpus], true),
-    }
-}
-
-fn cpu_count() -> Result<usize> {
-    aya::util::nr_cpus()
-        .map(|n| n.get() as usize)
-        .map_err(|(_, source)| DataplaneError::Io {
-            op: "counting CPUs",
-            source,
-        })
-}
-
-/// True when removed, false when absent.
-fn remove_entry(result: std::result::Result<(), MapError>, name: &'static str) -> Result<bool> {
-    match result {
-        Ok(()) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(false)
-        }
-        Err(e) => Err(map_err(name)(e)),
-    }
-}
-
-/// One entry for all CPUs: the MAC and flags (equal on every CPU; CPU 0's), counters summed.
-fn sum_over_cpus(values: &[Announcement]) -> Announcement {
-    let first = values.first().copied().unwrap_or_default();
-    values.iter().fold(
-        Announcement {
-            requests: 0,
-            replies: 0,
-            ..first
-        },
-        |acc, v| Announcement {
-            requests: acc.requests.wrapping_add(v.requests),
-            replies: acc.replies.wrapping_add(v.replies),
-            ..acc
-        },
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn announcement_values_table() {
-        let mac = Mac([2, 0, 0, 0, 0, 1]);
-        let other = Mac([2, 0, 0, 0, 0, 2]);
-        let entry = |mac: Mac, requests, replies| Announcement {
-            mac: mac.0,
-            flags: ANNOUNCE_FLAGS_NONE,
-            requests,
-            replies,
-        };
-        // New: every CPU gets the MAC and zero counters.
-        assert_eq!(
-            announcement_values(None, mac, 2),
-            (vec![entry(mac, 0, 0); 2], true)
-        );
-        // Same MAC: nothing to write, counters untouched.
-        let current = [entry(mac, 3, 2), entry(mac, 1, 1)];
-        assert_eq!(
-            announcement_values(Some(&current), mac, 2),
-            (current.to_vec(), false)
-        );
-        // New MAC: written on every CPU, counters kept.
-        assert_eq!(
-            announcement_values(Some(&[entry(other, 3, 2), entry(other, 1, 1)]), mac, 2),
-            (vec![entry(mac, 3, 2), entry(mac, 1, 1)], true)
-        );
-        // A CPU count that does not match the map's (cannot happen; rewrite rather than guess).
-        assert_eq!(
-            announcement_values(Some(&[entry(mac, 3, 2)]), mac, 2),
-            (vec![entry(mac, 0, 0); 2], true)
-        );
-    }
-
-    #[test]
-    fn sums_counters_over_cpus() {
-        let mac = [2, 0, 0, 0, 0, 1];
-        let values = [
-            Announcement {
-                mac,
-                flags: 0,
-                requests: 3,
-                replies: 2,
-            },
-            Announcement {
-                mac,
-                flags: 0,
-                requests: 4,
-                replies: 1,
-            },
-        ];
-        assert_eq!(
-            sum_over_cpus(&values),
-            Announcement {
-                mac,
-                flags: 0,
-                requests: 7,
-                replies: 3
-            }
-        );
-        assert_eq!(sum_over_cpus(&[]), Announcement::default());
     }
 }

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::answerers::{self, Answerers, Serving};
+use super::edges::{ClaimTracker, EdgeCounters, ForeignClaim};
 use super::fallback::FallbackCounts;
 use super::gratuitous::Sender;
 use super::heartbeat::Guard;
@@ -25,6 +26,12 @@ pub struct Observed {
     pub addresses: Vec<AddressReading>,
     /// Userspace responders' counters, by interface.
     pub userspace: Vec<(String, FallbackCounts)>,
+    /// Foreign claims on announced addresses seen since the previous `observe` (by the XDP
+    /// program; none before this process opened the plane): another MAC said the address is
+    /// theirs (gratuitous ARP, ARP reply, Neighbor Advertisement). Two answerers, one address.
+    pub claims: Vec<ForeignClaim>,
+    /// The XDP program's counters of unusual requests and claims (running totals).
+    pub edges: EdgeCounters,
 }
 
 /// What the layer-2 speaker asks of the data plane.
@@ -46,7 +53,8 @@ pub trait L2Plane {
     fn keys(&self) -> Result<Vec<AddrKey>>;
     /// One gratuitous round (ARP or unsolicited NA) for `ip` on `iface`; packets sent.
     fn gratuitous(&mut self, iface: &Interface, ip: IpAddr, mac: Mac) -> Result<u32>;
-    /// Reads counters, and restarts answerers of this process that ended on their own.
+    /// Reads counters and the foreign claims new since the previous call, and restarts
+    /// answerers of this process that ended on their own.
     fn observe(&mut self) -> Result<Observed>;
     /// A handle for the guard thread.
     fn guard(&self) -> Result<Self::Guard>;
@@ -61,6 +69,7 @@ pub struct AyaPlane {
     dp: Dataplane,
     answerers: Answerers,
     sender: Option<Sender>,
+    claims: ClaimTracker,
 }
 
 impl AyaPlane {
@@ -68,6 +77,7 @@ impl AyaPlane {
     /// answers requests; it says so once.
     pub fn open(pin_dir: &Path, choice: DataplaneChoice, mode: AttachMode) -> Result<AyaPlane> {
         let dp = Dataplane::open(pin_dir)?;
+        let claims = ClaimTracker::starting_from(&dp.claims()?);
         let sender = Sender::open()
             .map_err(|error| tracing::warn!(%error, "no gratuitous sender"))
             .ok();
@@ -76,6 +86,7 @@ impl AyaPlane {
             dp,
             answerers: Answerers::new(pin_dir, choice, mode),
             sender,
+            claims,
         })
     }
 
@@ -146,6 +157,8 @@ impl L2Plane for AyaPlane {
                 .map(|a| (a.ifindex, a.ip, a.requests, a.replies))
                 .collect(),
             userspace: self.answerers.counts(),
+            claims: self.claims.update(&self.dp.claims()?),
+            edges: self.dp.edge_counters()?,
         })
     }
 
