@@ -105,6 +105,23 @@ pub fn service_patch(writes: &ServiceWrites) -> Option<Value> {
     Some(Value::Object(patch))
 }
 
+/// Makes `patch` conditional on the Service still being at `resource_version` (the copy the
+/// write was planned against): the API server refuses it with 409 Conflict otherwise, so a
+/// write planned on a copy someone else has since changed — above all, by a replica that became
+/// leader while this one was paused — never lands; the decision is made again on a fresh copy.
+/// Without a version (never the case for a listed object) the patch is unconditional.
+pub fn conditional(mut patch: Value, resource_version: Option<&str>) -> Value {
+    if let (Some(version), Some(object)) = (resource_version, patch.as_object_mut()) {
+        let metadata = object
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if let Some(metadata) = metadata.as_object_mut() {
+            metadata.insert("resourceVersion".into(), Value::String(version.into()));
+        }
+    }
+    patch
+}
+
 /// Of the watch cache's copy of a Service and the copy our last write returned, the one to plan
 /// the next write against: ours while the cache has not caught up with it (same object, older
 /// resourceVersion), else the cache's (it may hold someone else's later change). When either
@@ -389,6 +406,30 @@ mod tests {
             )
         );
         assert_eq!(service_patch(&ServiceWrites::default()), None);
+    }
+
+    #[test]
+    fn writes_are_conditional_on_the_version_they_were_planned_on() {
+        let ingress = json!({ "status": { "loadBalancer": { "ingress": null } } });
+        assert_eq!(
+            conditional(ingress.clone(), Some("42")),
+            json!({
+                "metadata": { "resourceVersion": "42" },
+                "status": { "loadBalancer": { "ingress": null } }
+            })
+        );
+        let both = json!({
+            "metadata": { "annotations": { ALLOCATED_FROM_POOL: "p" } },
+            "status": {}
+        });
+        assert_eq!(
+            conditional(both, Some("7")),
+            json!({
+                "metadata": { "annotations": { ALLOCATED_FROM_POOL: "p" }, "resourceVersion": "7" },
+                "status": {}
+            })
+        );
+        assert_eq!(conditional(ingress.clone(), None), ingress);
     }
 
     #[test]

@@ -180,7 +180,8 @@ impl Leader<'_> {
         };
         let current = plan::fresher(&cached, self.written.get(&service));
         let cache_current = std::ptr::eq(current, cached.as_ref());
-        let patch = plan::service_patch(&plan::service_writes(current, &outcome.status));
+        let patch = plan::service_patch(&plan::service_writes(current, &outcome.status))
+            .map(|patch| plan::conditional(patch, current.metadata.resource_version.as_deref()));
         if cache_current {
             // The cache has caught up with (or moved past) our last write.
             self.written.remove(&service);
