@@ -85,11 +85,11 @@ fn forward_api_into(ns: &str, port: u16) {
     });
 }
 
-/// GET on 127.0.0.1:`port` inside `ns`.
-fn http_get_in(ns: &str, port: u16, path: &str) -> Option<(u16, String)> {
+/// GET on `host:port` inside `ns`.
+fn http_get_in_at(ns: &str, host: &'static str, port: u16, path: &str) -> Option<(u16, String)> {
     let path = path.to_string();
     in_netns(ns, move || {
-        kube_support::herald::Herald::http_get(port, &path)
+        kube_support::herald::Herald::http_get_at(host, port, &path)
     })
 }
 
@@ -102,6 +102,26 @@ fn arp_answer(client: &Netns, dev: &str) -> Option<String> {
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_lowercase();
     (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+/// Every MAC answering two ARP requests from the client (one second each), sorted: more than
+/// one means two nodes answer for the address.
+fn arp_answers(client: &Netns, dev: &str) -> Vec<String> {
+    let Ok(out) = client
+        .command("arping")
+        .args(["-i", dev, "-c", "2", "-w", "2", SERVICE_IP])
+        .output()
+    else {
+        return Vec::new();
+    };
+    let mut macs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split(" bytes from ").nth(1)?.split_whitespace().next())
+        .map(str::to_lowercase)
+        .collect();
+    macs.sort();
+    macs.dedup();
+    macs
 }
 
 /// One Neighbor Solicitation from the client; the target link-layer address, if any.
@@ -244,7 +264,8 @@ async fn single_node() {
                 .arg(format!("--pin-dir={}", pin_dir.display()))
                 .arg(format!("--ml-bind-addr={NODE_V4}:7946"))
                 .arg(format!("--interfaces-include={node_if}"))
-                .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+                // A port only: the endpoints listen on the node address (the gossip's).
+                .arg(format!("--metrics-addr={metrics_port}"))
                 .arg("--xdp-mode=skb")
                 .env("RUST_LOG", "info,kube=warn")
                 .env_remove("KUBECONFIG")
@@ -341,7 +362,8 @@ async fn single_node() {
     );
     assert_eq!(component, "metallb-speaker");
     // Metrics under MetalLB's names.
-    let (code, body) = http_get_in(&node.name, metrics_port, "/metrics").expect("metrics");
+    let (code, body) =
+        http_get_in_at(&node.name, NODE_V4, metrics_port, "/metrics").expect("metrics");
     assert_eq!(code, 200);
     assert!(
         body.contains(&format!(
@@ -357,7 +379,7 @@ async fn single_node() {
     );
     // The client's requests and the XDP answers are counted from the per-address map counters.
     let counted = |name: &str| -> u64 {
-        http_get_in(&node.name, metrics_port, "/metrics")
+        http_get_in_at(&node.name, NODE_V4, metrics_port, "/metrics")
             .map(|(_, body)| body)
             .unwrap_or_default()
             .lines()
@@ -370,15 +392,21 @@ async fn single_node() {
             >= 1
             && counted("metallb_layer2_responses_sent") >= 1),
         "layer2 counters never moved: {:?}",
-        http_get_in(&node.name, metrics_port, "/metrics")
+        http_get_in_at(&node.name, NODE_V4, metrics_port, "/metrics")
     );
     assert!(
         counted("metallb_layer2_gratuitous_sent") >= 2,
         "one ARP round is 2 packets"
     );
     assert_eq!(
-        http_get_in(&node.name, metrics_port, "/readyz").map(|r| r.0),
+        http_get_in_at(&node.name, NODE_V4, metrics_port, "/readyz").map(|r| r.0),
         Some(200)
+    );
+    // Not on every interface: nothing listens on the node's loopback.
+    assert_eq!(
+        http_get_in_at(&node.name, "127.0.0.1", metrics_port, "/readyz"),
+        None,
+        "the endpoints listen beyond the node address"
     );
 
     // The exclusion label takes the node out: nobody answers.
@@ -902,6 +930,67 @@ async fn three_nodes() {
             && announcers(&nodes) == vec![winner.name.clone()]
             && xdp_state(winner).1 == "fresh"),
         "restarted {} did not take the address back alone: announcers {:?}\n{}",
+        winner.name,
+        announcers(&nodes),
+        all_logs()
+    );
+
+    // Isolated is not alone: with every speaker Pod Ready, cut the winner's gossip off from
+    // both peers (blackhole routes both ways; the client still reaches every node). The peers
+    // declare it down and the next node takes over; the winner, hearing nobody while the API
+    // server shows the others Ready, must let its guard run out rather than answer beside it.
+    for letter in ["a", "b", "c"] {
+        cluster.kubectl(&[
+            "patch",
+            "pod",
+            &format!("speaker-{letter}"),
+            "-n",
+            "metallb-system",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            "{\"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}",
+        ]);
+    }
+    let others: Vec<&LabNode> = nodes.iter().filter(|n| n.name != winner.name).collect();
+    let blackholes = |verb: &str| {
+        for other in &others {
+            winner
+                .ns
+                .ip(["route", verb, "blackhole", &format!("{}/32", other.addr)])
+                .unwrap();
+            other
+                .ns
+                .ip(["route", verb, "blackhole", &format!("{}/32", winner.addr)])
+                .unwrap();
+        }
+    };
+    blackholes("add");
+    assert!(
+        poll_until(PATIENCE, || xdp_state(winner).1 == "stale"
+            && arp_answers(&client, &client_if) == vec![next.mac.clone()]),
+        "the cut-off {} kept answering (guard {}), answers {:?}\n{}",
+        winner.name,
+        xdp_state(winner).1,
+        arp_answers(&client, &client_if),
+        all_logs()
+    );
+    // It stays silent while cut off.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(xdp_state(winner).1, "stale", "{}", all_logs());
+    assert_eq!(arp_answers(&client, &client_if), vec![next.mac.clone()]);
+    assert!(
+        all_logs().contains("isolated: no peer heard"),
+        "no isolation warning\n{}",
+        all_logs()
+    );
+    // Healed: it hears its peers again and takes the address back alone.
+    blackholes("del");
+    assert!(
+        poll_until(PATIENCE, || xdp_state(winner).1 == "fresh"
+            && arp_answers(&client, &client_if) == vec![winner.mac.clone()]
+            && announcers(&nodes) == vec![winner.name.clone()]),
+        "healed {} did not take the address back alone: announcers {:?}\n{}",
         winner.name,
         announcers(&nodes),
         all_logs()

@@ -37,5 +37,5 @@ fuzz_target!(|data: &[u8]| {
         let _ = m.handle_datagram(from, data, Duration::from_millis(10));
         m.handle_due(Duration::from_millis(20));
     }
-    let _ = GossipKey::new(Some(b"k")).open(data);
+    let _ = GossipKey::new(Some(b"k")).open(data, "node-a");
 });

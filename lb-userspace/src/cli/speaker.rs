@@ -52,9 +52,15 @@ pub struct SpeakerArgs {
     /// The gossip secret itself (overrides the Secret).
     #[arg(long, env = "METALLB_ML_SECRET_KEY", hide_env_values = true)]
     pub ml_secret_key: Option<String>,
-    /// /metrics, /healthz and /readyz (plain HTTP); empty disables them.
-    #[arg(long, env = "HERALD_METRICS_ADDR", default_value = "0.0.0.0:7472")]
+    /// /metrics, /healthz and /readyz (plain HTTP): `IP:PORT`, or a port on the node address
+    /// (see `--host`); empty disables them.
+    #[arg(long, env = "HERALD_METRICS_ADDR", default_value = "7472")]
     pub metrics_addr: String,
+    /// The node address a port-only `--metrics-addr` listens on, as MetalLB's `--host` (the
+    /// manifests set it from `status.hostIP`). Default: the gossip bind or advertise address;
+    /// without any, every interface (with a warning).
+    #[arg(long, env = "METALLB_HOST")]
+    pub host: Option<IpAddr>,
     /// Failure-detection target in ms: a dead speaker is removed in about this time, and the
     /// guard silences a cut-off speaker before anyone takes over (see `speaker::timing`).
     #[arg(long, env = "HERALD_DETECT_MS", default_value_t = 500)]
@@ -104,6 +110,29 @@ fn parse_bind(text: &str) -> Result<Option<SocketAddr>> {
     }
 }
 
+/// Where the metrics and probes listen: `IP:PORT` as given; a bare port on `node_ip` (the
+/// node's own address, so the endpoints are not offered on every interface of a host-network
+/// Pod), else on every interface with a warning; empty: nowhere.
+fn metrics_bind(text: &str, node_ip: Option<IpAddr>) -> Result<Option<SocketAddr>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Some(addr));
+    }
+    let port = text
+        .parse::<u16>()
+        .with_context(|| format!("--metrics-addr {text:?}: expected IP:PORT or a port"))?;
+    let ip = node_ip.unwrap_or_else(|| {
+        tracing::warn!(
+            "no node address for --metrics-addr {port}: listening on every interface (set METALLB_HOST or --host)"
+        );
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    });
+    Ok(Some(SocketAddr::new(ip, port)))
+}
+
 fn options(args: SpeakerArgs) -> Result<Options> {
     if args.node_name.is_empty() {
         bail!("--node-name is empty");
@@ -143,14 +172,11 @@ fn options(args: SpeakerArgs) -> Result<Options> {
         }),
         _ => None,
     };
-    let metrics_addr = match args.metrics_addr.trim() {
-        "" => None,
-        text => Some(text.parse::<SocketAddr>().or_else(|_| {
-            text.parse::<u16>()
-                .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
-                .with_context(|| format!("--metrics-addr {text:?}: expected IP:PORT"))
-        })?),
-    };
+    let node_ip = args
+        .host
+        .or_else(|| bind.map(|b| b.ip()).filter(|ip| !ip.is_unspecified()))
+        .or(args.ml_advertise_addr);
+    let metrics_addr = metrics_bind(&args.metrics_addr, node_ip)?;
     Ok(Options {
         node: args.node_name,
         namespace,
@@ -205,6 +231,7 @@ mod tests {
         assert_eq!(g.bind, "0.0.0.0:7946".parse().unwrap());
         assert_eq!(g.labels, "app=metallb,component=speaker");
         assert_eq!(g.secret_name.as_deref(), Some("memberlist"));
+        // No node address known: every interface (with a warning).
         assert_eq!(o.metrics_addr, Some("0.0.0.0:7472".parse().unwrap()));
         assert_eq!(o.timing, Timing::from_detect_ms(500).unwrap());
         assert_eq!(o.reannounce, None);
@@ -229,10 +256,42 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(o.gossip.unwrap().bind, "203.0.113.11:7946".parse().unwrap());
+        // The metrics follow the node address the gossip binds.
+        assert_eq!(o.metrics_addr, Some("203.0.113.11:7472".parse().unwrap()));
         assert!(o.filter.allows("eth0") && o.filter.allows("uplink"));
         assert!(!o.filter.allows("veth0"));
         assert_eq!(o.reannounce, Some(Duration::from_secs(30)));
         assert_eq!(o.timing.detect, Duration::from_millis(300));
+    }
+
+    #[test]
+    fn metrics_listen_on_the_node_address() {
+        let host = |extra: &[&str]| parse(extra).unwrap().metrics_addr;
+        assert_eq!(
+            host(&["--host", "198.51.100.9"]),
+            Some("198.51.100.9:7472".parse().unwrap())
+        );
+        assert_eq!(
+            host(&["--host", "198.51.100.9", "--ml-bind-addr", "203.0.113.11"]),
+            Some("198.51.100.9:7472".parse().unwrap()),
+            "--host wins over the gossip address"
+        );
+        assert_eq!(
+            host(&[
+                "--ml-advertise-addr",
+                "2001:db8::5",
+                "--metrics-addr",
+                "9000"
+            ]),
+            Some("[2001:db8::5]:9000".parse().unwrap())
+        );
+        assert_eq!(
+            host(&["--host", "198.51.100.9", "--metrics-addr", "127.0.0.1:1"]),
+            Some("127.0.0.1:1".parse().unwrap()),
+            "an explicit address is kept"
+        );
+        assert_eq!(host(&["--metrics-addr", ""]), None);
+        assert!(parse(&["--metrics-addr", "nope"]).is_err());
     }
 
     #[test]

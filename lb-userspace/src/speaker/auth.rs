@@ -3,14 +3,20 @@
 //! stamp (sender epoch, sequence number, send time) inside the tag, so a captured datagram
 //! cannot be replayed to make a dead or partitioned speaker look alive ([`ReplayGuard`]), not
 //! even to a speaker that restarted and forgot which datagrams it had seen (it refuses those sent
-//! before it started).
+//! before it started). The tag also covers the destination's node name, which is not sent: a
+//! datagram captured on its way to one member fails authentication at every other member, so
+//! traffic between two peers can never pass for contact with a third.
 //! Integrity, origin and freshness only: membership data is not confidential.
 //!
-//! Layout: `b"HRLD"`, one mode byte (`2` = HMAC-SHA256 with stamp, `0` = unauthenticated, used
-//! only when no key is configured, as MetalLB runs without encryption when the secret is
-//! missing); in mode 2 the 32-byte tag and the 24-byte stamp (little-endian epoch, sequence,
-//! send time in ms since the Unix epoch) follow; then the foca payload. The tag covers stamp and
-//! payload.
+//! Layout: `b"HRLD"`, one mode byte (`3` = HMAC-SHA256 with stamp and destination, `0` =
+//! unauthenticated, used only when no key is configured, as MetalLB runs without encryption
+//! when the secret is missing); in mode 3 the 32-byte tag and the 24-byte stamp (little-endian
+//! epoch, sequence, send time in ms since the Unix epoch) follow; then the foca payload. The
+//! tag covers the destination node name (length-prefixed), the stamp and the payload.
+//!
+//! A changed secret is rolled over by a [`Keyring`]: for [`ROTATION_OVERLAP`] after the change
+//! both keys are accepted, and the old one is still used to send for the first half of it, so
+//! members that see the new Secret up to half the overlap apart never refuse each other.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,7 +26,9 @@ use sha2::Sha256;
 
 const MAGIC: &[u8; 4] = b"HRLD";
 const MODE_PLAIN: u8 = 0;
-const MODE_HMAC_STAMPED: u8 = 2;
+/// Mode 1 (tag over the payload only) and mode 2 (no destination in the tag) were earlier
+/// layouts; both are refused as not gossip.
+const MODE_HMAC_STAMPED: u8 = 3;
 const TAG_LEN: usize = 32;
 const STAMP_LEN: usize = 24;
 /// Bytes added to every payload with a key.
@@ -37,6 +45,11 @@ pub const REPLAY_TOLERANCE: Duration = Duration::from_secs(300);
 /// replayed to it once; with it, only one captured within this allowance before the restart. A
 /// peer whose clock lags by more loses its datagrams for that long after the restart, no more.
 pub const START_SKEW_ALLOWANCE: Duration = Duration::from_secs(2);
+
+/// How long the previous key is still accepted after the memberlist secret changed; it is
+/// used to send for the first half. A Secret change reaches every speaker's watch within a
+/// second as a rule; half a minute covers a speaker whose watch is reconnecting.
+pub const ROTATION_OVERLAP: Duration = Duration::from_secs(60);
 
 /// Sequence numbers a sender may arrive out of order by (UDP can reorder) and still count.
 const WINDOW: u64 = 64;
@@ -82,7 +95,9 @@ pub enum AuthError {
     Unauthenticated,
     #[error("datagram is authenticated but this member has no memberlist secret")]
     NoKey,
-    #[error("authentication tag does not match (different or missing memberlist secret)")]
+    #[error(
+        "authentication tag does not match (a different memberlist secret, or a datagram meant for another member)"
+    )]
     BadTag,
     #[error(
         "datagram was sent more than 5 minutes from this node's time (clock skew between nodes, or a replay)"
@@ -94,6 +109,50 @@ pub enum AuthError {
         "datagram was sent before this speaker started (a replay to a restarted speaker, or a peer clock behind by more than 2 s)"
     )]
     BeforeStart,
+}
+
+impl AuthError {
+    /// Every reason, in [`AuthError::index`] order.
+    pub const ALL: [AuthError; 7] = [
+        AuthError::NotGossip,
+        AuthError::Unauthenticated,
+        AuthError::NoKey,
+        AuthError::BadTag,
+        AuthError::Stale,
+        AuthError::Replayed,
+        AuthError::BeforeStart,
+    ];
+
+    /// A short label for metrics and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::NotGossip => "not_gossip",
+            AuthError::Unauthenticated => "unauthenticated",
+            AuthError::NoKey => "no_key",
+            AuthError::BadTag => "bad_tag",
+            AuthError::Stale => "stale",
+            AuthError::Replayed => "replayed",
+            AuthError::BeforeStart => "before_start",
+        }
+    }
+
+    /// Position in [`AuthError::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            AuthError::NotGossip => 0,
+            AuthError::Unauthenticated => 1,
+            AuthError::NoKey => 2,
+            AuthError::BadTag => 3,
+            AuthError::Stale => 4,
+            AuthError::Replayed => 5,
+            AuthError::BeforeStart => 6,
+        }
+    }
+
+    /// Whether the drop is what a clock offset between nodes causes (as well as a replay).
+    pub fn is_clock(self) -> bool {
+        matches!(self, AuthError::Stale | AuthError::BeforeStart)
+    }
 }
 
 /// The shared key (or its absence).
@@ -125,15 +184,25 @@ impl GossipKey {
         <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
     }
 
-    /// Frames `payload` for the wire (the stamp is only sent with a key).
-    pub fn seal(&self, payload: &[u8], stamp: Stamp) -> Vec<u8> {
+    /// The MAC state with the destination already fed in (length-prefixed, so no name is a
+    /// prefix of another's input).
+    fn mac_to(key: &[u8], to: &str) -> Hmac<Sha256> {
+        let mut mac = Self::mac(key);
+        let len = u32::try_from(to.len()).unwrap_or(u32::MAX);
+        mac.update(&len.to_le_bytes());
+        mac.update(to.as_bytes());
+        mac
+    }
+
+    /// Frames `payload` for the member on node `to` (the stamp is only sent with a key).
+    pub fn seal(&self, payload: &[u8], stamp: Stamp, to: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(OVERHEAD + payload.len());
         out.extend_from_slice(MAGIC);
         match &self.0 {
             Some(key) => {
                 out.push(MODE_HMAC_STAMPED);
                 let stamp = stamp.to_bytes();
-                let mut mac = Self::mac(key);
+                let mut mac = Self::mac_to(key, to);
                 mac.update(&stamp);
                 mac.update(payload);
                 out.extend_from_slice(&mac.finalize().into_bytes());
@@ -145,9 +214,13 @@ impl GossipKey {
         out
     }
 
-    /// Checks a datagram's framing and tag; returns its stamp (keyed mode) and payload.
-    /// Freshness is the caller's [`ReplayGuard`]'s job.
-    pub fn open<'a>(&self, datagram: &'a [u8]) -> Result<(Option<Stamp>, &'a [u8]), AuthError> {
+    /// Checks a datagram's framing and tag as received by the member on node `me`; returns its
+    /// stamp (keyed mode) and payload. Freshness is the caller's [`ReplayGuard`]'s job.
+    pub fn open<'a>(
+        &self,
+        datagram: &'a [u8],
+        me: &str,
+    ) -> Result<(Option<Stamp>, &'a [u8]), AuthError> {
         let rest = datagram
             .strip_prefix(MAGIC.as_slice())
             .ok_or(AuthError::NotGossip)?;
@@ -161,7 +234,7 @@ impl GossipKey {
                     return Err(AuthError::NotGossip);
                 }
                 let (tag, signed) = rest.split_at(TAG_LEN);
-                let mut mac = Self::mac(key);
+                let mut mac = Self::mac_to(key, me);
                 mac.update(signed);
                 // Constant-time comparison.
                 mac.verify_slice(tag).map_err(|_| AuthError::BadTag)?;
@@ -170,6 +243,67 @@ impl GossipKey {
                 Ok((Some(stamp), payload))
             }
             _ => Err(AuthError::NotGossip),
+        }
+    }
+}
+
+/// The key in use and, for [`ROTATION_OVERLAP`] after a change, the one before it. Times are
+/// offsets on the caller's monotonic clock.
+#[derive(Clone, Debug, Default)]
+pub struct Keyring {
+    current: GossipKey,
+    previous: Option<(GossipKey, Duration)>,
+}
+
+impl Keyring {
+    pub fn new(key: GossipKey) -> Self {
+        Keyring {
+            current: key,
+            previous: None,
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.current.is_set()
+    }
+
+    /// Switches to `key` at `now`. The key it replaces stays accepted for the overlap; going
+    /// from no key to a key has no overlap (unauthenticated datagrams are refused at once).
+    pub fn rotate(&mut self, key: GossipKey, now: Duration) {
+        if key.0 == self.current.0 {
+            return;
+        }
+        let old = std::mem::replace(&mut self.current, key);
+        self.previous = (old.is_set() && self.current.is_set()).then_some((old, now));
+    }
+
+    /// The previous key while `now` is within `window` of the change.
+    fn previous_within(&self, now: Duration, window: Duration) -> Option<&GossipKey> {
+        self.previous
+            .as_ref()
+            .filter(|(_, at)| now.saturating_sub(*at) < window)
+            .map(|(key, _)| key)
+    }
+
+    /// The key to send with at `now`: the previous one for the first half of the overlap.
+    pub fn sealing(&self, now: Duration) -> &GossipKey {
+        self.previous_within(now, ROTATION_OVERLAP / 2)
+            .unwrap_or(&self.current)
+    }
+
+    /// [`GossipKey::open`] with the current key, then with the previous one during the overlap.
+    pub fn open<'a>(
+        &self,
+        datagram: &'a [u8],
+        me: &str,
+        now: Duration,
+    ) -> Result<(Option<Stamp>, &'a [u8]), AuthError> {
+        match self.current.open(datagram, me) {
+            Err(AuthError::BadTag) => match self.previous_within(now, ROTATION_OVERLAP) {
+                Some(previous) => previous.open(datagram, me),
+                None => Err(AuthError::BadTag),
+            },
+            other => other,
         }
     }
 }
@@ -284,173 +418,4 @@ impl ReplayGuard {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    const STAMP: Stamp = Stamp {
-        epoch: 0x1122_3344_5566_7788,
-        seq: 9,
-        sent_ms: 1_700_000_000_000,
-    };
-
-    fn stamp(epoch: u64, seq: u64, sent_ms: u64) -> Stamp {
-        Stamp {
-            epoch,
-            seq,
-            sent_ms,
-        }
-    }
-
-    #[test]
-    fn roundtrip_and_rejections() {
-        let a = GossipKey::new(Some(b"k3yk3yk3yk3yk3yk3yk3yk"));
-        let b = GossipKey::new(Some(b"another-secret-value00"));
-        let none = GossipKey::new(None);
-        let sealed = a.seal(b"payload", STAMP);
-        assert_eq!(sealed.len(), OVERHEAD + 7);
-        assert_eq!(a.open(&sealed), Ok((Some(STAMP), &b"payload"[..])));
-        assert_eq!(b.open(&sealed), Err(AuthError::BadTag));
-        assert_eq!(none.open(&sealed), Err(AuthError::NoKey));
-        let plain = none.seal(b"payload", STAMP);
-        assert_eq!(plain.len(), MAGIC.len() + 1 + 7);
-        assert_eq!(none.open(&plain), Ok((None, &b"payload"[..])));
-        assert_eq!(a.open(&plain), Err(AuthError::Unauthenticated));
-        assert_eq!(a.open(b"junk"), Err(AuthError::NotGossip));
-        assert_eq!(a.open(b"HRLD"), Err(AuthError::NotGossip));
-        assert_eq!(a.open(b"HRLD\x02short"), Err(AuthError::NotGossip));
-        assert_eq!(a.open(b"HRLD\x07"), Err(AuthError::NotGossip));
-        // The earlier layout (mode 1: tag over the payload only, no stamp) is not gossip.
-        let mut old = b"HRLD\x01".to_vec();
-        old.extend_from_slice(&sealed[5..]);
-        assert_eq!(a.open(&old), Err(AuthError::NotGossip));
-        assert!(
-            GossipKey::new(Some(b"")).open(&plain).is_ok(),
-            "empty = none"
-        );
-        assert_eq!(format!("{a:?}"), "GossipKey(<set>)");
-    }
-
-    #[test]
-    fn the_stamp_is_authenticated() {
-        let key = GossipKey::new(Some(b"k3yk3yk3yk3yk3yk3yk3yk"));
-        let sealed = key.seal(b"payload", STAMP);
-        // A replayer rewriting the sequence number or the send time breaks the tag.
-        for at in [OVERHEAD - STAMP_LEN + 8, OVERHEAD - STAMP_LEN + 16] {
-            let mut forged = sealed.clone();
-            forged[at] ^= 1;
-            assert_eq!(key.open(&forged), Err(AuthError::BadTag));
-        }
-    }
-
-    #[test]
-    fn replay_guard_accepts_each_stamp_once() {
-        let now = 1_700_000_000_000;
-        let mut guard = ReplayGuard::default();
-        assert_eq!(guard.check(stamp(1, 5, now), now), Ok(()));
-        assert_eq!(guard.check(stamp(1, 5, now), now), Err(AuthError::Replayed));
-        // Later numbers, and earlier ones not yet seen (reordering), are fresh.
-        assert_eq!(guard.check(stamp(1, 7, now), now), Ok(()));
-        assert_eq!(guard.check(stamp(1, 6, now), now), Ok(()));
-        assert_eq!(guard.check(stamp(1, 6, now), now), Err(AuthError::Replayed));
-        assert_eq!(guard.check(stamp(1, 4, now), now), Ok(()));
-        // Another epoch (the same node restarted) has its own numbers.
-        assert_eq!(guard.check(stamp(2, 5, now), now), Ok(()));
-        // Far behind the window: refused even if never seen.
-        assert_eq!(guard.check(stamp(1, 1000, now), now), Ok(()));
-        assert_eq!(
-            guard.check(stamp(1, 1000 - WINDOW, now), now),
-            Err(AuthError::Replayed)
-        );
-        assert_eq!(guard.check(stamp(1, 1000 - WINDOW + 1, now), now), Ok(()));
-        assert_eq!(guard.senders(), 2);
-    }
-
-    #[test]
-    fn replay_guard_refuses_stale_and_future_stamps() {
-        let now = 1_700_000_000_000;
-        let tolerance = 300_000;
-        let mut guard = ReplayGuard::new(Duration::from_millis(tolerance));
-        assert_eq!(
-            guard.check(stamp(1, 0, now - tolerance - 1), now),
-            Err(AuthError::Stale)
-        );
-        assert_eq!(
-            guard.check(stamp(1, 0, now + tolerance + 1), now),
-            Err(AuthError::Stale)
-        );
-        assert_eq!(guard.check(stamp(1, 0, now - tolerance), now), Ok(()));
-        assert_eq!(guard.check(stamp(1, 1, now + tolerance), now), Ok(()));
-    }
-
-    #[test]
-    fn replay_guard_refuses_stamps_from_before_its_member_started() {
-        let started = 1_700_000_000_000;
-        let allowance = START_SKEW_ALLOWANCE.as_millis() as u64;
-        let mut guard = ReplayGuard::default().started_at(started);
-        let now = started + 1_000;
-        assert_eq!(
-            guard.check(stamp(1, 0, started - allowance - 1), now),
-            Err(AuthError::BeforeStart)
-        );
-        assert_eq!(
-            guard.check(stamp(1, 1, started - 60_000), now),
-            Err(AuthError::BeforeStart)
-        );
-        // A peer whose clock is a little behind is still heard right after the start.
-        assert_eq!(guard.check(stamp(1, 2, started - allowance), now), Ok(()));
-        assert_eq!(guard.check(stamp(1, 3, now), now), Ok(()));
-    }
-
-    #[test]
-    fn replay_guard_memory_is_bounded() {
-        let now = 1_700_000_000_000;
-        let mut guard = ReplayGuard::default();
-        for epoch in 0..(MAX_SENDERS as u64 * 3) {
-            assert_eq!(
-                guard.check(stamp(epoch, 0, now + epoch), now + epoch),
-                Ok(())
-            );
-            assert!(guard.senders() <= MAX_SENDERS);
-        }
-        // The newest epochs are the ones kept: their replays are still refused.
-        let last = MAX_SENDERS as u64 * 3 - 1;
-        assert_eq!(
-            guard.check(stamp(last, 0, now + last), now + last),
-            Err(AuthError::Replayed)
-        );
-    }
-
-    proptest! {
-        /// Flipping any bit of an authenticated datagram makes it fail.
-        #[test]
-        fn any_bit_flip_is_rejected(payload in proptest::collection::vec(any::<u8>(), 0..200), bit in any::<usize>()) {
-            let key = GossipKey::new(Some(b"0123456789abcdefghijkl"));
-            let mut sealed = key.seal(&payload, STAMP);
-            prop_assert_eq!(key.open(&sealed), Ok((Some(STAMP), &payload[..])));
-            let bit = bit % (sealed.len() * 8);
-            sealed[bit / 8] ^= 1 << (bit % 8);
-            prop_assert!(key.open(&sealed).is_err());
-        }
-
-        /// Whatever order stamps of one epoch arrive in, each number is accepted at most once,
-        /// and every number within the window of the highest is accepted the first time.
-        #[test]
-        fn replay_guard_accepts_each_number_at_most_once(seqs in proptest::collection::vec(0u64..200, 0..400)) {
-            let now = 1_700_000_000_000;
-            let mut guard = ReplayGuard::default();
-            let mut accepted = std::collections::HashSet::new();
-            let mut highest = None::<u64>;
-            for seq in seqs {
-                let fresh_in_window = !accepted.contains(&seq)
-                    && highest.is_none_or(|h| seq + WINDOW > h);
-                let result = guard.check(stamp(7, seq, now), now);
-                prop_assert_eq!(result.is_ok(), fresh_in_window, "seq {}", seq);
-                if result.is_ok() {
-                    accepted.insert(seq);
-                    highest = Some(highest.map_or(seq, |h| h.max(seq)));
-                }
-            }
-        }
-    }
-}
+mod tests;

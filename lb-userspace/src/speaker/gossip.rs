@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::auth::GossipKey;
+use super::auth::{AuthError, GossipKey};
 use super::membership::{Membership, SpeakerId};
 use super::timing::Timing;
 
@@ -29,6 +29,9 @@ pub struct GossipOptions {
     pub key: GossipKey,
     /// Identity bump: larger than any earlier run of this node (start time in ms).
     pub bump: u64,
+    /// Wall-clock time to start the datagram stamps from (ms since the Unix epoch); `None`
+    /// reads the system clock. Set by tests that give a member a clock offset.
+    pub wall_start_ms: Option<u64>,
 }
 
 /// Shared, lock-free view of the gossip for the guard refresh and metrics.
@@ -37,13 +40,18 @@ pub struct Health {
     /// `CLOCK_MONOTONIC` ns of the last authenticated datagram (0 = never).
     pub last_contact_ns: AtomicU64,
     pub peers_in_view: AtomicBool,
+    /// Whether the API server shows a speaker on another node Ready (written by the speaker
+    /// loop from its watches, not by the gossip).
+    pub others_ready: AtomicBool,
     pub auth_failures: AtomicU64,
+    /// Dropped datagrams by reason, in [`AuthError::ALL`] order.
+    pub dropped: [AtomicU64; AuthError::ALL.len()],
     pub received: AtomicU64,
     pub sent: AtomicU64,
 }
 
 enum Command {
-    Join(Vec<SocketAddr>),
+    Join(Vec<(String, SocketAddr)>),
     SetKey(GossipKey),
     Leave(oneshot::Sender<()>),
 }
@@ -77,9 +85,11 @@ impl Gossip {
         let _ = getrandom::fill(&mut seed);
         // Stamps count wall-clock time from here on the monotonic clock, so a clock step
         // after start does not make our own datagrams look stale to us.
-        let wall_base_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let wall_base_ms = options.wall_start_ms.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        });
         let membership = Membership::new(
             id,
             &options.timing,
@@ -105,8 +115,9 @@ impl Gossip {
         self.local
     }
 
-    /// Asks these addresses to let us in (repeat freely: live members are skipped).
-    pub fn join(&self, seeds: Vec<SocketAddr>) {
+    /// Asks these speakers (node name, gossip address) to let us in (repeat freely: live
+    /// members are skipped).
+    pub fn join(&self, seeds: Vec<(String, SocketAddr)>) {
         let _ = self.commands.send(Command::Join(seeds));
     }
 
@@ -197,6 +208,9 @@ async fn drive(
         health
             .auth_failures
             .store(stats.auth_failures, Ordering::Relaxed);
+        for (slot, value) in health.dropped.iter().zip(stats.dropped) {
+            slot.store(value, Ordering::Relaxed);
+        }
         health.received.store(stats.received, Ordering::Relaxed);
         health.sent.store(stats.sent, Ordering::Relaxed);
         if membership.take_changed() {

@@ -44,7 +44,8 @@ pub fn regular<G: Guard>(
 ) -> Result<Heartbeat> {
     let start_ns = dataplane::monotonic_ns();
     let grace_until = quick_restart.then(|| Duration::from_nanos(start_ns) + timing.startup_grace);
-    let mut silent = false;
+    // Why the guard is let run out, while it is: logged once per change of reason.
+    let mut silent: Option<&'static str> = None;
     Heartbeat::spawn(
         "guard",
         guard,
@@ -61,15 +62,18 @@ pub fn regular<G: Guard>(
                 grace_until,
             );
             if let Some(timeout) = guard_timeout(&timing, &input) {
-                if std::mem::take(&mut silent) {
-                    tracing::info!("peers heard again: answering");
+                if silent.take().is_some() {
+                    tracing::info!("peers heard again, or alone: answering");
                 }
                 Beat::Refresh(timeout)
             } else {
-                if !std::mem::replace(&mut silent, true) {
-                    tracing::warn!(
-                        "no contact with any peer: letting the guard run out (stop answering)"
-                    );
+                let reason = if input.peers_in_view {
+                    "no contact with any peer: letting the guard run out (stop answering)"
+                } else {
+                    "isolated: no peer heard while the API server shows other speakers Ready; letting the guard run out (stop answering)"
+                };
+                if silent.replace(reason) != Some(reason) {
+                    tracing::warn!("{reason}");
                 }
                 Beat::Skip
             }
@@ -88,6 +92,7 @@ fn guard_input(
             now,
             last_contact: None,
             peers_in_view: false,
+            others_ready: false,
             grace_until: None,
         },
         Some(h) => {
@@ -96,6 +101,7 @@ fn guard_input(
                 now,
                 last_contact: (contact != 0).then(|| Duration::from_nanos(contact)),
                 peers_in_view: h.peers_in_view.load(Ordering::Relaxed),
+                others_ready: h.others_ready.load(Ordering::Relaxed),
                 grace_until,
             }
         }

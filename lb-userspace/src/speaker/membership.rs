@@ -18,7 +18,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{self, AuthError, GossipKey, ReplayGuard, Stamp};
+use super::auth::{self, AuthError, GossipKey, Keyring, ReplayGuard, Stamp};
 use super::timing::Timing;
 
 /// Largest datagram on the wire (fits an Ethernet MTU with IP/UDP headers).
@@ -57,8 +57,10 @@ impl Identity for SpeakerId {
 /// Counters of the gossip socket (exported as metrics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Datagrams dropped because authentication failed.
+    /// Datagrams dropped because authentication failed (every reason).
     pub auth_failures: u64,
+    /// The same, by reason, in [`AuthError::ALL`] order.
+    pub dropped: [u64; AuthError::ALL.len()],
     /// Authenticated datagrams foca could not use (malformed, wrong version, ...).
     pub rejected: u64,
     pub received: u64,
@@ -105,7 +107,7 @@ pub struct Membership {
     timers: BTreeMap<(Duration, u64), Timer<SpeakerId>>,
     seq: u64,
     now: Duration,
-    key: GossipKey,
+    keys: Keyring,
     /// Stamps of our datagrams: a random epoch per process and a counter.
     epoch: u64,
     sent_seq: u64,
@@ -143,7 +145,7 @@ impl Membership {
             timers: BTreeMap::new(),
             seq: 0,
             now: Duration::ZERO,
-            key,
+            keys: Keyring::new(key),
             epoch: seed.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15,
             sent_seq: 0,
             wall_base_ms,
@@ -161,29 +163,32 @@ impl Membership {
         self.foca.identity()
     }
 
+    /// Rolls over to `key` (see [`Keyring::rotate`] for the overlap with the previous one).
     pub fn set_key(&mut self, key: GossipKey) {
-        self.key = key;
+        self.keys.rotate(key, self.now);
     }
 
     fn advance(&mut self, now: Duration) {
         self.now = self.now.max(now);
     }
 
-    /// Asks `seeds` (gossip addresses of other speakers) to let us in. Addresses that are
-    /// already live members, and our own, are skipped.
-    pub fn join(&mut self, seeds: &[SocketAddr], now: Duration) {
+    /// Asks `seeds` (node name and gossip address of other speakers) to let us in. Addresses
+    /// that are already live members, and our own, are skipped.
+    pub fn join(&mut self, seeds: &[(String, SocketAddr)], now: Duration) {
         self.advance(now);
         if self.left {
             return;
         }
         let known: BTreeSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         let me = self.identity().addr;
-        for seed in seeds {
+        for (node, seed) in seeds {
             if *seed == me || known.contains(seed) {
                 continue;
             }
+            // Named, so the datagrams to it are sealed for its node; bump 0 loses to the
+            // identity it answers with.
             let placeholder = SpeakerId {
-                node: String::new(),
+                node: node.clone(),
                 addr: *seed,
                 bump: 0,
             };
@@ -203,26 +208,23 @@ impl Membership {
     ) -> Result<(), AuthError> {
         self.advance(now);
         let now_ms = self.wall_ms();
-        let opened = self.key.open(datagram).and_then(|(stamp, payload)| {
-            if let Some(stamp) = stamp {
-                self.replays.check(stamp, now_ms)?;
-            }
-            Ok(payload)
-        });
+        let me = &self.foca.identity().node;
+        let opened = self
+            .keys
+            .open(datagram, me, self.now)
+            .map_err(|e| (e, None))
+            .and_then(|(stamp, payload)| {
+                if let Some(stamp) = stamp {
+                    self.replays
+                        .check(stamp, now_ms)
+                        .map_err(|e| (e, Some(stamp)))?;
+                }
+                Ok(payload)
+            });
         let payload = match opened {
             Ok(payload) => payload,
-            Err(e) => {
-                self.stats.auth_failures += 1;
-                let quiet = self
-                    .skew_reported
-                    .is_some_and(|at| self.now < at + Duration::from_secs(60));
-                if e == AuthError::Stale && !quiet {
-                    // Not an attack as a rule: a node whose clock is off cannot gossip.
-                    self.skew_reported = Some(self.now);
-                    tracing::warn!(%from, error = %e, "gossip datagram dropped; check the nodes' clocks");
-                } else {
-                    tracing::debug!(%from, error = %e, "gossip datagram dropped");
-                }
+            Err((e, stamp)) => {
+                self.dropped(from, e, stamp, now_ms);
                 return Err(e);
             }
         };
@@ -239,6 +241,32 @@ impl Membership {
         }
         self.drain();
         Ok(())
+    }
+
+    /// Counts a dropped datagram; a drop a clock offset explains is logged as a warning (once a
+    /// minute at most) with the offset, the others at debug level.
+    fn dropped(&mut self, from: SocketAddr, e: AuthError, stamp: Option<Stamp>, now_ms: u64) {
+        self.stats.auth_failures += 1;
+        self.stats.dropped[e.index()] += 1;
+        let quiet = self
+            .skew_reported
+            .is_some_and(|at| self.now < at + Duration::from_secs(60));
+        match stamp {
+            Some(stamp) if e.is_clock() && !quiet => {
+                // Not an attack as a rule: a node whose clock is off cannot gossip.
+                self.skew_reported = Some(self.now);
+                #[allow(clippy::cast_possible_wrap, reason = "ms since 1970 fit an i64")]
+                let offset_ms = stamp.sent_ms as i64 - now_ms as i64;
+                tracing::warn!(
+                    %from,
+                    reason = e.reason(),
+                    peer_clock_offset_ms = offset_ms,
+                    error = %e,
+                    "gossip datagram dropped; check the nodes' clocks"
+                );
+            }
+            _ => tracing::debug!(%from, reason = e.reason(), error = %e, "gossip datagram dropped"),
+        }
     }
 
     /// Fires every foca timer due at `now`.
@@ -294,7 +322,8 @@ impl Membership {
                 sent_ms: self.wall_ms(),
             };
             self.sent_seq += 1;
-            self.outgoing.push((to.addr, self.key.seal(&data, stamp)));
+            let sealed = self.keys.sealing(self.now).seal(&data, stamp, &to.node);
+            self.outgoing.push((to.addr, sealed));
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
             self.seq += 1;

@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family as LabelFamily;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -71,6 +72,8 @@ struct Layer2 {
 pub struct SpeakerMetrics {
     registry: Registry,
     pub gossip_auth_failures: Counter,
+    /// Dropped gossip datagrams by `reason` (`AuthError::reason`).
+    pub gossip_dropped: LabelFamily<Vec<(&'static str, &'static str)>, Counter>,
     pub gossip_received: Counter,
     pub gossip_sent: Counter,
     pub config_loaded: Gauge,
@@ -113,6 +116,12 @@ impl SpeakerMetrics {
             "Gossip datagrams dropped because they failed authentication with the memberlist secret, were replayed, were stamped more than 5 minutes from this node's clock, or were sent before this speaker started",
             gossip_auth_failures.clone(),
         );
+        let gossip_dropped = LabelFamily::default();
+        registry.register(
+            "herald_speaker_gossip_dropped",
+            "Gossip datagrams dropped, by reason: bad_tag (another secret, or meant for another member), stale (stamped more than 5 minutes from this node's clock), before_start (stamped before this speaker started: a replay, or a peer clock behind), replayed, unauthenticated, no_key, not_gossip",
+            gossip_dropped.clone(),
+        );
         let gossip_received = Counter::default();
         registry.register(
             "herald_speaker_gossip_received",
@@ -152,6 +161,7 @@ impl SpeakerMetrics {
         SpeakerMetrics {
             registry,
             gossip_auth_failures,
+            gossip_dropped,
             gossip_received,
             gossip_sent,
             config_loaded,
@@ -347,6 +357,9 @@ mod tests {
         m.gratuitous_sent(ip("198.51.100.1"), 2);
         m.gratuitous_sent(ip("198.51.100.1"), 2);
         m.gossip_auth_failures.inc();
+        m.gossip_dropped
+            .get_or_create(&vec![("reason", "before_start")])
+            .inc();
         let text = m.encode();
         assert!(text.contains(
             "metallb_speaker_announced{ip=\"198.51.100.1\",node=\"node-a\",protocol=\"layer2\",service=\"default/web\"} 1"
@@ -356,6 +369,7 @@ mod tests {
         assert!(text.contains("metallb_layer2_gratuitous_sent{ip=\"198.51.100.1\"} 4\n"));
         assert!(text.contains("# TYPE metallb_layer2_requests_received counter"));
         assert!(text.contains("herald_speaker_gossip_auth_failures_total 1"));
+        assert!(text.contains("herald_speaker_gossip_dropped_total{reason=\"before_start\"} 1"));
         assert!(text.contains("metallb_k8s_client_config_loaded_bool"));
         m.set_announced("node-a", &BTreeSet::new());
         assert!(!m.encode().contains("metallb_speaker_announced{"));

@@ -28,7 +28,7 @@ use crate::dataplane::heartbeat::Guard as _;
 use crate::dataplane::plane::{AyaPlane, L2Plane};
 use crate::k8s::speaker::{WatchOptions, Watches, Writer};
 use crate::speaker::announcer::{Announcer, L2Announcer};
-use crate::speaker::auth::GossipKey;
+use crate::speaker::auth::{AuthError, GossipKey};
 use crate::speaker::gossip::{Gossip, GossipOptions, Health};
 use crate::speaker::guard;
 use crate::speaker::metrics::SpeakerMetrics;
@@ -165,6 +165,10 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     loop {
         if dirty {
             dirty = false;
+            if let Some(h) = &health {
+                h.others_ready
+                    .store(watches.others_ready(&options.node), Ordering::Relaxed);
+            }
             let live = live_rx.as_mut().map(|rx| rx.borrow_and_update().clone());
             let eligible = announcer.eligible().clone();
             let pass = reconciler.reconcile(
@@ -275,13 +279,13 @@ struct Joined {
 }
 
 impl Joined {
-    /// The other speakers' gossip addresses, from their Pods.
-    fn seeds(&self, watches: &Watches) -> Vec<SocketAddr> {
+    /// The other speakers' node names and gossip addresses, from their Pods.
+    fn seeds(&self, watches: &Watches) -> Vec<(String, SocketAddr)> {
         watches
-            .peer_ips()
+            .peers()
             .into_iter()
-            .filter(|ip| *ip != self.advertise)
-            .map(|ip| SocketAddr::new(ip, self.port))
+            .filter(|(_, ip)| *ip != self.advertise)
+            .map(|(node, ip)| (node, SocketAddr::new(ip, self.port)))
             .collect()
     }
 
@@ -332,6 +336,7 @@ async fn start_gossip(
         timing: options.timing,
         key: GossipKey::new(key),
         bump,
+        wall_start_ms: None,
     })
     .await
     .with_context(|| format!("binding the gossip socket {}", g.bind))?;
@@ -400,6 +405,14 @@ fn observe_gossip(metrics: &SpeakerMetrics, health: &Health) {
         health.received.load(Ordering::Relaxed),
     );
     sync(&metrics.gossip_sent, health.sent.load(Ordering::Relaxed));
+    for (reason, count) in AuthError::ALL.iter().zip(&health.dropped) {
+        sync(
+            &metrics
+                .gossip_dropped
+                .get_or_create(&vec![("reason", reason.reason())]),
+            count.load(Ordering::Relaxed),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -14,12 +14,23 @@
 //! any peer and `B = D/2` (the guard budget). So a speaker that is killed, hangs, or is cut off
 //! from every peer stops answering at most `B = 0.5·D` after its last contact, which is at
 //! least `(P + S) − B = 0.2·D` (100 ms by default) **before** any survivor can take over:
-//! `B < P + S` for every `D`, checked by the tests. When a speaker has no live peer in its view
-//! (a one-node cluster, or after it declared every peer Down), its deadline is `now + B` instead,
-//! so the last node standing keeps answering; in a real partition each side then answers for
-//! its own view, as MetalLB does. Members declared Down are re-announced to every `B`, so after
-//! the partition heals the views merge within about `2·B` and the losers withdraw at once
-//! (virtual-time test in `membership`).
+//! `B < P + S` for every `D`, checked by the tests.
+//!
+//! # Alone or isolated
+//!
+//! A speaker with no live peer in its view (a one-node cluster, or after it declared every
+//! peer Down) is *alone* when the API server shows no other speaker Ready: its deadline is then
+//! `now + B`, so the last node standing keeps answering. It is *isolated* when the API server
+//! (its last view of it) still shows another speaker Ready: those speakers may well hear each
+//! other and have taken its addresses over, so it cannot be sure of anything it answers and
+//! lets the guard run out until it hears a peer again or the API server reports the others gone
+//! (not Ready, or deleted). MetalLB answers for its own view in that case, which puts two
+//! answerers on one address in a partition; Herald answers nowhere instead. The price: when the
+//! only other speaker of a two-node cluster dies, the survivor stops answering until
+//! Kubernetes marks the dead speaker not Ready (the node's `node-monitor-grace-period`).
+//! Members declared Down are re-announced to every `B`, so after a partition heals the views
+//! merge within about `2·B` and the losers withdraw at once (virtual-time test in
+//! `membership`).
 //!
 //! In a healthy cluster a member hears a peer at least every gossip period `P/2` (periodic
 //! gossip) and every probe, so `B` covers several missed datagrams before a false silence.
@@ -89,6 +100,8 @@ pub struct GuardInput {
     pub last_contact: Option<Duration>,
     /// Whether the membership view holds any live peer besides this node.
     pub peers_in_view: bool,
+    /// Whether the API server (as last seen) shows a speaker on another node Ready.
+    pub others_ready: bool,
     /// Until when a restart may answer without contact (see [`Timing::startup_grace`]).
     pub grace_until: Option<Duration>,
 }
@@ -104,6 +117,9 @@ pub fn guard_timeout(timing: &Timing, input: &GuardInput) -> Option<Duration> {
             (None, Some(b)) => b,
             (None, None) => return None,
         }
+    } else if input.others_ready {
+        // Isolated: nothing to go by but a restart's grace.
+        input.grace_until?
     } else {
         input.now + timing.guard_budget
     };
@@ -162,11 +178,12 @@ mod tests {
             now in 0u64..1_000_000,
             contact_ago in proptest::option::of(0u64..1_000_000),
             peers in any::<bool>(),
+            others_ready in any::<bool>(),
         ) {
             let t = Timing::from_detect_ms(d).unwrap();
             let now = ms(now);
             let last_contact = contact_ago.map(|a| now.saturating_sub(ms(a)));
-            let input = GuardInput { now, last_contact, peers_in_view: peers, grace_until: None };
+            let input = GuardInput { now, last_contact, peers_in_view: peers, others_ready, grace_until: None };
             match guard_timeout(&t, &input) {
                 Some(timeout) => {
                     prop_assert!(timeout <= t.guard_budget);
@@ -175,7 +192,8 @@ mod tests {
                         prop_assert!(now + timeout <= contact + t.guard_budget);
                     }
                 }
-                None => prop_assert!(peers),
+                // Silent only with peers in view (and no fresh contact), or isolated.
+                None => prop_assert!(peers || others_ready),
             }
         }
     }
@@ -183,16 +201,22 @@ mod tests {
     #[test]
     fn guard_cases() {
         let t = Timing::from_detect_ms(500).unwrap();
+        let input = |now, last: Option<u64>, peers, grace: Option<u64>| GuardInput {
+            now: ms(now),
+            last_contact: last.map(ms),
+            peers_in_view: peers,
+            others_ready: false,
+            grace_until: grace.map(ms),
+        };
         let at = |now, last: Option<u64>, peers, grace: Option<u64>| {
-            guard_timeout(
-                &t,
-                &GuardInput {
-                    now: ms(now),
-                    last_contact: last.map(ms),
-                    peers_in_view: peers,
-                    grace_until: grace.map(ms),
-                },
-            )
+            guard_timeout(&t, &input(now, last, peers, grace))
+        };
+        let isolated = |now, grace: Option<u64>| {
+            let input = GuardInput {
+                others_ready: true,
+                ..input(now, None, false, grace)
+            };
+            guard_timeout(&t, &input)
         };
         // Alone: always answer, refreshed for one budget.
         assert_eq!(at(1000, None, false, None), Some(ms(250)));
@@ -205,5 +229,9 @@ mod tests {
         assert_eq!(at(1000, None, true, None), None);
         assert_eq!(at(1000, None, true, Some(1100)), Some(ms(100)));
         assert_eq!(at(1000, None, true, Some(2000)), Some(ms(250)));
+        // Isolated (no peer heard, others Ready per the API server): silent, but for a grace.
+        assert_eq!(isolated(1000, None), None);
+        assert_eq!(isolated(1000, Some(1100)), Some(ms(100)));
+        assert_eq!(isolated(1000, Some(900)), None);
     }
 }

@@ -204,21 +204,40 @@ impl Watches {
         })
     }
 
-    /// Addresses of the speaker Pods (status.podIP) other than this node's, as MetalLB seeds
-    /// memberlist.
-    pub fn peer_ips(&self) -> Vec<IpAddr> {
+    /// Node name and address (status.podIP) of every speaker Pod, as MetalLB seeds memberlist.
+    pub fn peers(&self) -> Vec<(String, IpAddr)> {
         let Some(pods) = &self.pods else {
             return Vec::new();
         };
-        let mut out: Vec<IpAddr> = pods
+        let mut out: Vec<(String, IpAddr)> = pods
             .state()
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok())
+            .filter_map(|p| {
+                let node = p.spec.as_ref()?.node_name.clone()?;
+                let ip = p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+                Some((node, ip))
+            })
             .collect();
         out.sort();
         out.dedup();
         out
+    }
+
+    /// Whether a speaker Pod on another node than `node` is Ready (its `Ready` condition is
+    /// `True`) and not being deleted: then a speaker that hears no peer is cut off, not alone.
+    pub fn others_ready(&self, node: &str) -> bool {
+        let Some(pods) = &self.pods else {
+            return false;
+        };
+        pods.state().iter().any(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node)
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
     }
 
     /// This node's speaker Pod (owner of its ServiceL2Status objects), when listed.

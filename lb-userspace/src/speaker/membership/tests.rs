@@ -85,7 +85,9 @@ impl Net {
     }
 
     fn join_all(&mut self) {
-        let seeds: Vec<SocketAddr> = (0..self.members.len()).map(addr).collect();
+        let seeds: Vec<(String, SocketAddr)> = (0..self.members.len())
+            .map(|i| (name(i), addr(i)))
+            .collect();
         let now = self.now;
         for m in self.members.iter_mut().flatten() {
             m.join(&seeds, now);
@@ -261,7 +263,7 @@ fn restarted_member_replaces_its_old_identity() {
     net.run(Duration::from_secs(2));
     // Crash and immediate restart with a newer bump.
     net.members[2] = Some(Net::member(&net.timing, 2, b"secret-secret-secret00", 1000));
-    let seeds = [addr(0), addr(1)];
+    let seeds = [(name(0), addr(0)), (name(1), addr(1))];
     let now = net.now;
     net.members[2].as_mut().unwrap().join(&seeds, now);
     net.until(Duration::from_secs(1), |n| {
@@ -344,7 +346,7 @@ fn replayed_datagrams_do_not_keep_a_cut_off_member_in_contact() {
     let m = net.members[2].as_mut().unwrap();
     let mut accepted = 0;
     for (seq, data) in captured.iter().enumerate() {
-        let Ok((_, payload)) = sealer.open(data) else {
+        let Ok((_, payload)) = sealer.open(data, &name(2)) else {
             continue;
         };
         let fresh = sealer.seal(
@@ -354,6 +356,7 @@ fn replayed_datagrams_do_not_keep_a_cut_off_member_in_contact() {
                 seq: seq as u64,
                 sent_ms: WALL_BASE_MS + now.as_millis() as u64,
             },
+            &name(2),
         );
         if m.handle_datagram(addr(0), &fresh, now).is_ok() {
             accepted += 1;
@@ -381,7 +384,7 @@ fn datagrams_from_a_skewed_clock_are_refused() {
         2,
         WALL_BASE_MS + skew,
     );
-    a.join(&[addr(1)], Duration::ZERO);
+    a.join(&[(name(1), addr(1))], Duration::ZERO);
     let sent = a.take_outgoing();
     assert!(!sent.is_empty());
     for (_, data) in sent {
@@ -427,4 +430,89 @@ fn datagrams_captured_before_a_restart_are_refused_by_the_restarted_member() {
         .filter(|data| early.handle_datagram(addr(0), data, now).is_ok())
         .count();
     assert_eq!(accepted, captured.len());
+}
+
+#[test]
+fn datagrams_between_two_peers_are_no_contact_for_a_third() {
+    let key = b"secret-secret-secret00";
+    // What node-a received from node-b, captured on the segment.
+    let (mut net, captured) = Net::converged_then_captured(key, 0);
+    for other in [0, 1] {
+        net.cut.insert((2, other));
+        net.cut.insert((other, 2));
+    }
+    let contact_before = net.members[2].as_ref().unwrap().last_contact();
+    // Replayed to the cut-off node-c, whose replay guard has never seen these stamps.
+    let mut bad_tags = 0;
+    let alone = loop {
+        net.step();
+        let now = net.now;
+        let m = net.members[2].as_mut().unwrap();
+        for data in &captured {
+            if m.handle_datagram(addr(1), data, now) == Err(AuthError::BadTag) {
+                bad_tags += 1;
+            }
+        }
+        if m.live_nodes() == Net::names(&[2]) {
+            break now;
+        }
+        assert!(
+            now < Duration::from_secs(10),
+            "node-c never saw its peers go"
+        );
+    };
+    let m = net.members[2].as_ref().unwrap();
+    assert!(bad_tags >= captured.len(), "{bad_tags} refused");
+    assert_eq!(
+        m.last_contact(),
+        contact_before,
+        "another pair's traffic counted as contact"
+    );
+    assert!(!m.peers_in_view());
+    assert!(m.stats().dropped[AuthError::BadTag.index()] >= captured.len() as u64);
+    assert!(alone > Duration::ZERO);
+}
+
+#[test]
+fn a_key_rotated_on_each_member_in_turn_never_splits_the_cluster() {
+    let old = b"old-secret-old-secret0";
+    let new = GossipKey::new(Some(b"new-secret-new-secret0"));
+    let mut net = Net::new(3, old);
+    net.join_all();
+    net.run(Duration::from_secs(2));
+    let all = Net::names(&[0, 1, 2]);
+    assert!((0..3).all(|i| net.live(i) == all));
+    let failures = |net: &Net| -> u64 {
+        net.members
+            .iter()
+            .flatten()
+            .map(|m| m.stats().auth_failures)
+            .sum()
+    };
+    let before = failures(&net);
+    // Each speaker sees the new Secret 10 s after the one before it.
+    for i in 0..3 {
+        net.members[i].as_mut().unwrap().set_key(new.clone());
+        for _ in 0..10 {
+            net.run(Duration::from_secs(1));
+            assert!(
+                (0..3).all(|j| net.live(j) == all),
+                "split after member {i} rotated"
+            );
+        }
+    }
+    net.run(auth::ROTATION_OVERLAP);
+    assert!((0..3).all(|j| net.live(j) == all));
+    assert_eq!(
+        failures(&net),
+        before,
+        "a datagram was refused during the rotation"
+    );
+    // A member left on the old key past the overlap is out.
+    net.members[0]
+        .as_mut()
+        .unwrap()
+        .set_key(GossipKey::new(Some(b"third-secret-third-sec")));
+    net.run(auth::ROTATION_OVERLAP + Duration::from_secs(2));
+    assert_eq!(net.live(1), Net::names(&[1, 2]));
 }

@@ -115,7 +115,12 @@ impl Herald {
 
     /// GET `path` on `port`: (status code, body), or None when nothing answers.
     pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        Self::http_get_at("127.0.0.1", port, path)
+    }
+
+    /// GET `path` from `host:port`: (status code, body); `None` when nothing answers.
+    pub fn http_get_at(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect((host, port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         write!(
             stream,
