@@ -1601,3 +1601,48 @@ fn hostile_frames_are_what_they_say() {
         assert!(frame != &arp && frame != &ns, "{what} is not hostile");
     }
 }
+
+/// `herald xdp attach --rate-limit` writes the limit the program applies (and a bad value is
+/// refused before anything is touched); without the flag the pinned value is left as it is.
+#[test]
+fn attach_writes_the_rate_limit_it_is_given() {
+    use lb_common::ratelimit::RateLimit;
+    require_root();
+    let bpffs = Bpffs::new().expect("bpffs");
+    let pin_dir = bpffs.dir.join("limit");
+    let (node, iface) = namespace_with_veth("hr");
+    let attach = |extra: &[&str]| {
+        let mut args = vec!["attach", "--iface", iface.as_str(), "--mode", "skb"];
+        args.extend_from_slice(extra);
+        herald_xdp_in(&node, &pin_dir, &args)
+    };
+    let limit = || {
+        herald::dataplane::Dataplane::open_existing(&pin_dir)
+            .expect("open")
+            .expect("set up")
+            .rate_limit()
+            .expect("limit")
+    };
+    let out = attach(&["--rate-limit", "5/7"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        limit(),
+        RateLimit {
+            per_second: 5,
+            burst: 7
+        }
+    );
+    let out = attach(&[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(limit().per_second, 5, "left as it was");
+    let out = attach(&["--rate-limit", "0"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(limit(), RateLimit::OFF);
+    let out = attach(&["--rate-limit", "fast"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PER_SECOND[/BURST]"),
+        "{out:?}"
+    );
+    let _ = herald_xdp_in(&node, &pin_dir, &["detach"]);
+}

@@ -402,6 +402,42 @@ async fn single_node() {
         http_get_in_at(&node.name, NODE_V4, metrics_port, "/readyz").map(|r| r.0),
         Some(200)
     );
+    // Another host claims the Service's address (gratuitous ARP from the client with its own
+    // MAC): the XDP program passes it and records it; the speaker counts it and raises a
+    // Warning Event on the Service naming the MAC.
+    let client_mac = mac_of(&client, &client_if);
+    let out = client
+        .command("arping")
+        .args([
+            "-U", "-c", "2", "-i", &client_if, "-S", SERVICE_IP, SERVICE_IP,
+        ])
+        .output()
+        .expect("arping -U");
+    let mut claimed = None;
+    for _ in 0..60 {
+        claimed = cluster
+            .events(ns, "Service", "web")
+            .await
+            .into_iter()
+            .find(|(reason, ..)| reason == "addressClaimed");
+        if claimed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, kind, note, _) =
+        claimed.unwrap_or_else(|| panic!("no addressClaimed Event (arping: {out:?})\n{}", logs()));
+    assert_eq!(kind, "Warning");
+    assert!(note.contains(&client_mac), "{note}");
+    let body = http_get_in_at(&node.name, NODE_V4, metrics_port, "/metrics")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    assert!(
+        body.contains(&format!(
+            "herald_layer2_foreign_claims_total{{ip=\"{SERVICE_IP}\"}}"
+        )),
+        "{body}"
+    );
     // Not on every interface: nothing listens on the node's loopback.
     assert_eq!(
         http_get_in_at(&node.name, "127.0.0.1", metrics_port, "/readyz"),

@@ -23,16 +23,41 @@ impl RateLimit {
         burst: 0,
     };
 
-    /// 100 answers/s per source, bursts of 200. A host resolves an address with a few requests
-    /// and then re-confirms each neighbour it uses about once per reachable time (15–45 s on
-    /// Linux): 100/s keeps some 3,000 announced addresses resolved for a single router in front
-    /// of them, far beyond one client's working set, and a burst of 200 lets such a router
-    /// resolve 200 addresses at once after a restart (the rest follow at 100/s). One flooding
-    /// source gets no more than that; the frames over it go to the kernel.
+    /// 1,000 answers/s per source, bursts of 2,000. A host resolves an address with a few
+    /// requests and then re-confirms each neighbour it uses about once per reachable time
+    /// (15–45 s on Linux): 1,000/s keeps some 30,000 announced addresses resolved for a single
+    /// router in front of them, and a burst of 2,000 lets such a router resolve 2,000 addresses
+    /// at once after a restart (the rest follow at 1,000/s); a monitoring probe every 10 ms
+    /// (100/s) stays far below it. One flooding source, or one MAC others forge requests for,
+    /// gets no more than that (about 60 KB/s of answers); the frames over it go to the kernel.
     pub const DEFAULT: RateLimit = RateLimit {
-        per_second: 100,
-        burst: 200,
+        per_second: 1_000,
+        burst: 2_000,
     };
+
+    /// Reads `PER_SECOND[/BURST]` (the burst defaults to twice the rate), or `0` / `off` for no
+    /// limit.
+    pub fn parse(text: &str) -> Option<RateLimit> {
+        let text = text.trim();
+        if text == "0" || text.eq_ignore_ascii_case("off") {
+            return Some(RateLimit::OFF);
+        }
+        let (rate, burst) = match text.split_once('/') {
+            Some((rate, burst)) => (rate.trim().parse::<u32>().ok()?, Some(burst.trim())),
+            None => (text.parse::<u32>().ok()?, None),
+        };
+        if rate == 0 {
+            return None;
+        }
+        let burst = match burst {
+            Some(b) => b.parse::<u32>().ok().filter(|b| *b > 0)?,
+            None => rate.saturating_mul(2),
+        };
+        Some(RateLimit {
+            per_second: rate,
+            burst,
+        })
+    }
 
     #[inline(always)]
     pub fn is_off(&self) -> bool {
@@ -112,6 +137,18 @@ mod tests {
     }
 
     #[test]
+    fn parse_rate_and_burst() {
+        let limit = |per_second, burst| Some(RateLimit { per_second, burst });
+        assert_eq!(RateLimit::parse("1000/2000"), limit(1000, 2000));
+        assert_eq!(RateLimit::parse(" 50 "), limit(50, 100));
+        assert_eq!(RateLimit::parse("0"), Some(RateLimit::OFF));
+        assert_eq!(RateLimit::parse("off"), Some(RateLimit::OFF));
+        for bad in ["", "x", "-1", "0/5", "10/0", "10/", "/10", "5000000000"] {
+            assert_eq!(RateLimit::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn a_burst_then_the_rate() {
         let limit = RateLimit {
             per_second: 10,
@@ -172,9 +209,9 @@ mod tests {
 
     #[test]
     fn default_is_documented_values() {
-        assert_eq!(RateLimit::DEFAULT.per_second, 100);
-        assert_eq!(RateLimit::DEFAULT.burst, 200);
-        assert_eq!(RateLimit::DEFAULT.cost_ns(), Some(10_000_000));
+        assert_eq!(RateLimit::DEFAULT.per_second, 1_000);
+        assert_eq!(RateLimit::DEFAULT.burst, 2_000);
+        assert_eq!(RateLimit::DEFAULT.cost_ns(), Some(1_000_000));
     }
 
     proptest! {

@@ -11,6 +11,7 @@ use crate::dataplane::{AttachMode, DataplaneChoice};
 use crate::speaker::interfaces::{DEFAULT_EXCLUDE, InterfaceFilter};
 use crate::speaker::options::{GossipSettings, Options};
 use crate::speaker::timing::{DETECT_MS_RANGE, Timing};
+use lb_common::ratelimit::RateLimit;
 
 /// Where a pod finds its own namespace.
 const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -52,6 +53,10 @@ pub struct SpeakerArgs {
     /// The gossip secret itself (overrides the Secret).
     #[arg(long, env = "METALLB_ML_SECRET_KEY", hide_env_values = true)]
     pub ml_secret_key: Option<String>,
+    /// Answers one requester MAC gets from the XDP program: `PER_SECOND[/BURST]` (burst twice
+    /// the rate by default), `0` or `off` for no limit.
+    #[arg(long, env = "HERALD_RATE_LIMIT", default_value = "1000/2000", value_parser = parse_rate_limit)]
+    pub rate_limit: RateLimit,
     /// /metrics, /healthz and /readyz (plain HTTP): `IP:PORT`, or a port on the node address
     /// (see `--host`); empty disables them.
     #[arg(long, env = "HERALD_METRICS_ADDR", default_value = "7472")]
@@ -108,6 +113,13 @@ fn parse_bind(text: &str) -> Result<Option<SocketAddr>> {
         Ok(ip) => Ok(Some(SocketAddr::new(ip, DEFAULT_ML_PORT))),
         Err(_) => bail!("--ml-bind-addr {text:?}: expected IP or IP:PORT"),
     }
+}
+
+/// `--rate-limit`: `PER_SECOND[/BURST]`, `0` or `off`.
+pub(crate) fn parse_rate_limit(text: &str) -> std::result::Result<RateLimit, String> {
+    RateLimit::parse(text).ok_or_else(|| {
+        format!("{text:?}: expected PER_SECOND[/BURST] (positive integers), 0 or off")
+    })
 }
 
 /// Where the metrics and probes listen: `IP:PORT` as given; a bare port on `node_ip` (the
@@ -192,6 +204,7 @@ fn options(args: SpeakerArgs) -> Result<Options> {
         rescan_every: args.rescan_interval.max(Duration::from_millis(100)),
         attach_mode,
         dataplane,
+        rate_limit: args.rate_limit,
     })
 }
 
@@ -234,6 +247,7 @@ mod tests {
         // No node address known: every interface (with a warning).
         assert_eq!(o.metrics_addr, Some("0.0.0.0:7472".parse().unwrap()));
         assert_eq!(o.timing, Timing::from_detect_ms(500).unwrap());
+        assert_eq!(o.rate_limit, RateLimit::DEFAULT);
         assert_eq!(o.reannounce, None);
         assert_eq!(o.rescan_every, Duration::from_secs(10));
         assert!(!o.filter.allows("veth0"));
@@ -292,6 +306,11 @@ mod tests {
         );
         assert_eq!(host(&["--metrics-addr", ""]), None);
         assert!(parse(&["--metrics-addr", "nope"]).is_err());
+        assert_eq!(
+            parse(&["--rate-limit", "off"]).unwrap().rate_limit,
+            RateLimit::OFF
+        );
+        assert!(parse(&["--rate-limit", "10/0"]).is_err());
     }
 
     #[test]

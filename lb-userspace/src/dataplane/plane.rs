@@ -93,6 +93,11 @@ impl AyaPlane {
     pub fn dataplane(&self) -> &Dataplane {
         &self.dp
     }
+
+    /// Writes the per-source rate limit the XDP program applies to answers.
+    pub fn set_rate_limit(&mut self, limit: lb_common::ratelimit::RateLimit) -> Result<()> {
+        self.dp.set_rate_limit(limit)
+    }
 }
 
 impl L2Plane for AyaPlane {

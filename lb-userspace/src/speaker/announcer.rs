@@ -20,7 +20,7 @@ use crate::dataplane::netdev::{self, Interface};
 use crate::dataplane::plane::L2Plane;
 use crate::speaker::interfaces::{self, Eligible, InterfaceFacts, InterfaceFilter};
 use crate::speaker::metrics::SpeakerMetrics;
-use crate::speaker::plan::{self, Plan, PlannedEvent, Target};
+use crate::speaker::plan::{self, ClaimSeen, Plan, PlannedEvent, Target};
 
 /// What the speaker's reconcile asks of a way to announce addresses.
 pub trait Announcer {
@@ -194,14 +194,33 @@ impl<P: L2Plane> L2Announcer<P> {
         }
     }
 
-    /// Folds the data plane's counters into the metrics.
-    pub fn observe(&mut self) {
+    /// Folds the data plane's counters into the metrics; returns the claims by other MACs on
+    /// announced addresses seen since the last call.
+    pub fn observe(&mut self) -> Vec<ClaimSeen> {
         match self.plane.observe() {
             Ok(observed) => {
                 self.metrics.observe_addresses(&observed.addresses);
                 self.metrics.observe_fallback(&observed.userspace);
+                self.metrics
+                    .observe_edges(&observed.edges, &observed.claims);
+                observed
+                    .claims
+                    .iter()
+                    .map(|c| ClaimSeen {
+                        ip: c.ip,
+                        mac: c.mac.to_string(),
+                        iface: self
+                            .ifaces
+                            .iter()
+                            .find(|(_, i)| i.index == c.ifindex)
+                            .map(|(name, _)| name.clone()),
+                    })
+                    .collect()
             }
-            Err(error) => tracing::warn!(%error, "reading data-plane counters failed"),
+            Err(error) => {
+                tracing::warn!(%error, "reading data-plane counters failed");
+                Vec::new()
+            }
         }
     }
 

@@ -21,6 +21,7 @@ use prometheus_client::metrics::family::Family as LabelFamily;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::dataplane::edges::{EdgeCounters, ForeignClaim};
 use crate::dataplane::fallback::FallbackCounts;
 
 /// Turns readings of counters that may restart (per key) into increments.
@@ -80,6 +81,12 @@ pub struct SpeakerMetrics {
     pub config_stale: Gauge,
     pub updates: Counter,
     pub update_errors: Counter,
+    /// Foreign claims on this node's announced addresses, by address.
+    foreign_claims: LabelFamily<Vec<(&'static str, String)>, Counter>,
+    sha_mismatch: Counter,
+    rate_limited: Counter,
+    /// The XDP program's running totals as last read (they restart with their maps).
+    edges_seen: Mutex<CounterTracker<&'static str>>,
     layer2: Mutex<Layer2>,
     dataplane: Mutex<DataplaneView>,
 }
@@ -158,8 +165,30 @@ impl SpeakerMetrics {
             "Number of k8s object updates that failed for some reason",
             update_errors.clone(),
         );
+        let foreign_claims = LabelFamily::default();
+        registry.register(
+            "herald_layer2_foreign_claims",
+            "Frames from another MAC claiming an address this node announces (gratuitous ARP, ARP reply, Neighbor Advertisement): two answerers for one address",
+            foreign_claims.clone(),
+        );
+        let sha_mismatch = Counter::default();
+        registry.register(
+            "herald_dataplane_sha_mismatch",
+            "ARP requests for announced addresses whose Ethernet source is not the sender hardware address (answered to the sender hardware address, as Linux does)",
+            sha_mismatch.clone(),
+        );
+        let rate_limited = Counter::default();
+        registry.register(
+            "herald_dataplane_rate_limited",
+            "Requests for announced addresses left unanswered by the per-source rate limit",
+            rate_limited.clone(),
+        );
         SpeakerMetrics {
             registry,
+            foreign_claims,
+            sha_mismatch,
+            rate_limited,
+            edges_seen: Mutex::new(CounterTracker::default()),
             gossip_auth_failures,
             gossip_dropped,
             gossip_received,
@@ -218,6 +247,24 @@ impl SpeakerMetrics {
     /// The userspace responders' running totals, per interface.
     pub fn observe_fallback(&self, counts: &[(String, FallbackCounts)]) {
         self.dataplane().fallback = counts.iter().cloned().collect();
+    }
+
+    /// Folds in the data plane's unusual-request counters and the claims new since the last
+    /// look.
+    pub fn observe_edges(&self, edges: &EdgeCounters, claims: &[ForeignClaim]) {
+        let mut seen = self
+            .edges_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.sha_mismatch
+            .inc_by(seen.delta(&"sha_mismatch", edges.sha_mismatch));
+        self.rate_limited
+            .inc_by(seen.delta(&"rate_limited", edges.rate_limited));
+        for claim in claims {
+            self.foreign_claims
+                .get_or_create(&vec![("ip", claim.ip.to_string())])
+                .inc_by(claim.count);
+        }
     }
 
     /// Counts gratuitous packets sent for `ip` (2 per ARP round, 1 per NA).
@@ -357,6 +404,20 @@ mod tests {
         m.gratuitous_sent(ip("198.51.100.1"), 2);
         m.gratuitous_sent(ip("198.51.100.1"), 2);
         m.gossip_auth_failures.inc();
+        let claim = ForeignClaim {
+            ifindex: 2,
+            ip: ip("198.51.100.1"),
+            mac: crate::dataplane::keys::Mac([2, 0, 0, 0, 0, 9]),
+            count: 3,
+        };
+        let edges = |rate_limited| EdgeCounters {
+            sha_mismatch: 1,
+            rate_limited,
+            foreign_claims: 3,
+        };
+        m.observe_edges(&edges(5), std::slice::from_ref(&claim));
+        // Maps recreated: the totals restart, the metric does not go back.
+        m.observe_edges(&edges(2), &[]);
         m.gossip_dropped
             .get_or_create(&vec![("reason", "before_start")])
             .inc();
@@ -369,6 +430,9 @@ mod tests {
         assert!(text.contains("metallb_layer2_gratuitous_sent{ip=\"198.51.100.1\"} 4\n"));
         assert!(text.contains("# TYPE metallb_layer2_requests_received counter"));
         assert!(text.contains("herald_speaker_gossip_auth_failures_total 1"));
+        assert!(text.contains("herald_layer2_foreign_claims_total{ip=\"198.51.100.1\"} 3"));
+        assert!(text.contains("herald_dataplane_sha_mismatch_total 1"));
+        assert!(text.contains("herald_dataplane_rate_limited_total 7"));
         assert!(text.contains("herald_speaker_gossip_dropped_total{reason=\"before_start\"} 1"));
         assert!(text.contains("metallb_k8s_client_config_loaded_bool"));
         m.set_announced("node-a", &BTreeSet::new());

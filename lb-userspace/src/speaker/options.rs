@@ -41,4 +41,6 @@ pub struct Options {
     /// Who answers: XDP, a userspace AF_PACKET responder per interface, or XDP falling back
     /// to userspace on interfaces where it cannot attach.
     pub dataplane: DataplaneChoice,
+    /// Answers per second (and burst) the XDP program gives one requester MAC.
+    pub rate_limit: lb_common::ratelimit::RateLimit,
 }

@@ -379,6 +379,48 @@ impl Plan {
     }
 }
 
+/// Another MAC claiming an address, as the data plane saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimSeen {
+    pub ip: IpAddr,
+    /// The claiming MAC, `aa:bb:…`.
+    pub mac: String,
+    /// The interface it arrived on, when still known.
+    pub iface: Option<String>,
+}
+
+impl Plan {
+    /// Warning Events for claims on addresses this node announces: another host answers for
+    /// the same address, so clients reach one or the other. Claims on addresses the plan does
+    /// not announce (withdrawn meanwhile) are left out.
+    pub fn claim_events(&self, node: &str, claims: &[ClaimSeen]) -> Vec<PlannedEvent> {
+        claims
+            .iter()
+            .filter_map(|claim| {
+                let s = self
+                    .services
+                    .values()
+                    .find(|s| s.targets.iter().any(|t| t.ip == claim.ip))?;
+                let on = claim
+                    .iface
+                    .as_deref()
+                    .map(|i| format!(" on interface {i:?}"))
+                    .unwrap_or_default();
+                Some(PlannedEvent {
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                    warning: true,
+                    reason: "addressClaimed",
+                    message: format!(
+                        "another host (MAC {}) claims {}{on}, which node {node:?} announces: two answerers for one address",
+                        claim.mac, claim.ip
+                    ),
+                })
+            })
+            .collect()
+    }
+}
+
 /// `"a", "b"` (Go's %q style, comma-separated).
 fn quoted_list(names: &[String]) -> String {
     names

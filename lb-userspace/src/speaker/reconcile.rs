@@ -20,7 +20,10 @@ pub use crate::k8s::speaker::ClusterView;
 use crate::speaker::announcer::Announcer;
 use crate::speaker::interfaces::Eligible;
 use crate::speaker::metrics::SpeakerMetrics;
-use crate::speaker::plan::{self, Inputs, Plan, PlannedEvent};
+use crate::speaker::plan::{self, ClaimSeen, Inputs, Plan, PlannedEvent};
+
+/// How often one (address, MAC) claim is reported again while it goes on.
+pub const CLAIM_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// A write for the API writer task, in the order the pass made them.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,6 +67,10 @@ pub struct Reconciler {
     verdict: Option<Option<String>>,
     events: BTreeSet<PlannedEvent>,
     plan: Plan,
+    /// Service key → uid, from the last pass.
+    uids: BTreeMap<String, String>,
+    /// When each (address, MAC) claim was last reported.
+    claims_reported: BTreeMap<(std::net::IpAddr, String), Duration>,
     metrics: Arc<SpeakerMetrics>,
     writes: mpsc::UnboundedSender<Write>,
 }
@@ -80,6 +87,8 @@ impl Reconciler {
             verdict: None,
             events: BTreeSet::new(),
             plan: Plan::default(),
+            uids: BTreeMap::new(),
+            claims_reported: BTreeMap::new(),
             metrics,
             writes,
         }
@@ -190,7 +199,32 @@ impl Reconciler {
             .writes
             .send(Write::Statuses(plan.statuses(node), owner()));
         self.plan = plan;
+        self.uids = uids;
         Pass::Applied
+    }
+
+    /// Reports claims by other MACs on addresses this node announces: a warning log and a
+    /// Warning Event on the Service, once per (address, MAC) every [`CLAIM_REPORT_EVERY`] at
+    /// most (a conflict that goes on claims again and again).
+    pub fn report_claims(&mut self, claims: &[ClaimSeen], now: Duration) {
+        self.claims_reported
+            .retain(|_, at| now.saturating_sub(*at) < CLAIM_REPORT_EVERY);
+        let due: Vec<ClaimSeen> = claims
+            .iter()
+            .filter(|c| !self.claims_reported.contains_key(&(c.ip, c.mac.clone())))
+            .cloned()
+            .collect();
+        let events = self.plan.claim_events(&self.settings.node, &due);
+        for claim in &due {
+            self.claims_reported
+                .insert((claim.ip, claim.mac.clone()), now);
+        }
+        for event in events {
+            let key = format!("{}/{}", event.namespace, event.name);
+            tracing::warn!(service = %key, reason = event.reason, message = %event.message, "event");
+            let uid = self.uids.get(&key).cloned();
+            let _ = self.writes.send(Write::Event(event, uid));
+        }
     }
 }
 

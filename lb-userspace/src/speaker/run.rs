@@ -44,8 +44,11 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         earliest_takeover_ms = options.timing.earliest_takeover().as_millis() as u64,
         "starting herald speaker");
     let client = crate::k8s::client(options.kubeconfig.as_deref()).await?;
-    let plane = AyaPlane::open(&options.pin_dir, options.dataplane, options.attach_mode)
+    let mut plane = AyaPlane::open(&options.pin_dir, options.dataplane, options.attach_mode)
         .with_context(|| format!("opening the data plane at {}", options.pin_dir.display()))?;
+    plane
+        .set_rate_limit(options.rate_limit)
+        .context("writing the per-source rate limit")?;
     let quick_restart = matches!(
         plane.dataplane().guard_state(),
         Ok(GuardState::Fresh { .. })
@@ -237,7 +240,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
                 announcer.reannounce();
             }
             _ = metrics_tick.tick() => {
-                announcer.observe();
+                let claims = announcer.observe();
+                reconciler.report_claims(&claims, start.elapsed());
                 if let Some(h) = &health {
                     observe_gossip(&metrics, h);
                 }

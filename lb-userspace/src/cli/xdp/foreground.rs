@@ -2,6 +2,7 @@
 //! guard heartbeat lives exactly as long as the process.
 
 use super::render::{print_serving, print_summary};
+use lb_common::ratelimit::RateLimit;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -22,9 +23,13 @@ pub(super) fn attach(
     iface: &str,
     mode: AttachMode,
     choice: DataplaneChoice,
+    rate_limit: Option<RateLimit>,
 ) -> Result<()> {
     let iface = interface(iface)?;
     let mut dp = Dataplane::open(pin_dir).map_err(one_line)?;
+    if let Some(limit) = rate_limit {
+        dp.set_rate_limit(limit).map_err(one_line)?;
+    }
     let mut answerers = Answerers::new(pin_dir, choice, mode);
     let serving = answerers.serve(&mut dp, &iface).map_err(one_line)?;
     print_serving(&iface.name, &serving);
@@ -122,6 +127,9 @@ pub(super) async fn run_foreground(pin_dir: &Path, args: RunArgs) -> Result<()> 
     let mut sigint = signal(SignalKind::interrupt())?;
 
     let mut dp = Dataplane::open(pin_dir).map_err(one_line)?;
+    if let Some(limit) = args.rate_limit {
+        dp.set_rate_limit(limit).map_err(one_line)?;
+    }
     let mut answerers = Answerers::new(pin_dir, args.dataplane.into(), args.mode.into());
     let serving = answerers.serve(&mut dp, &iface).map_err(one_line)?;
     match &serving {

@@ -1,6 +1,7 @@
 //! `herald xdp ...`: load, feed and inspect the XDP responder without Kubernetes. Parses
 //! arguments, checks capabilities up front, calls [`crate::dataplane`] and renders the result.
 
+use lb_common::ratelimit::RateLimit;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -80,6 +81,10 @@ struct AttachArgs {
     /// auto: XDP, falling back to userspace when it cannot attach.
     #[arg(long, value_enum, default_value = "xdp")]
     dataplane: DataplaneArg,
+    /// Answers per second one requester MAC gets (`PER_SECOND[/BURST]`, `0` or `off`); default:
+    /// leave the pinned value (a new map starts at 1000/2000).
+    #[arg(long, value_parser = crate::cli::speaker::parse_rate_limit)]
+    rate_limit: Option<RateLimit>,
 }
 
 #[derive(Args, Clone, Copy)]
@@ -179,6 +184,9 @@ struct RunArgs {
     /// The program stops answering this long after the last heartbeat ("0" = guard off).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     guard_timeout: Duration,
+    /// As `herald xdp attach --rate-limit`.
+    #[arg(long, value_parser = crate::cli::speaker::parse_rate_limit)]
+    rate_limit: Option<RateLimit>,
     #[command(flatten)]
     cadence: CadenceArgs,
 }
@@ -197,7 +205,7 @@ pub fn run(args: XdpArgs) -> Result<()> {
             } else {
                 require("herald xdp attach", &[Cap::Bpf, Cap::NetAdmin, Cap::NetRaw])?;
             }
-            attach(pin_dir, &a.iface, a.mode.into(), choice)
+            attach(pin_dir, &a.iface, a.mode.into(), choice, a.rate_limit)
         }
         XdpCommand::Announce(a) => {
             require(

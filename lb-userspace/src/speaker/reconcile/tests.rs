@@ -406,3 +406,72 @@ fn an_interface_that_cannot_answer_is_not_used() {
     // A rescan with the same interfaces changes nothing.
     assert!(!announcer.rescan(&[facts("eth0"), facts("eth1")]));
 }
+
+#[test]
+fn a_foreign_claim_on_an_announced_address_is_a_warning_event_once_a_minute() {
+    use crate::dataplane::edges::ForeignClaim;
+    use crate::dataplane::keys::Mac;
+    let mut rig = Rig::new();
+    rig.pass(
+        &view(&[("web", "198.51.100.10"), ("db", "198.51.100.11")]),
+        &[NODE],
+        Duration::ZERO,
+    );
+    rig.writes();
+    let claim = |addr: &str, last: u8| ForeignClaim {
+        ifindex: 2,
+        ip: ip(addr),
+        mac: Mac([2, 0, 0, 0, 0, last]),
+        count: 1,
+    };
+    let claimed = |rig: &mut Rig, claims: Vec<ForeignClaim>, now: Duration| {
+        rig.plane.state().claims = claims;
+        let seen = rig.announcer.observe();
+        rig.reconciler.report_claims(&seen, now);
+        rig.writes()
+            .into_iter()
+            .filter_map(|w| match w {
+                Write::Event(e, uid) if e.reason == "addressClaimed" => Some((e, uid)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let events = claimed(
+        &mut rig,
+        vec![claim("198.51.100.10", 9), claim("198.51.100.99", 9)],
+        Duration::from_secs(1),
+    );
+    // Only the announced address, on its Service, naming the MAC and the interface.
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (event, uid) = &events[0];
+    assert!(event.warning);
+    assert_eq!(
+        (event.name.as_str(), uid.as_deref()),
+        ("web", Some("uid-web"))
+    );
+    assert!(
+        event.message.contains("02:00:00:00:00:09") && event.message.contains("\"eth0\""),
+        "{}",
+        event.message
+    );
+    // The same claim again within the minute: counted, not reported again; another MAC is.
+    let again = claimed(
+        &mut rig,
+        vec![claim("198.51.100.10", 9), claim("198.51.100.10", 7)],
+        Duration::from_secs(30),
+    );
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert!(again[0].0.message.contains("02:00:00:00:00:07"));
+    // After the minute, reported again.
+    let later = claimed(
+        &mut rig,
+        vec![claim("198.51.100.10", 9)],
+        Duration::from_secs(62),
+    );
+    assert_eq!(later.len(), 1, "{later:?}");
+    let text = rig.reconciler.metrics.encode();
+    assert!(
+        text.contains("herald_layer2_foreign_claims_total{ip=\"198.51.100.10\"} 4"),
+        "{text}"
+    );
+}

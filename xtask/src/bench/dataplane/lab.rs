@@ -241,7 +241,16 @@ impl Lab {
         let out = self.herald(
             &self.node_ns,
             "node",
-            &["attach", "--iface", &self.node_if, "--mode", mode],
+            // The client floods from one MAC: the per-source limit would cap it at 1,000/s.
+            &[
+                "attach",
+                "--iface",
+                &self.node_if,
+                "--mode",
+                mode,
+                "--rate-limit",
+                "0",
+            ],
         )?;
         if !out.contains(&format!("{mode} mode")) {
             bail!(
@@ -374,6 +383,8 @@ impl Lab {
                 "--guard-timeout",
                 "0",
                 "--gratuitous-window",
+                "0",
+                "--rate-limit",
                 "0",
             ])
             .env("HERALD_PIN_DIR", self.pin_dir("userspace"))
