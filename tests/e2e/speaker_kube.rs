@@ -481,6 +481,30 @@ async fn single_node() {
         state(),
         logs()
     );
+    // And a Warning Event on the speaker's ConfigurationState names the pool.
+    let mut refused = None;
+    for _ in 0..60 {
+        refused = cluster
+            .events(
+                "metallb-system",
+                "ConfigurationState",
+                &format!("speaker-{NODE}"),
+            )
+            .await
+            .into_iter()
+            .find(|(reason, ..)| reason == "ConfigurationError");
+        if refused.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, kind, note, component) =
+        refused.unwrap_or_else(|| panic!("no ConfigurationError Event\n{}", logs()));
+    assert_eq!(
+        (kind.as_str(), component.as_str()),
+        ("Warning", "metallb-speaker")
+    );
+    assert!(note.contains(&format!("{POOL}-overlap")), "{note}");
     assert!(
         arp_answer(&client, &client_if).is_some(),
         "the last good configuration stops serving\n{}",

@@ -122,6 +122,13 @@ async fn configuration_state(
         metrics.update_errors.inc();
         tracing::warn!(%error, "ConfigurationState write failed");
     }
+    // A new verdict only reaches here when it changed: one Event per refused configuration.
+    if let Some(errors) = errors
+        && let Err(error) = writer.configuration_error(errors).await
+    {
+        metrics.update_errors.inc();
+        tracing::warn!(%error, "recording the configuration Event failed");
+    }
 }
 
 async fn event_logged(

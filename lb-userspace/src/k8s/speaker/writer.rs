@@ -149,6 +149,24 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Records a Warning Event on `ConfigurationState speaker-<node>`: the configuration this
+    /// speaker reads was refused (`message` names each object and field), the last good one
+    /// keeps serving.
+    pub async fn configuration_error(&self, message: &str) -> Result<(), kube::Error> {
+        let regarding = config_state::reference(&self.namespace, &format!("speaker-{}", self.node));
+        self.events
+            .publish_ref(
+                regarding,
+                Severity::Warning,
+                "ConfigurationError",
+                "LoadConfiguration",
+                message,
+            )
+            .await
+    }
+}
+
 fn owner_reference(pod: &Pod) -> Option<OwnerReference> {
     Some(OwnerReference {
         api_version: "v1".into(),
