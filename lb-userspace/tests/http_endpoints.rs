@@ -13,6 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use herald::daemon::authz::{Authorize, Deciding, Decision};
 use herald::daemon::http::{self, CONNECTION_LIFETIME, HEADER_TIMEOUT, MAX_CONNECTIONS};
 
 async fn server() -> SocketAddr {
@@ -22,6 +23,7 @@ async fn server() -> SocketAddr {
             Some(Arc::new(|| "m 1\n".to_string())),
             Some(Arc::new(|| true)),
         ),
+        http::Security::default(),
     )
     .await
     .expect("bind")
@@ -118,4 +120,70 @@ async fn connections_past_the_cap_are_closed_at_once() {
     })
     .await
     .unwrap();
+}
+
+/// Allows "good", forbids "bad", cannot decide "down"; anything else is not a valid token.
+struct Table;
+
+impl Authorize for Table {
+    fn decide<'a>(&'a self, token: &'a str) -> Deciding<'a> {
+        Box::pin(async move {
+            match token {
+                "good" => Ok(Decision::Allowed),
+                "bad" => Ok(Decision::Forbidden("no RBAC rule".into())),
+                "down" => Err("API server unreachable".into()),
+                _ => Ok(Decision::Unauthenticated),
+            }
+        })
+    }
+}
+
+/// GET `path` with an optional bearer token: the status code.
+fn status_of(addr: SocketAddr, path: &str, token: Option<&str>) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_behind_an_authorizer_and_probes_not() {
+    let addr = http::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        http::endpoints(
+            Some(Arc::new(|| "m 1\n".to_string())),
+            Some(Arc::new(|| true)),
+        ),
+        http::Security {
+            tls: None,
+            authorizer: Some(Arc::new(Table)),
+        },
+    )
+    .await
+    .expect("bind");
+    let cases: [(&str, Option<&str>, u16); 7] = [
+        ("/metrics", None, 401),
+        ("/metrics", Some("unknown"), 401),
+        ("/metrics", Some("bad"), 403),
+        ("/metrics", Some("down"), 503),
+        ("/metrics", Some("good"), 200),
+        ("/readyz", None, 200),
+        ("/healthz", None, 200),
+    ];
+    for (path, token, want) in cases {
+        let got = tokio::task::spawn_blocking(move || status_of(addr, path, token))
+            .await
+            .unwrap();
+        assert_eq!(got, want, "{path} with {token:?}");
+    }
 }

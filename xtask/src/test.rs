@@ -17,6 +17,12 @@ const TOOLS: &[(&str, &str)] = &[
     ("ndisc6", "ndisc6"),
     ("tcpdump", "tcpdump"),
     ("ip", "iproute2"),
+    // Certificates and HTTPS requests for the metrics endpoint's TLS tests.
+    ("openssl", "openssl"),
+    ("curl", "curl"),
+    // Running the real binaries with exactly a given capability set.
+    ("setpriv", "util-linux"),
+    ("capsh", "libcap2-bin"),
 ];
 
 #[derive(clap::Args)]

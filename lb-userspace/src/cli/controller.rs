@@ -34,6 +34,8 @@ pub struct ControllerArgs {
     /// Port of /healthz and /readyz; 0 disables them.
     #[arg(long, default_value_t = 17472)]
     pub health_probe_port: u16,
+    #[command(flatten)]
+    pub metrics_access: super::MetricsAccessArgs,
     /// Address the metrics and health endpoints listen on.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
     pub bind_address: IpAddr,
@@ -109,19 +111,24 @@ async fn serve(args: ControllerArgs) -> Result<()> {
     let health = Arc::new(Health::default());
     if args.port != 0 {
         let metrics = metrics.clone();
+        let access = args.metrics_access.access();
+        let client = crate::k8s::client(args.kubeconfig.as_deref()).await?;
+        let security = crate::k8s::authz::security(&access, &client)?;
         let addr = http::serve(
             SocketAddr::new(args.bind_address, args.port),
             http::endpoints(Some(Arc::new(move || metrics.encode())), None),
+            security,
         )
         .await
         .with_context(|| format!("listening for metrics on port {}", args.port))?;
-        tracing::info!(%addr, "metrics on /metrics");
+        tracing::info!(%addr, tls = access.tls.is_some(), token_required = access.authz, "metrics on /metrics");
     }
     if args.health_probe_port != 0 {
         let health = health.clone();
         let addr = http::serve(
             SocketAddr::new(args.bind_address, args.health_probe_port),
             http::endpoints(None, Some(Arc::new(move || health.ready()))),
+            http::Security::default(),
         )
         .await
         .with_context(|| {

@@ -8,7 +8,10 @@ pub mod speaker;
 pub mod xdp;
 
 use std::io::IsTerminal as _;
+use std::path::PathBuf;
 use std::sync::OnceLock;
+
+use crate::daemon::MetricsAccess;
 
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -38,6 +41,35 @@ pub fn init_tracing() {
         .is_ok();
     if installed {
         let _ = FILTER.set(handle);
+    }
+}
+
+/// HTTPS and authorization for `/metrics`, as MetalLB offers them through kube-rbac-proxy.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MetricsAccessArgs {
+    /// PEM certificate chain (leaf first): serve the metrics endpoint over HTTPS. Re-read when
+    /// the file changes.
+    #[arg(long, env = "HERALD_METRICS_TLS_CERT", requires = "metrics_tls_key")]
+    pub metrics_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--metrics-tls-cert`.
+    #[arg(long, env = "HERALD_METRICS_TLS_KEY", requires = "metrics_tls_cert")]
+    pub metrics_tls_key: Option<PathBuf>,
+    /// Require a bearer token whose user may `get` the nonResource URL `/metrics` (TokenReview
+    /// and SubjectAccessReview on the API server; needs `system:auth-delegator`). Only with
+    /// `--metrics-tls-cert`. Probes stay open.
+    #[arg(long, env = "HERALD_METRICS_AUTHZ", requires = "metrics_tls_cert")]
+    pub metrics_authz: bool,
+}
+
+impl MetricsAccessArgs {
+    pub fn access(&self) -> MetricsAccess {
+        MetricsAccess {
+            tls: self
+                .metrics_tls_cert
+                .clone()
+                .zip(self.metrics_tls_key.clone()),
+            authz: self.metrics_authz,
+        }
     }
 }
 

@@ -61,6 +61,8 @@ pub struct SpeakerArgs {
     /// (see `--host`); empty disables them.
     #[arg(long, env = "HERALD_METRICS_ADDR", default_value = "7472")]
     pub metrics_addr: String,
+    #[command(flatten)]
+    pub metrics_access: super::MetricsAccessArgs,
     /// The node address a port-only `--metrics-addr` listens on, as MetalLB's `--host` (the
     /// manifests set it from `status.hostIP`). Default: the gossip bind or advertise address;
     /// without any, every interface (with a warning).
@@ -205,6 +207,7 @@ fn options(args: SpeakerArgs) -> Result<Options> {
         attach_mode,
         dataplane,
         rate_limit: args.rate_limit,
+        metrics_access: args.metrics_access.access(),
     })
 }
 

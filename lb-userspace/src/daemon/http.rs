@@ -1,5 +1,7 @@
 //! The small HTTP endpoints of the long-running commands: `/metrics` and the `/healthz`,
-//! `/livez` and `/readyz` probes. Plain HTTP/1.1 through hyper.
+//! `/livez` and `/readyz` probes. HTTP/1.1 through hyper, plain or over TLS ([`Security`]); with
+//! an authorizer, `/metrics` needs a bearer token allowed to `get` it (the probes never do:
+//! kubelet sends none), as MetalLB's metrics behind kube-rbac-proxy.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,8 +15,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use super::authz::{Authorizer, Decision, bearer};
 
 /// Answers one path: (status, content type, body).
 pub type Handler = Arc<dyn Fn(&str) -> (StatusCode, &'static str, String) + Send + Sync>;
@@ -27,13 +33,27 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (out of file descriptors, say), so it cannot spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// The one path an authorizer guards.
+pub const PROTECTED: &str = "/metrics";
+
+/// How the endpoints are offered: TLS when an acceptor is given, and `/metrics` behind the
+/// authorizer when one is (only with TLS: a token must not cross the network in the clear).
+#[derive(Clone, Default)]
+pub struct Security {
+    pub tls: Option<TlsAcceptor>,
+    pub authorizer: Option<Authorizer>,
+}
 
 /// Binds `addr` now (so a taken port fails at start) and serves `handler` on a task. One
-/// request per connection, at most [`MAX_CONNECTIONS`] at once, each closed when its request
-/// head takes longer than [`HEADER_TIMEOUT`] or the connection outlives
+/// request per connection, at most [`MAX_CONNECTIONS`] at once, each closed when its TLS
+/// handshake or request head takes longer than [`HEADER_TIMEOUT`] or the connection outlives
 /// [`CONNECTION_LIFETIME`]: idle or slow clients cannot hold the endpoints (the probes among
 /// them) hostage.
-pub async fn serve(addr: SocketAddr, handler: Handler) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    handler: Handler,
+    security: Security,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -53,36 +73,110 @@ pub async fn serve(addr: SocketAddr, handler: Handler) -> std::io::Result<Socket
                 continue;
             };
             let handler = handler.clone();
+            let security = security.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request: Request<Incoming>| {
-                    let (status, content_type, body) = handler(request.uri().path());
-                    let response = Response::builder()
-                        .status(status)
-                        .header("content-type", content_type)
-                        .body(Full::new(Bytes::from(body)));
-                    async move {
-                        Ok::<_, Infallible>(
-                            response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
-                        )
+                let served = async {
+                    match &security.tls {
+                        None => one_connection(stream, handler, security.authorizer).await,
+                        Some(tls) => {
+                            match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                                Ok(Ok(stream)) => {
+                                    one_connection(stream, handler, security.authorizer).await;
+                                }
+                                Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                                Err(_) => tracing::debug!("TLS handshake too slow; closed"),
+                            }
+                        }
                     }
-                });
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .keep_alive(false)
-                    .serve_connection(TokioIo::new(stream), service);
-                match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, "http connection ended with an error");
-                    }
-                    Err(_) => tracing::debug!("http connection outlived its lifetime; closed"),
-                    Ok(Ok(())) => {}
+                };
+                if tokio::time::timeout(CONNECTION_LIFETIME, served)
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!("http connection outlived its lifetime; closed");
                 }
                 drop(slot);
             });
         }
     });
     Ok(bound)
+}
+
+/// Serves the one request of a connection.
+async fn one_connection<S>(stream: S, handler: Handler, authorizer: Option<Authorizer>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request: Request<Incoming>| {
+        let handler = handler.clone();
+        let authorizer = authorizer.clone();
+        async move {
+            let path = request.uri().path().to_string();
+            let (status, content_type, body) =
+                match refused(&request, &path, authorizer.as_deref()).await {
+                    Some(refusal) => refusal,
+                    None => handler(&path),
+                };
+            let response = Response::builder()
+                .status(status)
+                .header("content-type", content_type)
+                .body(Full::new(Bytes::from(body)));
+            Ok::<_, Infallible>(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+        }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "http connection ended with an error");
+    }
+}
+
+/// Why `request` for `path` is refused, if it is: 401 without a valid token, 403 when its user
+/// may not `get` the path, 503 when that cannot be decided now.
+async fn refused(
+    request: &Request<Incoming>,
+    path: &str,
+    authorizer: Option<&dyn super::authz::Authorize>,
+) -> Option<(StatusCode, &'static str, String)> {
+    let authorizer = authorizer.filter(|_| path == PROTECTED)?;
+    let header = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(token) = bearer(header) else {
+        return Some((
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "a bearer token is required\n".into(),
+        ));
+    };
+    match authorizer.decide(token).await {
+        Ok(Decision::Allowed) => None,
+        Ok(Decision::Unauthenticated) => Some((
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "the token is not valid\n".into(),
+        )),
+        Ok(Decision::Forbidden(reason)) => {
+            tracing::debug!(%reason, "metrics request forbidden");
+            Some((
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                format!("forbidden: get {path}\n"),
+            ))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot check a metrics token");
+            Some((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "authorization unavailable\n".into(),
+            ))
+        }
+    }
 }
 
 /// Produces the Prometheus text exposition of a component's metrics.

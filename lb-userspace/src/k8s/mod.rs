@@ -5,6 +5,7 @@
 //! Everything here is I/O with no allocation decisions; `controller` decides what to write and
 //! reaches the API server only through [`controller::Cluster`] and its caches.
 
+pub mod authz;
 pub mod checked;
 pub mod config_state;
 pub mod controller;

@@ -43,4 +43,6 @@ pub struct Options {
     pub dataplane: DataplaneChoice,
     /// Answers per second (and burst) the XDP program gives one requester MAC.
     pub rate_limit: lb_common::ratelimit::RateLimit,
+    /// HTTPS and a token for `/metrics`.
+    pub metrics_access: crate::daemon::MetricsAccess,
 }

@@ -70,16 +70,19 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = options.metrics_addr {
         let (m, r) = (metrics.clone(), ready.clone());
+        let security = crate::k8s::authz::security(&options.metrics_access, &client)?;
         let bound = http::serve(
             addr,
             http::endpoints(
                 Some(Arc::new(move || m.encode())),
                 Some(Arc::new(move || r.load(Ordering::Relaxed))),
             ),
+            security,
         )
         .await
         .with_context(|| format!("listening for metrics on {addr}"))?;
-        tracing::info!(addr = %bound, "metrics on /metrics, probes on /healthz and /readyz");
+        tracing::info!(addr = %bound, tls = options.metrics_access.tls.is_some(), token_required = options.metrics_access.authz,
+            "metrics on /metrics, probes on /healthz and /readyz");
     }
 
     let watches = Arc::new(Watches::start(
