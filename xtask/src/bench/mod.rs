@@ -5,6 +5,7 @@ mod alloc;
 mod controller;
 pub mod dataplane;
 mod failover;
+mod speaker_memory;
 mod vs_metallb;
 mod xdp;
 
@@ -24,6 +25,8 @@ pub enum Bench {
     Dataplane(dataplane::Args),
     /// Herald against MetalLB's controller and speaker in the same lab, same run.
     VsMetallb(vs_metallb::Args),
+    /// Resident memory of one real speaker with 1,000 and 10,000 Services on the API server.
+    SpeakerMemory(speaker_memory::Args),
 }
 
 pub fn run(which: &Bench) -> Result<()> {
@@ -34,5 +37,6 @@ pub fn run(which: &Bench) -> Result<()> {
         Bench::Failover(args) => failover::run(args),
         Bench::Dataplane(args) => dataplane::run(args),
         Bench::VsMetallb(args) => vs_metallb::run(args),
+        Bench::SpeakerMemory(args) => speaker_memory::run(args),
     }
 }
