@@ -6,8 +6,9 @@
 //! ([`crate::election`]) names one node per Service, so exactly one live node announces each
 //! address. [`diff`] turns the plan and what the data plane holds into announce/withdraw steps.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -31,8 +32,9 @@ pub struct Inputs<'a> {
     /// This node's name (the memberlist name, `endpoint.nodeName`).
     pub node: &'a str,
     pub config: &'a Config,
-    pub services: &'a [Service],
-    pub endpoint_slices: &'a [EndpointSlice],
+    /// Shared with the watch caches: a pass copies none of them.
+    pub services: &'a [Arc<Service>],
+    pub endpoint_slices: &'a [Arc<EndpointSlice>],
     pub nodes: &'a [Node],
     /// Live speakers (alive or suspect, this one included); `None` when memberlist is off.
     pub live_speakers: Option<&'a BTreeSet<String>>,
@@ -108,19 +110,39 @@ pub struct PlannedEvent {
     pub message: String,
 }
 
-fn slices_of(slices: &[EndpointSlice], svc: &ServiceInfo) -> Vec<EndpointSlice> {
-    slices
-        .iter()
-        .filter(|s| {
-            s.metadata.namespace.as_deref().unwrap_or("default") == svc.namespace
-                && s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                    .is_some_and(|n| *n == svc.name)
-        })
-        .cloned()
-        .collect()
+/// The EndpointSlices of each Service, by (namespace, Service name): built once per pass, so a
+/// pass costs one look at each slice rather than one per Service and slice.
+struct SlicesByService<'a>(HashMap<&'a str, HashMap<&'a str, Vec<EndpointSlice>>>);
+
+impl<'a> SlicesByService<'a> {
+    fn new(slices: &'a [Arc<EndpointSlice>]) -> Self {
+        let mut index: HashMap<&str, HashMap<&str, Vec<EndpointSlice>>> = HashMap::new();
+        for slice in slices {
+            let Some(service) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            else {
+                continue;
+            };
+            let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+            index
+                .entry(namespace)
+                .or_default()
+                .entry(service.as_str())
+                .or_default()
+                .push(EndpointSlice::clone(slice));
+        }
+        SlicesByService(index)
+    }
+
+    fn of(&self, svc: &ServiceInfo) -> &[EndpointSlice] {
+        self.0
+            .get(svc.namespace.as_str())
+            .and_then(|by_name| by_name.get(svc.name.as_str()))
+            .map_or(&[], Vec::as_slice)
+    }
 }
 
 /// The pool owning `ips`: the one the controller named (annotation) if it covers them all,
@@ -149,6 +171,7 @@ pub fn pool_for<'a>(
 /// Evaluates every Service.
 pub fn plan(inputs: &Inputs<'_>) -> Plan {
     let mut out = Plan::default();
+    let slices = SlicesByService::new(inputs.endpoint_slices);
     for service in inputs.services {
         let info = match ServiceInfo::from_service(service) {
             Ok(info) => info,
@@ -174,7 +197,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
                 continue;
             }
         };
-        let decision = decide(inputs, &info, &ips);
+        let decision = decide(inputs, slices.of(&info), &info, &ips);
         let targets = match &decision {
             Decision::Announce { interfaces, .. } => ips
                 .iter()
@@ -205,14 +228,18 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
     out
 }
 
-fn decide(inputs: &Inputs<'_>, info: &ServiceInfo, ips: &[IpAddr]) -> Decision {
+fn decide(
+    inputs: &Inputs<'_>,
+    slices: &[EndpointSlice],
+    info: &ServiceInfo,
+    ips: &[IpAddr],
+) -> Decision {
     let Some(pool) = pool_for(inputs.config, ips, info.allocated_from_pool.as_deref()) else {
         let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
         return Decision::NoPool {
             reason: format!("address {} is not in any IPAddressPool", list.join(",")),
         };
     };
-    let slices = slices_of(inputs.endpoint_slices, info);
     let election = election::elect(&ElectionInput {
         service: info,
         ips,
@@ -220,7 +247,7 @@ fn decide(inputs: &Inputs<'_>, info: &ServiceInfo, ips: &[IpAddr]) -> Decision {
         config: inputs.config,
         nodes: inputs.nodes,
         live_speakers: inputs.live_speakers,
-        endpoint_slices: &slices,
+        endpoint_slices: slices,
         ignore_exclude_lb: inputs.ignore_exclude_lb,
     });
     let winner = match election.result {

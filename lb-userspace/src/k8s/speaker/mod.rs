@@ -39,8 +39,9 @@ pub struct ClusterView {
     pub l2_advertisements: Vec<api::L2Advertisement>,
     pub namespaces: Vec<Namespace>,
     pub nodes: Vec<Node>,
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
+    /// The caches' own copies (shared, never cloned per pass).
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     /// This node's speaker Pod (owner of what the speaker writes), when listed.
     pub own_pod: Option<Pod>,
     /// Configuration objects that could not be read, one line each.
@@ -279,8 +280,8 @@ impl Watches {
             l2_advertisements: cloned(&self.l2_advertisements),
             namespaces: cloned(&self.namespaces),
             nodes: cloned(&self.nodes),
-            services: cloned(&self.services),
-            endpoint_slices: cloned(&self.endpoint_slices),
+            services: self.services.state(),
+            endpoint_slices: self.endpoint_slices.state(),
             own_pod: self.own_pod_of_view(),
             rejected: self.rejected.lines(),
         }

@@ -128,11 +128,13 @@ impl World {
     }
 
     fn plan_on(&self, me: &str) -> Plan {
+        let services: Vec<Arc<Service>> = self.services.iter().cloned().map(Arc::new).collect();
+        let slices: Vec<Arc<EndpointSlice>> = self.slices.iter().cloned().map(Arc::new).collect();
         plan(&Inputs {
             node: me,
             config: &self.config,
-            services: &self.services,
-            endpoint_slices: &self.slices,
+            services: &services,
+            endpoint_slices: &slices,
             nodes: &self.nodes,
             live_speakers: self.live.as_ref(),
             interfaces: &self.ifaces,
@@ -620,4 +622,31 @@ fn withdrawals_wait_the_hand_over_overlap_and_cancel_when_wanted_again() {
         due_withdrawals(&mut pending, &[t("2001:db8::1")], ms(900), Duration::ZERO),
         vec![t("2001:db8::1")]
     );
+}
+
+#[test]
+fn a_service_sees_only_its_own_slices_by_namespace_and_name() {
+    let key = "default/web";
+    let mut w = World::abc();
+    // Endpoints only in slices of other Services: a same name in another namespace, a slice
+    // without the service-name label, another Service's: none of them serves "web".
+    let mut elsewhere = slice("web", &["node-a"]);
+    elsewhere.metadata.namespace = Some("other".into());
+    let mut unlabelled = slice("web", &["node-a"]);
+    unlabelled.metadata.labels = None;
+    w.slices = vec![elsewhere, unlabelled, slice("webx", &["node-a"])];
+    assert!(
+        matches!(
+            w.plan_on("node-b").services[key].decision,
+            Decision::Nobody { .. }
+        ),
+        "{:?}",
+        w.plan_on("node-b").services[key].decision
+    );
+    // Its own slice, beside all of those: it is served again (the spec's order: b wins).
+    w.slices.push(slice("web", &["node-a"]));
+    assert!(matches!(
+        w.plan_on("node-b").services[key].decision,
+        Decision::Announce { .. }
+    ));
 }

@@ -77,8 +77,14 @@ fn view(services: &[(&str, &str)]) -> ClusterView {
         pools: vec![pool("198.51.100.0/24")],
         l2_advertisements: vec![l2_advertisement()],
         nodes: vec![node(NODE), node("node-b")],
-        services: services.iter().map(|(n, a)| service(n, a)).collect(),
-        endpoint_slices: services.iter().map(|(n, _)| slice(n, NODE)).collect(),
+        services: services
+            .iter()
+            .map(|(n, a)| Arc::new(service(n, a)))
+            .collect(),
+        endpoint_slices: services
+            .iter()
+            .map(|(n, _)| Arc::new(slice(n, NODE)))
+            .collect(),
         ..ClusterView::default()
     }
 }
