@@ -39,9 +39,21 @@ async fn member_with_clock(
     bump: u64,
     wall_start_ms: Option<u64>,
 ) -> Gossip {
+    let own_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    member_at(node, key, bump, wall_start_ms, own_port).await
+}
+
+/// A member advertising `advertise` (port 0: its own socket's).
+async fn member_at(
+    node: &str,
+    key: &[u8],
+    bump: u64,
+    wall_start_ms: Option<u64>,
+    advertise: SocketAddr,
+) -> Gossip {
     Gossip::start(GossipOptions {
         bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        advertise: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        advertise,
         node: node.to_string(),
         timing: Timing::from_detect_ms(500).unwrap(),
         key: GossipKey::new(Some(key)),
@@ -175,17 +187,7 @@ async fn traffic_captured_on_its_way_to_one_member_is_no_contact_for_another() {
     // node-b is reached through a relay that copies what it carries.
     let tap = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let via_tap = tap.local_addr().unwrap();
-    let b = Gossip::start(GossipOptions {
-        bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        advertise: via_tap,
-        node: "node-b".to_string(),
-        timing: Timing::from_detect_ms(500).unwrap(),
-        key: GossipKey::new(Some(SECRET)),
-        bump: 1,
-        wall_start_ms: None,
-    })
-    .await
-    .unwrap();
+    let b = member_at("node-b", SECRET, 1, None, via_tap).await;
     let captured = relay(tap, b.local_addr());
     // node-c holds the secret but is cut off: it never hears a peer.
     let c = member("node-c", SECRET, 1).await;

@@ -135,6 +135,27 @@ fn nd_answer(client: &Netns, dev: &str) -> Option<String> {
     (out.status.success() && !text.is_empty()).then_some(text)
 }
 
+/// The first Event with `reason` about `kind` `namespace/name`, waited for up to 60 s:
+/// (reason, type, note, reporting controller).
+async fn event_about(
+    cluster: &Cluster,
+    (namespace, kind, name): (&str, &str, &str),
+    reason: &str,
+) -> Option<(String, String, String, String)> {
+    for _ in 0..120 {
+        let found = cluster
+            .events(namespace, kind, name)
+            .await
+            .into_iter()
+            .find(|(r, ..)| r == reason);
+        if found.is_some() {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    None
+}
+
 fn mac_of(ns: &Netns, dev: &str) -> String {
     let out = ns.ip(["-o", "link", "show", "dev", dev]).expect("ip link");
     out.split_whitespace()
@@ -341,18 +362,7 @@ async fn single_node() {
         logs()
     );
     // The nodeAssigned Event from metallb-speaker.
-    let mut assigned = None;
-    for _ in 0..120 {
-        assigned = cluster
-            .events(ns, "Service", "web")
-            .await
-            .into_iter()
-            .find(|(reason, ..)| reason == "nodeAssigned");
-        if assigned.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let assigned = event_about(&cluster, (ns, "Service", "web"), "nodeAssigned").await;
     let (_, kind, note, component) =
         assigned.unwrap_or_else(|| panic!("no nodeAssigned\n{}", logs()));
     assert_eq!(kind, "Normal");
@@ -413,18 +423,7 @@ async fn single_node() {
         ])
         .output()
         .expect("arping -U");
-    let mut claimed = None;
-    for _ in 0..60 {
-        claimed = cluster
-            .events(ns, "Service", "web")
-            .await
-            .into_iter()
-            .find(|(reason, ..)| reason == "addressClaimed");
-        if claimed.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let claimed = event_about(&cluster, (ns, "Service", "web"), "addressClaimed").await;
     let (_, kind, note, _) =
         claimed.unwrap_or_else(|| panic!("no addressClaimed Event (arping: {out:?})\n{}", logs()));
     assert_eq!(kind, "Warning");
@@ -482,22 +481,13 @@ async fn single_node() {
         logs()
     );
     // And a Warning Event on the speaker's ConfigurationState names the pool.
-    let mut refused = None;
-    for _ in 0..60 {
-        refused = cluster
-            .events(
-                "metallb-system",
-                "ConfigurationState",
-                &format!("speaker-{NODE}"),
-            )
-            .await
-            .into_iter()
-            .find(|(reason, ..)| reason == "ConfigurationError");
-        if refused.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let speaker_state = format!("speaker-{NODE}");
+    let refused = event_about(
+        &cluster,
+        ("metallb-system", "ConfigurationState", &speaker_state),
+        "ConfigurationError",
+    )
+    .await;
     let (_, kind, note, component) =
         refused.unwrap_or_else(|| panic!("no ConfigurationError Event\n{}", logs()));
     assert_eq!(
