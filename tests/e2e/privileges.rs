@@ -12,7 +12,7 @@
 //!   already in the permitted set before it (what decides whether a non-root container with
 //!   `allowPrivilegeEscalation: false` could use file capabilities);
 //! - a bind mount of a bpffs subdirectory (what a hostPath of `/sys/fs/bpf/herald` gives a
-//!   container) holds the pins when they are in a directory below it, and a host without bpffs
+//!   container) holds the pins, in the mount point itself or below it, and a host without bpffs
 //!   at `/sys/fs/bpf` gives a clear error (and no directory can be made there).
 //!
 //! Needs root, the XDP object and `cargo build -p herald`. Every process runs in namespaces
@@ -548,10 +548,9 @@ fn in_private_mounts(ns: &str, who: &As, script: &str) -> Output {
 
 /// A hostPath volume of `/sys/fs/bpf/herald` is a bind mount of a bpffs subdirectory into
 /// the container's own mount namespace. Pins in a directory below that mount are made,
-/// survive the namespace (the "container") and are reused by the next one. The mount point
-/// itself as the pin directory is refused today: Herald checks that the pin directory's
-/// parent is a bpffs. When this test fails because that is accepted, the manifest can mount
-/// only `/sys/fs/bpf/herald` with the pins at the same place on the host (docs/install.md).
+/// survive the namespace (the "container") and are reused by the next one; so are pins in
+/// the mount point itself, which is how the manifest mounts only the host's
+/// `/sys/fs/bpf/herald` (at `/run/herald/pins`, `HERALD_PIN_DIR`).
 #[test]
 fn bpffs_subdirectory_bind_mount_holds_the_pins() {
     let lab = Lab::new();
@@ -590,19 +589,31 @@ fn bpffs_subdirectory_bind_mount_holds_the_pins() {
         "a second container reuses the pinned link: {t}"
     );
 
-    let out = container(&mount_at.display().to_string());
-    let t = text(&out);
-    assert!(
-        !out.status.success() && t.contains("not on a BPF filesystem"),
-        "the mount point itself as the pin directory is now accepted: mount only \
-         /sys/fs/bpf/herald in manifests/speaker.yaml (see docs/install.md)\n{t}"
-    );
-    // Detach through the host's view so nothing stays attached.
     lab.herald_ok(
         &who,
         &host_dir.join("pins"),
         &["detach", "--iface", &lab.node_if],
     );
+    // The mount point itself as the pin directory: what the manifest does.
+    let at_mount = mount_at.display().to_string();
+    let out = container(&at_mount);
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("attached in skb mode"),
+        "the mount point itself as the pin directory: {t}"
+    );
+    assert!(
+        host_dir.join("HERALD_V4").exists(),
+        "pinned on the host's bpffs"
+    );
+    let out = container(&at_mount);
+    assert!(
+        text(&out).contains("already attached (skb mode)"),
+        "reused: {}",
+        text(&out)
+    );
+    // Detach through the host's view so nothing stays attached.
+    lab.herald_ok(&who, &host_dir, &["detach", "--iface", &lab.node_if]);
 }
 
 /// A host without bpffs at /sys/fs/bpf: nothing can be created there (so a hostPath

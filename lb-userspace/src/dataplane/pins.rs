@@ -150,7 +150,12 @@ fn is_bpffs(path: &Path) -> std::io::Result<bool> {
 /// nothing is mounted there yet, and this process lives in the host's mount namespace. In a
 /// private mount namespace (`ip netns exec` makes one and remounts /sys) a mount of ours would
 /// vanish with the namespace, taking the pins and the attached program along: refuse instead.
+/// A `dir` that is itself on a bpffs (a container's volume of the host's `/sys/fs/bpf/herald`,
+/// and nothing else of bpffs) needs nothing more.
 pub fn ensure_pin_dir(dir: &Path) -> Result<()> {
+    if is_bpffs(dir).unwrap_or(false) {
+        return Ok(());
+    }
     let parent = dir.parent().unwrap_or(Path::new("/"));
     let pin_err = |source| DataplaneError::PinDir {
         path: parent.to_path_buf(),
