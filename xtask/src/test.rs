@@ -23,6 +23,10 @@ const TOOLS: &[(&str, &str)] = &[
     // Running the real binaries with exactly a given capability set.
     ("setpriv", "util-linux"),
     ("capsh", "libcap2-bin"),
+    // Real BGP routers for the BGP tests (support/routers): BIRD 2, FRR, GoBGP (+ its CLI).
+    ("bird", "bird2"),
+    ("vtysh", "frr"),
+    ("gobgpd", "gobgpd"),
 ];
 
 #[derive(clap::Args)]
