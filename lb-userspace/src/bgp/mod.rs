@@ -1,1 +1,3 @@
-//! BGP announcement: not implemented. Empty on purpose: nothing here is claimed to work yet.
+//! BGP mode: announcing Service addresses to BGP peers, as MetalLB's BGP speaker does.
+
+pub mod policy;

@@ -236,11 +236,8 @@ pub(crate) struct ParsedPool {
 }
 
 impl ParsedPool {
-    fn has_v4(&self) -> bool {
-        self.pool.cidrs().any(|n| matches!(n, IpNet::V4(_)))
-    }
     fn has_v6(&self) -> bool {
-        self.pool.cidrs().any(|n| matches!(n, IpNet::V6(_)))
+        self.pool.has_v6()
     }
 }
 
@@ -626,7 +623,7 @@ fn local_pref_conflicts(
             .collect();
         for (j, later) in on_pool.iter().enumerate() {
             for earlier in &on_pool[..j] {
-                if compatible_local_pref(later, earlier, pool)
+                if later.local_pref_compatible(earlier, &pool.pool)
                     || !reported.insert((earlier.name.clone(), later.name.clone()))
                 {
                     continue;
@@ -643,28 +640,6 @@ fn local_pref_conflicts(
             }
         }
     }
-}
-
-fn compatible_local_pref(a: &BgpAdvertisement, b: &BgpAdvertisement, pool: &ParsedPool) -> bool {
-    if a.local_pref == b.local_pref {
-        return true;
-    }
-    let (v4, v6) = (pool.has_v4(), pool.has_v6());
-    let v4_differs = a.aggregation_length != b.aggregation_length;
-    let v6_differs = a.aggregation_length_v6 != b.aggregation_length_v6;
-    let aggregation_differs = match (v4, v6) {
-        (false, false) => true,
-        (true, false) => v4_differs,
-        (false, true) => v6_differs,
-        (true, true) => v4_differs && v6_differs,
-    };
-    if aggregation_differs {
-        return true;
-    }
-    if !a.peers.is_empty() && !b.peers.is_empty() && !a.peers.iter().any(|p| b.peers.contains(p)) {
-        return true;
-    }
-    a.nodes.is_disjoint(&b.nodes)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -27,6 +27,14 @@ impl Pool {
     pub fn cidrs(&self) -> impl Iterator<Item = &IpNet> {
         self.ranges.iter().flatten()
     }
+
+    pub fn has_v4(&self) -> bool {
+        self.cidrs().any(|n| matches!(n, IpNet::V4(_)))
+    }
+
+    pub fn has_v6(&self) -> bool {
+        self.cidrs().any(|n| matches!(n, IpNet::V6(_)))
+    }
 }
 
 /// A pool's `serviceAllocation`, with namespaceSelectors already resolved to names.
@@ -80,6 +88,37 @@ pub struct BgpAdvertisement {
     pub nodes: BTreeSet<String>,
     /// Empty: all peers.
     pub peers: Vec<String>,
+}
+
+impl BgpAdvertisement {
+    /// MetalLB's `BGPAdvertisementsHaveCompatibleLocalPref`: two advertisements of `pool` may
+    /// differ in LOCAL_PREF only when their aggregation lengths differ (for the pool's
+    /// families; both lengths for a dual-stack pool), their peer lists are both set and
+    /// disjoint, or their node sets are disjoint. The parser applies it to advertisements
+    /// without serviceSelectors; the speaker re-applies it per Service.
+    pub fn local_pref_compatible(&self, other: &BgpAdvertisement, pool: &Pool) -> bool {
+        if self.local_pref == other.local_pref {
+            return true;
+        }
+        let v4_differs = self.aggregation_length != other.aggregation_length;
+        let v6_differs = self.aggregation_length_v6 != other.aggregation_length_v6;
+        let aggregation_differs = match (pool.has_v4(), pool.has_v6()) {
+            (false, false) => true,
+            (true, false) => v4_differs,
+            (false, true) => v6_differs,
+            (true, true) => v4_differs && v6_differs,
+        };
+        if aggregation_differs {
+            return true;
+        }
+        if !self.peers.is_empty()
+            && !other.peers.is_empty()
+            && !self.peers.iter().any(|p| other.peers.contains(p))
+        {
+            return true;
+        }
+        self.nodes.is_disjoint(&other.nodes)
+    }
 }
 
 /// A BGP community value.

@@ -4,6 +4,17 @@
 //!
 //! Stateless and pure: every speaker evaluates [`elect`] over the same inputs and gets the same
 //! ordered candidate list, so exactly one node (the first) announces a Service.
+//!
+//! The rules both announcement modes share live here too: which endpoints can serve, which
+//! nodes may announce at all ([`network_unavailable`], [`excluded_from_lb`]) and, in
+//! [`service`], which Services a speaker announces and the pool owning their addresses.
+
+pub mod service;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+pub use service::{Announceable, SERVICE_NAME_LABEL, SlicesByService, announceable, pool_for};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -14,7 +25,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::allocator::ServiceInfo;
-use crate::config::{Config, L2Advertisement, selector::any_matches};
+use crate::config::{Config, L2Advertisement, Selector, selector::any_matches};
 
 /// Nodes carrying this label (any value) never announce, unless `--ignore-exclude-lb`.
 pub const EXCLUDE_LB_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -86,7 +97,7 @@ pub struct Winner {
 }
 
 /// Whether an endpoint can serve: Ready unset or true, or Serving true.
-fn can_serve(endpoint: &k8s_openapi::api::discovery::v1::Endpoint) -> bool {
+pub fn can_serve(endpoint: &k8s_openapi::api::discovery::v1::Endpoint) -> bool {
     let conditions = endpoint.conditions.as_ref();
     let ready = conditions.and_then(|c| c.ready);
     let serving = conditions.and_then(|c| c.serving);
@@ -101,7 +112,8 @@ fn node_labels(node: &Node) -> BTreeMap<String, String> {
     node.metadata.labels.clone().unwrap_or_default()
 }
 
-fn network_unavailable(node: &Node) -> bool {
+/// Whether the node has the condition `NetworkUnavailable=True` (it announces nothing).
+pub fn network_unavailable(node: &Node) -> bool {
     node.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -109,6 +121,20 @@ fn network_unavailable(node: &Node) -> bool {
             cs.iter()
                 .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")
         })
+}
+
+/// Whether the node carries [`EXCLUDE_LB_LABEL`] (any value); it then announces nothing unless
+/// `--ignore-exclude-lb`.
+pub fn excluded_from_lb(node: &Node) -> bool {
+    node.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(EXCLUDE_LB_LABEL))
+}
+
+/// Whether an advertisement's `serviceSelectors` take the Service (an empty list takes all).
+pub fn selects_service(selectors: &[Selector], svc: &ServiceInfo) -> bool {
+    selectors.is_empty() || any_matches(selectors, &svc.labels)
 }
 
 /// The bytes nodes are ordered by: SHA-256 of `node#ip` with Go's textual IP form.
@@ -129,9 +155,7 @@ pub fn matching_ads<'a>(
         .l2_advertisements
         .iter()
         .filter(|ad| ad.pools.contains(pool))
-        .filter(|ad| {
-            ad.service_selectors.is_empty() || any_matches(&ad.service_selectors, &svc.labels)
-        })
+        .filter(|ad| selects_service(&ad.service_selectors, svc))
         .collect()
 }
 
@@ -174,14 +198,7 @@ pub fn elect(input: &ElectionInput<'_>) -> Election {
         .filter_map(|node| node_name(node).map(|name| (name, node)))
         .filter(|(name, _)| input.live_speakers.is_none_or(|live| live.contains(*name)))
         .filter(|(_, node)| !network_unavailable(node))
-        .filter(|(_, node)| {
-            input.ignore_exclude_lb
-                || !node
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .is_some_and(|l| l.contains_key(EXCLUDE_LB_LABEL))
-        })
+        .filter(|(_, node)| input.ignore_exclude_lb || !excluded_from_lb(node))
         .filter(|(name, _)| ads.iter().any(|ad| ad.nodes.contains(*name)))
         .filter(|(name, _)| !input.service.traffic_policy_local || serving_nodes.contains(name))
         .map(|(name, node)| {

@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 
+use super::fixtures::{merge, unavailable_node};
 use super::*;
 use crate::allocator::ServiceInfo;
 use crate::config::{Config, L2Advertisement, NodePreference, Selector};
@@ -12,14 +13,6 @@ use crate::config::{Config, L2Advertisement, NodePreference, Selector};
 fn node(name: &str, labels: &[(&str, &str)]) -> Node {
     let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
     serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap()
-}
-
-fn unavailable(name: &str) -> Node {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "status": {"conditions": [{"type": "NetworkUnavailable", "status": "True"}]}
-    }))
-    .unwrap()
 }
 
 fn slice(endpoints: serde_json::Value) -> EndpointSlice {
@@ -46,17 +39,6 @@ fn service(extra: serde_json::Value) -> ServiceInfo {
     merge(&mut base, extra);
     let svc: Service = serde_json::from_value(base).unwrap();
     ServiceInfo::from_service(&svc).unwrap()
-}
-
-fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
-    match (base, extra) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
-            for (k, v) in e {
-                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
-            }
-        }
-        (b, e) => *b = e,
-    }
 }
 
 fn ad(name: &str, nodes: &[&str]) -> L2Advertisement {
@@ -268,7 +250,7 @@ fn candidate_filters() {
     let mut case = Case::new(&names, "10.0.0.1");
     case.nodes = vec![
         node("n1", &[]),
-        unavailable("n2"),
+        unavailable_node("n2"),
         node("n3", &[(EXCLUDE_LB_LABEL, "")]),
         node("n4", &[]),
     ];

@@ -6,7 +6,7 @@
 //! ([`crate::election`]) names one node per Service, so exactly one live node announces each
 //! address. [`diff`] turns the plan and what the data plane holds into announce/withdraw steps.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,14 +18,14 @@ use crate::allocator::ServiceInfo;
 use crate::api::{InterfaceInfo, L2ServiceStatus};
 use crate::config::Config;
 use crate::dataplane::keys::unannounceable_reason;
-use crate::election::{self, ElectionInput, Interfaces};
+use crate::election::{self, Announceable, ElectionInput, Interfaces, SlicesByService};
 
 use super::interfaces::Eligible;
 
 /// MetalLB's protocol label for layer 2 (metrics, events).
 pub const PROTOCOL: &str = "layer2";
-/// The label EndpointSlices carry naming their Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+pub use crate::election::{SERVICE_NAME_LABEL, pool_for};
 
 /// Everything one evaluation reads.
 pub struct Inputs<'a> {
@@ -110,88 +110,17 @@ pub struct PlannedEvent {
     pub message: String,
 }
 
-/// The EndpointSlices of each Service, by (namespace, Service name): built once per pass, so a
-/// pass costs one look at each slice rather than one per Service and slice.
-struct SlicesByService<'a>(HashMap<&'a str, HashMap<&'a str, Vec<EndpointSlice>>>);
-
-impl<'a> SlicesByService<'a> {
-    fn new(slices: &'a [Arc<EndpointSlice>]) -> Self {
-        let mut index: HashMap<&str, HashMap<&str, Vec<EndpointSlice>>> = HashMap::new();
-        for slice in slices {
-            let Some(service) = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            else {
-                continue;
-            };
-            let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
-            index
-                .entry(namespace)
-                .or_default()
-                .entry(service.as_str())
-                .or_default()
-                .push(EndpointSlice::clone(slice));
-        }
-        SlicesByService(index)
-    }
-
-    fn of(&self, svc: &ServiceInfo) -> &[EndpointSlice] {
-        self.0
-            .get(svc.namespace.as_str())
-            .and_then(|by_name| by_name.get(svc.name.as_str()))
-            .map_or(&[], Vec::as_slice)
-    }
-}
-
-/// The pool owning `ips`: the one the controller named (annotation) if it covers them all,
-/// else the first pool (by name) covering every address, as MetalLB's speaker looks it up.
-pub fn pool_for<'a>(
-    config: &'a Config,
-    ips: &[IpAddr],
-    annotated: Option<&str>,
-) -> Option<&'a str> {
-    let covers = |pool: &crate::config::Pool| {
-        ips.iter()
-            .all(|ip| pool.cidrs().any(|net| net.contains(ip)))
-    };
-    if let Some(pool) = annotated.and_then(|name| config.pools.get(name))
-        && covers(pool)
-    {
-        return Some(pool.name.as_str());
-    }
-    config
-        .pools
-        .values()
-        .find(|p| covers(p))
-        .map(|p| p.name.as_str())
-}
-
 /// Evaluates every Service.
 pub fn plan(inputs: &Inputs<'_>) -> Plan {
     let mut out = Plan::default();
     let slices = SlicesByService::new(inputs.endpoint_slices);
     for service in inputs.services {
-        let info = match ServiceInfo::from_service(service) {
-            Ok(info) => info,
+        let (info, ips) = match election::announceable(service, inputs.lb_class) {
+            Ok(Some(Announceable { info, ips })) => (info, ips),
+            Ok(None) => continue,
             Err(e) => {
                 out.problems.push(Problem {
                     service: e.service.clone(),
-                    message: format!("{}: {}", e.field, e.message),
-                });
-                continue;
-            }
-        };
-        if !info.is_load_balancer || info.lb_class.as_deref() != inputs.lb_class {
-            continue;
-        }
-        let ips = match &info.ingress_ips {
-            Ok(ips) if ips.is_empty() => continue,
-            Ok(ips) => ips.clone(),
-            Err(e) => {
-                out.problems.push(Problem {
-                    service: info.key(),
                     message: format!("{}: {}", e.field, e.message),
                 });
                 continue;

@@ -8,40 +8,7 @@ use serde_json::json;
 
 use super::*;
 use crate::config::{Config, L2Advertisement, Pool};
-
-fn node(name: &str) -> Node {
-    serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
-}
-
-fn excluded_node(name: &str) -> Node {
-    serde_json::from_value(json!({"metadata": {"name": name,
-        "labels": {"node.kubernetes.io/exclude-from-external-load-balancers": ""}}}))
-    .unwrap()
-}
-
-fn service(name: &str, ips: &[&str]) -> Service {
-    let ingress: Vec<_> = ips.iter().map(|ip| json!({"ip": ip})).collect();
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.1"},
-        "status": {"loadBalancer": {"ingress": ingress}}
-    }))
-    .unwrap()
-}
-
-fn slice(service: &str, nodes: &[&str]) -> EndpointSlice {
-    let endpoints: Vec<_> = nodes
-        .iter()
-        .map(|n| json!({"addresses": ["10.1.0.1"], "nodeName": n}))
-        .collect();
-    serde_json::from_value(json!({
-        "metadata": {"name": format!("{service}-x"), "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": service}},
-        "addressType": "IPv4",
-        "endpoints": endpoints
-    }))
-    .unwrap()
-}
+use crate::election::fixtures::{excluded_node, node, service, slice};
 
 fn pool(name: &str, cidrs: &[&str]) -> Pool {
     Pool {
