@@ -112,13 +112,13 @@ fn install_tools() -> Result<()> {
 
 /// Every fuzz target: (crate directory, fuzz directory, targets). Each decoder of untrusted bytes
 /// has one: frames (the packet logic shared by the XDP program), gossip datagrams, configuration
-/// text.
+/// text, BGP messages from peers.
 const FUZZ: &[(&str, &str, &[&str])] = &[
     ("lb-ebpf/common", "lb-ebpf/common/fuzz", &["respond"]),
     (
         "lb-userspace",
         "lb-userspace/fuzz",
-        &["gossip_datagram", "config_load"],
+        &["gossip_datagram", "config_load", "bgp_decode"],
     ),
 ];
 
