@@ -21,7 +21,7 @@ RUN rustup target add x86_64-unknown-linux-musl \
 
 FROM scratch
 COPY --from=builder /herald /herald
-# Non-root by default; the speaker DaemonSet grants CAP_BPF, CAP_PERFMON (the verifier needs it
-# for pointer arithmetic on packets), CAP_NET_ADMIN and CAP_NET_RAW — not privileged.
+# Non-root by default; the speaker DaemonSet grants CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW —
+# not privileged (no CAP_PERFMON: the program passes the verifier's unprivileged checks).
 USER 65532:65532
 ENTRYPOINT ["/herald"]

@@ -4,7 +4,8 @@
 use aya_ebpf::bindings::xdp_action::{XDP_PASS, XDP_TX};
 use aya_ebpf::btf_maps::{Array, PerCpuArray, PerCpuHashMap};
 use aya_ebpf::helpers::generated::{
-    bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
+    bpf_xdp_store_bytes,
 };
 use aya_ebpf::macros::{btf_map, xdp};
 use aya_ebpf::programs::XdpContext;
@@ -16,7 +17,8 @@ use lb_common::maps::{
     Announcement, COUNTER_SLOTS, Counter, ExtraCounter, Guard, Ipv4Key, Ipv6Key, MAX_ANNOUNCED,
 };
 use lb_common::ndp::{
-    NA_LEN, NS_HEAD_LEN, NS_WINDOW, NsHead, NsWindow, check_na, check_ns, nd_copy_len, write_na,
+    NA_LEN, NS_HEAD_LEN, NS_WINDOW, NsHead, NsWindow, OptionHeaders, check_na_with, check_ns_with,
+    nd_copy_len, write_na,
 };
 use lb_common::wire::{
     ETH_HLEN, ETH_TYPE, ETHERTYPE_ARP, ETHERTYPE_IPV6, ICMP6_NA, ICMP6_NS, ICMP6_TYPE,
@@ -144,7 +146,10 @@ fn neighbor(ctx: &XdpContext, data: usize, end: usize, advertisement: bool) -> u
     }
     // SAFETY: the first NS_HEAD_LEN bytes are inside the frame (checked above).
     let head = unsafe { &*(data as *const NsHead) };
-    let frame_len = end - data;
+    // The length from the kernel, not `end - data`: subtracting packet pointers is refused by
+    // the verifier without CAP_PERFMON, and the speaker runs without it.
+    // SAFETY: a plain helper call on this program's context.
+    let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
     let copy_len = match nd_copy_len(head, frame_len) {
         Ok(len) => len,
         Err(skip) => return unchecked(skip),
@@ -168,7 +173,7 @@ fn neighbor(ctx: &XdpContext, data: usize, end: usize, advertisement: bool) -> u
         advertised(ctx, window);
         return XDP_PASS;
     }
-    let solicitation = match check_ns(window) {
+    let solicitation = match check_ns_with(window, &FromFrame(ctx)) {
         Ok(s) => s,
         Err(skip) => return skipped(skip),
     };
@@ -209,6 +214,23 @@ fn neighbor(ctx: &XdpContext, data: usize, end: usize, advertisement: bool) -> u
         }
     }
     answered(entry, Counter::NaReplies)
+}
+
+/// Reads an option's type and length from the frame with a helper call: the offset depends on
+/// the packet, and a pointer into the window at such an offset is refused by the verifier
+/// without CAP_PERFMON (Spectre v1 sanitation), where a helper's offset argument is a plain
+/// number. Up to the message's end the frame's bytes are the window's.
+struct FromFrame<'a>(&'a XdpContext);
+
+impl OptionHeaders for FromFrame<'_> {
+    #[inline(always)]
+    fn at(&self, _win: &NsWindow, off: usize) -> Option<(u8, u8)> {
+        let mut pair = [0u8; 2];
+        let off = u32::try_from(off).ok()?;
+        // SAFETY: two bytes into `pair`; the helper checks the frame side.
+        let read = unsafe { bpf_xdp_load_bytes(self.0.ctx, off, pair.as_mut_ptr().cast(), 2) };
+        (read == 0).then_some((pair[0], pair[1]))
+    }
 }
 
 const WINDOW_WORDS: usize = NS_WINDOW.div_ceil(8);
@@ -260,7 +282,7 @@ fn arp_claim(ctx: &XdpContext, claim: &ArpClaim) {
 /// interface for another MAC.
 #[inline(always)]
 fn advertised(ctx: &XdpContext, window: &NsWindow) {
-    let Ok(na) = check_na(window) else {
+    let Ok(na) = check_na_with(window, &FromFrame(ctx)) else {
         return;
     };
     let key = Ipv6Key {

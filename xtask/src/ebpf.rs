@@ -44,9 +44,13 @@ pub fn build(_args: &BuildArgs) -> Result<()> {
         .arg("--target-dir")
         .arg(&target_dir)
         // BTF (from debug info) is what makes the maps BTF-defined and `bpftool map dump` readable.
+        // Loops of a constant trip count are unrolled whole (in rustc and again in the linker's
+        // LTO): each access then has a constant offset, which the verifier accepts without
+        // CAP_PERFMON, where one instruction adding a different offset on each pass is refused
+        // (Spectre v1 sanitation) — the speaker runs without CAP_PERFMON.
         .env(
             "CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS",
-            "-C debuginfo=2 -C link-arg=--btf",
+            "-C debuginfo=2 -C link-arg=--btf -C llvm-args=-unroll-threshold=4000 -C link-arg=--llvm-args=-unroll-threshold=4000",
         )
         .current_dir(&root))?;
     let built = target_dir.join(TARGET).join("bpf").join("lb-ebpf");

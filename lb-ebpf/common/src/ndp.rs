@@ -126,6 +126,12 @@ pub fn ns_copy_len(head: &NsHead, frame_len: usize) -> Result<usize, Skip> {
 /// `Skip::Malformed`.
 #[inline(always)]
 pub fn check_ns(win: &NsWindow) -> Result<Solicitation, Skip> {
+    check_ns_with(win, &FromWindow)
+}
+
+/// [`check_ns`] reading the options' type and length bytes through `headers`.
+#[inline(always)]
+pub fn check_ns_with(win: &NsWindow, headers: &impl OptionHeaders) -> Result<Solicitation, Skip> {
     let icmp_len = usize::from(u16::from_be_bytes(read(win, IP6_PAYLOAD_LEN)));
     if !(NS_HEAD_LEN - IP6_PAYLOAD..=NS_MAX_ICMP_LEN).contains(&icmp_len)
         || win[IP6_HOP_LIMIT] != 255
@@ -155,7 +161,7 @@ pub fn check_ns(win: &NsWindow) -> Result<Solicitation, Skip> {
         if off >= end {
             break;
         }
-        let (Some(&kind), Some(&units)) = (win.get(off), win.get(off + 1)) else {
+        let Some((kind, units)) = headers.at(win, off) else {
             return Err(Skip::Malformed);
         };
         off += usize::from(units) * 8;
@@ -180,6 +186,12 @@ pub fn check_ns(win: &NsWindow) -> Result<Solicitation, Skip> {
 /// are never answered, so one the kernel would discard anyway is simply not looked at.
 #[inline(always)]
 pub fn check_na(win: &NsWindow) -> Result<Advertisement, Skip> {
+    check_na_with(win, &FromWindow)
+}
+
+/// [`check_na`] reading the options' type and length bytes through `headers`.
+#[inline(always)]
+pub fn check_na_with(win: &NsWindow, headers: &impl OptionHeaders) -> Result<Advertisement, Skip> {
     let icmp_len = usize::from(u16::from_be_bytes(read(win, IP6_PAYLOAD_LEN)));
     if win[ICMP6_TYPE] != ICMP6_NA
         || !(NS_HEAD_LEN - IP6_PAYLOAD..=NS_MAX_ICMP_LEN).contains(&icmp_len)
@@ -197,12 +209,16 @@ pub fn check_na(win: &NsWindow) -> Result<Advertisement, Skip> {
     // defined) option, at a constant offset the verifier can follow; an advertisement with it
     // elsewhere is taken at its Ethernet source.
     let end = IP6_PAYLOAD + icmp_len;
-    let mac: [u8; 6] =
+    // Both read at their constant offsets, then one chosen: choosing the offset first would
+    // make one load from two offsets, which the verifier refuses without CAP_PERFMON.
+    let option_mac: [u8; 6] = read(win, ND_OPTIONS + 2);
+    let source_mac: [u8; 6] = core::hint::black_box(read(win, 6));
+    let mac =
         if end >= ND_OPTIONS + 8 && win[ND_OPTIONS] == ND_OPT_TARGET_LL && win[ND_OPTIONS + 1] == 1
         {
-            read(win, ND_OPTIONS + 2)
+            option_mac
         } else {
-            read(win, 6)
+            source_mac
         };
     let mut off = NS_HEAD_LEN;
     // Each option is at least 8 bytes, so this many steps always reach `end`.
@@ -210,7 +226,7 @@ pub fn check_na(win: &NsWindow) -> Result<Advertisement, Skip> {
         if off >= end {
             break;
         }
-        let (Some(&kind), Some(&units)) = (win.get(off), win.get(off + 1)) else {
+        let Some((kind, units)) = headers.at(win, off) else {
             return Err(Skip::Ignore);
         };
         off += usize::from(units) * 8;
@@ -228,6 +244,24 @@ pub fn check_na(win: &NsWindow) -> Result<Advertisement, Skip> {
     Ok(Advertisement { target, mac })
 }
 
+/// Where an option's type and length bytes (at a data-dependent offset) are read from. The
+/// window's bytes up to the message's end are the frame's, so reading either gives the same
+/// answer for every offset the option walk asks about (it stops at the end).
+pub trait OptionHeaders {
+    /// The two bytes at `off` and `off + 1`, or `None` when they are not there.
+    fn at(&self, win: &NsWindow, off: usize) -> Option<(u8, u8)>;
+}
+
+/// Reads the window: what host tests, the fuzzer and the userspace responder use.
+pub struct FromWindow;
+
+impl OptionHeaders for FromWindow {
+    #[inline(always)]
+    fn at(&self, win: &NsWindow, off: usize) -> Option<(u8, u8)> {
+        Some((*win.get(off)?, *win.get(off + 1)?))
+    }
+}
+
 /// ff02::1:ffXX:XXXX (RFC 4291 §2.7.1).
 #[inline(always)]
 pub fn is_solicited_node(addr: &[u8; 16]) -> bool {
@@ -237,7 +271,10 @@ pub fn is_solicited_node(addr: &[u8; 16]) -> bool {
 /// `addr` is the solicited-node group of `target`: ff02::1:ff followed by its last 24 bits.
 #[inline(always)]
 pub fn is_solicited_node_of(addr: &[u8; 16], target: &[u8; 16]) -> bool {
-    is_solicited_node(addr) && addr[13..] == target[13..]
+    is_solicited_node(addr)
+        && addr[13] == target[13]
+        && addr[14] == target[14]
+        && addr[15] == target[15]
 }
 
 /// Writes the advertisement answering `sol` from `mac` (§7.2.4): source = the target; to the
