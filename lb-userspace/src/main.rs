@@ -19,8 +19,9 @@ struct Cli {
 enum Command {
     /// Allocate LoadBalancer IPs: watch Services and pools, write status, explain with Events.
     Controller(cli::controller::ControllerArgs),
-    /// Announce this node's share of LoadBalancer IPs (layer 2, from XDP) and gossip with peers.
-    Speaker(cli::speaker::SpeakerArgs),
+    /// Announce this node's share of LoadBalancer IPs (layer 2 from XDP, BGP to routers) and
+    /// gossip with peers.
+    Speaker(Box<cli::speaker::SpeakerArgs>),
     /// Load, feed and inspect the XDP responder without Kubernetes.
     Xdp(cli::xdp::XdpArgs),
     /// Validate, allocate and elect over YAML files, printing each Service's outcome.
@@ -36,7 +37,7 @@ fn main() -> Result<()> {
     cli::init_tracing();
     match cli.command {
         Command::Controller(args) => cli::controller::run(args),
-        Command::Speaker(args) => cli::speaker::run(args),
+        Command::Speaker(args) => cli::speaker::run(*args),
         Command::Xdp(args) => cli::xdp::run(args),
         Command::Simulate(args) => cli::simulate::run(args),
         Command::Validate(args) => cli::simulate::validate(args),

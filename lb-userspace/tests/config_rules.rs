@@ -869,7 +869,7 @@ fn mode_rules() {
     let frr_peer = "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1, keepaliveTime: 10s, vrf: red, connectTime: 5s, enableGracefulRestart: true, disableMP: true, dualStackAddressFamily: true, localASN: 64999, bfdProfile: b}";
     check(vec![
         native(
-            "native refuses FRR-only fields, BFD profiles, IPv6 over BGP and large communities",
+            "native refuses what Herald's native speaker does not do (BFD, graceful restart, dynamicASN, interface, localASN) and carries the rest",
             vec![
                 obj("BGPPeer", "p", frr_peer),
                 obj(
@@ -890,24 +890,7 @@ fn mode_rules() {
                 (
                     "BGPPeer",
                     "p",
-                    "spec.keepaliveTime",
-                    "native BGP mode",
-                    false,
-                ),
-                ("BGPPeer", "p", "spec.vrf", "native BGP mode", false),
-                ("BGPPeer", "p", "spec.connectTime", "native BGP mode", false),
-                (
-                    "BGPPeer",
-                    "p",
                     "spec.enableGracefulRestart",
-                    "native BGP mode",
-                    false,
-                ),
-                ("BGPPeer", "p", "spec.disableMP", "native BGP mode", false),
-                (
-                    "BGPPeer",
-                    "p",
-                    "spec.dualStackAddressFamily",
                     "native BGP mode",
                     false,
                 ),
@@ -922,28 +905,25 @@ fn mode_rules() {
                 ),
                 ("BGPPeer", "dyn", "spec.interface", "native BGP mode", false),
                 ("BFDProfile", "b", "", "native BGP mode", false),
-                (
-                    "IPAddressPool",
-                    "v6",
-                    "spec.addresses[0]",
-                    "native BGP mode does not support IPv6",
-                    false,
+            ],
+        ),
+        native(
+            "native carries IPv6 over MP-BGP, large communities, keepaliveTime, connectTime, vrf, disableMP and dual stack",
+            vec![
+                obj(
+                    "BGPPeer",
+                    "p",
+                    "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1, keepaliveTime: 10s, vrf: red, connectTime: 5s, disableMP: true, dualStackAddressFamily: true}",
                 ),
-                (
-                    "BGPAdvertisement",
-                    "a",
-                    "spec.communities[0]",
-                    "large community",
-                    false,
-                ),
-                (
+                pool("v6", "'2001:db8::/64'"),
+                obj("BGPAdvertisement", "a", "{communities: ['large:1:2:3']}"),
+                obj(
                     "Community",
                     "c",
-                    "spec.communities[0].value",
-                    "large community",
-                    false,
+                    "{communities: [{name: l, value: 'large:1:1:1'}]}",
                 ),
             ],
+            vec![],
         ),
         row(
             "the same objects are fine in FRR mode",

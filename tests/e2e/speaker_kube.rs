@@ -17,8 +17,6 @@
 mod kube_support;
 
 use std::fs::File;
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -28,6 +26,7 @@ use herald_tests::{
 };
 use kube_support::cluster::{Cluster, namespace_yaml, serial};
 use kube_support::control_plane::free_port;
+use kube_support::netns::{forward_api_into, in_netns};
 
 const NODE: &str = "hlt-speaker-node";
 const NODE_V4: &str = "203.0.113.11";
@@ -43,47 +42,6 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// machine does not make a second node announce; the guard budget (half of it, 1 s) stays below
 /// that takeover bound, so the killed speaker is silenced before anyone takes over.
 const GOSSIP_DETECT_MS: u64 = 2000;
-
-/// Runs `f` on a thread that has entered network namespace `ns`; sockets made there stay there.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let target = File::open(&path).expect("netns handle");
-        // SAFETY: setns on this thread only, with a valid namespace fd.
-        let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("netns thread")
-}
-
-/// Listens on 127.0.0.1:`port` inside `ns` and relays every connection to 127.0.0.1:`port` of
-/// the root namespace (where the API server is).
-fn forward_api_into(ns: &str, port: u16) {
-    let listener = in_netns(ns, move || {
-        TcpListener::bind(("127.0.0.1", port)).expect("bind")
-    });
-    std::thread::spawn(move || {
-        for inbound in listener.incoming().flatten() {
-            let Ok(outbound) = TcpStream::connect(("127.0.0.1", port)) else {
-                continue;
-            };
-            let (Ok(mut in2), Ok(mut out2)) = (inbound.try_clone(), outbound.try_clone()) else {
-                continue;
-            };
-            let (mut inbound, mut outbound) = (inbound, outbound);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut inbound, &mut outbound);
-                let _ = outbound.shutdown(std::net::Shutdown::Write);
-            });
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut out2, &mut in2);
-                let _ = in2.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-}
 
 /// GET on `host:port` inside `ns`.
 fn http_get_in_at(ns: &str, host: &'static str, port: u16, path: &str) -> Option<(u16, String)> {

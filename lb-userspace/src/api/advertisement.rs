@@ -121,8 +121,9 @@ pub struct BGPAdvertisementSpec {
     pub aggregation_length_v6: Option<i32>,
     /// BGP LOCAL_PREF (sent to iBGP peers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    // MetalLB's schema says int32 for this uint32; bounded to what it decodes into.
-    #[schemars(with = "Option<i32>", range(min = 0, max = 4_294_967_295_u32))]
+    // MetalLB's schema says int32 for this uint32, which kube-apiserver 1.37 refuses with a
+    // uint32 bound: int64, bounded to what it decodes into.
+    #[schemars(range(min = 0, max = 4_294_967_295_u32), extend("format" = "int64"))]
     pub local_pref: Option<u32>,
     /// `A:B`, `large:A:B:C` or the name of a Community alias.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -1,4 +1,18 @@
-//! BGP mode: announcing Service addresses to BGP peers, as MetalLB's BGP speaker does.
+//! BGP mode: announcing Service addresses to BGP peers, as MetalLB's native BGP speaker does.
+//!
+//! Pure: [`policy`] (which prefixes go to which peer, with which attributes), [`negotiate`]
+//! (the OPEN exchange), [`rib`] (what a session must send next), [`passwords`] (TCP MD5 keys
+//! from BGPPeers and their Secrets). [`wire`] is the only place the BGP codec crate is named.
+//! I/O: [`socket`] (TCP with MD5, TTL, source address, VRF device), [`session`] (one session's
+//! task), [`sessions`] (the set of sessions kept in line with the plan); [`metrics`] are
+//! MetalLB's native BGP metrics.
 
+pub mod metrics;
+pub mod negotiate;
+pub mod passwords;
 pub mod policy;
+pub mod rib;
+pub mod session;
+pub mod sessions;
+pub mod socket;
 pub mod wire;

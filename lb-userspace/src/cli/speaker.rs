@@ -100,6 +100,10 @@ pub struct SpeakerArgs {
     /// Let nodes labelled node.kubernetes.io/exclude-from-external-load-balancers announce.
     #[arg(long)]
     pub ignore_exclude_lb: bool,
+    /// BGP implementation whose configuration rules apply: native (Herald's own speaker, the
+    /// default), frr or frr-k8s (MetalLB's FRR modes' rules; the native speaker serves them).
+    #[arg(long, env = "METALLB_BGP_TYPE", default_value = "native")]
+    pub bgp_type: String,
 }
 
 /// `IP:PORT` or a bare `IP` (port 7946); empty: disabled.
@@ -203,6 +207,12 @@ fn options(args: SpeakerArgs) -> Result<Options> {
         filter,
         lb_class: Some(args.lb_class).filter(|c| !c.is_empty()),
         ignore_exclude_lb: args.ignore_exclude_lb,
+        bgp_mode: crate::config::BgpMode::from_env_value(&args.bgp_type).with_context(|| {
+            format!(
+                "METALLB_BGP_TYPE={:?}: expected native, frr or frr-k8s",
+                args.bgp_type
+            )
+        })?,
         rescan_every: args.rescan_interval.max(Duration::from_millis(100)),
         attach_mode,
         dataplane,

@@ -50,7 +50,7 @@ pub fn build(snapshot: &Snapshot) -> Result<Config, Vec<ConfigError>> {
     if !snapshot.skip_mode_rules {
         match snapshot.bgp_mode {
             BgpMode::Native => {
-                native_mode_rules(snapshot, &bgp_advertisements, &pools, &mut errors);
+                native_mode_rules(snapshot, &mut errors);
             }
             BgpMode::Frr | BgpMode::FrrK8s => frr_peer_pairs(&peers, &nodes, &mut errors),
         }
@@ -923,31 +923,17 @@ fn bfd_echo_with_ipv6(
 // ---------------------------------------------------------------------------------------
 // Mode rules
 
-fn native_mode_rules(
-    snapshot: &Snapshot,
-    ads: &[ParsedBgpAdvertisement],
-    pools: &BTreeMap<String, ParsedPool>,
-    errors: &mut Vec<ConfigError>,
-) {
+fn native_mode_rules(snapshot: &Snapshot, errors: &mut Vec<ConfigError>) {
     const HINT: &str = "is not supported in native BGP mode (METALLB_BGP_TYPE=frr or frr-k8s)";
+    // Herald's native speaker also carries what MetalLB's native speaker refuses: IPv6 over
+    // MP-BGP, large communities, keepaliveTime, connectTime, vrf, disableMP and
+    // dualStackAddressFamily. What it does not do yet stays refused.
     for peer in &snapshot.peers {
         let name = peer.name_any();
         let spec = &peer.spec;
-        let keepalive_set = spec
-            .keepalive_time
-            .as_deref()
-            .is_some_and(|k| parse_go_duration(k).map_or(true, |d| !d.is_zero()));
         let frr_only = [
             ("spec.bfdProfile", !spec.bfd_profile.is_empty()),
-            ("spec.keepaliveTime", keepalive_set),
-            ("spec.vrf", !spec.vrf.is_empty()),
-            ("spec.connectTime", spec.connect_time.is_some()),
             ("spec.enableGracefulRestart", spec.enable_graceful_restart),
-            ("spec.disableMP", spec.disable_mp),
-            (
-                "spec.dualStackAddressFamily",
-                spec.dual_stack_address_family,
-            ),
             ("spec.dynamicASN", spec.dynamic_asn.is_some()),
             ("spec.interface", !spec.interface.is_empty()),
             ("spec.localASN", spec.local_asn != 0),
@@ -970,55 +956,6 @@ fn native_mode_rules(
             "",
             format!("BFDProfile {HINT}"),
         ));
-    }
-    let advertised: BTreeMap<&String, &String> = ads
-        .iter()
-        .flat_map(|a| {
-            a.advertisement
-                .pools
-                .iter()
-                .map(move |p| (p, &a.advertisement.name))
-        })
-        .rev()
-        .collect();
-    for (pool_name, ad_name) in advertised {
-        let Some(pool) = pools.get(pool_name) else {
-            continue;
-        };
-        for (i, (_, cidrs)) in pool.entries.iter().enumerate() {
-            if let Some(v6) = cidrs.iter().find(|c| matches!(c, IpNet::V6(_))) {
-                errors.push(ConfigError::new(
-                    "IPAddressPool",
-                    pool_name,
-                    format!("spec.addresses[{i}]"),
-                    format!("IPv6 CIDR {v6} is advertised by BGPAdvertisement {ad_name:?}, but native BGP mode does not support IPv6"),
-                ));
-            }
-        }
-    }
-    for ad in &snapshot.bgp_advertisements {
-        for (i, text) in ad.spec.communities.iter().enumerate() {
-            if let Ok(Community::Large(..)) = community::parse(text) {
-                errors.push(ConfigError::new(
-                    "BGPAdvertisement",
-                    &ad.name_any(),
-                    format!("spec.communities[{i}]"),
-                    format!("large community {text:?} {HINT}"),
-                ));
-            }
-        }
-    }
-    for object in &snapshot.communities {
-        for (i, alias) in object.spec.communities.iter().enumerate() {
-            if let Ok(Community::Large(..)) = community::parse(&alias.value) {
-                errors.push(ConfigError::new(
-                    "Community",
-                    &object.name_any(),
-                    format!("spec.communities[{i}].value"),
-                    format!("large community {:?} {HINT}", alias.value),
-                ));
-            }
-        }
     }
 }
 

@@ -21,6 +21,7 @@ use prometheus_client::metrics::family::Family as LabelFamily;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::bgp::metrics::BgpMetrics;
 use crate::dataplane::edges::{EdgeCounters, ForeignClaim};
 use crate::dataplane::fallback::FallbackCounts;
 
@@ -62,6 +63,8 @@ pub type AddressReading = (u32, IpAddr, u64, u64);
 struct Layer2 {
     /// (service, node, ip).
     announced: BTreeSet<(String, String, IpAddr)>,
+    /// (service, node, ip) announced over BGP.
+    announced_bgp: BTreeSet<(String, String, IpAddr)>,
     requests: BTreeMap<IpAddr, u64>,
     responses: BTreeMap<IpAddr, u64>,
     gratuitous: BTreeMap<IpAddr, u64>,
@@ -72,6 +75,8 @@ struct Layer2 {
 /// Every speaker metric.
 pub struct SpeakerMetrics {
     registry: Registry,
+    /// MetalLB's native BGP session metrics.
+    pub bgp: BgpMetrics,
     pub gossip_auth_failures: Counter,
     /// Dropped gossip datagrams by `reason` (`AuthError::reason`).
     pub gossip_dropped: LabelFamily<Vec<(&'static str, &'static str)>, Counter>,
@@ -183,8 +188,11 @@ impl SpeakerMetrics {
             "Requests for announced addresses left unanswered by the per-source rate limit",
             rate_limited.clone(),
         );
+        let bgp = BgpMetrics::default();
+        bgp.register(&mut registry);
         SpeakerMetrics {
             registry,
+            bgp,
             foreign_claims,
             sha_mismatch,
             rate_limited,
@@ -212,6 +220,14 @@ impl SpeakerMetrics {
     /// Replaces the announced set: `(service key, ip)` announced by `node`.
     pub fn set_announced(&self, node: &str, announced: &BTreeSet<(String, IpAddr)>) {
         self.layer2().announced = announced
+            .iter()
+            .map(|(svc, ip)| (svc.clone(), node.to_string(), *ip))
+            .collect();
+    }
+
+    /// The (Service, address) pairs this node announces over BGP.
+    pub fn set_announced_bgp(&self, node: &str, announced: &BTreeSet<(String, IpAddr)>) {
+        self.layer2().announced_bgp = announced
             .iter()
             .map(|(svc, ip)| (svc.clone(), node.to_string(), *ip))
             .collect();
@@ -278,13 +294,16 @@ impl SpeakerMetrics {
         {
             let l2 = self.layer2();
             out.push_str("# HELP metallb_speaker_announced Services being announced from this node. This is desired state, it does not guarantee that the routing protocols have converged.\n# TYPE metallb_speaker_announced gauge\n");
-            for (svc, node, ip) in &l2.announced {
-                let _ = writeln!(
-                    out,
-                    "metallb_speaker_announced{{ip=\"{ip}\",node=\"{}\",protocol=\"layer2\",service=\"{}\"}} 1",
-                    escape(node),
-                    escape(svc)
-                );
+            let by_protocol = [("bgp", &l2.announced_bgp), ("layer2", &l2.announced)];
+            for (protocol, announced) in by_protocol {
+                for (svc, node, ip) in announced {
+                    let _ = writeln!(
+                        out,
+                        "metallb_speaker_announced{{ip=\"{ip}\",node=\"{}\",protocol=\"{protocol}\",service=\"{}\"}} 1",
+                        escape(node),
+                        escape(svc)
+                    );
+                }
             }
             for (name, help, values) in [
                 (

@@ -13,6 +13,7 @@
 
 pub mod announcer;
 pub mod auth;
+pub mod bgp;
 pub mod gossip;
 pub mod guard;
 pub mod interfaces;

@@ -36,6 +36,8 @@ pub struct Options {
     pub filter: InterfaceFilter,
     pub lb_class: Option<String>,
     pub ignore_exclude_lb: bool,
+    /// `METALLB_BGP_TYPE`.
+    pub bgp_mode: crate::config::BgpMode,
     pub rescan_every: Duration,
     pub attach_mode: AttachMode,
     /// Who answers: XDP, a userspace AF_PACKET responder per interface, or XDP falling back

@@ -16,6 +16,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::allocator::ServiceInfo;
 use crate::api::{InterfaceInfo, L2ServiceStatus};
+use crate::bgp::{self, policy::BgpPlan};
 use crate::config::Config;
 use crate::dataplane::keys::unannounceable_reason;
 use crate::election::{self, Announceable, ElectionInput, Interfaces, SlicesByService};
@@ -24,6 +25,8 @@ use super::interfaces::Eligible;
 
 /// MetalLB's protocol label for layer 2 (metrics, events).
 pub const PROTOCOL: &str = "layer2";
+/// MetalLB's protocol label for BGP (metrics, events).
+pub const BGP_PROTOCOL: &str = "bgp";
 
 pub use crate::election::{SERVICE_NAME_LABEL, pool_for};
 
@@ -98,6 +101,8 @@ pub struct Plan {
     /// By `namespace/name`.
     pub services: BTreeMap<String, ServicePlan>,
     pub problems: Vec<Problem>,
+    /// What this node announces over BGP (sessions, routes per peer, per Service).
+    pub bgp: BgpPlan,
 }
 
 /// An Event to record on a Service (reported when it first appears, see [`new_events`]).
@@ -154,6 +159,15 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
             },
         );
     }
+    out.bgp = bgp::policy::plan(&bgp::policy::Inputs {
+        node: inputs.node,
+        config: inputs.config,
+        services: inputs.services,
+        endpoint_slices: inputs.endpoint_slices,
+        nodes: inputs.nodes,
+        lb_class: inputs.lb_class,
+        ignore_exclude_lb: inputs.ignore_exclude_lb,
+    });
     out
 }
 
@@ -288,6 +302,16 @@ impl Plan {
             .collect()
     }
 
+    /// `(service key, address)` pairs this node announces over BGP.
+    pub fn bgp_announced(&self) -> BTreeSet<(String, IpAddr)> {
+        self.bgp
+            .services
+            .iter()
+            .filter(|(_, s)| !s.peers.is_empty())
+            .flat_map(|(key, s)| s.ips.iter().map(move |ip| (key.clone(), *ip)))
+            .collect()
+    }
+
     /// `(service key, address)` pairs this node announces (`metallb_speaker_announced`).
     pub fn announced(&self) -> BTreeSet<(String, IpAddr)> {
         self.services
@@ -329,6 +353,25 @@ impl Plan {
                     out.insert(event(true, "announceFailed", reason.clone()));
                 }
                 _ => {}
+            }
+        }
+        for s in self.bgp.services.values() {
+            let event = |warning, reason, message| PlannedEvent {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                warning,
+                reason,
+                message,
+            };
+            if !s.peers.is_empty() {
+                out.insert(event(
+                    false,
+                    "nodeAssigned",
+                    format!("announcing from node {node:?} with protocol {BGP_PROTOCOL:?}"),
+                ));
+            }
+            if let Some(error) = &s.error {
+                out.insert(event(true, "announceFailed", error.clone()));
             }
         }
         out

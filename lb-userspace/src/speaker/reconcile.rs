@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::mpsc;
 
 use crate::api::L2ServiceStatus;
+use crate::bgp::session::Report;
 use crate::config::{self, Config, Snapshot};
 pub use crate::k8s::speaker::ClusterView;
 use crate::speaker::announcer::Announcer;
@@ -34,6 +35,37 @@ pub enum Write {
     Event(PlannedEvent, Option<String>),
     /// ConfigurationState `speaker-<node>`: `None` = valid, else the error summary; owner Pod.
     ConfigState(Option<String>, Option<Box<Pod>>),
+    /// An Event on a BGPPeer (its session came up, went down or could not start).
+    PeerEvent(PeerEvent),
+}
+
+/// An Event on a BGPPeer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerEvent {
+    pub peer: String,
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl PeerEvent {
+    /// The Event a session report stands for.
+    pub fn from_report(report: &Report, node: &str) -> PeerEvent {
+        match report {
+            Report::Up { peer } => PeerEvent {
+                peer: peer.clone(),
+                warning: false,
+                reason: "sessionUp",
+                message: format!("BGP session from node {node:?} established"),
+            },
+            Report::Down { peer, reason } => PeerEvent {
+                peer: peer.clone(),
+                warning: true,
+                reason: "sessionDown",
+                message: format!("BGP session from node {node:?} down: {reason}"),
+            },
+        }
+    }
 }
 
 /// What a pass did.
@@ -53,6 +85,8 @@ pub struct Settings {
     pub node: String,
     pub lb_class: Option<String>,
     pub ignore_exclude_lb: bool,
+    /// `METALLB_BGP_TYPE`: which BGP rules the configuration is checked against.
+    pub bgp_mode: config::BgpMode,
 }
 
 /// The speaker's memory between passes.
@@ -113,9 +147,15 @@ impl Reconciler {
         let snapshot = Snapshot {
             pools: view.pools.clone(),
             l2_advertisements: view.l2_advertisements.clone(),
+            bgp_advertisements: view.bgp_advertisements.clone(),
+            peers: view.bgp_peers.clone(),
+            communities: view.communities.clone(),
+            bfd_profiles: view.bfd_profiles.clone(),
             namespaces: view.namespaces.clone(),
             nodes: view.nodes.clone(),
-            ..Snapshot::default()
+            secrets: view.password_secrets.clone(),
+            bgp_mode: self.settings.bgp_mode,
+            skip_mode_rules: false,
         };
         // Objects that could not be read make the configuration invalid: what is missing from
         // the caches must not silently shrink it. The last valid one keeps serving.
@@ -169,6 +209,7 @@ impl Reconciler {
         // Then the API server, through the writer task.
         let node = &self.settings.node;
         self.metrics.set_announced(node, &plan.announced());
+        self.metrics.set_announced_bgp(node, &plan.bgp_announced());
         let mut events = plan.events(node);
         events.extend(failed);
         let uids: BTreeMap<String, String> = view
@@ -201,6 +242,14 @@ impl Reconciler {
         self.plan = plan;
         self.uids = uids;
         Pass::Applied
+    }
+
+    /// A BGP session came up or went down: an Event on its BGPPeer (the session logged it).
+    pub fn report_session(&self, report: &Report) {
+        let _ = self.writes.send(Write::PeerEvent(PeerEvent::from_report(
+            report,
+            &self.settings.node,
+        )));
     }
 
     /// Reports claims by other MACs on addresses this node announces: a warning log and a

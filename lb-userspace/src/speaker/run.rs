@@ -1,6 +1,8 @@
 //! The speaker process: wires the watches (`k8s::speaker`), the gossip ([`super::gossip`]), the
-//! layer-2 announcer over the data plane ([`super::announcer`]), the guard threads
-//! ([`super::guard`]) and the reconcile pass ([`super::reconcile`]) together, until `shutdown`.
+//! layer-2 announcer over the data plane ([`super::announcer`]) and the BGP sessions beside it
+//! ([`super::bgp`]), the guard threads ([`super::guard`]) and the reconcile pass
+//! ([`super::reconcile`]) together, until `shutdown`. BGP sessions end with a Cease
+//! NOTIFICATION on shutdown: the routers withdraw this node's routes at once.
 //!
 //! Restarts: the maps and links stay pinned, so a restarted speaker finds its addresses still
 //! answered. If the guard was still fresh at start (a quick restart) it keeps it fresh for one
@@ -21,6 +23,7 @@ use anyhow::{Context as _, Result};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::bgp::passwords;
 use crate::daemon::http;
 use crate::dataplane::GuardState;
 use crate::dataplane::cadence::Cadence;
@@ -29,6 +32,7 @@ use crate::dataplane::plane::{AyaPlane, L2Plane};
 use crate::k8s::speaker::{WatchOptions, Watches, Writer};
 use crate::speaker::announcer::{Announcer, L2Announcer};
 use crate::speaker::auth::{AuthError, GossipKey};
+use crate::speaker::bgp::{BgpAnnouncer, Both};
 use crate::speaker::gossip::{Gossip, GossipOptions, Health};
 use crate::speaker::guard;
 use crate::speaker::metrics::SpeakerMetrics;
@@ -148,11 +152,14 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         metrics.clone(),
     );
     rescan(&mut announcer);
+    let (bgp_reports, mut bgp_reports_rx) = mpsc::unbounded_channel();
+    let mut bgp = BgpAnnouncer::new(options.node.clone(), metrics.bgp.clone(), bgp_reports);
     let mut reconciler = Reconciler::new(
         Settings {
             node: options.node.clone(),
             lb_class: options.lb_class.clone(),
             ignore_exclude_lb: options.ignore_exclude_lb,
+            bgp_mode: options.bgp_mode,
         },
         metrics.clone(),
         writes,
@@ -177,11 +184,14 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
             }
             let live = live_rx.as_mut().map(|rx| rx.borrow_and_update().clone());
             let eligible = announcer.eligible().clone();
+            let view = watches.view();
+            bgp.set_passwords(passwords::resolve(&view.bgp_peers, &view.password_secrets));
+            bgp.set_node_addresses(watches.node_addresses(&options.node));
             let pass = reconciler.reconcile(
-                &watches.view(),
+                &view,
                 live.as_ref(),
                 &eligible,
-                &mut announcer,
+                &mut Both(&mut announcer, &mut bgp),
                 start.elapsed(),
             );
             match pass {
@@ -197,7 +207,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
                     if let Err(error) = guard_handle.close() {
                         tracing::error!(%error, "closing the guard failed");
                     }
-                    announcer.withdraw_everything();
+                    Both(&mut announcer, &mut bgp).withdraw_everything();
                 }
             }
             ready.store(true, Ordering::Relaxed);
@@ -231,6 +241,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
                     dirty = true;
                 }
             }
+            Some(report) = bgp_reports_rx.recv() => reconciler.report_session(&report),
             _ = rescan_tick.tick() => dirty |= rescan(&mut announcer),
             _ = join_tick.tick() => {
                 if let Some(g) = &gossip {
@@ -258,7 +269,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         tokio::time::sleep(options.timing.probe_period).await;
     }
     announcer.withdraw_everything();
+    bgp.shutdown().await;
     metrics.set_announced(&options.node, &BTreeSet::new());
+    metrics.set_announced_bgp(&options.node, &BTreeSet::new());
     announcer.shutdown();
     if let Err(error) = heartbeat.stop() {
         tracing::error!(%error, "the guard thread failed");

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::k8s::speaker::{ServiceEvent, Watches, Writer};
 use crate::speaker::metrics::SpeakerMetrics;
 use crate::speaker::plan::{self, ExistingStatus, PlannedEvent, StatusAction};
-use crate::speaker::reconcile::Write;
+use crate::speaker::reconcile::{PeerEvent, Write};
 
 /// Applies `writes` until the sender goes away.
 pub async fn write_loop(
@@ -29,6 +29,7 @@ pub async fn write_loop(
                 configuration_state(&writer, errors.as_deref(), owner.as_deref(), &metrics).await;
             }
             Write::Event(event, uid) => event_logged(&writer, &event, uid, &metrics).await,
+            Write::PeerEvent(event) => peer_event(&writer, &event, &metrics).await,
             Write::Statuses(mut desired, mut owner) => {
                 // Skip to the newest status write, keeping the Events in between.
                 let mut events = Vec::new();
@@ -39,6 +40,7 @@ pub async fn write_loop(
                             owner = o;
                         }
                         Write::Event(e, u) => events.push((e, u)),
+                        Write::PeerEvent(event) => peer_event(&writer, &event, &metrics).await,
                         // Rare, and a receiver cannot re-queue: written now.
                         Write::ConfigState(errors, owner) => {
                             configuration_state(
@@ -150,5 +152,15 @@ async fn event_logged(
     if let Err(error) = recorded {
         metrics.update_errors.inc();
         tracing::warn!(service = %format!("{}/{}", event.namespace, event.name), reason = event.reason, %error, "recording event failed");
+    }
+}
+
+async fn peer_event(writer: &Writer, event: &PeerEvent, metrics: &SpeakerMetrics) {
+    if let Err(error) = writer
+        .peer_event(&event.peer, event.warning, event.reason, &event.message)
+        .await
+    {
+        metrics.update_errors.inc();
+        tracing::warn!(peer = %event.peer, reason = event.reason, %error, "recording an Event on the BGPPeer failed");
     }
 }

@@ -1,8 +1,11 @@
 //! The speaker's Kubernetes side: the watches it decides from (Services, EndpointSlices, Nodes,
-//! Namespaces, IPAddressPools, L2Advertisements, speaker Pods, the memberlist Secret and its own
-//! ServiceL2Status objects) and its writes (ServiceL2Status, Events as `metallb-speaker`).
+//! Namespaces, IPAddressPools, L2Advertisements, BGPPeers, BGPAdvertisements, Communities,
+//! BFDProfiles, speaker Pods, the memberlist Secret and its own ServiceL2Status objects), the
+//! Secrets BGPPeers name as `passwordSecret` (read by name, never listed) and its writes
+//! (ServiceL2Status, Events as `metallb-speaker`).
 //! No decisions here: `speaker::plan` decides, this module lists and [`writer`] writes.
 
+mod passwords;
 mod writer;
 
 pub use writer::{ServiceEvent, Writer};
@@ -37,6 +40,12 @@ pub const SECRET_KEY: &str = "secretkey";
 pub struct ClusterView {
     pub pools: Vec<api::IPAddressPool>,
     pub l2_advertisements: Vec<api::L2Advertisement>,
+    pub bgp_advertisements: Vec<api::BGPAdvertisement>,
+    pub bgp_peers: Vec<api::BGPPeer>,
+    pub communities: Vec<api::Community>,
+    pub bfd_profiles: Vec<api::BFDProfile>,
+    /// The Secrets named by BGPPeers' `passwordSecret` that could be read.
+    pub password_secrets: Vec<Secret>,
     pub namespaces: Vec<Namespace>,
     pub nodes: Vec<Node>,
     /// The caches' own copies (shared, never cloned per pass).
@@ -77,6 +86,11 @@ pub struct Watches {
     namespaces: Store<Namespace>,
     pools: Store<api::IPAddressPool>,
     l2_advertisements: Store<api::L2Advertisement>,
+    bgp_advertisements: Store<api::BGPAdvertisement>,
+    bgp_peers: Store<api::BGPPeer>,
+    communities: Store<api::Community>,
+    bfd_profiles: Store<api::BFDProfile>,
+    password_secrets: passwords::PasswordSecrets,
     pods: Option<Store<Pod>>,
     secrets: Option<Store<Secret>>,
     l2_statuses: Store<ServiceL2Status>,
@@ -139,6 +153,9 @@ impl Watches {
         let rejected = Rejected::default();
         let ns = options.namespace.as_str();
         let all = watcher::Config::default;
+        let bgp_peers = checked_spawn(client, ns, &rejected, &changed);
+        let password_secrets =
+            passwords::PasswordSecrets::start(client, ns, bgp_peers.clone(), changed.clone());
         Watches {
             services: spawn(Api::all(client.clone()), all(), changed.clone()),
             endpoint_slices: spawn(Api::all(client.clone()), all(), changed.clone()),
@@ -146,6 +163,11 @@ impl Watches {
             namespaces: spawn(Api::all(client.clone()), all(), changed.clone()),
             pools: checked_spawn(client, ns, &rejected, &changed),
             l2_advertisements: checked_spawn(client, ns, &rejected, &changed),
+            bgp_advertisements: checked_spawn(client, ns, &rejected, &changed),
+            bgp_peers,
+            communities: checked_spawn(client, ns, &rejected, &changed),
+            bfd_profiles: checked_spawn(client, ns, &rejected, &changed),
+            password_secrets,
             pods: options.ml_labels.as_ref().map(|labels| {
                 spawn(
                     Api::namespaced(client.clone(), ns),
@@ -179,6 +201,11 @@ impl Watches {
         let _ = self.namespaces.wait_until_ready().await;
         let _ = self.pools.wait_until_ready().await;
         let _ = self.l2_advertisements.wait_until_ready().await;
+        let _ = self.bgp_advertisements.wait_until_ready().await;
+        let _ = self.bgp_peers.wait_until_ready().await;
+        let _ = self.communities.wait_until_ready().await;
+        let _ = self.bfd_profiles.wait_until_ready().await;
+        self.password_secrets.wait_first_read().await;
         let _ = self.l2_statuses.wait_until_ready().await;
         if let Some(pods) = &self.pods {
             let _ = pods.wait_until_ready().await;
@@ -278,6 +305,11 @@ impl Watches {
         ClusterView {
             pools: cloned(&self.pools),
             l2_advertisements: cloned(&self.l2_advertisements),
+            bgp_advertisements: cloned(&self.bgp_advertisements),
+            bgp_peers: cloned(&self.bgp_peers),
+            communities: cloned(&self.communities),
+            bfd_profiles: cloned(&self.bfd_profiles),
+            password_secrets: self.password_secrets.current(),
             namespaces: cloned(&self.namespaces),
             nodes: cloned(&self.nodes),
             services: self.services.state(),
@@ -289,6 +321,19 @@ impl Watches {
 
     fn own_pod_of_view(&self) -> Option<Pod> {
         self.own_pod(&self.node).map(|p| (*p).clone())
+    }
+
+    /// Every InternalIP of Node `node` (BGP next hops for the family a session is not).
+    pub fn node_addresses(&self, node: &str) -> Vec<IpAddr> {
+        self.nodes
+            .state()
+            .iter()
+            .filter(|n| n.metadata.name.as_deref() == Some(node))
+            .filter_map(|n| n.status.as_ref()?.addresses.clone())
+            .flatten()
+            .filter(|a| a.type_ == "InternalIP")
+            .filter_map(|a| a.address.parse().ok())
+            .collect()
     }
 
     /// The first InternalIP of Node `node`, when listed.

@@ -125,6 +125,33 @@ impl Writer {
 }
 
 impl Writer {
+    /// Records an Event on BGPPeer `peer` in MetalLB's namespace.
+    pub async fn peer_event(
+        &self,
+        peer: &str,
+        warning: bool,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), kube::Error> {
+        let regarding = ObjectReference {
+            api_version: Some("metallb.io/v1beta2".into()),
+            kind: Some("BGPPeer".into()),
+            name: Some(peer.to_string()),
+            namespace: Some(self.namespace.clone()),
+            ..ObjectReference::default()
+        };
+        let severity = if warning {
+            Severity::Warning
+        } else {
+            Severity::Normal
+        };
+        self.events
+            .publish_ref(regarding, severity, reason, "Peer", message)
+            .await
+    }
+}
+
+impl Writer {
     /// Creates `ConfigurationState speaker-<node>` when absent (labels
     /// `metallb.io/component-type=speaker`, `metallb.io/node-name`, owner = speaker Pod) and
     /// writes its status.

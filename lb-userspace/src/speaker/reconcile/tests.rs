@@ -113,6 +113,7 @@ impl Rig {
                 node: NODE.into(),
                 lb_class: None,
                 ignore_exclude_lb: false,
+                bgp_mode: crate::config::BgpMode::Native,
             },
             metrics,
             tx,

@@ -6,3 +6,4 @@
 pub mod cluster;
 pub mod control_plane;
 pub mod herald;
+pub mod netns;

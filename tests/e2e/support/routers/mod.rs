@@ -31,9 +31,14 @@ use anyhow::{Context, Result, bail};
 use herald_tests::{KillOnDrop, Netns, veth_between};
 use ipnet::IpNet;
 
-pub use bird::parse_routes as parse_bird_routes;
-pub use frr::parse_routes as parse_frr_routes;
-pub use gobgp::parse_routes as parse_gobgp_routes;
+#[allow(
+    unused_imports,
+    reason = "the parsers serve the harness's own tests, not every file that includes it"
+)]
+pub use self::{
+    bird::parse_routes as parse_bird_routes, frr::parse_routes as parse_frr_routes,
+    gobgp::parse_routes as parse_gobgp_routes,
+};
 
 /// Which implementation plays the router.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

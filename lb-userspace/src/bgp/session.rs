@@ -1,0 +1,672 @@
+//! One BGP session, as a task: connect (with backoff), exchange OPENs, keep the session alive
+//! with keepalives and the hold timer, and keep the peer's copy of this node's routes equal to
+//! the policy's, sending only differences, batched. A session removed from the configuration
+//! ends with a Cease NOTIFICATION. The RFC 4271 state machine is followed in the order of its
+//! states; this speaker always connects (it never listens), so the collision procedure does not
+//! arise.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use backon::BackoffBuilder;
+use bytes::{Bytes, BytesMut};
+use ipnet::IpNet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::metrics::BgpMetrics;
+use super::negotiate::{self, Negotiated};
+use super::policy::RoutePolicy;
+use super::rib::{self, AdjRibOut, Changes};
+use super::socket::{self, Dial};
+use super::wire::{self, Message, Notification, Open, WireError};
+
+/// The routes the policy wants this peer to have.
+pub type Routes = Arc<BTreeMap<IpNet, RoutePolicy>>;
+
+/// How long to wait for the peer's OPEN after ours (RFC 4271 §8: "a large value", 4 minutes).
+pub const OPEN_WAIT: Duration = Duration::from_secs(240);
+/// Default connect timeout when `connectTime` is unset.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a session needs, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// The BGPPeer's name.
+    pub name: String,
+    pub dial: Dial,
+    pub my_asn: u32,
+    pub peer_asn: u32,
+    pub hold_time: Duration,
+    /// Zero: a third of the negotiated hold time.
+    pub keepalive: Duration,
+    pub router_id: Option<Ipv4Addr>,
+    /// This node's name (the router ID's last resort).
+    pub node: String,
+    pub dual_stack: bool,
+    pub disable_mp: bool,
+    pub graceful_restart: bool,
+    /// The node's addresses: next hops for the family the transport is not.
+    pub node_addresses: Vec<IpAddr>,
+}
+
+impl Params {
+    /// MetalLB's `peer` metric label: `address:port`.
+    pub fn label(&self) -> String {
+        self.dial.peer.to_string()
+    }
+
+    fn ebgp(&self) -> bool {
+        self.my_asn != self.peer_asn
+    }
+}
+
+/// RFC 4271's states, as far as a connecting speaker goes through them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Idle,
+    Connect,
+    OpenSent,
+    OpenConfirm,
+    Established,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "Idle",
+            State::Connect => "Connect",
+            State::OpenSent => "OpenSent",
+            State::OpenConfirm => "OpenConfirm",
+            State::Established => "Established",
+        }
+    }
+}
+
+/// What a session looks like from outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub state: State,
+    /// When the session last reached Established (while it is).
+    pub established_since: Option<SystemTime>,
+    /// Why the session last went down or failed to come up.
+    pub last_error: Option<String>,
+    /// Prefixes the peer holds from this speaker.
+    pub prefixes_sent: usize,
+    pub updates_sent: u64,
+    pub remote_router_id: Option<Ipv4Addr>,
+    pub local: Option<SocketAddr>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            state: State::Idle,
+            established_since: None,
+            last_error: None,
+            prefixes_sent: 0,
+            updates_sent: 0,
+            remote_router_id: None,
+            local: None,
+        }
+    }
+}
+
+/// A change the speaker reports (logs, Events).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    Up { peer: String },
+    Down { peer: String, reason: String },
+}
+
+/// Why a session is being stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The peer left the configuration (Cease / Peer De-configured).
+    Deconfigured,
+    /// The speaker is shutting down (Cease / Administrative Shutdown).
+    Shutdown,
+}
+
+/// A running session.
+pub struct Handle {
+    params: Params,
+    routes: watch::Sender<Routes>,
+    stop: watch::Sender<Option<Stop>>,
+    status: Arc<Mutex<Status>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Handle {
+    /// Starts the session's task on the current runtime.
+    pub fn spawn(
+        params: Params,
+        routes: Routes,
+        reports: mpsc::UnboundedSender<Report>,
+        metrics: BgpMetrics,
+    ) -> Handle {
+        let (routes_tx, routes_rx) = watch::channel(routes);
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let status = Arc::new(Mutex::new(Status::default()));
+        let task = Task {
+            params: params.clone(),
+            routes: routes_rx,
+            stop: stop_rx,
+            status: status.clone(),
+            reports,
+            metrics,
+            rib: AdjRibOut::default(),
+            reached_established: false,
+        };
+        let span = tracing::info_span!("bgp", peer = %params.name, address = %params.label());
+        let task = tokio::spawn(tracing::Instrument::instrument(task.run(), span));
+        Handle {
+            params,
+            routes: routes_tx,
+            stop: stop_tx,
+            status,
+            task,
+        }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Hands the session new routes; it sends the difference at once when established.
+    pub fn set_routes(&self, routes: Routes) {
+        self.routes.send_if_modified(|current| {
+            if **current == *routes {
+                false
+            } else {
+                *current = routes;
+                true
+            }
+        });
+    }
+
+    pub fn status(&self) -> Status {
+        match self.status.lock() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Ends the session (with a Cease NOTIFICATION when established) and waits for its task.
+    pub async fn stop(self, why: Stop) {
+        let _ = self.stop.send(Some(why));
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// How a connection ended.
+enum End {
+    Stopped,
+    Down(String),
+}
+
+struct Task {
+    params: Params,
+    routes: watch::Receiver<Routes>,
+    stop: watch::Receiver<Option<Stop>>,
+    status: Arc<Mutex<Status>>,
+    reports: mpsc::UnboundedSender<Report>,
+    metrics: BgpMetrics,
+    rib: AdjRibOut,
+    /// The current connection reached Established.
+    reached_established: bool,
+}
+
+/// Reconnect delays: 1 s doubling to 60 s with jitter, for ever.
+fn backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(60))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+impl Task {
+    fn label(&self) -> String {
+        self.params.label()
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut Status)) {
+        match self.status.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    fn set_state(&self, state: State) {
+        self.update_status(|s| {
+            s.state = state;
+            if state != State::Established {
+                s.established_since = None;
+            }
+        });
+    }
+
+    fn stopping(&self) -> Option<Stop> {
+        *self.stop.borrow()
+    }
+
+    async fn run(mut self) {
+        let mut delays = backoff();
+        self.metrics.session_up(&self.label(), false);
+        self.publish_prefixes(0);
+        loop {
+            if self.stopping().is_some() {
+                break;
+            }
+            self.set_state(State::Connect);
+            let connected = tokio::select! {
+                r = socket::connect(&self.params.dial) => r,
+                _ = self.stop.changed() => break,
+            };
+            let end = match connected {
+                Ok(stream) => {
+                    self.reached_established = false;
+                    let end = self.converse(stream).await;
+                    if self.reached_established {
+                        // The next failure starts the backoff over.
+                        delays = backoff();
+                    }
+                    end
+                }
+                Err(error) => End::Down(format!("connect: {error}")),
+            };
+            self.rib.clear();
+            self.metrics.session_up(&self.label(), false);
+            self.publish_prefixes(0);
+            self.set_state(State::Idle);
+            match end {
+                End::Stopped => break,
+                End::Down(reason) => {
+                    tracing::warn!(%reason, "BGP session down");
+                    self.update_status(|s| s.last_error = Some(reason.clone()));
+                    let _ = self.reports.send(Report::Down {
+                        peer: self.params.name.clone(),
+                        reason,
+                    });
+                }
+            }
+            let delay = delays.next().unwrap_or(Duration::from_secs(60));
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = self.stop.changed() => break,
+            }
+        }
+        self.set_state(State::Idle);
+        self.metrics.session_up(&self.label(), false);
+    }
+
+    /// The routes the policy wants, and how many cannot be sent on this session.
+    fn desired(&self, ctx: &rib::Context) -> (BTreeMap<IpNet, wire::RouteAttrs>, usize) {
+        let routes = self.routes.borrow().clone();
+        let (desired, unsendable) = rib::complete(&routes, ctx);
+        for u in &unsendable {
+            tracing::debug!(prefix = %u.prefix, reason = u.reason, "not sent to this peer");
+        }
+        (desired, unsendable.len())
+    }
+
+    fn publish_prefixes(&self, unsendable: usize) {
+        let wanted = self.routes.borrow().len();
+        let sent = self.rib.len();
+        self.metrics.prefixes(
+            &self.label(),
+            sent,
+            wanted.saturating_sub(sent).max(unsendable),
+        );
+        self.update_status(|s| s.prefixes_sent = sent);
+    }
+
+    /// One TCP connection, from our OPEN to its end.
+    async fn converse(&mut self, stream: TcpStream) -> End {
+        let local = match stream.local_addr() {
+            Ok(a) => a,
+            Err(e) => return End::Down(format!("local address: {e}")),
+        };
+        let mut conn = Conn {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+            session: None,
+        };
+        let open = Open {
+            asn: self.params.my_asn,
+            hold_time: negotiate::hold_field(self.params.hold_time),
+            router_id: negotiate::router_id(self.params.router_id, local.ip(), &self.params.node),
+            four_octet_as: true,
+            families: negotiate::offered_families(
+                local.ip(),
+                self.params.dual_stack,
+                self.params.disable_mp,
+            ),
+            graceful_restart: self.params.graceful_restart,
+        };
+        self.update_status(|s| s.local = Some(local));
+        if let Err(e) = conn.send(&wire::encode_open(&open)).await {
+            return End::Down(format!("sending OPEN: {e}"));
+        }
+        self.set_state(State::OpenSent);
+
+        // OpenSent: the peer's OPEN.
+        let remote = match self.receive(&mut conn, OPEN_WAIT).await {
+            Ok(Message::Open(remote)) => remote,
+            Ok(Message::Notification(n)) => return End::Down(peer_notified(&n)),
+            Ok(_) => return self.fail(&mut conn, Notification::fsm_error()).await,
+            Err(end) => return end,
+        };
+        let negotiated = match negotiate::accept_open(
+            &open,
+            self.params.peer_asn,
+            self.params.keepalive,
+            &remote,
+        ) {
+            Ok(n) => n,
+            Err(n) => return self.fail(&mut conn, n).await,
+        };
+        conn.session = Some(negotiated.session.clone());
+        if let Err(e) = conn.send(&wire::encode_keepalive()).await {
+            return End::Down(format!("sending KEEPALIVE: {e}"));
+        }
+        self.set_state(State::OpenConfirm);
+
+        // OpenConfirm: the peer's KEEPALIVE.
+        let wait = if negotiated.hold_time.is_zero() {
+            OPEN_WAIT
+        } else {
+            negotiated.hold_time
+        };
+        match self.receive(&mut conn, wait).await {
+            Ok(Message::Keepalive) => {}
+            Ok(Message::Notification(n)) => return End::Down(peer_notified(&n)),
+            Ok(_) => return self.fail(&mut conn, Notification::fsm_error()).await,
+            Err(end) => return end,
+        }
+        self.established(&mut conn, local, &negotiated).await
+    }
+
+    async fn established(&mut self, conn: &mut Conn, local: SocketAddr, n: &Negotiated) -> End {
+        self.reached_established = true;
+        self.update_status(|s| {
+            s.state = State::Established;
+            s.established_since = Some(SystemTime::now());
+            s.remote_router_id = Some(n.remote_router_id);
+            s.last_error = None;
+        });
+        self.metrics.session_up(&self.label(), true);
+        tracing::info!(hold = ?n.hold_time, keepalive = ?n.keepalive, "BGP session established");
+        let _ = self.reports.send(Report::Up {
+            peer: self.params.name.clone(),
+        });
+        let ctx = self.context(local.ip(), n);
+        let session = n.session.clone();
+
+        // The whole table, then End-of-RIB per family.
+        if let Err(end) = self.sync(conn, &ctx).await {
+            return end;
+        }
+        let mut eor = BytesMut::new();
+        for family in &session.families {
+            eor.extend_from_slice(&wire::encode_end_of_rib(*family, &session));
+        }
+        if let Err(e) = conn.send(&eor).await {
+            return End::Down(format!("sending End-of-RIB: {e}"));
+        }
+
+        let far = Instant::now() + Duration::from_hours(24 * 365);
+        let mut hold_deadline = if n.hold_time.is_zero() {
+            far
+        } else {
+            Instant::now() + n.hold_time
+        };
+        let mut keepalive_at = if n.keepalive.is_zero() {
+            far
+        } else {
+            Instant::now() + n.keepalive
+        };
+        loop {
+            tokio::select! {
+                read = conn.read_message() => match read {
+                    Ok(message) => {
+                        if !n.hold_time.is_zero() {
+                            hold_deadline = Instant::now() + n.hold_time;
+                        }
+                        match message {
+                            Message::Keepalive | Message::Update(_) => {}
+                            Message::RouteRefresh => {
+                                // Send the whole table again.
+                                self.rib.clear();
+                                if let Err(end) = self.sync(conn, &ctx).await {
+                                    return end;
+                                }
+                            }
+                            Message::Notification(notification) => {
+                                return End::Down(peer_notified(&notification));
+                            }
+                            Message::Open(_) => {
+                                return self.fail(conn, Notification::fsm_error()).await;
+                            }
+                        }
+                    }
+                    Err(ReadError::Wire(WireError::Malformed { notification, detail })) => {
+                        tracing::warn!(%detail, "malformed message from the peer");
+                        let _ = conn.send(&wire::encode_notification(&notification)).await;
+                        return End::Down(format!(
+                            "malformed message from the peer ({detail}); sent {}",
+                            notification.describe()
+                        ));
+                    }
+                    Err(e) => return End::Down(e.to_string()),
+                },
+                () = tokio::time::sleep_until(hold_deadline) => {
+                    let _ = conn
+                        .send(&wire::encode_notification(&Notification::hold_timer_expired()))
+                        .await;
+                    return End::Down(format!(
+                        "hold timer expired: nothing from the peer for {:?}",
+                        n.hold_time
+                    ));
+                }
+                () = tokio::time::sleep_until(keepalive_at) => {
+                    keepalive_at = Instant::now() + n.keepalive;
+                    if let Err(e) = conn.send(&wire::encode_keepalive()).await {
+                        return End::Down(format!("sending KEEPALIVE: {e}"));
+                    }
+                }
+                changed = self.routes.changed() => {
+                    if changed.is_err() {
+                        return self.cease(conn, Stop::Shutdown).await;
+                    }
+                    if let Err(end) = self.sync(conn, &ctx).await {
+                        return end;
+                    }
+                }
+                _ = self.stop.changed() => {
+                    let why = self.stopping().unwrap_or(Stop::Shutdown);
+                    return self.cease(conn, why).await;
+                }
+            }
+        }
+    }
+
+    /// What this session adds to every route.
+    fn context(&self, local: IpAddr, n: &Negotiated) -> rib::Context {
+        let pick_v4 = |a: &IpAddr| match a {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        };
+        let pick_v6 = |a: &IpAddr| match a {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        };
+        rib::Context {
+            as_path: if self.params.ebgp() {
+                vec![self.params.my_asn]
+            } else {
+                Vec::new()
+            },
+            next_hop_v4: pick_v4(&local)
+                .or_else(|| self.params.node_addresses.iter().find_map(pick_v4)),
+            next_hop_v6: pick_v6(&local)
+                .or_else(|| self.params.node_addresses.iter().find_map(pick_v6)),
+            families: n.session.families.clone(),
+        }
+    }
+
+    /// Sends the difference between the policy's routes and the Adj-RIB-Out, in as few
+    /// UPDATE messages as fit: withdrawals first, then announcements by attribute set.
+    async fn sync(&mut self, conn: &mut Conn, ctx: &rib::Context) -> Result<(), End> {
+        let (desired, unsendable) = self.desired(ctx);
+        let changes = self.rib.changes(&desired);
+        if changes.is_empty() {
+            self.publish_prefixes(unsendable);
+            return Ok(());
+        }
+        let Some(session) = conn.session.clone() else {
+            return Err(End::Down("UPDATE before the OPEN exchange".into()));
+        };
+        let messages = match encode(&changes, &session) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the routes for this peer");
+                return Err(End::Down(format!("encoding UPDATE: {e}")));
+            }
+        };
+        let mut out = BytesMut::new();
+        for m in &messages {
+            out.extend_from_slice(m);
+        }
+        if let Err(e) = conn.send(&out).await {
+            return Err(End::Down(format!("sending UPDATE: {e}")));
+        }
+        self.rib.record(&changes);
+        let count = messages.len() as u64;
+        self.metrics.updates_sent(&self.label(), count);
+        self.update_status(|s| s.updates_sent += count);
+        tracing::debug!(
+            withdrawn = changes.withdraw.len(),
+            announced = changes.announced(),
+            messages = count,
+            "routes sent"
+        );
+        self.publish_prefixes(unsendable);
+        Ok(())
+    }
+
+    /// Reads one message within `wait`.
+    async fn receive(&mut self, conn: &mut Conn, wait: Duration) -> Result<Message, End> {
+        let read = tokio::select! {
+            r = tokio::time::timeout(wait, conn.read_message()) => r,
+            _ = self.stop.changed() => return Err(End::Stopped),
+        };
+        match read {
+            Err(_) => {
+                let _ = conn
+                    .send(&wire::encode_notification(
+                        &Notification::hold_timer_expired(),
+                    ))
+                    .await;
+                Err(End::Down(format!(
+                    "no answer from the peer within {wait:?}"
+                )))
+            }
+            Ok(Ok(message)) => Ok(message),
+            Ok(Err(ReadError::Wire(WireError::Malformed {
+                notification,
+                detail,
+            }))) => {
+                let _ = conn.send(&wire::encode_notification(&notification)).await;
+                Err(End::Down(format!(
+                    "malformed message from the peer ({detail}); sent {}",
+                    notification.describe()
+                )))
+            }
+            Ok(Err(e)) => Err(End::Down(e.to_string())),
+        }
+    }
+
+    /// Sends `notification` and ends the connection.
+    async fn fail(&self, conn: &mut Conn, notification: Notification) -> End {
+        let _ = conn.send(&wire::encode_notification(&notification)).await;
+        End::Down(format!("sent {}", notification.describe()))
+    }
+
+    async fn cease(&self, conn: &mut Conn, why: Stop) -> End {
+        let notification = match why {
+            Stop::Deconfigured => Notification::cease_peer_deconfigured(),
+            Stop::Shutdown => Notification::cease_admin_shutdown(),
+        };
+        let _ = conn.send(&wire::encode_notification(&notification)).await;
+        let _ = conn.stream.shutdown().await;
+        tracing::info!(notification = %notification.describe(), "BGP session closed");
+        End::Stopped
+    }
+}
+
+/// The UPDATE messages for `changes`.
+fn encode(changes: &Changes, session: &wire::Session) -> Result<Vec<Bytes>, WireError> {
+    let mut out = Vec::new();
+    if !changes.withdraw.is_empty() {
+        out.extend(wire::encode_withdraw(&changes.withdraw, session)?);
+    }
+    for (attrs, prefixes) in &changes.announce {
+        out.extend(wire::encode_announce(prefixes, attrs, session)?);
+    }
+    Ok(out)
+}
+
+fn peer_notified(n: &Notification) -> String {
+    format!("the peer sent NOTIFICATION {}", n.describe())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("{0}")]
+    Wire(WireError),
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error("reading from the peer: {0}")]
+    Io(std::io::Error),
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    session: Option<wire::Session>,
+}
+
+impl Conn {
+    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// The next whole message (cancel-safe: bytes read stay in the buffer).
+    async fn read_message(&mut self) -> Result<Message, ReadError> {
+        loop {
+            match wire::decode(&mut self.buf, self.session.as_ref()) {
+                Ok(Some(message)) => return Ok(message),
+                Ok(None) => {}
+                Err(e) => return Err(ReadError::Wire(e)),
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(_) => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+    }
+}

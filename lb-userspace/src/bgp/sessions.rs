@@ -1,0 +1,185 @@
+//! The set of sessions this node runs, kept in line with the policy's plan: a session per
+//! BGPPeer that selects this node, started when the peer appears, restarted when its settings
+//! change, closed with a Cease NOTIFICATION when it leaves; each handed its routes on every pass.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::metrics::BgpMetrics;
+use super::policy::{BgpPlan, SessionSpec};
+use super::session::{self, Handle, Params, Report, Status, Stop};
+use super::socket::{Dial, Password};
+
+/// TTL for a directly connected eBGP peer, and for one several hops away.
+const EBGP_TTL: u32 = 1;
+const MULTIHOP_TTL: u32 = 255;
+
+/// Where a session's password comes from, resolved by the caller (inline `password`, or the
+/// `password` key of the `passwordSecret`). Peers missing here but configured with a password
+/// are not started: a session without the signature would only be refused.
+pub type Passwords = BTreeMap<String, Password>;
+
+/// One session's state for `herald bgp status` and the logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    pub peer: String,
+    pub address: SocketAddr,
+    pub status: Status,
+    pub wanted: usize,
+}
+
+/// The sessions of this node.
+pub struct Sessions {
+    node: String,
+    node_addresses: Vec<IpAddr>,
+    handles: BTreeMap<String, Handle>,
+    /// Peers left out (missing password), with why; reported once per change.
+    skipped: BTreeMap<String, String>,
+    metrics: BgpMetrics,
+    reports: mpsc::UnboundedSender<Report>,
+}
+
+/// The session settings for one peer.
+pub fn params(
+    spec: &SessionSpec,
+    password: Option<&Password>,
+    node: &str,
+    node_addresses: &[IpAddr],
+) -> Params {
+    let ebgp = spec.my_asn != spec.peer_asn;
+    let ttl = match (ebgp, spec.ebgp_multihop) {
+        (true, false) => Some(EBGP_TTL),
+        (true, true) => Some(MULTIHOP_TTL),
+        (false, _) => None,
+    };
+    Params {
+        name: spec.peer.clone(),
+        dial: Dial {
+            peer: SocketAddr::new(spec.peer_address, spec.peer_port),
+            source: spec.source_address,
+            ttl,
+            device: spec.vrf.clone(),
+            password: password.cloned(),
+            timeout: spec.connect_time.unwrap_or(session::CONNECT_TIMEOUT),
+        },
+        my_asn: spec.my_asn,
+        peer_asn: spec.peer_asn,
+        hold_time: spec.hold_time,
+        keepalive: spec.keepalive,
+        router_id: spec.router_id,
+        node: node.to_string(),
+        dual_stack: spec.dual_stack,
+        disable_mp: spec.disable_mp,
+        graceful_restart: spec.graceful_restart,
+        node_addresses: node_addresses.to_vec(),
+    }
+}
+
+impl Sessions {
+    pub fn new(node: String, metrics: BgpMetrics, reports: mpsc::UnboundedSender<Report>) -> Self {
+        Sessions {
+            node,
+            node_addresses: Vec::new(),
+            handles: BTreeMap::new(),
+            skipped: BTreeMap::new(),
+            metrics,
+            reports,
+        }
+    }
+
+    /// The node's own addresses (next hops for the family a session's transport is not).
+    pub fn set_node_addresses(&mut self, addresses: Vec<IpAddr>) {
+        self.node_addresses = addresses;
+    }
+
+    /// Starts, restarts and stops sessions so they match `plan`, and hands each its routes.
+    /// Must run inside a Tokio runtime.
+    pub fn apply(&mut self, plan: &BgpPlan, passwords: &Passwords) {
+        let mut wanted: BTreeMap<String, Params> = BTreeMap::new();
+        let mut skipped = BTreeMap::new();
+        for (name, spec) in &plan.sessions {
+            let password = passwords.get(name);
+            if spec.has_password && password.is_none() {
+                skipped.insert(
+                    name.clone(),
+                    "its password (passwordSecret) cannot be read".to_string(),
+                );
+                continue;
+            }
+            wanted.insert(
+                name.clone(),
+                params(spec, password, &self.node, &self.node_addresses),
+            );
+        }
+        for (name, why) in &skipped {
+            if self.skipped.get(name) != Some(why) {
+                tracing::warn!(peer = %name, reason = %why, "BGP session not started");
+                let _ = self.reports.send(Report::Down {
+                    peer: name.clone(),
+                    reason: format!("not started: {why}"),
+                });
+            }
+        }
+        self.skipped = skipped;
+
+        let stale: Vec<String> = self
+            .handles
+            .iter()
+            .filter(|(name, h)| wanted.get(*name) != Some(h.params()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(handle) = self.handles.remove(&name) {
+                let label = handle.params().label();
+                let restarting = wanted.contains_key(&name);
+                tracing::info!(peer = %name, restarting, "closing BGP session");
+                let metrics = self.metrics.clone();
+                tokio::spawn(async move {
+                    handle.stop(Stop::Deconfigured).await;
+                    if !restarting {
+                        metrics.forget(&label);
+                    }
+                });
+            }
+        }
+        let empty = Arc::new(BTreeMap::new());
+        for (name, params) in wanted {
+            let routes = plan
+                .routes
+                .get(&name)
+                .map_or_else(|| empty.clone(), |r| Arc::new(r.clone()));
+            if let Some(handle) = self.handles.get(&name) {
+                handle.set_routes(routes);
+            } else {
+                tracing::info!(peer = %name, address = %params.label(), "opening BGP session");
+                let handle =
+                    Handle::spawn(params, routes, self.reports.clone(), self.metrics.clone());
+                self.handles.insert(name, handle);
+            }
+        }
+    }
+
+    /// Every session's state.
+    pub fn view(&self, plan: &BgpPlan) -> Vec<SessionView> {
+        self.handles
+            .iter()
+            .map(|(name, h)| SessionView {
+                peer: name.clone(),
+                address: h.params().dial.peer,
+                status: h.status(),
+                wanted: plan.routes.get(name).map_or(0, BTreeMap::len),
+            })
+            .collect()
+    }
+
+    /// Closes every session (Cease / Administrative Shutdown) and waits, at most `limit`.
+    pub async fn shutdown(&mut self, limit: Duration) {
+        let handles = std::mem::take(&mut self.handles);
+        let stops = handles.into_values().map(|h| h.stop(Stop::Shutdown));
+        let _ = tokio::time::timeout(limit, futures::future::join_all(stops)).await;
+    }
+}

@@ -1,0 +1,492 @@
+//! The real `herald speaker` in BGP mode against real routers: BIRD, FRR and GoBGP, each in a
+//! network namespace on a bridge with the node namespaces, and a real kube-apiserver (the
+//! speaker runs as the speaker service account, so `manifests/rbac-speaker.yaml` is what the
+//! server enforces). What is checked is each router's own table, read with its own CLI.
+//!
+//! - Every router: eBGP over IPv4 and over IPv6 (MP-BGP), the Service's /32 and /128 with the
+//!   node's address as next hop, AS path [node AS], the advertisement's standard and large
+//!   communities; deleting the Service withdraws both at once.
+//! - FRR: iBGP carries LOCAL_PREF and an empty AS path; TCP MD5 from a `passwordSecret` brings
+//!   the session up, a wrong password keeps it down with a `sessionDown` Event on the BGPPeer and
+//!   `metallb_bgp_session_up 0`; a frozen speaker (SIGSTOP) loses its routes when the router's
+//!   hold timer expires; three speakers give three ECMP next hops, and the exclusion label on one
+//!   node takes its next hop away.
+//!
+//! Needs root, the XDP object, `cargo xtask kube build`, `cargo build -p herald` and the
+//! Debian packages bird2, frr, gobgpd.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+#[path = "support/kube/mod.rs"]
+mod kube_support;
+#[path = "support/routers/mod.rs"]
+mod routers;
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::net::IpAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use herald_tests::{Bpffs, KillOnDrop, Netns, herald_bin, poll_until, require_root, unique};
+use kube_support::cluster::{Cluster, namespace_yaml, serial};
+use kube_support::control_plane::{ControlPlane, free_port};
+use kube_support::netns::{forward_api_into, in_netns};
+use routers::{Family, Lan, Neighbor, Route, Router, RouterConfig, RouterKind};
+
+const ROUTER_AS: u32 = 64512;
+const NODE_AS: u32 = 64513;
+const SERVICE_IP: &str = "198.51.100.77";
+const SERVICE_IP6: &str = "2001:db8:0:2::77";
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn run_serial(scenario: impl std::future::Future<Output = ()>) {
+    let _serial = serial();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(scenario);
+}
+
+/// One node of the LAN running a speaker.
+struct Speaker {
+    process: KillOnDrop,
+    log: std::path::PathBuf,
+    metrics_port: u16,
+    netns: String,
+}
+
+impl Speaker {
+    fn start(plane: &ControlPlane, host: &Netns, node: &str, bpffs: &Bpffs) -> Speaker {
+        let log = plane.dir.join(format!("{}.log", unique("bgp-speaker")));
+        let log_file = File::create(&log).unwrap();
+        let metrics_port = free_port();
+        let pin_dir = bpffs.dir.join(unique("herald"));
+        let process = KillOnDrop(
+            host.command(herald_bin())
+                .args([
+                    "speaker",
+                    "--node-name",
+                    node,
+                    "--namespace",
+                    "metallb-system",
+                ])
+                .arg(format!(
+                    "--kubeconfig={}",
+                    plane.kubeconfig("speaker").display()
+                ))
+                .arg(format!("--pin-dir={}", pin_dir.display()))
+                .arg("--ml-bind-addr=")
+                .arg("--interfaces-include=eth0")
+                .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+                .arg("--xdp-mode=skb")
+                .env("RUST_LOG", "info,kube=warn,herald::bgp=debug")
+                .env_remove("KUBECONFIG")
+                .env_remove("METALLB_NAMESPACE")
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().unwrap())
+                .stderr(log_file)
+                .spawn()
+                .expect("herald speaker"),
+        );
+        Speaker {
+            process,
+            log,
+            metrics_port,
+            netns: host.name.clone(),
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn metrics(&self) -> String {
+        let port = self.metrics_port;
+        in_netns(&self.netns, move || {
+            kube_support::herald::Herald::http_get_at("127.0.0.1", port, "/metrics")
+        })
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.process.0.id() as i32, signal) };
+    }
+}
+
+/// The cluster side: a Node per host, the namespace, a pool and an advertisement.
+fn base_objects(cluster: &Cluster, ns: &str, nodes: &[&str], ad_extra: &str) {
+    cluster.apply(&namespace_yaml(ns));
+    for node in nodes {
+        cluster.apply(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels:\n    herald-test: \"true\"\n"
+        ));
+    }
+    cluster.apply(&format!(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: bgp-e2e\n  namespace: metallb-system\nspec:\n  addresses: [198.51.100.64/27, 2001:db8:0:2::/64]\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata:\n  name: bgp-e2e\n  namespace: metallb-system\nspec:\n  ipAddressPools: [bgp-e2e]\n  communities: [\"64512:300\", \"large:64512:1:2\"]\n{ad_extra}"
+    ));
+}
+
+/// A Service with both addresses in its status and a ready endpoint (no controller runs).
+fn service(cluster: &Cluster, ns: &str, node: &str) {
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {ns}\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80, protocol: TCP}}]\n"
+    ));
+    cluster.kubectl(&[
+        "patch",
+        "service",
+        "web",
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(
+            "{{\"status\":{{\"loadBalancer\":{{\"ingress\":[{{\"ip\":\"{SERVICE_IP}\"}},{{\"ip\":\"{SERVICE_IP6}\"}}]}}}}}}"
+        ),
+    ]);
+    cluster.apply(&format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: web\naddressType: IPv4\nendpoints:\n- addresses: [10.1.0.5]\n  nodeName: {node}\n  conditions: {{ready: true}}\nports:\n- port: 80\n  protocol: TCP\n"
+    ));
+}
+
+fn peer_yaml(name: &str, address: IpAddr, my_asn: u32, extra: &str) -> String {
+    format!(
+        "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata:\n  name: {name}\n  namespace: metallb-system\nspec:\n  myASN: {my_asn}\n  peerASN: {ROUTER_AS}\n  peerAddress: \"{address}\"\n  holdTime: 9s\n{extra}"
+    )
+}
+
+fn cleanup(cluster: &Cluster) {
+    for kind in ["bgppeers", "bgpadvertisements", "ipaddresspools"] {
+        let _ = cluster.kubectl(&[
+            "delete",
+            kind,
+            "--all",
+            "-n",
+            "metallb-system",
+            "--ignore-not-found",
+        ]);
+    }
+    let _ = cluster.kubectl(&[
+        "delete",
+        "nodes",
+        "-l",
+        "herald-test=true",
+        "--ignore-not-found",
+    ]);
+}
+
+fn find<'a>(routes: &'a [Route], prefix: &str) -> Option<&'a Route> {
+    routes.iter().find(|r| r.prefix.to_string() == prefix)
+}
+
+fn v4_prefix() -> String {
+    format!("{SERVICE_IP}/32")
+}
+
+fn v6_prefix() -> String {
+    format!("{SERVICE_IP6}/128")
+}
+
+#[test]
+fn bird_frr_and_gobgp_learn_and_lose_the_service_routes() {
+    run_serial(each_router());
+}
+
+async fn each_router() {
+    require_root();
+    let cluster = Cluster::reset().await;
+    let plane = cluster.plane;
+    let bpffs = Bpffs::new().expect("bpffs");
+    for kind in [RouterKind::Frr, RouterKind::Bird, RouterKind::Gobgp] {
+        cleanup(&cluster);
+        let lan = Lan::new("hbg", 1).expect("lan");
+        let node = unique("hbg-node");
+        let node_v4 = IpAddr::V4(Lan::host_v4(0));
+        let node_v6 = IpAddr::V6(Lan::host_v6(0));
+        forward_api_into(&lan.hosts[0].name, plane.apiserver_port);
+        let router = Router::start(&RouterConfig {
+            kind,
+            netns: lan.router.name.clone(),
+            asn: ROUTER_AS,
+            router_id: Lan::ROUTER_V4,
+            listen: vec![IpAddr::V4(Lan::ROUTER_V4), IpAddr::V6(Lan::ROUTER_V6)],
+            neighbors: vec![
+                Neighbor::new(node_v4, NODE_AS),
+                Neighbor {
+                    ipv6: true,
+                    ..Neighbor::new(node_v6, NODE_AS)
+                },
+            ],
+        })
+        .expect("router");
+
+        let ns = unique("speaker-bgp");
+        base_objects(&cluster, &ns, &[&node], "");
+        cluster.apply(&peer_yaml("r4", IpAddr::V4(Lan::ROUTER_V4), NODE_AS, ""));
+        cluster.apply(&peer_yaml("r6", IpAddr::V6(Lan::ROUTER_V6), NODE_AS, ""));
+        service(&cluster, &ns, &node);
+        let speaker = Speaker::start(plane, &lan.hosts[0], &node, &bpffs);
+        let context = || {
+            format!(
+                "{kind:?}\nspeaker:\n{}\nrouter:\n{}",
+                speaker.logs(),
+                router.logs()
+            )
+        };
+
+        let v4 = router
+            .wait_routes(Family::Ipv4, |r| find(r, &v4_prefix()).is_some(), PATIENCE)
+            .unwrap_or_else(|e| panic!("{e}\n{}", context()));
+        let route = find(&v4, &v4_prefix()).unwrap();
+        assert_eq!(route.next_hops, BTreeSet::from([node_v4]), "{}", context());
+        assert_eq!(route.as_path, [NODE_AS], "{}", context());
+        assert_eq!(route.communities, [(64512, 300)], "{}", context());
+        assert_eq!(route.large_communities, [(64512, 1, 2)], "{}", context());
+        assert_eq!(v4.len(), 1, "only the Service's route: {v4:?}");
+
+        let v6 = router
+            .wait_routes(Family::Ipv6, |r| find(r, &v6_prefix()).is_some(), PATIENCE)
+            .unwrap_or_else(|e| panic!("{e}\n{}", context()));
+        let route = find(&v6, &v6_prefix()).unwrap();
+        assert_eq!(route.next_hops, BTreeSet::from([node_v6]), "{}", context());
+        assert_eq!(route.as_path, [NODE_AS], "{}", context());
+        assert_eq!(route.communities, [(64512, 300)], "{}", context());
+
+        // The speaker's own view: both sessions up, one prefix each.
+        assert!(
+            poll_until(PATIENCE, || {
+                let m = speaker.metrics();
+                m.contains("metallb_bgp_session_up{peer=\"203.0.113.1:179\"} 1")
+                    && m.contains("metallb_bgp_session_up{peer=\"[2001:db8::1]:179\"} 1")
+                    && m.contains(
+                        "metallb_bgp_announced_prefixes_total{peer=\"203.0.113.1:179\"} 1",
+                    )
+                    && m.contains("protocol=\"bgp\"")
+            }),
+            "metrics:\n{}\n{}",
+            speaker.metrics(),
+            context()
+        );
+        kube_support::cluster::wait_for(
+            "a nodeAssigned Event with protocol bgp",
+            || async {
+                let events = cluster.events(&ns, "Service", "web").await;
+                events
+                    .iter()
+                    .any(|(reason, _, note, _)| {
+                        reason == "nodeAssigned" && note.contains("\"bgp\"")
+                    })
+                    .then_some(())
+            },
+            context,
+        )
+        .await;
+
+        // Service deleted: both routes leave the router's table.
+        cluster.kubectl(&["delete", "service", "web", "-n", &ns]);
+        router
+            .wait_routes(Family::Ipv4, |r| find(r, &v4_prefix()).is_none(), PATIENCE)
+            .unwrap_or_else(|e| panic!("v4 route not withdrawn: {e}\n{}", context()));
+        router
+            .wait_routes(Family::Ipv6, |r| find(r, &v6_prefix()).is_none(), PATIENCE)
+            .unwrap_or_else(|e| panic!("v6 route not withdrawn: {e}\n{}", context()));
+        drop(speaker);
+        drop(router);
+    }
+    cleanup(&cluster);
+}
+
+#[test]
+fn frr_ibgp_md5_hold_time_and_ecmp() {
+    run_serial(frr_scenarios());
+}
+
+async fn frr_scenarios() {
+    require_root();
+    let cluster = Cluster::reset().await;
+    let plane = cluster.plane;
+    let bpffs = Bpffs::new().expect("bpffs");
+    cleanup(&cluster);
+
+    // Nodes 0-2 peer over eBGP (0 and 1 with the TCP MD5 key from a passwordSecret, 2 without
+    // one); node 3 over iBGP, first with a wrong inline password.
+    let lan = Lan::new("hbf", 4).expect("lan");
+    let nodes: Vec<String> = (0..4).map(|_| unique("hbf-node")).collect();
+    for host in &lan.hosts {
+        forward_api_into(&host.name, plane.apiserver_port);
+    }
+    let v4 = |i| IpAddr::V4(Lan::host_v4(i));
+    let keyed = |i, asn| Neighbor {
+        password: Some("right-key".into()),
+        ..Neighbor::new(v4(i), asn)
+    };
+    let router = Router::start(&RouterConfig {
+        kind: RouterKind::Frr,
+        netns: lan.router.name.clone(),
+        asn: ROUTER_AS,
+        router_id: Lan::ROUTER_V4,
+        listen: vec![IpAddr::V4(Lan::ROUTER_V4)],
+        neighbors: vec![
+            keyed(0, NODE_AS),
+            keyed(1, NODE_AS),
+            Neighbor::new(v4(2), NODE_AS),
+            keyed(3, ROUTER_AS),
+        ],
+    })
+    .expect("router");
+    let node_refs: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let ns = unique("speaker-bgp");
+    base_objects(&cluster, &ns, &node_refs, "  localPref: 150\n");
+    for node in &nodes {
+        cluster.kubectl(&[
+            "label",
+            "node",
+            node,
+            &format!("kubernetes.io/hostname={node}"),
+            "--overwrite",
+        ]);
+    }
+    cluster.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bgp-right\n  namespace: metallb-system\ntype: kubernetes.io/basic-auth\nstringData:\n  password: right-key\n",
+    );
+    let on_nodes = |which: &[usize]| {
+        let names: Vec<&str> = which.iter().map(|i| nodes[*i].as_str()).collect();
+        format!(
+            "  nodeSelectors: [{{matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [{}]}}]}}]\n",
+            names.join(", ")
+        )
+    };
+    let router_ip = IpAddr::V4(Lan::ROUTER_V4);
+    cluster.apply(&peer_yaml(
+        "keyed",
+        router_ip,
+        NODE_AS,
+        &format!(
+            "{}  passwordSecret: {{name: bgp-right}}\n",
+            on_nodes(&[0, 1])
+        ),
+    ));
+    cluster.apply(&peer_yaml("plain", router_ip, NODE_AS, &on_nodes(&[2])));
+    let ibgp = |password: &str| {
+        peer_yaml(
+            "ibgp",
+            router_ip,
+            ROUTER_AS,
+            &format!("{}  password: {password}\n", on_nodes(&[3])),
+        )
+    };
+    cluster.apply(&ibgp("wrong-key"));
+    service(&cluster, &ns, &nodes[0]);
+    let speakers: Vec<Speaker> = (0..4)
+        .map(|i| Speaker::start(plane, &lan.hosts[i], &nodes[i], &bpffs))
+        .collect();
+    let context = || {
+        let mut out = String::new();
+        for (i, s) in speakers.iter().enumerate() {
+            out.push_str(&format!("--- speaker {i}\n{}\n", s.logs()));
+        }
+        out.push_str(&format!("--- router\n{}", router.logs()));
+        out
+    };
+    let hops = |want: &[usize]| -> BTreeSet<IpAddr> { want.iter().map(|i| v4(*i)).collect() };
+
+    // Three eBGP speakers: three ECMP next hops, in FRR's table and in the kernel's.
+    router
+        .wait_routes(
+            Family::Ipv4,
+            |r| find(r, &v4_prefix()).is_some_and(|r| r.next_hops == hops(&[0, 1, 2])),
+            PATIENCE,
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", context()));
+    let kernel = lan.router.ip(["route", "show", &v4_prefix()]).unwrap();
+    assert_eq!(
+        kernel.matches("nexthop via").count(),
+        3,
+        "kernel route: {kernel}"
+    );
+
+    // The wrong key never gets a session: a Warning Event on the BGPPeer, metric 0.
+    assert!(!router.session_established(v4(3)).unwrap(), "{}", context());
+    let events = kube_support::cluster::wait_for(
+        "a sessionDown Event on BGPPeer ibgp",
+        || async {
+            let events = cluster.events("metallb-system", "BGPPeer", "ibgp").await;
+            events
+                .iter()
+                .any(|(reason, kind, _, _)| reason == "sessionDown" && kind == "Warning")
+                .then_some(events)
+        },
+        context,
+    )
+    .await;
+    assert!(
+        speakers[3]
+            .metrics()
+            .contains("metallb_bgp_session_up{peer=\"203.0.113.1:179\"} 0"),
+        "{}\n{events:?}",
+        speakers[3].metrics()
+    );
+
+    // The right password: the session comes up, and the iBGP path carries LOCAL_PREF 150 and
+    // an empty AS path.
+    cluster.apply(&ibgp("right-key"));
+    router
+        .wait_established(v4(3), PATIENCE)
+        .unwrap_or_else(|e| panic!("{e}\n{}", context()));
+    assert!(
+        poll_until(PATIENCE, || router
+            .cli(&["show bgp ipv4 unicast 198.51.100.77/32 json"])
+            .unwrap_or_default()
+            .contains("\"locPrf\":150")),
+        "no iBGP path with LOCAL_PREF 150: {}\n{}",
+        router
+            .cli(&["show bgp ipv4 unicast 198.51.100.77/32 json"])
+            .unwrap_or_default(),
+        context()
+    );
+
+    // The exclusion label on node 2 takes its next hop away.
+    cluster.kubectl(&[
+        "label",
+        "node",
+        &nodes[2],
+        "node.kubernetes.io/exclude-from-external-load-balancers=",
+    ]);
+    router
+        .wait_routes(
+            Family::Ipv4,
+            |r| find(r, &v4_prefix()).is_some_and(|r| !r.next_hops.contains(&v4(2))),
+            PATIENCE,
+        )
+        .unwrap_or_else(|e| panic!("excluded node still announces: {e}\n{}", context()));
+
+    // A frozen speaker keeps its TCP session open: the router drops its path only when the
+    // hold timer (9 s) runs out; thawed, it reconnects and announces again.
+    speakers[0].signal(libc::SIGSTOP);
+    router
+        .wait_routes(
+            Family::Ipv4,
+            |r| find(r, &v4_prefix()).is_some_and(|r| !r.next_hops.contains(&v4(0))),
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("frozen speaker's path kept: {e}\n{}", context()));
+    speakers[0].signal(libc::SIGCONT);
+    router
+        .wait_routes(
+            Family::Ipv4,
+            |r| find(r, &v4_prefix()).is_some_and(|r| r.next_hops.contains(&v4(0))),
+            PATIENCE,
+        )
+        .unwrap_or_else(|e| panic!("no path after thaw: {e}\n{}", context()));
+    drop(speakers);
+    drop(router);
+    cleanup(&cluster);
+}
