@@ -6,9 +6,10 @@
 //! - Every router: eBGP over IPv4 and over IPv6 (MP-BGP), the Service's /32 and /128 with the
 //!   node's address as next hop, AS path [node AS], the advertisement's standard and large
 //!   communities; deleting the Service withdraws both at once.
-//! - FRR: iBGP carries LOCAL_PREF and an empty AS path; TCP MD5 from a `passwordSecret` brings
-//!   the session up, a wrong password keeps it down with a `sessionDown` Event on the BGPPeer and
-//!   `metallb_bgp_session_up 0`; a frozen speaker (SIGSTOP) loses its routes when the router's
+//! - FRR: iBGP carries LOCAL_PREF and an empty AS path; an OPEN from an unexpected AS is
+//!   refused (Bad Peer AS, a `sessionDown` Event) while the other sessions carry on; TCP MD5 from
+//!   a `passwordSecret` brings the session up, a wrong password keeps it down with a
+//!   `sessionDown` Event on the BGPPeer and `metallb_bgp_session_up 0`; a frozen speaker (SIGSTOP) loses its routes when the router's
 //!   hold timer expires; three speakers give three ECMP next hops, and the exclusion label on one
 //!   node takes its next hop away.
 //!
@@ -318,8 +319,8 @@ async fn frr_scenarios() {
 
     // Nodes 0-2 peer over eBGP (0 and 1 with the TCP MD5 key from a passwordSecret, 2 without
     // one); node 3 over iBGP, first with a wrong inline password.
-    let lan = Lan::new("hbf", 4).expect("lan");
-    let nodes: Vec<String> = (0..4).map(|_| unique("hbf-node")).collect();
+    let lan = Lan::new("hbf", 5).expect("lan");
+    let nodes: Vec<String> = (0..5).map(|_| unique("hbf-node")).collect();
     for host in &lan.hosts {
         forward_api_into(&host.name, plane.apiserver_port);
     }
@@ -339,6 +340,7 @@ async fn frr_scenarios() {
             keyed(1, NODE_AS),
             Neighbor::new(v4(2), NODE_AS),
             keyed(3, ROUTER_AS),
+            Neighbor::new(v4(4), NODE_AS),
         ],
     })
     .expect("router");
@@ -384,8 +386,12 @@ async fn frr_scenarios() {
         )
     };
     cluster.apply(&ibgp("wrong-key"));
+    // Node 4 expects the router in AS 64999: the router's OPEN says 64512.
+    let wrong_asn = peer_yaml("wrong-asn", router_ip, NODE_AS, &on_nodes(&[4]))
+        .replace(&format!("peerASN: {ROUTER_AS}"), "peerASN: 64999");
+    cluster.apply(&wrong_asn);
     service(&cluster, &ns, &nodes[0]);
-    let speakers: Vec<Speaker> = (0..4)
+    let speakers: Vec<Speaker> = (0..5)
         .map(|i| Speaker::start(plane, &lan.hosts[i], &nodes[i], &bpffs))
         .collect();
     let context = || {
@@ -433,6 +439,31 @@ async fn frr_scenarios() {
             .contains("metallb_bgp_session_up{peer=\"203.0.113.1:179\"} 0"),
         "{}\n{events:?}",
         speakers[3].metrics()
+    );
+
+    // An OPEN from an unexpected AS: Herald answers Bad Peer AS, says so on the BGPPeer, and
+    // the other sessions carry on (node 0-2's next hops are still there).
+    kube_support::cluster::wait_for(
+        "a sessionDown Event naming Bad Peer AS on BGPPeer wrong-asn",
+        || async {
+            let events = cluster
+                .events("metallb-system", "BGPPeer", "wrong-asn")
+                .await;
+            events
+                .iter()
+                .any(|(reason, _, note, _)| reason == "sessionDown" && note.contains("Bad Peer AS"))
+                .then_some(())
+        },
+        context,
+    )
+    .await;
+    assert!(!router.session_established(v4(4)).unwrap(), "{}", context());
+    let routes = router.routes(Family::Ipv4).unwrap();
+    assert_eq!(
+        find(&routes, &v4_prefix()).map(|r| r.next_hops.clone()),
+        Some(hops(&[0, 1, 2])),
+        "{}",
+        context()
     );
 
     // The right password: the session comes up, and the iBGP path carries LOCAL_PREF 150 and
