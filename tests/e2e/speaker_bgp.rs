@@ -135,29 +135,6 @@ fn base_objects(cluster: &Cluster, ns: &str, nodes: &[&str], ad_extra: &str) {
     ));
 }
 
-/// A Service with both addresses in its status and a ready endpoint (no controller runs).
-fn service(cluster: &Cluster, ns: &str, node: &str) {
-    cluster.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {ns}\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80, protocol: TCP}}]\n"
-    ));
-    cluster.kubectl(&[
-        "patch",
-        "service",
-        "web",
-        "-n",
-        ns,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &format!(
-            "{{\"status\":{{\"loadBalancer\":{{\"ingress\":[{{\"ip\":\"{SERVICE_IP}\"}},{{\"ip\":\"{SERVICE_IP6}\"}}]}}}}}}"
-        ),
-    ]);
-    cluster.apply(&format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: web\naddressType: IPv4\nendpoints:\n- addresses: [10.1.0.5]\n  nodeName: {node}\n  conditions: {{ready: true}}\nports:\n- port: 80\n  protocol: TCP\n"
-    ));
-}
-
 fn peer_yaml(name: &str, address: IpAddr, my_asn: u32, extra: &str) -> String {
     format!(
         "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata:\n  name: {name}\n  namespace: metallb-system\nspec:\n  myASN: {my_asn}\n  peerASN: {ROUTER_AS}\n  peerAddress: \"{address}\"\n  holdTime: 9s\n{extra}"
@@ -233,7 +210,7 @@ async fn each_router() {
         base_objects(&cluster, &ns, &[&node], "");
         cluster.apply(&peer_yaml("r4", IpAddr::V4(Lan::ROUTER_V4), NODE_AS, ""));
         cluster.apply(&peer_yaml("r6", IpAddr::V6(Lan::ROUTER_V6), NODE_AS, ""));
-        service(&cluster, &ns, &node);
+        cluster.announced_web_service(&ns, &[SERVICE_IP, SERVICE_IP6], &node);
         let speaker = Speaker::start(plane, &lan.hosts[0], &node, &bpffs);
         let context = || {
             format!(
@@ -390,7 +367,7 @@ async fn frr_scenarios() {
     let wrong_asn = peer_yaml("wrong-asn", router_ip, NODE_AS, &on_nodes(&[4]))
         .replace(&format!("peerASN: {ROUTER_AS}"), "peerASN: 64999");
     cluster.apply(&wrong_asn);
-    service(&cluster, &ns, &nodes[0]);
+    cluster.announced_web_service(&ns, &[SERVICE_IP, SERVICE_IP6], &nodes[0]);
     let speakers: Vec<Speaker> = (0..5)
         .map(|i| Speaker::start(plane, &lan.hosts[i], &nodes[i], &bpffs))
         .collect();

@@ -201,25 +201,7 @@ async fn single_node() {
     cluster.apply(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: memberlist\n  namespace: metallb-system\nstringData:\n  secretkey: e2e-secret-e2e-secret0\n",
     );
-    cluster.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {ns}\n  labels:\n    herald-test: \"true\"\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80, protocol: TCP}}]\n"
-    ));
-    cluster.kubectl(&[
-        "patch",
-        "service",
-        "web",
-        "-n",
-        ns,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &format!(
-            "{{\"status\":{{\"loadBalancer\":{{\"ingress\":[{{\"ip\":\"{SERVICE_IP}\"}},{{\"ip\":\"{SERVICE_IP6}\"}}]}}}}}}"
-        ),
-    ]);
-    cluster.apply(&format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: web\naddressType: IPv4\nendpoints:\n- addresses: [10.1.0.5]\n  nodeName: {NODE}\n  conditions: {{ready: true}}\nports:\n- port: 80\n  protocol: TCP\n"
-    ));
+    cluster.announced_web_service(ns, &[SERVICE_IP, SERVICE_IP6], NODE);
 
     let metrics_port = free_port();
     let pin_dir = bpffs.dir.join("herald");

@@ -228,6 +228,38 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Service `web` in `ns` (type LoadBalancer, labelled `herald-test`) with `ips` already in
+    /// its status, as a controller would have written them, and one ready endpoint on `node`:
+    /// what a speaker needs to announce, with no controller running.
+    pub fn announced_web_service(&self, ns: &str, ips: &[&str], node: &str) {
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {ns}\n  labels:\n    herald-test: \"true\"\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80, protocol: TCP}}]\n"
+        ));
+        let ingress: Vec<String> = ips
+            .iter()
+            .map(|ip| format!("{{\"ip\":\"{ip}\"}}"))
+            .collect();
+        self.kubectl(&[
+            "patch",
+            "service",
+            "web",
+            "-n",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!(
+                "{{\"status\":{{\"loadBalancer\":{{\"ingress\":[{}]}}}}}}",
+                ingress.join(",")
+            ),
+        ]);
+        self.apply(&format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: web\naddressType: IPv4\nendpoints:\n- addresses: [10.1.0.5]\n  nodeName: {node}\n  conditions: {{ready: true}}\nports:\n- port: 80\n  protocol: TCP\n"
+        ));
+    }
+}
+
 /// Polls `probe` until it returns `Some`, panicking with `what` (and `context()`) at the deadline.
 pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F, context: impl Fn() -> String) -> T
 where
