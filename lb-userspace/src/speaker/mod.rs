@@ -1,12 +1,13 @@
-//! `herald speaker` (layer 2): decides which addresses this node answers for, keeps the XDP
-//! responder's maps in line, and gossips with the other speakers to agree on who is alive.
+//! `herald speaker`: decides which addresses this node answers for (layer 2) and announces to
+//! its BGP peers, keeps the XDP responder's maps and the BGP sessions in line, and gossips with
+//! the other speakers to agree on who is alive.
 //!
 //! Pure parts, tested without I/O: [`plan`] (election over the cluster objects → targets,
-//! ServiceL2Status, Events; diffs), [`interfaces`] (eligibility and MetalLB's exclusion list),
+//! ServiceL2Status, Events, and the BGP plan from `crate::bgp::policy`; diffs), [`interfaces`] (eligibility and MetalLB's exclusion list),
 //! [`timing`] (failure detection and the guard bound), [`auth`] (gossip datagram HMAC).
 //! [`reconcile`] (one pass from cluster values to data-plane changes and API writes) and
 //! [`announcer`] (layer-2 announcing over the data-plane seam) are unit-tested against an
-//! in-memory data plane.
+//! in-memory data plane; [`bgp`] puts the BGP sessions on the same seam, beside it.
 //! I/O: [`membership`] (SWIM with foca over UDP), [`guard`] (the heartbeat threads), [`run`] (the
 //! process: watches from `k8s::speaker`, the data plane, metrics), [`writer`] (the API writes,
 //! in order, on their own task); [`options`] is what the command line decides.
