@@ -389,11 +389,16 @@ async fn frr_scenarios() {
             PATIENCE,
         )
         .unwrap_or_else(|e| panic!("{e}\n{}", context()));
-    let kernel = lan.router.ip(["route", "show", &v4_prefix()]).unwrap();
-    assert_eq!(
-        kernel.matches("nexthop via").count(),
-        3,
-        "kernel route: {kernel}"
+    // zebra installs the kernel route after bgpd's table changes: wait for it.
+    let kernel = || {
+        lan.router
+            .ip(["route", "show", &v4_prefix()])
+            .unwrap_or_default()
+    };
+    assert!(
+        poll_until(PATIENCE, || kernel().matches("nexthop via").count() == 3),
+        "kernel route: {}",
+        kernel()
     );
 
     // The wrong key never gets a session: a Warning Event on the BGPPeer, metric 0.

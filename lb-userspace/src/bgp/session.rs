@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use backon::BackoffBuilder;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use ipnet::IpNet;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -21,9 +21,13 @@ use tokio::time::Instant;
 use super::metrics::BgpMetrics;
 use super::negotiate::{self, Negotiated};
 use super::policy::RoutePolicy;
-use super::rib::{self, AdjRibOut, Changes};
+use super::rib::{self, AdjRibOut};
 use super::socket::{self, Dial};
 use super::wire::{self, Message, Notification, Open, WireError};
+
+mod conn;
+
+use conn::{Conn, ReadError, encode, peer_notified};
 
 /// The routes the policy wants this peer to have.
 pub type Routes = Arc<BTreeMap<IpNet, RoutePolicy>>;
@@ -614,59 +618,5 @@ impl Task {
         let _ = conn.stream.shutdown().await;
         tracing::info!(notification = %notification.describe(), "BGP session closed");
         End::Stopped
-    }
-}
-
-/// The UPDATE messages for `changes`.
-fn encode(changes: &Changes, session: &wire::Session) -> Result<Vec<Bytes>, WireError> {
-    let mut out = Vec::new();
-    if !changes.withdraw.is_empty() {
-        out.extend(wire::encode_withdraw(&changes.withdraw, session)?);
-    }
-    for (attrs, prefixes) in &changes.announce {
-        out.extend(wire::encode_announce(prefixes, attrs, session)?);
-    }
-    Ok(out)
-}
-
-fn peer_notified(n: &Notification) -> String {
-    format!("the peer sent NOTIFICATION {}", n.describe())
-}
-
-#[derive(Debug, thiserror::Error)]
-enum ReadError {
-    #[error("{0}")]
-    Wire(WireError),
-    #[error("the peer closed the connection")]
-    Closed,
-    #[error("reading from the peer: {0}")]
-    Io(std::io::Error),
-}
-
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-    session: Option<wire::Session>,
-}
-
-impl Conn {
-    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes).await
-    }
-
-    /// The next whole message (cancel-safe: bytes read stay in the buffer).
-    async fn read_message(&mut self) -> Result<Message, ReadError> {
-        loop {
-            match wire::decode(&mut self.buf, self.session.as_ref()) {
-                Ok(Some(message)) => return Ok(message),
-                Ok(None) => {}
-                Err(e) => return Err(ReadError::Wire(e)),
-            }
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) => return Err(ReadError::Closed),
-                Ok(_) => {}
-                Err(e) => return Err(ReadError::Io(e)),
-            }
-        }
     }
 }
