@@ -195,23 +195,35 @@ impl Watches {
 
     /// Waits until every cache holds its initial list.
     pub async fn wait_ready(&self) {
-        let _ = self.services.wait_until_ready().await;
-        let _ = self.endpoint_slices.wait_until_ready().await;
-        let _ = self.nodes.wait_until_ready().await;
-        let _ = self.namespaces.wait_until_ready().await;
-        let _ = self.pools.wait_until_ready().await;
-        let _ = self.l2_advertisements.wait_until_ready().await;
-        let _ = self.bgp_advertisements.wait_until_ready().await;
-        let _ = self.bgp_peers.wait_until_ready().await;
-        let _ = self.communities.wait_until_ready().await;
-        let _ = self.bfd_profiles.wait_until_ready().await;
-        self.password_secrets.wait_first_read().await;
-        let _ = self.l2_statuses.wait_until_ready().await;
+        wait_logged("Services", self.services.wait_until_ready()).await;
+        wait_logged("EndpointSlices", self.endpoint_slices.wait_until_ready()).await;
+        wait_logged("Nodes", self.nodes.wait_until_ready()).await;
+        wait_logged("Namespaces", self.namespaces.wait_until_ready()).await;
+        wait_logged("IPAddressPools", self.pools.wait_until_ready()).await;
+        wait_logged(
+            "L2Advertisements",
+            self.l2_advertisements.wait_until_ready(),
+        )
+        .await;
+        wait_logged(
+            "BGPAdvertisements",
+            self.bgp_advertisements.wait_until_ready(),
+        )
+        .await;
+        wait_logged("BGPPeers", self.bgp_peers.wait_until_ready()).await;
+        wait_logged("Communities", self.communities.wait_until_ready()).await;
+        wait_logged("BFDProfiles", self.bfd_profiles.wait_until_ready()).await;
+        wait_logged("passwordSecret Secrets", async {
+            self.password_secrets.wait_first_read().await;
+            Ok::<(), ()>(())
+        })
+        .await;
+        wait_logged("ServiceL2Statuses", self.l2_statuses.wait_until_ready()).await;
         if let Some(pods) = &self.pods {
-            let _ = pods.wait_until_ready().await;
+            wait_logged("speaker Pods", pods.wait_until_ready()).await;
         }
         if let Some(secrets) = &self.secrets {
-            let _ = secrets.wait_until_ready().await;
+            wait_logged("the memberlist Secret", secrets.wait_until_ready()).await;
         }
     }
 
@@ -361,6 +373,22 @@ impl Watches {
             .as_deref()?
             .parse()
             .ok()
+    }
+}
+
+/// Waits for one cache, logging every 10 s while it is not synced, so a start that hangs says on
+/// which kind.
+async fn wait_logged<T, E>(what: &str, ready: impl std::future::Future<Output = Result<T, E>>) {
+    let mut ready = std::pin::pin!(ready);
+    let mut waited = std::time::Duration::ZERO;
+    let step = std::time::Duration::from_secs(10);
+    while tokio::time::timeout(step, &mut ready).await.is_err() {
+        waited += step;
+        tracing::warn!(
+            cache = what,
+            waited_s = waited.as_secs(),
+            "watch cache not synced yet"
+        );
     }
 }
 
