@@ -213,6 +213,7 @@ impl Watches {
         wait_logged("BGPPeers", self.bgp_peers.wait_until_ready()).await;
         wait_logged("Communities", self.communities.wait_until_ready()).await;
         wait_logged("BFDProfiles", self.bfd_profiles.wait_until_ready()).await;
+        self.password_secrets.begin();
         wait_logged("passwordSecret Secrets", async {
             self.password_secrets.wait_first_read().await;
             Ok::<(), ()>(())

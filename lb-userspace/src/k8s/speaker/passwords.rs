@@ -21,6 +21,8 @@ const REFRESH: Duration = Duration::from_secs(10);
 pub struct PasswordSecrets {
     secrets: Arc<Mutex<BTreeMap<String, Secret>>>,
     first_read: watch::Receiver<bool>,
+    /// Set once the BGPPeer cache holds its first list (see [`PasswordSecrets::begin`]).
+    go: watch::Sender<bool>,
 }
 
 /// The Secret names the BGPPeers refer to.
@@ -42,10 +44,14 @@ impl PasswordSecrets {
     ) -> Self {
         let secrets = Arc::new(Mutex::new(BTreeMap::new()));
         let (first_tx, first_read) = watch::channel(false);
+        let (go, mut go_rx) = watch::channel(false);
         let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
         let shared = secrets.clone();
         tokio::spawn(async move {
-            let _ = peers.wait_until_ready().await;
+            // Not `peers.wait_until_ready()`: a kube Store's readiness wakes only the last of
+            // several tasks waiting on it at once, so a second waiter here could leave the
+            // speaker's own wait for the BGPPeer cache asleep for ever. The speaker says when.
+            let _ = go_rx.wait_for(|go| *go).await;
             let mut last_names = BTreeSet::new();
             let mut ticks = 0u32;
             loop {
@@ -87,7 +93,13 @@ impl PasswordSecrets {
         PasswordSecrets {
             secrets,
             first_read,
+            go,
         }
+    }
+
+    /// Starts reading: the BGPPeer cache holds its first list.
+    pub fn begin(&self) {
+        let _ = self.go.send(true);
     }
 
     /// Waits until the named Secrets were read once.
