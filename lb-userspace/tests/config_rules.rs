@@ -693,7 +693,6 @@ fn bgp_peer_rules() {
                 ("BGPPeer", "none", "spec.myASN", "missing local ASN", false),
                 ("BGPPeer", "none", "spec.peerASN", "missing peer ASN and dynamicASN", false),
                 ("BGPPeer", "both", "spec.dynamicASN", "both peer ASN and dynamicASN specified", false),
-                ("BGPPeer", "both", "spec.dynamicASN", "native BGP mode", false),
             ],
         ),
         native(
@@ -869,7 +868,7 @@ fn mode_rules() {
     let frr_peer = "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1, keepaliveTime: 10s, vrf: red, connectTime: 5s, enableGracefulRestart: true, disableMP: true, dualStackAddressFamily: true, localASN: 64999, bfdProfile: b}";
     check(vec![
         native(
-            "native refuses what Herald's native speaker does not do (BFD, graceful restart, dynamicASN, interface, localASN) and carries the rest",
+            "native refuses what Herald's native speaker does not do (BFD, graceful restart, interface) and carries the rest",
             vec![
                 obj("BGPPeer", "p", frr_peer),
                 obj(
@@ -894,26 +893,23 @@ fn mode_rules() {
                     "native BGP mode",
                     false,
                 ),
-                ("BGPPeer", "p", "spec.localASN", "native BGP mode", false),
                 ("BGPPeer", "p", "spec.bfdProfile", "native BGP mode", false),
-                (
-                    "BGPPeer",
-                    "dyn",
-                    "spec.dynamicASN",
-                    "native BGP mode",
-                    false,
-                ),
                 ("BGPPeer", "dyn", "spec.interface", "native BGP mode", false),
                 ("BFDProfile", "b", "", "native BGP mode", false),
             ],
         ),
         native(
-            "native carries IPv6 over MP-BGP, large communities, keepaliveTime, connectTime, vrf, disableMP and dual stack",
+            "native carries IPv6 over MP-BGP, large communities, keepaliveTime, connectTime, vrf, disableMP, dual stack, dynamicASN and localASN",
             vec![
                 obj(
                     "BGPPeer",
                     "p",
-                    "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1, keepaliveTime: 10s, vrf: red, connectTime: 5s, disableMP: true, dualStackAddressFamily: true}",
+                    "{myASN: 64500, peerASN: 64501, peerAddress: 203.0.113.1, keepaliveTime: 10s, vrf: red, connectTime: 5s, disableMP: true, dualStackAddressFamily: true, localASN: 64999}",
+                ),
+                obj(
+                    "BGPPeer",
+                    "dyn",
+                    "{myASN: 64500, dynamicASN: external, peerAddress: 203.0.113.2}",
                 ),
                 pool("v6", "'2001:db8::/64'"),
                 obj("BGPAdvertisement", "a", "{communities: ['large:1:2:3']}"),

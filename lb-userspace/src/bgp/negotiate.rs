@@ -10,6 +10,45 @@ use sha2::{Digest, Sha256};
 
 use super::wire::{Family, Notification, Open, Session};
 
+/// Which AS the peer must speak from: `peerASN`, or `dynamicASN` (`internal`: this node's own
+/// AS; `external`: any other, learnt from the peer's OPEN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerAs {
+    Fixed(u32),
+    Internal,
+    External,
+}
+
+impl PeerAs {
+    /// Whether an OPEN from `remote` is acceptable when this node speaks as `local`.
+    pub fn accepts(self, local: u32, remote: u32) -> bool {
+        match self {
+            PeerAs::Fixed(asn) => remote == asn,
+            PeerAs::Internal => remote == local,
+            PeerAs::External => remote != local,
+        }
+    }
+
+    /// Whether the session is iBGP when this node speaks as `local`.
+    pub fn is_internal(self, local: u32) -> bool {
+        match self {
+            PeerAs::Fixed(asn) => asn == local,
+            PeerAs::Internal => true,
+            PeerAs::External => false,
+        }
+    }
+}
+
+impl std::fmt::Display for PeerAs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerAs::Fixed(asn) => write!(f, "{asn}"),
+            PeerAs::Internal => f.write_str("internal"),
+            PeerAs::External => f.write_str("external"),
+        }
+    }
+}
+
 /// The smallest non-zero hold time a session accepts (RFC 4271 §4.2: 0 or at least 3 s).
 pub const MIN_HOLD_TIME: Duration = Duration::from_secs(3);
 
@@ -71,11 +110,11 @@ pub fn hold_field(hold: Duration) -> u16 {
 /// `keepaliveTime` said otherwise).
 pub fn accept_open(
     local: &Open,
-    expected_peer_asn: u32,
+    expected: PeerAs,
     keepalive: Duration,
     remote: &Open,
 ) -> Result<Negotiated, Notification> {
-    if remote.asn != expected_peer_asn {
+    if !expected.accepts(local.asn, remote.asn) {
         return Err(Notification::bad_peer_as());
     }
     if remote.hold_time == 1 || remote.hold_time == 2 {

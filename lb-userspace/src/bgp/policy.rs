@@ -13,9 +13,11 @@
 //!   unioned (MetalLB's native session does the same) and the LOCAL_PREF is the highest one.
 //!   MetalLB keeps the LOCAL_PREF of whichever advertisement its map iteration yields first, so
 //!   its choice varies between runs; the maximum is one deterministic answer.
-//! * Peers without `peerAddress` (`interface`, unnumbered BGP) or with `dynamicASN` are FRR-mode
-//!   features: they get no session here (MetalLB's native mode rejects them). They are left
-//!   out of [`BgpPlan::sessions`], so no route names them.
+//! * `dynamicASN` and `localASN`, FRR-mode features MetalLB's native mode rejects, work here:
+//!   a `dynamicASN` peer is accepted from whatever AS its OPEN names, as long as the session is
+//!   internal or external as asked; `localASN` replaces `myASN` on that session.
+//! * Peers without `peerAddress` (`interface`, unnumbered BGP) get no session here. They are
+//!   left out of [`BgpPlan::sessions`], so no route names them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -26,6 +28,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use super::negotiate::PeerAs;
 use crate::allocator::ServiceInfo;
 use crate::config::{BgpAdvertisement, Community, Config, Peer};
 use crate::election::{self, Announceable, SlicesByService};
@@ -54,7 +57,7 @@ pub struct SessionSpec {
     /// The ASN this node speaks as: `localASN` when set (FRR's `local-as … replace-as`), else
     /// `myASN`.
     pub my_asn: u32,
-    pub peer_asn: u32,
+    pub peer_asn: PeerAs,
     pub peer_address: IpAddr,
     pub peer_port: u16,
     pub source_address: Option<IpAddr>,
@@ -81,12 +84,15 @@ pub struct SessionSpec {
 
 impl SessionSpec {
     /// The session of `peer`, or `None` when Herald opens none for it: no `peerAddress`
-    /// (interface/unnumbered) or no fixed peer ASN (`dynamicASN`), both FRR-only.
+    /// (interface/unnumbered, FRR-only) or neither `peerASN` nor `dynamicASN`.
     pub fn of(peer: &Peer) -> Option<SessionSpec> {
         let peer_address = peer.peer_address?;
-        if peer.peer_asn == 0 {
-            return None;
-        }
+        let peer_asn = match (peer.peer_asn, peer.dynamic_asn.as_deref()) {
+            (0, Some("internal")) => PeerAs::Internal,
+            (0, Some("external")) => PeerAs::External,
+            (0, _) => return None,
+            (asn, _) => PeerAs::Fixed(asn),
+        };
         let hold_time = peer
             .hold_time_s
             .map_or(DEFAULT_HOLD_TIME, Duration::from_secs);
@@ -96,7 +102,7 @@ impl SessionSpec {
         Some(SessionSpec {
             peer: peer.name.clone(),
             my_asn: peer.local_asn.unwrap_or(peer.my_asn),
-            peer_asn: peer.peer_asn,
+            peer_asn,
             peer_address,
             peer_port: peer.peer_port,
             source_address: peer.source_address,
@@ -117,7 +123,7 @@ impl SessionSpec {
 
     /// iBGP: both ends in one AS.
     pub fn is_ibgp(&self) -> bool {
-        self.my_asn == self.peer_asn
+        self.peer_asn.is_internal(self.my_asn)
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::metrics::BgpMetrics;
-use super::negotiate::{self, Negotiated};
+use super::negotiate::{self, Negotiated, PeerAs};
 use super::policy::RoutePolicy;
 use super::rib::{self, AdjRibOut};
 use super::socket::{self, Dial};
@@ -44,7 +44,7 @@ pub struct Params {
     pub name: String,
     pub dial: Dial,
     pub my_asn: u32,
-    pub peer_asn: u32,
+    pub peer_asn: PeerAs,
     pub hold_time: Duration,
     /// Zero: a third of the negotiated hold time.
     pub keepalive: Duration,
@@ -65,7 +65,7 @@ impl Params {
     }
 
     fn ebgp(&self) -> bool {
-        self.my_asn != self.peer_asn
+        !self.peer_asn.is_internal(self.my_asn)
     }
 }
 

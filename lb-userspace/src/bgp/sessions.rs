@@ -50,7 +50,7 @@ pub fn params(
     node: &str,
     node_addresses: &[IpAddr],
 ) -> Params {
-    let ebgp = spec.my_asn != spec.peer_asn;
+    let ebgp = !spec.is_ibgp();
     let ttl = match (ebgp, spec.ebgp_multihop) {
         (true, false) => Some(EBGP_TTL),
         (true, true) => Some(MULTIHOP_TTL),

@@ -926,17 +926,15 @@ fn bfd_echo_with_ipv6(
 fn native_mode_rules(snapshot: &Snapshot, errors: &mut Vec<ConfigError>) {
     const HINT: &str = "is not supported in native BGP mode (METALLB_BGP_TYPE=frr or frr-k8s)";
     // Herald's native speaker also carries what MetalLB's native speaker refuses: IPv6 over
-    // MP-BGP, large communities, keepaliveTime, connectTime, vrf, disableMP and
-    // dualStackAddressFamily. What it does not do yet stays refused.
+    // MP-BGP, large communities, keepaliveTime, connectTime, vrf, disableMP,
+    // dualStackAddressFamily, dynamicASN and localASN. What it does not do yet stays refused.
     for peer in &snapshot.peers {
         let name = peer.name_any();
         let spec = &peer.spec;
         let frr_only = [
             ("spec.bfdProfile", !spec.bfd_profile.is_empty()),
             ("spec.enableGracefulRestart", spec.enable_graceful_restart),
-            ("spec.dynamicASN", spec.dynamic_asn.is_some()),
             ("spec.interface", !spec.interface.is_empty()),
-            ("spec.localASN", spec.local_asn != 0),
         ];
         for (field, set) in frr_only {
             if set {

@@ -15,13 +15,13 @@ fn open(asn: u32, hold: u16, id: [u8; 4]) -> Open {
 fn the_smaller_hold_time_wins_and_keepalive_is_a_third() {
     let local = open(64513, 90, [203, 0, 113, 2]);
     let remote = open(64512, 9, [203, 0, 113, 1]);
-    let n = accept_open(&local, 64512, Duration::from_secs(30), &remote).unwrap();
+    let n = accept_open(&local, PeerAs::Fixed(64512), Duration::from_secs(30), &remote).unwrap();
     assert_eq!(n.hold_time, Duration::from_secs(9));
     assert_eq!(n.keepalive, Duration::from_secs(3));
     assert_eq!(n.remote_router_id, Ipv4Addr::new(203, 0, 113, 1));
 
     let remote = open(64512, 240, [203, 0, 113, 1]);
-    let n = accept_open(&local, 64512, Duration::from_secs(30), &remote).unwrap();
+    let n = accept_open(&local, PeerAs::Fixed(64512), Duration::from_secs(30), &remote).unwrap();
     assert_eq!(n.hold_time, Duration::from_secs(90));
     assert_eq!(n.keepalive, Duration::from_secs(30));
 }
@@ -30,10 +30,10 @@ fn the_smaller_hold_time_wins_and_keepalive_is_a_third() {
 fn a_shorter_configured_keepalive_is_kept() {
     let local = open(64513, 90, [203, 0, 113, 2]);
     let remote = open(64512, 90, [203, 0, 113, 1]);
-    let n = accept_open(&local, 64512, Duration::from_secs(10), &remote).unwrap();
+    let n = accept_open(&local, PeerAs::Fixed(64512), Duration::from_secs(10), &remote).unwrap();
     assert_eq!(n.keepalive, Duration::from_secs(10));
     // Unset (zero) keepalive: a third of the hold time.
-    let n = accept_open(&local, 64512, Duration::ZERO, &remote).unwrap();
+    let n = accept_open(&local, PeerAs::Fixed(64512), Duration::ZERO, &remote).unwrap();
     assert_eq!(n.keepalive, Duration::from_secs(30));
 }
 
@@ -41,19 +41,45 @@ fn a_shorter_configured_keepalive_is_kept() {
 fn hold_time_zero_on_either_side_turns_timers_off() {
     let local = open(64513, 0, [203, 0, 113, 2]);
     let remote = open(64512, 90, [203, 0, 113, 1]);
-    let n = accept_open(&local, 64512, Duration::from_secs(30), &remote).unwrap();
+    let n = accept_open(&local, PeerAs::Fixed(64512), Duration::from_secs(30), &remote).unwrap();
     assert_eq!((n.hold_time, n.keepalive), (Duration::ZERO, Duration::ZERO));
     let local = open(64513, 90, [203, 0, 113, 2]);
     let remote = open(64512, 0, [203, 0, 113, 1]);
-    let n = accept_open(&local, 64512, Duration::from_secs(30), &remote).unwrap();
+    let n = accept_open(&local, PeerAs::Fixed(64512), Duration::from_secs(30), &remote).unwrap();
     assert_eq!((n.hold_time, n.keepalive), (Duration::ZERO, Duration::ZERO));
+}
+
+#[test]
+fn dynamic_asn_accepts_any_as_of_the_asked_kind() {
+    let local = open(64513, 90, [203, 0, 113, 2]);
+    for (expected, remote_as, ok) in [
+        (PeerAs::External, 64512, true),
+        (PeerAs::External, 4_200_000_000, true),
+        (PeerAs::External, 64513, false),
+        (PeerAs::Internal, 64513, true),
+        (PeerAs::Internal, 64512, false),
+        (PeerAs::Fixed(64512), 64512, true),
+        (PeerAs::Fixed(64512), 64511, false),
+    ] {
+        let remote = open(remote_as, 90, [203, 0, 113, 1]);
+        let got = accept_open(&local, expected, Duration::ZERO, &remote);
+        match got {
+            Ok(_) => assert!(ok, "{expected} accepted AS {remote_as}"),
+            Err(n) => {
+                assert!(!ok, "{expected} refused AS {remote_as}");
+                assert_eq!((n.code, n.subcode), (2, 2), "Bad Peer AS");
+            }
+        }
+    }
+    assert!(PeerAs::Internal.is_internal(64513) && !PeerAs::External.is_internal(64513));
+    assert!(PeerAs::Fixed(64513).is_internal(64513) && !PeerAs::Fixed(64512).is_internal(64513));
 }
 
 #[test]
 fn a_wrong_asn_is_bad_peer_as() {
     let local = open(64513, 90, [203, 0, 113, 2]);
     let remote = open(64999, 90, [203, 0, 113, 1]);
-    let err = accept_open(&local, 64512, Duration::ZERO, &remote).unwrap_err();
+    let err = accept_open(&local, PeerAs::Fixed(64512), Duration::ZERO, &remote).unwrap_err();
     assert_eq!((err.code, err.subcode), (2, 2));
 }
 
@@ -62,25 +88,25 @@ fn hold_times_of_one_or_two_seconds_are_refused() {
     let local = open(64513, 90, [203, 0, 113, 2]);
     for hold in [1, 2] {
         let remote = open(64512, hold, [203, 0, 113, 1]);
-        let err = accept_open(&local, 64512, Duration::ZERO, &remote).unwrap_err();
+        let err = accept_open(&local, PeerAs::Fixed(64512), Duration::ZERO, &remote).unwrap_err();
         assert_eq!((err.code, err.subcode), (2, 6), "hold {hold}");
     }
     let remote = open(64512, 3, [203, 0, 113, 1]);
-    assert!(accept_open(&local, 64512, Duration::ZERO, &remote).is_ok());
+    assert!(accept_open(&local, PeerAs::Fixed(64512), Duration::ZERO, &remote).is_ok());
 }
 
 #[test]
 fn identifiers_zero_or_equal_on_ibgp_are_refused() {
     let local = open(64512, 90, [203, 0, 113, 2]);
     let remote = open(64512, 90, [0, 0, 0, 0]);
-    let err = accept_open(&local, 64512, Duration::ZERO, &remote).unwrap_err();
+    let err = accept_open(&local, PeerAs::Fixed(64512), Duration::ZERO, &remote).unwrap_err();
     assert_eq!((err.code, err.subcode), (2, 3));
     let remote = open(64512, 90, [203, 0, 113, 2]);
-    let err = accept_open(&local, 64512, Duration::ZERO, &remote).unwrap_err();
+    let err = accept_open(&local, PeerAs::Fixed(64512), Duration::ZERO, &remote).unwrap_err();
     assert_eq!((err.code, err.subcode), (2, 3));
     // eBGP: the same identifier is allowed (RFC 6286 §2.1).
     let remote = open(64999, 90, [203, 0, 113, 2]);
-    assert!(accept_open(&local, 64999, Duration::ZERO, &remote).is_ok());
+    assert!(accept_open(&local, PeerAs::Fixed(64999), Duration::ZERO, &remote).is_ok());
 }
 
 #[test]

@@ -145,7 +145,7 @@ fn session_defaults_follow_metallb_native() {
         SessionSpec {
             peer: "router".into(),
             my_asn: 64513,
-            peer_asn: 64512,
+            peer_asn: PeerAs::Fixed(64512),
             peer_address: "203.0.113.1".parse().unwrap(),
             peer_port: 179,
             source_address: None,
@@ -266,18 +266,13 @@ fn peer_node_selectors_choose_the_sessions() {
 }
 
 #[test]
-fn interface_and_dynamic_asn_peers_open_no_session() {
+fn interface_peers_open_no_session() {
     let w = World::with_config(&[
         doc("IPAddressPool", "pool", POOL),
         doc(
             "BGPPeer",
             "unnumbered",
             "{myASN: 64513, peerASN: 64512, interface: eth1}",
-        ),
-        doc(
-            "BGPPeer",
-            "dynamic",
-            "{myASN: 64513, dynamicASN: external, peerAddress: 203.0.113.3}",
         ),
         doc("BGPAdvertisement", "all", "{}"),
     ]);
@@ -290,6 +285,51 @@ fn interface_and_dynamic_asn_peers_open_no_session() {
         p.reason("default/web").contains("no BGP session"),
         "{web:?}"
     );
+}
+
+#[test]
+fn dynamic_asn_and_local_asn_peers_open_sessions_of_the_asked_kind() {
+    let w = World::with_config(&[
+        doc("IPAddressPool", "pool", POOL),
+        doc(
+            "BGPPeer",
+            "external",
+            "{myASN: 64513, dynamicASN: external, peerAddress: 203.0.113.3}",
+        ),
+        doc(
+            "BGPPeer",
+            "internal",
+            "{myASN: 64513, dynamicASN: internal, peerAddress: 203.0.113.4}",
+        ),
+        doc(
+            "BGPPeer",
+            "local",
+            "{myASN: 64513, localASN: 64600, peerASN: 64600, peerAddress: 203.0.113.5}",
+        ),
+        doc("BGPAdvertisement", "all", "{localPref: 120}"),
+    ]);
+    let p = w.plan_on("node-a");
+    let external = &p.sessions["external"];
+    assert_eq!(external.peer_asn, PeerAs::External);
+    assert!(!external.is_ibgp());
+    let internal = &p.sessions["internal"];
+    assert_eq!(internal.peer_asn, PeerAs::Internal);
+    assert!(internal.is_ibgp());
+    let local = &p.sessions["local"];
+    assert_eq!((local.my_asn, local.peer_asn), (64600, PeerAs::Fixed(64600)));
+    assert!(local.is_ibgp(), "localASN decides internal or external");
+    assert_eq!(
+        p.services["default/web"].peers,
+        names(&["external", "internal", "local"])
+    );
+    // LOCAL_PREF goes to the internal sessions only.
+    for (peer, ibgp) in [("external", false), ("internal", true), ("local", true)] {
+        let routes = &p.routes[peer];
+        assert!(!routes.is_empty(), "{peer}");
+        for route in routes.values() {
+            assert_eq!(route.local_pref.is_some(), ibgp, "{peer}");
+        }
+    }
 }
 
 #[test]
