@@ -87,6 +87,33 @@ fn openshift_operator() {
 }
 
 #[test]
+fn bgp_nodes_peers_and_attributes() {
+    check_scenario("bgp");
+}
+
+#[test]
+fn bgp_text_names_node_peer_prefix_and_attributes() {
+    let dir = fixtures();
+    let out = herald(&[
+        "simulate",
+        "-f",
+        dir.join("cluster.yaml").to_str().unwrap(),
+        dir.join("bgp.yaml").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "  bgp: node-a -> core: 203.0.113.65/32 (localPref 150)\n",
+        "  bgp: node-c -> edge: 203.0.113.64/28 (communities 64512:100), 203.0.113.65/32\n",
+        "  bgp: node-a not announcing: externalTrafficPolicy is Local and node \"node-a\" has no serving endpoint\n",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from\n{stdout}");
+    }
+    // The iBGP peer selects node-a only: no other node sends it anything.
+    assert!(!stdout.contains("node-b -> core"), "{stdout}");
+}
+
+#[test]
 fn text_output_names_ips_pool_and_node() {
     let dir = fixtures();
     let out = herald(&[

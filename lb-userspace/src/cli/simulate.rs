@@ -3,7 +3,10 @@
 //! `simulate` composes the pure modules the way a freshly restarted controller and the speakers
 //! would: validate the configuration, run the restart pass of the allocator over the Services
 //! (existing statuses are re-claimed first), repeat passes while addresses were freed (MetalLB
-//! then reprocesses every Service), and elect the layer-2 announcer of every assigned Service.
+//! then reprocesses every Service), elect the layer-2 announcer of every assigned Service, and
+//! evaluate every node's BGP announcements ([`bgp`]).
+
+pub mod bgp;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -101,6 +104,9 @@ pub struct ServiceReport {
     /// Layer-2 announcement, for assigned Services.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layer2: Option<Layer2Report>,
+    /// BGP announcements by node, when the configuration has BGP peers or advertisements.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<bgp::BgpReport>,
     pub events: Vec<Event>,
 }
 
@@ -139,6 +145,7 @@ pub fn simulate(config: &Config, objects: &Objects, options: &Options) -> Report
                 pool: None,
                 reason: Some(e.to_string()),
                 layer2: None,
+                bgp: None,
                 events: vec![],
             }),
         }
@@ -193,6 +200,15 @@ pub fn simulate(config: &Config, objects: &Objects, options: &Options) -> Report
             report(config, objects, options, &info, outcome, events)
         })
         .collect();
+    let addressed: BTreeMap<String, Vec<IpAddr>> = services
+        .iter()
+        .filter(|s| matches!(s.state.as_str(), "assigned" | "unchanged") && !s.ips.is_empty())
+        .map(|s| (format!("{}/{}", s.namespace, s.name), s.ips.clone()))
+        .collect();
+    let mut announced = bgp::reports(config, objects, options, &addressed);
+    for s in &mut services {
+        s.bgp = announced.remove(&format!("{}/{}", s.namespace, s.name));
+    }
     services.extend(invalid);
     services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Report {
@@ -217,6 +233,7 @@ fn report(
         pool: None,
         reason: None,
         layer2: None,
+        bgp: None,
         events,
     };
     match outcome.status {
@@ -332,6 +349,9 @@ pub fn render_text(report: &Report) -> String {
                     .collect();
                 let _ = writeln!(out, "  candidates: {}", order.join(" "));
             }
+        }
+        if let Some(report) = &s.bgp {
+            bgp::render(report, &mut out);
         }
         for e in &s.events {
             let _ = writeln!(

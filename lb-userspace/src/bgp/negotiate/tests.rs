@@ -15,13 +15,25 @@ fn open(asn: u32, hold: u16, id: [u8; 4]) -> Open {
 fn the_smaller_hold_time_wins_and_keepalive_is_a_third() {
     let local = open(64513, 90, [203, 0, 113, 2]);
     let remote = open(64512, 9, [203, 0, 113, 1]);
-    let n = accept_open(&local, PeerAs::Fixed(64512), Duration::from_secs(30), &remote).unwrap();
+    let n = accept_open(
+        &local,
+        PeerAs::Fixed(64512),
+        Duration::from_secs(30),
+        &remote,
+    )
+    .unwrap();
     assert_eq!(n.hold_time, Duration::from_secs(9));
     assert_eq!(n.keepalive, Duration::from_secs(3));
     assert_eq!(n.remote_router_id, Ipv4Addr::new(203, 0, 113, 1));
 
     let remote = open(64512, 240, [203, 0, 113, 1]);
-    let n = accept_open(&local, PeerAs::Fixed(64512), Duration::from_secs(30), &remote).unwrap();
+    let n = accept_open(
+        &local,
+        PeerAs::Fixed(64512),
+        Duration::from_secs(30),
+        &remote,
+    )
+    .unwrap();
     assert_eq!(n.hold_time, Duration::from_secs(90));
     assert_eq!(n.keepalive, Duration::from_secs(30));
 }
@@ -30,7 +42,13 @@ fn the_smaller_hold_time_wins_and_keepalive_is_a_third() {
 fn a_shorter_configured_keepalive_is_kept() {
     let local = open(64513, 90, [203, 0, 113, 2]);
     let remote = open(64512, 90, [203, 0, 113, 1]);
-    let n = accept_open(&local, PeerAs::Fixed(64512), Duration::from_secs(10), &remote).unwrap();
+    let n = accept_open(
+        &local,
+        PeerAs::Fixed(64512),
+        Duration::from_secs(10),
+        &remote,
+    )
+    .unwrap();
     assert_eq!(n.keepalive, Duration::from_secs(10));
     // Unset (zero) keepalive: a third of the hold time.
     let n = accept_open(&local, PeerAs::Fixed(64512), Duration::ZERO, &remote).unwrap();
@@ -41,11 +59,23 @@ fn a_shorter_configured_keepalive_is_kept() {
 fn hold_time_zero_on_either_side_turns_timers_off() {
     let local = open(64513, 0, [203, 0, 113, 2]);
     let remote = open(64512, 90, [203, 0, 113, 1]);
-    let n = accept_open(&local, PeerAs::Fixed(64512), Duration::from_secs(30), &remote).unwrap();
+    let n = accept_open(
+        &local,
+        PeerAs::Fixed(64512),
+        Duration::from_secs(30),
+        &remote,
+    )
+    .unwrap();
     assert_eq!((n.hold_time, n.keepalive), (Duration::ZERO, Duration::ZERO));
     let local = open(64513, 90, [203, 0, 113, 2]);
     let remote = open(64512, 0, [203, 0, 113, 1]);
-    let n = accept_open(&local, PeerAs::Fixed(64512), Duration::from_secs(30), &remote).unwrap();
+    let n = accept_open(
+        &local,
+        PeerAs::Fixed(64512),
+        Duration::from_secs(30),
+        &remote,
+    )
+    .unwrap();
     assert_eq!((n.hold_time, n.keepalive), (Duration::ZERO, Duration::ZERO));
 }
 

@@ -316,7 +316,10 @@ fn dynamic_asn_and_local_asn_peers_open_sessions_of_the_asked_kind() {
     assert_eq!(internal.peer_asn, PeerAs::Internal);
     assert!(internal.is_ibgp());
     let local = &p.sessions["local"];
-    assert_eq!((local.my_asn, local.peer_asn), (64600, PeerAs::Fixed(64600)));
+    assert_eq!(
+        (local.my_asn, local.peer_asn),
+        (64600, PeerAs::Fixed(64600))
+    );
     assert!(local.is_ibgp(), "localASN decides internal or external");
     assert_eq!(
         p.services["default/web"].peers,
