@@ -28,15 +28,13 @@ mod kube_support;
 mod routers;
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::net::IpAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
-use herald_tests::{Bpffs, KillOnDrop, Netns, herald_bin, poll_until, require_root, unique};
+use herald_tests::{Bpffs, poll_until, require_root, unique};
 use kube_support::cluster::{Cluster, namespace_yaml, serial};
-use kube_support::control_plane::{ControlPlane, free_port};
-use kube_support::netns::{forward_api_into, in_netns};
+use kube_support::netns::forward_api_into;
+use kube_support::speaker::Speaker;
 use routers::{Family, Lan, Neighbor, Route, Router, RouterConfig, RouterKind};
 
 const ROUTER_AS: u32 = 64512;
@@ -52,74 +50,6 @@ fn run_serial(scenario: impl std::future::Future<Output = ()>) {
         .build()
         .unwrap()
         .block_on(scenario);
-}
-
-/// One node of the LAN running a speaker.
-struct Speaker {
-    process: KillOnDrop,
-    log: std::path::PathBuf,
-    metrics_port: u16,
-    netns: String,
-}
-
-impl Speaker {
-    fn start(plane: &ControlPlane, host: &Netns, node: &str, bpffs: &Bpffs) -> Speaker {
-        let log = plane.dir.join(format!("{}.log", unique("bgp-speaker")));
-        let log_file = File::create(&log).unwrap();
-        let metrics_port = free_port();
-        let pin_dir = bpffs.dir.join(unique("herald"));
-        let process = KillOnDrop(
-            host.command(herald_bin())
-                .args([
-                    "speaker",
-                    "--node-name",
-                    node,
-                    "--namespace",
-                    "metallb-system",
-                ])
-                .arg(format!(
-                    "--kubeconfig={}",
-                    plane.kubeconfig("speaker").display()
-                ))
-                .arg(format!("--pin-dir={}", pin_dir.display()))
-                .arg("--ml-bind-addr=")
-                .arg("--interfaces-include=eth0")
-                .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
-                .arg("--xdp-mode=skb")
-                .env("RUST_LOG", "info,kube=warn,herald::bgp=debug")
-                .env_remove("KUBECONFIG")
-                .env_remove("METALLB_NAMESPACE")
-                .stdin(Stdio::null())
-                .stdout(log_file.try_clone().unwrap())
-                .stderr(log_file)
-                .spawn()
-                .expect("herald speaker"),
-        );
-        Speaker {
-            process,
-            log,
-            metrics_port,
-            netns: host.name.clone(),
-        }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn metrics(&self) -> String {
-        let port = self.metrics_port;
-        in_netns(&self.netns, move || {
-            kube_support::herald::Herald::http_get_at("127.0.0.1", port, "/metrics")
-        })
-        .map(|(_, body)| body)
-        .unwrap_or_default()
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.process.0.id() as i32, signal) };
-    }
 }
 
 /// The cluster side: a Node per host, the namespace, a pool and an advertisement.

@@ -7,3 +7,4 @@ pub mod cluster;
 pub mod control_plane;
 pub mod herald;
 pub mod netns;
+pub mod speaker;
