@@ -71,26 +71,6 @@ fn peer_yaml(name: &str, address: IpAddr, my_asn: u32, extra: &str) -> String {
     )
 }
 
-fn cleanup(cluster: &Cluster) {
-    for kind in ["bgppeers", "bgpadvertisements", "ipaddresspools"] {
-        let _ = cluster.kubectl(&[
-            "delete",
-            kind,
-            "--all",
-            "-n",
-            "metallb-system",
-            "--ignore-not-found",
-        ]);
-    }
-    let _ = cluster.kubectl(&[
-        "delete",
-        "nodes",
-        "-l",
-        "herald-test=true",
-        "--ignore-not-found",
-    ]);
-}
-
 fn find<'a>(routes: &'a [Route], prefix: &str) -> Option<&'a Route> {
     routes.iter().find(|r| r.prefix.to_string() == prefix)
 }
@@ -114,7 +94,7 @@ async fn each_router() {
     let plane = cluster.plane;
     let bpffs = Bpffs::new().expect("bpffs");
     for kind in [RouterKind::Frr, RouterKind::Bird, RouterKind::Gobgp] {
-        cleanup(&cluster);
+        cluster.clear_bgp_objects();
         let lan = Lan::new("hbg", 1).expect("lan");
         let node = unique("hbg-node");
         let node_v4 = IpAddr::V4(Lan::host_v4(0));
@@ -209,7 +189,7 @@ async fn each_router() {
         drop(speaker);
         drop(router);
     }
-    cleanup(&cluster);
+    cluster.clear_bgp_objects();
 }
 
 #[test]
@@ -222,7 +202,7 @@ async fn frr_scenarios() {
     let cluster = Cluster::reset().await;
     let plane = cluster.plane;
     let bpffs = Bpffs::new().expect("bpffs");
-    cleanup(&cluster);
+    cluster.clear_bgp_objects();
 
     // Nodes 0-2 peer over eBGP (0 and 1 with the TCP MD5 key from a passwordSecret, 2 without
     // one); node 3 over iBGP, first with a wrong inline password.
@@ -431,5 +411,5 @@ async fn frr_scenarios() {
         .unwrap_or_else(|e| panic!("no path after thaw: {e}\n{}", context()));
     drop(speakers);
     drop(router);
-    cleanup(&cluster);
+    cluster.clear_bgp_objects();
 }

@@ -232,6 +232,28 @@ impl Cluster {
     /// Service `web` in `ns` (type LoadBalancer, labelled `herald-test`) with `ips` already in
     /// its status, as a controller would have written them, and one ready endpoint on `node`:
     /// what a speaker needs to announce, with no controller running.
+    /// Deletes every BGPPeer, BGPAdvertisement and IPAddressPool, and the Nodes labelled
+    /// `herald-test=true`.
+    pub fn clear_bgp_objects(&self) {
+        for kind in ["bgppeers", "bgpadvertisements", "ipaddresspools"] {
+            let _ = self.kubectl(&[
+                "delete",
+                kind,
+                "--all",
+                "-n",
+                "metallb-system",
+                "--ignore-not-found",
+            ]);
+        }
+        let _ = self.kubectl(&[
+            "delete",
+            "nodes",
+            "-l",
+            "herald-test=true",
+            "--ignore-not-found",
+        ]);
+    }
+
     pub fn announced_web_service(&self, ns: &str, ips: &[&str], node: &str) {
         self.apply(&format!(
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {ns}\n  labels:\n    herald-test: \"true\"\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80, protocol: TCP}}]\n"

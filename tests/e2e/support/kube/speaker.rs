@@ -76,4 +76,3 @@ impl Speaker {
         unsafe { libc::kill(self.process.0.id() as i32, signal) };
     }
 }
-

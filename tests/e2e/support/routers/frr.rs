@@ -132,14 +132,23 @@ pub(super) fn start(router: &mut Router, cfg: &RouterConfig) -> Result<()> {
 /// `vtysh -N <name> -c <command>`. (vtysh warns on stderr that /etc/frr/<name>/vtysh.conf is
 /// missing; harmless.)
 pub(super) fn cli(router: &Router, command: &str) -> Result<String> {
+    cli_lines(router, &[command])
+}
+
+/// One `vtysh` run with each of `commands` as its own `-c`, in order (so `configure
+/// terminal`, `router bgp …`, `neighbor …` reach the same configuration context).
+pub(super) fn cli_lines(router: &Router, commands: &[&str]) -> Result<String> {
     let Some(pathspace) = &router.frr_pathspace else {
         bail!("not an FRR router");
     };
     let mut cmd = std::process::Command::new("vtysh");
-    cmd.args(["-N", pathspace, "-c", command]);
+    cmd.args(["-N", pathspace]);
+    for command in commands {
+        cmd.args(["-c", command]);
+    }
     let out = output(cmd)?;
     if let Some(err) = out.lines().find(|l| l.starts_with("% ")) {
-        bail!("vtysh -c {command:?}: {err}");
+        bail!("vtysh -c {commands:?}: {err}");
     }
     Ok(out)
 }

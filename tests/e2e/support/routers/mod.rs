@@ -372,12 +372,13 @@ impl Router {
         }
     }
 
-    /// Runs the router's own CLI and returns its stdout: `birdc <args>`, `vtysh -c "<args>"`
-    /// or `gobgp <args>` (e.g. `["global", "rib", "add", ...]` to announce from GoBGP).
+    /// Runs the router's own CLI and returns its stdout: `birdc <args>`, `vtysh -c <arg> -c
+    /// <arg>…` (one command per argument) or `gobgp <args>` (e.g. `["global", "rib", "add",
+    /// ...]` to announce from GoBGP).
     pub fn cli(&self, args: &[&str]) -> Result<String> {
         match self.kind {
             RouterKind::Bird => bird::cli(self, args),
-            RouterKind::Frr => frr::cli(self, &args.join(" ")),
+            RouterKind::Frr => frr::cli_lines(self, args),
             RouterKind::Gobgp => gobgp::cli(self, args),
         }
     }
