@@ -112,7 +112,7 @@ fn client_reaches_every_node_through_the_router_by_ecmp() {
     for ip in &ips {
         let nodes: BTreeSet<String> = if ip.contains(':') { NODE_V6 } else { NODE_V4 }
             .iter()
-            .map(|a| a.to_string())
+            .map(ToString::to_string)
             .collect();
         assert!(
             wait_until(DEADLINE, || router_next_hops(ip) == nodes),
