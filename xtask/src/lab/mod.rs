@@ -5,6 +5,10 @@
 //! kube-proxy (IPVS style: every LoadBalancer IP on each node's `lo`, `arp_ignore`/`arp_announce`
 //! so the kernel never answers ARP or NDP for it) — see `agent.rs`.
 //!
+//! Two modes (`--mode`, recorded for `status` and `down`): layer 2 (the default) puts the client
+//! on the nodes' segment; BGP puts it behind a router namespace running FRR, which learns each
+//! LoadBalancer IP from every node's speaker and forwards by ECMP — see `router.rs`.
+//!
 //! Everything `up` starts is recorded under `target/lab/run` (pids, logs, kubeconfigs), and
 //! `down` removes exactly that: the recorded processes, the lab's namespaces and host veth, and
 //! the lab's pin directory.
@@ -20,6 +24,8 @@ mod kubectl;
 pub mod metallb;
 pub mod probe;
 mod procs;
+pub mod router;
+pub mod router_table;
 mod spec;
 pub mod status;
 mod topo;
@@ -49,8 +55,12 @@ use herald::{
 };
 use status::StatusArgs;
 
-/// The lab's YAML, applied with kubectl after the Herald manifests.
-pub const LAB_YAML: &str = include_str!("manifests/lab.yaml");
+/// The lab's layer 2 configuration: a pool and an L2Advertisement.
+pub const L2_YAML: &str = include_str!("manifests/l2.yaml");
+/// The lab's BGP configuration: a pool, the router as BGPPeers, a BGPAdvertisement.
+pub const BGP_YAML: &str = include_str!("manifests/bgp.yaml");
+/// The lab's workload (Deployment and Service `default/web`), applied after the configuration.
+pub const WORKLOAD_YAML: &str = include_str!("manifests/workload.yaml");
 
 #[derive(clap::Subcommand)]
 pub enum LabCommand {
@@ -99,6 +109,10 @@ pub struct UpArgs {
     /// Start no speakers (only the control plane, namespaces, kubelet and controller).
     #[arg(long)]
     pub no_speakers: bool,
+    /// How LoadBalancer IPs reach the nodes: `l2` (ARP/NDP on the client's segment) or `bgp`
+    /// (the client behind an FRR router peering with every node, ECMP).
+    #[arg(long, value_enum, default_value_t = LabMode::L2)]
+    pub mode: LabMode,
 }
 
 #[derive(clap::Args, Clone)]
@@ -113,11 +127,17 @@ pub fn run(command: &LabCommand) -> Result<()> {
     match command {
         LabCommand::Up(args) => up(args),
         LabCommand::Status(args) => status::print(args),
-        LabCommand::Failover(args) => failover::run_lab_failover(args),
+        LabCommand::Failover(args) => {
+            require_l2("failover")?;
+            failover::run_lab_failover(args)
+        }
         LabCommand::Down => down(),
         LabCommand::Agent => agent::run(),
         LabCommand::Backend(args) => backend(args),
-        LabCommand::Probe(args) => probe_command(args),
+        LabCommand::Probe(args) => {
+            require_l2("probe")?;
+            probe_command(args)
+        }
         LabCommand::StartSpeaker { node } => {
             let node = node_by_name(node)?;
             let detect = procs::recorded_detect_ms().unwrap_or(DEFAULT_DETECT_MS);
@@ -141,23 +161,39 @@ fn require_root() -> Result<()> {
     Ok(())
 }
 
+/// Layer 2 commands (ARP probes, failover trials) refuse a lab up in BGP mode.
+fn require_l2(what: &str) -> Result<()> {
+    let mode = procs::recorded_mode();
+    if is_up() && mode != LabMode::L2 {
+        bail!(
+            "`lab {what}` measures layer 2, and the lab is up in {} mode: `cargo xtask lab down`, then `cargo xtask lab up`",
+            mode.name()
+        );
+    }
+    Ok(())
+}
+
 fn step(what: &str) {
     println!("==> {what}");
 }
 
 /// Builds what the lab runs, or says exactly what to run when `--no-build`.
-fn ensure_built(no_build: bool) -> Result<()> {
+fn ensure_built(no_build: bool, mode: LabMode) -> Result<()> {
     let root = workspace_root();
-    let missing_tools: Vec<&str> = [
+    let mut tools = vec![
         ("arping", "arping"),
         ("ndisc6", "ndisc6"),
         ("ip", "iproute2"),
         ("openssl", "openssl"),
-    ]
-    .iter()
-    .filter(|(cmd, _)| !have(cmd))
-    .map(|(_, pkg)| *pkg)
-    .collect();
+    ];
+    if mode == LabMode::Bgp {
+        tools.push(("vtysh", "frr"));
+    }
+    let missing_tools: Vec<&str> = tools
+        .iter()
+        .filter(|(cmd, _)| !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if !missing_tools.is_empty() {
         if no_build {
             bail!(
@@ -229,7 +265,7 @@ fn have(cmd: &str) -> bool {
 
 pub fn up(args: &UpArgs) -> Result<()> {
     require_root()?;
-    ensure_built(args.no_build)?;
+    ensure_built(args.no_build, args.mode)?;
     if run_dir().exists() || topo::any_present() {
         step("a lab is already up: taking it down first");
         down()?;
@@ -247,12 +283,14 @@ pub fn up(args: &UpArgs) -> Result<()> {
 /// (the caller takes it down again when done).
 pub fn up_unless_running(detect_ms: u64) -> Result<bool> {
     if is_up() {
+        require_l2("up (for a layer 2 benchmark)")?;
         return Ok(false);
     }
     up(&UpArgs {
         detect_ms,
         no_build: false,
         no_speakers: false,
+        mode: LabMode::L2,
     })?;
     Ok(true)
 }
@@ -260,11 +298,19 @@ pub fn up_unless_running(detect_ms: u64) -> Result<bool> {
 /// Everything `up` starts, in order (the caller has checked builds and cleared an old lab).
 fn start(args: &UpArgs) -> Result<()> {
     procs::record_detect_ms(args.detect_ms)?;
+    procs::record_mode(args.mode)?;
 
     step(
         "namespaces: switch hl-sw (bridge br0), nodes hl-node-a/b/c, client hl-client, host leg hl-host, direct links eth1 ↔ hl-direct",
     );
-    topo::create()?;
+    topo::create(args.mode)?;
+    if args.mode == LabMode::Bgp {
+        step(&format!(
+            "router {ROUTER_NS} ({ROUTER_V4} on br0, {ROUTER_CLIENT_V4} toward the client {BGP_CLIENT_V4}): FRR zebra + bgpd, AS {ROUTER_AS}, nodes AS {NODE_AS}"
+        ));
+        router::create()?;
+        router::start_frr()?;
+    }
 
     step(&format!(
         "control plane (etcd, kube-apiserver on https://{HOST_V4}:{APISERVER_PORT}, kube-controller-manager)"
@@ -314,11 +360,25 @@ fn start(args: &UpArgs) -> Result<()> {
         }
     }
 
-    step("lab YAML: IPAddressPool, L2Advertisement, Deployment web (3 pods), Service web");
+    let config = match args.mode {
+        LabMode::L2 => {
+            step("lab YAML: IPAddressPool, L2Advertisement, Deployment web (3 pods), Service web");
+            L2_YAML
+        }
+        LabMode::Bgp => {
+            step(
+                "lab YAML: IPAddressPool, BGPPeers router-v4/v6, BGPAdvertisement, Deployment web (3 pods), Service web",
+            );
+            BGP_YAML
+        }
+    };
     let lab_yaml = run_dir().join("lab.yaml");
-    fs::write(&lab_yaml, LAB_YAML)?;
+    fs::write(&lab_yaml, format!("{config}---\n{WORKLOAD_YAML}"))?;
     kubectl(&["apply", "-f", &lab_yaml.display().to_string()])?;
-    wait_service_ready()?;
+    let ips = wait_service_ready()?;
+    if args.mode == LabMode::Bgp && !args.no_speakers {
+        router_table::wait_ecmp(&ips)?;
+    }
     println!();
     status::print(&StatusArgs {
         json: false,
@@ -331,8 +391,13 @@ fn start(args: &UpArgs) -> Result<()> {
         kubeconfig("admin").display()
     );
     println!(
-        "logs: {}/*.log; next: cargo xtask lab status | failover | down",
-        run_dir().display()
+        "logs: {}/*.log; next: cargo xtask lab status{} | down",
+        run_dir().display(),
+        if args.mode == LabMode::L2 {
+            " | failover"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
@@ -390,14 +455,15 @@ fn wait_nodes_ready() -> Result<()> {
     )
 }
 
-fn wait_service_ready() -> Result<()> {
+/// Waits for the demo Service's two addresses and its ready endpoints; returns the addresses.
+fn wait_service_ready() -> Result<Vec<IpAddr>> {
     let (ns, name) = DEMO_SERVICE;
-    wait_for(
+    let ips = wait_for(
         "Service default/web to get an IPv4 and an IPv6 address",
         Duration::from_secs(60),
         || {
             let ips = service_ips(ns, name);
-            (ips.iter().any(IpAddr::is_ipv4) && ips.iter().any(IpAddr::is_ipv6)).then_some(())
+            (ips.iter().any(IpAddr::is_ipv4) && ips.iter().any(IpAddr::is_ipv6)).then_some(ips)
         },
     )?;
     wait_for(
@@ -417,7 +483,8 @@ fn wait_service_ready() -> Result<()> {
             .ok()?;
             (out.lines().filter(|l| *l == "true").count() >= 6).then_some(())
         },
-    )
+    )?;
+    Ok(ips)
 }
 
 pub fn down() -> Result<()> {
@@ -426,8 +493,9 @@ pub fn down() -> Result<()> {
     procs::stop_all();
     step("stopping the control plane");
     crate::kube::down_in(&kube_run_dir())?;
-    step("removing namespaces, the host veth and the pin directories");
+    step("removing namespaces (the router's too), the host veth and the pin directories");
     topo::destroy();
+    router::remove_frr_run_dir();
     let _ = fs::remove_dir_all(PIN_ROOT);
     if run_dir().join(MOUNTED_BPFFS).is_file() {
         let _ = Command::new("umount").arg(BPFFS).status();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::spec::{DEFAULT_DETECT_MS, run_dir};
+use super::spec::{DEFAULT_DETECT_MS, LabMode, run_dir};
 
 fn pids_file() -> std::path::PathBuf {
     run_dir().join("pids")
@@ -145,6 +145,18 @@ pub fn recorded_detect_ms() -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+pub fn record_mode(mode: LabMode) -> Result<()> {
+    fs::write(run_dir().join("mode"), mode.name()).context("writing the lab's mode")
+}
+
+/// The mode the running lab was brought up in (layer 2 when none is recorded).
+pub fn recorded_mode() -> LabMode {
+    fs::read_to_string(run_dir().join("mode"))
+        .ok()
+        .and_then(|m| LabMode::parse(&m))
+        .unwrap_or_default()
 }
 
 /// True when `up` has run and not been taken down.

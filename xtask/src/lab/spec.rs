@@ -67,8 +67,53 @@ pub const BACKEND_PORT: u16 = 8080;
 pub const PIN_ROOT: &str = "/sys/fs/bpf/herald-lab";
 /// Failure-detection target the speakers are started with (`--detect-ms`).
 pub const DEFAULT_DETECT_MS: u64 = 500;
-/// The lab's demo Service (from manifests/lab.yaml).
+/// The lab's demo Service (from manifests/workload.yaml).
 pub const DEMO_SERVICE: (&str, &str) = ("default", "web");
+
+/// How the lab delivers traffic for LoadBalancer IPs to the nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LabMode {
+    /// Layer 2: the client is on the nodes' segment and resolves each IP with ARP / NDP.
+    #[default]
+    L2,
+    /// BGP: the client sits behind a router (FRR) that learns each IP from every node's
+    /// speaker over eBGP and spreads connections across the nodes by ECMP.
+    Bgp,
+}
+
+impl LabMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            LabMode::L2 => "l2",
+            LabMode::Bgp => "bgp",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LabMode> {
+        [LabMode::L2, LabMode::Bgp]
+            .into_iter()
+            .find(|m| m.name() == text.trim())
+    }
+}
+
+/// The router namespace of BGP mode: one leg (`eth0`) on the nodes' bridge, one (`eth1`) on a
+/// point-to-point link to the client.
+pub const ROUTER_NS: &str = "hl-router";
+pub const ROUTER_PORT: &str = "p-router";
+pub const ROUTER_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+pub const ROUTER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 2);
+/// The router's AS (BGPPeer `peerASN`) and the nodes' (`myASN`): eBGP, as in the BGP tests.
+pub const ROUTER_AS: u32 = 64512;
+pub const NODE_AS: u32 = 64513;
+/// The router–client link in BGP mode: 203.0.113.192/28 (below the direct links' .208/28s)
+/// and 2001:db8:0:cc::/64; the router is host 1, the client host 2. The nodes reach it through
+/// the router (a route more specific than their segment's /24).
+pub const CLIENT_LINK_V4: &str = "203.0.113.192/28";
+pub const CLIENT_LINK_V6: &str = "2001:db8:0:cc::/64";
+pub const ROUTER_CLIENT_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 193);
+pub const ROUTER_CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0xcc, 0, 0, 0, 1);
+pub const BGP_CLIENT_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 194);
+pub const BGP_CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0xcc, 0, 0, 0, 2);
 
 /// Where `up` keeps its state (removed by `down`).
 pub fn run_dir() -> PathBuf {

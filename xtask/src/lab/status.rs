@@ -1,6 +1,8 @@
 //! `cargo xtask lab status [--json]`: which node announces each LoadBalancer IP according to
 //! each node's XDP maps (`herald xdp list`) and the speakers' ServiceL2Status objects, what the
-//! client's ARP (arping) and NDP (ndisc6) say, and a TCP connection through each IP.
+//! client's ARP (arping) and NDP (ndisc6) say, and a TCP connection through each IP. In BGP
+//! mode, the router's table (`router.rs`) instead of ARP and NDP, and several connections
+//! through each IP to show them spread across the nodes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -13,12 +15,12 @@ use serde_json::{Value, json};
 
 use super::herald::speaker_pid;
 use super::kubectl::kubectl;
-use super::procs::detect_ms;
+use super::procs::{detect_ms, recorded_mode};
 use super::spec::{
-    APISERVER_PORT, BACKEND_PORT, CLIENT_NS, HOST_V4, NODES, NodeSpec, UPLINK, herald_exe, pin_dir,
-    run_dir,
+    APISERVER_PORT, BACKEND_PORT, CLIENT_NS, HOST_V4, LabMode, NODES, NodeSpec, UPLINK, herald_exe,
+    pin_dir, run_dir,
 };
-use super::{probe, topo};
+use super::{probe, router_table, topo};
 
 #[derive(clap::Args, Clone)]
 pub struct StatusArgs {
@@ -181,6 +183,13 @@ pub fn client_tcp(ip: IpAddr) -> Result<String> {
     })
 }
 
+pub(super) fn tcp_json(tcp: Result<String>) -> Value {
+    match tcp {
+        Ok(node) => json!({"ok": true, "served_by": node}),
+        Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
+    }
+}
+
 /// The lab's nodes in MetalLB's layer 2 order for `ip` when nothing else narrows the candidates
 /// (no preferences, all speakers live, endpoints everywhere): SHA-256 of `node#ip`, ascending. The
 /// first is the node the election names.
@@ -283,6 +292,8 @@ pub fn gather(client: bool) -> Result<Value> {
     if !run_dir().join("pids").is_file() {
         bail!("no lab is up: run `cargo xtask lab up`");
     }
+    let mode = recorded_mode();
+    let router = (mode == LabMode::Bgp).then(router_table::status_json);
     let macs = node_macs();
     let mut nodes = Vec::new();
     for node in NODES {
@@ -306,6 +317,10 @@ pub fn gather(client: bool) -> Result<Value> {
         let first_ip = ips.first().copied();
         let mut addresses = Vec::new();
         for ip in ips {
+            if let Some(router) = &router {
+                addresses.push(router_table::address_json(ip, router, client));
+                continue;
+            }
             if !client {
                 addresses.push(json!({"ip": ip.to_string(), "xdp_announcers": xdp_announcers(ip)}));
                 continue;
@@ -318,10 +333,14 @@ pub fn gather(client: bool) -> Result<Value> {
                 "client_answer_mac": mac,
                 "client_answer_node": mac.as_deref().map(|m| node_of_mac(&macs, m)),
                 "client_tool_output": lines,
-                "tcp": match tcp { Ok(node) => json!({"ok": true, "served_by": node}), Err(e) => json!({"ok": false, "error": format!("{e:#}")}) },
+                "tcp": tcp_json(tcp),
             }));
         }
-        let order = first_ip.map(hash_order).unwrap_or_default();
+        // The layer 2 election order means nothing to BGP, where every node announces.
+        let order = first_ip
+            .filter(|_| router.is_none())
+            .map(hash_order)
+            .unwrap_or_default();
         services.push(json!({
             "service": name,
             "hash_order": order,
@@ -332,11 +351,13 @@ pub fn gather(client: bool) -> Result<Value> {
         }));
     }
     Ok(json!({
+        "mode": mode.name(),
         "apiserver": format!("https://{}:{}", HOST_V4, APISERVER_PORT),
         "detect_ms": detect_ms(),
+        "router": router,
         "nodes": nodes,
         "services": services,
-        "client_neighbours": if client { json!(client_neighbours()) } else { Value::Null },
+        "client_neighbours": if client && mode == LabMode::L2 { json!(client_neighbours()) } else { Value::Null },
     }))
 }
 
@@ -347,9 +368,10 @@ pub fn print(args: &StatusArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "control plane: {} (speakers --detect-ms {})",
+        "control plane: {} (speakers --detect-ms {}), mode {}",
         status["apiserver"].as_str().unwrap_or("?"),
-        status["detect_ms"]
+        status["detect_ms"],
+        status["mode"].as_str().unwrap_or("?")
     );
     println!("nodes:");
     for n in status["nodes"].as_array().into_iter().flatten() {
@@ -382,6 +404,9 @@ pub fn print(args: &StatusArgs) -> Result<()> {
             n["guard"]["state"].as_str().unwrap_or("-"),
         );
     }
+    if !status["router"].is_null() {
+        router_table::print_status(&status["router"]);
+    }
     println!("services:");
     for s in status["services"].as_array().into_iter().flatten() {
         println!(
@@ -413,6 +438,10 @@ pub fn print(args: &StatusArgs) -> Result<()> {
             println!("    Event nodeAssigned: {note}");
         }
         for a in s["addresses"].as_array().into_iter().flatten() {
+            if a.get("router_next_hops").is_some() {
+                router_table::print_address(a);
+                continue;
+            }
             let announcers: Vec<&str> = a["xdp_announcers"]
                 .as_array()
                 .map(|v| v.iter().filter_map(|x| x.as_str()).collect())
@@ -465,7 +494,7 @@ pub fn print(args: &StatusArgs) -> Result<()> {
     Ok(())
 }
 
-fn fmt_addr(ip: &str) -> String {
+pub(super) fn fmt_addr(ip: &str) -> String {
     if ip.contains(':') {
         format!("[{ip}]")
     } else {

@@ -2,6 +2,7 @@
 //! an `eth0` veth whose peer is a bridge port; a host leg `hl-host` (203.0.113.1) on the bridge so
 //! processes in the node namespaces reach kube-apiserver. Only 203.0.113.0/24 and 2001:db8:0:1::/64
 //! on the wire; LoadBalancer IPs (198.51.100.0/24, 2001:db8:0:2::/64) are on-link from the client.
+//! In BGP mode the client is not on the bridge: `router.rs` links it to the router namespace.
 //!
 //! Besides the segment, each node has a second NIC `eth1` on a point-to-point veth to its own
 //! end in the bench client namespace `hl-direct` ([`DirectLink`]: a /28 inside 203.0.113.0/24
@@ -16,11 +17,11 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use super::spec::{
-    BRIDGE, CLIENT_NS, CLIENT_PORT, CLIENT_V4, CLIENT_V6, HOST_IF, HOST_PORT, HOST_V4, NODES,
-    NodeSpec, POOL_V4_PREFIX, POOL_V6_PREFIX, SWITCH_NS, UPLINK,
+    BRIDGE, CLIENT_NS, CLIENT_PORT, CLIENT_V4, CLIENT_V6, HOST_IF, HOST_PORT, HOST_V4, LabMode,
+    NODES, NodeSpec, POOL_V4_PREFIX, POOL_V6_PREFIX, ROUTER_NS, SWITCH_NS, UPLINK,
 };
 
-fn ip(args: &[&str]) -> Result<String> {
+pub(super) fn ip(args: &[&str]) -> Result<String> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -36,7 +37,7 @@ fn ip(args: &[&str]) -> Result<String> {
 }
 
 /// `sysctl -w` inside `netns` (via ip netns exec, which gives the matching /proc/sys/net).
-fn sysctl(netns: &str, key: &str, value: &str) -> Result<()> {
+pub(super) fn sysctl(netns: &str, key: &str, value: &str) -> Result<()> {
     let out = Command::new("ip")
         .args([
             "netns",
@@ -119,8 +120,9 @@ pub fn direct_links() -> Vec<DirectLink> {
     (0..NODES.len()).filter_map(direct_link).collect()
 }
 
+/// Every namespace the lab may have made (the router only in BGP mode).
 fn all_netns() -> Vec<&'static str> {
-    let mut v = vec![SWITCH_NS, CLIENT_NS, DIRECT_NS];
+    let mut v = vec![SWITCH_NS, CLIENT_NS, DIRECT_NS, ROUTER_NS];
     v.extend(NODES.iter().map(|n| n.netns));
     v
 }
@@ -136,7 +138,7 @@ pub fn any_present() -> bool {
 }
 
 /// A veth `inner`@`netns` ↔ `port`@switch, the port enslaved to the bridge and up.
-fn uplink(netns: &str, inner: &str, port: &str) -> Result<()> {
+pub(super) fn uplink(netns: &str, inner: &str, port: &str) -> Result<()> {
     ip(&[
         "link", "add", inner, "netns", netns, "type", "veth", "peer", "name", port, "netns",
         SWITCH_NS,
@@ -145,8 +147,11 @@ fn uplink(netns: &str, inner: &str, port: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn create() -> Result<()> {
-    for ns in all_netns() {
+/// The switch, the host leg, the nodes, the client and the direct links. In layer 2 mode the
+/// client's `eth0` is a bridge port; in BGP mode the client namespace is left without links
+/// for `router.rs` to put behind the router.
+pub fn create(mode: LabMode) -> Result<()> {
+    for ns in all_netns().into_iter().filter(|ns| *ns != ROUTER_NS) {
         ip(&["netns", "add", ns])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
     }
@@ -225,6 +230,18 @@ pub fn create() -> Result<()> {
         ip(&["-n", node.netns, "link", "set", UPLINK, "up"])?;
     }
 
+    if mode == LabMode::L2 {
+        client_on_segment()?;
+    }
+    for link in direct_links() {
+        create_direct_link(&link)?;
+    }
+    Ok(())
+}
+
+/// The client's `eth0` on the bridge, with the pools on-link: it resolves LoadBalancer IPs
+/// with ARP / NDP.
+fn client_on_segment() -> Result<()> {
     uplink(CLIENT_NS, UPLINK, CLIENT_PORT)?;
     sysctl(
         CLIENT_NS,
@@ -251,7 +268,6 @@ pub fn create() -> Result<()> {
         "nodad",
     ])?;
     ip(&["-n", CLIENT_NS, "link", "set", UPLINK, "up"])?;
-    // The pools are on-link for the client: it resolves LoadBalancer IPs with ARP / NDP.
     ip(&[
         "-n",
         CLIENT_NS,
@@ -271,9 +287,6 @@ pub fn create() -> Result<()> {
         "dev",
         UPLINK,
     ])?;
-    for link in direct_links() {
-        create_direct_link(&link)?;
-    }
     Ok(())
 }
 

@@ -66,8 +66,13 @@ extern "C" fn lab_down_at_exit() {
         .status();
 }
 
-/// Brings the lab up once (without building: the test command builds first).
+/// Brings the lab up once in layer 2 mode (without building: the test command builds first).
 pub fn lab() {
+    lab_in("l2");
+}
+
+/// Brings the lab up once in `mode` (`l2` or `bgp`): one mode per test binary.
+pub fn lab_in(mode: &str) {
     static UP: OnceLock<Result<(), String>> = OnceLock::new();
     let up = UP.get_or_init(|| {
         // SAFETY: geteuid has no preconditions.
@@ -77,7 +82,7 @@ pub fn lab() {
             "lab tests need root (namespaces, XDP)"
         );
         let out = Command::new(xtask_bin())
-            .args(["lab", "up", "--no-build"])
+            .args(["lab", "up", "--no-build", "--mode", mode])
             .arg(format!("--detect-ms={LAB_DETECT_MS}"))
             .output()
             .map_err(|e| e.to_string())?;
