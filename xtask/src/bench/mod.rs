@@ -2,6 +2,7 @@
 //! the same run.
 
 mod alloc;
+mod bgp;
 mod controller;
 pub mod dataplane;
 mod failover;
@@ -25,6 +26,8 @@ pub enum Bench {
     Dataplane(dataplane::Args),
     /// Herald against MetalLB's controller and speaker in the same lab, same run.
     VsMetallb(vs_metallb::Args),
+    /// Herald's native BGP speaker beside MetalLB's in the lab's BGP mode, same run.
+    Bgp(bgp::Args),
     /// Resident memory of one real speaker with 1,000 and 10,000 Services on the API server.
     SpeakerMemory(speaker_memory::Args),
 }
@@ -37,6 +40,7 @@ pub fn run(which: &Bench) -> Result<()> {
         Bench::Failover(args) => failover::run(args),
         Bench::Dataplane(args) => dataplane::run(args),
         Bench::VsMetallb(args) => vs_metallb::run(args),
+        Bench::Bgp(args) => bgp::run(args),
         Bench::SpeakerMemory(args) => speaker_memory::run(args),
     }
 }

@@ -31,11 +31,11 @@ pub mod status;
 mod topo;
 
 pub use herald::{
-    Speakers, herald_running, restart_herald_speakers, restart_speakers, speaker_timing_line,
-    start_herald, start_speaker, stop_herald,
+    Speakers, herald_running, restart_herald_speakers, restart_speakers, speaker_pid,
+    speaker_timing_line, start_herald, start_speaker, stop_herald,
 };
 pub use kubectl::{kubectl, service_ips, wait_for};
-pub use procs::{detect_ms, is_up};
+pub use procs::{detect_ms, is_up, recorded_mode};
 pub use spec::*;
 pub use topo::{DIRECT_IF, DIRECT_NS, DirectLink, direct_link, direct_links};
 
