@@ -15,6 +15,7 @@
 //!   (the router's own port stays up), until the router drops node-a's next hop of the probe
 //!   address, with the default hold time (90 s) and with `holdTime: 3s`.
 
+mod report;
 mod routes;
 mod workload;
 
@@ -27,6 +28,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::bench::dataplane::cpu;
 use crate::lab::{self, LabMode, NODES, Speakers};
+use report::{Figures, percentile, print_report};
 use routes::{Change, Monitor};
 use workload::{Creator, Workload};
 
@@ -56,33 +58,18 @@ pub struct Args {
 const PATIENCE: Duration = Duration::from_mins(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
+pub enum Fault {
     Freeze,
     LinkCut,
 }
 
 impl Fault {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Fault::Freeze => "speaker frozen (SIGSTOP)",
             Fault::LinkCut => "node link to the switch cut",
         }
     }
-}
-
-/// One implementation's figures.
-struct Figures {
-    name: &'static str,
-    created_ms: f64,
-    first_hop_ms: f64,
-    all_hops_ms: f64,
-    withdrawn_ms: f64,
-    updates: u64,
-    polled: usize,
-    cpu_s: f64,
-    rss_mib: Vec<f64>,
-    singles_ms: Vec<f64>,
-    failover: Vec<(Fault, &'static str, Vec<f64>)>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -188,6 +175,7 @@ fn measure(speakers: Speakers, args: &Args, monitor: &mut Monitor) -> Result<Fig
     creator.slices(&burst, args.concurrency)?;
     let updates_before = updates_received()?;
     let cpu_before = cpu_ticks(speakers);
+    monitor.drain();
     let start = Instant::now();
     let created = creator.services(&burst, args.concurrency)?;
     let changes = wait_table(monitor, "every burst prefix via all three nodes", |t| {
@@ -211,6 +199,7 @@ fn measure(speakers: Speakers, args: &Args, monitor: &mut Monitor) -> Result<Fig
 
     // Withdraw.
     // One request deletes them all (the probe too: it is made again below).
+    monitor.drain();
     let start_delete = Instant::now();
     lab::kubectl(&[
         "-n",
@@ -237,15 +226,21 @@ fn measure(speakers: Speakers, args: &Args, monitor: &mut Monitor) -> Result<Fig
     let singles = workload::singles(args.singles);
     creator.slices(&singles, args.concurrency)?;
     let mut singles_ms = Vec::new();
+    let mut addressed_ms = Vec::new();
     for single in &singles {
-        singles_ms.push(create_to_route(&creator, single, monitor)?);
+        let (addressed, routed) = create_to_route(&creator, single, monitor)?;
+        addressed_ms.push(addressed);
+        singles_ms.push(routed);
     }
     singles_ms.sort_by(f64::total_cmp);
+    addressed_ms.sort_by(f64::total_cmp);
     println!(
-        "   create-to-route: p50 {:.1} ms, p99 {:.1} ms over {}",
+        "   create-to-route: p50 {:.1} ms, p99 {:.1} ms over {} (of which create-to-address p50 {:.1} ms, p99 {:.1} ms)",
         percentile(&singles_ms, 50.0),
         percentile(&singles_ms, 99.0),
-        singles_ms.len()
+        singles_ms.len(),
+        percentile(&addressed_ms, 50.0),
+        percentile(&addressed_ms, 99.0),
     );
     for single in &singles {
         lab::kubectl(&[
@@ -263,19 +258,26 @@ fn measure(speakers: Speakers, args: &Args, monitor: &mut Monitor) -> Result<Fig
 
     // Failover.
     let mut failover = Vec::new();
-    for (hold, label, trials) in [
-        (Some("3s"), "holdTime 3s", args.trials),
-        (None, "default hold time", args.default_timer_trials),
+    for (hold, agreed, label, trials) in [
+        (
+            Some("3s"),
+            Duration::from_secs(3),
+            "holdTime 3s",
+            args.trials,
+        ),
+        (
+            None,
+            Duration::from_secs(90),
+            "default hold time",
+            args.default_timer_trials,
+        ),
     ] {
         if trials == 0 {
             continue;
         }
         workload::set_hold_time(hold)?;
-        // The sessions restart with the new hold time: wait until all three carry the probe.
-        std::thread::sleep(Duration::from_secs(2));
-        wait_table(monitor, "the probe via all three nodes", |t| {
-            t.get(&probe_ip) == Some(&node_hops())
-        })?;
+        // The sessions restart with the new hold time: wait until all three agreed on it.
+        wait_sessions(agreed)?;
         for fault in [Fault::Freeze, Fault::LinkCut] {
             let mut times = Vec::new();
             for _ in 0..trials {
@@ -305,13 +307,20 @@ fn measure(speakers: Speakers, args: &Args, monitor: &mut Monitor) -> Result<Fig
         cpu_s,
         rss_mib,
         singles_ms,
+        addressed_ms,
         failover,
     })
 }
 
-/// Creates `single` and times its route's first appearance at the router (ms).
-fn create_to_route(creator: &Creator, single: &Workload, monitor: &mut Monitor) -> Result<f64> {
+/// Creates `single` and times, from its create request, its address in the Service's status
+/// and its route's first appearance at the router (ms).
+fn create_to_route(
+    creator: &Creator,
+    single: &Workload,
+    monitor: &mut Monitor,
+) -> Result<(f64, f64)> {
     let ip = single.ip.to_string();
+    monitor.drain();
     let start = Instant::now();
     creator.services(std::slice::from_ref(single), 1)?;
     let changes = wait_table(monitor, &format!("a route to {ip}"), |t| {
@@ -321,7 +330,45 @@ fn create_to_route(creator: &Creator, single: &Workload, monitor: &mut Monitor) 
         .iter()
         .find(|c| c.prefix == ip && !c.next_hops.is_empty())
         .map_or(start, |c| c.at);
-    Ok(at.saturating_duration_since(start).as_secs_f64() * 1000.0)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addressed = loop {
+        let seen = creator
+            .addressed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&single.name)
+            .copied();
+        if let Some(t) = seen {
+            break t;
+        }
+        if Instant::now() > deadline {
+            bail!("the watch never showed {} with an address", single.name);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let ms = |t: Instant| t.saturating_duration_since(start).as_secs_f64() * 1000.0;
+    Ok((ms(addressed), ms(at)))
+}
+
+/// Waits until FRR has every node's IPv4 session Established with `hold` agreed.
+fn wait_sessions(hold: Duration) -> Result<()> {
+    let want = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let json = frr_json("show bgp neighbors json")?;
+        let ready = NODES.iter().all(|n| {
+            let peer = &json[n.v4.to_string()];
+            peer["bgpState"] == "Established"
+                && peer["bgpTimerHoldTimeMsecs"].as_u64() == Some(want)
+        });
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the nodes' sessions never came up with hold time {hold:?}: {json}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// One fault on node-a: its time (ms) until the router no longer routes the probe via node-a;
@@ -338,6 +385,10 @@ fn failover_trial(
         .first()
         .copied()
         .context("node-a's speaker is not running")?;
+    monitor.drain();
+    wait_table(monitor, "the probe via all three nodes", |t| {
+        t.get(probe_ip) == Some(&node_hops())
+    })?;
     let start = Instant::now();
     match fault {
         Fault::Freeze => signal(pid, libc::SIGSTOP),
@@ -410,19 +461,18 @@ fn when_all(
     None
 }
 
-/// UPDATE messages FRR received from all neighbors so far.
-fn updates_received() -> Result<u64> {
+/// One FRR show command's JSON.
+fn frr_json(command: &str) -> Result<serde_json::Value> {
     let out = Command::new("vtysh")
-        .args([
-            "-N",
-            lab::router::FRR_PATHSPACE,
-            "-c",
-            "show bgp neighbors json",
-        ])
+        .args(["-N", lab::router::FRR_PATHSPACE, "-c", command])
         .output()
         .context("running vtysh")?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("parsing show bgp neighbors json")?;
+    serde_json::from_slice(&out.stdout).with_context(|| format!("parsing {command}"))
+}
+
+/// UPDATE messages FRR received from all neighbors so far.
+fn updates_received() -> Result<u64> {
+    let json = frr_json("show bgp neighbors json")?;
     Ok(json.as_object().map_or(0, |peers| {
         peers
             .values()
@@ -447,86 +497,6 @@ fn rss_mib(pid: i32) -> f64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         })
         .map_or(0.0, |kib| kib / 1024.0)
-}
-
-/// Nearest-rank percentile of sorted `values`.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn print_report(figures: &[Figures]) {
-    println!(
-        "\n| figure | {} |",
-        figures
-            .iter()
-            .map(|f| f.name)
-            .collect::<Vec<_>>()
-            .join(" | ")
-    );
-    println!("|---|{}", "---|".repeat(figures.len()));
-    let row = |label: &str, value: &dyn Fn(&Figures) -> String| {
-        let cells: Vec<String> = figures.iter().map(value).collect();
-        println!("| {label} | {} |", cells.join(" | "));
-    };
-    row("burst: Services created (ms)", &|f| {
-        format!("{:.0}", f.created_ms)
-    });
-    row("burst: every prefix in the FIB (ms)", &|f| {
-        format!("{:.0}", f.first_hop_ms)
-    });
-    row("burst: every prefix via all 3 nodes (ms)", &|f| {
-        format!("{:.0}", f.all_hops_ms)
-    });
-    row("burst: UPDATEs received by the router", &|f| {
-        f.updates.to_string()
-    });
-    row("burst: speakers' CPU (s, 3 nodes)", &|f| {
-        format!("{:.2}", f.cpu_s)
-    });
-    row("burst: speaker RSS (MiB, each)", &|f| {
-        format!("{:.1?}", f.rss_mib)
-    });
-    row("burst: changes seen only by polling", &|f| {
-        f.polled.to_string()
-    });
-    row("withdraw all (ms)", &|f| format!("{:.0}", f.withdrawn_ms));
-    row("create-to-route p50 (ms)", &|f| {
-        format!("{:.1}", percentile(&f.singles_ms, 50.0))
-    });
-    row("create-to-route p99 (ms)", &|f| {
-        format!("{:.1}", percentile(&f.singles_ms, 99.0))
-    });
-    if let Some(first) = figures.first() {
-        for (i, (fault, label, _)) in first.failover.iter().enumerate() {
-            row(
-                &format!("{} ({label}) p50 / max (ms)", fault.label()),
-                &|f| {
-                    f.failover.get(i).map_or(String::from("-"), |(_, _, t)| {
-                        format!(
-                            "{:.0} / {:.0}",
-                            percentile(t, 50.0),
-                            t.last().copied().unwrap_or_default()
-                        )
-                    })
-                },
-            );
-        }
-    }
-    if let [herald, metallb] = figures {
-        let ratio = |a: f64, b: f64| if a > 0.0 { b / a } else { 0.0 };
-        println!(
-            "\nHerald sooner than MetalLB: burst (all prefixes via all nodes) {:.1}×, create-to-route p99 {:.1}×",
-            ratio(herald.all_hops_ms, metallb.all_hops_ms),
-            ratio(
-                percentile(&herald.singles_ms, 99.0),
-                percentile(&metallb.singles_ms, 99.0)
-            )
-        );
-    }
 }
 
 #[cfg(test)]
@@ -560,13 +530,5 @@ mod tests {
         assert_eq!(any, Some(base + Duration::from_millis(50)));
         let two = when_all(&changes, &prefixes, |h| h.len() == 2);
         assert_eq!(two, None);
-    }
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 50.0), 50.0);
-        assert_eq!(percentile(&v, 99.0), 99.0);
-        assert_eq!(percentile(&[], 99.0), 0.0);
     }
 }

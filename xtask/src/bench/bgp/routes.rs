@@ -141,6 +141,15 @@ impl Monitor {
         }
     }
 
+    /// Applies every change already queued and re-reads the table, so the next wait starts
+    /// from the present (a change queued before a trial never counts in it).
+    pub fn drain(&mut self) {
+        while let Ok(change) = self.changes.try_recv() {
+            self.record(&change);
+        }
+        let _ = self.read_table();
+    }
+
     fn record(&mut self, change: &Change) {
         if change.next_hops.is_empty() {
             self.table.remove(&change.prefix);

@@ -7,7 +7,9 @@
 //! (`metallb.io/allow-shared-ip`, one port each): 1,000 Services fit 250 addresses of
 //! 198.51.100.0/24.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -199,6 +201,15 @@ pub struct Creator {
     services: Api<Service>,
     slices: Api<EndpointSlice>,
     runtime: tokio::runtime::Runtime,
+    /// When each Service of the namespace was first seen with an address.
+    pub addressed: Arc<Mutex<HashMap<String, Instant>>>,
+    watch: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Creator {
+    fn drop(&mut self) {
+        self.watch.abort();
+    }
 }
 
 impl Creator {
@@ -208,10 +219,19 @@ impl Creator {
             .enable_all()
             .build()?;
         let client = runtime.block_on(client())?;
+        let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+        let (watch, addressed) = runtime.block_on(async {
+            let watching = crate::bench::controller::watch_assigned(&services);
+            // Let the watch establish before anything is timed.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            watching
+        });
         Ok(Creator {
-            services: Api::namespaced(client.clone(), NAMESPACE),
+            services,
             slices: Api::namespaced(client, NAMESPACE),
             runtime,
+            addressed,
+            watch,
         })
     }
 

@@ -1,0 +1,120 @@
+//! The bench's figures and the side-by-side table it prints.
+
+use super::Fault;
+
+/// One implementation's figures.
+pub struct Figures {
+    pub name: &'static str,
+    pub created_ms: f64,
+    pub first_hop_ms: f64,
+    pub all_hops_ms: f64,
+    pub withdrawn_ms: f64,
+    pub updates: u64,
+    pub polled: usize,
+    pub cpu_s: f64,
+    pub rss_mib: Vec<f64>,
+    pub singles_ms: Vec<f64>,
+    /// Create to the address in the Service's status (the controller's share).
+    pub addressed_ms: Vec<f64>,
+    pub failover: Vec<(Fault, &'static str, Vec<f64>)>,
+}
+
+/// Nearest-rank percentile of sorted `values`.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub fn print_report(figures: &[Figures]) {
+    println!(
+        "\n| figure | {} |",
+        figures
+            .iter()
+            .map(|f| f.name)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(figures.len()));
+    let row = |label: &str, value: &dyn Fn(&Figures) -> String| {
+        let cells: Vec<String> = figures.iter().map(value).collect();
+        println!("| {label} | {} |", cells.join(" | "));
+    };
+    row("burst: Services created (ms)", &|f| {
+        format!("{:.0}", f.created_ms)
+    });
+    row("burst: every prefix in the FIB (ms)", &|f| {
+        format!("{:.0}", f.first_hop_ms)
+    });
+    row("burst: every prefix via all 3 nodes (ms)", &|f| {
+        format!("{:.0}", f.all_hops_ms)
+    });
+    row("burst: UPDATEs received by the router", &|f| {
+        f.updates.to_string()
+    });
+    row("burst: speakers' CPU (s, 3 nodes)", &|f| {
+        format!("{:.2}", f.cpu_s)
+    });
+    row("burst: speaker RSS (MiB, each)", &|f| {
+        format!("{:.1?}", f.rss_mib)
+    });
+    row("burst: changes seen only by polling", &|f| {
+        f.polled.to_string()
+    });
+    row("withdraw all (ms)", &|f| format!("{:.0}", f.withdrawn_ms));
+    row("create-to-route p50 (ms)", &|f| {
+        format!("{:.1}", percentile(&f.singles_ms, 50.0))
+    });
+    row("create-to-route p99 (ms)", &|f| {
+        format!("{:.1}", percentile(&f.singles_ms, 99.0))
+    });
+    row("create-to-address p50 / p99 (ms, controller)", &|f| {
+        format!(
+            "{:.1} / {:.1}",
+            percentile(&f.addressed_ms, 50.0),
+            percentile(&f.addressed_ms, 99.0)
+        )
+    });
+    if let Some(first) = figures.first() {
+        for (i, (fault, label, _)) in first.failover.iter().enumerate() {
+            row(
+                &format!("{} ({label}) p50 / max (ms)", fault.label()),
+                &|f| {
+                    f.failover.get(i).map_or(String::from("-"), |(_, _, t)| {
+                        format!(
+                            "{:.0} / {:.0}",
+                            percentile(t, 50.0),
+                            t.last().copied().unwrap_or_default()
+                        )
+                    })
+                },
+            );
+        }
+    }
+    if let [herald, metallb] = figures {
+        let ratio = |a: f64, b: f64| if a > 0.0 { b / a } else { 0.0 };
+        println!(
+            "\nHerald sooner than MetalLB: burst (all prefixes via all nodes) {:.1}×, create-to-route p99 {:.1}×",
+            ratio(herald.all_hops_ms, metallb.all_hops_ms),
+            ratio(
+                percentile(&herald.singles_ms, 99.0),
+                percentile(&metallb.singles_ms, 99.0)
+            )
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&[], 99.0), 0.0);
+    }
+}
