@@ -42,9 +42,13 @@ async fn exchange(url: &str, access: &Access<'_>) -> Result<(u16, String)> {
     let uri: Uri = url
         .parse()
         .with_context(|| format!("{url:?} is not a URL"))?;
-    let tls = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
+    // `Some(CA)`: over TLS, verified against that CA.
+    let tls: Option<&Path> = match (uri.scheme_str(), access.ca) {
+        (Some("http"), _) => None,
+        (Some("https"), Some(ca)) => Some(ca),
+        (Some("https"), None) => {
+            bail!("{url:?} is HTTPS: pass the CA that signed the speaker's certificate (--ca-cert)")
+        }
         _ => bail!("{url:?}: expected http:// or https://"),
     };
     let Some(authority) = uri.authority().cloned() else {
@@ -55,7 +59,9 @@ async fn exchange(url: &str, access: &Access<'_>) -> Result<(u16, String)> {
         .host()
         .trim_start_matches('[')
         .trim_end_matches(']');
-    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let port = authority
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let tcp = TcpStream::connect((host, port))
         .await
         .with_context(|| format!("connecting to {authority}"))?;
@@ -68,11 +74,8 @@ async fn exchange(url: &str, access: &Access<'_>) -> Result<(u16, String)> {
     let request = request
         .body(Empty::<Bytes>::new())
         .context("building the request")?;
-    if !tls {
+    let Some(ca) = tls else {
         return send(tcp, request).await;
-    }
-    let Some(ca) = access.ca else {
-        bail!("{url:?} is HTTPS: pass the CA that signed the speaker's certificate (--ca-cert)");
     };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(ca)?));
     let name = ServerName::try_from(host.to_string())
@@ -127,4 +130,40 @@ where
         .to_bytes();
     driver.abort();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::http::{self, Security};
+
+    #[tokio::test]
+    async fn gets_a_json_document_from_the_endpoints() {
+        let handler = http::with_json(
+            http::endpoints(None, Some(Arc::new(|| true))),
+            "/status/bgp",
+            Arc::new(|| "{\"node\":\"a\",\"sessions\":[]}".to_string()),
+        );
+        let bound = http::serve("127.0.0.1:0".parse().unwrap(), handler, Security::default())
+            .await
+            .unwrap();
+        let base = format!("http://{bound}");
+        let access = Access::default();
+        assert_eq!(
+            get(&format!("{base}/status/bgp"), &access).await.unwrap(),
+            (200, "{\"node\":\"a\",\"sessions\":[]}".to_string())
+        );
+        assert_eq!(get(&format!("{base}/nope"), &access).await.unwrap().0, 404);
+    }
+
+    #[tokio::test]
+    async fn refuses_what_it_cannot_check() {
+        let access = Access::default();
+        let https = get("https://127.0.0.1:1/status/bgp", &access)
+            .await
+            .unwrap_err();
+        assert!(https.to_string().contains("--ca-cert"), "{https}");
+        let other = get("ftp://127.0.0.1/x", &access).await.unwrap_err();
+        assert!(other.to_string().contains("expected http"), "{other}");
+    }
 }

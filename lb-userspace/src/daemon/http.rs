@@ -144,7 +144,7 @@ async fn refused(
     path: &str,
     authorizer: Option<&dyn super::authz::Authorize>,
 ) -> Option<(StatusCode, &'static str, String)> {
-    let authorizer = authorizer.filter(|_| !PROBES.contains(&path))?;
+    let authorizer = authorizer.filter(|_| guarded(path))?;
     let header = request
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -180,6 +180,11 @@ async fn refused(
             ))
         }
     }
+}
+
+/// Whether an authorizer guards `path`: everything but the probes.
+fn guarded(path: &str) -> bool {
+    !PROBES.contains(&path)
 }
 
 /// Produces a JSON document (a status report).
@@ -256,5 +261,15 @@ mod tests {
         );
         assert_eq!(with_status("/metrics").2, "m 1\n");
         assert_eq!(with_status("/status/other").0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn everything_but_the_probes_is_guarded() {
+        for path in ["/metrics", "/status/bgp", "/", "/other"] {
+            assert!(guarded(path), "{path}");
+        }
+        for path in ["/healthz", "/livez", "/readyz"] {
+            assert!(!guarded(path), "{path}");
+        }
     }
 }
