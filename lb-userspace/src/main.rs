@@ -22,6 +22,8 @@ enum Command {
     /// Announce this node's share of LoadBalancer IPs (layer 2 from XDP, BGP to routers) and
     /// gossip with peers.
     Speaker(Box<cli::speaker::SpeakerArgs>),
+    /// Inspect this node's BGP sessions on its running speaker.
+    Bgp(cli::bgp::BgpArgs),
     /// Load, feed and inspect the XDP responder without Kubernetes.
     Xdp(cli::xdp::XdpArgs),
     /// Validate, allocate and elect over YAML files, printing each Service's outcome.
@@ -38,6 +40,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Controller(args) => cli::controller::run(args),
         Command::Speaker(args) => cli::speaker::run(*args),
+        Command::Bgp(args) => cli::bgp::run(args),
         Command::Xdp(args) => cli::xdp::run(args),
         Command::Simulate(args) => cli::simulate::run(args),
         Command::Validate(args) => cli::simulate::validate(args),

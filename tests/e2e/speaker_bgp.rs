@@ -22,6 +22,8 @@
     reason = "test code: a panic is the failure report"
 )]
 
+#[path = "support/bgp_cluster.rs"]
+mod bgp_cluster;
 #[path = "support/kube/mod.rs"]
 mod kube_support;
 #[path = "support/routers/mod.rs"]
@@ -32,56 +34,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use herald_tests::{Bpffs, poll_until, require_root, unique};
-use kube_support::cluster::{Cluster, namespace_yaml, serial};
+use kube_support::cluster::Cluster;
 use kube_support::netns::forward_api_into;
 use kube_support::speaker::Speaker;
-use routers::{Family, Lan, Neighbor, Route, Router, RouterConfig, RouterKind};
+use routers::{Family, Lan, Neighbor, Router, RouterConfig, RouterKind};
 
-const ROUTER_AS: u32 = 64512;
-const NODE_AS: u32 = 64513;
-const SERVICE_IP: &str = "198.51.100.77";
-const SERVICE_IP6: &str = "2001:db8:0:2::77";
-const PATIENCE: Duration = Duration::from_secs(60);
-
-fn run_serial(scenario: impl std::future::Future<Output = ()>) {
-    let _serial = serial();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(scenario);
-}
-
-/// The cluster side: a Node per host, the namespace, a pool and an advertisement.
-fn base_objects(cluster: &Cluster, ns: &str, nodes: &[&str], ad_extra: &str) {
-    cluster.apply(&namespace_yaml(ns));
-    for node in nodes {
-        cluster.apply(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels:\n    herald-test: \"true\"\n"
-        ));
-    }
-    cluster.apply(&format!(
-        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: bgp-e2e\n  namespace: metallb-system\nspec:\n  addresses: [198.51.100.64/27, 2001:db8:0:2::/64]\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata:\n  name: bgp-e2e\n  namespace: metallb-system\nspec:\n  ipAddressPools: [bgp-e2e]\n  communities: [\"64512:300\", \"large:64512:1:2\"]\n{ad_extra}"
-    ));
-}
-
-fn peer_yaml(name: &str, address: IpAddr, my_asn: u32, extra: &str) -> String {
-    format!(
-        "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata:\n  name: {name}\n  namespace: metallb-system\nspec:\n  myASN: {my_asn}\n  peerASN: {ROUTER_AS}\n  peerAddress: \"{address}\"\n  holdTime: 9s\n{extra}"
-    )
-}
-
-fn find<'a>(routes: &'a [Route], prefix: &str) -> Option<&'a Route> {
-    routes.iter().find(|r| r.prefix.to_string() == prefix)
-}
-
-fn v4_prefix() -> String {
-    format!("{SERVICE_IP}/32")
-}
-
-fn v6_prefix() -> String {
-    format!("{SERVICE_IP6}/128")
-}
+use bgp_cluster::*;
 
 #[test]
 fn bird_frr_and_gobgp_learn_and_lose_the_service_routes() {

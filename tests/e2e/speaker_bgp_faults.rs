@@ -22,6 +22,8 @@
     reason = "test code: a panic is the failure report"
 )]
 
+#[path = "support/bgp_cluster.rs"]
+mod bgp_cluster;
 #[path = "support/kube/mod.rs"]
 mod kube_support;
 #[path = "support/routers/mod.rs"]
@@ -32,16 +34,13 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bgp_cluster::{NODE_AS, PATIENCE, ROUTER_AS, SERVICE_IP, find};
 use herald_tests::{Bpffs, poll_until, require_root, unique};
 use kube_support::cluster::{Cluster, namespace_yaml, serial, wait_for};
 use kube_support::netns::{forward_api_into, in_netns};
 use kube_support::speaker::Speaker;
 use routers::{Family, Lan, Neighbor, Route, Router, RouterConfig, RouterKind};
 
-const ROUTER_AS: u32 = 64512;
-const NODE_AS: u32 = 64513;
-const SERVICE_IP: &str = "198.51.100.77";
-const PATIENCE: Duration = Duration::from_secs(60);
 /// A second address of the router namespace, where the garbage peer listens.
 const GARBAGE_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 200);
 const GARBAGE_PORT: u16 = 1179;
@@ -92,10 +91,6 @@ fn notification_after_open(bytes: &[u8]) -> Option<(u8, u8)> {
     let open_len = usize::from(u16::from_be_bytes([*bytes.get(16)?, *bytes.get(17)?]));
     let rest = bytes.get(open_len..)?;
     (rest.get(..16)? == [0xff; 16] && *rest.get(18)? == 3).then(|| (rest[19], rest[20]))
-}
-
-fn find<'a>(routes: &'a [Route], prefix: &str) -> Option<&'a Route> {
-    routes.iter().find(|r| r.prefix.to_string() == prefix)
 }
 
 fn peer(name: &str, address: Ipv4Addr, spec: &str) -> String {

@@ -26,6 +26,9 @@ use super::socket::{self, Dial};
 use super::wire::{self, Message, Notification, Open, WireError};
 
 mod conn;
+mod status;
+
+pub use status::{State, Status};
 
 use conn::{Conn, ReadError, encode, peer_notified};
 
@@ -66,57 +69,6 @@ impl Params {
 
     fn ebgp(&self) -> bool {
         !self.peer_asn.is_internal(self.my_asn)
-    }
-}
-
-/// RFC 4271's states, as far as a connecting speaker goes through them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    Idle,
-    Connect,
-    OpenSent,
-    OpenConfirm,
-    Established,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Idle => "Idle",
-            State::Connect => "Connect",
-            State::OpenSent => "OpenSent",
-            State::OpenConfirm => "OpenConfirm",
-            State::Established => "Established",
-        }
-    }
-}
-
-/// What a session looks like from outside.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    pub state: State,
-    /// When the session last reached Established (while it is).
-    pub established_since: Option<SystemTime>,
-    /// Why the session last went down or failed to come up.
-    pub last_error: Option<String>,
-    /// Prefixes the peer holds from this speaker.
-    pub prefixes_sent: usize,
-    pub updates_sent: u64,
-    pub remote_router_id: Option<Ipv4Addr>,
-    pub local: Option<SocketAddr>,
-}
-
-impl Default for Status {
-    fn default() -> Self {
-        Status {
-            state: State::Idle,
-            established_since: None,
-            last_error: None,
-            prefixes_sent: 0,
-            updates_sent: 0,
-            remote_router_id: None,
-            local: None,
-        }
     }
 }
 
@@ -193,6 +145,11 @@ impl Handle {
         });
     }
 
+    /// The status cell the session keeps up to date (read it for a live view).
+    pub fn shared_status(&self) -> Arc<Mutex<Status>> {
+        self.status.clone()
+    }
+
     pub fn status(&self) -> Status {
         match self.status.lock() {
             Ok(s) => s.clone(),
@@ -254,12 +211,7 @@ impl Task {
     }
 
     fn set_state(&self, state: State) {
-        self.update_status(|s| {
-            s.state = state;
-            if state != State::Established {
-                s.established_since = None;
-            }
-        });
+        self.update_status(|s| s.enter(state, SystemTime::now()));
     }
 
     fn stopping(&self) -> Option<Stop> {
@@ -406,10 +358,8 @@ impl Task {
     async fn established(&mut self, conn: &mut Conn, local: SocketAddr, n: &Negotiated) -> End {
         self.reached_established = true;
         self.update_status(|s| {
-            s.state = State::Established;
-            s.established_since = Some(SystemTime::now());
+            s.enter(State::Established, SystemTime::now());
             s.remote_router_id = Some(n.remote_router_id);
-            s.last_error = None;
         });
         self.metrics.session_up(&self.label(), true);
         tracing::info!(hold = ?n.hold_time, keepalive = ?n.keepalive, "BGP session established");

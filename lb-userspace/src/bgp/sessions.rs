@@ -1,11 +1,12 @@
 //! The set of sessions this node runs, kept in line with the policy's plan: a session per
 //! BGPPeer that selects this node, started when the peer appears, restarted when its settings
 //! change, closed with a Cease NOTIFICATION when it leaves; each handed its routes on every pass.
+//! The [`Board`] shows them, live, to `herald bgp status`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
@@ -13,6 +14,7 @@ use super::metrics::BgpMetrics;
 use super::policy::{BgpPlan, SessionSpec};
 use super::session::{self, Handle, Params, Report, Status, Stop};
 use super::socket::{Dial, Password};
+use super::view::{BgpStatus, SessionView};
 
 /// TTL for a directly connected eBGP peer, and for one several hops away.
 const EBGP_TTL: u32 = 1;
@@ -23,13 +25,51 @@ const MULTIHOP_TTL: u32 = 255;
 /// are not started: a session without the signature would only be refused.
 pub type Passwords = BTreeMap<String, Password>;
 
-/// One session's state for `herald bgp status` and the logs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SessionView {
-    pub peer: String,
-    pub address: SocketAddr,
-    pub status: Status,
-    pub wanted: usize,
+/// One session on the [`Board`].
+struct Posted {
+    peer: String,
+    address: SocketAddr,
+    status: Arc<Mutex<Status>>,
+    wanted: usize,
+}
+
+/// A live picture of this node's sessions, shared with whoever reports them (the speaker's
+/// `/status/bgp`): [`Sessions`] posts its sessions on every pass, each session updates its own
+/// status, a reader takes a [`BgpStatus`] at any time. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Board {
+    node: String,
+    posted: Arc<Mutex<Vec<Posted>>>,
+}
+
+impl Board {
+    fn lock(&self) -> MutexGuard<'_, Vec<Posted>> {
+        self.posted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn post(&self, posted: Vec<Posted>) {
+        *self.lock() = posted;
+    }
+
+    /// Every session's state at `now`, by peer name.
+    pub fn status(&self, now: SystemTime) -> BgpStatus {
+        let sessions = self
+            .lock()
+            .iter()
+            .map(|p| {
+                let status = p
+                    .status
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                SessionView::of(&p.peer, p.address, &status, p.wanted, now)
+            })
+            .collect();
+        BgpStatus {
+            node: self.node.clone(),
+            sessions,
+        }
+    }
 }
 
 /// The sessions of this node.
@@ -37,6 +77,7 @@ pub struct Sessions {
     node: String,
     node_addresses: Vec<IpAddr>,
     handles: BTreeMap<String, Handle>,
+    board: Board,
     /// Peers left out (missing password), with why; reported once per change.
     skipped: BTreeMap<String, String>,
     metrics: BgpMetrics,
@@ -82,6 +123,10 @@ pub fn params(
 impl Sessions {
     pub fn new(node: String, metrics: BgpMetrics, reports: mpsc::UnboundedSender<Report>) -> Self {
         Sessions {
+            board: Board {
+                node: node.clone(),
+                posted: Arc::default(),
+            },
             node,
             node_addresses: Vec::new(),
             handles: BTreeMap::new(),
@@ -161,24 +206,28 @@ impl Sessions {
                 self.handles.insert(name, handle);
             }
         }
+        self.board.post(
+            self.handles
+                .iter()
+                .map(|(name, h)| Posted {
+                    peer: name.clone(),
+                    address: h.params().dial.peer,
+                    status: h.shared_status(),
+                    wanted: plan.routes.get(name).map_or(0, BTreeMap::len),
+                })
+                .collect(),
+        );
     }
 
-    /// Every session's state.
-    pub fn view(&self, plan: &BgpPlan) -> Vec<SessionView> {
-        self.handles
-            .iter()
-            .map(|(name, h)| SessionView {
-                peer: name.clone(),
-                address: h.params().dial.peer,
-                status: h.status(),
-                wanted: plan.routes.get(name).map_or(0, BTreeMap::len),
-            })
-            .collect()
+    /// The live picture of these sessions.
+    pub fn board(&self) -> Board {
+        self.board.clone()
     }
 
     /// Closes every session (Cease / Administrative Shutdown) and waits, at most `limit`.
     pub async fn shutdown(&mut self, limit: Duration) {
         let handles = std::mem::take(&mut self.handles);
+        self.board.post(Vec::new());
         let stops = handles.into_values().map(|h| h.stop(Stop::Shutdown));
         let _ = tokio::time::timeout(limit, futures::future::join_all(stops)).await;
     }

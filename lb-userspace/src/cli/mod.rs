@@ -1,8 +1,10 @@
 //! Command-line front ends. Each subcommand parses its arguments, calls the pure modules or the
 //! dataplane, and renders the result; no decision logic lives here.
 
+pub mod bgp;
 pub mod controller;
 pub mod convert;
+pub mod fetch;
 pub mod simulate;
 pub mod speaker;
 pub mod xdp;

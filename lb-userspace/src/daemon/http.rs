@@ -1,7 +1,8 @@
-//! The small HTTP endpoints of the long-running commands: `/metrics` and the `/healthz`,
-//! `/livez` and `/readyz` probes. HTTP/1.1 through hyper, plain or over TLS ([`Security`]); with
-//! an authorizer, `/metrics` needs a bearer token allowed to `get` it (the probes never do:
-//! kubelet sends none), as MetalLB's metrics behind kube-rbac-proxy.
+//! The small HTTP endpoints of the long-running commands: `/metrics`, the `/healthz`, `/livez`
+//! and `/readyz` probes, and JSON status documents (the speaker's `/status/bgp`). HTTP/1.1
+//! through hyper, plain or over TLS ([`Security`]); with an authorizer, every path but the
+//! probes needs a bearer token allowed to `get /metrics` (the probes never do: kubelet sends
+//! none), as MetalLB's metrics behind kube-rbac-proxy.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,11 +34,13 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (out of file descriptors, say), so it cannot spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// The one path an authorizer guards.
+/// The path whose `get` permission an authorizer checks, for every path it guards.
 pub const PROTECTED: &str = "/metrics";
+/// The probes: never guarded.
+const PROBES: [&str; 3] = ["/healthz", "/livez", "/readyz"];
 
-/// How the endpoints are offered: TLS when an acceptor is given, and `/metrics` behind the
-/// authorizer when one is (only with TLS: a token must not cross the network in the clear).
+/// How the endpoints are offered: TLS when an acceptor is given, and everything but the probes
+/// behind the authorizer when one is (only with TLS: a token must not cross the network in the clear).
 #[derive(Clone, Default)]
 pub struct Security {
     pub tls: Option<TlsAcceptor>,
@@ -135,13 +138,13 @@ where
 }
 
 /// Why `request` for `path` is refused, if it is: 401 without a valid token, 403 when its user
-/// may not `get` the path, 503 when that cannot be decided now.
+/// may not `get` [`PROTECTED`], 503 when that cannot be decided now. Probes are never refused.
 async fn refused(
     request: &Request<Incoming>,
     path: &str,
     authorizer: Option<&dyn super::authz::Authorize>,
 ) -> Option<(StatusCode, &'static str, String)> {
-    let authorizer = authorizer.filter(|_| path == PROTECTED)?;
+    let authorizer = authorizer.filter(|_| guarded(path))?;
     let header = request
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -177,6 +180,25 @@ async fn refused(
             ))
         }
     }
+}
+
+/// Whether an authorizer guards `path`: everything but the probes.
+fn guarded(path: &str) -> bool {
+    !PROBES.contains(&path)
+}
+
+/// Produces a JSON document (a status report).
+pub type Json = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// `handler` with `path` answered by `json` (`application/json`).
+pub fn with_json(handler: Handler, path: &'static str, json: Json) -> Handler {
+    Arc::new(move |asked: &str| {
+        if asked == path {
+            (StatusCode::OK, "application/json", json())
+        } else {
+            handler(asked)
+        }
+    })
 }
 
 /// Produces the Prometheus text exposition of a component's metrics.
@@ -231,5 +253,23 @@ mod tests {
         let probes_only = endpoints(None, Some(Arc::new(|| true)));
         assert_eq!(probes_only("/metrics").0, StatusCode::NOT_FOUND);
         assert_eq!(probes_only("/readyz").0, StatusCode::OK);
+
+        let with_status = with_json(both, "/status/bgp", Arc::new(|| "{}".to_string()));
+        assert_eq!(
+            with_status("/status/bgp"),
+            (StatusCode::OK, "application/json", "{}".to_string())
+        );
+        assert_eq!(with_status("/metrics").2, "m 1\n");
+        assert_eq!(with_status("/status/other").0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn everything_but_the_probes_is_guarded() {
+        for path in ["/metrics", "/status/bgp", "/", "/other"] {
+            assert!(guarded(path), "{path}");
+        }
+        for path in ["/healthz", "/livez", "/readyz"] {
+            assert!(!guarded(path), "{path}");
+        }
     }
 }

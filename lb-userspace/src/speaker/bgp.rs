@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::bgp::metrics::BgpMetrics;
 use crate::bgp::session::Report;
-use crate::bgp::sessions::{Passwords, SessionView, Sessions};
+use crate::bgp::sessions::{Board, Passwords, Sessions};
 use crate::speaker::announcer::Announcer;
 use crate::speaker::plan::{Plan, PlannedEvent};
 
@@ -41,12 +41,9 @@ impl BgpAnnouncer {
         self.sessions.set_node_addresses(addresses);
     }
 
-    /// Every session's state.
-    pub fn view(&self) -> Vec<SessionView> {
-        self.last
-            .as_ref()
-            .map(|plan| self.sessions.view(plan))
-            .unwrap_or_default()
+    /// The live picture of the sessions (`/status/bgp`).
+    pub fn board(&self) -> Board {
+        self.sessions.board()
     }
 
     /// Closes every session with a Cease NOTIFICATION.

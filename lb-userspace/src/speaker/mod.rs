@@ -3,8 +3,9 @@
 //! the other speakers to agree on who is alive.
 //!
 //! Pure parts, tested without I/O: [`plan`] (election over the cluster objects → targets,
-//! ServiceL2Status, Events, and the BGP plan from `crate::bgp::policy`; diffs), [`interfaces`] (eligibility and MetalLB's exclusion list),
-//! [`timing`] (failure detection and the guard bound), [`auth`] (gossip datagram HMAC).
+//! Events, and the BGP plan from `crate::bgp::policy`; diffs), [`status`] (the ServiceL2Status
+//! and ServiceBGPStatus objects this node keeps, and the writes to get there), [`interfaces`]
+//! (eligibility and MetalLB's exclusion list), [`timing`] (failure detection and the guard bound), [`auth`] (gossip datagram HMAC).
 //! [`reconcile`] (one pass from cluster values to data-plane changes and API writes) and
 //! [`announcer`] (layer-2 announcing over the data-plane seam) are unit-tested against an
 //! in-memory data plane; [`bgp`] puts the BGP sessions on the same seam, beside it.
@@ -25,5 +26,6 @@ pub mod plan;
 pub mod reconcile;
 pub mod run;
 pub mod scan;
+pub mod status;
 pub mod timing;
 pub mod writer;

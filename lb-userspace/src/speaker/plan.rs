@@ -1,6 +1,7 @@
 //! The speaker's decision, pure: from the configuration, the cluster's Services, EndpointSlices
 //! and Nodes, the live speakers, this node's name and its eligible interfaces to what this node
-//! announces (interface, address), the ServiceL2Status it keeps and the Events it reports.
+//! announces (interface, address) and the Events it reports (the status objects it keeps are
+//! [`super::status`]'s).
 //!
 //! Every speaker evaluates the same function over the same inputs; the election
 //! ([`crate::election`]) names one node per Service, so exactly one live node announces each
@@ -15,7 +16,6 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::allocator::ServiceInfo;
-use crate::api::{InterfaceInfo, L2ServiceStatus};
 use crate::bgp::{self, policy::BgpPlan};
 use crate::config::Config;
 use crate::dataplane::keys::unannounceable_reason;
@@ -272,36 +272,6 @@ impl Plan {
             .collect()
     }
 
-    /// The ServiceL2Status this node keeps, by `namespace/name` (only Services it announces).
-    pub fn statuses(&self, node: &str) -> BTreeMap<String, L2ServiceStatus> {
-        self.services
-            .iter()
-            .filter_map(|(key, s)| match &s.decision {
-                Decision::Announce { restricted, .. } if !s.targets.is_empty() => {
-                    let used: BTreeSet<&str> = s.targets.iter().map(|t| t.iface.as_str()).collect();
-                    Some((
-                        key.clone(),
-                        L2ServiceStatus {
-                            node: node.to_string(),
-                            service_name: s.name.clone(),
-                            service_namespace: s.namespace.clone(),
-                            interfaces: if *restricted {
-                                used.into_iter()
-                                    .map(|name| InterfaceInfo {
-                                        name: name.to_string(),
-                                    })
-                                    .collect()
-                            } else {
-                                Vec::new()
-                            },
-                        },
-                    ))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
     /// `(service key, address)` pairs this node announces over BGP.
     pub fn bgp_announced(&self) -> BTreeSet<(String, IpAddr)> {
         self.bgp
@@ -479,84 +449,6 @@ pub fn diff(current: &BTreeSet<Target>, desired: &BTreeSet<Target>) -> Changes {
         withdraw: current.difference(desired).cloned().collect(),
         announce: desired.difference(current).cloned().collect(),
     }
-}
-
-/// A ServiceL2Status object of this node as listed from the API server.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExistingStatus {
-    pub name: String,
-    /// From the labels `metallb.io/service-namespace` / `metallb.io/service-name`.
-    pub service_key: Option<String>,
-    pub status: Option<L2ServiceStatus>,
-}
-
-/// A write to bring this node's ServiceL2Status objects to the plan.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StatusAction {
-    Create {
-        service_key: String,
-        status: L2ServiceStatus,
-    },
-    /// Only `interfaces` changed (the other fields are immutable).
-    UpdateStatus {
-        name: String,
-        status: L2ServiceStatus,
-    },
-    Delete {
-        name: String,
-    },
-}
-
-/// Compares this node's objects with the desired statuses. Objects of Services no longer
-/// announced here, duplicates, and objects whose immutable fields differ are deleted (and
-/// recreated when still wanted).
-pub fn status_actions(
-    existing: &[ExistingStatus],
-    desired: &BTreeMap<String, L2ServiceStatus>,
-) -> Vec<StatusAction> {
-    let mut out = Vec::new();
-    let mut kept: BTreeSet<&str> = BTreeSet::new();
-    let mut sorted: Vec<&ExistingStatus> = existing.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    for e in sorted {
-        let wanted = e
-            .service_key
-            .as_deref()
-            .and_then(|k| desired.get_key_value(k));
-        match wanted {
-            Some((key, want)) if !kept.contains(key.as_str()) => {
-                let have = e.status.clone().unwrap_or_default();
-                let immutable_same = have.node == want.node
-                    && have.service_name == want.service_name
-                    && have.service_namespace == want.service_namespace;
-                if !(immutable_same || have.node.is_empty() && have.service_name.is_empty()) {
-                    out.push(StatusAction::Delete {
-                        name: e.name.clone(),
-                    });
-                    continue;
-                }
-                kept.insert(key.as_str());
-                if have != *want {
-                    out.push(StatusAction::UpdateStatus {
-                        name: e.name.clone(),
-                        status: want.clone(),
-                    });
-                }
-            }
-            _ => out.push(StatusAction::Delete {
-                name: e.name.clone(),
-            }),
-        }
-    }
-    for (key, want) in desired {
-        if !kept.contains(key.as_str()) {
-            out.push(StatusAction::Create {
-                service_key: key.clone(),
-                status: want.clone(),
-            });
-        }
-    }
-    out
 }
 
 /// `ConfigurationState speaker-<node>` status (MetalLB's): `result`, `errorSummary` and the

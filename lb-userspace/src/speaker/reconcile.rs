@@ -5,7 +5,7 @@
 //! Order: the configuration is rebuilt (an invalid one keeps the last good one and is reported
 //! in ConfigurationState); the plan is computed; the announcer applies it (withdrawals, then
 //! announcements); then Events (new ones only, failed announcements included) and the
-//! ServiceL2Status set are queued — the API server never delays the data plane.
+//! ServiceL2Status and ServiceBGPStatus sets are queued — the API server never delays the data plane.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -14,7 +14,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::mpsc;
 
-use crate::api::L2ServiceStatus;
 use crate::bgp::session::Report;
 use crate::config::{self, Config, Snapshot};
 pub use crate::k8s::speaker::ClusterView;
@@ -22,6 +21,7 @@ use crate::speaker::announcer::Announcer;
 use crate::speaker::interfaces::Eligible;
 use crate::speaker::metrics::SpeakerMetrics;
 use crate::speaker::plan::{self, ClaimSeen, Inputs, Plan, PlannedEvent};
+use crate::speaker::status::DesiredStatuses;
 
 /// How often one (address, MAC) claim is reported again while it goes on.
 pub const CLAIM_REPORT_EVERY: Duration = Duration::from_secs(60);
@@ -29,8 +29,8 @@ pub const CLAIM_REPORT_EVERY: Duration = Duration::from_secs(60);
 /// A write for the API writer task, in the order the pass made them.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
-    /// The whole desired ServiceL2Status set of this node, by Service key; owner Pod.
-    Statuses(BTreeMap<String, L2ServiceStatus>, Option<Box<Pod>>),
+    /// The whole desired ServiceL2Status and ServiceBGPStatus sets of this node; owner Pod.
+    Statuses(DesiredStatuses, Option<Box<Pod>>),
     /// An Event on a Service, with the Service's uid when known.
     Event(PlannedEvent, Option<String>),
     /// ConfigurationState `speaker-<node>`: `None` = valid, else the error summary; owner Pod.

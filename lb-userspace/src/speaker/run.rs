@@ -17,13 +17,13 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::bgp::passwords;
+use crate::bgp::{passwords, view};
 use crate::daemon::http;
 use crate::dataplane::GuardState;
 use crate::dataplane::cadence::Cadence;
@@ -72,21 +72,26 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     };
     let metrics = Arc::new(SpeakerMetrics::new());
     let ready = Arc::new(AtomicBool::new(false));
+    let (bgp_reports, mut bgp_reports_rx) = mpsc::unbounded_channel();
+    let mut bgp = BgpAnnouncer::new(options.node.clone(), metrics.bgp.clone(), bgp_reports);
     if let Some(addr) = options.metrics_addr {
-        let (m, r) = (metrics.clone(), ready.clone());
+        let (m, r, board) = (metrics.clone(), ready.clone(), bgp.board());
         let security = crate::k8s::authz::security(&options.metrics_access, &client)?;
-        let bound = http::serve(
-            addr,
+        let handler = http::with_json(
             http::endpoints(
                 Some(Arc::new(move || m.encode())),
                 Some(Arc::new(move || r.load(Ordering::Relaxed))),
             ),
-            security,
-        )
-        .await
-        .with_context(|| format!("listening for metrics on {addr}"))?;
+            view::PATH,
+            Arc::new(move || {
+                serde_json::to_string(&board.status(SystemTime::now())).unwrap_or_default()
+            }),
+        );
+        let bound = http::serve(addr, handler, security)
+            .await
+            .with_context(|| format!("listening for metrics on {addr}"))?;
         tracing::info!(addr = %bound, tls = options.metrics_access.tls.is_some(), token_required = options.metrics_access.authz,
-            "metrics on /metrics, probes on /healthz and /readyz");
+            "metrics on /metrics, BGP sessions on /status/bgp, probes on /healthz and /readyz");
     }
 
     let watches = Arc::new(Watches::start(
@@ -152,8 +157,6 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         metrics.clone(),
     );
     rescan(&mut announcer);
-    let (bgp_reports, mut bgp_reports_rx) = mpsc::unbounded_channel();
-    let mut bgp = BgpAnnouncer::new(options.node.clone(), metrics.bgp.clone(), bgp_reports);
     let mut reconciler = Reconciler::new(
         Settings {
             node: options.node.clone(),

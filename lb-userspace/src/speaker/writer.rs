@@ -1,8 +1,8 @@
 //! The speaker's API writes, applied in the order reconcile queued them, on a task of their own
-//! so the API server never delays the data plane. A status write carries the whole desired set,
-//! so only the latest queued one is applied (Events queued between are kept, and written after
-//! it). Objects it created are remembered until the watch shows them, so a quick second pass
-//! does not create duplicates.
+//! so the API server never delays the data plane. A status write carries the whole desired sets
+//! (ServiceL2Status and ServiceBGPStatus), so only the latest queued one is applied (Events
+//! queued between are kept, and written after it). Objects it created are remembered, per kind,
+//! until the watch shows them, so a quick second pass does not create duplicates.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -10,10 +10,12 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::mpsc;
 
-use crate::k8s::speaker::{ServiceEvent, Watches, Writer};
+use crate::api::{ServiceBGPStatus, ServiceL2Status};
+use crate::k8s::speaker::{ServiceEvent, StatusKind, Watches, Writer};
 use crate::speaker::metrics::SpeakerMetrics;
-use crate::speaker::plan::{self, ExistingStatus, PlannedEvent, StatusAction};
+use crate::speaker::plan::{self, PlannedEvent};
 use crate::speaker::reconcile::{PeerEvent, Write};
+use crate::speaker::status::{self, ExistingStatus, ServiceStatus, StatusAction};
 
 /// Applies `writes` until the sender goes away.
 pub async fn write_loop(
@@ -22,7 +24,8 @@ pub async fn write_loop(
     watches: Arc<Watches>,
     metrics: Arc<SpeakerMetrics>,
 ) {
-    let mut created: BTreeMap<String, ExistingStatus> = BTreeMap::new();
+    let mut l2: Kept<ServiceL2Status> = Kept::default();
+    let mut bgp: Kept<ServiceBGPStatus> = Kept::default();
     while let Some(write) = writes.recv().await {
         match write {
             Write::ConfigState(errors, owner) => {
@@ -53,23 +56,23 @@ pub async fn write_loop(
                         }
                     }
                 }
-                let listed: Vec<ExistingStatus> = watches
-                    .existing_statuses()
-                    .into_iter()
-                    .map(|l| ExistingStatus {
-                        name: l.name,
-                        service_key: l.service_key,
-                        status: l.status,
-                    })
-                    .collect();
-                let listed_names: BTreeSet<String> =
-                    listed.iter().map(|e| e.name.clone()).collect();
-                created.retain(|name, _| !listed_names.contains(name));
-                let mut existing = listed;
-                existing.extend(created.values().cloned());
-                for action in plan::status_actions(&existing, &desired) {
-                    apply_status(&writer, &action, owner.as_deref(), &mut created, &metrics).await;
-                }
+                let owner = owner.as_deref();
+                l2.sync(
+                    &writer,
+                    watches.existing_l2_statuses(),
+                    &desired.l2,
+                    owner,
+                    &metrics,
+                )
+                .await;
+                bgp.sync(
+                    &writer,
+                    watches.existing_bgp_statuses(),
+                    &desired.bgp,
+                    owner,
+                    &metrics,
+                )
+                .await;
                 for (event, uid) in events {
                     event_logged(&writer, &event, uid, &metrics).await;
                 }
@@ -78,38 +81,74 @@ pub async fn write_loop(
     }
 }
 
-async fn apply_status(
-    writer: &Writer,
-    action: &StatusAction,
-    owner: Option<&Pod>,
-    created: &mut BTreeMap<String, ExistingStatus>,
-    metrics: &SpeakerMetrics,
-) {
-    let result = match action {
-        StatusAction::Create {
-            service_key,
-            status,
-        } => writer
-            .create_status(service_key, status, owner)
-            .await
-            .map(|name| {
-                created.insert(
-                    name.clone(),
-                    ExistingStatus {
-                        name,
-                        service_key: Some(service_key.clone()),
-                        status: Some(status.clone()),
-                    },
-                );
+/// One kind's objects this task created that the watch has not shown yet.
+struct Kept<K: StatusKind> {
+    created: BTreeMap<String, ExistingStatus<K::Status>>,
+}
+
+impl<K: StatusKind> Default for Kept<K> {
+    fn default() -> Self {
+        Kept {
+            created: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: StatusKind> Kept<K> {
+    /// Brings this node's objects of kind `K` (`listed` by the watch, plus those created since)
+    /// to `desired`.
+    async fn sync(
+        &mut self,
+        writer: &Writer,
+        listed: Vec<ExistingStatus<K::Status>>,
+        desired: &BTreeMap<String, K::Status>,
+        owner: Option<&Pod>,
+        metrics: &SpeakerMetrics,
+    ) {
+        let listed_names: BTreeSet<String> = listed.iter().map(|e| e.name.clone()).collect();
+        self.created.retain(|name, _| !listed_names.contains(name));
+        let mut existing = listed;
+        existing.extend(self.created.values().cloned());
+        for action in status::status_actions(&existing, desired) {
+            self.apply(writer, &action, owner, metrics).await;
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        writer: &Writer,
+        action: &StatusAction<K::Status>,
+        owner: Option<&Pod>,
+        metrics: &SpeakerMetrics,
+    ) {
+        let result = match action {
+            StatusAction::Create {
+                service_key,
+                status,
+            } => writer
+                .create_status::<K>(service_key, status, owner)
+                .await
+                .map(|name| {
+                    self.created.insert(
+                        name.clone(),
+                        ExistingStatus {
+                            name,
+                            service_key: Some(service_key.clone()),
+                            status: Some(status.clone()),
+                        },
+                    );
+                }),
+            StatusAction::UpdateStatus { name, status } => {
+                writer.update_status::<K>(name, status).await
+            }
+            StatusAction::Delete { name } => writer.delete_status::<K>(name).await.map(|()| {
+                self.created.remove(name);
             }),
-        StatusAction::UpdateStatus { name, status } => writer.update_status(name, status).await,
-        StatusAction::Delete { name } => writer.delete_status(name).await.map(|()| {
-            created.remove(name);
-        }),
-    };
-    if let Err(error) = result {
-        metrics.update_errors.inc();
-        tracing::warn!(?action, %error, "ServiceL2Status write failed");
+        };
+        if let Err(error) = result {
+            metrics.update_errors.inc();
+            tracing::warn!(kind = <K::Status as ServiceStatus>::KIND, ?action, %error, "status write failed");
+        }
     }
 }
 

@@ -1,14 +1,14 @@
 //! The speaker's Kubernetes side: the watches it decides from (Services, EndpointSlices, Nodes,
 //! Namespaces, IPAddressPools, L2Advertisements, BGPPeers, BGPAdvertisements, Communities,
-//! BFDProfiles, speaker Pods, the memberlist Secret and its own ServiceL2Status objects), the
-//! Secrets BGPPeers name as `passwordSecret` (read by name, never listed) and its writes
-//! (ServiceL2Status, Events as `metallb-speaker`).
+//! BFDProfiles, speaker Pods, the memberlist Secret and its own ServiceL2Status and
+//! ServiceBGPStatus objects), the Secrets BGPPeers name as `passwordSecret` (read by name, never
+//! listed) and its writes (ServiceL2Status, ServiceBGPStatus, Events as `metallb-speaker`).
 //! No decisions here: `speaker::plan` decides, this module lists and [`writer`] writes.
 
 mod passwords;
 mod writer;
 
-pub use writer::{ServiceEvent, Writer};
+pub use writer::{ServiceEvent, StatusKind, Writer};
 
 use std::fmt::Debug;
 use std::net::IpAddr;
@@ -24,11 +24,12 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::checked::{self, Rejected};
-use crate::api::{self, L2ServiceStatus, ServiceL2Status};
+use crate::api::{self, ServiceBGPStatus, ServiceL2Status};
+use crate::speaker::status::ExistingStatus;
 
 /// The component name on the speaker's Events (MetalLB's).
 pub const SPEAKER_COMPONENT: &str = "metallb-speaker";
-/// ServiceL2Status labels (MetalLB's).
+/// ServiceL2Status and ServiceBGPStatus labels (MetalLB's).
 pub const LABEL_NODE: &str = "metallb.io/node";
 pub const LABEL_SERVICE_NAME: &str = "metallb.io/service-name";
 pub const LABEL_SERVICE_NAMESPACE: &str = "metallb.io/service-namespace";
@@ -57,19 +58,10 @@ pub struct ClusterView {
     pub rejected: Vec<String>,
 }
 
-/// One of this node's ServiceL2Status objects as listed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListedStatus {
-    pub name: String,
-    /// `namespace/name` of its Service, from its labels.
-    pub service_key: Option<String>,
-    pub status: Option<L2ServiceStatus>,
-}
-
 /// What to watch.
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
-    /// MetalLB's namespace: pools, advertisements, speaker Pods, the Secret, ServiceL2Status.
+    /// MetalLB's namespace: pools, advertisements, speaker Pods, the Secret, the status objects.
     pub namespace: String,
     pub node: String,
     /// Label selector of the speaker Pods (`--ml-labels`); `None`: no peer discovery.
@@ -94,9 +86,10 @@ pub struct Watches {
     pods: Option<Store<Pod>>,
     secrets: Option<Store<Secret>>,
     l2_statuses: Store<ServiceL2Status>,
+    bgp_statuses: Store<ServiceBGPStatus>,
     /// Configuration objects that could not be read.
     rejected: Rejected,
-    /// This node's name (whose speaker Pod and ServiceL2Status objects are watched).
+    /// This node's name (whose speaker Pod and status objects are watched).
     node: String,
     pub changed: Arc<Notify>,
 }
@@ -187,6 +180,11 @@ impl Watches {
                 all().labels(&format!("{LABEL_NODE}={}", options.node)),
                 changed.clone(),
             ),
+            bgp_statuses: spawn(
+                Api::namespaced(client.clone(), ns),
+                all().labels(&format!("{LABEL_NODE}={}", options.node)),
+                changed.clone(),
+            ),
             node: options.node.clone(),
             rejected,
             changed,
@@ -220,6 +218,7 @@ impl Watches {
         })
         .await;
         wait_logged("ServiceL2Statuses", self.l2_statuses.wait_until_ready()).await;
+        wait_logged("ServiceBGPStatuses", self.bgp_statuses.wait_until_ready()).await;
         if let Some(pods) = &self.pods {
             wait_logged("speaker Pods", pods.wait_until_ready()).await;
         }
@@ -290,27 +289,13 @@ impl Watches {
     }
 
     /// This node's ServiceL2Status objects as listed.
-    pub fn existing_statuses(&self) -> Vec<ListedStatus> {
-        self.l2_statuses
-            .state()
-            .iter()
-            .filter_map(|s| {
-                let name = s.metadata.name.clone()?;
-                let labels = s.metadata.labels.clone().unwrap_or_default();
-                let service_key = match (
-                    labels.get(LABEL_SERVICE_NAMESPACE),
-                    labels.get(LABEL_SERVICE_NAME),
-                ) {
-                    (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
-                    _ => None,
-                };
-                Some(ListedStatus {
-                    name,
-                    service_key,
-                    status: s.status.clone(),
-                })
-            })
-            .collect()
+    pub fn existing_l2_statuses(&self) -> Vec<ExistingStatus<api::L2ServiceStatus>> {
+        listed(&self.l2_statuses)
+    }
+
+    /// This node's ServiceBGPStatus objects as listed.
+    pub fn existing_bgp_statuses(&self) -> Vec<ExistingStatus<api::BgpServiceStatus>> {
+        listed(&self.bgp_statuses)
     }
 
     /// Everything the speaker decides from, as values.
@@ -391,6 +376,29 @@ async fn wait_logged<T, E>(what: &str, ready: impl std::future::Future<Output = 
             "watch cache not synced yet"
         );
     }
+}
+
+/// The status objects of one kind in `store`, with the Service their labels name.
+fn listed<K: StatusKind>(store: &Store<K>) -> Vec<ExistingStatus<K::Status>> {
+    store
+        .state()
+        .iter()
+        .filter_map(|s| {
+            let meta = s.meta();
+            let name = meta.name.clone()?;
+            let labels = meta.labels.as_ref();
+            let label = |key: &str| labels.and_then(|l| l.get(key));
+            let service_key = match (label(LABEL_SERVICE_NAMESPACE), label(LABEL_SERVICE_NAME)) {
+                (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
+                _ => None,
+            };
+            Some(ExistingStatus {
+                name,
+                service_key,
+                status: s.status().cloned(),
+            })
+        })
+        .collect()
 }
 
 fn cloned<K: Clone + Resource + 'static>(store: &Store<K>) -> Vec<K>

@@ -1,18 +1,26 @@
-//! The speaker's writes: ServiceL2Status objects, Events as `metallb-speaker`, and its
-//! ConfigurationState. Typed primitives only; what to write is decided by the speaker.
+//! The speaker's writes: ServiceL2Status and ServiceBGPStatus objects (one generic path over
+//! [`StatusKind`]), Events as `metallb-speaker`, and its ConfigurationState. Typed primitives
+//! only; what to write is decided by the speaker.
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{LABEL_NODE, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE, SPEAKER_COMPONENT};
-use crate::api::{ConfigurationStateStatus, L2ServiceStatus, ServiceL2Status, ServiceL2StatusSpec};
+use crate::api::{
+    BgpServiceStatus, ConfigurationStateStatus, L2ServiceStatus, ServiceBGPStatus,
+    ServiceBGPStatusSpec, ServiceL2Status, ServiceL2StatusSpec,
+};
 use crate::k8s::config_state::{self, LABEL_COMPONENT_TYPE, LABEL_NODE_NAME};
 use crate::k8s::events::{EventSink, Severity};
+use crate::speaker::status::ServiceStatus;
 
 /// An Event on a Service, as the speaker records it.
 #[derive(Clone, Copy, Debug)]
@@ -25,11 +33,60 @@ pub struct ServiceEvent<'a> {
     pub message: &'a str,
 }
 
-/// Writes ServiceL2Status objects, Events and the ConfigurationState of one node.
+/// A per-(node, Service) status kind the speaker keeps: the object, its status, and how a new
+/// one is named.
+pub trait StatusKind:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    type Status: ServiceStatus + Serialize + Send + Sync + 'static;
+    /// MetalLB's generateName prefix.
+    const GENERATE_NAME: &'static str;
+    /// An object with `metadata` and no status yet.
+    fn blank(metadata: ObjectMeta) -> Self;
+    fn status(&self) -> Option<&Self::Status>;
+}
+
+impl StatusKind for ServiceL2Status {
+    type Status = L2ServiceStatus;
+    const GENERATE_NAME: &'static str = "l2-";
+    fn blank(metadata: ObjectMeta) -> Self {
+        ServiceL2Status {
+            metadata,
+            spec: ServiceL2StatusSpec {},
+            status: None,
+        }
+    }
+    fn status(&self) -> Option<&L2ServiceStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl StatusKind for ServiceBGPStatus {
+    type Status = BgpServiceStatus;
+    const GENERATE_NAME: &'static str = "bgp-";
+    fn blank(metadata: ObjectMeta) -> Self {
+        ServiceBGPStatus {
+            metadata,
+            spec: ServiceBGPStatusSpec {},
+            status: None,
+        }
+    }
+    fn status(&self) -> Option<&BgpServiceStatus> {
+        self.status.as_ref()
+    }
+}
+
+/// Writes status objects, Events and the ConfigurationState of one node.
 #[derive(Clone)]
 pub struct Writer {
     client: Client,
-    statuses: Api<ServiceL2Status>,
     namespace: String,
     node: String,
     events: EventSink,
@@ -39,19 +96,19 @@ impl Writer {
     pub fn new(client: &Client, namespace: &str, node: &str) -> Writer {
         Writer {
             client: client.clone(),
-            statuses: Api::namespaced(client.clone(), namespace),
             namespace: namespace.to_string(),
             node: node.to_string(),
             events: EventSink::new(client.clone(), SPEAKER_COMPONENT, node),
         }
     }
 
-    /// Creates a ServiceL2Status for `service_key` (`namespace/name`) with `status`; `owner` is
-    /// this node's speaker Pod (MetalLB's owner). Returns the generated name.
-    pub async fn create_status(
+    /// Creates a status object of kind `K` for `service_key` (`namespace/name`) with `status`
+    /// (generateName `l2-` / `bgp-`, MetalLB's labels); `owner` is this node's speaker Pod
+    /// (MetalLB's owner). Returns the generated name.
+    pub async fn create_status<K: StatusKind>(
         &self,
         service_key: &str,
-        status: &L2ServiceStatus,
+        status: &K::Status,
         owner: Option<&Pod>,
     ) -> Result<String, kube::Error> {
         let (svc_ns, svc_name) = service_key.split_once('/').unwrap_or(("", service_key));
@@ -62,45 +119,49 @@ impl Writer {
         ]
         .into();
         let owner_references = owner.and_then(owner_reference).map(|o| vec![o]);
-        let object = ServiceL2Status {
-            metadata: ObjectMeta {
-                generate_name: Some("l2-".into()),
-                namespace: Some(self.namespace.clone()),
-                labels: Some(labels),
-                owner_references,
-                ..ObjectMeta::default()
-            },
-            spec: ServiceL2StatusSpec {},
-            status: None,
-        };
+        let object = K::blank(ObjectMeta {
+            generate_name: Some(K::GENERATE_NAME.into()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels),
+            owner_references,
+            ..ObjectMeta::default()
+        });
         let created = self
-            .statuses
+            .statuses::<K>()
             .create(&PostParams::default(), &object)
             .await?;
-        let name = created.metadata.name.unwrap_or_default();
-        self.update_status(&name, status).await?;
+        let name = created.meta().name.clone().unwrap_or_default();
+        self.update_status::<K>(&name, status).await?;
         Ok(name)
     }
 
-    /// Deletes a ServiceL2Status (already gone counts as done).
-    pub async fn delete_status(&self, name: &str) -> Result<(), kube::Error> {
-        match self.statuses.delete(name, &DeleteParams::default()).await {
+    /// Deletes a status object of kind `K` (already gone counts as done).
+    pub async fn delete_status<K: StatusKind>(&self, name: &str) -> Result<(), kube::Error> {
+        match self
+            .statuses::<K>()
+            .delete(name, &DeleteParams::default())
+            .await
+        {
             Err(e) if crate::k8s::is_not_found(&e) => Ok(()),
             other => other.map(|_| ()),
         }
     }
 
-    /// Writes the status of an existing ServiceL2Status.
-    pub async fn update_status(
+    /// Writes the status of an existing status object of kind `K`.
+    pub async fn update_status<K: StatusKind>(
         &self,
         name: &str,
-        status: &L2ServiceStatus,
+        status: &K::Status,
     ) -> Result<(), kube::Error> {
         let patch = json!({ "status": status });
-        self.statuses
+        self.statuses::<K>()
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map(|_| ())
+    }
+
+    fn statuses<K: StatusKind>(&self) -> Api<K> {
+        Api::namespaced(self.client.clone(), &self.namespace)
     }
 
     /// Records an Event on Service `namespace/name` (`uid` from the watch cache when known).

@@ -133,10 +133,10 @@ fn elected_node_announces_others_do_not() {
                 node: "node-b".into()
             }
         );
-        assert!(p.statuses(other).is_empty());
+        assert!(p.l2_statuses(other).is_empty());
         assert!(p.events(other).is_empty());
     }
-    let status = &b.statuses("node-b")["default/web"];
+    let status = &b.l2_statuses("node-b")["default/web"];
     assert_eq!(status.node, "node-b");
     assert_eq!(status.service_name, "web");
     assert_eq!(status.service_namespace, "default");
@@ -193,7 +193,7 @@ fn named_interfaces_partial_missing_and_all_missing() {
     w.ifaces = eligible(&["eth0", "eth1"], &["eth0", "eth1"]);
     let p = w.plan_on("node-b");
     assert_eq!(p.targets(), [target("eth1", "10.0.0.1")].into());
-    let status = &p.statuses("node-b")["default/web"];
+    let status = &p.l2_statuses("node-b")["default/web"];
     assert_eq!(status.interfaces.len(), 1);
     assert_eq!(status.interfaces[0].name, "eth1");
     let events = p.events("node-b");
@@ -341,101 +341,6 @@ fn diff_is_set_difference() {
     assert_eq!(c.withdraw, vec![target("eth0", "10.0.0.1")]);
     assert_eq!(c.announce, vec![target("eth1", "10.0.0.2")]);
     assert!(diff(&desired, &desired).is_empty());
-}
-
-fn l2(node: &str, svc: &str, ifaces: &[&str]) -> L2ServiceStatus {
-    L2ServiceStatus {
-        node: node.into(),
-        service_name: svc.into(),
-        service_namespace: "default".into(),
-        interfaces: ifaces
-            .iter()
-            .map(|n| crate::api::InterfaceInfo {
-                name: n.to_string(),
-            })
-            .collect(),
-    }
-}
-
-fn existing(name: &str, svc: Option<&str>, status: Option<L2ServiceStatus>) -> ExistingStatus {
-    ExistingStatus {
-        name: name.into(),
-        service_key: svc.map(|s| format!("default/{s}")),
-        status,
-    }
-}
-
-#[test]
-fn status_actions_table() {
-    let desired: BTreeMap<String, L2ServiceStatus> = [
-        ("default/web".to_string(), l2("node-b", "web", &[])),
-        ("default/api".to_string(), l2("node-b", "api", &["eth1"])),
-        ("default/new".to_string(), l2("node-b", "new", &[])),
-    ]
-    .into();
-    let have = vec![
-        // up to date
-        existing("l2-1", Some("web"), Some(l2("node-b", "web", &[]))),
-        // duplicate of web
-        existing("l2-2", Some("web"), Some(l2("node-b", "web", &[]))),
-        // interfaces changed
-        existing("l2-3", Some("api"), Some(l2("node-b", "api", &["eth0"]))),
-        // no longer announced here
-        existing("l2-4", Some("gone"), Some(l2("node-b", "gone", &[]))),
-        // no labels
-        existing("l2-5", None, None),
-    ];
-    let actions = status_actions(&have, &desired);
-    assert_eq!(
-        actions,
-        vec![
-            StatusAction::Delete {
-                name: "l2-2".into()
-            },
-            StatusAction::UpdateStatus {
-                name: "l2-3".into(),
-                status: l2("node-b", "api", &["eth1"]),
-            },
-            StatusAction::Delete {
-                name: "l2-4".into()
-            },
-            StatusAction::Delete {
-                name: "l2-5".into()
-            },
-            StatusAction::Create {
-                service_key: "default/new".into(),
-                status: l2("node-b", "new", &[]),
-            },
-        ]
-    );
-    // Immutable field differs (another node's name): delete and recreate.
-    let have = vec![existing(
-        "l2-9",
-        Some("web"),
-        Some(l2("node-a", "web", &[])),
-    )];
-    let desired: BTreeMap<_, _> = [("default/web".to_string(), l2("node-b", "web", &[]))].into();
-    assert_eq!(
-        status_actions(&have, &desired),
-        vec![
-            StatusAction::Delete {
-                name: "l2-9".into()
-            },
-            StatusAction::Create {
-                service_key: "default/web".into(),
-                status: l2("node-b", "web", &[]),
-            },
-        ]
-    );
-    // Created but status not written yet: just write the status.
-    let have = vec![existing("l2-8", Some("web"), None)];
-    assert_eq!(
-        status_actions(&have, &desired),
-        vec![StatusAction::UpdateStatus {
-            name: "l2-8".into(),
-            status: l2("node-b", "web", &[]),
-        }]
-    );
 }
 
 proptest! {

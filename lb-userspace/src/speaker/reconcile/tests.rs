@@ -179,7 +179,7 @@ fn an_elected_address_is_announced_then_gratuitous_then_written() {
     let last = writes.last();
     match last {
         Some(Write::Statuses(statuses, _)) => {
-            assert!(statuses.contains_key("default/web"), "{statuses:?}");
+            assert!(statuses.l2.contains_key("default/web"), "{statuses:?}");
         }
         other => panic!("statuses are written last: {other:?}"),
     }
