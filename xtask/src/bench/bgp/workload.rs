@@ -241,22 +241,7 @@ impl Creator {
             .iter()
             .map(Workload::slice)
             .collect::<Result<_>>()?;
-        self.runtime.block_on(async {
-            let results: Vec<Result<()>> = futures::stream::iter(objects)
-                .map(|slice| {
-                    let api = self.slices.clone();
-                    async move {
-                        api.create(&PostParams::default(), &slice)
-                            .await
-                            .context("creating an EndpointSlice")?;
-                        Ok(())
-                    }
-                })
-                .buffer_unordered(concurrency.max(1))
-                .collect()
-                .await;
-            results.into_iter().collect::<Result<()>>()
-        })
+        self.create_all(&self.slices, objects, concurrency)
     }
 
     /// Creates every Service (`concurrency` in flight); returns when the last create
@@ -266,23 +251,30 @@ impl Creator {
             .iter()
             .map(Workload::service)
             .collect::<Result<_>>()?;
+        self.create_all(&self.services, objects, concurrency)?;
+        Ok(Instant::now())
+    }
+
+    fn create_all<K>(&self, api: &Api<K>, objects: Vec<K>, concurrency: usize) -> Result<()>
+    where
+        K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned,
+        K: std::fmt::Debug,
+    {
         self.runtime.block_on(async {
             let results: Vec<Result<()>> = futures::stream::iter(objects)
-                .map(|svc| {
-                    let api = self.services.clone();
-                    async move {
-                        api.create(&PostParams::default(), &svc)
-                            .await
-                            .context("creating a Service")?;
-                        Ok(())
-                    }
+                .map(|object| async move {
+                    api.create(&PostParams::default(), &object)
+                        .await
+                        .with_context(|| {
+                            format!("creating {}", kube::ResourceExt::name_any(&object))
+                        })?;
+                    Ok(())
                 })
                 .buffer_unordered(concurrency.max(1))
                 .collect()
                 .await;
             results.into_iter().collect::<Result<()>>()
-        })?;
-        Ok(Instant::now())
+        })
     }
 }
 
