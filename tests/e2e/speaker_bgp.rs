@@ -58,20 +58,7 @@ async fn each_router() {
         let node_v4 = IpAddr::V4(Lan::host_v4(0));
         let node_v6 = IpAddr::V6(Lan::host_v6(0));
         forward_api_into(&lan.hosts[0].name, plane.apiserver_port);
-        let router = Router::start(&RouterConfig {
-            kind,
-            netns: lan.router.name.clone(),
-            asn: ROUTER_AS,
-            router_id: Lan::ROUTER_V4,
-            listen: vec![IpAddr::V4(Lan::ROUTER_V4), IpAddr::V6(Lan::ROUTER_V6)],
-            neighbors: vec![
-                Neighbor::new(node_v4, NODE_AS),
-                Neighbor {
-                    ipv6: true,
-                    ..Neighbor::new(node_v6, NODE_AS)
-                },
-            ],
-        })
+        let router = dual_stack_router(kind, &lan)
         .expect("router");
 
         let ns = unique("speaker-bgp");

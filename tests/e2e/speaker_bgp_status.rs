@@ -26,7 +26,7 @@ use herald_tests::{Bpffs, herald_bin, poll_until, require_root, unique};
 use kube_support::cluster::Cluster;
 use kube_support::netns::forward_api_into;
 use kube_support::speaker::Speaker;
-use routers::{Family, Lan, Neighbor, Router, RouterConfig, RouterKind};
+use routers::{Family, Lan, RouterKind};
 
 /// This node's ServiceBGPStatus objects of Service `web` in `ns`, as JSON items.
 fn bgp_statuses(cluster: &Cluster, node: &str, ns: &str) -> Vec<serde_json::Value> {
@@ -81,20 +81,7 @@ async fn status_objects() {
     let lan = Lan::new("hbs", 1).expect("lan");
     let node = unique("hbs-node");
     forward_api_into(&lan.hosts[0].name, plane.apiserver_port);
-    let router = Router::start(&RouterConfig {
-        kind: RouterKind::Frr,
-        netns: lan.router.name.clone(),
-        asn: ROUTER_AS,
-        router_id: Lan::ROUTER_V4,
-        listen: vec![IpAddr::V4(Lan::ROUTER_V4), IpAddr::V6(Lan::ROUTER_V6)],
-        neighbors: vec![
-            Neighbor::new(IpAddr::V4(Lan::host_v4(0)), NODE_AS),
-            Neighbor {
-                ipv6: true,
-                ..Neighbor::new(IpAddr::V6(Lan::host_v6(0)), NODE_AS)
-            },
-        ],
-    })
+    let router = dual_stack_router(RouterKind::Frr, &lan)
     .expect("router");
     let ns = unique("speaker-bgp");
     base_objects(&cluster, &ns, &[&node], "");

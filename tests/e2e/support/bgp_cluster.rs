@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::kube_support::cluster::{Cluster, namespace_yaml, serial};
-use crate::routers::Route;
+use crate::routers::{Lan, Neighbor, Route, Router, RouterConfig, RouterKind};
 
 pub const ROUTER_AS: u32 = 64512;
 pub const NODE_AS: u32 = 64513;
@@ -54,4 +54,23 @@ pub fn v4_prefix() -> String {
 
 pub fn v6_prefix() -> String {
     format!("{SERVICE_IP6}/128")
+}
+
+/// A router of `kind` in `lan`'s router namespace, AS [`ROUTER_AS`], with host 0 as its eBGP
+/// neighbor (AS [`NODE_AS`]) over IPv4 and over IPv6. Returns the start's error as is.
+pub fn dual_stack_router(kind: RouterKind, lan: &Lan) -> anyhow::Result<Router> {
+    Router::start(&RouterConfig {
+        kind,
+        netns: lan.router.name.clone(),
+        asn: ROUTER_AS,
+        router_id: Lan::ROUTER_V4,
+        listen: vec![IpAddr::V4(Lan::ROUTER_V4), IpAddr::V6(Lan::ROUTER_V6)],
+        neighbors: vec![
+            Neighbor::new(IpAddr::V4(Lan::host_v4(0)), NODE_AS),
+            Neighbor {
+                ipv6: true,
+                ..Neighbor::new(IpAddr::V6(Lan::host_v6(0)), NODE_AS)
+            },
+        ],
+    })
 }
