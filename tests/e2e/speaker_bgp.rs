@@ -58,8 +58,7 @@ async fn each_router() {
         let node_v4 = IpAddr::V4(Lan::host_v4(0));
         let node_v6 = IpAddr::V6(Lan::host_v6(0));
         forward_api_into(&lan.hosts[0].name, plane.apiserver_port);
-        let router = dual_stack_router(kind, &lan)
-        .expect("router");
+        let router = dual_stack_router(kind, &lan).expect("router");
 
         let ns = unique("speaker-bgp");
         base_objects(&cluster, &ns, &[&node], "");

@@ -81,8 +81,7 @@ async fn status_objects() {
     let lan = Lan::new("hbs", 1).expect("lan");
     let node = unique("hbs-node");
     forward_api_into(&lan.hosts[0].name, plane.apiserver_port);
-    let router = dual_stack_router(RouterKind::Frr, &lan)
-    .expect("router");
+    let router = dual_stack_router(RouterKind::Frr, &lan).expect("router");
     let ns = unique("speaker-bgp");
     base_objects(&cluster, &ns, &[&node], "");
     // Applied r6 first: the list is sorted, not in creation order.

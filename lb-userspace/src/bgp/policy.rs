@@ -21,33 +21,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::negotiate::PeerAs;
 use crate::allocator::ServiceInfo;
 use crate::config::{BgpAdvertisement, Community, Config, Peer};
-use crate::election::{self, Announceable, SlicesByService};
+use crate::election::{self, Announceable, Cluster};
 
 /// MetalLB's native speaker uses this hold time when the BGPPeer sets none.
 pub const DEFAULT_HOLD_TIME: Duration = Duration::from_secs(90);
-
-/// Everything one evaluation reads.
-pub struct Inputs<'a> {
-    /// This node's name (`endpoint.nodeName`).
-    pub node: &'a str,
-    pub config: &'a Config,
-    pub services: &'a [Arc<Service>],
-    pub endpoint_slices: &'a [Arc<EndpointSlice>],
-    pub nodes: &'a [Node],
-    /// `--lb-class`.
-    pub lb_class: Option<&'a str>,
-    pub ignore_exclude_lb: bool,
-}
 
 /// One BGPPeer this node opens a session to (its nodeSelectors match this node), resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,7 +189,7 @@ pub fn prefix(ip: IpAddr, ad: &BgpAdvertisement) -> Option<IpNet> {
 
 /// Evaluates every Service. A configuration without BGPPeers and BGPAdvertisements gives the
 /// empty plan.
-pub fn plan(inputs: &Inputs<'_>) -> BgpPlan {
+pub fn plan(inputs: &Cluster<'_>) -> BgpPlan {
     let config = inputs.config;
     if config.peers.is_empty() && config.bgp_advertisements.is_empty() {
         return BgpPlan::default();
@@ -218,7 +204,6 @@ pub fn plan(inputs: &Inputs<'_>) -> BgpPlan {
         .nodes
         .iter()
         .find(|n| n.metadata.name.as_deref() == Some(inputs.node));
-    let slices = SlicesByService::new(inputs.endpoint_slices);
 
     for service in inputs.services {
         let Announceable { info, ips } = match election::announceable(service, inputs.lb_class) {
@@ -248,7 +233,7 @@ pub fn plan(inputs: &Inputs<'_>) -> BgpPlan {
             reason: None,
             error: None,
         };
-        match advertisements(inputs, me, slices.of(&info), &info, &ips) {
+        match advertisements(inputs, me, inputs.slices.of(&info), &info, &ips) {
             Err(skip) => {
                 entry.reason = Some(skip.reason);
                 entry.error = skip.error;
@@ -328,9 +313,9 @@ impl Skip {
 /// MetalLB's `ShouldAnnounce` for BGP, in its order: the advertisements this node announces the
 /// Service with, or why it does not.
 fn advertisements<'c>(
-    inputs: &Inputs<'c>,
+    inputs: &Cluster<'c>,
     me: Option<&Node>,
-    slices: &[EndpointSlice],
+    slices: &[&EndpointSlice],
     info: &ServiceInfo,
     ips: &[IpAddr],
 ) -> Result<Vec<&'c BgpAdvertisement>, Skip> {

@@ -256,7 +256,7 @@ fn report(
         }
         Status::Assigned { ips, pool } => {
             out.state = "assigned".into();
-            let slices: Vec<EndpointSlice> = objects
+            let slices: Vec<&EndpointSlice> = objects
                 .endpoint_slices
                 .iter()
                 .filter(|s| {
@@ -267,7 +267,6 @@ fn report(
                             .and_then(|l| l.get("kubernetes.io/service-name"))
                             == Some(&info.name)
                 })
-                .cloned()
                 .collect();
             let result = election::elect(&ElectionInput {
                 service: info,

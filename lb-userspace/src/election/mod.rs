@@ -14,7 +14,9 @@ pub mod service;
 #[cfg(test)]
 pub(crate) mod fixtures;
 
-pub use service::{Announceable, SERVICE_NAME_LABEL, SlicesByService, announceable, pool_for};
+pub use service::{
+    Announceable, Cluster, SERVICE_NAME_LABEL, SlicesByService, announceable, pool_for,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -42,7 +44,7 @@ pub struct ElectionInput<'a> {
     /// Live memberlist members (alive or suspect); `None` when memberlist is disabled.
     pub live_speakers: Option<&'a BTreeSet<String>>,
     /// The EndpointSlices of this Service.
-    pub endpoint_slices: &'a [EndpointSlice],
+    pub endpoint_slices: &'a [&'a EndpointSlice],
     pub ignore_exclude_lb: bool,
 }
 

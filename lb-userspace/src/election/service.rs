@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::allocator::{FieldError, ServiceInfo};
@@ -39,13 +39,29 @@ pub fn announceable(
     Ok(Some(Announceable { info, ips }))
 }
 
+/// What both planners read about the cluster from one speaker's seat: the layer-2 planner adds
+/// the live speakers and interfaces, BGP policy needs nothing more.
+pub struct Cluster<'a> {
+    /// This node's name (the memberlist name, `endpoint.nodeName`).
+    pub node: &'a str,
+    pub config: &'a Config,
+    /// Shared with the watch caches: a pass copies none of them.
+    pub services: &'a [Arc<Service>],
+    pub slices: &'a SlicesByService<'a>,
+    pub nodes: &'a [Node],
+    /// `--lb-class`.
+    pub lb_class: Option<&'a str>,
+    pub ignore_exclude_lb: bool,
+}
+
 /// The EndpointSlices of each Service, by (namespace, Service name): built once per pass, so a
-/// pass costs one look at each slice rather than one per Service and slice.
-pub struct SlicesByService<'a>(HashMap<&'a str, HashMap<&'a str, Vec<EndpointSlice>>>);
+/// pass costs one look at each slice rather than one per Service and slice, and copies none.
+#[derive(Default)]
+pub struct SlicesByService<'a>(HashMap<&'a str, HashMap<&'a str, Vec<&'a EndpointSlice>>>);
 
 impl<'a> SlicesByService<'a> {
-    pub fn new(slices: &'a [Arc<EndpointSlice>]) -> Self {
-        let mut index: HashMap<&str, HashMap<&str, Vec<EndpointSlice>>> = HashMap::new();
+    pub fn new(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> Self {
+        let mut index: HashMap<&str, HashMap<&str, Vec<&EndpointSlice>>> = HashMap::new();
         for slice in slices {
             let Some(service) = slice
                 .metadata
@@ -61,12 +77,17 @@ impl<'a> SlicesByService<'a> {
                 .or_default()
                 .entry(service.as_str())
                 .or_default()
-                .push(EndpointSlice::clone(slice));
+                .push(slice);
         }
         SlicesByService(index)
     }
 
-    pub fn of(&self, svc: &ServiceInfo) -> &[EndpointSlice] {
+    /// The index of slices shared with the watch caches.
+    pub fn of_shared(slices: &'a [Arc<EndpointSlice>]) -> Self {
+        Self::new(slices.iter().map(AsRef::as_ref))
+    }
+
+    pub fn of(&self, svc: &ServiceInfo) -> &[&'a EndpointSlice] {
         self.0
             .get(svc.namespace.as_str())
             .and_then(|by_name| by_name.get(svc.name.as_str()))

@@ -97,7 +97,7 @@ impl Case {
             config: &self.config,
             nodes: &self.nodes,
             live_speakers: self.live.as_ref(),
-            endpoint_slices: &self.slices,
+            endpoint_slices: &self.slices.iter().collect::<Vec<_>>(),
             ignore_exclude_lb: self.ignore_exclude_lb,
         })
     }

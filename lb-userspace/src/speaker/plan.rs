@@ -9,17 +9,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::allocator::ServiceInfo;
 use crate::bgp::{self, policy::BgpPlan};
-use crate::config::Config;
 use crate::dataplane::keys::unannounceable_reason;
-use crate::election::{self, Announceable, ElectionInput, Interfaces, SlicesByService};
+use crate::election::{self, Announceable, Cluster, ElectionInput, Interfaces};
 
 use super::interfaces::Eligible;
 
@@ -30,21 +27,13 @@ pub const BGP_PROTOCOL: &str = "bgp";
 
 pub use crate::election::{SERVICE_NAME_LABEL, pool_for};
 
-/// Everything one evaluation reads.
+/// Everything one evaluation reads: the cluster as BGP policy sees it too, and what only layer 2
+/// needs.
 pub struct Inputs<'a> {
-    /// This node's name (the memberlist name, `endpoint.nodeName`).
-    pub node: &'a str,
-    pub config: &'a Config,
-    /// Shared with the watch caches: a pass copies none of them.
-    pub services: &'a [Arc<Service>],
-    pub endpoint_slices: &'a [Arc<EndpointSlice>],
-    pub nodes: &'a [Node],
+    pub cluster: Cluster<'a>,
     /// Live speakers (alive or suspect, this one included); `None` when memberlist is off.
     pub live_speakers: Option<&'a BTreeSet<String>>,
     pub interfaces: &'a Eligible,
-    /// `--lb-class`.
-    pub lb_class: Option<&'a str>,
-    pub ignore_exclude_lb: bool,
 }
 
 /// One address answered on one interface.
@@ -118,9 +107,8 @@ pub struct PlannedEvent {
 /// Evaluates every Service.
 pub fn plan(inputs: &Inputs<'_>) -> Plan {
     let mut out = Plan::default();
-    let slices = SlicesByService::new(inputs.endpoint_slices);
-    for service in inputs.services {
-        let (info, ips) = match election::announceable(service, inputs.lb_class) {
+    for service in inputs.cluster.services {
+        let (info, ips) = match election::announceable(service, inputs.cluster.lb_class) {
             Ok(Some(Announceable { info, ips })) => (info, ips),
             Ok(None) => continue,
             Err(e) => {
@@ -131,7 +119,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
                 continue;
             }
         };
-        let decision = decide(inputs, slices.of(&info), &info, &ips);
+        let decision = decide(inputs, inputs.cluster.slices.of(&info), &info, &ips);
         let targets = match &decision {
             Decision::Announce { interfaces, .. } => ips
                 .iter()
@@ -159,25 +147,21 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
             },
         );
     }
-    out.bgp = bgp::policy::plan(&bgp::policy::Inputs {
-        node: inputs.node,
-        config: inputs.config,
-        services: inputs.services,
-        endpoint_slices: inputs.endpoint_slices,
-        nodes: inputs.nodes,
-        lb_class: inputs.lb_class,
-        ignore_exclude_lb: inputs.ignore_exclude_lb,
-    });
+    out.bgp = bgp::policy::plan(&inputs.cluster);
     out
 }
 
 fn decide(
     inputs: &Inputs<'_>,
-    slices: &[EndpointSlice],
+    slices: &[&EndpointSlice],
     info: &ServiceInfo,
     ips: &[IpAddr],
 ) -> Decision {
-    let Some(pool) = pool_for(inputs.config, ips, info.allocated_from_pool.as_deref()) else {
+    let Some(pool) = pool_for(
+        inputs.cluster.config,
+        ips,
+        info.allocated_from_pool.as_deref(),
+    ) else {
         let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
         return Decision::NoPool {
             reason: format!("address {} is not in any IPAddressPool", list.join(",")),
@@ -187,11 +171,11 @@ fn decide(
         service: info,
         ips,
         pool,
-        config: inputs.config,
-        nodes: inputs.nodes,
+        config: inputs.cluster.config,
+        nodes: inputs.cluster.nodes,
         live_speakers: inputs.live_speakers,
         endpoint_slices: slices,
-        ignore_exclude_lb: inputs.ignore_exclude_lb,
+        ignore_exclude_lb: inputs.cluster.ignore_exclude_lb,
     });
     let winner = match election.result {
         Ok(winner) => winner,
@@ -201,15 +185,17 @@ fn decide(
             };
         }
     };
-    if winner.node != inputs.node {
+    if winner.node != inputs.cluster.node {
         return Decision::Elsewhere { node: winner.node };
     }
     let all = inputs.interfaces.all();
     // Which of this node's advertisements name each interface (for messages).
     let naming = |iface: &str| -> Vec<String> {
-        election::matching_ads(inputs.config, pool, info)
+        election::matching_ads(inputs.cluster.config, pool, info)
             .into_iter()
-            .filter(|ad| ad.nodes.contains(inputs.node) && ad.interfaces.iter().any(|i| i == iface))
+            .filter(|ad| {
+                ad.nodes.contains(inputs.cluster.node) && ad.interfaces.iter().any(|i| i == iface)
+            })
             .map(|ad| ad.name.clone())
             .collect()
     };
@@ -244,13 +230,13 @@ fn decide(
                 .collect();
             format!(
                 "the interfaces specified by the L2Advertisements are not available on node {:?}: {}",
-                inputs.node,
+                inputs.cluster.node,
                 named.join(", ")
             )
         } else {
             format!(
                 "node {:?} has no interface eligible for layer 2 for {}",
-                inputs.node,
+                inputs.cluster.node,
                 ip_list()
             )
         };

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::bgp::session::Report;
 use crate::config::{self, Config, Snapshot};
+use crate::election::{Cluster, SlicesByService};
 pub use crate::k8s::speaker::ClusterView;
 use crate::speaker::announcer::Announcer;
 use crate::speaker::interfaces::Eligible;
@@ -188,16 +189,19 @@ impl Reconciler {
             tracing::warn!("no valid configuration yet: not announcing anything");
             return Pass::NoConfig;
         };
+        let slices = SlicesByService::of_shared(&view.endpoint_slices);
         let plan = plan::plan(&Inputs {
-            node: &self.settings.node,
-            config,
-            services: &view.services,
-            endpoint_slices: &view.endpoint_slices,
-            nodes: &view.nodes,
+            cluster: Cluster {
+                node: &self.settings.node,
+                config,
+                services: &view.services,
+                slices: &slices,
+                nodes: &view.nodes,
+                lb_class: self.settings.lb_class.as_deref(),
+                ignore_exclude_lb: self.settings.ignore_exclude_lb,
+            },
             live_speakers: live,
             interfaces: eligible,
-            lb_class: self.settings.lb_class.as_deref(),
-            ignore_exclude_lb: self.settings.ignore_exclude_lb,
         });
         for p in &plan.problems {
             tracing::warn!(service = %p.service, problem = %p.message, "service skipped");

@@ -3,6 +3,7 @@
 //! lengths and communities, up to six Services with endpoints here and there.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -11,6 +12,7 @@ use serde_json::json;
 
 use super::tests::{build, doc};
 use super::*;
+use crate::election::SlicesByService;
 use crate::election::fixtures::{node, service, slice, with};
 
 const NODES: usize = 3;
@@ -241,12 +243,12 @@ fn run(
     nodes: &[Node],
 ) -> BgpPlan {
     let services: Vec<Arc<Service>> = services.iter().cloned().map(Arc::new).collect();
-    let slices: Vec<Arc<EndpointSlice>> = slices.iter().cloned().map(Arc::new).collect();
-    plan(&Inputs {
+    let slices = SlicesByService::new(slices);
+    plan(&Cluster {
         node: &format!("node-{}", c.me),
         config: &b.config,
         services: &services,
-        endpoint_slices: &slices,
+        slices: &slices,
         nodes,
         lb_class: None,
         ignore_exclude_lb: c.ignore_exclude_lb,

@@ -1,4 +1,5 @@
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -6,6 +7,7 @@ use serde_json::json;
 
 use super::*;
 use crate::config::{self, Snapshot, load};
+use crate::election::SlicesByService;
 use crate::election::fixtures::{excluded_node, node, service, slice, unavailable_node, with};
 
 /// One metallb.io object as YAML (`spec` in flow style).
@@ -91,12 +93,12 @@ impl World {
     pub(super) fn plan_on(&self, me: &str) -> BgpPlan {
         let config = build(&self.yaml, &self.nodes);
         let services: Vec<Arc<Service>> = self.services.iter().cloned().map(Arc::new).collect();
-        let slices: Vec<Arc<EndpointSlice>> = self.slices.iter().cloned().map(Arc::new).collect();
-        plan(&Inputs {
+        let slices = SlicesByService::new(&self.slices);
+        plan(&Cluster {
             node: me,
             config: &config,
             services: &services,
-            endpoint_slices: &slices,
+            slices: &slices,
             nodes: &self.nodes,
             lb_class: self.lb_class,
             ignore_exclude_lb: self.ignore_exclude_lb,

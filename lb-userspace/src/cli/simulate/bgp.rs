@@ -6,11 +6,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
 
-use crate::bgp::policy::{self, Inputs};
+use crate::bgp::policy;
 use crate::config::Config;
+use crate::election::{Cluster, SlicesByService};
 
 use super::{Objects, Options};
 
@@ -68,22 +68,17 @@ pub fn reports(
             ips.get(&key).map(|ips| Arc::new(with_ingress(s, ips)))
         })
         .collect();
-    let slices: Vec<Arc<EndpointSlice>> = objects
-        .endpoint_slices
-        .iter()
-        .cloned()
-        .map(Arc::new)
-        .collect();
+    let slices = SlicesByService::new(&objects.endpoint_slices);
     for node in objects
         .nodes
         .iter()
         .filter_map(|n| n.metadata.name.as_deref())
     {
-        let plan = policy::plan(&Inputs {
+        let plan = policy::plan(&Cluster {
             node,
             config,
             services: &services,
-            endpoint_slices: &slices,
+            slices: &slices,
             nodes: &objects.nodes,
             lb_class: options.lb_class.as_deref(),
             ignore_exclude_lb: options.ignore_exclude_lb,

@@ -1,5 +1,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -8,6 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::config::{Config, L2Advertisement, Pool};
+use crate::election::SlicesByService;
 use crate::election::fixtures::{excluded_node, node, service, slice};
 
 fn pool(name: &str, cidrs: &[&str]) -> Pool {
@@ -96,17 +98,19 @@ impl World {
 
     fn plan_on(&self, me: &str) -> Plan {
         let services: Vec<Arc<Service>> = self.services.iter().cloned().map(Arc::new).collect();
-        let slices: Vec<Arc<EndpointSlice>> = self.slices.iter().cloned().map(Arc::new).collect();
+        let slices = SlicesByService::new(&self.slices);
         plan(&Inputs {
-            node: me,
-            config: &self.config,
-            services: &services,
-            endpoint_slices: &slices,
-            nodes: &self.nodes,
+            cluster: Cluster {
+                node: me,
+                config: &self.config,
+                services: &services,
+                slices: &slices,
+                nodes: &self.nodes,
+                lb_class: None,
+                ignore_exclude_lb: false,
+            },
             live_speakers: self.live.as_ref(),
             interfaces: &self.ifaces,
-            lb_class: None,
-            ignore_exclude_lb: false,
         })
     }
 }
