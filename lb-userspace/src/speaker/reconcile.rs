@@ -8,7 +8,7 @@
 //! ServiceL2Status and ServiceBGPStatus sets are queued — the API server never delays the data plane.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -30,14 +30,38 @@ pub const CLAIM_REPORT_EVERY: Duration = Duration::from_secs(60);
 /// A write for the API writer task, in the order the pass made them.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
-    /// The whole desired ServiceL2Status and ServiceBGPStatus sets of this node; owner Pod.
-    Statuses(DesiredStatuses, Option<Box<Pod>>),
+    /// Bring this node's ServiceL2Status and ServiceBGPStatus objects to the newest
+    /// [`PendingStatuses`].
+    Statuses,
     /// An Event on a Service, with the Service's uid when known.
     Event(PlannedEvent, Option<String>),
     /// ConfigurationState `speaker-<node>`: `None` = valid, else the error summary; owner Pod.
     ConfigState(Option<String>, Option<Box<Pod>>),
     /// An Event on a BGPPeer (its session came up, went down or could not start).
     PeerEvent(PeerEvent),
+}
+
+/// The newest desired ServiceL2Status and ServiceBGPStatus sets of this node, with the owner
+/// Pod, waiting for the writer. Each pass replaces what is pending, so an API server slower than
+/// the passes costs one pending set, never a queue of them.
+#[derive(Clone, Default)]
+pub struct PendingStatuses(Arc<Mutex<Option<(DesiredStatuses, Option<Box<Pod>>)>>>);
+
+impl PendingStatuses {
+    /// Stores `statuses`; true when none was pending (the writer then needs a
+    /// [`Write::Statuses`] to look).
+    fn put(&self, statuses: DesiredStatuses, owner: Option<Box<Pod>>) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace((statuses, owner))
+            .is_none()
+    }
+
+    /// The newest pending sets, if any; nothing is pending afterwards.
+    pub fn take(&self) -> Option<(DesiredStatuses, Option<Box<Pod>>)> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
 }
 
 /// An Event on a BGPPeer.
@@ -104,10 +128,13 @@ pub struct Reconciler {
     plan: Plan,
     /// Service key → uid, from the last pass.
     uids: BTreeMap<String, String>,
+    /// This speaker's Pod as the last pass saw it (the owner of the objects it writes).
+    owner: Option<Box<Pod>>,
     /// When each (address, MAC) claim was last reported.
     claims_reported: BTreeMap<(std::net::IpAddr, String), Duration>,
     metrics: Arc<SpeakerMetrics>,
     writes: mpsc::UnboundedSender<Write>,
+    statuses: PendingStatuses,
 }
 
 impl Reconciler {
@@ -123,9 +150,22 @@ impl Reconciler {
             events: BTreeSet::new(),
             plan: Plan::default(),
             uids: BTreeMap::new(),
+            owner: None,
             claims_reported: BTreeMap::new(),
             metrics,
             writes,
+            statuses: PendingStatuses::default(),
+        }
+    }
+
+    /// Where the writer finds the status sets each [`Write::Statuses`] stands for.
+    pub fn pending_statuses(&self) -> PendingStatuses {
+        self.statuses.clone()
+    }
+
+    fn send_statuses(&self, statuses: DesiredStatuses, owner: Option<Box<Pod>>) {
+        if self.statuses.put(statuses, owner) {
+            let _ = self.writes.send(Write::Statuses);
         }
     }
 
@@ -240,12 +280,20 @@ impl Reconciler {
             let _ = self.writes.send(Write::Event(event, uid));
         }
         self.events = events;
-        let _ = self
-            .writes
-            .send(Write::Statuses(plan.statuses(node), owner()));
+        self.send_statuses(plan.statuses(node), owner());
         self.plan = plan;
         self.uids = uids;
+        self.owner = owner();
         Pass::Applied
+    }
+
+    /// Queues the last plan's status objects again, so the writer restores any that someone
+    /// else changed or deleted (nothing when no plan was applied yet).
+    pub fn resync_statuses(&self) {
+        if self.config.is_none() {
+            return;
+        }
+        self.send_statuses(self.plan.statuses(&self.settings.node), self.owner.clone());
     }
 
     /// A BGP session came up or went down: an Event on its BGPPeer (the session logged it).

@@ -40,6 +40,12 @@ use crate::speaker::options::{GossipSettings, Options};
 use crate::speaker::reconcile::{Pass, Reconciler, Settings};
 use crate::speaker::writer::write_loop;
 
+/// The shortest wait between a watch event and the pass it causes.
+const COALESCE: Duration = Duration::from_millis(5);
+
+/// How long after a change to its status objects the speaker brings them back in line.
+const STATUS_RESYNC_AFTER: Duration = Duration::from_secs(1);
+
 /// Runs until `shutdown` resolves (the command passes SIGTERM/SIGINT).
 pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result<()> {
     tracing::info!(node = %options.node, namespace = %options.namespace, pin_dir = %options.pin_dir.display(),
@@ -143,13 +149,6 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     }
 
     let (writes, write_rx) = mpsc::unbounded_channel();
-    tokio::spawn(write_loop(
-        Writer::new(&client, &options.namespace, &options.node),
-        write_rx,
-        watches.clone(),
-        metrics.clone(),
-    ));
-
     let mut announcer = L2Announcer::new(
         plane,
         options.filter.clone(),
@@ -167,6 +166,13 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         metrics.clone(),
         writes,
     );
+    tokio::spawn(write_loop(
+        Writer::new(&client, &options.namespace, &options.node),
+        write_rx,
+        reconciler.pending_statuses(),
+        watches.clone(),
+        metrics.clone(),
+    ));
 
     let mut live_rx = gossip.as_ref().map(|g| g.gossip.live());
     let mut rescan_tick = tokio::time::interval(options.rescan_every);
@@ -177,10 +183,17 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     let mut reannounce = options.reannounce.map(tokio::time::interval);
     tokio::pin!(shutdown);
     let changed = watches.changed.clone();
+    let statuses_changed = watches.statuses_changed.clone();
+    // When the status objects this node keeps are next brought back in line: a while after
+    // someone else's change to them (each of this speaker's own writes comes back as one too,
+    // so they are gathered rather than answered one by one).
+    let mut status_resync: Option<Instant> = None;
     let mut dirty = true;
+    let mut last_pass = Duration::ZERO;
     loop {
         if dirty {
             dirty = false;
+            let began = Instant::now();
             if let Some(h) = &health {
                 h.others_ready
                     .store(watches.others_ready(&options.node), Ordering::Relaxed);
@@ -214,13 +227,16 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
                 }
             }
             ready.store(true, Ordering::Relaxed);
+            last_pass = began.elapsed();
         }
         tokio::select! {
             () = &mut shutdown => break,
             () = changed.notified() => {
                 metrics.updates.inc();
-                // Coalesce a burst of watch events into one pass.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // Coalesce a burst of watch events into one pass: a few milliseconds, and at
+                // least as long as the last pass took, so that under a stream of events passes
+                // take at most half the time and each one takes in what arrived meanwhile.
+                tokio::time::sleep(COALESCE.max(last_pass)).await;
                 if let (Some(settings), Some(g)) = (&options.gossip, &gossip) {
                     match next_key(current_key.as_deref(), gossip_key(settings, &watches)) {
                         KeyChange::Same => {}
@@ -245,6 +261,13 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
                 }
             }
             Some(report) = bgp_reports_rx.recv() => reconciler.report_session(&report),
+            () = statuses_changed.notified() => {
+                status_resync.get_or_insert_with(|| Instant::now() + STATUS_RESYNC_AFTER);
+            }
+            () = async { match status_resync { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                status_resync = None;
+                reconciler.resync_statuses();
+            }
             _ = rescan_tick.tick() => dirty |= rescan(&mut announcer),
             _ = join_tick.tick() => {
                 if let Some(g) = &gossip {

@@ -1,8 +1,8 @@
 //! The speaker's API writes, applied in the order reconcile queued them, on a task of their own
-//! so the API server never delays the data plane. A status write carries the whole desired sets
-//! (ServiceL2Status and ServiceBGPStatus), so only the latest queued one is applied (Events
-//! queued between are kept, and written after it). Objects it created are remembered, per kind,
-//! until the watch shows them, so a quick second pass does not create duplicates.
+//! so the API server never delays the data plane. A status write applies the newest desired sets
+//! (ServiceL2Status and ServiceBGPStatus) pending when the writer gets to it, however many passes
+//! replaced them meanwhile. Objects it created are remembered, per kind, until the watch shows
+//! them, so a quick second pass does not create duplicates.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -14,13 +14,14 @@ use crate::api::{ServiceBGPStatus, ServiceL2Status};
 use crate::k8s::speaker::{ServiceEvent, StatusKind, Watches, Writer};
 use crate::speaker::metrics::SpeakerMetrics;
 use crate::speaker::plan::{self, PlannedEvent};
-use crate::speaker::reconcile::{PeerEvent, Write};
+use crate::speaker::reconcile::{PeerEvent, PendingStatuses, Write};
 use crate::speaker::status::{self, ExistingStatus, ServiceStatus, StatusAction};
 
 /// Applies `writes` until the sender goes away.
 pub async fn write_loop(
     writer: Writer,
     mut writes: mpsc::UnboundedReceiver<Write>,
+    pending: PendingStatuses,
     watches: Arc<Watches>,
     metrics: Arc<SpeakerMetrics>,
 ) {
@@ -33,29 +34,10 @@ pub async fn write_loop(
             }
             Write::Event(event, uid) => event_logged(&writer, &event, uid, &metrics).await,
             Write::PeerEvent(event) => peer_event(&writer, &event, &metrics).await,
-            Write::Statuses(mut desired, mut owner) => {
-                // Skip to the newest status write, keeping the Events in between.
-                let mut events = Vec::new();
-                while let Ok(next) = writes.try_recv() {
-                    match next {
-                        Write::Statuses(d, o) => {
-                            desired = d;
-                            owner = o;
-                        }
-                        Write::Event(e, u) => events.push((e, u)),
-                        Write::PeerEvent(event) => peer_event(&writer, &event, &metrics).await,
-                        // Rare, and a receiver cannot re-queue: written now.
-                        Write::ConfigState(errors, owner) => {
-                            configuration_state(
-                                &writer,
-                                errors.as_deref(),
-                                owner.as_deref(),
-                                &metrics,
-                            )
-                            .await;
-                        }
-                    }
-                }
+            Write::Statuses => {
+                let Some((desired, owner)) = pending.take() else {
+                    continue;
+                };
                 let owner = owner.as_deref();
                 l2.sync(
                     &writer,
@@ -73,9 +55,6 @@ pub async fn write_loop(
                     &metrics,
                 )
                 .await;
-                for (event, uid) in events {
-                    event_logged(&writer, &event, uid, &metrics).await;
-                }
             }
         }
     }

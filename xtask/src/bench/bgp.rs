@@ -52,6 +52,10 @@ pub struct Args {
     /// Leave a lab this command started running.
     #[arg(long)]
     pub keep_lab: bool,
+    /// Bring the lab up with Herald's debug build (the lab's default) instead of the release
+    /// build a user runs; a lab already up keeps the build it has.
+    #[arg(long)]
+    pub debug: bool,
 }
 
 /// How long any one wait may take before the bench gives up.
@@ -87,12 +91,17 @@ pub fn run(args: &Args) -> Result<()> {
             no_build: false,
             no_speakers: false,
             mode: LabMode::Bgp,
+            release: !args.debug,
         })?;
         true
     };
     println!(
-        "bench bgp: {} Services in a burst, {} one by one, {} + {} failover trials per fault",
-        args.services, args.singles, args.trials, args.default_timer_trials
+        "bench bgp: {} Services in a burst, {} one by one, {} + {} failover trials per fault; Herald: {}",
+        args.services,
+        args.singles,
+        args.trials,
+        args.default_timer_trials,
+        lab::herald_exe().display()
     );
     workload::install()?;
     let mut monitor = Monitor::start(lab::ROUTER_NS)?;

@@ -113,6 +113,10 @@ pub struct UpArgs {
     /// (the client behind an FRR router peering with every node, ECMP).
     #[arg(long, value_enum, default_value_t = LabMode::L2)]
     pub mode: LabMode,
+    /// Run Herald's optimized build (`cargo build --release`) instead of the debug build, as a
+    /// user's image would: for benchmarks.
+    #[arg(long)]
+    pub release: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -178,7 +182,7 @@ fn step(what: &str) {
 }
 
 /// Builds what the lab runs, or says exactly what to run when `--no-build`.
-fn ensure_built(no_build: bool, mode: LabMode) -> Result<()> {
+fn ensure_built(no_build: bool, mode: LabMode, release: bool) -> Result<()> {
     let root = workspace_root();
     let mut tools = vec![
         ("arping", "arping"),
@@ -229,8 +233,12 @@ fn ensure_built(no_build: bool, mode: LabMode) -> Result<()> {
         if !ebpf_object.is_file() {
             todo.push("cargo xtask build-ebpf");
         }
-        if !herald_exe().is_file() {
-            todo.push("cargo build -p herald");
+        if !herald_exe_of(release).is_file() {
+            todo.push(if release {
+                "cargo build --release -p herald"
+            } else {
+                "cargo build -p herald"
+            });
         }
         if kube_missing {
             todo.push("cargo xtask kube build");
@@ -242,9 +250,14 @@ fn ensure_built(no_build: bool, mode: LabMode) -> Result<()> {
     }
     step("cargo xtask build-ebpf (the XDP object herald embeds)");
     crate::ebpf::build(&crate::ebpf::BuildArgs {})?;
-    step("cargo build -p herald");
+    let profile: &[&str] = if release { &["--release"] } else { &[] };
+    step(&format!(
+        "cargo build {}-p herald",
+        if release { "--release " } else { "" }
+    ));
     let status = Command::new("cargo")
         .args(["build", "-p", "herald", "--bin", "herald"])
+        .args(profile)
         .current_dir(&root)
         .status()
         .context("running cargo")?;
@@ -265,7 +278,7 @@ fn have(cmd: &str) -> bool {
 
 pub fn up(args: &UpArgs) -> Result<()> {
     require_root()?;
-    ensure_built(args.no_build, args.mode)?;
+    ensure_built(args.no_build, args.mode, args.release)?;
     if run_dir().exists() || topo::any_present() {
         step("a lab is already up: taking it down first");
         down()?;
@@ -291,6 +304,7 @@ pub fn up_unless_running(detect_ms: u64) -> Result<bool> {
         no_build: false,
         no_speakers: false,
         mode: LabMode::L2,
+        release: false,
     })?;
     Ok(true)
 }
@@ -299,6 +313,7 @@ pub fn up_unless_running(detect_ms: u64) -> Result<bool> {
 fn start(args: &UpArgs) -> Result<()> {
     procs::record_detect_ms(args.detect_ms)?;
     procs::record_mode(args.mode)?;
+    procs::record_release(args.release)?;
 
     step(
         "namespaces: switch hl-sw (bridge br0), nodes hl-node-a/b/c, client hl-client, host leg hl-host, direct links eth1 ↔ hl-direct",

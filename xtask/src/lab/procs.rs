@@ -151,6 +151,12 @@ pub fn record_mode(mode: LabMode) -> Result<()> {
     fs::write(run_dir().join("mode"), mode.name()).context("writing the lab's mode")
 }
 
+/// Whether the lab runs Herald's release build ([`super::spec::herald_exe`] reads it).
+pub fn record_release(release: bool) -> Result<()> {
+    let profile = if release { "release" } else { "debug" };
+    fs::write(run_dir().join("profile"), profile).context("writing the lab's build profile")
+}
+
 /// The mode the running lab was brought up in (layer 2 when none is recorded).
 pub fn recorded_mode() -> LabMode {
     fs::read_to_string(run_dir().join("mode"))

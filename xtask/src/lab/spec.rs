@@ -55,6 +55,11 @@ pub const UPLINK: &str = "eth0";
 pub const HOST_IF: &str = "hl-host";
 pub const HOST_PORT: &str = "p-host";
 pub const HOST_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// The host routes only 203.0.113.0/26 into the lab (the API server, the router and the nodes
+/// are there; the host talks to nothing else in it): the rest of 203.0.113.0/24 stays reachable
+/// through the uplink, where a machine's package mirrors may live (on this VM every registry
+/// resolves to 203.0.113.80), so cargo, apt and `go install` keep working while the lab is up.
+pub const HOST_PREFIX_LEN: u8 = 26;
 pub const APISERVER_PORT: u16 = 6443;
 /// LoadBalancer IPs come from these prefixes (on-link from the client).
 pub const POOL_V4_PREFIX: &str = "198.51.100.0/24";
@@ -146,6 +151,16 @@ pub fn node_by_name(name: &str) -> Result<NodeSpec> {
         })
 }
 
+/// The `herald` binary the running lab uses: the build it was brought up with (debug unless
+/// `up --release`).
 pub fn herald_exe() -> PathBuf {
-    workspace_root().join("target/debug/herald")
+    let release =
+        std::fs::read_to_string(run_dir().join("profile")).is_ok_and(|p| p.trim() == "release");
+    herald_exe_of(release)
+}
+
+/// The debug or the release build of `herald`.
+pub fn herald_exe_of(release: bool) -> PathBuf {
+    let profile = if release { "release" } else { "debug" };
+    workspace_root().join("target").join(profile).join("herald")
 }

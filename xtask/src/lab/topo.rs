@@ -17,8 +17,9 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use super::spec::{
-    BRIDGE, CLIENT_NS, CLIENT_PORT, CLIENT_V4, CLIENT_V6, HOST_IF, HOST_PORT, HOST_V4, LabMode,
-    NODES, NodeSpec, POOL_V4_PREFIX, POOL_V6_PREFIX, ROUTER_NS, SWITCH_NS, UPLINK,
+    BRIDGE, CLIENT_NS, CLIENT_PORT, CLIENT_V4, CLIENT_V6, HOST_IF, HOST_PORT, HOST_PREFIX_LEN,
+    HOST_V4, LabMode, NODES, NodeSpec, POOL_V4_PREFIX, POOL_V6_PREFIX, ROUTER_NS, SWITCH_NS,
+    UPLINK,
 };
 
 pub(super) fn ip(args: &[&str]) -> Result<String> {
@@ -177,7 +178,13 @@ pub fn create(mode: LabMode) -> Result<()> {
     ip(&[
         "-n", SWITCH_NS, "link", "set", HOST_PORT, "master", BRIDGE, "up",
     ])?;
-    ip(&["addr", "add", &format!("{HOST_V4}/24"), "dev", HOST_IF])?;
+    ip(&[
+        "addr",
+        "add",
+        &format!("{HOST_V4}/{HOST_PREFIX_LEN}"),
+        "dev",
+        HOST_IF,
+    ])?;
     ip(&["link", "set", HOST_IF, "up"])?;
 
     for node in NODES {

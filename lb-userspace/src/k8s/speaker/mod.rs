@@ -70,7 +70,9 @@ pub struct WatchOptions {
     pub ml_secret_name: Option<String>,
 }
 
-/// Local caches of every watched kind; `changed` wakes the speaker after any event.
+/// Local caches of every watched kind; `changed` wakes the speaker after any event of its
+/// inputs, `statuses_changed` after an event of the status objects it writes (its outputs: a
+/// change there calls for a status resync, not a new plan).
 pub struct Watches {
     services: Store<Service>,
     endpoint_slices: Store<EndpointSlice>,
@@ -92,6 +94,7 @@ pub struct Watches {
     /// This node's name (whose speaker Pod and status objects are watched).
     node: String,
     pub changed: Arc<Notify>,
+    pub statuses_changed: Arc<Notify>,
 }
 
 /// A checked watch (one object decoded at a time) of a configuration kind in `ns`.
@@ -143,6 +146,7 @@ impl Watches {
     /// Starts every watch on its own task.
     pub fn start(client: &Client, options: &WatchOptions) -> Watches {
         let changed = Arc::new(Notify::new());
+        let statuses_changed = Arc::new(Notify::new());
         let rejected = Rejected::default();
         let ns = options.namespace.as_str();
         let all = watcher::Config::default;
@@ -178,16 +182,17 @@ impl Watches {
             l2_statuses: spawn(
                 Api::namespaced(client.clone(), ns),
                 all().labels(&format!("{LABEL_NODE}={}", options.node)),
-                changed.clone(),
+                statuses_changed.clone(),
             ),
             bgp_statuses: spawn(
                 Api::namespaced(client.clone(), ns),
                 all().labels(&format!("{LABEL_NODE}={}", options.node)),
-                changed.clone(),
+                statuses_changed.clone(),
             ),
             node: options.node.clone(),
             rejected,
             changed,
+            statuses_changed,
         }
     }
 

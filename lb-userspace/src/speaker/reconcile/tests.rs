@@ -94,6 +94,7 @@ struct Rig {
     announcer: L2Announcer<FakePlane>,
     reconciler: Reconciler,
     writes: mpsc::UnboundedReceiver<Write>,
+    statuses: PendingStatuses,
 }
 
 impl Rig {
@@ -122,6 +123,7 @@ impl Rig {
         Rig {
             plane,
             announcer,
+            statuses: reconciler.pending_statuses(),
             reconciler,
             writes,
         }
@@ -176,13 +178,13 @@ fn an_elected_address_is_announced_then_gratuitous_then_written() {
         matches!(writes.first(), Some(Write::ConfigState(None, _))),
         "{writes:?}"
     );
-    let last = writes.last();
-    match last {
-        Some(Write::Statuses(statuses, _)) => {
-            assert!(statuses.l2.contains_key("default/web"), "{statuses:?}");
-        }
-        other => panic!("statuses are written last: {other:?}"),
-    }
+    assert_eq!(
+        writes.last(),
+        Some(&Write::Statuses),
+        "statuses are written last"
+    );
+    let (statuses, _) = rig.statuses.take().expect("statuses pending");
+    assert!(statuses.l2.contains_key("default/web"), "{statuses:?}");
     assert!(
         writes.iter().any(|w| matches!(w,
             Write::Event(e, Some(uid)) if e.reason == "nodeAssigned" && uid == "uid-web")),
@@ -267,7 +269,7 @@ fn a_failed_announcement_is_a_warning_event_and_no_gratuitous_round() {
     let failed = writes
         .iter()
         .position(|w| matches!(w, Write::Event(e, _) if e.reason == "announceFailed" && e.warning));
-    let statuses = writes.iter().position(|w| matches!(w, Write::Statuses(..)));
+    let statuses = writes.iter().position(|w| *w == Write::Statuses);
     assert!(
         matches!((failed, statuses), (Some(f), Some(s)) if f < s),
         "the failure Event is queued, before the statuses: {writes:?}"
@@ -481,4 +483,34 @@ fn a_foreign_claim_on_an_announced_address_is_a_warning_event_once_a_minute() {
         text.contains("herald_layer2_foreign_claims_total{ip=\"198.51.100.10\"} 4"),
         "{text}"
     );
+}
+
+#[test]
+fn passes_faster_than_the_writer_leave_one_pending_status_set_the_newest() {
+    let mut rig = Rig::new();
+    rig.pass(&view(&[("web", "198.51.100.10")]), &[NODE], Duration::ZERO);
+    rig.pass(
+        &view(&[("web", "198.51.100.10"), ("api", "198.51.100.11")]),
+        &[NODE],
+        Duration::from_secs(1),
+    );
+    let markers = rig
+        .writes()
+        .iter()
+        .filter(|w| **w == Write::Statuses)
+        .count();
+    assert_eq!(markers, 1, "one status write queued for two passes");
+    let (statuses, _) = rig.statuses.take().expect("statuses pending");
+    assert!(
+        statuses.l2.contains_key("default/api"),
+        "the newest set: {statuses:?}"
+    );
+    assert!(rig.statuses.take().is_none(), "taken once");
+    // Once the writer took it, the next pass queues a status write again.
+    rig.pass(
+        &view(&[("web", "198.51.100.10")]),
+        &[NODE],
+        Duration::from_secs(2),
+    );
+    assert!(rig.writes().contains(&Write::Statuses));
 }
