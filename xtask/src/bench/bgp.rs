@@ -10,13 +10,15 @@
 //!   CPU time over the burst and their resident memory afterwards; then the time until every
 //!   prefix is withdrawn once the Services are deleted;
 //! - **create-to-route**: `--singles` Services created one by one, each on its own address:
-//!   p50/p99 from its create request to its route;
+//!   p50/p99 from its create request to its route, split where the first UPDATE carrying it
+//!   reaches the router ([`wire`]): the cluster's share before, the router's after;
 //! - **failover**: node-a's speaker frozen (SIGSTOP), and node-a's port on the switch set down
 //!   (the router's own port stays up), until the router drops node-a's next hop of the probe
 //!   address, with the default hold time (90 s) and with `holdTime: 3s`.
 
 mod report;
 mod routes;
+mod wire;
 mod workload;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +32,7 @@ use crate::bench::dataplane::cpu;
 use crate::lab::{self, LabMode, NODES, Speakers};
 use report::{Figures, percentile, print_report};
 use routes::{Change, Monitor};
+use wire::Wire;
 use workload::{Creator, Workload};
 
 #[derive(clap::Args)]
@@ -234,22 +237,35 @@ fn measure(speakers: Speakers, args: &Args, monitor: &mut Monitor) -> Result<Fig
     creator.services(std::slice::from_ref(&probe), 1)?;
     let singles = workload::singles(args.singles);
     creator.slices(&singles, args.concurrency)?;
+    let mut wire = Wire::start(lab::ROUTER_NS, ROUTER_IF)?;
     let mut singles_ms = Vec::new();
     let mut addressed_ms = Vec::new();
+    let mut updated_ms = Vec::new();
+    let mut router_ms = Vec::new();
     for single in &singles {
-        let (addressed, routed) = create_to_route(&creator, single, monitor)?;
-        addressed_ms.push(addressed);
-        singles_ms.push(routed);
+        let times = create_to_route(&creator, single, monitor, &mut wire)?;
+        addressed_ms.push(times.addressed);
+        singles_ms.push(times.routed);
+        if let Some(updated) = times.updated {
+            updated_ms.push(updated);
+            router_ms.push(times.routed - updated);
+        }
     }
+    drop(wire);
     singles_ms.sort_by(f64::total_cmp);
     addressed_ms.sort_by(f64::total_cmp);
+    updated_ms.sort_by(f64::total_cmp);
+    router_ms.sort_by(f64::total_cmp);
     println!(
-        "   create-to-route: p50 {:.1} ms, p99 {:.1} ms over {} (of which create-to-address p50 {:.1} ms, p99 {:.1} ms)",
+        "   create-to-route: p50 {:.1} ms, p99 {:.1} ms over {} (create-to-address p50 {:.1} ms, p99 {:.1} ms; create to the first UPDATE at the router p50 {:.1} ms, p99 {:.1} ms over {})",
         percentile(&singles_ms, 50.0),
         percentile(&singles_ms, 99.0),
         singles_ms.len(),
         percentile(&addressed_ms, 50.0),
         percentile(&addressed_ms, 99.0),
+        percentile(&updated_ms, 50.0),
+        percentile(&updated_ms, 99.0),
+        updated_ms.len(),
     );
     for single in &singles {
         lab::kubectl(&[
@@ -317,19 +333,35 @@ fn measure(speakers: Speakers, args: &Args, monitor: &mut Monitor) -> Result<Fig
         rss_mib,
         singles_ms,
         addressed_ms,
+        updated_ms,
+        router_ms,
         failover,
     })
 }
 
-/// Creates `single` and times, from its create request, its address in the Service's status
-/// and its route's first appearance at the router (ms).
+/// One Service's times from its create request (ms).
+struct Single {
+    /// Its address in the Service's status (the controller's share).
+    addressed: f64,
+    /// The first UPDATE announcing it reaching the router, when tcpdump saw it.
+    updated: Option<f64>,
+    /// Its route's first appearance in the router's FIB.
+    routed: f64,
+}
+
+/// The router's port on the lab bridge (where the nodes' UPDATEs arrive).
+const ROUTER_IF: &str = "eth0";
+
+/// Creates `single` and times it ([`Single`]).
 fn create_to_route(
     creator: &Creator,
     single: &Workload,
     monitor: &mut Monitor,
-) -> Result<(f64, f64)> {
+    wire: &mut Wire,
+) -> Result<Single> {
     let ip = single.ip.to_string();
     monitor.drain();
+    wire.drain();
     let start = Instant::now();
     creator.services(std::slice::from_ref(single), 1)?;
     let changes = wait_table(monitor, &format!("a route to {ip}"), |t| {
@@ -356,7 +388,16 @@ fn create_to_route(
         std::thread::sleep(Duration::from_millis(5));
     };
     let ms = |t: Instant| t.saturating_duration_since(start).as_secs_f64() * 1000.0;
-    Ok((ms(addressed), ms(at)))
+    // tcpdump's line for the UPDATE may trail the route's by a moment.
+    std::thread::sleep(Duration::from_millis(50));
+    wire.collect();
+    // The workload is IPv4 (MetalLB's native mode refuses IPv6 pools): host routes are /32s.
+    let prefix = format!("{ip}/32");
+    Ok(Single {
+        addressed: ms(addressed),
+        updated: wire.first.get(&prefix).map(|t| ms(*t)),
+        routed: ms(at),
+    })
 }
 
 /// Waits until FRR has every node's IPv4 session Established with `hold` agreed.

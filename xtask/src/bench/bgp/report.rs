@@ -16,6 +16,10 @@ pub struct Figures {
     pub singles_ms: Vec<f64>,
     /// Create to the address in the Service's status (the controller's share).
     pub addressed_ms: Vec<f64>,
+    /// Create to the first UPDATE carrying the prefix at the router (the cluster's share).
+    pub updated_ms: Vec<f64>,
+    /// That UPDATE to the route in the router's FIB (the router's share), per Service.
+    pub router_ms: Vec<f64>,
     pub failover: Vec<(Fault, &'static str, Vec<f64>)>,
 }
 
@@ -81,6 +85,26 @@ pub fn print_report(figures: &[Figures]) {
             percentile(&f.addressed_ms, 99.0)
         )
     });
+    row(
+        "create to the first UPDATE at the router p50 / p99 (ms)",
+        &|f| {
+            format!(
+                "{:.1} / {:.1}",
+                percentile(&f.updated_ms, 50.0),
+                percentile(&f.updated_ms, 99.0)
+            )
+        },
+    );
+    row(
+        "that UPDATE to the route in the FIB p50 / p99 (ms, the router)",
+        &|f| {
+            format!(
+                "{:.1} / {:.1}",
+                percentile(&f.router_ms, 50.0),
+                percentile(&f.router_ms, 99.0)
+            )
+        },
+    );
     if let Some(first) = figures.first() {
         for (i, (fault, label, _)) in first.failover.iter().enumerate() {
             row(
