@@ -143,6 +143,38 @@ fn client_reaches_every_node_through_the_router_by_ecmp() {
         assert_eq!(bgp, NODES, "BGP paths for {prefix}: {route}");
     }
 
+    // Every node's ServiceBGPStatus for the Service names both BGPPeers (IPv4 and IPv6).
+    let web = status["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["service"] == "default/web")
+        .unwrap_or_else(|| panic!("default/web not in lab status: {status}"));
+    let mut carriers: Vec<(String, Vec<String>)> = web["bgp_status"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            let peers = b["peers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect();
+            (b["node"].as_str().unwrap_or_default().to_string(), peers)
+        })
+        .collect();
+    carriers.sort();
+    let both = vec!["router-v4".to_string(), "router-v6".to_string()];
+    assert_eq!(
+        carriers,
+        NODES
+            .iter()
+            .map(|n| ((*n).to_string(), both.clone()))
+            .collect::<Vec<_>>(),
+        "ServiceBGPStatus of default/web: {web}"
+    );
+
     // Connections from the client, each hashed (addresses and ports) onto one next hop.
     for ip in &ips {
         let address: IpAddr = ip.parse().unwrap();
@@ -170,6 +202,10 @@ fn client_reaches_every_node_through_the_router_by_ecmp() {
     assert!(
         text.contains("6/6 connected"),
         "lab status connects through the IPs:\n{text}"
+    );
+    assert!(
+        text.contains("ServiceBGPStatus: node-"),
+        "lab status lists the ServiceBGPStatus objects:\n{text}"
     );
 
     let frr = lab_pids("frr-");

@@ -45,7 +45,10 @@ pub enum Write {
 /// Pod, waiting for the writer. Each pass replaces what is pending, so an API server slower than
 /// the passes costs one pending set, never a queue of them.
 #[derive(Clone, Default)]
-pub struct PendingStatuses(Arc<Mutex<Option<(DesiredStatuses, Option<Box<Pod>>)>>>);
+pub struct PendingStatuses(Arc<Mutex<Option<StatusSets>>>);
+
+/// The desired status sets and the owner Pod of the objects.
+pub type StatusSets = (DesiredStatuses, Option<Box<Pod>>);
 
 impl PendingStatuses {
     /// Stores `statuses`; true when none was pending (the writer then needs a
@@ -59,7 +62,7 @@ impl PendingStatuses {
     }
 
     /// The newest pending sets, if any; nothing is pending afterwards.
-    pub fn take(&self) -> Option<(DesiredStatuses, Option<Box<Pod>>)> {
+    pub fn take(&self) -> Option<StatusSets> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask lab status [--json]`: which node announces each LoadBalancer IP according to
 //! each node's XDP maps (`herald xdp list`) and the speakers' ServiceL2Status objects, what the
 //! client's ARP (arping) and NDP (ndisc6) say, and a TCP connection through each IP. In BGP
-//! mode, the router's table (`router.rs`) instead of ARP and NDP, and several connections
+//! mode, the speakers' ServiceBGPStatus objects (which nodes carry the Service to which peers)
+//! and the router's table (`router.rs`) instead of ARP and NDP, and several connections
 //! through each IP to show them spread across the nodes.
 
 use std::net::{IpAddr, SocketAddr};
@@ -83,30 +84,41 @@ pub fn xdp_announcers(ip: IpAddr) -> Vec<String> {
         .collect()
 }
 
-/// ServiceL2Status objects: (namespace/name of the Service, node).
-pub fn l2_statuses() -> Vec<(String, String)> {
-    let Ok(out) = kubectl(&["get", "servicel2statuses", "-A", "-o", "json"]) else {
+/// One speaker's status object for a Service (ServiceL2Status or ServiceBGPStatus).
+pub struct ServiceStatus {
+    /// `namespace/name` of the Service.
+    pub service: String,
+    pub node: String,
+    /// The BGPPeers carrying it (ServiceBGPStatus only).
+    pub peers: Vec<String>,
+}
+
+/// The status objects of one resource (`servicel2statuses`, `servicebgpstatuses`).
+pub fn service_statuses(resource: &str) -> Vec<ServiceStatus> {
+    let Ok(out) = kubectl(&["get", resource, "-A", "-o", "json"]) else {
         return Vec::new();
     };
     let json: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
     json["items"]
         .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|i| {
-                    (
-                        format!(
-                            "{}/{}",
-                            i["status"]["serviceNamespace"].as_str().unwrap_or("?"),
-                            i["status"]["serviceName"].as_str().unwrap_or("?")
-                        ),
-                        i["status"]["node"].as_str().unwrap_or("?").to_string(),
-                    )
-                })
-                .collect()
+        .into_iter()
+        .flatten()
+        .map(|i| ServiceStatus {
+            service: format!(
+                "{}/{}",
+                text(&i["status"]["serviceNamespace"]),
+                text(&i["status"]["serviceName"])
+            ),
+            node: text(&i["status"]["node"]),
+            peers: i["status"]["peers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect(),
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 /// MAC of each node's uplink → node name.
@@ -310,7 +322,8 @@ pub fn gather(client: bool) -> Result<Value> {
             "xdp_addresses": snap["addresses"].as_array().map(|a| a.iter().map(|e| e["ip"].clone()).collect::<Vec<_>>()).unwrap_or_default(),
         }));
     }
-    let l2 = l2_statuses();
+    let l2 = service_statuses("servicel2statuses");
+    let bgp = service_statuses("servicebgpstatuses");
     let events = node_assigned_events();
     let mut services = Vec::new();
     for (name, policy, ips) in lb_services()? {
@@ -346,7 +359,8 @@ pub fn gather(client: bool) -> Result<Value> {
             "hash_order": order,
             "node_assigned_event": events.iter().find(|(s, _)| *s == name).map(|(_, n)| n.clone()),
             "externalTrafficPolicy": policy,
-            "l2_status_nodes": l2.iter().filter(|(s, _)| *s == name).map(|(_, n)| n.clone()).collect::<Vec<_>>(),
+            "l2_status_nodes": l2.iter().filter(|s| s.service == name).map(|s| s.node.clone()).collect::<Vec<_>>(),
+            "bgp_status": bgp.iter().filter(|s| s.service == name).map(|s| json!({"node": s.node, "peers": s.peers})).collect::<Vec<_>>(),
             "addresses": addresses,
         }));
     }
@@ -408,20 +422,42 @@ pub fn print(args: &StatusArgs) -> Result<()> {
         router_table::print_status(&status["router"]);
     }
     println!("services:");
+    let bgp_mode = status["mode"].as_str() == Some(LabMode::Bgp.name());
     for s in status["services"].as_array().into_iter().flatten() {
+        let (kind, holders) = if bgp_mode {
+            let holders: Vec<String> = s["bgp_status"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| {
+                    let peers: Vec<&str> = b["peers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    format!(
+                        "{} → {}",
+                        b["node"].as_str().unwrap_or("?"),
+                        peers.join(", ")
+                    )
+                })
+                .collect();
+            ("ServiceBGPStatus", holders.join("; "))
+        } else {
+            let holders: Vec<&str> = s["l2_status_nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            ("ServiceL2Status", holders.join(", "))
+        };
         println!(
-            "  {} (externalTrafficPolicy {}), ServiceL2Status: {}",
+            "  {} (externalTrafficPolicy {}), {kind}: {}",
             s["service"].as_str().unwrap_or("?"),
             s["externalTrafficPolicy"].as_str().unwrap_or("?"),
-            s["l2_status_nodes"]
-                .as_array()
-                .map(|a| a
-                    .iter()
-                    .filter_map(|n| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "))
-                .filter(|t| !t.is_empty())
-                .unwrap_or_else(|| "none".to_string())
+            if holders.is_empty() { "none" } else { &holders }
         );
         let order: Vec<&str> = s["hash_order"]
             .as_array()
