@@ -49,6 +49,11 @@ pub struct Args {
     /// Failover trials per fault with the default hold time (90 s each).
     #[arg(long, default_value_t = 1)]
     pub default_timer_trials: usize,
+    /// BGP peers besides the lab's FRR router (BIRD, one address and AS each, in namespace
+    /// `hl-peers`): every node opens a session to each, so each speaker announces every prefix
+    /// to 1 + this many peers.
+    #[arg(long, default_value_t = 2)]
+    pub extra_peers: usize,
     /// Requests in flight while creating.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
@@ -99,17 +104,22 @@ pub fn run(args: &Args) -> Result<()> {
         true
     };
     println!(
-        "bench bgp: {} Services in a burst, {} one by one, {} + {} failover trials per fault; Herald: {}",
+        "bench bgp: {} Services in a burst, {} one by one, {} + {} failover trials per fault; {} BGP peers per node (FRR + {} BIRD); Herald: {}",
         args.services,
         args.singles,
         args.trials,
         args.default_timer_trials,
+        1 + args.extra_peers,
+        args.extra_peers,
         lab::herald_exe().display()
     );
     workload::install()?;
+    let peers = lab::peers::peers(args.extra_peers);
     let mut monitor = Monitor::start(lab::ROUTER_NS)?;
     let mut figures = Vec::new();
     let outcome = (|| -> Result<()> {
+        lab::peers::start(&peers)?;
+        workload::add_peers(&peers)?;
         for speakers in [
             Speakers::Herald {
                 detect_ms: lab::detect_ms(),
@@ -117,16 +127,20 @@ pub fn run(args: &Args) -> Result<()> {
             Speakers::Metallb,
         ] {
             switch_to(speakers)?;
+            lab::peers::wait_established(&peers, PATIENCE)?;
             figures.push(measure(speakers, args, &mut monitor)?);
         }
         Ok(())
     })();
+    let removed = workload::remove_peers(&peers);
+    lab::peers::stop();
     // Whatever happened, the lab goes back to Herald and its own configuration.
     let restored = switch_to(Speakers::Herald {
         detect_ms: lab::detect_ms(),
     })
     .and_then(|()| workload::uninstall());
     outcome?;
+    removed?;
     restored?;
     print_report(&figures);
     if started && !args.keep_lab {

@@ -22,6 +22,7 @@ pub mod failover;
 mod herald;
 mod kubectl;
 pub mod metallb;
+pub mod peers;
 pub mod probe;
 mod procs;
 pub mod router;

@@ -104,6 +104,9 @@ impl LabMode {
 /// The router namespace of BGP mode: one leg (`eth0`) on the nodes' bridge, one (`eth1`) on a
 /// point-to-point link to the client.
 pub const ROUTER_NS: &str = "hl-router";
+/// The BGP bench's extra peers (`peers.rs`): a namespace on the bridge running BIRD.
+pub const PEERS_NS: &str = "hl-peers";
+pub const PEERS_PORT: &str = "p-peers";
 pub const ROUTER_PORT: &str = "p-router";
 pub const ROUTER_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 pub const ROUTER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 2);

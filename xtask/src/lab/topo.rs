@@ -18,8 +18,8 @@ use anyhow::{Context, Result, bail};
 
 use super::spec::{
     BRIDGE, CLIENT_NS, CLIENT_PORT, CLIENT_V4, CLIENT_V6, HOST_IF, HOST_PORT, HOST_PREFIX_LEN,
-    HOST_V4, LabMode, NODES, NodeSpec, POOL_V4_PREFIX, POOL_V6_PREFIX, ROUTER_NS, SWITCH_NS,
-    UPLINK,
+    HOST_V4, LabMode, NODES, NodeSpec, PEERS_NS, POOL_V4_PREFIX, POOL_V6_PREFIX, ROUTER_NS,
+    SWITCH_NS, UPLINK,
 };
 
 pub(super) fn ip(args: &[&str]) -> Result<String> {
@@ -123,7 +123,7 @@ pub fn direct_links() -> Vec<DirectLink> {
 
 /// Every namespace the lab may have made (the router only in BGP mode).
 fn all_netns() -> Vec<&'static str> {
-    let mut v = vec![SWITCH_NS, CLIENT_NS, DIRECT_NS, ROUTER_NS];
+    let mut v = vec![SWITCH_NS, CLIENT_NS, DIRECT_NS, ROUTER_NS, PEERS_NS];
     v.extend(NODES.iter().map(|n| n.netns));
     v
 }
@@ -152,7 +152,11 @@ pub(super) fn uplink(netns: &str, inner: &str, port: &str) -> Result<()> {
 /// client's `eth0` is a bridge port; in BGP mode the client namespace is left without links
 /// for `router.rs` to put behind the router.
 pub fn create(mode: LabMode) -> Result<()> {
-    for ns in all_netns().into_iter().filter(|ns| *ns != ROUTER_NS) {
+    // The router's and the bench's extra peers' namespaces are made by their own modules.
+    for ns in all_netns()
+        .into_iter()
+        .filter(|ns| *ns != ROUTER_NS && *ns != PEERS_NS)
+    {
         ip(&["netns", "add", ns])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
     }

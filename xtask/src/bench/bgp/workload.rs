@@ -21,6 +21,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
 use crate::lab;
+use crate::lab::peers::Peer;
 
 pub const NAMESPACE: &str = "bench-bgp";
 const POOL: &str = "bench-bgp";
@@ -136,6 +137,44 @@ pub fn install() -> Result<()> {
     apply(&format!(
         "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: {POOL}\n  namespace: metallb-system\nspec:\n  addresses: [198.51.100.1-198.51.100.254]\n  autoAssign: false\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata:\n  name: {POOL}\n  namespace: metallb-system\nspec:\n  ipAddressPools: [{POOL}]\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"
     ))
+}
+
+/// The BGPPeer of an extra peer (every node opens a session to it).
+fn peer_name(peer: &Peer) -> String {
+    format!("bench-peer-{}", peer.address.octets()[3])
+}
+
+/// BGPPeers for the extra peers.
+pub fn add_peers(peers: &[Peer]) -> Result<()> {
+    let mut yaml = String::new();
+    for peer in peers {
+        yaml.push_str(&format!(
+            "---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata:\n  name: {}\n  namespace: metallb-system\nspec:\n  myASN: {}\n  peerASN: {}\n  peerAddress: {}\n",
+            peer_name(peer),
+            lab::NODE_AS,
+            peer.asn,
+            peer.address
+        ));
+    }
+    if yaml.is_empty() {
+        return Ok(());
+    }
+    apply(&yaml)
+}
+
+/// Removes the extra peers' BGPPeers.
+pub fn remove_peers(peers: &[Peer]) -> Result<()> {
+    for peer in peers {
+        lab::kubectl(&[
+            "-n",
+            "metallb-system",
+            "delete",
+            "bgppeer",
+            &peer_name(peer),
+            "--ignore-not-found",
+        ])?;
+    }
+    Ok(())
 }
 
 /// Removes the bench's objects and puts the lab's BGP configuration back.
