@@ -133,7 +133,7 @@ pub fn run(args: &Args) -> Result<()> {
         Ok(())
     })();
     let removed = workload::remove_peers(&peers);
-    lab::peers::stop();
+    lab::peers::stop(&peers);
     // Whatever happened, the lab goes back to Herald and its own configuration.
     let restored = switch_to(Speakers::Herald {
         detect_ms: lab::detect_ms(),

@@ -1,8 +1,9 @@
 //! Extra BGP peers for the BGP bench: namespace `hl-peers` on the nodes' bridge, one address per
-//! peer (203.0.113.3, .4, ...), and one BIRD process in it with a passive eBGP session from each
-//! node to each address (strict bind: every address listens on its own socket), each address its
-//! own AS. BIRD only keeps what it learns: nothing is exported, nothing reaches a kernel table.
-//! `lab down` removes the namespace and stops BIRD with the rest of the lab.
+//! peer (203.0.113.3, .4, ...), and one BIRD process per address (strict bind: each listens on
+//! its own address; one BIRD refuses a second session with the same neighbor) with a passive
+//! eBGP session from each node, each address its own AS. BIRD only keeps what it learns:
+//! nothing is exported, nothing reaches a kernel table. `lab down` removes the namespace and
+//! stops the BIRDs with the rest of the lab.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -15,8 +16,6 @@ use super::procs;
 use super::spec::{NODE_AS, NODES, PEERS_NS, PEERS_PORT, UPLINK, run_dir};
 use super::topo::{ip, uplink};
 
-/// The recorded process name of BIRD.
-const BIRD: &str = "bird-peers";
 /// The first extra peer's AS; the `i`-th is this + `i`.
 const FIRST_AS: u32 = 64520;
 
@@ -40,36 +39,37 @@ pub fn peers(count: usize) -> Vec<Peer> {
         .collect()
 }
 
-fn socket() -> std::path::PathBuf {
-    run_dir().join("bird-peers.ctl")
-}
+impl Peer {
+    /// The recorded process name of its BIRD.
+    fn process(&self) -> String {
+        format!("bird-peer-{}", self.address.octets()[3])
+    }
 
-/// BIRD's configuration: a passive session from every node to every peer address.
-pub fn bird_config(peers: &[Peer]) -> String {
-    let mut conf = String::new();
-    let router_id = peers
-        .first()
-        .map_or(Ipv4Addr::new(203, 0, 113, 3), |p| p.address);
-    let _ = writeln!(conf, "router id {router_id};\nprotocol device {{}}");
-    for peer in peers {
+    fn socket(&self) -> std::path::PathBuf {
+        run_dir().join(format!("{}.ctl", self.process()))
+    }
+
+    /// Its BIRD's configuration: a passive session from every node.
+    pub fn bird_config(&self) -> String {
+        let mut conf = String::new();
+        let _ = writeln!(conf, "router id {};\nprotocol device {{}}", self.address);
         for node in NODES {
             let _ = writeln!(
                 conf,
-                "protocol bgp {}_{} {{\n  local {} as {};\n  neighbor {} as {NODE_AS};\n  passive;\n  strict bind;\n  ipv4 {{ import all; export none; }};\n}}",
+                "protocol bgp {} {{\n  local {} as {};\n  neighbor {} as {NODE_AS};\n  passive;\n  strict bind;\n  ipv4 {{ import all; export none; }};\n}}",
                 node.name.replace('-', "_"),
-                peer.address.octets()[3],
-                peer.address,
-                peer.asn,
+                self.address,
+                self.asn,
                 node.v4,
             );
         }
+        conf
     }
-    conf
 }
 
 /// The namespace, its addresses and BIRD.
 pub fn start(peers: &[Peer]) -> Result<()> {
-    stop();
+    stop(peers);
     ip(&["netns", "add", PEERS_NS])?;
     ip(&["-n", PEERS_NS, "link", "set", "lo", "up"])?;
     uplink(PEERS_NS, UPLINK, PEERS_PORT)?;
@@ -85,36 +85,42 @@ pub fn start(peers: &[Peer]) -> Result<()> {
         ])?;
     }
     ip(&["-n", PEERS_NS, "link", "set", UPLINK, "up"])?;
-    let conf = run_dir().join("bird-peers.conf");
-    std::fs::write(&conf, bird_config(peers)).context("writing BIRD's configuration")?;
-    procs::spawn_recorded(
-        BIRD,
-        Some(PEERS_NS),
-        Command::new("bird")
-            .arg("-f")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-s")
-            .arg(socket()),
-    )?;
+    for peer in peers {
+        let conf = run_dir().join(format!("{}.conf", peer.process()));
+        std::fs::write(&conf, peer.bird_config()).context("writing BIRD's configuration")?;
+        procs::spawn_recorded(
+            &peer.process(),
+            Some(PEERS_NS),
+            Command::new("bird")
+                .arg("-f")
+                .arg("-c")
+                .arg(&conf)
+                .arg("-s")
+                .arg(peer.socket()),
+        )?;
+    }
     Ok(())
 }
 
-/// BIRD's sessions that are Established, out of all of them.
-pub fn established() -> Result<(usize, usize)> {
-    let out = Command::new("birdc")
-        .arg("-s")
-        .arg(socket())
-        .args(["show", "protocols"])
-        .output()
-        .context("running birdc")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let sessions: Vec<&str> = text.lines().filter(|l| l.contains(" BGP ")).collect();
-    let up = sessions
-        .iter()
-        .filter(|l| l.contains("Established"))
-        .count();
-    Ok((up, sessions.len()))
+/// The BIRDs' sessions that are Established, out of all of them.
+pub fn established(peers: &[Peer]) -> Result<(usize, usize)> {
+    let (mut up, mut all) = (0, 0);
+    for peer in peers {
+        let out = Command::new("birdc")
+            .arg("-s")
+            .arg(peer.socket())
+            .args(["show", "protocols"])
+            .output()
+            .context("running birdc")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let sessions: Vec<&str> = text.lines().filter(|l| l.contains(" BGP ")).collect();
+        up += sessions
+            .iter()
+            .filter(|l| l.contains("Established"))
+            .count();
+        all += sessions.len();
+    }
+    Ok((up, all))
 }
 
 /// Waits until every node has a session with every peer.
@@ -122,7 +128,7 @@ pub fn wait_established(peers: &[Peer], patience: Duration) -> Result<()> {
     let want = peers.len() * NODES.len();
     let deadline = Instant::now() + patience;
     loop {
-        let (up, all) = established().unwrap_or((0, 0));
+        let (up, all) = established(peers).unwrap_or((0, 0));
         if up == want && all == want {
             return Ok(());
         }
@@ -133,9 +139,11 @@ pub fn wait_established(peers: &[Peer], patience: Duration) -> Result<()> {
     }
 }
 
-/// Stops BIRD and removes the namespace (nothing when absent).
-pub fn stop() {
-    let _ = procs::kill_recorded(BIRD, libc::SIGTERM);
+/// Stops the BIRDs and removes the namespace (nothing when absent).
+pub fn stop(peers: &[Peer]) {
+    for peer in peers {
+        let _ = procs::kill_recorded(&peer.process(), libc::SIGTERM);
+    }
     let _ = ip(&["netns", "del", PEERS_NS]);
 }
 
@@ -159,10 +167,11 @@ mod tests {
                 },
             ]
         );
-        let conf = bird_config(&peers);
-        assert_eq!(conf.matches("protocol bgp ").count(), 6, "{conf}");
-        assert!(conf.contains("protocol bgp node_a_4 {\n  local 203.0.113.4 as 64521;\n  neighbor 203.0.113.11 as 64513;"), "{conf}");
-        assert_eq!(conf.matches("strict bind;").count(), 6);
-        assert_eq!(conf.matches("export none;").count(), 6);
+        let conf = peers[1].bird_config();
+        assert!(conf.starts_with("router id 203.0.113.4;"), "{conf}");
+        assert_eq!(conf.matches("protocol bgp ").count(), 3, "{conf}");
+        assert!(conf.contains("protocol bgp node_a {\n  local 203.0.113.4 as 64521;\n  neighbor 203.0.113.11 as 64513;"), "{conf}");
+        assert_eq!(conf.matches("strict bind;").count(), 3);
+        assert_eq!(conf.matches("export none;").count(), 3);
     }
 }

@@ -1,15 +1,16 @@
 //! The UPDATE messages on the router's wire: `tcpdump -v` on the router's side of the lab bridge,
-//! BGP only, every announced prefix stamped when its packet's line arrives (the same clock and
-//! the same pipe delay as [`super::routes::Monitor`]). With both, a create-to-route time splits
-//! into the cluster's share (create → the first UPDATE carrying the prefix reaches the router)
-//! and the router's (that UPDATE → the route in the router's FIB).
+//! BGP only, every announced prefix stamped with its packet's capture time (`-tt`, the kernel's
+//! wall clock, mapped onto the bench's monotonic clock once at start: tcpdump's output itself
+//! trails the packets). With [`super::routes::Monitor`], a create-to-route time splits into the
+//! cluster's share (create → the first UPDATE carrying the prefix reaches the router) and the
+//! router's (that UPDATE → the route in the router's FIB).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
@@ -67,6 +68,15 @@ impl Parser {
     }
 }
 
+/// The capture time a packet's first line starts with (`1796441334.404226 eth0 In IP ...`).
+fn capture_time(line: &str) -> Option<SystemTime> {
+    let stamp = line.split_whitespace().next()?;
+    let (secs, micros) = stamp.split_once('.')?;
+    let secs: u64 = secs.parse().ok()?;
+    let micros: u64 = micros.parse().ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
+}
+
 /// `198.51.100.7/32`, `2001:db8::/64`.
 fn is_prefix(text: &str) -> bool {
     text.split_once('/').is_some_and(|(addr, len)| {
@@ -86,7 +96,16 @@ impl Wire {
     pub fn start(netns: &str, interface: &str) -> Result<Wire> {
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{netns}"))
-            .args(["tcpdump", "-l", "-nn", "-tt", "-v", "-i", interface])
+            .args([
+                "tcpdump",
+                "--immediate-mode",
+                "-l",
+                "-nn",
+                "-tt",
+                "-v",
+                "-i",
+                interface,
+            ])
             .arg("tcp port 179")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -94,13 +113,18 @@ impl Wire {
             .context("starting tcpdump in the router's namespace")?;
         let stdout = child.stdout.take().context("tcpdump has no stdout")?;
         let (tx, seen) = mpsc::channel();
+        // One reading of both clocks maps a capture time onto the bench's clock.
+        let (base, base_wall) = (Instant::now(), SystemTime::now());
         std::thread::spawn(move || {
             let mut parser = Parser::default();
             let mut packet_at = Instant::now();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if line.starts_with(|c: char| c.is_ascii_digit()) {
-                    packet_at = Instant::now();
+                if let Some(captured) = capture_time(&line) {
+                    packet_at = match captured.duration_since(base_wall) {
+                        Ok(after) => base + after,
+                        Err(before) => base.checked_sub(before.duration()).unwrap_or(base),
+                    };
                 }
                 if let Some(announced) = parser.feed(&line)
                     && tx.send((packet_at, announced)).is_err()
@@ -163,6 +187,16 @@ mod tests {
 \t    198.51.100.9/32
 \t  End-of-RIB
 ";
+
+    #[test]
+    fn packets_carry_their_capture_time() {
+        let first = CAPTURE.lines().next().unwrap();
+        assert_eq!(
+            capture_time(first),
+            Some(UNIX_EPOCH + Duration::from_micros(1_796_441_328_084_636))
+        );
+        assert_eq!(capture_time("\tUpdate Message (2), length: 48"), None);
+    }
 
     #[test]
     fn announced_prefixes_with_their_speaker_and_nothing_withdrawn() {
