@@ -375,6 +375,15 @@ pub fn gather(client: bool) -> Result<Value> {
     }))
 }
 
+/// The strings of a JSON array (nothing for anything else).
+fn strings(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 pub fn print(args: &StatusArgs) -> Result<()> {
     let status = gather(!args.no_client)?;
     if args.json {
@@ -430,28 +439,16 @@ pub fn print(args: &StatusArgs) -> Result<()> {
                 .into_iter()
                 .flatten()
                 .map(|b| {
-                    let peers: Vec<&str> = b["peers"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
                     format!(
                         "{} → {}",
                         b["node"].as_str().unwrap_or("?"),
-                        peers.join(", ")
+                        strings(&b["peers"]).join(", ")
                     )
                 })
                 .collect();
             ("ServiceBGPStatus", holders.join("; "))
         } else {
-            let holders: Vec<&str> = s["l2_status_nodes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            ("ServiceL2Status", holders.join(", "))
+            ("ServiceL2Status", strings(&s["l2_status_nodes"]).join(", "))
         };
         println!(
             "  {} (externalTrafficPolicy {}), {kind}: {}",

@@ -32,6 +32,15 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// `p50 / p99` of sorted `values`, in ms with one decimal.
+fn p50_p99(values: &[f64]) -> String {
+    format!(
+        "{:.1} / {:.1}",
+        percentile(values, 50.0),
+        percentile(values, 99.0)
+    )
+}
+
 pub fn print_report(figures: &[Figures]) {
     println!(
         "\n| figure | {} |",
@@ -79,31 +88,15 @@ pub fn print_report(figures: &[Figures]) {
         format!("{:.1}", percentile(&f.singles_ms, 99.0))
     });
     row("create-to-address p50 / p99 (ms, controller)", &|f| {
-        format!(
-            "{:.1} / {:.1}",
-            percentile(&f.addressed_ms, 50.0),
-            percentile(&f.addressed_ms, 99.0)
-        )
+        p50_p99(&f.addressed_ms)
     });
     row(
         "create to the first UPDATE at the router p50 / p99 (ms)",
-        &|f| {
-            format!(
-                "{:.1} / {:.1}",
-                percentile(&f.updated_ms, 50.0),
-                percentile(&f.updated_ms, 99.0)
-            )
-        },
+        &|f| p50_p99(&f.updated_ms),
     );
     row(
         "that UPDATE to the route in the FIB p50 / p99 (ms, the router)",
-        &|f| {
-            format!(
-                "{:.1} / {:.1}",
-                percentile(&f.router_ms, 50.0),
-                percentile(&f.router_ms, 99.0)
-            )
-        },
+        &|f| p50_p99(&f.router_ms),
     );
     if let Some(first) = figures.first() {
         for (i, (fault, label, _)) in first.failover.iter().enumerate() {
