@@ -316,6 +316,23 @@ pub fn tcp_hello(addr: SocketAddr, timeout: Duration) -> Result<String> {
     Ok(text.trim().to_string())
 }
 
+/// A TCP probe's outcome as `lab status --json` shows it.
+pub(super) fn tcp_json(tcp: Result<String>) -> serde_json::Value {
+    match tcp {
+        Ok(node) => serde_json::json!({"ok": true, "served_by": node}),
+        Err(e) => serde_json::json!({"ok": false, "error": format!("{e:#}")}),
+    }
+}
+
+/// An address as it stands before `:port` (IPv6 in brackets).
+pub(super) fn fmt_addr(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -276,7 +276,7 @@ pub fn address_json(ip: IpAddr, router: &Value, client: bool) -> Value {
         let mut counts = BTreeMap::<String, usize>::new();
         let mut first = None;
         for _ in 0..CONNECTIONS {
-            let tcp = super::status::tcp_json(client_tcp(ip));
+            let tcp = probe::tcp_json(client_tcp(ip));
             if let Some(node) = tcp["served_by"].as_str() {
                 *counts.entry(node.to_string()).or_default() += 1;
             }
@@ -311,13 +311,13 @@ pub fn print_address(a: &Value) {
     if total == 0 {
         println!(
             "      client TCP {}:{BACKEND_PORT}: FAILED ({})",
-            super::status::fmt_addr(ip),
+            probe::fmt_addr(ip),
             a["tcp"]["error"].as_str().unwrap_or("?")
         );
     } else {
         println!(
             "      client TCP {}:{BACKEND_PORT}: {total}/{CONNECTIONS} connected, served by {}",
-            super::status::fmt_addr(ip),
+            probe::fmt_addr(ip),
             spread.join(", ")
         );
     }

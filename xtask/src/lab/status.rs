@@ -195,13 +195,6 @@ pub fn client_tcp(ip: IpAddr) -> Result<String> {
     })
 }
 
-pub(super) fn tcp_json(tcp: Result<String>) -> Value {
-    match tcp {
-        Ok(node) => json!({"ok": true, "served_by": node}),
-        Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
-    }
-}
-
 /// The lab's nodes in MetalLB's layer 2 order for `ip` when nothing else narrows the candidates
 /// (no preferences, all speakers live, endpoints everywhere): SHA-256 of `node#ip`, ascending. The
 /// first is the node the election names.
@@ -346,7 +339,7 @@ pub fn gather(client: bool) -> Result<Value> {
                 "client_answer_mac": mac,
                 "client_answer_node": mac.as_deref().map(|m| node_of_mac(&macs, m)),
                 "client_tool_output": lines,
-                "tcp": tcp_json(tcp),
+                "tcp": probe::tcp_json(tcp),
             }));
         }
         // The layer 2 election order means nothing to BGP, where every node announces.
@@ -506,13 +499,13 @@ pub fn print(args: &StatusArgs) -> Result<()> {
             if a["tcp"]["ok"].as_bool() == Some(true) {
                 println!(
                     "      client TCP {}:{BACKEND_PORT}: connected, backend on {}",
-                    fmt_addr(a["ip"].as_str().unwrap_or("?")),
+                    probe::fmt_addr(a["ip"].as_str().unwrap_or("?")),
                     a["tcp"]["served_by"].as_str().unwrap_or("?")
                 );
             } else {
                 println!(
                     "      client TCP {}:{BACKEND_PORT}: FAILED ({})",
-                    fmt_addr(a["ip"].as_str().unwrap_or("?")),
+                    probe::fmt_addr(a["ip"].as_str().unwrap_or("?")),
                     a["tcp"]["error"].as_str().unwrap_or("?")
                 );
             }
@@ -525,14 +518,6 @@ pub fn print(args: &StatusArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-pub(super) fn fmt_addr(ip: &str) -> String {
-    if ip.contains(':') {
-        format!("[{ip}]")
-    } else {
-        ip.to_string()
-    }
 }
 
 #[cfg(test)]
