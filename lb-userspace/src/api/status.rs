@@ -1,5 +1,8 @@
 //! Status-only kinds (metallb.io/v1beta1): ServiceL2Status and ServiceBGPStatus (written by
-//! speakers) and ConfigurationState (written by the controller and speakers).
+//! speakers) and ConfigurationState (written by the controller and speakers), and what the two
+//! per-(node, Service) kinds have in common ([`ServiceStatus`], [`ExistingStatus`]).
+
+use std::fmt::Debug;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -186,4 +189,36 @@ impl ConfigurationStateStatus {
             }],
         }
     }
+}
+
+/// The status of one per-(node, Service) object kind. `node`, `serviceName` and
+/// `serviceNamespace` are immutable (CEL); anything else may be updated in place.
+pub trait ServiceStatus: Clone + Debug + Default + PartialEq {
+    /// The kind, for logs.
+    const KIND: &'static str;
+    /// `(node, serviceName, serviceNamespace)`.
+    fn identity(&self) -> (&str, &str, &str);
+}
+
+impl ServiceStatus for L2ServiceStatus {
+    const KIND: &'static str = "ServiceL2Status";
+    fn identity(&self) -> (&str, &str, &str) {
+        (&self.node, &self.service_name, &self.service_namespace)
+    }
+}
+
+impl ServiceStatus for BgpServiceStatus {
+    const KIND: &'static str = "ServiceBGPStatus";
+    fn identity(&self) -> (&str, &str, &str) {
+        (&self.node, &self.service_name, &self.service_namespace)
+    }
+}
+
+/// A status object of this node as listed from the API server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExistingStatus<S> {
+    pub name: String,
+    /// From the labels `metallb.io/service-namespace` / `metallb.io/service-name`.
+    pub service_key: Option<String>,
+    pub status: Option<S>,
 }

@@ -7,30 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use crate::api::{BgpServiceStatus, InterfaceInfo, L2ServiceStatus};
+pub use crate::api::{ExistingStatus, ServiceStatus};
 use crate::speaker::plan::{Decision, Plan};
-
-/// The status of one per-(node, Service) object kind. `node`, `serviceName` and
-/// `serviceNamespace` are immutable (CEL); anything else may be updated in place.
-pub trait ServiceStatus: Clone + Debug + Default + PartialEq {
-    /// The kind, for logs.
-    const KIND: &'static str;
-    /// `(node, serviceName, serviceNamespace)`.
-    fn identity(&self) -> (&str, &str, &str);
-}
-
-impl ServiceStatus for L2ServiceStatus {
-    const KIND: &'static str = "ServiceL2Status";
-    fn identity(&self) -> (&str, &str, &str) {
-        (&self.node, &self.service_name, &self.service_namespace)
-    }
-}
-
-impl ServiceStatus for BgpServiceStatus {
-    const KIND: &'static str = "ServiceBGPStatus";
-    fn identity(&self) -> (&str, &str, &str) {
-        (&self.node, &self.service_name, &self.service_namespace)
-    }
-}
 
 /// The desired objects of both kinds, by Service key (`namespace/name`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -100,15 +78,6 @@ impl Plan {
             })
             .collect()
     }
-}
-
-/// A status object of this node as listed from the API server.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExistingStatus<S> {
-    pub name: String,
-    /// From the labels `metallb.io/service-namespace` / `metallb.io/service-name`.
-    pub service_key: Option<String>,
-    pub status: Option<S>,
 }
 
 /// A write to bring this node's objects of one kind to the plan.

@@ -24,8 +24,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::checked::{self, Rejected};
+use crate::api::ExistingStatus;
 use crate::api::{self, ServiceBGPStatus, ServiceL2Status};
-use crate::speaker::status::ExistingStatus;
 
 /// The component name on the speaker's Events (MetalLB's).
 pub const SPEAKER_COMPONENT: &str = "metallb-speaker";

@@ -14,13 +14,13 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{LABEL_NODE, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE, SPEAKER_COMPONENT};
+use crate::api::ServiceStatus;
 use crate::api::{
     BgpServiceStatus, ConfigurationStateStatus, L2ServiceStatus, ServiceBGPStatus,
     ServiceBGPStatusSpec, ServiceL2Status, ServiceL2StatusSpec,
 };
 use crate::k8s::config_state::{self, LABEL_COMPONENT_TYPE, LABEL_NODE_NAME};
 use crate::k8s::events::{EventSink, Severity};
-use crate::speaker::status::ServiceStatus;
 
 /// An Event on a Service, as the speaker records it.
 #[derive(Clone, Copy, Debug)]
