@@ -15,7 +15,6 @@
 #[path = "support/kube/mod.rs"]
 mod kube_support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -23,36 +22,6 @@ use kube_support::cluster::{Cluster, serial};
 use kube_support::herald::Herald;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A self-signed certificate for 127.0.0.1 and its key, written into `dir`.
-fn certificate(dir: &Path) -> (String, String) {
-    let cert = dir.join("metrics-cert.pem");
-    let key = dir.join("metrics-key.pem");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=herald-metrics",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "{out:?}");
-    (cert.display().to_string(), key.display().to_string())
-}
 
 /// `curl` of `url`, trusting `ca`, with an optional bearer token: the HTTP status (0 when no
 /// HTTP answer came).
@@ -100,7 +69,7 @@ fn poll(what: &str, mut cond: impl FnMut() -> bool, log: impl Fn() -> String) {
 async fn scenario() {
     let cluster = Cluster::reset().await;
     let plane = &cluster.plane;
-    let (cert, key) = certificate(&plane.dir);
+    let (cert, key) = kube_support::tls::self_signed(&plane.dir, "metrics");
     let herald = Herald::start(
         plane,
         "metrics-tls",

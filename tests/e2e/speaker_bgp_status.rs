@@ -1,10 +1,11 @@
 //! `herald speaker` in BGP mode keeps MetalLB's ServiceBGPStatus objects (one per Service its
 //! sessions carry, listing the sorted BGPPeers; updated when the peers change, deleted with the
 //! Service), and `herald bgp status` shows its sessions, against a real FRR router and a real
-//! kube-apiserver.
+//! kube-apiserver — over plain HTTP, and over HTTPS behind the API server's TokenReview and
+//! SubjectAccessReview (`--metrics-authz`).
 //!
-//! Needs root, the XDP object, `cargo xtask kube build`, `cargo build -p herald` and the
-//! Debian package frr.
+//! Needs root, the XDP object, `cargo xtask kube build`, `cargo build -p herald`, the Debian
+//! package frr and `openssl`.
 
 #![allow(
     clippy::unwrap_used,
@@ -48,16 +49,26 @@ fn bgp_statuses(cluster: &Cluster, node: &str, ns: &str) -> Vec<serde_json::Valu
 
 /// `herald bgp status -o FORMAT` against `speaker`, run in its node's namespace: its stdout.
 fn bgp_status(speaker: &Speaker, format: &str) -> Option<Vec<u8>> {
-    let out = std::process::Command::new("ip")
+    let out = bgp_status_command(speaker, "http", &["-o", format])?;
+    out.status.success().then_some(out.stdout)
+}
+
+/// `herald bgp status ARGS` against `speaker` over `scheme`, run in its node's namespace.
+fn bgp_status_command(
+    speaker: &Speaker,
+    scheme: &str,
+    args: &[&str],
+) -> Option<std::process::Output> {
+    std::process::Command::new("ip")
         .args(["netns", "exec", &speaker.netns])
         .arg(herald_bin())
-        .args(["bgp", "status", "-o", format, "--speaker"])
-        .arg(format!("http://127.0.0.1:{}", speaker.metrics_port))
+        .args(["bgp", "status", "--speaker"])
+        .arg(format!("{scheme}://127.0.0.1:{}", speaker.metrics_port))
+        .args(args)
         .env_remove("METALLB_HOST")
         .env_remove("HERALD_SPEAKER_URL")
         .output()
-        .ok()?;
-    out.status.success().then_some(out.stdout)
+        .ok()
 }
 
 fn bgp_status_json(speaker: &Speaker) -> Option<serde_json::Value> {
@@ -67,6 +78,105 @@ fn bgp_status_json(speaker: &Speaker) -> Option<serde_json::Value> {
 #[test]
 fn service_bgp_status_and_bgp_status_command() {
     run_serial(status_objects());
+}
+
+#[test]
+fn bgp_status_over_https_needs_a_token_allowed_to_get_metrics() {
+    run_serial(status_over_https());
+}
+
+/// A speaker serving HTTPS with `--metrics-authz`: `herald bgp status` with the CA and a token
+/// whose user may `get` `/metrics` shows the session; without a token it is refused (401), and
+/// with a token whose user may not, forbidden (403).
+async fn status_over_https() {
+    require_root();
+    let cluster = Cluster::reset().await;
+    let plane = cluster.plane;
+    let bpffs = Bpffs::new().expect("bpffs");
+    cluster.clear_bgp_objects();
+    let lan = Lan::new("hbt", 1).expect("lan");
+    let node = unique("hbt-node");
+    forward_api_into(&lan.hosts[0].name, plane.apiserver_port);
+    let router = dual_stack_router(RouterKind::Frr, &lan).expect("router");
+    let ns = unique("speaker-bgp-tls");
+    base_objects(&cluster, &ns, &[&node], "");
+    cluster.apply(&peer_yaml("r4", IpAddr::V4(Lan::ROUTER_V4), NODE_AS, ""));
+    cluster.announced_web_service(&ns, &[SERVICE_IP], &node);
+    // The speaker may ask the API server (auth-delegator); `scraper` may get /metrics.
+    let manifests = kube_support::control_plane::workspace_root().join("manifests");
+    let access = manifests.join("metrics-access.yaml").display().to_string();
+    cluster.kubectl(&["apply", "-f", &access]);
+    cluster.apply(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: bgp-scraper\n  namespace: metallb-system\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: bgp-stranger\n  namespace: metallb-system\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: bgp-scraper-reads-metrics\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: metallb-metrics-reader\nsubjects:\n- kind: ServiceAccount\n  name: bgp-scraper\n  namespace: metallb-system\n",
+    );
+    let token_file = |sa: &str| {
+        let token = cluster.kubectl(&["create", "token", sa, "-n", "metallb-system"]);
+        let path = plane.dir.join(format!("{}.token", unique(sa)));
+        std::fs::write(&path, token.trim()).unwrap();
+        path.display().to_string()
+    };
+    let (scraper, stranger) = (token_file("bgp-scraper"), token_file("bgp-stranger"));
+    let (ca, cert, key) = kube_support::tls::ca_signed(&plane.dir, "speaker-metrics");
+    let speaker = Speaker::start_with(
+        plane,
+        &lan.hosts[0],
+        &node,
+        &bpffs,
+        &[
+            &format!("--metrics-tls-cert={cert}"),
+            &format!("--metrics-tls-key={key}"),
+            "--metrics-authz",
+        ],
+    );
+    let context = || format!("speaker:\n{}\nrouter:\n{}", speaker.logs(), router.logs());
+    let with = |token: Option<&str>| {
+        let mut args = vec!["-o", "json", "--ca-cert", ca.as_str()];
+        if let Some(token) = token {
+            args.extend(["--token-file", token]);
+        }
+        bgp_status_command(&speaker, "https", &args)
+    };
+
+    let mut last = None;
+    let shown = poll_until(PATIENCE, || {
+        last = with(Some(&scraper));
+        last.as_ref()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .is_some_and(|status| {
+                status["sessions"].as_array().is_some_and(|sessions| {
+                    sessions
+                        .iter()
+                        .any(|s| s["peer"] == "r4" && s["state"] == "Established")
+                })
+            })
+    });
+    assert!(
+        shown,
+        "herald bgp status over HTTPS with the scraper's token: {last:?}\n{}",
+        context()
+    );
+    for (token, code) in [(None, "401"), (Some(stranger.as_str()), "403")] {
+        let out = with(token).expect("herald bgp status");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(&format!("HTTP {code}")),
+            "token {token:?}: expected a refusal naming {code}: {out:?}"
+        );
+    }
+    // Plain HTTP is not served.
+    let plain = bgp_status_command(&speaker, "http", &["-o", "json"]).expect("herald bgp status");
+    assert!(!plain.status.success(), "plain HTTP answered: {plain:?}");
+    cluster.kubectl(&["delete", "clusterrolebinding", "bgp-scraper-reads-metrics"]);
+    cluster.kubectl(&["delete", "-f", &access]);
+    cluster.kubectl(&[
+        "delete",
+        "sa",
+        "bgp-scraper",
+        "bgp-stranger",
+        "-n",
+        "metallb-system",
+    ]);
 }
 
 /// The speaker keeps one ServiceBGPStatus per Service its sessions carry, listing the sorted

@@ -80,10 +80,15 @@ async fn exchange(url: &str, access: &Access<'_>) -> Result<(u16, String)> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(ca)?));
     let name = ServerName::try_from(host.to_string())
         .with_context(|| format!("{host:?} is not a TLS server name"))?;
-    let stream = connector
-        .connect(name, tcp)
-        .await
-        .with_context(|| format!("TLS with {authority}"))?;
+    let stream = match connector.connect(name, tcp).await {
+        Ok(stream) => stream,
+        // webpki's words for a server presenting a CA certificate as its own.
+        Err(error) if error.to_string().contains("CaUsedAsEndEntity") => bail!(
+            "TLS with {authority}: the speaker presents a CA certificate as its own (self-signed?); \
+             give it a certificate signed by a CA and pass that CA with --ca-cert"
+        ),
+        Err(error) => return Err(error).with_context(|| format!("TLS with {authority}")),
+    };
     send(stream, request).await
 }
 
@@ -165,5 +170,31 @@ mod tests {
         assert!(https.to_string().contains("--ca-cert"), "{https}");
         let other = get("ftp://127.0.0.1/x", &access).await.unwrap_err();
         assert!(other.to_string().contains("expected http"), "{other}");
+    }
+
+    #[tokio::test]
+    async fn a_self_signed_server_certificate_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = crate::daemon::tls::testing::self_signed(dir.path(), "speaker");
+        let security = Security {
+            tls: Some(crate::daemon::tls::acceptor(&cert, &key).unwrap()),
+            authorizer: None,
+        };
+        let handler = http::with_json(
+            http::endpoints(None, Some(Arc::new(|| true))),
+            "/status/bgp",
+            Arc::new(|| "{}".to_string()),
+        );
+        let bound = http::serve("127.0.0.1:0".parse().unwrap(), handler, security)
+            .await
+            .unwrap();
+        let access = Access {
+            token: None,
+            ca: Some(&cert),
+        };
+        let error = get(&format!("https://{bound}/status/bgp"), &access)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("signed by a CA"), "{error:#}");
     }
 }

@@ -141,12 +141,14 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Certificates for tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use std::path::{Path, PathBuf};
 
-    /// A fresh self-signed P-256 certificate and key under `dir` with `name` (openssl).
-    fn make(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    /// A fresh self-signed P-256 certificate (a CA, as openssl makes them) for 127.0.0.1 and
+    /// its key under `dir` with `name` (openssl).
+    pub fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         let (cert, key) = (
             dir.join(format!("{name}.crt")),
             dir.join(format!("{name}.key")),
@@ -166,6 +168,8 @@ mod tests {
                 "1",
                 "-subj",
                 &format!("/CN={name}"),
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
                 "-keyout",
             ])
             .arg(&key)
@@ -176,12 +180,17 @@ mod tests {
         assert!(out.status.success(), "{out:?}");
         (cert, key)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn bad_files_are_refused_by_name_and_a_rotation_is_picked_up() {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = make(dir.path(), "one");
-        let (other_cert, other_key) = make(dir.path(), "two");
+        let (cert, key) = testing::self_signed(dir.path(), "one");
+        let (other_cert, other_key) = testing::self_signed(dir.path(), "two");
         assert!(matches!(
             acceptor(&dir.path().join("missing.crt"), &key),
             Err(TlsError::Certificate { .. })

@@ -8,3 +8,4 @@ pub mod control_plane;
 pub mod herald;
 pub mod netns;
 pub mod speaker;
+pub mod tls;

@@ -19,6 +19,17 @@ pub struct Speaker {
 
 impl Speaker {
     pub fn start(plane: &ControlPlane, host: &Netns, node: &str, bpffs: &Bpffs) -> Speaker {
+        Speaker::start_with(plane, host, node, bpffs, &[])
+    }
+
+    /// [`Speaker::start`] with `extra` arguments.
+    pub fn start_with(
+        plane: &ControlPlane,
+        host: &Netns,
+        node: &str,
+        bpffs: &Bpffs,
+        extra: &[&str],
+    ) -> Speaker {
         let log = plane.dir.join(format!("{}.log", unique("bgp-speaker")));
         let log_file = File::create(&log).unwrap();
         let metrics_port = free_port();
@@ -41,6 +52,7 @@ impl Speaker {
                 .arg("--interfaces-include=eth0")
                 .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
                 .arg("--xdp-mode=skb")
+                .args(extra)
                 .env("RUST_LOG", "info,kube=warn,herald::bgp=debug")
                 .env_remove("KUBECONFIG")
                 .env_remove("METALLB_NAMESPACE")
