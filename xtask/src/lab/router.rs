@@ -26,7 +26,7 @@ use super::spec::{
     POOL_V4_PREFIX, POOL_V6_PREFIX, ROUTER_AS, ROUTER_CLIENT_V4, ROUTER_CLIENT_V6, ROUTER_NS,
     ROUTER_PORT, ROUTER_V4, ROUTER_V6, UPLINK, run_dir,
 };
-use super::topo::{ip, sysctl, uplink};
+use super::topo::{add_addresses, ip, sysctl, uplink};
 
 /// FRR's path space (`-N`) for the lab's daemons.
 pub const FRR_PATHSPACE: &str = "herald-lab";
@@ -94,21 +94,6 @@ pub fn create() -> Result<()> {
         route(node.netns, CLIENT_LINK_V6, &ROUTER_V6.to_string())?;
     }
     Ok(())
-}
-
-fn add_addresses(netns: &str, iface: &str, v4: &str, v6: &std::net::Ipv6Addr) -> Result<()> {
-    ip(&["-n", netns, "addr", "add", v4, "dev", iface])?;
-    ip(&[
-        "-n",
-        netns,
-        "addr",
-        "add",
-        &format!("{v6}/64"),
-        "dev",
-        iface,
-        "nodad",
-    ])?;
-    ip(&["-n", netns, "link", "set", iface, "up"]).map(|_| ())
 }
 
 fn route(netns: &str, prefix: &str, via: &str) -> Result<()> {

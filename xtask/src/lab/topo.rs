@@ -329,26 +329,7 @@ fn create_direct_link(link: &DirectLink) -> Result<()> {
     ];
     for (netns, iface, v4, v6) in ends {
         sysctl(netns, &format!("net.ipv6.conf.{iface}.accept_dad"), "0")?;
-        ip(&[
-            "-n",
-            netns,
-            "addr",
-            "add",
-            &format!("{v4}/{DIRECT_V4_PREFIX_LEN}"),
-            "dev",
-            iface,
-        ])?;
-        ip(&[
-            "-n",
-            netns,
-            "addr",
-            "add",
-            &format!("{v6}/64"),
-            "dev",
-            iface,
-            "nodad",
-        ])?;
-        ip(&["-n", netns, "link", "set", iface, "up"])?;
+        add_addresses(netns, iface, &format!("{v4}/{DIRECT_V4_PREFIX_LEN}"), &v6)?;
     }
     // NAPI on both ends, each in its own kernel thread (GRO on a veth enables NAPI): like NICs,
     // and a driver-mode XDP_TX on one end is delivered only when the other end has NAPI.
@@ -449,6 +430,27 @@ pub fn lo_address(netns: &str, addr: std::net::IpAddr, add: bool) -> Result<()> 
 /// Forgets `netns`'s neighbour entries on `iface` (a trial starts from what ARP says now).
 pub fn flush_neighbours(netns: &str, iface: &str) -> Result<()> {
     ip(&["-n", netns, "neigh", "flush", "dev", iface]).map(|_| ())
+}
+
+/// `v4` (with its prefix length) and `v6`/64 (no DAD) on `iface` in `netns`, and the link up.
+pub(super) fn add_addresses(
+    netns: &str,
+    iface: &str,
+    v4: &str,
+    v6: &std::net::Ipv6Addr,
+) -> Result<()> {
+    ip(&["-n", netns, "addr", "add", v4, "dev", iface])?;
+    ip(&[
+        "-n",
+        netns,
+        "addr",
+        "add",
+        &format!("{v6}/64"),
+        "dev",
+        iface,
+        "nodad",
+    ])?;
+    ip(&["-n", netns, "link", "set", iface, "up"]).map(|_| ())
 }
 
 #[cfg(test)]

@@ -121,19 +121,8 @@ pub fn probe() -> Workload {
 
 /// Moves the lab's pool and advertisement aside and applies the bench's.
 pub fn install() -> Result<()> {
-    for (kind, name) in [
-        ("bgpadvertisement", "lab-bgp"),
-        ("ipaddresspool", "lab-pool"),
-    ] {
-        lab::kubectl(&[
-            "-n",
-            "metallb-system",
-            "delete",
-            kind,
-            name,
-            "--ignore-not-found",
-        ])?;
-    }
+    delete_config("bgpadvertisement", "lab-bgp")?;
+    delete_config("ipaddresspool", "lab-pool")?;
     apply(&format!(
         "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: {POOL}\n  namespace: metallb-system\nspec:\n  addresses: [198.51.100.1-198.51.100.254]\n  autoAssign: false\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata:\n  name: {POOL}\n  namespace: metallb-system\nspec:\n  ipAddressPools: [{POOL}]\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"
     ))
@@ -165,14 +154,7 @@ pub fn add_peers(peers: &[Peer]) -> Result<()> {
 /// Removes the extra peers' BGPPeers.
 pub fn remove_peers(peers: &[Peer]) -> Result<()> {
     for peer in peers {
-        lab::kubectl(&[
-            "-n",
-            "metallb-system",
-            "delete",
-            "bgppeer",
-            &peer_name(peer),
-            "--ignore-not-found",
-        ])?;
+        delete_config("bgppeer", &peer_name(peer))?;
     }
     Ok(())
 }
@@ -180,16 +162,8 @@ pub fn remove_peers(peers: &[Peer]) -> Result<()> {
 /// Removes the bench's objects and puts the lab's BGP configuration back.
 pub fn uninstall() -> Result<()> {
     clean()?;
-    for (kind, name) in [("bgpadvertisement", POOL), ("ipaddresspool", POOL)] {
-        lab::kubectl(&[
-            "-n",
-            "metallb-system",
-            "delete",
-            kind,
-            name,
-            "--ignore-not-found",
-        ])?;
-    }
+    delete_config("bgpadvertisement", POOL)?;
+    delete_config("ipaddresspool", POOL)?;
     set_hold_time(None)?;
     apply(lab::BGP_YAML)
 }
@@ -209,6 +183,19 @@ pub fn set_hold_time(hold: Option<&str>) -> Result<()> {
             &format!("{{\"spec\":{{\"holdTime\":{value}}}}}"),
         ])?;
     }
+    Ok(())
+}
+
+/// Deletes one object of MetalLB's namespace, if it is there.
+fn delete_config(kind: &str, name: &str) -> Result<()> {
+    lab::kubectl(&[
+        "-n",
+        "metallb-system",
+        "delete",
+        kind,
+        name,
+        "--ignore-not-found",
+    ])?;
     Ok(())
 }
 
