@@ -142,19 +142,11 @@ fn frr_ibgp_md5_hold_time_and_ecmp() {
 }
 
 async fn frr_scenarios() {
-    require_root();
-    let cluster = Cluster::reset().await;
-    let plane = cluster.plane;
-    let bpffs = Bpffs::new().expect("bpffs");
-    cluster.clear_bgp_objects();
-
     // Nodes 0-2 peer over eBGP (0 and 1 with the TCP MD5 key from a passwordSecret, 2 without
     // one); node 3 over iBGP, first with a wrong inline password.
-    let lan = Lan::new("hbf", 5).expect("lan");
+    let (cluster, bpffs, lan) = bgp_world("hbf", 5).await;
+    let plane = cluster.plane;
     let nodes: Vec<String> = (0..5).map(|_| unique("hbf-node")).collect();
-    for host in &lan.hosts {
-        forward_api_into(&host.name, plane.apiserver_port);
-    }
     let v4 = |i| IpAddr::V4(Lan::host_v4(i));
     let keyed = |i, asn| Neighbor {
         password: Some("right-key".into()),

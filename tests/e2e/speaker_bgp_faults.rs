@@ -34,10 +34,10 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bgp_cluster::{NODE_AS, PATIENCE, ROUTER_AS, SERVICE_IP, find};
-use herald_tests::{Bpffs, poll_until, require_root, unique};
-use kube_support::cluster::{Cluster, namespace_yaml, serial, wait_for};
-use kube_support::netns::{forward_api_into, in_netns};
+use bgp_cluster::{NODE_AS, PATIENCE, ROUTER_AS, SERVICE_IP, bgp_world, find};
+use herald_tests::{poll_until, unique};
+use kube_support::cluster::{namespace_yaml, serial, wait_for};
+use kube_support::netns::in_netns;
 use kube_support::speaker::Speaker;
 use routers::{Family, Lan, Neighbor, Route, Router, RouterConfig, RouterKind};
 
@@ -123,16 +123,10 @@ fn hostile_and_silent_peers_notifications_and_pool_changes() {
 
 #[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn scenario() {
-    require_root();
-    let cluster = Cluster::reset().await;
+    let (cluster, bpffs, lan) = bgp_world("hbx", 1).await;
     let plane = cluster.plane;
-    let bpffs = Bpffs::new().expect("bpffs");
-    cluster.clear_bgp_objects();
-
-    let lan = Lan::new("hbx", 1).expect("lan");
     let node = unique("hbx-node");
     let node_v4 = IpAddr::V4(Lan::host_v4(0));
-    forward_api_into(&lan.hosts[0].name, plane.apiserver_port);
     let router = Router::start(&RouterConfig {
         kind: RouterKind::Frr,
         netns: lan.router.name.clone(),

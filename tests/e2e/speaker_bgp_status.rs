@@ -23,9 +23,8 @@ mod routers;
 use std::net::IpAddr;
 
 use bgp_cluster::*;
-use herald_tests::{Bpffs, herald_bin, poll_until, require_root, unique};
+use herald_tests::{herald_bin, poll_until, unique};
 use kube_support::cluster::Cluster;
-use kube_support::netns::forward_api_into;
 use kube_support::speaker::Speaker;
 use routers::{Family, Lan, RouterKind};
 
@@ -89,14 +88,9 @@ fn bgp_status_over_https_needs_a_token_allowed_to_get_metrics() {
 /// whose user may `get` `/metrics` shows the session; without a token it is refused (401), and
 /// with a token whose user may not, forbidden (403).
 async fn status_over_https() {
-    require_root();
-    let cluster = Cluster::reset().await;
+    let (cluster, bpffs, lan) = bgp_world("hbt", 1).await;
     let plane = cluster.plane;
-    let bpffs = Bpffs::new().expect("bpffs");
-    cluster.clear_bgp_objects();
-    let lan = Lan::new("hbt", 1).expect("lan");
     let node = unique("hbt-node");
-    forward_api_into(&lan.hosts[0].name, plane.apiserver_port);
     let router = dual_stack_router(RouterKind::Frr, &lan).expect("router");
     let ns = unique("speaker-bgp-tls");
     base_objects(&cluster, &ns, &[&node], "");
@@ -183,14 +177,9 @@ async fn status_over_https() {
 /// BGPPeers (updated when the set changes, deleted with the Service), and `herald bgp status`
 /// shows the established session with its prefix counts.
 async fn status_objects() {
-    require_root();
-    let cluster = Cluster::reset().await;
+    let (cluster, bpffs, lan) = bgp_world("hbs", 1).await;
     let plane = cluster.plane;
-    let bpffs = Bpffs::new().expect("bpffs");
-    cluster.clear_bgp_objects();
-    let lan = Lan::new("hbs", 1).expect("lan");
     let node = unique("hbs-node");
-    forward_api_into(&lan.hosts[0].name, plane.apiserver_port);
     let router = dual_stack_router(RouterKind::Frr, &lan).expect("router");
     let ns = unique("speaker-bgp");
     base_objects(&cluster, &ns, &[&node], "");

@@ -7,7 +7,10 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use herald_tests::{Bpffs, require_root};
+
 use crate::kube_support::cluster::{Cluster, namespace_yaml, serial};
+use crate::kube_support::netns::forward_api_into;
 use crate::routers::{Lan, Neighbor, Route, Router, RouterConfig, RouterKind};
 
 pub const ROUTER_AS: u32 = 64512;
@@ -23,6 +26,21 @@ pub fn run_serial(scenario: impl std::future::Future<Output = ()>) {
         .build()
         .unwrap()
         .block_on(scenario);
+}
+
+/// What every BGP scenario starts from: the reset cluster without BGP objects, a bpffs for
+/// the speakers' pins, and a LAN of `hosts` node namespaces (names from `prefix`), each
+/// reaching the API server.
+pub async fn bgp_world(prefix: &str, hosts: usize) -> (Cluster, Bpffs, Lan) {
+    require_root();
+    let cluster = Cluster::reset().await;
+    let bpffs = Bpffs::new().expect("bpffs");
+    cluster.clear_bgp_objects();
+    let lan = Lan::new(prefix, hosts).expect("lan");
+    for host in &lan.hosts {
+        forward_api_into(&host.name, cluster.plane.apiserver_port);
+    }
+    (cluster, bpffs, lan)
 }
 
 /// The cluster side: a Node per host, the namespace, a pool and an advertisement.
