@@ -11,29 +11,26 @@ fn open(asn: u32, hold: u16, id: [u8; 4]) -> Open {
     }
 }
 
+/// `remote`'s OPEN at a session configured for peer AS 64512 with `keepalive`.
+fn from_64512(
+    local: &Open,
+    keepalive: Duration,
+    remote: &Open,
+) -> Result<Negotiated, Notification> {
+    accept_open(local, PeerAs::Fixed(64512), keepalive, remote)
+}
+
 #[test]
 fn the_smaller_hold_time_wins_and_keepalive_is_a_third() {
     let local = open(64513, 90, [203, 0, 113, 2]);
     let remote = open(64512, 9, [203, 0, 113, 1]);
-    let n = accept_open(
-        &local,
-        PeerAs::Fixed(64512),
-        Duration::from_secs(30),
-        &remote,
-    )
-    .unwrap();
+    let n = from_64512(&local, Duration::from_secs(30), &remote).unwrap();
     assert_eq!(n.hold_time, Duration::from_secs(9));
     assert_eq!(n.keepalive, Duration::from_secs(3));
     assert_eq!(n.remote_router_id, Ipv4Addr::new(203, 0, 113, 1));
 
     let remote = open(64512, 240, [203, 0, 113, 1]);
-    let n = accept_open(
-        &local,
-        PeerAs::Fixed(64512),
-        Duration::from_secs(30),
-        &remote,
-    )
-    .unwrap();
+    let n = from_64512(&local, Duration::from_secs(30), &remote).unwrap();
     assert_eq!(n.hold_time, Duration::from_secs(90));
     assert_eq!(n.keepalive, Duration::from_secs(30));
 }
@@ -42,16 +39,10 @@ fn the_smaller_hold_time_wins_and_keepalive_is_a_third() {
 fn a_shorter_configured_keepalive_is_kept() {
     let local = open(64513, 90, [203, 0, 113, 2]);
     let remote = open(64512, 90, [203, 0, 113, 1]);
-    let n = accept_open(
-        &local,
-        PeerAs::Fixed(64512),
-        Duration::from_secs(10),
-        &remote,
-    )
-    .unwrap();
+    let n = from_64512(&local, Duration::from_secs(10), &remote).unwrap();
     assert_eq!(n.keepalive, Duration::from_secs(10));
     // Unset (zero) keepalive: a third of the hold time.
-    let n = accept_open(&local, PeerAs::Fixed(64512), Duration::ZERO, &remote).unwrap();
+    let n = from_64512(&local, Duration::ZERO, &remote).unwrap();
     assert_eq!(n.keepalive, Duration::from_secs(30));
 }
 
@@ -59,23 +50,11 @@ fn a_shorter_configured_keepalive_is_kept() {
 fn hold_time_zero_on_either_side_turns_timers_off() {
     let local = open(64513, 0, [203, 0, 113, 2]);
     let remote = open(64512, 90, [203, 0, 113, 1]);
-    let n = accept_open(
-        &local,
-        PeerAs::Fixed(64512),
-        Duration::from_secs(30),
-        &remote,
-    )
-    .unwrap();
+    let n = from_64512(&local, Duration::from_secs(30), &remote).unwrap();
     assert_eq!((n.hold_time, n.keepalive), (Duration::ZERO, Duration::ZERO));
     let local = open(64513, 90, [203, 0, 113, 2]);
     let remote = open(64512, 0, [203, 0, 113, 1]);
-    let n = accept_open(
-        &local,
-        PeerAs::Fixed(64512),
-        Duration::from_secs(30),
-        &remote,
-    )
-    .unwrap();
+    let n = from_64512(&local, Duration::from_secs(30), &remote).unwrap();
     assert_eq!((n.hold_time, n.keepalive), (Duration::ZERO, Duration::ZERO));
 }
 
@@ -109,7 +88,7 @@ fn dynamic_asn_accepts_any_as_of_the_asked_kind() {
 fn a_wrong_asn_is_bad_peer_as() {
     let local = open(64513, 90, [203, 0, 113, 2]);
     let remote = open(64999, 90, [203, 0, 113, 1]);
-    let err = accept_open(&local, PeerAs::Fixed(64512), Duration::ZERO, &remote).unwrap_err();
+    let err = from_64512(&local, Duration::ZERO, &remote).unwrap_err();
     assert_eq!((err.code, err.subcode), (2, 2));
 }
 
@@ -118,21 +97,21 @@ fn hold_times_of_one_or_two_seconds_are_refused() {
     let local = open(64513, 90, [203, 0, 113, 2]);
     for hold in [1, 2] {
         let remote = open(64512, hold, [203, 0, 113, 1]);
-        let err = accept_open(&local, PeerAs::Fixed(64512), Duration::ZERO, &remote).unwrap_err();
+        let err = from_64512(&local, Duration::ZERO, &remote).unwrap_err();
         assert_eq!((err.code, err.subcode), (2, 6), "hold {hold}");
     }
     let remote = open(64512, 3, [203, 0, 113, 1]);
-    assert!(accept_open(&local, PeerAs::Fixed(64512), Duration::ZERO, &remote).is_ok());
+    assert!(from_64512(&local, Duration::ZERO, &remote).is_ok());
 }
 
 #[test]
 fn identifiers_zero_or_equal_on_ibgp_are_refused() {
     let local = open(64512, 90, [203, 0, 113, 2]);
     let remote = open(64512, 90, [0, 0, 0, 0]);
-    let err = accept_open(&local, PeerAs::Fixed(64512), Duration::ZERO, &remote).unwrap_err();
+    let err = from_64512(&local, Duration::ZERO, &remote).unwrap_err();
     assert_eq!((err.code, err.subcode), (2, 3));
     let remote = open(64512, 90, [203, 0, 113, 2]);
-    let err = accept_open(&local, PeerAs::Fixed(64512), Duration::ZERO, &remote).unwrap_err();
+    let err = from_64512(&local, Duration::ZERO, &remote).unwrap_err();
     assert_eq!((err.code, err.subcode), (2, 3));
     // eBGP: the same identifier is allowed (RFC 6286 §2.1).
     let remote = open(64999, 90, [203, 0, 113, 2]);
