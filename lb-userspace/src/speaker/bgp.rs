@@ -3,13 +3,14 @@
 //! BGP announcer together, so an address selected by an L2Advertisement and a BGPAdvertisement
 //! is announced both ways.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::bgp::metrics::BgpMetrics;
+use crate::bgp::policy::{BgpPlan, SessionSpec};
 use crate::bgp::session::Report;
 use crate::bgp::sessions::{Board, Passwords, Sessions};
 use crate::speaker::announcer::Announcer;
@@ -19,7 +20,8 @@ use crate::speaker::plan::{Plan, PlannedEvent};
 pub struct BgpAnnouncer {
     sessions: Sessions,
     passwords: Passwords,
-    last: Option<crate::bgp::policy::BgpPlan>,
+    /// The sessions of the last plan (withdrawing everything keeps them, with no routes).
+    sessions_applied: BTreeMap<String, SessionSpec>,
 }
 
 impl BgpAnnouncer {
@@ -27,7 +29,7 @@ impl BgpAnnouncer {
         BgpAnnouncer {
             sessions: Sessions::new(node, metrics, reports),
             passwords: Passwords::new(),
-            last: None,
+            sessions_applied: BTreeMap::new(),
         }
     }
 
@@ -55,17 +57,13 @@ impl BgpAnnouncer {
 impl Announcer for BgpAnnouncer {
     fn apply(&mut self, plan: &Plan, _now: Duration) -> BTreeSet<PlannedEvent> {
         self.sessions.apply(&plan.bgp, &self.passwords);
-        self.last = Some(plan.bgp.clone());
+        self.sessions_applied.clone_from(&plan.bgp.sessions);
         BTreeSet::new()
     }
 
     fn withdraw_everything(&mut self) {
-        let empty = crate::bgp::policy::BgpPlan {
-            sessions: self
-                .last
-                .as_ref()
-                .map(|p| p.sessions.clone())
-                .unwrap_or_default(),
+        let empty = BgpPlan {
+            sessions: self.sessions_applied.clone(),
             ..Default::default()
         };
         self.sessions.apply(&empty, &self.passwords);
