@@ -12,6 +12,7 @@ use super::heartbeat::Guard;
 use super::keys::{AddrKey, Mac};
 use super::netdev::Interface;
 use super::plane::{L2Plane, Observed};
+use super::xdp_mode::ModeChange;
 use super::{DataplaneError, Result, ServedBy};
 
 /// One call the speaker made, in order.
@@ -45,6 +46,8 @@ pub struct State {
     /// Foreign claims the next `observe` reports (then forgotten, as the real plane does).
     pub claims: Vec<ForeignClaim>,
     pub edges: EdgeCounters,
+    /// XDP mode changes the next `observe` reports (then forgotten).
+    pub mode_changes: Vec<ModeChange>,
 }
 
 #[derive(Clone, Default)]
@@ -176,6 +179,7 @@ impl L2Plane for FakePlane {
     fn observe(&mut self) -> Result<Observed> {
         let mut state = self.state();
         let claims = std::mem::take(&mut state.claims);
+        let mode_changes = std::mem::take(&mut state.mode_changes);
         Ok(Observed {
             addresses: state
                 .keys
@@ -185,6 +189,7 @@ impl L2Plane for FakePlane {
             userspace: state.userspace.clone(),
             claims,
             edges: state.edges,
+            mode_changes,
         })
     }
 

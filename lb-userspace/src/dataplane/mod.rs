@@ -7,6 +7,7 @@
 //! and the raw socket.
 
 pub mod answerers;
+mod attach;
 pub mod cadence;
 pub mod caps;
 pub mod edges;
@@ -24,6 +25,7 @@ pub mod object;
 pub mod pins;
 pub mod plane;
 mod types;
+pub mod xdp_mode;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -31,11 +33,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
-use aya::programs::links::FdLink;
-use aya::programs::{Xdp, XdpMode};
 use lb_common::maps::{
     Announcement, COUNTER_SLOTS, Claim, Guard, Ipv4Key, Ipv6Key, MAP_BUCKETS, MAP_CLAIMS4,
-    MAP_CLAIMS6, MAP_COUNTERS, MAP_EXTRA, MAP_GUARD, MAP_LIMIT, MAP_V4, MAP_V6, PROG_NAME,
+    MAP_CLAIMS6, MAP_COUNTERS, MAP_EXTRA, MAP_GUARD, MAP_LIMIT, MAP_V4, MAP_V6,
 };
 use lb_common::ratelimit::RateLimit;
 
@@ -160,91 +160,6 @@ impl Dataplane {
         &self.pin_dir
     }
 
-    /// Attaches the responder to `iface` and pins the link, so it keeps running after this
-    /// process exits. Idempotent: an interface with a pinned link is left as it is.
-    pub fn attach(&self, iface: &Interface, mode_request: AttachMode) -> Result<Attached> {
-        if let Some((_, mode, path)) = self.link_of(&iface.name)? {
-            let linked =
-                pins::pinned_link_ifindex(&path).map_err(|source| DataplaneError::PinDir {
-                    path: path.clone(),
-                    source,
-                })?;
-            if linked == iface.index {
-                // The pinned link is live on this interface: reuse it, with no gap in answers.
-                return Ok(Attached {
-                    iface: iface.name.clone(),
-                    mode,
-                    already: true,
-                    driver_refused: None,
-                });
-            }
-            // The interface was deleted (ifindex 0), maybe re-created under the same name: the
-            // pin holds a dead link. Drop it and attach afresh.
-            std::fs::remove_file(&path)
-                .map_err(|source| DataplaneError::PinDir { path, source })?;
-            return self.attach(iface, mode_request);
-        }
-        let mut ebpf = load_object(&self.pin_dir)?;
-        let program_err = |e| DataplaneError::Program {
-            name: PROG_NAME,
-            source: Box::new(e),
-        };
-        let program: &mut Xdp = ebpf
-            .program_mut(PROG_NAME)
-            .ok_or(DataplaneError::ObjectMissing {
-                what: "program",
-                name: PROG_NAME,
-            })?
-            .try_into()
-            .map_err(program_err)?;
-        program.load().map_err(program_err)?;
-        let tries: &[AttachedMode] = match mode_request {
-            AttachMode::Auto => &[AttachedMode::Driver, AttachedMode::Skb],
-            AttachMode::Driver => &[AttachedMode::Driver],
-            AttachMode::Skb => &[AttachedMode::Skb],
-        };
-        let mut driver_refused = None;
-        for (i, &try_mode) in tries.iter().enumerate() {
-            let xdp_mode = match try_mode {
-                AttachedMode::Driver => XdpMode::Driver,
-                AttachedMode::Skb => XdpMode::Skb,
-            };
-            let link_id = match program.attach(iface.index, xdp_mode) {
-                Ok(id) => id,
-                Err(e) if i + 1 < tries.len() => {
-                    driver_refused = Some(e.to_string());
-                    continue;
-                }
-                Err(e) => {
-                    return Err(DataplaneError::Attach {
-                        iface: iface.name.clone(),
-                        mode: try_mode.as_str(),
-                        source: Box::new(e),
-                    });
-                }
-            };
-            let link = program.take_link(link_id).map_err(program_err)?;
-            let path = self
-                .pin_dir
-                .join(pins::link_pin_name(&iface.name, try_mode));
-            let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::PinnedLink {
-                path: path.clone(),
-                source: Box::new(e),
-            })?;
-            fd_link.pin(&path).map_err(|e| DataplaneError::Pin {
-                path,
-                source: Box::new(e),
-            })?;
-            return Ok(Attached {
-                iface: iface.name.clone(),
-                mode: try_mode,
-                already: false,
-                driver_refused,
-            });
-        }
-        unreachable!("every attach mode list is non-empty")
-    }
-
     /// Lets [`Dataplane::announce`] accept `iface` without an XDP link: this process answers
     /// there with [`fallback::Fallback`].
     pub fn serve_in_userspace(&mut self, iface: &Interface) {
@@ -274,7 +189,7 @@ impl Dataplane {
         Ok(true)
     }
 
-    fn link_of(&self, ifname: &str) -> Result<Option<(String, AttachedMode, PathBuf)>> {
+    pub(crate) fn link_of(&self, ifname: &str) -> Result<Option<(String, AttachedMode, PathBuf)>> {
         Ok(pins::link_pins(&self.pin_dir)?
             .into_iter()
             .find(|(name, _, _)| name == ifname))

@@ -181,6 +181,88 @@ impl Interface {
     }
 }
 
+impl Interface {
+    /// The kernel driver behind the interface (`ETHTOOL_GDRVINFO`), e.g. `veth`, `mlx5_core`.
+    pub fn driver(&self) -> io::Result<String> {
+        /// `struct ethtool_drvinfo` (linux/ethtool.h).
+        #[repr(C)]
+        struct DrvInfo {
+            cmd: u32,
+            driver: [u8; 32],
+            version: [u8; 32],
+            fw_version: [u8; 32],
+            bus_info: [u8; 32],
+            erom_version: [u8; 32],
+            reserved2: [u8; 12],
+            n_priv_flags: u32,
+            n_stats: u32,
+            testinfo_len: u32,
+            eedump_len: u32,
+            regdump_len: u32,
+        }
+        const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+        const SIOCETHTOOL: libc::c_ulong = 0x8946;
+        let sock = dgram_socket()?;
+        // SAFETY: DrvInfo is plain old data; all-zero is a valid value.
+        let mut info: DrvInfo = unsafe { std::mem::zeroed() };
+        info.cmd = ETHTOOL_GDRVINFO;
+        let mut req = ifreq_for(&self.name);
+        req.ifr_ifru.ifru_data = std::ptr::from_mut(&mut info).cast();
+        ioctl(&sock, SIOCETHTOOL, &mut req)?;
+        let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+        Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+    }
+}
+
+/// Packets the interface dropped on transmit (`tx_dropped` of `ip -s link`), from
+/// `getifaddrs(3)`'s link statistics in the current network namespace. XDP_TX frames a driver
+/// cannot send are counted here.
+pub fn tx_dropped(index: u32) -> io::Result<u64> {
+    /// The head of `struct rtnl_link_stats` (linux/if_link.h), what glibc's getifaddrs puts in
+    /// `ifa_data` for `AF_PACKET` entries.
+    #[repr(C)]
+    struct LinkStatsHead {
+        rx_packets: u32,
+        tx_packets: u32,
+        rx_bytes: u32,
+        tx_bytes: u32,
+        rx_errors: u32,
+        tx_errors: u32,
+        rx_dropped: u32,
+        tx_dropped: u32,
+    }
+    let name = name_of(index).ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut found = None;
+    let mut cursor = head;
+    while !cursor.is_null() {
+        // SAFETY: cursor walks the list getifaddrs returned, which is alive until freeifaddrs.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        // SAFETY: ifa_addr and ifa_name are null or valid for the list's lifetime.
+        let is_packet = !entry.ifa_addr.is_null()
+            && i32::from(unsafe { (*entry.ifa_addr).sa_family }) == libc::AF_PACKET;
+        if !is_packet || entry.ifa_data.is_null() || entry.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string in the list.
+        if unsafe { CStr::from_ptr(entry.ifa_name) }.to_bytes() != name.as_bytes() {
+            continue;
+        }
+        // SAFETY: for AF_PACKET entries ifa_data points at a struct rtnl_link_stats.
+        let stats = unsafe { &*entry.ifa_data.cast::<LinkStatsHead>() };
+        found = Some(u64::from(stats.tx_dropped));
+        break;
+    }
+    // SAFETY: head came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    found.ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))
+}
+
 fn ethernet_unservable(iface: &Interface) -> Option<String> {
     if iface.loopback {
         return Some("loopback interface".to_string());
@@ -281,6 +363,15 @@ fe800000000000000000000000000003 04 40 20 c0     eth2
         assert!(lo.ipv6_unservable().is_some());
         assert_eq!(index_of("lo"), Some(lo.index));
         assert_eq!(name_of(lo.index).as_deref(), Some("lo"));
+    }
+
+    #[test]
+    fn loopback_driver_and_tx_counter_are_read() {
+        let lo = Interface::by_name("lo").expect("lo exists");
+        // The loopback device has no ethtool driver info; the call fails cleanly.
+        assert!(lo.driver().is_err());
+        assert!(tx_dropped(lo.index).is_ok());
+        assert!(tx_dropped(u32::MAX).is_err());
     }
 
     #[test]

@@ -96,6 +96,36 @@ pub fn fdinfo_ifindex(fdinfo: &str) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Detaches the pinned link at `path` from its interface now (`BPF_LINK_DETACH`), leaving the
+/// pin file (of a defunct link) for the caller to remove. Unpinning alone would detach later,
+/// when the kernel's deferred release of the last reference runs.
+pub fn detach_pinned_link(path: &Path) -> std::io::Result<()> {
+    /// The `BPF_LINK_DETACH` member of `union bpf_attr`.
+    #[repr(C)]
+    struct LinkDetachAttr {
+        link_fd: u32,
+    }
+    /// `enum bpf_cmd` in linux/bpf.h.
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let fd = bpf_obj_get(path)?;
+    let attr = LinkDetachAttr {
+        link_fd: fd.as_raw_fd() as u32,
+    };
+    // SAFETY: attr is a valid BPF_LINK_DETACH attribute; fd stays open across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            &raw const attr,
+            std::mem::size_of::<LinkDetachAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `BPF_OBJ_GET`: opens a pinned object. No access flags: the kernel refuses
 /// `BPF_F_RDONLY`/`BPF_F_WRONLY` (EINVAL) for anything but maps, links included.
 fn bpf_obj_get(path: &Path) -> std::io::Result<OwnedFd> {

@@ -4,7 +4,7 @@
 //! and this process's answerers by [`AyaPlane`], and in memory by [`super::fake::FakePlane`] for
 //! the speaker's unit tests.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -15,7 +15,8 @@ use super::gratuitous::Sender;
 use super::heartbeat::Guard;
 use super::keys::{AddrKey, Mac};
 use super::netdev::Interface;
-use super::{AttachMode, Dataplane, DataplaneChoice, Result, ServedBy};
+use super::xdp_mode::{ModeChange, SkbReason, TxWatch};
+use super::{AttachMode, AttachedMode, Dataplane, DataplaneChoice, Result, ServedBy};
 
 /// One announced address's counters: `(ifindex, ip, requests, replies)`.
 pub type AddressReading = (u32, IpAddr, u64, u64);
@@ -32,6 +33,8 @@ pub struct Observed {
     pub claims: Vec<ForeignClaim>,
     /// The XDP program's counters of unusual requests and claims (running totals).
     pub edges: EdgeCounters,
+    /// Links that started in or moved to another mode than asked, since the previous look.
+    pub mode_changes: Vec<ModeChange>,
 }
 
 /// What the layer-2 speaker asks of the data plane.
@@ -70,6 +73,11 @@ pub struct AyaPlane {
     answerers: Answerers,
     sender: Option<Sender>,
     claims: ClaimTracker,
+    mode: AttachMode,
+    /// Driver-mode links under `auto`, by interface index: are their replies leaving?
+    watches: BTreeMap<u32, TxWatch>,
+    /// Mode changes not yet reported by [`L2Plane::observe`].
+    changes: Vec<ModeChange>,
 }
 
 impl AyaPlane {
@@ -87,11 +95,68 @@ impl AyaPlane {
             answerers: Answerers::new(pin_dir, choice, mode),
             sender,
             claims,
+            mode,
+            watches: BTreeMap::new(),
+            changes: Vec::new(),
         })
     }
 
     pub fn dataplane(&self) -> &Dataplane {
         &self.dp
+    }
+
+    /// Under `auto`, moves a driver-mode link whose replies are dropped on transmit to skb mode
+    /// ([`TxWatch`]).
+    fn watch_driver_links(&mut self, addresses: &[super::AddressInfo]) {
+        if self.mode != AttachMode::Auto {
+            return;
+        }
+        let links = match super::pins::link_pins(&self.pin_dir) {
+            Ok(links) => links,
+            Err(error) => {
+                tracing::warn!(%error, "listing XDP links failed");
+                return;
+            }
+        };
+        let mut watched = BTreeMap::new();
+        for (name, mode, _) in links {
+            if mode != AttachedMode::Driver {
+                continue;
+            }
+            let Ok(iface) = Interface::by_name(&name) else {
+                continue;
+            };
+            let replies: u64 = addresses
+                .iter()
+                .filter(|a| a.ifindex == iface.index)
+                .map(|a| a.replies)
+                .sum();
+            let Ok(dropped) = super::netdev::tx_dropped(iface.index) else {
+                continue;
+            };
+            let mut watch = self.watches.remove(&iface.index).unwrap_or_default();
+            if !watch.replies_dropped(replies, dropped) {
+                watched.insert(iface.index, watch);
+                continue;
+            }
+            match self.dp.move_link(
+                &iface,
+                AttachedMode::Driver,
+                AttachedMode::Skb,
+                Some(SkbReason::TxDropped),
+            ) {
+                Ok(attached) => {
+                    if let Some(change) = ModeChange::of(&attached) {
+                        tracing::warn!(iface = %name, reason = change.reason, "{}", change.message);
+                        self.changes.push(change);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(iface = %name, %error, "moving the XDP link to skb mode failed");
+                }
+            }
+        }
+        self.watches = watched;
     }
 
     /// Writes the per-source rate limit the XDP program applies to answers.
@@ -112,7 +177,12 @@ impl L2Plane for AyaPlane {
         if let Serving::Xdp(attached) = &serving
             && !attached.already
         {
-            tracing::info!(iface = %iface.name, mode = %attached.mode, "XDP attached");
+            if let Some(change) = ModeChange::of(attached) {
+                tracing::warn!(iface = %iface.name, mode = %attached.mode, reason = change.reason, "{}", change.message);
+                self.changes.push(change);
+            } else {
+                tracing::info!(iface = %iface.name, mode = %attached.mode, "XDP attached");
+            }
         }
         Ok(serving.served_by())
     }
@@ -155,6 +225,7 @@ impl L2Plane for AyaPlane {
             }
         }
         let snapshot = self.dp.snapshot()?;
+        self.watch_driver_links(&snapshot.addresses);
         Ok(Observed {
             addresses: snapshot
                 .addresses
@@ -164,6 +235,7 @@ impl L2Plane for AyaPlane {
             userspace: self.answerers.counts(),
             claims: self.claims.update(&self.dp.claims()?),
             edges: self.dp.edge_counters()?,
+            mode_changes: std::mem::take(&mut self.changes),
         })
     }
 

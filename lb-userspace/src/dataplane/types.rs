@@ -11,11 +11,13 @@ use serde::Serialize;
 use super::keys::Mac;
 use super::markers;
 use super::pins::AttachedMode;
+use super::xdp_mode::SkbReason;
 
 /// Requested attach mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
-    /// Driver mode, falling back to skb mode when the driver refuses.
+    /// Driver mode, falling back to skb mode when the driver refuses; skb mode on a veth
+    /// ([`super::xdp_mode`]).
     Auto,
     Driver,
     Skb,
@@ -88,6 +90,11 @@ pub struct Attached {
     pub already: bool,
     /// Why driver mode was not used when `auto` fell back to skb mode.
     pub driver_refused: Option<String>,
+    /// Why `auto` chose skb mode without trying driver mode, or left it.
+    pub skb_reason: Option<SkbReason>,
+    /// A pinned link in this mode was replaced, and how long nothing answered meanwhile
+    /// (between detaching it and attaching the new one).
+    pub moved_from: Option<(AttachedMode, std::time::Duration)>,
 }
 
 /// Result of [`super::Dataplane::announce`].

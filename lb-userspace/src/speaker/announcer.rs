@@ -18,6 +18,7 @@ use crate::dataplane::cadence::{Cadence, Windows};
 use crate::dataplane::keys::Mac;
 use crate::dataplane::netdev::{self, Interface};
 use crate::dataplane::plane::L2Plane;
+use crate::dataplane::xdp_mode::ModeChange;
 use crate::speaker::interfaces::{self, Eligible, InterfaceFacts, InterfaceFilter};
 use crate::speaker::metrics::SpeakerMetrics;
 use crate::speaker::plan::{self, ClaimSeen, Plan, PlannedEvent, Target};
@@ -32,6 +33,15 @@ pub trait Announcer {
 }
 
 /// Layer-2 announcing over a data plane.
+/// What one look at the data plane found for the reconcile loop to report.
+#[derive(Clone, Debug, Default)]
+pub struct Seen {
+    /// Claims by other MACs on announced addresses.
+    pub claims: Vec<ClaimSeen>,
+    /// XDP links that started in or moved to another mode than asked.
+    pub mode_changes: Vec<ModeChange>,
+}
+
 pub struct L2Announcer<P: L2Plane> {
     plane: P,
     filter: InterfaceFilter,
@@ -195,15 +205,18 @@ impl<P: L2Plane> L2Announcer<P> {
     }
 
     /// Folds the data plane's counters into the metrics; returns the claims by other MACs on
-    /// announced addresses seen since the last call.
-    pub fn observe(&mut self) -> Vec<ClaimSeen> {
+    /// announced addresses and the XDP mode changes seen since the last call.
+    pub fn observe(&mut self) -> Seen {
         match self.plane.observe() {
             Ok(observed) => {
                 self.metrics.observe_addresses(&observed.addresses);
                 self.metrics.observe_fallback(&observed.userspace);
                 self.metrics
                     .observe_edges(&observed.edges, &observed.claims);
-                observed
+                for change in &observed.mode_changes {
+                    self.metrics.xdp_mode_changed(change);
+                }
+                let claims = observed
                     .claims
                     .iter()
                     .map(|c| ClaimSeen {
@@ -215,11 +228,15 @@ impl<P: L2Plane> L2Announcer<P> {
                             .find(|(_, i)| i.index == c.ifindex)
                             .map(|(name, _)| name.clone()),
                     })
-                    .collect()
+                    .collect();
+                Seen {
+                    claims,
+                    mode_changes: observed.mode_changes,
+                }
             }
             Err(error) => {
                 tracing::warn!(%error, "reading data-plane counters failed");
-                Vec::new()
+                Seen::default()
             }
         }
     }

@@ -24,6 +24,7 @@ use prometheus_client::registry::Registry;
 use crate::bgp::metrics::BgpMetrics;
 use crate::dataplane::edges::{EdgeCounters, ForeignClaim};
 use crate::dataplane::fallback::FallbackCounts;
+use crate::dataplane::xdp_mode::ModeChange;
 
 /// Turns readings of counters that may restart (per key) into increments.
 #[derive(Clone, Debug)]
@@ -88,6 +89,9 @@ pub struct SpeakerMetrics {
     pub update_errors: Counter,
     /// Foreign claims on this node's announced addresses, by address.
     foreign_claims: LabelFamily<Vec<(&'static str, String)>, Counter>,
+    /// XDP links that started in or moved to another mode than asked, by interface, mode and
+    /// reason.
+    xdp_mode_changes: LabelFamily<Vec<(&'static str, String)>, Counter>,
     sha_mismatch: Counter,
     rate_limited: Counter,
     /// The XDP program's running totals as last read (they restart with their maps).
@@ -176,6 +180,12 @@ impl SpeakerMetrics {
             "Frames from another MAC claiming an address this node announces (gratuitous ARP, ARP reply, Neighbor Advertisement): two answerers for one address",
             foreign_claims.clone(),
         );
+        let xdp_mode_changes = LabelFamily::default();
+        registry.register(
+            "herald_xdp_mode_changes",
+            "XDP links attached in or moved to another mode than requested, by interface, mode and reason (veth: driver-mode replies would be dropped; tx_dropped: they were; driver_refused; requested: --xdp-mode changed)",
+            xdp_mode_changes.clone(),
+        );
         let sha_mismatch = Counter::default();
         registry.register(
             "herald_dataplane_sha_mismatch",
@@ -194,6 +204,7 @@ impl SpeakerMetrics {
             registry,
             bgp,
             foreign_claims,
+            xdp_mode_changes,
             sha_mismatch,
             rate_limited,
             edges_seen: Mutex::new(CounterTracker::default()),
@@ -281,6 +292,17 @@ impl SpeakerMetrics {
                 .get_or_create(&vec![("ip", claim.ip.to_string())])
                 .inc_by(claim.count);
         }
+    }
+
+    /// Counts an XDP link that started in or moved to another mode than asked.
+    pub fn xdp_mode_changed(&self, change: &ModeChange) {
+        self.xdp_mode_changes
+            .get_or_create(&vec![
+                ("iface", change.iface.clone()),
+                ("mode", change.to.as_str().to_string()),
+                ("reason", change.reason.to_string()),
+            ])
+            .inc();
     }
 
     /// Counts gratuitous packets sent for `ip` (2 per ARP round, 1 per NA).

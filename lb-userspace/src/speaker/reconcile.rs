@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::bgp::session::Report;
 use crate::config::{self, Config, Snapshot};
+use crate::dataplane::xdp_mode::ModeChange;
 use crate::election::{Cluster, SlicesByService};
 pub use crate::k8s::speaker::ClusterView;
 use crate::speaker::announcer::Announcer;
@@ -39,6 +40,8 @@ pub enum Write {
     ConfigState(Option<String>, Option<Box<Pod>>),
     /// An Event on a BGPPeer (its session came up, went down or could not start).
     PeerEvent(PeerEvent),
+    /// An Event on this node's Node object: `(warning, reason, message)`.
+    NodeEvent(bool, &'static str, String),
 }
 
 /// The newest desired ServiceL2Status and ServiceBGPStatus sets of this node, with the owner
@@ -328,6 +331,18 @@ impl Reconciler {
             tracing::warn!(service = %key, reason = event.reason, message = %event.message, "event");
             let uid = self.uids.get(&key).cloned();
             let _ = self.writes.send(Write::Event(event, uid));
+        }
+    }
+
+    /// Reports XDP links that started in or moved to another mode than asked (the data plane
+    /// logged each): a Warning Event `xdpModeChanged` on the Node.
+    pub fn report_mode_changes(&mut self, changes: &[ModeChange]) {
+        for change in changes {
+            let _ = self.writes.send(Write::NodeEvent(
+                true,
+                "xdpModeChanged",
+                change.message.clone(),
+            ));
         }
     }
 }

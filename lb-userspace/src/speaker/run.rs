@@ -280,8 +280,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
                 announcer.reannounce();
             }
             _ = metrics_tick.tick() => {
-                let claims = announcer.observe();
-                reconciler.report_claims(&claims, start.elapsed());
+                let seen = announcer.observe();
+                reconciler.report_claims(&seen.claims, start.elapsed());
+                reconciler.report_mode_changes(&seen.mode_changes);
                 if let Some(h) = &health {
                     observe_gossip(&metrics, h);
                 }

@@ -34,6 +34,12 @@ pub async fn write_loop(
             }
             Write::Event(event, uid) => event_logged(&writer, &event, uid, &metrics).await,
             Write::PeerEvent(event) => peer_event(&writer, &event, &metrics).await,
+            Write::NodeEvent(warning, reason, message) => {
+                if let Err(error) = writer.node_event(warning, reason, &message).await {
+                    metrics.update_errors.inc();
+                    tracing::warn!(reason, %error, "recording an Event on the Node failed");
+                }
+            }
             Write::Statuses => {
                 let Some((desired, owner)) = pending.take() else {
                     continue;

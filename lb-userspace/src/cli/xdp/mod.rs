@@ -54,7 +54,8 @@ enum XdpCommand {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
-    /// Driver mode, falling back to skb mode.
+    /// Driver mode, falling back to skb mode; skb mode on a veth (whose driver-mode replies
+    /// are dropped unless its peer runs XDP).
     Auto,
     Driver,
     Skb,

@@ -33,6 +33,8 @@ pub(super) fn print_attached(attached: &Attached) {
             "{}: already attached ({} mode)",
             attached.iface, attached.mode
         );
+    } else if let Some(change) = crate::dataplane::xdp_mode::ModeChange::of(attached) {
+        println!("{}", change.message);
     } else if let Some(why) = &attached.driver_refused {
         println!(
             "{}: driver mode refused ({why}); attached in skb mode",

@@ -213,6 +213,31 @@ impl Writer {
 }
 
 impl Writer {
+    /// Records an Event on this speaker's Node (what the data plane did on the node itself).
+    pub async fn node_event(
+        &self,
+        warning: bool,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), kube::Error> {
+        let regarding = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(self.node.clone()),
+            ..ObjectReference::default()
+        };
+        let severity = if warning {
+            Severity::Warning
+        } else {
+            Severity::Normal
+        };
+        self.events
+            .publish_ref(regarding, severity, reason, "Attach", message)
+            .await
+    }
+}
+
+impl Writer {
     /// Creates `ConfigurationState speaker-<node>` when absent (labels
     /// `metallb.io/component-type=speaker`, `metallb.io/node-name`, owner = speaker Pod) and
     /// writes its status.

@@ -436,7 +436,7 @@ fn a_foreign_claim_on_an_announced_address_is_a_warning_event_once_a_minute() {
     let claimed = |rig: &mut Rig, claims: Vec<ForeignClaim>, now: Duration| {
         rig.plane.state().claims = claims;
         let seen = rig.announcer.observe();
-        rig.reconciler.report_claims(&seen, now);
+        rig.reconciler.report_claims(&seen.claims, now);
         rig.writes()
             .into_iter()
             .filter_map(|w| match w {
@@ -513,4 +513,37 @@ fn passes_faster_than_the_writer_leave_one_pending_status_set_the_newest() {
         Duration::from_secs(2),
     );
     assert!(rig.writes().contains(&Write::Statuses));
+}
+
+#[test]
+fn an_xdp_mode_change_is_a_warning_event_on_the_node_and_counted() {
+    use crate::dataplane::AttachedMode;
+    use crate::dataplane::xdp_mode::ModeChange;
+    let mut rig = Rig::new();
+    rig.pass(&view(&[("web", "198.51.100.10")]), &[NODE], Duration::ZERO);
+    rig.writes();
+    let change = ModeChange {
+        iface: "eth0".into(),
+        from: Some(AttachedMode::Driver),
+        to: AttachedMode::Skb,
+        reason: "tx_dropped",
+        message: "XDP on eth0: moved from driver mode to skb mode".into(),
+    };
+    rig.plane.state().mode_changes = vec![change.clone()];
+    let seen = rig.announcer.observe();
+    assert_eq!(seen.mode_changes, vec![change.clone()]);
+    rig.reconciler.report_mode_changes(&seen.mode_changes);
+    assert_eq!(
+        rig.writes(),
+        vec![Write::NodeEvent(true, "xdpModeChanged", change.message)]
+    );
+    let text = rig.reconciler.metrics.encode();
+    assert!(
+        text.contains(
+            "herald_xdp_mode_changes_total{iface=\"eth0\",mode=\"skb\",reason=\"tx_dropped\"} 1"
+        ),
+        "{text}"
+    );
+    // Reported once: the next look has nothing new.
+    assert!(rig.announcer.observe().mode_changes.is_empty());
 }

@@ -1,0 +1,171 @@
+//! Attaching the responder to an interface, in the mode [`super::xdp_mode`] picks, and moving a
+//! pinned link to another mode.
+
+use std::path::Path;
+use std::time::Instant;
+
+use aya::programs::links::FdLink;
+use aya::programs::{Xdp, XdpMode};
+use lb_common::maps::PROG_NAME;
+
+use super::netdev::Interface;
+use super::xdp_mode::{self, Pinned, SkbReason};
+use super::{AttachMode, Attached, AttachedMode, Dataplane, DataplaneError, Result, pins};
+
+impl Dataplane {
+    /// Attaches the responder to `iface` and pins the link, so it keeps running after this
+    /// process exits. Idempotent: a live pinned link in the wanted mode is left as it is; one in
+    /// another mode is replaced ([`xdp_mode::pinned`]).
+    pub fn attach(&self, iface: &Interface, request: AttachMode) -> Result<Attached> {
+        let driver = iface.driver().ok();
+        if let Some((_, mode, path)) = self.link_of(&iface.name)? {
+            let linked =
+                pins::pinned_link_ifindex(&path).map_err(|source| DataplaneError::PinDir {
+                    path: path.clone(),
+                    source,
+                })?;
+            if linked == iface.index {
+                return match xdp_mode::pinned(request, mode, driver.as_deref()) {
+                    // The pinned link is live on this interface: reuse it, with no gap.
+                    Pinned::Keep => Ok(Attached {
+                        iface: iface.name.clone(),
+                        mode,
+                        already: true,
+                        driver_refused: None,
+                        skb_reason: None,
+                        moved_from: None,
+                    }),
+                    Pinned::MoveTo(to, reason) => self.move_link(iface, mode, to, reason),
+                };
+            }
+            // The interface was deleted (ifindex 0), maybe re-created under the same name: the
+            // pin holds a dead link. Drop it and attach afresh.
+            std::fs::remove_file(&path)
+                .map_err(|source| DataplaneError::PinDir { path, source })?;
+            return self.attach(iface, request);
+        }
+        let tries = xdp_mode::tries(request, driver.as_deref());
+        let mut program = LoadedProgram::load(&self.pin_dir)?;
+        let mut driver_refused = None;
+        for (i, &mode) in tries.modes.iter().enumerate() {
+            match program.attach_pinned(self, iface, mode) {
+                Ok(()) => {
+                    return Ok(Attached {
+                        iface: iface.name.clone(),
+                        mode,
+                        already: false,
+                        driver_refused,
+                        skb_reason: tries.skipped_driver,
+                        moved_from: None,
+                    });
+                }
+                Err(e) if i + 1 < tries.modes.len() => driver_refused = Some(e.to_string()),
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("every attach mode list is non-empty")
+    }
+
+    /// Replaces the pinned link of `iface` (in mode `from`) by one in mode `to`. The kernel
+    /// holds one XDP program per interface across modes, so the old link is detached first;
+    /// the program is loaded before, so the gap is two syscalls. `reason`: why `auto` moves to
+    /// skb mode (None for an explicit request).
+    pub fn move_link(
+        &self,
+        iface: &Interface,
+        from: AttachedMode,
+        to: AttachedMode,
+        reason: Option<SkbReason>,
+    ) -> Result<Attached> {
+        let old = self.pin_dir.join(pins::link_pin_name(&iface.name, from));
+        let mut program = LoadedProgram::load(&self.pin_dir)?;
+        let started = Instant::now();
+        pins::detach_pinned_link(&old).map_err(|source| DataplaneError::PinDir {
+            path: old.clone(),
+            source,
+        })?;
+        let attached = program.attach_pinned(self, iface, to);
+        let gap = started.elapsed();
+        let unpinned = std::fs::remove_file(&old).map_err(|source| DataplaneError::PinDir {
+            path: old.clone(),
+            source,
+        });
+        if let Err(error) = attached {
+            // Put the old mode back rather than leave the interface silent.
+            program.attach_pinned(self, iface, from)?;
+            return Err(error);
+        }
+        unpinned?;
+        Ok(Attached {
+            iface: iface.name.clone(),
+            mode: to,
+            already: false,
+            driver_refused: None,
+            skb_reason: reason,
+            moved_from: Some((from, gap)),
+        })
+    }
+}
+
+/// The XDP program of the embedded object, loaded into the kernel and using the pinned maps.
+struct LoadedProgram {
+    ebpf: aya::Ebpf,
+}
+
+impl LoadedProgram {
+    fn load(pin_dir: &Path) -> Result<LoadedProgram> {
+        let mut ebpf = super::load_object(pin_dir)?;
+        program_of(&mut ebpf)?.load().map_err(program_err)?;
+        Ok(LoadedProgram { ebpf })
+    }
+
+    /// Attaches in `mode` and pins the link as `link_<mode>_<iface>`.
+    fn attach_pinned(
+        &mut self,
+        dp: &Dataplane,
+        iface: &Interface,
+        mode: AttachedMode,
+    ) -> Result<()> {
+        let program = program_of(&mut self.ebpf)?;
+        let xdp_mode = match mode {
+            AttachedMode::Driver => XdpMode::Driver,
+            AttachedMode::Skb => XdpMode::Skb,
+        };
+        let link_id =
+            program
+                .attach(iface.index, xdp_mode)
+                .map_err(|e| DataplaneError::Attach {
+                    iface: iface.name.clone(),
+                    mode: mode.as_str(),
+                    source: Box::new(e),
+                })?;
+        let link = program.take_link(link_id).map_err(program_err)?;
+        let path = dp.pin_dir.join(pins::link_pin_name(&iface.name, mode));
+        let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::PinnedLink {
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
+        fd_link.pin(&path).map_err(|e| DataplaneError::Pin {
+            path,
+            source: Box::new(e),
+        })?;
+        Ok(())
+    }
+}
+
+fn program_err(e: aya::programs::ProgramError) -> DataplaneError {
+    DataplaneError::Program {
+        name: PROG_NAME,
+        source: Box::new(e),
+    }
+}
+
+fn program_of(ebpf: &mut aya::Ebpf) -> Result<&mut Xdp> {
+    ebpf.program_mut(PROG_NAME)
+        .ok_or(DataplaneError::ObjectMissing {
+            what: "program",
+            name: PROG_NAME,
+        })?
+        .try_into()
+        .map_err(program_err)
+}
