@@ -23,12 +23,76 @@ const BINARIES: &[(&str, &str)] = &[
         Binaries::KUBE_CONTROLLER_MANAGER,
     ),
     ("k8s.io/kubernetes/cmd/kubectl", Binaries::KUBECTL),
+    (
+        "k8s.io/kubernetes/cmd/kube-scheduler",
+        Binaries::KUBE_SCHEDULER,
+    ),
+    ("k8s.io/kubernetes/cmd/kubelet", KUBELET),
+    ("k8s.io/kubernetes/cmd/kube-proxy", KUBE_PROXY),
+];
+
+pub const KUBELET: &str = "kubelet";
+pub const KUBE_PROXY: &str = "kube-proxy";
+pub const CONTAINERD: &str = "containerd";
+pub const CTR: &str = "ctr";
+pub const SHIM: &str = "containerd-shim-runc-v2";
+pub const RUNC: &str = "runc";
+/// CNI plugins, in `target/kube/bin/cni`.
+pub const CNI_DIR: &str = "cni";
+pub const CNI_PLUGINS: [&str; 4] = ["bridge", "host-local", "loopback", "portmap"];
+
+/// What runs on a real node besides kubelet, from their own Go modules (`go install`):
+/// (packages, binaries made, subdirectory of target/kube/bin, CGO, build tags). containerd 2.x
+/// because kubelet 1.37 needs the CRI `RuntimeConfig` call (Debian's 1.6 lacks it); runc with
+/// libseccomp, for the RuntimeDefault profile.
+const NODE_RUNTIME: &[(&[&str], &[&str], &str, bool, &str)] = &[
+    (
+        &[
+            "github.com/containerd/containerd/v2/cmd/containerd@v2.4.2",
+            "github.com/containerd/containerd/v2/cmd/ctr@v2.4.2",
+        ],
+        &[CONTAINERD, CTR],
+        "",
+        true,
+        "no_btrfs urfave_cli_no_docs",
+    ),
+    (
+        &["github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@v2.4.2"],
+        &[SHIM],
+        "",
+        false,
+        "urfave_cli_no_docs no_grpc",
+    ),
+    (
+        &["github.com/opencontainers/runc@v1.5.3"],
+        &[RUNC],
+        "",
+        true,
+        "seccomp urfave_cli_no_docs",
+    ),
+    (
+        &[
+            "github.com/containernetworking/plugins/plugins/main/bridge@v1.10.0",
+            "github.com/containernetworking/plugins/plugins/ipam/host-local@v1.10.0",
+            "github.com/containernetworking/plugins/plugins/main/loopback@v1.10.0",
+            "github.com/containernetworking/plugins/plugins/meta/portmap@v1.10.0",
+        ],
+        &CNI_PLUGINS,
+        CNI_DIR,
+        false,
+        "",
+    ),
 ];
 
 #[derive(clap::Subcommand)]
 pub enum KubeCommand {
-    /// Build etcd, kube-apiserver, kube-controller-manager and kubectl into target/kube/bin.
-    Build,
+    /// Build etcd, kube-apiserver, kube-controller-manager, kubectl, kube-scheduler, kubelet and
+    /// kube-proxy into target/kube/bin, and with `--nodes` what a real node runs beside kubelet
+    /// (containerd, runc, CNI plugins).
+    Build {
+        #[arg(long)]
+        nodes: bool,
+    },
     /// Start the control plane; prints the directory holding one kubeconfig per identity.
     Up(UpArgs),
     /// Stop exactly the processes `up` started.
@@ -50,7 +114,13 @@ pub struct UpArgs {
 
 pub fn run(cmd: &KubeCommand) -> Result<()> {
     match cmd {
-        KubeCommand::Build => build().map(|_| ()),
+        KubeCommand::Build { nodes } => {
+            build()?;
+            if *nodes {
+                build_node_runtime()?;
+            }
+            Ok(())
+        }
         KubeCommand::Up(args) => up(args).map(|plane| println!("{}", plane.dir.display())),
         KubeCommand::Down => down(),
     }
@@ -63,6 +133,39 @@ fn kube_dir() -> PathBuf {
 /// The binaries [`build`] makes.
 pub fn binaries() -> Binaries {
     Binaries::in_dir(kube_dir().join("bin"))
+}
+
+/// Builds containerd, ctr, the runc shim, runc and the CNI plugins a real node runs (cached:
+/// each is built once, then kept under target/kube/bin).
+pub fn build_node_runtime() -> Result<()> {
+    let out = binaries().dir;
+    for (packages, made, sub, cgo, tags) in NODE_RUNTIME {
+        let dir = out.join(sub);
+        if made.iter().all(|b| dir.join(b).is_file()) {
+            continue;
+        }
+        println!(
+            "==> go install {} (cold: containerd ~2.5 min, the rest < 20 s each)",
+            packages.join(" ")
+        );
+        let status = Command::new("go")
+            .arg("install")
+            .args(if tags.is_empty() {
+                vec![]
+            } else {
+                vec!["-tags", tags]
+            })
+            .args(*packages)
+            .env("GOBIN", &dir)
+            .env("CGO_ENABLED", if *cgo { "1" } else { "0" })
+            .current_dir(std::env::temp_dir())
+            .status()
+            .context("running go (is Go installed?)")?;
+        if !status.success() {
+            bail!("go install {} failed: {status}", packages.join(" "));
+        }
+    }
+    Ok(())
 }
 
 /// Builds the control plane binaries (Go's own caches make a warm rebuild take seconds).
@@ -102,14 +205,15 @@ fn stale(binary: &Path, source: &Path) -> bool {
 
 /// Starts etcd, kube-apiserver and kube-controller-manager.
 pub fn up(args: &UpArgs) -> Result<ControlPlane> {
-    up_in(&kube_dir().join("run"), args)
+    up_in(&kube_dir().join("run"), args, &[])
 }
 
 /// `up` with its own run directory (the lab keeps its control plane apart from `kube up`'s).
 /// The processes outlive xtask (and the handle returned); [`down_in`] stops them.
-pub fn up_in(run: &Path, args: &UpArgs) -> Result<ControlPlane> {
+pub fn up_in(run: &Path, args: &UpArgs, kubelets: &[&str]) -> Result<ControlPlane> {
     build()?;
     let plane = ControlPlane::builder()
+        .kubelets(kubelets.iter().copied())
         .binaries(binaries())
         .run_dir(run)
         .bind(&args.bind)

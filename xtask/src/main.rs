@@ -2,6 +2,7 @@
 
 mod bench;
 mod ebpf;
+mod image;
 mod kube;
 mod lab;
 mod manifests;
@@ -26,6 +27,9 @@ enum Command {
     Manifests,
     /// Install what the tests need, build the XDP object and run every test (root for netns tests).
     Test(test::TestArgs),
+    /// Herald's container image (static herald, FROM scratch, podman without pulling) and the
+    /// lab's pause and backend images, saved under target/images for `ctr images import`.
+    Image(image::ImageArgs),
     /// Real Kubernetes control plane for tests and the lab: build | up | down.
     Kube {
         #[command(subcommand)]
@@ -49,6 +53,7 @@ fn main() -> Result<()> {
         Command::BuildEbpf(args) => ebpf::build(&args),
         Command::Manifests => manifests::write(),
         Command::Test(args) => test::run(&args),
+        Command::Image(args) => image::run(&args),
         Command::Kube { command } => kube::run(&command),
         Command::Bench { which } => bench::run(&which),
         Command::Lab { command } => lab::run(&command),

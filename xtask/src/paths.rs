@@ -8,3 +8,9 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
+
+/// Whether `cmd` is an executable file on `PATH`.
+pub fn have(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(cmd).is_file()))
+}

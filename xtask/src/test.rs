@@ -5,7 +5,7 @@
 use anyhow::{Context, Result, bail};
 use std::process::Command;
 
-use crate::paths::workspace_root;
+use crate::paths::{have, workspace_root};
 
 /// Nightly used for the eBPF object and cargo-fuzz (same pin as build-ebpf).
 const NIGHTLY: &str = "nightly-2026-10-15";
@@ -86,11 +86,6 @@ fn is_root() -> bool {
 
 fn step(what: &str) {
     println!("==> {what}");
-}
-
-fn have(cmd: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(cmd).is_file()))
 }
 
 fn install_tools() -> Result<()> {

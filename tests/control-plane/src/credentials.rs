@@ -13,6 +13,8 @@ use anyhow::{Context, Result, bail};
 /// Name of the identity the harness itself acts as (readiness checks, kube-controller-manager,
 /// [`crate::ControlPlane::kubectl`]); it must be in `system:masters`.
 pub const ADMIN: &str = "admin";
+/// The cluster CA alone, in the run directory.
+pub const CA_FILE: &str = "ca.crt";
 
 /// A user in the static token file (`--token-auth-file`): its token goes to `<name>.token` and
 /// its kubeconfig to `<name>.kubeconfig` in the run directory.
@@ -73,6 +75,9 @@ pub(crate) struct Credentials {
     pub pubkey: PathBuf,
     /// The static token file naming every identity.
     pub tokens: PathBuf,
+    /// The CA that signed kube-apiserver's serving certificate, alone (written by
+    /// [`write_kubeconfigs`]).
+    pub ca: PathBuf,
 }
 
 impl Credentials {
@@ -81,6 +86,7 @@ impl Credentials {
             key: dir.join("sa.key"),
             pubkey: dir.join("sa.pub"),
             tokens: dir.join("tokens.csv"),
+            ca: dir.join(CA_FILE),
         }
     }
 
@@ -122,6 +128,22 @@ pub(crate) fn write_kubeconfigs(
     timeout: Duration,
 ) -> Result<()> {
     let ca = wait_for_cert(&dir.join("certs"), timeout)?;
+    // kube-apiserver's self-made chain is the serving certificate, then its CA (read again
+    // while the file is still being written).
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    let deadline = Instant::now() + timeout;
+    let chain = loop {
+        let chain = fs::read_to_string(&ca)?;
+        if chain.matches(BEGIN).count() >= 2 && chain.trim_end().ends_with("-----") {
+            break chain;
+        }
+        if Instant::now() > deadline {
+            bail!("{} holds no serving certificate and CA", ca.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let last = chain.rfind(BEGIN).unwrap_or(0);
+    fs::write(dir.join(CA_FILE), &chain[last..])?;
     for id in identities {
         let token = fs::read_to_string(dir.join(format!("{}.token", id.name)))?;
         fs::write(

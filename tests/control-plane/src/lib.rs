@@ -46,7 +46,8 @@ impl Binaries {
     pub const KUBE_APISERVER: &str = "kube-apiserver";
     pub const KUBE_CONTROLLER_MANAGER: &str = "kube-controller-manager";
     pub const KUBECTL: &str = "kubectl";
-    /// Every binary `cargo xtask kube build` makes.
+    pub const KUBE_SCHEDULER: &str = "kube-scheduler";
+    /// Every control-plane binary `cargo xtask kube build` makes.
     pub const ALL: [&str; 4] = [
         Self::ETCD,
         Self::KUBE_APISERVER,
@@ -107,6 +108,7 @@ pub struct Builder {
     controller_manager: bool,
     controller_manager_args: Vec<String>,
     identities: Vec<Identity>,
+    kubelets: Vec<String>,
     ready_timeout: Duration,
     stop_grace: Duration,
     detached: bool,
@@ -126,6 +128,7 @@ impl Default for Builder {
             controller_manager: false,
             controller_manager_args: Vec::new(),
             identities: Identity::defaults(),
+            kubelets: Vec::new(),
             ready_timeout: Duration::from_secs(120),
             stop_grace: Duration::from_secs(10),
             detached: false,
@@ -210,6 +213,17 @@ impl Builder {
         self
     }
 
+    /// Real kubelets named `nodes` will join: each gets an identity `system:node:<name>` (group
+    /// `system:nodes`, kubeconfig `<name>.kubeconfig`) and kube-proxy one (`kube-proxy`);
+    /// kube-apiserver runs the NodeRestriction admission plugin and reaches kubelets by their
+    /// InternalIP; kube-controller-manager runs every controller (node-lifecycle included) and
+    /// publishes the cluster CA to Pods; kube-scheduler runs (DaemonSet and Deployment Pods
+    /// are placed by it).
+    pub fn kubelets<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Builder {
+        self.kubelets = nodes.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// How long kube-apiserver may take to answer `/readyz` with ok (default 120 s); half of
     /// it for its serving certificate to appear.
     pub fn ready_timeout(mut self, timeout: Duration) -> Builder {
@@ -270,6 +284,18 @@ impl Builder {
         } else {
             dir.join("etcd")
         };
+        let mut identities = self.identities.clone();
+        if !self.kubelets.is_empty() {
+            for node in &self.kubelets {
+                identities.push(Identity::new(
+                    node,
+                    &format!("system:node:{node}"),
+                    &["system:nodes"],
+                ));
+            }
+            identities.push(Identity::new("kube-proxy", "system:kube-proxy", &[]));
+            self.binaries.require(&[Binaries::KUBE_SCHEDULER])?;
+        }
         let credentials = Credentials::in_dir(&dir);
         let ports = self.ports()?;
         let server = format!("https://{}:{}", self.bind, ports.apiserver);
@@ -290,16 +316,28 @@ impl Builder {
         };
         // From here on, a failure drops `plane`, which stops what it started and removes what
         // it made (an owned plane).
-        credentials.write(&dir, &self.identities)?;
+        credentials.write(&dir, &identities)?;
         plane.start_process("etcd", self.etcd_command(&etcd_data, &ports))?;
         plane.start_apiserver()?;
-        credentials::write_kubeconfigs(&dir, &server, &self.identities, self.ready_timeout / 2)?;
+        credentials::write_kubeconfigs(&dir, &server, &identities, self.ready_timeout / 2)?;
         plane.wait_ready()?;
 
         if self.controller_manager {
             let kcm =
                 self.controller_manager_command(&plane.kubeconfig(ADMIN), &ports, &credentials);
             plane.start_process("kube-controller-manager", kcm)?;
+        }
+        if !self.kubelets.is_empty() {
+            let mut scheduler = Command::new(self.binaries.path(Binaries::KUBE_SCHEDULER));
+            scheduler
+                .arg(format!(
+                    "--kubeconfig={}",
+                    plane.kubeconfig(ADMIN).display()
+                ))
+                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--secure-port={}", ports.scheduler))
+                .arg("--leader-elect=false");
+            plane.start_process("kube-scheduler", scheduler)?;
         }
         Ok(plane)
     }
@@ -311,12 +349,14 @@ impl Builder {
                 etcd: port + 1000,
                 etcd_peer: port + 1001,
                 controller_manager: port + 2000,
+                scheduler: port + 2001,
             },
             None => Ports {
                 apiserver: free_port()?,
                 etcd: free_port()?,
                 etcd_peer: free_port()?,
                 controller_manager: free_port()?,
+                scheduler: free_port()?,
             },
         })
     }
@@ -370,6 +410,13 @@ impl Builder {
                 credentials.key.display()
             ),
         ]);
+        if !self.kubelets.is_empty() {
+            args.extend([
+                "--enable-admission-plugins=NodeRestriction".into(),
+                // Otherwise node names are resolved through the host's resolver.
+                "--kubelet-preferred-address-types=InternalIP".into(),
+            ]);
+        }
         args.extend(self.apiserver_args.iter().cloned());
         args.into_iter().map(OsString::from).collect()
     }
@@ -391,11 +438,17 @@ impl Builder {
             ))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--secure-port={}", ports.controller_manager))
-            .arg("--leader-elect=false")
+            .arg("--leader-elect=false");
+        if self.kubelets.is_empty() {
             // Without kubelets the node-lifecycle controller would taint every Node
             // unreachable and evict its Pods.
-            .arg("--controllers=*,-node-lifecycle-controller")
-            .args(&self.controller_manager_args);
+            kcm.arg("--controllers=*,-node-lifecycle-controller");
+        } else {
+            // Pods read the CA from the kube-root-ca.crt ConfigMap this publishes.
+            kcm.arg("--controllers=*")
+                .arg(format!("--root-ca-file={}", credentials.ca.display()));
+        }
+        kcm.args(&self.controller_manager_args);
         kcm
     }
 }
@@ -405,6 +458,7 @@ struct Ports {
     etcd: u16,
     etcd_peer: u16,
     controller_manager: u16,
+    scheduler: u16,
 }
 
 /// One control-plane process.

@@ -100,6 +100,7 @@ pub fn run(args: &Args) -> Result<()> {
             no_speakers: false,
             mode: LabMode::Bgp,
             release: !args.debug,
+            nodes: lab::Nodes::Played,
         })?;
         true
     };

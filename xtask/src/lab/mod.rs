@@ -20,8 +20,10 @@
 pub mod agent;
 pub mod failover;
 mod herald;
+mod install;
 mod kubectl;
 pub mod metallb;
+pub mod nodes;
 pub mod peers;
 pub mod probe;
 mod procs;
@@ -49,7 +51,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use herald_control_plane::ControlPlane;
 
-use crate::paths::workspace_root;
+use crate::paths::{have, workspace_root};
 use failover::FailoverArgs;
 use herald::{
     BPFFS, MOUNTED_BPFFS, ensure_pin_root, start_herald_controller, wait_memberlist_secret,
@@ -118,6 +120,11 @@ pub struct UpArgs {
     /// user's image would: for benchmarks.
     #[arg(long)]
     pub release: bool,
+    /// `real`: kubelet, containerd and kube-proxy on every node, Herald installed from
+    /// `manifests/` as pods of its own image, backends as real pods. `played`: the lab's agent
+    /// plays kubelet and Herald runs as processes.
+    #[arg(long, value_enum, default_value_t = Nodes::Played)]
+    pub nodes: Nodes,
 }
 
 #[derive(clap::Args, Clone)]
@@ -183,7 +190,7 @@ fn step(what: &str) {
 }
 
 /// Builds what the lab runs, or says exactly what to run when `--no-build`.
-fn ensure_built(no_build: bool, mode: LabMode, release: bool) -> Result<()> {
+fn ensure_built(no_build: bool, mode: LabMode, release: bool, nodes: Nodes) -> Result<()> {
     let root = workspace_root();
     let mut tools = vec![
         ("arping", "arping"),
@@ -269,17 +276,15 @@ fn ensure_built(no_build: bool, mode: LabMode, release: bool) -> Result<()> {
         step("cargo xtask kube build (cold: ~15 min on 2 cores, then cached under target/)");
     }
     crate::kube::build()?;
+    if nodes == Nodes::Real {
+        crate::kube::build_node_runtime()?;
+    }
     Ok(())
-}
-
-fn have(cmd: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(cmd).is_file()))
 }
 
 pub fn up(args: &UpArgs) -> Result<()> {
     require_root()?;
-    ensure_built(args.no_build, args.mode, args.release)?;
+    ensure_built(args.no_build, args.mode, args.release, args.nodes)?;
     if run_dir().exists() || topo::any_present() {
         step("a lab is already up: taking it down first");
         down()?;
@@ -306,6 +311,7 @@ pub fn up_unless_running(detect_ms: u64) -> Result<bool> {
         no_speakers: false,
         mode: LabMode::L2,
         release: false,
+        nodes: Nodes::Played,
     })?;
     Ok(true)
 }
@@ -315,6 +321,7 @@ fn start(args: &UpArgs) -> Result<()> {
     procs::record_detect_ms(args.detect_ms)?;
     procs::record_mode(args.mode)?;
     procs::record_release(args.release)?;
+    procs::record_nodes(args.nodes)?;
 
     step(
         "namespaces: switch hl-sw (bridge br0), nodes hl-node-a/b/c, client hl-client, host leg hl-host, direct links eth1 ↔ hl-direct",
@@ -328,9 +335,16 @@ fn start(args: &UpArgs) -> Result<()> {
         router::start_frr()?;
     }
 
+    let real = args.nodes == Nodes::Real;
     step(&format!(
-        "control plane (etcd, kube-apiserver on https://{HOST_V4}:{APISERVER_PORT}, kube-controller-manager)"
+        "control plane (etcd, kube-apiserver on https://{HOST_V4}:{APISERVER_PORT}, kube-controller-manager{})",
+        if real { ", kube-scheduler" } else { "" }
     ));
+    let kubelets: Vec<&str> = if real {
+        NODES.iter().map(|n| n.name).collect()
+    } else {
+        Vec::new()
+    };
     let plane = crate::kube::up_in(
         &kube_run_dir(),
         &crate::kube::UpArgs {
@@ -338,7 +352,11 @@ fn start(args: &UpArgs) -> Result<()> {
             port: APISERVER_PORT,
             service_cidr: SERVICE_CIDR.to_string(),
         },
+        &kubelets,
     )?;
+    if real {
+        return start_real(args);
+    }
 
     step("Herald manifests: CRDs, namespace, service accounts, RBAC (kubectl apply)");
     apply_herald_manifests(&plane)?;
@@ -414,6 +432,45 @@ fn start(args: &UpArgs) -> Result<()> {
         } else {
             ""
         }
+    );
+    Ok(())
+}
+
+/// The rest of `up` on real nodes: images, nodes, Herald from its manifests, the lab's YAML.
+fn start_real(args: &UpArgs) -> Result<()> {
+    step("images: herald (static, FROM scratch), pause, backend (cargo xtask image)");
+    let images = crate::image::build()?;
+    step("real nodes: containerd, kubelet, kube-proxy in hl-node-a/b/c, each with its own bpffs");
+    nodes::start_all(&images)?;
+    wait_nodes_ready()?;
+    step(&format!(
+        "Herald from manifests/ (kubectl apply -k, image {})",
+        images.herald.reference
+    ));
+    install::apply(&images.herald)?;
+    if args.no_speakers {
+        step("--no-speakers: the speaker DaemonSet is deleted");
+        kubectl(&["-n", "metallb-system", "delete", "daemonset", "speaker"])?;
+    }
+    let config = match args.mode {
+        LabMode::L2 => L2_YAML,
+        LabMode::Bgp => BGP_YAML,
+    };
+    step("lab YAML: the mode's configuration, Deployment web (3 real pods), Service web");
+    let lab_yaml = run_dir().join("lab.yaml");
+    fs::write(
+        &lab_yaml,
+        format!("{config}---\n{}", install::WORKLOAD_PODS_YAML),
+    )?;
+    kubectl(&["apply", "-f", &lab_yaml.display().to_string()])?;
+    let ips = wait_service_ready()?;
+    if args.mode == LabMode::Bgp && !args.no_speakers {
+        router_table::wait_ecmp(&ips)?;
+    }
+    println!(
+        "kubectl: {} --kubeconfig {} get pods -A -o wide",
+        crate::kube::binaries().kubectl().display(),
+        kubeconfig("admin").display()
     );
     Ok(())
 }
@@ -506,6 +563,7 @@ fn wait_service_ready() -> Result<Vec<IpAddr>> {
 pub fn down() -> Result<()> {
     require_root()?;
     step("stopping the lab's processes");
+    nodes::stop_all();
     procs::stop_all();
     step("stopping the control plane");
     crate::kube::down_in(&kube_run_dir())?;

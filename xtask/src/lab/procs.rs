@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::spec::{DEFAULT_DETECT_MS, LabMode, run_dir};
+use super::spec::{DEFAULT_DETECT_MS, LabMode, Nodes, run_dir};
 
 fn pids_file() -> std::path::PathBuf {
     run_dir().join("pids")
@@ -42,6 +42,17 @@ fn write_records(records: &[(String, i32)]) -> Result<()> {
 /// Starts `cmd` detached (own session, stdin closed, output to `<name>.log`), inside `netns` when
 /// given, and records it.
 pub fn spawn_recorded(name: &str, netns: Option<&str>, cmd: &mut Command) -> Result<u32> {
+    spawn_recorded_in(name, netns, None, cmd)
+}
+
+/// [`spawn_recorded`], also entering the mount namespace of process `mount_of` (a real node's:
+/// its own bpffs and mount propagation) after the network namespace.
+pub fn spawn_recorded_in(
+    name: &str,
+    netns: Option<&str>,
+    mount_of: Option<u32>,
+    cmd: &mut Command,
+) -> Result<u32> {
     let log_path = run_dir().join(format!("{name}.log"));
     let log = fs::OpenOptions::new()
         .create(true)
@@ -55,15 +66,29 @@ pub fn spawn_recorded(name: &str, netns: Option<&str>, cmd: &mut Command) -> Res
         ),
         None => None,
     };
+    let mount_file = match mount_of {
+        Some(pid) => Some(
+            fs::File::open(format!("/proc/{pid}/ns/mnt"))
+                .with_context(|| format!("opening the mount namespace of process {pid}"))?,
+        ),
+        None => None,
+    };
     let netns_fd = netns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-    // SAFETY: only async-signal-safe calls (setsid, setns) between fork and exec.
+    let mount_fd = mount_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    // SAFETY: only async-signal-safe calls (setsid, setns) between fork and exec; the child is
+    // single-threaded, as entering a mount namespace requires.
     unsafe {
         cmd.pre_exec(move || {
             libc::setsid();
-            if let Some(fd) = netns_fd
-                && libc::setns(fd, libc::CLONE_NEWNET) != 0
-            {
-                return Err(std::io::Error::last_os_error());
+            for (fd, kind) in [
+                (netns_fd, libc::CLONE_NEWNET),
+                (mount_fd, libc::CLONE_NEWNS),
+            ] {
+                if let Some(fd) = fd
+                    && libc::setns(fd, kind) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -75,6 +100,7 @@ pub fn spawn_recorded(name: &str, netns: Option<&str>, cmd: &mut Command) -> Res
         .spawn()
         .with_context(|| format!("starting {name}: {cmd:?}"))?;
     drop(netns_file);
+    drop(mount_file);
     let pid = child.id();
     let mut all: Vec<(String, i32)> = records().into_iter().filter(|(n, _)| n != name).collect();
     all.push((name.to_string(), pid as i32));
@@ -110,13 +136,15 @@ pub fn stop_recorded(name: &str) {
     let _ = write_records(&rest);
 }
 
-/// Stops every recorded process (speakers first, the agent last) and removes the record.
+/// Stops every recorded process (speakers first, the agent last; on real nodes kubelet and
+/// kube-proxy, then containerd, then the mount-namespace holders) and removes the record.
 pub fn stop_all() {
     let mut all = records();
     all.sort_by_key(|(n, _)| match n.split('-').next() {
-        Some("speaker" | "metallb") => 0,
-        Some("controller") => 1,
+        Some("speaker" | "metallb" | "kubelet" | "proxy") => 0,
+        Some("controller" | "containerd") => 1,
         Some("backend") => 2,
+        Some("mounts") => 4,
         _ => 3,
     });
     for (_, pid) in all {
@@ -155,6 +183,22 @@ pub fn record_mode(mode: LabMode) -> Result<()> {
 pub fn record_release(release: bool) -> Result<()> {
     let profile = if release { "release" } else { "debug" };
     fs::write(run_dir().join("profile"), profile).context("writing the lab's build profile")
+}
+
+/// Whether the lab's nodes are real ([`recorded_nodes`] reads it).
+pub fn record_nodes(nodes: Nodes) -> Result<()> {
+    fs::write(run_dir().join("nodes-kind"), nodes.name()).context("writing the lab's node kind")
+}
+
+/// What the running lab's nodes are (played when none is recorded).
+pub fn recorded_nodes() -> Nodes {
+    match fs::read_to_string(run_dir().join("nodes-kind"))
+        .as_deref()
+        .map(str::trim)
+    {
+        Ok("real") => Nodes::Real,
+        _ => Nodes::Played,
+    }
 }
 
 /// The mode the running lab was brought up in (layer 2 when none is recorded).

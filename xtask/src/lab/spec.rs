@@ -101,6 +101,25 @@ impl LabMode {
     }
 }
 
+/// What runs on the lab's nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Nodes {
+    /// The lab's agent plays kubelet, scheduler and kube-proxy; Herald runs as processes.
+    #[default]
+    Played,
+    /// Real kubelet, containerd and kube-proxy; Herald and the backends run as pods.
+    Real,
+}
+
+impl Nodes {
+    pub fn name(self) -> &'static str {
+        match self {
+            Nodes::Played => "played",
+            Nodes::Real => "real",
+        }
+    }
+}
+
 /// The router namespace of BGP mode: one leg (`eth0`) on the nodes' bridge, one (`eth1`) on a
 /// point-to-point link to the client.
 pub const ROUTER_NS: &str = "hl-router";
