@@ -12,7 +12,9 @@ use anyhow::{Context, Result, bail};
 use super::kubectl::{memberlist_secret, wait_for};
 use super::metallb;
 use super::procs;
-use super::spec::{NODES, NodeSpec, PIN_ROOT, UPLINK, herald_exe, kubeconfig, pin_dir, run_dir};
+use super::spec::{
+    NODES, NodeSpec, Nodes, PIN_ROOT, UPLINK, herald_exe, kubeconfig, pin_dir, run_dir,
+};
 use super::topo::DIRECT_IF;
 
 pub(super) const BPFFS: &str = "/sys/fs/bpf";
@@ -205,9 +207,20 @@ fn spawn_speaker(node: &NodeSpec, detect_ms: u64, xdp_mode: &str) -> Result<u32>
     )
 }
 
-/// The pid of `node`'s running speaker, if any.
+/// The pid of `node`'s running speaker (process or pod), if any.
 pub fn speaker_pid(node: &NodeSpec) -> Option<i32> {
-    procs::recorded_pid(&format!("speaker-{}", node.name))
+    match procs::recorded_nodes() {
+        Nodes::Real => super::nodes::herald_in_node(node, "speaker"),
+        Nodes::Played => procs::recorded_pid(&format!("speaker-{}", node.name)),
+    }
+}
+
+/// Where `node`'s speaker pins its maps and links, as the host reaches it.
+pub fn speaker_pins(node: &NodeSpec) -> std::path::PathBuf {
+    match procs::recorded_nodes() {
+        Nodes::Real => super::nodes::pin_dir_in_node(node).unwrap_or_else(|| pin_dir(node)),
+        Nodes::Played => pin_dir(node),
+    }
 }
 
 /// Sends SIGKILL to `node`'s speaker (a crash: pinned maps stay).

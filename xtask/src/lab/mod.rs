@@ -631,7 +631,18 @@ fn backend(args: &BackendArgs) -> Result<()> {
         .with_context(|| format!("binding [::]:{}", args.port))?;
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
-        let _ = stream.write_all(format!("{}\n", args.node).as_bytes());
+        // One HTTP/1.0 exchange, as the real nodes' busybox httpd answers: the request is read
+        // up to its blank line (or a short timeout), then the node's name is the body.
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut request = Vec::new();
+        let mut buf = [0u8; 512];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match std::io::Read::read(&mut stream, &mut buf) {
+                Ok(n) if n > 0 => request.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        let _ = stream.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{}\n", args.node).as_bytes());
     }
     Ok(())
 }

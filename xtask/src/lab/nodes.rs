@@ -416,28 +416,61 @@ pub fn stop_all() {
     remove_host_paths();
 }
 
+/// Processes whose command line `matches`, by pid.
+fn processes(matches: impl Fn(&[String]) -> bool) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            matches(&args).then_some(pid)
+        })
+        .collect()
+}
+
+/// The host pid of the `herald <subcommand>` container process running in `node`'s network
+/// namespace (the speaker: hostNetwork), if one runs.
+pub fn herald_in_node(node: &NodeSpec, subcommand: &str) -> Option<i32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let netns = fs::metadata(format!("/run/netns/{}", node.netns))
+        .ok()?
+        .ino();
+    processes(|args| {
+        args.first().is_some_and(|a| a == "/herald") && args.get(1).is_some_and(|a| a == subcommand)
+    })
+    .into_iter()
+    .find(|pid| {
+        fs::read_link(format!("/proc/{pid}/ns/net"))
+            .is_ok_and(|l| l.to_string_lossy() == format!("net:[{netns}]"))
+    })
+}
+
+/// `node`'s bpffs directory Herald's speaker pod pins under (`/sys/fs/bpf/herald` in the node's
+/// mount namespace), as the host reaches it.
+pub fn pin_dir_in_node(node: &NodeSpec) -> Option<PathBuf> {
+    Some(PathBuf::from(format!(
+        "/proc/{}/root/sys/fs/bpf/herald",
+        holder(node)?
+    )))
+}
+
 /// Shim processes of `node`'s containerd (found by its socket on their command line).
 fn kill_shims(node: &NodeSpec) {
     let socket = containerd_socket(node).display().to_string();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let is_shim = args.first().is_some_and(|a| a.ends_with(kube::SHIM));
-        if is_shim && args.iter().any(|a| a == &socket) {
-            // SAFETY: kill(2) on a shim of this lab's containerd.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+    let shims = processes(|args| {
+        args.first().is_some_and(|a| a.ends_with(kube::SHIM)) && args.iter().any(|a| a == &socket)
+    });
+    for pid in shims {
+        // SAFETY: kill(2) on a shim of this lab's containerd.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
 

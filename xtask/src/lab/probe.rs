@@ -304,16 +304,25 @@ pub fn probe_arp_rounds(
     Ok(rounds)
 }
 
-/// One TCP connection to `addr`: the first line the backend writes (its node name).
+/// One HTTP/1.0 request to `addr`: the body the backend answers (its node name).
 pub fn tcp_hello(addr: SocketAddr, timeout: Duration) -> Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
+    std::io::Write::write_all(&mut stream, b"GET / HTTP/1.0\r\n\r\n")
+        .with_context(|| format!("sending to {addr}"))?;
     let mut text = String::new();
     stream
         .read_to_string(&mut text)
         .with_context(|| format!("reading from {addr}"))?;
-    Ok(text.trim().to_string())
+    Ok(http_body(&text).trim().to_string())
+}
+
+/// The body of an HTTP response (everything when there is no header block).
+fn http_body(response: &str) -> &str {
+    response
+        .split_once("\r\n\r\n")
+        .map_or(response, |(_, body)| body)
 }
 
 /// A TCP probe's outcome as `lab status --json` shows it.
@@ -341,6 +350,15 @@ mod tests {
     const NODE_MAC: Mac = [2, 0, 0, 0, 0, 0x11];
     const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
     const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+
+    #[test]
+    fn the_http_body_is_the_node_name() {
+        assert_eq!(
+            http_body("HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\nnode-a\n"),
+            "node-a\n"
+        );
+        assert_eq!(http_body("node-b\n"), "node-b\n");
+    }
 
     /// The reply a responder builds from a request: swap, operation 2, its MAC as sender.
     fn answer(request: &[u8; 42], mac: Mac) -> [u8; 42] {

@@ -14,12 +14,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::herald::speaker_pid;
+use super::herald::{speaker_pid, speaker_pins};
 use super::kubectl::kubectl;
 use super::procs::{detect_ms, recorded_mode};
 use super::spec::{
     APISERVER_PORT, BACKEND_PORT, CLIENT_NS, HOST_V4, LabMode, NODES, NodeSpec, UPLINK, herald_exe,
-    pin_dir, run_dir,
+    run_dir,
 };
 use super::{probe, router_table, topo};
 
@@ -54,14 +54,15 @@ pub fn output_in_netns(netns: &str, cmd: &mut Command) -> Result<std::process::O
 
 /// `herald xdp list -o json` for `node` (null when the node has no pins yet).
 pub fn xdp_snapshot(node: &NodeSpec) -> Value {
-    if !pin_dir(node).exists() {
+    let pins = speaker_pins(node);
+    if !pins.exists() {
         return Value::Null;
     }
     output_in_netns(
         node.netns,
         Command::new(herald_exe())
             .args(["xdp", "list", "-o", "json", "--pin-dir"])
-            .arg(pin_dir(node)),
+            .arg(&pins),
     )
     .ok()
     .filter(|o| o.status.success())
