@@ -58,8 +58,14 @@ pub fn build(_args: &BuildArgs) -> Result<()> {
     if let Some(dir) = object.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::copy(&built, &object)
-        .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
+    // Copied only when it changed: herald's build script watches this file, and a fresh mtime
+    // alone would rebuild herald (minutes in release) after every build-ebpf.
+    let unchanged =
+        std::fs::read(&built).is_ok_and(|new| std::fs::read(&object).is_ok_and(|old| old == new));
+    if !unchanged {
+        std::fs::copy(&built, &object)
+            .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
+    }
     say(&format!("XDP object: {}", object.display()));
     Ok(())
 }

@@ -231,10 +231,18 @@ fn ensure_tools() -> Result<()> {
         ("musl-gcc", "musl-tools"),
         ("gcc", "gcc"),
         ("busybox", "busybox-static"),
+        ("file", "file"),
     ];
+    let static_busybox = || {
+        Command::new("file")
+            .arg("-L")
+            .arg("/bin/busybox")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("statically linked"))
+    };
     let missing: Vec<&str> = tools
         .iter()
-        .filter(|(cmd, _)| !crate::paths::have(cmd))
+        .filter(|(cmd, _)| !crate::paths::have(cmd) || (*cmd == "busybox" && !static_busybox()))
         .map(|(_, pkg)| *pkg)
         .collect();
     if !missing.is_empty() {
@@ -245,13 +253,7 @@ fn ensure_tools() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
-    let static_busybox = Command::new("file")
-        .arg("-L")
-        .arg("/bin/busybox")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("statically linked"))
-        .unwrap_or(false);
-    if !static_busybox {
+    if !static_busybox() {
         bail!("/bin/busybox is not the static build: apt-get install busybox-static");
     }
     sh(Command::new("rustup").args(["target", "add", MUSL]))?;
@@ -261,7 +263,7 @@ fn ensure_tools() -> Result<()> {
 fn sh(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
-        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+        .with_context(|| format!("running {}", cmd.get_program().display()))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }

@@ -41,11 +41,20 @@ pub const RUNC: &str = "runc";
 pub const CNI_DIR: &str = "cni";
 pub const CNI_PLUGINS: [&str; 4] = ["bridge", "host-local", "loopback", "portmap"];
 
-/// What runs on a real node besides kubelet, from their own Go modules (`go install`):
-/// (packages, binaries made, subdirectory of target/kube/bin, CGO, build tags). containerd 2.x
+/// One `go install`: packages, the binaries it makes, the subdirectory of target/kube/bin they
+/// go to, whether cgo is on, build tags.
+type GoInstall = (
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static str,
+    bool,
+    &'static str,
+);
+
+/// What runs on a real node besides kubelet, from their own Go modules (`go install`). containerd 2.x
 /// because kubelet 1.37 needs the CRI `RuntimeConfig` call (Debian's 1.6 lacks it); runc with
 /// libseccomp, for the RuntimeDefault profile.
-const NODE_RUNTIME: &[(&[&str], &[&str], &str, bool, &str)] = &[
+const NODE_RUNTIME: &[GoInstall] = &[
     (
         &[
             "github.com/containerd/containerd/v2/cmd/containerd@v2.4.2",
@@ -139,6 +148,29 @@ pub fn binaries() -> Binaries {
 /// each is built once, then kept under target/kube/bin).
 pub fn build_node_runtime() -> Result<()> {
     let out = binaries().dir;
+    if !node_runtime_built() && !Path::new("/usr/include/seccomp.h").is_file() {
+        println!("==> apt-get install libseccomp-dev pkg-config (runc's seccomp support)");
+        for args in [
+            &["update", "-q"][..],
+            &[
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "libseccomp-dev",
+                "pkg-config",
+            ],
+        ] {
+            let status = Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .context("running apt-get")?;
+            if !status.success() {
+                bail!("apt-get {} failed: {status}", args.join(" "));
+            }
+        }
+    }
     for (packages, made, sub, cgo, tags) in NODE_RUNTIME {
         let dir = out.join(sub);
         if made.iter().all(|b| dir.join(b).is_file()) {
@@ -166,6 +198,14 @@ pub fn build_node_runtime() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether everything [`build_node_runtime`] makes is there.
+pub fn node_runtime_built() -> bool {
+    let out = binaries().dir;
+    NODE_RUNTIME
+        .iter()
+        .all(|(_, made, sub, _, _)| made.iter().all(|b| out.join(sub).join(b).is_file()))
 }
 
 /// Builds the control plane binaries (Go's own caches make a warm rebuild take seconds).

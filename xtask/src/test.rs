@@ -27,6 +27,14 @@ const TOOLS: &[(&str, &str)] = &[
     ("bird", "bird2"),
     ("vtysh", "frr"),
     ("gobgpd", "gobgpd"),
+    // Real nodes: runc's seccomp support, kube-proxy's tables, the images (podman, a static
+    // busybox for the backend, musl for the static herald).
+    ("pkg-config", "pkg-config"),
+    ("iptables", "iptables"),
+    ("conntrack", "conntrack"),
+    ("podman", "podman"),
+    ("busybox", "busybox-static"),
+    ("musl-gcc", "musl-tools"),
 ];
 
 #[derive(clap::Args)]
@@ -52,8 +60,11 @@ pub fn run(args: &TestArgs) -> Result<()> {
     step("cargo xtask build-ebpf");
     cargo(&root, &["xtask", "build-ebpf"])?;
 
-    step("real Kubernetes control plane (cargo xtask kube build)");
+    step("real Kubernetes control plane and nodes (cargo xtask kube build --nodes)");
     crate::kube::build()?;
+    crate::kube::build_node_runtime()?;
+    step("images for the real nodes (cargo xtask image)");
+    crate::image::build()?;
     step("build herald (the e2e tests run the real binary)");
     cargo(&root, &["build", "--workspace", "--bins"])?;
     step("run every test");

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 /// Name of the identity the harness itself acts as (readiness checks, kube-controller-manager,
 /// [`crate::ControlPlane::kubectl`]); it must be in `system:masters`.
 pub const ADMIN: &str = "admin";
+const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
 /// The cluster CA alone, in the run directory.
 pub const CA_FILE: &str = "ca.crt";
 
@@ -130,7 +131,6 @@ pub(crate) fn write_kubeconfigs(
     let ca = wait_for_cert(&dir.join("certs"), timeout)?;
     // kube-apiserver's self-made chain is the serving certificate, then its CA (read again
     // while the file is still being written).
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     let deadline = Instant::now() + timeout;
     let chain = loop {
         let chain = fs::read_to_string(&ca)?;

@@ -750,6 +750,7 @@ mod tests {
             etcd: 2,
             etcd_peer: 3,
             controller_manager: 4,
+            scheduler: 5,
         };
         let flags = strings(&builder.apiserver_flags(dir, &ports, &Credentials::in_dir(dir)));
         assert_eq!(

@@ -251,6 +251,9 @@ fn ensure_built(no_build: bool, mode: LabMode, release: bool, nodes: Nodes) -> R
         if kube_missing {
             todo.push("cargo xtask kube build");
         }
+        if nodes == Nodes::Real && !crate::kube::node_runtime_built() {
+            todo.push("cargo xtask kube build --nodes");
+        }
         if !todo.is_empty() {
             bail!("missing builds; run: {}", todo.join(" && "));
         }

@@ -271,7 +271,7 @@ fn containerd_config(node: &NodeSpec) -> String {
     let cni = bin(kube::CNI_DIR);
     let pause = crate::image::PAUSE;
     format!(
-        r#"version = 3
+        r"version = 3
 root = '{d}/containerd/root'
 state = '{d}/containerd/state'
 [grpc]
@@ -306,7 +306,7 @@ state = '{d}/containerd/state'
   # NRI's socket path is global: one per machine.
   [plugins.'io.containerd.nri.v1.nri']
     disable = true
-"#,
+",
         runc = runc.display(),
         cni = cni.display(),
     )
@@ -332,7 +332,7 @@ fn cni_config(node: &NodeSpec) -> String {
 fn kubelet_config(node: &NodeSpec) -> String {
     let d = node_dir(node);
     format!(
-        r#"apiVersion: kubelet.config.k8s.io/v1beta1
+        r"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
 cgroupDriver: cgroupfs
@@ -354,7 +354,7 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 resolvConf: {resolv}
-"#,
+",
         v4 = node.v4,
         sock = containerd_socket(node).display(),
         logs = d.join("podlogs").display(),

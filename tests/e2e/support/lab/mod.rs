@@ -73,6 +73,17 @@ pub fn lab() {
 
 /// Brings the lab up once in `mode` (`l2` or `bgp`): one mode per test binary.
 pub fn lab_in(mode: &str) {
+    lab_with(&["--mode", mode, &format!("--detect-ms={LAB_DETECT_MS}")]);
+}
+
+/// Brings the lab up once with real nodes (kubelet, containerd; Herald from its manifests as
+/// pods) in layer 2 mode.
+pub fn lab_real() {
+    lab_with(&["--mode", "l2", "--nodes", "real"]);
+}
+
+/// Brings the lab up once with `args` after `lab up --no-build`: one lab per test binary.
+fn lab_with(args: &[&str]) {
     static UP: OnceLock<Result<(), String>> = OnceLock::new();
     let up = UP.get_or_init(|| {
         // SAFETY: geteuid has no preconditions.
@@ -82,8 +93,8 @@ pub fn lab_in(mode: &str) {
             "lab tests need root (namespaces, XDP)"
         );
         let out = Command::new(xtask_bin())
-            .args(["lab", "up", "--no-build", "--mode", mode])
-            .arg(format!("--detect-ms={LAB_DETECT_MS}"))
+            .args(["lab", "up", "--no-build"])
+            .args(args)
             .output()
             .map_err(|e| e.to_string())?;
         // SAFETY: registering a plain extern "C" fn.

@@ -1,0 +1,326 @@
+//! Herald as real pods on real nodes (`cargo xtask lab up --nodes real`): kubelet, containerd,
+//! runc, CNI and kube-proxy in each node namespace, Herald installed from `manifests/` with
+//! `kubectl apply -k` (the image built here is the only change), backends as real pods. What
+//! the manifests promise is checked on the running containers, and the operations an admin does
+//! are checked with a client probing the Service IP every 20 ms.
+//!
+//! Needs root and the builds `cargo xtask test` makes (the node runtime and the images too).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+#[path = "support/lab/mod.rs"]
+mod lab;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use lab::*;
+
+const DEMO: (&str, &str) = ("default", "web");
+const SYSTEM: &str = "metallb-system";
+
+fn demo_v4() -> String {
+    let mut ips = Vec::new();
+    assert!(
+        wait_until(DEADLINE, || {
+            ips = service_ips(DEMO.0, DEMO.1);
+            ips.len() == 2
+        }),
+        "default/web never got two addresses: {ips:?}"
+    );
+    ips.into_iter()
+        .find(|ip| !ip.contains(':'))
+        .expect("an IPv4 address")
+}
+
+/// `/proc/<pid>/status` field `key` (e.g. `CapEff`), trimmed.
+fn proc_status(pid: i32, key: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+/// Capability bits of the names in `manifests/speaker.yaml`'s `add:` list.
+fn manifest_capability_mask() -> u64 {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/speaker.yaml");
+    let text = std::fs::read_to_string(path).expect("speaker.yaml");
+    let list = text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("add:"))
+        .expect("capabilities.add in speaker.yaml");
+    let bit = |name: &str| match name {
+        "NET_ADMIN" => 12,
+        "NET_RAW" => 13,
+        "SYS_ADMIN" => 21,
+        "PERFMON" => 38,
+        "BPF" => 39,
+        other => panic!("unknown capability {other} in speaker.yaml"),
+    };
+    list.trim_matches(|c| c == '[' || c == ']' || c == ' ')
+        .split(',')
+        .map(|c| c.trim().trim_matches('"'))
+        .filter(|c| !c.is_empty())
+        .map(|c| 1u64 << bit(c))
+        .sum()
+}
+
+/// The host pid of the controller container's process.
+fn controller_pid() -> i32 {
+    let mut pid = None;
+    assert!(
+        wait_until(DEADLINE, || {
+            pid = herald_processes("controller").first().copied();
+            pid.is_some()
+        }),
+        "no herald controller process"
+    );
+    pid.unwrap()
+}
+
+/// Host pids of `/herald <subcommand>` processes.
+fn herald_processes(subcommand: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.first() == Some(&&b"/herald"[..]) && args.get(1) == Some(&subcommand.as_bytes())
+        })
+        .collect()
+}
+
+fn speaker_pod_on(node: &str) -> String {
+    let out = kubectl(&[
+        "-n",
+        SYSTEM,
+        "get",
+        "pods",
+        "-l",
+        "component=speaker",
+        "--field-selector",
+        &format!("spec.nodeName={node}"),
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    out.trim().to_string()
+}
+
+/// The speaker container's effective capabilities are exactly the manifest's list, with
+/// no_new_privs and seccomp; the controller runs as uid 65534 with no capabilities, a read-only
+/// root, and reaches the API server through the `kubernetes` Service.
+#[test]
+fn the_pods_run_with_exactly_what_the_manifests_grant() {
+    let _serial = serial();
+    lab_real();
+    let want = manifest_capability_mask();
+    for node in NODES {
+        let mut pid = None;
+        assert!(
+            wait_until(DEADLINE, || {
+                pid = speaker_pid(node);
+                pid.is_some()
+            }),
+            "no speaker process on {node}"
+        );
+        let pid = pid.unwrap();
+        let eff = u64::from_str_radix(&proc_status(pid, "CapEff"), 16).unwrap();
+        assert_eq!(eff, want, "{node}: CapEff {eff:x}, manifest {want:x}");
+        assert_eq!(proc_status(pid, "NoNewPrivs"), "1", "{node}");
+        assert_eq!(
+            proc_status(pid, "Seccomp"),
+            "2",
+            "{node}: seccomp filter mode"
+        );
+    }
+    let pid = controller_pid();
+    assert!(
+        proc_status(pid, "Uid").starts_with("65534\t"),
+        "controller uid"
+    );
+    assert_eq!(proc_status(pid, "CapEff"), "0000000000000000");
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let root = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .expect("root mount");
+    assert!(
+        root.split(' ')
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro"),
+        "{root}"
+    );
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    let cluster_ip = kubectl(&[
+        "get",
+        "svc",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    assert!(
+        environ.contains(&format!("KUBERNETES_SERVICE_HOST={}", cluster_ip.trim())),
+        "the controller's in-cluster config points at the kubernetes Service"
+    );
+    // It reached the API server that way: the demo Service has its addresses.
+    demo_v4();
+}
+
+/// On the nodes' veths the speakers attach in skb mode (driver-mode replies would be dropped
+/// there), pin in each node's own bpffs, and say so: a Warning Event on the Node and a metric
+/// scraped from the pod's port.
+#[test]
+fn speakers_attach_in_skb_mode_on_veth_and_say_why() {
+    let _serial = serial();
+    lab_real();
+    let status = status(false);
+    for node in status["nodes"].as_array().unwrap() {
+        let attachments: Vec<String> = node["xdp_attachments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                format!(
+                    "{}={}",
+                    a["iface"].as_str().unwrap_or("?"),
+                    a["mode"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        assert!(
+            attachments.contains(&"eth0=skb".to_string()),
+            "{}: {attachments:?}",
+            node["name"]
+        );
+    }
+    let events = kubectl(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        "reason=xdpModeChanged",
+        "-o",
+        "jsonpath={range .items[*]}{.involvedObject.name}{\"\\n\"}{end}",
+    ]);
+    let nodes: BTreeSet<&str> = events.lines().collect();
+    assert_eq!(nodes, NODES.iter().copied().collect(), "{events}");
+    let metrics = std::process::Command::new("curl")
+        .args(["-sf", "--max-time", "5", "http://203.0.113.11:7472/metrics"])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        text.contains(
+            "herald_xdp_mode_changes_total{iface=\"eth0\",mode=\"skb\",reason=\"veth\"} 1"
+        ),
+        "{text}"
+    );
+}
+
+/// The elected node answers ARP for the Service, and a TCP connection through the address
+/// reaches a real pod.
+#[test]
+fn the_elected_node_answers_and_traffic_reaches_real_pods() {
+    let _serial = serial();
+    lab_real();
+    let v4 = demo_v4();
+    let winner = election_order(&v4, &NODES)[0].clone();
+    assert!(wait_answered_by(&v4, &winner), "{v4} answered by {winner}");
+    let probe = probe_arp(&v4, 50, 20);
+    assert_eq!(probe.by_node.keys().collect::<Vec<_>>(), vec![&winner]);
+    assert!(probe.unanswered.is_empty(), "{:?}", probe.unanswered);
+    let status = status(true);
+    let address = status["services"][0]["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["ip"].as_str() == Some(v4.as_str()))
+        .cloned()
+        .unwrap();
+    assert_eq!(address["tcp"]["ok"], true, "{address}");
+    let backend = address["tcp"]["served_by"].as_str().unwrap_or_default();
+    assert!(
+        NODES.contains(&backend),
+        "served by a pod on a lab node: {backend:?}"
+    );
+}
+
+/// `kubectl delete pod` of the announcing speaker: the address stays answered all along (the
+/// old pod withdraws and another node takes over, or the new pod reuses the pinned maps).
+#[test]
+fn deleting_the_announcing_speaker_pod_leaves_no_probe_unanswered() {
+    let _serial = serial();
+    lab_real();
+    let v4 = demo_v4();
+    let winner = election_order(&v4, &NODES)[0].clone();
+    assert!(wait_answered_by(&v4, &winner));
+    let pod = speaker_pod_on(&winner);
+    let probe = start_probe(&v4, 500, 20);
+    std::thread::sleep(Duration::from_secs(1));
+    kubectl(&["-n", SYSTEM, "delete", "pod", &pod, "--wait=true"]);
+    let probe = finish_probe(probe);
+    eprintln!("answers during the pod's deletion: {:?}", probe.by_node);
+    assert!(
+        probe.unanswered.is_empty(),
+        "unanswered rounds: {:?}",
+        probe.unanswered
+    );
+    kubectl(&[
+        "-n",
+        SYSTEM,
+        "rollout",
+        "status",
+        "daemonset/speaker",
+        "--timeout=120s",
+    ]);
+    assert!(wait_answered_by(&v4, &winner), "{winner} answers again");
+}
+
+/// Deleting the controller pod changes no Service's address.
+#[test]
+fn deleting_the_controller_pod_keeps_every_address() {
+    let _serial = serial();
+    lab_real();
+    demo_v4();
+    let before = service_ips(DEMO.0, DEMO.1);
+    kubectl(&[
+        "-n",
+        SYSTEM,
+        "delete",
+        "pod",
+        "-l",
+        "component=controller",
+        "--wait=true",
+    ]);
+    kubectl(&[
+        "-n",
+        SYSTEM,
+        "rollout",
+        "status",
+        "deployment/controller",
+        "--timeout=120s",
+    ]);
+    // A change the new controller must act on: a second Service gets an address, the first
+    // keeps its own.
+    apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web-two\n  namespace: default\nspec:\n  type: LoadBalancer\n  selector:\n    app: web\n  ports:\n    - port: 8081\n      targetPort: 8080\n",
+    );
+    assert!(
+        wait_until(DEADLINE, || !service_ips("default", "web-two").is_empty()),
+        "the new controller allocates"
+    );
+    assert_eq!(service_ips(DEMO.0, DEMO.1), before);
+    kubectl(&["-n", "default", "delete", "service", "web-two"]);
+}
