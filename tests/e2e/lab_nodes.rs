@@ -216,17 +216,55 @@ fn speakers_attach_in_skb_mode_on_veth_and_say_why() {
     ]);
     let nodes: BTreeSet<&str> = events.lines().collect();
     assert_eq!(nodes, NODES.iter().copied().collect(), "{events}");
-    let metrics = std::process::Command::new("curl")
-        .args(["-sf", "--max-time", "5", "http://203.0.113.11:7472/metrics"])
+    // A speaker that finds the link pinned keeps it and has nothing to report; one attaching
+    // afresh counts it. Detach node-c's eth0 link and replace its speaker pod.
+    let pins = format!("/proc/{}/root/sys/fs/bpf/herald", mount_holder("node-c"));
+    let detach = std::process::Command::new("nsenter")
+        .args(["--net=/run/netns/hl-node-c", "--"])
+        .arg(herald_bin())
+        .args(["xdp", "--pin-dir", &pins, "detach", "--iface", "eth0"])
         .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&metrics.stdout);
+        .expect("herald xdp detach");
+    assert!(detach.status.success(), "{detach:?}");
+    let pod = speaker_pod_on("node-c");
+    kubectl(&["-n", SYSTEM, "delete", "pod", &pod, "--wait=true"]);
+    kubectl(&[
+        "-n",
+        SYSTEM,
+        "rollout",
+        "status",
+        "daemonset/speaker",
+        "--timeout=120s",
+    ]);
+    let scraped = || {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "5", "http://203.0.113.13:7472/metrics"])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let line = "herald_xdp_mode_changes_total{iface=\"eth0\",mode=\"skb\",reason=\"veth\"} 1";
     assert!(
-        text.contains(
-            "herald_xdp_mode_changes_total{iface=\"eth0\",mode=\"skb\",reason=\"veth\"} 1"
-        ),
-        "{text}"
+        wait_until(DEADLINE, || scraped().contains(line)),
+        "{}",
+        scraped()
     );
+}
+
+/// The pid holding `node`'s mount namespace (its `sleep infinity`), from the lab's records.
+fn mount_holder(node: &str) -> i32 {
+    let pids = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lab/run/pids"),
+    )
+    .expect("the lab's pid file");
+    pids.lines()
+        .find_map(|l| l.strip_prefix(&format!("mounts-{node} ")))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("a mount-namespace holder")
+}
+
+fn herald_bin() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/herald")
 }
 
 /// The elected node answers ARP for the Service, and a TCP connection through the address
@@ -323,4 +361,160 @@ fn deleting_the_controller_pod_keeps_every_address() {
     );
     assert_eq!(service_ips(DEMO.0, DEMO.1), before);
     kubectl(&["-n", "default", "delete", "service", "web-two"]);
+}
+
+/// A rolling update of the speaker DaemonSet to a new image tag: every speaker pod is replaced,
+/// and the Service address is answered all along.
+#[test]
+fn a_speaker_rollout_to_a_new_image_leaves_no_probe_unanswered() {
+    let _serial = serial();
+    lab_real();
+    let v4 = demo_v4();
+    let winner = election_order(&v4, &NODES)[0].clone();
+    assert!(wait_answered_by(&v4, &winner));
+    let tag = format!("rollout-{}", std::process::id());
+    let out = xtask_lab(&["import-image", "--tag", &tag]);
+    // The reference is the last line (the build steps print before it).
+    let image = out.lines().last().unwrap_or_default().trim();
+    // 60 s of probes: the rollout (three pods, one at a time) ends well within it.
+    let probe = start_probe(&v4, 3000, 20);
+    kubectl(&[
+        "-n",
+        SYSTEM,
+        "set",
+        "image",
+        "daemonset/speaker",
+        &format!("speaker={image}"),
+    ]);
+    kubectl(&[
+        "-n",
+        SYSTEM,
+        "rollout",
+        "status",
+        "daemonset/speaker",
+        "--timeout=180s",
+    ]);
+    let images = kubectl(&[
+        "-n",
+        SYSTEM,
+        "get",
+        "pods",
+        "-l",
+        "component=speaker",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.containers[0].image}{\"\\n\"}{end}",
+    ]);
+    let probe = finish_probe(probe);
+    eprintln!(
+        "rollout: {} rounds, answers {:?}",
+        probe.rounds, probe.by_node
+    );
+    assert_eq!(
+        images.lines().collect::<BTreeSet<_>>(),
+        BTreeSet::from([image]),
+        "every speaker runs the new image"
+    );
+    assert!(
+        probe.unanswered.is_empty(),
+        "unanswered rounds: {:?}",
+        probe.unanswered
+    );
+    // A speaker stopped gracefully leaves the gossip, then answers one more probe period while
+    // the next node takes over (make before break): some rounds see both.
+    eprintln!(
+        "rounds answered by two nodes during hand-overs: {}",
+        probe.several
+    );
+}
+
+/// `kubectl drain` of the announcing node evicts its backend; its speaker (a DaemonSet pod)
+/// stays and keeps announcing, as MetalLB's does (cordoning does not exclude a node from
+/// announcing), and the traffic reaches the pods left on the other nodes.
+#[test]
+fn draining_the_announcing_node_keeps_the_address_answered() {
+    let _serial = serial();
+    lab_real();
+    let v4 = demo_v4();
+    let winner = election_order(&v4, &NODES)[0].clone();
+    assert!(wait_answered_by(&v4, &winner));
+    let probe = start_probe(&v4, 250, 20);
+    kubectl(&[
+        "drain",
+        &winner,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=120s",
+    ]);
+    let probe = finish_probe(probe);
+    assert!(probe.unanswered.is_empty(), "{:?}", probe.unanswered);
+    assert_eq!(probe.by_node.keys().collect::<Vec<_>>(), vec![&winner]);
+    let status = status(true);
+    let tcp = status["services"][0]["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["ip"].as_str() == Some(v4.as_str()))
+        .map(|a| a["tcp"].clone())
+        .unwrap();
+    assert_eq!(tcp["ok"], true, "{tcp}");
+    assert_ne!(
+        tcp["served_by"].as_str(),
+        Some(winner.as_str()),
+        "no backend left there"
+    );
+    kubectl(&["uncordon", &winner]);
+    kubectl(&["-n", "default", "rollout", "restart", "deployment/web"]);
+    kubectl(&[
+        "-n",
+        "default",
+        "rollout",
+        "status",
+        "deployment/web",
+        "--timeout=120s",
+    ]);
+}
+
+/// The announcing node's kubelet stops (its Node goes NotReady; its speaker, still running,
+/// keeps answering), then its link is cut: another node answers, and the time it took is
+/// printed.
+#[test]
+fn a_node_with_its_kubelet_stopped_and_its_link_cut_is_replaced() {
+    let _serial = serial();
+    lab_real();
+    let v4 = demo_v4();
+    let winner = election_order(&v4, &NODES)[0].clone();
+    assert!(wait_answered_by(&v4, &winner));
+    xtask_lab(&["kubelet", &winner]);
+    let ready = || {
+        kubectl(&[
+            "get",
+            "node",
+            &winner,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+    };
+    let not_ready = wait_until(DEADLINE, || ready().trim() != "True");
+    let still = probe_arp(&v4, 10, 20);
+    // The cable is cut at the switch: the node sees its carrier go, its routes stay.
+    set_switch_port(&winner, false);
+    let cut = std::time::Instant::now();
+    let others: Vec<&str> = NODES.iter().copied().filter(|n| *n != winner).collect();
+    let replaced = wait_until(DEADLINE, || {
+        let p = probe_arp(&v4, 1, 20);
+        p.by_node.keys().any(|n| others.contains(&n.as_str()))
+    });
+    let took = cut.elapsed();
+    set_switch_port(&winner, true);
+    xtask_lab(&["kubelet", &winner, "--resume"]);
+    eprintln!("another node answered {took:?} after the link cut");
+    assert!(not_ready, "{winner} went NotReady with its kubelet stopped");
+    assert_eq!(
+        still.by_node.get(&winner),
+        Some(&10),
+        "the speaker answers while its kubelet is stopped"
+    );
+    assert!(replaced, "another node answers {v4}");
+    assert!(wait_until(DEADLINE, || ready().trim() == "True"));
+    assert!(wait_answered_by(&v4, &winner), "{winner} answers again");
 }

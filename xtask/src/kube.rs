@@ -252,8 +252,15 @@ pub fn up(args: &UpArgs) -> Result<ControlPlane> {
 /// The processes outlive xtask (and the handle returned); [`down_in`] stops them.
 pub fn up_in(run: &Path, args: &UpArgs, kubelets: &[&str]) -> Result<ControlPlane> {
     build()?;
+    let grace: &[&str] = if kubelets.is_empty() {
+        &[]
+    } else {
+        // With the lab kubelets' 8 s lease (see lab/nodes.rs).
+        &["--node-monitor-grace-period=12s"]
+    };
     let plane = ControlPlane::builder()
         .kubelets(kubelets.iter().copied())
+        .controller_manager_args(grace.iter().copied())
         .binaries(binaries())
         .run_dir(run)
         .bind(&args.bind)

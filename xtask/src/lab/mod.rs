@@ -88,6 +88,20 @@ pub enum LabCommand {
     /// and the unanswered rounds as JSON.
     #[command(hide = true)]
     Probe(ProbeArgs),
+    /// (for tests, real nodes) Tag Herald's image anew and import it into every node; prints
+    /// the new reference.
+    #[command(hide = true)]
+    ImportImage {
+        #[arg(long)]
+        tag: String,
+    },
+    /// (for tests, real nodes) Freeze (SIGSTOP) or resume (SIGCONT) a node's kubelet.
+    #[command(hide = true)]
+    Kubelet {
+        node: String,
+        #[arg(long)]
+        resume: bool,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -149,6 +163,24 @@ pub fn run(command: &LabCommand) -> Result<()> {
         LabCommand::Probe(args) => {
             require_l2("probe")?;
             probe_command(args)
+        }
+        LabCommand::ImportImage { tag } => {
+            let images = crate::image::build()?;
+            let image = crate::image::retag(&images.herald, tag)?;
+            for node in NODES {
+                nodes::import_archive(&node, &image.archive)?;
+            }
+            println!("{}", image.reference);
+            Ok(())
+        }
+        LabCommand::Kubelet { node, resume } => {
+            let node = node_by_name(node)?;
+            let signal = if *resume {
+                libc::SIGCONT
+            } else {
+                libc::SIGSTOP
+            };
+            procs::kill_recorded(&format!("kubelet-{}", node.name), signal)
         }
         LabCommand::StartSpeaker { node } => {
             let node = node_by_name(node)?;

@@ -353,6 +353,10 @@ evictionHard: {{memory.available: 100Mi, nodefs.available: 1%, imagefs.available
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
+# A short lease (renewed every 2 s) and the control plane's 12 s grace period: a stopped kubelet
+# makes its Node NotReady in seconds, not the default 40.
+nodeLeaseDurationSeconds: 8
+nodeStatusUpdateFrequency: 4s
 resolvConf: {resolv}
 ",
         v4 = node.v4,

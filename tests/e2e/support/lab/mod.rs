@@ -420,6 +420,22 @@ pub fn set_link(node: &str, up: bool) {
     assert!(status.success(), "ip link set eth0 on {node} failed");
 }
 
+/// Takes `node`'s port on the lab's switch down or up (a cut cable: the node loses carrier).
+pub fn set_switch_port(node: &str, up: bool) {
+    let status = Command::new("ip")
+        .args([
+            "-n",
+            "hl-sw",
+            "link",
+            "set",
+            &format!("p-{node}"),
+            if up { "up" } else { "down" },
+        ])
+        .status()
+        .expect("ip link set");
+    assert!(status.success(), "ip link set p-{node} failed");
+}
+
 pub fn signal(pid: i32, signal: i32) {
     // SAFETY: kill(2) on the lab's speaker pid.
     let rc = unsafe { libc::kill(pid, signal) };
