@@ -99,6 +99,11 @@ fn herald_processes(subcommand: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Waits (up to 3 minutes) until `what` in `namespace` is rolled out.
+fn rolled_out(namespace: &str, what: &str) {
+    kubectl(&["-n", namespace, "rollout", "status", what, "--timeout=180s"]);
+}
+
 fn speaker_pod_on(node: &str) -> String {
     let out = kubectl(&[
         "-n",
@@ -228,14 +233,7 @@ fn speakers_attach_in_skb_mode_on_veth_and_say_why() {
     assert!(detach.status.success(), "{detach:?}");
     let pod = speaker_pod_on("node-c");
     kubectl(&["-n", SYSTEM, "delete", "pod", &pod, "--wait=true"]);
-    kubectl(&[
-        "-n",
-        SYSTEM,
-        "rollout",
-        "status",
-        "daemonset/speaker",
-        "--timeout=120s",
-    ]);
+    rolled_out(SYSTEM, "daemonset/speaker");
     let scraped = || {
         let out = std::process::Command::new("curl")
             .args(["-sf", "--max-time", "5", "http://203.0.113.13:7472/metrics"])
@@ -315,14 +313,7 @@ fn deleting_the_announcing_speaker_pod_leaves_no_probe_unanswered() {
         "unanswered rounds: {:?}",
         probe.unanswered
     );
-    kubectl(&[
-        "-n",
-        SYSTEM,
-        "rollout",
-        "status",
-        "daemonset/speaker",
-        "--timeout=120s",
-    ]);
+    rolled_out(SYSTEM, "daemonset/speaker");
     assert!(wait_answered_by(&v4, &winner), "{winner} answers again");
 }
 
@@ -342,14 +333,7 @@ fn deleting_the_controller_pod_keeps_every_address() {
         "component=controller",
         "--wait=true",
     ]);
-    kubectl(&[
-        "-n",
-        SYSTEM,
-        "rollout",
-        "status",
-        "deployment/controller",
-        "--timeout=120s",
-    ]);
+    rolled_out(SYSTEM, "deployment/controller");
     // A change the new controller must act on: a second Service gets an address, the first
     // keeps its own.
     apply(
@@ -386,14 +370,7 @@ fn a_speaker_rollout_to_a_new_image_leaves_no_probe_unanswered() {
         "daemonset/speaker",
         &format!("speaker={image}"),
     ]);
-    kubectl(&[
-        "-n",
-        SYSTEM,
-        "rollout",
-        "status",
-        "daemonset/speaker",
-        "--timeout=180s",
-    ]);
+    rolled_out(SYSTEM, "daemonset/speaker");
     let images = kubectl(&[
         "-n",
         SYSTEM,
@@ -464,14 +441,7 @@ fn draining_the_announcing_node_keeps_the_address_answered() {
     );
     kubectl(&["uncordon", &winner]);
     kubectl(&["-n", "default", "rollout", "restart", "deployment/web"]);
-    kubectl(&[
-        "-n",
-        "default",
-        "rollout",
-        "status",
-        "deployment/web",
-        "--timeout=120s",
-    ]);
+    rolled_out("default", "deployment/web");
 }
 
 /// The announcing node's kubelet stops (its Node goes NotReady; its speaker, still running,

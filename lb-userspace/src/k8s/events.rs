@@ -27,6 +27,17 @@ pub enum Severity {
     Warning,
 }
 
+impl Severity {
+    /// `Warning` when `warning`, else `Normal`.
+    pub fn warning_if(warning: bool) -> Severity {
+        if warning {
+            Severity::Warning
+        } else {
+            Severity::Normal
+        }
+    }
+}
+
 impl EventSink {
     pub fn new(client: Client, component: &str, instance: &str) -> Self {
         let reporter = Reporter {

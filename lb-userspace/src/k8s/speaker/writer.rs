@@ -201,13 +201,14 @@ impl Writer {
             namespace: Some(self.namespace.clone()),
             ..ObjectReference::default()
         };
-        let severity = if warning {
-            Severity::Warning
-        } else {
-            Severity::Normal
-        };
         self.events
-            .publish_ref(regarding, severity, reason, "Peer", message)
+            .publish_ref(
+                regarding,
+                Severity::warning_if(warning),
+                reason,
+                "Peer",
+                message,
+            )
             .await
     }
 }
@@ -226,13 +227,14 @@ impl Writer {
             name: Some(self.node.clone()),
             ..ObjectReference::default()
         };
-        let severity = if warning {
-            Severity::Warning
-        } else {
-            Severity::Normal
-        };
         self.events
-            .publish_ref(regarding, severity, reason, "Attach", message)
+            .publish_ref(
+                regarding,
+                Severity::warning_if(warning),
+                reason,
+                "Attach",
+                message,
+            )
             .await
     }
 }
