@@ -174,13 +174,14 @@ impl Writer {
             uid: event.uid.map(str::to_string),
             ..ObjectReference::default()
         };
-        let severity = if event.warning {
-            Severity::Warning
-        } else {
-            Severity::Normal
-        };
         self.events
-            .publish_ref(regarding, severity, event.reason, "Announce", event.message)
+            .publish_ref(
+                regarding,
+                Severity::warning_if(event.warning),
+                event.reason,
+                "Announce",
+                event.message,
+            )
             .await
     }
 }
