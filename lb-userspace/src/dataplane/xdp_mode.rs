@@ -14,42 +14,10 @@
 
 use super::pins::AttachedMode;
 use super::types::AttachMode;
+pub use super::types::SkbReason;
 
 /// The driver name a veth reports.
 pub const VETH: &str = "veth";
-
-/// Why driver mode is not used, or was left.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SkbReason {
-    /// The interface is a veth: driver-mode replies are dropped unless its peer runs XDP.
-    Veth,
-    /// The interface dropped as many frames on transmit as the program sent replies.
-    TxDropped,
-}
-
-impl SkbReason {
-    /// Label value for metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkbReason::Veth => "veth",
-            SkbReason::TxDropped => "tx_dropped",
-        }
-    }
-
-    /// What an operator reads in the log and the Event.
-    pub fn explain(self) -> &'static str {
-        match self {
-            SkbReason::Veth => {
-                "the interface is a veth, which drops driver-mode XDP replies unless its peer \
-                 runs an XDP program; using skb mode (set --xdp-mode=driver if the peer has one)"
-            }
-            SkbReason::TxDropped => {
-                "the interface dropped the driver-mode XDP replies on transmit (its driver \
-                 cannot send XDP_TX frames); using skb mode"
-            }
-        }
-    }
-}
 
 /// The modes to try, in order, for a fresh attach.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,9 +19,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::kubectl::wait_for;
 use super::procs;
 use super::spec::{NODES, NodeSpec, SERVICE_CIDR, UPLINK, kubeconfig, run_dir};
-use super::topo::ip;
+use super::topo::{ip, sysctl};
 use crate::image::Images;
 use crate::kube;
 
@@ -161,7 +162,7 @@ fn start(node: &NodeSpec, images: &Images) -> Result<()> {
             .arg(dir.join("containerd.toml"))
             .env("PATH", &path),
     )?;
-    super::wait_for(
+    wait_for(
         &format!("{}'s containerd socket", node.name),
         Duration::from_secs(20),
         || containerd_socket(node).exists().then_some(()),
@@ -225,7 +226,7 @@ pub fn import_archive(node: &NodeSpec, archive: &Path) -> Result<()> {
 
 fn wait_namespace(holder: u32) -> Result<()> {
     // The holder is `unshare`, which execs `sleep` once its namespace exists.
-    super::wait_for("the node's mount namespace", Duration::from_secs(5), || {
+    wait_for("the node's mount namespace", Duration::from_secs(5), || {
         let own = fs::read_link("/proc/self/ns/mnt").ok()?;
         let held = fs::read_link(format!("/proc/{holder}/ns/mnt")).ok()?;
         let comm = fs::read_to_string(format!("/proc/{holder}/comm")).ok()?;
@@ -259,7 +260,7 @@ fn routes(node: &NodeSpec) -> Result<()> {
         ])?;
     }
     for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
-        super::topo::sysctl(node.netns, key, "1")?;
+        sysctl(node.netns, key, "1")?;
     }
     Ok(())
 }
