@@ -17,7 +17,11 @@ use super::herald::{
 };
 use super::kubectl::{kubectl, service_ips, wait_for};
 use super::procs::is_up;
-use super::spec::*;
+use super::spec::{
+    APISERVER_PORT, BGP_CLIENT_V4, DEFAULT_DETECT_MS, DEMO_SERVICE, HOST_V4, LabMode, NODE_AS,
+    NODES, Nodes, PIN_ROOT, ROUTER_AS, ROUTER_CLIENT_V4, ROUTER_NS, ROUTER_V4, SERVICE_CIDR,
+    herald_exe_of, kube_run_dir, kubeconfig, run_dir,
+};
 use super::status::{self, StatusArgs};
 use super::{install, nodes, procs, router, router_table, topo};
 use crate::paths::{have, workspace_root};
