@@ -488,3 +488,118 @@ fn a_node_with_its_kubelet_stopped_and_its_link_cut_is_replaced() {
     assert!(wait_until(DEADLINE, || ready().trim() == "True"));
     assert!(wait_answered_by(&v4, &winner), "{winner} answers again");
 }
+
+/// The waiting reason of `node`'s speaker container (e.g. `ErrImagePull`), if it waits.
+fn speaker_waiting_reason(node: &str) -> String {
+    kubectl(&[
+        "-n",
+        SYSTEM,
+        "get",
+        "pods",
+        "-l",
+        "component=speaker",
+        "--field-selector",
+        &format!("spec.nodeName={node}"),
+        "-o",
+        "jsonpath={.items[*].status.containerStatuses[0].state.waiting.reason}",
+    ])
+    .trim()
+    .to_string()
+}
+
+/// A new speaker image that one node lacks (and cannot pull): that node's new pod stays
+/// waiting and its Events say why; the node's old speaker withdrew on its way out, so it never
+/// answers a stale address, and the other nodes keep the Service answered. Rolling back heals it.
+#[test]
+fn an_image_missing_on_one_node_leaves_the_others_answering() {
+    let _serial = serial();
+    lab_real();
+    let v4 = demo_v4();
+    let winner = election_order(&v4, &NODES)[0].clone();
+    assert!(wait_answered_by(&v4, &winner));
+    let others: Vec<&str> = NODES.iter().copied().filter(|n| *n != winner).collect();
+    let tag = format!("partial-{}", std::process::id());
+    let out = xtask_lab(&["import-image", "--tag", &tag, "--nodes", &others.join(",")]);
+    let image = out.lines().last().unwrap_or_default().trim().to_string();
+    kubectl(&[
+        "-n",
+        SYSTEM,
+        "set",
+        "image",
+        "daemonset/speaker",
+        &format!("speaker={image}"),
+    ]);
+    let stuck = wait_until(Duration::from_secs(180), || {
+        let reason = speaker_waiting_reason(&winner);
+        reason.contains("ImagePull") || reason.contains("ErrImage")
+    });
+    let reason = speaker_waiting_reason(&winner);
+    let events = kubectl(&[
+        "-n",
+        SYSTEM,
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={}", speaker_pod_on(&winner)),
+        "-o",
+        "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+    ]);
+    let answered = wait_until(DEADLINE, || {
+        let p = probe_arp(&v4, 10, 20);
+        p.unanswered.is_empty() && p.by_node.keys().all(|n| others.contains(&n.as_str()))
+    });
+    let stale = xdp_announcers(&v4);
+    kubectl(&["-n", SYSTEM, "rollout", "undo", "daemonset/speaker"]);
+    rolled_out(SYSTEM, "daemonset/speaker");
+    assert!(
+        stuck,
+        "{winner}'s new speaker waits for its image: {reason:?}"
+    );
+    assert!(
+        events.contains(&image),
+        "the pod's Events name the image: {events}"
+    );
+    assert!(
+        answered,
+        "another node answers {v4} while {winner} has no speaker"
+    );
+    assert!(
+        !stale.contains(&winner),
+        "{winner} keeps no live answer: {stale:?}"
+    );
+    assert!(
+        wait_answered_by(&v4, &winner),
+        "{winner} answers again after the rollback"
+    );
+}
+
+/// The announcing node's containerd dies: its containers keep running under their shims, so
+/// the speaker keeps answering; containerd started again, the node carries on.
+#[test]
+fn a_node_whose_containerd_dies_keeps_the_address_answered() {
+    let _serial = serial();
+    lab_real();
+    let v4 = demo_v4();
+    let winner = election_order(&v4, &NODES)[0].clone();
+    assert!(wait_answered_by(&v4, &winner));
+    let pid = speaker_pid(&winner);
+    xtask_lab(&["containerd", &winner]);
+    let probe = probe_arp(&v4, 250, 20);
+    let same = speaker_pid(&winner);
+    xtask_lab(&["containerd", &winner, "--start"]);
+    assert!(probe.unanswered.is_empty(), "{:?}", probe.unanswered);
+    assert_eq!(same, pid, "the speaker container outlives containerd");
+    assert!(wait_until(DEADLINE, || {
+        kubectl(&[
+            "get",
+            "node",
+            &winner,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+        .trim()
+            == "True"
+    }));
+    rolled_out(SYSTEM, "daemonset/speaker");
+    assert!(wait_answered_by(&v4, &winner));
+}

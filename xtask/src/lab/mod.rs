@@ -85,6 +85,16 @@ pub enum LabCommand {
     ImportImage {
         #[arg(long)]
         tag: String,
+        /// Only into these nodes (default: all).
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
+    },
+    /// (for tests, real nodes) Kill (SIGKILL) or start again a node's containerd.
+    #[command(hide = true)]
+    Containerd {
+        node: String,
+        #[arg(long)]
+        start: bool,
     },
     /// (for tests, real nodes) Freeze (SIGSTOP) or resume (SIGCONT) a node's kubelet.
     #[command(hide = true)]
@@ -129,14 +139,25 @@ pub fn run(command: &LabCommand) -> Result<()> {
             require_l2("probe")?;
             probe_command(args)
         }
-        LabCommand::ImportImage { tag } => {
+        LabCommand::ImportImage { tag, nodes: only } => {
             let images = crate::image::build()?;
             let image = crate::image::retag(&images.herald, tag)?;
-            for node in NODES {
-                nodes::import_archive(&node, &image.archive)?;
+            for node in NODES
+                .iter()
+                .filter(|n| only.is_empty() || only.iter().any(|o| o == n.name))
+            {
+                nodes::import_archive(node, &image.archive)?;
             }
             println!("{}", image.reference);
             Ok(())
+        }
+        LabCommand::Containerd { node, start } => {
+            let node = node_by_name(node)?;
+            if *start {
+                nodes::start_containerd(&node)
+            } else {
+                nodes::kill_containerd(&node)
+            }
         }
         LabCommand::Kubelet { node, resume } => {
             let node = node_by_name(node)?;

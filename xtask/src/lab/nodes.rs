@@ -149,25 +149,9 @@ fn start(node: &NodeSpec, images: &Images) -> Result<()> {
     fs::write(dir.join("cni/10-lab.conflist"), cni_config(node))?;
     fs::write(dir.join("kubelet.yaml"), kubelet_config(node))?;
     fs::write(dir.join("kube-proxy.yaml"), kube_proxy_config(node))?;
-    let path = format!(
-        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-        kube::binaries().dir.display()
-    );
-    procs::spawn_recorded_in(
-        &format!("containerd-{}", node.name),
-        Some(node.netns),
-        Some(holder),
-        Command::new(bin(kube::CONTAINERD))
-            .arg("--config")
-            .arg(dir.join("containerd.toml"))
-            .env("PATH", &path),
-    )?;
-    wait_for(
-        &format!("{}'s containerd socket", node.name),
-        Duration::from_secs(20),
-        || containerd_socket(node).exists().then_some(()),
-    )?;
+    start_containerd(node)?;
     import(node, images)?;
+    let path = node_path();
     procs::spawn_recorded_in(
         &format!("kubelet-{}", node.name),
         Some(node.netns),
@@ -196,6 +180,41 @@ fn start(node: &NodeSpec, images: &Images) -> Result<()> {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
     )?;
     Ok(())
+}
+
+/// `PATH` of a node's daemons: the built binaries first (containerd finds its shim there).
+fn node_path() -> String {
+    format!(
+        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+        kube::binaries().dir.display()
+    )
+}
+
+/// Starts `node`'s containerd (again, after [`kill_containerd`]) and waits for its socket.
+pub fn start_containerd(node: &NodeSpec) -> Result<()> {
+    let holder = holder(node).with_context(|| format!("{} has no mount namespace", node.name))?;
+    let socket = containerd_socket(node);
+    let _ = fs::remove_file(&socket);
+    procs::spawn_recorded_in(
+        &format!("containerd-{}", node.name),
+        Some(node.netns),
+        Some(holder),
+        Command::new(bin(kube::CONTAINERD))
+            .arg("--config")
+            .arg(node_dir(node).join("containerd.toml"))
+            .env("PATH", node_path()),
+    )?;
+    wait_for(
+        &format!("{}'s containerd socket", node.name),
+        Duration::from_secs(20),
+        || socket.exists().then_some(()),
+    )
+}
+
+/// SIGKILLs `node`'s containerd (a runtime that dies): the containers keep running under their
+/// shims.
+pub fn kill_containerd(node: &NodeSpec) -> Result<()> {
+    procs::kill_recorded(&format!("containerd-{}", node.name), libc::SIGKILL)
 }
 
 /// Imports `images` into `node`'s containerd.
