@@ -213,7 +213,8 @@ fn driver_mode_replies_are_dropped_on_a_veth_and_auto_moves_the_link_to_skb() {
         out.contains(&format!(
             "XDP on {}: moved from driver mode to skb mode (",
             pair.node_if
-        )) && out.contains("µs without an answerer): the interface is a veth"),
+        )) && out
+            .contains("µs without XDP, answered in userspace meanwhile): the interface is a veth"),
         "{out}"
     );
     assert_eq!(pair.dataplane(), "xdp-skb");
@@ -240,17 +241,53 @@ fn an_explicit_mode_moves_a_pinned_link_and_the_address_stays_answered() {
     assert!(pair.attach("skb").contains("attached in skb mode"));
     pair.announce();
     assert!(pair.answered());
-    for (mode, from) in [("driver", "skb"), ("skb", "driver"), ("driver", "skb")] {
+    // A request every 5 ms while the link moves six times: each move leaves the interface
+    // without XDP for a few tens of ms, which a userspace responder covers.
+    let probe = pair
+        .client
+        .command("arping")
+        .args([
+            "-i",
+            &pair.client_if,
+            "-c",
+            "600",
+            "-W",
+            "0.005",
+            SERVICE_V4,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("arping");
+    std::thread::sleep(Duration::from_millis(200));
+    for (mode, from) in [
+        ("driver", "skb"),
+        ("skb", "driver"),
+        ("driver", "skb"),
+        ("skb", "driver"),
+        ("driver", "skb"),
+    ] {
         let out = pair.attach(mode);
         assert!(
             out.contains(&format!("moved from {from} mode to {mode} mode (")),
             "{out}"
         );
+        assert!(out.contains("answered in userspace meanwhile"), "{out}");
         assert_eq!(pair.dataplane(), format!("xdp-{mode}"));
         assert_eq!(
             pair.link_pins(),
             vec![format!("link_{mode}_{}", pair.node_if)]
         );
-        assert!(pair.answered(), "answered in {mode} mode");
     }
+    let out = probe.wait_with_output().expect("arping output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default();
+    eprintln!("{summary}");
+    assert!(
+        summary.contains(" 0% unanswered (0 extra)"),
+        "every request answered once while the link moved: {summary}"
+    );
+    assert!(pair.answered(), "answered in driver mode");
 }

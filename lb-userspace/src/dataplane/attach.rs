@@ -2,12 +2,15 @@
 //! pinned link to another mode.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use aya::programs::links::FdLink;
 use aya::programs::{Xdp, XdpMode};
 use lb_common::maps::PROG_NAME;
 
+use super::fallback::Fallback;
 use super::netdev::Interface;
 use super::xdp_mode::{self, Pinned, SkbReason};
 use super::{AttachMode, Attached, AttachedMode, Dataplane, DataplaneError, Result, pins};
@@ -34,6 +37,7 @@ impl Dataplane {
                         driver_refused: None,
                         skb_reason: None,
                         moved_from: None,
+                        covered: false,
                     }),
                     Pinned::MoveTo(to, reason) => self.move_link(iface, mode, to, reason),
                 };
@@ -57,6 +61,7 @@ impl Dataplane {
                         driver_refused,
                         skb_reason: tries.skipped_driver,
                         moved_from: None,
+                        covered: false,
                     });
                 }
                 Err(e) if i + 1 < tries.modes.len() => driver_refused = Some(e.to_string()),
@@ -79,6 +84,9 @@ impl Dataplane {
     ) -> Result<Attached> {
         let old = self.pin_dir.join(pins::link_pin_name(&iface.name, from));
         let mut program = LoadedProgram::load(&self.pin_dir)?;
+        // Requests that reach the stack while no program is attached are answered from the
+        // same maps in userspace; with a program attached none reach this socket.
+        let cover = Cover::start(&self.pin_dir, iface);
         let started = Instant::now();
         pins::detach_pinned_link(&old).map_err(|source| DataplaneError::PinDir {
             path: old.clone(),
@@ -86,6 +94,8 @@ impl Dataplane {
         })?;
         let attached = program.attach_pinned(self, iface, to);
         let gap = started.elapsed();
+        let covered = cover.is_some();
+        drop(cover);
         let unpinned = std::fs::remove_file(&old).map_err(|source| DataplaneError::PinDir {
             path: old.clone(),
             source,
@@ -103,7 +113,51 @@ impl Dataplane {
             driver_refused: None,
             skb_reason: reason,
             moved_from: Some((from, gap)),
+            covered,
         })
+    }
+}
+
+/// A userspace responder on an interface for the moment its XDP link is replaced; stopped and
+/// joined on drop.
+struct Cover {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Cover {
+    /// None (logged) when it cannot run, e.g. without CAP_NET_RAW: the move then leaves the
+    /// interface unanswered for its duration.
+    fn start(pin_dir: &Path, iface: &Interface) -> Option<Cover> {
+        let opened = Fallback::open(iface).and_then(|f| Ok((f, Dataplane::open(pin_dir)?)));
+        let (fallback, mut reader) = match opened {
+            Ok(both) => both,
+            Err(error) => {
+                tracing::warn!(iface = %iface.name, %error, "no userspace answers while the XDP link is replaced");
+                return None;
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("cover-{}", iface.name))
+            .spawn(move || {
+                let _ = fallback.serve(&mut reader, &flag);
+            })
+            .ok()?;
+        Some(Cover {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Cover {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

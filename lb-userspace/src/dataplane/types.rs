@@ -127,6 +127,8 @@ pub struct Attached {
     /// A pinned link in this mode was replaced, and how long nothing answered meanwhile
     /// (between detaching it and attaching the new one).
     pub moved_from: Option<(AttachedMode, std::time::Duration)>,
+    /// A userspace responder answered from the same maps while the link was replaced.
+    pub covered: bool,
 }
 
 /// Result of [`super::Dataplane::announce`].

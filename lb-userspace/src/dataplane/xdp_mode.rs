@@ -104,10 +104,15 @@ impl ModeChange {
         };
         let message = match attached.moved_from {
             Some((old, gap)) => format!(
-                "XDP on {}: moved from {old} mode to {} mode ({} µs without an answerer): {why}",
+                "XDP on {}: moved from {old} mode to {} mode ({} µs without XDP, {}): {why}",
                 attached.iface,
                 attached.mode,
-                gap.as_micros()
+                gap.as_micros(),
+                if attached.covered {
+                    "answered in userspace meanwhile"
+                } else {
+                    "unanswered meanwhile"
+                }
             ),
             None => format!(
                 "XDP on {}: attached in {} mode: {why}",
@@ -226,6 +231,7 @@ mod tests {
             driver_refused: refused.map(str::to_string),
             skb_reason: skb,
             moved_from: moved.map(|m| (m, std::time::Duration::from_micros(42))),
+            covered: moved.is_some(),
         }
     }
 
@@ -246,7 +252,7 @@ mod tests {
         assert!(
             dropped
                 .message
-                .contains("moved from driver mode to skb mode (42 µs without an answerer)"),
+                .contains("moved from driver mode to skb mode (42 µs without XDP, answered in userspace meanwhile)"),
             "{}",
             dropped.message
         );
