@@ -63,11 +63,17 @@ fn connect_from_client(ip: IpAddr) -> Result<String, String> {
         stream
             .set_read_timeout(Some(Duration::from_secs(2)))
             .map_err(|e| e.to_string())?;
+        // One HTTP/1.0 exchange: the backend's body is its node's name.
+        std::io::Write::write_all(&mut stream, b"GET / HTTP/1.0\r\n\r\n")
+            .map_err(|e| e.to_string())?;
         let mut text = String::new();
         stream
             .read_to_string(&mut text)
             .map_err(|e| e.to_string())?;
-        Ok(text.trim().to_string())
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or(text.as_str(), |(_, b)| b);
+        Ok(body.trim().to_string())
     })
 }
 
