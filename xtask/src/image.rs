@@ -32,7 +32,14 @@ pub struct ImageArgs {
     /// Also tag Herald's image with this tag (a rollout to a "new" image in tests).
     #[arg(long)]
     pub extra_tag: Option<String>,
+    /// Also build MetalLB's controller and speaker images (static, from its Go module), for
+    /// comparisons on the same nodes.
+    #[arg(long)]
+    pub metallb: bool,
 }
+
+/// MetalLB's release its images are built from.
+pub const METALLB_VERSION: &str = "v0.15.2";
 
 /// One image built here: its reference and its docker archive.
 #[derive(Clone, Debug)]
@@ -59,6 +66,11 @@ pub fn run(args: &ImageArgs) -> Result<()> {
     let images = build()?;
     for image in images.all() {
         println!("{}  {}", image.reference, image.archive.display());
+    }
+    if args.metallb {
+        for image in metallb()? {
+            println!("{}  {}", image.reference, image.archive.display());
+        }
     }
     if let Some(tag) = &args.extra_tag {
         let extra = retag(&images.herald, tag)?;
@@ -106,6 +118,40 @@ pub fn build() -> Result<Images> {
         pause,
         backend,
     })
+}
+
+/// MetalLB's controller and speaker as `localhost/metallb/<component>:v0.15.2`: each built
+/// static (`CGO_ENABLED=0`) from `go.universe.tf/metallb/<component>` into an image holding only
+/// `/<component>` as its entrypoint and running as root, the layout of MetalLB's own images
+/// (distroless/static, whose default user is root), so its manifests run them with only the
+/// image names swapped.
+pub fn metallb() -> Result<[Image; 2]> {
+    let bin = images_dir().join("metallb-bin");
+    fs::create_dir_all(&bin)?;
+    let mut out = Vec::new();
+    for component in ["controller", "speaker"] {
+        let binary = bin.join(component);
+        if !binary.is_file() {
+            let module = format!("go.universe.tf/metallb/{component}@{METALLB_VERSION}");
+            println!("==> go install {module} (static; ~2 min cold)");
+            sh(Command::new("go")
+                .args(["install", &module])
+                .env("GOBIN", &bin)
+                .env("CGO_ENABLED", "0")
+                .current_dir(std::env::temp_dir()))?;
+        }
+        out.push(image(
+            &format!("localhost/metallb/{component}:{METALLB_VERSION}"),
+            &[(binary.as_path(), component)],
+            &format!(
+                "FROM scratch\nCOPY {component} /{component}\nENTRYPOINT [\"/{component}\"]\n"
+            ),
+        )?);
+    }
+    let [controller, speaker]: [Image; 2] = out
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("two MetalLB images"))?;
+    Ok([controller, speaker])
 }
 
 /// Herald's image under another tag (same binary), saved as its own archive.
