@@ -37,6 +37,42 @@ fn demo_v4() -> String {
         .expect("an IPv4 address")
 }
 
+/// The real lab, one test at a time: the demo Service's IPv4 address and the node elected for
+/// it, once that node answers it.
+fn announced() -> (std::sync::MutexGuard<'static, ()>, String, String) {
+    let serial = serial();
+    lab_real();
+    let v4 = demo_v4();
+    let winner = election_order(&v4, &NODES)[0].clone();
+    assert!(wait_answered_by(&v4, &winner), "{v4} answered by {winner}");
+    (serial, v4, winner)
+}
+
+/// The client's TCP connection through `ip` as `lab status` reports it (`ok`, `served_by`).
+fn tcp_through(ip: &str) -> serde_json::Value {
+    let status = status(true);
+    status["services"][0]["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["ip"].as_str() == Some(ip))
+        .map(|a| a["tcp"].clone())
+        .unwrap()
+}
+
+/// Whether `node`'s Ready condition is True.
+fn node_ready(node: &str) -> bool {
+    kubectl(&[
+        "get",
+        "node",
+        node,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ])
+    .trim()
+        == "True"
+}
+
 /// `/proc/<pid>/status` field `key` (e.g. `CapEff`), trimmed.
 fn proc_status(pid: i32, key: &str) -> String {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -269,24 +305,13 @@ fn herald_bin() -> std::path::PathBuf {
 /// reaches a real pod.
 #[test]
 fn the_elected_node_answers_and_traffic_reaches_real_pods() {
-    let _serial = serial();
-    lab_real();
-    let v4 = demo_v4();
-    let winner = election_order(&v4, &NODES)[0].clone();
-    assert!(wait_answered_by(&v4, &winner), "{v4} answered by {winner}");
+    let (_serial, v4, winner) = announced();
     let probe = probe_arp(&v4, 50, 20);
     assert_eq!(probe.by_node.keys().collect::<Vec<_>>(), vec![&winner]);
     assert!(probe.unanswered.is_empty(), "{:?}", probe.unanswered);
-    let status = status(true);
-    let address = status["services"][0]["addresses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["ip"].as_str() == Some(v4.as_str()))
-        .cloned()
-        .unwrap();
-    assert_eq!(address["tcp"]["ok"], true, "{address}");
-    let backend = address["tcp"]["served_by"].as_str().unwrap_or_default();
+    let tcp = tcp_through(&v4);
+    assert_eq!(tcp["ok"], true, "{tcp}");
+    let backend = tcp["served_by"].as_str().unwrap_or_default();
     assert!(
         NODES.contains(&backend),
         "served by a pod on a lab node: {backend:?}"
@@ -297,11 +322,7 @@ fn the_elected_node_answers_and_traffic_reaches_real_pods() {
 /// old pod withdraws and another node takes over, or the new pod reuses the pinned maps).
 #[test]
 fn deleting_the_announcing_speaker_pod_leaves_no_probe_unanswered() {
-    let _serial = serial();
-    lab_real();
-    let v4 = demo_v4();
-    let winner = election_order(&v4, &NODES)[0].clone();
-    assert!(wait_answered_by(&v4, &winner));
+    let (_serial, v4, winner) = announced();
     let pod = speaker_pod_on(&winner);
     let probe = start_probe(&v4, 500, 20);
     std::thread::sleep(Duration::from_secs(1));
@@ -351,11 +372,7 @@ fn deleting_the_controller_pod_keeps_every_address() {
 /// and the Service address is answered all along.
 #[test]
 fn a_speaker_rollout_to_a_new_image_leaves_no_probe_unanswered() {
-    let _serial = serial();
-    lab_real();
-    let v4 = demo_v4();
-    let winner = election_order(&v4, &NODES)[0].clone();
-    assert!(wait_answered_by(&v4, &winner));
+    let (_serial, v4, _winner) = announced();
     let tag = format!("rollout-{}", std::process::id());
     let out = xtask_lab(&["import-image", "--tag", &tag]);
     // The reference is the last line (the build steps print before it).
@@ -409,11 +426,7 @@ fn a_speaker_rollout_to_a_new_image_leaves_no_probe_unanswered() {
 /// announcing), and the traffic reaches the pods left on the other nodes.
 #[test]
 fn draining_the_announcing_node_keeps_the_address_answered() {
-    let _serial = serial();
-    lab_real();
-    let v4 = demo_v4();
-    let winner = election_order(&v4, &NODES)[0].clone();
-    assert!(wait_answered_by(&v4, &winner));
+    let (_serial, v4, winner) = announced();
     let probe = start_probe(&v4, 250, 20);
     kubectl(&[
         "drain",
@@ -425,14 +438,7 @@ fn draining_the_announcing_node_keeps_the_address_answered() {
     let probe = finish_probe(probe);
     assert!(probe.unanswered.is_empty(), "{:?}", probe.unanswered);
     assert_eq!(probe.by_node.keys().collect::<Vec<_>>(), vec![&winner]);
-    let status = status(true);
-    let tcp = status["services"][0]["addresses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["ip"].as_str() == Some(v4.as_str()))
-        .map(|a| a["tcp"].clone())
-        .unwrap();
+    let tcp = tcp_through(&v4);
     assert_eq!(tcp["ok"], true, "{tcp}");
     assert_ne!(
         tcp["served_by"].as_str(),
@@ -449,22 +455,9 @@ fn draining_the_announcing_node_keeps_the_address_answered() {
 /// printed.
 #[test]
 fn a_node_with_its_kubelet_stopped_and_its_link_cut_is_replaced() {
-    let _serial = serial();
-    lab_real();
-    let v4 = demo_v4();
-    let winner = election_order(&v4, &NODES)[0].clone();
-    assert!(wait_answered_by(&v4, &winner));
+    let (_serial, v4, winner) = announced();
     xtask_lab(&["kubelet", &winner]);
-    let ready = || {
-        kubectl(&[
-            "get",
-            "node",
-            &winner,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ])
-    };
-    let not_ready = wait_until(DEADLINE, || ready().trim() != "True");
+    let not_ready = wait_until(DEADLINE, || !node_ready(&winner));
     let still = probe_arp(&v4, 10, 20);
     // The cable is cut at the switch: the node sees its carrier go, its routes stay.
     set_switch_port(&winner, false);
@@ -485,7 +478,7 @@ fn a_node_with_its_kubelet_stopped_and_its_link_cut_is_replaced() {
         "the speaker answers while its kubelet is stopped"
     );
     assert!(replaced, "another node answers {v4}");
-    assert!(wait_until(DEADLINE, || ready().trim() == "True"));
+    assert!(wait_until(DEADLINE, || node_ready(&winner)));
     assert!(wait_answered_by(&v4, &winner), "{winner} answers again");
 }
 
@@ -512,11 +505,7 @@ fn speaker_waiting_reason(node: &str) -> String {
 /// answers a stale address, and the other nodes keep the Service answered. Rolling back heals it.
 #[test]
 fn an_image_missing_on_one_node_leaves_the_others_answering() {
-    let _serial = serial();
-    lab_real();
-    let v4 = demo_v4();
-    let winner = election_order(&v4, &NODES)[0].clone();
-    assert!(wait_answered_by(&v4, &winner));
+    let (_serial, v4, winner) = announced();
     let others: Vec<&str> = NODES.iter().copied().filter(|n| *n != winner).collect();
     let tag = format!("partial-{}", std::process::id());
     let out = xtask_lab(&["import-image", "--tag", &tag, "--nodes", &others.join(",")]);
@@ -577,11 +566,7 @@ fn an_image_missing_on_one_node_leaves_the_others_answering() {
 /// the speaker keeps answering; containerd started again, the node carries on.
 #[test]
 fn a_node_whose_containerd_dies_keeps_the_address_answered() {
-    let _serial = serial();
-    lab_real();
-    let v4 = demo_v4();
-    let winner = election_order(&v4, &NODES)[0].clone();
-    assert!(wait_answered_by(&v4, &winner));
+    let (_serial, v4, winner) = announced();
     let pid = speaker_pid(&winner);
     xtask_lab(&["containerd", &winner]);
     let probe = probe_arp(&v4, 250, 20);
@@ -589,17 +574,7 @@ fn a_node_whose_containerd_dies_keeps_the_address_answered() {
     xtask_lab(&["containerd", &winner, "--start"]);
     assert!(probe.unanswered.is_empty(), "{:?}", probe.unanswered);
     assert_eq!(same, pid, "the speaker container outlives containerd");
-    assert!(wait_until(DEADLINE, || {
-        kubectl(&[
-            "get",
-            "node",
-            &winner,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ])
-        .trim()
-            == "True"
-    }));
+    assert!(wait_until(DEADLINE, || node_ready(&winner)));
     rolled_out(SYSTEM, "daemonset/speaker");
     assert!(wait_answered_by(&v4, &winner));
 }
