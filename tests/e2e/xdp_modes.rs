@@ -291,3 +291,64 @@ fn an_explicit_mode_moves_a_pinned_link_and_the_address_stays_answered() {
     );
     assert!(pair.answered(), "answered in driver mode");
 }
+
+/// The program id behind the node's pinned link (bpftool).
+fn linked_program(pair: &Pair) -> u64 {
+    let pin = pair.pin_dir("node").join(&pair.link_pins()[0]);
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "link", "show", "pinned"])
+        .arg(&pin)
+        .output()
+        .expect("bpftool");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    json["prog_id"].as_u64().expect("prog_id")
+}
+
+/// A restarted Herald keeps the live pinned link and swaps its own program into it
+/// (`BPF_LINK_UPDATE`): an upgrade takes effect, and no request goes unanswered meanwhile.
+#[test]
+fn a_kept_link_gets_the_new_program_without_a_gap() {
+    let pair = Pair::new("hmu");
+    pair.attach("skb");
+    pair.announce();
+    assert!(pair.answered());
+    let probe = pair
+        .client
+        .command("arping")
+        .args([
+            "-i",
+            &pair.client_if,
+            "-c",
+            "300",
+            "-W",
+            "0.005",
+            SERVICE_V4,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("arping");
+    let mut programs = vec![linked_program(&pair)];
+    for _ in 0..3 {
+        let out = pair.attach("auto");
+        assert!(
+            out.contains("already attached (skb mode), program replaced by this version's"),
+            "{out}"
+        );
+        programs.push(linked_program(&pair));
+    }
+    let out = probe.wait_with_output().expect("arping output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default();
+    eprintln!("{summary}; programs {programs:?}");
+    let distinct: std::collections::BTreeSet<_> = programs.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        programs.len(),
+        "each attach brought its program: {programs:?}"
+    );
+    assert!(summary.contains(" 0% unanswered (0 extra)"), "{summary}");
+    assert_eq!(pair.link_pins().len(), 1);
+}

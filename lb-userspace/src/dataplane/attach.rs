@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use aya::programs::links::FdLink;
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::XdpLink;
 use aya::programs::{Xdp, XdpMode};
 use lb_common::maps::PROG_NAME;
 
@@ -29,8 +30,10 @@ impl Dataplane {
                 })?;
             if linked == iface.index {
                 return match xdp_mode::pinned(request, mode, driver.as_deref()) {
-                    // The pinned link is live on this interface: reuse it, with no gap.
+                    // The pinned link is live on this interface: reuse it, with no gap, and
+                    // give it this process's program (an upgrade takes effect).
                     Pinned::Keep => Ok(Attached {
+                        program_updated: self.refresh_program(iface, &path),
                         iface: iface.name.clone(),
                         mode,
                         already: true,
@@ -62,6 +65,7 @@ impl Dataplane {
                         skb_reason: tries.skipped_driver,
                         moved_from: None,
                         covered: false,
+                        program_updated: false,
                     });
                 }
                 Err(e) if i + 1 < tries.modes.len() => driver_refused = Some(e.to_string()),
@@ -69,6 +73,45 @@ impl Dataplane {
             }
         }
         unreachable!("every attach mode list is non-empty")
+    }
+
+    /// Swaps this process's program into the live pinned link at `path` (`BPF_LINK_UPDATE`:
+    /// atomic, no request sees no program), once per interface per process. False when it was
+    /// done before or failed (logged; the link keeps its program).
+    fn refresh_program(&self, iface: &Interface, path: &Path) -> bool {
+        let mut refreshed = self
+            .refreshed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if refreshed.contains(&iface.index) {
+            return false;
+        }
+        refreshed.push(iface.index);
+        let update = || -> Result<()> {
+            let mut program = LoadedProgram::load(&self.pin_dir)?;
+            let pinned = PinnedLink::from_pin(path).map_err(|e| DataplaneError::PinnedLink {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            })?;
+            let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| {
+                DataplaneError::PinnedLink {
+                    path: path.to_path_buf(),
+                    source: Box::new(e),
+                }
+            })?;
+            let xdp = program_of(&mut program.ebpf)?;
+            let id = xdp.attach_to_link(link).map_err(program_err)?;
+            // Owned here only to close the descriptor: the pin keeps the link.
+            drop(xdp.take_link(id).map_err(program_err)?);
+            Ok(())
+        };
+        match update() {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(iface = %iface.name, %error, "could not give the pinned XDP link this version's program; it keeps the one it has");
+                false
+            }
+        }
     }
 
     /// Replaces the pinned link of `iface` (in mode `from`) by one in mode `to`. The kernel
@@ -114,6 +157,7 @@ impl Dataplane {
             skb_reason: reason,
             moved_from: Some((from, gap)),
             covered,
+            program_updated: false,
         })
     }
 }

@@ -80,6 +80,9 @@ pub struct Dataplane {
     /// Interfaces the userspace fallback responder serves in this process: announcing there
     /// needs no XDP link.
     userspace: Vec<u32>,
+    /// Interfaces whose live pinned link this process already gave its own program (once per
+    /// process: a rescan does not load the program again).
+    refreshed: std::sync::Mutex<Vec<u32>>,
 }
 
 /// Parses the embedded object with every map pinned under `pin_dir` (reused when pinned
@@ -153,6 +156,7 @@ impl Dataplane {
             claims6: open_pinned(pin_dir, MAP_CLAIMS6)?,
             limit: open_pinned(pin_dir, MAP_LIMIT)?,
             userspace: Vec::new(),
+            refreshed: std::sync::Mutex::default(),
         })
     }
 

@@ -129,6 +129,8 @@ pub struct Attached {
     pub moved_from: Option<(AttachedMode, std::time::Duration)>,
     /// A userspace responder answered from the same maps while the link was replaced.
     pub covered: bool,
+    /// The link was kept and given this process's program.
+    pub program_updated: bool,
 }
 
 /// Result of [`super::Dataplane::announce`].

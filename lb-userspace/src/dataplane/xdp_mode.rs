@@ -232,6 +232,7 @@ mod tests {
             skb_reason: skb,
             moved_from: moved.map(|m| (m, std::time::Duration::from_micros(42))),
             covered: moved.is_some(),
+            program_updated: false,
         }
     }
 

@@ -30,8 +30,14 @@ pub(super) fn print_serving(iface: &str, serving: &Serving) {
 pub(super) fn print_attached(attached: &Attached) {
     if attached.already {
         println!(
-            "{}: already attached ({} mode)",
-            attached.iface, attached.mode
+            "{}: already attached ({} mode){}",
+            attached.iface,
+            attached.mode,
+            if attached.program_updated {
+                ", program replaced by this version's"
+            } else {
+                ""
+            }
         );
     } else if let Some(change) = crate::dataplane::xdp_mode::ModeChange::of(attached) {
         println!("{}", change.message);
