@@ -164,6 +164,24 @@ impl Pair {
         (out.status.success() && !text.is_empty()).then_some(text)
     }
 
+    /// `count` ARP requests from the client, one every 5 ms, in the background.
+    fn arping_every_5ms(&self, count: u32) -> std::process::Child {
+        self.client
+            .command("arping")
+            .args([
+                "-i",
+                &self.client_if,
+                "-c",
+                &count.to_string(),
+                "-W",
+                "0.005",
+                SERVICE_V4,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("arping")
+    }
+
     fn answered(&self) -> bool {
         poll_until(SETTLE, || self.arping().as_deref() == Some(SERVICE_MAC))
     }
@@ -243,21 +261,7 @@ fn an_explicit_mode_moves_a_pinned_link_and_the_address_stays_answered() {
     assert!(pair.answered());
     // A request every 5 ms while the link moves six times: each move leaves the interface
     // without XDP for a few tens of ms, which a userspace responder covers.
-    let probe = pair
-        .client
-        .command("arping")
-        .args([
-            "-i",
-            &pair.client_if,
-            "-c",
-            "600",
-            "-W",
-            "0.005",
-            SERVICE_V4,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("arping");
+    let probe = pair.arping_every_5ms(600);
     std::thread::sleep(Duration::from_millis(200));
     for (mode, from) in [
         ("driver", "skb"),
@@ -278,12 +282,7 @@ fn an_explicit_mode_moves_a_pinned_link_and_the_address_stays_answered() {
             vec![format!("link_{mode}_{}", pair.node_if)]
         );
     }
-    let out = probe.wait_with_output().expect("arping output");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let summary = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_default();
+    let summary = arping_summary(probe);
     eprintln!("{summary}");
     assert!(
         summary.contains(" 0% unanswered (0 extra)"),
@@ -312,21 +311,7 @@ fn a_kept_link_gets_the_new_program_without_a_gap() {
     pair.attach("skb");
     pair.announce();
     assert!(pair.answered());
-    let probe = pair
-        .client
-        .command("arping")
-        .args([
-            "-i",
-            &pair.client_if,
-            "-c",
-            "300",
-            "-W",
-            "0.005",
-            SERVICE_V4,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("arping");
+    let probe = pair.arping_every_5ms(300);
     let mut programs = vec![linked_program(&pair)];
     for _ in 0..3 {
         let out = pair.attach("auto");
@@ -336,12 +321,7 @@ fn a_kept_link_gets_the_new_program_without_a_gap() {
         );
         programs.push(linked_program(&pair));
     }
-    let out = probe.wait_with_output().expect("arping output");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let summary = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_default();
+    let summary = arping_summary(probe);
     eprintln!("{summary}; programs {programs:?}");
     let distinct: std::collections::BTreeSet<_> = programs.iter().collect();
     assert_eq!(
@@ -351,4 +331,14 @@ fn a_kept_link_gets_the_new_program_without_a_gap() {
     );
     assert!(summary.contains(" 0% unanswered (0 extra)"), "{summary}");
     assert_eq!(pair.link_pins().len(), 1);
+}
+
+/// arping's summary line (`N packets transmitted, … % unanswered (K extra)`) once it is done.
+fn arping_summary(probe: std::process::Child) -> String {
+    let out = probe.wait_with_output().expect("arping output");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default()
+        .to_string()
 }
