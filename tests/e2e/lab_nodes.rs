@@ -141,7 +141,12 @@ fn rolled_out(namespace: &str, what: &str) {
 }
 
 fn speaker_pod_on(node: &str) -> String {
-    let out = kubectl(&[
+    speaker_pods_on(node, "{.items[0].metadata.name}")
+}
+
+/// `jsonpath` over the speaker pods on `node`, trimmed.
+fn speaker_pods_on(node: &str, jsonpath: &str) -> String {
+    kubectl(&[
         "-n",
         SYSTEM,
         "get",
@@ -151,9 +156,10 @@ fn speaker_pod_on(node: &str) -> String {
         "--field-selector",
         &format!("spec.nodeName={node}"),
         "-o",
-        "jsonpath={.items[0].metadata.name}",
-    ]);
-    out.trim().to_string()
+        &format!("jsonpath={jsonpath}"),
+    ])
+    .trim()
+    .to_string()
 }
 
 /// The speaker container's effective capabilities are exactly the manifest's list, with
@@ -484,20 +490,10 @@ fn a_node_with_its_kubelet_stopped_and_its_link_cut_is_replaced() {
 
 /// The waiting reason of `node`'s speaker container (e.g. `ErrImagePull`), if it waits.
 fn speaker_waiting_reason(node: &str) -> String {
-    kubectl(&[
-        "-n",
-        SYSTEM,
-        "get",
-        "pods",
-        "-l",
-        "component=speaker",
-        "--field-selector",
-        &format!("spec.nodeName={node}"),
-        "-o",
-        "jsonpath={.items[*].status.containerStatuses[0].state.waiting.reason}",
-    ])
-    .trim()
-    .to_string()
+    speaker_pods_on(
+        node,
+        "{.items[*].status.containerStatuses[0].state.waiting.reason}",
+    )
 }
 
 /// A new speaker image that one node lacks (and cannot pull): that node's new pod stays

@@ -286,19 +286,11 @@ fn ensure_tools() -> Result<()> {
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("statically linked"))
     };
-    let missing: Vec<&str> = tools
-        .iter()
-        .filter(|(cmd, _)| !crate::paths::have(cmd) || (*cmd == "busybox" && !static_busybox()))
-        .map(|(_, pkg)| *pkg)
-        .collect();
-    if !missing.is_empty() {
-        println!("==> apt-get install {}", missing.join(" "));
-        sh(Command::new("apt-get").args(["update", "-q"]))?;
-        sh(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    let mut missing = crate::paths::missing_packages(&tools);
+    if crate::paths::have("busybox") && !static_busybox() {
+        missing.push("busybox-static");
     }
+    crate::paths::apt_install(&missing)?;
     if !static_busybox() {
         bail!("/bin/busybox is not the static build: apt-get install busybox-static");
     }

@@ -149,27 +149,8 @@ pub fn binaries() -> Binaries {
 pub fn build_node_runtime() -> Result<()> {
     let out = binaries().dir;
     if !node_runtime_built() && !Path::new("/usr/include/seccomp.h").is_file() {
-        println!("==> apt-get install libseccomp-dev pkg-config (runc's seccomp support)");
-        for args in [
-            &["update", "-q"][..],
-            &[
-                "install",
-                "-y",
-                "-q",
-                "--no-install-recommends",
-                "libseccomp-dev",
-                "pkg-config",
-            ],
-        ] {
-            let status = Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .context("running apt-get")?;
-            if !status.success() {
-                bail!("apt-get {} failed: {status}", args.join(" "));
-            }
-        }
+        // runc's seccomp support.
+        crate::paths::apt_install(&["libseccomp-dev", "pkg-config"])?;
     }
     for (packages, made, sub, cgo, tags) in NODE_RUNTIME {
         let dir = out.join(sub);

@@ -100,20 +100,7 @@ fn step(what: &str) {
 }
 
 fn install_tools() -> Result<()> {
-    let missing: Vec<&str> = TOOLS
-        .iter()
-        .filter(|(cmd, _)| !have(cmd))
-        .map(|(_, pkg)| *pkg)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    step(&format!("apt-get install {}", missing.join(" ")));
-    sh(Command::new("apt-get").arg("update").arg("-q"))?;
-    sh(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    crate::paths::apt_install(&crate::paths::missing_packages(TOOLS))
 }
 
 /// Every fuzz target: (crate directory, fuzz directory, targets). Each decoder of untrusted bytes

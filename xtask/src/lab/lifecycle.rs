@@ -24,7 +24,7 @@ use super::spec::{
 };
 use super::status::{self, StatusArgs};
 use super::{install, nodes, procs, router, router_table, topo};
-use crate::paths::{have, workspace_root};
+use crate::paths::{apt_install, missing_packages, workspace_root};
 
 /// The lab's layer 2 configuration: a pool and an L2Advertisement.
 pub const L2_YAML: &str = include_str!("manifests/l2.yaml");
@@ -102,37 +102,14 @@ fn ensure_built(no_build: bool, mode: LabMode, release: bool, nodes: Nodes) -> R
     if mode == LabMode::Bgp {
         tools.push(("vtysh", "frr"));
     }
-    let missing_tools: Vec<&str> = tools
-        .iter()
-        .filter(|(cmd, _)| !have(cmd))
-        .map(|(_, pkg)| *pkg)
-        .collect();
-    if !missing_tools.is_empty() {
-        if no_build {
-            bail!(
-                "missing tools; run: apt-get install -y {}",
-                missing_tools.join(" ")
-            );
-        }
-        step(&format!("apt-get install {}", missing_tools.join(" ")));
-        for args in [
-            vec!["update", "-q"],
-            [
-                vec!["install", "-y", "-q", "--no-install-recommends"],
-                missing_tools.clone(),
-            ]
-            .concat(),
-        ] {
-            let status = Command::new("apt-get")
-                .args(&args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .context("running apt-get")?;
-            if !status.success() {
-                bail!("apt-get {} failed: {status}", args.join(" "));
-            }
-        }
+    let missing_tools = missing_packages(&tools);
+    if no_build && !missing_tools.is_empty() {
+        bail!(
+            "missing tools; run: apt-get install -y {}",
+            missing_tools.join(" ")
+        );
     }
+    apt_install(&missing_tools)?;
     let ebpf_object = crate::ebpf::object_path();
     let kube_missing = crate::kube::binaries()
         .require(&herald_control_plane::Binaries::ALL)
