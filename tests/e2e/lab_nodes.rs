@@ -140,6 +140,18 @@ fn rolled_out(namespace: &str, what: &str) {
     kubectl(&["-n", namespace, "rollout", "status", what, "--timeout=180s"]);
 }
 
+/// Rolls the speaker DaemonSet to `image` (returns once the change is accepted).
+fn set_speaker_image(image: &str) {
+    kubectl(&[
+        "-n",
+        SYSTEM,
+        "set",
+        "image",
+        "daemonset/speaker",
+        &format!("speaker={image}"),
+    ]);
+}
+
 fn speaker_pod_on(node: &str) -> String {
     speaker_pods_on(node, "{.items[0].metadata.name}")
 }
@@ -385,14 +397,7 @@ fn a_speaker_rollout_to_a_new_image_leaves_no_probe_unanswered() {
     let image = out.lines().last().unwrap_or_default().trim();
     // 60 s of probes: the rollout (three pods, one at a time) ends well within it.
     let probe = start_probe(&v4, 3000, 20);
-    kubectl(&[
-        "-n",
-        SYSTEM,
-        "set",
-        "image",
-        "daemonset/speaker",
-        &format!("speaker={image}"),
-    ]);
+    set_speaker_image(&image);
     rolled_out(SYSTEM, "daemonset/speaker");
     let images = kubectl(&[
         "-n",
@@ -506,14 +511,7 @@ fn an_image_missing_on_one_node_leaves_the_others_answering() {
     let tag = format!("partial-{}", std::process::id());
     let out = xtask_lab(&["import-image", "--tag", &tag, "--nodes", &others.join(",")]);
     let image = out.lines().last().unwrap_or_default().trim().to_string();
-    kubectl(&[
-        "-n",
-        SYSTEM,
-        "set",
-        "image",
-        "daemonset/speaker",
-        &format!("speaker={image}"),
-    ]);
+    set_speaker_image(&image);
     let stuck = wait_until(Duration::from_secs(180), || {
         let reason = speaker_waiting_reason(&winner);
         reason.contains("ImagePull") || reason.contains("ErrImage")
