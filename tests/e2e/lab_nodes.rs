@@ -397,7 +397,7 @@ fn a_speaker_rollout_to_a_new_image_leaves_no_probe_unanswered() {
     let image = out.lines().last().unwrap_or_default().trim();
     // 60 s of probes: the rollout (three pods, one at a time) ends well within it.
     let probe = start_probe(&v4, 3000, 20);
-    set_speaker_image(&image);
+    set_speaker_image(image);
     rolled_out(SYSTEM, "daemonset/speaker");
     let images = kubectl(&[
         "-n",
