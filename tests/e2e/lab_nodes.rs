@@ -556,6 +556,131 @@ fn an_image_missing_on_one_node_leaves_the_others_answering() {
     );
 }
 
+/// A foreign XDP program, as another tool would attach it: LLVM IR compiled by `llc`, loaded
+/// by iproute2 in generic mode. It passes every packet.
+fn foreign_xdp_object() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("herald-foreign-xdp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ir = dir.join("pass.ll");
+    std::fs::write(
+        &ir,
+        "target triple = \"bpf\"\n\
+         @_license = global [4 x i8] c\"GPL\\00\", section \"license\", align 1\n\
+         define i32 @pass(i8* %ctx) section \"xdp\" {\n  ret i32 2\n}\n",
+    )
+    .unwrap();
+    let object = dir.join("pass.o");
+    let out = std::process::Command::new("llc")
+        .args(["-march=bpf", "-filetype=obj", "-o"])
+        .arg(&object)
+        .arg(&ir)
+        .output()
+        .expect("llc");
+    assert!(
+        out.status.success(),
+        "llc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    object
+}
+
+/// Runs `script` with `sh` in `node`'s network and mount namespaces (its bpffs).
+fn in_node(node: &str, script: &str) -> std::process::Output {
+    std::process::Command::new("nsenter")
+        .args([
+            &format!("--mount=/proc/{}/ns/mnt", mount_holder(node)),
+            &format!("--net=/run/netns/hl-{node}"),
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .expect("nsenter")
+}
+
+/// Another XDP program takes the announcing node's interface from Herald (its link detached,
+/// the foreign program attached in its place): the speaker cannot attach, says why in its log
+/// and an Event on its Pod, and stops — the kubelet's restarts end in CrashLoopBackOff — so the
+/// other nodes are elected and answer, and nothing stale answers on the failing node. Freeing
+/// the interface heals it.
+#[test]
+fn a_speaker_that_cannot_attach_stops_and_the_others_answer() {
+    let (_serial, v4, winner) = announced();
+    let others: Vec<&str> = NODES.iter().copied().filter(|n| *n != winner).collect();
+    let object = foreign_xdp_object();
+    // The speaker re-attaches a detached link on its next scan: retry until the foreign
+    // program got in between.
+    let take = format!(
+        "for i in 1 2 3 4 5; do \
+           for l in /sys/fs/bpf/herald/link_*_eth0; do [ -e \"$l\" ] && bpftool link detach pinned \"$l\"; done; \
+           ip link set dev eth0 xdpgeneric obj {} sec xdp && exit 0; sleep 0.2; \
+         done; exit 1",
+        object.display()
+    );
+    let taken = in_node(&winner, &take);
+    let pod = speaker_pod_on(&winner);
+    let crash_looping = wait_until(Duration::from_secs(120), || {
+        speaker_waiting_reason(&winner) == "CrashLoopBackOff"
+    });
+    let exit_code = speaker_pods_on(
+        &winner,
+        "{.items[*].status.containerStatuses[0].lastState.terminated.exitCode}",
+    );
+    let events = kubectl(&[
+        "-n",
+        SYSTEM,
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod},reason=cannotAnswer"),
+        "-o",
+        "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+    ]);
+    let log = try_kubectl(&["-n", SYSTEM, "logs", &pod, "--previous"]).unwrap_or_else(|e| e);
+    let answered = wait_until(DEADLINE, || {
+        let p = probe_arp(&v4, 10, 20);
+        p.unanswered.is_empty() && p.by_node.keys().all(|n| others.contains(&n.as_str()))
+    });
+    let stale = xdp_announcers(&v4);
+    // Free the interface; a fresh pod skips the back-off.
+    let freed = in_node(&winner, "ip link set dev eth0 xdpgeneric off");
+    kubectl(&["-n", SYSTEM, "delete", "pod", &pod, "--wait=true"]);
+    rolled_out(SYSTEM, "daemonset/speaker");
+    let _ = std::fs::remove_dir_all(object.parent().unwrap());
+    assert!(
+        taken.status.success(),
+        "the foreign program took eth0 on {winner}: {}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    assert!(freed.status.success(), "the foreign program came off");
+    assert!(
+        crash_looping,
+        "{winner}'s speaker crash-loops: {:?}",
+        speaker_waiting_reason(&winner)
+    );
+    assert_eq!(exit_code, "1", "the speaker exits with an error");
+    assert!(
+        events.contains("no interface on node") && events.contains("eth0"),
+        "an Event on the Pod says why: {events:?}"
+    );
+    assert!(
+        log.contains("no interface on node"),
+        "the log says why: {log}"
+    );
+    assert!(
+        answered,
+        "the other nodes answer {v4} while {winner}'s speaker is down"
+    );
+    assert!(
+        !stale.contains(&winner),
+        "{winner} answers nothing stale: {stale:?}"
+    );
+    assert!(
+        wait_answered_by(&v4, &winner),
+        "{winner} answers again once the interface is free"
+    );
+}
+
 /// The announcing node's containerd dies: its containers keep running under their shims, so
 /// the speaker keeps answering; containerd started again, the node carries on.
 #[test]

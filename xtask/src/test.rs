@@ -35,6 +35,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("podman", "podman"),
     ("busybox", "busybox-static"),
     ("musl-gcc", "musl-tools"),
+    // A foreign XDP program (compiled from LLVM IR) that holds a node's interface.
+    ("llc", "llvm"),
 ];
 
 #[derive(clap::Args)]

@@ -22,6 +22,7 @@ use crate::dataplane::xdp_mode::ModeChange;
 use crate::speaker::interfaces::{self, Eligible, InterfaceFacts, InterfaceFilter};
 use crate::speaker::metrics::SpeakerMetrics;
 use crate::speaker::plan::{self, ClaimSeen, Plan, PlannedEvent, Target};
+use crate::speaker::unanswerable::{self, Refused};
 
 /// What the speaker's reconcile asks of a way to announce addresses.
 pub trait Announcer {
@@ -50,6 +51,8 @@ pub struct L2Announcer<P: L2Plane> {
     /// Eligible interfaces with a responder (XDP or userspace), by name.
     ifaces: BTreeMap<String, Interface>,
     eligible: Eligible,
+    /// Eligible interfaces whose responder was refused at the last scan, with the reason.
+    refused: Refused,
     /// Withdrawals waiting out the hand-over overlap, with when they were first planned.
     handover: BTreeMap<Target, Duration>,
     /// What the last applied plan wants answered.
@@ -71,6 +74,7 @@ impl<P: L2Plane> L2Announcer<P> {
             windows: Windows::new(Cadence::default()),
             ifaces: BTreeMap::new(),
             eligible: Eligible::default(),
+            refused: Refused::new(),
             handover: BTreeMap::new(),
             targets: BTreeSet::new(),
             metrics,
@@ -86,6 +90,12 @@ impl<P: L2Plane> L2Announcer<P> {
         &self.eligible
     }
 
+    /// Interfaces eligible at the last scan that cannot answer, with the reason, and how many
+    /// do answer.
+    pub fn answerable(&self) -> (&Refused, usize) {
+        (&self.refused, self.ifaces.len())
+    }
+
     /// Hand-overs still waiting: the reconcile loop must look again soon.
     pub fn handover_pending(&self) -> bool {
         !self.handover.is_empty()
@@ -97,6 +107,7 @@ impl<P: L2Plane> L2Announcer<P> {
         let mut eligible = interfaces::eligible(facts, &self.filter);
         let mut ifaces = BTreeMap::new();
         let mut served = Vec::new();
+        let mut refused = Refused::new();
         for name in eligible.all() {
             let result = self
                 .plane
@@ -111,6 +122,7 @@ impl<P: L2Plane> L2Announcer<P> {
                     tracing::warn!(iface = %name, %error, "cannot answer on this interface; not used");
                     eligible.ipv4.remove(&name);
                     eligible.ipv6.remove(&name);
+                    refused.insert(name, unanswerable::describe(&error));
                 }
             }
         }
@@ -138,6 +150,7 @@ impl<P: L2Plane> L2Announcer<P> {
         }
         self.eligible = eligible;
         self.ifaces = ifaces;
+        self.refused = refused;
         changed
     }
 

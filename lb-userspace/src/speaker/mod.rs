@@ -28,4 +28,5 @@ pub mod run;
 pub mod scan;
 pub mod status;
 pub mod timing;
+pub mod unanswerable;
 pub mod writer;

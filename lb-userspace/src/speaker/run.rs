@@ -38,7 +38,11 @@ use crate::speaker::guard;
 use crate::speaker::metrics::SpeakerMetrics;
 use crate::speaker::options::{GossipSettings, Options};
 use crate::speaker::reconcile::{Pass, Reconciler, Settings};
+use crate::speaker::unanswerable;
 use crate::speaker::writer::write_loop;
+
+/// The Event reason of a speaker that stops because no interface can answer.
+const REASON_UNANSWERABLE: &str = "cannotAnswer";
 
 /// The shortest wait between a watch event and the pass it causes.
 const COALESCE: Duration = Duration::from_millis(5);
@@ -117,6 +121,19 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     watches.wait_ready().await;
     tracing::info!("watch caches synced");
 
+    // The interfaces first: a node that cannot answer anywhere must not join the election.
+    let mut announcer = L2Announcer::new(
+        plane,
+        options.filter.clone(),
+        options.timing.guard_budget,
+        metrics.clone(),
+    );
+    rescan(&mut announcer);
+    let layer2 = !watches.view().l2_advertisements.is_empty();
+    if let Some(reason) = cannot_answer(&announcer, &options.node, layer2) {
+        return Err(stop_unanswerable(&client, &options, &watches, reason).await);
+    }
+
     let start = Instant::now();
     let mut current_key = options
         .gossip
@@ -136,7 +153,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
 
     let armed = Arc::new(AtomicBool::new(quick_restart));
     let heartbeat = guard::regular(
-        plane.guard()?,
+        announcer.plane().guard()?,
         options.timing,
         health.clone(),
         armed.clone(),
@@ -149,13 +166,6 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     }
 
     let (writes, write_rx) = mpsc::unbounded_channel();
-    let mut announcer = L2Announcer::new(
-        plane,
-        options.filter.clone(),
-        options.timing.guard_budget,
-        metrics.clone(),
-    );
-    rescan(&mut announcer);
     let mut reconciler = Reconciler::new(
         Settings {
             node: options.node.clone(),
@@ -190,6 +200,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     let mut status_resync: Option<Instant> = None;
     let mut dirty = true;
     let mut last_pass = Duration::ZERO;
+    let mut unanswerable = None;
     loop {
         if dirty {
             dirty = false;
@@ -228,6 +239,11 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
             }
             ready.store(true, Ordering::Relaxed);
             last_pass = began.elapsed();
+            let layer2 = !view.l2_advertisements.is_empty();
+            if let Some(reason) = cannot_answer(&announcer, &options.node, layer2) {
+                unanswerable = Some(reason);
+                break;
+            }
         }
         tokio::select! {
             () = &mut shutdown => break,
@@ -303,8 +319,41 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     if let Err(error) = heartbeat.stop() {
         tracing::error!(%error, "the guard thread failed");
     }
+    if let Some(reason) = unanswerable {
+        return Err(stop_unanswerable(&client, &options, &watches, reason).await);
+    }
     tracing::info!("speaker stopped; XDP links stay pinned for the next start");
     Ok(())
+}
+
+/// Why this node cannot answer on any interface while layer 2 is configured, if so.
+fn cannot_answer<P: L2Plane>(
+    announcer: &L2Announcer<P>,
+    node: &str,
+    layer2: bool,
+) -> Option<String> {
+    let (refused, served) = announcer.answerable();
+    unanswerable::verdict(node, refused, served, layer2)
+}
+
+/// Records why the speaker stops (an Event on its Pod, else on its Node) and returns the error
+/// it exits with.
+async fn stop_unanswerable(
+    client: &kube::Client,
+    options: &Options,
+    watches: &Watches,
+    reason: String,
+) -> anyhow::Error {
+    tracing::error!(node = %options.node, %reason, "no interface can answer; stopping");
+    let writer = Writer::new(client, &options.namespace, &options.node);
+    let recorded = match watches.view().own_pod {
+        Some(pod) => writer.pod_event(&pod, REASON_UNANSWERABLE, &reason).await,
+        None => writer.node_event(true, REASON_UNANSWERABLE, &reason).await,
+    };
+    if let Err(error) = recorded {
+        tracing::warn!(%error, "recording why the speaker stops failed");
+    }
+    anyhow::anyhow!(reason)
 }
 
 /// Lists the interfaces and hands them to the announcer; true when the usable set changed.

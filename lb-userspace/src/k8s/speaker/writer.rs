@@ -241,6 +241,27 @@ impl Writer {
 }
 
 impl Writer {
+    /// Records an Event on this speaker's own Pod (why the speaker stops: shown by `kubectl
+    /// describe pod` beside the kubelet's restarts).
+    pub async fn pod_event(
+        &self,
+        pod: &Pod,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), kube::Error> {
+        self.events
+            .publish_ref(
+                pod.object_ref(&()),
+                Severity::Warning,
+                reason,
+                "Start",
+                message,
+            )
+            .await
+    }
+}
+
+impl Writer {
     /// Creates `ConfigurationState speaker-<node>` when absent (labels
     /// `metallb.io/component-type=speaker`, `metallb.io/node-name`, owner = speaker Pod) and
     /// writes its status.

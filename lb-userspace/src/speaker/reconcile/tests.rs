@@ -414,6 +414,23 @@ fn an_interface_that_cannot_answer_is_not_used() {
     );
     // A rescan with the same interfaces changes nothing.
     assert!(!announcer.rescan(&[facts("eth0"), facts("eth1")]));
+    let (refused, served) = announcer.answerable();
+    assert_eq!(served, 1);
+    assert_eq!(refused.keys().collect::<Vec<_>>(), ["eth1"]);
+    assert!(
+        refused["eth1"].contains("refused by the test"),
+        "{refused:?}"
+    );
+    // The last interface refuses too: nothing answers, and the refusals say why.
+    plane.state().attach_fails.insert("eth0".into());
+    assert!(announcer.rescan(&[facts("eth0"), facts("eth1")]));
+    let (refused, served) = announcer.answerable();
+    assert_eq!((served, refused.len()), (0, 2));
+    // Freed again: both answer, nothing refused.
+    plane.state().attach_fails.clear();
+    assert!(announcer.rescan(&[facts("eth0"), facts("eth1")]));
+    let (refused, served) = announcer.answerable();
+    assert_eq!((served, refused.len()), (2, 0));
 }
 
 #[test]
