@@ -41,7 +41,7 @@ fn demo_v4() -> String {
 /// it, once that node answers it.
 fn announced() -> (std::sync::MutexGuard<'static, ()>, String, String) {
     let serial = serial();
-    lab_real();
+    lab();
     let v4 = demo_v4();
     let winner = election_order(&v4, &NODES)[0].clone();
     assert!(wait_answered_by(&v4, &winner), "{v4} answered by {winner}");
@@ -180,7 +180,7 @@ fn speaker_pods_on(node: &str, jsonpath: &str) -> String {
 #[test]
 fn the_pods_run_with_exactly_what_the_manifests_grant() {
     let _serial = serial();
-    lab_real();
+    lab();
     let want = manifest_capability_mask();
     for node in NODES {
         let mut pid = None;
@@ -243,7 +243,7 @@ fn the_pods_run_with_exactly_what_the_manifests_grant() {
 #[test]
 fn speakers_attach_in_skb_mode_on_veth_and_say_why() {
     let _serial = serial();
-    lab_real();
+    lab();
     let status = status(false);
     for node in status["nodes"].as_array().unwrap() {
         let attachments: Vec<String> = node["xdp_attachments"]
@@ -276,7 +276,30 @@ fn speakers_attach_in_skb_mode_on_veth_and_say_why() {
     let nodes: BTreeSet<&str> = events.lines().collect();
     assert_eq!(nodes, NODES.iter().copied().collect(), "{events}");
     // A speaker that finds the link pinned keeps it and has nothing to report; one attaching
-    // afresh counts it. Detach node-c's eth0 link and replace its speaker pod.
+    // afresh counts it. Detach node-c's eth0 link: its speaker's next interface scan attaches
+    // it again, and its counter (scraped from the pod's port) goes up by one.
+    let changes = || {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "5", "http://203.0.113.13:7472/metrics"])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let count = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "herald_xdp_mode_changes_total{iface=\"eth0\",mode=\"skb\",reason=\"veth\"} ",
+                )
+            })
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap_or(0));
+        (count, text.contains("herald_dataplane_mode{iface=\"eth0\""))
+    };
+    assert!(
+        wait_until(DEADLINE, || changes().1),
+        "node-c's speaker exports its metrics"
+    );
+    let speaker = speaker_pid("node-c");
+    let before = changes().0;
     let pins = format!("/proc/{}/root/sys/fs/bpf/herald", mount_holder("node-c"));
     let detach = std::process::Command::new("nsenter")
         .args(["--net=/run/netns/hl-node-c", "--"])
@@ -285,21 +308,15 @@ fn speakers_attach_in_skb_mode_on_veth_and_say_why() {
         .output()
         .expect("herald xdp detach");
     assert!(detach.status.success(), "{detach:?}");
-    let pod = speaker_pod_on("node-c");
-    kubectl(&["-n", SYSTEM, "delete", "pod", &pod, "--wait=true"]);
-    rolled_out(SYSTEM, "daemonset/speaker");
-    let scraped = || {
-        let out = std::process::Command::new("curl")
-            .args(["-sf", "--max-time", "5", "http://203.0.113.13:7472/metrics"])
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let line = "herald_xdp_mode_changes_total{iface=\"eth0\",mode=\"skb\",reason=\"veth\"} 1";
     assert!(
-        wait_until(DEADLINE, || scraped().contains(line)),
-        "{}",
-        scraped()
+        wait_until(DEADLINE, || changes().0 == before + 1),
+        "the re-attach is counted once: {} after {before}",
+        changes().0
+    );
+    assert_eq!(
+        speaker_pid("node-c"),
+        speaker,
+        "the same speaker re-attached"
     );
 }
 
@@ -360,7 +377,7 @@ fn deleting_the_announcing_speaker_pod_leaves_no_probe_unanswered() {
 #[test]
 fn deleting_the_controller_pod_keeps_every_address() {
     let _serial = serial();
-    lab_real();
+    lab();
     demo_v4();
     let before = service_ips(DEMO.0, DEMO.1);
     kubectl(&[
@@ -501,6 +518,34 @@ fn speaker_waiting_reason(node: &str) -> String {
     )
 }
 
+/// The messages of the Events on `pod` in the speakers' namespace (of `reason` only, if given).
+fn pod_events(pod: &str, reason: Option<&str>) -> String {
+    let mut selector = format!("involvedObject.name={pod}");
+    if let Some(reason) = reason {
+        selector.push_str(&format!(",reason={reason}"));
+    }
+    kubectl(&[
+        "-n",
+        SYSTEM,
+        "get",
+        "events",
+        "--field-selector",
+        &selector,
+        "-o",
+        "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+    ])
+}
+
+/// Whether `others` alone answer `v4` (every probe round, within the deadline), and the nodes
+/// whose maps then hold `v4` with a live guard.
+fn others_answer(v4: &str, others: &[&str]) -> (bool, Vec<String>) {
+    let answered = wait_until(DEADLINE, || {
+        let p = probe_arp(v4, 10, 20);
+        p.unanswered.is_empty() && p.by_node.keys().all(|n| others.contains(&n.as_str()))
+    });
+    (answered, xdp_announcers(v4))
+}
+
 /// A new speaker image that one node lacks (and cannot pull): that node's new pod stays
 /// waiting and its Events say why; the node's old speaker withdrew on its way out, so it never
 /// answers a stale address, and the other nodes keep the Service answered. Rolling back heals it.
@@ -517,21 +562,8 @@ fn an_image_missing_on_one_node_leaves_the_others_answering() {
         reason.contains("ImagePull") || reason.contains("ErrImage")
     });
     let reason = speaker_waiting_reason(&winner);
-    let events = kubectl(&[
-        "-n",
-        SYSTEM,
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={}", speaker_pod_on(&winner)),
-        "-o",
-        "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
-    ]);
-    let answered = wait_until(DEADLINE, || {
-        let p = probe_arp(&v4, 10, 20);
-        p.unanswered.is_empty() && p.by_node.keys().all(|n| others.contains(&n.as_str()))
-    });
-    let stale = xdp_announcers(&v4);
+    let events = pod_events(&speaker_pod_on(&winner), None);
+    let (answered, stale) = others_answer(&v4, &others);
     kubectl(&["-n", SYSTEM, "rollout", "undo", "daemonset/speaker"]);
     rolled_out(SYSTEM, "daemonset/speaker");
     assert!(
@@ -598,8 +630,8 @@ fn in_node(node: &str, script: &str) -> std::process::Output {
         .expect("nsenter")
 }
 
-/// Another XDP program takes the announcing node's interface from Herald (its link detached,
-/// the foreign program attached in its place): the speaker cannot attach, says why in its log
+/// Another XDP program takes the announcing node's interfaces from Herald (its links detached,
+/// the foreign program attached in their place): the speaker cannot attach, says why in its log
 /// and an Event on its Pod, and stops — the kubelet's restarts end in CrashLoopBackOff — so the
 /// other nodes are elected and answer, and nothing stale answers on the failing node. Freeing
 /// the interface heals it.
@@ -608,13 +640,15 @@ fn a_speaker_that_cannot_attach_stops_and_the_others_answer() {
     let (_serial, v4, winner) = announced();
     let others: Vec<&str> = NODES.iter().copied().filter(|n| *n != winner).collect();
     let object = foreign_xdp_object();
-    // The speaker re-attaches a detached link on its next scan: retry until the foreign
-    // program got in between.
+    // Both interfaces the speaker answers on (the uplink and the direct link). It re-attaches
+    // a detached link on its next scan: retry until the foreign program got in between.
     let take = format!(
-        "for i in 1 2 3 4 5; do \
-           for l in /sys/fs/bpf/herald/link_*_eth0; do [ -e \"$l\" ] && bpftool link detach pinned \"$l\"; done; \
-           ip link set dev eth0 xdpgeneric obj {} sec xdp && exit 0; sleep 0.2; \
-         done; exit 1",
+        "for dev in eth0 eth1; do \
+           for i in 1 2 3 4 5; do \
+             for l in /sys/fs/bpf/herald/link_*_$dev; do [ -e \"$l\" ] && bpftool link detach pinned \"$l\"; done; \
+             ip link set dev $dev xdpgeneric obj {} sec xdp && continue 2; sleep 0.2; \
+           done; exit 1; \
+         done",
         object.display()
     );
     let taken = in_node(&winner, &take);
@@ -626,24 +660,14 @@ fn a_speaker_that_cannot_attach_stops_and_the_others_answer() {
         &winner,
         "{.items[*].status.containerStatuses[0].lastState.terminated.exitCode}",
     );
-    let events = kubectl(&[
-        "-n",
-        SYSTEM,
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={pod},reason=cannotAnswer"),
-        "-o",
-        "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
-    ]);
+    let events = pod_events(&pod, Some("cannotAnswer"));
     let log = try_kubectl(&["-n", SYSTEM, "logs", &pod, "--previous"]).unwrap_or_else(|e| e);
-    let answered = wait_until(DEADLINE, || {
-        let p = probe_arp(&v4, 10, 20);
-        p.unanswered.is_empty() && p.by_node.keys().all(|n| others.contains(&n.as_str()))
-    });
-    let stale = xdp_announcers(&v4);
+    let (answered, stale) = others_answer(&v4, &others);
     // Free the interface; a fresh pod skips the back-off.
-    let freed = in_node(&winner, "ip link set dev eth0 xdpgeneric off");
+    let freed = in_node(
+        &winner,
+        "ip link set dev eth0 xdpgeneric off && ip link set dev eth1 xdpgeneric off",
+    );
     kubectl(&["-n", SYSTEM, "delete", "pod", &pod, "--wait=true"]);
     rolled_out(SYSTEM, "daemonset/speaker");
     let _ = std::fs::remove_dir_all(object.parent().unwrap());
@@ -660,7 +684,10 @@ fn a_speaker_that_cannot_attach_stops_and_the_others_answer() {
     );
     assert_eq!(exit_code, "1", "the speaker exits with an error");
     assert!(
-        events.contains("no interface on node") && events.contains("eth0"),
+        events.contains("no interface on node")
+            && events.contains("eth0: ")
+            && events.contains("eth1: ")
+            && events.contains("busy"),
         "an Event on the Pod says why: {events:?}"
     );
     assert!(

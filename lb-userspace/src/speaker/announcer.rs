@@ -119,10 +119,11 @@ impl<P: L2Plane> L2Announcer<P> {
                     ifaces.insert(name, iface);
                 }
                 Err(error) => {
+                    let error = unanswerable::describe(&error);
                     tracing::warn!(iface = %name, %error, "cannot answer on this interface; not used");
                     eligible.ipv4.remove(&name);
                     eligible.ipv6.remove(&name);
-                    refused.insert(name, unanswerable::describe(&error));
+                    refused.insert(name, error);
                 }
             }
         }

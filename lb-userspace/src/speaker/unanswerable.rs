@@ -34,7 +34,12 @@ pub fn verdict(node: &str, refused: &Refused, served: usize, layer2: bool) -> Op
     }
     let reasons: Vec<String> = refused
         .iter()
-        .map(|(iface, why)| format!("{iface}: {why}"))
+        .map(|(iface, why)| {
+            let why = why
+                .strip_prefix(&format!("interface {iface}: "))
+                .unwrap_or(why);
+            format!("{iface}: {why}")
+        })
         .collect();
     Some(format!(
         "no interface on node {node:?} can answer ARP/NDP ({}); the speaker stops so that other \
@@ -71,6 +76,19 @@ mod tests {
         );
         assert_eq!(text.matches("bpf_link_create").count(), 1, "{text}");
         assert!(text.contains("os error 16"), "{text}");
+    }
+
+    #[test]
+    fn names_each_interface_once() {
+        let refused = Refused::from([(
+            "eth0".to_string(),
+            "interface eth0: skb mode attach failed: Resource busy".to_string(),
+        )]);
+        let message = verdict("n", &refused, 0, true).expect("nothing answers");
+        assert!(
+            message.contains("(eth0: skb mode attach failed: Resource busy)"),
+            "{message}"
+        );
     }
 
     #[test]

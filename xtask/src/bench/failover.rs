@@ -1,7 +1,10 @@
 //! `cargo xtask bench failover`: repeated faults on the node announcing the lab's demo IPv4
-//! address — SIGKILL of its speaker, and its uplink set down — each timed as the client sees it
-//! (ARP probe every `--probe-ms`, TCP connection every 10 ms): p50/p99/max with the speakers'
-//! detection settings. Brings the lab up when it is not (and down again afterwards).
+//! address, each timed as the client sees it (ARP probe every `--probe-ms`, TCP connection every
+//! 10 ms): p50/p99/max with the speakers' detection settings. On real nodes (the default) the
+//! speaker pod's process is frozen (SIGSTOP) and the node's cable cut at the switch; on played
+//! nodes the speaker process is killed (no kubelet restarts it: a crash that stays down, which
+//! only played nodes can show) and the uplink set down. Brings the lab up when it is not (and
+//! down again afterwards).
 
 use std::time::Duration;
 
@@ -21,6 +24,10 @@ pub struct Args {
     /// Speakers' `--detect-ms` (they are restarted with it when the lab runs with another value).
     #[arg(long, default_value_t = lab::DEFAULT_DETECT_MS)]
     pub detect_ms: u64,
+    /// The lab's nodes: `real` (Herald as pods on kubelet nodes; the detection time is the
+    /// DaemonSet's) or `played` (Herald as processes).
+    #[arg(long, value_enum, default_value_t = lab::Nodes::Real)]
+    pub nodes: lab::Nodes,
     /// Leave a lab this command started running.
     #[arg(long)]
     pub keep_lab: bool,
@@ -40,7 +47,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let started_lab = lab::up_unless_running(args.detect_ms)?;
+    let started_lab = lab::up_unless_running(args.detect_ms, args.nodes)?;
     if !started_lab && lab::detect_ms() != args.detect_ms {
         println!(
             "==> restarting the speakers with --detect-ms {}",
@@ -55,11 +62,12 @@ pub fn run(args: &Args) -> Result<()> {
         args.trials, args.probe_ms
     );
     println!(
-        "detection settings: --detect-ms {} ({settings})",
-        args.detect_ms
+        "nodes: {}; detection settings: --detect-ms {} ({settings})",
+        args.nodes.name(),
+        lab::detect_ms()
     );
     let mut report = Vec::new();
-    for fault in [failover::Fault::SpeakerKill, failover::Fault::LinkDown] {
+    for fault in failover::Fault::for_nodes(args.nodes) {
         let mut arp = Vec::new();
         let mut tcp = Vec::new();
         let mut restarts = 0;
@@ -113,7 +121,8 @@ pub fn run(args: &Args) -> Result<()> {
     std::fs::write(
         &out,
         serde_json::to_string_pretty(&json!({
-            "detect_ms": args.detect_ms,
+            "detect_ms": lab::detect_ms(),
+            "nodes": args.nodes.name(),
             "speaker_timing": settings,
             "probe_ms": args.probe_ms,
             "results": report,

@@ -123,7 +123,7 @@ pub fn run(args: &Args) -> Result<()> {
         );
         lab::down()?;
     }
-    let started_lab = lab::up_unless_running(args.detect_ms)?;
+    let started_lab = lab::up_unless_running(args.detect_ms, lab::Nodes::Played)?;
     if !started_lab {
         println!("==> using the running lab (left running afterwards)");
         if metallb::is_running() {

@@ -14,9 +14,10 @@ use anyhow::{Context, Result, bail};
 use super::herald::Speakers;
 use super::kubectl::service_ips;
 use super::probe::{self, format_mac};
-use super::procs::detect_ms;
+use super::procs::{detect_ms, recorded_nodes};
 use super::spec::{
-    BACKEND_PORT, CLIENT_NS, CLIENT_V4, DEMO_SERVICE, NodeSpec, UPLINK, node_by_name,
+    BACKEND_PORT, CLIENT_NS, CLIENT_V4, DEMO_SERVICE, NodeSpec, Nodes, SWITCH_NS, UPLINK,
+    node_by_name,
 };
 use super::status::{node_macs, node_of_mac};
 use super::topo;
@@ -31,9 +32,14 @@ pub struct FailoverArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// SIGKILL of the announcing node's speaker (its pinned XDP program keeps running until the
-    /// guard expires).
+    /// guard expires). Played nodes only: on a real node the kubelet restarts the container at
+    /// once and the pinned maps bridge the restart, so nothing fails over.
     SpeakerKill,
-    /// The announcing node's uplink set down.
+    /// SIGSTOP of the announcing node's speaker (hung; its container still runs, so the kubelet
+    /// restarts nothing until the liveness probe fails); repaired with SIGCONT.
+    SpeakerFreeze,
+    /// The announcing node's uplink set down (played nodes), or its cable cut at the switch
+    /// (real nodes: setting `eth0` down would flush the routes the lab installed there).
     LinkDown,
 }
 
@@ -41,8 +47,25 @@ impl Fault {
     pub fn label(self) -> &'static str {
         match self {
             Fault::SpeakerKill => "speaker kill -9",
+            Fault::SpeakerFreeze => "speaker frozen",
             Fault::LinkDown => "link down",
         }
+    }
+
+    /// The faults `lab failover` tries on the lab's kind of nodes.
+    pub fn for_nodes(nodes: Nodes) -> [Fault; 2] {
+        match nodes {
+            Nodes::Played => [Fault::SpeakerKill, Fault::LinkDown],
+            Nodes::Real => [Fault::SpeakerFreeze, Fault::LinkDown],
+        }
+    }
+}
+
+/// Sets `node`'s link down or up: its `eth0` on played nodes, its switch port on real ones.
+fn set_node_link(node: &NodeSpec, up: bool) -> Result<()> {
+    match recorded_nodes() {
+        Nodes::Played => topo::set_link(node.netns, UPLINK, up),
+        Nodes::Real => topo::set_link(SWITCH_NS, node.switch_port, up),
     }
 }
 
@@ -53,7 +76,8 @@ pub struct Trial {
     pub to: String,
     /// Fault → first ARP reply with the new node's MAC.
     pub arp: Duration,
-    /// Fault → first TCP connection served by another node (None: not within the deadline).
+    /// Fault → first TCP connection served by another node (played nodes), or begun after the
+    /// fault and completed (real nodes); None: not within the deadline.
     pub tcp: Option<Duration>,
     /// The failed node did not take its IP back by itself after the repair; its speaker was
     /// restarted to restore the starting state.
@@ -130,7 +154,10 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
             })
         })?
     };
-    let victim_name = from.clone();
+    // Played nodes serve TCP on the node that answered ARP, so a connection served by another
+    // node marks the move. Real nodes forward to a pod on any node (kube-proxy), so the first
+    // connection begun after the fault that completes is what the client sees.
+    let victim_name = (recorded_nodes() == Nodes::Played).then(|| from.clone());
     let tcp_fault_time = fault_time.clone();
     let tcp_thread = probe::spawn_in_netns(CLIENT_NS, move || {
         let start = Instant::now();
@@ -143,7 +170,7 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
             // Only connections begun after the fault count.
             if let (Some(fault), Ok(node)) = (tcp_fault_time.get(), served)
                 && attempt >= *fault
-                && node != victim_name
+                && victim_name.as_ref().is_none_or(|v| node != *v)
             {
                 return Ok(Some((Instant::now(), node)));
             }
@@ -159,7 +186,8 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
     let _ = fault_time.set(fault_at);
     match fault {
         Fault::SpeakerKill => speakers.kill(&victim)?,
-        Fault::LinkDown => topo::set_link(victim.netns, UPLINK, false)?,
+        Fault::SpeakerFreeze => speakers.freeze(&victim, true)?,
+        Fault::LinkDown => set_node_link(&victim, false)?,
     }
     let rounds = arp_thread
         .join()
@@ -177,7 +205,8 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
         Fault::SpeakerKill => {
             speakers.start(&victim)?;
         }
-        Fault::LinkDown => topo::set_link(victim.netns, UPLINK, true)?,
+        Fault::SpeakerFreeze => speakers.freeze(&victim, false)?,
+        Fault::LinkDown => set_node_link(&victim, true)?,
     }
     let Some(moved) = moved else {
         bail!(
@@ -230,12 +259,15 @@ fn restore(
 
 pub fn print_trial(t: &Trial) {
     println!(
-        "  {:<16} {} -> {}: client ARP answered by the new node after {:.0} ms; TCP through the IP reached {} after {}{}",
+        "  {:<16} {} -> {}: client ARP answered by the new node after {:.0} ms; TCP through the IP {} after {}{}",
         t.fault.label(),
         t.from,
         t.to,
         t.arp.as_secs_f64() * 1000.0,
-        t.to,
+        match recorded_nodes() {
+            Nodes::Played => format!("reached {}", t.to),
+            Nodes::Real => "connected".to_string(),
+        },
         t.tcp.map_or_else(
             || format!("> {} s", MAX_WAIT.as_secs()),
             |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)
@@ -256,7 +288,7 @@ pub fn run_lab_failover(args: &FailoverArgs) -> Result<()> {
         demo_ipv4()?,
         args.probe_ms
     );
-    for fault in [Fault::SpeakerKill, Fault::LinkDown] {
+    for fault in Fault::for_nodes(recorded_nodes()) {
         let t = trial(fault, probe, Speakers::Herald { detect_ms })?;
         print_trial(&t);
     }

@@ -95,6 +95,16 @@ impl Speakers {
         }
     }
 
+    /// SIGSTOP (`frozen`) or SIGCONT of `node`'s speaker.
+    pub fn freeze(self, node: &NodeSpec, frozen: bool) -> Result<()> {
+        let pid = match self {
+            Speakers::Herald { .. } => speaker_pid(node),
+            Speakers::Metallb => metallb::speaker_pid(node),
+        }
+        .with_context(|| format!("no {} speaker runs on {}", self.label(), node.name))?;
+        procs::signal(pid, if frozen { libc::SIGSTOP } else { libc::SIGCONT })
+    }
+
     /// Starts (or restarts) `node`'s speaker.
     pub fn start(self, node: &NodeSpec) -> Result<()> {
         match self {
@@ -180,8 +190,23 @@ pub fn herald_running() -> bool {
 }
 
 /// Starts (or restarts) `node`'s speaker inside its namespace as the speaker service account.
+/// On real nodes the kubelet restarts the speaker's container by itself: this waits for it.
 pub fn start_speaker(node: &NodeSpec, detect_ms: u64) -> Result<u32> {
-    spawn_speaker(node, detect_ms, "skb")
+    match procs::recorded_nodes() {
+        Nodes::Real => wait_speaker_container(node),
+        Nodes::Played => spawn_speaker(node, detect_ms, "skb"),
+    }
+}
+
+/// Waits until `node`'s speaker container runs (the kubelet restarts a killed one, after its
+/// crash back-off); its pid on the host.
+fn wait_speaker_container(node: &NodeSpec) -> Result<u32> {
+    let pid = wait_for(
+        &format!("the kubelet to restart {}'s speaker container", node.name),
+        Duration::from_secs(330),
+        || super::nodes::herald_in_node(node, "speaker"),
+    )?;
+    u32::try_from(pid).context("speaker pid")
 }
 
 fn spawn_speaker(node: &NodeSpec, detect_ms: u64, xdp_mode: &str) -> Result<u32> {
@@ -223,13 +248,27 @@ pub fn speaker_pins(node: &NodeSpec) -> std::path::PathBuf {
     }
 }
 
-/// Sends SIGKILL to `node`'s speaker (a crash: pinned maps stay).
+/// Sends SIGKILL to `node`'s speaker (a crash: pinned maps stay). On real nodes it is the
+/// speaker container's process, which the kubelet then restarts.
 pub fn kill_speaker(node: &NodeSpec) -> Result<()> {
-    procs::kill_recorded(&format!("speaker-{}", node.name), libc::SIGKILL)
+    match procs::recorded_nodes() {
+        Nodes::Real => {
+            let pid = super::nodes::herald_in_node(node, "speaker")
+                .with_context(|| format!("no speaker runs on {}", node.name))?;
+            procs::signal(pid, libc::SIGKILL)
+        }
+        Nodes::Played => procs::kill_recorded(&format!("speaker-{}", node.name), libc::SIGKILL),
+    }
 }
 
 /// Restarts every speaker with `--detect-ms detect_ms` (and records it).
 pub fn restart_speakers(detect_ms: u64) -> Result<()> {
+    if procs::recorded_nodes() == Nodes::Real {
+        bail!(
+            "on real nodes the speakers' --detect-ms comes from the DaemonSet (manifests/speaker.yaml); \
+             bring the lab up with `--nodes played` for a run at {detect_ms} ms"
+        );
+    }
     procs::record_detect_ms(detect_ms)?;
     for node in NODES {
         start_speaker(&node, detect_ms)?;
@@ -240,8 +279,13 @@ pub fn restart_speakers(detect_ms: u64) -> Result<()> {
 /// The timing line the first speaker logs at start (`detect_ms=… guard_budget_ms=…
 /// earliest_takeover_ms=…`), so benchmarks print the settings in force.
 pub fn speaker_timing_line() -> String {
-    let log = fs::read_to_string(run_dir().join(format!("speaker-{}.log", NODES[0].name)))
-        .unwrap_or_default();
+    let log = match procs::recorded_nodes() {
+        Nodes::Real => super::nodes::speaker_log(&NODES[0]),
+        Nodes::Played => {
+            fs::read_to_string(run_dir().join(format!("speaker-{}.log", NODES[0].name)))
+                .unwrap_or_default()
+        }
+    };
     log.lines()
         .rev()
         .find(|l| l.contains("detect_ms="))

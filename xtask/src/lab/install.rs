@@ -70,6 +70,23 @@ pub fn apply(herald: &Image) -> Result<()> {
     wait_rolled_out()
 }
 
+/// The speakers' `--detect-ms` as `manifests/speaker.yaml` sets it (the speaker's own default
+/// when it sets none).
+pub fn manifest_detect_ms() -> Result<Option<u64>> {
+    let path = workspace_root().join("manifests/speaker.yaml");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(detect_ms_in(&text))
+}
+
+fn detect_ms_in(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        l.trim()
+            .trim_start_matches("- ")
+            .strip_prefix("--detect-ms=")
+            .and_then(|v| v.trim().trim_matches('"').parse().ok())
+    })
+}
+
 /// Waits for the speaker DaemonSet and the controller Deployment to be rolled out.
 pub fn wait_rolled_out() -> Result<()> {
     for what in ["daemonset/speaker", "deployment/controller"] {
@@ -101,6 +118,19 @@ mod tests {
         assert_eq!(
             relative(Path::new("/a"), Path::new("/a/b")),
             PathBuf::from("b")
+        );
+    }
+
+    #[test]
+    fn reads_the_detection_time_from_the_speaker_args() {
+        assert_eq!(
+            detect_ms_in("args:\n  - speaker\n  - --detect-ms=500\n"),
+            Some(500)
+        );
+        assert_eq!(detect_ms_in("args:\n  - speaker\n"), None);
+        assert!(
+            manifest_detect_ms().unwrap().is_some(),
+            "manifests/speaker.yaml sets --detect-ms"
         );
     }
 

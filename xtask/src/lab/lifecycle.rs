@@ -52,10 +52,11 @@ pub struct UpArgs {
     /// user's image would: for benchmarks.
     #[arg(long)]
     pub release: bool,
-    /// `real`: kubelet, containerd and kube-proxy on every node, Herald installed from
+    /// `real` (default): kubelet, containerd and kube-proxy on every node, Herald installed from
     /// `manifests/` as pods of its own image, backends as real pods. `played`: the lab's agent
-    /// plays kubelet and Herald runs as processes.
-    #[arg(long, value_enum, default_value_t = Nodes::Played)]
+    /// plays kubelet and Herald runs as processes (the benchmarks that restart speakers with
+    /// other settings, or run MetalLB's beside them, use it).
+    #[arg(long, value_enum, default_value_t = Nodes::Real)]
     pub nodes: Nodes,
 }
 
@@ -179,11 +180,19 @@ pub fn up(args: &UpArgs) -> Result<()> {
     })
 }
 
-/// Brings the lab up with speakers at `detect_ms` unless it is up already; true when it did
-/// (the caller takes it down again when done).
-pub fn up_unless_running(detect_ms: u64) -> Result<bool> {
+/// Brings the lab up in layer 2 mode on `nodes` with speakers at `detect_ms` unless it is up
+/// already (then on those nodes); true when it did (the caller takes it down again when done).
+pub fn up_unless_running(detect_ms: u64, nodes: Nodes) -> Result<bool> {
     if is_up() {
         require_l2("up (for a layer 2 benchmark)")?;
+        let running = procs::recorded_nodes();
+        if running != nodes {
+            bail!(
+                "the lab is up on {} nodes and this needs {} ones: `cargo xtask lab down` first",
+                running.name(),
+                nodes.name()
+            );
+        }
         return Ok(false);
     }
     up(&UpArgs {
@@ -192,7 +201,7 @@ pub fn up_unless_running(detect_ms: u64) -> Result<bool> {
         no_speakers: false,
         mode: LabMode::L2,
         release: false,
-        nodes: Nodes::Played,
+        nodes,
     })?;
     Ok(true)
 }
@@ -321,6 +330,15 @@ fn start(args: &UpArgs) -> Result<()> {
 fn start_real(args: &UpArgs) -> Result<()> {
     step("images: herald (static, FROM scratch), pause, backend (cargo xtask image)");
     let images = crate::image::build()?;
+    // The speakers' detection time is the DaemonSet's: recorded for `lab failover` and status.
+    let detect_ms = install::manifest_detect_ms()?.unwrap_or(DEFAULT_DETECT_MS);
+    if args.detect_ms != DEFAULT_DETECT_MS && args.detect_ms != detect_ms {
+        println!(
+            "note: --detect-ms {} applies to played nodes; the speaker pods use the DaemonSet's {detect_ms} ms (manifests/speaker.yaml)",
+            args.detect_ms
+        );
+    }
+    procs::record_detect_ms(detect_ms)?;
     step("real nodes: containerd, kubelet, kube-proxy in hl-node-a/b/c, each with its own bpffs");
     nodes::start_all(&images)?;
     wait_nodes_ready()?;

@@ -477,6 +477,27 @@ pub fn herald_in_node(node: &NodeSpec, subcommand: &str) -> Option<i32> {
     })
 }
 
+/// What `node`'s speaker containers logged (every run the kubelet keeps), from the node's pod
+/// log directory.
+pub fn speaker_log(node: &NodeSpec) -> String {
+    let mut text = String::new();
+    let pods = fs::read_dir(node_dir(node).join("podlogs"));
+    for pod in pods.into_iter().flatten().flatten() {
+        if !pod
+            .file_name()
+            .to_string_lossy()
+            .starts_with("metallb-system_speaker-")
+        {
+            continue;
+        }
+        let runs = fs::read_dir(pod.path().join("speaker"));
+        for run in runs.into_iter().flatten().flatten() {
+            text.push_str(&fs::read_to_string(run.path()).unwrap_or_default());
+        }
+    }
+    text
+}
+
 /// `node`'s bpffs directory Herald's speaker pod pins under (`/sys/fs/bpf/herald` in the node's
 /// mount namespace), as the host reaches it.
 pub fn pin_dir_in_node(node: &NodeSpec) -> Option<PathBuf> {

@@ -120,9 +120,14 @@ pub fn recorded_pid(name: &str) -> Option<i32> {
 /// Sends `signal` to the recorded process `name`.
 pub fn kill_recorded(name: &str, signal: i32) -> Result<()> {
     let pid = recorded_pid(name).with_context(|| format!("{name} is not running"))?;
-    // SAFETY: kill(2) on a pid this lab recorded and that is alive.
+    self::signal(pid, signal).with_context(|| format!("signalling {name}"))
+}
+
+/// kill(2) of a lab process found by the caller.
+pub fn signal(pid: i32, signal: i32) -> Result<()> {
+    // SAFETY: kill(2) on a pid of the lab's that the caller found alive.
     if unsafe { libc::kill(pid, signal) } != 0 {
-        anyhow::bail!("kill {pid} ({name}): {}", std::io::Error::last_os_error());
+        anyhow::bail!("kill -{signal} {pid}: {}", std::io::Error::last_os_error());
     }
     Ok(())
 }

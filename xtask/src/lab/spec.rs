@@ -104,10 +104,12 @@ impl LabMode {
 /// What runs on the lab's nodes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Nodes {
-    /// The lab's agent plays kubelet, scheduler and kube-proxy; Herald runs as processes.
-    #[default]
+    /// The lab's agent plays kubelet, scheduler and kube-proxy; Herald runs as processes. Kept
+    /// for the benchmarks that restart the speakers with other settings or run MetalLB's
+    /// speakers beside them.
     Played,
     /// Real kubelet, containerd and kube-proxy; Herald and the backends run as pods.
+    #[default]
     Real,
 }
 

@@ -251,7 +251,7 @@ impl Fallback {
         }
         let timeout = libc::timeval {
             tv_sec: 0,
-            tv_usec: POLL.as_micros() as libc::suseconds_t,
+            tv_usec: POLL.as_micros() as _,
         };
         // SAFETY: timeout is a valid timeval for SO_RCVTIMEO.
         let rc = unsafe {

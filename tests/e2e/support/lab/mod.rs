@@ -18,12 +18,6 @@ use serde_json::Value;
 pub const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 /// Generous deadline for asynchronous effects (behaviour is tested, not speed).
 pub const DEADLINE: Duration = Duration::from_secs(60);
-/// `--detect-ms` of the lab's speakers in tests (all nodes share it). The guard budget is half
-/// of it: with the default 500 ms a SIGKILLed debug speaker restarted on a loaded 2-core CI
-/// machine may not write its first heartbeat within the ~250 ms budget, which the crash-restart
-/// test would count as unanswered requests although the code is right. 2000 ms gives the
-/// restart a 1 s budget; every failover wait stays far below [`DEADLINE`].
-pub const LAB_DETECT_MS: u64 = 2000;
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
 fn workspace_root() -> PathBuf {
@@ -66,20 +60,15 @@ extern "C" fn lab_down_at_exit() {
         .status();
 }
 
-/// Brings the lab up once in layer 2 mode (without building: the test command builds first).
+/// Brings the lab up once in layer 2 mode on real nodes (without building: the test command
+/// builds first).
 pub fn lab() {
     lab_in("l2");
 }
 
-/// Brings the lab up once in `mode` (`l2` or `bgp`): one mode per test binary.
+/// Brings the lab up once in `mode` (`l2` or `bgp`) on real nodes: one mode per test binary.
 pub fn lab_in(mode: &str) {
-    lab_with(&["--mode", mode, &format!("--detect-ms={LAB_DETECT_MS}")]);
-}
-
-/// Brings the lab up once with real nodes (kubelet, containerd; Herald from its manifests as
-/// pods) in layer 2 mode.
-pub fn lab_real() {
-    lab_with(&["--mode", "l2", "--nodes", "real"]);
+    lab_with(&["--mode", mode]);
 }
 
 /// Brings the lab up once with `args` after `lab up --no-build`: one lab per test binary.
@@ -400,11 +389,13 @@ pub fn wait_answered_by(ip: &str, node: &str) -> bool {
     })
 }
 
-/// Restarts a speaker the test killed or stopped and waits until its node answers `ip` again.
+/// Restarts a speaker the test killed or stopped (on real nodes: waits for the kubelet to).
 pub fn restart_speaker(node: &str) {
     xtask_lab(&["start-speaker", node]);
 }
 
+/// Sets `node`'s `eth0` down or up inside the node (played nodes only: on a real node it would
+/// flush the pod routes the lab installed; cut its switch port instead).
 pub fn set_link(node: &str, up: bool) {
     let status = Command::new("ip")
         .args([
@@ -434,6 +425,30 @@ pub fn set_switch_port(node: &str, up: bool) {
         .status()
         .expect("ip link set");
     assert!(status.success(), "ip link set p-{node} failed");
+}
+
+/// Everything the speaker containers on `node` logged (every container run the kubelet still
+/// keeps, from the node's pod log directory).
+pub fn speaker_logs(node: &str) -> String {
+    let dir = workspace_root().join(format!("target/lab/run/nodes/{node}/podlogs"));
+    let mut text = String::new();
+    for pod in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if !pod
+            .file_name()
+            .to_string_lossy()
+            .starts_with("metallb-system_speaker-")
+        {
+            continue;
+        }
+        for run in std::fs::read_dir(pod.path().join("speaker"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            text.push_str(&std::fs::read_to_string(run.path()).unwrap_or_default());
+        }
+    }
+    text
 }
 
 pub fn signal(pid: i32, signal: i32) {
