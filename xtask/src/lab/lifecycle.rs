@@ -296,8 +296,14 @@ fn start(args: &UpArgs) -> Result<()> {
             BGP_YAML
         }
     };
+    apply_lab_yaml(args, config, WORKLOAD_YAML)
+}
+
+/// Applies the mode's configuration and the workload, waits for the demo Service (and in BGP
+/// mode the router's ECMP routes), then shows `lab status` and what to do next.
+fn apply_lab_yaml(args: &UpArgs, config: &str, workload: &str) -> Result<()> {
     let lab_yaml = run_dir().join("lab.yaml");
-    fs::write(&lab_yaml, format!("{config}---\n{WORKLOAD_YAML}"))?;
+    fs::write(&lab_yaml, format!("{config}---\n{workload}"))?;
     kubectl(&["apply", "-f", &lab_yaml.display().to_string()])?;
     let ips = wait_service_ready()?;
     if args.mode == LabMode::Bgp && !args.no_speakers {
@@ -310,13 +316,18 @@ fn start(args: &UpArgs) -> Result<()> {
     })?;
     println!();
     println!(
-        "kubectl: {} --kubeconfig {} get svc -A",
+        "kubectl: {} --kubeconfig {} get pods,svc -A -o wide",
         crate::kube::binaries().kubectl().display(),
         kubeconfig("admin").display()
     );
     println!(
-        "logs: {}/*.log; next: cargo xtask lab status{} | down",
+        "logs: {}/*.log{}; next: cargo xtask lab status{} | down",
         run_dir().display(),
+        if args.nodes == Nodes::Real {
+            ", pods' under nodes/<node>/podlogs"
+        } else {
+            ""
+        },
         if args.mode == LabMode::L2 {
             " | failover"
         } else {
@@ -356,22 +367,7 @@ fn start_real(args: &UpArgs) -> Result<()> {
         LabMode::Bgp => BGP_YAML,
     };
     step("lab YAML: the mode's configuration, Deployment web (3 real pods), Service web");
-    let lab_yaml = run_dir().join("lab.yaml");
-    fs::write(
-        &lab_yaml,
-        format!("{config}---\n{}", install::WORKLOAD_PODS_YAML),
-    )?;
-    kubectl(&["apply", "-f", &lab_yaml.display().to_string()])?;
-    let ips = wait_service_ready()?;
-    if args.mode == LabMode::Bgp && !args.no_speakers {
-        router_table::wait_ecmp(&ips)?;
-    }
-    println!(
-        "kubectl: {} --kubeconfig {} get pods -A -o wide",
-        crate::kube::binaries().kubectl().display(),
-        kubeconfig("admin").display()
-    );
-    Ok(())
+    apply_lab_yaml(args, config, install::WORKLOAD_PODS_YAML)
 }
 
 fn apply_herald_manifests(plane: &ControlPlane) -> Result<()> {
