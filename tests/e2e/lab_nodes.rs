@@ -708,6 +708,65 @@ fn a_speaker_that_cannot_attach_stops_and_the_others_answer() {
     );
 }
 
+/// The images of the speaker pods (one per node).
+fn speaker_images() -> Vec<String> {
+    kubectl(&[
+        "-n",
+        SYSTEM,
+        "get",
+        "pods",
+        "-l",
+        "component=speaker",
+        "-o",
+        "jsonpath={.items[*].spec.containers[0].image}",
+    ])
+    .split_whitespace()
+    .map(str::to_string)
+    .collect()
+}
+
+/// A drop-in both ways: MetalLB v0.15.2's own manifest applied over Herald's install rolls
+/// the nodes over to MetalLB's speakers, which answer the same Service from the same
+/// configuration objects — from the same node, as both elect alike — with no Herald XDP
+/// program left on any node; Herald's manifests applied back take over again.
+#[test]
+fn metallb_and_herald_replace_each_other_from_their_own_manifests() {
+    let (_serial, v4, winner) = announced();
+    xtask_lab(&["switch", "metallb"]);
+    let metallb_images = speaker_images();
+    let metallb_answers = wait_until(DEADLINE, || {
+        let p = probe_arp(&v4, 10, 20);
+        p.unanswered.is_empty() && p.by_node.keys().collect::<Vec<_>>() == [&winner]
+    });
+    let attached: Vec<serde_json::Value> = status(false)["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|n| n["xdp_attachments"].as_array().cloned().unwrap_or_default())
+        .collect();
+    xtask_lab(&["switch", "herald"]);
+    assert_eq!(
+        metallb_images, ["localhost/metallb/speaker:v0.15.2"; 3],
+        "MetalLB's speakers run"
+    );
+    assert!(
+        metallb_answers,
+        "MetalLB's speaker on {winner} answers {v4}"
+    );
+    assert!(
+        attached.is_empty(),
+        "Herald's XDP left behind: {attached:?}"
+    );
+    assert!(
+        speaker_images()
+            .iter()
+            .all(|i| i.starts_with("localhost/herald:")),
+        "Herald's speakers are back: {:?}",
+        speaker_images()
+    );
+    assert!(wait_answered_by(&v4, &winner), "Herald answers {v4} again");
+}
+
 /// The announcing node's containerd dies: its containers keep running under their shims, so
 /// the speaker keeps answering; containerd started again, the node carries on.
 #[test]

@@ -35,6 +35,7 @@ pub mod router;
 pub mod router_table;
 mod spec;
 pub mod status;
+mod switch;
 mod topo;
 
 pub use herald::{
@@ -103,6 +104,12 @@ pub enum LabCommand {
         #[arg(long)]
         resume: bool,
     },
+    /// (real nodes) Roll the nodes over to MetalLB v0.15.2 from its own manifest, or back to
+    /// Herald, both as pods.
+    Switch {
+        #[arg(value_enum)]
+        to: switch::Implementation,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -148,8 +155,16 @@ pub fn run(command: &LabCommand) -> Result<()> {
             {
                 nodes::import_archive(node, &image.archive)?;
             }
+            // Imported: the archive of a test's tag is not kept.
+            let _ = std::fs::remove_file(&image.archive);
             println!("{}", image.reference);
             Ok(())
+        }
+        LabCommand::Switch { to } => {
+            if procs::recorded_nodes() != Nodes::Real {
+                anyhow::bail!("`lab switch` needs the lab up on real nodes (`cargo xtask lab up`)");
+            }
+            switch::switch(*to)
         }
         LabCommand::Containerd { node, start } => {
             let node = node_by_name(node)?;
