@@ -28,6 +28,10 @@ pub struct Args {
     /// DaemonSet's) or `played` (Herald as processes).
     #[arg(long, value_enum, default_value_t = lab::Nodes::Real)]
     pub nodes: lab::Nodes,
+    /// Then the same faults against MetalLB v0.15.2 as pods on the same nodes, installed from
+    /// its own manifest over Herald's (`lab switch metallb`), and Herald back afterwards.
+    #[arg(long)]
+    pub metallb: bool,
     /// Leave a lab this command started running.
     #[arg(long)]
     pub keep_lab: bool,
@@ -47,6 +51,9 @@ fn ms(d: Duration) -> f64 {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    if args.metallb && args.nodes != lab::Nodes::Real {
+        anyhow::bail!("--metallb runs MetalLB as pods: it needs --nodes real");
+    }
     let started_lab = lab::up_unless_running(args.detect_ms, args.nodes)?;
     if !started_lab && lab::detect_ms() != args.detect_ms {
         println!(
@@ -66,56 +73,65 @@ pub fn run(args: &Args) -> Result<()> {
         args.nodes.name(),
         lab::detect_ms()
     );
-    let mut report = Vec::new();
-    for fault in failover::Fault::for_nodes(args.nodes) {
-        let mut arp = Vec::new();
-        let mut tcp = Vec::new();
-        let mut restarts = 0;
-        for i in 0..args.trials {
-            let t = failover::trial(
-                fault,
-                Duration::from_millis(args.probe_ms),
-                lab::Speakers::Herald {
-                    detect_ms: args.detect_ms,
-                },
-            )?;
-            print!("  #{:<2}", i + 1);
-            failover::print_trial(&t);
-            arp.push(t.arp);
-            if let Some(d) = t.tcp {
-                tcp.push(d);
-            }
-            restarts += usize::from(t.restarted_after_repair);
-        }
-        arp.sort();
-        tcp.sort();
-        report.push(json!({
-            "fault": fault.label(),
-            "trials": args.trials,
-            "arp_ms": {"p50": ms(percentile(&arp, 50.0)), "p99": ms(percentile(&arp, 99.0)), "max": ms(*arp.last().unwrap_or(&Duration::ZERO))},
-            "tcp_ms": {"p50": ms(percentile(&tcp, 50.0)), "p99": ms(percentile(&tcp, 99.0)), "max": ms(*tcp.last().unwrap_or(&Duration::ZERO)), "measured": tcp.len()},
-            "repairs_needing_restart": restarts,
-        }));
+    let mut report = trials(
+        args,
+        lab::Speakers::Herald {
+            detect_ms: args.detect_ms,
+        },
+    )?;
+    if args.metallb {
+        println!(
+            "==> MetalLB {} from its own manifest, as pods (lab switch metallb)",
+            crate::image::METALLB_VERSION
+        );
+        lab::switch(lab::Implementation::Metallb)?;
+        let metallb = trials(args, lab::Speakers::Metallb);
+        println!("==> Herald back from its manifests (lab switch herald)");
+        lab::switch(lab::Implementation::Herald)?;
+        report.extend(metallb?);
     }
     println!();
-    println!("| fault | trials | ARP p50 | ARP p99 | ARP max | TCP p50 | TCP p99 | target p99 |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| speakers | fault | trials | ARP p50 | ARP p99 | ARP max | TCP p50 | TCP p99 | target p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &report {
         println!(
-            "| {} | {} | {} ms | {} ms | {} ms | {} ms | {} ms | <= 1000 ms: {} |",
+            "| {} | {} | {} | {} ms | {} ms | {} ms | {} ms | {} ms | <= 1000 ms: {} |",
+            r["speakers"].as_str().unwrap_or("?"),
             r["fault"].as_str().unwrap_or("?"),
             r["trials"],
-            r["arp_ms"]["p50"],
-            r["arp_ms"]["p99"],
-            r["arp_ms"]["max"],
-            r["tcp_ms"]["p50"],
-            r["tcp_ms"]["p99"],
+            show(&r["arp_ms"]["p50"]),
+            show(&r["arp_ms"]["p99"]),
+            show(&r["arp_ms"]["max"]),
+            show(&r["tcp_ms"]["p50"]),
+            show(&r["tcp_ms"]["p99"]),
             if r["arp_ms"]["p99"].as_f64().is_some_and(|p| p <= 1000.0) {
                 "met"
             } else {
                 "MISSED"
             }
         );
+    }
+    for herald in report.iter().filter(|r| r["speakers"] == "Herald") {
+        if let Some(metallb) = report
+            .iter()
+            .find(|r| r["speakers"] == "MetalLB" && r["fault"] == herald["fault"])
+        {
+            let ratio = |p: &str| {
+                let (h, m) = (herald["arp_ms"][p].as_f64(), metallb["arp_ms"][p].as_f64());
+                match (h, m) {
+                    (Some(h), Some(m)) if h > 0.0 => format!("{:.1}x", m / h),
+                    _ => "-".to_string(),
+                }
+            };
+            println!(
+                "{}: MetalLB's ARP failover takes {} Herald's at p50, {} at p99",
+                herald["fault"].as_str().unwrap_or("?"),
+                ratio("p50"),
+                ratio("p99")
+            );
+        }
     }
     let out = crate::paths::workspace_root().join("target/bench-failover.json");
     std::fs::write(
@@ -133,6 +149,63 @@ pub fn run(args: &Args) -> Result<()> {
         lab::down()?;
     }
     Ok(())
+}
+
+/// A figure as the table shows it: a number, or a bound such as `> 15000`.
+fn show(value: &serde_json::Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_string)
+}
+
+/// `args.trials` trials of each fault against `speakers`, one summary per fault.
+fn trials(args: &Args, speakers: lab::Speakers) -> Result<Vec<serde_json::Value>> {
+    let mut report = Vec::new();
+    for fault in failover::Fault::for_nodes(args.nodes) {
+        let mut arp = Vec::new();
+        let mut tcp = Vec::new();
+        let mut restarts = 0;
+        let mut timeouts = 0;
+        for i in 0..args.trials {
+            print!("  {} #{:<2}", speakers.label(), i + 1);
+            match failover::trial(fault, Duration::from_millis(args.probe_ms), speakers) {
+                Ok(t) => {
+                    failover::print_trial(&t);
+                    arp.push(t.arp);
+                    if let Some(d) = t.tcp {
+                        tcp.push(d);
+                    }
+                    restarts += usize::from(t.restarted_after_repair);
+                }
+                // Counted, and taken as slower than every answered trial.
+                Err(e) if e.downcast_ref::<failover::NoTakeover>().is_some() => {
+                    println!(" {e}");
+                    timeouts += 1;
+                    arp.push(Duration::MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        arp.sort();
+        tcp.sort();
+        let arp_ms = |d: Duration| {
+            if d == Duration::MAX {
+                json!(format!("> {}", failover::MAX_WAIT.as_millis()))
+            } else {
+                json!(ms(d))
+            }
+        };
+        report.push(json!({
+            "speakers": speakers.label(),
+            "fault": fault.label(),
+            "trials": args.trials,
+            "no_takeover_within_max_wait": timeouts,
+            "arp_ms": {"p50": arp_ms(percentile(&arp, 50.0)), "p99": arp_ms(percentile(&arp, 99.0)), "max": arp_ms(*arp.last().unwrap_or(&Duration::ZERO))},
+            "tcp_ms": {"p50": ms(percentile(&tcp, 50.0)), "p99": ms(percentile(&tcp, 99.0)), "max": ms(*tcp.last().unwrap_or(&Duration::ZERO)), "measured": tcp.len()},
+            "repairs_needing_restart": restarts,
+        }));
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -85,7 +85,29 @@ pub struct Trial {
 }
 
 /// How long one trial may wait for the new announcer.
-const MAX_WAIT: Duration = Duration::from_secs(15);
+pub const MAX_WAIT: Duration = Duration::from_secs(15);
+
+/// A trial in which no other node answered within [`MAX_WAIT`] (the fault was repaired).
+#[derive(Debug)]
+pub struct NoTakeover {
+    pub fault: Fault,
+    pub vip: Ipv4Addr,
+    pub from: String,
+}
+
+impl std::fmt::Display for NoTakeover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: no other node answered ARP for {} within {MAX_WAIT:?} after the fault on {}",
+            self.fault.label(),
+            self.vip,
+            self.from
+        )
+    }
+}
+
+impl std::error::Error for NoTakeover {}
 
 /// The demo Service's IPv4 address.
 pub fn demo_ipv4() -> Result<Ipv4Addr> {
@@ -209,10 +231,12 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
         Fault::LinkDown => set_node_link(&victim, true)?,
     }
     let Some(moved) = moved else {
-        bail!(
-            "{}: no other node answered ARP for {vip} within {MAX_WAIT:?} after the fault on {from}",
-            fault.label()
-        );
+        return Err(NoTakeover {
+            fault,
+            vip,
+            from,
+        }
+        .into());
     };
     let to = node_of_mac(&macs, &format_mac(&moved.mac));
     let restarted_after_repair = restore(vip, before, &victim, speakers)?;

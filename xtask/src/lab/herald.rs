@@ -87,29 +87,42 @@ impl Speakers {
         }
     }
 
+    /// The pid of `node`'s speaker (process or pod), if one runs.
+    pub fn pid(self, node: &NodeSpec) -> Option<i32> {
+        match (self, procs::recorded_nodes()) {
+            (Speakers::Herald { .. }, _) => speaker_pid(node),
+            (Speakers::Metallb, Nodes::Real) => super::nodes::metallb_speaker_in_node(node),
+            (Speakers::Metallb, Nodes::Played) => metallb::speaker_pid(node),
+        }
+    }
+
     /// SIGKILL of `node`'s speaker.
     pub fn kill(self, node: &NodeSpec) -> Result<()> {
-        match self {
-            Speakers::Herald { .. } => kill_speaker(node),
-            Speakers::Metallb => metallb::kill_speaker(node),
+        match (self, procs::recorded_nodes()) {
+            (Speakers::Metallb, Nodes::Played) => metallb::kill_speaker(node),
+            (Speakers::Herald { .. }, Nodes::Played) => kill_speaker(node),
+            (_, Nodes::Real) => self.signal(node, libc::SIGKILL),
         }
     }
 
     /// SIGSTOP (`frozen`) or SIGCONT of `node`'s speaker.
     pub fn freeze(self, node: &NodeSpec, frozen: bool) -> Result<()> {
-        let pid = match self {
-            Speakers::Herald { .. } => speaker_pid(node),
-            Speakers::Metallb => metallb::speaker_pid(node),
-        }
-        .with_context(|| format!("no {} speaker runs on {}", self.label(), node.name))?;
-        procs::signal(pid, if frozen { libc::SIGSTOP } else { libc::SIGCONT })
+        self.signal(node, if frozen { libc::SIGSTOP } else { libc::SIGCONT })
     }
 
-    /// Starts (or restarts) `node`'s speaker.
+    fn signal(self, node: &NodeSpec, signal: i32) -> Result<()> {
+        let pid = self
+            .pid(node)
+            .with_context(|| format!("no {} speaker runs on {}", self.label(), node.name))?;
+        procs::signal(pid, signal)
+    }
+
+    /// Starts (or restarts) `node`'s speaker; on real nodes, waits for the kubelet to.
     pub fn start(self, node: &NodeSpec) -> Result<()> {
-        match self {
-            Speakers::Herald { detect_ms } => start_speaker(node, detect_ms).map(|_| ()),
-            Speakers::Metallb => metallb::start_speaker(node).map(|_| ()),
+        match (self, procs::recorded_nodes()) {
+            (Speakers::Herald { detect_ms }, _) => start_speaker(node, detect_ms).map(|_| ()),
+            (Speakers::Metallb, Nodes::Played) => metallb::start_speaker(node).map(|_| ()),
+            (Speakers::Metallb, Nodes::Real) => wait_speaker_container(node, self).map(|_| ()),
         }
     }
 }
@@ -193,18 +206,18 @@ pub fn herald_running() -> bool {
 /// On real nodes the kubelet restarts the speaker's container by itself: this waits for it.
 pub fn start_speaker(node: &NodeSpec, detect_ms: u64) -> Result<u32> {
     match procs::recorded_nodes() {
-        Nodes::Real => wait_speaker_container(node),
+        Nodes::Real => wait_speaker_container(node, Speakers::Herald { detect_ms }),
         Nodes::Played => spawn_speaker(node, detect_ms, "skb"),
     }
 }
 
-/// Waits until `node`'s speaker container runs (the kubelet restarts a killed one, after its
-/// crash back-off); its pid on the host.
-fn wait_speaker_container(node: &NodeSpec) -> Result<u32> {
+/// Waits until `node`'s speaker container of `speakers` runs (the kubelet restarts a killed
+/// one, after its crash back-off); its pid on the host.
+fn wait_speaker_container(node: &NodeSpec, speakers: Speakers) -> Result<u32> {
     let pid = wait_for(
         &format!("the kubelet to restart {}'s speaker container", node.name),
         Duration::from_secs(330),
-        || super::nodes::herald_in_node(node, "speaker"),
+        || speakers.pid(node),
     )?;
     u32::try_from(pid).context("speaker pid")
 }

@@ -47,6 +47,7 @@ use lifecycle::require_l2;
 pub use lifecycle::{BGP_YAML, UpArgs, down, up, up_unless_running};
 pub use procs::{detect_ms, is_up, recorded_mode};
 pub use spec::*;
+pub use switch::{Implementation, switch};
 pub use topo::{DIRECT_IF, DIRECT_NS, DirectLink, direct_link, direct_links};
 
 use std::net::Ipv4Addr;

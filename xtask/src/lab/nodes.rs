@@ -463,15 +463,24 @@ fn processes(matches: impl Fn(&[String]) -> bool) -> Vec<i32> {
 /// The host pid of the `herald <subcommand>` container process running in `node`'s network
 /// namespace (the speaker: hostNetwork), if one runs.
 pub fn herald_in_node(node: &NodeSpec, subcommand: &str) -> Option<i32> {
+    container_in_node(node, |args| {
+        args.first().is_some_and(|a| a == "/herald") && args.get(1).is_some_and(|a| a == subcommand)
+    })
+}
+
+/// The host pid of MetalLB's speaker container process (`/speaker`) in `node`'s network
+/// namespace, if one runs.
+pub fn metallb_speaker_in_node(node: &NodeSpec) -> Option<i32> {
+    container_in_node(node, |args| args.first().is_some_and(|a| a == "/speaker"))
+}
+
+/// The first process in `node`'s network namespace whose command line `matches`.
+fn container_in_node(node: &NodeSpec, matches: impl Fn(&[String]) -> bool) -> Option<i32> {
     use std::os::unix::fs::MetadataExt as _;
     let netns = fs::metadata(format!("/run/netns/{}", node.netns))
         .ok()?
         .ino();
-    processes(|args| {
-        args.first().is_some_and(|a| a == "/herald") && args.get(1).is_some_and(|a| a == subcommand)
-    })
-    .into_iter()
-    .find(|pid| {
+    processes(|args| matches(args)).into_iter().find(|pid| {
         fs::read_link(format!("/proc/{pid}/ns/net"))
             .is_ok_and(|l| l.to_string_lossy() == format!("net:[{netns}]"))
     })
