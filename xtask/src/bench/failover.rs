@@ -113,6 +113,17 @@ pub fn run(args: &Args) -> Result<()> {
             }
         );
     }
+    for r in report
+        .iter()
+        .filter(|r| r["speaker_containers_restarted_by_kubelet"].as_u64() > Some(0))
+    {
+        println!(
+            "{} {}: the kubelet restarted {} speaker container(s) during the trials (liveness probe)",
+            r["speakers"].as_str().unwrap_or("?"),
+            r["fault"].as_str().unwrap_or("?"),
+            r["speaker_containers_restarted_by_kubelet"]
+        );
+    }
     for herald in report.iter().filter(|r| r["speakers"] == "Herald") {
         if let Some(metallb) = report
             .iter()
@@ -162,6 +173,7 @@ fn show(value: &serde_json::Value) -> String {
 fn trials(args: &Args, speakers: lab::Speakers) -> Result<Vec<serde_json::Value>> {
     let mut report = Vec::new();
     for fault in failover::Fault::for_nodes(args.nodes) {
+        let restarted_before = kubelet_restarts(args.nodes);
         let mut arp = Vec::new();
         let mut tcp = Vec::new();
         let mut restarts = 0;
@@ -203,9 +215,33 @@ fn trials(args: &Args, speakers: lab::Speakers) -> Result<Vec<serde_json::Value>
             "arp_ms": {"p50": arp_ms(percentile(&arp, 50.0)), "p99": arp_ms(percentile(&arp, 99.0)), "max": arp_ms(*arp.last().unwrap_or(&Duration::ZERO))},
             "tcp_ms": {"p50": ms(percentile(&tcp, 50.0)), "p99": ms(percentile(&tcp, 99.0)), "max": ms(*tcp.last().unwrap_or(&Duration::ZERO)), "measured": tcp.len()},
             "repairs_needing_restart": restarts,
+            "speaker_containers_restarted_by_kubelet": kubelet_restarts(args.nodes).saturating_sub(restarted_before),
         }));
     }
     Ok(report)
+}
+
+/// Restarts of the speaker containers so far (a frozen speaker that fails its liveness probe
+/// is restarted by the kubelet); 0 on played nodes.
+fn kubelet_restarts(nodes: lab::Nodes) -> u64 {
+    if nodes != lab::Nodes::Real {
+        return 0;
+    }
+    lab::kubectl(&[
+        "-n",
+        "metallb-system",
+        "get",
+        "pods",
+        "-l",
+        "component=speaker",
+        "-o",
+        "jsonpath={.items[*].status.containerStatuses[0].restartCount}",
+    ])
+    .map_or(0, |out| {
+        out.split_whitespace()
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum()
+    })
 }
 
 #[cfg(test)]

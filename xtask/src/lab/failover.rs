@@ -231,12 +231,7 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
         Fault::LinkDown => set_node_link(&victim, true)?,
     }
     let Some(moved) = moved else {
-        return Err(NoTakeover {
-            fault,
-            vip,
-            from,
-        }
-        .into());
+        return Err(NoTakeover { fault, vip, from }.into());
     };
     let to = node_of_mac(&macs, &format_mac(&moved.mac));
     let restarted_after_repair = restore(vip, before, &victim, speakers)?;

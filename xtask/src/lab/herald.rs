@@ -110,10 +110,16 @@ impl Speakers {
         self.signal(node, if frozen { libc::SIGSTOP } else { libc::SIGCONT })
     }
 
+    /// Signals `node`'s speaker; on real nodes a container the kubelet is restarting (its
+    /// liveness probe failed, say) is waited for.
     fn signal(self, node: &NodeSpec, signal: i32) -> Result<()> {
-        let pid = self
-            .pid(node)
-            .with_context(|| format!("no {} speaker runs on {}", self.label(), node.name))?;
+        let pid = match (self.pid(node), procs::recorded_nodes()) {
+            (Some(pid), _) => pid,
+            (None, Nodes::Real) => wait_speaker_container(node, self)? as i32,
+            (None, Nodes::Played) => {
+                bail!("no {} speaker runs on {}", self.label(), node.name)
+            }
+        };
         procs::signal(pid, signal)
     }
 

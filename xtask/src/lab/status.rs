@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::herald::{speaker_pid, speaker_pins};
+use super::herald::{Speakers, speaker_pid, speaker_pins};
 use super::kubectl::kubectl;
 use super::procs::{detect_ms, recorded_mode};
 use super::spec::{
@@ -311,6 +311,8 @@ pub fn gather(client: bool) -> Result<Value> {
             "ipv6": node.v6.to_string(),
             "mac": topo::mac(node.netns, UPLINK).unwrap_or_default(),
             "speaker_pid": speaker_pid(&node),
+            // After `lab switch metallb` the nodes run MetalLB's speaker pods instead.
+            "metallb_speaker_pid": Speakers::Metallb.pid(&node),
             "xdp_attachments": snap["attachments"].clone(),
             "guard": snap["guard"].clone(),
             "xdp_addresses": snap["addresses"].as_array().map(|a| a.iter().map(|e| e["ip"].clone()).collect::<Vec<_>>()).unwrap_or_default(),
@@ -414,9 +416,11 @@ pub fn print(args: &StatusArgs) -> Result<()> {
             n["ipv4"].as_str().unwrap_or("?"),
             n["ipv6"].as_str().unwrap_or("?"),
             n["mac"].as_str().unwrap_or("?"),
-            n["speaker_pid"]
-                .as_i64()
-                .map_or_else(|| "NOT RUNNING".to_string(), |p| format!("pid {p}")),
+            match (n["speaker_pid"].as_i64(), n["metallb_speaker_pid"].as_i64()) {
+                (Some(p), _) => format!("pid {p}"),
+                (None, Some(p)) => format!("MetalLB's, pid {p}"),
+                (None, None) => "NOT RUNNING".to_string(),
+            },
             attach,
             n["guard"]["state"].as_str().unwrap_or("-"),
         );
