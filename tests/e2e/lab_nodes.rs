@@ -158,20 +158,19 @@ fn speaker_pod_on(node: &str) -> String {
 
 /// `jsonpath` over the speaker pods on `node`, trimmed.
 fn speaker_pods_on(node: &str, jsonpath: &str) -> String {
-    kubectl(&[
-        "-n",
-        SYSTEM,
-        "get",
-        "pods",
-        "-l",
-        "component=speaker",
-        "--field-selector",
-        &format!("spec.nodeName={node}"),
-        "-o",
-        &format!("jsonpath={jsonpath}"),
-    ])
-    .trim()
-    .to_string()
+    speaker_pods(
+        &["--field-selector", &format!("spec.nodeName={node}")],
+        jsonpath,
+    )
+}
+
+/// `jsonpath` over the speaker pods that `filter` (more `kubectl get` arguments) selects, trimmed.
+fn speaker_pods(filter: &[&str], jsonpath: &str) -> String {
+    let jsonpath = format!("jsonpath={jsonpath}");
+    let mut args = vec!["-n", SYSTEM, "get", "pods", "-l", "component=speaker"];
+    args.extend_from_slice(filter);
+    args.extend(["-o", &jsonpath]);
+    kubectl(&args).trim().to_string()
 }
 
 /// The speaker container's effective capabilities are exactly the manifest's list, with
@@ -546,6 +545,23 @@ fn others_answer(v4: &str, others: &[&str]) -> (bool, Vec<String>) {
     (answered, xdp_announcers(v4))
 }
 
+/// While `winner`'s speaker was out the other nodes answered `v4` (`answered`) and `winner`
+/// held no live answer (`stale`: nodes with one); after the repair (`when`) it answers again.
+fn covered_then_healed(v4: &str, winner: &str, answered: bool, stale: &[String], when: &str) {
+    assert!(
+        answered,
+        "the other nodes answer {v4} while {winner}'s speaker is out"
+    );
+    assert!(
+        !stale.iter().any(|n| n == winner),
+        "{winner} answers nothing stale: {stale:?}"
+    );
+    assert!(
+        wait_answered_by(v4, winner),
+        "{winner} answers {v4} again {when}"
+    );
+}
+
 /// A new speaker image that one node lacks (and cannot pull): that node's new pod stays
 /// waiting and its Events say why; the node's old speaker withdrew on its way out, so it never
 /// answers a stale address, and the other nodes keep the Service answered. Rolling back heals it.
@@ -574,18 +590,7 @@ fn an_image_missing_on_one_node_leaves_the_others_answering() {
         events.contains(&image),
         "the pod's Events name the image: {events}"
     );
-    assert!(
-        answered,
-        "another node answers {v4} while {winner} has no speaker"
-    );
-    assert!(
-        !stale.contains(&winner),
-        "{winner} keeps no live answer: {stale:?}"
-    );
-    assert!(
-        wait_answered_by(&v4, &winner),
-        "{winner} answers again after the rollback"
-    );
+    covered_then_healed(&v4, &winner, answered, &stale, "after the rollback");
 }
 
 /// A foreign XDP program, as another tool would attach it: LLVM IR compiled by `llc`, loaded
@@ -694,35 +699,15 @@ fn a_speaker_that_cannot_attach_stops_and_the_others_answer() {
         log.contains("no interface on node"),
         "the log says why: {log}"
     );
-    assert!(
-        answered,
-        "the other nodes answer {v4} while {winner}'s speaker is down"
-    );
-    assert!(
-        !stale.contains(&winner),
-        "{winner} answers nothing stale: {stale:?}"
-    );
-    assert!(
-        wait_answered_by(&v4, &winner),
-        "{winner} answers again once the interface is free"
-    );
+    covered_then_healed(&v4, &winner, answered, &stale, "once the interface is free");
 }
 
 /// The images of the speaker pods (one per node).
 fn speaker_images() -> Vec<String> {
-    kubectl(&[
-        "-n",
-        SYSTEM,
-        "get",
-        "pods",
-        "-l",
-        "component=speaker",
-        "-o",
-        "jsonpath={.items[*].spec.containers[0].image}",
-    ])
-    .split_whitespace()
-    .map(str::to_string)
-    .collect()
+    speaker_pods(&[], "{.items[*].spec.containers[0].image}")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 /// A drop-in both ways: MetalLB v0.15.2's own manifest applied over Herald's install rolls
