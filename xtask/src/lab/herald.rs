@@ -267,17 +267,9 @@ pub fn speaker_pins(node: &NodeSpec) -> std::path::PathBuf {
     }
 }
 
-/// Sends SIGKILL to `node`'s speaker (a crash: pinned maps stay). On real nodes it is the
-/// speaker container's process, which the kubelet then restarts.
-pub fn kill_speaker(node: &NodeSpec) -> Result<()> {
-    match procs::recorded_nodes() {
-        Nodes::Real => {
-            let pid = super::nodes::herald_in_node(node, "speaker")
-                .with_context(|| format!("no speaker runs on {}", node.name))?;
-            procs::signal(pid, libc::SIGKILL)
-        }
-        Nodes::Played => procs::kill_recorded(&format!("speaker-{}", node.name), libc::SIGKILL),
-    }
+/// Sends SIGKILL to `node`'s speaker process on played nodes (a crash: pinned maps stay).
+fn kill_speaker(node: &NodeSpec) -> Result<()> {
+    procs::kill_recorded(&format!("speaker-{}", node.name), libc::SIGKILL)
 }
 
 /// Restarts every speaker with `--detect-ms detect_ms` (and records it).
