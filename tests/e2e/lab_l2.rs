@@ -492,16 +492,19 @@ fn speakers_authenticate_as_the_speaker_service_account() {
     .expect("whoami as speaker");
     assert_eq!(who, "system:serviceaccount:metallb-system:speaker");
 
-    let accounts = kubectl(&[
-        "-n",
-        "metallb-system",
-        "get",
-        "pods",
-        "-l",
-        "component=speaker",
-        "-o",
-        "jsonpath={.items[*].spec.serviceAccountName}",
-    ]);
+    let speakers = |jsonpath: &str| {
+        kubectl(&[
+            "-n",
+            "metallb-system",
+            "get",
+            "pods",
+            "-l",
+            "component=speaker",
+            "-o",
+            &format!("jsonpath={jsonpath}"),
+        ])
+    };
+    let accounts = speakers("{.items[*].spec.serviceAccountName}");
     assert_eq!(
         accounts.split_whitespace().collect::<Vec<_>>(),
         ["speaker"; 3],
@@ -559,12 +562,14 @@ fn speakers_authenticate_as_the_speaker_service_account() {
         .is_empty()),
         "no ServiceL2Status written by the speakers"
     );
-    for node in NODES {
-        let log = speaker_logs(node);
-        assert!(!log.is_empty(), "{node}'s speaker logged nothing");
+    let pods = speakers("{.items[*].metadata.name}");
+    assert_eq!(pods.split_whitespace().count(), NODES.len(), "{pods}");
+    for pod in pods.split_whitespace() {
+        let log = kubectl(&["-n", "metallb-system", "logs", pod]);
+        assert!(!log.is_empty(), "{pod} logged nothing");
         assert!(
             !log.to_lowercase().contains("forbidden"),
-            "{node}'s speaker was refused something: {}",
+            "{pod} was refused something: {}",
             log.lines()
                 .find(|l| l.to_lowercase().contains("forbidden"))
                 .unwrap_or("")

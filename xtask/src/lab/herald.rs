@@ -96,13 +96,9 @@ impl Speakers {
         }
     }
 
-    /// SIGKILL of `node`'s speaker.
+    /// SIGKILL of `node`'s speaker (a crash: pinned maps stay).
     pub fn kill(self, node: &NodeSpec) -> Result<()> {
-        match (self, procs::recorded_nodes()) {
-            (Speakers::Metallb, Nodes::Played) => metallb::kill_speaker(node),
-            (Speakers::Herald { .. }, Nodes::Played) => kill_speaker(node),
-            (_, Nodes::Real) => self.signal(node, libc::SIGKILL),
-        }
+        self.signal(node, libc::SIGKILL)
     }
 
     /// SIGSTOP (`frozen`) or SIGCONT of `node`'s speaker.
@@ -265,11 +261,6 @@ pub fn speaker_pins(node: &NodeSpec) -> std::path::PathBuf {
         Nodes::Real => super::nodes::pin_dir_in_node(node).unwrap_or_else(|| pin_dir(node)),
         Nodes::Played => pin_dir(node),
     }
-}
-
-/// Sends SIGKILL to `node`'s speaker process on played nodes (a crash: pinned maps stay).
-fn kill_speaker(node: &NodeSpec) -> Result<()> {
-    procs::kill_recorded(&format!("speaker-{}", node.name), libc::SIGKILL)
 }
 
 /// Restarts every speaker with `--detect-ms detect_ms` (and records it).

@@ -131,11 +131,6 @@ pub fn speaker_pid(node: &NodeSpec) -> Option<i32> {
     procs::recorded_pid(&speaker_name(node))
 }
 
-/// SIGKILL of `node`'s MetalLB speaker (a crash).
-pub fn kill_speaker(node: &NodeSpec) -> Result<()> {
-    procs::kill_recorded(&speaker_name(node), libc::SIGKILL)
-}
-
 /// Controller and the three speakers (Herald must be stopped first: one answerer at a time).
 pub fn start() -> Result<()> {
     install("controller")?;

@@ -427,30 +427,6 @@ pub fn set_switch_port(node: &str, up: bool) {
     assert!(status.success(), "ip link set p-{node} failed");
 }
 
-/// Everything the speaker containers on `node` logged (every container run the kubelet still
-/// keeps, from the node's pod log directory).
-pub fn speaker_logs(node: &str) -> String {
-    let dir = workspace_root().join(format!("target/lab/run/nodes/{node}/podlogs"));
-    let mut text = String::new();
-    for pod in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-        if !pod
-            .file_name()
-            .to_string_lossy()
-            .starts_with("metallb-system_speaker-")
-        {
-            continue;
-        }
-        for run in std::fs::read_dir(pod.path().join("speaker"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            text.push_str(&std::fs::read_to_string(run.path()).unwrap_or_default());
-        }
-    }
-    text
-}
-
 pub fn signal(pid: i32, signal: i32) {
     // SAFETY: kill(2) on the lab's speaker pid.
     let rc = unsafe { libc::kill(pid, signal) };
