@@ -1,7 +1,8 @@
 //! `cargo xtask bench bgp`: Herald's native BGP speaker beside MetalLB v0.15.2's, in one run, in
-//! the lab's BGP mode (FRR between the client and the three nodes), each with its own controller,
-//! on the same routers, nodes and objects (MetalLB runs on Herald's CRDs: its own v0.15.2
-//! BGPPeer CRD is refused by kube-apiserver 1.37).
+//! the lab's BGP mode (FRR between the client and the three nodes), both as pods on the same
+//! real nodes — MetalLB installed from its own manifest over Herald's (`lab switch`) — on the
+//! same routers and objects (MetalLB runs on Herald's CRDs: its own v0.15.2 BGPPeer CRD is
+//! refused by kube-apiserver 1.37).
 //!
 //! Per implementation, as the router's kernel sees it ([`routes`]):
 //! - **burst**: `--services` Services (4 per address, so 1,000 make 250 prefixes) created at
@@ -14,7 +15,9 @@
 //!   reaches the router ([`wire`]): the cluster's share before, the router's after;
 //! - **failover**: node-a's speaker frozen (SIGSTOP), and node-a's port on the switch set down
 //!   (the router's own port stays up), until the router drops node-a's next hop of the probe
-//!   address, with the default hold time (90 s) and with `holdTime: 3s`.
+//!   address, with the default hold time (90 s) and with `holdTime: 3s`. A speaker frozen longer
+//!   than its liveness probe allows (3 × 10 s) is killed and restarted by the kubelet, which
+//!   closes its sessions: with the default hold time the freeze figure is that probe's.
 
 mod report;
 mod routes;
@@ -60,10 +63,6 @@ pub struct Args {
     /// Leave a lab this command started running.
     #[arg(long)]
     pub keep_lab: bool,
-    /// Bring the lab up with Herald's debug build (the lab's default) instead of the release
-    /// build a user runs; a lab already up keeps the build it has.
-    #[arg(long)]
-    pub debug: bool,
 }
 
 /// How long any one wait may take before the bench gives up.
@@ -95,24 +94,21 @@ pub fn run(args: &Args) -> Result<()> {
         false
     } else {
         lab::up(&lab::UpArgs {
-            detect_ms: lab::DEFAULT_DETECT_MS,
             no_build: false,
             no_speakers: false,
             mode: LabMode::Bgp,
-            release: !args.debug,
-            nodes: lab::Nodes::Played,
         })?;
         true
     };
     println!(
-        "bench bgp: {} Services in a burst, {} one by one, {} + {} failover trials per fault; {} BGP peers per node (FRR + {} BIRD); Herald: {}",
+        "bench bgp: {} Services in a burst, {} one by one, {} + {} failover trials per fault; {} BGP peers per node (FRR + {} BIRD); both as pods (Herald's image, MetalLB {}'s)",
         args.services,
         args.singles,
         args.trials,
         args.default_timer_trials,
         1 + args.extra_peers,
         args.extra_peers,
-        lab::herald_exe().display()
+        crate::image::METALLB_VERSION
     );
     workload::install()?;
     let peers = lab::peers::peers(args.extra_peers);
@@ -121,12 +117,7 @@ pub fn run(args: &Args) -> Result<()> {
     let outcome = (|| -> Result<()> {
         lab::peers::start(&peers)?;
         workload::add_peers(&peers)?;
-        for speakers in [
-            Speakers::Herald {
-                detect_ms: lab::detect_ms(),
-            },
-            Speakers::Metallb,
-        ] {
+        for speakers in [Speakers::Herald, Speakers::Metallb] {
             switch_to(speakers)?;
             lab::peers::wait_established(&peers, PATIENCE)?;
             figures.push(measure(speakers, args, &mut monitor)?);
@@ -136,10 +127,7 @@ pub fn run(args: &Args) -> Result<()> {
     let removed = workload::remove_peers(&peers);
     lab::peers::stop(&peers);
     // Whatever happened, the lab goes back to Herald and its own configuration.
-    let restored = switch_to(Speakers::Herald {
-        detect_ms: lab::detect_ms(),
-    })
-    .and_then(|()| workload::uninstall());
+    let restored = switch_to(Speakers::Herald).and_then(|()| workload::uninstall());
     outcome?;
     removed?;
     restored?;
@@ -150,32 +138,16 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Rolls the nodes over to `speakers` (a no-op rollout when they run it already).
 fn switch_to(speakers: Speakers) -> Result<()> {
-    match speakers {
-        Speakers::Herald { detect_ms } => {
-            lab::metallb::stop();
-            if !lab::herald_running() {
-                lab::start_herald(detect_ms)?;
-            }
-        }
-        Speakers::Metallb => {
-            lab::stop_herald()?;
-            if !lab::metallb::is_running() {
-                lab::metallb::start()?;
-            }
-        }
-    }
-    Ok(())
+    lab::switch(match speakers {
+        Speakers::Herald => lab::Implementation::Herald,
+        Speakers::Metallb => lab::Implementation::Metallb,
+    })
 }
 
 fn speaker_pids(speakers: Speakers) -> Vec<i32> {
-    NODES
-        .iter()
-        .filter_map(|n| match speakers {
-            Speakers::Herald { .. } => lab::speaker_pid(n),
-            Speakers::Metallb => lab::metallb::speaker_pid(n),
-        })
-        .collect()
+    NODES.iter().filter_map(|n| speakers.pid(n)).collect()
 }
 
 fn node_hops() -> BTreeSet<IpAddr> {
@@ -446,24 +418,20 @@ fn failover_trial(
 ) -> Result<f64> {
     let node = NODES[0];
     let hop = IpAddr::V4(node.v4);
-    let pid = speaker_pids(speakers)
-        .first()
-        .copied()
-        .context("node-a's speaker is not running")?;
     monitor.drain();
     wait_table(monitor, "the probe via all three nodes", |t| {
         t.get(probe_ip) == Some(&node_hops())
     })?;
     let start = Instant::now();
     match fault {
-        Fault::Freeze => signal(pid, libc::SIGSTOP),
+        Fault::Freeze => speakers.freeze(&node, true)?,
         Fault::LinkCut => switch_port(node.switch_port, "down")?,
     }
     let changes = wait_table(monitor, "node-a's next hop gone", |t| {
         !t.get(probe_ip).is_some_and(|h| h.contains(&hop))
     });
     match fault {
-        Fault::Freeze => signal(pid, libc::SIGCONT),
+        Fault::Freeze => speakers.freeze(&node, false)?,
         Fault::LinkCut => switch_port(node.switch_port, "up")?,
     }
     let changes = changes?;
@@ -472,11 +440,6 @@ fn failover_trial(
         t.get(probe_ip).is_some_and(|h| h.contains(&hop))
     })?;
     Ok(gone.saturating_duration_since(start).as_secs_f64() * 1000.0)
-}
-
-fn signal(pid: i32, signal: i32) {
-    // SAFETY: kill(2) on a lab process this bench's lab recorded.
-    unsafe { libc::kill(pid, signal) };
 }
 
 fn switch_port(port: &str, state: &str) -> Result<()> {

@@ -1,10 +1,9 @@
 //! `cargo xtask bench failover`: repeated faults on the node announcing the lab's demo IPv4
 //! address, each timed as the client sees it (ARP probe every `--probe-ms`, TCP connection every
-//! 10 ms): p50/p99/max with the speakers' detection settings. On real nodes (the default) the
-//! speaker pod's process is frozen (SIGSTOP) and the node's cable cut at the switch; on played
-//! nodes the speaker process is killed (no kubelet restarts it: a crash that stays down, which
-//! only played nodes can show) and the uplink set down. Brings the lab up when it is not (and
-//! down again afterwards).
+//! 10 ms): p50/p99/max with the speakers' detection settings. The speaker pod's process is
+//! frozen (SIGSTOP) and the node's cable cut at the switch (a killed speaker container is
+//! restarted by the kubelet at once, so a crash that stays down does not happen on real nodes).
+//! Brings the lab up when it is not (and down again afterwards).
 
 use std::time::Duration;
 
@@ -21,13 +20,10 @@ pub struct Args {
     /// Client ARP probe interval (ms).
     #[arg(long, default_value_t = 10)]
     pub probe_ms: u64,
-    /// Speakers' `--detect-ms` (they are restarted with it when the lab runs with another value).
-    #[arg(long, default_value_t = lab::DEFAULT_DETECT_MS)]
-    pub detect_ms: u64,
-    /// The lab's nodes: `real` (Herald as pods on kubelet nodes; the detection time is the
-    /// DaemonSet's) or `played` (Herald as processes).
-    #[arg(long, value_enum, default_value_t = lab::Nodes::Real)]
-    pub nodes: lab::Nodes,
+    /// Speakers' `--detect-ms` for this run (default: the DaemonSet's, from
+    /// `manifests/speaker.yaml`): set by a rolling update of the DaemonSet, restored afterwards.
+    #[arg(long)]
+    pub detect_ms: Option<u64>,
     /// Then the same faults against MetalLB v0.15.2 as pods on the same nodes, installed from
     /// its own manifest over Herald's (`lab switch metallb`), and Herald back afterwards.
     #[arg(long)]
@@ -51,34 +47,35 @@ fn ms(d: Duration) -> f64 {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    if args.metallb && args.nodes != lab::Nodes::Real {
-        anyhow::bail!("--metallb runs MetalLB as pods: it needs --nodes real");
+    let started_lab = lab::up_unless_running()?;
+    let manifest_detect_ms = lab::detect_ms();
+    if let Some(detect_ms) = args.detect_ms.filter(|d| *d != manifest_detect_ms) {
+        println!("==> rolling the speakers out with --detect-ms {detect_ms}");
+        lab::set_speaker_detect_ms(detect_ms)?;
     }
-    let started_lab = lab::up_unless_running(args.detect_ms, args.nodes)?;
-    if !started_lab && lab::detect_ms() != args.detect_ms {
-        println!(
-            "==> restarting the speakers with --detect-ms {}",
-            args.detect_ms
-        );
-        lab::restart_speakers(args.detect_ms)?;
-        std::thread::sleep(Duration::from_secs(3));
+    let result = measure(args);
+    if args.detect_ms.is_some_and(|d| d != manifest_detect_ms) {
+        println!("==> rolling the speakers back to --detect-ms {manifest_detect_ms}");
+        lab::set_speaker_detect_ms(manifest_detect_ms)?;
     }
+    result?;
+    if started_lab && !args.keep_lab {
+        lab::down()?;
+    }
+    Ok(())
+}
+
+fn measure(args: &Args) -> Result<()> {
     let settings = lab::speaker_timing_line();
     println!(
         "bench failover: {} trials per fault; client ARP probe every {} ms, TCP connect every 10 ms",
         args.trials, args.probe_ms
     );
     println!(
-        "nodes: {}; detection settings: --detect-ms {} ({settings})",
-        args.nodes.name(),
+        "detection settings: --detect-ms {} ({settings})",
         lab::detect_ms()
     );
-    let mut report = trials(
-        args,
-        lab::Speakers::Herald {
-            detect_ms: args.detect_ms,
-        },
-    )?;
+    let mut report = trials(args, lab::Speakers::Herald)?;
     if args.metallb {
         println!(
             "==> MetalLB {} from its own manifest, as pods (lab switch metallb)",
@@ -149,16 +146,12 @@ pub fn run(args: &Args) -> Result<()> {
         &out,
         serde_json::to_string_pretty(&json!({
             "detect_ms": lab::detect_ms(),
-            "nodes": args.nodes.name(),
             "speaker_timing": settings,
             "probe_ms": args.probe_ms,
             "results": report,
         }))?,
     )?;
     println!("written: {}", out.display());
-    if started_lab && !args.keep_lab {
-        lab::down()?;
-    }
     Ok(())
 }
 
@@ -172,8 +165,8 @@ fn show(value: &serde_json::Value) -> String {
 /// `args.trials` trials of each fault against `speakers`, one summary per fault.
 fn trials(args: &Args, speakers: lab::Speakers) -> Result<Vec<serde_json::Value>> {
     let mut report = Vec::new();
-    for fault in failover::Fault::for_nodes(args.nodes) {
-        let restarted_before = kubelet_restarts(args.nodes);
+    for fault in failover::Fault::ALL {
+        let restarted_before = kubelet_restarts();
         let mut arp = Vec::new();
         let mut tcp = Vec::new();
         let mut restarts = 0;
@@ -215,18 +208,15 @@ fn trials(args: &Args, speakers: lab::Speakers) -> Result<Vec<serde_json::Value>
             "arp_ms": {"p50": arp_ms(percentile(&arp, 50.0)), "p99": arp_ms(percentile(&arp, 99.0)), "max": arp_ms(*arp.last().unwrap_or(&Duration::ZERO))},
             "tcp_ms": {"p50": ms(percentile(&tcp, 50.0)), "p99": ms(percentile(&tcp, 99.0)), "max": ms(*tcp.last().unwrap_or(&Duration::ZERO)), "measured": tcp.len()},
             "repairs_needing_restart": restarts,
-            "speaker_containers_restarted_by_kubelet": kubelet_restarts(args.nodes).saturating_sub(restarted_before),
+            "speaker_containers_restarted_by_kubelet": kubelet_restarts().saturating_sub(restarted_before),
         }));
     }
     Ok(report)
 }
 
 /// Restarts of the speaker containers so far (a frozen speaker that fails its liveness probe
-/// is restarted by the kubelet); 0 on played nodes.
-fn kubelet_restarts(nodes: lab::Nodes) -> u64 {
-    if nodes != lab::Nodes::Real {
-        return 0;
-    }
+/// is restarted by the kubelet).
+fn kubelet_restarts() -> u64 {
     lab::kubectl(&[
         "-n",
         "metallb-system",

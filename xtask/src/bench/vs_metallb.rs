@@ -1,21 +1,21 @@
 //! `cargo xtask bench vs-metallb`: Herald against MetalLB v0.15.2 in one run, on the
-//! same lab — same control plane, Nodes, speaker Pods, manifests (the lab's pool,
-//! L2Advertisement and Service `default/web`) and machine — one after the other:
+//! same lab — same control plane, real nodes (kubelet, containerd), objects (the lab's pool,
+//! L2Advertisement and Service `default/web`) and machine — both as pods, one after the other:
 //!
-//! 1. Herald as the lab runs it (controller + three speakers with XDP in skb mode);
-//! 2. Herald stopped (speakers leave and withdraw, XDP detached, pins removed, controller
-//!    stopped; the client checks that nobody answers any more), then MetalLB's controller and
-//!    three speakers (`lab/metallb.rs`: `go install`, out of cluster, memberlist on each node
-//!    address, admin kubeconfig);
-//! 3. MetalLB stopped and Herald started again (or the lab taken down if this command made it).
+//! 1. Herald as installed from `manifests/` (XDP mode `auto`: skb on the nodes' veths);
+//! 2. MetalLB from its own `metallb-native.yaml` applied over Herald's install (`lab switch
+//!    metallb`: a rolling update of the same DaemonSet and Deployment, images built here;
+//!    Herald's XDP detached once its speakers are gone);
+//! 3. Herald's manifests applied back (or the lab taken down if this command made it).
 //!
 //! For each: ARP and NDP replies/s at saturation and reply latency (`replies.rs`, with `bench
 //! dataplane`'s generator) twice — from the client on the lab segment (every node sees each
 //! request) and on the direct link to the announcing node (`direct.rs`; Herald there in skb mode
-//! as the lab runs it, then with its speakers restarted in driver mode) — failover time over
-//! repeated kills of the announcing speaker (`lab::failover::trial`, the client's view), and the
-//! time to give N Services their IPs (`services.rs`). One table with ratios and the issue's
-//! targets, written to `target/bench/vs-metallb.txt`, with plots of replies/s against offered load.
+//! as the manifests run it, then rolled out with `--xdp-mode=driver`) — failover time over
+//! repeated freezes (SIGSTOP) of the announcing speaker (`lab::failover::trial`, the client's
+//! view), and the time to give N Services their IPs (`services.rs`). One table with ratios and
+//! the targets, written to `target/bench/vs-metallb.txt`, with plots of replies/s against offered
+//! load.
 
 mod direct;
 mod replies;
@@ -30,14 +30,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::bench::dataplane::svg;
-use crate::lab::{self, Speakers, failover, metallb};
+use crate::image::METALLB_VERSION;
+use crate::lab::{self, Implementation, Speakers, failover};
 use replies::Series;
 use report::{Failover, Figure, Figures};
 use requests::Proto;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Speaker-kill trials per implementation (the issue asks for ≥ 20).
+    /// Speaker-freeze trials per implementation (at least 20 for a p99).
     #[arg(long, default_value_t = 20)]
     pub trials: usize,
     /// Services created per implementation.
@@ -59,9 +60,6 @@ pub struct Args {
     /// Client ARP probe interval during failover trials (ms).
     #[arg(long, default_value_t = 10)]
     pub probe_ms: u64,
-    /// Herald speakers' `--detect-ms`.
-    #[arg(long, default_value_t = lab::DEFAULT_DETECT_MS)]
-    pub detect_ms: u64,
     /// Only these parts (replies, failover, services).
     #[arg(
         long,
@@ -108,66 +106,29 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("bench vs-metallb needs root (the lab: namespaces, XDP, AF_PACKET)");
     }
     let started = Instant::now();
-    // Build MetalLB first: a failure here should not leave a half-switched lab.
-    metallb::install("controller")?;
-    metallb::install("speaker")?;
-
-    let direct_links_missing = lab::is_up()
-        && !std::path::Path::new("/run/netns")
-            .join(lab::DIRECT_NS)
-            .exists();
-    if direct_links_missing {
-        println!(
-            "==> the running lab predates the direct links ({}): taking it down",
-            lab::DIRECT_NS
-        );
-        lab::down()?;
-    }
-    let started_lab = lab::up_unless_running(args.detect_ms, lab::Nodes::Played)?;
+    // Build MetalLB's images first: a failure here should not leave a half-switched lab.
+    crate::image::metallb()?;
+    let started_lab = lab::up_unless_running()?;
     if !started_lab {
         println!("==> using the running lab (left running afterwards)");
-        if metallb::is_running() {
-            println!("==> MetalLB is running in the lab (an interrupted run?): stopping it");
-            metallb::stop();
-        }
-        if !lab::herald_running() || lab::detect_ms() != args.detect_ms {
-            println!(
-                "==> (re)starting Herald's controller and speakers (--detect-ms {})",
-                args.detect_ms
-            );
-            lab::start_herald(args.detect_ms)?;
-        }
     }
+    // An interrupted run may have left MetalLB or a patched DaemonSet: Herald as installed.
+    lab::switch(Implementation::Herald)?;
     let (vip4, vip6) = demo_ips()?;
     println!("bench vs-metallb: demo Service default/web = {vip4}, {vip6}");
     let neighbours = replies::Neighbours::add()?;
 
     println!(
-        "\n=== Herald (speakers: XDP skb mode on eth0 and eth1, --detect-ms {})",
-        args.detect_ms
+        "\n=== Herald (speakers as pods from manifests/: {})",
+        lab::speaker_timing_line()
     );
-    let herald = measure(
-        Speakers::Herald {
-            detect_ms: args.detect_ms,
-        },
-        args,
-        vip4,
-        vip6,
-    );
+    let herald = measure(Speakers::Herald, args, vip4, vip6);
 
-    println!("\n=== switching: Herald stops (speakers withdraw, XDP detached), MetalLB starts");
-    // Where this run's lines begin in MetalLB's logs (a lab keeps appending to them).
-    let log_offsets: Vec<u64> = lab::NODES
-        .iter()
-        .map(|n| std::fs::metadata(metallb::speaker_log(n)).map_or(0, |m| m.len()))
-        .collect();
+    println!("\n=== switching: MetalLB from its own manifest over Herald's (lab switch metallb)");
     let switched = switch_to_metallb(vip4);
     let metallb_run = match &switched {
         Ok(()) => {
-            println!(
-                "\n=== MetalLB {} (controller + 3 speakers, memberlist)",
-                metallb::VERSION
-            );
+            println!("\n=== MetalLB {METALLB_VERSION} (controller + 3 speakers, memberlist)");
             measure(Speakers::Metallb, args, vip4, vip6)
         }
         Err(e) => {
@@ -176,14 +137,19 @@ pub fn run(args: &Args) -> Result<()> {
         }
     };
     if let Ok(()) = &switched {
-        print_metallb_log_excerpt(&log_offsets);
+        print_metallb_log_excerpt();
     }
 
-    println!("\n=== restoring Herald in the lab");
+    println!("\n=== Herald back from its manifests (lab switch herald)");
     drop(neighbours);
-    metallb::stop();
-    let restored = lab::start_herald(args.detect_ms)
-        .and_then(|()| failover::stable_answer(vip4, 5).map(|_| ()));
+    let restored = lab::switch(Implementation::Herald).and_then(|()| {
+        lab::wait_for(
+            &format!("Herald to answer ARP for {vip4} again"),
+            Duration::from_secs(90),
+            || failover::stable_answer(vip4, 5).ok(),
+        )
+        .map(|_| ())
+    });
     if let Err(e) = &restored {
         println!("   restoring Herald failed: {e:#}");
     }
@@ -251,36 +217,18 @@ fn demo_ips() -> Result<(Ipv4Addr, Ipv6Addr)> {
     }
 }
 
-/// Stops Herald, checks the client gets no answer at all, then starts MetalLB and waits until
-/// one node answers for the demo IPv4 address.
+/// Rolls the nodes over to MetalLB (Herald's XDP detached once its speakers are gone) and waits
+/// until one node answers for the demo IPv4 address.
 fn switch_to_metallb(vip4: Ipv4Addr) -> Result<()> {
-    lab::stop_herald()?;
-    let answered = lab::probe::in_netns(lab::CLIENT_NS, move || {
-        let rounds = lab::probe::probe_arp_rounds(
-            lab::UPLINK,
-            lab::CLIENT_V4,
-            vip4,
-            Duration::from_millis(20),
-            Duration::from_secs(5),
-            |r| r.len() >= 50,
-        )?;
-        Ok(rounds.iter().filter(|r| !r.macs().is_empty()).count())
-    })?;
-    if answered > 0 {
-        bail!(
-            "after stopping Herald, {answered} of 50 ARP requests for {vip4} were still answered"
-        );
-    }
-    println!("   Herald stopped: 0 of 50 ARP requests for {vip4} answered");
-    metallb::start()?;
     let t = Instant::now();
+    lab::switch(Implementation::Metallb)?;
     lab::wait_for(
         &format!("MetalLB to answer ARP for {vip4}"),
         Duration::from_secs(90),
         || failover::stable_answer(vip4, 5).ok(),
     )?;
     println!(
-        "   MetalLB answers for {vip4} {:.1} s after its start",
+        "   MetalLB answers for {vip4} {:.1} s after the switch began",
         t.elapsed().as_secs_f64()
     );
     Ok(())
@@ -297,12 +245,9 @@ fn measure(speakers: Speakers, args: &Args, vip4: Ipv4Addr, vip6: Ipv6Addr) -> R
         ));
     }
     if args.parts.contains(&Part::Replies) {
-        let who = match speakers {
-            Speakers::Herald { .. } => "Herald",
-            Speakers::Metallb => "MetalLB",
-        };
+        let who = speakers.label();
         let (seg_color, direct_color) = match speakers {
-            Speakers::Herald { .. } => ("#d62728", "#9467bd"),
+            Speakers::Herald => ("#d62728", "#9467bd"),
             Speakers::Metallb => ("#1f77b4", "#17becf"),
         };
         println!(
@@ -313,19 +258,19 @@ fn measure(speakers: Speakers, args: &Args, vip4: Ipv4Addr, vip6: Ipv6Addr) -> R
         let segment = replies::measure_segment(vip4, vip6, &args.rates, step);
         let [arp, ndp] = split(segment);
         let label = match speakers {
-            Speakers::Herald { .. } => "Herald XDP skb, segment".to_string(),
-            Speakers::Metallb => format!("MetalLB {}, segment", metallb::VERSION),
+            Speakers::Herald => "Herald XDP skb, segment".to_string(),
+            Speakers::Metallb => format!("MetalLB {METALLB_VERSION}, segment"),
         };
         run.figures.arp = saturation(arp, &mut run.plots, Proto::Arp, &label, seg_color);
         run.figures.ndp = saturation(ndp, &mut run.plots, Proto::Ndp, &label, seg_color);
 
         match speakers {
-            Speakers::Herald { detect_ms } => {
-                herald_direct(&mut run, detect_ms, args, vip4, vip6, direct_color);
+            Speakers::Herald => {
+                herald_direct(&mut run, args, vip4, vip6, direct_color);
             }
             Speakers::Metallb => {
                 println!("-- ARP/NDP replies, direct link to the announcer ({who}):");
-                let label = format!("MetalLB {}, direct link", metallb::VERSION);
+                let label = format!("MetalLB {METALLB_VERSION}, direct link");
                 let [arp, ndp] = direct_series(&mut run, speakers, who, vip4, vip6, args);
                 run.figures.direct_arp =
                     saturation(arp, &mut run.plots, Proto::Arp, &label, direct_color);
@@ -336,18 +281,18 @@ fn measure(speakers: Speakers, args: &Args, vip4: Ipv4Addr, vip6: Ipv6Addr) -> R
     }
     if args.parts.contains(&Part::Failover) {
         println!(
-            "-- failover: {} trials of kill -9 of the announcing speaker; client ARP probe every {} ms",
+            "-- failover: {} trials of the announcing speaker frozen (SIGSTOP); client ARP probe every {} ms",
             args.trials, args.probe_ms
         );
         run.figures.failover = failover_trials(speakers, args);
-        if let Speakers::Herald { .. } = speakers {
+        if speakers == Speakers::Herald {
             run.notes.push(format!(
                 "Herald detection settings: {}",
                 lab::speaker_timing_line()
             ));
         }
     }
-    if let Speakers::Herald { .. } = speakers {
+    if speakers == Speakers::Herald {
         // The XDP counters after the floods: `silenced` > 0 means the guard stopped answers
         // (a speaker's heartbeat came late).
         for node in lab::NODES {
@@ -370,13 +315,13 @@ fn measure(speakers: Speakers, args: &Args, vip4: Ipv4Addr, vip6: Ipv6Addr) -> R
     run
 }
 
-/// The counters line of `herald xdp list` on `node` (run inside its namespace).
+/// The counters line of `herald xdp list` on `node`'s pins (run inside its namespace).
 fn xdp_counters(node: &lab::NodeSpec) -> Option<String> {
     let out = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", node.netns))
         .arg(lab::herald_exe())
         .args(["xdp", "list", "--pin-dir"])
-        .arg(lab::pin_dir(node))
+        .arg(lab::nodes::pin_dir_in_node(node)?)
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout)
@@ -432,8 +377,8 @@ fn direct_series(
     ));
     // A userspace responder (MetalLB's speaker) is pinned with the node's receive work.
     let responder = |link: &lab::DirectLink| match speakers {
-        Speakers::Metallb => metallb::speaker_pid(&link.node),
-        Speakers::Herald { .. } => None,
+        Speakers::Metallb => speakers.pid(&link.node),
+        Speakers::Herald => None,
     };
     if link4 == link6 {
         split(replies::measure_direct(
@@ -468,32 +413,18 @@ fn direct_series(
     }
 }
 
-/// Herald on the direct link: in skb mode as the lab runs it, then with the speakers restarted
-/// in driver mode (reported as the main figure when `herald xdp list` shows driver mode on the
-/// announcer's `eth1`), then back to the lab's skb mode.
-fn herald_direct(
-    run: &mut Run,
-    detect_ms: u64,
-    args: &Args,
-    vip4: Ipv4Addr,
-    vip6: Ipv6Addr,
-    color: &'static str,
-) {
+/// Herald on the direct link: in skb mode as the manifests run it on a veth, then with the
+/// speakers rolled out with `--xdp-mode=driver` (reported as the main figure when `herald xdp
+/// list` shows driver mode on the announcer's `eth1`), then back to the manifests' args.
+fn herald_direct(run: &mut Run, args: &Args, vip4: Ipv4Addr, vip6: Ipv6Addr, color: &'static str) {
     println!("-- ARP/NDP replies, direct link to the announcer (Herald XDP skb mode):");
-    let [arp, ndp] = direct_series(
-        run,
-        Speakers::Herald { detect_ms },
-        "Herald (skb)",
-        vip4,
-        vip6,
-        args,
-    );
+    let [arp, ndp] = direct_series(run, Speakers::Herald, "Herald (skb)", vip4, vip6, args);
     let label = "Herald XDP skb, direct link";
     let skb_arp = saturation(arp, &mut run.plots, Proto::Arp, label, "#ff7f0e");
     let skb_ndp = saturation(ndp, &mut run.plots, Proto::Ndp, label, "#ff7f0e");
 
-    println!("-- Herald's speakers restarted with --xdp-mode=driver");
-    let driver = lab::restart_herald_speakers(detect_ms, "driver").and_then(|()| {
+    println!("-- Herald's speakers rolled out with --xdp-mode=driver");
+    let driver = lab::set_speaker_flag("xdp-mode", Some("driver")).and_then(|()| {
         let (link4, _) = direct::wait_announcers(vip4, vip6, Duration::from_secs(60))?;
         direct::herald_mode(&link4).with_context(|| {
             format!(
@@ -506,14 +437,8 @@ fn herald_direct(
     match driver {
         Ok(mode) if mode == "driver" => {
             println!("-- ARP/NDP replies, direct link to the announcer (Herald XDP driver mode):");
-            let [arp, ndp] = direct_series(
-                run,
-                Speakers::Herald { detect_ms },
-                "Herald (driver)",
-                vip4,
-                vip6,
-                args,
-            );
+            let [arp, ndp] =
+                direct_series(run, Speakers::Herald, "Herald (driver)", vip4, vip6, args);
             let label = "Herald XDP driver, direct link";
             run.figures.direct_arp = saturation(arp, &mut run.plots, Proto::Arp, label, color);
             run.figures.direct_ndp = saturation(ndp, &mut run.plots, Proto::Ndp, label, color);
@@ -535,8 +460,8 @@ fn herald_direct(
             run.figures.direct_mode = Some("skb".into());
         }
     }
-    println!("-- Herald's speakers back to the lab's --xdp-mode=skb");
-    let restored = lab::restart_herald_speakers(detect_ms, "skb").and_then(|()| {
+    println!("-- Herald's speakers back to the manifests' args (XDP mode auto)");
+    let restored = lab::set_speaker_flag("xdp-mode", None).and_then(|()| {
         lab::wait_for(
             &format!("Herald to answer ARP for {vip4} on the segment again"),
             Duration::from_secs(90),
@@ -545,9 +470,9 @@ fn herald_direct(
         .map(|_| ())
     });
     if let Err(e) = restored {
-        println!("   restoring skb mode failed: {e:#}");
+        println!("   restoring the XDP mode failed: {e:#}");
         run.notes.push(format!(
-            "Herald: restoring skb mode after the direct series failed: {e:#}"
+            "Herald: restoring the manifests' XDP mode after the direct series failed: {e:#}"
         ));
     }
 }
@@ -582,7 +507,7 @@ fn failover_trials(speakers: Speakers, args: &Args) -> Figure<Failover> {
     let mut times = Vec::new();
     for i in 0..args.trials {
         match failover::trial(
-            failover::Fault::SpeakerKill,
+            failover::Fault::SpeakerFreeze,
             Duration::from_millis(args.probe_ms),
             speakers,
         ) {
@@ -605,25 +530,28 @@ fn failover_trials(speakers: Speakers, args: &Args) -> Figure<Failover> {
     })
 }
 
-/// Warnings and errors MetalLB's speakers logged during this run (first lines), for the record.
-fn print_metallb_log_excerpt(offsets: &[u64]) {
-    for (node, offset) in lab::NODES.iter().zip(offsets) {
-        let log = std::fs::read(metallb::speaker_log(node)).unwrap_or_default();
-        let start = usize::try_from(*offset).unwrap_or(0).min(log.len());
-        let log = String::from_utf8_lossy(&log[start..]);
-        let bad: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("\"level\":\"error\"") || l.contains("\"level\":\"warn\""))
-            .take(3)
-            .collect();
-        if !bad.is_empty() {
-            println!(
-                "   MetalLB speaker {} log (warnings/errors, first 3):",
-                node.name
-            );
-            for l in bad {
-                println!("     {}", l.chars().take(300).collect::<String>());
-            }
+/// Warnings and errors MetalLB's speaker pods logged (first lines), for the record.
+fn print_metallb_log_excerpt() {
+    let Ok(log) = lab::kubectl(&[
+        "-n",
+        "metallb-system",
+        "logs",
+        "-l",
+        "component=speaker",
+        "--prefix",
+        "--tail=-1",
+    ]) else {
+        return;
+    };
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"error\"") || l.contains("\"level\":\"warn\""))
+        .take(6)
+        .collect();
+    if !bad.is_empty() {
+        println!("   MetalLB speaker pods' log (warnings/errors, first 6):");
+        for l in bad {
+            println!("     {}", l.chars().take(300).collect::<String>());
         }
     }
 }
@@ -632,8 +560,7 @@ fn render(args: &Args, herald: &Run, metallb_run: &Run, took: Duration) -> Strin
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# cargo xtask bench vs-metallb — Herald vs MetalLB {} in the lab, one run",
-        metallb::VERSION
+        "# cargo xtask bench vs-metallb — Herald vs MetalLB {METALLB_VERSION} as pods on the lab's real nodes, one run"
     );
     let _ = writeln!(
         out,
@@ -652,13 +579,12 @@ fn render(args: &Args, herald: &Run, metallb_run: &Run, took: Duration) -> Strin
     );
     let _ = writeln!(
         out,
-        "settings: rates {:?}/s + unpaced, {} ms per step; {} failover trials, probe every {} ms; {} Services, {} creates in flight",
+        "settings: rates {:?}/s + unpaced, {} ms per step; {} failover trials (speaker frozen), probe every {} ms; {} Services, {} creates in flight",
         args.rates, args.step_ms, args.trials, args.probe_ms, args.services, args.concurrency
     );
     let _ = writeln!(
         out,
-        "Herald: lab speakers (service account speaker, XDP skb mode on eth0 and eth1, --detect-ms {}; for the driver-mode direct series restarted with --xdp-mode=driver), controller (service account controller)",
-        args.detect_ms
+        "Herald: installed from manifests/ (speaker DaemonSet, controller Deployment, their service accounts; XDP mode auto = skb on the nodes' veths; for the driver-mode direct series rolled out with --xdp-mode=driver)"
     );
     let _ = writeln!(
         out,
@@ -669,8 +595,7 @@ fn render(args: &Args, herald: &Run, metallb_run: &Run, took: Duration) -> Strin
     );
     let _ = writeln!(
         out,
-        "MetalLB: controller --webhook-mode disabled and speakers with --ml-bindaddr <node address> --ml-labels {} --ml-secret-key-path (Secret memberlist), memberlist DefaultLANConfig; both with the lab's ADMIN kubeconfig (bench only: MetalLB's RBAC is not in manifests/)",
-        metallb::ML_LABELS
+        "MetalLB: its own metallb-native.yaml applied over Herald's install (Namespace, CRDs and webhook configuration left out, controller --webhook-mode=disabled), images built here from its module; memberlist as its manifest sets it up"
     );
     for note in herald.notes.iter().chain(&metallb_run.notes) {
         let _ = writeln!(out, "{note}");

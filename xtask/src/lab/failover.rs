@@ -14,10 +14,9 @@ use anyhow::{Context, Result, bail};
 use super::herald::Speakers;
 use super::kubectl::service_ips;
 use super::probe::{self, format_mac};
-use super::procs::{detect_ms, recorded_nodes};
+use super::procs::detect_ms;
 use super::spec::{
-    BACKEND_PORT, CLIENT_NS, CLIENT_V4, DEMO_SERVICE, NodeSpec, Nodes, SWITCH_NS, UPLINK,
-    node_by_name,
+    BACKEND_PORT, CLIENT_NS, CLIENT_V4, DEMO_SERVICE, NodeSpec, SWITCH_NS, UPLINK, node_by_name,
 };
 use super::status::{node_macs, node_of_mac};
 use super::topo;
@@ -31,42 +30,30 @@ pub struct FailoverArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// SIGKILL of the announcing node's speaker (its pinned XDP program keeps running until the
-    /// guard expires). Played nodes only: on a real node the kubelet restarts the container at
-    /// once and the pinned maps bridge the restart, so nothing fails over.
-    SpeakerKill,
     /// SIGSTOP of the announcing node's speaker (hung; its container still runs, so the kubelet
     /// restarts nothing until the liveness probe fails); repaired with SIGCONT.
     SpeakerFreeze,
-    /// The announcing node's uplink set down (played nodes), or its cable cut at the switch
-    /// (real nodes: setting `eth0` down would flush the routes the lab installed there).
+    /// The announcing node's cable cut at the switch (setting `eth0` down inside the node would
+    /// also flush the routes the lab installed there).
     LinkDown,
 }
 
 impl Fault {
     pub fn label(self) -> &'static str {
         match self {
-            Fault::SpeakerKill => "speaker kill -9",
             Fault::SpeakerFreeze => "speaker frozen",
             Fault::LinkDown => "link down",
         }
     }
 
-    /// The faults `lab failover` tries on the lab's kind of nodes.
-    pub fn for_nodes(nodes: Nodes) -> [Fault; 2] {
-        match nodes {
-            Nodes::Played => [Fault::SpeakerKill, Fault::LinkDown],
-            Nodes::Real => [Fault::SpeakerFreeze, Fault::LinkDown],
-        }
-    }
+    /// The faults `lab failover` and `bench failover` try. (A killed speaker container is
+    /// restarted by the kubelet at once, so a crash that stays down does not happen here.)
+    pub const ALL: [Fault; 2] = [Fault::SpeakerFreeze, Fault::LinkDown];
 }
 
-/// Sets `node`'s link down or up: its `eth0` on played nodes, its switch port on real ones.
+/// Cuts (or restores) `node`'s cable at the switch.
 fn set_node_link(node: &NodeSpec, up: bool) -> Result<()> {
-    match recorded_nodes() {
-        Nodes::Played => topo::set_link(node.netns, UPLINK, up),
-        Nodes::Real => topo::set_link(SWITCH_NS, node.switch_port, up),
-    }
+    topo::set_link(SWITCH_NS, node.switch_port, up)
 }
 
 #[derive(Clone, Debug)]
@@ -76,8 +63,8 @@ pub struct Trial {
     pub to: String,
     /// Fault → first ARP reply with the new node's MAC.
     pub arp: Duration,
-    /// Fault → first TCP connection served by another node (played nodes), or begun after the
-    /// fault and completed (real nodes); None: not within the deadline.
+    /// Fault → first TCP connection begun after the fault that completes (kube-proxy forwards it
+    /// to a pod on any node); None: not within the deadline.
     pub tcp: Option<Duration>,
     /// The failed node did not take its IP back by itself after the repair; its speaker was
     /// restarted to restore the starting state.
@@ -148,7 +135,7 @@ fn stable_tail(rounds: &[probe::ArpRound], n: usize) -> Option<probe::Mac> {
 }
 
 /// One trial of `fault` against the node answering for the demo IPv4 address, then repair.
-/// `speakers` names the implementation whose speaker a kill hits and a repair restarts.
+/// `speakers` names the implementation whose speaker a fault hits and a repair waits for.
 pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Result<Trial> {
     let vip = demo_ipv4()?;
     let macs = node_macs();
@@ -176,10 +163,8 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
             })
         })?
     };
-    // Played nodes serve TCP on the node that answered ARP, so a connection served by another
-    // node marks the move. Real nodes forward to a pod on any node (kube-proxy), so the first
-    // connection begun after the fault that completes is what the client sees.
-    let victim_name = (recorded_nodes() == Nodes::Played).then(|| from.clone());
+    // kube-proxy forwards to a pod on any node, so the first connection begun after the fault
+    // that completes is what the client sees.
     let tcp_fault_time = fault_time.clone();
     let tcp_thread = probe::spawn_in_netns(CLIENT_NS, move || {
         let start = Instant::now();
@@ -192,7 +177,6 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
             // Only connections begun after the fault count.
             if let (Some(fault), Ok(node)) = (tcp_fault_time.get(), served)
                 && attempt >= *fault
-                && victim_name.as_ref().is_none_or(|v| node != *v)
             {
                 return Ok(Some((Instant::now(), node)));
             }
@@ -207,7 +191,6 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
     let fault_at = Instant::now();
     let _ = fault_time.set(fault_at);
     match fault {
-        Fault::SpeakerKill => speakers.kill(&victim)?,
         Fault::SpeakerFreeze => speakers.freeze(&victim, true)?,
         Fault::LinkDown => set_node_link(&victim, false)?,
     }
@@ -224,9 +207,6 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
         .find(|a| a.at >= fault_at && a.mac != before);
     // Repair before judging, so a failed trial leaves the lab as it was.
     match fault {
-        Fault::SpeakerKill => {
-            speakers.start(&victim)?;
-        }
         Fault::SpeakerFreeze => speakers.freeze(&victim, false)?,
         Fault::LinkDown => set_node_link(&victim, true)?,
     }
@@ -246,7 +226,8 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
 }
 
 /// Waits until the repaired node answers again (it sorts first for the IP); if it has not
-/// within 20 s, restarts its speaker once and waits again. True when a restart was needed.
+/// within 20 s, waits for its speaker container (the kubelet may be restarting it after failed
+/// liveness probes) and again for the answer. True when that second wait was needed.
 fn restore(
     vip: Ipv4Addr,
     before: probe::Mac,
@@ -266,7 +247,7 @@ fn restore(
     if back(Duration::from_secs(20))? {
         return Ok(false);
     }
-    speakers.start(victim)?;
+    speakers.wait_running(victim)?;
     if back(Duration::from_secs(30))? {
         return Ok(true);
     }
@@ -278,15 +259,11 @@ fn restore(
 
 pub fn print_trial(t: &Trial) {
     println!(
-        "  {:<16} {} -> {}: client ARP answered by the new node after {:.0} ms; TCP through the IP {} after {}{}",
+        "  {:<16} {} -> {}: client ARP answered by the new node after {:.0} ms; TCP through the IP connected after {}{}",
         t.fault.label(),
         t.from,
         t.to,
         t.arp.as_secs_f64() * 1000.0,
-        match recorded_nodes() {
-            Nodes::Played => format!("reached {}", t.to),
-            Nodes::Real => "connected".to_string(),
-        },
         t.tcp.map_or_else(
             || format!("> {} s", MAX_WAIT.as_secs()),
             |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)
@@ -307,8 +284,8 @@ pub fn run_lab_failover(args: &FailoverArgs) -> Result<()> {
         demo_ipv4()?,
         args.probe_ms
     );
-    for fault in Fault::for_nodes(recorded_nodes()) {
-        let t = trial(fault, probe, Speakers::Herald { detect_ms })?;
+    for fault in Fault::ALL {
+        let t = trial(fault, probe, Speakers::Herald)?;
         print_trial(&t);
     }
     Ok(())

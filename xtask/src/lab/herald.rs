@@ -1,104 +1,38 @@
-//! Herald as the lab runs it, out of cluster as the manifests' service accounts: the controller
-//! on the host, a speaker in each node namespace (XDP on `eth0` and `eth1`, pins under
-//! [`PIN_ROOT`]); stopping, restarting and killing them for failover trials and for `bench
-//! vs-metallb`, and [`Speakers`], the same faults for either implementation.
+//! The speakers on the lab's nodes, as pods of the DaemonSet `speaker` (Herald's or, after `lab
+//! switch metallb`, MetalLB's): [`Speakers`], the same faults for either implementation, and the
+//! speaker flags a benchmark changes by a rolling update of the DaemonSet ([`set_speaker_flag`]).
 
-use std::fs;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::kubectl::{memberlist_secret, wait_for};
-use super::metallb;
+use super::install;
+use super::kubectl::{kubectl, wait_for};
+use super::nodes;
 use super::procs;
-use super::spec::{
-    NODES, NodeSpec, Nodes, PIN_ROOT, UPLINK, herald_exe, kubeconfig, pin_dir, run_dir,
-};
-use super::topo::DIRECT_IF;
+use super::spec::{NODES, NodeSpec};
 
-pub(super) const BPFFS: &str = "/sys/fs/bpf";
-
-/// Marker: `up` mounted bpffs at /sys/fs/bpf, so `down` unmounts it.
-pub(super) const MOUNTED_BPFFS: &str = "mounted-bpffs";
-
-/// Mounts bpffs at /sys/fs/bpf when nothing is there (as systemd does at boot) and creates the
-/// lab's pin root; the speakers create their per-node directories below it.
-pub(super) fn ensure_pin_root() -> Result<()> {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let path = std::ffi::CString::new(BPFFS)?;
-    // SAFETY: statfs into a zeroed struct we own.
-    let is_bpffs = unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(path.as_ptr(), &raw mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
-    };
-    if !is_bpffs {
-        println!("==> mounting bpffs at /sys/fs/bpf");
-        let status = Command::new("mount")
-            .args(["-t", "bpf", "bpf", BPFFS])
-            .status()
-            .context("running mount")?;
-        if !status.success() {
-            bail!("mount -t bpf bpf {BPFFS} failed: {status}");
-        }
-        fs::write(run_dir().join(MOUNTED_BPFFS), "")?;
-    }
-    fs::create_dir_all(PIN_ROOT).with_context(|| format!("creating {PIN_ROOT}"))
-}
-
-/// Starts Herald's controller on the host as the controller service account.
-pub(super) fn start_herald_controller() -> Result<u32> {
-    procs::spawn_recorded(
-        "controller",
-        None,
-        Command::new(herald_exe())
-            .arg("controller")
-            .arg(format!(
-                "--kubeconfig={}",
-                kubeconfig("controller").display()
-            ))
-            .args([
-                "--namespace=metallb-system",
-                "--port=19120",
-                "--health-probe-port=19121",
-                "--bind-address=127.0.0.1",
-                "--pod-name=lab-controller",
-                "--ml-secret-name=memberlist",
-            ])
-            .env("RUST_LOG", "info,kube=warn")
-            .env_remove("KUBECONFIG"),
-    )
-}
-
-/// Which implementation's speakers a fault hits and a repair restarts.
+/// Which implementation's speakers a fault hits and a repair waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Speakers {
-    /// `herald speaker`, restarted with this `--detect-ms`.
-    Herald { detect_ms: u64 },
-    /// MetalLB's speaker (`metallb.rs`).
+    Herald,
     Metallb,
 }
 
 impl Speakers {
     pub fn label(self) -> &'static str {
         match self {
-            Speakers::Herald { .. } => "Herald",
+            Speakers::Herald => "Herald",
             Speakers::Metallb => "MetalLB",
         }
     }
 
-    /// The pid of `node`'s speaker (process or pod), if one runs.
+    /// The host pid of `node`'s speaker container, if one runs.
     pub fn pid(self, node: &NodeSpec) -> Option<i32> {
-        match (self, procs::recorded_nodes()) {
-            (Speakers::Herald { .. }, _) => speaker_pid(node),
-            (Speakers::Metallb, Nodes::Real) => super::nodes::metallb_speaker_in_node(node),
-            (Speakers::Metallb, Nodes::Played) => metallb::speaker_pid(node),
+        match self {
+            Speakers::Herald => speaker_pid(node),
+            Speakers::Metallb => nodes::metallb_speaker_in_node(node),
         }
-    }
-
-    /// SIGKILL of `node`'s speaker (a crash: pinned maps stay).
-    pub fn kill(self, node: &NodeSpec) -> Result<()> {
-        self.signal(node, libc::SIGKILL)
     }
 
     /// SIGSTOP (`frozen`) or SIGCONT of `node`'s speaker.
@@ -106,189 +40,41 @@ impl Speakers {
         self.signal(node, if frozen { libc::SIGSTOP } else { libc::SIGCONT })
     }
 
-    /// Signals `node`'s speaker; on real nodes a container the kubelet is restarting (its
-    /// liveness probe failed, say) is waited for.
+    /// Signals `node`'s speaker; a container the kubelet is restarting (its liveness probe
+    /// failed, say) is waited for.
     fn signal(self, node: &NodeSpec, signal: i32) -> Result<()> {
-        let pid = match (self.pid(node), procs::recorded_nodes()) {
-            (Some(pid), _) => pid,
-            (None, Nodes::Real) => wait_speaker_container(node, self)? as i32,
-            (None, Nodes::Played) => {
-                bail!("no {} speaker runs on {}", self.label(), node.name)
-            }
+        let pid = match self.pid(node) {
+            Some(pid) => pid,
+            None => self.wait_running(node)?,
         };
         procs::signal(pid, signal)
     }
 
-    /// Starts (or restarts) `node`'s speaker; on real nodes, waits for the kubelet to.
-    pub fn start(self, node: &NodeSpec) -> Result<()> {
-        match (self, procs::recorded_nodes()) {
-            (Speakers::Herald { detect_ms }, _) => start_speaker(node, detect_ms).map(|_| ()),
-            (Speakers::Metallb, Nodes::Played) => metallb::start_speaker(node).map(|_| ()),
-            (Speakers::Metallb, Nodes::Real) => wait_speaker_container(node, self).map(|_| ()),
-        }
-    }
-}
-
-/// Stops Herald for a MetalLB run: speakers get SIGTERM (they leave the gossip and withdraw),
-/// then each node's XDP program is detached and its pins removed, then the controller stops —
-/// so nothing of Herald sees or answers a frame afterwards.
-pub fn stop_herald() -> Result<()> {
-    for node in NODES {
-        procs::stop_recorded(&format!("speaker-{}", node.name));
-    }
-    detach_herald_xdp()?;
-    procs::stop_recorded("controller");
-    Ok(())
-}
-
-/// Detaches each node's XDP program and removes its pins (the speakers must be stopped).
-fn detach_herald_xdp() -> Result<()> {
-    for node in NODES {
-        let pins = pin_dir(&node);
-        if !pins.exists() {
-            continue;
-        }
-        // nsenter keeps the host's mount namespace (and so /sys/fs/bpf); `ip netns exec` would not.
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", node.netns))
-            .arg(herald_exe())
-            .args(["xdp", "detach", "--pin-dir"])
-            .arg(&pins)
-            .output()
-            .context("running nsenter … herald xdp detach")?;
-        if !out.status.success() {
-            bail!(
-                "herald xdp detach on {} failed: {}",
+    /// Waits until `node`'s speaker container runs (the kubelet restarts a killed one, after
+    /// its crash back-off); its host pid.
+    pub fn wait_running(self, node: &NodeSpec) -> Result<i32> {
+        wait_for(
+            &format!(
+                "the kubelet to (re)start {}'s {} speaker container",
                 node.name,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let _ = fs::remove_dir_all(&pins);
-    }
-    Ok(())
-}
-
-/// Restarts the three speakers with XDP in `xdp_mode` (`skb`, the lab's, or `driver`): they
-/// stop, XDP is detached (one mode per interface at a time), they start again. `bench
-/// vs-metallb` uses driver mode for its direct links, whose client ends accept XDP_TX frames;
-/// on the bridge ports (no XDP, no NAPI) driver-mode XDP_TX frames are dropped, so the segment
-/// is not answered until the lab's skb mode is back.
-pub fn restart_herald_speakers(detect_ms: u64, xdp_mode: &str) -> Result<()> {
-    for node in NODES {
-        procs::stop_recorded(&format!("speaker-{}", node.name));
-    }
-    detach_herald_xdp()?;
-    ensure_pin_root()?;
-    for node in NODES {
-        spawn_speaker(&node, detect_ms, xdp_mode)?;
-    }
-    Ok(())
-}
-
-/// Starts Herald's controller and speakers again (after [`stop_herald`]).
-pub fn start_herald(detect_ms: u64) -> Result<()> {
-    procs::record_detect_ms(detect_ms)?;
-    ensure_pin_root()?;
-    if procs::recorded_pid("controller").is_none() {
-        start_herald_controller()?;
-    }
-    wait_memberlist_secret()?;
-    for node in NODES {
-        start_speaker(&node, detect_ms)?;
-    }
-    Ok(())
-}
-
-/// True when Herald's controller or any of its speakers runs.
-pub fn herald_running() -> bool {
-    procs::recorded_pid("controller").is_some() || NODES.iter().any(|n| speaker_pid(n).is_some())
-}
-
-/// Starts (or restarts) `node`'s speaker inside its namespace as the speaker service account.
-/// On real nodes the kubelet restarts the speaker's container by itself: this waits for it.
-pub fn start_speaker(node: &NodeSpec, detect_ms: u64) -> Result<u32> {
-    match procs::recorded_nodes() {
-        Nodes::Real => wait_speaker_container(node, Speakers::Herald { detect_ms }),
-        Nodes::Played => spawn_speaker(node, detect_ms, "skb"),
+                self.label()
+            ),
+            Duration::from_secs(330),
+            || self.pid(node),
+        )
     }
 }
 
-/// Waits until `node`'s speaker container of `speakers` runs (the kubelet restarts a killed
-/// one, after its crash back-off); its pid on the host.
-fn wait_speaker_container(node: &NodeSpec, speakers: Speakers) -> Result<u32> {
-    let pid = wait_for(
-        &format!("the kubelet to restart {}'s speaker container", node.name),
-        Duration::from_secs(330),
-        || speakers.pid(node),
-    )?;
-    u32::try_from(pid).context("speaker pid")
-}
-
-fn spawn_speaker(node: &NodeSpec, detect_ms: u64, xdp_mode: &str) -> Result<u32> {
-    let name = format!("speaker-{}", node.name);
-    procs::stop_recorded(&name);
-    procs::spawn_recorded(
-        &name,
-        Some(node.netns),
-        Command::new(herald_exe())
-            .arg("speaker")
-            .arg(format!("--node-name={}", node.name))
-            .arg(format!("--kubeconfig={}", kubeconfig("speaker").display()))
-            .arg("--namespace=metallb-system")
-            .arg(format!("--pin-dir={}", pin_dir(node).display()))
-            .arg(format!("--ml-bind-addr={}:7946", node.v4))
-            .arg(format!("--metrics-addr={}:7472", node.v4))
-            .arg(format!("--interfaces-include={UPLINK},{DIRECT_IF}"))
-            .arg(format!("--xdp-mode={xdp_mode}"))
-            .arg(format!("--detect-ms={detect_ms}"))
-            .env("RUST_LOG", "info,kube=warn")
-            .env_remove("KUBECONFIG")
-            .env_remove("HERALD_PIN_DIR"),
-    )
-}
-
-/// The pid of `node`'s running speaker (process or pod), if any.
+/// The host pid of Herald's speaker on `node`, if one runs.
 pub fn speaker_pid(node: &NodeSpec) -> Option<i32> {
-    match procs::recorded_nodes() {
-        Nodes::Real => super::nodes::herald_in_node(node, "speaker"),
-        Nodes::Played => procs::recorded_pid(&format!("speaker-{}", node.name)),
-    }
-}
-
-/// Where `node`'s speaker pins its maps and links, as the host reaches it.
-pub fn speaker_pins(node: &NodeSpec) -> std::path::PathBuf {
-    match procs::recorded_nodes() {
-        Nodes::Real => super::nodes::pin_dir_in_node(node).unwrap_or_else(|| pin_dir(node)),
-        Nodes::Played => pin_dir(node),
-    }
-}
-
-/// Restarts every speaker with `--detect-ms detect_ms` (and records it).
-pub fn restart_speakers(detect_ms: u64) -> Result<()> {
-    if procs::recorded_nodes() == Nodes::Real {
-        bail!(
-            "on real nodes the speakers' --detect-ms comes from the DaemonSet (manifests/speaker.yaml); \
-             bring the lab up with `--nodes played` for a run at {detect_ms} ms"
-        );
-    }
-    procs::record_detect_ms(detect_ms)?;
-    for node in NODES {
-        start_speaker(&node, detect_ms)?;
-    }
-    Ok(())
+    nodes::herald_in_node(node, "speaker")
 }
 
 /// The timing line the first speaker logs at start (`detect_ms=… guard_budget_ms=…
 /// earliest_takeover_ms=…`), so benchmarks print the settings in force.
 pub fn speaker_timing_line() -> String {
-    let log = match procs::recorded_nodes() {
-        Nodes::Real => super::nodes::speaker_log(&NODES[0]),
-        Nodes::Played => {
-            fs::read_to_string(run_dir().join(format!("speaker-{}.log", NODES[0].name)))
-                .unwrap_or_default()
-        }
-    };
-    log.lines()
+    nodes::speaker_log(&NODES[0])
+        .lines()
         .rev()
         .find(|l| l.contains("detect_ms="))
         .map_or_else(
@@ -302,10 +88,97 @@ pub fn speaker_timing_line() -> String {
         )
 }
 
-pub(super) fn wait_memberlist_secret() -> Result<()> {
-    wait_for(
-        "the controller to create Secret metallb-system/memberlist",
-        Duration::from_secs(60),
-        || memberlist_secret("name").ok().map(|_| ()),
-    )
+/// The speaker container's args with `--name=…` replaced by `--name=value` (removed when
+/// `value` is None).
+pub fn with_flag(args: &[String], name: &str, value: Option<&str>) -> Vec<String> {
+    let prefix = format!("--{name}=");
+    let mut out: Vec<String> = args
+        .iter()
+        .filter(|a| !a.starts_with(&prefix) && **a != format!("--{name}"))
+        .cloned()
+        .collect();
+    if let Some(value) = value {
+        out.push(format!("{prefix}{value}"));
+    }
+    out
+}
+
+/// Sets (or, with None, removes) one flag of Herald's speaker DaemonSet and waits for the
+/// rolling update; nothing happens when the args already say so.
+pub fn set_speaker_flag(name: &str, value: Option<&str>) -> Result<()> {
+    let current: Vec<String> = serde_json::from_str(&kubectl(&[
+        "-n",
+        "metallb-system",
+        "get",
+        "daemonset",
+        "speaker",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].args}",
+    ])?)
+    .context("the speaker DaemonSet's args")?;
+    if current.first().map(String::as_str) != Some("speaker") {
+        bail!(
+            "the speaker DaemonSet is not Herald's (args {current:?}): `cargo xtask lab switch herald`"
+        );
+    }
+    let wanted = with_flag(&current, name, value);
+    if wanted == current {
+        return Ok(());
+    }
+    let patch = serde_json::json!([{
+        "op": "replace",
+        "path": "/spec/template/spec/containers/0/args",
+        "value": wanted,
+    }]);
+    kubectl(&[
+        "-n",
+        "metallb-system",
+        "patch",
+        "daemonset",
+        "speaker",
+        "--type=json",
+        "-p",
+        &patch.to_string(),
+    ])?;
+    install::wait_rolled_out()
+}
+
+/// Rolls Herald's speakers out with `--detect-ms=detect_ms` and records it (for `lab status`,
+/// `lab failover` and the benchmarks).
+pub fn set_speaker_detect_ms(detect_ms: u64) -> Result<()> {
+    set_speaker_flag("detect-ms", Some(&detect_ms.to_string()))?;
+    procs::record_detect_ms(detect_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    #[test]
+    fn a_flag_is_replaced_added_or_removed() {
+        let base = args(&["speaker", "--detect-ms=500"]);
+        assert_eq!(
+            with_flag(&base, "xdp-mode", Some("driver")),
+            args(&["speaker", "--detect-ms=500", "--xdp-mode=driver"])
+        );
+        let driver = with_flag(&base, "xdp-mode", Some("driver"));
+        assert_eq!(
+            with_flag(&driver, "xdp-mode", Some("skb")),
+            args(&["speaker", "--detect-ms=500", "--xdp-mode=skb"])
+        );
+        assert_eq!(with_flag(&driver, "xdp-mode", None), base);
+        assert_eq!(
+            with_flag(&base, "xdp-mode", None),
+            base,
+            "absent stays absent"
+        );
+        assert_eq!(
+            with_flag(&base, "detect-ms", Some("200")),
+            args(&["speaker", "--detect-ms=200"])
+        );
+    }
 }

@@ -34,20 +34,6 @@ fn kubectl_owned(args: &[String]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `kubectl get` of Secret metallb-system/memberlist, the gossip key Herald's controller makes
-/// (and MetalLB's speakers read too), printed as `-o output`.
-pub fn memberlist_secret(output: &str) -> Result<String> {
-    kubectl(&[
-        "-n",
-        "metallb-system",
-        "get",
-        "secret",
-        "memberlist",
-        "-o",
-        output,
-    ])
-}
-
 /// Polls `check` every 200 ms until it returns Some or `timeout` passes.
 pub fn wait_for<T>(
     what: &str,

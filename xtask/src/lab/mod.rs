@@ -1,32 +1,27 @@
 //! `cargo xtask lab up | status | failover | down`: on one machine, the real control plane
-//! (etcd, kube-apiserver, kube-controller-manager from `herald-control-plane`), a switch
-//! namespace with a bridge, three node namespaces, and a client namespace. The nodes are either
-//! played (`--nodes played`, the default): the lab's agent plays kubelet, scheduler and
-//! kube-proxy (IPVS style: every LoadBalancer IP on each node's `lo`, `arp_ignore`/`arp_announce`
-//! so the kernel never answers ARP or NDP for it, see `agent.rs`) and Herald runs as processes;
-//! or real (`--nodes real`): kubelet, containerd, runc, CNI and kube-proxy per node, Herald
-//! installed from `manifests/` as pods of its own image, backends as real pods (`nodes.rs`,
-//! `install.rs`).
+//! (etcd, kube-apiserver, kube-controller-manager, kube-scheduler from `herald-control-plane`),
+//! a switch namespace with a bridge, three node namespaces, and a client namespace. Every node
+//! runs kubelet, containerd, runc, CNI and kube-proxy; Herald is installed from `manifests/` as
+//! pods of its own image, the backends are real pods (`nodes.rs`, `install.rs`), and `lab
+//! switch` rolls the nodes over to MetalLB's own manifest and back (`switch.rs`).
 //!
 //! Two modes (`--mode`, recorded for `status` and `down`): layer 2 (the default) puts the client
 //! on the nodes' segment; BGP puts it behind a router namespace running FRR, which learns each
 //! LoadBalancer IP from every node's speaker and forwards by ECMP — see `router.rs`.
 //!
 //! Everything `up` starts is recorded under `target/lab/run` (pids, logs, kubeconfigs), and
-//! `down` removes exactly that: the recorded processes, the lab's namespaces and host veth, the
-//! pin directories, and the host paths real nodes write (`lifecycle.rs`).
+//! `down` removes exactly that: the recorded processes, the lab's namespaces and host veth, and
+//! the host paths real nodes write (`lifecycle.rs`).
 //!
 //! This file holds the commands; what they share lives in the modules below it (`spec.rs` for
 //! names and addresses, `kubectl.rs`, `herald.rs`, `procs.rs`), so that no module imports this
 //! one back.
 
-pub mod agent;
 pub mod failover;
 mod herald;
 mod install;
 mod kubectl;
 mod lifecycle;
-pub mod metallb;
 pub mod nodes;
 pub mod peers;
 pub mod probe;
@@ -38,10 +33,7 @@ pub mod status;
 mod switch;
 mod topo;
 
-pub use herald::{
-    Speakers, herald_running, restart_herald_speakers, restart_speakers, speaker_pid,
-    speaker_timing_line, start_herald, start_speaker, stop_herald,
-};
+pub use herald::{Speakers, set_speaker_detect_ms, set_speaker_flag, speaker_timing_line};
 pub use kubectl::{kubectl, service_ips, wait_for};
 use lifecycle::require_l2;
 pub use lifecycle::{BGP_YAML, UpArgs, down, up, up_unless_running};
@@ -53,7 +45,7 @@ pub use topo::{DIRECT_IF, DIRECT_NS, DirectLink, direct_link, direct_links};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use failover::FailoverArgs;
 use status::StatusArgs;
@@ -68,15 +60,6 @@ pub enum LabCommand {
     Failover(FailoverArgs),
     /// Stop everything `up` started and remove its namespaces, veth and pins.
     Down,
-    /// (internal) The lab's kubelet, scheduler and kube-proxy; started by `up`.
-    #[command(hide = true)]
-    Agent,
-    /// (internal) A backend "container": a TCP server answering with the node's name.
-    #[command(hide = true)]
-    Backend(BackendArgs),
-    /// (internal) Start a node's speaker again (after `failover` or a test killed it).
-    #[command(hide = true)]
-    StartSpeaker { node: String },
     /// (for tests) ARP requests from the client every interval; prints per-node answer counts
     /// and the unanswered rounds as JSON.
     #[command(hide = true)]
@@ -124,14 +107,6 @@ pub struct ProbeArgs {
     pub interval_ms: u64,
 }
 
-#[derive(clap::Args, Clone)]
-pub struct BackendArgs {
-    #[arg(long)]
-    pub node: String,
-    #[arg(long, default_value_t = BACKEND_PORT)]
-    pub port: u16,
-}
-
 pub fn run(command: &LabCommand) -> Result<()> {
     match command {
         LabCommand::Up(args) => up(args),
@@ -141,8 +116,6 @@ pub fn run(command: &LabCommand) -> Result<()> {
             failover::run_lab_failover(args)
         }
         LabCommand::Down => down(),
-        LabCommand::Agent => agent::run(),
-        LabCommand::Backend(args) => backend(args),
         LabCommand::Probe(args) => {
             require_l2("probe")?;
             probe_command(args)
@@ -161,12 +134,7 @@ pub fn run(command: &LabCommand) -> Result<()> {
             println!("{}", image.reference);
             Ok(())
         }
-        LabCommand::Switch { to } => {
-            if procs::recorded_nodes() != Nodes::Real {
-                anyhow::bail!("`lab switch` needs the lab up on real nodes (`cargo xtask lab up`)");
-            }
-            switch::switch(*to)
-        }
+        LabCommand::Switch { to } => switch::switch(*to),
         LabCommand::Containerd { node, start } => {
             let node = node_by_name(node)?;
             if *start {
@@ -183,11 +151,6 @@ pub fn run(command: &LabCommand) -> Result<()> {
                 libc::SIGSTOP
             };
             procs::kill_recorded(&format!("kubelet-{}", node.name), signal)
-        }
-        LabCommand::StartSpeaker { node } => {
-            let node = node_by_name(node)?;
-            let detect = procs::recorded_detect_ms().unwrap_or(DEFAULT_DETECT_MS);
-            start_speaker(&node, detect).map(|_| ())
         }
     }
 }
@@ -233,29 +196,5 @@ fn probe_command(args: &ProbeArgs) -> Result<()> {
             "unanswered_rounds": unanswered,
         })
     );
-    Ok(())
-}
-
-/// A backend "container": accepts TCP connections on [::]:port (IPv4 too) and writes
-/// `<node>\n`, so the client sees which node served it.
-fn backend(args: &BackendArgs) -> Result<()> {
-    use std::io::Write;
-    let listener = std::net::TcpListener::bind(("::", args.port))
-        .with_context(|| format!("binding [::]:{}", args.port))?;
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        // One HTTP/1.0 exchange, as the real nodes' busybox httpd answers: the request is read
-        // up to its blank line (or a short timeout), then the node's name is the body.
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut request = Vec::new();
-        let mut buf = [0u8; 512];
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-            match std::io::Read::read(&mut stream, &mut buf) {
-                Ok(n) if n > 0 => request.extend_from_slice(&buf[..n]),
-                _ => break,
-            }
-        }
-        let _ = stream.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{}\n", args.node).as_bytes());
-    }
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::spec::{DEFAULT_DETECT_MS, LabMode, Nodes, run_dir};
+use super::spec::{DEFAULT_DETECT_MS, LabMode, run_dir};
 
 fn pids_file() -> std::path::PathBuf {
     run_dir().join("pids")
@@ -141,14 +141,13 @@ pub fn stop_recorded(name: &str) {
     let _ = write_records(&rest);
 }
 
-/// Stops every recorded process (speakers first, the agent last; on real nodes kubelet and
-/// kube-proxy, then containerd, then the mount-namespace holders) and removes the record.
+/// Stops every recorded process (kubelet and kube-proxy first, then containerd, then the
+/// routers, then the mount-namespace holders) and removes the record.
 pub fn stop_all() {
     let mut all = records();
     all.sort_by_key(|(n, _)| match n.split('-').next() {
-        Some("speaker" | "metallb" | "kubelet" | "proxy") => 0,
-        Some("controller" | "containerd") => 1,
-        Some("backend") => 2,
+        Some("kubelet" | "proxy") => 0,
+        Some("containerd") => 1,
         Some("mounts") => 4,
         _ => 3,
     });
@@ -182,28 +181,6 @@ pub fn recorded_detect_ms() -> Option<u64> {
 
 pub fn record_mode(mode: LabMode) -> Result<()> {
     fs::write(run_dir().join("mode"), mode.name()).context("writing the lab's mode")
-}
-
-/// Whether the lab runs Herald's release build ([`super::spec::herald_exe`] reads it).
-pub fn record_release(release: bool) -> Result<()> {
-    let profile = if release { "release" } else { "debug" };
-    fs::write(run_dir().join("profile"), profile).context("writing the lab's build profile")
-}
-
-/// Whether the lab's nodes are real ([`recorded_nodes`] reads it).
-pub fn record_nodes(nodes: Nodes) -> Result<()> {
-    fs::write(run_dir().join("nodes-kind"), nodes.name()).context("writing the lab's node kind")
-}
-
-/// What the running lab's nodes are (played when none is recorded).
-pub fn recorded_nodes() -> Nodes {
-    match fs::read_to_string(run_dir().join("nodes-kind"))
-        .as_deref()
-        .map(str::trim)
-    {
-        Ok("real") => Nodes::Real,
-        _ => Nodes::Played,
-    }
 }
 
 /// The mode the running lab was brought up in (layer 2 when none is recorded).

@@ -2,7 +2,7 @@
 //! state and finds its binaries.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
@@ -68,9 +68,8 @@ pub const POOL_V6_PREFIX: &str = "2001:db8:0:2::/64";
 pub const SERVICE_CIDR: &str = "10.96.0.0/16,2001:db8:0:96::/112";
 /// The backend every node runs (pods' containerPort, the Service's port and targetPort).
 pub const BACKEND_PORT: u16 = 8080;
-/// Pin directories live below this, one per node: namespaces share one bpffs.
-pub const PIN_ROOT: &str = "/sys/fs/bpf/herald-lab";
-/// Failure-detection target the speakers are started with (`--detect-ms`).
+/// The speakers' failure-detection target when `manifests/speaker.yaml` sets none (the
+/// speaker's own default).
 pub const DEFAULT_DETECT_MS: u64 = 500;
 /// The lab's demo Service (from manifests/workload.yaml).
 pub const DEMO_SERVICE: (&str, &str) = ("default", "web");
@@ -98,27 +97,6 @@ impl LabMode {
         [LabMode::L2, LabMode::Bgp]
             .into_iter()
             .find(|m| m.name() == text.trim())
-    }
-}
-
-/// What runs on the lab's nodes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Nodes {
-    /// The lab's agent plays kubelet, scheduler and kube-proxy; Herald runs as processes. Kept
-    /// for the benchmarks that restart the speakers with other settings or run MetalLB's
-    /// speakers beside them.
-    Played,
-    /// Real kubelet, containerd and kube-proxy; Herald and the backends run as pods.
-    #[default]
-    Real,
-}
-
-impl Nodes {
-    pub fn name(self) -> &'static str {
-        match self {
-            Nodes::Played => "played",
-            Nodes::Real => "real",
-        }
     }
 }
 
@@ -158,10 +136,6 @@ pub fn kubeconfig(identity: &str) -> PathBuf {
     kube_run_dir().join(format!("{identity}.kubeconfig"))
 }
 
-pub fn pin_dir(node: &NodeSpec) -> PathBuf {
-    Path::new(PIN_ROOT).join(node.name)
-}
-
 pub fn node_by_name(name: &str) -> Result<NodeSpec> {
     NODES
         .iter()
@@ -175,16 +149,15 @@ pub fn node_by_name(name: &str) -> Result<NodeSpec> {
         })
 }
 
-/// The `herald` binary the running lab uses: the build it was brought up with (debug unless
-/// `up --release`).
+/// The host's `herald` (the debug build), for `herald xdp` on a node's pins from outside it.
 pub fn herald_exe() -> PathBuf {
-    let release =
-        std::fs::read_to_string(run_dir().join("profile")).is_ok_and(|p| p.trim() == "release");
-    herald_exe_of(release)
+    workspace_root().join("target/debug/herald")
 }
 
-/// The debug or the release build of `herald`.
-pub fn herald_exe_of(release: bool) -> PathBuf {
-    let profile = if release { "release" } else { "debug" };
-    workspace_root().join("target").join(profile).join("herald")
+/// Inside the lab's LoadBalancer prefixes (198.51.100.0/24, 2001:db8:0:2::/64).
+pub fn in_pools(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.octets()[..3] == [198, 51, 100],
+        std::net::IpAddr::V6(v6) => v6.segments()[..4] == [0x2001, 0xdb8, 0, 2],
+    }
 }

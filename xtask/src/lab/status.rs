@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::herald::{Speakers, speaker_pid, speaker_pins};
+use super::herald::{Speakers, speaker_pid};
 use super::kubectl::kubectl;
 use super::procs::{detect_ms, recorded_mode};
 use super::spec::{
@@ -54,10 +54,9 @@ pub fn output_in_netns(netns: &str, cmd: &mut Command) -> Result<std::process::O
 
 /// `herald xdp list -o json` for `node` (null when the node has no pins yet).
 pub fn xdp_snapshot(node: &NodeSpec) -> Value {
-    let pins = speaker_pins(node);
-    if !pins.exists() {
+    let Some(pins) = super::nodes::pin_dir_in_node(node).filter(|p| p.exists()) else {
         return Value::Null;
-    }
+    };
     output_in_netns(
         node.netns,
         Command::new(herald_exe())
@@ -221,7 +220,7 @@ pub fn client_neighbours() -> Vec<String> {
                     l.split_whitespace()
                         .next()
                         .and_then(|a| a.parse::<IpAddr>().ok())
-                        .is_some_and(|a| super::agent::in_pools(&a))
+                        .is_some_and(|a| super::spec::in_pools(&a))
                 })
                 .map(str::to_string)
                 .collect()

@@ -194,8 +194,8 @@ pub fn create(mode: LabMode) -> Result<()> {
     for node in NODES {
         uplink(node.netns, UPLINK, node.switch_port)?;
         // kube-proxy's strictARP: the kernel answers ARP only for addresses of the receiving
-        // interface and picks eth0's own address as ARP source, so the LoadBalancer IPs the
-        // agent puts on `lo` are answered by Herald alone.
+        // interface and picks eth0's own address as ARP source, so a LoadBalancer IP a node
+        // holds on another interface is answered by Herald alone.
         for iface in ["all", UPLINK] {
             sysctl(
                 node.netns,
@@ -389,42 +389,6 @@ pub fn set_link(netns: &str, iface: &str, up: bool) -> Result<()> {
         if up { "up" } else { "down" },
     ])
     .map(|_| ())
-}
-
-/// Addresses on `lo` of `netns` (plain text form).
-pub fn lo_addresses(netns: &str) -> Result<Vec<String>> {
-    let out = ip(&["-n", netns, "-j", "addr", "show", "dev", "lo"])?;
-    let json: serde_json::Value = serde_json::from_str(&out).context("parsing ip -j addr")?;
-    Ok(json
-        .get(0)
-        .and_then(|l| l.get("addr_info"))
-        .and_then(|a| a.as_array())
-        .map(|infos| {
-            infos
-                .iter()
-                .filter_map(|i| i.get("local").and_then(|l| l.as_str()).map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
-/// Adds (`add` true) or deletes a host address on `lo` of `netns`.
-pub fn lo_address(netns: &str, addr: std::net::IpAddr, add: bool) -> Result<()> {
-    let prefix = if addr.is_ipv4() { 32 } else { 128 };
-    let cidr = format!("{addr}/{prefix}");
-    let mut args = vec![
-        "-n",
-        netns,
-        "addr",
-        if add { "add" } else { "del" },
-        &cidr,
-        "dev",
-        "lo",
-    ];
-    if add && addr.is_ipv6() {
-        args.push("nodad");
-    }
-    ip(&args).map(|_| ())
 }
 
 /// Forgets `netns`'s neighbour entries on `iface` (a trial starts from what ARP says now).

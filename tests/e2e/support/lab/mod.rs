@@ -389,26 +389,13 @@ pub fn wait_answered_by(ip: &str, node: &str) -> bool {
     })
 }
 
-/// Restarts a speaker the test killed or stopped (on real nodes: waits for the kubelet to).
+/// Waits for the kubelet to restart the speaker container of `node` a test killed (after its
+/// crash back-off).
 pub fn restart_speaker(node: &str) {
-    xtask_lab(&["start-speaker", node]);
-}
-
-/// Sets `node`'s `eth0` down or up inside the node (played nodes only: on a real node it would
-/// flush the pod routes the lab installed; cut its switch port instead).
-pub fn set_link(node: &str, up: bool) {
-    let status = Command::new("ip")
-        .args([
-            "-n",
-            &format!("hl-{node}"),
-            "link",
-            "set",
-            "eth0",
-            if up { "up" } else { "down" },
-        ])
-        .status()
-        .expect("ip link set");
-    assert!(status.success(), "ip link set eth0 on {node} failed");
+    assert!(
+        wait_until(Duration::from_secs(330), || speaker_pid(node).is_some()),
+        "the kubelet did not restart {node}'s speaker container"
+    );
 }
 
 /// Takes `node`'s port on the lab's switch down or up (a cut cable: the node loses carrier).

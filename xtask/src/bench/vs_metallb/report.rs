@@ -359,7 +359,7 @@ pub fn table(herald: &Figures, metallb: &Figures) -> String {
     let trials = hf.or(mf).map_or(0, |f| f.trials);
     let failover = |what: &str, f: fn(&Failover) -> f64| {
         Row::new(
-            format!("failover on speaker kill -9, {what}"),
+            format!("failover on speaker frozen (SIGSTOP), {what}"),
             hf.map(f),
             mf.map(f),
             Unit::Millis,
@@ -516,7 +516,7 @@ mod tests {
         );
         let ndp = line("| NDP, segment replies/s at saturation");
         assert!(ndp.contains("13.3×"), "{ndp}");
-        let p99 = line("| failover on speaker kill -9, p99 (20 trials)");
+        let p99 = line("| failover on speaker frozen (SIGSTOP), p99 (20 trials)");
         assert!(p99.contains("550 ms") && p99.contains("6900 ms"), "{p99}");
         assert!(
             p99.contains("0.08×") && p99.ends_with("| **yes** |"),

@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn pool_is_outside_the_announced_prefixes() {
         let first: std::net::IpAddr = "2001:db8:0:3::".parse().expect("ip");
-        assert!(!crate::lab::agent::in_pools(&first));
+        assert!(!crate::lab::in_pools(&first));
         assert!(pool_yaml().contains(POOL_RANGE) && pool_yaml().contains("autoAssign: false"));
     }
 }
