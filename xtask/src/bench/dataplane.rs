@@ -20,7 +20,7 @@ pub mod frames;
 pub mod lab;
 pub mod live;
 pub mod measure;
-mod net;
+pub mod net;
 pub mod stats;
 pub mod svg;
 

@@ -43,6 +43,34 @@ pub fn in_netns<R: Send + 'static>(
     .map_err(|_| anyhow::anyhow!("thread in a network namespace panicked"))?
 }
 
+/// Runs `script` with `sh` in network namespace `netns`, with that namespace's sysfs on `/sys`
+/// writable. A hostNetwork pod in the namespace (a real node's speaker) has the namespace's sysfs
+/// mounted read-only, and every sysfs mount of one namespace shares that read-only superblock,
+/// so the script's own mount is made writable for its run and read-only again afterwards (the
+/// pod's mount keeps its own read-only flag throughout). Returns the script's stdout.
+pub fn sysfs_sh(netns: &str, script: &str) -> Result<String> {
+    let wrapped = format!(
+        "mount -t sysfs sysfs /sys || exit 1\n\
+         was=$(awk '$2==\"/sys\"{{o=$4}} END{{split(o,a,\",\"); print a[1]}}' /proc/self/mounts)\n\
+         [ \"$was\" = ro ] && mount -o remount,rw /sys\n\
+         ( {script} ); rc=$?\n\
+         [ \"$was\" = ro ] && mount -o remount,ro /sys\n\
+         exit $rc\n"
+    );
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{netns}"))
+        .args(["unshare", "-m", "sh", "-c", &wrapped])
+        .output()
+        .context("running nsenter … unshare -m sh")?;
+    if !out.status.success() {
+        bail!(
+            "in {netns}: {script}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Pins the calling thread to one CPU.
 pub fn pin_current_thread(cpu: usize) -> Result<()> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.

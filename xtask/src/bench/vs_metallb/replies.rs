@@ -131,27 +131,26 @@ fn rps_file(iface: &str) -> String {
 }
 
 /// Reads then writes an interface's RPS mask inside `netns` (`None`: the host's namespace),
-/// returning the previous mask. `ip netns exec` mounts that namespace's sysfs.
+/// returning the previous mask.
 fn swap_rps(netns: Option<&str>, iface: &str, mask: &str) -> Result<String> {
     let script = format!("cat {f} && echo {mask} > {f}", f = rps_file(iface));
-    let mut cmd = if let Some(ns) = netns {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns, "sh", "-c", &script]);
-        c
+    let out = if let Some(ns) = netns {
+        crate::bench::dataplane::net::sysfs_sh(ns, &script)
     } else {
-        let mut c = Command::new("sh");
-        c.args(["-c", &script]);
-        c
-    };
-    let out = cmd.output().context("setting RPS")?;
-    if !out.status.success() {
-        bail!(
-            "RPS on {iface} ({}): {}",
-            netns.unwrap_or("host"),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        let out = Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .context("setting RPS")?;
+        if !out.status.success() {
+            bail!(
+                "RPS on {iface} (host): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    .with_context(|| format!("RPS on {iface}"))?;
+    Ok(out.trim().to_string())
 }
 
 /// RPS of some receiving interfaces set to CPU 1; the old masks come back on drop.
