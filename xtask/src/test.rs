@@ -107,13 +107,13 @@ fn install_tools() -> Result<()> {
 
 /// Every fuzz target: (crate directory, fuzz directory, targets). Each decoder of untrusted bytes
 /// has one: frames (the packet logic shared by the XDP program), gossip datagrams, configuration
-/// text, BGP messages from peers.
+/// text, BGP messages and BFD packets from peers.
 const FUZZ: &[(&str, &str, &[&str])] = &[
     ("lb-ebpf/common", "lb-ebpf/common/fuzz", &["respond"]),
     (
         "lb-userspace",
         "lb-userspace/fuzz",
-        &["gossip_datagram", "config_load", "bgp_decode"],
+        &["gossip_datagram", "config_load", "bgp_decode", "bfd_decode"],
     ),
 ];
 

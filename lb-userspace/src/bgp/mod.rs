@@ -8,6 +8,7 @@
 //! task), [`sessions`] (the set of sessions kept in line with the plan); [`metrics`] are
 //! MetalLB's native BGP metrics.
 
+pub mod bfd;
 pub mod metrics;
 pub mod negotiate;
 pub mod passwords;
