@@ -113,7 +113,14 @@ pub fn switch(to: Implementation) -> Result<()> {
             install::wait_rolled_out()?;
             detach_herald()
         }
-        Implementation::Herald => install::apply(&image::build()?.herald),
+        Implementation::Herald => {
+            // The image may have been rebuilt since the nodes got theirs (a new tag).
+            let herald = image::build()?.herald;
+            for node in NODES {
+                nodes::import_archive(&node, &herald.archive)?;
+            }
+            install::apply(&herald)
+        }
     }
 }
 

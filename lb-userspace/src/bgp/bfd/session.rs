@@ -303,21 +303,7 @@ impl Session {
             return None;
         }
         let fin = std::mem::take(&mut self.final_due);
-        let packet = Control {
-            diag: self.diag,
-            state: self.state,
-            // Never Poll and Final in one packet (section 6.8.7).
-            poll: self.polling && !fin,
-            fin,
-            cpi: false,
-            demand: false,
-            detect_mult: self.timing.detect_mult,
-            my_discr: self.local_discr,
-            your_discr: self.remote_discr,
-            desired_min_tx: self.advertised_tx,
-            required_min_rx: self.timing.required_min_rx,
-            required_min_echo_rx: Duration::ZERO,
-        };
+        let packet = self.packet(fin);
         if !self.remote_min_rx.is_zero() {
             self.next_tx = Some(now + self.jittered(jitter));
         }
@@ -361,11 +347,17 @@ impl Session {
         self.diag = Diag::AdministrativelyDown;
         self.polling = false;
         self.final_due = false;
+        self.packet(false)
+    }
+
+    /// The packet the session's variables describe now; `fin` answers a Poll.
+    fn packet(&self, fin: bool) -> Control {
         Control {
             diag: self.diag,
             state: self.state,
-            poll: false,
-            fin: false,
+            // Never Poll and Final in one packet (section 6.8.7).
+            poll: self.polling && !fin,
+            fin,
             cpi: false,
             demand: false,
             detect_mult: self.timing.detect_mult,
