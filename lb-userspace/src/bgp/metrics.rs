@@ -18,6 +18,8 @@ pub struct BgpMetrics {
     updates: Family<PeerLabel, Counter>,
     announced: Family<PeerLabel, Gauge>,
     pending: Family<PeerLabel, Gauge>,
+    /// The BFD sessions' metrics (registered with these).
+    pub bfd: super::bfd::metrics::BfdMetrics,
 }
 
 fn label(peer: &str) -> PeerLabel {
@@ -47,6 +49,7 @@ impl BgpMetrics {
             "Number of prefixes that should be advertised on the BGP session",
             self.pending.clone(),
         );
+        self.bfd.register(registry);
     }
 
     pub fn session_up(&self, peer: &str, up: bool) {

@@ -66,6 +66,9 @@ pub struct SessionSpec {
     pub dual_stack: bool,
     pub graceful_restart: bool,
     pub bfd_profile: Option<String>,
+    /// The BFD session `bfd_profile` gives this peer (None without a profile, or while the
+    /// profile is missing).
+    pub bfd: Option<super::bfd::PeerBfd>,
 }
 
 impl SessionSpec {
@@ -104,6 +107,7 @@ impl SessionSpec {
             dual_stack: peer.dual_stack_address_family,
             graceful_restart: peer.enable_graceful_restart,
             bfd_profile: peer.bfd_profile.clone(),
+            bfd: None,
         })
     }
 
@@ -172,7 +176,21 @@ pub fn sessions(config: &Config, node: &str) -> BTreeMap<String, SessionSpec> {
         .iter()
         .filter(|p| p.nodes.contains(node))
         .filter_map(SessionSpec::of)
-        .map(|s| (s.peer.clone(), s))
+        .map(|mut s| {
+            s.bfd = s
+                .bfd_profile
+                .as_ref()
+                .and_then(|name| config.bfd_profiles.get(name))
+                .map(|profile| {
+                    super::bfd::PeerBfd::resolve(
+                        profile,
+                        s.peer_address,
+                        s.source_address,
+                        s.ebgp_multihop,
+                    )
+                });
+            (s.peer.clone(), s)
+        })
         .collect()
 }
 

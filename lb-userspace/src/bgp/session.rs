@@ -18,6 +18,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::bfd::packet::Diag;
+use super::bfd::task::Liveness;
 use super::metrics::BgpMetrics;
 use super::negotiate::{self, Negotiated, PeerAs};
 use super::policy::RoutePolicy;
@@ -57,6 +59,8 @@ pub struct Params {
     pub dual_stack: bool,
     pub disable_mp: bool,
     pub graceful_restart: bool,
+    /// The peer has a BFD session: its going down ends this session at once.
+    pub bfd: bool,
     /// The node's addresses: next hops for the family the transport is not.
     pub node_addresses: Vec<IpAddr>,
 }
@@ -104,6 +108,7 @@ impl Handle {
         routes: Routes,
         reports: mpsc::UnboundedSender<Report>,
         metrics: BgpMetrics,
+        bfd: Option<watch::Receiver<Liveness>>,
     ) -> Handle {
         let (routes_tx, routes_rx) = watch::channel(routes);
         let (stop_tx, stop_rx) = watch::channel(None);
@@ -117,6 +122,7 @@ impl Handle {
             metrics,
             rib: AdjRibOut::default(),
             reached_established: false,
+            bfd,
         };
         let span = tracing::info_span!("bgp", peer = %params.name, address = %params.label());
         let task = tokio::spawn(tracing::Instrument::instrument(task.run(), span));
@@ -186,6 +192,28 @@ struct Task {
     rib: AdjRibOut,
     /// The current connection reached Established.
     reached_established: bool,
+    /// The peer's BFD session, when it has one.
+    bfd: Option<watch::Receiver<Liveness>>,
+}
+
+/// Waits until `bfd` says the peer's BFD session went down by a failure (never without BFD).
+async fn bfd_failed(bfd: &mut Option<watch::Receiver<Liveness>>) -> Diag {
+    let Some(rx) = bfd else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            // BFD removed from this peer: nothing to wait for any more.
+            return std::future::pending().await;
+        }
+        if let Liveness::Down {
+            diag,
+            remote_admin_down: false,
+        } = *rx.borrow_and_update()
+        {
+            return diag;
+        }
+    }
 }
 
 /// Reconnect delays: 1 s doubling to 60 s with jitter, for ever.
@@ -392,8 +420,18 @@ impl Task {
         } else {
             Instant::now() + n.keepalive
         };
+        if let Some(rx) = &mut self.bfd {
+            // Only a BFD failure while established ends the session.
+            rx.borrow_and_update();
+        }
         loop {
             tokio::select! {
+                diag = bfd_failed(&mut self.bfd) => {
+                    let _ = conn
+                        .send(&wire::encode_notification(&Notification::cease_bfd_down()))
+                        .await;
+                    return End::Down(format!("BFD session down ({diag:?})"));
+                }
                 read = conn.read_message() => match read {
                     Ok(message) => {
                         if !n.hold_time.is_zero() {

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
+use super::bfd::PeerBfd;
+use super::bfd::task::Bfd;
 use super::metrics::BgpMetrics;
 use super::policy::{BgpPlan, SessionSpec};
 use super::session::{self, Handle, Params, Report, Status, Stop};
@@ -82,6 +84,8 @@ pub struct Sessions {
     skipped: BTreeMap<String, String>,
     metrics: BgpMetrics,
     reports: mpsc::UnboundedSender<Report>,
+    /// The BFD sessions, started with the first peer that has a profile.
+    bfd: Option<Bfd>,
 }
 
 /// The session settings for one peer.
@@ -116,6 +120,7 @@ pub fn params(
         dual_stack: spec.dual_stack,
         disable_mp: spec.disable_mp,
         graceful_restart: spec.graceful_restart,
+        bfd: spec.bfd.is_some(),
         node_addresses: node_addresses.to_vec(),
     }
 }
@@ -133,6 +138,7 @@ impl Sessions {
             skipped: BTreeMap::new(),
             metrics,
             reports,
+            bfd: None,
         }
     }
 
@@ -171,6 +177,19 @@ impl Sessions {
         }
         self.skipped = skipped;
 
+        let bfd_wanted: BTreeMap<String, PeerBfd> = plan
+            .sessions
+            .iter()
+            .filter(|(name, _)| wanted.contains_key(*name))
+            .filter_map(|(name, spec)| Some((name.clone(), spec.bfd.clone()?)))
+            .collect();
+        if self.bfd.is_none() && !bfd_wanted.is_empty() {
+            self.bfd = Some(Bfd::start(self.metrics.bfd.clone()));
+        }
+        if let Some(bfd) = &self.bfd {
+            bfd.apply(bfd_wanted);
+        }
+
         let stale: Vec<String> = self
             .handles
             .iter()
@@ -201,8 +220,14 @@ impl Sessions {
                 handle.set_routes(routes);
             } else {
                 tracing::info!(peer = %name, address = %params.label(), "opening BGP session");
-                let handle =
-                    Handle::spawn(params, routes, self.reports.clone(), self.metrics.clone());
+                let bfd = self.bfd.as_ref().and_then(|b| b.watch(&name));
+                let handle = Handle::spawn(
+                    params,
+                    routes,
+                    self.reports.clone(),
+                    self.metrics.clone(),
+                    bfd,
+                );
                 self.handles.insert(name, handle);
             }
         }
@@ -230,5 +255,8 @@ impl Sessions {
         self.board.post(Vec::new());
         let stops = handles.into_values().map(|h| h.stop(Stop::Shutdown));
         let _ = tokio::time::timeout(limit, futures::future::join_all(stops)).await;
+        if let Some(bfd) = self.bfd.take() {
+            bfd.shutdown(limit).await;
+        }
     }
 }

@@ -215,7 +215,9 @@ impl Session {
                 self.state = State::Init;
                 None
             }
-            (State::Down | State::Init, State::Init | State::Up) => {
+            // Down moves up only on Init: an Up from the peer while this side is Down is a
+            // packet of an older session (section 6.8.6's table).
+            (State::Down, State::Init) | (State::Init, State::Init | State::Up) => {
                 self.went_up(now);
                 Some(Event::Up)
             }

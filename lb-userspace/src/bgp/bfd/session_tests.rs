@@ -357,3 +357,21 @@ proptest! {
         }
     }
 }
+
+/// A packet saying Up that reaches a session in Down belongs to an older session (the peer
+/// restarted its side, or it waited in a socket while this process was stopped): it must not
+/// bring the session up, only the three-way handshake may.
+#[test]
+fn a_stale_up_does_not_bring_a_down_session_up() {
+    let mut link = Link::new(Timing::default(), Timing::default());
+    link.run_clean(Duration::from_secs(4));
+    let stale = link.b.transmit(link.now + Duration::from_secs(1), 0.0);
+    let stale = stale.expect("B sends");
+    assert_eq!(stale.state, State::Up);
+    let mut fresh = Session::new(0x0a, Timing::default());
+    assert_eq!(fresh.receive(&stale, link.now), Ok(None));
+    assert_eq!(fresh.state(), State::Down);
+    // What it sends next tells the peer it is Down, so the peer starts over.
+    let next = fresh.transmit(link.now, 0.0).expect("sends");
+    assert_eq!(next.state, State::Down);
+}

@@ -163,6 +163,7 @@ fn session_defaults_follow_metallb_native() {
             dual_stack: false,
             graceful_restart: false,
             bfd_profile: None,
+            bfd: None,
         }
     );
     assert!(!s.is_ibgp());

@@ -91,6 +91,11 @@ impl Notification {
         Notification::new(6, 3)
     }
 
+    /// Cease / BFD Down (6/10, RFC 9384).
+    pub fn cease_bfd_down() -> Notification {
+        Notification::new(6, 10)
+    }
+
     /// Hold Timer Expired (4/0).
     pub fn hold_timer_expired() -> Notification {
         Notification::new(4, 0)

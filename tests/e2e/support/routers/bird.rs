@@ -24,6 +24,14 @@ pub(super) fn config(cfg: &RouterConfig) -> (String, Vec<(IpAddr, String)>) {
          protocol kernel k4 { learn; ipv4 { import all; export none; }; }\n\
          protocol kernel k6 { learn; ipv6 { import all; export none; }; }\n",
     );
+    // BIRD sets BFD timers per interface: the first neighbor's apply to all.
+    if let Some(t) = cfg.neighbors.iter().find_map(|n| n.bfd) {
+        let _ = writeln!(
+            c,
+            "protocol bfd {{\n  interface \"*\" {{ min rx interval {} ms; min tx interval {} ms; multiplier {}; }};\n}}",
+            t.receive_ms, t.transmit_ms, t.multiplier
+        );
+    }
     let mut names = Vec::new();
     for (i, n) in cfg.neighbors.iter().enumerate() {
         let name = format!("n{i}");
@@ -60,6 +68,11 @@ pub(super) fn config(cfg: &RouterConfig) -> (String, Vec<(IpAddr, String)>) {
         });
         if let (Some(hold), Some(keepalive)) = (n.hold_time, n.keepalive()) {
             let _ = writeln!(c, "  hold time {hold};\n  keepalive time {keepalive};");
+        }
+        if n.bfd.is_some() {
+            // After a session error (BFD down among them) BIRD refuses the neighbor for its
+            // error wait time, 60 s at first by default: keep it short for the tests.
+            c.push_str("  bfd on;\n  error wait time 1, 5;\n");
         }
         if n.ipv4_active() {
             c.push_str("  ipv4 { import all; export none; };\n");
@@ -106,6 +119,35 @@ pub(super) fn cli(router: &Router, args: &[&str]) -> Result<String> {
         bail!("birdc {}: {err}", args.join(" "));
     }
     Ok(out)
+}
+
+/// `show bfd sessions`: one line per session, `<address> <interface> <state> <since>
+/// <interval s> <timeout s>`.
+pub(super) fn bfd_peers(router: &Router) -> Result<Vec<super::BfdPeer>> {
+    let text = cli(router, &["show", "bfd", "sessions"])?;
+    let secs_to_ms =
+        |s: &str| -> Option<u32> { s.parse::<f64>().ok().map(|v| (v * 1000.0).round() as u32) };
+    let mut peers = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(peer) = fields.first().and_then(|f| f.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        let n = fields.len();
+        if n < 5 {
+            continue;
+        }
+        peers.push(super::BfdPeer {
+            peer,
+            up: fields.get(2) == Some(&"Up"),
+            transmit_ms: secs_to_ms(fields[n - 2]).context("interval")?,
+            remote_receive_ms: None,
+            remote_transmit_ms: None,
+            remote_detect_mult: None,
+            detect_ms: secs_to_ms(fields[n - 1]),
+        });
+    }
+    Ok(peers)
 }
 
 pub(super) fn routes(router: &Router, family: Family) -> Result<Vec<Route>> {

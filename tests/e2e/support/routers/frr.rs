@@ -26,6 +26,27 @@ pub(super) fn run_dir(pathspace: &str) -> PathBuf {
 pub(super) fn config(cfg: &RouterConfig) -> String {
     let mut c = String::new();
     c.push_str("frr defaults traditional\n");
+    // One BFD profile per distinct timer set.
+    let mut profiles: Vec<super::BfdTimers> = Vec::new();
+    for t in cfg.neighbors.iter().filter_map(|n| n.bfd) {
+        if !profiles.contains(&t) {
+            profiles.push(t);
+        }
+    }
+    if !profiles.is_empty() {
+        c.push_str("bfd\n");
+        for t in &profiles {
+            let _ = writeln!(
+                c,
+                " profile {}\n  receive-interval {}\n  transmit-interval {}\n  detect-multiplier {}\n exit",
+                bfd_profile_name(t),
+                t.receive_ms,
+                t.transmit_ms,
+                t.multiplier
+            );
+        }
+        c.push_str("exit\n");
+    }
     let _ = writeln!(c, "router bgp {}", cfg.asn);
     let _ = writeln!(c, " bgp router-id {}", cfg.router_id);
     c.push_str(
@@ -51,6 +72,9 @@ pub(super) fn config(cfg: &RouterConfig) -> String {
         }
         if let (Some(hold), Some(keepalive)) = (n.hold_time, n.keepalive()) {
             let _ = writeln!(c, " neighbor {a} timers {keepalive} {hold}");
+        }
+        if let Some(t) = &n.bfd {
+            let _ = writeln!(c, " neighbor {a} bfd profile {}", bfd_profile_name(t));
         }
     }
     for (afi, active) in [
@@ -113,6 +137,11 @@ pub(super) fn start(router: &mut Router, cfg: &RouterConfig) -> Result<()> {
         bgpd.push(address.to_string());
     }
     router.spawn("bgpd", "/usr/lib/frr/bgpd", &bgpd)?;
+    if cfg.neighbors.iter().any(|n| n.bfd.is_some()) {
+        router.spawn("bfdd", "/usr/lib/frr/bfdd", &common("bfdd"))?;
+        let bfdd_vty = run.join("bfdd.vty");
+        router.wait_ready("bfdd", |_| bfdd_vty.exists())?;
+    }
     let bgpd_vty = run.join("bgpd.vty");
     router.wait_ready("bgpd", |r| {
         bgpd_vty.exists() && cli(r, "show daemons").is_ok_and(|s| s.contains("bgpd"))
@@ -127,6 +156,39 @@ pub(super) fn start(router: &mut Router, cfg: &RouterConfig) -> Result<()> {
     router.wait_ready("bgpd with the configuration", |r| {
         cli(r, "show running-config").is_ok_and(|s| s.contains(&format!("router bgp {}", cfg.asn)))
     })
+}
+
+fn bfd_profile_name(t: &super::BfdTimers) -> String {
+    format!("t{}-{}-{}", t.receive_ms, t.transmit_ms, t.multiplier)
+}
+
+/// `show bfd peers json`.
+pub(super) fn bfd_peers(router: &Router) -> Result<Vec<super::BfdPeer>> {
+    let text = cli(router, "show bfd peers json")?;
+    let peers: Vec<Value> =
+        serde_json::from_str(&text).with_context(|| format!("show bfd peers json: {text}"))?;
+    let num = |p: &Value, k: &str| p[k].as_u64().and_then(|v| u32::try_from(v).ok());
+    peers
+        .iter()
+        .map(|p| {
+            Ok(super::BfdPeer {
+                peer: p["peer"]
+                    .as_str()
+                    .context("peer")?
+                    .parse()
+                    .context("peer address")?,
+                up: p["status"] == "up",
+                transmit_ms: num(p, "transmit-interval").context("transmit-interval")?,
+                remote_receive_ms: num(p, "remote-receive-interval"),
+                remote_transmit_ms: num(p, "remote-transmit-interval"),
+                remote_detect_mult: num(p, "remote-detect-multiplier"),
+                detect_ms: num(p, "remote-detect-multiplier")
+                    .zip(num(p, "receive-interval"))
+                    .zip(num(p, "remote-transmit-interval"))
+                    .map(|((m, rx), tx)| m * rx.max(tx)),
+            })
+        })
+        .collect()
 }
 
 /// `vtysh -N <name> -c <command>`. (vtysh warns on stderr that /etc/frr/<name>/vtysh.conf is

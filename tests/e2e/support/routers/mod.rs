@@ -78,6 +78,31 @@ pub struct Neighbor {
     pub multihop: bool,
     /// Activates IPv6 unicast for this neighbor.
     pub ipv6: bool,
+    /// A BFD session with this neighbor (FRR: bfdd; BIRD: its `bfd` protocol).
+    pub bfd: Option<BfdTimers>,
+}
+
+/// One BFD session as a router reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BfdPeer {
+    pub peer: IpAddr,
+    pub up: bool,
+    /// The interval the router sends at toward the peer, ms (negotiated).
+    pub transmit_ms: u32,
+    /// FRR: the peer's advertised intervals and multiplier, as received.
+    pub remote_receive_ms: Option<u32>,
+    pub remote_transmit_ms: Option<u32>,
+    pub remote_detect_mult: Option<u32>,
+    /// The detection time the router applies to the peer, ms.
+    pub detect_ms: Option<u32>,
+}
+
+/// A router's BFD settings for one neighbor, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BfdTimers {
+    pub receive_ms: u32,
+    pub transmit_ms: u32,
+    pub multiplier: u8,
 }
 
 impl Neighbor {
@@ -92,6 +117,7 @@ impl Neighbor {
             passive: true,
             multihop: false,
             ipv6: address.is_ipv6(),
+            bfd: None,
         }
     }
 
@@ -380,6 +406,16 @@ impl Router {
             RouterKind::Bird => bird::cli(self, args),
             RouterKind::Frr => frr::cli_lines(self, args),
             RouterKind::Gobgp => gobgp::cli(self, args),
+        }
+    }
+
+    /// The router's BFD sessions as it reports them (FRR's `show bfd peers json`, BIRD's `show
+    /// bfd sessions`); GoBGP has no BFD.
+    pub fn bfd_peers(&self) -> Result<Vec<BfdPeer>> {
+        match self.kind {
+            RouterKind::Bird => bird::bfd_peers(self),
+            RouterKind::Frr => frr::bfd_peers(self),
+            RouterKind::Gobgp => bail!("GoBGP has no BFD"),
         }
     }
 
