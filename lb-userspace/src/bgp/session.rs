@@ -123,6 +123,8 @@ impl Handle {
             rib: AdjRibOut::default(),
             reached_established: false,
             bfd,
+            reached_established_once: false,
+            graceful: false,
         };
         let span = tracing::info_span!("bgp", peer = %params.name, address = %params.label());
         let task = tokio::spawn(tracing::Instrument::instrument(task.run(), span));
@@ -194,6 +196,10 @@ struct Task {
     reached_established: bool,
     /// The peer's BFD session, when it has one.
     bfd: Option<watch::Receiver<Liveness>>,
+    /// Some connection of this process reached Established (later OPENs clear Restart State).
+    reached_established_once: bool,
+    /// Both sides of the current connection offered graceful restart (RFC 4724).
+    graceful: bool,
 }
 
 /// Waits until `bfd` says the peer's BFD session went down by a failure (never without BFD).
@@ -339,6 +345,9 @@ impl Task {
                 self.params.disable_mp,
             ),
             graceful_restart: self.params.graceful_restart,
+            // Every session of a new process is a restart for the peer: it may hold routes
+            // from the previous one.
+            restarted: self.params.graceful_restart && !self.reached_established_once,
         };
         self.update_status(|s| s.local = Some(local));
         if let Err(e) = conn.send(&wire::encode_open(&open)).await {
@@ -363,6 +372,7 @@ impl Task {
             Err(n) => return self.fail(&mut conn, n).await,
         };
         conn.session = Some(negotiated.session.clone());
+        self.graceful = open.graceful_restart && remote.graceful_restart;
         if let Err(e) = conn.send(&wire::encode_keepalive()).await {
             return End::Down(format!("sending KEEPALIVE: {e}"));
         }
@@ -385,6 +395,7 @@ impl Task {
 
     async fn established(&mut self, conn: &mut Conn, local: SocketAddr, n: &Negotiated) -> End {
         self.reached_established = true;
+        self.reached_established_once = true;
         self.update_status(|s| {
             s.enter(State::Established, SystemTime::now());
             s.remote_router_id = Some(n.remote_router_id);
@@ -598,6 +609,17 @@ impl Task {
     }
 
     async fn cease(&self, conn: &mut Conn, why: Stop) -> End {
+        if why == Stop::Shutdown && self.graceful {
+            // Graceful restart: the connection closes without a NOTIFICATION, so the router
+            // keeps this node's routes (stale) until the next speaker's End-of-RIB or the
+            // restart time. A NOTIFICATION would make it flush them (RFC 4724 section 4.2).
+            let _ = conn.stream.shutdown().await;
+            tracing::info!(
+                restart_time_s = wire::GRACEFUL_RESTART_TIME_S,
+                "BGP session closed without NOTIFICATION (graceful restart: the router keeps the routes)"
+            );
+            return End::Stopped;
+        }
         let notification = match why {
             Stop::Deconfigured => Notification::cease_peer_deconfigured(),
             Stop::Shutdown => Notification::cease_admin_shutdown(),

@@ -8,6 +8,7 @@ fn open(asn: u32, hold: u16, id: [u8; 4]) -> Open {
         four_octet_as: true,
         families: BTreeSet::from([Family::Ipv4Unicast]),
         graceful_restart: false,
+        restarted: false,
     }
 }
 

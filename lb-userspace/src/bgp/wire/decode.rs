@@ -177,11 +177,15 @@ fn open_of(typed: &BgpOpenMessage) -> Open {
         four_octet_as: false,
         families: BTreeSet::new(),
         graceful_restart: false,
+        restarted: false,
     };
     for capability in typed.capabilities() {
         match capability {
             BgpCapability::FourOctetAs(_) => open.four_octet_as = true,
-            BgpCapability::GracefulRestartCapability(_) => open.graceful_restart = true,
+            BgpCapability::GracefulRestartCapability(gr) => {
+                open.graceful_restart = true;
+                open.restarted = gr.restart();
+            }
             BgpCapability::MultiProtocolExtensions(mp) => {
                 if let Some(family) = family_of(mp.address_type()) {
                     open.families.insert(family);

@@ -62,12 +62,23 @@ pub fn encode_open(open: &Open) -> Bytes {
         )));
     }
     if open.graceful_restart {
+        let families: Vec<GracefulRestartAddressFamily> = if open.families.is_empty() {
+            vec![GracefulRestartAddressFamily::new(
+                true,
+                AddressType::Ipv4Unicast,
+            )]
+        } else {
+            open.families
+                .iter()
+                .map(|f| GracefulRestartAddressFamily::new(true, address_type(*f)))
+                .collect()
+        };
         capabilities.push(BgpCapability::GracefulRestartCapability(
             GracefulRestartCapability::new(
-                false,
+                open.restarted,
                 false,
                 GRACEFUL_RESTART_TIME_S,
-                Vec::<GracefulRestartAddressFamily>::new(),
+                families,
             ),
         ));
     }

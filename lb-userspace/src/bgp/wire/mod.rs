@@ -60,8 +60,12 @@ pub struct Open {
     /// On decode, families other than IPv4/IPv6 unicast are left out.
     pub families: BTreeSet<Family>,
     /// The graceful restart capability (RFC 4724): sent with a restart time of
-    /// [`GRACEFUL_RESTART_TIME_S`], no flags and no address families.
+    /// [`GRACEFUL_RESTART_TIME_S`] and every family of the session (IPv4 unicast on a classic
+    /// one) with the Forwarding State bit set: the node's forwarding (kube-proxy's rules, the
+    /// XDP program) does not depend on the speaker process.
     pub graceful_restart: bool,
+    /// The capability's Restart State bit (R): the sender has restarted.
+    pub restarted: bool,
 }
 
 /// A NOTIFICATION message (RFC 4271 §4.5): error code, subcode, data.

@@ -98,6 +98,7 @@ fn herald_open() -> Open {
         four_octet_as: true,
         families: families(&[Family::Ipv4Unicast, Family::Ipv6Unicast]),
         graceful_restart: true,
+        restarted: false,
     }
 }
 
@@ -139,18 +140,46 @@ fn notification_bytes() {
 fn open_bytes() {
     // RFC 4271 §4.2 with RFC 5492 capabilities in one optional parameter.
     let mut expected = MARKER.to_vec();
-    expected.extend_from_slice(&[0x00, 0x35, 0x01]); // 19 + 10 + 24 = 53 bytes, OPEN
+    expected.extend_from_slice(&[0x00, 0x3d, 0x01]); // 19 + 10 + 32 = 61 bytes, OPEN
     expected.extend_from_slice(&[0x04]); // version 4
     expected.extend_from_slice(&[0xfc, 0x00]); // My AS 64512
     expected.extend_from_slice(&[0x00, 0x5a]); // hold time 90
     expected.extend_from_slice(&[192, 0, 2, 1]); // BGP identifier
-    expected.extend_from_slice(&[24]); // optional parameters length
-    expected.extend_from_slice(&[0x02, 22]); // parameter 2 (capabilities), 22 bytes
+    expected.extend_from_slice(&[32]); // optional parameters length
+    expected.extend_from_slice(&[0x02, 30]); // parameter 2 (capabilities), 30 bytes
     expected.extend_from_slice(&[0x01, 0x04, 0x00, 0x01, 0x00, 0x01]); // MP: AFI 1, SAFI 1
     expected.extend_from_slice(&[0x01, 0x04, 0x00, 0x02, 0x00, 0x01]); // MP: AFI 2, SAFI 1
     expected.extend_from_slice(&[0x41, 0x04, 0x00, 0x00, 0xfc, 0x00]); // 4-octet AS 64512
-    expected.extend_from_slice(&[0x40, 0x02, 0x00, 0x78]); // graceful restart, no flags, 120 s
+    // RFC 4724 §3: graceful restart, 10 bytes: no Restart State, 120 s; then per family AFI,
+    // SAFI and flags with the Forwarding State bit (0x80).
+    expected.extend_from_slice(&[0x40, 0x0a, 0x00, 0x78]);
+    expected.extend_from_slice(&[0x00, 0x01, 0x01, 0x80, 0x00, 0x02, 0x01, 0x80]);
     assert_eq!(encode_open(&herald_open()).as_ref(), expected.as_slice());
+
+    // After a restart the Restart State bit (0x8 in the top nibble) is set.
+    let restarted = Open {
+        restarted: true,
+        ..herald_open()
+    };
+    expected[19 + 10 + 2 + 18 + 2] = 0x80;
+    assert_eq!(encode_open(&restarted).as_ref(), expected.as_slice());
+    assert_eq!(
+        decode_one(&expected, None).unwrap(),
+        Some(Message::Open(restarted))
+    );
+
+    // A classic IPv4 session (no multiprotocol capability) restarts IPv4 unicast.
+    let classic = Open {
+        families: BTreeSet::new(),
+        ..herald_open()
+    };
+    let bytes = encode_open(&classic);
+    assert!(
+        bytes
+            .windows(8)
+            .any(|w| w == [0x40, 0x06, 0x00, 0x78, 0x00, 0x01, 0x01, 0x80]),
+        "{bytes:02x?}"
+    );
 }
 
 #[test]
@@ -787,6 +816,7 @@ fn unknown_and_unparsable_capabilities_are_ignored() {
             four_octet_as: true,
             families: families(&[Family::Ipv6Unicast]),
             graceful_restart: false,
+            restarted: false,
         }))
     );
 }

@@ -1,0 +1,196 @@
+//! Graceful restart (RFC 4724) between the real `herald speaker` and a real FRR router, with a
+//! real kube-apiserver: with `enableGracefulRestart` (under `METALLB_BGP_TYPE=frr`, whose rules
+//! allow it) the speaker offers the capability with the Forwarding State bit; when it is killed
+//! (`kill -9`) or stopped (SIGTERM, as a rollout stops it) the router keeps the node's route, in
+//! its BGP table and in the kernel's, until the next speaker process has re-established the
+//! session and sent its End-of-RIB: the kernel route is never deleted (`ip monitor route` in the
+//! router's namespace). Without graceful restart the same kill takes the route out at once.
+//!
+//! Needs root, the XDP object, `cargo xtask kube build`, `cargo build -p herald` and the Debian
+//! package frr.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+#[path = "support/bgp_cluster.rs"]
+mod bgp_cluster;
+#[path = "support/kube/mod.rs"]
+mod kube_support;
+#[path = "support/routers/mod.rs"]
+mod routers;
+
+use std::io::Read;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bgp_cluster::{
+    NODE_AS, PATIENCE, ROUTER_AS, SERVICE_IP, base_objects, bgp_world, find, run_serial,
+};
+use herald_tests::{KillOnDrop, poll_until, unique};
+use kube_support::speaker::Speaker;
+use routers::{Family, Lan, Neighbor, Route, Router, RouterConfig, RouterKind};
+
+/// `ip monitor route` in a namespace, its output kept until [`RouteMonitor::finish`].
+struct RouteMonitor(KillOnDrop);
+
+impl RouteMonitor {
+    fn start(netns: &str) -> RouteMonitor {
+        RouteMonitor(KillOnDrop(
+            Command::new("ip")
+                .args(["-n", netns, "monitor", "route"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("ip monitor route"),
+        ))
+    }
+
+    /// Stops the monitor; what it printed.
+    fn finish(mut self) -> String {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.0.0.id() as i32, libc::SIGTERM) };
+        let mut out = String::new();
+        if let Some(mut stdout) = self.0.0.stdout.take() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+        let _ = self.0.0.wait();
+        out
+    }
+}
+
+#[test]
+fn frr_keeps_the_routes_across_speaker_restarts() {
+    run_serial(scenario());
+}
+
+async fn scenario() {
+    let (cluster, bpffs, lan) = bgp_world("hgr", 1).await;
+    let plane = cluster.plane;
+    let node = unique("hgr-node");
+    let node_v4 = IpAddr::V4(Lan::host_v4(0));
+    let router = Router::start(&RouterConfig {
+        kind: RouterKind::Frr,
+        netns: lan.router.name.clone(),
+        asn: ROUTER_AS,
+        router_id: Lan::ROUTER_V4,
+        listen: vec![IpAddr::V4(Lan::ROUTER_V4)],
+        neighbors: vec![Neighbor::new(node_v4, NODE_AS)],
+    })
+    .expect("router");
+    let ns = unique("speaker-gr");
+    base_objects(&cluster, &ns, &[node.as_str()], "");
+    let peer = |name: &str, graceful: bool| {
+        format!(
+            "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata:\n  name: {name}\n  namespace: metallb-system\nspec:\n  myASN: {NODE_AS}\n  peerASN: {ROUTER_AS}\n  peerAddress: \"{}\"\n  enableGracefulRestart: {graceful}\n",
+            Lan::ROUTER_V4
+        )
+    };
+    cluster.apply(&peer("router", true));
+    cluster.announced_web_service(&ns, &[SERVICE_IP], &node);
+    let start = || Speaker::start_with(plane, &lan.hosts[0], &node, &bpffs, &["--bgp-type=frr"]);
+    let prefix = format!("{SERVICE_IP}/32");
+    let has_route = |routes: &[Route]| find(routes, &prefix).is_some();
+    let no_route = |routes: &[Route]| find(routes, &prefix).is_none();
+    let kernel_route = || {
+        lan.router
+            .ip(["route", "show", &prefix])
+            .unwrap_or_default()
+            .contains(SERVICE_IP)
+    };
+    let neighbor_gr = || {
+        router
+            .cli(&[&format!("show bgp neighbors {node_v4} json")])
+            .unwrap_or_default()
+    };
+
+    let mut speaker = start();
+    router
+        .wait_routes(Family::Ipv4, has_route, PATIENCE)
+        .unwrap_or_else(|e| panic!("{e}\nspeaker:\n{}", speaker.logs()));
+    assert!(poll_until(PATIENCE, kernel_route), "kernel route missing");
+    let shown = neighbor_gr();
+    assert!(
+        shown.contains("\"gracefulRestartInfo\"") && shown.contains("\"remoteGrMode\":\"Restart\""),
+        "FRR does not see the speaker as a restarting speaker: {shown}"
+    );
+
+    for (how, signal) in [("kill -9", libc::SIGKILL), ("SIGTERM", libc::SIGTERM)] {
+        let monitor = RouteMonitor::start(&lan.router.name);
+        std::thread::sleep(Duration::from_millis(300));
+        speaker.signal(signal);
+        let _ = speaker.process.0.wait();
+        let logs = speaker.logs();
+        // Gone for a while: the router holds the route as stale.
+        std::thread::sleep(Duration::from_secs(3));
+        let held = router.routes(Family::Ipv4).unwrap();
+        assert!(
+            has_route(&held) && kernel_route(),
+            "{how}: the router dropped the route while the speaker was away: {held:?}\n{logs}\n{}",
+            router.logs()
+        );
+        speaker = start();
+        router
+            .wait_established(node_v4, PATIENCE)
+            .unwrap_or_else(|e| panic!("{how}: {e}\n{}", speaker.logs()));
+        // End-of-RIB: the stale mark goes, the route stays.
+        assert!(
+            poll_until(PATIENCE, || {
+                let detail = router
+                    .cli(&[&format!("show bgp ipv4 unicast {prefix} json")])
+                    .unwrap_or_default();
+                detail.contains(SERVICE_IP) && !detail.contains("\"stale\":true")
+            }),
+            "{how}: the route is still stale after the restart\n{}",
+            speaker.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let seen = monitor.finish();
+        assert!(
+            !seen
+                .lines()
+                .any(|l| l.starts_with("Deleted") && l.contains(SERVICE_IP)),
+            "{how}: the kernel route was deleted during the restart:\n{seen}\n{logs}"
+        );
+        if signal == libc::SIGTERM {
+            assert!(
+                logs.contains("without NOTIFICATION (graceful restart"),
+                "{logs}"
+            );
+        }
+        eprintln!("{how}: route held through the restart; route events: {seen:?}");
+    }
+
+    // Without graceful restart the same kill withdraws at once. (`enableGracefulRestart` cannot
+    // change on a BGPPeer, as in MetalLB: another peer replaces it.)
+    cluster.kubectl(&["-n", "metallb-system", "delete", "bgppeer", "router"]);
+    cluster.apply(&peer("router-plain", false));
+    assert!(
+        poll_until(PATIENCE, || !neighbor_gr()
+            .contains("\"remoteGrMode\":\"Restart\"")),
+        "the session did not restart without graceful restart: {}",
+        neighbor_gr()
+    );
+    router
+        .wait_routes(Family::Ipv4, has_route, PATIENCE)
+        .unwrap();
+    assert!(poll_until(PATIENCE, kernel_route), "kernel route missing");
+    let monitor = RouteMonitor::start(&lan.router.name);
+    std::thread::sleep(Duration::from_millis(300));
+    speaker.signal(libc::SIGKILL);
+    router
+        .wait_routes(Family::Ipv4, no_route, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("without graceful restart the route stayed: {e}"));
+    assert!(poll_until(PATIENCE, || !kernel_route()));
+    std::thread::sleep(Duration::from_millis(300));
+    // The monitor sees a deletion when there is one (so its silence above means something).
+    let seen = monitor.finish();
+    assert!(
+        seen.lines()
+            .any(|l| l.starts_with("Deleted") && l.contains(SERVICE_IP)),
+        "ip monitor route saw no deletion: {seen:?}"
+    );
+}
