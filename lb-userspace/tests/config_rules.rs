@@ -712,6 +712,17 @@ fn bgp_peer_rules() {
             ],
         ),
         row(
+            "FRR modes: Herald's speaker serves the peers, so unnumbered BGP (interface) is refused",
+            vec![peer("unnumbered", "{myASN: 64500, peerASN: 64501, interface: eth0}")],
+            vec![(
+                "BGPPeer",
+                "unnumbered",
+                "spec.interface",
+                "unnumbered BGP (interface) needs FRR itself",
+                false,
+            )],
+        ),
+        row(
             "ebgpMultiHop is refused for iBGP",
             vec![peer("p", "{myASN: 64500, peerASN: 64500, peerAddress: 203.0.113.1, ebgpMultiHop: true}")],
             vec![("BGPPeer", "p", "spec.ebgpMultiHop", "ibgp", false)],

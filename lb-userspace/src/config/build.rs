@@ -52,7 +52,10 @@ pub fn build(snapshot: &Snapshot) -> Result<Config, Vec<ConfigError>> {
             BgpMode::Native => {
                 native_mode_rules(snapshot, &mut errors);
             }
-            BgpMode::Frr | BgpMode::FrrK8s => frr_peer_pairs(&peers, &nodes, &mut errors),
+            BgpMode::Frr | BgpMode::FrrK8s => {
+                frr_peer_pairs(&peers, &nodes, &mut errors);
+                frr_only_features(snapshot, &mut errors);
+            }
         }
     }
 
@@ -959,6 +962,21 @@ fn native_mode_rules(snapshot: &Snapshot, errors: &mut Vec<ConfigError>) {
 
 /// FRR runs one router per node: peers that can land on the same node must agree on the
 /// router ID, differ in identity, and share myASN within a VRF.
+/// In the FRR modes Herald's own speaker serves the peers; what only FRR itself can do is
+/// refused, so that a configuration never silently loses a session.
+fn frr_only_features(snapshot: &Snapshot, errors: &mut Vec<ConfigError>) {
+    for peer in &snapshot.peers {
+        if !peer.spec.interface.is_empty() {
+            errors.push(ConfigError::new(
+                "BGPPeer",
+                &peer.name_any(),
+                "spec.interface",
+                "unnumbered BGP (interface) needs FRR itself; Herald's speaker peers with a peerAddress only",
+            ));
+        }
+    }
+}
+
 fn frr_peer_pairs(peers: &[ParsedPeer], nodes: &[(String, Labels)], errors: &mut Vec<ConfigError>) {
     for (i, later) in peers.iter().enumerate() {
         for earlier in &peers[..i] {
