@@ -18,8 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::bfd::packet::Diag;
-use super::bfd::task::Liveness;
+use super::bfd::task::{Liveness, failure as bfd_failure};
 use super::metrics::BgpMetrics;
 use super::negotiate::{self, Negotiated, PeerAs};
 use super::policy::RoutePolicy;
@@ -200,26 +199,6 @@ struct Task {
     reached_established_once: bool,
     /// Both sides of the current connection offered graceful restart (RFC 4724).
     graceful: bool,
-}
-
-/// Waits until `bfd` says the peer's BFD session went down by a failure (never without BFD).
-async fn bfd_failed(bfd: &mut Option<watch::Receiver<Liveness>>) -> Diag {
-    let Some(rx) = bfd else {
-        return std::future::pending().await;
-    };
-    loop {
-        if rx.changed().await.is_err() {
-            // BFD removed from this peer: nothing to wait for any more.
-            return std::future::pending().await;
-        }
-        if let Liveness::Down {
-            diag,
-            remote_admin_down: false,
-        } = *rx.borrow_and_update()
-        {
-            return diag;
-        }
-    }
 }
 
 /// Reconnect delays: 1 s doubling to 60 s with jitter, for ever.
@@ -437,7 +416,7 @@ impl Task {
         }
         loop {
             tokio::select! {
-                diag = bfd_failed(&mut self.bfd) => {
+                diag = bfd_failure(&mut self.bfd) => {
                     let _ = conn
                         .send(&wire::encode_notification(&Notification::cease_bfd_down()))
                         .await;

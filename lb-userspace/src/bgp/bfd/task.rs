@@ -31,6 +31,26 @@ pub enum Liveness {
     },
 }
 
+/// Waits until `bfd` says the peer's BFD session went down by a failure (never without BFD).
+pub async fn failure(bfd: &mut Option<watch::Receiver<Liveness>>) -> Diag {
+    let Some(rx) = bfd else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            // BFD removed from this peer: nothing to wait for any more.
+            return std::future::pending().await;
+        }
+        if let Liveness::Down {
+            diag,
+            remote_admin_down: false,
+        } = *rx.borrow_and_update()
+        {
+            return diag;
+        }
+    }
+}
+
 type Channels = Arc<Mutex<BTreeMap<String, watch::Sender<Liveness>>>>;
 
 /// The node's BFD sessions, by BGPPeer name.
