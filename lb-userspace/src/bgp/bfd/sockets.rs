@@ -112,7 +112,8 @@ fn recv_with_ttl(fd: i32, buf: &mut [u8], v6: bool) -> io::Result<Received> {
     msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
+    // size_t on glibc, socklen_t on musl: 64 bytes fit either.
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
     // SAFETY: msg points at live buffers of the sizes given.
     let n = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_DONTWAIT) };
     if n < 0 {
