@@ -4,7 +4,9 @@
 //! intervals as the router reports them; a frozen speaker (SIGSTOP: its TCP session stays open)
 //! and a cut link (the node's port on the router's bridge down) each take the node's route out of
 //! the router's table by BFD, long before the 90 s hold time; thawed or reconnected, the session
-//! and the route come back. The speaker's BFD metrics follow.
+//! and the route come back. The speaker's BFD metrics follow. Hostile packets from the router's
+//! address (a TTL below 255, a short one, a wrong version, another session's discriminator) are
+//! dropped and counted by reason, and the session stays up.
 //!
 //! Needs root, the XDP object, `cargo xtask kube build`, `cargo build -p herald` and the Debian
 //! packages frr and bird2.
@@ -29,6 +31,7 @@ use bgp_cluster::{
     NODE_AS, PATIENCE, ROUTER_AS, SERVICE_IP, base_objects, bgp_world, find, run_serial,
 };
 use herald_tests::{poll_until, unique};
+use kube_support::netns::in_netns;
 use kube_support::speaker::Speaker;
 use routers::{BfdPeer, BfdTimers, Family, Lan, Neighbor, Route, Router, RouterConfig, RouterKind};
 
@@ -166,14 +169,72 @@ async fn scenario(kind: RouterKind) {
         .wait_routes(Family::Ipv4, has_route, PATIENCE)
         .unwrap_or_else(|e| panic!("route not back after the repair: {e}\n{}", context()));
 
+    // Hostile packets from the router's own address: each dropped, counted by reason, and the
+    // session stays up.
+    let downs_before = counter(&speaker.metrics(), "metallb_bfd_session_down_events{");
+    let valid = |state: u8, yours: u32| -> Vec<u8> {
+        let mut p = vec![0x20, state << 6, 3, 24];
+        p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        p.extend_from_slice(&yours.to_be_bytes());
+        for _ in 0..3 {
+            p.extend_from_slice(&100_000u32.to_be_bytes());
+        }
+        p
+    };
+    let mut wrong_version = valid(1, 0);
+    wrong_version[0] = 0x40;
+    let hostile: Vec<(u32, Vec<u8>)> = vec![
+        (64, valid(1, 0)),
+        (255, vec![0x20; 10]),
+        (255, wrong_version),
+        (255, valid(3, 0xdead_beef)),
+    ];
+    let target = std::net::SocketAddr::new(node_v4, 3784);
+    in_netns(&lan.router.name, move || {
+        let socket = std::net::UdpSocket::bind((Lan::ROUTER_V4, 0)).unwrap();
+        for (ttl, payload) in hostile {
+            socket.set_ttl(ttl).unwrap();
+            for _ in 0..5 {
+                socket.send_to(&payload, target).unwrap();
+            }
+        }
+    });
+    let dropped = |reason: &str| {
+        counter(
+            &speaker.metrics(),
+            &format!("herald_bfd_packets_dropped_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    for reason in ["ttl", "bad_length", "bad_version", "no_session"] {
+        assert!(
+            poll_until(PATIENCE, || dropped(reason) >= 5.0),
+            "{reason}: {} dropped of 5\n{}",
+            dropped(reason),
+            speaker.metrics()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(bfd_of(&router).is_some_and(|p| p.up), "{}", context());
+    assert_eq!(
+        counter(&speaker.metrics(), "metallb_bfd_session_down_events{"),
+        downs_before,
+        "a hostile packet took the session down\n{}",
+        context()
+    );
+
     // The speaker saw both: down events counted, and the BGP session ended with BFD.
     let metrics = speaker.metrics();
-    let downs = metrics
-        .lines()
-        .find(|l| l.starts_with("metallb_bfd_session_down_events{"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let downs = counter(&metrics, "metallb_bfd_session_down_events{");
     assert!(downs >= 1.0, "no BFD down event counted:\n{metrics}");
     assert!(speaker.logs().contains("BFD session down"), "{}", context());
+}
+
+/// The value of the first metric line starting with `prefix` (0 when absent).
+fn counter(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
 }
