@@ -137,6 +137,13 @@ async fn scenario(kind: RouterKind) {
         );
         assert_eq!(peer.remote_detect_mult, Some(u32::from(TIMERS.multiplier)));
     }
+    assert!(
+        poll_until(PATIENCE, || speaker
+            .get("/status/bgp")
+            .contains("\"bfd\":\"up\"")),
+        "herald bgp status does not show BFD up: {}",
+        speaker.get("/status/bgp")
+    );
     let up_metric = format!("metallb_bfd_session_up{{peer=\"{}\"}} 1", Lan::ROUTER_V4);
     assert!(
         poll_until(PATIENCE, || speaker.metrics().contains(&up_metric)),

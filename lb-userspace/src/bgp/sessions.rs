@@ -8,10 +8,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::bfd::PeerBfd;
-use super::bfd::task::Bfd;
+use super::bfd::task::{Bfd, Liveness};
 use super::metrics::BgpMetrics;
 use super::policy::{BgpPlan, SessionSpec};
 use super::session::{self, Handle, Params, Report, Status, Stop};
@@ -33,6 +33,7 @@ struct Posted {
     address: SocketAddr,
     status: Arc<Mutex<Status>>,
     wanted: usize,
+    bfd: Option<watch::Receiver<Liveness>>,
 }
 
 /// A live picture of this node's sessions, shared with whoever reports them (the speaker's
@@ -64,7 +65,9 @@ impl Board {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone();
-                SessionView::of(&p.peer, p.address, &status, p.wanted, now)
+                let mut view = SessionView::of(&p.peer, p.address, &status, p.wanted, now);
+                view.bfd = p.bfd.as_ref().map(|rx| rx.borrow().describe());
+                view
             })
             .collect();
         BgpStatus {
@@ -239,6 +242,7 @@ impl Sessions {
                     address: h.params().dial.peer,
                     status: h.shared_status(),
                     wanted: plan.routes.get(name).map_or(0, BTreeMap::len),
+                    bfd: self.bfd.as_ref().and_then(|b| b.watch(name)),
                 })
                 .collect(),
         );

@@ -42,6 +42,9 @@ pub struct SessionView {
     pub local_address: Option<SocketAddr>,
     pub remote_router_id: Option<Ipv4Addr>,
     pub updates_sent: u64,
+    /// The peer's BFD session (`up`, `down: <diagnostic>`, `waiting`); absent without BFD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<String>,
 }
 
 impl SessionView {
@@ -66,6 +69,7 @@ impl SessionView {
             local_address: status.local,
             remote_router_id: status.remote_router_id,
             updates_sent: status.updates_sent,
+            bfd: None,
         }
     }
 }
@@ -85,27 +89,25 @@ pub fn short_duration(d: Duration) -> String {
     }
 }
 
-/// The sessions as an aligned table, one line per peer, headed by the node's name.
+/// The sessions as an aligned table, one line per peer, headed by the node's name; a BFD column
+/// when any session has BFD.
 pub fn render_table(status: &BgpStatus) -> String {
     let mut out = format!("Node {}\n", status.node);
     if status.sessions.is_empty() {
         out.push_str("no BGP sessions\n");
         return out;
     }
-    let header = [
-        "PEER",
-        "ADDRESS",
-        "STATE",
-        "UPTIME",
-        "SENT",
-        "WANTED",
-        "LAST ERROR",
-    ];
-    let rows: Vec<[String; 7]> = status
+    let with_bfd = status.sessions.iter().any(|s| s.bfd.is_some());
+    let mut header = vec!["PEER", "ADDRESS", "STATE", "UPTIME", "SENT", "WANTED"];
+    if with_bfd {
+        header.push("BFD");
+    }
+    header.push("LAST ERROR");
+    let rows: Vec<Vec<String>> = status
         .sessions
         .iter()
         .map(|s| {
-            [
+            let mut row = vec![
                 s.peer.clone(),
                 s.address.to_string(),
                 s.state.as_str().to_string(),
@@ -115,11 +117,15 @@ pub fn render_table(status: &BgpStatus) -> String {
                 ),
                 s.prefixes_sent.to_string(),
                 s.prefixes_wanted.to_string(),
-                s.last_error.clone().unwrap_or_else(|| "-".to_string()),
-            ]
+            ];
+            if with_bfd {
+                row.push(s.bfd.clone().unwrap_or_else(|| "-".to_string()));
+            }
+            row.push(s.last_error.clone().unwrap_or_else(|| "-".to_string()));
+            row
         })
         .collect();
-    let mut widths = header.map(str::len);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -159,6 +165,7 @@ mod tests {
             local_address: None,
             remote_router_id: None,
             updates_sent: 4,
+            bfd: None,
         }
     }
 
@@ -212,6 +219,15 @@ mod tests {
              PEER        ADDRESS          STATE        UPTIME  SENT  WANTED  LAST ERROR\n\
              r4          203.0.113.1:179  Established  1h2m    2     3       -\n\
              router-six  203.0.113.1:179  Idle         -       2     3       connect: timed out\n"
+        );
+        let mut with_bfd = status.clone();
+        with_bfd.sessions[0].bfd = Some("up".into());
+        assert_eq!(
+            render_table(&with_bfd),
+            "Node node-a\n\
+             PEER        ADDRESS          STATE        UPTIME  SENT  WANTED  BFD  LAST ERROR\n\
+             r4          203.0.113.1:179  Established  1h2m    2     3       up   -\n\
+             router-six  203.0.113.1:179  Idle         -       2     3       -    connect: timed out\n"
         );
         let none = BgpStatus {
             node: "node-a".into(),

@@ -147,6 +147,7 @@ mod tests {
                 local_address: Some("203.0.113.10:40000".parse().unwrap()),
                 remote_router_id: Some("203.0.113.1".parse().unwrap()),
                 updates_sent: 1,
+                bfd: None,
             }],
         };
         let json = render(&report, Output::Json).unwrap();

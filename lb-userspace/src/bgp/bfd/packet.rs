@@ -84,6 +84,22 @@ impl Diag {
         }
     }
 
+    /// RFC 5880's name for the code.
+    pub fn describe(self) -> String {
+        match self {
+            Diag::None => "no diagnostic".into(),
+            Diag::DetectionTimeExpired => "control detection time expired".into(),
+            Diag::EchoFailed => "echo function failed".into(),
+            Diag::NeighborDown => "neighbor signaled session down".into(),
+            Diag::ForwardingPlaneReset => "forwarding plane reset".into(),
+            Diag::PathDown => "path down".into(),
+            Diag::ConcatenatedPathDown => "concatenated path down".into(),
+            Diag::AdministrativelyDown => "administratively down".into(),
+            Diag::ReverseConcatenatedPathDown => "reverse concatenated path down".into(),
+            Diag::Other(code) => format!("diagnostic {code}"),
+        }
+    }
+
     pub fn code(self) -> u8 {
         match self {
             Diag::None => 0,

@@ -51,6 +51,21 @@ pub async fn failure(bfd: &mut Option<watch::Receiver<Liveness>>) -> Diag {
     }
 }
 
+impl Liveness {
+    /// As `herald bgp status` shows it: `up`, `down: <diagnostic>`, `waiting`.
+    pub fn describe(self) -> String {
+        match self {
+            Liveness::Unknown => "waiting".to_string(),
+            Liveness::Up => "up".to_string(),
+            Liveness::Down {
+                remote_admin_down: true,
+                ..
+            } => "down: the peer stopped BFD".to_string(),
+            Liveness::Down { diag, .. } => format!("down: {}", diag.describe()),
+        }
+    }
+}
+
 type Channels = Arc<Mutex<BTreeMap<String, watch::Sender<Liveness>>>>;
 
 /// The node's BFD sessions, by BGPPeer name.

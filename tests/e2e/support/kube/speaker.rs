@@ -75,9 +75,14 @@ impl Speaker {
     }
 
     pub fn metrics(&self) -> String {
+        self.get("/metrics")
+    }
+
+    /// The body of `path` on the speaker's metrics/status port ("" when it does not answer).
+    pub fn get(&self, path: &'static str) -> String {
         let port = self.metrics_port;
         in_netns(&self.netns, move || {
-            super::herald::Herald::http_get_at("127.0.0.1", port, "/metrics")
+            super::herald::Herald::http_get_at("127.0.0.1", port, path)
         })
         .map(|(_, body)| body)
         .unwrap_or_default()
