@@ -69,6 +69,9 @@ pub(super) fn config(cfg: &RouterConfig) -> (String, Vec<(IpAddr, String)>) {
         if let (Some(hold), Some(keepalive)) = (n.hold_time, n.keepalive()) {
             let _ = writeln!(c, "  hold time {hold};\n  keepalive time {keepalive};");
         }
+        if n.graceful_restart {
+            c.push_str("  graceful restart on;\n");
+        }
         if n.bfd.is_some() {
             // After a session error (BFD down among them) BIRD refuses the neighbor for its
             // error wait time, 60 s at first by default: keep it short for the tests.

@@ -80,6 +80,9 @@ pub struct Neighbor {
     pub ipv6: bool,
     /// A BFD session with this neighbor (FRR: bfdd; BIRD: its `bfd` protocol).
     pub bfd: Option<BfdTimers>,
+    /// Graceful restart helper for this neighbor (BIRD: `graceful restart on`; FRR is a helper
+    /// by default).
+    pub graceful_restart: bool,
 }
 
 /// One BFD session as a router reports it.
@@ -118,6 +121,7 @@ impl Neighbor {
             multihop: false,
             ipv6: address.is_ipv6(),
             bfd: None,
+            graceful_restart: false,
         }
     }
 
