@@ -47,15 +47,22 @@ const BFD_BOUND: Duration = Duration::from_secs(10);
 
 #[test]
 fn frr_bfd_takes_a_dead_node_out_and_back() {
-    run_serial(scenario(RouterKind::Frr));
+    run_serial(scenario(RouterKind::Frr, false));
 }
 
 #[test]
 fn bird_bfd_takes_a_dead_node_out_and_back() {
-    run_serial(scenario(RouterKind::Bird));
+    run_serial(scenario(RouterKind::Bird, false));
 }
 
-async fn scenario(kind: RouterKind) {
+/// `ebgpMultiHop` on both ends: BFD over UDP 4784 (RFC 5883), TTL checked against the profile's
+/// `minimumTtl` (default 254) instead of 255.
+#[test]
+fn frr_multihop_bfd_takes_a_dead_node_out_and_back() {
+    run_serial(scenario(RouterKind::Frr, true));
+}
+
+async fn scenario(kind: RouterKind, multihop: bool) {
     let (cluster, bpffs, lan) = bgp_world("hbd", 1).await;
     let plane = cluster.plane;
     let node = unique("hbd-node");
@@ -69,6 +76,7 @@ async fn scenario(kind: RouterKind) {
         neighbors: vec![Neighbor {
             hold_time: Some(90),
             bfd: Some(TIMERS),
+            multihop,
             ..Neighbor::new(node_v4, NODE_AS)
         }],
     })
@@ -80,7 +88,7 @@ async fn scenario(kind: RouterKind) {
         TIMERS.receive_ms, TIMERS.transmit_ms, TIMERS.multiplier
     ));
     cluster.apply(&format!(
-        "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata:\n  name: router\n  namespace: metallb-system\nspec:\n  myASN: {NODE_AS}\n  peerASN: {ROUTER_AS}\n  peerAddress: \"{}\"\n  holdTime: 90s\n  bfdProfile: fast\n",
+        "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata:\n  name: router\n  namespace: metallb-system\nspec:\n  myASN: {NODE_AS}\n  peerASN: {ROUTER_AS}\n  peerAddress: \"{}\"\n  holdTime: 90s\n  bfdProfile: fast\n  ebgpMultiHop: {multihop}\n",
         Lan::ROUTER_V4
     ));
     cluster.announced_web_service(&ns, &[SERVICE_IP], &node);
@@ -136,6 +144,7 @@ async fn scenario(kind: RouterKind) {
             "{peer:?}"
         );
         assert_eq!(peer.remote_detect_mult, Some(u32::from(TIMERS.multiplier)));
+        assert_eq!(peer.multihop, Some(multihop), "{peer:?}");
     }
     assert!(
         poll_until(PATIENCE, || speaker
@@ -196,7 +205,7 @@ async fn scenario(kind: RouterKind) {
         (255, wrong_version),
         (255, valid(3, 0xdead_beef)),
     ];
-    let target = std::net::SocketAddr::new(node_v4, 3784);
+    let target = std::net::SocketAddr::new(node_v4, if multihop { 4784 } else { 3784 });
     in_netns(&lan.router.name, move || {
         let socket = std::net::UdpSocket::bind((Lan::ROUTER_V4, 0)).unwrap();
         for (ttl, payload) in hostile {

@@ -148,6 +148,7 @@ pub(super) fn bfd_peers(router: &Router) -> Result<Vec<super::BfdPeer>> {
             remote_transmit_ms: None,
             remote_detect_mult: None,
             detect_ms: secs_to_ms(fields[n - 1]),
+            multihop: None,
         });
     }
     Ok(peers)

@@ -186,6 +186,7 @@ pub(super) fn bfd_peers(router: &Router) -> Result<Vec<super::BfdPeer>> {
                     .zip(num(p, "receive-interval"))
                     .zip(num(p, "remote-transmit-interval"))
                     .map(|((m, rx), tx)| m * rx.max(tx)),
+                multihop: p["multihop"].as_bool(),
             })
         })
         .collect()

@@ -98,6 +98,8 @@ pub struct BfdPeer {
     pub remote_detect_mult: Option<u32>,
     /// The detection time the router applies to the peer, ms.
     pub detect_ms: Option<u32>,
+    /// FRR: a multihop session (RFC 5883).
+    pub multihop: Option<bool>,
 }
 
 /// A router's BFD settings for one neighbor, in milliseconds.
