@@ -450,7 +450,7 @@ fn speaker_restart_leaves_one_gap_on_a_crash_and_none_when_graceful() {
             wait_exit(pid, Duration::from_secs(20)),
             "speaker {pid} did not exit on signal {sig}"
         );
-        restart_speaker(&first);
+        wait_speaker_restarted(&first);
         let result = finish_probe(probe);
         assert_eq!(result.rounds, 300);
         eprintln!(

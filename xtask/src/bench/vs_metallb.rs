@@ -142,14 +142,8 @@ pub fn run(args: &Args) -> Result<()> {
 
     println!("\n=== Herald back from its manifests (lab switch herald)");
     drop(neighbours);
-    let restored = lab::switch(Implementation::Herald).and_then(|()| {
-        lab::wait_for(
-            &format!("Herald to answer ARP for {vip4} again"),
-            Duration::from_secs(90),
-            || failover::stable_answer(vip4, 5).ok(),
-        )
-        .map(|_| ())
-    });
+    let restored = lab::switch(Implementation::Herald)
+        .and_then(|()| wait_answered(vip4, "Herald to answer ARP for it again"));
     if let Err(e) = &restored {
         println!("   restoring Herald failed: {e:#}");
     }
@@ -217,16 +211,21 @@ fn demo_ips() -> Result<(Ipv4Addr, Ipv6Addr)> {
     }
 }
 
+/// Waits (90 s at most) until one node answers the client's ARP requests for `vip4` steadily;
+/// `who` says whom the wait is for.
+fn wait_answered(vip4: Ipv4Addr, who: &str) -> Result<()> {
+    lab::wait_for(&format!("{who} ({vip4})"), Duration::from_secs(90), || {
+        failover::stable_answer(vip4, 5).ok()
+    })
+    .map(|_| ())
+}
+
 /// Rolls the nodes over to MetalLB (Herald's XDP detached once its speakers are gone) and waits
 /// until one node answers for the demo IPv4 address.
 fn switch_to_metallb(vip4: Ipv4Addr) -> Result<()> {
     let t = Instant::now();
     lab::switch(Implementation::Metallb)?;
-    lab::wait_for(
-        &format!("MetalLB to answer ARP for {vip4}"),
-        Duration::from_secs(90),
-        || failover::stable_answer(vip4, 5).ok(),
-    )?;
+    wait_answered(vip4, "MetalLB to answer ARP for it")?;
     println!(
         "   MetalLB answers for {vip4} {:.1} s after the switch began",
         t.elapsed().as_secs_f64()
@@ -461,14 +460,8 @@ fn herald_direct(run: &mut Run, args: &Args, vip4: Ipv4Addr, vip6: Ipv6Addr, col
         }
     }
     println!("-- Herald's speakers back to the manifests' args (XDP mode auto)");
-    let restored = lab::set_speaker_flag("xdp-mode", None).and_then(|()| {
-        lab::wait_for(
-            &format!("Herald to answer ARP for {vip4} on the segment again"),
-            Duration::from_secs(90),
-            || failover::stable_answer(vip4, 5).ok(),
-        )
-        .map(|_| ())
-    });
+    let restored = lab::set_speaker_flag("xdp-mode", None)
+        .and_then(|()| wait_answered(vip4, "Herald to answer ARP for it on the segment again"));
     if let Err(e) = restored {
         println!("   restoring the XDP mode failed: {e:#}");
         run.notes.push(format!(

@@ -391,7 +391,7 @@ pub fn wait_answered_by(ip: &str, node: &str) -> bool {
 
 /// Waits for the kubelet to restart the speaker container of `node` a test killed (after its
 /// crash back-off).
-pub fn restart_speaker(node: &str) {
+pub fn wait_speaker_restarted(node: &str) {
     assert!(
         wait_until(Duration::from_secs(330), || speaker_pid(node).is_some()),
         "the kubelet did not restart {node}'s speaker container"

@@ -178,7 +178,7 @@ impl Lab {
         reason = "acts on the lab's namespaces; called through the lab"
     )]
     pub fn write_sys(&self, ns: &str, rel: &str, value: &str) -> Result<()> {
-        super::net::sysfs_sh(ns, &format!("echo {value} > /sys/{rel}")).map(|_| ())
+        super::net::sysfs_sh(Some(ns), &format!("echo {value} > /sys/{rel}")).map(|_| ())
     }
 
     #[allow(

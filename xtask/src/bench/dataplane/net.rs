@@ -43,12 +43,19 @@ pub fn in_netns<R: Send + 'static>(
     .map_err(|_| anyhow::anyhow!("thread in a network namespace panicked"))?
 }
 
-/// Runs `script` with `sh` in network namespace `netns`, with that namespace's sysfs on `/sys`
-/// writable. A hostNetwork pod in the namespace (a real node's speaker) has the namespace's sysfs
+/// Runs `script` with `sh` in network namespace `netns` (the host's when None), with that
+/// namespace's sysfs on `/sys` writable. A hostNetwork pod in the namespace (a real node's speaker) has the namespace's sysfs
 /// mounted read-only, and every sysfs mount of one namespace shares that read-only superblock,
 /// so the script's own mount is made writable for its run and read-only again afterwards (the
 /// pod's mount keeps its own read-only flag throughout). Returns the script's stdout.
-pub fn sysfs_sh(netns: &str, script: &str) -> Result<String> {
+pub fn sysfs_sh(netns: Option<&str>, script: &str) -> Result<String> {
+    let Some(netns) = netns else {
+        return sh_output(
+            std::process::Command::new("sh").args(["-c", script]),
+            "host",
+            script,
+        );
+    };
     let wrapped = format!(
         "mount -t sysfs sysfs /sys || exit 1\n\
          was=$(awk '$2==\"/sys\"{{o=$4}} END{{split(o,a,\",\"); print a[1]}}' /proc/self/mounts)\n\
@@ -57,14 +64,21 @@ pub fn sysfs_sh(netns: &str, script: &str) -> Result<String> {
          [ \"$was\" = ro ] && mount -o remount,ro /sys\n\
          exit $rc\n"
     );
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{netns}"))
-        .args(["unshare", "-m", "sh", "-c", &wrapped])
-        .output()
-        .context("running nsenter … unshare -m sh")?;
+    sh_output(
+        std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{netns}"))
+            .args(["unshare", "-m", "sh", "-c", &wrapped]),
+        netns,
+        script,
+    )
+}
+
+/// The stdout of `cmd`, or its stderr as the error of `script` in `place`.
+fn sh_output(cmd: &mut std::process::Command, place: &str, script: &str) -> Result<String> {
+    let out = cmd.output().context("running sh")?;
     if !out.status.success() {
         bail!(
-            "in {netns}: {script}: {}",
+            "in {place}: {script}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

@@ -134,22 +134,8 @@ fn rps_file(iface: &str) -> String {
 /// returning the previous mask.
 fn swap_rps(netns: Option<&str>, iface: &str, mask: &str) -> Result<String> {
     let script = format!("cat {f} && echo {mask} > {f}", f = rps_file(iface));
-    let out = if let Some(ns) = netns {
-        crate::bench::dataplane::net::sysfs_sh(ns, &script)
-    } else {
-        let out = Command::new("sh")
-            .args(["-c", &script])
-            .output()
-            .context("setting RPS")?;
-        if !out.status.success() {
-            bail!(
-                "RPS on {iface} (host): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-    .with_context(|| format!("RPS on {iface}"))?;
+    let out = crate::bench::dataplane::net::sysfs_sh(netns, &script)
+        .with_context(|| format!("RPS on {iface}"))?;
     Ok(out.trim().to_string())
 }
 
