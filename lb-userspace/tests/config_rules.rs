@@ -42,6 +42,13 @@ fn obj(kind: &str, name: &str, spec: &str) -> String {
     format!("apiVersion: {api_version}\nkind: {kind}\nmetadata: {{name: {name}}}{body}\n")
 }
 
+/// A ConfigMap with `data` (YAML lines under `data:`).
+fn config_map(name: &str, data: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: metallb-system}}\ndata:\n  {data}\n"
+    )
+}
+
 fn pool(name: &str, addresses: &str) -> String {
     obj(
         "IPAddressPool",
@@ -990,6 +997,39 @@ fn mode_rules() {
                     "c",
                     "{myASN: 64520, peerASN: 64501, peerAddress: 203.0.113.1, routerID: 198.51.100.1, vrf: red, nodeSelectors: [{matchLabels: {rack: r1}}]}",
                 ),
+            ],
+            vec![],
+        ),
+        row(
+            "FRR: ConfigMap bgpextras with raw FRR configuration is refused (no FRR runs)",
+            vec![config_map(
+                "bgpextras",
+                "extras: |\n    router bgp 64500\n     bgp graceful-shutdown\n",
+            )],
+            vec![(
+                "ConfigMap",
+                "bgpextras",
+                "data.extras",
+                "raw FRR configuration is not supported",
+                false,
+            )],
+        ),
+        native(
+            "native: any extras are refused, as in MetalLB",
+            vec![config_map("bgpextras", "extras: 'bfd'")],
+            vec![(
+                "ConfigMap",
+                "bgpextras",
+                "data.extras",
+                "raw FRR configuration is not supported",
+                false,
+            )],
+        ),
+        row(
+            "an empty bgpextras, or another ConfigMap, changes nothing",
+            vec![
+                config_map("bgpextras", "extras: '  '"),
+                config_map("other", "extras: 'router bgp 1'"),
             ],
             vec![],
         ),

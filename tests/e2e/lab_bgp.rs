@@ -2,7 +2,9 @@
 //! namespace running FRR, which peers over eBGP with the three nodes' `herald speaker`s; the
 //! Service's addresses must reach the router's kernel table as ECMP routes through all three
 //! nodes, and the client's connections through them must reach the backends on every node.
-//! `lab down` must leave no router namespace and no FRR process. Needs root, Debian's `frr`
+//! In MetalLB's FRR mode with BFD and graceful restart, the speakers' BFD sessions come Up with
+//! the router's bfdd, and a rolling restart costs neither a route nor a connection. `lab down`
+//! must leave no router namespace and no FRR process. Needs root, Debian's `frr`
 //! and the builds `cargo xtask test` makes (eBPF object, herald, xtask, the Kubernetes binaries).
 
 #![allow(
@@ -97,6 +99,175 @@ fn netns_exists(name: &str) -> bool {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .any(|l| l.split_whitespace().next() == Some(name))
+}
+
+/// `vtysh` on the lab router's FRR: the JSON it prints for `command`.
+fn router_json(command: &str) -> serde_json::Value {
+    let out = Command::new("vtysh")
+        .args(["-N", "herald-lab", "-c", command])
+        .output()
+        .expect("vtysh");
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// Whether the router has BFD Up with all six node addresses, each speaker at 100 ms.
+fn bfd_up_with_every_node() -> bool {
+    let peers = router_json("show bfd peers json");
+    NODE_V4.iter().chain(&NODE_V6).all(|node| {
+        peers.as_array().into_iter().flatten().any(|p| {
+            p["peer"] == *node
+                && p["status"] == "up"
+                && p["remote-transmit-interval"] == 100
+                && p["remote-receive-interval"] == 100
+        })
+    })
+}
+
+/// Every node's IPv4 and IPv6 BGP session Established at the router.
+fn sessions_established() -> bool {
+    let neighbors = router_json("show bgp neighbors json");
+    NODE_V4
+        .iter()
+        .chain(&NODE_V6)
+        .all(|n| neighbors[*n]["bgpState"] == "Established")
+}
+
+/// The lab's BGPPeers in MetalLB's FRR mode with a BFDProfile of the router's 100 ms × 3 and
+/// graceful restart: Herald's own speakers bring BFD Up with FRR's bfdd; a frozen speaker's
+/// node leaves the router's route long before the 90 s hold time; and a rolling restart of
+/// every speaker loses the router no next hop and the client — connecting through `ipv4`
+/// every 20 ms — no connection.
+fn frr_mode_bfd_and_graceful_restart(ipv4: IpAddr) {
+    for what in ["daemonset/speaker", "deployment/controller"] {
+        kubectl(&[
+            "-n",
+            "metallb-system",
+            "set",
+            "env",
+            what,
+            "METALLB_BGP_TYPE=frr",
+        ]);
+        kubectl(&[
+            "-n",
+            "metallb-system",
+            "rollout",
+            "status",
+            what,
+            "--timeout=180s",
+        ]);
+    }
+    apply(
+        "apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata:\n  name: lab-fast\n  namespace: metallb-system\nspec:\n  receiveInterval: 100\n  transmitInterval: 100\n  detectMultiplier: 3\n",
+    );
+    for peer in ["router-v4", "router-v6"] {
+        kubectl(&[
+            "-n",
+            "metallb-system",
+            "patch",
+            "bgppeer",
+            peer,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"bfdProfile":"lab-fast","enableGracefulRestart":true}}"#,
+        ]);
+    }
+    assert!(
+        wait_until(DEADLINE, || bfd_up_with_every_node()
+            && sessions_established()),
+        "BFD never came up at 100 ms with every node: {}",
+        router_json("show bfd peers json")
+    );
+    let ip = ipv4.to_string();
+    let all: BTreeSet<String> = NODE_V4.iter().map(ToString::to_string).collect();
+    assert!(wait_until(DEADLINE, || router_next_hops(&ip) == all));
+
+    // A frozen speaker: BFD, not the 90 s hold timer, takes node-a's path away.
+    let pid = speaker_pid("node-a").expect("node-a's speaker runs");
+    signal(pid, libc::SIGSTOP);
+    let dropped = wait_until(Duration::from_secs(20), || {
+        !router_next_hops(&ip).contains(NODE_V4[0])
+    });
+    signal(pid, libc::SIGCONT);
+    assert!(
+        dropped,
+        "the router kept node-a's path for 20 s after its speaker froze: {:?}",
+        router_next_hops(&ip)
+    );
+    assert!(
+        wait_until(DEADLINE, || router_next_hops(&ip) == all
+            && bfd_up_with_every_node()),
+        "node-a's path and BFD session never came back: {:?}",
+        router_next_hops(&ip)
+    );
+
+    // A rolling restart of every speaker under graceful restart.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, ip, all) = (stop.clone(), ip.clone(), all.clone());
+        std::thread::spawn(move || {
+            let mut lost = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let hops = router_next_hops(&ip);
+                if hops != all {
+                    lost.push(hops);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            lost
+        })
+    };
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match connect_from_client(ipv4) {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(e),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (ok, failed)
+        })
+    };
+    kubectl(&[
+        "-n",
+        "metallb-system",
+        "rollout",
+        "restart",
+        "daemonset/speaker",
+    ]);
+    kubectl(&[
+        "-n",
+        "metallb-system",
+        "rollout",
+        "status",
+        "daemonset/speaker",
+        "--timeout=300s",
+    ]);
+    let settled = wait_until(DEADLINE, || {
+        sessions_established() && bfd_up_with_every_node()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let lost = watcher.join().unwrap();
+    let (ok, failed) = client.join().unwrap();
+    assert!(
+        settled,
+        "the restarted speakers' sessions and BFD never all came back"
+    );
+    assert!(
+        lost.is_empty(),
+        "the router's route lost next hops during the restart: {lost:?}"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} connections through {ip} failed during the restart: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 100, "only {ok} connections made during the restart");
 }
 
 /// Both addresses of the dual-stack Service: routed by the router through all three nodes
@@ -214,8 +385,16 @@ fn client_reaches_every_node_through_the_router_by_ecmp() {
         "lab status lists the ServiceBGPStatus objects:\n{text}"
     );
 
+    let ipv4: IpAddr = ips
+        .iter()
+        .find(|ip| !ip.contains(':'))
+        .expect("an IPv4 address")
+        .parse()
+        .unwrap();
+    frr_mode_bfd_and_graceful_restart(ipv4);
+
     let frr = lab_pids("frr-");
-    assert_eq!(frr.len(), 2, "zebra and bgpd recorded");
+    assert_eq!(frr.len(), 3, "zebra, bgpd and bfdd recorded");
     xtask_lab(&["down"]);
     assert!(!netns_exists(ROUTER_NS), "lab down left {ROUTER_NS}");
     assert!(!netns_exists(CLIENT_NS), "lab down left {CLIENT_NS}");

@@ -1,4 +1,5 @@
-//! Graceful restart (RFC 4724) between the real `herald speaker` and real routers (FRR, BIRD),
+//! Graceful restart (RFC 4724) between the real `herald speaker` and real routers (FRR, BIRD,
+//! GoBGP as helpers),
 //! with a real kube-apiserver: with `enableGracefulRestart` (under `METALLB_BGP_TYPE=frr`, whose
 //! rules allow it) the speaker offers the capability with the Forwarding State bit; when it is
 //! killed (`kill -9`) or stopped (SIGTERM, as a rollout stops it) the router keeps the node's
@@ -8,7 +9,7 @@
 //! same kill takes the route out at once.
 //!
 //! Needs root, the XDP object, `cargo xtask kube build`, `cargo build -p herald` and the Debian
-//! packages frr and bird2.
+//! packages frr, bird2 and gobgpd.
 
 #![allow(
     clippy::unwrap_used,
@@ -74,6 +75,11 @@ fn bird_keeps_the_routes_across_speaker_restarts() {
     run_serial(scenario(RouterKind::Bird));
 }
 
+#[test]
+fn gobgp_keeps_the_routes_across_speaker_restarts() {
+    run_serial(scenario(RouterKind::Gobgp));
+}
+
 async fn scenario(kind: RouterKind) {
     let (cluster, bpffs, lan) = bgp_world("hgr", 1).await;
     let plane = cluster.plane;
@@ -119,12 +125,18 @@ async fn scenario(kind: RouterKind) {
             .cli(&[&format!("show bgp neighbors {node_v4} json")])
             .unwrap_or_default()
     };
-    // Whether the router still holds the route as stale (FRR's path flag; BIRD shows none).
-    let stale = || {
-        frr && router
+    // Whether the router still holds the route as stale (FRR's and GoBGP's path flag; BIRD
+    // shows none).
+    let stale = || match kind {
+        RouterKind::Frr => router
             .cli(&[&format!("show bgp ipv4 unicast {prefix} json")])
             .unwrap_or_default()
-            .contains("\"stale\":true")
+            .contains("\"stale\":true"),
+        RouterKind::Gobgp => router
+            .cli(&["global", "rib", "-a", "ipv4", "-j"])
+            .unwrap_or_default()
+            .contains("\"stale\":true"),
+        RouterKind::Bird => false,
     };
 
     let mut speaker = start();
@@ -180,7 +192,7 @@ async fn scenario(kind: RouterKind) {
             router
                 .wait_established(node_v4, PATIENCE)
                 .unwrap_or_else(|e| panic!("{how}: {e}\n{}", speaker.logs()));
-            // End-of-RIB: FRR clears the stale mark; BIRD is given the same time.
+            // End-of-RIB: FRR and GoBGP clear the stale mark; BIRD is given the same time.
             assert!(
                 poll_until(PATIENCE, || !stale()),
                 "{how}: the route is still stale after the restart\n{}",

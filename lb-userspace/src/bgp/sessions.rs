@@ -36,6 +36,11 @@ struct Posted {
     bfd: Option<watch::Receiver<Liveness>>,
 }
 
+/// How long BFD stays Up after the BGP sessions closed on shutdown. A router handles a BFD
+/// Down — AdminDown included, for FRR — on an Established session as a failure and withdraws
+/// the node's routes; the close must reach it first, so that graceful restart keeps them.
+pub const BFD_AFTER_CLOSE: Duration = Duration::from_millis(300);
+
 /// A live picture of this node's sessions, shared with whoever reports them (the speaker's
 /// `/status/bgp`): [`Sessions`] posts its sessions on every pass, each session updates its own
 /// status, a reader takes a [`BgpStatus`] at any time. Cheap to clone.
@@ -253,13 +258,18 @@ impl Sessions {
         self.board.clone()
     }
 
-    /// Closes every session (Cease / Administrative Shutdown) and waits, at most `limit`.
+    /// Closes every session (Cease / Administrative Shutdown, or for graceful restart a bare
+    /// close) and waits, at most `limit`; then, [`BFD_AFTER_CLOSE`] later, ends BFD.
     pub async fn shutdown(&mut self, limit: Duration) {
         let handles = std::mem::take(&mut self.handles);
+        let had_sessions = !handles.is_empty();
         self.board.post(Vec::new());
         let stops = handles.into_values().map(|h| h.stop(Stop::Shutdown));
         let _ = tokio::time::timeout(limit, futures::future::join_all(stops)).await;
         if let Some(bfd) = self.bfd.take() {
+            if had_sessions {
+                tokio::time::sleep(BFD_AFTER_CLOSE).await;
+            }
             bfd.shutdown(limit).await;
         }
     }

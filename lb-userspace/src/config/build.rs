@@ -12,16 +12,17 @@ use super::address;
 use super::community::{self, CommunityError};
 use super::duration::parse_go_duration;
 use super::error::{ConfigError, Errors};
+use super::mode_rules;
 use super::model::{
     BfdProfile, BgpAdvertisement, Community, Config, L2Advertisement, NodePreference, Peer, Pool,
     ServiceAllocation,
 };
 use super::selector::Selector;
 use super::selector_parse::parse_list;
-use super::snapshot::{BgpMode, Snapshot};
+use super::snapshot::Snapshot;
 use crate::api;
 
-type Labels = BTreeMap<String, String>;
+pub(super) type Labels = BTreeMap<String, String>;
 
 /// Builds the validated configuration, or returns every error found (one bad object never
 /// hides another's errors). Errors come sorted by kind, name and field.
@@ -47,17 +48,7 @@ pub fn build(snapshot: &Snapshot) -> Result<Config, Vec<ConfigError>> {
         &bfd_profiles,
         &mut errors,
     );
-    if !snapshot.skip_mode_rules {
-        match snapshot.bgp_mode {
-            BgpMode::Native => {
-                native_mode_rules(snapshot, &mut errors);
-            }
-            BgpMode::Frr | BgpMode::FrrK8s => {
-                frr_peer_pairs(&peers, &nodes, &mut errors);
-                frr_only_features(snapshot, &mut errors);
-            }
-        }
-    }
+    mode_rules::check(snapshot, &peers, &nodes, &mut errors);
 
     if !errors.is_empty() {
         errors.sort();
@@ -920,121 +911,5 @@ fn bfd_echo_with_ipv6(
                 }
             }
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Mode rules
-
-fn native_mode_rules(snapshot: &Snapshot, errors: &mut Vec<ConfigError>) {
-    const HINT: &str = "is not supported in native BGP mode (METALLB_BGP_TYPE=frr or frr-k8s)";
-    // Herald's native speaker also carries what MetalLB's native speaker refuses: IPv6 over
-    // MP-BGP, large communities, keepaliveTime, connectTime, vrf, disableMP,
-    // dualStackAddressFamily, dynamicASN and localASN. What it does not do yet stays refused.
-    for peer in &snapshot.peers {
-        let name = peer.name_any();
-        let spec = &peer.spec;
-        let frr_only = [
-            ("spec.bfdProfile", !spec.bfd_profile.is_empty()),
-            ("spec.enableGracefulRestart", spec.enable_graceful_restart),
-            ("spec.interface", !spec.interface.is_empty()),
-        ];
-        for (field, set) in frr_only {
-            if set {
-                errors.push(ConfigError::new(
-                    "BGPPeer",
-                    &name,
-                    field,
-                    format!("{} {HINT}", &field[5..]),
-                ));
-            }
-        }
-    }
-    for profile in &snapshot.bfd_profiles {
-        errors.push(ConfigError::new(
-            "BFDProfile",
-            &profile.name_any(),
-            "",
-            format!("BFDProfile {HINT}"),
-        ));
-    }
-}
-
-/// FRR runs one router per node: peers that can land on the same node must agree on the
-/// router ID, differ in identity, and share myASN within a VRF.
-/// In the FRR modes Herald's own speaker serves the peers; what only FRR itself can do is
-/// refused, so that a configuration never silently loses a session.
-fn frr_only_features(snapshot: &Snapshot, errors: &mut Vec<ConfigError>) {
-    for peer in &snapshot.peers {
-        if !peer.spec.interface.is_empty() {
-            errors.push(ConfigError::new(
-                "BGPPeer",
-                &peer.name_any(),
-                "spec.interface",
-                "unnumbered BGP (interface) needs FRR itself; Herald's speaker peers with a peerAddress only",
-            ));
-        }
-    }
-}
-
-fn frr_peer_pairs(peers: &[ParsedPeer], nodes: &[(String, Labels)], errors: &mut Vec<ConfigError>) {
-    for (i, later) in peers.iter().enumerate() {
-        for earlier in &peers[..i] {
-            let share_node = nodes.is_empty() || !later.peer.nodes.is_disjoint(&earlier.peer.nodes);
-            if !share_node {
-                continue;
-            }
-            let (p, q) = (&later.spec, &earlier.spec);
-            let err = |field: &str, message: String| {
-                ConfigError::new("BGPPeer", &later.peer.name, field, message)
-            };
-            if p.router_id != q.router_id {
-                errors.push(err(
-                    "spec.routerID",
-                    format!(
-                        "routerID {:?} differs from {:?} of BGPPeer {:?}; in FRR mode peers selecting the same node must all have the same RouterID",
-                        p.router_id, q.router_id, earlier.peer.name
-                    ),
-                ));
-            }
-            if identity(p) == identity(q) {
-                let field = if p.peer_address.is_empty() {
-                    "spec.interface"
-                } else {
-                    "spec.peerAddress"
-                };
-                errors.push(err(
-                    field,
-                    format!(
-                        "peer {} already exists (BGPPeer {:?}); FRR mode doesn't support duplicate BGPPeers selecting the same node",
-                        identity(p),
-                        earlier.peer.name
-                    ),
-                ));
-            }
-            if p.my_asn != q.my_asn && p.vrf == q.vrf {
-                errors.push(err(
-                    "spec.myASN",
-                    format!(
-                        "myASN {} differs from {} of BGPPeer {:?}; in FRR mode peers selecting the same node must have the same myASN within the same VRF",
-                        p.my_asn, q.my_asn, earlier.peer.name
-                    ),
-                ));
-            }
-        }
-    }
-}
-
-/// MetalLB's peer identifier: address or interface, plus `-vrf` when a VRF is set.
-fn identity(spec: &api::BGPPeerSpec) -> String {
-    let id = if spec.peer_address.is_empty() {
-        &spec.interface
-    } else {
-        &spec.peer_address
-    };
-    if spec.vrf.is_empty() {
-        id.clone()
-    } else {
-        format!("{id}-{}", spec.vrf)
     }
 }

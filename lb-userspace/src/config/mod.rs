@@ -12,12 +12,13 @@ pub mod duration;
 
 mod build;
 mod error;
+mod mode_rules;
 mod selector_parse;
 mod snapshot;
 
 pub use error::ConfigError;
 pub use model::*;
 pub use selector::Selector;
-pub use snapshot::{BgpMode, Snapshot};
+pub use snapshot::{BGP_EXTRAS, BgpMode, Snapshot, bgp_extras_of};
 
 pub use build::build;

@@ -1,7 +1,8 @@
 //! The input of [`super::build`]: every object the parser reads, as the API server would list
 //! them (or as `herald simulate` loads them from files).
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret};
+use kube::ResourceExt;
 
 use crate::api;
 
@@ -31,6 +32,24 @@ impl BgpMode {
     }
 }
 
+/// The ConfigMap of raw FRR configuration MetalLB's FRR mode reads from its namespace.
+pub const BGP_EXTRAS: &str = "bgpextras";
+/// Its key.
+const BGP_EXTRAS_KEY: &str = "extras";
+
+/// The raw FRR configuration of `config_map` when it is [`BGP_EXTRAS`] (its `extras` key;
+/// empty without one), `None` for any other ConfigMap.
+pub fn bgp_extras_of(config_map: &ConfigMap) -> Option<String> {
+    (config_map.name_any() == BGP_EXTRAS).then(|| {
+        config_map
+            .data
+            .as_ref()
+            .and_then(|d| d.get(BGP_EXTRAS_KEY))
+            .cloned()
+            .unwrap_or_default()
+    })
+}
+
 /// Everything the configuration is built from. Fill only what you have: MetalLB's controller
 /// builds from pools, communities and namespaces alone.
 #[derive(Clone, Debug, Default)]
@@ -48,6 +67,9 @@ pub struct Snapshot {
     pub nodes: Vec<Node>,
     /// For `BGPPeer.spec.passwordSecret` (Secrets in MetalLB's namespace).
     pub secrets: Vec<Secret>,
+    /// The `extras` key of ConfigMap [`BGP_EXTRAS`]: FRR configuration MetalLB's FRR mode
+    /// appends raw; refused (Herald runs no FRR).
+    pub bgp_extras: Option<String>,
     pub bgp_mode: BgpMode,
     /// Skip the mode restrictions (native/FRR rules), as MetalLB's ConfigMap converter does.
     pub skip_mode_rules: bool,
@@ -55,7 +77,8 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Keeps the objects the configuration is built from (metallb.io kinds, Namespaces, Nodes,
-    /// Secrets) and ignores the rest (Services, EndpointSlices, ConfigMaps, status kinds).
+    /// Secrets, ConfigMap `bgpextras`) and ignores the rest (Services, EndpointSlices, other
+    /// ConfigMaps, status kinds).
     pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
         let mut snapshot = Self::default();
         for object in objects {
@@ -76,6 +99,10 @@ impl Snapshot {
             Object::Namespace(o) => self.namespaces.push(o),
             Object::Node(o) => self.nodes.push(o),
             Object::Secret(o) => self.secrets.push(o),
+            Object::ConfigMap(o) => match bgp_extras_of(&o) {
+                Some(extras) => self.bgp_extras = Some(extras),
+                None => return false,
+            },
             _ => return false,
         }
         true

@@ -201,6 +201,7 @@ impl Reconciler {
             namespaces: view.namespaces.clone(),
             nodes: view.nodes.clone(),
             secrets: view.password_secrets.clone(),
+            bgp_extras: view.bgp_extras.clone(),
             bgp_mode: self.settings.bgp_mode,
             skip_mode_rules: false,
         };

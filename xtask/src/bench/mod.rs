@@ -28,6 +28,8 @@ pub enum Bench {
     VsMetallb(vs_metallb::Args),
     /// Herald's native BGP speaker beside MetalLB's in the lab's BGP mode, same run.
     Bgp(bgp::Args),
+    /// BGP failover: Herald with BFD beside MetalLB native; graceful restarts; BFD under load.
+    BgpFailover(bgp::failover::Args),
     /// Resident memory of one real speaker with 1,000 and 10,000 Services on the API server.
     SpeakerMemory(speaker_memory::Args),
 }
@@ -41,6 +43,7 @@ pub fn run(which: &Bench) -> Result<()> {
         Bench::Dataplane(args) => dataplane::run(args),
         Bench::VsMetallb(args) => vs_metallb::run(args),
         Bench::Bgp(args) => bgp::run(args),
+        Bench::BgpFailover(args) => bgp::failover::run(args),
         Bench::SpeakerMemory(args) => speaker_memory::run(args),
     }
 }

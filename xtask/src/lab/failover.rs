@@ -188,10 +188,12 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
         std::thread::sleep(Duration::from_millis(1));
     }
 
+    // The speaker is found before the clock starts: the time is the failover's, not the lookup's.
+    let pid = speakers.running_pid(&victim)?;
     let fault_at = Instant::now();
     let _ = fault_time.set(fault_at);
     match fault {
-        Fault::SpeakerFreeze => speakers.freeze(&victim, true)?,
+        Fault::SpeakerFreeze => super::herald::freeze_pid(pid, true)?,
         Fault::LinkDown => set_node_link(&victim, false)?,
     }
     let rounds = arp_thread
@@ -207,7 +209,7 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
         .find(|a| a.at >= fault_at && a.mac != before);
     // Repair before judging, so a failed trial leaves the lab as it was.
     match fault {
-        Fault::SpeakerFreeze => speakers.freeze(&victim, false)?,
+        Fault::SpeakerFreeze => super::herald::freeze_pid(pid, false)?,
         Fault::LinkDown => set_node_link(&victim, true)?,
     }
     let Some(moved) = moved else {

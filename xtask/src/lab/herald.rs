@@ -35,19 +35,13 @@ impl Speakers {
         }
     }
 
-    /// SIGSTOP (`frozen`) or SIGCONT of `node`'s speaker.
-    pub fn freeze(self, node: &NodeSpec, frozen: bool) -> Result<()> {
-        self.signal(node, if frozen { libc::SIGSTOP } else { libc::SIGCONT })
-    }
-
-    /// Signals `node`'s speaker; a container the kubelet is restarting (its liveness probe
-    /// failed, say) is waited for.
-    fn signal(self, node: &NodeSpec, signal: i32) -> Result<()> {
-        let pid = match self.pid(node) {
-            Some(pid) => pid,
-            None => self.wait_running(node)?,
-        };
-        procs::signal(pid, signal)
+    /// The host pid of `node`'s speaker; a container the kubelet is restarting (its liveness
+    /// probe failed, say) is waited for.
+    pub fn running_pid(self, node: &NodeSpec) -> Result<i32> {
+        match self.pid(node) {
+            Some(pid) => Ok(pid),
+            None => self.wait_running(node),
+        }
     }
 
     /// Waits until `node`'s speaker container runs (the kubelet restarts a killed one, after
@@ -63,6 +57,11 @@ impl Speakers {
             || self.pid(node),
         )
     }
+}
+
+/// SIGSTOP (`frozen`) or SIGCONT of a speaker found before (a timed fault signals at once).
+pub fn freeze_pid(pid: i32, frozen: bool) -> Result<()> {
+    procs::signal(pid, if frozen { libc::SIGSTOP } else { libc::SIGCONT })
 }
 
 /// The host pid of Herald's speaker on `node`, if one runs.

@@ -168,7 +168,7 @@ fn start(args: &UpArgs) -> Result<()> {
     topo::create(args.mode)?;
     if args.mode == LabMode::Bgp {
         step(&format!(
-            "router {ROUTER_NS} ({ROUTER_V4} on br0, {ROUTER_CLIENT_V4} toward the client {BGP_CLIENT_V4}): FRR zebra + bgpd, AS {ROUTER_AS}, nodes AS {NODE_AS}"
+            "router {ROUTER_NS} ({ROUTER_V4} on br0, {ROUTER_CLIENT_V4} toward the client {BGP_CLIENT_V4}): FRR zebra + bgpd + bfdd, AS {ROUTER_AS}, nodes AS {NODE_AS}"
         ));
         router::create()?;
         router::start_frr()?;

@@ -33,7 +33,9 @@ pub mod status;
 mod switch;
 mod topo;
 
-pub use herald::{Speakers, set_speaker_detect_ms, set_speaker_flag, speaker_timing_line};
+pub use herald::{
+    Speakers, freeze_pid, set_speaker_detect_ms, set_speaker_flag, speaker_timing_line,
+};
 pub use kubectl::{kubectl, service_ips, wait_for};
 use lifecycle::require_l2;
 pub use lifecycle::{BGP_YAML, UpArgs, down, up, up_unless_running};

@@ -1,11 +1,15 @@
 //! BGP mode's router: namespace `hl-router` between the client and the nodes, running FRR
-//! (`zebra` + `bgpd`, Debian's `frr`). Its `eth0` is a port of the nodes' bridge
+//! (`zebra`, `bgpd` and `bfdd`, Debian's `frr`). Its `eth0` is a port of the nodes' bridge
 //! ([`ROUTER_V4`], [`ROUTER_V6`]); its `eth1` is a point-to-point link to the client
 //! ([`CLIENT_LINK_V4`], [`CLIENT_LINK_V6`]), whose only way to the pools is the router. FRR
 //! peers over eBGP with each node's speaker, passively, over IPv4 and IPv6 (AS [`ROUTER_AS`],
 //! the nodes AS [`NODE_AS`]); `maximum-paths` makes the three nodes' paths one ECMP route that
 //! zebra installs in the namespace's kernel table, and the kernel hashes each connection
 //! (L4 multipath hash) onto one node. The nodes route the client's link through the router.
+//! Each neighbor also has BFD with profile [`BFD_PROFILE`] (100 ms × 3, as a BGPPeer's
+//! `bfdProfile` of the same timers asks for), which comes Up only when the node's speaker runs
+//! BFD (`METALLB_BGP_TYPE=frr` and a `bfdProfile` on the BGPPeer); FRR is a graceful-restart
+//! helper by default, so a speaker with `enableGracefulRestart` keeps its routes across restarts.
 //!
 //! The daemons run in the foreground as lab processes (`frr-zebra`, `frr-bgpd`, logs under
 //! `target/lab/run`) with their own path space ([`FRR_PATHSPACE`]: sockets under
@@ -30,6 +34,11 @@ use super::topo::{add_addresses, ip, sysctl, uplink};
 
 /// FRR's path space (`-N`) for the lab's daemons.
 pub const FRR_PATHSPACE: &str = "herald-lab";
+/// The router's BFD profile for the nodes: 100 ms × 3.
+pub const BFD_PROFILE: &str = "lab-fast";
+/// Its intervals (ms) and multiplier.
+pub const BFD_INTERVAL_MS: u32 = 100;
+pub const BFD_MULTIPLIER: u32 = 3;
 /// The router's interface toward the client.
 const CLIENT_SIDE: &str = "eth1";
 const FRR_DAEMONS: &str = "/usr/lib/frr";
@@ -105,6 +114,10 @@ fn route(netns: &str, prefix: &str, via: &str) -> Result<()> {
 pub fn frr_config() -> String {
     let mut c = String::new();
     c.push_str("frr defaults traditional\nhostname hl-router\n!\n");
+    let _ = writeln!(
+        c,
+        "bfd\n profile {BFD_PROFILE}\n  receive-interval {BFD_INTERVAL_MS}\n  transmit-interval {BFD_INTERVAL_MS}\n  detect-multiplier {BFD_MULTIPLIER}\n exit\nexit"
+    );
     let _ = writeln!(c, "router bgp {ROUTER_AS}");
     let _ = writeln!(c, " bgp router-id {ROUTER_V4}");
     c.push_str(" no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n");
@@ -116,6 +129,7 @@ pub fn frr_config() -> String {
     for (address, _) in &neighbors {
         let _ = writeln!(c, " neighbor {address} remote-as {NODE_AS}");
         let _ = writeln!(c, " neighbor {address} passive");
+        let _ = writeln!(c, " neighbor {address} bfd profile {BFD_PROFILE}");
     }
     for (afi, v6) in [("ipv4", false), ("ipv6", true)] {
         let _ = writeln!(c, " address-family {afi} unicast\n  maximum-paths 8");
@@ -127,7 +141,7 @@ pub fn frr_config() -> String {
     c
 }
 
-/// Starts zebra and bgpd in the router namespace and pushes [`frr_config`].
+/// Starts zebra, bgpd and bfdd in the router namespace and pushes [`frr_config`].
 pub fn start_frr() -> Result<()> {
     // The daemons drop to user frr: their socket directory must be theirs. /var/run is a tmpfs,
     // so /var/run/frr may be missing (no system FRR started since boot).
@@ -143,7 +157,7 @@ pub fn start_frr() -> Result<()> {
     let conf = run_dir().join("frr.conf");
     std::fs::write(&conf, frr_config()).context("writing frr.conf")?;
 
-    for daemon in ["zebra", "bgpd"] {
+    for daemon in ["zebra", "bgpd", "bfdd"] {
         // `ip netns exec` execs the daemon (same pid, recorded); FRR needs nothing of the
         // host's mount namespace.
         procs::spawn_recorded(
@@ -157,7 +171,7 @@ pub fn start_frr() -> Result<()> {
         )?;
         let ready = match daemon {
             "zebra" => run.join("zserv.api"),
-            _ => run.join("bgpd.vty"),
+            _ => run.join(format!("{daemon}.vty")),
         };
         wait_for(
             &format!("FRR {daemon} in {ROUTER_NS}"),
@@ -165,11 +179,15 @@ pub fn start_frr() -> Result<()> {
             || ready.exists().then_some(()),
         )?;
     }
-    wait_for("vtysh to reach bgpd", Duration::from_secs(30), || {
-        vtysh(&["-c", "show daemons"])
-            .ok()
-            .filter(|s| s.contains("bgpd"))
-    })?;
+    wait_for(
+        "vtysh to reach bgpd and bfdd",
+        Duration::from_secs(30),
+        || {
+            vtysh(&["-c", "show daemons"])
+                .ok()
+                .filter(|s| s.contains("bgpd") && s.contains("bfdd"))
+        },
+    )?;
     let out = vtysh(&["-f", &conf.display().to_string()])?;
     if let Some(err) = out.lines().find(|l| l.trim_start().starts_with('%')) {
         bail!("vtysh -f {}: {err}\n{out}", conf.display());
@@ -229,6 +247,10 @@ mod tests {
         let c = frr_config();
         assert!(c.contains("router bgp 64512\n"));
         assert!(c.contains(" neighbor 203.0.113.11 remote-as 64513\n"));
+        assert!(c.contains(" neighbor 2001:db8:0:1::12 bfd profile lab-fast\n"));
+        assert!(c.starts_with(
+            "frr defaults traditional\nhostname hl-router\n!\nbfd\n profile lab-fast\n  receive-interval 100\n  transmit-interval 100\n  detect-multiplier 3\n exit\nexit\nrouter bgp"
+        ));
         assert!(c.contains(" neighbor 2001:db8:0:1::13 remote-as 64513\n"));
         let v6 = c.split("address-family ipv6").nth(1).unwrap();
         assert!(v6.contains("  maximum-paths 8\n  neighbor 2001:db8:0:1::11 activate"));

@@ -1,6 +1,6 @@
 //! The speaker's Kubernetes side: the watches it decides from (Services, EndpointSlices, Nodes,
 //! Namespaces, IPAddressPools, L2Advertisements, BGPPeers, BGPAdvertisements, Communities,
-//! BFDProfiles, speaker Pods, the memberlist Secret and its own ServiceL2Status and
+//! BFDProfiles, ConfigMap `bgpextras`, speaker Pods, the memberlist Secret and its own ServiceL2Status and
 //! ServiceBGPStatus objects), the Secrets BGPPeers name as `passwordSecret` (read by name, never
 //! listed) and its writes (ServiceL2Status, ServiceBGPStatus, Events as `metallb-speaker`).
 //! No decisions here: `speaker::plan` decides, this module lists and [`writer`] writes.
@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 use super::checked::{self, Rejected};
 use crate::api::ExistingStatus;
 use crate::api::{self, ServiceBGPStatus, ServiceL2Status};
+use crate::config;
 
 /// The component name on the speaker's Events (MetalLB's).
 pub const SPEAKER_COMPONENT: &str = "metallb-speaker";
@@ -47,6 +48,8 @@ pub struct ClusterView {
     pub bfd_profiles: Vec<api::BFDProfile>,
     /// The Secrets named by BGPPeers' `passwordSecret` that could be read.
     pub password_secrets: Vec<Secret>,
+    /// The `extras` key of ConfigMap `bgpextras`, when that ConfigMap exists.
+    pub bgp_extras: Option<String>,
     pub namespaces: Vec<Namespace>,
     pub nodes: Vec<Node>,
     /// The caches' own copies (shared, never cloned per pass).
@@ -85,6 +88,8 @@ pub struct Watches {
     communities: Store<api::Community>,
     bfd_profiles: Store<api::BFDProfile>,
     password_secrets: passwords::PasswordSecrets,
+    /// ConfigMap `bgpextras` only (fieldSelector metadata.name).
+    bgp_extras: Store<ConfigMap>,
     pods: Option<Store<Pod>>,
     secrets: Option<Store<Secret>>,
     l2_statuses: Store<ServiceL2Status>,
@@ -165,6 +170,11 @@ impl Watches {
             communities: checked_spawn(client, ns, &rejected, &changed),
             bfd_profiles: checked_spawn(client, ns, &rejected, &changed),
             password_secrets,
+            bgp_extras: spawn(
+                Api::namespaced(client.clone(), ns),
+                all().fields(&format!("metadata.name={}", config::BGP_EXTRAS)),
+                changed.clone(),
+            ),
             pods: options.ml_labels.as_ref().map(|labels| {
                 spawn(
                     Api::namespaced(client.clone(), ns),
@@ -222,6 +232,7 @@ impl Watches {
             Ok::<(), ()>(())
         })
         .await;
+        wait_logged("ConfigMap bgpextras", self.bgp_extras.wait_until_ready()).await;
         wait_logged("ServiceL2Statuses", self.l2_statuses.wait_until_ready()).await;
         wait_logged("ServiceBGPStatuses", self.bgp_statuses.wait_until_ready()).await;
         if let Some(pods) = &self.pods {
@@ -313,6 +324,11 @@ impl Watches {
             communities: cloned(&self.communities),
             bfd_profiles: cloned(&self.bfd_profiles),
             password_secrets: self.password_secrets.current(),
+            bgp_extras: self
+                .bgp_extras
+                .state()
+                .iter()
+                .find_map(|c| config::bgp_extras_of(c)),
             namespaces: cloned(&self.namespaces),
             nodes: cloned(&self.nodes),
             services: self.services.state(),

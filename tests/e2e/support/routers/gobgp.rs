@@ -49,6 +49,12 @@ pub(super) fn config(cfg: &RouterConfig) -> String {
                 "  [neighbors.ebgp-multihop.config]\n    enabled = true\n    multihop-ttl = 255\n",
             );
         }
+        if n.graceful_restart {
+            // Helper only: GoBGP keeps the speaker's routes while it restarts.
+            c.push_str(
+                "  [neighbors.graceful-restart.config]\n    enabled = true\n    helper-only = true\n    restart-time = 120\n",
+            );
+        }
         for (family, active) in [
             ("ipv4-unicast", n.ipv4_active()),
             ("ipv6-unicast", n.ipv6_active()),
@@ -58,6 +64,11 @@ pub(super) fn config(cfg: &RouterConfig) -> String {
                     c,
                     "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\""
                 );
+                if n.graceful_restart {
+                    c.push_str(
+                        "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n",
+                    );
+                }
             }
         }
     }
