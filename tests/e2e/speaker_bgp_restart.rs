@@ -227,6 +227,15 @@ async fn scenario(kind: RouterKind) {
     // Without graceful restart the same kill withdraws at once. (`enableGracefulRestart` cannot
     // change on a BGPPeer, as in MetalLB: another peer replaces it.)
     cluster.kubectl(&["-n", "metallb-system", "delete", "bgppeer", "router"]);
+    if kind == RouterKind::Gobgp {
+        // GoBGP keeps a neighbor's graceful-restart state from its earlier session, capability
+        // or not: the neighbor is made again, without graceful restart.
+        let address = node_v4.to_string();
+        router.cli(&["neighbor", "del", &address]).unwrap();
+        router
+            .cli(&["neighbor", "add", &address, "as", &NODE_AS.to_string()])
+            .unwrap();
+    }
     cluster.apply(&peer("router-plain", false));
     assert!(
         poll_until(PATIENCE, || speaker

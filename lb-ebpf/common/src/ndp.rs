@@ -4,7 +4,8 @@
 //!
 //! Solicitations carry options of variable length, so the logic works on a fixed-size, zero-filled
 //! copy of the frame ([`NsWindow`]): every read has a constant bound the BPF verifier accepts, and
-//! the checksum loop runs over the whole window (the zeros past the IPv6 payload add nothing).
+//! the checksum loop has the window's bound but stops at the message's end (the zeros past the
+//! IPv6 payload would add nothing).
 
 use crate::Skip;
 use crate::checksum;
@@ -170,7 +171,7 @@ pub fn check_ns_with(win: &NsWindow, headers: &impl OptionHeaders) -> Result<Sol
         }
     }
     let sum = checksum::icmpv6_pseudo_header(&sol.source, &dst, icmp_len as u32);
-    let sum = checksum::add(sum, &win[IP6_PAYLOAD..]);
+    let sum = checksum::add_prefix(sum, &win[IP6_PAYLOAD..], icmp_len);
     if checksum::fold(sum) != 0xffff {
         return Err(Skip::Malformed);
     }
@@ -237,7 +238,7 @@ pub fn check_na_with(win: &NsWindow, headers: &impl OptionHeaders) -> Result<Adv
     }
     let source: [u8; 16] = read(win, IP6_SRC);
     let sum = checksum::icmpv6_pseudo_header(&source, &dst, icmp_len as u32);
-    let sum = checksum::add(sum, &win[IP6_PAYLOAD..]);
+    let sum = checksum::add_prefix(sum, &win[IP6_PAYLOAD..], icmp_len);
     if checksum::fold(sum) != 0xffff {
         return Err(Skip::Ignore);
     }

@@ -427,14 +427,14 @@ fn failover_trial(
     let pid = speakers.running_pid(&node)?;
     let start = Instant::now();
     match fault {
-        Fault::Freeze => lab::freeze_pid(pid, true)?,
+        Fault::Freeze => lab::freeze_pid(pid)?,
         Fault::LinkCut => switch_port(node.switch_port, "down")?,
     }
     let changes = wait_table(monitor, "node-a's next hop gone", |t| {
         !t.get(probe_ip).is_some_and(|h| h.contains(&hop))
     });
     match fault {
-        Fault::Freeze => lab::freeze_pid(pid, false)?,
+        Fault::Freeze => speakers.thaw(&node, pid)?,
         Fault::LinkCut => switch_port(node.switch_port, "up")?,
     }
     let changes = changes?;

@@ -193,7 +193,7 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
     let fault_at = Instant::now();
     let _ = fault_time.set(fault_at);
     match fault {
-        Fault::SpeakerFreeze => super::herald::freeze_pid(pid, true)?,
+        Fault::SpeakerFreeze => super::herald::freeze_pid(pid)?,
         Fault::LinkDown => set_node_link(&victim, false)?,
     }
     let rounds = arp_thread
@@ -209,7 +209,7 @@ pub fn trial(fault: Fault, probe_interval: Duration, speakers: Speakers) -> Resu
         .find(|a| a.at >= fault_at && a.mac != before);
     // Repair before judging, so a failed trial leaves the lab as it was.
     match fault {
-        Fault::SpeakerFreeze => super::herald::freeze_pid(pid, false)?,
+        Fault::SpeakerFreeze => speakers.thaw(&victim, pid)?,
         Fault::LinkDown => set_node_link(&victim, true)?,
     }
     let Some(moved) = moved else {

@@ -44,6 +44,15 @@ impl Speakers {
         }
     }
 
+    /// SIGCONT of `node`'s speaker frozen as `pid`. A container the kubelet killed and restarted
+    /// meanwhile (its liveness probe failed during the freeze) runs unfrozen already.
+    pub fn thaw(self, node: &NodeSpec, pid: i32) -> Result<()> {
+        match procs::signal(pid, libc::SIGCONT) {
+            Err(_) if self.pid(node) != Some(pid) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Waits until `node`'s speaker container runs (the kubelet restarts a killed one, after
     /// its crash back-off); its host pid.
     pub fn wait_running(self, node: &NodeSpec) -> Result<i32> {
@@ -59,9 +68,9 @@ impl Speakers {
     }
 }
 
-/// SIGSTOP (`frozen`) or SIGCONT of a speaker found before (a timed fault signals at once).
-pub fn freeze_pid(pid: i32, frozen: bool) -> Result<()> {
-    procs::signal(pid, if frozen { libc::SIGSTOP } else { libc::SIGCONT })
+/// SIGSTOP of a speaker found before (a timed fault signals at once).
+pub fn freeze_pid(pid: i32) -> Result<()> {
+    procs::signal(pid, libc::SIGSTOP)
 }
 
 /// The host pid of Herald's speaker on `node`, if one runs.
