@@ -88,19 +88,7 @@ pub fn run(args: &Args) -> Result<()> {
     if args.services > 253 * workload::PER_IP || args.singles > 253 {
         bail!("at most 1,012 Services and 253 singles fit 198.51.100.1-253");
     }
-    let started = if lab::is_up() {
-        if lab::recorded_mode() != LabMode::Bgp {
-            bail!("the lab is up in layer 2 mode: `cargo xtask lab down` first");
-        }
-        false
-    } else {
-        lab::up(&lab::UpArgs {
-            no_build: false,
-            no_speakers: false,
-            mode: LabMode::Bgp,
-        })?;
-        true
-    };
+    let started = bgp_lab()?;
     println!(
         "bench bgp: {} Services in a burst, {} one by one, {} + {} failover trials per fault; {} BGP peers per node (FRR + {} BIRD); both as pods (Herald's image, MetalLB {}'s)",
         args.services,
@@ -137,6 +125,23 @@ pub fn run(args: &Args) -> Result<()> {
         lab::down()?;
     }
     Ok(())
+}
+
+/// Brings the lab up in BGP mode unless it is; whether it was started here. A lab up in layer
+/// 2 mode is refused.
+fn bgp_lab() -> Result<bool> {
+    if lab::is_up() {
+        if lab::recorded_mode() != LabMode::Bgp {
+            bail!("the lab is up in layer 2 mode: `cargo xtask lab down` first");
+        }
+        return Ok(false);
+    }
+    lab::up(&lab::UpArgs {
+        no_build: false,
+        no_speakers: false,
+        mode: LabMode::Bgp,
+    })?;
+    Ok(true)
 }
 
 /// Rolls the nodes over to `speakers` (a no-op rollout when they run it already).

@@ -36,6 +36,7 @@ mod topo;
 pub use herald::{
     Speakers, freeze_pid, set_speaker_detect_ms, set_speaker_flag, speaker_timing_line,
 };
+pub use install::wait_rolled_out;
 pub use kubectl::{kubectl, service_ips, wait_for};
 use lifecycle::require_l2;
 pub use lifecycle::{BGP_YAML, UpArgs, down, up, up_unless_running};

@@ -26,9 +26,9 @@ use anyhow::{Result, bail};
 
 use super::report::percentile;
 use super::routes::Monitor;
-use super::{Fault, PATIENCE, failover_trial, frr_json, node_hops, switch_to, wait_table};
+use super::{Fault, PATIENCE, bgp_lab, failover_trial, frr_json, node_hops, switch_to, wait_table};
 use super::{wait_sessions, workload};
-use crate::lab::{self, LabMode, NODES, Speakers};
+use crate::lab::{self, NODES, Speakers};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -83,19 +83,7 @@ pub fn run(args: &Args) -> Result<()> {
     if args.trials == 0 {
         bail!("--trials must be at least 1");
     }
-    let started = if lab::is_up() {
-        if lab::recorded_mode() != LabMode::Bgp {
-            bail!("the lab is up in layer 2 mode: `cargo xtask lab down` first");
-        }
-        false
-    } else {
-        lab::up(&lab::UpArgs {
-            no_build: false,
-            no_speakers: false,
-            mode: LabMode::Bgp,
-        })?;
-        true
-    };
+    let started = bgp_lab()?;
     println!(
         "bench bgp-failover: {} trials per fault; Herald (FRR mode, BFD {} ms × {}) beside MetalLB {} native (holdTime {METALLB_HOLD}); {} rolling restarts probed every {} ms; {} min soak",
         args.trials,
@@ -184,29 +172,14 @@ fn herald_fast(on: bool) -> Result<()> {
         "{\"spec\":{\"bfdProfile\":null,\"enableGracefulRestart\":null}}".to_string()
     };
     if !on {
-        patch_peers(&patch)?;
+        workload::patch_lab_peers(&patch)?;
     }
     for what in ["daemonset/speaker", "deployment/controller"] {
         lab::kubectl(&["-n", "metallb-system", "set", "env", what, env])?;
     }
-    lab::kubectl(&[
-        "-n",
-        "metallb-system",
-        "rollout",
-        "status",
-        "daemonset/speaker",
-        "--timeout=180s",
-    ])?;
-    lab::kubectl(&[
-        "-n",
-        "metallb-system",
-        "rollout",
-        "status",
-        "deployment/controller",
-        "--timeout=180s",
-    ])?;
+    lab::wait_rolled_out()?;
     if on {
-        patch_peers(&patch)?;
+        workload::patch_lab_peers(&patch)?;
     } else {
         lab::kubectl(&[
             "-n",
@@ -229,22 +202,6 @@ fn apply_profile() -> Result<()> {
     let path = lab::run_dir().join("bench-bfd-profile.yaml");
     std::fs::write(&path, yaml)?;
     lab::kubectl(&["apply", "-f", &path.display().to_string()])?;
-    Ok(())
-}
-
-fn patch_peers(patch: &str) -> Result<()> {
-    for peer in ["router-v4", "router-v6"] {
-        lab::kubectl(&[
-            "-n",
-            "metallb-system",
-            "patch",
-            "bgppeer",
-            peer,
-            "--type=merge",
-            "-p",
-            patch,
-        ])?;
-    }
     Ok(())
 }
 
@@ -407,14 +364,7 @@ fn rolling_restarts(args: &Args, monitor: &mut Monitor) -> Result<Restarts> {
                 "restart",
                 "daemonset/speaker",
             ])?;
-            lab::kubectl(&[
-                "-n",
-                "metallb-system",
-                "rollout",
-                "status",
-                "daemonset/speaker",
-                "--timeout=300s",
-            ])?;
+            lab::wait_rolled_out()?;
             // The last speaker's new session: Established, its routes and End-of-RIB sent.
             wait_sessions(Duration::from_secs(90))?;
             wait_bfd_up()?;

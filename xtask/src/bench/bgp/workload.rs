@@ -171,6 +171,11 @@ pub fn uninstall() -> Result<()> {
 /// Sets (or with `None` removes) `holdTime` on the lab's BGPPeers.
 pub fn set_hold_time(hold: Option<&str>) -> Result<()> {
     let value = hold.map_or("null".to_string(), |h| format!("\"{h}\""));
+    patch_lab_peers(&format!("{{\"spec\":{{\"holdTime\":{value}}}}}"))
+}
+
+/// A JSON merge patch of both of the lab's BGPPeers (`router-v4`, `router-v6`).
+pub fn patch_lab_peers(patch: &str) -> Result<()> {
     for peer in ["router-v4", "router-v6"] {
         lab::kubectl(&[
             "-n",
@@ -180,7 +185,7 @@ pub fn set_hold_time(hold: Option<&str>) -> Result<()> {
             peer,
             "--type=merge",
             "-p",
-            &format!("{{\"spec\":{{\"holdTime\":{value}}}}}"),
+            patch,
         ])?;
     }
     Ok(())
