@@ -546,6 +546,15 @@ fn speakers_authenticate_as_the_speaker_service_account() {
     assert_eq!(can(&["update", "services/status", "-n", "default"]), "no");
     assert_eq!(can(&["create", "pods", "-n", "metallb-system"]), "no");
     assert_eq!(can(&["get", "secrets", "-n", "kube-system"]), "no");
+    // ConfigMaps: MetalLB's raw FRR configuration only (read to refuse it).
+    assert_eq!(
+        can(&["watch", "configmaps/bgpextras", "-n", "metallb-system"]),
+        "yes"
+    );
+    assert_eq!(
+        can(&["get", "configmaps/kube-root-ca.crt", "-n", "metallb-system"]),
+        "no"
+    );
 
     // Under these rules the speakers did their job: ServiceL2Status for web (written in the
     // background, so waited for), no 403 in their logs.
