@@ -97,15 +97,25 @@ fn nd_answer(client: &Netns, dev: &str) -> Option<String> {
 /// (reason, type, note, reporting controller).
 async fn event_about(
     cluster: &Cluster,
+    regarding: (&str, &str, &str),
+    reason: &str,
+) -> Option<(String, String, String, String)> {
+    event_saying(cluster, regarding, reason, "").await
+}
+
+/// The first Event about `regarding` with `reason` whose note contains `text`.
+async fn event_saying(
+    cluster: &Cluster,
     (namespace, kind, name): (&str, &str, &str),
     reason: &str,
+    text: &str,
 ) -> Option<(String, String, String, String)> {
     for _ in 0..120 {
         let found = cluster
             .events(namespace, kind, name)
             .await
             .into_iter()
-            .find(|(r, ..)| r == reason);
+            .find(|(r, _, note, _)| r == reason && note.contains(text));
         if found.is_some() {
             return found;
         }
@@ -408,6 +418,65 @@ async fn single_node() {
         logs()
     );
 
+    // MetalLB's raw FRR configuration (ConfigMap bgpextras) is refused with a reason; the last
+    // good configuration keeps serving, and removing the ConfigMap makes it valid again.
+    let summary = || {
+        cluster
+            .plane
+            .kubectl_run(&[
+                "get",
+                "configurationstates",
+                &format!("speaker-{NODE}"),
+                "-n",
+                "metallb-system",
+                "-o",
+                "jsonpath={.status.errorSummary}",
+            ])
+            .unwrap_or_default()
+    };
+    cluster.apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bgpextras\n  namespace: metallb-system\ndata:\n  extras: |\n    router bgp 64512\n",
+    );
+    assert!(
+        poll_until(PATIENCE, || state().starts_with("Invalid/")
+            && summary().contains("bgpextras")
+            && summary().contains("raw FRR configuration is not supported")),
+        "ConfigMap bgpextras is not refused: {:?} {:?}\n{}",
+        state(),
+        summary(),
+        logs()
+    );
+    assert!(
+        arp_answer(&client, &client_if).is_some(),
+        "the last good configuration stops serving\n{}",
+        logs()
+    );
+    let extras_refused = event_saying(
+        &cluster,
+        (
+            "metallb-system",
+            "ConfigurationState",
+            &format!("speaker-{NODE}"),
+        ),
+        "ConfigurationError",
+        "bgpextras",
+    )
+    .await;
+    assert!(
+        extras_refused.is_some(),
+        "no ConfigurationError Event names bgpextras\n{}",
+        logs()
+    );
+    cluster.kubectl(&["-n", "metallb-system", "delete", "configmap", "bgpextras"]);
+    assert!(
+        poll_until(PATIENCE, || state()
+            == "Valid/configReconcilerValid/speaker"),
+        "still invalid without ConfigMap bgpextras: {:?} {:?}\n{}",
+        state(),
+        summary(),
+        logs()
+    );
+
     // Fail closed, 1: a restart that finds no valid configuration answers nothing it pinned
     // before. An overlapping pool makes the configuration invalid; the running speaker keeps
     // its last good one, a restarted one has none.
@@ -422,10 +491,11 @@ async fn single_node() {
     );
     // And a Warning Event on the speaker's ConfigurationState names the pool.
     let speaker_state = format!("speaker-{NODE}");
-    let refused = event_about(
+    let refused = event_saying(
         &cluster,
         ("metallb-system", "ConfigurationState", &speaker_state),
         "ConfigurationError",
+        &format!("{POOL}-overlap"),
     )
     .await;
     let (_, kind, note, component) =

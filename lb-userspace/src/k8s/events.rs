@@ -1,6 +1,8 @@
 //! Kubernetes Events (events.k8s.io/v1 through kube's `Recorder`), reported as MetalLB's
 //! controller does so that `kubectl describe` reads the same.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -14,11 +16,20 @@ use tokio::time::Instant;
 pub const CONTROLLER_COMPONENT: &str = "metallb-controller";
 
 /// Publishes Events about objects; repeats of one (object, reason, message) within kube's cache
-/// window become an event series instead of new objects.
+/// window become an event series instead of new objects, and another message is another Event.
 #[derive(Clone)]
 pub struct EventSink {
-    recorder: Recorder,
+    client: Client,
+    reporter: Reporter,
+    /// One recorder per message. kube's recorder folds every Event of one (object, reason,
+    /// action) into one series whatever its note, so a new message — another configuration
+    /// error after the first — would only bump the first Event's count and never be read.
+    recorders: Arc<Mutex<HashMap<String, Recorder>>>,
 }
+
+/// Messages whose recorders are kept; past this the map starts again (a repeat then makes one
+/// new Event instead of extending a series).
+const MAX_RECORDERS: usize = 1024;
 
 /// Whether the event reports something normal or a problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,8 +56,27 @@ impl EventSink {
             instance: Some(instance.to_string()),
         };
         EventSink {
-            recorder: Recorder::new(client, reporter),
+            client,
+            reporter,
+            recorders: Arc::default(),
         }
+    }
+
+    /// The recorder for `message` (made on first use).
+    fn recorder(&self, message: &str) -> Recorder {
+        let mut recorders = self
+            .recorders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(recorder) = recorders.get(message) {
+            return recorder.clone();
+        }
+        if recorders.len() >= MAX_RECORDERS {
+            recorders.clear();
+        }
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        recorders.insert(message.to_string(), recorder.clone());
+        recorder
     }
 
     /// Records `reason`/`message` on `object`. `action` says what the controller was doing.
@@ -81,7 +111,7 @@ impl EventSink {
             action: action.to_string(),
             secondary: None,
         };
-        self.recorder.publish(&event, &regarding).await
+        self.recorder(message).publish(&event, &regarding).await
     }
 }
 
