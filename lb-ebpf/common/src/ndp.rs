@@ -156,19 +156,8 @@ pub fn check_ns_with(win: &NsWindow, headers: &impl OptionHeaders) -> Result<Sol
         return Err(Skip::Malformed);
     }
     let end = IP6_PAYLOAD + icmp_len;
-    let mut off = NS_HEAD_LEN;
-    // Each option is at least 8 bytes, so this many steps always reach `end`.
-    for _ in 0..NS_MAX_OPTION_UNITS {
-        if off >= end {
-            break;
-        }
-        let Some((kind, units)) = headers.at(win, off) else {
-            return Err(Skip::Malformed);
-        };
-        off += usize::from(units) * 8;
-        if units == 0 || off > end || (dad && kind == ND_OPT_SOURCE_LL) {
-            return Err(Skip::Malformed);
-        }
+    if !walk_options(win, end, headers, |kind, _| dad && kind == ND_OPT_SOURCE_LL) {
+        return Err(Skip::Malformed);
     }
     let sum = checksum::icmpv6_pseudo_header(&sol.source, &dst, icmp_len as u32);
     let sum = checksum::add_prefix(sum, &win[IP6_PAYLOAD..], icmp_len);
@@ -221,20 +210,11 @@ pub fn check_na_with(win: &NsWindow, headers: &impl OptionHeaders) -> Result<Adv
         } else {
             source_mac
         };
-    let mut off = NS_HEAD_LEN;
-    // Each option is at least 8 bytes, so this many steps always reach `end`.
-    for _ in 0..NS_MAX_OPTION_UNITS {
-        if off >= end {
-            break;
-        }
-        let Some((kind, units)) = headers.at(win, off) else {
-            return Err(Skip::Ignore);
-        };
-        off += usize::from(units) * 8;
-        // An Ethernet link-layer address option is one unit long (RFC 2464 §6).
-        if units == 0 || off > end || (kind == ND_OPT_TARGET_LL && units != 1) {
-            return Err(Skip::Ignore);
-        }
+    // An Ethernet link-layer address option is one unit long (RFC 2464 §6).
+    if !walk_options(win, end, headers, |kind, units| {
+        kind == ND_OPT_TARGET_LL && units != 1
+    }) {
+        return Err(Skip::Ignore);
     }
     let source: [u8; 16] = read(win, IP6_SRC);
     let sum = checksum::icmpv6_pseudo_header(&source, &dst, icmp_len as u32);
@@ -251,6 +231,43 @@ pub fn check_na_with(win: &NsWindow, headers: &impl OptionHeaders) -> Result<Adv
 pub trait OptionHeaders {
     /// The two bytes at `off` and `off + 1`, or `None` when they are not there.
     fn at(&self, win: &NsWindow, off: usize) -> Option<(u8, u8)>;
+}
+
+/// Walks the options from [`NS_HEAD_LEN`] to `end` (the ICMPv6 message's end in the window):
+/// each must have a non-zero length, end inside the message and not be `refused(kind, units)`.
+/// The first option is read from the window at its constant offset — the usual solicitation has
+/// just one, so it costs no helper call in the XDP program — and later ones through `headers`.
+/// On success the options end exactly at `end`, so the message is a whole number of 8-byte
+/// units long.
+#[inline(always)]
+fn walk_options(
+    win: &NsWindow,
+    end: usize,
+    headers: &impl OptionHeaders,
+    mut refused: impl FnMut(u8, u8) -> bool,
+) -> bool {
+    let mut off = NS_HEAD_LEN;
+    if off < end {
+        let (kind, units) = (win[NS_HEAD_LEN], win[NS_HEAD_LEN + 1]);
+        off += usize::from(units) * 8;
+        if units == 0 || off > end || refused(kind, units) {
+            return false;
+        }
+    }
+    // Each option is at least 8 bytes, so this many steps always reach `end`.
+    for _ in 1..NS_MAX_OPTION_UNITS {
+        if off >= end {
+            break;
+        }
+        let Some((kind, units)) = headers.at(win, off) else {
+            return false;
+        };
+        off += usize::from(units) * 8;
+        if units == 0 || off > end || refused(kind, units) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Reads the window: what host tests, the fuzzer and the userspace responder use.
