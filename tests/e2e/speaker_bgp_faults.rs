@@ -267,7 +267,15 @@ async fn scenario() {
         context,
     )
     .await;
+    // FRR clears a shut-down neighbor's routes in the background: gone first, so that the
+    // route seen next is the reconnected session's.
+    router
+        .wait_routes(Family::Ipv4, no_route, PATIENCE)
+        .unwrap_or_else(|e| panic!("route kept after the shutdown: {e}\n{}", context()));
     neighbor("no ");
+    router
+        .wait_established(node_v4, PATIENCE)
+        .unwrap_or_else(|e| panic!("no session after the shutdown: {e}\n{}", context()));
     router
         .wait_routes(Family::Ipv4, has_route, PATIENCE)
         .unwrap_or_else(|e| panic!("route not back after the shutdown: {e}\n{}", context()));
