@@ -292,17 +292,24 @@ async fn single_node() {
     });
     assert!(ok, "no ServiceL2Status: {statuses}\n{}", logs());
     // ConfigurationState speaker-<node>, as MetalLB's speakers keep it.
+    let state_field = |jsonpath: &str| {
+        cluster
+            .plane
+            .kubectl_run(&[
+                "get",
+                "configurationstates",
+                &format!("speaker-{NODE}"),
+                "-n",
+                "metallb-system",
+                "-o",
+                &format!("jsonpath={jsonpath}"),
+            ])
+            .unwrap_or_default()
+    };
     let state = || {
-        cluster.plane.kubectl_run(&[
-            "get",
-            "configurationstates",
-            &format!("speaker-{NODE}"),
-            "-n",
-            "metallb-system",
-            "-o",
-            "jsonpath={.status.result}/{.status.conditions[0].type}/{.metadata.labels.metallb\\.io/component-type}",
-        ])
-        .unwrap_or_default()
+        state_field(
+            "{.status.result}/{.status.conditions[0].type}/{.metadata.labels.metallb\\.io/component-type}",
+        )
     };
     assert!(
         poll_until(PATIENCE, || state()
@@ -420,20 +427,7 @@ async fn single_node() {
 
     // MetalLB's raw FRR configuration (ConfigMap bgpextras) is refused with a reason; the last
     // good configuration keeps serving, and removing the ConfigMap makes it valid again.
-    let summary = || {
-        cluster
-            .plane
-            .kubectl_run(&[
-                "get",
-                "configurationstates",
-                &format!("speaker-{NODE}"),
-                "-n",
-                "metallb-system",
-                "-o",
-                "jsonpath={.status.errorSummary}",
-            ])
-            .unwrap_or_default()
-    };
+    let summary = || state_field("{.status.errorSummary}");
     cluster.apply(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bgpextras\n  namespace: metallb-system\ndata:\n  extras: |\n    router bgp 64512\n",
     );
