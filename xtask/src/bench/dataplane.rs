@@ -13,6 +13,7 @@
 //! millisecond carries its own source MAC so its reply is timed (kernel receive timestamp minus
 //! send time).
 
+pub mod attribution;
 pub mod cpu;
 // frames, measure, stats and svg are also used by `bench vs-metallb` (the same generator and
 // reply measurement, run in the lab's client namespace).
@@ -21,6 +22,8 @@ pub mod lab;
 pub mod live;
 pub mod measure;
 pub mod net;
+mod repeat;
+mod report;
 pub mod stats;
 pub mod svg;
 
@@ -60,6 +63,10 @@ pub struct Args {
     /// ones (mixed, the default), or one of them for every step.
     #[arg(long, value_enum, default_value_t = measure::Generator::Mixed)]
     pub generator: measure::Generator,
+    /// Runs of every responder, back to back; the headline figures are reported as the median
+    /// of the runs with their range and spread, flagged beyond ±30%.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
     /// Use the existing target/release/herald instead of building it first.
     #[arg(long)]
     pub no_build: bool,
@@ -186,6 +193,8 @@ pub fn run(args: &Args) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("bench dataplane needs root (network namespaces, XDP, AF_PACKET)");
     }
+    // ethtool reads the veth driver's counters (where each step's frames went).
+    crate::paths::apt_install(&crate::paths::missing_packages(&[("ethtool", "ethtool")]))?;
     let root = crate::paths::workspace_root();
     if !args.no_build {
         crate::ebpf::build(&crate::ebpf::BuildArgs {})?;
@@ -210,10 +219,15 @@ pub fn run(args: &Args) -> Result<()> {
     let lab = Lab::new(herald.clone())?;
     let announced = vec![IpAddr::V4(ipv4(lab::VIP_V4)), IpAddr::V6(ipv6(lab::VIP_V6))];
     let mut engine = Engine::start(&lab.client_ns, &lab.client_if, announced, args.generator)?;
+    engine.node = Some((lab.node_ns.clone(), lab.node_if.clone()));
     engine.responder_pids = lab.node_napi()?;
     lab.client_napi()?;
 
     let _boost = lab::SoftirqBoost::new();
+    let idle_latency = lab::IdleLatency::hold();
+    if let Err(why) = &idle_latency {
+        println!("CPUs may idle deeply (wake-up latency in every figure): {why}");
+    }
 
     // The generator alone: unpaced ARP requests for an address nobody answers. The node's
     // kernel looks at each on the node CPU; the client CPU does exactly the sending work of the
@@ -223,18 +237,66 @@ pub fn run(args: &Args) -> Result<()> {
         ipv4(lab::CLIENT_V4),
         ipv4("198.51.100.99"),
     )];
-    let ceiling = engine.step(&unknown, &[], None, Duration::from_secs(2))?;
-    println!(
-        "generator ceiling (unanswered requests, unpaced): {}/s",
-        svg::si(ceiling.offered)
-    );
+    let mut all: Vec<Vec<ModeRun>> = Vec::new();
+    let mut text = String::new();
+    for run_no in 1..=args.runs.max(1) {
+        println!("=== run {run_no} of {}", args.runs.max(1));
+        let ceiling = engine.step(&unknown, &[], None, Duration::from_secs(2))?;
+        println!(
+            "generator ceiling (unanswered requests, unpaced): {}/s",
+            svg::si(ceiling.offered)
+        );
+        let runs = measure_all(&lab, &mut engine, args, step);
+        let one = report::report(&runs, ceiling.offered, args, &report::machine());
+        print!("{one}");
+        let _ = write!(text, "\n# Run {run_no} of {}\n{one}", args.runs.max(1));
+        all.push(runs);
+    }
+    drop(engine);
 
+    let summary = report::summary(&all, args);
+    print!("{summary}");
+    std::fs::write(out_dir.join("dataplane.txt"), format!("{summary}{text}"))
+        .context("writing dataplane.txt")?;
+    for proto in [Proto::Arp, Proto::Ndp] {
+        let series: Vec<svg::Series> = all
+            .iter()
+            .enumerate()
+            .flat_map(|(i, runs)| {
+                runs.iter().map(move |r| svg::Series {
+                    name: format!("{} (run {})", r.mode.label(), i + 1),
+                    color: r.mode.color(),
+                    points: r
+                        .steps(proto)
+                        .iter()
+                        .map(|s| (s.offered, s.replies))
+                        .collect(),
+                })
+            })
+            .collect();
+        let path = out_dir.join(format!("dataplane-{}.svg", proto.file()));
+        std::fs::write(
+            &path,
+            svg::line_chart(
+                &format!("{}: replies/s vs offered load", proto.title()),
+                &series,
+            ),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        println!("plot: {}", path.display());
+    }
+    println!("tables: {}", out_dir.join("dataplane.txt").display());
+    Ok(())
+}
+
+/// Every responder of `args.modes` once; a responder that fails is recorded with why.
+fn measure_all(lab: &Lab, engine: &mut Engine, args: &Args, step: Duration) -> Vec<ModeRun> {
     let mut runs = Vec::new();
     for &mode in &args.modes {
         println!("== {}", mode.label());
         let run = measure_mode(
-            &lab,
-            &mut engine,
+            lab,
+            engine,
             mode,
             &args.rates,
             step,
@@ -254,37 +316,7 @@ pub fn run(args: &Args) -> Result<()> {
             }
         }
     }
-    drop(engine);
-
-    let report = report(&runs, ceiling.offered, args, &machine());
-    print!("{report}");
-    std::fs::write(out_dir.join("dataplane.txt"), &report).context("writing dataplane.txt")?;
-    for proto in [Proto::Arp, Proto::Ndp] {
-        let series: Vec<svg::Series> = runs
-            .iter()
-            .map(|r| svg::Series {
-                name: r.mode.label().to_string(),
-                color: r.mode.color(),
-                points: r
-                    .steps(proto)
-                    .iter()
-                    .map(|s| (s.offered, s.replies))
-                    .collect(),
-            })
-            .collect();
-        let path = out_dir.join(format!("dataplane-{}.svg", proto.file()));
-        std::fs::write(
-            &path,
-            svg::line_chart(
-                &format!("{}: replies/s vs offered load", proto.title()),
-                &series,
-            ),
-        )
-        .with_context(|| format!("writing {}", path.display()))?;
-        println!("plot: {}", path.display());
-    }
-    println!("tables: {}", out_dir.join("dataplane.txt").display());
-    Ok(())
+    runs
 }
 
 /// A responder started for one mode, stopped on drop.
@@ -407,10 +439,11 @@ fn measure_mode(
                 svg::si(r.offered),
                 svg::si(r.replies),
                 100.0 * r.loss(),
-                us(r.p50_us()),
-                us(r.p99_us()),
+                report::us(r.p50_us()),
+                report::us(r.p99_us()),
                 r.responder_cpu
             );
+            println!("          {}", report::path_text(&r));
             results.push(r);
         }
         match proto {
@@ -465,240 +498,10 @@ fn flood(
         step.probes_sent,
         step.responder_cpu
     );
+    println!("          {}", report::path_text(&step));
     Ok(Flood {
         step,
         responder_cpu_pct,
         list_time,
     })
-}
-
-fn us(v: Option<f64>) -> String {
-    v.map_or("-".to_string(), |v| format!("{v:.0}µs"))
-}
-
-fn ratio_text(a: f64, b: f64) -> String {
-    stats::ratio(a, b).map_or("-".to_string(), |r| format!("{r:.2}×"))
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    // SAFETY: sysconf has no preconditions.
-    let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    format!("{cores} × {cpu}, Linux {}", kernel.trim())
-}
-
-/// The highest paced rate every measured responder kept up with (offered ≥ 95% of the target,
-/// loss < 1%): latencies there compare like with like.
-fn common_rate(runs: &[ModeRun], proto: Proto) -> Option<u64> {
-    let measured: Vec<&ModeRun> = runs.iter().filter(|r| r.skipped.is_none()).collect();
-    let first = measured.first()?;
-    first
-        .steps(proto)
-        .iter()
-        .filter_map(|st| st.target)
-        .filter(|&rate| {
-            measured.iter().all(|r| {
-                r.steps(proto).iter().any(|st| {
-                    st.target == Some(rate) && st.offered >= 0.95 * rate as f64 && st.loss() < 0.01
-                })
-            })
-        })
-        .max()
-}
-
-/// The saturation step of a run: most replies/s.
-fn saturation(steps: &[StepResult]) -> Option<&StepResult> {
-    stats::saturation_index(&steps.iter().map(|s| s.replies).collect::<Vec<_>>()).map(|i| &steps[i])
-}
-
-fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "\n# cargo xtask bench dataplane — {machine}");
-    let _ = writeln!(
-        s,
-        "veth between two namespaces; generator + receiver on CPU {}, responder on CPU {}; {} ms per step; \
-         generator ceiling {}/s (unpaced requests nobody answers). NAPI threads run SCHED_FIFO; bench threads, ksoftirqd and \
-         the fallback process run at nice -20 (the machine is shared with builds); responder CPU = node-CPU \
-         softirq time + the responder's own threads, in % of one core.",
-        lab::CLIENT_CPU,
-        lab::NODE_CPU,
-        args.step_ms,
-        svg::si(ceiling)
-    );
-    let _ = writeln!(
-        s,
-        "Replies to the load are counted (and dropped) by a small XDP program on the client end, \
-         attached in every mode; probe replies pass to a timestamping AF_PACKET ring. That program \
-         is also what a veth needs on its peer for driver-mode XDP_TX to be delivered."
-    );
-    let kernel = runs
-        .iter()
-        .find(|r| r.mode == Mode::Kernel && r.skipped.is_none());
-    for proto in [Proto::Arp, Proto::Ndp] {
-        let _ = writeln!(s, "\n## {}\n", proto.title());
-        let k_sat = kernel.and_then(|k| saturation(k.steps(proto)));
-        let common = common_rate(runs, proto);
-        let _ = writeln!(
-            s,
-            "| responder | replies/s at saturation | offered there | loss there | p50 | p99 | responder CPU | CPU µs/reply | replies ×kernel | CPU/reply ×kernel | p99 ×kernel | p50 / p99 at {} | p50 / p99 at {} (all kept up) |",
-            args.rates
-                .first()
-                .map_or("-".into(), |r| format!("{}/s", svg::si(*r as f64))),
-            common.map_or("-".into(), |r| format!("{}/s", svg::si(r as f64)))
-        );
-        let _ = writeln!(
-            s,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        );
-        for r in runs {
-            if let Some(why) = &r.skipped {
-                let _ = writeln!(s, "| {} | {why} | | | | | | | | | | | |", r.mode.label());
-                continue;
-            }
-            let steps = r.steps(proto);
-            let Some(sat) = saturation(steps) else {
-                continue;
-            };
-            // Saturated only if requests went unanswered; otherwise the generator was the limit.
-            let bound = if sat.target.is_none() && sat.loss() < 0.01 {
-                "≥ "
-            } else {
-                ""
-            };
-            let low = steps.first();
-            let at_common = common.and_then(|c| steps.iter().find(|st| st.target == Some(c)));
-            let _ = writeln!(
-                s,
-                "| {} | {bound}{} | {} | {:.1}% | {} | {} | {:.0}% | {} | {} | {} | {} | {} / {} | {} / {} |",
-                r.mode.label(),
-                svg::si(sat.replies),
-                svg::si(sat.offered),
-                100.0 * sat.loss(),
-                us(sat.p50_us()),
-                us(sat.p99_us()),
-                sat.responder_cpu,
-                sat.cpu_us_per_reply()
-                    .map_or("-".into(), |c| format!("{c:.2}")),
-                k_sat.map_or("-".into(), |k| ratio_text(sat.replies, k.replies)),
-                match (
-                    sat.cpu_us_per_reply(),
-                    k_sat.and_then(measure::StepResult::cpu_us_per_reply)
-                ) {
-                    (Some(a), Some(b)) => ratio_text(a, b),
-                    _ => "-".into(),
-                },
-                match (sat.p99_us(), k_sat.and_then(measure::StepResult::p99_us)) {
-                    (Some(a), Some(b)) => ratio_text(a, b),
-                    _ => "-".into(),
-                },
-                us(low.and_then(measure::StepResult::p50_us)),
-                us(low.and_then(measure::StepResult::p99_us)),
-                us(at_common.and_then(measure::StepResult::p50_us)),
-                us(at_common.and_then(measure::StepResult::p99_us)),
-            );
-        }
-        let driver = runs
-            .iter()
-            .find(|r| r.mode == Mode::Driver && r.skipped.is_none())
-            .and_then(|r| saturation(r.steps(proto)));
-        let fallback = runs
-            .iter()
-            .find(|r| r.mode == Mode::Userspace && r.skipped.is_none())
-            .and_then(|r| saturation(r.steps(proto)));
-        let _ = writeln!(
-            s,
-            "\nXDP driver vs userspace fallback: {}",
-            match (driver, fallback) {
-                (Some(d), Some(f)) => format!(
-                    "{} replies/s, p99 {}",
-                    ratio_text(d.replies, f.replies),
-                    match (d.p99_us(), f.p99_us()) {
-                        (Some(a), Some(b)) => ratio_text(a, b),
-                        _ => "-".into(),
-                    }
-                ),
-                _ => "not measured".into(),
-            }
-        );
-        let _ = writeln!(s, "\nEvery step ({}):\n", proto.file());
-        let _ = writeln!(
-            s,
-            "| responder | target/s | offered/s | refused/s | replies/s | loss | p50 | p99 | probes answered | responder CPU | node CPU (softirq) | client CPU | ring drops |"
-        );
-        let _ = writeln!(
-            s,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        );
-        for r in runs.iter().filter(|r| r.skipped.is_none()) {
-            for st in r.steps(proto) {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} | {:.1}% | {} | {} | {}/{} | {:.0}% | {:.0}% ({:.0}%) | {:.0}% | {} |",
-                    r.mode.label(),
-                    st.target.map_or("max".into(), |t| svg::si(t as f64)),
-                    svg::si(st.offered),
-                    svg::si(st.refused),
-                    svg::si(st.replies),
-                    100.0 * st.loss(),
-                    us(st.p50_us()),
-                    us(st.p99_us()),
-                    st.probes_answered(),
-                    st.probes_sent,
-                    st.responder_cpu,
-                    st.node_cpu.busy,
-                    st.node_cpu.softirq,
-                    st.client_cpu.busy,
-                    st.ring_drops
-                );
-            }
-        }
-    }
-    let _ = writeln!(
-        s,
-        "\n## Bad input: unpaced flood of 8 kinds of malformed / non-announced ARP and NDP, {} ms, with valid ARP probes\n",
-        args.flood_ms
-    );
-    let _ = writeln!(
-        s,
-        "| responder | offered/s | wrong answers | probes answered | probe p99 | responder CPU | node CPU (softirq) | fallback process CPU | `herald xdp list` |"
-    );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in runs {
-        let Some(f) = &r.flood else {
-            let _ = writeln!(
-                s,
-                "| {} | {} | | | | | | | |",
-                r.mode.label(),
-                r.skipped.as_deref().unwrap_or("-")
-            );
-            continue;
-        };
-        let st = &f.step;
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {}/{} | {} | {:.0}% | {:.0}% ({:.0}%) | {} | {} |",
-            r.mode.label(),
-            svg::si(st.offered),
-            st.to_generator + st.wrong_address,
-            st.probes_answered(),
-            st.probes_sent,
-            us(st.p99_us()),
-            st.responder_cpu,
-            st.node_cpu.busy,
-            st.node_cpu.softirq,
-            f.responder_cpu_pct
-                .map_or("-".into(), |c| format!("{c:.0}%")),
-            f.list_time
-                .map_or("-".into(), |d| format!("{} ms", d.as_millis())),
-        );
-    }
-    s
 }

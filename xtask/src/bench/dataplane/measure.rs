@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::attribution::{self, LinkCounters, Path};
 use super::cpu::{self, CpuShare};
 use super::frames::{self, PROBE_TAGS};
 use super::lab::{CLIENT_CPU, NODE_CPU};
@@ -74,6 +75,9 @@ pub struct Engine {
     generator: Generator,
     client_ns: String,
     client_ifindex: u32,
+    /// The responder's namespace and interface: when set, each step reads both veth ends'
+    /// counters and says where its frames went.
+    pub node: Option<(String, String)>,
     counter: Counter,
     shared: Arc<Shared>,
     receiver: Option<JoinHandle<()>>,
@@ -82,7 +86,7 @@ pub struct Engine {
 }
 
 /// Figures of one step.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct StepResult {
     /// Requested rate in frames/s (`None`: as fast as the sender goes).
     pub target: Option<u64>,
@@ -100,6 +104,8 @@ pub struct StepResult {
     pub ring_drops: u64,
     pub to_generator: u64,
     pub wrong_address: u64,
+    /// Where the step's frames went (`Ok(None)`: no node side to read).
+    pub path: std::result::Result<Option<Path>, String>,
 }
 
 impl StepResult {
@@ -164,6 +170,7 @@ impl Engine {
             generator,
             client_ns: client_ns.to_string(),
             client_ifindex,
+            node: None,
             counter,
             shared,
             receiver: Some(receiver),
@@ -205,6 +212,7 @@ impl Engine {
         self.shared.wrong_address.store(0, Ordering::Relaxed);
         self.counter.take()?;
         self.reply_counter.take()?;
+        let counters_before = self.snapshot();
         let cpu_before = cpu::read_stat()?;
         let ticks_before: u64 = self
             .responder_pids
@@ -241,6 +249,11 @@ impl Engine {
         let (ring_replies, ring_drops) = self.counter.take()?;
         let load_replies = self.reply_counter.take()?;
         let replies = ring_replies + load_replies;
+        let path = match (counters_before, self.snapshot()) {
+            (Ok(None), _) | (_, Ok(None)) => Ok(None),
+            (Ok(Some(a)), Ok(Some(b))) => Ok(Some(Path::between(&a, &b, generated.sent, replies))),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
         let secs = generated.elapsed.as_secs_f64();
         let share = |i: usize| match (cpu_before.get(i), cpu_after.get(i)) {
             (Some(a), Some(b)) => cpu::share(a, b),
@@ -265,7 +278,19 @@ impl Engine {
             ring_drops,
             to_generator: load_replies + self.shared.to_generator.load(Ordering::Relaxed),
             wrong_address: self.shared.wrong_address.load(Ordering::Relaxed),
+            path,
         })
+    }
+
+    /// The node end's counters, when the node side is known; an error names what could not be
+    /// read.
+    fn snapshot(&self) -> std::result::Result<Option<LinkCounters>, String> {
+        let Some((node_ns, node_if)) = &self.node else {
+            return Ok(None);
+        };
+        attribution::read_link(node_ns, node_if)
+            .map(Some)
+            .map_err(|e| format!("counters unreadable: {e:#}"))
     }
 
     fn take_latencies(&self) -> Vec<u64> {

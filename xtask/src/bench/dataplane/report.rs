@@ -1,0 +1,368 @@
+//! The tables `bench dataplane` prints and writes: one run's full report (headline figures per
+//! responder and protocol, every step with where its frames went, the bad-input flood), and the
+//! median and spread of the headline figures over repeated runs.
+
+use std::fmt::Write as _;
+
+use super::measure::{self, StepResult};
+use super::repeat::Spread;
+use super::{Args, Mode, ModeRun, Proto, lab, stats, svg};
+
+/// Where a step's frames went, or why that is not known.
+pub(super) fn path_text(step: &StepResult) -> String {
+    match &step.path {
+        Ok(Some(p)) => p.describe(),
+        Ok(None) => "path: not read".into(),
+        Err(e) => e.clone(),
+    }
+}
+
+/// The largest loss of a step and where it happened.
+fn main_loss(step: &StepResult) -> String {
+    match &step.path {
+        Ok(Some(p)) => p
+            .losses()
+            .first()
+            .map_or("-".into(), |(at, n)| format!("{at} ({n})")),
+        Ok(None) => "-".into(),
+        Err(_) => "counters unreadable".into(),
+    }
+}
+
+pub(super) fn us(v: Option<f64>) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.0}µs"))
+}
+
+fn ratio_text(a: f64, b: f64) -> String {
+    stats::ratio(a, b).map_or("-".to_string(), |r| format!("{r:.2}×"))
+}
+
+pub(super) fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    format!("{cores} × {cpu}, Linux {}", kernel.trim())
+}
+
+/// The highest paced rate every measured responder kept up with (offered ≥ 95% of the target,
+/// loss < 1%): latencies there compare like with like.
+fn common_rate(runs: &[ModeRun], proto: Proto) -> Option<u64> {
+    let measured: Vec<&ModeRun> = runs.iter().filter(|r| r.skipped.is_none()).collect();
+    let first = measured.first()?;
+    first
+        .steps(proto)
+        .iter()
+        .filter_map(|st| st.target)
+        .filter(|&rate| {
+            measured.iter().all(|r| {
+                r.steps(proto).iter().any(|st| {
+                    st.target == Some(rate) && st.offered >= 0.95 * rate as f64 && st.loss() < 0.01
+                })
+            })
+        })
+        .max()
+}
+
+/// The saturation step of a run: most replies/s.
+pub(super) fn saturation(steps: &[StepResult]) -> Option<&StepResult> {
+    stats::saturation_index(&steps.iter().map(|s| s.replies).collect::<Vec<_>>()).map(|i| &steps[i])
+}
+
+pub(super) fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "\n# cargo xtask bench dataplane — {machine}");
+    let _ = writeln!(
+        s,
+        "veth between two namespaces; generator + receiver on CPU {}, responder on CPU {}; {} ms per step; \
+         generator ceiling {}/s (unpaced requests nobody answers). NAPI threads run SCHED_FIFO; bench threads, ksoftirqd and \
+         the fallback process run at nice -20 (the machine is shared with builds); responder CPU = node-CPU \
+         softirq time + the responder's own threads, in % of one core.",
+        lab::CLIENT_CPU,
+        lab::NODE_CPU,
+        args.step_ms,
+        svg::si(ceiling)
+    );
+    let _ = writeln!(
+        s,
+        "Replies to the load are counted (and dropped) by a small XDP program on the client end, \
+         attached in every mode; probe replies pass to a timestamping AF_PACKET ring. That program \
+         is also what a veth needs on its peer for driver-mode XDP_TX to be delivered."
+    );
+    let kernel = runs
+        .iter()
+        .find(|r| r.mode == Mode::Kernel && r.skipped.is_none());
+    for proto in [Proto::Arp, Proto::Ndp] {
+        let _ = writeln!(s, "\n## {}\n", proto.title());
+        let k_sat = kernel.and_then(|k| saturation(k.steps(proto)));
+        let common = common_rate(runs, proto);
+        let _ = writeln!(
+            s,
+            "| responder | replies/s at saturation | offered there | loss there | p50 | p99 | responder CPU | CPU µs/reply | replies ×kernel | CPU/reply ×kernel | p99 ×kernel | p50 / p99 at {} | p50 / p99 at {} (all kept up) |",
+            args.rates
+                .first()
+                .map_or("-".into(), |r| format!("{}/s", svg::si(*r as f64))),
+            common.map_or("-".into(), |r| format!("{}/s", svg::si(r as f64)))
+        );
+        let _ = writeln!(
+            s,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for r in runs {
+            if let Some(why) = &r.skipped {
+                let _ = writeln!(s, "| {} | {why} | | | | | | | | | | | |", r.mode.label());
+                continue;
+            }
+            let steps = r.steps(proto);
+            let Some(sat) = saturation(steps) else {
+                continue;
+            };
+            // Saturated only if requests went unanswered; otherwise the generator was the limit.
+            let bound = if sat.target.is_none() && sat.loss() < 0.01 {
+                "≥ "
+            } else {
+                ""
+            };
+            let low = steps.first();
+            let at_common = common.and_then(|c| steps.iter().find(|st| st.target == Some(c)));
+            let _ = writeln!(
+                s,
+                "| {} | {bound}{} | {} | {:.1}% | {} | {} | {:.0}% | {} | {} | {} | {} | {} / {} | {} / {} |",
+                r.mode.label(),
+                svg::si(sat.replies),
+                svg::si(sat.offered),
+                100.0 * sat.loss(),
+                us(sat.p50_us()),
+                us(sat.p99_us()),
+                sat.responder_cpu,
+                sat.cpu_us_per_reply()
+                    .map_or("-".into(), |c| format!("{c:.2}")),
+                k_sat.map_or("-".into(), |k| ratio_text(sat.replies, k.replies)),
+                match (
+                    sat.cpu_us_per_reply(),
+                    k_sat.and_then(measure::StepResult::cpu_us_per_reply)
+                ) {
+                    (Some(a), Some(b)) => ratio_text(a, b),
+                    _ => "-".into(),
+                },
+                match (sat.p99_us(), k_sat.and_then(measure::StepResult::p99_us)) {
+                    (Some(a), Some(b)) => ratio_text(a, b),
+                    _ => "-".into(),
+                },
+                us(low.and_then(measure::StepResult::p50_us)),
+                us(low.and_then(measure::StepResult::p99_us)),
+                us(at_common.and_then(measure::StepResult::p50_us)),
+                us(at_common.and_then(measure::StepResult::p99_us)),
+            );
+        }
+        let driver = runs
+            .iter()
+            .find(|r| r.mode == Mode::Driver && r.skipped.is_none())
+            .and_then(|r| saturation(r.steps(proto)));
+        let fallback = runs
+            .iter()
+            .find(|r| r.mode == Mode::Userspace && r.skipped.is_none())
+            .and_then(|r| saturation(r.steps(proto)));
+        let _ = writeln!(
+            s,
+            "\nXDP driver vs userspace fallback: {}",
+            match (driver, fallback) {
+                (Some(d), Some(f)) => format!(
+                    "{} replies/s, p99 {}",
+                    ratio_text(d.replies, f.replies),
+                    match (d.p99_us(), f.p99_us()) {
+                        (Some(a), Some(b)) => ratio_text(a, b),
+                        _ => "-".into(),
+                    }
+                ),
+                _ => "not measured".into(),
+            }
+        );
+        let _ = writeln!(s, "\nEvery step ({}):\n", proto.file());
+        let _ = writeln!(
+            s,
+            "| responder | target/s | offered/s | refused/s | replies/s | loss | p50 | p99 | probes answered | responder CPU | node CPU (softirq) | client CPU | ring drops | most frames lost at |"
+        );
+        let _ = writeln!(
+            s,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
+        for r in runs.iter().filter(|r| r.skipped.is_none()) {
+            for st in r.steps(proto) {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {:.1}% | {} | {} | {}/{} | {:.0}% | {:.0}% ({:.0}%) | {:.0}% | {} | {} |",
+                    r.mode.label(),
+                    st.target.map_or("max".into(), |t| svg::si(t as f64)),
+                    svg::si(st.offered),
+                    svg::si(st.refused),
+                    svg::si(st.replies),
+                    100.0 * st.loss(),
+                    us(st.p50_us()),
+                    us(st.p99_us()),
+                    st.probes_answered(),
+                    st.probes_sent,
+                    st.responder_cpu,
+                    st.node_cpu.busy,
+                    st.node_cpu.softirq,
+                    st.client_cpu.busy,
+                    st.ring_drops,
+                    main_loss(st)
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n## Bad input: unpaced flood of 8 kinds of malformed / non-announced ARP and NDP, {} ms, with valid ARP probes\n",
+        args.flood_ms
+    );
+    let _ = writeln!(
+        s,
+        "| responder | offered/s | wrong answers | probes answered | probe p99 | responder CPU | node CPU (softirq) | fallback process CPU | `herald xdp list` |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in runs {
+        let Some(f) = &r.flood else {
+            let _ = writeln!(
+                s,
+                "| {} | {} | | | | | | | |",
+                r.mode.label(),
+                r.skipped.as_deref().unwrap_or("-")
+            );
+            continue;
+        };
+        let st = &f.step;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {}/{} | {} | {:.0}% | {:.0}% ({:.0}%) | {} | {} |",
+            r.mode.label(),
+            svg::si(st.offered),
+            st.to_generator + st.wrong_address,
+            st.probes_answered(),
+            st.probes_sent,
+            us(st.p99_us()),
+            st.responder_cpu,
+            st.node_cpu.busy,
+            st.node_cpu.softirq,
+            f.responder_cpu_pct
+                .map_or("-".into(), |c| format!("{c:.0}%")),
+            f.list_time
+                .map_or("-".into(), |d| format!("{} ms", d.as_millis())),
+        );
+    }
+    s
+}
+
+/// One headline figure of one responder in every run (`None` where a run did not measure it).
+fn per_run(
+    all: &[Vec<ModeRun>],
+    mode: Mode,
+    figure: impl Fn(&ModeRun, Option<&ModeRun>) -> Option<f64>,
+) -> Vec<Option<f64>> {
+    all.iter()
+        .map(|runs| {
+            let kernel = runs
+                .iter()
+                .find(|r| r.mode == Mode::Kernel && r.skipped.is_none());
+            let r = runs
+                .iter()
+                .find(|r| r.mode == mode && r.skipped.is_none())?;
+            figure(r, kernel)
+        })
+        .collect()
+}
+
+/// Median and spread of the values, or why there are none (a run without the figure is named:
+/// a median over fewer runs would hide it).
+fn spread_text(values: &[Option<f64>], fmt: impl Fn(f64) -> String) -> String {
+    let missing = values.iter().filter(|v| v.is_none()).count();
+    let present: Vec<f64> = values.iter().flatten().copied().collect();
+    match Spread::of(&present) {
+        None => "not measured".into(),
+        Some(s) if missing > 0 => format!("{} — missing in {missing} run(s)", s.text(fmt)),
+        Some(s) => s.text(fmt),
+    }
+}
+
+/// The headline figures over repeated runs: median, range and spread, flagged over ±30 %.
+pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args) -> String {
+    let mut s = String::new();
+    let modes: Vec<Mode> = all
+        .first()
+        .map(|runs| runs.iter().map(|r| r.mode).collect())
+        .unwrap_or_default();
+    let low = args
+        .rates
+        .first()
+        .map_or("-".into(), |r| format!("{}/s", svg::si(*r as f64)));
+    let _ = writeln!(
+        s,
+        "\n# Median of {} runs (range, largest distance from the median)\n",
+        all.len()
+    );
+    let _ = writeln!(
+        s,
+        "Targets: XDP driver ≥ 5× the kernel's replies/s; p99 at {low} no worse than the kernel's \
+         (≤ 1.00×); valid probes answered under the flood ≥ 99%; every figure within ±30% across runs."
+    );
+    let pct = |v: f64| format!("{v:.1}%");
+    let times = |v: f64| format!("{v:.2}×");
+    let rate = |v: f64| format!("{}/s", svg::si(v));
+    let micros = |v: f64| format!("{v:.0}µs");
+    for proto in [Proto::Arp, Proto::Ndp] {
+        let _ = writeln!(s, "\n## {}\n", proto.title());
+        let _ = writeln!(
+            s,
+            "| responder | replies/s at saturation | replies ×kernel | p99 at {low} | p99 at {low} ×kernel |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|");
+        for &mode in &modes {
+            let sat = per_run(all, mode, |r, _| {
+                saturation(r.steps(proto)).map(|st| st.replies)
+            });
+            let sat_ratio = per_run(all, mode, |r, k| {
+                stats::ratio(
+                    saturation(r.steps(proto))?.replies,
+                    saturation(k?.steps(proto))?.replies,
+                )
+            });
+            let p99 = per_run(all, mode, |r, _| r.steps(proto).first()?.p99_us());
+            let p99_ratio = per_run(all, mode, |r, k| {
+                stats::ratio(
+                    r.steps(proto).first()?.p99_us()?,
+                    k?.steps(proto).first()?.p99_us()?,
+                )
+            });
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                mode.label(),
+                spread_text(&sat, rate),
+                spread_text(&sat_ratio, times),
+                spread_text(&p99, micros),
+                spread_text(&p99_ratio, times),
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n## Bad input: valid ARP probes answered under the flood\n\n| responder | probes answered |\n|---|---|"
+    );
+    for &mode in &modes {
+        let answered = per_run(all, mode, |r, _| {
+            let f = r.flood.as_ref()?;
+            (f.step.probes_sent > 0)
+                .then(|| 100.0 * f.step.probes_answered() as f64 / f.step.probes_sent as f64)
+        });
+        let _ = writeln!(s, "| {} | {} |", mode.label(), spread_text(&answered, pct));
+    }
+    s
+}
