@@ -1,5 +1,6 @@
 //! What the program watches besides answering: foreign claims on announced addresses, the
-//! per-source rate limit, and the counters of both. These maps came after the first four; a pin
+//! per-source rate limit on answers, the flood guard on frames passed unanswered, and their
+//! counters. These maps came after the first four; a pin
 //! directory from an older Herald gets them created beside the old ones (see `lb_common::maps`).
 
 use aya_ebpf::btf_maps::{Array, LruHashMap, PerCpuArray};
@@ -31,6 +32,13 @@ static HERALD_LIMIT: Array<RateLimit, 1> = Array::new();
 /// update, which answers one request more, never one fewer.
 #[btf_map]
 static HERALD_BUCKETS: LruHashMap<MacKey, Bucket, SOURCES> = LruHashMap::new();
+/// The flood guard's limit (frames passed unanswered per source); all zeros (off) until
+/// userspace sets it.
+#[btf_map]
+static HERALD_FLIMIT: Array<RateLimit, 1> = Array::new();
+/// The flood guard's buckets, by Ethernet source; shared by all CPUs as `HERALD_BUCKETS` is.
+#[btf_map]
+static HERALD_FSOURCES: LruHashMap<MacKey, Bucket, SOURCES> = LruHashMap::new();
 
 #[inline(always)]
 pub fn count_extra(counter: ExtraCounter) {
@@ -45,23 +53,38 @@ pub fn count_extra(counter: ExtraCounter) {
 #[inline(always)]
 pub fn rate_allows(requester: [u8; 6], now_ns: u64) -> bool {
     match HERALD_LIMIT.get(0) {
-        Some(limit) if !limit.is_off() => take(requester, *limit, now_ns),
+        Some(limit) if !limit.is_off() => take(&HERALD_BUCKETS, requester, *limit, now_ns),
         _ => true,
     }
 }
 
-/// One answer's credit from `requester`'s bucket (a new source starts with a full one).
+/// True when the flood guard lets `source` have one more frame passed to the kernel at coarse
+/// time `now_ns`. With the guard off this costs one array lookup.
 #[inline(always)]
-fn take(requester: [u8; 6], limit: RateLimit, now_ns: u64) -> bool {
-    let key = MacKey::new(requester);
-    match HERALD_BUCKETS.get_ptr_mut(&key) {
+pub fn flood_allows(source: [u8; 6], now_ns: u64) -> bool {
+    match HERALD_FLIMIT.get(0) {
+        Some(limit) if !limit.is_off() => take(&HERALD_FSOURCES, source, *limit, now_ns),
+        _ => true,
+    }
+}
+
+/// One credit from `source`'s bucket in `buckets` (a new source starts with a full one).
+#[inline(always)]
+fn take(
+    buckets: &LruHashMap<MacKey, Bucket, SOURCES>,
+    source: [u8; 6],
+    limit: RateLimit,
+    now_ns: u64,
+) -> bool {
+    let key = MacKey::new(source);
+    match buckets.get_ptr_mut(&key) {
         // SAFETY: a value of the map, valid until this program returns.
         Some(bucket) => unsafe { (*bucket).take(&limit, now_ns) },
         None => {
             let mut bucket = Bucket::full(&limit, now_ns);
             let allowed = bucket.take(&limit, now_ns);
             // A failed insert (memory pressure) only forgets this source's use.
-            let _ = HERALD_BUCKETS.insert(&key, &bucket, 0);
+            let _ = buckets.insert(&key, &bucket, 0);
             allowed
         }
     }

@@ -1,7 +1,7 @@
 //! The XDP program proper (compiled for bpfel-unknown-none only): maps, the two entry points,
 //! and the glue between the verifier-checked frame and the shared logic in `lb-common`.
 
-use aya_ebpf::bindings::xdp_action::{XDP_PASS, XDP_TX};
+use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX};
 use aya_ebpf::btf_maps::{Array, PerCpuArray, PerCpuHashMap};
 use aya_ebpf::helpers::generated::{
     bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
@@ -21,11 +21,11 @@ use lb_common::ndp::{
     nd_copy_len, write_na,
 };
 use lb_common::wire::{
-    ETH_HLEN, ETH_TYPE, ETHERTYPE_ARP, ETHERTYPE_IPV6, ICMP6_NA, ICMP6_NS, ICMP6_TYPE,
+    ETH_HLEN, ETH_SRC, ETH_TYPE, ETHERTYPE_ARP, ETHERTYPE_IPV6, ICMP6_NA, ICMP6_NS, ICMP6_TYPE,
     IP6_NEXT_HEADER, IPPROTO_ICMPV6,
 };
 
-use crate::edges::{count_extra, rate_allows, record_claim4, record_claim6};
+use crate::edges::{count_extra, flood_allows, rate_allows, record_claim4, record_claim6};
 
 const ANNOUNCED: usize = MAX_ANNOUNCED as usize;
 
@@ -67,8 +67,9 @@ pub fn herald_xdp(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn arp(ctx: &XdpContext, data: usize, end: usize) -> u32 {
+    let source = ethernet_source(data);
     if data + ARP_FRAME_LEN > end {
-        return malformed();
+        return malformed(source);
     }
     // SAFETY: the first ARP_FRAME_LEN bytes are inside the frame (checked above), and nothing else
     // refers to them while this reference lives.
@@ -77,22 +78,22 @@ fn arp(ctx: &XdpContext, data: usize, end: usize) -> u32 {
         Ok(Arp::Request(request)) => request,
         Ok(Arp::Claim(claim)) => {
             arp_claim(ctx, &claim);
-            return pass();
+            return pass(source);
         }
-        Err(skip) => return skipped(skip),
+        Err(skip) => return skipped(skip, source),
     };
     let key = Ipv4Key {
         ifindex: ctx.ingress_ifindex() as u32,
         addr: request.target,
     };
     let Some(entry) = HERALD_V4.get_ptr_mut(&key) else {
-        return pass();
+        return pass(source);
     };
     // SAFETY: this CPU's copy of the value; the MAC is copied out at once (userspace may
     // replace the entry concurrently).
     let mac = unsafe { (*entry).mac };
     if !arp_addressed_to(frame, &mac) {
-        return pass();
+        return pass(source);
     }
     bump_requests(entry);
     if request.sha_mismatch {
@@ -100,10 +101,10 @@ fn arp(ctx: &XdpContext, data: usize, end: usize) -> u32 {
     }
     let now = coarse_now();
     if !guard_allows(now) {
-        return silenced();
+        return silenced(source);
     }
     if !rate_allows(request.requester, now) {
-        return rate_limited();
+        return rate_limited(source);
     }
     write_arp_reply(frame, &mac);
     answered(entry, Counter::ArpReplies)
@@ -134,11 +135,12 @@ fn ipv6(ctx: &XdpContext, data: usize, end: usize) -> u32 {
 /// looked at for a foreign claim, and passed uncounted whatever it is.
 #[inline(always)]
 fn neighbor(ctx: &XdpContext, data: usize, end: usize, advertisement: bool) -> u32 {
+    let source = ethernet_source(data);
     let unchecked = |skip: Skip| {
         if advertisement {
             XDP_PASS
         } else {
-            skipped(skip)
+            skipped(skip, source)
         }
     };
     if data + NS_HEAD_LEN > end {
@@ -163,7 +165,7 @@ fn neighbor(ctx: &XdpContext, data: usize, end: usize, advertisement: bool) -> u
     };
     // Re-state the bound where the verifier can see it.
     if copy_len > NS_WINDOW {
-        return pass();
+        return pass(source);
     }
     // SAFETY: copy_len <= NS_WINDOW bytes into the window; the helper checks the frame side.
     if unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, window.as_mut_ptr().cast(), copy_len as u32) } != 0 {
@@ -175,42 +177,42 @@ fn neighbor(ctx: &XdpContext, data: usize, end: usize, advertisement: bool) -> u
     }
     let solicitation = match check_ns_with(window, &FromFrame(ctx)) {
         Ok(s) => s,
-        Err(skip) => return skipped(skip),
+        Err(skip) => return skipped(skip, source),
     };
     let key = Ipv6Key {
         ifindex: ctx.ingress_ifindex() as u32,
         addr: solicitation.target,
     };
     let Some(entry) = HERALD_V6.get_ptr_mut(&key) else {
-        return pass();
+        return pass(source);
     };
     // SAFETY: this CPU's copy of the value; the MAC is copied out at once.
     let mac = unsafe { (*entry).mac };
     if !solicitation.addressed_to(&mac) {
-        return pass();
+        return pass(source);
     }
     bump_requests(entry);
     let now = coarse_now();
     if !guard_allows(now) {
-        return silenced();
+        return silenced(source);
     }
     if !rate_allows(solicitation.requester_mac, now) {
-        return rate_limited();
+        return rate_limited(source);
     }
     // The NA is built over the start of the window (the solicitation was copied out), which
     // keeps the stack within the 512 bytes BPF allows.
     let Some(na) = window.first_chunk_mut::<NA_LEN>() else {
-        return pass();
+        return pass(source);
     };
     write_na(na, &solicitation, &mac);
     let delta = NA_LEN as i32 - frame_len as i32;
     // SAFETY: plain helper calls on this program's context; `na` is NA_LEN bytes.
     unsafe {
         if delta != 0 && bpf_xdp_adjust_tail(ctx.ctx, delta) != 0 {
-            return pass();
+            return pass(source);
         }
         if bpf_xdp_store_bytes(ctx.ctx, 0, na.as_mut_ptr().cast(), NA_LEN as u32) != 0 {
-            return pass();
+            return pass(source);
         }
     }
     answered(entry, Counter::NaReplies)
@@ -334,37 +336,49 @@ fn answered(entry: *mut Announcement, counter: Counter) -> u32 {
     XDP_TX
 }
 
-/// An ARP or Neighbor Solicitation frame handed to the kernel unanswered.
+/// An ARP or Neighbor Solicitation frame from Ethernet `source` handed to the kernel
+/// unanswered, unless the flood guard says that source had enough: then it is dropped.
 #[inline(always)]
-fn pass() -> u32 {
+fn pass(source: [u8; 6]) -> u32 {
+    if !flood_allows(source, coarse_now()) {
+        count_extra(ExtraCounter::FloodDropped);
+        return XDP_DROP;
+    }
     count(Counter::Passed);
     XDP_PASS
 }
 
 #[inline(always)]
-fn malformed() -> u32 {
+fn malformed(source: [u8; 6]) -> u32 {
     count(Counter::Malformed);
-    pass()
+    pass(source)
 }
 
 #[inline(always)]
-fn silenced() -> u32 {
+fn silenced(source: [u8; 6]) -> u32 {
     count(Counter::Silenced);
-    pass()
+    pass(source)
 }
 
 #[inline(always)]
-fn rate_limited() -> u32 {
+fn rate_limited(source: [u8; 6]) -> u32 {
     count_extra(ExtraCounter::RateLimited);
-    pass()
+    pass(source)
 }
 
 #[inline(always)]
-fn skipped(skip: Skip) -> u32 {
+fn skipped(skip: Skip, source: [u8; 6]) -> u32 {
     match skip {
-        Skip::Ignore => pass(),
-        Skip::Malformed => malformed(),
+        Skip::Ignore => pass(source),
+        Skip::Malformed => malformed(source),
     }
+}
+
+/// The Ethernet source of the frame at `data`, read before any helper that may move the packet.
+#[inline(always)]
+fn ethernet_source(data: usize) -> [u8; 6] {
+    // SAFETY: the Ethernet header is inside the frame (herald_xdp checked ETH_HLEN bytes).
+    unsafe { *((data + ETH_SRC) as *const [u8; 6]) }
 }
 
 #[panic_handler]

@@ -1423,15 +1423,16 @@ fn namespace_with_veth(prefix: &str) -> (Netns, String) {
 }
 
 /// An upgrade from a Herald that pinned only the first four maps: opening its pin directory
-/// creates the maps added since (foreign claims, extra counters, rate limit and buckets) beside
+/// creates the maps added since (foreign claims, extra counters, rate limit, flood guard and
+/// their buckets) beside
 /// the old ones, which keep their entries and values; the new program loads against the mix.
 #[test]
 fn opening_an_older_pin_directory_adds_the_new_maps_and_keeps_the_old() {
     use aya::maps::{Array, MapData, PerCpuHashMap, PerCpuValues};
     use herald::dataplane::{Dataplane, GuardState};
     use lb_common::maps::{
-        Announcement, Guard, Ipv4Key, MAP_BUCKETS, MAP_CLAIMS4, MAP_CLAIMS6, MAP_EXTRA, MAP_GUARD,
-        MAP_LIMIT, MAP_V4,
+        Announcement, Guard, Ipv4Key, MAP_BUCKETS, MAP_CLAIMS4, MAP_CLAIMS6, MAP_EXTRA,
+        MAP_FLOOD_LIMIT, MAP_FLOOD_SOURCES, MAP_GUARD, MAP_LIMIT, MAP_V4,
     };
     use lb_common::ratelimit::RateLimit;
 
@@ -1439,7 +1440,15 @@ fn opening_an_older_pin_directory_adds_the_new_maps_and_keeps_the_old() {
     let bpffs = Bpffs::new().expect("bpffs");
     let pin_dir = bpffs.dir.join("older");
     drop(Dataplane::open(&pin_dir).expect("open"));
-    let added = [MAP_EXTRA, MAP_CLAIMS4, MAP_CLAIMS6, MAP_LIMIT, MAP_BUCKETS];
+    let added = [
+        MAP_EXTRA,
+        MAP_CLAIMS4,
+        MAP_CLAIMS6,
+        MAP_LIMIT,
+        MAP_BUCKETS,
+        MAP_FLOOD_LIMIT,
+        MAP_FLOOD_SOURCES,
+    ];
     for name in added {
         std::fs::remove_file(pin_dir.join(name)).expect("unpin");
     }
@@ -1498,6 +1507,10 @@ fn opening_an_older_pin_directory_adds_the_new_maps_and_keeps_the_old() {
         "not closed again"
     );
     assert_eq!(dp.rate_limit().expect("limit"), RateLimit::DEFAULT);
+    assert_eq!(
+        dp.flood_limit().expect("flood limit"),
+        RateLimit::FLOOD_DEFAULT
+    );
     assert_eq!(dp.claims().expect("claims"), []);
     assert_eq!(
         dp.edge_counters().expect("counters"),

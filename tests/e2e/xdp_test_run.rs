@@ -20,10 +20,11 @@ use aya::util::nr_cpus;
 use etherparse::{ArpOperation, Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use lb_common::maps::{
     Announcement, Claim, Counter, ExtraCounter, Guard, Ipv4Key, Ipv6Key, MAP_CLAIMS4, MAP_CLAIMS6,
-    MAP_COUNTERS, MAP_EXTRA, MAP_GUARD, MAP_LIMIT, MAP_V4, MAP_V6, PROG_NAME,
+    MAP_COUNTERS, MAP_EXTRA, MAP_FLOOD_LIMIT, MAP_GUARD, MAP_LIMIT, MAP_V4, MAP_V6, PROG_NAME,
 };
 use lb_common::ratelimit::RateLimit;
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 /// BPF_PROG_TEST_RUN runs on the network namespace's loopback device unless told otherwise.
@@ -139,6 +140,13 @@ impl Rig {
         let mut map: Array<_, RateLimit> =
             Array::try_from(self.bpf.map_mut(MAP_LIMIT).expect(MAP_LIMIT)).expect("array");
         map.set(0, &limit, 0).expect("set limit");
+    }
+
+    fn set_flood_limit(&mut self, limit: RateLimit) {
+        let mut map: Array<_, RateLimit> =
+            Array::try_from(self.bpf.map_mut(MAP_FLOOD_LIMIT).expect(MAP_FLOOD_LIMIT))
+                .expect("array");
+        map.set(0, &limit, 0).expect("set flood limit");
     }
 
     fn claim_v4(&self, addr: [u8; 4]) -> Option<Claim> {
@@ -863,6 +871,68 @@ fn rate_limit_passes_a_source_over_its_burst_and_answers_others() {
     // Turned off again: answered at once.
     rig.set_limit(RateLimit::OFF);
     assert_eq!(rig.run(&from(limited)).0, XDP_TX);
+}
+
+/// The flood guard: over its burst, a source's frames that would be passed to the kernel
+/// unanswered (requests for other addresses, malformed ones, requests over the answer limit)
+/// are dropped and counted, in both families from one bucket; its requests for announced
+/// addresses are still answered, and other sources still passed.
+#[test]
+fn flood_guard_drops_what_a_source_has_passed_beyond_its_burst() {
+    let mut rig = Rig::new();
+    rig.announce_v4(LOOPBACK, VIP4);
+    rig.announce_v6(LOOPBACK, VIP6);
+    let flooder = [0x02, 0x66, 0, 0, 0, 6];
+    let unknown = |mac: [u8; 6]| arp_frame([0xff; 6], 1, mac, CLIENT4, [198, 51, 100, 99]);
+    // The object's own value is all zeros: no guard until userspace sets one.
+    for _ in 0..100 {
+        assert_eq!(rig.run(&unknown(flooder)).0, XDP_PASS);
+    }
+    assert_eq!(rig.extra(ExtraCounter::FloodDropped), 0);
+
+    // One per second after a burst of 3: the runs below take far less than a second.
+    rig.set_flood_limit(RateLimit {
+        per_second: 1,
+        burst: 3,
+    });
+    for n in 1..=3 {
+        assert_eq!(
+            rig.run(&unknown(flooder)).0,
+            XDP_PASS,
+            "frame {n} of the burst"
+        );
+    }
+    let passed_before = rig.counter(Counter::Passed);
+    assert_eq!(rig.run(&unknown(flooder)).0, XDP_DROP, "over the burst");
+    let mut malformed = unknown(flooder);
+    malformed[18] = 7;
+    assert_eq!(rig.run(&malformed).0, XDP_DROP, "malformed, same source");
+    // A solicitation the kernel would discard (hop limit 64), same source.
+    let mut ns = ns_frame(CLIENT6, solicited_node(&VIP6), 64, &SOURCE_LL);
+    ns[6..12].copy_from_slice(&flooder);
+    assert_eq!(rig.run(&ns).0, XDP_DROP, "a solicitation, same source");
+    assert_eq!(rig.extra(ExtraCounter::FloodDropped), 3);
+    assert_eq!(
+        rig.counter(Counter::Passed),
+        passed_before,
+        "dropped frames are not counted as passed"
+    );
+    assert_eq!(
+        rig.counter(Counter::Malformed),
+        2,
+        "still counted as malformed"
+    );
+
+    // Its requests for announced addresses are answered: answers draw on no flood credit.
+    let announced = arp_frame([0xff; 6], 1, flooder, CLIENT4, VIP4);
+    assert_eq!(rig.run(&announced).0, XDP_TX);
+    // Another source is still passed.
+    assert_eq!(rig.run(&unknown(OTHER_MAC)).0, XDP_PASS);
+
+    // Turned off again: passed at once.
+    rig.set_flood_limit(RateLimit::OFF);
+    assert_eq!(rig.run(&unknown(flooder)).0, XDP_PASS);
+    assert_eq!(rig.extra(ExtraCounter::FloodDropped), 3);
 }
 
 fn map_id(rig: &Rig, name: &str) -> u32 {

@@ -17,6 +17,10 @@ pub const MAP_CLAIMS4: &str = "HERALD_CLAIMS4";
 pub const MAP_CLAIMS6: &str = "HERALD_CLAIMS6";
 pub const MAP_LIMIT: &str = "HERALD_LIMIT";
 pub const MAP_BUCKETS: &str = "HERALD_BUCKETS";
+/// The flood guard: a per-source limit on ARP and Neighbor Solicitation frames passed to the
+/// kernel unanswered (frames over it are dropped), and its buckets.
+pub const MAP_FLOOD_LIMIT: &str = "HERALD_FLIMIT";
+pub const MAP_FLOOD_SOURCES: &str = "HERALD_FSOURCES";
 
 /// Name of the XDP program in the object.
 pub const PROG_NAME: &str = "herald_xdp";
@@ -75,7 +79,8 @@ pub enum Counter {
     NaReplies = 1,
     /// ARP and Neighbor Solicitation frames passed to the kernel unanswered (for any reason:
     /// unknown address, ignored, malformed, silenced). Other traffic is not counted: it takes
-    /// the fast path, which touches no map.
+    /// the fast path, which touches no map. Frames the flood guard drops instead are counted in
+    /// [`ExtraCounter::FloodDropped`], not here.
     Passed = 2,
     /// ARP or NDP frames that failed validation.
     Malformed = 3,
@@ -97,8 +102,12 @@ pub enum ExtraCounter {
     /// Requests for announced addresses passed unanswered by the per-source rate limit.
     RateLimited = 1,
     /// Frames claiming an announced address for another MAC (gratuitous ARP, ARP reply,
-    /// Neighbor Advertisement). Always passed; recorded in [`MAP_CLAIMS4`] / [`MAP_CLAIMS6`].
+    /// Neighbor Advertisement). Recorded in [`MAP_CLAIMS4`] / [`MAP_CLAIMS6`], then passed
+    /// (subject to the flood guard, like every frame passed).
     ForeignClaims = 2,
+    /// ARP and Neighbor Solicitation frames dropped by the flood guard: their Ethernet source
+    /// had more passed to the kernel unanswered than [`MAP_FLOOD_LIMIT`] allows.
+    FloodDropped = 3,
 }
 
 /// Capacity of [`MAP_EXTRA`]; slots beyond the defined [`ExtraCounter`]s stay zero.
@@ -126,7 +135,7 @@ pub struct Claim {
 /// room, and comes back with a full bucket).
 pub const MAX_SOURCES: u32 = 8_192;
 
-/// A requester's MAC: the key of the rate limit's buckets.
+/// A requester's MAC: the key of the rate limit's and the flood guard's buckets.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MacKey {

@@ -35,6 +35,17 @@ impl RateLimit {
         burst: 2_000,
     };
 
+    /// The flood guard's default: 10,000 frames/s per source passed to the kernel unanswered,
+    /// bursts of 20,000. The kernel answers what Herald does not (the node's own addresses) and
+    /// discards the rest; a host resolving neighbours sends a few requests per address, so even
+    /// a router sweeping a /16 at once stays under it, while one MAC flooding millions of
+    /// frames per second has the excess dropped in XDP at a fraction of what the kernel spends
+    /// on each, which keeps the receive ring free for everyone else's requests.
+    pub const FLOOD_DEFAULT: RateLimit = RateLimit {
+        per_second: 10_000,
+        burst: 20_000,
+    };
+
     /// Reads `PER_SECOND[/BURST]` (the burst defaults to twice the rate), or `0` / `off` for no
     /// limit.
     pub fn parse(text: &str) -> Option<RateLimit> {

@@ -2,6 +2,8 @@
 //! tagged frames have another EtherType at offset 12 and are passed untouched).
 
 pub const ETH_HLEN: usize = 14;
+/// Offset of the Ethernet source address.
+pub const ETH_SRC: usize = 6;
 /// Offset of the EtherType in an untagged Ethernet II frame.
 pub const ETH_TYPE: usize = 12;
 pub const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];

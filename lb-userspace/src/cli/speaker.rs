@@ -57,6 +57,11 @@ pub struct SpeakerArgs {
     /// the rate by default), `0` or `off` for no limit.
     #[arg(long, env = "HERALD_RATE_LIMIT", default_value = "1000/2000", value_parser = parse_rate_limit)]
     pub rate_limit: RateLimit,
+    /// The flood guard: ARP and Neighbor Solicitation frames one Ethernet source may have passed
+    /// to the kernel unanswered, `PER_SECOND[/BURST]`; the XDP program drops the rest. `0` or
+    /// `off`: no guard.
+    #[arg(long, env = "HERALD_FLOOD_LIMIT", default_value = "10000/20000", value_parser = parse_rate_limit)]
+    pub flood_limit: RateLimit,
     /// /metrics, /healthz and /readyz (plain HTTP): `IP:PORT`, or a port on the node address
     /// (see `--host`); empty disables them.
     #[arg(long, env = "HERALD_METRICS_ADDR", default_value = "7472")]
@@ -217,6 +222,7 @@ fn options(args: SpeakerArgs) -> Result<Options> {
         attach_mode,
         dataplane,
         rate_limit: args.rate_limit,
+        flood_limit: args.flood_limit,
         metrics_access: args.metrics_access.access(),
     })
 }
@@ -261,6 +267,7 @@ mod tests {
         assert_eq!(o.metrics_addr, Some("0.0.0.0:7472".parse().unwrap()));
         assert_eq!(o.timing, Timing::from_detect_ms(500).unwrap());
         assert_eq!(o.rate_limit, RateLimit::DEFAULT);
+        assert_eq!(o.flood_limit, RateLimit::FLOOD_DEFAULT);
         assert_eq!(o.reannounce, None);
         assert_eq!(o.rescan_every, Duration::from_secs(10));
         assert!(!o.filter.allows("veth0"));

@@ -1,12 +1,14 @@
 //! What the XDP program records besides answering, as userspace reads it: foreign claims on
 //! announced addresses (someone else says an address we announce is at their MAC), the counters
-//! of unusual requests, and the per-source rate limit. [`ClaimTracker`] turns the claims maps'
+//! of unusual requests, the per-source rate limit and the flood guard. [`ClaimTracker`] turns the claims maps'
 //! running counts into "new since the last look" for the speaker.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use lb_common::maps::{ExtraCounter, MAP_CLAIMS4, MAP_CLAIMS6, MAP_EXTRA, MAP_LIMIT};
+use lb_common::maps::{
+    ExtraCounter, MAP_CLAIMS4, MAP_CLAIMS6, MAP_EXTRA, MAP_FLOOD_LIMIT, MAP_LIMIT,
+};
 use lb_common::ratelimit::RateLimit;
 use serde::Serialize;
 
@@ -24,6 +26,9 @@ pub struct EdgeCounters {
     pub rate_limited: u64,
     /// Frames claiming an announced address for another MAC.
     pub foreign_claims: u64,
+    /// ARP and Neighbor Solicitation frames the flood guard dropped (their source had more
+    /// passed to the kernel unanswered than the guard allows).
+    pub flood_dropped: u64,
 }
 
 /// One entry of the claims maps: the running count since the entry was created.
@@ -65,6 +70,7 @@ impl Dataplane {
             sha_mismatch: read(ExtraCounter::ShaMismatch)?,
             rate_limited: read(ExtraCounter::RateLimited)?,
             foreign_claims: read(ExtraCounter::ForeignClaims)?,
+            flood_dropped: read(ExtraCounter::FloodDropped)?,
         })
     }
 
@@ -103,6 +109,20 @@ impl Dataplane {
     /// Sets the per-source rate limit ([`RateLimit::OFF`] turns it off); takes effect at once.
     pub fn set_rate_limit(&mut self, limit: RateLimit) -> Result<()> {
         self.limit.set(0, &limit, 0).map_err(map_err(MAP_LIMIT))
+    }
+
+    /// The flood guard: frames per source passed to the kernel unanswered.
+    pub fn flood_limit(&self) -> Result<RateLimit> {
+        self.flood_limit
+            .get(&0, 0)
+            .map_err(map_err(MAP_FLOOD_LIMIT))
+    }
+
+    /// Sets the flood guard ([`RateLimit::OFF`] turns it off); takes effect at once.
+    pub fn set_flood_limit(&mut self, limit: RateLimit) -> Result<()> {
+        self.flood_limit
+            .set(0, &limit, 0)
+            .map_err(map_err(MAP_FLOOD_LIMIT))
     }
 }
 

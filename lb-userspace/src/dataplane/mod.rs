@@ -35,7 +35,8 @@ use std::time::Duration;
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use lb_common::maps::{
     Announcement, COUNTER_SLOTS, Claim, Guard, Ipv4Key, Ipv6Key, MAP_BUCKETS, MAP_CLAIMS4,
-    MAP_CLAIMS6, MAP_COUNTERS, MAP_EXTRA, MAP_GUARD, MAP_LIMIT, MAP_V4, MAP_V6,
+    MAP_CLAIMS6, MAP_COUNTERS, MAP_EXTRA, MAP_FLOOD_LIMIT, MAP_FLOOD_SOURCES, MAP_GUARD, MAP_LIMIT,
+    MAP_V4, MAP_V6,
 };
 use lb_common::ratelimit::RateLimit;
 
@@ -54,7 +55,7 @@ pub use types::{
 const CORE_MAPS: [&str; 4] = [MAP_V4, MAP_V6, MAP_COUNTERS, MAP_GUARD];
 /// Every pinned map. Those after the core ones may be missing from a directory an older Herald
 /// pinned: opening it creates them beside the old ones, which keep their entries.
-const MAP_NAMES: [&str; 9] = [
+const MAP_NAMES: [&str; 11] = [
     MAP_V4,
     MAP_V6,
     MAP_COUNTERS,
@@ -64,6 +65,8 @@ const MAP_NAMES: [&str; 9] = [
     MAP_CLAIMS6,
     MAP_LIMIT,
     MAP_BUCKETS,
+    MAP_FLOOD_LIMIT,
+    MAP_FLOOD_SOURCES,
 ];
 
 /// The pinned maps of one pin directory.
@@ -77,6 +80,7 @@ pub struct Dataplane {
     claims4: HashMap<MapData, Ipv4Key, Claim>,
     claims6: HashMap<MapData, Ipv6Key, Claim>,
     limit: Array<MapData, RateLimit>,
+    flood_limit: Array<MapData, RateLimit>,
     /// Interfaces the userspace fallback responder serves in this process: announcing there
     /// needs no XDP link.
     userspace: Vec<u32>,
@@ -116,12 +120,14 @@ impl Dataplane {
     /// all). A guard created here starts closed ([`Guard::CLOSED`]): nothing is answered until
     /// the caller arms it ([`Dataplane::heartbeat`]) or turns it off ([`Dataplane::guard_off`]),
     /// so a process that dies between announcing and its first heartbeat leaves nothing
-    /// answering. A rate limit created here starts at [`RateLimit::DEFAULT`]; one already
+    /// answering. A rate limit created here starts at [`RateLimit::DEFAULT`], a flood guard at
+    /// [`RateLimit::FLOOD_DEFAULT`]; one already
     /// pinned keeps its value.
     pub fn open(pin_dir: &Path) -> Result<Dataplane> {
         pins::ensure_pin_dir(pin_dir)?;
         let new_guard = !pin_dir.join(MAP_GUARD).exists();
         let new_limit = !pin_dir.join(MAP_LIMIT).exists();
+        let new_flood_limit = !pin_dir.join(MAP_FLOOD_LIMIT).exists();
         if !MAP_NAMES.iter().all(|name| pin_dir.join(name).exists()) {
             drop(load_object(pin_dir)?);
         }
@@ -131,6 +137,9 @@ impl Dataplane {
         }
         if new_limit {
             dp.set_rate_limit(RateLimit::DEFAULT)?;
+        }
+        if new_flood_limit {
+            dp.set_flood_limit(RateLimit::FLOOD_DEFAULT)?;
         }
         Ok(dp)
     }
@@ -155,6 +164,7 @@ impl Dataplane {
             claims4: open_pinned(pin_dir, MAP_CLAIMS4)?,
             claims6: open_pinned(pin_dir, MAP_CLAIMS6)?,
             limit: open_pinned(pin_dir, MAP_LIMIT)?,
+            flood_limit: open_pinned(pin_dir, MAP_FLOOD_LIMIT)?,
             userspace: Vec::new(),
             refreshed: std::sync::Mutex::default(),
         })

@@ -163,6 +163,11 @@ impl AyaPlane {
     pub fn set_rate_limit(&mut self, limit: lb_common::ratelimit::RateLimit) -> Result<()> {
         self.dp.set_rate_limit(limit)
     }
+
+    /// Writes the flood guard the XDP program applies to frames it passes unanswered.
+    pub fn set_flood_limit(&mut self, limit: lb_common::ratelimit::RateLimit) -> Result<()> {
+        self.dp.set_flood_limit(limit)
+    }
 }
 
 impl L2Plane for AyaPlane {

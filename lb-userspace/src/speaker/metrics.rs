@@ -94,6 +94,7 @@ pub struct SpeakerMetrics {
     xdp_mode_changes: LabelFamily<Vec<(&'static str, String)>, Counter>,
     sha_mismatch: Counter,
     rate_limited: Counter,
+    flood_dropped: Counter,
     /// The XDP program's running totals as last read (they restart with their maps).
     edges_seen: Mutex<CounterTracker<&'static str>>,
     layer2: Mutex<Layer2>,
@@ -198,6 +199,12 @@ impl SpeakerMetrics {
             "Requests for announced addresses left unanswered by the per-source rate limit",
             rate_limited.clone(),
         );
+        let flood_dropped = Counter::default();
+        registry.register(
+            "herald_dataplane_flood_dropped",
+            "ARP and Neighbor Solicitation frames dropped by the flood guard (their source had more passed to the kernel unanswered than --flood-limit allows)",
+            flood_dropped.clone(),
+        );
         let bgp = BgpMetrics::default();
         bgp.register(&mut registry);
         SpeakerMetrics {
@@ -207,6 +214,7 @@ impl SpeakerMetrics {
             xdp_mode_changes,
             sha_mismatch,
             rate_limited,
+            flood_dropped,
             edges_seen: Mutex::new(CounterTracker::default()),
             gossip_auth_failures,
             gossip_dropped,
@@ -287,6 +295,8 @@ impl SpeakerMetrics {
             .inc_by(seen.delta(&"sha_mismatch", edges.sha_mismatch));
         self.rate_limited
             .inc_by(seen.delta(&"rate_limited", edges.rate_limited));
+        self.flood_dropped
+            .inc_by(seen.delta(&"flood_dropped", edges.flood_dropped));
         for claim in claims {
             self.foreign_claims
                 .get_or_create(&vec![("ip", claim.ip.to_string())])
@@ -455,6 +465,7 @@ mod tests {
             sha_mismatch: 1,
             rate_limited,
             foreign_claims: 3,
+            flood_dropped: 4,
         };
         m.observe_edges(&edges(5), std::slice::from_ref(&claim));
         // Maps recreated: the totals restart, the metric does not go back.
@@ -474,6 +485,7 @@ mod tests {
         assert!(text.contains("herald_layer2_foreign_claims_total{ip=\"198.51.100.1\"} 3"));
         assert!(text.contains("herald_dataplane_sha_mismatch_total 1"));
         assert!(text.contains("herald_dataplane_rate_limited_total 7"));
+        assert!(text.contains("herald_dataplane_flood_dropped_total 4"));
         assert!(text.contains("herald_speaker_gossip_dropped_total{reason=\"before_start\"} 1"));
         assert!(text.contains("metallb_k8s_client_config_loaded_bool"));
         m.set_announced("node-a", &BTreeSet::new());

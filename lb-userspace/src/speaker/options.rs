@@ -45,6 +45,9 @@ pub struct Options {
     pub dataplane: DataplaneChoice,
     /// Answers per second (and burst) the XDP program gives one requester MAC.
     pub rate_limit: lb_common::ratelimit::RateLimit,
+    /// Frames per second (and burst) one Ethernet source may have passed to the kernel
+    /// unanswered; the XDP program drops the rest.
+    pub flood_limit: lb_common::ratelimit::RateLimit,
     /// HTTPS and a token for `/metrics`.
     pub metrics_access: crate::daemon::MetricsAccess,
 }

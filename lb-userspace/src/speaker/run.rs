@@ -63,6 +63,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     plane
         .set_rate_limit(options.rate_limit)
         .context("writing the per-source rate limit")?;
+    plane
+        .set_flood_limit(options.flood_limit)
+        .context("writing the flood guard")?;
     let quick_restart = matches!(
         plane.dataplane().guard_state(),
         Ok(GuardState::Fresh { .. })

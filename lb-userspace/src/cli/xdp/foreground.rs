@@ -18,18 +18,31 @@ use crate::dataplane::keys::{self, Mac};
 use crate::dataplane::netdev::Interface;
 use crate::dataplane::{AttachMode, Dataplane, DataplaneChoice, DataplaneError, GuardState};
 
+/// Writes the limits given on the command line; the pinned values stay for those not given.
+fn set_limits(
+    dp: &mut Dataplane,
+    rate_limit: Option<RateLimit>,
+    flood_limit: Option<RateLimit>,
+) -> Result<()> {
+    if let Some(limit) = rate_limit {
+        dp.set_rate_limit(limit).map_err(one_line)?;
+    }
+    if let Some(limit) = flood_limit {
+        dp.set_flood_limit(limit).map_err(one_line)?;
+    }
+    Ok(())
+}
+
 pub(super) fn attach(
     pin_dir: &Path,
     iface: &str,
     mode: AttachMode,
     choice: DataplaneChoice,
-    rate_limit: Option<RateLimit>,
+    [rate_limit, flood_limit]: [Option<RateLimit>; 2],
 ) -> Result<()> {
     let iface = interface(iface)?;
     let mut dp = Dataplane::open(pin_dir).map_err(one_line)?;
-    if let Some(limit) = rate_limit {
-        dp.set_rate_limit(limit).map_err(one_line)?;
-    }
+    set_limits(&mut dp, rate_limit, flood_limit)?;
     let mut answerers = Answerers::new(pin_dir, choice, mode);
     let serving = answerers.serve(&mut dp, &iface).map_err(one_line)?;
     print_serving(&iface.name, &serving);
@@ -127,9 +140,7 @@ pub(super) async fn run_foreground(pin_dir: &Path, args: RunArgs) -> Result<()> 
     let mut sigint = signal(SignalKind::interrupt())?;
 
     let mut dp = Dataplane::open(pin_dir).map_err(one_line)?;
-    if let Some(limit) = args.rate_limit {
-        dp.set_rate_limit(limit).map_err(one_line)?;
-    }
+    set_limits(&mut dp, args.rate_limit, args.flood_limit)?;
     let mut answerers = Answerers::new(pin_dir, args.dataplane.into(), args.mode.into());
     let serving = answerers.serve(&mut dp, &iface).map_err(one_line)?;
     match &serving {

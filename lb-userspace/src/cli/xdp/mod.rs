@@ -86,6 +86,11 @@ struct AttachArgs {
     /// leave the pinned value (a new map starts at 1000/2000).
     #[arg(long, value_parser = crate::cli::speaker::parse_rate_limit)]
     rate_limit: Option<RateLimit>,
+    /// The flood guard: ARP and NS frames one Ethernet source may have passed to the kernel
+    /// unanswered (`PER_SECOND[/BURST]`, `0` or `off`), the rest dropped; default: leave the
+    /// pinned value (a new map starts at 10000/20000).
+    #[arg(long, value_parser = crate::cli::speaker::parse_rate_limit)]
+    flood_limit: Option<RateLimit>,
 }
 
 #[derive(Args, Clone, Copy)]
@@ -188,6 +193,9 @@ struct RunArgs {
     /// As `herald xdp attach --rate-limit`.
     #[arg(long, value_parser = crate::cli::speaker::parse_rate_limit)]
     rate_limit: Option<RateLimit>,
+    /// As `herald xdp attach --flood-limit`.
+    #[arg(long, value_parser = crate::cli::speaker::parse_rate_limit)]
+    flood_limit: Option<RateLimit>,
     #[command(flatten)]
     cadence: CadenceArgs,
 }
@@ -206,7 +214,13 @@ pub fn run(args: XdpArgs) -> Result<()> {
             } else {
                 require("herald xdp attach", &[Cap::Bpf, Cap::NetAdmin, Cap::NetRaw])?;
             }
-            attach(pin_dir, &a.iface, a.mode.into(), choice, a.rate_limit)
+            attach(
+                pin_dir,
+                &a.iface,
+                a.mode.into(),
+                choice,
+                [a.rate_limit, a.flood_limit],
+            )
         }
         XdpCommand::Announce(a) => {
             require(
