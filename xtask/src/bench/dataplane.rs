@@ -26,6 +26,7 @@ mod repeat;
 mod report;
 pub mod stats;
 pub mod svg;
+mod txstamp;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -444,6 +445,7 @@ fn measure_mode(
                 r.responder_cpu
             );
             println!("          {}", report::path_text(&r));
+            println!("          probe time split: {}", report::split_text(&r));
             results.push(r);
         }
         match proto {

@@ -17,6 +17,7 @@ use super::lab::{CLIENT_CPU, NODE_CPU};
 use super::live::{LiveGenerator, ReplyCounter};
 use super::net::{self, Batch, Counter, ReplyRing, Sender, Sent};
 use super::stats;
+use super::txstamp::ProbeSender;
 
 /// Frames per `sendmmsg`.
 const BATCH: usize = 64;
@@ -28,7 +29,11 @@ const DRAIN: Duration = Duration::from_millis(100);
 struct Shared {
     /// CLOCK_REALTIME send time of the outstanding probe per tag (0 = none).
     probe_sent: Vec<AtomicU64>,
+    /// CLOCK_REALTIME when the veth driver took the outstanding probe per tag (0 = not known).
+    probe_tx: Vec<AtomicU64>,
     latencies_ns: Mutex<Vec<u64>>,
+    /// Per timed probe with a transmit stamp: (send path, flight) in ns.
+    splits_ns: Mutex<Vec<(u64, u64)>>,
     /// Replies sent to the flood's source MAC: during the bad-input flood, each one is a wrong answer.
     to_generator: AtomicU64,
     /// Replies resolving an address that is not announced.
@@ -69,6 +74,7 @@ const LIVE_UNPACED_CHUNK: u64 = 1 << 18;
 
 pub struct Engine {
     sender: Sender,
+    probe_sender: ProbeSender,
     /// Replies to the load, counted and dropped in XDP on the client end.
     reply_counter: ReplyCounter,
     live: Option<LiveGenerator>,
@@ -97,6 +103,8 @@ pub struct StepResult {
     pub replies: f64,
     pub probes_sent: u64,
     pub latencies_ns: Vec<u64>,
+    /// Per timed probe with a transmit stamp: (send path, flight) in ns.
+    pub splits_ns: Vec<(u64, u64)>,
     pub node_cpu: CpuShare,
     /// Responder CPU in % of one core: node-CPU softirq time plus its threads' time.
     pub responder_cpu: f64,
@@ -125,6 +133,16 @@ impl StepResult {
     pub fn probes_answered(&self) -> usize {
         self.latencies_ns.len()
     }
+    /// The `pct` percentile of the send path and of the flight, in µs (each its own
+    /// percentile: they need not add up to the total's).
+    pub fn split_us(&self, pct: f64) -> Option<(f64, f64)> {
+        let send: Vec<u64> = self.splits_ns.iter().map(|s| s.0).collect();
+        let flight: Vec<u64> = self.splits_ns.iter().map(|s| s.1).collect();
+        Some((
+            stats::percentile_us(&send, pct)?,
+            stats::percentile_us(&flight, pct)?,
+        ))
+    }
 }
 
 impl Engine {
@@ -136,15 +154,17 @@ impl Engine {
         generator: Generator,
     ) -> Result<Engine> {
         let ifname = client_if.to_string();
-        let (sender, ring, client_ifindex, reply_counter) = net::in_netns(client_ns, move || {
-            let ifindex = net::ifindex(&ifname)? as u32;
-            Ok((
-                Sender::open(&ifname)?,
-                ReplyRing::open(&ifname)?,
-                ifindex,
-                ReplyCounter::attach(ifindex, frames::GENERATOR_MAC)?,
-            ))
-        })?;
+        let (sender, probe_sender, ring, client_ifindex, reply_counter) =
+            net::in_netns(client_ns, move || {
+                let ifindex = net::ifindex(&ifname)? as u32;
+                Ok((
+                    Sender::open(&ifname)?,
+                    ProbeSender::open(&ifname)?,
+                    ReplyRing::open(&ifname)?,
+                    ifindex,
+                    ReplyCounter::attach(ifindex, frames::GENERATOR_MAC)?,
+                ))
+            })?;
         let live = match generator {
             Generator::Live | Generator::Mixed => Some(LiveGenerator::new()),
             Generator::Packet => None,
@@ -152,7 +172,9 @@ impl Engine {
         let counter = ring.counter()?;
         let shared = Arc::new(Shared {
             probe_sent: (0..PROBE_TAGS).map(|_| AtomicU64::new(0)).collect(),
+            probe_tx: (0..PROBE_TAGS).map(|_| AtomicU64::new(0)).collect(),
             latencies_ns: Mutex::new(Vec::new()),
+            splits_ns: Mutex::new(Vec::new()),
             to_generator: AtomicU64::new(0),
             wrong_address: AtomicU64::new(0),
             announced,
@@ -165,6 +187,7 @@ impl Engine {
             .context("receiver thread")?;
         Ok(Engine {
             sender,
+            probe_sender,
             reply_counter,
             live,
             generator,
@@ -208,6 +231,7 @@ impl Engine {
             slot.store(0, Ordering::Relaxed);
         }
         self.take_latencies();
+        self.take_splits();
         self.shared.to_generator.store(0, Ordering::Relaxed);
         self.shared.wrong_address.store(0, Ordering::Relaxed);
         self.counter.take()?;
@@ -232,12 +256,23 @@ impl Engine {
             _ => Load::Packet(&batch),
         };
         let sender = &self.sender;
+        let probe_sender = &self.probe_sender;
         let shared = &self.shared;
         let client_ns = self.client_ns.as_str();
         let generated = std::thread::scope(|s| {
-            s.spawn(|| generate(client_ns, sender, shared, load_path, probes, rate, duration))
-                .join()
-                .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
+            s.spawn(|| {
+                generate(
+                    client_ns,
+                    (sender, probe_sender),
+                    shared,
+                    load_path,
+                    probes,
+                    rate,
+                    duration,
+                )
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
         })?;
         let cpu_after = cpu::read_stat()?;
         let ticks_after: u64 = self
@@ -266,6 +301,7 @@ impl Engine {
             replies: replies as f64 / secs,
             probes_sent: generated.probes,
             latencies_ns: self.take_latencies(),
+            splits_ns: self.take_splits(),
             node_cpu: share(NODE_CPU),
             // Softirq time and NAPI-thread time can overlap in the accounting; all of the
             // responder's work is pinned to the node CPU, so its busy share bounds the sum.
@@ -294,10 +330,18 @@ impl Engine {
     }
 
     fn take_latencies(&self) -> Vec<u64> {
-        match self.shared.latencies_ns.lock() {
-            Ok(mut v) => std::mem::take(&mut *v),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        take_all(&self.shared.latencies_ns)
+    }
+
+    fn take_splits(&self) -> Vec<(u64, u64)> {
+        take_all(&self.shared.splits_ns)
+    }
+}
+
+fn take_all<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
+    match m.lock() {
+        Ok(mut v) => std::mem::take(&mut *v),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
     }
 }
 
@@ -327,7 +371,7 @@ enum Load<'a> {
 
 fn generate(
     client_ns: &str,
-    sender: &Sender,
+    (sender, probe_sender): (&Sender, &ProbeSender),
     shared: &Shared,
     load: Load<'_>,
     probes: &[Vec<u8>],
@@ -367,7 +411,7 @@ fn generate(
                 net::raise_priority();
                 let mut probing = Probes::new(probes);
                 while start.elapsed() < duration {
-                    probing.send_if_due(sender, shared, Instant::now())?;
+                    probing.send_if_due(probe_sender, shared, Instant::now())?;
                     std::thread::sleep(Duration::from_micros(50));
                 }
                 Ok((probing.attempts, probing.sent, probing.refused))
@@ -381,7 +425,7 @@ fn generate(
                 break;
             }
             if probe_thread.is_none() {
-                probing.send_if_due(sender, shared, now)?;
+                probing.send_if_due(probe_sender, shared, now)?;
             }
             let due = match rate {
                 None => chunk,
@@ -453,18 +497,23 @@ impl<'a> Probes<'a> {
         }
     }
 
-    fn send_if_due(&mut self, sender: &Sender, shared: &Shared, now: Instant) -> Result<()> {
+    fn send_if_due(&mut self, sender: &ProbeSender, shared: &Shared, now: Instant) -> Result<()> {
         if self.batches.is_empty() || now < self.next {
             return Ok(());
         }
         let tag = (self.attempts % self.batches.len().min(PROBE_TAGS) as u64) as usize;
+        shared.probe_tx[tag].store(0, Ordering::Relaxed);
         shared.probe_sent[tag].store(net::realtime_ns(), Ordering::Release);
-        match sender.send(&mut self.batches[tag], 1)? {
-            Sent::Frames(n) if n > 0 => self.sent += 1,
-            _ => {
-                shared.probe_sent[tag].store(0, Ordering::Relaxed);
-                self.refused += 1;
+        let (sent, stamp) = sender.send(&mut self.batches[tag])?;
+        if sent {
+            self.sent += 1;
+            // The reply may already be in (then this probe has no split).
+            if let Some(tx) = stamp {
+                shared.probe_tx[tag].store(tx, Ordering::Release);
             }
+        } else {
+            shared.probe_sent[tag].store(0, Ordering::Relaxed);
+            self.refused += 1;
         }
         self.attempts += 1;
         self.next += PROBE_EVERY;
@@ -488,11 +537,17 @@ fn receive(mut ring: ReplyRing, shared: &Shared) {
             }
             if let Some(tag) = frames::probe_tag(&reply.to_mac) {
                 let sent = shared.probe_sent[usize::from(tag)].swap(0, Ordering::AcqRel);
+                let tx = shared.probe_tx[usize::from(tag)].swap(0, Ordering::AcqRel);
                 if sent != 0
                     && c.received_ns >= sent
                     && let Ok(mut v) = shared.latencies_ns.lock()
                 {
                     v.push(c.received_ns - sent);
+                    if (sent..=c.received_ns).contains(&tx)
+                        && let Ok(mut s) = shared.splits_ns.lock()
+                    {
+                        s.push((tx - sent, c.received_ns - tx));
+                    }
                 }
             } else if reply.to_mac == frames::GENERATOR_MAC {
                 shared.to_generator.fetch_add(1, Ordering::Relaxed);

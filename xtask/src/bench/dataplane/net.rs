@@ -216,6 +216,10 @@ impl Sender {
         Ok(Sender { fd })
     }
 
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
     /// Sends the first `count` prepared frames with one `sendmmsg`.
     pub fn send(&self, batch: &mut Batch, count: usize) -> io::Result<Sent> {
         let count = count.min(batch.msgs.len());

@@ -17,6 +17,20 @@ pub(super) fn path_text(step: &StepResult) -> String {
     }
 }
 
+/// A step's probe time split into the send path (user space → veth driver, the kernel's
+/// transmit stamp) and the flight (veth → responder → reply at the client's receive stamp),
+/// p50 and p99 of each, or why there is none.
+pub(super) fn split_text(step: &StepResult) -> String {
+    match (step.split_us(50.0), step.split_us(99.0)) {
+        (Some((s50, f50)), Some((s99, f99))) => format!(
+            "send path p50 {s50:.0}µs p99 {s99:.0}µs, flight p50 {f50:.0}µs p99 {f99:.0}µs ({} of {} probes stamped)",
+            step.splits_ns.len(),
+            step.probes_answered()
+        ),
+        _ => "no probe had a transmit stamp".into(),
+    }
+}
+
 /// The largest loss of a step and where it happened.
 fn main_loss(step: &StepResult) -> String {
     match &step.path {
@@ -188,17 +202,17 @@ pub(super) fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str)
         let _ = writeln!(s, "\nEvery step ({}):\n", proto.file());
         let _ = writeln!(
             s,
-            "| responder | target/s | offered/s | refused/s | replies/s | loss | p50 | p99 | probes answered | responder CPU | node CPU (softirq) | client CPU | ring drops | most frames lost at |"
+            "| responder | target/s | offered/s | refused/s | replies/s | loss | p50 | p99 | probes answered | send path p50 / p99 | flight p50 / p99 | responder CPU | node CPU (softirq) | client CPU | ring drops | most frames lost at |"
         );
         let _ = writeln!(
             s,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         );
         for r in runs.iter().filter(|r| r.skipped.is_none()) {
             for st in r.steps(proto) {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {:.1}% | {} | {} | {}/{} | {:.0}% | {:.0}% ({:.0}%) | {:.0}% | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {:.1}% | {} | {} | {}/{} | {} / {} | {} / {} | {:.0}% | {:.0}% ({:.0}%) | {:.0}% | {} | {} |",
                     r.mode.label(),
                     st.target.map_or("max".into(), |t| svg::si(t as f64)),
                     svg::si(st.offered),
@@ -209,6 +223,10 @@ pub(super) fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str)
                     us(st.p99_us()),
                     st.probes_answered(),
                     st.probes_sent,
+                    us(st.split_us(50.0).map(|s| s.0)),
+                    us(st.split_us(99.0).map(|s| s.0)),
+                    us(st.split_us(50.0).map(|s| s.1)),
+                    us(st.split_us(99.0).map(|s| s.1)),
                     st.responder_cpu,
                     st.node_cpu.busy,
                     st.node_cpu.softirq,
