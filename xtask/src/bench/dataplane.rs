@@ -446,6 +446,9 @@ fn measure_mode(
             );
             println!("          {}", report::path_text(&r));
             println!("          probe time split: {}", report::split_text(&r));
+            for why in r.shortfalls() {
+                println!("          NOT AS ASKED: {why}");
+            }
             results.push(r);
         }
         match proto {

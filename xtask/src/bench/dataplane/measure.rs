@@ -133,6 +133,27 @@ impl StepResult {
     pub fn probes_answered(&self) -> usize {
         self.latencies_ns.len()
     }
+    /// What kept this step from being the measurement it asked for: the generator short of a
+    /// paced rate (under 95% of it), frames refused at send, counters that could not be read.
+    pub fn shortfalls(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(target) = self.target.filter(|&t| t > 0)
+            && self.offered < 0.95 * target as f64
+        {
+            out.push(format!(
+                "generator reached {:.0}/s of {target}/s",
+                self.offered
+            ));
+        }
+        if self.refused > 0.0 {
+            out.push(format!("{:.0}/s refused at send", self.refused));
+        }
+        if let Err(e) = &self.path {
+            out.push(e.clone());
+        }
+        out
+    }
+
     /// The `pct` percentile of the send path and of the flight, in µs (each its own
     /// percentile: they need not add up to the total's).
     pub fn split_us(&self, pct: f64) -> Option<(f64, f64)> {
@@ -553,5 +574,59 @@ fn receive(mut ring: ReplyRing, shared: &Shared) {
                 shared.to_generator.fetch_add(1, Ordering::Relaxed);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(target: Option<u64>, offered: f64, refused: f64) -> StepResult {
+        StepResult {
+            target,
+            offered,
+            refused,
+            replies: offered,
+            probes_sent: 0,
+            latencies_ns: Vec::new(),
+            splits_ns: Vec::new(),
+            node_cpu: CpuShare::default(),
+            responder_cpu: 0.0,
+            client_cpu: CpuShare::default(),
+            ring_drops: 0,
+            to_generator: 0,
+            wrong_address: 0,
+            path: Ok(None),
+        }
+    }
+
+    #[test]
+    fn a_step_that_was_not_what_it_asked_for_says_so() {
+        assert!(step(Some(100_000), 99_000.0, 0.0).shortfalls().is_empty());
+        assert!(
+            step(None, 10.0, 0.0).shortfalls().is_empty(),
+            "unpaced asks for no rate"
+        );
+        assert_eq!(
+            step(Some(800_000), 651_000.0, 0.0).shortfalls(),
+            ["generator reached 651000/s of 800000/s"]
+        );
+        let mut unreadable = step(Some(25_000), 25_000.0, 12.0);
+        unreadable.path = Err("counters unreadable: ethtool: not found".into());
+        assert_eq!(
+            unreadable.shortfalls(),
+            [
+                "12/s refused at send",
+                "counters unreadable: ethtool: not found"
+            ]
+        );
+    }
+
+    #[test]
+    fn split_percentiles_are_taken_apart() {
+        let mut s = step(None, 0.0, 0.0);
+        assert_eq!(s.split_us(50.0), None);
+        s.splits_ns = vec![(2_000, 50_000), (3_000, 60_000), (4_000, 70_000)];
+        assert_eq!(s.split_us(50.0), Some((3.0, 60.0)));
     }
 }

@@ -31,15 +31,21 @@ pub(super) fn split_text(step: &StepResult) -> String {
     }
 }
 
-/// The largest loss of a step and where it happened.
+/// The largest loss of a step and where it happened, after what kept the step from being the
+/// measurement it asked for.
 fn main_loss(step: &StepResult) -> String {
-    match &step.path {
+    let short = step.shortfalls();
+    let loss = match &step.path {
         Ok(Some(p)) => p
             .losses()
             .first()
             .map_or("-".into(), |(at, n)| format!("{at} ({n})")),
-        Ok(None) => "-".into(),
-        Err(_) => "counters unreadable".into(),
+        Ok(None) | Err(_) => "-".into(),
+    };
+    if short.is_empty() {
+        loss
+    } else {
+        format!("{loss}; not as asked: {}", short.join(", "))
     }
 }
 
@@ -368,6 +374,24 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args) -> String {
                 spread_text(&p99, micros),
                 spread_text(&p99_ratio, times),
             );
+        }
+        for &mode in &modes {
+            // Unpaced and (nearly) nothing lost: the generator, not the responder, was the limit.
+            let bound = per_run(all, mode, |r, _| {
+                let sat = saturation(r.steps(proto))?;
+                Some(f64::from(u8::from(
+                    sat.target.is_none() && sat.loss() < 0.01,
+                )))
+            });
+            let n = bound.iter().flatten().filter(|&&b| b > 0.0).count();
+            if n > 0 {
+                let _ = writeln!(
+                    s,
+                    "\n{}: the generator, not the responder, was the limit in {n} of {} runs; its figures are floors.",
+                    mode.label(),
+                    all.len()
+                );
+            }
         }
     }
     let _ = writeln!(
