@@ -6,7 +6,6 @@
 //! included.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
@@ -41,20 +40,12 @@ pub fn read_link(ns: &str, ifname: &str) -> Result<LinkCounters> {
 }
 
 fn ns_output(ns: &str, program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{ns}"))
-        .arg(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program} in {ns}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} {} in {ns}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let net = format!("--net=/run/netns/{ns}");
+    let all: Vec<&str> = [net.as_str(), program]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    super::lab::run("nsenter", &all)
 }
 
 /// One interface's line of `/proc/net/dev`: receive packets and drops (fields 2 and 4), transmit

@@ -34,7 +34,8 @@ pub struct Lab {
     pub herald: PathBuf,
 }
 
-fn run(program: &str, args: &[&str]) -> Result<String> {
+/// Runs `program` and returns its stdout; an error names the command and its stderr.
+pub(super) fn run(program: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(program)
         .args(args)
         .output()
