@@ -14,15 +14,13 @@ use super::duration::parse_go_duration;
 use super::error::{ConfigError, Errors};
 use super::mode_rules;
 use super::model::{
-    BfdProfile, BgpAdvertisement, Community, Config, L2Advertisement, NodePreference, Peer, Pool,
-    ServiceAllocation,
+    BfdProfile, BgpAdvertisement, Community, Config, L2Advertisement, NodePreference, ParsedPeer,
+    Peer, Pool, ServiceAllocation,
 };
-use super::selector::Selector;
+use super::selector::{Labels, Selector};
 use super::selector_parse::parse_list;
 use super::snapshot::Snapshot;
 use crate::api;
-
-pub(super) type Labels = BTreeMap<String, String>;
 
 /// Builds the validated configuration, or returns every error found (one bad object never
 /// hides another's errors). Errors come sorted by kind, name and field.
@@ -638,11 +636,6 @@ fn local_pref_conflicts(
 
 // ---------------------------------------------------------------------------------------
 // Peers
-
-pub(crate) struct ParsedPeer {
-    pub peer: Peer,
-    pub spec: api::BGPPeerSpec,
-}
 
 fn peers(
     snapshot: &Snapshot,

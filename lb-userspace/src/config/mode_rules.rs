@@ -4,8 +4,9 @@
 
 use kube::ResourceExt;
 
-use super::build::{Labels, ParsedPeer};
 use super::error::ConfigError;
+use super::model::ParsedPeer;
+use super::selector::Labels;
 use super::snapshot::{BgpMode, Snapshot};
 use crate::api;
 

@@ -186,3 +186,10 @@ pub struct Config {
     /// Community aliases by name.
     pub communities: BTreeMap<String, Community>,
 }
+
+/// A peer as validated, with the spec it came from: for the rules that look at fields the
+/// model does not keep (the mode rules, conflicts between peers).
+pub(crate) struct ParsedPeer {
+    pub peer: Peer,
+    pub spec: crate::api::BGPPeerSpec,
+}

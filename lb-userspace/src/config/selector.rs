@@ -62,6 +62,9 @@ impl Requirement {
 
 /// A list of selectors matches when any member matches; an empty list is decided by the caller
 /// (MetalLB treats it as "all" for node/service selectors).
+/// An object's labels, as selectors see them.
+pub type Labels = BTreeMap<String, String>;
+
 pub fn any_matches(selectors: &[Selector], labels: &BTreeMap<String, String>) -> bool {
     selectors.iter().any(|s| s.matches(labels))
 }

@@ -13,6 +13,7 @@
 //! millisecond carries its own source MAC so its reply is timed (kernel receive timestamp minus
 //! send time).
 
+mod args;
 pub mod attribution;
 pub mod cpu;
 // frames, measure, stats and svg are also used by `bench vs-metallb` (the same generator and
@@ -22,8 +23,10 @@ pub mod lab;
 pub mod live;
 pub mod measure;
 pub mod net;
+mod probes;
 mod repeat;
 mod report;
+mod results;
 pub mod stats;
 pub mod svg;
 mod txstamp;
@@ -35,99 +38,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub use args::Args;
 use lab::Lab;
-use measure::{Engine, StepResult};
-
-#[derive(clap::Args)]
-pub struct Args {
-    /// Offered rates (requests/s) of the paced steps; an unpaced step follows them.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "25000,50000,100000,200000,400000,800000,1600000"
-    )]
-    pub rates: Vec<u64>,
-    /// Length of each step in milliseconds.
-    #[arg(long, default_value_t = 2000)]
-    pub step_ms: u64,
-    /// Length of the bad-input flood per responder in milliseconds.
-    #[arg(long, default_value_t = 3000)]
-    pub flood_ms: u64,
-    /// Responders to measure (driver, skb, userspace, kernel).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "driver,skb,userspace,kernel"
-    )]
-    pub modes: Vec<Mode>,
-    /// Load generator: AF_PACKET for paced steps and the kernel's XDP live frames for unpaced
-    /// ones (mixed, the default), or one of them for every step.
-    #[arg(long, value_enum, default_value_t = measure::Generator::Mixed)]
-    pub generator: measure::Generator,
-    /// Runs of every responder, back to back; the headline figures are reported as the median
-    /// of the runs with their range and spread, flagged beyond ±30%.
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-    /// Use the existing target/release/herald instead of building it first.
-    #[arg(long)]
-    pub no_build: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    Driver,
-    Skb,
-    Userspace,
-    Kernel,
-}
-
-impl Mode {
-    fn label(self) -> &'static str {
-        match self {
-            Mode::Driver => "Herald XDP, driver mode",
-            Mode::Skb => "Herald XDP, skb mode",
-            Mode::Userspace => "Herald userspace fallback",
-            Mode::Kernel => "Linux kernel (address on iface)",
-        }
-    }
-    fn color(self) -> &'static str {
-        match self {
-            Mode::Driver => "#d62728",
-            Mode::Skb => "#ff7f0e",
-            Mode::Userspace => "#2ca02c",
-            Mode::Kernel => "#1f77b4",
-        }
-    }
-    /// Pin directory side whose `herald xdp list` the flood's control-loop check times.
-    fn list_side(self) -> Option<&'static str> {
-        match self {
-            Mode::Driver | Mode::Skb => Some("node"),
-            Mode::Userspace => Some("userspace"),
-            Mode::Kernel => None,
-        }
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Proto {
-    Arp,
-    Ndp,
-}
-
-impl Proto {
-    fn title(self) -> String {
-        match self {
-            Proto::Arp => format!("ARP (who-has {})", lab::VIP_V4),
-            Proto::Ndp => format!("NDP (NS for {} → NA)", lab::VIP_V6),
-        }
-    }
-    fn file(self) -> &'static str {
-        match self {
-            Proto::Arp => "arp",
-            Proto::Ndp => "ndp",
-        }
-    }
-}
+use measure::Engine;
+use results::{Flood, Mode, ModeRun, Proto};
 
 /// Load frame and the 64 tagged probes for one protocol.
 struct Traffic {
@@ -162,31 +76,6 @@ fn ipv4(s: &str) -> Ipv4Addr {
 }
 fn ipv6(s: &str) -> Ipv6Addr {
     s.parse().unwrap_or(Ipv6Addr::UNSPECIFIED)
-}
-
-/// Bad-input flood figures for one responder.
-struct Flood {
-    step: StepResult,
-    responder_cpu_pct: Option<f64>,
-    list_time: Option<Duration>,
-}
-
-struct ModeRun {
-    mode: Mode,
-    /// Why the responder was not measured.
-    skipped: Option<String>,
-    arp: Vec<StepResult>,
-    ndp: Vec<StepResult>,
-    flood: Option<Flood>,
-}
-
-impl ModeRun {
-    fn steps(&self, proto: Proto) -> &[StepResult] {
-        match proto {
-            Proto::Arp => &self.arp,
-            Proto::Ndp => &self.ndp,
-        }
-    }
 }
 
 pub fn run(args: &Args) -> Result<()> {

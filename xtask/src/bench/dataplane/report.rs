@@ -4,9 +4,11 @@
 
 use std::fmt::Write as _;
 
+use super::args::Args;
 use super::measure::{self, StepResult};
 use super::repeat::Spread;
-use super::{Args, Mode, ModeRun, Proto, lab, stats, svg};
+use super::results::{Mode, ModeRun, Proto};
+use super::{lab, stats, svg};
 
 /// Where a step's frames went, or why that is not known.
 pub(super) fn path_text(step: &StepResult) -> String {

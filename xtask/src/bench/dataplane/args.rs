@@ -1,0 +1,39 @@
+//! The bench's command line.
+
+use super::measure;
+use super::results::Mode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Offered rates (requests/s) of the paced steps; an unpaced step follows them.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "25000,50000,100000,200000,400000,800000,1600000"
+    )]
+    pub rates: Vec<u64>,
+    /// Length of each step in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub step_ms: u64,
+    /// Length of the bad-input flood per responder in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub flood_ms: u64,
+    /// Responders to measure (driver, skb, userspace, kernel).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "driver,skb,userspace,kernel"
+    )]
+    pub modes: Vec<Mode>,
+    /// Load generator: AF_PACKET for paced steps and the kernel's XDP live frames for unpaced
+    /// ones (mixed, the default), or one of them for every step.
+    #[arg(long, value_enum, default_value_t = measure::Generator::Mixed)]
+    pub generator: measure::Generator,
+    /// Runs of every responder, back to back; the headline figures are reported as the median
+    /// of the runs with their range and spread, flagged beyond ±30%.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Use the existing target/release/herald instead of building it first.
+    #[arg(long)]
+    pub no_build: bool,
+}
