@@ -3,16 +3,21 @@
 
 /// Adds `bytes` to a running one's-complement sum as big-endian 16-bit words. An odd trailing
 /// byte is padded with zero, as the RFC says.
+///
+/// The words are summed in the machine's own byte order and the folded result is swapped once
+/// (RFC 1071 §2(B): the sum is independent of byte order up to that swap), which spares the XDP
+/// program a byte swap per word.
 #[inline(always)]
-pub fn add(mut sum: u32, bytes: &[u8]) -> u32 {
+pub fn add(sum: u32, bytes: &[u8]) -> u32 {
     let (words, rest) = bytes.as_chunks::<2>();
+    let mut native = 0u32;
     for w in words {
-        sum += u32::from(u16::from_be_bytes(*w));
+        native += u32::from(u16::from_ne_bytes(*w));
     }
     if let [last] = rest {
-        sum += u32::from(*last) << 8;
+        native += u32::from(u16::from_ne_bytes([*last, 0]));
     }
-    sum
+    sum + u32::from(u16::from_be(fold(native)))
 }
 
 /// Folds the carries back in; the result is the one's-complement sum (not yet inverted).
@@ -40,6 +45,25 @@ mod tests {
         // RFC 1071 §3 example: words 0001 f203 f4f5 f6f7 sum to 0xddf2 after folding.
         let bytes = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
         assert_eq!(fold(add(0, &bytes)), 0xddf2);
+    }
+
+    /// The sum of RFC 1071 written out word by word, big-endian: what `add` must equal.
+    fn reference(mut sum: u32, bytes: &[u8]) -> u32 {
+        for pair in bytes.chunks(2) {
+            let hi = u32::from(pair[0]) << 8;
+            sum += hi | pair.get(1).copied().map_or(0, u32::from);
+        }
+        sum
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn same_sum_as_big_endian_words(
+            start in 1u32..0x10_0000,
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        ) {
+            proptest::prop_assert_eq!(fold(add(start, &bytes)), fold(reference(start, &bytes)));
+        }
     }
 
     #[test]
