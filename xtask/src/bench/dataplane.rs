@@ -333,8 +333,8 @@ fn measure_mode(
                 report::us(r.p99_us()),
                 r.responder_cpu
             );
-            println!("          {}", report::path_text(&r));
-            println!("          probe time split: {}", report::split_text(&r));
+            println!("          {}", r.path_text());
+            println!("          probe time split: {}", r.split_text());
             for why in r.shortfalls() {
                 println!("          NOT AS ASKED: {why}");
             }
@@ -392,7 +392,7 @@ fn flood(
         step.probes_sent,
         step.responder_cpu
     );
-    println!("          {}", report::path_text(&step));
+    println!("          {}", step.path_text());
     Ok(Flood {
         step,
         responder_cpu_pct,

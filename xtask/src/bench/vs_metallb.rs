@@ -106,6 +106,8 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("bench vs-metallb needs root (the lab: namespaces, XDP, AF_PACKET)");
     }
     let started = Instant::now();
+    // ethtool reads the direct link's node-end counters (where each step's frames went).
+    crate::paths::apt_install(&crate::paths::missing_packages(&[("ethtool", "ethtool")]))?;
     // Build MetalLB's images first: a failure here should not leave a half-switched lab.
     crate::image::metallb()?;
     let started_lab = lab::up_unless_running()?;

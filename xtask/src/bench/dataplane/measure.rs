@@ -116,6 +116,29 @@ impl StepResult {
     pub fn probes_answered(&self) -> usize {
         self.latencies_ns.len()
     }
+    /// Where the step's frames went, or why that is not known.
+    pub fn path_text(&self) -> String {
+        match &self.path {
+            Ok(Some(p)) => p.describe(),
+            Ok(None) => "path: not read".into(),
+            Err(e) => e.clone(),
+        }
+    }
+
+    /// The probe time split into the send path (user space → veth driver, the kernel's
+    /// transmit stamp) and the flight (veth → responder → reply at the client's receive stamp),
+    /// p50 and p99 of each, or why there is none.
+    pub fn split_text(&self) -> String {
+        match (self.split_us(50.0), self.split_us(99.0)) {
+            (Some((s50, f50)), Some((s99, f99))) => format!(
+                "send path p50 {s50:.0}µs p99 {s99:.0}µs, flight p50 {f50:.0}µs p99 {f99:.0}µs ({} of {} probes stamped)",
+                self.splits_ns.len(),
+                self.probes_answered()
+            ),
+            _ => "no probe had a transmit stamp".into(),
+        }
+    }
+
     /// What kept this step from being the measurement it asked for: the generator short of a
     /// paced rate (under 95% of it), frames refused at send, counters that could not be read.
     pub fn shortfalls(&self) -> Vec<String> {

@@ -10,29 +10,6 @@ use super::repeat::Spread;
 use super::results::{Mode, ModeRun, Proto};
 use super::{lab, stats, svg};
 
-/// Where a step's frames went, or why that is not known.
-pub(super) fn path_text(step: &StepResult) -> String {
-    match &step.path {
-        Ok(Some(p)) => p.describe(),
-        Ok(None) => "path: not read".into(),
-        Err(e) => e.clone(),
-    }
-}
-
-/// A step's probe time split into the send path (user space → veth driver, the kernel's
-/// transmit stamp) and the flight (veth → responder → reply at the client's receive stamp),
-/// p50 and p99 of each, or why there is none.
-pub(super) fn split_text(step: &StepResult) -> String {
-    match (step.split_us(50.0), step.split_us(99.0)) {
-        (Some((s50, f50)), Some((s99, f99))) => format!(
-            "send path p50 {s50:.0}µs p99 {s99:.0}µs, flight p50 {f50:.0}µs p99 {f99:.0}µs ({} of {} probes stamped)",
-            step.splits_ns.len(),
-            step.probes_answered()
-        ),
-        _ => "no probe had a transmit stamp".into(),
-    }
-}
-
 /// The largest loss of a step and where it happened, after what kept the step from being the
 /// measurement it asked for.
 fn main_loss(step: &StepResult) -> String {

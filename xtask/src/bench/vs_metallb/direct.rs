@@ -50,13 +50,16 @@ pub fn pick_announcer<'a>(
 /// Service's two addresses: AF_PACKET for the paced steps, the kernel's live frames for the
 /// unpaced one (as `bench dataplane` does; both ends of a direct link have NAPI), so the
 /// saturation step offers more than Herald's XDP answers.
+/// Each step also reads the node end's counters, so it says where its frames went.
 pub fn engine(link: &DirectLink, vip4: Ipv4Addr, vip6: Ipv6Addr) -> Result<Engine> {
-    Engine::start(
+    let mut engine = Engine::start(
         DIRECT_NS,
         &link.client_if,
         vec![IpAddr::V4(vip4), IpAddr::V6(vip6)],
         Generator::Mixed,
-    )
+    )?;
+    engine.node = Some((link.node.netns.to_string(), DIRECT_IF.to_string()));
+    Ok(engine)
 }
 
 /// Per link, whether its node answered an ARP request for `vip4` and a Neighbor Solicitation

@@ -312,6 +312,13 @@ fn series(
             r.probes_answered(),
             r.probes_sent,
         );
+        if !matches!(r.path, Ok(None)) {
+            println!("          {}", r.path_text());
+        }
+        println!("          probe time split: {}", r.split_text());
+        for why in r.shortfalls() {
+            println!("          NOT AS ASKED: {why}");
+        }
         steps.push(r);
         // Let queues and sockets drain so one step's backlog does not count in the next.
         std::thread::sleep(Duration::from_millis(200));
