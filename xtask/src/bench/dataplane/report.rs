@@ -356,13 +356,12 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args) -> String {
         }
         for &mode in &modes {
             // Unpaced and (nearly) nothing lost: the generator, not the responder, was the limit.
-            let bound = per_run(all, mode, |r, _| {
-                let sat = saturation(r.steps(proto))?;
-                Some(f64::from(u8::from(
-                    sat.target.is_none() && sat.loss() < 0.01,
-                )))
-            });
-            let n = bound.iter().flatten().filter(|&&b| b > 0.0).count();
+            let n = all
+                .iter()
+                .filter_map(|runs| runs.iter().find(|r| r.mode == mode && r.skipped.is_none()))
+                .filter_map(|r| saturation(r.steps(proto)))
+                .filter(|sat| sat.target.is_none() && sat.loss() < 0.01)
+                .count();
             if n > 0 {
                 let _ = writeln!(
                     s,

@@ -34,9 +34,10 @@ impl ProbeSender {
     }
 
     /// Sends one probe; returns whether it went out and, if the kernel stamped it, when the
-    /// veth driver took it (ns, CLOCK_REALTIME).
+    /// veth driver took it (ns, CLOCK_REALTIME). Reading the error queue to its end keeps the
+    /// newest stamp; an older one left by an unread probe predates this probe's send time, and
+    /// the receiver pairs a stamp only if it lies between send and reply.
     pub fn send(&self, batch: &mut Batch) -> std::io::Result<(bool, Option<u64>)> {
-        self.drain_stale();
         let sent = matches!(self.sender.send(batch, 1)?, Sent::Frames(n) if n > 0);
         Ok((sent, if sent { self.take_stamp() } else { None }))
     }
@@ -50,11 +51,6 @@ impl ProbeSender {
             }
         }
         newest
-    }
-
-    /// Empties the error queue (stamps of probes sent before, never read).
-    fn drain_stale(&self) {
-        while let Queued::Message(_) = self.read_one() {}
     }
 
     /// One message of the error queue, with its software timestamp if it has one.
