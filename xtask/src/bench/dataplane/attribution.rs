@@ -28,7 +28,10 @@ impl LinkCounters {
 
 /// Reads one interface's counters from inside namespace `ns`.
 pub fn read_link(ns: &str, ifname: &str) -> Result<LinkCounters> {
-    let net = ns_output(ns, "cat", &["/proc/self/net/dev"])?;
+    // /proc/thread-self/net is the calling thread's namespace (in_netns joins it on a thread).
+    let net = super::net::in_netns(ns, || {
+        std::fs::read_to_string("/proc/thread-self/net/dev").context("reading /proc/net/dev")
+    })?;
     let stats = ns_output(ns, "ethtool", &["-S", ifname])?;
     let mut link = parse_proc_net_dev(&net, ifname)
         .with_context(|| format!("{ifname} not in /proc/net/dev of {ns}"))?;
