@@ -24,7 +24,7 @@ pub mod live;
 pub mod measure;
 pub mod net;
 mod probes;
-mod repeat;
+pub mod repeat;
 mod report;
 mod results;
 pub mod stats;

@@ -18,6 +18,7 @@
 //! load.
 
 mod direct;
+mod ladders;
 mod replies;
 mod report;
 mod requests;
@@ -32,7 +33,7 @@ use anyhow::{Context, Result, bail};
 use crate::bench::dataplane::svg;
 use crate::image::METALLB_VERSION;
 use crate::lab::{self, Implementation, Speakers, failover};
-use replies::Series;
+use ladders::{Ladder, Plot, wait_answered};
 use report::{Failover, Figure, Figures};
 use requests::Proto;
 
@@ -57,6 +58,10 @@ pub struct Args {
     /// Length of each rate step in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub step_ms: u64,
+    /// Back-to-back runs of every replies series; the table shows the median run and the
+    /// spread of all runs.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
     /// Client ARP probe interval during failover trials (ms).
     #[arg(long, default_value_t = 10)]
     pub probe_ms: u64,
@@ -78,9 +83,6 @@ pub enum Part {
     Failover,
     Services,
 }
-
-/// One plotted series: protocol, name in the plot, colour, (offered, replies) per step.
-type Plot = (Proto, String, &'static str, Vec<(f64, f64)>);
 
 /// Everything measured for one implementation (steps kept for the plots).
 struct Run {
@@ -213,15 +215,6 @@ fn demo_ips() -> Result<(Ipv4Addr, Ipv6Addr)> {
     }
 }
 
-/// Waits (90 s at most) until one node answers the client's ARP requests for `vip4` steadily;
-/// `who` says whom the wait is for.
-fn wait_answered(vip4: Ipv4Addr, who: &str) -> Result<()> {
-    lab::wait_for(&format!("{who} ({vip4})"), Duration::from_secs(90), || {
-        failover::stable_answer(vip4, 5).ok()
-    })
-    .map(|_| ())
-}
-
 /// Rolls the nodes over to MetalLB (Herald's XDP detached once its speakers are gone) and waits
 /// until one node answers for the demo IPv4 address.
 fn switch_to_metallb(vip4: Ipv4Addr) -> Result<()> {
@@ -246,39 +239,21 @@ fn measure(speakers: Speakers, args: &Args, vip4: Ipv4Addr, vip6: Ipv6Addr) -> R
         ));
     }
     if args.parts.contains(&Part::Replies) {
-        let who = speakers.label();
-        let (seg_color, direct_color) = match speakers {
-            Speakers::Herald => ("#d62728", "#9467bd"),
-            Speakers::Metallb => ("#1f77b4", "#17becf"),
+        let ladder = Ladder {
+            rates: &args.rates,
+            step: Duration::from_millis(args.step_ms),
+            runs: args.runs,
         };
-        println!(
-            "-- ARP/NDP replies, segment (generator in {} on the bridge):",
-            lab::CLIENT_NS
-        );
-        let step = Duration::from_millis(args.step_ms);
-        let segment = replies::measure_segment(vip4, vip6, &args.rates, step);
-        let [arp, ndp] = split(segment);
-        let label = match speakers {
-            Speakers::Herald => "Herald XDP skb, segment".to_string(),
-            Speakers::Metallb => format!("MetalLB {METALLB_VERSION}, segment"),
-        };
-        run.figures.arp = saturation(arp, &mut run.plots, Proto::Arp, &label, seg_color);
-        run.figures.ndp = saturation(ndp, &mut run.plots, Proto::Ndp, &label, seg_color);
-
-        match speakers {
-            Speakers::Herald => {
-                herald_direct(&mut run, args, vip4, vip6, direct_color);
-            }
-            Speakers::Metallb => {
-                println!("-- ARP/NDP replies, direct link to the announcer ({who}):");
-                let label = format!("MetalLB {METALLB_VERSION}, direct link");
-                let [arp, ndp] = direct_series(&mut run, speakers, who, vip4, vip6, args);
-                run.figures.direct_arp =
-                    saturation(arp, &mut run.plots, Proto::Arp, &label, direct_color);
-                run.figures.direct_ndp =
-                    saturation(ndp, &mut run.plots, Proto::Ndp, &label, direct_color);
-            }
-        }
+        let replies = ladders::measure(speakers, &ladder, vip4, vip6);
+        run.figures.arp = replies.arp;
+        run.figures.ndp = replies.ndp;
+        run.figures.direct_arp = replies.direct_arp;
+        run.figures.direct_ndp = replies.direct_ndp;
+        run.figures.direct_mode = replies.direct_mode;
+        run.figures.direct_skb_arp = replies.direct_skb_arp;
+        run.figures.direct_skb_ndp = replies.direct_skb_ndp;
+        run.plots = replies.plots;
+        run.notes.extend(replies.notes);
     }
     if args.parts.contains(&Part::Failover) {
         println!(
@@ -328,174 +303,6 @@ fn xdp_counters(node: &lab::NodeSpec) -> Option<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("counters: ").map(str::to_string))
-}
-
-/// The ARP and NDP results of a two-protocol measurement (or its error, for both).
-fn split(measured: Result<Vec<Result<Series>>>) -> [Option<Result<Series>>; 2] {
-    match measured {
-        Ok(series) => {
-            let mut it = series.into_iter();
-            [it.next(), it.next()]
-        }
-        Err(e) => {
-            println!("   failed: {e:#}");
-            [
-                Some(Err(anyhow::anyhow!("{e:#}"))),
-                Some(Err(anyhow::anyhow!("{e:#}"))),
-            ]
-        }
-    }
-}
-
-/// Finds the nodes answering for `vip4`/`vip6` on their direct links and runs the ARP series on
-/// the first's link, the NDP series on the second's (one run when it is the same node).
-fn direct_series(
-    run: &mut Run,
-    speakers: Speakers,
-    who: &str,
-    vip4: Ipv4Addr,
-    vip6: Ipv6Addr,
-    args: &Args,
-) -> [Option<Result<Series>>; 2] {
-    let step = Duration::from_millis(args.step_ms);
-    let (link4, link6) = match direct::wait_announcers(vip4, vip6, Duration::from_secs(60)) {
-        Ok(links) => links,
-        Err(e) => return split(Err(e)),
-    };
-    println!(
-        "   announcers: {vip4} by {} ({} ↔ {}), {vip6} by {}",
-        link4.node.name,
-        link4.client_if,
-        lab::DIRECT_IF,
-        link6.node.name
-    );
-    run.notes.push(format!(
-        "{who}, direct link: {vip4} answered by {} (generator on {} in {}), {vip6} by {}",
-        link4.node.name,
-        link4.client_if,
-        lab::DIRECT_NS,
-        link6.node.name
-    ));
-    // A userspace responder (MetalLB's speaker) is pinned with the node's receive work.
-    let responder = |link: &lab::DirectLink| match speakers {
-        Speakers::Metallb => speakers.pid(&link.node),
-        Speakers::Herald => None,
-    };
-    if link4 == link6 {
-        split(replies::measure_direct(
-            &link4,
-            responder(&link4),
-            &[Proto::Arp, Proto::Ndp],
-            vip4,
-            vip6,
-            &args.rates,
-            step,
-        ))
-    } else {
-        let [arp, _] = split(replies::measure_direct(
-            &link4,
-            responder(&link4),
-            &[Proto::Arp],
-            vip4,
-            vip6,
-            &args.rates,
-            step,
-        ));
-        let [ndp, _] = split(replies::measure_direct(
-            &link6,
-            responder(&link6),
-            &[Proto::Ndp],
-            vip4,
-            vip6,
-            &args.rates,
-            step,
-        ));
-        [arp, ndp]
-    }
-}
-
-/// Herald on the direct link: in skb mode as the manifests run it on a veth, then with the
-/// speakers rolled out with `--xdp-mode=driver` (reported as the main figure when `herald xdp
-/// list` shows driver mode on the announcer's `eth1`), then back to the manifests' args.
-fn herald_direct(run: &mut Run, args: &Args, vip4: Ipv4Addr, vip6: Ipv6Addr, color: &'static str) {
-    println!("-- ARP/NDP replies, direct link to the announcer (Herald XDP skb mode):");
-    let [arp, ndp] = direct_series(run, Speakers::Herald, "Herald (skb)", vip4, vip6, args);
-    let label = "Herald XDP skb, direct link";
-    let skb_arp = saturation(arp, &mut run.plots, Proto::Arp, label, "#ff7f0e");
-    let skb_ndp = saturation(ndp, &mut run.plots, Proto::Ndp, label, "#ff7f0e");
-
-    println!("-- Herald's speakers rolled out with --xdp-mode=driver");
-    let driver = lab::set_speaker_flag("xdp-mode", Some("driver")).and_then(|()| {
-        let (link4, _) = direct::wait_announcers(vip4, vip6, Duration::from_secs(60))?;
-        direct::herald_mode(&link4).with_context(|| {
-            format!(
-                "herald xdp list shows no XDP on {} of {}",
-                lab::DIRECT_IF,
-                link4.node.name
-            )
-        })
-    });
-    match driver {
-        Ok(mode) if mode == "driver" => {
-            println!("-- ARP/NDP replies, direct link to the announcer (Herald XDP driver mode):");
-            let [arp, ndp] =
-                direct_series(run, Speakers::Herald, "Herald (driver)", vip4, vip6, args);
-            let label = "Herald XDP driver, direct link";
-            run.figures.direct_arp = saturation(arp, &mut run.plots, Proto::Arp, label, color);
-            run.figures.direct_ndp = saturation(ndp, &mut run.plots, Proto::Ndp, label, color);
-            run.figures.direct_mode = Some("driver".into());
-            run.figures.direct_skb_arp = skb_arp;
-            run.figures.direct_skb_ndp = skb_ndp;
-        }
-        other => {
-            let why = match other {
-                Ok(mode) => format!("the speaker attached in {mode} mode"),
-                Err(e) => format!("{e:#}"),
-            };
-            println!("   driver mode not measured: {why}");
-            run.notes.push(format!(
-                "Herald, direct link: driver mode not measured ({why}); skb figures reported"
-            ));
-            run.figures.direct_arp = skb_arp;
-            run.figures.direct_ndp = skb_ndp;
-            run.figures.direct_mode = Some("skb".into());
-        }
-    }
-    println!("-- Herald's speakers back to the manifests' args (XDP mode auto)");
-    let restored = lab::set_speaker_flag("xdp-mode", None)
-        .and_then(|()| wait_answered(vip4, "Herald to answer ARP for it on the segment again"));
-    if let Err(e) = restored {
-        println!("   restoring the XDP mode failed: {e:#}");
-        run.notes.push(format!(
-            "Herald: restoring the manifests' XDP mode after the direct series failed: {e:#}"
-        ));
-    }
-}
-
-fn saturation(
-    series: Option<Result<Series>>,
-    plots: &mut Vec<Plot>,
-    proto: Proto,
-    label: &str,
-    color: &'static str,
-) -> Figure<report::Saturation> {
-    match series {
-        Some(Ok(s)) => {
-            plots.push((
-                proto,
-                label.to_string(),
-                color,
-                s.steps.iter().map(|x| (x.offered, x.replies)).collect(),
-            ));
-            s.saturation()
-                .ok_or_else(|| format!("{}: no steps measured", s.proto.name()))
-        }
-        Some(Err(e)) => {
-            println!("   failed: {e:#}");
-            Err(format!("{e:#}"))
-        }
-        None => Err("not measured".into()),
-    }
 }
 
 fn failover_trials(speakers: Speakers, args: &Args) -> Figure<Failover> {
@@ -555,7 +362,7 @@ fn render(args: &Args, herald: &Run, metallb_run: &Run, took: Duration) -> Strin
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# cargo xtask bench vs-metallb — Herald vs MetalLB {METALLB_VERSION} as pods on the lab's real nodes, one run"
+        "# cargo xtask bench vs-metallb — Herald vs MetalLB {METALLB_VERSION} as pods on the lab's real nodes, one invocation"
     );
     let _ = writeln!(
         out,
@@ -574,8 +381,14 @@ fn render(args: &Args, herald: &Run, metallb_run: &Run, took: Duration) -> Strin
     );
     let _ = writeln!(
         out,
-        "settings: rates {:?}/s + unpaced, {} ms per step; {} failover trials (speaker frozen), probe every {} ms; {} Services, {} creates in flight",
-        args.rates, args.step_ms, args.trials, args.probe_ms, args.services, args.concurrency
+        "settings: rates {:?}/s + unpaced, {} ms per step, every replies series {} time(s) back to back (median run shown); {} failover trials (speaker frozen), probe every {} ms; {} Services, {} creates in flight",
+        args.rates,
+        args.step_ms,
+        args.runs.max(1),
+        args.trials,
+        args.probe_ms,
+        args.services,
+        args.concurrency
     );
     let _ = writeln!(
         out,

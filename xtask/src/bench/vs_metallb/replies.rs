@@ -214,6 +214,8 @@ impl Series {
             generator_max: self.steps.iter().map(|s| s.offered).fold(0.0, f64::max),
             responder_cpu: self.measured_cpu.then_some(top.responder_cpu),
             generator_limited: top.loss() < GENERATOR_LIMITED_LOSS,
+            runs: vec![top.replies],
+            failed_runs: 0,
         })
     }
 }

@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use crate::bench::dataplane::repeat::Spread;
+
 /// ARP or NDP replies at the saturation step (the step with the most replies/s).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Saturation {
@@ -21,6 +23,11 @@ pub struct Saturation {
     pub generator_limited: bool,
     /// The responder's CPU at that step in % of one core (direct links only).
     pub responder_cpu: Option<f64>,
+    /// Replies/s at saturation of every run of the series, in run order (this figure is the
+    /// median run's).
+    pub runs: Vec<f64>,
+    /// Runs that failed or measured nothing.
+    pub failed_runs: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -85,6 +92,17 @@ pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
+/// Index of the median of `values` (the lower of the two middle ones for an even count), so
+/// the figure shown is one run's, never a mean; `None` when empty or not all finite.
+pub fn median_index(values: &[f64]) -> Option<usize> {
+    if values.is_empty() || values.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    Some(order[(order.len() - 1) / 2])
+}
+
 /// Whether Herald's figure meets a target relative to MetalLB's.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Target {
@@ -131,6 +149,8 @@ struct Row {
     /// The figure is a floor (the responder kept up with all the generator offered).
     herald_floor: bool,
     metallb_floor: bool,
+    /// One side's runs disagree by more than the spread limit.
+    unstable: bool,
 }
 
 impl Row {
@@ -143,6 +163,7 @@ impl Row {
             target: None,
             herald_floor: false,
             metallb_floor: false,
+            unstable: false,
         }
     }
 
@@ -151,8 +172,17 @@ impl Row {
         self
     }
 
-    /// The verdict column.
-    fn verdict(&self) -> &'static str {
+    /// The verdict column, flagged when a side's runs disagree.
+    fn verdict(&self) -> String {
+        let verdict = self.plain_verdict();
+        if self.unstable && !verdict.is_empty() {
+            format!("{verdict} (UNSTABLE: runs disagree by more than ±30%)")
+        } else {
+            verdict.to_string()
+        }
+    }
+
+    fn plain_verdict(&self) -> &'static str {
         let Some(target) = self.target else {
             return "";
         };
@@ -251,6 +281,10 @@ fn saturation_rows(
     .with_target(Target::AtLeastTimes(10.0));
     replies.herald_floor = h.is_some_and(|s| s.generator_limited);
     replies.metallb_floor = m.is_some_and(|s| s.generator_limited);
+    replies.unstable = [h, m]
+        .into_iter()
+        .flatten()
+        .any(|s| Spread::of(&s.runs).is_some_and(|sp| sp.flagged()));
     rows.push(replies);
     rows.push(row(
         format!("{proto}: offered at that step"),
@@ -300,6 +334,41 @@ fn saturation_rows(
         |s| Some(s.generator_max),
         Unit::PerSecond,
     ));
+}
+
+/// Every run's replies/s at saturation, per path: median (min–max, largest distance from the
+/// median), and how many runs failed. Empty when every series ran once.
+fn spreads(herald: &Figures, metallb: &Figures) -> String {
+    let side = |f: &Figure<Saturation>| match f {
+        Ok(s) => {
+            let spread = Spread::of(&s.runs)
+                .map_or_else(|| "–".to_string(), |sp| sp.text(|v| format!("{}/s", si(v))));
+            if s.failed_runs > 0 {
+                format!("{spread}; {} run(s) failed", s.failed_runs)
+            } else {
+                spread
+            }
+        }
+        Err(_) => "–".into(),
+    };
+    let sections = replies_sections(herald, metallb);
+    let runs = sections
+        .iter()
+        .flat_map(|(_, h, m)| [h, m])
+        .filter_map(|f| f.as_ref().ok())
+        .map(|s| s.runs.len() + s.failed_runs)
+        .max()
+        .unwrap_or(0);
+    if runs <= 1 {
+        return String::new();
+    }
+    let mut out = format!(
+        "\nReplies/s at saturation over {runs} back-to-back runs (the rows above are each path's median run): median (min–max, largest distance from the median)\n"
+    );
+    for (label, h, m) in sections {
+        let _ = writeln!(out, "- {label}: Herald {}; MetalLB {}", side(h), side(m));
+    }
+    out
 }
 
 /// Label of the direct-link rows: the path and Herald's XDP mode there.
@@ -410,6 +479,7 @@ pub fn table(herald: &Figures, metallb: &Figures) -> String {
             "\n\"≥\": that responder answered (nearly) everything offered at its best step: the generator, not the responder, set the figure."
         );
     }
+    out.push_str(&spreads(herald, metallb));
     let mut missing = Vec::new();
     for (who, f) in [("Herald", herald), ("MetalLB", metallb)] {
         for (what, why) in [
@@ -447,6 +517,8 @@ mod tests {
             generator_max: 400_000.0,
             generator_limited: false,
             responder_cpu: None,
+            runs: vec![replies],
+            failed_runs: 0,
         }
     }
 
@@ -485,6 +557,58 @@ mod tests {
         assert_eq!(no_slower.met(10.0, 10.0), Some(true));
         assert_eq!(no_slower.met(10.5, 10.0), Some(false));
         assert_eq!(no_slower.met(f64::NAN, 10.0), None);
+    }
+
+    #[test]
+    fn the_median_run_is_one_run_never_a_mean() {
+        assert_eq!(median_index(&[3.0, 1.0, 2.0]), Some(2));
+        assert_eq!(median_index(&[5.0]), Some(0));
+        // Even count: the lower middle run.
+        assert_eq!(median_index(&[4.0, 1.0, 3.0, 2.0]), Some(3));
+        assert_eq!(median_index(&[]), None);
+        assert_eq!(median_index(&[1.0, f64::NAN]), None);
+    }
+
+    #[test]
+    fn repeated_runs_print_their_spread_and_flag_disagreement() {
+        let single = table(
+            &figures(400_000.0, 550.0, 9_000.0),
+            &figures(30_000.0, 6_900.0, 12_000.0),
+        );
+        assert!(
+            !single.contains("back-to-back runs"),
+            "one run has no spread"
+        );
+        let mut herald = figures(400_000.0, 550.0, 9_000.0);
+        let mut metallb = figures(30_000.0, 6_900.0, 12_000.0);
+        if let Ok(arp) = herald.arp.as_mut() {
+            arp.runs = vec![380_000.0, 400_000.0, 420_000.0];
+        }
+        if let Ok(arp) = metallb.arp.as_mut() {
+            arp.runs = vec![30_000.0, 10_000.0, 31_000.0];
+            arp.failed_runs = 1;
+        }
+        let t = table(&herald, &metallb);
+        assert!(t.contains("over 4 back-to-back runs"), "{t}");
+        assert!(
+            t.contains(
+                "- ARP, segment: Herald 400.0k/s (380.0k/s–420.0k/s, ±5%); MetalLB 30.0k/s (10.0k/s–31.0k/s, ±67%) UNSTABLE: runs disagree by more than ±30%; 1 run(s) failed"
+            ),
+            "{t}"
+        );
+        let arp = t
+            .lines()
+            .find(|l| l.starts_with("| ARP, segment replies/s"))
+            .unwrap_or_default();
+        assert!(
+            arp.ends_with("| **yes** (UNSTABLE: runs disagree by more than ±30%) |"),
+            "{arp}"
+        );
+        let ndp = t
+            .lines()
+            .find(|l| l.starts_with("| NDP, segment replies/s"))
+            .unwrap_or_default();
+        assert!(ndp.ends_with("| **yes** |"), "{ndp}");
     }
 
     #[test]
