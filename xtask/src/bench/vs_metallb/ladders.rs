@@ -67,6 +67,28 @@ pub fn measure(speakers: Speakers, ladder: &Ladder, vip4: Ipv4Addr, vip6: Ipv6Ad
         plots: vec![],
         notes: vec![],
     };
+    // The generator's load comes from two source MACs: at Herald's default per-requester limit
+    // (1,000/s each) Herald would answer 2k/s, which measures the limit, not the responder.
+    // MetalLB has no such limit, so Herald's series run with it off.
+    let limit_off = speakers == Speakers::Herald;
+    if limit_off {
+        println!(
+            "-- Herald's speakers rolled out with --rate-limit=off (the load has two source MACs)"
+        );
+        match lab::set_speaker_flag("rate-limit", Some("off"))
+            .and_then(|()| wait_answered(vip4, "Herald to answer ARP for it again"))
+        {
+            Ok(()) => out.notes.push(
+                "Herald's replies series ran with --rate-limit=off: the load comes from two source MACs, and the default limit (1,000/s per requester) would cap the answers at 2k/s".into(),
+            ),
+            Err(e) => {
+                println!("   failed: {e:#}");
+                out.notes.push(format!(
+                    "Herald's replies series ran with the default --rate-limit (turning it off failed: {e:#}): answers capped at 1,000/s per source MAC"
+                ));
+            }
+        }
+    }
     let (seg_color, direct_color) = match speakers {
         Speakers::Herald => ("#d62728", "#9467bd"),
         Speakers::Metallb => ("#1f77b4", "#17becf"),
@@ -101,6 +123,17 @@ pub fn measure(speakers: Speakers, ladder: &Ladder, vip4: Ipv4Addr, vip6: Ipv6Ad
             let label = format!("MetalLB {METALLB_VERSION}, direct link");
             out.direct_arp = median(arp, &mut out.plots, Proto::Arp, &label, direct_color);
             out.direct_ndp = median(ndp, &mut out.plots, Proto::Ndp, &label, direct_color);
+        }
+    }
+    if limit_off {
+        println!("-- Herald's speakers back to the manifests' rate limit");
+        if let Err(e) = lab::set_speaker_flag("rate-limit", None)
+            .and_then(|()| wait_answered(vip4, "Herald to answer ARP for it again"))
+        {
+            println!("   restoring the rate limit failed: {e:#}");
+            out.notes.push(format!(
+                "Herald: restoring the manifests' rate limit after the replies series failed: {e:#}"
+            ));
         }
     }
     out
