@@ -118,6 +118,14 @@ pub fn run(args: &Args) -> Result<()> {
     }
     // An interrupted run may have left MetalLB or a patched DaemonSet: Herald as installed.
     lab::switch(Implementation::Herald)?;
+    // Halted vCPUs wake the NAPI threads late and the generator overruns the veth rings: the
+    // same hold as `bench dataplane`, for both implementations alike.
+    let idle_latency = crate::bench::dataplane::lab::IdleLatency::hold();
+    let idle_note = match &idle_latency {
+        Ok(_) => "CPUs held in their shallowest idle state for the whole run (/dev/cpu_dma_latency = 0), for both implementations".to_string(),
+        Err(why) => format!("CPUs may idle deeply (wake-up latency in every figure): {why}"),
+    };
+    println!("{idle_note}");
     let (vip4, vip6) = demo_ips()?;
     println!("bench vs-metallb: demo Service default/web = {vip4}, {vip6}");
     let neighbours = replies::Neighbours::add()?;
@@ -157,7 +165,8 @@ pub fn run(args: &Args) -> Result<()> {
         println!("   removing the bench pool failed: {e:#}");
     }
 
-    let text = render(args, &herald, &metallb_run, started.elapsed());
+    let text = render(args, &herald, &metallb_run, &idle_note, started.elapsed());
+    drop(idle_latency);
     println!("\n{text}");
     let out_dir = crate::paths::workspace_root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
@@ -358,7 +367,7 @@ fn print_metallb_log_excerpt() {
     }
 }
 
-fn render(args: &Args, herald: &Run, metallb_run: &Run, took: Duration) -> String {
+fn render(args: &Args, herald: &Run, metallb_run: &Run, idle_note: &str, took: Duration) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -405,6 +414,7 @@ fn render(args: &Args, herald: &Run, metallb_run: &Run, took: Duration) -> Strin
         out,
         "MetalLB: its own metallb-native.yaml applied over Herald's install (Namespace, CRDs and webhook configuration left out, controller --webhook-mode=disabled), images built here from its module; memberlist as its manifest sets it up"
     );
+    let _ = writeln!(out, "{idle_note}");
     for note in herald.notes.iter().chain(&metallb_run.notes) {
         let _ = writeln!(out, "{note}");
     }
