@@ -3,10 +3,11 @@
 //! validating the advertisements of others (§7.1.2), which may claim an announced address.
 //!
 //! Solicitations carry options of variable length, so the logic works on a fixed-size, zero-filled
-//! copy of the frame ([`NsWindow`]): every read has a constant bound the BPF verifier accepts, and
-//! the checksum loop runs over the whole window (the zeros past the IPv6 payload add nothing):
-//! a loop that stops at the message's end is not unrolled, and its variable offset into the
-//! window is refused by the verifier without CAP_PERFMON, which the speaker runs without.
+//! copy of the frame ([`NsWindow`]): every read has a constant bound the BPF verifier accepts.
+//! The checksum is summed in 8-byte blocks up to the message's end (a valid message is a whole
+//! number of 8-byte units), by a loop of constant bound whose offsets stay constants once
+//! unrolled: a loop indexed by the message's length would put a variable offset into the
+//! window, which the verifier refuses without CAP_PERFMON, and the speaker runs without it.
 
 use crate::Skip;
 use crate::checksum;
@@ -161,7 +162,7 @@ pub fn check_ns_with(win: &NsWindow, headers: &impl OptionHeaders) -> Result<Sol
         return Err(Skip::Malformed);
     }
     let sum = checksum::icmpv6_pseudo_header(&sol.source, &dst, icmp_len as u32);
-    let sum = checksum::add(sum, &win[IP6_PAYLOAD..]);
+    let sum = checksum::add_blocks(sum, &win[IP6_PAYLOAD..], icmp_len);
     if checksum::fold(sum) != 0xffff {
         return Err(Skip::Malformed);
     }
@@ -219,7 +220,7 @@ pub fn check_na_with(win: &NsWindow, headers: &impl OptionHeaders) -> Result<Adv
     }
     let source: [u8; 16] = read(win, IP6_SRC);
     let sum = checksum::icmpv6_pseudo_header(&source, &dst, icmp_len as u32);
-    let sum = checksum::add(sum, &win[IP6_PAYLOAD..]);
+    let sum = checksum::add_blocks(sum, &win[IP6_PAYLOAD..], icmp_len);
     if checksum::fold(sum) != 0xffff {
         return Err(Skip::Ignore);
     }
