@@ -17,8 +17,8 @@ use lb_common::maps::{
     Announcement, COUNTER_SLOTS, Counter, ExtraCounter, Guard, Ipv4Key, Ipv6Key, MAX_ANNOUNCED,
 };
 use lb_common::ndp::{
-    NA_LEN, NS_HEAD_LEN, NS_WINDOW, NsHead, NsWindow, OptionHeaders, check_na_with, check_ns_with,
-    nd_copy_len, write_na,
+    NA_LEN, NS_HEAD_LEN, NS_WINDOW, NaFrame, NsHead, NsWindow, OptionHeaders, Solicitation,
+    check_na_with, check_ns_with, nd_copy_len, write_na,
 };
 use lb_common::wire::{
     ETH_HLEN, ETH_SRC, ETH_TYPE, ETHERTYPE_ARP, ETHERTYPE_IPV6, ICMP6_NA, ICMP6_NS, ICMP6_TYPE,
@@ -129,10 +129,12 @@ fn ipv6(ctx: &XdpContext, data: usize, end: usize) -> u32 {
     neighbor(ctx, data, end, icmp_type == ICMP6_NA)
 }
 
-/// Neighbor Solicitations and Advertisements: copied into a zero-filled stack window (options
-/// have variable length, which the verifier only accepts with constant bounds) and validated.
-/// A solicitation is answered with an NA built over the same window; an advertisement is only
-/// looked at for a foreign claim, and passed uncounted whatever it is.
+/// Neighbor Solicitations and Advertisements. A solicitation exactly as long as its answer (one
+/// source link-layer option, the usual case) is checked and answered in place. Anything else is
+/// copied into a zero-filled window (options have variable length, which the verifier only
+/// accepts with constant bounds) and validated there; a solicitation is then answered with an
+/// NA built over the window and written back, and an advertisement is only looked at for a
+/// foreign claim, and passed uncounted whatever it is.
 #[inline(always)]
 fn neighbor(ctx: &XdpContext, data: usize, end: usize, advertisement: bool) -> u32 {
     let source = ethernet_source(data);
@@ -156,6 +158,9 @@ fn neighbor(ctx: &XdpContext, data: usize, end: usize, advertisement: bool) -> u
         Ok(len) => len,
         Err(skip) => return unchecked(skip),
     };
+    if !advertisement && frame_len == NA_LEN && data + NA_LEN <= end {
+        return solicitation_in_place(ctx, data, source);
+    }
     let Some(scratch) = HERALD_SCRATCH.get_ptr_mut(0) else {
         return unchecked(Skip::Ignore);
     };
@@ -179,26 +184,10 @@ fn neighbor(ctx: &XdpContext, data: usize, end: usize, advertisement: bool) -> u
         Ok(s) => s,
         Err(skip) => return skipped(skip, source),
     };
-    let key = Ipv6Key {
-        ifindex: ctx.ingress_ifindex() as u32,
-        addr: solicitation.target,
+    let (entry, mac) = match answerable(ctx, &solicitation, source) {
+        Ok(found) => found,
+        Err(verdict) => return verdict,
     };
-    let Some(entry) = HERALD_V6.get_ptr_mut(&key) else {
-        return pass(source);
-    };
-    // SAFETY: this CPU's copy of the value; the MAC is copied out at once.
-    let mac = unsafe { (*entry).mac };
-    if !solicitation.addressed_to(&mac) {
-        return pass(source);
-    }
-    bump_requests(entry);
-    let now = coarse_now();
-    if !guard_allows(now) {
-        return silenced(source);
-    }
-    if !rate_allows(solicitation.requester_mac, now) {
-        return rate_limited(source);
-    }
     // The NA is built over the start of the window (the solicitation was copied out), which
     // keeps the stack within the 512 bytes BPF allows.
     let Some(na) = window.first_chunk_mut::<NA_LEN>() else {
@@ -218,6 +207,58 @@ fn neighbor(ctx: &XdpContext, data: usize, end: usize, advertisement: bool) -> u
     answered(entry, Counter::NaReplies)
 }
 
+/// A solicitation exactly as long as the advertisement that answers it (the usual one: a single
+/// source link-layer option), checked where it lies and answered over itself: no copy into the
+/// window, no helper to write the answer back, no change of the frame's length.
+#[inline(always)]
+fn solicitation_in_place(ctx: &XdpContext, data: usize, source: [u8; 6]) -> u32 {
+    // SAFETY: the caller checked NA_LEN bytes inside the frame, and no other reference to them
+    // is used while this one lives.
+    let frame = unsafe { &mut *(data as *mut NaFrame) };
+    let solicitation = match check_ns_with(frame, &FromFrame(ctx)) {
+        Ok(s) => s,
+        Err(skip) => return skipped(skip, source),
+    };
+    let (entry, mac) = match answerable(ctx, &solicitation, source) {
+        Ok(found) => found,
+        Err(verdict) => return verdict,
+    };
+    write_na(frame, &solicitation, &mac);
+    answered(entry, Counter::NaReplies)
+}
+
+/// Whether a valid solicitation is Herald's to answer now: its target announced on this
+/// interface, sent to this node, the guard open and the requester within its rate. `Ok` with the
+/// entry and the MAC to answer with, or the verdict for the frame.
+#[inline(always)]
+fn answerable(
+    ctx: &XdpContext,
+    solicitation: &Solicitation,
+    source: [u8; 6],
+) -> Result<(*mut Announcement, [u8; 6]), u32> {
+    let key = Ipv6Key {
+        ifindex: ctx.ingress_ifindex() as u32,
+        addr: solicitation.target,
+    };
+    let Some(entry) = HERALD_V6.get_ptr_mut(&key) else {
+        return Err(pass(source));
+    };
+    // SAFETY: this CPU's copy of the value; the MAC is copied out at once.
+    let mac = unsafe { (*entry).mac };
+    if !solicitation.addressed_to(&mac) {
+        return Err(pass(source));
+    }
+    bump_requests(entry);
+    let now = coarse_now();
+    if !guard_allows(now) {
+        return Err(silenced(source));
+    }
+    if !rate_allows(solicitation.requester_mac, now) {
+        return Err(rate_limited(source));
+    }
+    Ok((entry, mac))
+}
+
 /// Reads an option's type and length from the frame with a helper call: the offset depends on
 /// the packet, and a pointer into the window at such an offset is refused by the verifier
 /// without CAP_PERFMON (Spectre v1 sanitation), where a helper's offset argument is a plain
@@ -226,7 +267,7 @@ struct FromFrame<'a>(&'a XdpContext);
 
 impl OptionHeaders for FromFrame<'_> {
     #[inline(always)]
-    fn at(&self, _win: &NsWindow, off: usize) -> Option<(u8, u8)> {
+    fn at(&self, _win: &[u8], off: usize) -> Option<(u8, u8)> {
         let mut pair = [0u8; 2];
         let off = u32::try_from(off).ok()?;
         // SAFETY: two bytes into `pair`; the helper checks the frame side.

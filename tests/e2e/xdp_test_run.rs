@@ -415,11 +415,16 @@ fn the_kernel_reply_matches_the_shared_logic_byte_for_byte() {
     let mut rig = Rig::new();
     rig.announce_v4(LOOPBACK, VIP4);
     rig.announce_v6(LOOPBACK, VIP6);
+    // A solicitation without options followed by 8 bytes of trailer: as long as an NA, so the
+    // program answers it in place; only the message's bytes may reach the checksum.
+    let mut trailed = ns_frame(CLIENT6, solicited_node(&VIP6), 255, &[]);
+    trailed.extend_from_slice(&[0xa5; 8]);
     let frames = [
         arp_frame([0xff; 6], 1, CLIENT_MAC, CLIENT4, VIP4),
         ns_frame(CLIENT6, solicited_node(&VIP6), 255, &SOURCE_LL),
         ns_frame(CLIENT6, solicited_node(&VIP6), 255, &[]),
         ns_frame([0; 16], solicited_node(&VIP6), 255, &[]),
+        trailed,
     ];
     for frame in frames {
         let mut host = frame.clone();

@@ -132,11 +132,17 @@ pub fn check_ns(win: &NsWindow) -> Result<Solicitation, Skip> {
     check_ns_with(win, &FromWindow)
 }
 
-/// [`check_ns`] reading the options' type and length bytes through `headers`.
+/// [`check_ns`] over any `N` bytes holding the frame's first bytes (the window, or a frame of
+/// exactly one advertisement's length checked in place), reading the options' type and length
+/// bytes through `headers`. A message running past the `N` bytes is `Skip::Malformed`.
 #[inline(always)]
-pub fn check_ns_with(win: &NsWindow, headers: &impl OptionHeaders) -> Result<Solicitation, Skip> {
+pub fn check_ns_with<const N: usize>(
+    win: &[u8; N],
+    headers: &impl OptionHeaders,
+) -> Result<Solicitation, Skip> {
     let icmp_len = usize::from(u16::from_be_bytes(read(win, IP6_PAYLOAD_LEN)));
     if !(NS_HEAD_LEN - IP6_PAYLOAD..=NS_MAX_ICMP_LEN).contains(&icmp_len)
+        || IP6_PAYLOAD + icmp_len > N
         || win[IP6_HOP_LIMIT] != 255
         || win[ICMP6_CODE] != 0
     {
@@ -232,7 +238,7 @@ pub fn check_na_with(win: &NsWindow, headers: &impl OptionHeaders) -> Result<Adv
 /// answer for every offset the option walk asks about (it stops at the end).
 pub trait OptionHeaders {
     /// The two bytes at `off` and `off + 1`, or `None` when they are not there.
-    fn at(&self, win: &NsWindow, off: usize) -> Option<(u8, u8)>;
+    fn at(&self, win: &[u8], off: usize) -> Option<(u8, u8)>;
 }
 
 /// Walks the options from [`NS_HEAD_LEN`] to `end` (the ICMPv6 message's end in the window):
@@ -242,8 +248,8 @@ pub trait OptionHeaders {
 /// On success the options end exactly at `end`, so the message is a whole number of 8-byte
 /// units long.
 #[inline(always)]
-fn walk_options(
-    win: &NsWindow,
+fn walk_options<const N: usize>(
+    win: &[u8; N],
     end: usize,
     headers: &impl OptionHeaders,
     mut refused: impl FnMut(u8, u8) -> bool,
@@ -277,7 +283,7 @@ pub struct FromWindow;
 
 impl OptionHeaders for FromWindow {
     #[inline(always)]
-    fn at(&self, win: &NsWindow, off: usize) -> Option<(u8, u8)> {
+    fn at(&self, win: &[u8], off: usize) -> Option<(u8, u8)> {
         Some((*win.get(off)?, *win.get(off + 1)?))
     }
 }
