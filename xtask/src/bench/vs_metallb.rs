@@ -33,7 +33,7 @@ use anyhow::{Context, Result, bail};
 use crate::bench::dataplane::svg;
 use crate::image::METALLB_VERSION;
 use crate::lab::{self, Implementation, Speakers, failover};
-use ladders::{Ladder, Plot, wait_answered};
+use ladders::{Ladder, Run, wait_answered};
 use report::{Failover, Figure, Figures};
 use requests::Proto;
 
@@ -82,24 +82,6 @@ pub enum Part {
     Replies,
     Failover,
     Services,
-}
-
-/// Everything measured for one implementation (steps kept for the plots).
-struct Run {
-    figures: Figures,
-    plots: Vec<Plot>,
-    /// Context lines for the report (settings, who announced).
-    notes: Vec<String>,
-}
-
-impl Run {
-    fn new(figures: Figures) -> Run {
-        Run {
-            figures,
-            plots: vec![],
-            notes: vec![],
-        }
-    }
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -253,16 +235,7 @@ fn measure(speakers: Speakers, args: &Args, vip4: Ipv4Addr, vip6: Ipv6Addr) -> R
             step: Duration::from_millis(args.step_ms),
             runs: args.runs,
         };
-        let replies = ladders::measure(speakers, &ladder, vip4, vip6);
-        run.figures.arp = replies.arp;
-        run.figures.ndp = replies.ndp;
-        run.figures.direct_arp = replies.direct_arp;
-        run.figures.direct_ndp = replies.direct_ndp;
-        run.figures.direct_mode = replies.direct_mode;
-        run.figures.direct_skb_arp = replies.direct_skb_arp;
-        run.figures.direct_skb_ndp = replies.direct_skb_ndp;
-        run.plots = replies.plots;
-        run.notes.extend(replies.notes);
+        ladders::measure(speakers, &ladder, vip4, vip6, &mut run);
     }
     if args.parts.contains(&Part::Failover) {
         println!(

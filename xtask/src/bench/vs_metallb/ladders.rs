@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use super::direct;
 use super::replies::{self, Series};
-use super::report::{self, Figure, Saturation};
+use super::report::{self, Figure, Figures, Saturation};
 use super::requests::Proto;
 use crate::image::METALLB_VERSION;
 use crate::lab::{self, Speakers, failover};
@@ -18,20 +18,22 @@ use crate::lab::{self, Speakers, failover};
 /// One plotted series: protocol, name in the plot, colour, (offered, replies) per step.
 pub type Plot = (Proto, String, &'static str, Vec<(f64, f64)>);
 
-/// What the replies part measured for one implementation.
-pub struct Replies {
-    pub arp: Figure<Saturation>,
-    pub ndp: Figure<Saturation>,
-    pub direct_arp: Figure<Saturation>,
-    pub direct_ndp: Figure<Saturation>,
-    /// Herald only: the XDP mode of the direct series (`driver` or `skb`).
-    pub direct_mode: Option<String>,
-    pub direct_skb_arp: Figure<Saturation>,
-    pub direct_skb_ndp: Figure<Saturation>,
-    /// The median runs' steps, for the plots.
+/// Everything measured for one implementation (the median runs' steps kept for the plots).
+pub struct Run {
+    pub figures: Figures,
     pub plots: Vec<Plot>,
-    /// Context lines for the report (who announced, modes).
+    /// Context lines for the report (settings, who announced).
     pub notes: Vec<String>,
+}
+
+impl Run {
+    pub fn new(figures: Figures) -> Run {
+        Run {
+            figures,
+            plots: vec![],
+            notes: vec![],
+        }
+    }
 }
 
 /// The settings of the ladders.
@@ -54,19 +56,9 @@ pub fn wait_answered(vip4: Ipv4Addr, who: &str) -> Result<()> {
     .map(|_| ())
 }
 
-/// The replies part for `speakers`: the segment ladders, then the direct link's.
-pub fn measure(speakers: Speakers, ladder: &Ladder, vip4: Ipv4Addr, vip6: Ipv6Addr) -> Replies {
-    let mut out = Replies {
-        arp: Err("not measured".into()),
-        ndp: Err("not measured".into()),
-        direct_arp: Err("not measured".into()),
-        direct_ndp: Err("not measured".into()),
-        direct_mode: None,
-        direct_skb_arp: Err("not measured".into()),
-        direct_skb_ndp: Err("not measured".into()),
-        plots: vec![],
-        notes: vec![],
-    };
+/// The replies part for `speakers`: the segment ladders, then the direct link's, into `out`'s
+/// replies figures, plots and notes.
+pub fn measure(speakers: Speakers, ladder: &Ladder, vip4: Ipv4Addr, vip6: Ipv6Addr, out: &mut Run) {
     // The generator's load comes from two source MACs: at Herald's default per-requester limit
     // (1,000/s each) Herald would answer 2k/s, which measures the limit, not the responder.
     // MetalLB has no such limit, so Herald's series run with it off.
@@ -109,11 +101,11 @@ pub fn measure(speakers: Speakers, ladder: &Ladder, vip4: Ipv4Addr, vip6: Ipv6Ad
         Speakers::Herald => "Herald XDP skb, segment".to_string(),
         Speakers::Metallb => format!("MetalLB {METALLB_VERSION}, segment"),
     };
-    out.arp = median(arp, &mut out.plots, Proto::Arp, &label, seg_color);
-    out.ndp = median(ndp, &mut out.plots, Proto::Ndp, &label, seg_color);
+    out.figures.arp = median(arp, &mut out.plots, Proto::Arp, &label, seg_color);
+    out.figures.ndp = median(ndp, &mut out.plots, Proto::Ndp, &label, seg_color);
 
     match speakers {
-        Speakers::Herald => herald_direct(&mut out, ladder, vip4, vip6, direct_color),
+        Speakers::Herald => herald_direct(out, ladder, vip4, vip6, direct_color),
         Speakers::Metallb => {
             let who = speakers.label();
             let [arp, ndp] = repeat(ladder.runs, "direct link", || {
@@ -121,8 +113,8 @@ pub fn measure(speakers: Speakers, ladder: &Ladder, vip4: Ipv4Addr, vip6: Ipv6Ad
                 direct_series(&mut out.notes, speakers, who, vip4, vip6, ladder)
             });
             let label = format!("MetalLB {METALLB_VERSION}, direct link");
-            out.direct_arp = median(arp, &mut out.plots, Proto::Arp, &label, direct_color);
-            out.direct_ndp = median(ndp, &mut out.plots, Proto::Ndp, &label, direct_color);
+            out.figures.direct_arp = median(arp, &mut out.plots, Proto::Arp, &label, direct_color);
+            out.figures.direct_ndp = median(ndp, &mut out.plots, Proto::Ndp, &label, direct_color);
         }
     }
     if limit_off {
@@ -136,7 +128,6 @@ pub fn measure(speakers: Speakers, ladder: &Ladder, vip4: Ipv4Addr, vip6: Ipv6Ad
             ));
         }
     }
-    out
 }
 
 /// Runs `series` `runs` times (at least once), numbering the runs, and returns every run's ARP
@@ -236,7 +227,7 @@ fn direct_series(
 /// speakers rolled out with `--xdp-mode=driver` (reported as the main figure when `herald xdp
 /// list` shows driver mode on the announcer's `eth1`), then back to the manifests' args.
 fn herald_direct(
-    out: &mut Replies,
+    out: &mut Run,
     ladder: &Ladder,
     vip4: Ipv4Addr,
     vip6: Ipv6Addr,
@@ -284,11 +275,11 @@ fn herald_direct(
                 )
             });
             let label = "Herald XDP driver, direct link";
-            out.direct_arp = median(arp, &mut out.plots, Proto::Arp, label, color);
-            out.direct_ndp = median(ndp, &mut out.plots, Proto::Ndp, label, color);
-            out.direct_mode = Some("driver".into());
-            out.direct_skb_arp = skb_arp;
-            out.direct_skb_ndp = skb_ndp;
+            out.figures.direct_arp = median(arp, &mut out.plots, Proto::Arp, label, color);
+            out.figures.direct_ndp = median(ndp, &mut out.plots, Proto::Ndp, label, color);
+            out.figures.direct_mode = Some("driver".into());
+            out.figures.direct_skb_arp = skb_arp;
+            out.figures.direct_skb_ndp = skb_ndp;
         }
         other => {
             let why = match other {
@@ -299,9 +290,9 @@ fn herald_direct(
             out.notes.push(format!(
                 "Herald, direct link: driver mode not measured ({why}); skb figures reported"
             ));
-            out.direct_arp = skb_arp;
-            out.direct_ndp = skb_ndp;
-            out.direct_mode = Some("skb".into());
+            out.figures.direct_arp = skb_arp;
+            out.figures.direct_ndp = skb_ndp;
+            out.figures.direct_mode = Some("skb".into());
         }
     }
     println!("-- Herald's speakers back to the manifests' args (XDP mode auto)");
