@@ -434,26 +434,30 @@ pub fn table(herald: &Figures, metallb: &Figures) -> String {
             Unit::Millis,
         )
     };
-    rows.push(failover(&format!("p50 ({trials} trials)"), |f| f.p50_ms));
-    rows.push(
-        failover(&format!("p99 ({trials} trials)"), |f| f.p99_ms)
-            .with_target(Target::AtMostTimes(1.0 / 3.0)),
-    );
-    rows.push(failover("max", |f| f.max_ms));
+    // A part measured for neither (not selected, or failed for both: listed below) has no rows.
+    if hf.is_some() || mf.is_some() {
+        rows.push(failover(&format!("p50 ({trials} trials)"), |f| f.p50_ms));
+        rows.push(
+            failover(&format!("p99 ({trials} trials)"), |f| f.p99_ms)
+                .with_target(Target::AtMostTimes(1.0 / 3.0)),
+        );
+        rows.push(failover("max", |f| f.max_ms));
+    }
     let (hs, ms) = (
         herald.services.as_ref().ok(),
         metallb.services.as_ref().ok(),
     );
-    let count = hs.or(ms).map_or(0, |s| s.count);
-    rows.push(
-        Row::new(
-            format!("{count} Services → all have their IPs"),
-            hs.map(|s| s.all_ms),
-            ms.map(|s| s.all_ms),
-            Unit::Seconds,
-        )
-        .with_target(Target::AtMostTimes(1.0)),
-    );
+    if let Some(count) = hs.or(ms).map(|s| s.count) {
+        rows.push(
+            Row::new(
+                format!("{count} Services → all have their IPs"),
+                hs.map(|s| s.all_ms),
+                ms.map(|s| s.all_ms),
+                Unit::Seconds,
+            )
+            .with_target(Target::AtMostTimes(1.0)),
+        );
+    }
 
     let mut out = String::new();
     let _ = writeln!(
@@ -736,6 +740,23 @@ mod tests {
         lost.direct_ndp = Err("no node answered NS".into());
         let t = table(&herald, &lost);
         assert!(t.contains("- MetalLB NDP (direct link): no node answered NS"));
+    }
+
+    #[test]
+    fn parts_measured_for_neither_have_no_rows() {
+        let mut herald = figures(400_000.0, 550.0, 9_000.0);
+        let mut metallb = figures(30_000.0, 6_900.0, 12_000.0);
+        for f in [&mut herald, &mut metallb] {
+            f.failover = Err("not selected (--parts)".into());
+            f.services = Err("not selected (--parts)".into());
+        }
+        let t = table(&herald, &metallb);
+        assert!(!t.contains("| failover on speaker frozen"), "{t}");
+        assert!(!t.contains("Services → all have their IPs"), "{t}");
+        assert!(
+            t.contains("- Herald failover: not selected (--parts)"),
+            "{t}"
+        );
     }
 
     #[test]
