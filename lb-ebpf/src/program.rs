@@ -209,7 +209,9 @@ fn neighbor(ctx: &XdpContext, data: usize, end: usize, advertisement: bool) -> u
 
 /// A solicitation exactly as long as the advertisement that answers it (the usual one: a single
 /// source link-layer option), checked where it lies and answered over itself: no copy into the
-/// window, no helper to write the answer back, no change of the frame's length.
+/// window, no helper to write the answer back, no change of the frame's length. Its check and
+/// vetting repeat the window path's two calls on purpose: one generic helper for both cost about
+/// 6 ns per answer (`bench xdp`, two interleaved pairs).
 #[inline(always)]
 fn solicitation_in_place(ctx: &XdpContext, data: usize, source: [u8; 6]) -> u32 {
     // SAFETY: the caller checked NA_LEN bytes inside the frame, and no other reference to them
@@ -290,7 +292,9 @@ pub struct Window([u8; WINDOW_WORDS * 8]);
 static HERALD_SCRATCH: PerCpuArray<Window, 1> = PerCpuArray::new();
 
 /// Zeroes the window with volatile 8-byte stores (LLVM would otherwise call the linker's
-/// byte-at-a-time memset); the previous frame's bytes must not reach the checksum.
+/// byte-at-a-time memset): the shared logic is written for a zero-filled window, as the host
+/// gives it, so no byte of an earlier frame is ever in view (the checksum itself stops at the
+/// message's end).
 #[inline(always)]
 fn zero_in_place<'a>(storage: *mut Window) -> &'a mut Window {
     let first = storage.cast::<u64>();

@@ -509,6 +509,14 @@ pub fn table(herald: &Figures, metallb: &Figures) -> String {
 mod tests {
     use super::*;
 
+    /// The table row starting with `start`, or "" when there is none.
+    fn row<'a>(table: &'a str, start: &str) -> &'a str {
+        table
+            .lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_default()
+    }
+
     fn saturation(replies: f64) -> Saturation {
         Saturation {
             replies,
@@ -600,18 +608,12 @@ mod tests {
             ),
             "{t}"
         );
-        let arp = t
-            .lines()
-            .find(|l| l.starts_with("| ARP, segment replies/s"))
-            .unwrap_or_default();
+        let arp = row(&t, "| ARP, segment replies/s");
         assert!(
             arp.ends_with("| **yes** (UNSTABLE: runs disagree by more than ±30%) |"),
             "{arp}"
         );
-        let ndp = t
-            .lines()
-            .find(|l| l.starts_with("| NDP, segment replies/s"))
-            .unwrap_or_default();
+        let ndp = row(&t, "| NDP, segment replies/s");
         assert!(ndp.ends_with("| **yes** |"), "{ndp}");
     }
 
@@ -669,20 +671,14 @@ mod tests {
             arp.generator_limited = true;
         }
         let t = table(&herald, &figures(30_000.0, 6_900.0, 12_000.0));
-        let arp = t
-            .lines()
-            .find(|l| l.starts_with("| ARP, segment replies/s"))
-            .unwrap_or_default();
+        let arp = row(&t, "| ARP, segment replies/s");
         assert!(
             arp.contains("| ≥ 100.0k/s |") && arp.contains("| ≥ 3.33× |"),
             "{arp}"
         );
         assert!(arp.ends_with("| open (Herald not saturated) |"), "{arp}");
         assert!(t.contains("the generator, not the responder, set the figure"));
-        let ndp = t
-            .lines()
-            .find(|l| l.starts_with("| NDP, segment replies/s"))
-            .unwrap_or_default();
+        let ndp = row(&t, "| NDP, segment replies/s");
         assert!(
             ndp.ends_with("| **no** |"),
             "an exact figure stays a verdict: {ndp}"
@@ -774,10 +770,7 @@ mod tests {
             &figures(100_000.0, 3000.0, 13_000.0),
             &figures(30_000.0, 6000.0, 12_000.0),
         );
-        let arp = slow
-            .lines()
-            .find(|l| l.starts_with("| ARP, segment replies/s"))
-            .unwrap_or_default();
+        let arp = row(&slow, "| ARP, segment replies/s");
         assert!(arp.ends_with("| **no** |"), "{arp}");
     }
 }
