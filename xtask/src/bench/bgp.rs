@@ -12,13 +12,15 @@
 //!   prefix is withdrawn once the Services are deleted;
 //! - **create-to-route**: `--singles` Services created one by one, each on its own address:
 //!   p50/p99 from its create request to its route, split where the first UPDATE carrying it
-//!   reaches the router ([`wire`]): the cluster's share before, the router's after;
+//!   reaches the router ([`wire`]): the cluster's share before, the router's after; and, with
+//!   extra peers, to its route in the first BIRD's kernel table (a router that queues nothing);
 //! - **failover**: node-a's speaker frozen (SIGSTOP), and node-a's port on the switch set down
 //!   (the router's own port stays up), until the router drops node-a's next hop of the probe
 //!   address, with the default hold time (90 s) and with `holdTime: 3s`. A speaker frozen longer
 //!   than its liveness probe allows (3 × 10 s) is killed and restarted by the kubelet, which
 //!   closes its sessions: with the default hold time the freeze figure is that probe's.
 
+mod burst;
 pub mod failover;
 mod report;
 mod routes;
@@ -32,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::dataplane::cpu;
 use crate::lab::{self, LabMode, NODES, Speakers};
+use burst::Burst;
 use report::{Figures, percentile, print_report};
 use routes::{Change, Monitor};
 use wire::Wire;
@@ -58,6 +60,10 @@ pub struct Args {
     /// to 1 + this many peers.
     #[arg(long, default_value_t = 2)]
     pub extra_peers: usize,
+    /// Herald alone, after its IPv4 figures: this many IPv6 Services, one address each, to every
+    /// peer over IPv6 (MetalLB's native speaker refuses IPv6 pools); 0 skips it.
+    #[arg(long, default_value_t = 1000)]
+    pub v6_services: usize,
     /// Requests in flight while creating.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
@@ -88,6 +94,12 @@ pub fn run(args: &Args) -> Result<()> {
     if args.services > 253 * workload::PER_IP || args.singles > 253 {
         bail!("at most 1,012 Services and 253 singles fit 198.51.100.1-253");
     }
+    if args.v6_services > workload::V6_ADDRESSES {
+        bail!(
+            "at most {} IPv6 Services fit the IPv6 phase's pool",
+            workload::V6_ADDRESSES
+        );
+    }
     let started = bgp_lab()?;
     println!(
         "bench bgp: {} Services in a burst, {} one by one, {} + {} failover trials per fault; {} BGP peers per node (FRR + {} BIRD); both as pods (Herald's image, MetalLB {}'s)",
@@ -103,13 +115,22 @@ pub fn run(args: &Args) -> Result<()> {
     let peers = lab::peers::peers(args.extra_peers);
     let mut monitor = Monitor::start(lab::ROUTER_NS)?;
     let mut figures = Vec::new();
+    let mut v6 = None;
     let outcome = (|| -> Result<()> {
         lab::peers::start(&peers)?;
+        // The first BIRD's kernel table: a second FIB, of a router that adds no queue of its own.
+        let mut bird = match peers.first() {
+            Some(_) => Some(Monitor::start(lab::PEERS_NS)?),
+            None => None,
+        };
         workload::add_peers(&peers)?;
         for speakers in [Speakers::Herald, Speakers::Metallb] {
             switch_to(speakers)?;
-            lab::peers::wait_established(&peers, PATIENCE)?;
-            figures.push(measure(speakers, args, &mut monitor)?);
+            lab::peers::wait_established(&peers, lab::peers::Family::V4, PATIENCE)?;
+            figures.push(measure(speakers, args, &mut monitor, bird.as_mut())?);
+            if speakers == Speakers::Herald && args.v6_services > 0 {
+                v6 = Some(v6_burst(args, &peers, &mut monitor)?);
+            }
         }
         Ok(())
     })();
@@ -120,7 +141,7 @@ pub fn run(args: &Args) -> Result<()> {
     outcome?;
     removed?;
     restored?;
-    print_report(&figures);
+    print_report(&figures, v6.as_ref());
     if started && !args.keep_lab {
         lab::down()?;
     }
@@ -152,15 +173,21 @@ fn switch_to(speakers: Speakers) -> Result<()> {
     })
 }
 
-fn speaker_pids(speakers: Speakers) -> Vec<i32> {
-    NODES.iter().filter_map(|n| speakers.pid(n)).collect()
-}
-
 fn node_hops() -> BTreeSet<IpAddr> {
     NODES.iter().map(|n| IpAddr::V4(n.v4)).collect()
 }
 
-fn measure(speakers: Speakers, args: &Args, monitor: &mut Monitor) -> Result<Figures> {
+/// The nodes' IPv6 addresses: the next hops of an IPv6 prefix every node announces.
+fn node_v6_hops() -> BTreeSet<IpAddr> {
+    NODES.iter().map(|n| IpAddr::V6(n.v6)).collect()
+}
+
+fn measure(
+    speakers: Speakers,
+    args: &Args,
+    monitor: &mut Monitor,
+    mut bird: Option<&mut Monitor>,
+) -> Result<Figures> {
     let name = speakers.label();
     println!("==> {name}");
     let creator = Creator::new()?;
@@ -174,55 +201,14 @@ fn measure(speakers: Speakers, args: &Args, monitor: &mut Monitor) -> Result<Fig
         t.get(&probe_ip) == Some(&node_hops())
     })?;
 
-    // Burst.
-    let burst = workload::burst(args.services);
-    let prefixes: BTreeSet<String> = burst.iter().map(|w| w.ip.to_string()).collect();
-    creator.slices(&burst, args.concurrency)?;
-    let updates_before = updates_received()?;
-    let cpu_before = cpu_ticks(speakers);
-    monitor.drain();
-    let start = Instant::now();
-    let created = creator.services(&burst, args.concurrency)?;
-    let changes = wait_table(monitor, "every burst prefix via all three nodes", |t| {
-        prefixes.iter().all(|p| t.get(p) == Some(&node_hops()))
-    })?;
-    let first_hop = when_all(&changes, &prefixes, |hops| !hops.is_empty()).unwrap_or(start);
-    let all_hops = when_all(&changes, &prefixes, |hops| *hops == node_hops()).unwrap_or(start);
-    std::thread::sleep(Duration::from_secs(2));
-    let cpu_s =
-        (cpu_ticks(speakers).saturating_sub(cpu_before)) as f64 / cpu::ticks_per_second() as f64;
-    let updates = updates_received()?.saturating_sub(updates_before);
-    let rss_mib: Vec<f64> = speaker_pids(speakers).into_iter().map(rss_mib).collect();
-    let ms = |t: Instant| t.saturating_duration_since(start).as_secs_f64() * 1000.0;
-    println!(
-        "   burst: created in {:.0} ms; every prefix in the router's FIB after {:.0} ms, via all three nodes after {:.0} ms; {updates} UPDATEs received by the router; speakers' CPU {cpu_s:.2} s; RSS {rss_mib:.1?} MiB",
-        ms(created),
-        ms(first_hop),
-        ms(all_hops)
-    );
-    let polled = changes.iter().filter(|c| c.polled).count();
-
-    // Withdraw.
-    // One request deletes them all (the probe too: it is made again below).
-    monitor.drain();
-    let start_delete = Instant::now();
-    lab::kubectl(&[
-        "-n",
-        workload::NAMESPACE,
-        "delete",
-        "services",
-        "--all",
-        "--wait=false",
-    ])?;
-    let changes = wait_table(monitor, "every burst prefix withdrawn", |t| {
-        prefixes.iter().all(|p| !t.contains_key(p))
-    })?;
-    let withdrawn = changes.last().map_or(start_delete, |c| c.at);
-    let withdrawn_ms = withdrawn
-        .saturating_duration_since(start_delete)
-        .as_secs_f64()
-        * 1000.0;
-    println!("   withdraw: every prefix gone {withdrawn_ms:.0} ms after the delete");
+    let burst = burst::run(
+        speakers,
+        &creator,
+        &workload::burst(args.services),
+        &node_hops(),
+        args.concurrency,
+        monitor,
+    )?;
     workload::clean()?;
 
     // One by one.
@@ -235,20 +221,27 @@ fn measure(speakers: Speakers, args: &Args, monitor: &mut Monitor) -> Result<Fig
     let mut addressed_ms = Vec::new();
     let mut updated_ms = Vec::new();
     let mut router_ms = Vec::new();
+    let mut bird_ms = Vec::new();
     for single in &singles {
-        let times = create_to_route(&creator, single, monitor, &mut wire)?;
+        let times = create_to_route(&creator, single, monitor, bird.as_deref_mut(), &mut wire)?;
         addressed_ms.push(times.addressed);
         singles_ms.push(times.routed);
         if let Some(updated) = times.updated {
             updated_ms.push(updated);
             router_ms.push(times.routed - updated);
         }
+        bird_ms.extend(times.bird_routed);
     }
     drop(wire);
-    singles_ms.sort_by(f64::total_cmp);
-    addressed_ms.sort_by(f64::total_cmp);
-    updated_ms.sort_by(f64::total_cmp);
-    router_ms.sort_by(f64::total_cmp);
+    for values in [
+        &mut singles_ms,
+        &mut addressed_ms,
+        &mut updated_ms,
+        &mut router_ms,
+        &mut bird_ms,
+    ] {
+        values.sort_by(f64::total_cmp);
+    }
     println!(
         "   create-to-route: p50 {:.1} ms, p99 {:.1} ms over {} (create-to-address p50 {:.1} ms, p99 {:.1} ms; create to the first UPDATE at the router p50 {:.1} ms, p99 {:.1} ms over {})",
         percentile(&singles_ms, 50.0),
@@ -260,6 +253,14 @@ fn measure(speakers: Speakers, args: &Args, monitor: &mut Monitor) -> Result<Fig
         percentile(&updated_ms, 99.0),
         updated_ms.len(),
     );
+    if !bird_ms.is_empty() {
+        println!(
+            "   create-to-route at the first BIRD's kernel table: p50 {:.1} ms, p99 {:.1} ms over {}",
+            percentile(&bird_ms, 50.0),
+            percentile(&bird_ms, 99.0),
+            bird_ms.len()
+        );
+    }
     for single in &singles {
         lab::kubectl(&[
             "-n",
@@ -316,20 +317,41 @@ fn measure(speakers: Speakers, args: &Args, monitor: &mut Monitor) -> Result<Fig
     workload::clean()?;
     Ok(Figures {
         name,
-        created_ms: ms(created),
-        first_hop_ms: ms(first_hop),
-        all_hops_ms: ms(all_hops),
-        withdrawn_ms,
-        updates,
-        polled,
-        cpu_s,
-        rss_mib,
+        burst,
         singles_ms,
         addressed_ms,
         updated_ms,
         router_ms,
+        bird_ms,
         failover,
     })
+}
+
+/// Herald alone: `--v6-services` IPv6 Services at once, one address each, announced to the
+/// router and every extra peer over IPv6 sessions, until every prefix is in the router's FIB via
+/// every node. The IPv6 configuration is there only for this phase.
+fn v6_burst(args: &Args, peers: &[lab::peers::Peer], monitor: &mut Monitor) -> Result<Burst> {
+    println!("==> Herald, IPv6");
+    workload::clean()?;
+    workload::install_v6(peers)?;
+    let measured = (|| {
+        lab::peers::wait_established(peers, lab::peers::Family::V6, PATIENCE)?;
+        let creator = Creator::new()?;
+        burst::run(
+            Speakers::Herald,
+            &creator,
+            &workload::v6_services(args.v6_services),
+            &node_v6_hops(),
+            args.concurrency,
+            monitor,
+        )
+    })();
+    let cleaned = workload::clean();
+    let removed = workload::uninstall_v6(peers);
+    let measured = measured?;
+    cleaned?;
+    removed?;
+    Ok(measured)
 }
 
 /// One Service's times from its create request (ms).
@@ -340,6 +362,8 @@ struct Single {
     updated: Option<f64>,
     /// Its route's first appearance in the router's FIB.
     routed: f64,
+    /// Its route's first appearance in the first BIRD's kernel table, when there is one.
+    bird_routed: Option<f64>,
 }
 
 /// The router's port on the lab bridge (where the nodes' UPDATEs arrive).
@@ -350,20 +374,32 @@ fn create_to_route(
     creator: &Creator,
     single: &Workload,
     monitor: &mut Monitor,
+    mut bird: Option<&mut Monitor>,
     wire: &mut Wire,
 ) -> Result<Single> {
     let ip = single.ip.to_string();
     monitor.drain();
+    if let Some(bird) = bird.as_deref_mut() {
+        bird.drain();
+    }
     wire.drain();
     let start = Instant::now();
     creator.services(std::slice::from_ref(single), 1)?;
     let changes = wait_table(monitor, &format!("a route to {ip}"), |t| {
         t.contains_key(&ip)
     })?;
-    let at = changes
-        .iter()
-        .find(|c| c.prefix == ip && !c.next_hops.is_empty())
-        .map_or(start, |c| c.at);
+    let at = first_route(&changes, &ip).unwrap_or(start);
+    // Each monitor stamps a line when it arrives, so waiting for one after the other loses
+    // nothing.
+    let bird_at = match bird {
+        Some(bird) => {
+            let changes = wait_table(bird, &format!("BIRD's route to {ip}"), |t| {
+                t.contains_key(&ip)
+            })?;
+            Some(first_route(&changes, &ip).unwrap_or(start))
+        }
+        None => None,
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     let addressed = loop {
         let seen = creator
@@ -390,7 +426,16 @@ fn create_to_route(
         addressed: ms(addressed),
         updated: wire.first.get(&prefix).map(|t| ms(*t)),
         routed: ms(at),
+        bird_routed: bird_at.map(ms),
     })
+}
+
+/// When `changes` first gave `prefix` a route.
+fn first_route(changes: &[Change], prefix: &str) -> Option<Instant> {
+    changes
+        .iter()
+        .find(|c| c.prefix == prefix && !c.next_hops.is_empty())
+        .map(|c| c.at)
 }
 
 /// Waits until FRR has every node's IPv4 session Established with `hold` agreed.
@@ -474,29 +519,6 @@ fn wait_table(
     Ok(changes)
 }
 
-/// The moment every prefix in `prefixes` first satisfied `ok` together, replaying `changes`.
-fn when_all(
-    changes: &[Change],
-    prefixes: &BTreeSet<String>,
-    ok: impl Fn(&BTreeSet<IpAddr>) -> bool,
-) -> Option<Instant> {
-    let mut good: BTreeSet<&str> = BTreeSet::new();
-    for change in changes {
-        if !prefixes.contains(&change.prefix) {
-            continue;
-        }
-        if ok(&change.next_hops) {
-            good.insert(&change.prefix);
-        } else {
-            good.remove(change.prefix.as_str());
-        }
-        if good.len() == prefixes.len() {
-            return Some(change.at);
-        }
-    }
-    None
-}
-
 /// One FRR show command's JSON.
 fn frr_json(command: &str) -> Result<serde_json::Value> {
     let out = Command::new("vtysh")
@@ -504,67 +526,4 @@ fn frr_json(command: &str) -> Result<serde_json::Value> {
         .output()
         .context("running vtysh")?;
     serde_json::from_slice(&out.stdout).with_context(|| format!("parsing {command}"))
-}
-
-/// UPDATE messages FRR received from all neighbors so far.
-fn updates_received() -> Result<u64> {
-    let json = frr_json("show bgp neighbors json")?;
-    Ok(json.as_object().map_or(0, |peers| {
-        peers
-            .values()
-            .filter_map(|p| p["messageStats"]["updatesRecv"].as_u64())
-            .sum()
-    }))
-}
-
-fn cpu_ticks(speakers: Speakers) -> u64 {
-    speaker_pids(speakers)
-        .into_iter()
-        .filter_map(|pid| cpu::process_ticks(u32::try_from(pid).ok()?))
-        .sum()
-}
-
-fn rss_mib(pid: i32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn change(ms: u64, prefix: &str, hops: &[&str], base: Instant) -> Change {
-        Change {
-            at: base + Duration::from_millis(ms),
-            prefix: prefix.into(),
-            next_hops: hops.iter().map(|h| h.parse().unwrap()).collect(),
-            polled: false,
-        }
-    }
-
-    #[test]
-    fn when_all_replays_changes_until_every_prefix_holds_together() {
-        let base = Instant::now();
-        let prefixes: BTreeSet<String> = ["198.51.100.1", "198.51.100.2"]
-            .iter()
-            .map(std::string::ToString::to_string)
-            .collect();
-        let changes = [
-            change(10, "198.51.100.1", &["203.0.113.11"], base),
-            change(20, "198.51.100.9", &["203.0.113.11"], base),
-            change(30, "198.51.100.1", &[], base),
-            change(40, "198.51.100.2", &["203.0.113.11"], base),
-            change(50, "198.51.100.1", &["203.0.113.12"], base),
-        ];
-        let any = when_all(&changes, &prefixes, |h| !h.is_empty());
-        assert_eq!(any, Some(base + Duration::from_millis(50)));
-        let two = when_all(&changes, &prefixes, |h| h.len() == 2);
-        assert_eq!(two, None);
-    }
 }

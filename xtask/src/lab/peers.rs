@@ -1,12 +1,16 @@
-//! Extra BGP peers for the BGP bench: namespace `hl-peers` on the nodes' bridge, one address per
-//! peer (203.0.113.3, .4, ...), and one BIRD process per address (strict bind: each listens on
-//! its own address; one BIRD refuses a second session with the same neighbor) with a passive
-//! eBGP session from each node, each address its own AS. BIRD only keeps what it learns:
-//! nothing is exported, nothing reaches a kernel table. `lab down` removes the namespace and
-//! stops the BIRDs with the rest of the lab.
+//! Extra BGP peers for the BGP bench: namespace `hl-peers` on the nodes' bridge, one IPv4 and one
+//! IPv6 address per peer (203.0.113.3 and 2001:db8:0:1::3, .4 and ::4, ...), and one BIRD
+//! process per peer (strict bind: each listens on its own addresses; one BIRD refuses a second
+//! session with the same neighbor) with a passive eBGP session from each node per family, each
+//! peer its own AS. The IPv6 sessions come up only while BGPPeers name the IPv6 addresses (the
+//! bench's IPv6 phase; MetalLB's native speaker never sees them). BIRD keeps what it learns and exports
+//! nothing back; the first peer alone also installs what it learns into its namespace's kernel
+//! table (a second router whose FIB the bench can watch: BIRD's kernel protocol holds nothing
+//! back, where FRR's bgpd and zebra each queue a route before it reaches the kernel). `lab down`
+//! removes the namespace and stops the BIRDs with the rest of the lab.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -19,24 +23,42 @@ use super::topo::{ip, uplink};
 /// The first extra peer's AS; the `i`-th is this + `i`.
 const FIRST_AS: u32 = 64520;
 
-/// One extra peer: its address and AS.
+/// One extra peer: its addresses and AS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer {
     pub address: Ipv4Addr,
+    pub v6: Ipv6Addr,
     pub asn: u32,
 }
 
-/// `count` extra peers (at most 8), from 203.0.113.3 up.
+/// Which of a peer's sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// `count` extra peers (at most 8), from 203.0.113.3 and 2001:db8:0:1::3 up.
 pub fn peers(count: usize) -> Vec<Peer> {
     (0..count.min(8))
         .map(|i| {
             let i = u8::try_from(i).unwrap_or(0);
             Peer {
                 address: Ipv4Addr::new(203, 0, 113, 3 + i),
+                v6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 3 + u16::from(i)),
                 asn: FIRST_AS + u32::from(i),
             }
         })
         .collect()
+}
+
+/// The BIRD protocol name of `node`'s session in `family`.
+fn protocol(node: &str, family: Family) -> String {
+    let name = node.replace('-', "_");
+    match family {
+        Family::V4 => name,
+        Family::V6 => format!("{name}_v6"),
+    }
 }
 
 impl Peer {
@@ -49,19 +71,34 @@ impl Peer {
         run_dir().join(format!("{}.ctl", self.process()))
     }
 
-    /// Its BIRD's configuration: a passive session from every node.
-    pub fn bird_config(&self) -> String {
+    /// Its BIRD's configuration: a passive session from every node; with `fib`, what it learns
+    /// goes into the namespace's main kernel table too.
+    pub fn bird_config(&self, fib: bool) -> String {
         let mut conf = String::new();
         let _ = writeln!(conf, "router id {};\nprotocol device {{}}", self.address);
-        for node in NODES {
+        if fib {
             let _ = writeln!(
                 conf,
-                "protocol bgp {} {{\n  local {} as {};\n  neighbor {} as {NODE_AS};\n  passive;\n  strict bind;\n  ipv4 {{ import all; export none; }};\n}}",
-                node.name.replace('-', "_"),
-                self.address,
-                self.asn,
-                node.v4,
+                "protocol kernel {{\n  ipv4 {{ import none; export all; }};\n}}"
             );
+        }
+        for node in NODES {
+            let sessions = [
+                (Family::V4, self.address.to_string(), node.v4.to_string()),
+                (Family::V6, self.v6.to_string(), node.v6.to_string()),
+            ];
+            for (family, local, neighbor) in sessions {
+                let channel = match family {
+                    Family::V4 => "ipv4",
+                    Family::V6 => "ipv6",
+                };
+                let _ = writeln!(
+                    conf,
+                    "protocol bgp {} {{\n  local {local} as {};\n  neighbor {neighbor} as {NODE_AS};\n  passive;\n  strict bind;\n  {channel} {{ import all; export none; }};\n}}",
+                    protocol(node.name, family),
+                    self.asn,
+                );
+            }
         }
         conf
     }
@@ -83,11 +120,22 @@ pub fn start(peers: &[Peer]) -> Result<()> {
             "dev",
             UPLINK,
         ])?;
+        // No duplicate address detection: BIRD binds the address as soon as it starts.
+        ip(&[
+            "-n",
+            PEERS_NS,
+            "addr",
+            "add",
+            &format!("{}/64", peer.v6),
+            "dev",
+            UPLINK,
+            "nodad",
+        ])?;
     }
     ip(&["-n", PEERS_NS, "link", "set", UPLINK, "up"])?;
-    for peer in peers {
+    for (i, peer) in peers.iter().enumerate() {
         let conf = run_dir().join(format!("{}.conf", peer.process()));
-        std::fs::write(&conf, peer.bird_config()).context("writing BIRD's configuration")?;
+        std::fs::write(&conf, peer.bird_config(i == 0)).context("writing BIRD's configuration")?;
         procs::spawn_recorded(
             &peer.process(),
             Some(PEERS_NS),
@@ -102,8 +150,9 @@ pub fn start(peers: &[Peer]) -> Result<()> {
     Ok(())
 }
 
-/// The BIRDs' sessions that are Established, out of all of them.
-pub fn established(peers: &[Peer]) -> Result<(usize, usize)> {
+/// The BIRDs' sessions of `family` that are Established, out of all of them.
+pub fn established(peers: &[Peer], family: Family) -> Result<(usize, usize)> {
+    let names: Vec<String> = NODES.iter().map(|n| protocol(n.name, family)).collect();
     let (mut up, mut all) = (0, 0);
     for peer in peers {
         let out = Command::new("birdc")
@@ -113,7 +162,15 @@ pub fn established(peers: &[Peer]) -> Result<(usize, usize)> {
             .output()
             .context("running birdc")?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let sessions: Vec<&str> = text.lines().filter(|l| l.contains(" BGP ")).collect();
+        let sessions: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" BGP "))
+            .filter(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|name| names.iter().any(|n| n == name))
+            })
+            .collect();
         up += sessions
             .iter()
             .filter(|l| l.contains("Established"))
@@ -123,17 +180,17 @@ pub fn established(peers: &[Peer]) -> Result<(usize, usize)> {
     Ok((up, all))
 }
 
-/// Waits until every node has a session with every peer.
-pub fn wait_established(peers: &[Peer], patience: Duration) -> Result<()> {
+/// Waits until every node has a session of `family` with every peer.
+pub fn wait_established(peers: &[Peer], family: Family, patience: Duration) -> Result<()> {
     let want = peers.len() * NODES.len();
     let deadline = Instant::now() + patience;
     loop {
-        let (up, all) = established(peers).unwrap_or((0, 0));
+        let (up, all) = established(peers, family).unwrap_or((0, 0));
         if up == want && all == want {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("only {up} of {want} BIRD sessions came up in {patience:?}");
+            bail!("only {up} of {want} BIRD {family:?} sessions came up in {patience:?}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -159,19 +216,29 @@ mod tests {
             vec![
                 Peer {
                     address: Ipv4Addr::new(203, 0, 113, 3),
+                    v6: "2001:db8:0:1::3".parse().unwrap(),
                     asn: 64520
                 },
                 Peer {
                     address: Ipv4Addr::new(203, 0, 113, 4),
+                    v6: "2001:db8:0:1::4".parse().unwrap(),
                     asn: 64521
                 },
             ]
         );
-        let conf = peers[1].bird_config();
+        let conf = peers[1].bird_config(false);
         assert!(conf.starts_with("router id 203.0.113.4;"), "{conf}");
-        assert_eq!(conf.matches("protocol bgp ").count(), 3, "{conf}");
-        assert!(conf.contains("protocol bgp node_a {\n  local 203.0.113.4 as 64521;\n  neighbor 203.0.113.11 as 64513;"), "{conf}");
-        assert_eq!(conf.matches("strict bind;").count(), 3);
-        assert_eq!(conf.matches("export none;").count(), 3);
+        assert!(!conf.contains("protocol kernel"), "{conf}");
+        assert_eq!(conf.matches("protocol bgp ").count(), 6, "{conf}");
+        assert!(conf.contains("protocol bgp node_a {\n  local 203.0.113.4 as 64521;\n  neighbor 203.0.113.11 as 64513;\n  passive;\n  strict bind;\n  ipv4 { import all; export none; };"), "{conf}");
+        assert!(conf.contains("protocol bgp node_c_v6 {\n  local 2001:db8:0:1::4 as 64521;\n  neighbor 2001:db8:0:1::13 as 64513;\n  passive;\n  strict bind;\n  ipv6 { import all; export none; };"), "{conf}");
+        assert_eq!(conf.matches("strict bind;").count(), 6);
+        assert_eq!(conf.matches("export none;").count(), 6);
+        let fib = peers[0].bird_config(true);
+        assert!(
+            fib.contains("protocol kernel {\n  ipv4 { import none; export all; };\n}"),
+            "{fib}"
+        );
+        assert_eq!(fib.matches("export none;").count(), 6, "{fib}");
     }
 }

@@ -1,18 +1,12 @@
 //! The bench's figures and the side-by-side table it prints.
 
 use super::Fault;
+use super::burst::Burst;
 
 /// One implementation's figures.
 pub struct Figures {
     pub name: &'static str,
-    pub created_ms: f64,
-    pub first_hop_ms: f64,
-    pub all_hops_ms: f64,
-    pub withdrawn_ms: f64,
-    pub updates: u64,
-    pub polled: usize,
-    pub cpu_s: f64,
-    pub rss_mib: Vec<f64>,
+    pub burst: Burst,
     pub singles_ms: Vec<f64>,
     /// Create to the address in the Service's status (the controller's share).
     pub addressed_ms: Vec<f64>,
@@ -20,6 +14,9 @@ pub struct Figures {
     pub updated_ms: Vec<f64>,
     /// That UPDATE to the route in the router's FIB (the router's share), per Service.
     pub router_ms: Vec<f64>,
+    /// Create to the route in the first BIRD peer's kernel table, per Service (none without
+    /// extra peers).
+    pub bird_ms: Vec<f64>,
     pub failover: Vec<(Fault, &'static str, Vec<f64>)>,
 }
 
@@ -41,7 +38,7 @@ fn p50_p99(values: &[f64]) -> String {
     )
 }
 
-pub fn print_report(figures: &[Figures]) {
+pub fn print_report(figures: &[Figures], v6: Option<&Burst>) {
     println!(
         "\n| figure | {} |",
         figures
@@ -56,31 +53,33 @@ pub fn print_report(figures: &[Figures]) {
         println!("| {label} | {} |", cells.join(" | "));
     };
     row("burst: Services created (ms)", &|f| {
-        format!("{:.0}", f.created_ms)
+        format!("{:.0}", f.burst.created_ms)
     });
     row("burst: every prefix in the FIB (ms)", &|f| {
-        format!("{:.0}", f.first_hop_ms)
+        format!("{:.0}", f.burst.first_hop_ms)
     });
     row("burst: every prefix via all 3 nodes (ms)", &|f| {
-        format!("{:.0}", f.all_hops_ms)
+        format!("{:.0}", f.burst.all_hops_ms)
     });
     row(
         "burst: from the last create to every prefix via all 3 nodes (ms)",
-        &|f| format!("{:.0}", f.all_hops_ms - f.created_ms),
+        &|f| format!("{:.0}", f.burst.all_hops_ms - f.burst.created_ms),
     );
     row("burst: UPDATEs received by the router", &|f| {
-        f.updates.to_string()
+        f.burst.updates.to_string()
     });
     row("burst: speakers' CPU (s, 3 nodes)", &|f| {
-        format!("{:.2}", f.cpu_s)
+        format!("{:.2}", f.burst.cpu_s)
     });
     row("burst: speaker RSS (MiB, each)", &|f| {
-        format!("{:.1?}", f.rss_mib)
+        format!("{:.1?}", f.burst.rss_mib)
     });
     row("burst: changes seen only by polling", &|f| {
-        f.polled.to_string()
+        f.burst.polled.to_string()
     });
-    row("withdraw all (ms)", &|f| format!("{:.0}", f.withdrawn_ms));
+    row("withdraw all (ms)", &|f| {
+        format!("{:.0}", f.burst.withdrawn_ms)
+    });
     row("create-to-route p50 (ms)", &|f| {
         format!("{:.1}", percentile(&f.singles_ms, 50.0))
     });
@@ -98,6 +97,12 @@ pub fn print_report(figures: &[Figures]) {
         "that UPDATE to the route in the FIB p50 / p99 (ms, the router)",
         &|f| p50_p99(&f.router_ms),
     );
+    if figures.iter().any(|f| !f.bird_ms.is_empty()) {
+        row(
+            "create-to-route at the first BIRD's kernel table p50 / p99 (ms)",
+            &|f| p50_p99(&f.bird_ms),
+        );
+    }
     if let Some(first) = figures.first() {
         for (i, (fault, label, _)) in first.failover.iter().enumerate() {
             row(
@@ -118,15 +123,29 @@ pub fn print_report(figures: &[Figures]) {
         let ratio = |a: f64, b: f64| if a > 0.0 { b / a } else { 0.0 };
         println!(
             "\nHerald sooner than MetalLB: burst (all prefixes via all nodes) {:.1}× from the first create, {:.1}× from the last; create-to-route p99 {:.1}×",
-            ratio(herald.all_hops_ms, metallb.all_hops_ms),
+            ratio(herald.burst.all_hops_ms, metallb.burst.all_hops_ms),
             ratio(
-                herald.all_hops_ms - herald.created_ms,
-                metallb.all_hops_ms - metallb.created_ms
+                herald.burst.all_hops_ms - herald.burst.created_ms,
+                metallb.burst.all_hops_ms - metallb.burst.created_ms
             ),
             ratio(
                 percentile(&herald.singles_ms, 99.0),
                 percentile(&metallb.singles_ms, 99.0)
             )
+        );
+    }
+    if let Some(v6) = v6 {
+        println!(
+            "\nHerald alone, IPv6 ({} prefixes, one Service each, to every peer over IPv6): created in {:.0} ms; every prefix in the FIB after {:.0} ms, via all 3 nodes after {:.0} ms ({:.0} ms after the last create); {} UPDATEs received by the router; speakers' CPU {:.2} s; RSS {:.1?} MiB; withdraw all {:.0} ms",
+            v6.prefixes,
+            v6.created_ms,
+            v6.first_hop_ms,
+            v6.all_hops_ms,
+            v6.all_hops_ms - v6.created_ms,
+            v6.updates,
+            v6.cpu_s,
+            v6.rss_mib,
+            v6.withdrawn_ms
         );
     }
 }

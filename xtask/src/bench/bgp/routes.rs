@@ -159,19 +159,24 @@ impl Monitor {
         }
     }
 
-    /// Reads the whole table and returns how it differs from what notifications said.
+    /// Reads the whole table, both families, and returns how it differs from what
+    /// notifications said. A family that cannot be read leaves the table as it was.
     fn read_table(&mut self) -> Vec<Change> {
-        let Ok(out) = Command::new("ip")
-            .args(["-n", &self.netns, "-o", "route", "show"])
-            .output()
-        else {
-            return Vec::new();
-        };
+        let mut text = String::new();
+        for family in ["-4", "-6"] {
+            let Ok(out) = Command::new("ip")
+                .args(["-n", &self.netns, family, "-o", "route", "show"])
+                .output()
+            else {
+                return Vec::new();
+            };
+            if !out.status.success() {
+                return Vec::new();
+            }
+            text.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
         let at = Instant::now();
-        let now: BTreeMap<String, BTreeSet<IpAddr>> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(parse)
-            .collect();
+        let now: BTreeMap<String, BTreeSet<IpAddr>> = text.lines().filter_map(parse).collect();
         let mut changes = Vec::new();
         for (prefix, hops) in &now {
             if self.table.get(prefix) != Some(hops) {

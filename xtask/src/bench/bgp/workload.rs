@@ -5,10 +5,11 @@
 //! Each Service asks for its address with `metallb.io/loadBalancerIPs`, so both
 //! implementations announce the same prefixes; up to [`PER_IP`] Services share one address
 //! (`metallb.io/allow-shared-ip`, one port each): 1,000 Services fit 250 addresses of
-//! 198.51.100.0/24.
+//! 198.51.100.0/24. Herald's IPv6 phase adds a pool of its own in 2001:db8:0:2::/64 with one
+//! address per Service, and BGPPeers for the extra peers' IPv6 addresses, only while it runs.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -25,6 +26,9 @@ use crate::lab::peers::Peer;
 
 pub const NAMESPACE: &str = "bench-bgp";
 const POOL: &str = "bench-bgp";
+const POOL_V6: &str = "bench-bgp-v6";
+/// Addresses of the IPv6 phase: [`v6_address`] `0..` this many.
+pub const V6_ADDRESSES: usize = 1024;
 /// Services per address in the burst.
 pub const PER_IP: usize = 4;
 /// The address the failover probe Service uses (outside the burst's).
@@ -35,10 +39,25 @@ pub fn address(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, u8::try_from(i + 1).unwrap_or(u8::MAX))
 }
 
+/// The `i`-th address of the IPv6 phase (`i` from 0, below [`V6_ADDRESSES`]):
+/// 2001:db8:0:2::1:0 up.
+pub fn v6_address(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0,
+        2,
+        0,
+        0,
+        1,
+        u16::try_from(i).unwrap_or(u16::MAX),
+    )
+}
+
 /// One Service and its EndpointSlice.
 pub struct Workload {
     pub name: String,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub port: u16,
     /// Its sharing key when it shares its address.
     pub shared: bool,
@@ -58,7 +77,7 @@ impl Workload {
             "metadata": {"name": self.name, "namespace": NAMESPACE, "annotations": annotations},
             "spec": {
                 "type": "LoadBalancer",
-                "ipFamilies": ["IPv4"],
+                "ipFamilies": [self.family()],
                 "ipFamilyPolicy": "SingleStack",
                 "allocateLoadBalancerNodePorts": false,
                 "ports": [{"port": self.port, "protocol": "TCP"}],
@@ -66,7 +85,17 @@ impl Workload {
         }))?)
     }
 
+    fn family(&self) -> &'static str {
+        if self.ip.is_ipv6() { "IPv6" } else { "IPv4" }
+    }
+
     fn slice(&self) -> Result<EndpointSlice> {
+        // Never reached: the bench only needs the endpoint to be ready on node-a.
+        let endpoint = if self.ip.is_ipv6() {
+            "2001:db8:0:244::5"
+        } else {
+            "10.244.0.5"
+        };
         Ok(serde_json::from_value(serde_json::json!({
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
@@ -75,9 +104,9 @@ impl Workload {
                 "namespace": NAMESPACE,
                 "labels": {"kubernetes.io/service-name": self.name},
             },
-            "addressType": "IPv4",
+            "addressType": self.family(),
             "endpoints": [{
-                "addresses": ["10.244.0.5"],
+                "addresses": [endpoint],
                 "nodeName": lab::NODES[0].name,
                 "conditions": {"ready": true},
             }],
@@ -91,7 +120,7 @@ pub fn burst(count: usize) -> Vec<Workload> {
     (0..count)
         .map(|i| Workload {
             name: format!("b-{i:04}"),
-            ip: address(i / PER_IP),
+            ip: address(i / PER_IP).into(),
             port: 80 + u16::try_from(i % PER_IP).unwrap_or(0),
             shared: true,
         })
@@ -103,7 +132,19 @@ pub fn singles(count: usize) -> Vec<Workload> {
     (0..count)
         .map(|i| Workload {
             name: format!("s-{i:04}"),
-            ip: address(i),
+            ip: address(i).into(),
+            port: 80,
+            shared: false,
+        })
+        .collect()
+}
+
+/// `count` IPv6 Services, one address each (at most [`V6_ADDRESSES`]).
+pub fn v6_services(count: usize) -> Vec<Workload> {
+    (0..count.min(V6_ADDRESSES))
+        .map(|i| Workload {
+            name: format!("v6-{i:04}"),
+            ip: v6_address(i).into(),
             port: 80,
             shared: false,
         })
@@ -113,7 +154,7 @@ pub fn singles(count: usize) -> Vec<Workload> {
 pub fn probe() -> Workload {
     Workload {
         name: "probe".into(),
-        ip: PROBE_IP,
+        ip: PROBE_IP.into(),
         port: 80,
         shared: false,
     }
@@ -133,17 +174,19 @@ fn peer_name(peer: &Peer) -> String {
     format!("bench-peer-{}", peer.address.octets()[3])
 }
 
+/// One BGPPeer document: every node's session to `address`.
+fn bgp_peer(name: &str, asn: u32, address: IpAddr) -> String {
+    format!(
+        "---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata:\n  name: {name}\n  namespace: metallb-system\nspec:\n  myASN: {}\n  peerASN: {asn}\n  peerAddress: \"{address}\"\n",
+        lab::NODE_AS,
+    )
+}
+
 /// BGPPeers for the extra peers.
 pub fn add_peers(peers: &[Peer]) -> Result<()> {
     let mut yaml = String::new();
     for peer in peers {
-        yaml.push_str(&format!(
-            "---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata:\n  name: {}\n  namespace: metallb-system\nspec:\n  myASN: {}\n  peerASN: {}\n  peerAddress: {}\n",
-            peer_name(peer),
-            lab::NODE_AS,
-            peer.asn,
-            peer.address
-        ));
+        yaml.push_str(&bgp_peer(&peer_name(peer), peer.asn, peer.address.into()));
     }
     if yaml.is_empty() {
         return Ok(());
@@ -151,12 +194,46 @@ pub fn add_peers(peers: &[Peer]) -> Result<()> {
     apply(&yaml)
 }
 
-/// Removes the extra peers' BGPPeers.
+/// Removes the extra peers' BGPPeers (both families').
 pub fn remove_peers(peers: &[Peer]) -> Result<()> {
     for peer in peers {
         delete_config("bgppeer", &peer_name(peer))?;
+        delete_config("bgppeer", &format!("{}-v6", peer_name(peer)))?;
     }
     Ok(())
+}
+
+/// The IPv6 phase's configuration: `yaml` for its pool, its advertisement and BGPPeers for the
+/// extra peers' IPv6 addresses.
+fn v6_config(peers: &[Peer]) -> String {
+    let last = v6_address(V6_ADDRESSES - 1);
+    let mut yaml = format!(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: {POOL_V6}\n  namespace: metallb-system\nspec:\n  addresses: [{}-{last}]\n  autoAssign: false\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata:\n  name: {POOL_V6}\n  namespace: metallb-system\nspec:\n  ipAddressPools: [{POOL_V6}]\n",
+        v6_address(0)
+    );
+    for peer in peers {
+        yaml.push_str(&bgp_peer(
+            &format!("{}-v6", peer_name(peer)),
+            peer.asn,
+            peer.v6.into(),
+        ));
+    }
+    yaml
+}
+
+/// Applies the IPv6 phase's configuration (Herald only: MetalLB's native speaker refuses any
+/// advertised pool with IPv6).
+pub fn install_v6(peers: &[Peer]) -> Result<()> {
+    apply(&v6_config(peers))
+}
+
+/// Removes the IPv6 phase's configuration.
+pub fn uninstall_v6(peers: &[Peer]) -> Result<()> {
+    for peer in peers {
+        delete_config("bgppeer", &format!("{}-v6", peer_name(peer)))?;
+    }
+    delete_config("bgpadvertisement", POOL_V6)?;
+    delete_config("ipaddresspool", POOL_V6)
 }
 
 /// Removes the bench's objects and puts the lab's BGP configuration back.
@@ -164,6 +241,8 @@ pub fn uninstall() -> Result<()> {
     clean()?;
     delete_config("bgpadvertisement", POOL)?;
     delete_config("ipaddresspool", POOL)?;
+    delete_config("bgpadvertisement", POOL_V6)?;
+    delete_config("ipaddresspool", POOL_V6)?;
     set_hold_time(None)?;
     apply(lab::BGP_YAML)
 }
@@ -316,12 +395,12 @@ mod tests {
     #[test]
     fn a_burst_shares_each_address_between_distinct_ports() {
         let burst = burst(1000);
-        let addresses: std::collections::BTreeSet<Ipv4Addr> = burst.iter().map(|w| w.ip).collect();
+        let addresses: std::collections::BTreeSet<IpAddr> = burst.iter().map(|w| w.ip).collect();
         assert_eq!(addresses.len(), 250);
-        assert!(!addresses.contains(&PROBE_IP));
+        assert!(!addresses.contains(&IpAddr::V4(PROBE_IP)));
         assert_eq!(
             (burst[0].ip, burst[3].ip, burst[4].ip),
-            (address(0), address(0), address(1))
+            (address(0).into(), address(0).into(), address(1).into())
         );
         let ports: Vec<u16> = burst[..4].iter().map(|w| w.port).collect();
         assert_eq!(ports, [80, 81, 82, 83]);
@@ -335,5 +414,40 @@ mod tests {
             slice.metadata.labels.expect("labels")["kubernetes.io/service-name"],
             "b-0005"
         );
+    }
+
+    #[test]
+    fn the_v6_phase_gives_each_service_its_own_address_in_its_own_pool() {
+        let services = v6_services(V6_ADDRESSES + 5);
+        assert_eq!(services.len(), V6_ADDRESSES);
+        let addresses: std::collections::BTreeSet<IpAddr> = services.iter().map(|w| w.ip).collect();
+        assert_eq!(addresses.len(), V6_ADDRESSES);
+        assert_eq!(
+            services[0].ip,
+            "2001:db8:0:2::1:0".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            services[1023].ip,
+            "2001:db8:0:2::1:3ff".parse::<IpAddr>().unwrap()
+        );
+        let svc = services[7].service().expect("service");
+        let spec = svc.spec.expect("spec");
+        assert_eq!(spec.ip_families, Some(vec!["IPv6".to_string()]));
+        let annotations = svc.metadata.annotations.expect("annotations");
+        assert_eq!(
+            annotations["metallb.io/loadBalancerIPs"],
+            "2001:db8:0:2::1:7"
+        );
+        assert!(!annotations.contains_key("metallb.io/allow-shared-ip"));
+        assert_eq!(services[7].slice().expect("slice").address_type, "IPv6");
+        let peers = lab::peers::peers(2);
+        let yaml = v6_config(&peers);
+        assert!(
+            yaml.contains("addresses: [2001:db8:0:2::1:0-2001:db8:0:2::1:3ff]"),
+            "{yaml}"
+        );
+        assert!(yaml.contains("name: bench-peer-4-v6\n"), "{yaml}");
+        assert!(yaml.contains("peerAddress: \"2001:db8:0:1::4\""), "{yaml}");
+        assert_eq!(yaml.matches("kind: BGPPeer").count(), 2);
     }
 }
