@@ -27,7 +27,7 @@ mod routes;
 mod wire;
 mod workload;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -35,9 +35,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::lab::{self, LabMode, NODES, Speakers};
-use burst::Burst;
-use report::{Figures, percentile, print_report};
-use routes::{Change, Monitor};
+use report::{Burst, Figures, percentile, print_report};
+use routes::{Change, Monitor, PATIENCE, frr_json, wait_table};
 use wire::Wire;
 use workload::{Creator, Workload};
 
@@ -72,9 +71,6 @@ pub struct Args {
     #[arg(long)]
     pub keep_lab: bool,
 }
-
-/// How long any one wait may take before the bench gives up.
-const PATIENCE: Duration = Duration::from_mins(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -518,26 +514,4 @@ fn switch_port(port: &str, state: &str) -> Result<()> {
         bail!("ip -n {} link set {port} {state}: {status}", lab::SWITCH_NS);
     }
     Ok(())
-}
-
-fn wait_table(
-    monitor: &mut Monitor,
-    what: &str,
-    done: impl FnMut(&BTreeMap<String, BTreeSet<IpAddr>>) -> bool,
-) -> Result<Vec<Change>> {
-    let mut done = done;
-    let changes = monitor.until(Instant::now() + PATIENCE, &mut done);
-    if !done(&monitor.table) {
-        bail!("waited {PATIENCE:?} for {what}");
-    }
-    Ok(changes)
-}
-
-/// One FRR show command's JSON.
-fn frr_json(command: &str) -> Result<serde_json::Value> {
-    let out = Command::new("vtysh")
-        .args(["-N", lab::router::FRR_PATHSPACE, "-c", command])
-        .output()
-        .context("running vtysh")?;
-    serde_json::from_slice(&out.stdout).with_context(|| format!("parsing {command}"))
 }

@@ -8,33 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::routes::{Change, Monitor};
+use super::report::Burst;
+use super::routes::{Change, Monitor, frr_json, wait_table};
 use super::workload::{self, Creator, Workload};
-use super::{frr_json, wait_table};
 use crate::bench::dataplane::cpu;
 use crate::lab::{self, NODES, Speakers};
-
-/// One burst's figures.
-pub struct Burst {
-    /// Distinct prefixes announced.
-    pub prefixes: usize,
-    /// From the first create request to the last create's return (ms).
-    pub created_ms: f64,
-    /// From the first create to every prefix in the router's FIB (ms).
-    pub first_hop_ms: f64,
-    /// From the first create to every prefix via every node (ms).
-    pub all_hops_ms: f64,
-    /// From the delete to every prefix withdrawn (ms).
-    pub withdrawn_ms: f64,
-    /// UPDATE messages the router received over the burst.
-    pub updates: u64,
-    /// Changes seen only by reading the table, not from a notification.
-    pub polled: usize,
-    /// The speakers' CPU time over the burst, together (s).
-    pub cpu_s: f64,
-    /// Each speaker's VmRSS after the burst (MiB).
-    pub rss_mib: Vec<f64>,
-}
 
 /// Creates `workloads` (their EndpointSlices first, untimed), waits until each address is
 /// routed via exactly `hops`, then deletes every Service of the bench's namespace in one request

@@ -26,7 +26,8 @@ use anyhow::{Result, bail};
 
 use super::report::percentile;
 use super::routes::Monitor;
-use super::{Fault, PATIENCE, bgp_lab, failover_trial, frr_json, node_hops, switch_to, wait_table};
+use super::routes::{PATIENCE, frr_json, wait_table};
+use super::{Fault, bgp_lab, failover_trial, node_hops, switch_to};
 use super::{wait_sessions, workload};
 use crate::lab::{self, NODES, Speakers};
 

@@ -1,7 +1,28 @@
 //! The bench's figures and the side-by-side table it prints.
 
 use super::Fault;
-use super::burst::Burst;
+
+/// One burst's figures.
+pub struct Burst {
+    /// Distinct prefixes announced.
+    pub prefixes: usize,
+    /// From the first create request to the last create's return (ms).
+    pub created_ms: f64,
+    /// From the first create to every prefix in the router's FIB (ms).
+    pub first_hop_ms: f64,
+    /// From the first create to every prefix via every node (ms).
+    pub all_hops_ms: f64,
+    /// From the delete to every prefix withdrawn (ms).
+    pub withdrawn_ms: f64,
+    /// UPDATE messages the router received over the burst.
+    pub updates: u64,
+    /// Changes seen only by reading the table, not from a notification.
+    pub polled: usize,
+    /// The speakers' CPU time over the burst, together (s).
+    pub cpu_s: f64,
+    /// Each speaker's VmRSS after the burst (MiB).
+    pub rss_mib: Vec<f64>,
+}
 
 /// One implementation's figures.
 pub struct Figures {

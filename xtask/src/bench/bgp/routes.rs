@@ -1,7 +1,7 @@
 //! The router's forwarding table as it changes: `ip -o monitor route` in the router's network
 //! namespace, every line stamped when it arrives. The kernel announces each route FRR's zebra
 //! installs, replaces (a next hop more or fewer) or deletes, so the bench sees a prefix reach the
-//! router's FIB, not just its BGP table.
+//! router's FIB, not just its BGP table. Also what FRR itself says, as JSON from `vtysh`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader};
@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+
+use crate::lab;
 
 /// One route as a notification shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -210,6 +212,31 @@ impl Drop for Monitor {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// How long any one wait may take before the bench gives up.
+pub const PATIENCE: Duration = Duration::from_mins(5);
+
+pub fn wait_table(
+    monitor: &mut Monitor,
+    what: &str,
+    done: impl FnMut(&BTreeMap<String, BTreeSet<IpAddr>>) -> bool,
+) -> Result<Vec<Change>> {
+    let mut done = done;
+    let changes = monitor.until(Instant::now() + PATIENCE, &mut done);
+    if !done(&monitor.table) {
+        bail!("waited {PATIENCE:?} for {what}");
+    }
+    Ok(changes)
+}
+
+/// One FRR show command's JSON.
+pub fn frr_json(command: &str) -> Result<serde_json::Value> {
+    let out = Command::new("vtysh")
+        .args(["-N", lab::router::FRR_PATHSPACE, "-c", command])
+        .output()
+        .context("running vtysh")?;
+    serde_json::from_slice(&out.stdout).with_context(|| format!("parsing {command}"))
 }
 
 #[cfg(test)]
