@@ -18,7 +18,10 @@
 //!   (the router's own port stays up), until the router drops node-a's next hop of the probe
 //!   address, with the default hold time (90 s) and with `holdTime: 3s`. A speaker frozen longer
 //!   than its liveness probe allows (3 × 10 s) is killed and restarted by the kubelet, which
-//!   closes its sessions: with the default hold time the freeze figure is that probe's.
+//!   closes its sessions: with the default hold time the freeze figure is that probe's;
+//! - **IPv6, Herald alone** (MetalLB's native speaker refuses IPv6 pools): `--v6-services`
+//!   Services at once, one /128 each, to the router and every extra peer over IPv6 sessions,
+//!   with the burst's figures.
 
 mod burst;
 pub mod failover;
@@ -46,7 +49,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1000)]
     pub services: usize,
     /// Services created one at a time for create-to-route percentiles (at most 253; with 200,
-    /// p99 is the second slowest, not the slowest alone).
+    /// p99 is the third slowest, not the slowest alone).
     #[arg(long, default_value_t = 200)]
     pub singles: usize,
     /// Failover trials per fault with `holdTime: 3s`.
@@ -213,6 +216,13 @@ fn measure(
     creator.services(std::slice::from_ref(&probe), 1)?;
     let singles = workload::singles(args.singles);
     creator.slices(&singles, args.concurrency)?;
+    // The burst's withdrawals reach BIRD as they reached FRR; its table is waited on too, so
+    // no single meets its address still routed there.
+    if let Some(bird) = bird.as_deref_mut() {
+        wait_table(bird, "the burst withdrawn from BIRD's kernel table", |t| {
+            singles.iter().all(|s| !t.contains_key(&s.ip.to_string()))
+        })?;
+    }
     let mut wire = Wire::start(lab::ROUTER_NS, ROUTER_IF)?;
     let mut singles_ms = Vec::new();
     let mut addressed_ms = Vec::new();
@@ -345,6 +355,8 @@ fn v6_burst(args: &Args, peers: &[lab::peers::Peer], monitor: &mut Monitor) -> R
     workload::clean()?;
     workload::install_v6(peers)?;
     let measured = (|| {
+        // The hold time was just set back, which restarted the router's sessions.
+        wait_sessions_at(Duration::from_secs(90), |n| IpAddr::V6(n.v6))?;
         lab::peers::wait_established(peers, lab::peers::Family::V6, PATIENCE)?;
         let creator = Creator::new()?;
         burst::run(
@@ -389,8 +401,14 @@ fn create_to_route(
 ) -> Result<Single> {
     let ip = single.ip.to_string();
     monitor.drain();
+    if monitor.table.contains_key(&ip) {
+        bail!("{ip} is in the router's FIB before its Service exists");
+    }
     if let Some(bird) = bird.as_deref_mut() {
         bird.drain();
+        if bird.table.contains_key(&ip) {
+            bail!("{ip} is in BIRD's kernel table before its Service exists");
+        }
     }
     wire.drain();
     let start = Instant::now();
@@ -398,7 +416,7 @@ fn create_to_route(
     let changes = wait_table(monitor, &format!("a route to {ip}"), |t| {
         t.contains_key(&ip)
     })?;
-    let at = first_route(&changes, &ip).unwrap_or(start);
+    let at = first_route(&changes, &ip).context("the router's route was never announced")?;
     // Each monitor stamps a line when it arrives, so waiting for one after the other loses
     // nothing.
     let bird_at = match bird {
@@ -406,7 +424,7 @@ fn create_to_route(
             let changes = wait_table(bird, &format!("BIRD's route to {ip}"), |t| {
                 t.contains_key(&ip)
             })?;
-            Some(first_route(&changes, &ip).unwrap_or(start))
+            Some(first_route(&changes, &ip).context("BIRD's route was never announced")?)
         }
         None => None,
     };
@@ -450,12 +468,18 @@ fn first_route(changes: &[Change], prefix: &str) -> Option<Instant> {
 
 /// Waits until FRR has every node's IPv4 session Established with `hold` agreed.
 fn wait_sessions(hold: Duration) -> Result<()> {
+    wait_sessions_at(hold, |n| IpAddr::V4(n.v4))
+}
+
+/// Waits until FRR has every node's session to `address(node)` Established with `hold`
+/// agreed.
+fn wait_sessions_at(hold: Duration, address: impl Fn(&lab::NodeSpec) -> IpAddr) -> Result<()> {
     let want = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
     let deadline = Instant::now() + PATIENCE;
     loop {
         let json = frr_json("show bgp neighbors json")?;
         let ready = NODES.iter().all(|n| {
-            let peer = &json[n.v4.to_string()];
+            let peer = &json[address(n).to_string()];
             peer["bgpState"] == "Established"
                 && peer["bgpTimerHoldTimeMsecs"].as_u64() == Some(want)
         });

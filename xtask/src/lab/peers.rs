@@ -52,6 +52,16 @@ pub fn peers(count: usize) -> Vec<Peer> {
         .collect()
 }
 
+impl Family {
+    /// BIRD's channel name.
+    fn channel(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+}
+
 /// The BIRD protocol name of `node`'s session in `family`.
 fn protocol(node: &str, family: Family) -> String {
     let name = node.replace('-', "_");
@@ -88,10 +98,7 @@ impl Peer {
                 (Family::V6, self.v6.to_string(), node.v6.to_string()),
             ];
             for (family, local, neighbor) in sessions {
-                let channel = match family {
-                    Family::V4 => "ipv4",
-                    Family::V6 => "ipv6",
-                };
+                let channel = family.channel();
                 let _ = writeln!(
                     conf,
                     "protocol bgp {} {{\n  local {local} as {};\n  neighbor {neighbor} as {NODE_AS};\n  passive;\n  strict bind;\n  {channel} {{ import all; export none; }};\n}}",

@@ -174,6 +174,11 @@ fn peer_name(peer: &Peer) -> String {
     format!("bench-peer-{}", peer.address.octets()[3])
 }
 
+/// The BGPPeer of an extra peer's IPv6 address.
+fn peer_v6_name(peer: &Peer) -> String {
+    format!("{}-v6", peer_name(peer))
+}
+
 /// One BGPPeer document: every node's session to `address`.
 fn bgp_peer(name: &str, asn: u32, address: IpAddr) -> String {
     format!(
@@ -198,7 +203,7 @@ pub fn add_peers(peers: &[Peer]) -> Result<()> {
 pub fn remove_peers(peers: &[Peer]) -> Result<()> {
     for peer in peers {
         delete_config("bgppeer", &peer_name(peer))?;
-        delete_config("bgppeer", &format!("{}-v6", peer_name(peer)))?;
+        delete_config("bgppeer", &peer_v6_name(peer))?;
     }
     Ok(())
 }
@@ -212,11 +217,7 @@ fn v6_config(peers: &[Peer]) -> String {
         v6_address(0)
     );
     for peer in peers {
-        yaml.push_str(&bgp_peer(
-            &format!("{}-v6", peer_name(peer)),
-            peer.asn,
-            peer.v6.into(),
-        ));
+        yaml.push_str(&bgp_peer(&peer_v6_name(peer), peer.asn, peer.v6.into()));
     }
     yaml
 }
@@ -230,7 +231,7 @@ pub fn install_v6(peers: &[Peer]) -> Result<()> {
 /// Removes the IPv6 phase's configuration.
 pub fn uninstall_v6(peers: &[Peer]) -> Result<()> {
     for peer in peers {
-        delete_config("bgppeer", &format!("{}-v6", peer_name(peer)))?;
+        delete_config("bgppeer", &peer_v6_name(peer))?;
     }
     delete_config("bgpadvertisement", POOL_V6)?;
     delete_config("ipaddresspool", POOL_V6)
