@@ -44,17 +44,8 @@ use crate::speaker::writer::write_loop;
 /// The Event reason of a speaker that stops because no interface can answer.
 const REASON_UNANSWERABLE: &str = "cannotAnswer";
 
-/// The shortest gap between the end of one pass and the start of the next.
+/// The shortest wait between a watch event and the pass it causes.
 const COALESCE: Duration = Duration::from_millis(5);
-
-/// How long a watch event waits before the pass it causes, the last pass having ended
-/// `since_end` ago after taking `took`: passes are at least [`COALESCE`], and at least as long
-/// as the last one took, apart — so that under a stream of events passes take at most half the
-/// time and each one takes in what arrived meanwhile — but an event after a quiet spell is
-/// taken at once.
-fn coalesce_wait(since_end: Duration, took: Duration) -> Duration {
-    COALESCE.max(took).saturating_sub(since_end)
-}
 
 /// How long after a change to its status objects the speaker brings them back in line.
 const STATUS_RESYNC_AFTER: Duration = Duration::from_secs(1);
@@ -212,7 +203,6 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     let mut status_resync: Option<Instant> = None;
     let mut dirty = true;
     let mut last_pass = Duration::ZERO;
-    let mut last_end = Instant::now();
     let mut unanswerable = None;
     loop {
         if dirty {
@@ -252,7 +242,6 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
             }
             ready.store(true, Ordering::Relaxed);
             last_pass = began.elapsed();
-            last_end = Instant::now();
             let layer2 = !view.l2_advertisements.is_empty();
             if let Some(reason) = cannot_answer(&announcer, &options.node, layer2) {
                 unanswerable = Some(reason);
@@ -263,8 +252,10 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
             () = &mut shutdown => break,
             () = changed.notified() => {
                 metrics.updates.inc();
-                // Coalesce a burst of watch events into one pass (see `coalesce_wait`).
-                tokio::time::sleep(coalesce_wait(last_end.elapsed(), last_pass)).await;
+                // Coalesce a burst of watch events into one pass: a few milliseconds, and at
+                // least as long as the last pass took, so that under a stream of events passes
+                // take at most half the time and each one takes in what arrived meanwhile.
+                tokio::time::sleep(COALESCE.max(last_pass)).await;
                 if let (Some(settings), Some(g)) = (&options.gossip, &gossip) {
                     match next_key(current_key.as_deref(), gossip_key(settings, &watches)) {
                         KeyChange::Same => {}
@@ -526,21 +517,6 @@ fn observe_gossip(metrics: &SpeakerMetrics, health: &Health) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn events_after_a_quiet_spell_are_taken_at_once_and_a_stream_is_coalesced() {
-        let ms = Duration::from_millis;
-        // Long after a short pass: no wait.
-        assert_eq!(coalesce_wait(ms(100), ms(2)), Duration::ZERO);
-        assert_eq!(coalesce_wait(ms(5), ms(1)), Duration::ZERO);
-        // Right after a short pass: the rest of the shortest gap.
-        assert_eq!(coalesce_wait(ms(0), ms(1)), COALESCE);
-        assert_eq!(coalesce_wait(ms(2), ms(1)), ms(3));
-        // After a long pass: a gap as long as it took, counted from its end.
-        assert_eq!(coalesce_wait(ms(0), ms(40)), ms(40));
-        assert_eq!(coalesce_wait(ms(30), ms(40)), ms(10));
-        assert_eq!(coalesce_wait(ms(41), ms(40)), Duration::ZERO);
-    }
 
     #[test]
     fn a_deleted_secret_never_switches_authentication_off() {
