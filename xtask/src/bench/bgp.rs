@@ -119,10 +119,10 @@ pub fn run(args: &Args) -> Result<()> {
     let outcome = (|| -> Result<()> {
         lab::peers::start(&peers)?;
         // The first BIRD's kernel table: a second FIB, of a router that adds no queue of its own.
-        let mut bird = match peers.first() {
-            Some(_) => Some(Monitor::start(lab::PEERS_NS)?),
-            None => None,
-        };
+        let mut bird = peers
+            .first()
+            .map(|_| Monitor::start(lab::PEERS_NS))
+            .transpose()?;
         workload::add_peers(&peers)?;
         for speakers in [Speakers::Herald, Speakers::Metallb] {
             switch_to(speakers)?;
@@ -224,27 +224,26 @@ fn measure(
         })?;
     }
     let mut wire = Wire::start(lab::ROUTER_NS, ROUTER_IF)?;
-    let mut singles_ms = Vec::new();
-    let mut addressed_ms = Vec::new();
-    let mut updated_ms = Vec::new();
-    let mut router_ms = Vec::new();
-    let mut bird_ms = Vec::new();
-    let mut slowest: Vec<(&str, Single)> = Vec::new();
+    let mut timed: Vec<(&str, Single)> = Vec::new();
     for single in &singles {
         let times = create_to_route(&creator, single, monitor, bird.as_deref_mut(), &mut wire)?;
-        addressed_ms.push(times.addressed);
-        singles_ms.push(times.routed);
-        if let Some(updated) = times.updated {
-            updated_ms.push(updated);
-            router_ms.push(times.routed - updated);
-        }
-        bird_ms.extend(times.bird_routed);
-        slowest.push((&single.name, times));
+        timed.push((&single.name, times));
     }
     drop(wire);
+    // Each figure's values, sorted for percentiles.
+    let sorted = |value: &dyn Fn(&Single) -> Option<f64>| {
+        let mut values: Vec<f64> = timed.iter().filter_map(|(_, t)| value(t)).collect();
+        values.sort_by(f64::total_cmp);
+        values
+    };
+    let singles_ms = sorted(&|t| Some(t.routed));
+    let addressed_ms = sorted(&|t| Some(t.addressed));
+    let updated_ms = sorted(&|t| t.updated);
+    let router_ms = sorted(&|t| t.updated.map(|u| t.routed - u));
+    let bird_ms = sorted(&|t| t.bird_routed);
     // The tail, split: where the slowest few spent their time.
-    slowest.sort_by(|a, b| b.1.routed.total_cmp(&a.1.routed));
-    for (name, t) in slowest.iter().take(3) {
+    timed.sort_by(|a, b| b.1.routed.total_cmp(&a.1.routed));
+    for (name, t) in timed.iter().take(3) {
         println!(
             "   slow: {name}: address {:.1} ms, first UPDATE at the router {}, FRR's FIB {:.1} ms, BIRD's {}",
             t.addressed,
@@ -252,15 +251,6 @@ fn measure(
             t.routed,
             t.bird_routed.map_or("-".into(), |b| format!("{b:.1} ms")),
         );
-    }
-    for values in [
-        &mut singles_ms,
-        &mut addressed_ms,
-        &mut updated_ms,
-        &mut router_ms,
-        &mut bird_ms,
-    ] {
-        values.sort_by(f64::total_cmp);
     }
     println!(
         "   create-to-route: p50 {:.1} ms, p99 {:.1} ms over {} (create-to-address p50 {:.1} ms, p99 {:.1} ms; create to the first UPDATE at the router p50 {:.1} ms, p99 {:.1} ms over {})",

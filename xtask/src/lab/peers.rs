@@ -3,11 +3,11 @@
 //! process per peer (strict bind: each listens on its own addresses; one BIRD refuses a second
 //! session with the same neighbor) with a passive eBGP session from each node per family, each
 //! peer its own AS. The IPv6 sessions come up only while BGPPeers name the IPv6 addresses (the
-//! bench's IPv6 phase; MetalLB's native speaker never sees them). BIRD keeps what it learns and exports
-//! nothing back; the first peer alone also installs what it learns into its namespace's kernel
-//! table (a second router whose FIB the bench can watch: BIRD's kernel protocol holds nothing
-//! back, where FRR's bgpd and zebra each queue a route before it reaches the kernel). `lab down`
-//! removes the namespace and stops the BIRDs with the rest of the lab.
+//! bench's IPv6 phase; MetalLB's native speaker never sees them). BIRD keeps what it learns and
+//! exports nothing back; the first peer alone also installs what it learns into its namespace's
+//! kernel table (a second router whose FIB the bench can watch: BIRD's kernel protocol holds
+//! nothing back, where FRR's bgpd and zebra each queue a route before it reaches the kernel).
+//! `lab down` removes the namespace and stops the BIRDs with the rest of the lab.
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -217,6 +217,8 @@ impl Drop for Monitor {
 /// How long any one wait may take before the bench gives up.
 pub const PATIENCE: Duration = Duration::from_mins(5);
 
+/// Waits until `done` holds for `monitor`'s table (at most [`PATIENCE`]); the changes seen on
+/// the way, in order.
 pub fn wait_table(
     monitor: &mut Monitor,
     what: &str,
