@@ -184,14 +184,12 @@ fn measure_all(lab: &Lab, engine: &mut Engine, args: &Args, step: Duration) -> V
     let mut runs = Vec::new();
     for &mode in &args.modes {
         println!("== {}", mode.label());
-        let run = measure_mode(
-            lab,
-            engine,
-            mode,
-            &args.rates,
+        let times = StepTimes {
             step,
-            Duration::from_millis(args.flood_ms),
-        );
+            tail: Duration::from_millis(args.tail_ms).max(step),
+            flood: Duration::from_millis(args.flood_ms),
+        };
+        let run = measure_mode(lab, engine, mode, &args.rates, &times);
         match run {
             Ok(r) => runs.push(r),
             Err(e) => {
@@ -283,13 +281,20 @@ fn start_responder(lab: &Lab, mode: Mode) -> Result<std::result::Result<Responde
     }))
 }
 
+/// How long each kind of step runs.
+struct StepTimes {
+    step: Duration,
+    /// The lowest paced rate: its p99 is the headline tail, so it runs longer for more probes.
+    tail: Duration,
+    flood: Duration,
+}
+
 fn measure_mode(
     lab: &Lab,
     engine: &mut Engine,
     mode: Mode,
     rates: &[u64],
-    step: Duration,
-    flood_time: Duration,
+    times: &StepTimes,
 ) -> Result<ModeRun> {
     let mut run = ModeRun {
         mode,
@@ -320,8 +325,13 @@ fn measure_mode(
             Duration::from_millis(300),
         )?;
         let mut results = Vec::new();
-        for rate in rates.iter().map(|&r| Some(r)).chain([None]) {
-            let r = engine.step(&t.load, &t.probes, rate, step)?;
+        for (i, rate) in rates.iter().map(|&r| Some(r)).chain([None]).enumerate() {
+            let time = if i == 0 && rate.is_some() {
+                times.tail
+            } else {
+                times.step
+            };
+            let r = engine.step(&t.load, &t.probes, rate, time)?;
             println!(
                 "   {} {:>6}: offered {:>6}/s replies {:>6}/s loss {:5.1}% p50 {} p99 {} responder CPU {:3.0}%",
                 proto.file(),
@@ -345,7 +355,7 @@ fn measure_mode(
             Proto::Ndp => run.ndp = results,
         }
     }
-    run.flood = Some(flood(lab, engine, mode, responder.pid(), flood_time)?);
+    run.flood = Some(flood(lab, engine, mode, responder.pid(), times.flood)?);
     engine.responder_pids.clear();
     drop(responder);
     Ok(run)

@@ -15,6 +15,10 @@ pub struct Args {
     /// Length of each step in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub step_ms: u64,
+    /// Length of the lowest-rate step in milliseconds (at least `--step-ms`): its p99 is the
+    /// headline tail, taken over one probe per millisecond, so a longer step gives it more.
+    #[arg(long, default_value_t = 10000)]
+    pub tail_ms: u64,
     /// Length of the bad-input flood per responder in milliseconds.
     #[arg(long, default_value_t = 3000)]
     pub flood_ms: u64,

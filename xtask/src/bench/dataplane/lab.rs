@@ -159,6 +159,14 @@ impl Lab {
         // the live-frames generator needs it, and threaded NAPI lets it be pinned.
         let node_if = self.node_if.clone();
         super::net::in_netns(&self.node_ns, move || super::live::set_gro(&node_if, true))?;
+        // Every frame the client sends then takes that ring, in every mode, as on a NIC: a veth
+        // hands a socket's frames to its peer's NAPI only if the sender has no TSO (which XDP on
+        // the node switches off by itself), and otherwise to the backlog, where in kernel mode
+        // the probes would pass beside the ring the flood fills.
+        let client_if = self.client_if.clone();
+        super::net::in_netns(&self.client_ns, move || {
+            super::live::set_tso(&client_if, false)
+        })?;
         self.write_sys(
             &self.node_ns,
             &format!("class/net/{}/threaded", self.node_if),

@@ -316,8 +316,20 @@ impl ReplyCounter {
 /// Switches GRO on or off for `ifname` in the calling thread's namespace (legacy SIOCETHTOOL
 /// ETHTOOL_SGRO, so no ethtool binary is needed). On a veth, GRO on gives it NAPI.
 pub fn set_gro(ifname: &str, on: bool) -> Result<()> {
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
     const ETHTOOL_SGRO: u32 = 0x2c;
+    set_feature(ifname, ETHTOOL_SGRO, "ETHTOOL_SGRO", on)
+}
+
+/// Switches TCP segmentation offload (every TSO flavour) on or off for `ifname` in the caller's
+/// namespace.
+pub fn set_tso(ifname: &str, on: bool) -> Result<()> {
+    const ETHTOOL_STSO: u32 = 0x1f;
+    set_feature(ifname, ETHTOOL_STSO, "ETHTOOL_STSO", on)
+}
+
+/// One legacy ethtool feature switch (`cmd`, named `name` in errors).
+fn set_feature(ifname: &str, cmd: u32, name: &str, on: bool) -> Result<()> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
@@ -333,7 +345,7 @@ pub fn set_gro(ifname: &str, on: bool) -> Result<()> {
         bail!("interface name {ifname} too long");
     }
     let mut value = EthtoolValue {
-        cmd: ETHTOOL_SGRO,
+        cmd,
         data: u32::from(on),
     };
     let mut req = IfReq {
@@ -351,7 +363,7 @@ pub fn set_gro(ifname: &str, on: bool) -> Result<()> {
     let sock = unsafe { OwnedFd::from_raw_fd(sock) };
     // SAFETY: req is a valid ifreq whose data points at a live ethtool_value.
     if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) } != 0 {
-        bail!("ETHTOOL_SGRO {ifname}: {}", io::Error::last_os_error());
+        bail!("{name} {ifname}: {}", io::Error::last_os_error());
     }
     Ok(())
 }

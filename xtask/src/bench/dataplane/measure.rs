@@ -51,9 +51,27 @@ impl Generator {
 
 /// Frames per live-frames call at most (about a millisecond of load at the top rates).
 const LIVE_CHUNK: u64 = 1024;
-/// Frames per live-frames call when unpaced: each call costs an RCU grace period in the kernel
-/// (its page pool is torn down), so calls must be long.
-const LIVE_UNPACED_CHUNK: u64 = 1 << 18;
+/// Frames of the first live-frames call of an unpaced step. Each call costs the generator a
+/// pause: the kernel sets up and tears down the call's page pool, and the thread sleeps through
+/// RCU grace periods (`perf sched` on this rig: two sleeps of ~8 ms per call, 18% of a second of
+/// 262,144-frame calls), while the responder's ring sits empty. So after the first call, which
+/// measures the rate, each call is sized to the time left in the step.
+const LIVE_UNPACED_FIRST: u64 = 1 << 18;
+/// Bounds of an unpaced call sized to the time left: the smallest keeps the pauses rare near
+/// the step's end (a step overruns by at most one such call), the largest keeps a call within
+/// what `BPF_PROG_TEST_RUN` accepts with room to spare.
+const LIVE_UNPACED_MIN: u64 = 1 << 16;
+const LIVE_UNPACED_MAX: u64 = 1 << 24;
+
+/// Frames for the next unpaced live-frames call: enough to fill `left` at the rate the last
+/// call reached (`sent` frames in `took`), within the bounds above.
+fn unpaced_chunk(last: Option<(u64, Duration)>, left: Duration) -> u64 {
+    let Some((sent, took)) = last else {
+        return LIVE_UNPACED_FIRST;
+    };
+    let rate = sent as f64 / took.as_secs_f64().max(1e-6);
+    ((rate * left.as_secs_f64()) as u64).clamp(LIVE_UNPACED_MIN, LIVE_UNPACED_MAX)
+}
 
 pub struct Engine {
     sender: Sender,
@@ -116,6 +134,13 @@ impl StepResult {
     pub fn probes_answered(&self) -> usize {
         self.latencies_ns.len()
     }
+    /// Whether an unpaced step measured the generator rather than the responder: (nearly)
+    /// nothing was lost, or the client's CPU (generator and reply counter) was saturated while
+    /// the responder still had a fifth of its core idle. Its replies/s is then a floor.
+    pub fn generator_bound(&self) -> bool {
+        self.target.is_none()
+            && (self.loss() < 0.01 || (self.client_cpu.busy >= 90.0 && self.responder_cpu < 80.0))
+    }
     /// Where the step's frames went, or why that is not known.
     pub fn path_text(&self) -> String {
         match &self.path {
@@ -153,6 +178,12 @@ impl StepResult {
         }
         if self.refused > 0.0 {
             out.push(format!("{:.0}/s refused at send", self.refused));
+        }
+        if self.generator_bound() && self.loss() >= 0.01 {
+            out.push(format!(
+                "generator-bound (client CPU {:.0}%, responder {:.0}%): replies/s is a floor",
+                self.client_cpu.busy, self.responder_cpu
+            ));
         }
         if let Err(e) = &self.path {
             out.push(e.clone());
@@ -408,16 +439,9 @@ fn generate(
             let n = b.len() as u64;
             (Some(b), n, None)
         }
-        Load::Live(g, ifindex, frames) => (
-            None,
-            if rate.is_none() {
-                LIVE_UNPACED_CHUNK
-            } else {
-                LIVE_CHUNK
-            },
-            Some((g, ifindex, frames)),
-        ),
+        Load::Live(g, ifindex, frames) => (None, LIVE_CHUNK, Some((g, ifindex, frames))),
     };
+    let mut last_call: Option<(u64, Duration)> = None;
     let mut next_frame = 0usize;
     let start = Instant::now();
     let (mut sent, mut refused) = (0u64, 0u64);
@@ -448,6 +472,9 @@ fn generate(
                 probing.send_if_due(probe_sender, shared, now)?;
             }
             let due = match rate {
+                None if live.is_some() => {
+                    unpaced_chunk(last_call, duration.saturating_sub(elapsed))
+                }
                 None => chunk,
                 Some(r) => {
                     let should = (r as f64 * elapsed.as_secs_f64()) as u64;
@@ -474,7 +501,9 @@ fn generate(
                     std::thread::sleep(Duration::from_micros(20));
                     continue;
                 }
+                let call = Instant::now();
                 g.send(&frames[next_frame % frames.len()], ifindex, due as u32)?;
+                last_call = Some((due, call.elapsed()));
                 next_frame += 1;
                 sent += due;
             }
@@ -538,6 +567,55 @@ mod tests {
                 "12/s refused at send",
                 "counters unreadable: ethtool: not found"
             ]
+        );
+    }
+
+    #[test]
+    fn a_saturation_step_is_generator_bound_when_the_responder_idles() {
+        let mut s = step(None, 3_100_000.0, 0.0);
+        s.replies = 2_900_000.0;
+        s.client_cpu.busy = 98.0;
+        s.responder_cpu = 59.0;
+        assert!(s.generator_bound(), "client saturated, responder 41% idle");
+        s.responder_cpu = 93.0;
+        assert!(
+            !s.generator_bound(),
+            "both saturated: the responder's figure"
+        );
+        s.client_cpu.busy = 70.0;
+        s.responder_cpu = 59.0;
+        assert!(!s.generator_bound(), "loss with a generator to spare");
+        s.replies = s.offered;
+        assert!(s.generator_bound(), "nothing lost");
+        s.replies = 2_900_000.0;
+        s.client_cpu.busy = 98.0;
+        assert_eq!(
+            s.shortfalls(),
+            ["generator-bound (client CPU 98%, responder 59%): replies/s is a floor"]
+        );
+        s.target = Some(400_000);
+        assert!(!s.generator_bound(), "a paced step asks for its rate");
+    }
+
+    #[test]
+    fn unpaced_calls_fill_the_time_left_within_bounds() {
+        let left = Duration::from_millis(1500);
+        assert_eq!(unpaced_chunk(None, left), LIVE_UNPACED_FIRST);
+        // 2M/s measured, 1.5 s left: one call of 3M frames.
+        let last = Some((200_000, Duration::from_millis(100)));
+        assert_eq!(unpaced_chunk(last, left), 3_000_000);
+        assert_eq!(
+            unpaced_chunk(last, Duration::from_millis(1)),
+            LIVE_UNPACED_MIN
+        );
+        assert_eq!(
+            unpaced_chunk(Some((1 << 24, Duration::from_millis(1))), left),
+            LIVE_UNPACED_MAX
+        );
+        assert_eq!(
+            unpaced_chunk(Some((1000, Duration::ZERO)), left),
+            LIVE_UNPACED_MAX,
+            "a call too short to time reads as fast, not as a division by zero"
         );
     }
 

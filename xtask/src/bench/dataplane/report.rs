@@ -80,13 +80,14 @@ pub(super) fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str)
     let _ = writeln!(s, "\n# cargo xtask bench dataplane — {machine}");
     let _ = writeln!(
         s,
-        "veth between two namespaces; generator + receiver on CPU {}, responder on CPU {}; {} ms per step; \
+        "veth between two namespaces; generator + receiver on CPU {}, responder on CPU {}; {} ms per step, {} ms at the lowest rate; \
          generator ceiling {}/s (unpaced requests nobody answers). NAPI threads run SCHED_FIFO; bench threads, ksoftirqd and \
          the fallback process run at nice -20 (the machine is shared with builds); responder CPU = node-CPU \
          softirq time + the responder's own threads, in % of one core.",
         lab::CLIENT_CPU,
         lab::NODE_CPU,
         args.step_ms,
+        args.tail_ms.max(args.step_ms),
         svg::si(ceiling)
     );
     let _ = writeln!(
@@ -355,17 +356,16 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args) -> String {
             );
         }
         for &mode in &modes {
-            // Unpaced and (nearly) nothing lost: the generator, not the responder, was the limit.
             let n = all
                 .iter()
                 .filter_map(|runs| runs.iter().find(|r| r.mode == mode && r.skipped.is_none()))
                 .filter_map(|r| saturation(r.steps(proto)))
-                .filter(|sat| sat.target.is_none() && sat.loss() < 0.01)
+                .filter(|sat| sat.generator_bound())
                 .count();
             if n > 0 {
                 let _ = writeln!(
                     s,
-                    "\n{}: the generator, not the responder, was the limit in {n} of {} runs; its figures are floors.",
+                    "\n{}: the generator, not the responder, was the limit in {n} of {} runs (nothing lost, or the client's CPU saturated while the responder's was a fifth idle or more); its replies/s and ratios there are floors.",
                     mode.label(),
                     all.len()
                 );
