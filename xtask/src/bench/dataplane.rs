@@ -395,11 +395,14 @@ fn flood(
         _ => None,
     };
     println!(
-        "   bad-input flood: offered {}/s, wrong answers {}, probes answered {}/{}, responder CPU {:.0}%",
+        "   bad-input flood: offered {}/s, wrong answers {}, probes answered {}/{} ({} refused at the node's full ring: {}/{} of those that reached it), responder CPU {:.0}%",
         svg::si(step.offered),
         step.to_generator + step.wrong_address,
         step.probes_answered(),
         step.probes_sent,
+        step.probes_refused,
+        step.probes_answered(),
+        step.probes_reached(),
         step.responder_cpu
     );
     println!("          {}", step.path_text());

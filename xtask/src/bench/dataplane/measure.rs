@@ -103,6 +103,8 @@ pub struct StepResult {
     pub refused: f64,
     pub replies: f64,
     pub probes_sent: u64,
+    /// Of `probes_sent`, those refused at send because the node's receive ring was full.
+    pub probes_refused: u64,
     pub latencies_ns: Vec<u64>,
     /// Per timed probe with a transmit stamp: (send path, flight) in ns.
     pub splits_ns: Vec<(u64, u64)>,
@@ -133,6 +135,10 @@ impl StepResult {
     }
     pub fn probes_answered(&self) -> usize {
         self.latencies_ns.len()
+    }
+    /// Probes that entered the node's receive ring (sent, less those it refused).
+    pub fn probes_reached(&self) -> u64 {
+        self.probes_sent.saturating_sub(self.probes_refused)
     }
     /// Whether an unpaced step measured the generator rather than the responder: (nearly)
     /// nothing was lost, or the client's CPU (generator and reply counter) was saturated while
@@ -358,6 +364,7 @@ impl Engine {
             refused: generated.refused as f64 / secs,
             replies: replies as f64 / secs,
             probes_sent: generated.probes,
+            probes_refused: generated.probes_refused,
             latencies_ns: self.take_latencies(),
             splits_ns: self.take_splits(),
             node_cpu: share(NODE_CPU),
@@ -409,6 +416,8 @@ struct Generated {
     sent: u64,
     refused: u64,
     probes: u64,
+    /// Probes the client's veth refused (the node's ring was full): they never reached it.
+    probes_refused: u64,
     elapsed: Duration,
 }
 
@@ -448,7 +457,7 @@ fn generate(
     // A live-frames call blocks this thread in the kernel for up to ~70 ms (unpaced chunks), so
     // probes then come from their own thread on the same CPU (the test run yields to it between
     // batches); with the paced AF_PACKET load they are interleaved here.
-    let probes_sent = std::thread::scope(|s| -> Result<u64> {
+    let probes_sent = std::thread::scope(|s| -> Result<(u64, u64)> {
         let probe_thread = live.is_some().then(|| {
             s.spawn(move || -> Result<(u64, u64, u64)> {
                 net::pin_current_thread(CLIENT_CPU)?;
@@ -515,12 +524,13 @@ fn generate(
         }
         sent += probing.sent;
         refused += probing.refused;
-        Ok(probing.attempts)
+        Ok((probing.attempts, probing.refused))
     })?;
     Ok(Generated {
         sent,
         refused,
-        probes: probes_sent,
+        probes: probes_sent.0,
+        probes_refused: probes_sent.1,
         elapsed: start.elapsed(),
     })
 }
@@ -536,6 +546,7 @@ mod tests {
             refused,
             replies: offered,
             probes_sent: 0,
+            probes_refused: 0,
             latencies_ns: Vec::new(),
             splits_ns: Vec::new(),
             node_cpu: CpuShare::default(),

@@ -230,14 +230,14 @@ pub(super) fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str)
     );
     let _ = writeln!(
         s,
-        "| responder | offered/s | wrong answers | probes answered | probe p99 | responder CPU | node CPU (softirq) | fallback process CPU | `herald xdp list` |"
+        "| responder | offered/s | wrong answers | probes answered | refused at the node's full ring | answered of those that reached the node | probe p99 | responder CPU | node CPU (softirq) | fallback process CPU | `herald xdp list` |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in runs {
         let Some(f) = &r.flood else {
             let _ = writeln!(
                 s,
-                "| {} | {} | | | | | | | |",
+                "| {} | {} | | | | | | | | | |",
                 r.mode.label(),
                 r.skipped.as_deref().unwrap_or("-")
             );
@@ -246,12 +246,15 @@ pub(super) fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str)
         let st = &f.step;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {}/{} | {} | {:.0}% | {:.0}% ({:.0}%) | {} | {} |",
+            "| {} | {} | {} | {}/{} | {} | {}/{} | {} | {:.0}% | {:.0}% ({:.0}%) | {} | {} |",
             r.mode.label(),
             svg::si(st.offered),
             st.to_generator + st.wrong_address,
             st.probes_answered(),
             st.probes_sent,
+            st.probes_refused,
+            st.probes_answered(),
+            st.probes_reached(),
             us(st.p99_us()),
             st.responder_cpu,
             st.node_cpu.busy,
@@ -374,7 +377,7 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args) -> String {
     }
     let _ = writeln!(
         s,
-        "\n## Bad input: valid ARP probes answered under the flood\n\n| responder | probes answered |\n|---|---|"
+        "\n## Bad input: valid ARP probes answered under the flood\n\n| responder | probes answered | answered of those that reached the node |\n|---|---|---|"
     );
     for &mode in &modes {
         let answered = per_run(all, mode, |r, _| {
@@ -382,7 +385,18 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args) -> String {
             (f.step.probes_sent > 0)
                 .then(|| 100.0 * f.step.probes_answered() as f64 / f.step.probes_sent as f64)
         });
-        let _ = writeln!(s, "| {} | {} |", mode.label(), spread_text(&answered, pct));
+        let reached = per_run(all, mode, |r, _| {
+            let f = r.flood.as_ref()?;
+            let n = f.step.probes_reached();
+            (n > 0).then(|| 100.0 * f.step.probes_answered() as f64 / n as f64)
+        });
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            mode.label(),
+            spread_text(&answered, pct),
+            spread_text(&reached, pct)
+        );
     }
     s
 }
