@@ -454,7 +454,7 @@ fn generate(
     let mut next_frame = 0usize;
     let start = Instant::now();
     let (mut sent, mut refused) = (0u64, 0u64);
-    // A live-frames call blocks this thread in the kernel for up to ~70 ms (unpaced chunks), so
+    // An unpaced live-frames call blocks this thread in the kernel for most of the step, so
     // probes then come from their own thread on the same CPU (the test run yields to it between
     // batches); with the paced AF_PACKET load they are interleaved here.
     let probes_sent = std::thread::scope(|s| -> Result<(u64, u64)> {
