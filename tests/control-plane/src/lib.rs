@@ -32,7 +32,7 @@ use anyhow::{Context, Result, bail};
 use credentials::Credentials;
 
 pub use credentials::{ADMIN, Identity};
-pub use process::{alive, free_port, stop_recorded, terminate, terminate_pid};
+pub use process::{alive, free_port, free_ports, stop_recorded, terminate, terminate_pid};
 
 /// Where the control plane's binaries are, by the names `go build` gives them.
 #[derive(Clone, Debug)]
@@ -343,21 +343,16 @@ impl Builder {
     }
 
     fn ports(&self) -> Result<Ports> {
-        Ok(match self.port {
-            Some(port) => Ports {
-                apiserver: port,
-                etcd: port + 1000,
-                etcd_peer: port + 1001,
-                controller_manager: port + 2000,
-                scheduler: port + 2001,
-            },
-            None => Ports {
-                apiserver: free_port()?,
-                etcd: free_port()?,
-                etcd_peer: free_port()?,
-                controller_manager: free_port()?,
-                scheduler: free_port()?,
-            },
+        let [apiserver, etcd, etcd_peer, controller_manager, scheduler] = match self.port {
+            Some(port) => [port, port + 1000, port + 1001, port + 2000, port + 2001],
+            None => free_ports()?,
+        };
+        Ok(Ports {
+            apiserver,
+            etcd,
+            etcd_peer,
+            controller_manager,
+            scheduler,
         })
     }
 

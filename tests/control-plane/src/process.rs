@@ -29,6 +29,21 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `N` free loopback TCP ports, distinct: all are held until every one is drawn. Drawn one by one
+/// and released in between, two can come back equal, and then one process of a control plane
+/// finds its port taken by another (an apiserver whose port etcd holds answers HTTPS clients in
+/// plain HTTP).
+pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0u16; N];
+    for port in &mut ports {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        *port = listener.local_addr()?.port();
+        held.push(listener);
+    }
+    Ok(ports)
+}
+
 /// Starts `cmd` with stdin closed and its output appended to `log`; `owned`: through the
 /// supervisor thread, killed when this process exits.
 pub(crate) fn spawn_logged(mut cmd: Command, log: &Path, owned: bool) -> Result<Child> {
@@ -187,6 +202,20 @@ mod tests {
         let mut cmd = Command::new("sleep");
         cmd.arg("30");
         cmd
+    }
+
+    #[test]
+    fn ports_drawn_together_are_distinct_and_free_again() {
+        for _ in 0..200 {
+            let ports: [u16; 5] = free_ports().expect("ports");
+            let mut sorted = ports.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 5, "{ports:?}");
+            assert!(ports.iter().all(|&p| p != 0));
+        }
+        let [port] = free_ports().expect("port");
+        TcpListener::bind(("127.0.0.1", port)).expect("released after the draw");
     }
 
     #[test]
