@@ -19,11 +19,13 @@ pub mod cpu;
 // frames, measure, stats and svg are also used by `bench vs-metallb` (the same generator and
 // reply measurement, run in the lab's client namespace).
 pub mod frames;
+mod generate;
 pub mod lab;
 pub mod live;
 pub mod measure;
 pub mod net;
 mod probes;
+mod programs;
 pub mod repeat;
 mod report;
 mod results;
@@ -188,6 +190,7 @@ fn measure_all(lab: &Lab, engine: &mut Engine, args: &Args, step: Duration) -> V
             step,
             tail: Duration::from_millis(args.tail_ms).max(step),
             flood: Duration::from_millis(args.flood_ms),
+            flood_rate: (args.flood_rate > 0).then_some(args.flood_rate),
         };
         let run = measure_mode(lab, engine, mode, &args.rates, &times);
         match run {
@@ -281,12 +284,14 @@ fn start_responder(lab: &Lab, mode: Mode) -> Result<std::result::Result<Responde
     }))
 }
 
-/// How long each kind of step runs.
+/// How long each kind of step runs (and the flood's rate).
 struct StepTimes {
     step: Duration,
     /// The lowest paced rate: its p99 is the headline tail, so it runs longer for more probes.
     tail: Duration,
     flood: Duration,
+    /// Junk frames/s of the flood (`None`: as fast as the generator goes).
+    flood_rate: Option<u64>,
 }
 
 fn measure_mode(
@@ -355,21 +360,23 @@ fn measure_mode(
             Proto::Ndp => run.ndp = results,
         }
     }
-    run.flood = Some(flood(lab, engine, mode, responder.pid(), times.flood)?);
+    run.flood = Some(flood(lab, engine, mode, responder.pid(), times)?);
     engine.responder_pids.clear();
     drop(responder);
     Ok(run)
 }
 
-/// Unpaced malformed and non-announced ARP/NDP, with valid ARP probes still flowing: nothing
-/// but the probes may be answered; reports CPU and how long a control-plane call takes.
+/// Malformed and non-announced ARP/NDP, every kind in turn, at the flood rate, with valid ARP
+/// probes still flowing: nothing but the probes may be answered; reports CPU and how long a
+/// control-plane call takes.
 fn flood(
     lab: &Lab,
     engine: &mut Engine,
     mode: Mode,
     pid: Option<u32>,
-    time: Duration,
+    times: &StepTimes,
 ) -> Result<Flood> {
+    let time = times.flood;
     let bad = frames::bad_input(
         ipv4(lab::CLIENT_V4),
         ipv4(lab::VIP_V4),
@@ -385,7 +392,7 @@ fn flood(
             let side = mode.list_side()?;
             (0..3).filter_map(|_| lab.time_list(side)).max()
         });
-        let step = engine.step(&bad, &probes, None, time);
+        let step = engine.flood(&bad, &probes, times.flood_rate, time);
         (step, lister.join().ok().flatten())
     });
     let step = step?;
@@ -406,6 +413,9 @@ fn flood(
         step.responder_cpu
     );
     println!("          {}", step.path_text());
+    for why in step.shortfalls() {
+        println!("          NOT AS ASKED: {why}");
+    }
     Ok(Flood {
         step,
         responder_cpu_pct,

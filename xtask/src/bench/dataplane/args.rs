@@ -22,6 +22,10 @@ pub struct Args {
     /// Length of the bad-input flood per responder in milliseconds.
     #[arg(long, default_value_t = 3000)]
     pub flood_ms: u64,
+    /// Junk frames/s of the bad-input flood, the same for every responder, paced by the
+    /// generator's program in bursts of a few frames; 0: as fast as the generator goes.
+    #[arg(long, default_value_t = 3_000_000)]
+    pub flood_rate: u64,
     /// Responders to measure (driver, skb, userspace, kernel).
     #[arg(
         long,

@@ -25,8 +25,11 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
+use super::programs;
+
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
@@ -72,6 +75,7 @@ fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
 /// and returning XDP_TX.
 pub struct LiveGenerator {
     programs: Mutex<HashMap<Vec<u8>, OwnedFd>>,
+    cycles: Mutex<HashMap<Vec<Vec<u8>>, std::sync::Arc<CycleGenerator>>>,
 }
 
 impl LiveGenerator {
@@ -79,6 +83,7 @@ impl LiveGenerator {
     pub fn new() -> LiveGenerator {
         LiveGenerator {
             programs: Mutex::new(HashMap::new()),
+            cycles: Mutex::new(HashMap::new()),
         }
     }
 
@@ -96,31 +101,168 @@ impl LiveGenerator {
         let prog = if let Some(p) = programs.get(frame) {
             p
         } else {
-            let p = load_xdp(&generator_program(frame)?, "bench_tx")?;
+            let p = load_xdp(&programs::generator_program(frame)?, "bench_tx")?;
             programs.entry(frame.to_vec()).or_insert(p)
         };
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
-        let mut ctx = [0u32; 6];
-        ctx[1] = frame.len() as u32;
-        ctx[3] = ifindex;
-        let mut attr = Attr::new();
-        attr.u32(0, prog.as_raw_fd() as u32)
-            .u32(8, frame.len() as u32)
-            .u64(16, frame.as_ptr() as u64)
-            .u32(32, count)
-            .u32(40, size_of_val(&ctx) as u32)
-            .u64(48, ctx.as_ptr() as u64)
-            .u32(64, BPF_F_TEST_XDP_LIVE_FRAMES)
-            .u32(72, LIVE_BATCH);
-        if let Err(e) = bpf(BPF_PROG_TEST_RUN, &mut attr) {
-            bail!(
-                "BPF_PROG_TEST_RUN (live frames, {count} × {} bytes): {e}",
-                frame.len()
-            );
-        }
+        run_live(prog, frame, ifindex, count)?;
         // Live mode reports no return value: delivery shows in the replies counted.
         Ok(())
     }
+
+    /// The cycling generator for `frames` (created on first use, then kept with its counters).
+    pub fn cycled(&self, frames: &[Vec<u8>]) -> Result<std::sync::Arc<CycleGenerator>> {
+        let mut cycles = self
+            .cycles
+            .lock()
+            .map_err(|_| anyhow::anyhow!("live generator programs poisoned"))?;
+        if let Some(c) = cycles.get(frames) {
+            return Ok(c.clone());
+        }
+        let c = std::sync::Arc::new(CycleGenerator::new(frames)?);
+        cycles.insert(frames.to_vec(), c.clone());
+        Ok(c)
+    }
+}
+
+/// Runs `prog` on `frame` `count` times in live-frames mode: each run it returns XDP_TX for is
+/// transmitted out of `ifindex` (of the calling thread's namespace).
+fn run_live(prog: &OwnedFd, frame: &[u8], ifindex: u32, count: u32) -> Result<()> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let mut ctx = [0u32; 6];
+    ctx[1] = frame.len() as u32;
+    ctx[3] = ifindex;
+    let mut attr = Attr::new();
+    attr.u32(0, prog.as_raw_fd() as u32)
+        .u32(8, frame.len() as u32)
+        .u64(16, frame.as_ptr() as u64)
+        .u32(32, count)
+        .u32(40, size_of_val(&ctx) as u32)
+        .u64(48, ctx.as_ptr() as u64)
+        .u32(64, BPF_F_TEST_XDP_LIVE_FRAMES)
+        .u32(72, LIVE_BATCH);
+    if let Err(e) = bpf(BPF_PROG_TEST_RUN, &mut attr) {
+        bail!(
+            "BPF_PROG_TEST_RUN (live frames, {count} × {} bytes): {e}",
+            frame.len()
+        );
+    }
+    Ok(())
+}
+
+/// Frames a cycling generator let out and held back, since it was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CycleCounts {
+    pub sent: u64,
+    pub held: u64,
+}
+
+/// A live-frames generator over several frames, one after the other frame by frame (so even
+/// one long call mixes them all), optionally paced in the program itself: a flood at a set rate
+/// in small bursts, which no per-call pacing can give (each call costs the generator
+/// milliseconds). Counts what it transmitted, so the step's "sent" is the program's own figure.
+pub struct CycleGenerator {
+    map: OwnedFd,
+    prog: OwnedFd,
+    /// The test run's frame: as long as the longest (the program shortens it per frame).
+    template: Vec<u8>,
+}
+
+impl CycleGenerator {
+    fn new(frames: &[Vec<u8>]) -> Result<CycleGenerator> {
+        let map = array_map(programs::cycle::VALUE_SIZE, "the cycling generator's map")?;
+        let prog = load_xdp(
+            &programs::cycle_program(frames, map.as_raw_fd())?,
+            "bench_cycle",
+        )?;
+        let template = frames
+            .iter()
+            .max_by_key(|f| f.len())
+            .cloned()
+            .unwrap_or_default();
+        Ok(CycleGenerator {
+            map,
+            prog,
+            template,
+        })
+    }
+
+    fn value(&self) -> Result<[u8; programs::cycle::VALUE_SIZE as usize]> {
+        let mut v = [0u8; programs::cycle::VALUE_SIZE as usize];
+        map_lookup(&self.map, &mut v)
+            .map_err(|e| anyhow::anyhow!("reading the cycling generator's map: {e}"))?;
+        Ok(v)
+    }
+
+    /// Paces the frames at `rate` per second from now on (`None`: unpaced); counters kept.
+    pub fn pace(&self, rate: Option<u64>) -> Result<()> {
+        let mut v = self.value()?;
+        let interval = match rate {
+            None => 0,
+            Some(0) => bail!("a paced generator needs a rate above 0"),
+            Some(r) => (1_000_000_000 / r).max(1),
+        };
+        let field = |v: &mut [u8], at: i16, x: u64| {
+            v[at as usize..at as usize + 8].copy_from_slice(&x.to_ne_bytes());
+        };
+        field(&mut v, programs::cycle::INTERVAL, interval);
+        field(&mut v, programs::cycle::NEXT, 0);
+        map_update(&self.map, &v).map_err(|e| anyhow::anyhow!("pacing the cycling generator: {e}"))
+    }
+
+    /// `count` runs of the program (frames sent plus runs held back by the pacer).
+    pub fn send(&self, ifindex: u32, count: u32) -> Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        run_live(&self.prog, &self.template, ifindex, count)
+    }
+
+    pub fn counts(&self) -> Result<CycleCounts> {
+        let v = self.value()?;
+        let field = |at: i16| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&v[at as usize..at as usize + 8]);
+            u64::from_ne_bytes(b)
+        };
+        Ok(CycleCounts {
+            sent: field(programs::cycle::SENT),
+            held: field(programs::cycle::HELD),
+        })
+    }
+}
+
+/// A one-element array map whose values are `value_size` bytes (`what` names it in errors).
+fn array_map(value_size: u32, what: &str) -> Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.u32(0, BPF_MAP_TYPE_ARRAY)
+        .u32(4, 4)
+        .u32(8, value_size)
+        .u32(12, 1);
+    match bpf(BPF_MAP_CREATE, &mut attr) {
+        // SAFETY: new fd from the kernel.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+        Err(e) => bail!("creating {what}: {e}"),
+    }
+}
+
+/// Reads element 0 of an array map into `value` (its exact size).
+fn map_lookup(map: &OwnedFd, value: &mut [u8]) -> io::Result<()> {
+    let key = 0u32;
+    let mut attr = Attr::new();
+    attr.u32(0, map.as_raw_fd() as u32)
+        .u64(8, &raw const key as u64)
+        .u64(16, value.as_mut_ptr() as u64);
+    bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).map(|_| ())
+}
+
+/// Writes element 0 of an array map.
+fn map_update(map: &OwnedFd, value: &[u8]) -> io::Result<()> {
+    let key = 0u32;
+    let mut attr = Attr::new();
+    attr.u32(0, map.as_raw_fd() as u32)
+        .u64(8, &raw const key as u64)
+        .u64(16, value.as_ptr() as u64);
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
 }
 
 /// Frames per live-frames call at most (about a millisecond of load at the top rates).
@@ -173,104 +315,6 @@ fn load_xdp(insns: &[u8], name: &str) -> Result<OwnedFd> {
     }
 }
 
-/// One eBPF instruction.
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
-    let o = off.to_le_bytes();
-    let i = imm.to_le_bytes();
-    [
-        code,
-        (src << 4) | (dst & 0xf),
-        o[0],
-        o[1],
-        i[0],
-        i[1],
-        i[2],
-        i[3],
-    ]
-}
-
-/// Longest frame the generator program writes (the test run's page has room for far more; this
-/// bounds the program at 2 + MAX/4 instructions).
-const MAX_GENERATED_FRAME: usize = 256;
-
-/// XDP program for the live-frames test run: if the frame is at least `frame.len()` bytes, write
-/// `frame` into it (4-byte stores, then 2 and 1) and return XDP_TX; otherwise XDP_DROP.
-fn generator_program(frame: &[u8]) -> Result<Vec<u8>> {
-    if frame.is_empty() || frame.len() > MAX_GENERATED_FRAME {
-        bail!(
-            "live generator: frame of {} bytes (1..={MAX_GENERATED_FRAME})",
-            frame.len()
-        );
-    }
-    let stores: Vec<[u8; 8]> = {
-        let mut v = Vec::new();
-        let mut at = 0usize;
-        while at < frame.len() {
-            let left = frame.len() - at;
-            let (code, width) = match left {
-                4.. => (0x62, 4),   // *(u32 *)(r2 + at) = imm
-                2 | 3 => (0x6a, 2), // *(u16 *)(r2 + at) = imm
-                _ => (0x72, 1),     // *(u8 *)(r2 + at) = imm
-            };
-            let mut imm = [0u8; 4];
-            imm[..width].copy_from_slice(&frame[at..at + width]);
-            v.push(insn(code, 2, 0, at as i16, i32::from_le_bytes(imm)));
-            at += width;
-        }
-        v
-    };
-    let mut prog = vec![
-        insn(0x61, 2, 1, 0, 0),                  // r2 = ctx->data
-        insn(0x61, 3, 1, 4, 0),                  // r3 = ctx->data_end
-        insn(0xbf, 4, 2, 0, 0),                  // r4 = r2
-        insn(0x07, 4, 0, 0, frame.len() as i32), // r4 += len
-        // if r4 > r3 goto drop (skips the stores and the XDP_TX exit)
-        insn(0x2d, 4, 3, (stores.len() + 2) as i16, 0),
-    ];
-    prog.extend(stores);
-    prog.extend([
-        insn(0xb7, 0, 0, 0, 3), // r0 = XDP_TX
-        insn(0x95, 0, 0, 0, 0), // exit
-        insn(0xb7, 0, 0, 0, 1), // drop: r0 = XDP_DROP
-        insn(0x95, 0, 0, 0, 0), // exit
-    ]);
-    Ok(prog.concat())
-}
-
-/// XDP program: frames sent to `mac` are counted in array map `map_fd`[0] and dropped;
-/// everything else passes.
-fn counter_program(mac: [u8; 6], map_fd: i32) -> Vec<u8> {
-    let head = i32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]);
-    let tail = i32::from(u16::from_le_bytes([mac[4], mac[5]]));
-    let prog: [[u8; 8]; 24] = [
-        insn(0xbf, 6, 1, 0, 0),      // 0: r6 = ctx
-        insn(0x61, 2, 6, 0, 0),      // 1: r2 = ctx->data
-        insn(0x61, 3, 6, 4, 0),      // 2: r3 = ctx->data_end
-        insn(0xbf, 4, 2, 0, 0),      // 3: r4 = r2
-        insn(0x07, 4, 0, 0, 6),      // 4: r4 += 6
-        insn(0x2d, 4, 3, 4, 0),      // 5: if r4 > r3 goto 10 (pass)
-        insn(0x61, 5, 2, 0, 0),      // 6: r5 = *(u32 *)(data + 0)
-        insn(0x55, 5, 0, 2, head),   // 7: if r5 != mac[0..4] goto 10
-        insn(0x69, 5, 2, 4, 0),      // 8: r5 = *(u16 *)(data + 4)
-        insn(0x15, 5, 0, 2, tail),   // 9: if r5 == mac[4..6] goto 12 (count)
-        insn(0xb7, 0, 0, 0, 2),      // 10: r0 = XDP_PASS
-        insn(0x95, 0, 0, 0, 0),      // 11: exit
-        insn(0x62, 10, 0, -4, 0),    // 12: *(u32 *)(fp - 4) = 0 (key)
-        insn(0xbf, 2, 10, 0, 0),     // 13: r2 = fp
-        insn(0x07, 2, 0, 0, -4),     // 14: r2 += -4
-        insn(0x18, 1, 1, 0, map_fd), // 15: r1 = map (ld_imm64, pseudo map fd)
-        insn(0x00, 0, 0, 0, 0),      // 16: (second half)
-        insn(0x85, 0, 0, 0, 1),      // 17: call map_lookup_elem
-        insn(0x15, 0, 0, 2, 0),      // 18: if r0 == 0 goto 21
-        insn(0xb7, 1, 0, 0, 1),      // 19: r1 = 1
-        insn(0xdb, 0, 1, 0, 0),      // 20: lock *(u64 *)(r0 + 0) += r1
-        insn(0xb7, 0, 0, 0, 1),      // 21: r0 = XDP_DROP
-        insn(0x95, 0, 0, 0, 0),      // 22: exit
-        insn(0x95, 0, 0, 0, 0),      // 23: (unreachable padding exit)
-    ];
-    prog[..23].concat()
-}
-
 /// Counts (and drops) frames sent to one MAC on an interface, in XDP driver mode.
 pub struct ReplyCounter {
     map: OwnedFd,
@@ -283,17 +327,11 @@ pub struct ReplyCounter {
 impl ReplyCounter {
     /// Attaches to `ifindex` of the calling thread's namespace.
     pub fn attach(ifindex: u32, mac: [u8; 6]) -> Result<ReplyCounter> {
-        let mut attr = Attr::new();
-        attr.u32(0, BPF_MAP_TYPE_ARRAY)
-            .u32(4, 4)
-            .u32(8, 8)
-            .u32(12, 1);
-        let map = match bpf(BPF_MAP_CREATE, &mut attr) {
-            // SAFETY: new fd from the kernel.
-            Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as i32) },
-            Err(e) => bail!("creating the reply counter map: {e}"),
-        };
-        let prog = load_xdp(&counter_program(mac, map.as_raw_fd()), "bench_count")?;
+        let map = array_map(8, "the reply counter map")?;
+        let prog = load_xdp(
+            &programs::counter_program(mac, map.as_raw_fd()),
+            "bench_count",
+        )?;
         let mut attr = Attr::new();
         attr.u32(0, prog.as_raw_fd() as u32)
             .u32(4, ifindex)
@@ -317,16 +355,11 @@ impl ReplyCounter {
     }
 
     fn read(&self) -> Result<u64> {
-        let key = 0u32;
-        let mut value = 0u64;
-        let mut attr = Attr::new();
-        attr.u32(0, self.map.as_raw_fd() as u32)
-            .u64(8, &raw const key as u64)
-            .u64(16, &raw mut value as u64);
-        if let Err(e) = bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        let mut value = [0u8; 8];
+        if let Err(e) = map_lookup(&self.map, &mut value) {
             bail!("reading the reply counter: {e}");
         }
-        Ok(value)
+        Ok(u64::from_ne_bytes(value))
     }
 
     /// Frames counted since the last call.
@@ -428,74 +461,57 @@ mod tests {
         assert!(a.0[16..].iter().all(|&b| b == 0));
     }
 
-    #[test]
-    fn counter_program_matches_the_mac_and_jumps_inside() {
-        let mac = [0x02, 0xaa, 0x00, 0x00, 0x00, 0x01];
-        let p = counter_program(mac, 7);
-        assert_eq!(p.len() % 8, 0);
-        let n = p.len() / 8;
-        let at = |i: usize| &p[i * 8..i * 8 + 8];
-        // The compared immediates are the MAC as the program loads it (little-endian loads).
-        assert_eq!(&at(7)[4..8], &[0x02, 0xaa, 0x00, 0x00]);
-        assert_eq!(&at(9)[4..6], &[0x00, 0x01]);
-        // Map fd in the ld_imm64, marked as a pseudo map fd (src register 1).
-        assert_eq!(at(15)[1] >> 4, 1);
-        assert_eq!(
-            i32::from_le_bytes([at(15)[4], at(15)[5], at(15)[6], at(15)[7]]),
-            7
-        );
-        // Every conditional jump lands inside the program; the last instruction exits.
-        for i in 0..n {
-            let code = at(i)[0];
-            if matches!(code, 0x15 | 0x2d | 0x55) {
-                let off = i16::from_le_bytes([at(i)[2], at(i)[3]]);
-                let target = i as i64 + 1 + i64::from(off);
-                assert!(
-                    (0..n as i64).contains(&target),
-                    "insn {i} jumps to {target}"
-                );
-            }
-        }
-        assert_eq!(at(n - 1)[0], 0x95);
+    /// Runs the generator's program once on its template, outside live mode: XDP action, frame.
+    fn run_once(g: &CycleGenerator) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; 512];
+        let mut attr = Attr::new();
+        attr.u32(0, g.prog.as_raw_fd() as u32)
+            .u32(8, g.template.len() as u32)
+            .u32(12, out.len() as u32)
+            .u64(16, g.template.as_ptr() as u64)
+            .u64(24, out.as_mut_ptr() as u64)
+            .u32(32, 1);
+        bpf(BPF_PROG_TEST_RUN, &mut attr).expect("BPF_PROG_TEST_RUN (needs root, as the bench)");
+        let retval = u32::from_ne_bytes(attr.0[4..8].try_into().unwrap());
+        let len = u32::from_ne_bytes(attr.0[12..16].try_into().unwrap()) as usize;
+        out.truncate(len);
+        (retval, out)
     }
 
     #[test]
-    fn generator_program_writes_the_whole_frame_then_transmits() {
-        for len in [1usize, 2, 3, 4, 5, 42, 60, 86, 255, 256] {
-            let frame: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
-            let p = generator_program(&frame).unwrap();
-            let n = p.len() / 8;
-            let at = |i: usize| &p[i * 8..i * 8 + 8];
-            // Replaying the stores onto a zeroed buffer gives back exactly the frame.
-            let mut buf = vec![0u8; len + 8];
-            for i in 0..n {
-                let (code, off) = (at(i)[0], i16::from_le_bytes([at(i)[2], at(i)[3]]) as usize);
-                let width = match code {
-                    0x62 => 4,
-                    0x6a => 2,
-                    0x72 => 1,
-                    _ => continue,
-                };
-                assert_eq!(at(i)[1] & 0xf, 2, "stores go through r2 (data)");
-                buf[off..off + width].copy_from_slice(&at(i)[4..4 + width]);
+    fn cycling_generator_sends_each_frame_in_turn_then_paces_in_bursts() {
+        let frames: Vec<Vec<u8>> = [60usize, 34, 86, 35]
+            .iter()
+            .enumerate()
+            .map(|(k, &len)| (0..len).map(|i| (i * 3 + k * 50) as u8).collect())
+            .collect();
+        let g = CycleGenerator::new(&frames).unwrap();
+        for round in 0..2 {
+            for (k, frame) in frames.iter().enumerate() {
+                let (action, out) = run_once(&g);
+                assert_eq!(action, 3, "round {round} frame {k}: XDP_TX");
+                assert_eq!(&out, frame, "round {round} frame {k}");
             }
-            assert_eq!(&buf[..len], &frame[..], "len {len}");
-            assert!(
-                buf[len..].iter().all(|&b| b == 0),
-                "len {len}: wrote past the frame"
-            );
-            // The bounds check compares data + len with data_end and jumps to the drop exit.
-            assert_eq!(
-                i32::from_le_bytes([at(3)[4], at(3)[5], at(3)[6], at(3)[7]]),
-                len as i32
-            );
-            let target = 5 + i16::from_le_bytes([at(4)[2], at(4)[3]]) as usize;
-            assert_eq!(at(target)[0], 0xb7);
-            assert_eq!(at(target)[4], 1, "too short a frame is dropped");
-            assert_eq!((at(target - 2)[0], at(target - 2)[4]), (0xb7, 3), "XDP_TX");
-            assert_eq!(at(n - 1)[0], 0x95);
         }
-        assert!(generator_program(&[]).is_err());
-        assert!(generator_program(&[0; 257]).is_err());
+        assert_eq!(g.counts().unwrap(), CycleCounts { sent: 8, held: 0 });
+        // Ten frames a second: a burst of BURST, then held until 100 ms have passed.
+        g.pace(Some(10)).unwrap();
+        let sent = (0..40).filter(|_| run_once(&g).0 == 3).count() as u64;
+        assert_eq!(sent, programs::cycle::BURST as u64);
+        assert_eq!(
+            g.counts().unwrap(),
+            CycleCounts {
+                sent: 8 + sent,
+                held: 40 - sent
+            }
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        let later = (0..10).filter(|_| run_once(&g).0 == 3).count();
+        assert!(
+            (2..=3).contains(&later),
+            "{later} let out after 250 ms at 10/s"
+        );
+        g.pace(None).unwrap();
+        assert!((0..10).all(|_| run_once(&g).0 == 3), "unpaced again");
     }
 }

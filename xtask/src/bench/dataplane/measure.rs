@@ -13,10 +13,11 @@ use anyhow::{Context, Result};
 use super::attribution::{self, LinkCounters, Path};
 use super::cpu::{self, CpuShare};
 use super::frames::{self, PROBE_TAGS};
+use super::generate::{Load, generate};
 use super::lab::{CLIENT_CPU, NODE_CPU};
-use super::live::{LIVE_CHUNK, LiveGenerator, ReplyCounter, unpaced_chunk};
-use super::net::{self, Batch, Counter, ReplyRing, Sender, Sent};
-use super::probes::{Probes, Shared, receive, take_all};
+use super::live::{LiveGenerator, ReplyCounter};
+use super::net::{self, Counter, ReplyRing, Sender};
+use super::probes::{Shared, receive, take_all};
 use super::stats;
 use super::txstamp::ProbeSender;
 
@@ -267,6 +268,29 @@ impl Engine {
         rate: Option<u64>,
         duration: Duration,
     ) -> Result<StepResult> {
+        self.step_with(load, probes, rate, duration, false)
+    }
+
+    /// Like `step`, but the load always comes from the live-frames generator (where there is
+    /// one), paced at `rate` by its own program: a flood at a set rate in bursts of a few frames.
+    pub fn flood(
+        &mut self,
+        load: &[Vec<u8>],
+        probes: &[Vec<u8>],
+        rate: Option<u64>,
+        duration: Duration,
+    ) -> Result<StepResult> {
+        self.step_with(load, probes, rate, duration, true)
+    }
+
+    fn step_with(
+        &mut self,
+        load: &[Vec<u8>],
+        probes: &[Vec<u8>],
+        rate: Option<u64>,
+        duration: Duration,
+        live_paced: bool,
+    ) -> Result<StepResult> {
         for slot in &self.shared.probe_sent {
             slot.store(0, Ordering::Relaxed);
         }
@@ -292,8 +316,20 @@ impl Engine {
                 .collect()
         };
         let load_path = match &self.live {
-            Some(g) if self.generator.live_for(rate) => Load::Live(g, self.client_ifindex, load),
+            Some(g) if !load.is_empty() && (live_paced || self.generator.live_for(rate)) => {
+                if live_paced || load.len() > 1 {
+                    let pace = if live_paced { rate } else { None };
+                    Load::Cycled(g.cycled(load)?, self.client_ifindex, pace)
+                } else {
+                    Load::Live(g, self.client_ifindex, load)
+                }
+            }
             _ => Load::Packet(&batch),
+        };
+        // A cycled load paces itself: the sending loop makes unpaced calls.
+        let rate_sent = match load_path {
+            Load::Cycled(..) => None,
+            _ => rate,
         };
         let sender = &self.sender;
         let probe_sender = &self.probe_sender;
@@ -307,7 +343,7 @@ impl Engine {
                     shared,
                     load_path,
                     probes,
-                    rate,
+                    rate_sent,
                     duration,
                 )
             })
@@ -386,129 +422,6 @@ impl Drop for Engine {
             let _ = t.join();
         }
     }
-}
-
-struct Generated {
-    sent: u64,
-    refused: u64,
-    probes: u64,
-    /// Probes the client's veth refused (the node's ring was full): they never reached it.
-    probes_refused: u64,
-    elapsed: Duration,
-}
-
-/// The load of one step and how it is sent.
-enum Load<'a> {
-    /// Live-frames generator, client ifindex, frames (cycled per call).
-    Live(&'a LiveGenerator, u32, &'a [Vec<u8>]),
-    /// AF_PACKET batch.
-    Packet(&'a [&'a [u8]]),
-}
-
-fn generate(
-    client_ns: &str,
-    (sender, probe_sender): (&Sender, &ProbeSender),
-    shared: &Shared,
-    load: Load<'_>,
-    probes: &[Vec<u8>],
-    rate: Option<u64>,
-    duration: Duration,
-) -> Result<Generated> {
-    net::pin_current_thread(CLIENT_CPU)?;
-    net::raise_priority();
-    // The live-frames generator resolves the interface in the caller's namespace.
-    net::join_netns(client_ns)?;
-    let (mut batch, chunk, live) = match load {
-        Load::Packet(frames) => {
-            let b = Batch::new(frames);
-            let n = b.len() as u64;
-            (Some(b), n, None)
-        }
-        Load::Live(g, ifindex, frames) => (None, LIVE_CHUNK, Some((g, ifindex, frames))),
-    };
-    let mut last_call: Option<(u64, Duration)> = None;
-    let mut next_frame = 0usize;
-    let start = Instant::now();
-    let (mut sent, mut refused) = (0u64, 0u64);
-    // An unpaced live-frames call blocks this thread in the kernel for most of the step, so
-    // probes then come from their own thread on the same CPU (the test run yields to it between
-    // batches); with the paced AF_PACKET load they are interleaved here.
-    let probes_sent = std::thread::scope(|s| -> Result<(u64, u64)> {
-        let probe_thread = live.is_some().then(|| {
-            s.spawn(move || -> Result<(u64, u64, u64)> {
-                net::pin_current_thread(CLIENT_CPU)?;
-                net::raise_priority();
-                let mut probing = Probes::new(probes);
-                while start.elapsed() < duration {
-                    probing.send_if_due(probe_sender, shared, Instant::now())?;
-                    std::thread::sleep(Duration::from_micros(50));
-                }
-                Ok((probing.attempts, probing.sent, probing.refused))
-            })
-        });
-        let mut probing = Probes::new(probes);
-        loop {
-            let now = Instant::now();
-            let elapsed = now - start;
-            if elapsed >= duration {
-                break;
-            }
-            if probe_thread.is_none() {
-                probing.send_if_due(probe_sender, shared, now)?;
-            }
-            let due = match rate {
-                None if live.is_some() => {
-                    unpaced_chunk(last_call, duration.saturating_sub(elapsed))
-                }
-                None => chunk,
-                Some(r) => {
-                    let should = (r as f64 * elapsed.as_secs_f64()) as u64;
-                    should
-                        .saturating_sub(sent + refused + probing.sent + probing.refused)
-                        .min(chunk)
-                }
-            };
-            if due == 0 {
-                std::thread::sleep(Duration::from_micros(20));
-                continue;
-            }
-            if let Some(b) = batch.as_mut() {
-                if b.len() == 0 {
-                    std::thread::sleep(Duration::from_micros(20));
-                    continue;
-                }
-                match sender.send(b, due as usize)? {
-                    Sent::Frames(n) => sent += n as u64,
-                    Sent::Refused => refused += 1,
-                }
-            } else if let Some((g, ifindex, frames)) = live {
-                if frames.is_empty() {
-                    std::thread::sleep(Duration::from_micros(20));
-                    continue;
-                }
-                let call = Instant::now();
-                g.send(&frames[next_frame % frames.len()], ifindex, due as u32)?;
-                last_call = Some((due, call.elapsed()));
-                next_frame += 1;
-                sent += due;
-            }
-        }
-        if let Some(t) = probe_thread {
-            (probing.attempts, probing.sent, probing.refused) = t
-                .join()
-                .map_err(|_| anyhow::anyhow!("probe thread panicked"))??;
-        }
-        sent += probing.sent;
-        refused += probing.refused;
-        Ok((probing.attempts, probing.refused))
-    })?;
-    Ok(Generated {
-        sent,
-        refused,
-        probes: probes_sent.0,
-        probes_refused: probes_sent.1,
-        elapsed: start.elapsed(),
-    })
 }
 
 #[cfg(test)]

@@ -225,7 +225,11 @@ pub(super) fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str)
     }
     let _ = writeln!(
         s,
-        "\n## Bad input: unpaced flood of 8 kinds of malformed / non-announced ARP and NDP, {} ms, with valid ARP probes\n",
+        "\n## Bad input: flood of 8 kinds of malformed / non-announced ARP and NDP in turn, {}, {} ms, with valid ARP probes\n",
+        match args.flood_rate {
+            0 => "unpaced".to_string(),
+            r => format!("{}/s asked of every responder", svg::si(r as f64)),
+        },
         args.flood_ms
     );
     let _ = writeln!(
