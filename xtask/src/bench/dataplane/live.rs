@@ -8,6 +8,8 @@
 //! rewrites the request in place into its reply (XDP_TX), and the page comes back to the pool, so
 //! the generator program writes the whole request into the frame on every run (one program per
 //! distinct frame, the bytes as store immediates); otherwise it would send replies as "requests".
+//! Several frames (the bad-input flood) go through one `CycleGenerator`, whose program writes
+//! them in turn and can pace itself; the programs' bytes are built in `programs`.
 //!
 //! The node veth must have NAPI for frames sent this way: driver-mode XDP gives it, otherwise
 //! GRO is switched on (`set_gro`), which is also what a real NIC's receive path looks like.
