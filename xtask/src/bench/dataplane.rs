@@ -413,6 +413,12 @@ fn flood(
         step.responder_cpu
     );
     println!("          {}", step.path_text());
+    if times.flood_rate.is_some() {
+        println!(
+            "          generator: {} runs held back by its pacer (early for the rate asked)",
+            step.held
+        );
+    }
     for why in step.shortfalls() {
         println!("          NOT AS ASKED: {why}");
     }

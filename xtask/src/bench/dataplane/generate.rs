@@ -17,6 +17,8 @@ pub(super) struct Generated {
     pub(super) probes: u64,
     /// Probes the client's veth refused (the node's ring was full): they never reached it.
     pub(super) probes_refused: u64,
+    /// Runs the cycling generator's pacer held back (0 for every other load).
+    pub(super) held: u64,
     pub(super) elapsed: Duration,
 }
 
@@ -60,7 +62,7 @@ pub(super) fn generate(
     let mut last_call: Option<(u64, Duration)> = None;
     let mut next_frame = 0usize;
     let start = Instant::now();
-    let (mut sent, mut refused) = (0u64, 0u64);
+    let (mut sent, mut refused, mut held) = (0u64, 0u64, 0u64);
     // An unpaced live-frames call blocks this thread in the kernel for most of the step, so
     // probes then come from their own thread on the same CPU (the test run yields to it between
     // batches); with the paced AF_PACKET load they are interleaved here.
@@ -133,7 +135,9 @@ pub(super) fn generate(
         }
         if let Some((c, _, before)) = &cycled {
             // The program's own count: runs its pacer held back were not sent.
-            sent += c.counts()?.sent.saturating_sub(before.sent);
+            let after = c.counts()?;
+            sent += after.sent.saturating_sub(before.sent);
+            held = after.held.saturating_sub(before.held);
         }
         sent += probing.sent;
         refused += probing.refused;
@@ -144,6 +148,7 @@ pub(super) fn generate(
         refused,
         probes: probes_sent.0,
         probes_refused: probes_sent.1,
+        held,
         elapsed: start.elapsed(),
     })
 }

@@ -82,6 +82,8 @@ pub struct StepResult {
     pub probes_sent: u64,
     /// Of `probes_sent`, those refused at send because the node's receive ring was full.
     pub probes_refused: u64,
+    /// Runs of a self-pacing live-frames load held back because they came early.
+    pub held: u64,
     pub latencies_ns: Vec<u64>,
     /// Per timed probe with a transmit stamp: (send path, flight) in ns.
     pub splits_ns: Vec<(u64, u64)>,
@@ -377,6 +379,7 @@ impl Engine {
             replies: replies as f64 / secs,
             probes_sent: generated.probes,
             probes_refused: generated.probes_refused,
+            held: generated.held,
             latencies_ns: self.take_latencies(),
             splits_ns: self.take_splits(),
             node_cpu: share(NODE_CPU),
@@ -436,6 +439,7 @@ mod tests {
             replies: offered,
             probes_sent: 0,
             probes_refused: 0,
+            held: 0,
             latencies_ns: Vec::new(),
             splits_ns: Vec::new(),
             node_cpu: CpuShare::default(),
