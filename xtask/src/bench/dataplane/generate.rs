@@ -24,8 +24,8 @@ pub(super) struct Generated {
 
 /// The load of one step and how it is sent.
 pub(super) enum Load<'a> {
-    /// Live-frames generator, client ifindex, one frame.
-    Live(&'a LiveGenerator, u32, &'a [Vec<u8>]),
+    /// Live-frames generator, client ifindex, the one frame it sends (several go `Cycled`).
+    Live(&'a LiveGenerator, u32, &'a [u8]),
     /// Live frames cycled frame by frame, client ifindex, the rate the program paces them at.
     Cycled(std::sync::Arc<CycleGenerator>, u32, Option<u64>),
     /// AF_PACKET batch.
@@ -51,7 +51,7 @@ pub(super) fn generate(
             let n = b.len() as u64;
             (Some(b), n, None, None)
         }
-        Load::Live(g, ifindex, frames) => (None, LIVE_CHUNK, Some((g, ifindex, frames)), None),
+        Load::Live(g, ifindex, frame) => (None, LIVE_CHUNK, Some((g, ifindex, frame)), None),
         Load::Cycled(c, ifindex, pace) => {
             c.pace(pace)?;
             let before = c.counts()?;
@@ -60,7 +60,6 @@ pub(super) fn generate(
     };
     let live_frames = live.is_some() || cycled.is_some();
     let mut last_call: Option<(u64, Duration)> = None;
-    let mut next_frame = 0usize;
     let start = Instant::now();
     let (mut sent, mut refused, mut held) = (0u64, 0u64, 0u64);
     // An unpaced live-frames call blocks this thread in the kernel for most of the step, so
@@ -112,15 +111,10 @@ pub(super) fn generate(
                     Sent::Frames(n) => sent += n as u64,
                     Sent::Refused => refused += 1,
                 }
-            } else if let Some((g, ifindex, frames)) = live {
-                if frames.is_empty() {
-                    std::thread::sleep(Duration::from_micros(20));
-                    continue;
-                }
+            } else if let Some((g, ifindex, frame)) = live {
                 let call = Instant::now();
-                g.send(&frames[next_frame % frames.len()], ifindex, due as u32)?;
+                g.send(frame, ifindex, due as u32)?;
                 last_call = Some((due, call.elapsed()));
-                next_frame += 1;
                 sent += due;
             } else if let Some((c, ifindex, _)) = &cycled {
                 let call = Instant::now();

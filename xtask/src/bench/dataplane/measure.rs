@@ -319,11 +319,12 @@ impl Engine {
         };
         let load_path = match &self.live {
             Some(g) if !load.is_empty() && (live_paced || self.generator.live_for(rate)) => {
-                if live_paced || load.len() > 1 {
-                    let pace = if live_paced { rate } else { None };
-                    Load::Cycled(g.cycled(load)?, self.client_ifindex, pace)
-                } else {
-                    Load::Live(g, self.client_ifindex, load)
+                match load {
+                    [frame] if !live_paced => Load::Live(g, self.client_ifindex, frame),
+                    _ => {
+                        let pace = if live_paced { rate } else { None };
+                        Load::Cycled(g.cycled(load)?, self.client_ifindex, pace)
+                    }
                 }
             }
             _ => Load::Packet(&batch),
