@@ -172,24 +172,6 @@ impl ServiceInfo {
         format!("{}/{}", self.namespace, self.name)
     }
 
-    /// The Service as it looks once the controller has written `status` (ingress and the
-    /// `ip-allocated-from-pool` annotation).
-    pub fn with_status(&self, status: &super::Status) -> Self {
-        let mut next = self.clone();
-        match status {
-            super::Status::Assigned { ips, pool } => {
-                next.ingress_ips = Ok(ips.clone());
-                next.allocated_from_pool = Some(pool.clone());
-            }
-            super::Status::Cleared { .. } | super::Status::Pending { .. } => {
-                next.ingress_ips = Ok(Vec::new());
-                next.allocated_from_pool = None;
-            }
-            super::Status::Ignored | super::Status::Unchanged { .. } => {}
-        }
-        next
-    }
-
     /// Extracts the view from a k8s-openapi Service. Fails only when the Service has no name or
     /// an enum field holds an unknown value.
     pub fn from_service(service: &Service) -> Result<Self, FieldError> {

@@ -180,7 +180,7 @@ pub fn simulate(config: &Config, objects: &Objects, options: &Options) -> Report
         freed = false;
         let current: Vec<ServiceInfo> = finals
             .values()
-            .map(|(info, o)| info.with_status(&o.status))
+            .map(|(info, o)| o.status.applied_to(info))
             .collect();
         for index in crate::allocator::restart_order(&current) {
             let info = &current[index];

@@ -118,7 +118,7 @@ mod tests {
         let new = info(name, "LoadBalancer", json!({}));
         let outcome = allocator.reconcile(&new);
         assert_eq!(ips(&outcome), vec![ip.parse::<IpAddr>().unwrap()], "{name}");
-        new.with_status(&outcome.status)
+        outcome.status.applied_to(&new)
     }
 
     fn ips(outcome: &Outcome) -> Vec<IpAddr> {

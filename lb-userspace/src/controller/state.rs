@@ -353,7 +353,7 @@ impl<'a> Leader<'a> {
             Ok(info) => {
                 let key = info.key();
                 Some(match self.decisions.get(&key) {
-                    Some((uid, status)) if *uid == svc.metadata.uid => info.with_status(status),
+                    Some((uid, status)) if *uid == svc.metadata.uid => status.applied_to(&info),
                     _ => info,
                 })
             }
