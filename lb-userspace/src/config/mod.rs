@@ -10,9 +10,9 @@ pub mod community;
 pub mod convert;
 pub mod duration;
 
-mod build;
 mod error;
 mod mode_rules;
+mod rules;
 mod selector_parse;
 mod snapshot;
 
@@ -21,4 +21,4 @@ pub use model::*;
 pub use selector::Selector;
 pub use snapshot::{BGP_EXTRAS, BgpMode, Snapshot, bgp_extras_of};
 
-pub use build::build;
+pub use rules::build;
