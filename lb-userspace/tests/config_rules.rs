@@ -369,6 +369,17 @@ fn bgp_advertisement_rules() {
     let v6 = pool("v6", "'2001:db8::/64'");
     check(vec![
         row(
+            "duplicate pool names in a BGP advertisement",
+            vec![v4.clone(), ad("a", "{ipAddressPools: [v4, v4]}")],
+            vec![(
+                "BGPAdvertisement",
+                "a",
+                "spec.ipAddressPools[1]",
+                "duplicate definition of ipAddressPools",
+                false,
+            )],
+        ),
+        row(
             "aggregation lengths in range",
             vec![
                 v4.clone(),

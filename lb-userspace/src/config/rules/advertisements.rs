@@ -43,8 +43,8 @@ struct Selection {
     service_selectors: Vec<Selector>,
 }
 
-/// Parses the selectors both advertisement kinds share (errors name their fields) and resolves
-/// them against the pools and nodes.
+/// Checks the pool names and parses the selectors both advertisement kinds share (errors name
+/// their fields), and resolves them against the pools and nodes.
 fn advertisement_selection(
     pool_names: &[String],
     pool_selectors: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector],
@@ -54,6 +54,7 @@ fn advertisement_selection(
     nodes: &[(String, Labels)],
     errs: &mut Errors<'_>,
 ) -> Selection {
+    duplicates(pool_names, "spec.ipAddressPools", "ipAddressPools", errs);
     let parsed_pool_selectors = selectors(pool_selectors, "spec.ipAddressPoolSelectors", errs);
     let parsed_node_selectors = selectors(node_selectors, "spec.nodeSelectors", errs);
     let service_selectors = selectors(service_selectors, "spec.serviceSelectors", errs);
@@ -84,12 +85,6 @@ pub(super) fn l2_advertisements(
             name,
             list: errors,
         };
-        duplicates(
-            &spec.ip_address_pools,
-            "spec.ipAddressPools",
-            "ipAddressPools",
-            &mut errs,
-        );
         let selection = advertisement_selection(
             &spec.ip_address_pools,
             &spec.ip_address_pool_selectors,
@@ -153,12 +148,6 @@ pub(super) fn bgp_advertisements(
             name,
             list: errors,
         };
-        duplicates(
-            &spec.ip_address_pools,
-            "spec.ipAddressPools",
-            "ipAddressPools",
-            &mut errs,
-        );
         duplicates(
             &spec.communities,
             "spec.communities",
