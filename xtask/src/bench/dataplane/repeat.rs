@@ -96,7 +96,7 @@ mod tests {
         let close = Spread::of(&[100.0, 110.0, 95.0]).expect("values");
         assert!(!close.flagged());
         assert_eq!(close.text(|v| format!("{v:.0}")), "100 (95–110, ±10%)");
-        // The rerun: 1.2M against 7.8× the kernel's earlier quote.
+        // Ratios 1.0, 2.36 and 7.8: one run far from the others, as in a rerun that missed a quote.
         let apart = Spread::of(&[1.0, 2.36, 7.8]).expect("values");
         assert!(apart.flagged());
         assert!(apart.text(|v| format!("{v:.2}")).contains("UNSTABLE"));

@@ -18,7 +18,9 @@
 //! 2001:db8:100::/112 (a /24 of IPv4 documentation space holds only 256). Pins live in a
 //! private bpffs. Everything is removed on exit.
 
-use std::fmt::Write as _;
+mod net;
+mod report;
+
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv6Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -36,15 +38,12 @@ use kube::{Api, Client};
 
 use crate::bench::dataplane::cpu;
 use crate::paths::workspace_root;
+use net::{HOST_API, NODE_API, NODE_LAN_IF, Net, PrivateBpffs};
+use report::{Row, mib, print_report};
 
 const NODE: &str = "smem-node";
 const NAMESPACE: &str = "smem";
-const HOST_API: &str = "203.0.113.1";
-const NODE_API: &str = "203.0.113.2";
 const METRICS_PORT: u16 = 7472;
-const NODE_API_IF: &str = "api0";
-const NODE_LAN_IF: &str = "lan0";
-const CLIENT_IF: &str = "cl0";
 /// The pool's first address; Service i gets `POOL_BASE + i + 1`.
 const POOL_BASE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0);
 const POOL_CIDR: &str = "2001:db8:100::/112";
@@ -125,16 +124,6 @@ pub fn run(args: &Args) -> Result<()> {
         .block_on(bench.steps(args.baseline, args.services))?;
     print_report(&rows, args.baseline, args.services);
     Ok(())
-}
-
-/// One measurement.
-struct Row {
-    step: String,
-    services: usize,
-    rss_kib: u64,
-    hwm_kib: u64,
-    /// From the start of the step until the speaker announced them all (or was quiet).
-    took: Duration,
 }
 
 struct Bench<'a> {
@@ -349,14 +338,6 @@ impl Drop for Speaker {
     }
 }
 
-#[allow(
-    clippy::cast_precision_loss,
-    reason = "KiB counts far below 2^52 are exact as f64"
-)]
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
 /// The speaker's metrics page, if it answers.
 fn metrics() -> Option<String> {
     let addr: SocketAddr = format!("{NODE_API}:{METRICS_PORT}").parse().ok()?;
@@ -503,187 +484,4 @@ async fn update_services(
         .collect()
         .await;
     results.into_iter().collect()
-}
-
-fn print_report(rows: &[Row], baseline: usize, services: usize) {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\n| step | Services | VmRSS MiB | VmHWM MiB | step took |\n|---|---:|---:|---:|---:|"
-    );
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {:.1} | {:.1} | {:.1} s |",
-            r.step,
-            r.services,
-            mib(r.rss_kib),
-            mib(r.hwm_kib),
-            r.took.as_secs_f64()
-        );
-    }
-    let idle = rows.first().map_or(0, |r| r.rss_kib);
-    let at = |n: usize, step: &str| {
-        rows.iter()
-            .find(|r| r.services == n && r.step.contains(step))
-            .map_or(0, |r| r.rss_kib)
-    };
-    let peak = rows.iter().map(|r| r.hwm_kib).max().unwrap_or(0);
-    let (small, large) = (at(baseline, "announced"), at(services, "announced"));
-    if small > idle && large > idle {
-        #[allow(
-            clippy::cast_precision_loss,
-            reason = "KiB and Service counts far below 2^52 are exact as f64"
-        )]
-        let per = |rss: u64, n: usize| (rss - idle) as f64 / n as f64;
-        #[allow(
-            clippy::cast_precision_loss,
-            reason = "KiB counts far below 2^52 are exact as f64"
-        )]
-        let ratio = large as f64 / small as f64;
-        let _ = writeln!(
-            out,
-            "\nVmRSS once announced: {services} Services {ratio:.2}x {baseline}; above idle {:.1} KiB per Service at {baseline}, {:.1} KiB at {services}.",
-            per(small, baseline),
-            per(large, services)
-        );
-    }
-    let _ = writeln!(out, "Peak (VmHWM, any step): {:.1} MiB.", mib(peak));
-    print!("{out}");
-    let file = workspace_root().join("target/bench/speaker-memory.txt");
-    if let Some(dir) = file.parent()
-        && std::fs::create_dir_all(dir).is_ok()
-        && std::fs::write(&file, &out).is_ok()
-    {
-        println!("(also in {})", file.display());
-    }
-}
-
-/// The bench's namespaces and veths, removed on drop.
-struct Net {
-    node_ns: String,
-    client_ns: String,
-    host_if: String,
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output()?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-impl Net {
-    fn new() -> Result<Net> {
-        let pid = std::process::id();
-        let net = Net {
-            node_ns: format!("herald-smem-node-{pid}"),
-            client_ns: format!("herald-smem-client-{pid}"),
-            host_if: format!("hsm{}", pid % 1_000_000),
-        };
-        ip(&["netns", "add", &net.node_ns])?;
-        ip(&["netns", "add", &net.client_ns])?;
-        let (node, client) = (net.node_ns.as_str(), net.client_ns.as_str());
-        ip(&[
-            "link",
-            "add",
-            &net.host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            NODE_API_IF,
-            "netns",
-            node,
-        ])?;
-        ip(&[
-            "link",
-            "add",
-            NODE_LAN_IF,
-            "netns",
-            node,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            CLIENT_IF,
-            "netns",
-            client,
-        ])?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("{HOST_API}/30"),
-            "dev",
-            &net.host_if,
-        ])?;
-        ip(&["link", "set", &net.host_if, "up"])?;
-        ip(&[
-            "-n",
-            node,
-            "addr",
-            "add",
-            &format!("{NODE_API}/30"),
-            "dev",
-            NODE_API_IF,
-        ])?;
-        for (ns, dev) in [
-            (node, "lo"),
-            (node, NODE_API_IF),
-            (node, NODE_LAN_IF),
-            (client, "lo"),
-            (client, CLIENT_IF),
-        ] {
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
-        }
-        Ok(net)
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .output();
-        for ns in [&self.node_ns, &self.client_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
-/// A bpffs of the bench's own under /tmp, unmounted on drop.
-struct PrivateBpffs {
-    dir: PathBuf,
-}
-
-impl PrivateBpffs {
-    fn new() -> Result<PrivateBpffs> {
-        let dir = std::env::temp_dir().join(format!("herald-smem-bpffs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let bpffs = PrivateBpffs { dir };
-        let out = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&bpffs.dir)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "mounting bpffs at {}: {}",
-                bpffs.dir.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(bpffs)
-    }
-}
-
-impl Drop for PrivateBpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).output();
-        let _ = std::fs::remove_dir(&self.dir);
-    }
 }
