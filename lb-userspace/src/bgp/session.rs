@@ -22,16 +22,17 @@ use super::bfd::task::{Liveness, failure as bfd_failure};
 use super::metrics::BgpMetrics;
 use super::negotiate::{self, Negotiated, PeerAs};
 use super::policy::RoutePolicy;
-use super::rib::{self, AdjRibOut};
+use super::rib::AdjRibOut;
 use super::socket::{self, Dial};
 use super::wire::{self, Message, Notification, Open, WireError};
 
 mod conn;
 mod status;
+mod sync;
 
 pub use status::{State, Status};
 
-use conn::{Conn, ReadError, encode, peer_notified};
+use conn::{Conn, ReadError, peer_notified};
 
 /// The routes the policy wants this peer to have.
 pub type Routes = Arc<BTreeMap<IpNet, RoutePolicy>>;
@@ -281,27 +282,6 @@ impl Task {
         self.metrics.session_up(&self.label(), false);
     }
 
-    /// The routes the policy wants, and how many cannot be sent on this session.
-    fn desired(&self, ctx: &rib::Context) -> (BTreeMap<IpNet, wire::RouteAttrs>, usize) {
-        let routes = self.routes.borrow().clone();
-        let (desired, unsendable) = rib::complete(&routes, ctx);
-        for u in &unsendable {
-            tracing::debug!(prefix = %u.prefix, reason = u.reason, "not sent to this peer");
-        }
-        (desired, unsendable.len())
-    }
-
-    fn publish_prefixes(&self, unsendable: usize) {
-        let wanted = self.routes.borrow().len();
-        let sent = self.rib.len();
-        self.metrics.prefixes(
-            &self.label(),
-            sent,
-            wanted.saturating_sub(sent).max(unsendable),
-        );
-        self.update_status(|s| s.prefixes_sent = sent);
-    }
-
     /// One TCP connection, from our OPEN to its end.
     async fn converse(&mut self, stream: TcpStream) -> End {
         let local = match stream.local_addr() {
@@ -445,12 +425,7 @@ impl Task {
                         }
                     }
                     Err(ReadError::Wire(WireError::Malformed { notification, detail })) => {
-                        tracing::warn!(%detail, "malformed message from the peer");
-                        let _ = conn.send(&wire::encode_notification(&notification)).await;
-                        return End::Down(format!(
-                            "malformed message from the peer ({detail}); sent {}",
-                            notification.describe()
-                        ));
+                        return malformed(conn, &notification, &detail).await;
                     }
                     Err(e) => return End::Down(e.to_string()),
                 },
@@ -485,70 +460,6 @@ impl Task {
         }
     }
 
-    /// What this session adds to every route.
-    fn context(&self, local: IpAddr, n: &Negotiated) -> rib::Context {
-        let pick_v4 = |a: &IpAddr| match a {
-            IpAddr::V4(v4) => Some(*v4),
-            IpAddr::V6(_) => None,
-        };
-        let pick_v6 = |a: &IpAddr| match a {
-            IpAddr::V6(v6) => Some(*v6),
-            IpAddr::V4(_) => None,
-        };
-        rib::Context {
-            as_path: if self.params.ebgp() {
-                vec![self.params.my_asn]
-            } else {
-                Vec::new()
-            },
-            next_hop_v4: pick_v4(&local)
-                .or_else(|| self.params.node_addresses.iter().find_map(pick_v4)),
-            next_hop_v6: pick_v6(&local)
-                .or_else(|| self.params.node_addresses.iter().find_map(pick_v6)),
-            families: n.session.families.clone(),
-        }
-    }
-
-    /// Sends the difference between the policy's routes and the Adj-RIB-Out, in as few
-    /// UPDATE messages as fit: withdrawals first, then announcements by attribute set.
-    async fn sync(&mut self, conn: &mut Conn, ctx: &rib::Context) -> Result<(), End> {
-        let (desired, unsendable) = self.desired(ctx);
-        let changes = self.rib.changes(&desired);
-        if changes.is_empty() {
-            self.publish_prefixes(unsendable);
-            return Ok(());
-        }
-        let Some(session) = conn.session.clone() else {
-            return Err(End::Down("UPDATE before the OPEN exchange".into()));
-        };
-        let messages = match encode(&changes, &session) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode the routes for this peer");
-                return Err(End::Down(format!("encoding UPDATE: {e}")));
-            }
-        };
-        let mut out = BytesMut::new();
-        for m in &messages {
-            out.extend_from_slice(m);
-        }
-        if let Err(e) = conn.send(&out).await {
-            return Err(End::Down(format!("sending UPDATE: {e}")));
-        }
-        self.rib.record(&changes);
-        let count = messages.len() as u64;
-        self.metrics.updates_sent(&self.label(), count);
-        self.update_status(|s| s.updates_sent += count);
-        tracing::debug!(
-            withdrawn = changes.withdraw.len(),
-            announced = changes.announced(),
-            messages = count,
-            "routes sent"
-        );
-        self.publish_prefixes(unsendable);
-        Ok(())
-    }
-
     /// Reads one message within `wait`.
     async fn receive(&mut self, conn: &mut Conn, wait: Duration) -> Result<Message, End> {
         let read = tokio::select! {
@@ -570,13 +481,7 @@ impl Task {
             Ok(Err(ReadError::Wire(WireError::Malformed {
                 notification,
                 detail,
-            }))) => {
-                let _ = conn.send(&wire::encode_notification(&notification)).await;
-                Err(End::Down(format!(
-                    "malformed message from the peer ({detail}); sent {}",
-                    notification.describe()
-                )))
-            }
+            }))) => Err(malformed(conn, &notification, &detail).await),
             Ok(Err(e)) => Err(End::Down(e.to_string())),
         }
     }
@@ -608,4 +513,14 @@ impl Task {
         tracing::info!(notification = %notification.describe(), "BGP session closed");
         End::Stopped
     }
+}
+
+/// Answers a malformed message with the NOTIFICATION its decoder chose, and ends the connection.
+async fn malformed(conn: &mut Conn, notification: &Notification, detail: &str) -> End {
+    tracing::warn!(%detail, "malformed message from the peer");
+    let _ = conn.send(&wire::encode_notification(notification)).await;
+    End::Down(format!(
+        "malformed message from the peer ({detail}); sent {}",
+        notification.describe()
+    ))
 }

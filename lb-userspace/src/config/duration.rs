@@ -56,15 +56,9 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         } else {
             whole.parse().map_err(|_| bad())?
         };
-        let mut fraction_ns: u128 = 0;
-        let mut scale: u128 = 1;
-        for digit in fraction.bytes().take(30) {
-            fraction_ns = fraction_ns * 10 + u128::from(digit - b'0');
-            scale *= 10;
-        }
         total_ns = total_ns
             .checked_add(whole.checked_mul(unit_ns).ok_or_else(bad)?)
-            .and_then(|t| t.checked_add(fraction_ns * unit_ns / scale))
+            .and_then(|t| t.checked_add(fraction_ns(fraction, unit_ns)))
             .ok_or_else(bad)?;
         rest = after;
     }
@@ -73,6 +67,29 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("invalid duration {text:?}: too large"));
     }
     Ok(Duration::from_nanos(total_ns as u64))
+}
+
+/// The nanoseconds of a fraction's digits in `unit_ns`, as Go computes them: digits are taken
+/// while their value stays within 2^63 (the rest are ignored), then scaled in floating point.
+fn fraction_ns(digits: &str, unit_ns: u128) -> u128 {
+    const LIMIT: u64 = 1 << 63;
+    let mut value: u64 = 0;
+    let mut scale: f64 = 1.0;
+    for digit in digits.bytes() {
+        let next = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(digit - b'0')))
+            .filter(|v| *v <= LIMIT && value <= (LIMIT - 1) / 10);
+        match next {
+            Some(v) => {
+                value = v;
+                scale *= 10.0;
+            }
+            None => break,
+        }
+    }
+    // At most 2^63 × 3.6e12 / 1: far below u128::MAX, and never negative.
+    (value as f64 * (unit_ns as f64 / scale)) as u128
 }
 
 /// Go's `time.Duration.String()` (`0s`, `1.5s`, `2m0s`, `1h0m0s`, `500ms`), the form
@@ -138,9 +155,28 @@ mod tests {
                 "{text}"
             );
         }
+        // Fractions past what Go keeps, with Go's own results (go1.26 time.ParseDuration).
+        let go_nanos = [
+            ("0.99999999999999999999999999h", 3_600_000_000_000),
+            ("0.999999999999999999999999999999s", 1_000_000_000),
+            ("1.0000000001s", 1_000_000_000),
+            (".3333333333333333333333m", 20_000_000_000),
+            ("1.123456789123456789123h", 4_044_444_440_844),
+            ("2562047h47m16.854775807s", 9_223_372_036_854_775_807),
+            ("0.9223372036854775808s", 922_337_203),
+            ("0.92233720368547758089s", 922_337_203),
+        ];
+        for (text, nanos) in go_nanos {
+            assert_eq!(
+                parse_go_duration(text).map(|d| d.as_nanos()),
+                Ok(nanos),
+                "{text}"
+            );
+        }
         for bad in [
             "",
             "90",
+            "2562047h47m16.854775808s",
             "s",
             "1x",
             "1..5s",
