@@ -10,6 +10,9 @@
 //! - a peer address nobody answers: `connectTime` bounds each attempt, reported the same way;
 //! - FRR shutting the neighbor down (a Cease NOTIFICATION): reported, and the session comes back
 //!   with the route once the neighbor is enabled again;
+//! - a second BGPAdvertisement whose communities make the route's UPDATE too large: that route
+//!   is held back and counted as pending, the session stays up, and the route returns when the
+//!   advertisement goes;
 //! - the BGPAdvertisement moved to another pool, and the pool shrunk past the Service's
 //!   address: the route leaves the router's table with the session still up.
 //!
@@ -279,6 +282,59 @@ async fn scenario() {
     router
         .wait_routes(Family::Ipv4, has_route, PATIENCE)
         .unwrap_or_else(|e| panic!("route not back after the shutdown: {e}\n{}", context()));
+
+    // A second advertisement of the pool adds 1,100 communities: the merged attributes no
+    // longer fit one UPDATE. That route is held back (withdrawn, counted as pending); the
+    // session stays up instead of failing on every send.
+    let frr_downs = || async {
+        let events = cluster.events("metallb-system", "BGPPeer", "frr").await;
+        events
+            .iter()
+            .filter(|(reason, _, _, _)| reason == "sessionDown")
+            .count()
+    };
+    let downs_before = frr_downs().await;
+    let communities: Vec<String> = (0..1100).map(|n| format!("\"64512:{n}\"")).collect();
+    cluster.apply(&format!(
+        "apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata:\n  name: crowded\n  namespace: metallb-system\nspec:\n  ipAddressPools: [faults]\n  communities: [{}]\n",
+        communities.join(", ")
+    ));
+    router
+        .wait_routes(Family::Ipv4, no_route, PATIENCE)
+        .unwrap_or_else(|e| panic!("an unencodable route was not held back: {e}\n{}", context()));
+    let pending = format!(
+        "metallb_bgp_pending_prefixes_total{{peer=\"{}:179\"}} 1",
+        Lan::ROUTER_V4
+    );
+    assert!(
+        poll_until(PATIENCE, || speaker.metrics().contains(&pending)),
+        "{pending} missing:\n{}",
+        speaker.metrics()
+    );
+    // Longer than the reconnect backoff's first step: a session failing on the send would
+    // have gone down and been reported by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        router.session_established(node_v4).unwrap(),
+        "{}",
+        context()
+    );
+    assert_eq!(frr_downs().await, downs_before, "{}", context());
+    assert!(
+        speaker.logs().contains("its UPDATE cannot be encoded"),
+        "{}",
+        context()
+    );
+    cluster.kubectl(&[
+        "delete",
+        "-n",
+        "metallb-system",
+        "bgpadvertisement",
+        "crowded",
+    ]);
+    router
+        .wait_routes(Family::Ipv4, has_route, PATIENCE)
+        .unwrap_or_else(|e| panic!("not sent once it fits again: {e}\n{}", context()));
 
     // The advertisement moves to another pool: withdrawn, the session stays up.
     cluster.apply(&advertisement("other"));

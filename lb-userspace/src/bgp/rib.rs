@@ -26,7 +26,7 @@ pub struct Context {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unsendable {
     pub prefix: IpNet,
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 /// The policy's routes for this peer as this session sends them.
@@ -44,14 +44,14 @@ pub fn complete(
         if !ctx.families.contains(&family) {
             unsendable.push(Unsendable {
                 prefix: *prefix,
-                reason: "the session does not carry this address family",
+                reason: "the session does not carry this address family".into(),
             });
             continue;
         }
         let Some(next_hop) = next_hop else {
             unsendable.push(Unsendable {
                 prefix: *prefix,
-                reason: "the node has no address of this family for the next hop",
+                reason: "the node has no address of this family for the next hop".into(),
             });
             continue;
         };
@@ -66,6 +66,38 @@ pub fn complete(
         );
     }
     (out, unsendable)
+}
+
+/// Takes out of `desired` every route whose attribute set `encode` refuses, with its reason, so
+/// that one route that cannot be sent (too many communities for a message, say) is not sent
+/// while the others are. `encode` is asked once per attribute set, with the set's longest prefix.
+pub fn keep_encodable(
+    desired: &mut BTreeMap<IpNet, RouteAttrs>,
+    encode: impl Fn(&IpNet, &RouteAttrs) -> Result<(), String>,
+) -> Vec<Unsendable> {
+    let mut longest: BTreeMap<&RouteAttrs, IpNet> = BTreeMap::new();
+    for (prefix, attrs) in desired.iter() {
+        let entry = longest.entry(attrs).or_insert(*prefix);
+        if prefix.prefix_len() > entry.prefix_len() {
+            *entry = *prefix;
+        }
+    }
+    let refused: BTreeMap<RouteAttrs, String> = longest
+        .into_iter()
+        .filter_map(|(attrs, prefix)| encode(&prefix, attrs).err().map(|e| (attrs.clone(), e)))
+        .collect();
+    let mut unsendable = Vec::new();
+    desired.retain(|prefix, attrs| match refused.get(attrs) {
+        Some(reason) => {
+            unsendable.push(Unsendable {
+                prefix: *prefix,
+                reason: reason.clone(),
+            });
+            false
+        }
+        None => true,
+    });
+    unsendable
 }
 
 /// Steps from the Adj-RIB-Out to the desired routes.

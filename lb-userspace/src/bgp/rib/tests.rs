@@ -147,3 +147,50 @@ proptest! {
         prop_assert_eq!(rib.sent, second);
     }
 }
+
+#[test]
+fn a_route_whose_update_cannot_be_encoded_is_held_back_alone() {
+    let session = crate::bgp::wire::Session {
+        four_octet_as: true,
+        families: BTreeSet::from([Family::Ipv4Unicast]),
+    };
+    // 1,100 standard communities take 4,400 bytes: more than one UPDATE holds.
+    let crowded: Vec<Community> = (0..1100).map(|n| Community::Standard(64512, n)).collect();
+    let routes = BTreeMap::from([
+        (net("203.0.113.10/32"), policy(None, vec![])),
+        (net("203.0.113.20/32"), policy(None, crowded.clone())),
+        (net("203.0.113.21/32"), policy(None, crowded)),
+        (
+            net("203.0.113.30/32"),
+            policy(None, vec![Community::Standard(64512, 1)]),
+        ),
+    ]);
+    let (mut out, unsendable) = complete(&routes, &ctx());
+    assert_eq!(unsendable, []);
+    let asked = std::cell::Cell::new(0);
+    let refused = keep_encodable(&mut out, |prefix, attrs| {
+        asked.set(asked.get() + 1);
+        crate::bgp::wire::encode_announce(std::slice::from_ref(prefix), attrs, &session)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    // Three attribute sets, each encoded once.
+    assert_eq!(asked.get(), 3);
+    assert_eq!(
+        refused.iter().map(|u| u.prefix).collect::<Vec<_>>(),
+        [net("203.0.113.20/32"), net("203.0.113.21/32")]
+    );
+    assert!(
+        refused[0].reason.contains("more than a message holds"),
+        "{}",
+        refused[0].reason
+    );
+    assert_eq!(
+        out.keys().copied().collect::<Vec<_>>(),
+        [net("203.0.113.10/32"), net("203.0.113.30/32")]
+    );
+    // Whatever is kept encodes.
+    for (prefix, attrs) in &out {
+        crate::bgp::wire::encode_announce(std::slice::from_ref(prefix), attrs, &session).unwrap();
+    }
+}

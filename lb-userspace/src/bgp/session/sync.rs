@@ -15,13 +15,29 @@ use crate::bgp::wire;
 
 impl Task {
     /// The routes the policy wants, and how many cannot be sent on this session.
-    fn desired(&self, ctx: &rib::Context) -> (BTreeMap<IpNet, wire::RouteAttrs>, usize) {
+    fn desired(
+        &self,
+        ctx: &rib::Context,
+        session: &wire::Session,
+    ) -> (BTreeMap<IpNet, wire::RouteAttrs>, usize) {
         let routes = self.routes.borrow().clone();
-        let (desired, unsendable) = rib::complete(&routes, ctx);
+        let (mut desired, unsendable) = rib::complete(&routes, ctx);
         for u in &unsendable {
-            tracing::debug!(prefix = %u.prefix, reason = u.reason, "not sent to this peer");
+            tracing::debug!(prefix = %u.prefix, reason = %u.reason, "not sent to this peer");
         }
-        (desired, unsendable.len())
+        let refused = rib::keep_encodable(&mut desired, |prefix, attrs| {
+            wire::encode_announce(std::slice::from_ref(prefix), attrs, session)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        for u in &refused {
+            tracing::warn!(
+                prefix = %u.prefix,
+                reason = %u.reason,
+                "route not sent to this peer: its UPDATE cannot be encoded"
+            );
+        }
+        (desired, unsendable.len() + refused.len())
     }
 
     pub(super) fn publish_prefixes(&self, unsendable: usize) {
@@ -62,15 +78,15 @@ impl Task {
     /// Sends the difference between the policy's routes and the Adj-RIB-Out, in as few
     /// UPDATE messages as fit: withdrawals first, then announcements by attribute set.
     pub(super) async fn sync(&mut self, conn: &mut Conn, ctx: &rib::Context) -> Result<(), End> {
-        let (desired, unsendable) = self.desired(ctx);
+        let Some(session) = conn.session.clone() else {
+            return Err(End::Down("UPDATE before the OPEN exchange".into()));
+        };
+        let (desired, unsendable) = self.desired(ctx, &session);
         let changes = self.rib.changes(&desired);
         if changes.is_empty() {
             self.publish_prefixes(unsendable);
             return Ok(());
         }
-        let Some(session) = conn.session.clone() else {
-            return Err(End::Down("UPDATE before the OPEN exchange".into()));
-        };
         let messages = match encode(&changes, &session) {
             Ok(m) => m,
             Err(e) => {
