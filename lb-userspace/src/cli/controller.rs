@@ -57,8 +57,8 @@ pub struct ControllerArgs {
     /// Name of the coordination.k8s.io Lease used for leader election.
     #[arg(long, default_value = "metallb-controller")]
     pub lease_name: String,
-    /// Seconds a leader's Lease stays valid without renewal.
-    #[arg(long, default_value_t = 15)]
+    /// Seconds a leader's Lease stays valid without renewal (1 to 86400).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub lease_duration: u64,
 }
 
@@ -94,7 +94,7 @@ async fn serve(args: ControllerArgs) -> Result<()> {
         lb_class: non_empty(args.lb_class),
         identity,
         lease_name: args.lease_name,
-        lease: LeaseTimings::from_duration(Duration::from_secs(args.lease_duration.max(1))),
+        lease: LeaseTimings::from_duration(Duration::from_secs(args.lease_duration)),
         ml_secret_name: non_empty(args.ml_secret_name),
         deployment: non_empty(args.deployment),
         bgp_mode,
@@ -160,4 +160,30 @@ fn default_identity() -> String {
         if host.is_empty() { "herald" } else { &host },
         std::process::id()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::ControllerArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ControllerArgs,
+    }
+
+    #[test]
+    fn the_lease_duration_is_bounded() {
+        let parse = |value: &str| Cli::try_parse_from(["controller", "--lease-duration", value]);
+        assert_eq!(parse("15").map(|c| c.args.lease_duration).ok(), Some(15));
+        assert_eq!(
+            parse("86400").map(|c| c.args.lease_duration).ok(),
+            Some(86_400)
+        );
+        for bad in ["0", "86401", "18446744073709551615"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
 }

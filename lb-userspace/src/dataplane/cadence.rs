@@ -30,18 +30,16 @@ impl Cadence {
     }
 
     /// Offsets (from a single apply at 0, ticker started then) of every round: 0, then each
-    /// tick up to and including `window`.
-    pub fn single_apply_rounds(&self) -> Vec<Duration> {
-        let mut rounds = vec![Duration::ZERO];
-        if self.is_once() {
-            return rounds;
-        }
-        let mut at = self.interval;
-        while at <= self.window {
-            rounds.push(at);
-            at += self.interval;
-        }
-        rounds
+    /// tick up to and including `window`. Lazy, so a long window costs no memory.
+    pub fn single_apply_rounds(&self) -> impl Iterator<Item = Duration> + use<> {
+        let Cadence { interval, window } = *self;
+        let once = self.is_once();
+        std::iter::successors(Some(Duration::ZERO), move |at| {
+            if once {
+                return None;
+            }
+            at.checked_add(interval).filter(|next| *next <= window)
+        })
     }
 }
 
@@ -104,7 +102,7 @@ mod tests {
 
     #[test]
     fn default_is_metallb_five_rounds() {
-        let rounds = Cadence::default().single_apply_rounds();
+        let rounds: Vec<_> = Cadence::default().single_apply_rounds().collect();
         assert_eq!(rounds, vec![ms(0), ms(1100), ms(2200), ms(3300), ms(4400)]);
     }
 
@@ -121,7 +119,7 @@ mod tests {
             },
         ] {
             assert!(c.is_once());
-            assert_eq!(c.single_apply_rounds(), vec![ms(0)]);
+            assert_eq!(c.single_apply_rounds().collect::<Vec<_>>(), vec![ms(0)]);
         }
     }
 
@@ -131,7 +129,10 @@ mod tests {
             interval: ms(1000),
             window: ms(2000),
         };
-        assert_eq!(c.single_apply_rounds(), vec![ms(0), ms(1000), ms(2000)]);
+        assert_eq!(
+            c.single_apply_rounds().collect::<Vec<_>>(),
+            vec![ms(0), ms(1000), ms(2000)]
+        );
     }
 
     /// Replays a ticker of `interval` from 0 to `until` with applies at given offsets (each
@@ -165,7 +166,10 @@ mod tests {
     #[test]
     fn shared_ticker_matches_single_apply_schedule() {
         let c = Cadence::default();
-        assert_eq!(replay(c, &[ms(0)], ms(20_000)), c.single_apply_rounds());
+        assert_eq!(
+            replay(c, &[ms(0)], ms(20_000)),
+            c.single_apply_rounds().collect::<Vec<_>>()
+        );
     }
 
     #[test]

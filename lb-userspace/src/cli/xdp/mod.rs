@@ -98,8 +98,8 @@ struct CadenceArgs {
     /// Gratuitous packets continue until this long after the last change ("0" = send once).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     gratuitous_window: Duration,
-    /// Interval between gratuitous rounds inside the window.
-    #[arg(long, value_parser = parse_duration, default_value = "1100ms")]
+    /// Interval between gratuitous rounds inside the window (at least 10ms; "0" = send once).
+    #[arg(long, value_parser = parse_interval, default_value = "1100ms")]
     gratuitous_interval: Duration,
 }
 
@@ -202,6 +202,20 @@ struct RunArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 5s, 1100ms, 0)"))
+}
+
+/// Shortest gap between gratuitous rounds: more often than this is a flood of one's own LAN.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let interval = parse_duration(s)?;
+    if !interval.is_zero() && interval < MIN_INTERVAL {
+        return Err(format!(
+            "{s} is shorter than {}ms (use 0 to send once)",
+            MIN_INTERVAL.as_millis()
+        ));
+    }
+    Ok(interval)
 }
 
 pub fn run(args: XdpArgs) -> Result<()> {
@@ -386,6 +400,10 @@ mod tests {
         assert_eq!(parse_duration("1100ms"), Ok(Duration::from_millis(1100)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_interval("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_interval("10ms"), Ok(Duration::from_millis(10)));
+        let e = parse_interval("1ns").unwrap_err();
+        assert!(e.contains("shorter than 10ms"), "{e}");
     }
 
     #[test]
