@@ -6,6 +6,9 @@
 //! - Every router: eBGP over IPv4 and over IPv6 (MP-BGP), the Service's /32 and /128 with the
 //!   node's address as next hop, AS path [node AS], the advertisement's standard and large
 //!   communities; deleting the Service withdraws both at once.
+//! - FRR one forwarding hop away: an eBGP session without `ebgpMultiHop` comes up in native
+//!   mode (the system's TTL, as MetalLB's native speaker sends), and over IPv6 the node's BGP
+//!   identifier is the IPv4 address on the same interface.
 //! - FRR: iBGP carries LOCAL_PREF and an empty AS path; an OPEN from an unexpected AS is
 //!   refused (Bad Peer AS, a `sessionDown` Event) while the other sessions carry on; TCP MD5 from
 //!   a `passwordSecret` brings the session up, a wrong password keeps it down with a
@@ -30,10 +33,10 @@ mod kube_support;
 mod routers;
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use herald_tests::{Bpffs, poll_until, require_root, unique};
+use herald_tests::{Bpffs, Netns, poll_until, require_root, unique, veth_between};
 use kube_support::cluster::Cluster;
 use kube_support::netns::forward_api_into;
 use kube_support::speaker::Speaker;
@@ -92,6 +95,20 @@ async fn each_router() {
         assert_eq!(route.as_path, [NODE_AS], "{}", context());
         assert_eq!(route.communities, [(64512, 300)], "{}", context());
 
+        // The IPv6 session's BGP identifier is the IPv4 address on the same interface, as
+        // MetalLB's native speaker picks it.
+        if kind == RouterKind::Frr {
+            let shown = router
+                .cli(&[&format!("show bgp neighbors {node_v6} json")])
+                .unwrap_or_else(|e| panic!("{e}\n{}", context()));
+            let json: serde_json::Value = serde_json::from_str(&shown).unwrap();
+            assert_eq!(
+                json[node_v6.to_string()]["remoteRouterId"],
+                node_v4.to_string(),
+                "{shown}"
+            );
+        }
+
         // The speaker's own view: both sessions up, one prefix each.
         assert!(
             poll_until(PATIENCE, || {
@@ -133,6 +150,73 @@ async fn each_router() {
         drop(speaker);
         drop(router);
     }
+    cluster.clear_bgp_objects();
+}
+
+#[test]
+fn native_ebgp_reaches_a_router_two_hops_away() {
+    run_serial(two_hops());
+}
+
+/// The router's address behind a forwarding hop (the LAN's router namespace).
+const FAR_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 254);
+const HOP_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 253);
+
+/// MetalLB's native speaker sends eBGP at the system's TTL, so a router one forwarding hop away
+/// is reached without `ebgpMultiHop` (a TTL of 1 would die at the hop).
+async fn two_hops() {
+    let (cluster, bpffs, lan) = bgp_world("hb2", 1).await;
+    let plane = cluster.plane;
+    let node = unique("hb2-node");
+    let node_v4 = IpAddr::V4(Lan::host_v4(0));
+    let far = Netns::new("hb2f").expect("netns");
+    veth_between(&lan.router, "far0", &far, "eth0").unwrap();
+    lan.router
+        .ip(["addr", "add", &format!("{HOP_V4}/30"), "dev", "far0"])
+        .unwrap();
+    lan.router.ip(["link", "set", "far0", "up"]).unwrap();
+    lan.router.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    far.ip(["addr", "add", &format!("{FAR_V4}/30"), "dev", "eth0"])
+        .unwrap();
+    far.ip(["link", "set", "eth0", "up"]).unwrap();
+    far.ip(["route", "add", "default", "via", &HOP_V4.to_string()])
+        .unwrap();
+    lan.hosts[0]
+        .ip([
+            "route",
+            "add",
+            &format!("{FAR_V4}/32"),
+            "via",
+            &Lan::ROUTER_V4.to_string(),
+        ])
+        .unwrap();
+    // The router's side allows a neighbor that is not on its network (FRR's ebgp-multihop);
+    // the speaker's BGPPeer does not set ebgpMultiHop.
+    let router = Router::start(&RouterConfig {
+        kind: RouterKind::Frr,
+        netns: far.name.clone(),
+        asn: ROUTER_AS,
+        router_id: FAR_V4,
+        listen: vec![IpAddr::V4(FAR_V4)],
+        neighbors: vec![Neighbor {
+            multihop: true,
+            ..Neighbor::new(node_v4, NODE_AS)
+        }],
+    })
+    .expect("router");
+    let ns = unique("speaker-bgp-hops");
+    base_objects(&cluster, &ns, &[&node], "");
+    cluster.apply(&peer_yaml("far", IpAddr::V4(FAR_V4), NODE_AS, ""));
+    cluster.announced_web_service(&ns, &[SERVICE_IP], &node);
+    let speaker = Speaker::start(plane, &lan.hosts[0], &node, &bpffs);
+    let context = || format!("speaker:\n{}\nrouter:\n{}", speaker.logs(), router.logs());
+    let routes = router
+        .wait_routes(Family::Ipv4, |r| find(r, &v4_prefix()).is_some(), PATIENCE)
+        .unwrap_or_else(|e| panic!("no route over two hops: {e}\n{}", context()));
+    let route = find(&routes, &v4_prefix()).unwrap();
+    assert_eq!(route.next_hops, BTreeSet::from([node_v4]), "{}", context());
+    drop(speaker);
+    drop(router);
     cluster.clear_bgp_objects();
 }
 

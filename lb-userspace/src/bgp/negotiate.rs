@@ -6,8 +6,6 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::wire::{Family, Notification, Open, Session};
 
 /// Which AS the peer must speak from: `peerASN`, or `dynamicASN` (`internal`: this node's own
@@ -81,18 +79,27 @@ pub fn offered_families(transport: IpAddr, dual_stack: bool, disable_mp: bool) -
     families
 }
 
-/// The BGP identifier: `routerID` when configured, else the session's local IPv4 address, else
-/// a value derived from the node name (stable across restarts, distinct per node), as MetalLB's
-/// native speaker chooses it.
-pub fn router_id(configured: Option<Ipv4Addr>, local: IpAddr, node: &str) -> Ipv4Addr {
+/// The BGP identifier, as MetalLB's native speaker picks it: `routerID` when configured, else
+/// the session's local IPv4 address, else the first IPv4 address on the interface that holds
+/// the session's local IPv6 address (`beside`, asked only then), else the CRC-32 of the node
+/// name (stable across restarts, distinct per node). An all-zero hash, which BGP refuses,
+/// becomes 0.0.0.1.
+pub fn router_id(
+    configured: Option<Ipv4Addr>,
+    local: IpAddr,
+    node: &str,
+    beside: impl FnOnce(IpAddr) -> Option<Ipv4Addr>,
+) -> Ipv4Addr {
     if let Some(id) = configured {
         return id;
     }
     if let IpAddr::V4(v4) = local {
         return v4;
     }
-    let digest = Sha256::digest(node.as_bytes());
-    let id = Ipv4Addr::new(digest[0], digest[1], digest[2], digest[3]);
+    if let Some(v4) = beside(local) {
+        return v4;
+    }
+    let id = Ipv4Addr::from(crc32fast::hash(node.as_bytes()).to_le_bytes());
     if id.is_unspecified() {
         Ipv4Addr::new(0, 0, 0, 1)
     } else {

@@ -296,7 +296,12 @@ impl Task {
         let open = Open {
             asn: self.params.my_asn,
             hold_time: negotiate::hold_field(self.params.hold_time),
-            router_id: negotiate::router_id(self.params.router_id, local.ip(), &self.params.node),
+            router_id: negotiate::router_id(
+                self.params.router_id,
+                local.ip(),
+                &self.params.node,
+                socket::ipv4_beside,
+            ),
             four_octet_as: true,
             families: negotiate::offered_families(
                 local.ip(),

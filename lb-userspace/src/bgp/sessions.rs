@@ -17,10 +17,23 @@ use super::policy::{BgpPlan, SessionSpec};
 use super::session::{self, Handle, Params, Report, Status, Stop};
 use super::socket::{Dial, Password};
 use super::view::{BgpStatus, SessionView};
+use crate::config::BgpMode;
 
-/// TTL for a directly connected eBGP peer, and for one several hops away.
+/// TTL for a directly connected eBGP peer in the FRR modes (FRR's own), and for one several hops
+/// away (`ebgpMultiHop`).
 const EBGP_TTL: u32 = 1;
 const MULTIHOP_TTL: u32 = 255;
+
+/// The TTL of a session's packets: `None` leaves the system's default (64 on Linux), which is
+/// what MetalLB's native speaker sends to every peer; the FRR modes send FRR's: 1 to an eBGP
+/// peer unless `ebgpMultiHop`, then 255.
+pub fn session_ttl(spec: &SessionSpec, mode: BgpMode) -> Option<u32> {
+    match (spec.is_ibgp(), spec.ebgp_multihop, mode) {
+        (true, _, _) | (false, false, BgpMode::Native) => None,
+        (false, true, _) => Some(MULTIHOP_TTL),
+        (false, false, BgpMode::Frr | BgpMode::FrrK8s) => Some(EBGP_TTL),
+    }
+}
 
 /// Where a session's password comes from, resolved by the caller (inline `password`, or the
 /// `password` key of the `passwordSecret`). Peers missing here but configured with a password
@@ -85,6 +98,7 @@ impl Board {
 /// The sessions of this node.
 pub struct Sessions {
     node: String,
+    mode: BgpMode,
     node_addresses: Vec<IpAddr>,
     handles: BTreeMap<String, Handle>,
     board: Board,
@@ -99,16 +113,12 @@ pub struct Sessions {
 /// The session settings for one peer.
 pub fn params(
     spec: &SessionSpec,
+    mode: BgpMode,
     password: Option<&Password>,
     node: &str,
     node_addresses: &[IpAddr],
 ) -> Params {
-    let ebgp = !spec.is_ibgp();
-    let ttl = match (ebgp, spec.ebgp_multihop) {
-        (true, false) => Some(EBGP_TTL),
-        (true, true) => Some(MULTIHOP_TTL),
-        (false, _) => None,
-    };
+    let ttl = session_ttl(spec, mode);
     Params {
         name: spec.peer.clone(),
         dial: Dial {
@@ -134,8 +144,14 @@ pub fn params(
 }
 
 impl Sessions {
-    pub fn new(node: String, metrics: BgpMetrics, reports: mpsc::UnboundedSender<Report>) -> Self {
+    pub fn new(
+        node: String,
+        mode: BgpMode,
+        metrics: BgpMetrics,
+        reports: mpsc::UnboundedSender<Report>,
+    ) -> Self {
         Sessions {
+            mode,
             board: Board {
                 node: node.clone(),
                 posted: Arc::default(),
@@ -171,7 +187,7 @@ impl Sessions {
             }
             wanted.insert(
                 name.clone(),
-                params(spec, password, &self.node, &self.node_addresses),
+                params(spec, self.mode, password, &self.node, &self.node_addresses),
             );
         }
         for (name, why) in &skipped {
@@ -271,6 +287,64 @@ impl Sessions {
                 tokio::time::sleep(BFD_AFTER_CLOSE).await;
             }
             bfd.shutdown(limit).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bgp::negotiate::PeerAs;
+
+    fn spec(peer_asn: PeerAs, ebgp_multihop: bool) -> SessionSpec {
+        SessionSpec {
+            peer: "router".into(),
+            my_asn: 64512,
+            peer_asn,
+            peer_address: "203.0.113.1".parse().unwrap(),
+            peer_port: 179,
+            source_address: None,
+            hold_time: Duration::from_secs(90),
+            keepalive: Duration::from_secs(30),
+            connect_time: None,
+            router_id: None,
+            ebgp_multihop,
+            password_secret: None,
+            has_password: false,
+            vrf: None,
+            disable_mp: false,
+            dual_stack: false,
+            graceful_restart: false,
+            bfd_profile: None,
+            bfd: None,
+        }
+    }
+
+    #[test]
+    fn ttl_is_metallb_natives_in_native_mode_and_frrs_in_the_frr_modes() {
+        let ebgp = PeerAs::Fixed(64513);
+        let cases = [
+            // (peer AS, ebgpMultiHop, mode, TTL)
+            (ebgp, false, BgpMode::Native, None),
+            (ebgp, true, BgpMode::Native, Some(MULTIHOP_TTL)),
+            (ebgp, false, BgpMode::Frr, Some(EBGP_TTL)),
+            (ebgp, false, BgpMode::FrrK8s, Some(EBGP_TTL)),
+            (ebgp, true, BgpMode::Frr, Some(MULTIHOP_TTL)),
+            (PeerAs::External, false, BgpMode::Frr, Some(EBGP_TTL)),
+            (PeerAs::Fixed(64512), false, BgpMode::Native, None),
+            (PeerAs::Fixed(64512), false, BgpMode::Frr, None),
+            (PeerAs::Internal, false, BgpMode::Frr, None),
+        ];
+        for (peer_asn, multihop, mode, ttl) in cases {
+            let spec = spec(peer_asn, multihop);
+            assert_eq!(
+                session_ttl(&spec, mode),
+                ttl,
+                "{peer_asn:?} multihop={multihop} {mode:?}"
+            );
+            assert_eq!(params(&spec, mode, None, "node", &[]).dial.ttl, ttl);
         }
     }
 }

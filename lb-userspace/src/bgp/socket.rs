@@ -2,20 +2,40 @@
 //! (RFC 2385) set on the socket before it connects.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::net::{TcpSocket, TcpStream};
 
+/// The first IPv4 address on the interface that holds `local`, if any: MetalLB's router ID
+/// for a session whose transport is IPv6.
+pub fn ipv4_beside(local: IpAddr) -> Option<Ipv4Addr> {
+    let ip_of = |a: &nix::ifaddrs::InterfaceAddress| -> Option<IpAddr> {
+        let address = a.address.as_ref()?;
+        if let Some(v4) = address.as_sockaddr_in() {
+            return Some(IpAddr::V4(v4.ip()));
+        }
+        address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+    };
+    let all: Vec<_> = nix::ifaddrs::getifaddrs().ok()?.collect();
+    let interface = &all.iter().find(|a| ip_of(a) == Some(local))?.interface_name;
+    all.iter()
+        .filter(|a| &a.interface_name == interface)
+        .find_map(|a| match ip_of(a)? {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+}
+
 /// How to reach one peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dial {
     pub peer: SocketAddr,
     pub source: Option<IpAddr>,
-    /// TTL / hop limit of every segment: 1 for a directly connected eBGP peer, 255 with
-    /// `ebgpMultiHop`, the system default (`None`) for iBGP.
+    /// TTL / hop limit of every segment; `None` leaves the system default (see
+    /// `sessions::session_ttl`).
     pub ttl: Option<u32>,
     /// A VRF (or any) device to bind the socket to.
     pub device: Option<String>,
@@ -128,6 +148,17 @@ fn set_md5(socket: &impl AsRawFd, peer: IpAddr, password: &Password) -> io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ipv4_beside_an_ipv6_address_is_read_from_its_interface() {
+        // The loopback interface holds ::1 and 127.0.0.1.
+        assert_eq!(
+            ipv4_beside(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
+            Some(Ipv4Addr::LOCALHOST)
+        );
+        // An address no interface holds.
+        assert_eq!(ipv4_beside("2001:db8::dead".parse().unwrap()), None);
+    }
 
     #[test]
     fn passwords_never_print() {

@@ -13,6 +13,7 @@ use crate::bgp::metrics::BgpMetrics;
 use crate::bgp::policy::{BgpPlan, SessionSpec};
 use crate::bgp::session::Report;
 use crate::bgp::sessions::{Board, Passwords, Sessions};
+use crate::config::BgpMode;
 use crate::speaker::announcer::Announcer;
 use crate::speaker::plan::{Plan, PlannedEvent};
 
@@ -25,9 +26,14 @@ pub struct BgpAnnouncer {
 }
 
 impl BgpAnnouncer {
-    pub fn new(node: String, metrics: BgpMetrics, reports: mpsc::UnboundedSender<Report>) -> Self {
+    pub fn new(
+        node: String,
+        mode: BgpMode,
+        metrics: BgpMetrics,
+        reports: mpsc::UnboundedSender<Report>,
+    ) -> Self {
         BgpAnnouncer {
-            sessions: Sessions::new(node, metrics, reports),
+            sessions: Sessions::new(node, mode, metrics, reports),
             passwords: Passwords::new(),
             sessions_applied: BTreeMap::new(),
         }

@@ -86,7 +86,12 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     let metrics = Arc::new(SpeakerMetrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let (bgp_reports, mut bgp_reports_rx) = mpsc::unbounded_channel();
-    let mut bgp = BgpAnnouncer::new(options.node.clone(), metrics.bgp.clone(), bgp_reports);
+    let mut bgp = BgpAnnouncer::new(
+        options.node.clone(),
+        options.bgp_mode,
+        metrics.bgp.clone(),
+        bgp_reports,
+    );
     if let Some(addr) = options.metrics_addr {
         let (m, r, board) = (metrics.clone(), ready.clone(), bgp.board());
         let security = crate::k8s::authz::security(&options.metrics_access, &client)?;

@@ -120,16 +120,38 @@ fn identifiers_zero_or_equal_on_ibgp_are_refused() {
 }
 
 #[test]
-fn router_id_prefers_configuration_then_local_ipv4_then_node_hash() {
+fn router_id_prefers_configuration_then_local_ipv4_then_its_interface_then_node_hash() {
     let v4: IpAddr = "203.0.113.2".parse().unwrap();
     let v6: IpAddr = "2001:db8::2".parse().unwrap();
     let configured = Ipv4Addr::new(198, 51, 100, 9);
-    assert_eq!(router_id(Some(configured), v4, "node-a"), configured);
-    assert_eq!(router_id(None, v4, "node-a"), Ipv4Addr::new(203, 0, 113, 2));
-    let a = router_id(None, v6, "node-a");
-    assert_eq!(a, router_id(None, v6, "node-a"), "stable");
-    assert_ne!(a, router_id(None, v6, "node-b"), "distinct per node");
-    assert!(!a.is_unspecified());
+    let beside = Ipv4Addr::new(198, 51, 100, 2);
+    let asked = std::cell::Cell::new(None);
+    let asked = &asked;
+    let lookup = |found: Option<Ipv4Addr>| {
+        move |local: IpAddr| {
+            asked.set(Some(local));
+            found
+        }
+    };
+    assert_eq!(
+        router_id(Some(configured), v4, "node-a", lookup(Some(beside))),
+        configured
+    );
+    assert_eq!(
+        router_id(None, v4, "node-a", lookup(Some(beside))),
+        Ipv4Addr::new(203, 0, 113, 2)
+    );
+    assert_eq!(asked.get(), None, "the interfaces are read only for IPv6");
+    assert_eq!(router_id(None, v6, "node-a", lookup(Some(beside))), beside);
+    assert_eq!(asked.get(), Some(v6));
+    // MetalLB's values (Go: crc32.ChecksumIEEE of the name, little-endian, as an IPv4).
+    for (node, id) in [
+        ("node-a", Ipv4Addr::new(171, 77, 153, 120)),
+        ("node-b", Ipv4Addr::new(17, 28, 144, 225)),
+        ("kind-worker", Ipv4Addr::new(192, 61, 154, 117)),
+    ] {
+        assert_eq!(router_id(None, v6, node, lookup(None)), id, "{node}");
+    }
 }
 
 #[test]
