@@ -34,8 +34,20 @@ pub struct SpeakerArgs {
     #[arg(long, env = "HERALD_PIN_DIR", default_value = lb_common::maps::PIN_DIR)]
     pub pin_dir: PathBuf,
     /// Gossip socket, `IP` or `IP:PORT` (port 7946 by default); empty disables memberlist.
-    #[arg(long, env = "METALLB_ML_BIND_ADDR", default_value = "0.0.0.0:7946")]
+    #[arg(
+        long,
+        alias = "ml-bindaddr",
+        env = "METALLB_ML_BIND_ADDR",
+        default_value = "0.0.0.0:7946"
+    )]
     pub ml_bind_addr: String,
+    /// The gossip port when `--ml-bind-addr` gives none (MetalLB's `--ml-bindport`).
+    #[arg(long = "ml-bindport", env = "METALLB_ML_BIND_PORT")]
+    pub ml_bind_port: Option<u16>,
+    /// MetalLB's mounted memberlist key: accepted and not read, the key comes from the Secret
+    /// through the API (so a new key is taken without a restart).
+    #[arg(long, env = "METALLB_ML_SECRET_KEY_PATH")]
+    pub ml_secret_key_path: Option<PathBuf>,
     /// Address the other speakers reach this one at (default: the bind address, else this
     /// Node's InternalIP).
     #[arg(long, env = "METALLB_ML_ADVERTISE_ADDR")]
@@ -63,9 +75,17 @@ pub struct SpeakerArgs {
     #[arg(long, env = "HERALD_FLOOD_LIMIT", default_value = "10000/20000", value_parser = parse_rate_limit)]
     pub flood_limit: RateLimit,
     /// /metrics, /healthz and /readyz (plain HTTP): `IP:PORT`, or a port on the node address
-    /// (see `--host`); empty disables them.
-    #[arg(long, env = "HERALD_METRICS_ADDR", default_value = "7472")]
+    /// (see `--host`); empty disables them. MetalLB's `--port` is the same flag.
+    #[arg(
+        long,
+        alias = "port",
+        env = "HERALD_METRICS_ADDR",
+        default_value = "7472"
+    )]
     pub metrics_addr: String,
+    /// Log level (RUST_LOG, when set, wins: it can set levels per module).
+    #[arg(long, value_enum, default_value_t = super::LogLevel::Info)]
+    pub log_level: super::LogLevel,
     #[command(flatten)]
     pub metrics_access: super::MetricsAccessArgs,
     /// The node address a port-only `--metrics-addr` listens on, as MetalLB's `--host` (the
@@ -111,8 +131,8 @@ pub struct SpeakerArgs {
     pub bgp_type: String,
 }
 
-/// `IP:PORT` or a bare `IP` (port 7946); empty: disabled.
-fn parse_bind(text: &str) -> Result<Option<SocketAddr>> {
+/// `IP:PORT` or a bare `IP` (port `port`, else 7946); empty: disabled.
+fn parse_bind(text: &str, port: Option<u16>) -> Result<Option<SocketAddr>> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);
@@ -121,7 +141,7 @@ fn parse_bind(text: &str) -> Result<Option<SocketAddr>> {
         return Ok(Some(addr));
     }
     match text.parse::<IpAddr>() {
-        Ok(ip) => Ok(Some(SocketAddr::new(ip, DEFAULT_ML_PORT))),
+        Ok(ip) => Ok(Some(SocketAddr::new(ip, port.unwrap_or(DEFAULT_ML_PORT)))),
         Err(_) => bail!("--ml-bind-addr {text:?}: expected IP or IP:PORT"),
     }
 }
@@ -184,7 +204,14 @@ fn options(args: SpeakerArgs) -> Result<Options> {
         None => std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
             .map_or_else(|_| "metallb-system".to_string(), |s| s.trim().to_string()),
     };
-    let bind = parse_bind(&args.ml_bind_addr)?;
+    let bind = parse_bind(&args.ml_bind_addr, args.ml_bind_port)?;
+    if let Some(path) = &args.ml_secret_key_path {
+        tracing::info!(
+            path = %path.display(),
+            secret = %args.ml_secret_name,
+            "the memberlist key path is not read: the key comes from the Secret through the API"
+        );
+    }
     let gossip = match bind {
         Some(bind) if !args.ml_labels.trim().is_empty() => Some(GossipSettings {
             bind,
@@ -228,6 +255,9 @@ fn options(args: SpeakerArgs) -> Result<Options> {
 }
 
 pub fn run(args: SpeakerArgs) -> Result<()> {
+    if !super::set_log_level(args.log_level) {
+        tracing::debug!(level = ?args.log_level, "RUST_LOG is set: it wins over --log-level");
+    }
     let options = options(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -296,6 +326,34 @@ mod tests {
         assert!(!o.filter.allows("veth0"));
         assert_eq!(o.reannounce, Some(Duration::from_secs(30)));
         assert_eq!(o.timing.detect, Duration::from_millis(300));
+    }
+
+    #[test]
+    fn metallb_speaker_arguments_are_accepted() {
+        // The arguments and environment of MetalLB's speaker DaemonSet.
+        let o = parse(&[
+            "--port=7472",
+            "--log-level=info",
+            "--ml-bindaddr",
+            "203.0.113.11",
+            "--ml-bindport",
+            "7947",
+            "--ml-secret-key-path",
+            "/etc/ml_secret_key",
+        ])
+        .unwrap();
+        assert_eq!(o.gossip.unwrap().bind, "203.0.113.11:7947".parse().unwrap());
+        assert_eq!(o.metrics_addr, Some("203.0.113.11:7472".parse().unwrap()));
+        // An explicit port in the address wins over --ml-bindport.
+        let o = parse(&[
+            "--ml-bind-addr",
+            "203.0.113.11:7000",
+            "--ml-bindport",
+            "7947",
+        ])
+        .unwrap();
+        assert_eq!(o.gossip.unwrap().bind, "203.0.113.11:7000".parse().unwrap());
+        assert!(parse(&["--log-level", "loud"]).is_err());
     }
 
     #[test]
