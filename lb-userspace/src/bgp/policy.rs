@@ -428,6 +428,35 @@ fn advertisements<'c>(
 }
 
 #[cfg(test)]
+impl SessionSpec {
+    /// What MetalLB's native defaults give an eBGP BGPPeer `router` at 203.0.113.1 (AS 64512)
+    /// from a node in AS 64513.
+    pub(crate) fn native_defaults() -> SessionSpec {
+        SessionSpec {
+            peer: "router".into(),
+            my_asn: 64513,
+            peer_asn: PeerAs::Fixed(64512),
+            peer_address: IpAddr::from([203, 0, 113, 1]),
+            peer_port: 179,
+            source_address: None,
+            hold_time: Duration::from_secs(90),
+            keepalive: Duration::from_secs(30),
+            connect_time: None,
+            router_id: None,
+            ebgp_multihop: false,
+            password_secret: None,
+            has_password: false,
+            vrf: None,
+            disable_mp: false,
+            dual_stack: false,
+            graceful_restart: false,
+            bfd_profile: None,
+            bfd: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

@@ -293,38 +293,20 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::bgp::negotiate::PeerAs;
 
     fn spec(peer_asn: PeerAs, ebgp_multihop: bool) -> SessionSpec {
         SessionSpec {
-            peer: "router".into(),
-            my_asn: 64512,
             peer_asn,
-            peer_address: "203.0.113.1".parse().unwrap(),
-            peer_port: 179,
-            source_address: None,
-            hold_time: Duration::from_secs(90),
-            keepalive: Duration::from_secs(30),
-            connect_time: None,
-            router_id: None,
             ebgp_multihop,
-            password_secret: None,
-            has_password: false,
-            vrf: None,
-            disable_mp: false,
-            dual_stack: false,
-            graceful_restart: false,
-            bfd_profile: None,
-            bfd: None,
+            ..SessionSpec::native_defaults()
         }
     }
 
     #[test]
     fn ttl_is_metallb_natives_in_native_mode_and_frrs_in_the_frr_modes() {
-        let ebgp = PeerAs::Fixed(64513);
+        let ebgp = PeerAs::Fixed(64512);
         let cases = [
             // (peer AS, ebgpMultiHop, mode, TTL)
             (ebgp, false, BgpMode::Native, None),
@@ -333,8 +315,8 @@ mod tests {
             (ebgp, false, BgpMode::FrrK8s, Some(EBGP_TTL)),
             (ebgp, true, BgpMode::Frr, Some(MULTIHOP_TTL)),
             (PeerAs::External, false, BgpMode::Frr, Some(EBGP_TTL)),
-            (PeerAs::Fixed(64512), false, BgpMode::Native, None),
-            (PeerAs::Fixed(64512), false, BgpMode::Frr, None),
+            (PeerAs::Fixed(64513), false, BgpMode::Native, None),
+            (PeerAs::Fixed(64513), false, BgpMode::Frr, None),
             (PeerAs::Internal, false, BgpMode::Frr, None),
         ];
         for (peer_asn, multihop, mode, ttl) in cases {

@@ -142,30 +142,7 @@ fn every_node_announces_a_host_route_to_every_session() {
 #[test]
 fn session_defaults_follow_metallb_native() {
     let s = &World::new().plan_on("node-a").sessions["router"];
-    assert_eq!(
-        *s,
-        SessionSpec {
-            peer: "router".into(),
-            my_asn: 64513,
-            peer_asn: PeerAs::Fixed(64512),
-            peer_address: "203.0.113.1".parse().unwrap(),
-            peer_port: 179,
-            source_address: None,
-            hold_time: Duration::from_secs(90),
-            keepalive: Duration::from_secs(30),
-            connect_time: None,
-            router_id: None,
-            ebgp_multihop: false,
-            password_secret: None,
-            has_password: false,
-            vrf: None,
-            disable_mp: false,
-            dual_stack: false,
-            graceful_restart: false,
-            bfd_profile: None,
-            bfd: None,
-        }
-    );
+    assert_eq!(*s, SessionSpec::native_defaults());
     assert!(!s.is_ibgp());
 }
 
