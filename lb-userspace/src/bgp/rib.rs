@@ -41,6 +41,13 @@ pub fn complete(
             IpNet::V4(_) => (Family::Ipv4Unicast, ctx.next_hop_v4.map(IpAddr::V4)),
             IpNet::V6(_) => (Family::Ipv6Unicast, ctx.next_hop_v6.map(IpAddr::V6)),
         };
+        if !super::wire::is_unicast(prefix) {
+            unsendable.push(Unsendable {
+                prefix: *prefix,
+                reason: "not a unicast prefix (multicast or broadcast)".into(),
+            });
+            continue;
+        }
         if !ctx.families.contains(&family) {
             unsendable.push(Unsendable {
                 prefix: *prefix,

@@ -5,7 +5,7 @@
 //! states; this speaker always connects (it never listens), so the collision procedure does not
 //! arise.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -125,6 +125,7 @@ impl Handle {
             bfd,
             reached_established_once: false,
             graceful: false,
+            held_back: BTreeSet::new(),
         };
         let span = tracing::info_span!("bgp", peer = %params.name, address = %params.label());
         let task = tokio::spawn(tracing::Instrument::instrument(task.run(), span));
@@ -200,6 +201,8 @@ struct Task {
     reached_established_once: bool,
     /// Both sides of the current connection offered graceful restart (RFC 4724).
     graceful: bool,
+    /// Routes held back because their UPDATE cannot be encoded (warned about once).
+    held_back: BTreeSet<IpNet>,
 }
 
 /// Reconnect delays: 1 s doubling to 60 s with jitter, for ever.
@@ -284,8 +287,10 @@ impl Task {
 
     /// One TCP connection, from our OPEN to its end.
     async fn converse(&mut self, stream: TcpStream) -> End {
+        // An IPv4-mapped IPv6 address (a peerAddress written `::ffff:a.b.c.d`) is the IPv4
+        // address it maps, for the router ID, the families and the next hop.
         let local = match stream.local_addr() {
-            Ok(a) => a,
+            Ok(a) => SocketAddr::new(a.ip().to_canonical(), a.port()),
             Err(e) => return End::Down(format!("local address: {e}")),
         };
         let mut conn = Conn {

@@ -19,19 +19,22 @@ use super::socket::{Dial, Password};
 use super::view::{BgpStatus, SessionView};
 use crate::config::BgpMode;
 
-/// TTL for a directly connected eBGP peer in the FRR modes (FRR's own), and for one several hops
-/// away (`ebgpMultiHop`).
+/// FRR's TTL for a directly connected eBGP peer, and for an iBGP peer or one several hops away
+/// (`ebgpMultiHop`).
 const EBGP_TTL: u32 = 1;
 const MULTIHOP_TTL: u32 = 255;
 
 /// The TTL of a session's packets: `None` leaves the system's default (64 on Linux), which is
-/// what MetalLB's native speaker sends to every peer; the FRR modes send FRR's: 1 to an eBGP
-/// peer unless `ebgpMultiHop`, then 255.
+/// what MetalLB's native speaker sends to every peer (`ebgpMultiHop` sends 255 in native mode
+/// too); the FRR modes send FRR's: 255 to an iBGP peer, 1 to an eBGP peer unless
+/// `ebgpMultiHop`, then 255.
 pub fn session_ttl(spec: &SessionSpec, mode: BgpMode) -> Option<u32> {
-    match (spec.is_ibgp(), spec.ebgp_multihop, mode) {
-        (true, _, _) | (false, false, BgpMode::Native) => None,
-        (false, true, _) => Some(MULTIHOP_TTL),
-        (false, false, BgpMode::Frr | BgpMode::FrrK8s) => Some(EBGP_TTL),
+    let frr = matches!(mode, BgpMode::Frr | BgpMode::FrrK8s);
+    match (spec.is_ibgp(), spec.ebgp_multihop) {
+        (false, true) => Some(MULTIHOP_TTL),
+        (true, _) if frr => Some(MULTIHOP_TTL),
+        (false, false) if frr => Some(EBGP_TTL),
+        _ => None,
     }
 }
 
@@ -316,8 +319,14 @@ mod tests {
             (ebgp, true, BgpMode::Frr, Some(MULTIHOP_TTL)),
             (PeerAs::External, false, BgpMode::Frr, Some(EBGP_TTL)),
             (PeerAs::Fixed(64513), false, BgpMode::Native, None),
-            (PeerAs::Fixed(64513), false, BgpMode::Frr, None),
-            (PeerAs::Internal, false, BgpMode::Frr, None),
+            (
+                PeerAs::Fixed(64513),
+                false,
+                BgpMode::Frr,
+                Some(MULTIHOP_TTL),
+            ),
+            (PeerAs::Internal, false, BgpMode::FrrK8s, Some(MULTIHOP_TTL)),
+            (PeerAs::Internal, false, BgpMode::Native, None),
         ];
         for (peer_asn, multihop, mode, ttl) in cases {
             let spec = spec(peer_asn, multihop);

@@ -10,7 +10,9 @@ use socket2::SockRef;
 use tokio::net::{TcpSocket, TcpStream};
 
 /// The first IPv4 address on the interface that holds `local`, if any: MetalLB's router ID
-/// for a session whose transport is IPv6.
+/// for a session whose transport is IPv6. Addresses are compared without their scope, as
+/// MetalLB compares them: a link-local address several interfaces share, or one present in
+/// two VRFs, finds the first of them (whose IPv4 address is still one of this node's).
 pub fn ipv4_beside(local: IpAddr) -> Option<Ipv4Addr> {
     let ip_of = |a: &nix::ifaddrs::InterfaceAddress| -> Option<IpAddr> {
         let address = a.address.as_ref()?;
@@ -151,11 +153,16 @@ mod tests {
 
     #[test]
     fn the_ipv4_beside_an_ipv6_address_is_read_from_its_interface() {
-        // The loopback interface holds ::1 and 127.0.0.1.
-        assert_eq!(
-            ipv4_beside(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
-            Some(Ipv4Addr::LOCALHOST)
-        );
+        // The loopback interface holds 127.0.0.1, and ::1 unless IPv6 is off on this host.
+        let loopback_v6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
+        if loopback_v6 {
+            assert_eq!(
+                ipv4_beside(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
+                Some(Ipv4Addr::LOCALHOST)
+            );
+        } else {
+            eprintln!("no ::1 on this host: only the negative case is checked");
+        }
         // An address no interface holds.
         assert_eq!(ipv4_beside("2001:db8::dead".parse().unwrap()), None);
     }

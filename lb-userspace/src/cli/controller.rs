@@ -54,6 +54,11 @@ pub struct ControllerArgs {
     /// Accepted for MetalLB compatibility; Herald serves no webhooks (CRD rules and CEL validate).
     #[arg(long, default_value = "disabled")]
     pub webhook_mode: String,
+    /// MetalLB's webhook server's TLS settings: accepted and not used (no webhook server).
+    #[arg(long)]
+    pub tls_min_version: Option<String>,
+    #[arg(long)]
+    pub tls_cipher_suites: Option<String>,
     /// Name of the coordination.k8s.io Lease used for leader election.
     #[arg(long, default_value = "metallb-controller")]
     pub lease_name: String,
@@ -65,6 +70,11 @@ pub struct ControllerArgs {
 pub fn run(args: ControllerArgs) -> Result<()> {
     if !super::set_log_level(args.log_level) {
         tracing::debug!(level = ?args.log_level, "RUST_LOG is set: it wins over --log-level");
+    }
+    if args.tls_min_version.is_some() || args.tls_cipher_suites.is_some() {
+        tracing::info!(
+            "--tls-min-version and --tls-cipher-suites are not used: Herald serves no webhooks"
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -172,6 +182,22 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         args: ControllerArgs,
+    }
+
+    #[test]
+    fn metallb_controller_arguments_are_accepted() {
+        // The arguments of MetalLB's controller Deployment (manifest and chart).
+        let cli = Cli::try_parse_from([
+            "controller",
+            "--port=7472",
+            "--log-level=info",
+            "--tls-min-version=VersionTLS12",
+            "--tls-cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "--webhook-mode=disabled",
+            "--lb-class=herald",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.port, 7472);
     }
 
     #[test]

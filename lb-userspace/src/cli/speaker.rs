@@ -91,15 +91,15 @@ pub struct SpeakerArgs {
     /// The node address a port-only `--metrics-addr` listens on, as MetalLB's `--host` (the
     /// manifests set it from `status.hostIP`). Default: the gossip bind or advertise address;
     /// without any, every interface (with a warning).
-    #[arg(long, env = "METALLB_HOST")]
+    #[arg(long, env = "METALLB_HOST", value_parser = parse_host)]
     pub host: Option<IpAddr>,
     /// Failure-detection target in ms: a dead speaker is removed in about this time, and the
     /// guard silences a cut-off speaker before anyone takes over (see `speaker::timing`).
     #[arg(long, env = "HERALD_DETECT_MS", default_value_t = 500)]
     pub detect_ms: u64,
     /// Send a gratuitous ARP / unsolicited NA round for every announced address this often
-    /// (e.g. `30s`); off by default.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// (e.g. `30s`, at least 1s); off by default.
+    #[arg(long, value_parser = parse_reannounce)]
     pub reannounce_interval: Option<Duration>,
     /// Interfaces never used for layer 2, as regexes (comma-separated; default MetalLB's list).
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
@@ -129,6 +129,35 @@ pub struct SpeakerArgs {
     /// default), frr or frr-k8s (MetalLB's FRR modes' rules; the native speaker serves them).
     #[arg(long, env = "METALLB_BGP_TYPE", default_value = "native")]
     pub bgp_type: String,
+    /// MetalLB's memberlist WAN profile: accepted and not used (the gossip's timing follows
+    /// `--detect-ms`).
+    #[arg(long)]
+    pub ml_wan_config: bool,
+    /// MetalLB's namespace of an external frr-k8s: accepted and not used (Herald's own speaker
+    /// serves the BGP sessions).
+    #[arg(long, env = "FRRK8S_NAMESPACE")]
+    pub frrk8s_namespace: Option<String>,
+}
+
+/// Gratuitous rounds for every address more often than this are a flood of one's own LAN.
+const MIN_REANNOUNCE: Duration = Duration::from_secs(1);
+
+/// `--reannounce-interval`: a duration of at least a second, or `0` (off).
+fn parse_reannounce(text: &str) -> std::result::Result<Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 30s)"))?;
+    if !interval.is_zero() && interval < MIN_REANNOUNCE {
+        return Err(format!("{text} is shorter than 1s (0 turns it off)"));
+    }
+    Ok(interval)
+}
+
+/// `--host`: an IP address, or `localhost` (MetalLB's chart passes it with secure metrics).
+fn parse_host(text: &str) -> std::result::Result<IpAddr, String> {
+    if text == "localhost" {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    text.parse()
+        .map_err(|_| format!("{text:?}: expected an IP address or localhost"))
 }
 
 /// `IP:PORT` or a bare `IP` (port `port`, else 7946); empty: disabled.
@@ -205,6 +234,12 @@ fn options(args: SpeakerArgs) -> Result<Options> {
             .map_or_else(|_| "metallb-system".to_string(), |s| s.trim().to_string()),
     };
     let bind = parse_bind(&args.ml_bind_addr, args.ml_bind_port)?;
+    if args.ml_wan_config {
+        tracing::info!("--ml-wan-config is not used: the gossip's timing follows --detect-ms");
+    }
+    if let Some(namespace) = &args.frrk8s_namespace {
+        tracing::info!(%namespace, "--frrk8s-namespace is not used: Herald's speaker serves the BGP sessions itself");
+    }
     if let Some(path) = &args.ml_secret_key_path {
         tracing::info!(
             path = %path.display(),
@@ -340,6 +375,10 @@ mod tests {
             "7947",
             "--ml-secret-key-path",
             "/etc/ml_secret_key",
+            "--ml-wan-config",
+            "--frrk8s-namespace=frr-k8s-system",
+            "--lb-class=herald",
+            "--ignore-exclude-lb",
         ])
         .unwrap();
         assert_eq!(o.gossip.unwrap().bind, "203.0.113.11:7947".parse().unwrap());
@@ -354,6 +393,22 @@ mod tests {
         .unwrap();
         assert_eq!(o.gossip.unwrap().bind, "203.0.113.11:7000".parse().unwrap());
         assert!(parse(&["--log-level", "loud"]).is_err());
+        // With secure metrics MetalLB's chart binds the plain port to localhost.
+        assert_eq!(
+            parse(&["--host=localhost"]).unwrap().metrics_addr,
+            Some("127.0.0.1:7472".parse().unwrap())
+        );
+        assert!(parse(&["--host=nowhere"]).is_err());
+    }
+
+    #[test]
+    fn reannouncing_is_off_or_at_least_a_second_apart() {
+        let every = |text: &str| parse(&["--reannounce-interval", text]).map(|o| o.reannounce);
+        assert_eq!(every("30s").unwrap(), Some(Duration::from_secs(30)));
+        assert_eq!(every("1s").unwrap(), Some(Duration::from_secs(1)));
+        assert_eq!(every("0").unwrap(), None);
+        let e = every("1ns").unwrap_err().to_string();
+        assert!(e.contains("shorter than 1s"), "{e}");
     }
 
     #[test]

@@ -194,3 +194,32 @@ fn a_route_whose_update_cannot_be_encoded_is_held_back_alone() {
         crate::bgp::wire::encode_announce(std::slice::from_ref(prefix), attrs, &session).unwrap();
     }
 }
+
+#[test]
+fn multicast_and_broadcast_prefixes_are_reported_not_sent() {
+    let mut both = ctx();
+    both.families.insert(Family::Ipv6Unicast);
+    both.next_hop_v6 = Some("2001:db8::2".parse().unwrap());
+    let routes = BTreeMap::from([
+        (net("224.0.0.10/32"), policy(None, vec![])),
+        (net("255.255.255.255/32"), policy(None, vec![])),
+        (net("ff02::10/128"), policy(None, vec![])),
+        (net("203.0.113.10/32"), policy(None, vec![])),
+    ]);
+    let (out, unsendable) = complete(&routes, &both);
+    assert_eq!(
+        out.keys().copied().collect::<Vec<_>>(),
+        [net("203.0.113.10/32")]
+    );
+    let mut refused: Vec<IpNet> = unsendable.iter().map(|u| u.prefix).collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            net("224.0.0.10/32"),
+            net("255.255.255.255/32"),
+            net("ff02::10/128")
+        ]
+    );
+    assert!(unsendable.iter().all(|u| u.reason.contains("unicast")));
+}

@@ -16,7 +16,7 @@ use crate::bgp::wire;
 impl Task {
     /// The routes the policy wants, and how many cannot be sent on this session.
     fn desired(
-        &self,
+        &mut self,
         ctx: &rib::Context,
         session: &wire::Session,
     ) -> (BTreeMap<IpNet, wire::RouteAttrs>, usize) {
@@ -30,13 +30,18 @@ impl Task {
                 .map(drop)
                 .map_err(|e| e.to_string())
         });
-        for u in &refused {
+        // Warned once per prefix, not on every sync while it stays held back.
+        for u in refused
+            .iter()
+            .filter(|u| !self.held_back.contains(&u.prefix))
+        {
             tracing::warn!(
                 prefix = %u.prefix,
                 reason = %u.reason,
                 "route not sent to this peer: its UPDATE cannot be encoded"
             );
         }
+        self.held_back = refused.iter().map(|u| u.prefix).collect();
         (desired, unsendable.len() + refused.len())
     }
 

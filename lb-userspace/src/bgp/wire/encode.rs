@@ -356,6 +356,15 @@ fn split(prefixes: &[IpNet]) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
     (v4, v6)
 }
 
+/// Whether `prefix` is one an UPDATE can carry as unicast (not multicast, not the IPv4
+/// broadcast address): the test [`encode_announce`] applies.
+pub fn is_unicast(prefix: &IpNet) -> bool {
+    match prefix {
+        IpNet::V4(net) => Ipv4Unicast::from_net(net.trunc()).is_ok(),
+        IpNet::V6(net) => Ipv6Unicast::from_net(net.trunc()).is_ok(),
+    }
+}
+
 fn ipv4_nlri(nets: &[Ipv4Net]) -> Result<Vec<Ipv4UnicastAddress>, WireError> {
     nets.iter()
         .map(|net| {

@@ -16,7 +16,7 @@ mod tests;
 pub use decode::decode;
 pub use encode::{
     encode_announce, encode_end_of_rib, encode_keepalive, encode_notification, encode_open,
-    encode_withdraw,
+    encode_withdraw, is_unicast,
 };
 
 /// RFC 4271 §4.1: the fixed header (marker, length, type).
