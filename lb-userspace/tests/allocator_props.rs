@@ -216,6 +216,8 @@ proptest! {
             let svc = by_key[key];
             let pool = &pools[pool_name];
             prop_assert!(pool_accepts(pool, svc), "{key} in {pool_name}");
+            // The same rule, independent of the allocator's: only p3 limits namespaces, to team.
+            prop_assert!(pool_name != "p3" || svc.namespace == "team", "{key} in p3");
             for ip in ips {
                 let inside = pool.cidrs().any(|c| c.contains(ip));
                 let buggy = pool.avoid_buggy_ips && matches!(ip, IpAddr::V4(v4) if v4.octets()[3] == 0 || v4.octets()[3] == 255);

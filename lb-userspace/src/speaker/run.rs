@@ -265,7 +265,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
                     match next_key(current_key.as_deref(), gossip_key(settings, &watches)) {
                         KeyChange::Same => {}
                         KeyChange::KeptAfterRemoval => tracing::warn!(
-                            "the memberlist secret is gone: keeping the last key (gossip stays authenticated)"
+                            "the memberlist secret is gone or empty: keeping the last key (gossip stays authenticated)"
                         ),
                         KeyChange::New(key) => {
                             tracing::info!("memberlist secret changed");
@@ -457,13 +457,15 @@ async fn start_gossip(
 #[derive(Debug, PartialEq, Eq)]
 enum KeyChange {
     Same,
-    /// The secret is gone (deleted, or unreadable): authentication is never switched off by
-    /// that; the last key stays until a new one arrives.
+    /// The secret is gone (deleted, emptied or unreadable): authentication is never switched
+    /// off by that; the last key stays until a new one arrives.
     KeptAfterRemoval,
     New(Vec<u8>),
 }
 
 fn next_key(current: Option<&[u8]>, seen: Option<Vec<u8>>) -> KeyChange {
+    // An emptied key is no key: it never switches authentication off either.
+    let seen = seen.filter(|key| !key.is_empty());
     match (current, seen) {
         (Some(_), None) => KeyChange::KeptAfterRemoval,
         (None, None) => KeyChange::Same,
@@ -531,6 +533,12 @@ mod tests {
             next_key(Some(b"k1"), Some(b"k2".to_vec())),
             KeyChange::New(b"k2".to_vec())
         );
+        assert_eq!(
+            next_key(Some(b"k1"), Some(Vec::new())),
+            KeyChange::KeptAfterRemoval,
+            "an emptied key is a removed one"
+        );
+        assert_eq!(next_key(None, Some(Vec::new())), KeyChange::Same);
         assert_eq!(next_key(None, None), KeyChange::Same);
         assert_eq!(
             next_key(None, Some(b"k".to_vec())),
