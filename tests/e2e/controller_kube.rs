@@ -803,7 +803,27 @@ async fn invalid_pool_is_rejected_and_last_good_config_serves_scenario() {
         || format!("herald log:\n{}", tail(&herald.log_text())),
     )
     .await;
+    let updates = || {
+        herald
+            .metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix("metallb_k8s_client_updates_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let seen = updates();
     cluster.apply(&service_yaml(ns, "while-invalid", 80, &[], ""));
+    wait_for(
+        "invalid-1 processed the new Service",
+        || async { (updates() > seen).then_some(()) },
+        || format!("herald log:\n{}", tail(&herald.log_text())),
+    )
+    .await;
+    assert_eq!(
+        cluster.ingress(ns, "while-invalid").await,
+        Vec::<String>::new(),
+        "allocated while the configuration is invalid"
+    );
     for (name, ip) in [("before", "198.51.100.70"), ("during", "198.51.100.71")] {
         assert_eq!(
             cluster.ingress(ns, name).await,

@@ -580,6 +580,8 @@ fn an_image_missing_on_one_node_leaves_the_others_answering() {
     let reason = speaker_waiting_reason(&winner);
     let events = pod_events(&speaker_pod_on(&winner), None);
     let (answered, stale) = others_answer(&v4, &others);
+    // Withdrawn from its maps, not merely silenced by its guard.
+    let (holders, unread) = xdp_holders(&v4);
     kubectl(&["-n", SYSTEM, "rollout", "undo", "daemonset/speaker"]);
     rolled_out(SYSTEM, "daemonset/speaker");
     assert!(
@@ -589,6 +591,10 @@ fn an_image_missing_on_one_node_leaves_the_others_answering() {
     assert!(
         events.contains(&image),
         "the pod's Events name the image: {events}"
+    );
+    assert!(
+        !unread.contains(&winner) && !holders.contains(&winner),
+        "{winner}'s old speaker withdrew {v4} on its way out: held by {holders:?}, maps unread on {unread:?}"
     );
     covered_then_healed(&v4, &winner, answered, &stale, "after the rollback");
 }
@@ -723,13 +729,43 @@ fn metallb_and_herald_replace_each_other_from_their_own_manifests() {
         let p = probe_arp(&v4, 10, 20);
         p.unanswered.is_empty() && p.by_node.keys().collect::<Vec<_>>() == [&winner]
     });
-    let attached: Vec<serde_json::Value> = status(false)["nodes"]
+    let nodes = status(false)["nodes"]
         .as_array()
-        .unwrap()
+        .cloned()
+        .unwrap_or_default();
+    let attached: Vec<serde_json::Value> = nodes
         .iter()
         .flat_map(|n| n["xdp_attachments"].as_array().cloned().unwrap_or_default())
         .collect();
+    // The kernel's own view of every node's interfaces, not only Herald's pins: no XDP
+    // program on any of them (the lab attaches none of its own).
+    let links: Vec<(String, String)> = nodes
+        .iter()
+        .filter_map(|n| n["netns"].as_str())
+        .map(|ns| {
+            let out = std::process::Command::new("ip")
+                .args(["-n", ns, "link", "show"])
+                .output()
+                .expect("ip link");
+            (
+                ns.to_string(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        })
+        .collect();
     xtask_lab(&["switch", "herald"]);
+    assert_eq!(
+        links.len(),
+        NODES.len(),
+        "every node's links read: {links:?}"
+    );
+    for (ns, text) in &links {
+        assert!(text.contains("lo:"), "{ns}: no links listed: {text}");
+        assert!(
+            !text.contains("prog/xdp"),
+            "{ns}: an XDP program is left under MetalLB: {text}"
+        );
+    }
     assert_eq!(
         metallb_images, ["localhost/metallb/speaker:v0.15.2"; 3],
         "MetalLB's speakers run"

@@ -4,8 +4,9 @@
 //! rules allow it) the speaker offers the capability with the Forwarding State bit; when it is
 //! killed (`kill -9`) or stopped (SIGTERM, as a rollout stops it) the router keeps the node's
 //! route until the next speaker process has re-established the session and sent its End-of-RIB:
-//! the router's table, read every 100 ms throughout, never lacks it, and FRR's kernel route is
-//! never deleted (`ip monitor route` in the router's namespace). Without graceful restart the
+//! the router's table, read every 100 ms throughout, never lacks it, the route comes back with
+//! the community the advertisement was given while the speaker was away, and FRR's kernel route
+//! is never deleted (`ip monitor route` in the router's namespace). Without graceful restart the
 //! same kill takes the route out at once.
 //!
 //! Needs root, the XDP object, `cargo xtask kube build`, `cargo build -p herald` and the Debian
@@ -153,7 +154,17 @@ async fn scenario(kind: RouterKind) {
         );
     }
 
-    for (how, signal) in [("kill -9", libc::SIGKILL), ("SIGTERM", libc::SIGTERM)] {
+    // The advertisement's community, changed while the speaker is away: the route carrying
+    // the new one shows the next speaker sent it again (BIRD marks no stale paths).
+    let advertise = |community: &str| {
+        cluster.apply(&format!(
+            "apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata:\n  name: bgp-e2e\n  namespace: metallb-system\nspec:\n  ipAddressPools: [bgp-e2e]\n  communities: [\"{community}\"]\n"
+        ));
+    };
+    for (how, signal, community) in [
+        ("kill -9", libc::SIGKILL, (64512, 301)),
+        ("SIGTERM", libc::SIGTERM, (64512, 302)),
+    ] {
         let monitor = RouteMonitor::start(&lan.router.name);
         let watching = AtomicBool::new(true);
         // The router's table read every 100 ms from before the signal until the new speaker's
@@ -182,6 +193,7 @@ async fn scenario(kind: RouterKind) {
                     speaker.logs()
                 );
             }
+            advertise(&format!("{}:{}", community.0, community.1));
             // Away for a while: the router holds the route (stale).
             std::thread::sleep(Duration::from_secs(3));
             assert!(
@@ -192,7 +204,22 @@ async fn scenario(kind: RouterKind) {
             router
                 .wait_established(node_v4, PATIENCE)
                 .unwrap_or_else(|e| panic!("{how}: {e}\n{}", speaker.logs()));
-            // End-of-RIB: FRR and GoBGP clear the stale mark; BIRD is given the same time.
+            // The new speaker's route replaced the held one, and its End-of-RIB cleared FRR's
+            // and GoBGP's stale mark.
+            router
+                .wait_routes(
+                    Family::Ipv4,
+                    |routes| {
+                        find(routes, &prefix).is_some_and(|r| r.communities.contains(&community))
+                    },
+                    PATIENCE,
+                )
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{how}: the route was not sent again: {e}\n{}",
+                        speaker.logs()
+                    )
+                });
             assert!(
                 poll_until(PATIENCE, || !stale()),
                 "{how}: the route is still stale after the restart\n{}",

@@ -542,8 +542,21 @@ async fn single_node() {
         logs()
     );
 
-    // Fail closed, 2: maps start closed. A speaker killed right after its first announcement,
-    // before any heartbeat of its own, leaves nothing answering past the guard bound.
+    // What `herald xdp list` shows in the node; the test fails if it cannot be read.
+    let listed = || -> serde_json::Value {
+        let out = node
+            .command(herald_bin())
+            .args(["xdp", "list", "-o", "json", "--pin-dir"])
+            .arg(&pin_dir)
+            .output()
+            .expect("herald xdp list");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).expect("herald xdp list JSON")
+    };
+
+    // Fail closed, 2: the maps are never without a guard. A speaker killed right after its
+    // first announcement leaves a guard that is closed or armed, never off, and nothing
+    // answering past the guard bound.
     let mut speaker = speaker;
     speaker.signal(libc::SIGKILL).unwrap();
     let _ = speaker.0.wait();
@@ -569,6 +582,12 @@ async fn single_node() {
     );
     speaker.signal(libc::SIGKILL).unwrap();
     let _ = speaker.0.wait();
+    let guard = listed()["guard"]["state"].clone();
+    assert!(
+        guard.is_string() && guard != "off",
+        "a killed speaker left the guard {guard}\n{}",
+        logs()
+    );
     // The guard bound is half the detection time (250 ms by default); give it four times that.
     std::thread::sleep(Duration::from_secs(1));
     for _ in 0..3 {
@@ -595,6 +614,13 @@ async fn single_node() {
         speaker.0.try_wait().ok().flatten().is_some()
     });
     assert!(exited, "speaker did not stop on SIGTERM\n{}", logs());
+    // Withdrawn from the maps on the way out, not merely silenced by the guard.
+    let left = listed();
+    assert!(
+        left["addresses"].as_array().is_some_and(Vec::is_empty),
+        "addresses left in the maps after a graceful stop: {left}\n{}",
+        logs()
+    );
     assert!(
         arp_answer(&client, &client_if).is_none(),
         "still answered after a graceful stop\n{}",

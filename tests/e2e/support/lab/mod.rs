@@ -143,6 +143,29 @@ pub fn xdp_announcers(ip: &str) -> Vec<String> {
         .collect()
 }
 
+/// Nodes whose XDP maps hold `ip`, whatever their guard says, and the nodes whose maps could
+/// not be read at all (no pins, or `herald xdp list` failed).
+pub fn xdp_holders(ip: &str) -> (Vec<String>, Vec<String>) {
+    let status = status(false);
+    let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
+    let name = |n: &Value| n["name"].as_str().unwrap_or("?").to_string();
+    let holders = nodes
+        .iter()
+        .filter(|n| {
+            n["xdp_addresses"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|e| e.as_str() == Some(ip)))
+        })
+        .map(name)
+        .collect();
+    let unread = nodes
+        .iter()
+        .filter(|n| n["guard"].is_null())
+        .map(name)
+        .collect();
+    (holders, unread)
+}
+
 pub fn node_mac(node: &str) -> String {
     let status = status(false);
     status["nodes"]
