@@ -442,7 +442,9 @@ fn speaker_restart_leaves_one_gap_on_a_crash_and_none_when_graceful() {
             wait_answered_by(&v4, &first),
             "{first} should answer {v4} before the {kind} restart"
         );
-        let probe = start_probe(&v4, 300, 20);
+        // Probed until the restarted speaker has its address back, however long the kubelet
+        // takes to restart it.
+        let probe = start_probe_until(&v4, 300, 20, &first);
         std::thread::sleep(Duration::from_secs(1));
         let pid = speaker_pid(&first).expect("speaker running");
         signal(pid, sig);
@@ -452,7 +454,13 @@ fn speaker_restart_leaves_one_gap_on_a_crash_and_none_when_graceful() {
         );
         wait_speaker_restarted(&first);
         let result = finish_probe(probe);
-        assert_eq!(result.rounds, 300);
+        assert!(result.rounds >= 300, "{} rounds", result.rounds);
+        if !result.last_round_nodes.contains(&first) {
+            failures.push(format!(
+                "{kind} restart: {first} never answered again during the probe (last round: {:?})",
+                result.last_round_nodes
+            ));
+        }
         eprintln!(
             "{kind} restart: unanswered 20 ms rounds {:?}, answers {:?}",
             result.unanswered, result.by_node

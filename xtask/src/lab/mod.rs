@@ -108,6 +108,10 @@ pub struct ProbeArgs {
     pub count: usize,
     #[arg(long, default_value_t = 20)]
     pub interval_ms: u64,
+    /// Go on past `--count` rounds until this node has answered each of the last 10 (at most
+    /// 400 s): a probe that must see an address handed back to it.
+    #[arg(long)]
+    pub until_answered_by: Option<String>,
 }
 
 pub fn run(command: &LabCommand) -> Result<()> {
@@ -158,19 +162,45 @@ pub fn run(command: &LabCommand) -> Result<()> {
     }
 }
 
+/// Rounds the node named by `--until-answered-by` must have answered at the end.
+const SETTLED_ROUNDS: usize = 10;
+
 fn probe_command(args: &ProbeArgs) -> Result<()> {
     let (ip, count, interval) = (args.ip, args.count, Duration::from_millis(args.interval_ms));
+    let macs = status::node_macs();
+    let until = args.until_answered_by.clone();
+    let node_macs = macs.clone();
+    let max = if until.is_some() { 400 } else { 3600 };
     let rounds = probe::in_netns(CLIENT_NS, move || {
         probe::probe_arp_rounds(
             UPLINK,
             CLIENT_V4,
             ip,
             interval,
-            Duration::from_secs(3600),
-            |r| r.len() >= count,
+            Duration::from_secs(max),
+            |r| {
+                r.len() >= count
+                    && until.as_ref().is_none_or(|node| {
+                        r.len() >= SETTLED_ROUNDS
+                            && r[r.len() - SETTLED_ROUNDS..].iter().all(|round| {
+                                round.macs().iter().any(|m| {
+                                    status::node_of_mac(&node_macs, &probe::format_mac(m)) == *node
+                                })
+                            })
+                    })
+            },
         )
     })?;
-    let macs = status::node_macs();
+    let last_round_nodes: Vec<String> = rounds
+        .last()
+        .map(|round| {
+            round
+                .macs()
+                .iter()
+                .map(|m| status::node_of_mac(&macs, &probe::format_mac(m)))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut per_node = std::collections::BTreeMap::<String, usize>::new();
     let mut multiple = 0;
     let mut unanswered = Vec::new();
@@ -197,6 +227,7 @@ fn probe_command(args: &ProbeArgs) -> Result<()> {
             "answers_by_node": per_node,
             "rounds_with_several_macs": multiple,
             "unanswered_rounds": unanswered,
+            "last_round_nodes": last_round_nodes,
         })
     );
     Ok(())

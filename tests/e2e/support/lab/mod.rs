@@ -195,6 +195,8 @@ pub struct Probe {
     pub several: u64,
     pub unanswered: Vec<u64>,
     pub rounds: u64,
+    /// The nodes that answered the last round.
+    pub last_round_nodes: Vec<String>,
 }
 
 pub fn parse_probe(text: &str) -> Probe {
@@ -214,6 +216,14 @@ pub fn parse_probe(text: &str) -> Probe {
             .map(|a| a.iter().filter_map(Value::as_u64).collect())
             .unwrap_or_default(),
         rounds: json["rounds"].as_u64().unwrap_or(0),
+        last_round_nodes: json["last_round_nodes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -231,13 +241,32 @@ pub fn probe_arp(ip: &str, count: usize, interval_ms: u64) -> Probe {
 
 /// Starts a probe in the background (collect it with [`finish_probe`]).
 pub fn start_probe(ip: &str, count: usize, interval_ms: u64) -> std::process::Child {
-    Command::new(xtask_bin())
-        .args(["lab", "probe", "--ip", ip])
-        .args(["--count", &count.to_string()])
-        .args(["--interval-ms", &interval_ms.to_string()])
+    probe_command(ip, count, interval_ms)
         .stdout(Stdio::piped())
         .spawn()
         .expect("starting the probe")
+}
+
+/// Starts a probe that goes on past `count` rounds until `node` has answered the last ones.
+pub fn start_probe_until(
+    ip: &str,
+    count: usize,
+    interval_ms: u64,
+    node: &str,
+) -> std::process::Child {
+    probe_command(ip, count, interval_ms)
+        .args(["--until-answered-by", node])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the probe")
+}
+
+fn probe_command(ip: &str, count: usize, interval_ms: u64) -> Command {
+    let mut cmd = Command::new(xtask_bin());
+    cmd.args(["lab", "probe", "--ip", ip])
+        .args(["--count", &count.to_string()])
+        .args(["--interval-ms", &interval_ms.to_string()]);
+    cmd
 }
 
 pub fn finish_probe(child: std::process::Child) -> Probe {
