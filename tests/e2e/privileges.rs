@@ -192,6 +192,14 @@ impl Lab {
         cmd.output().expect("running herald")
     }
 
+    fn herald_env(&self, who: &As, pin_dir: &Path, args: &[&str], env: (&str, &str)) -> Output {
+        let mut cmd = command_as(&self.node.name, who, &herald_bin(), &["xdp"]);
+        cmd.args(args)
+            .env("HERALD_PIN_DIR", pin_dir)
+            .env(env.0, env.1);
+        cmd.output().expect("running herald")
+    }
+
     fn herald_ok(&self, who: &As, pin_dir: &Path, args: &[&str]) -> String {
         let out = self.herald(who, pin_dir, args);
         assert!(
@@ -312,7 +320,8 @@ fn manifest_capabilities_load_attach_announce_and_answer() {
 }
 
 /// CAP_BPF and CAP_NET_ADMIN are checked before any syscall (one line naming what is
-/// missing); CAP_NET_RAW is what `announce` (gratuitous ARP) adds.
+/// missing), and the kernel itself refuses the attach without either when that check is
+/// skipped; CAP_NET_RAW is what `announce` (gratuitous ARP) adds.
 #[test]
 fn each_other_manifest_capability_is_needed() {
     let lab = Lab::new();
@@ -322,12 +331,29 @@ fn each_other_manifest_capability_is_needed() {
     for (dropped, cap_name) in [("BPF", "CAP_BPF"), ("NET_ADMIN", "CAP_NET_ADMIN")] {
         let pins = lab.pin_dir(0);
         let out = lab.herald(&As::Root(without(&caps, dropped)), &pins, &attach);
-        let text = text(&out);
-        assert!(!out.status.success(), "attach without {cap_name}: {text}");
+        let said = text(&out);
+        assert!(!out.status.success(), "attach without {cap_name}: {said}");
         assert!(
-            text.contains("herald xdp attach needs")
-                && text.contains(&format!("missing {cap_name}")),
-            "without {cap_name}: {text}"
+            said.contains("herald xdp attach needs")
+                && said.contains(&format!("missing {cap_name}")),
+            "without {cap_name}: {said}"
+        );
+        // Herald's own check skipped: the kernel refuses.
+        let out = lab.herald_env(
+            &As::Root(without(&caps, dropped)),
+            &pins,
+            &attach,
+            ("HERALD_SKIP_CAPABILITY_CHECK", "1"),
+        );
+        let refused = text(&out);
+        eprintln!("without {cap_name}, unchecked: {refused}");
+        assert!(
+            !out.status.success(),
+            "the kernel let an attach without {cap_name} through: {refused}"
+        );
+        assert!(
+            !refused.contains("herald xdp attach needs"),
+            "the check was not skipped: {refused}"
         );
     }
     // Attached with everything, then announce without CAP_NET_RAW.
