@@ -261,6 +261,12 @@ pub fn start_probe_until(
         .expect("starting the probe")
 }
 
+/// Whether a background probe is still sending: checked right after the operation it watches
+/// returns, so that the probe is known to have covered all of it.
+pub fn still_probing(probe: &mut std::process::Child) -> bool {
+    matches!(probe.try_wait(), Ok(None))
+}
+
 fn probe_command(ip: &str, count: usize, interval_ms: u64) -> Command {
     let mut cmd = Command::new(xtask_bin());
     cmd.args(["lab", "probe", "--ip", ip])
