@@ -358,11 +358,10 @@ fn the_elected_node_answers_and_traffic_reaches_real_pods() {
 fn deleting_the_announcing_speaker_pod_leaves_no_probe_unanswered() {
     let (_serial, v4, winner) = announced();
     let pod = speaker_pod_on(&winner);
-    let mut probe = start_probe(&v4, 500, 20);
+    let probe = OpenProbe::start(&v4, 50, 20);
     std::thread::sleep(Duration::from_secs(1));
     kubectl(&["-n", SYSTEM, "delete", "pod", &pod, "--wait=true"]);
-    let covered = still_probing(&mut probe);
-    let probe = finish_probe(probe);
+    let (probe, covered) = probe.finish();
     assert!(covered, "the probe ended before the pod's deletion did");
     eprintln!("answers during the pod's deletion: {:?}", probe.by_node);
     assert!(
@@ -413,11 +412,10 @@ fn a_speaker_rollout_to_a_new_image_leaves_no_probe_unanswered() {
     let out = xtask_lab(&["import-image", "--tag", &tag]);
     // The reference is the last line (the build steps print before it).
     let image = out.lines().last().unwrap_or_default().trim();
-    // 60 s of probes: the rollout (three pods, one at a time) ends well within it.
-    let mut probe = start_probe(&v4, 3000, 20);
+    // Probed until the rollout (three pods, one at a time) has ended.
+    let probe = OpenProbe::start(&v4, 50, 20);
     set_speaker_image(image);
     rolled_out(SYSTEM, "daemonset/speaker");
-    let covered = still_probing(&mut probe);
     let images = kubectl(&[
         "-n",
         SYSTEM,
@@ -428,7 +426,7 @@ fn a_speaker_rollout_to_a_new_image_leaves_no_probe_unanswered() {
         "-o",
         "jsonpath={range .items[*]}{.spec.containers[0].image}{\"\\n\"}{end}",
     ]);
-    let probe = finish_probe(probe);
+    let (probe, covered) = probe.finish();
     eprintln!(
         "rollout: {} rounds, answers {:?}",
         probe.rounds, probe.by_node
@@ -458,8 +456,8 @@ fn a_speaker_rollout_to_a_new_image_leaves_no_probe_unanswered() {
 #[test]
 fn draining_the_announcing_node_keeps_the_address_answered() {
     let (_serial, v4, winner) = announced();
-    // 30 s of probes; the drain must end within them.
-    let mut probe = start_probe(&v4, 1500, 20);
+    // Probed until the drain has returned, however long its evictions take.
+    let probe = OpenProbe::start(&v4, 50, 20);
     kubectl(&[
         "drain",
         &winner,
@@ -467,8 +465,8 @@ fn draining_the_announcing_node_keeps_the_address_answered() {
         "--delete-emptydir-data",
         "--timeout=120s",
     ]);
-    let covered = still_probing(&mut probe);
-    let probe = finish_probe(probe);
+    let (probe, covered) = probe.finish();
+    eprintln!("drain: {} rounds", probe.rounds);
     assert!(covered, "the probe ended before the drain did");
     assert!(probe.unanswered.is_empty(), "{:?}", probe.unanswered);
     assert_eq!(probe.by_node.keys().collect::<Vec<_>>(), vec![&winner]);

@@ -112,6 +112,10 @@ pub struct ProbeArgs {
     /// 400 s): a probe that must see an address handed back to it.
     #[arg(long)]
     pub until_answered_by: Option<String>,
+    /// Go on past `--count` rounds until this file exists: a probe that must cover an operation
+    /// of unknown length (the caller creates the file when the operation has returned).
+    #[arg(long)]
+    pub until_file: Option<std::path::PathBuf>,
 }
 
 pub fn run(command: &LabCommand) -> Result<()> {
@@ -169,6 +173,7 @@ fn probe_command(args: &ProbeArgs) -> Result<()> {
     let (ip, count, interval) = (args.ip, args.count, Duration::from_millis(args.interval_ms));
     let macs = status::node_macs();
     let until = args.until_answered_by.clone();
+    let until_file = args.until_file.clone();
     let node_macs = macs.clone();
     let max = if until.is_some() { 400 } else { 3600 };
     let rounds = probe::in_netns(CLIENT_NS, move || {
@@ -180,6 +185,7 @@ fn probe_command(args: &ProbeArgs) -> Result<()> {
             Duration::from_secs(max),
             |r| {
                 r.len() >= count
+                    && until_file.as_ref().is_none_or(|file| file.exists())
                     && until.as_ref().is_none_or(|node| {
                         r.len() >= SETTLED_ROUNDS
                             && r[r.len() - SETTLED_ROUNDS..].iter().all(|round| {

@@ -267,6 +267,42 @@ pub fn still_probing(probe: &mut std::process::Child) -> bool {
     matches!(probe.try_wait(), Ok(None))
 }
 
+/// A probe that goes on past `count` rounds until [`OpenProbe::finish`]: it covers an operation
+/// of unknown length.
+pub struct OpenProbe {
+    child: std::process::Child,
+    stop: PathBuf,
+}
+
+impl OpenProbe {
+    pub fn start(ip: &str, count: usize, interval_ms: u64) -> OpenProbe {
+        let stop = std::env::temp_dir().join(format!(
+            "herald-probe-stop-{}-{}",
+            std::process::id(),
+            PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&stop);
+        let child = probe_command(ip, count, interval_ms)
+            .arg("--until-file")
+            .arg(&stop)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the probe");
+        OpenProbe { child, stop }
+    }
+
+    /// Ends the probe at its next round, and whether it was still probing when told to.
+    pub fn finish(mut self) -> (Probe, bool) {
+        let covered = still_probing(&mut self.child);
+        std::fs::write(&self.stop, b"").expect("the probe's stop file");
+        let probe = finish_probe(self.child);
+        let _ = std::fs::remove_file(&self.stop);
+        (probe, covered)
+    }
+}
+
+static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn probe_command(ip: &str, count: usize, interval_ms: u64) -> Command {
     let mut cmd = Command::new(xtask_bin());
     cmd.args(["lab", "probe", "--ip", ip])
