@@ -114,6 +114,10 @@ pub fn run(args: &Args) -> Result<()> {
     engine.node = Some((lab.node_ns.clone(), lab.node_if.clone()));
     engine.responder_pids = lab.node_napi()?;
     lab.client_napi()?;
+    let note = report::generator_note(engine.live_refused.as_deref());
+    if let Some(note) = &note {
+        println!("{note}");
+    }
 
     let _boost = lab::SoftirqBoost::new();
     let idle_latency = lab::IdleLatency::hold();
@@ -139,14 +143,20 @@ pub fn run(args: &Args) -> Result<()> {
             svg::si(ceiling.offered)
         );
         let runs = measure_all(&lab, &mut engine, args, step);
-        let one = report::report(&runs, ceiling.offered, args, &report::machine());
+        let one = report::report(
+            &runs,
+            ceiling.offered,
+            args,
+            &report::machine(),
+            note.as_deref(),
+        );
         print!("{one}");
         let _ = write!(text, "\n# Run {run_no} of {}\n{one}", args.runs.max(1));
         all.push(runs);
     }
     drop(engine);
 
-    let summary = report::summary(&all, args);
+    let summary = report::summary(&all, args, note.as_deref());
     print!("{summary}");
     std::fs::write(out_dir.join("dataplane.txt"), format!("{summary}{text}"))
         .context("writing dataplane.txt")?;

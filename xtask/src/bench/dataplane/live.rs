@@ -126,6 +126,30 @@ impl LiveGenerator {
     }
 }
 
+/// Why this kernel refuses live frames, or `None` where it allows them; checked once per
+/// process with one live run of a program that drops its frame (nothing is sent). Some kernels
+/// refuse the mode outright (`EPERM` for root, while plain test runs work).
+pub fn live_frames_refused() -> Option<String> {
+    static REFUSED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    REFUSED
+        .get_or_init(|| {
+            let drop_all = [
+                programs::insn(0xb7, 0, 0, 0, 1), // r0 = XDP_DROP
+                programs::insn(0x95, 0, 0, 0, 0), // exit
+            ]
+            .concat();
+            let prog = match load_xdp(&drop_all, "bench_probe") {
+                Ok(p) => p,
+                Err(e) => return Some(format!("{e:#}")),
+            };
+            // No interface: the test run takes the namespace's loopback, and drops the frame.
+            run_live(&prog, &[0u8; 60], 0, 1)
+                .err()
+                .map(|e| format!("{e:#}"))
+        })
+        .clone()
+}
+
 /// Runs `prog` on `frame` `count` times in live-frames mode: each run it returns XDP_TX for is
 /// transmitted out of `ifindex` (of the calling thread's namespace).
 fn run_live(prog: &OwnedFd, frame: &[u8], ifindex: u32, count: u32) -> Result<()> {

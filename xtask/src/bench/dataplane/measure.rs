@@ -57,6 +57,8 @@ pub struct Engine {
     reply_counter: ReplyCounter,
     live: Option<LiveGenerator>,
     generator: Generator,
+    /// Why the kernel refused live frames, when it did: every step then comes from AF_PACKET.
+    pub live_refused: Option<String>,
     client_ns: String,
     client_ifindex: u32,
     /// The responder's namespace and interface: when set, each step reads both veth ends'
@@ -208,9 +210,19 @@ impl Engine {
                     ReplyCounter::attach(ifindex, frames::GENERATOR_MAC)?,
                 ))
             })?;
-        let live = match generator {
-            Generator::Live | Generator::Mixed => Some(LiveGenerator::new()),
+        // Live frames where the kernel allows them; without, the mixed generator sends every
+        // step with AF_PACKET and says so, an explicit `live` is refused.
+        let live_refused = match generator {
             Generator::Packet => None,
+            Generator::Live | Generator::Mixed => super::live::live_frames_refused(),
+        };
+        let (live, generator) = match (generator, &live_refused) {
+            (Generator::Live, Some(why)) => {
+                anyhow::bail!("--generator live: the kernel refused XDP live frames ({why})")
+            }
+            (Generator::Mixed, Some(_)) => (None, Generator::Packet),
+            (Generator::Packet, _) => (None, Generator::Packet),
+            (g, None) => (Some(LiveGenerator::new()), g),
         };
         let counter = ring.counter()?;
         let shared = Arc::new(Shared {
@@ -234,6 +246,7 @@ impl Engine {
             reply_counter,
             live,
             generator,
+            live_refused,
             client_ns: client_ns.to_string(),
             client_ifindex,
             node: None,

@@ -75,9 +75,30 @@ pub(super) fn saturation(steps: &[StepResult]) -> Option<&StepResult> {
     stats::saturation_index(&steps.iter().map(|s| s.replies).collect::<Vec<_>>()).map(|i| &steps[i])
 }
 
-pub(super) fn report(runs: &[ModeRun], ceiling: f64, args: &Args, machine: &str) -> String {
+/// What the generator was, when the kernel refused live frames (`refused`: its error).
+pub(super) fn generator_note(refused: Option<&str>) -> Option<String> {
+    refused.map(|why| {
+        format!(
+            "Generator: AF_PACKET for every step, the saturation step and the flood too: this kernel \
+             refused XDP live frames ({why}). That sender tops out far below what XDP answers, so a \
+             saturation step that lost nothing is the generator's figure, its ratios floors, and the \
+             flood is as strong as the sender reached (its rate is in the flood table)."
+        )
+    })
+}
+
+pub(super) fn report(
+    runs: &[ModeRun],
+    ceiling: f64,
+    args: &Args,
+    machine: &str,
+    note: Option<&str>,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "\n# cargo xtask bench dataplane — {machine}");
+    if let Some(note) = note {
+        let _ = writeln!(s, "{note}");
+    }
     let _ = writeln!(
         s,
         "veth between two namespaces; generator + receiver on CPU {}, responder on CPU {}; {} ms per step, {} ms at the lowest rate; \
@@ -304,7 +325,7 @@ fn spread_text(values: &[Option<f64>], fmt: impl Fn(f64) -> String) -> String {
 }
 
 /// The headline figures over repeated runs: median, range and spread, flagged over ±30 %.
-pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args) -> String {
+pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> String {
     let mut s = String::new();
     let modes: Vec<Mode> = all
         .first()
@@ -324,6 +345,9 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args) -> String {
         "Targets: XDP driver ≥ 5× the kernel's replies/s; p99 at {low} no worse than the kernel's \
          (≤ 1.00×); valid probes answered under the flood ≥ 99%; every figure within ±30% across runs."
     );
+    if let Some(note) = note {
+        let _ = writeln!(s, "\n{note}");
+    }
     let pct = |v: f64| format!("{v:.1}%");
     let times = |v: f64| format!("{v:.2}×");
     let rate = |v: f64| format!("{}/s", svg::si(v));
@@ -381,7 +405,12 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args) -> String {
     }
     let _ = writeln!(
         s,
-        "\n## Bad input: valid ARP probes answered under the flood\n\n| responder | probes answered | answered of those that reached the node |\n|---|---|---|"
+        "\n## Bad input: valid ARP probes answered under the flood\n\n| responder | junk frames/s sent ({} asked) | probes answered | answered of those that reached the node |\n|---|---|---|---|",
+        if args.flood_rate > 0 {
+            rate(args.flood_rate as f64)
+        } else {
+            "unpaced".into()
+        }
     );
     for &mode in &modes {
         let answered = per_run(all, mode, |r, _| {
@@ -394,10 +423,12 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args) -> String {
             let n = f.step.probes_reached();
             (n > 0).then(|| 100.0 * f.step.probes_answered() as f64 / n as f64)
         });
+        let junk = per_run(all, mode, |r, _| Some(r.flood.as_ref()?.step.offered));
         let _ = writeln!(
             s,
-            "| {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             mode.label(),
+            spread_text(&junk, rate),
             spread_text(&answered, pct),
             spread_text(&reached, pct)
         );

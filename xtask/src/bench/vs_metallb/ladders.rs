@@ -198,6 +198,15 @@ fn direct_series(
     if !notes.contains(&note) {
         notes.push(note);
     }
+    if let Some(why) = crate::bench::dataplane::live::live_frames_refused() {
+        let note = format!(
+            "direct link: AF_PACKET for every step, the unpaced one too (this kernel refused XDP \
+             live frames: {why}); a saturation step that lost nothing is that sender's figure"
+        );
+        if !notes.contains(&note) {
+            notes.push(note);
+        }
+    }
     // A userspace responder (MetalLB's speaker) is pinned with the node's receive work.
     let responder = |link: &lab::DirectLink| match speakers {
         Speakers::Metallb => speakers.pid(&link.node),
