@@ -220,8 +220,7 @@ impl Engine {
             (Generator::Live, Some(why)) => {
                 anyhow::bail!("--generator live: the kernel refused XDP live frames ({why})")
             }
-            (Generator::Mixed, Some(_)) => (None, Generator::Packet),
-            (Generator::Packet, _) => (None, Generator::Packet),
+            (Generator::Mixed, Some(_)) | (Generator::Packet, _) => (None, Generator::Packet),
             (g, None) => (Some(LiveGenerator::new()), g),
         };
         let counter = ring.counter()?;
