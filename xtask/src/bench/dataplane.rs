@@ -137,7 +137,7 @@ pub fn run(args: &Args) -> Result<()> {
     let mut text = String::new();
     for run_no in 1..=args.runs.max(1) {
         println!("=== run {run_no} of {}", args.runs.max(1));
-        let ceiling = engine.step(&unknown, &[], None, Duration::from_secs(2))?;
+        let ceiling = engine.ceiling(&unknown, Duration::from_secs(2))?;
         println!(
             "generator ceiling (unanswered requests, unpaced): {}/s",
             svg::si(ceiling.offered)

@@ -34,6 +34,7 @@ const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_XDP: u32 = 37;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
@@ -341,19 +342,24 @@ fn load_xdp(insns: &[u8], name: &str) -> Result<OwnedFd> {
     }
 }
 
-/// Counts (and drops) frames sent to one MAC on an interface, in XDP driver mode.
+/// Counts (and drops) frames sent to one MAC on an interface, in XDP driver mode; during a
+/// reflected step it sends each of them back as a request instead (`reflect`).
 pub struct ReplyCounter {
     map: OwnedFd,
-    _prog: OwnedFd,
+    prog: OwnedFd,
     /// The attachment lives as long as this fd: dropping it detaches the program.
-    _link: OwnedFd,
-    last: u64,
+    link: OwnedFd,
+    mac: [u8; 6],
+    /// The reflector in place of the counter, while one is.
+    reflector: Option<OwnedFd>,
+    last: [u64; 2],
 }
 
 impl ReplyCounter {
     /// Attaches to `ifindex` of the calling thread's namespace.
     pub fn attach(ifindex: u32, mac: [u8; 6]) -> Result<ReplyCounter> {
-        let map = array_map(8, "the reply counter map")?;
+        // Replies counted, then frames reflected (`programs::REFLECTED`).
+        let map = array_map(16, "the reply counter map")?;
         let prog = load_xdp(
             &programs::counter_program(mac, map.as_raw_fd()),
             "bench_count",
@@ -372,28 +378,66 @@ impl ReplyCounter {
         };
         let mut c = ReplyCounter {
             map,
-            _prog: prog,
-            _link: link,
-            last: 0,
+            prog,
+            link,
+            mac,
+            reflector: None,
+            last: [0; 2],
         };
         c.last = c.read()?;
         Ok(c)
     }
 
-    fn read(&self) -> Result<u64> {
-        let mut value = [0u8; 8];
+    fn read(&self) -> Result<[u64; 2]> {
+        let mut value = [0u8; 16];
         if let Err(e) = map_lookup(&self.map, &mut value) {
             bail!("reading the reply counter: {e}");
         }
-        Ok(u64::from_ne_bytes(value))
+        let word = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&value[at..at + 8]);
+            u64::from_ne_bytes(b)
+        };
+        Ok([word(0), word(programs::REFLECTED as usize)])
     }
 
-    /// Frames counted since the last call.
-    pub fn take(&mut self) -> Result<u64> {
-        let now = self.read()?;
-        let delta = now.saturating_sub(self.last);
-        self.last = now;
+    /// Slot `k` of the map (0: replies, 1: reflected) since the last call for that slot.
+    fn take_slot(&mut self, k: usize) -> Result<u64> {
+        let now = self.read()?[k];
+        let delta = now.saturating_sub(self.last[k]);
+        self.last[k] = now;
         Ok(delta)
+    }
+
+    /// Replies counted since the last call.
+    pub fn take(&mut self) -> Result<u64> {
+        self.take_slot(0)
+    }
+
+    /// Frames sent back as requests since the last call.
+    pub fn take_reflected(&mut self) -> Result<u64> {
+        self.take_slot(1)
+    }
+
+    /// With `Some(request)`, every reply from now on is rewritten into `request` and sent back
+    /// (and still counted); with `None`, replies are counted and dropped again. The program is
+    /// swapped in place on the attachment (`BPF_LINK_UPDATE`), so no frame meets no program.
+    pub fn reflect(&mut self, request: Option<&[u8]>) -> Result<()> {
+        let next = match request {
+            Some(frame) => Some(load_xdp(
+                &programs::reflector_program(self.mac, self.map.as_raw_fd(), frame)?,
+                "bench_reflect",
+            )?),
+            None => None,
+        };
+        let fd = next.as_ref().unwrap_or(&self.prog).as_raw_fd();
+        let mut attr = Attr::new();
+        attr.u32(0, self.link.as_raw_fd() as u32).u32(4, fd as u32);
+        if let Err(e) = bpf(BPF_LINK_UPDATE, &mut attr) {
+            bail!("swapping the client's XDP program: {e}");
+        }
+        self.reflector = next;
+        Ok(())
     }
 }
 
@@ -489,12 +533,17 @@ mod tests {
 
     /// Runs the generator's program once on its template, outside live mode: XDP action, frame.
     fn run_once(g: &CycleGenerator) -> (u32, Vec<u8>) {
+        run_prog(&g.prog, &g.template)
+    }
+
+    /// Runs `prog` once on `frame`, outside live mode: XDP action, frame as it left.
+    fn run_prog(prog: &OwnedFd, frame: &[u8]) -> (u32, Vec<u8>) {
         let mut out = vec![0u8; 512];
         let mut attr = Attr::new();
-        attr.u32(0, g.prog.as_raw_fd() as u32)
-            .u32(8, g.template.len() as u32)
+        attr.u32(0, prog.as_raw_fd() as u32)
+            .u32(8, frame.len() as u32)
             .u32(12, out.len() as u32)
-            .u64(16, g.template.as_ptr() as u64)
+            .u64(16, frame.as_ptr() as u64)
             .u64(24, out.as_mut_ptr() as u64)
             .u32(32, 1);
         bpf(BPF_PROG_TEST_RUN, &mut attr).expect("BPF_PROG_TEST_RUN (needs root, as the bench)");
@@ -502,6 +551,42 @@ mod tests {
         let len = u32::from_ne_bytes(attr.0[12..16].try_into().unwrap()) as usize;
         out.truncate(len);
         (retval, out)
+    }
+
+    #[test]
+    fn the_reflector_sends_each_reply_back_as_the_request_and_counts_both() {
+        let mac = [0x02, 0, 0, 0, 0, 0x42];
+        let request: Vec<u8> = (0..60u8).map(|i| i.wrapping_mul(7)).collect();
+        let map = array_map(16, "test map").unwrap();
+        let prog = load_xdp(
+            &programs::reflector_program(mac, map.as_raw_fd(), &request).unwrap(),
+            "test_reflect",
+        )
+        .unwrap();
+        let read = || {
+            let mut v = [0u8; 16];
+            map_lookup(&map, &mut v).unwrap();
+            (
+                u64::from_ne_bytes(v[..8].try_into().unwrap()),
+                u64::from_ne_bytes(v[8..].try_into().unwrap()),
+            )
+        };
+        // Replies of every length the responders send (42-byte ARP from the kernel, 60 padded,
+        // 86 for an NA): each leaves as the request, exactly.
+        for (k, len) in [42usize, 60, 86].into_iter().enumerate() {
+            let mut reply = vec![0xaa; len];
+            reply[..6].copy_from_slice(&mac);
+            let (action, out) = run_prog(&prog, &reply);
+            assert_eq!(action, 3, "{len}-byte reply: XDP_TX");
+            assert_eq!(out, request, "{len}-byte reply");
+            assert_eq!(read(), (k as u64 + 1, k as u64 + 1));
+        }
+        // A frame for another MAC (a probe's reply) passes untouched and uncounted.
+        let mut other = vec![0xbb; 60];
+        other[5] = 0x43;
+        let (action, out) = run_prog(&prog, &other);
+        assert_eq!((action, out), (2, other));
+        assert_eq!(read(), (3, 3));
     }
 
     #[test]

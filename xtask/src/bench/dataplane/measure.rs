@@ -35,16 +35,27 @@ pub enum Generator {
     Packet,
     /// AF_PACKET for the paced steps (even pacing), live frames for the unpaced ones (the
     /// saturation step and the flood): live frames can only be sent in long calls (each costs an
-    /// RCU grace period), which is what an unpaced step wants and a paced one cannot use.
+    /// RCU grace period), which is what an unpaced step wants and a paced one cannot use. Where
+    /// the kernel refuses live frames, `reflect`.
     Mixed,
+    /// AF_PACKET for the paced steps; in the unpaced saturation step an XDP program on the
+    /// client end sends every reply back rewritten into the next request (`XDP_TX`), seeded by
+    /// AF_PACKET at `REFLECT_SEED_RATE`, so the load keeps itself going with no syscall or page
+    /// allocation per frame and fills the node's ring. The flood: live frames where the kernel
+    /// allows them, AF_PACKET otherwise.
+    Reflect,
 }
+
+/// AF_PACKET requests/s that seed and top up a reflected step: each frame a full ring drops
+/// leaves the loop, and new ones keep it at the ring's limit.
+pub const REFLECT_SEED_RATE: u64 = 20_000;
 
 impl Generator {
     /// Whether a step at `rate` (`None`: unpaced) is sent with live frames.
     fn live_for(self, rate: Option<u64>) -> bool {
         match self {
             Generator::Live => true,
-            Generator::Packet => false,
+            Generator::Packet | Generator::Reflect => false,
             Generator::Mixed => rate.is_none(),
         }
     }
@@ -71,6 +82,17 @@ pub struct Engine {
     pub responder_pids: Vec<u32>,
 }
 
+/// What a step is for, which decides how its load is sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A measurement step: paced, or unpaced (the saturation step).
+    Step,
+    /// The bad-input flood: live frames paced by their own program where there are any.
+    Flood,
+    /// The generator's own ceiling: never reflected.
+    Ceiling,
+}
+
 /// Figures of one step.
 #[derive(Clone, Debug)]
 pub struct StepResult {
@@ -86,6 +108,8 @@ pub struct StepResult {
     pub probes_refused: u64,
     /// Runs of a self-pacing live-frames load held back because they came early.
     pub held: u64,
+    /// Whether the load was reflected (each reply sent back as the next request).
+    pub reflected: bool,
     pub latencies_ns: Vec<u64>,
     /// Per timed probe with a transmit stamp: (send path, flight) in ns.
     pub splits_ns: Vec<(u64, u64)>,
@@ -124,9 +148,17 @@ impl StepResult {
     /// Whether an unpaced step measured the generator rather than the responder: (nearly)
     /// nothing was lost, or the client's CPU (generator and reply counter) was saturated while
     /// the responder still had a fifth of its core idle. Its replies/s is then a floor.
+    ///
+    /// A reflected step loses about what its seeds add (the loop is held at the ring's limit),
+    /// so there "nothing lost" reads as: the node's ring never refused a frame.
     pub fn generator_bound(&self) -> bool {
+        let idle_node = if self.reflected {
+            matches!(&self.path, Ok(Some(p)) if p.node_refused == 0)
+        } else {
+            self.loss() < 0.01
+        };
         self.target.is_none()
-            && (self.loss() < 0.01 || (self.client_cpu.busy >= 90.0 && self.responder_cpu < 80.0))
+            && (idle_node || (self.client_cpu.busy >= 90.0 && self.responder_cpu < 80.0))
     }
     /// Where the step's frames went, or why that is not known.
     pub fn path_text(&self) -> String {
@@ -166,7 +198,7 @@ impl StepResult {
         if self.refused > 0.0 {
             out.push(format!("{:.0}/s refused at send", self.refused));
         }
-        if self.generator_bound() && self.loss() >= 0.01 {
+        if self.generator_bound() && (self.reflected || self.loss() >= 0.01) {
             out.push(format!(
                 "generator-bound (client CPU {:.0}%, responder {:.0}%): replies/s is a floor",
                 self.client_cpu.busy, self.responder_cpu
@@ -214,13 +246,16 @@ impl Engine {
         // step with AF_PACKET and says so, an explicit `live` is refused.
         let live_refused = match generator {
             Generator::Packet => None,
-            Generator::Live | Generator::Mixed => super::live::live_frames_refused(),
+            Generator::Live | Generator::Mixed | Generator::Reflect => {
+                super::live::live_frames_refused()
+            }
         };
         let (live, generator) = match (generator, &live_refused) {
             (Generator::Live, Some(why)) => {
                 anyhow::bail!("--generator live: the kernel refused XDP live frames ({why})")
             }
-            (Generator::Mixed, Some(_)) | (Generator::Packet, _) => (None, Generator::Packet),
+            (Generator::Mixed | Generator::Reflect, Some(_)) => (None, Generator::Reflect),
+            (Generator::Packet, _) => (None, Generator::Packet),
             (g, None) => (Some(LiveGenerator::new()), g),
         };
         let counter = ring.counter()?;
@@ -282,7 +317,13 @@ impl Engine {
         rate: Option<u64>,
         duration: Duration,
     ) -> Result<StepResult> {
-        self.step_with(load, probes, rate, duration, false)
+        self.step_with(load, probes, rate, duration, Kind::Step)
+    }
+
+    /// The generator alone: `load` (requests nobody answers) unpaced for `duration`, never
+    /// reflected (there are no replies to reflect), so the most the sender offers by itself.
+    pub fn ceiling(&mut self, load: &[Vec<u8>], duration: Duration) -> Result<StepResult> {
+        self.step_with(load, &[], None, duration, Kind::Ceiling)
     }
 
     /// Like `step`, but the load always comes from the live-frames generator (where there is
@@ -294,7 +335,7 @@ impl Engine {
         rate: Option<u64>,
         duration: Duration,
     ) -> Result<StepResult> {
-        self.step_with(load, probes, rate, duration, true)
+        self.step_with(load, probes, rate, duration, Kind::Flood)
     }
 
     fn step_with(
@@ -303,8 +344,9 @@ impl Engine {
         probes: &[Vec<u8>],
         rate: Option<u64>,
         duration: Duration,
-        live_paced: bool,
+        kind: Kind,
     ) -> Result<StepResult> {
+        let live_paced = kind == Kind::Flood;
         for slot in &self.shared.probe_sent {
             slot.store(0, Ordering::Relaxed);
         }
@@ -341,16 +383,26 @@ impl Engine {
             }
             _ => Load::Packet(&batch),
         };
-        // A cycled load paces itself: the sending loop makes unpaced calls.
+        // A cycled load paces itself: the sending loop makes unpaced calls. A reflected step's
+        // sender only seeds and tops up the loop.
+        let reflect = self.generator == Generator::Reflect
+            && rate.is_none()
+            && kind == Kind::Step
+            && load.len() == 1;
         let rate_sent = match load_path {
+            _ if reflect => Some(REFLECT_SEED_RATE),
             Load::Cycled(..) => None,
             _ => rate,
         };
+        if reflect {
+            self.reply_counter.take_reflected()?;
+            self.reply_counter.reflect(Some(&load[0]))?;
+        }
         let sender = &self.sender;
         let probe_sender = &self.probe_sender;
         let shared = &self.shared;
         let client_ns = self.client_ns.as_str();
-        let generated = std::thread::scope(|s| {
+        let mut generated = std::thread::scope(|s| {
             s.spawn(|| {
                 generate(
                     client_ns,
@@ -365,6 +417,11 @@ impl Engine {
             .join()
             .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
         })?;
+        if reflect {
+            // What is still in flight is counted and dropped during the drain.
+            self.reply_counter.reflect(None)?;
+            generated.sent += self.reply_counter.take_reflected()?;
+        }
         let cpu_after = cpu::read_stat()?;
         let ticks_after: u64 = self
             .responder_pids
@@ -393,6 +450,7 @@ impl Engine {
             probes_sent: generated.probes,
             probes_refused: generated.probes_refused,
             held: generated.held,
+            reflected: reflect,
             latencies_ns: self.take_latencies(),
             splits_ns: self.take_splits(),
             node_cpu: share(NODE_CPU),
@@ -453,6 +511,7 @@ mod tests {
             probes_sent: 0,
             probes_refused: 0,
             held: 0,
+            reflected: false,
             latencies_ns: Vec::new(),
             splits_ns: Vec::new(),
             node_cpu: CpuShare::default(),
@@ -512,6 +571,39 @@ mod tests {
         );
         s.target = Some(400_000);
         assert!(!s.generator_bound(), "a paced step asks for its rate");
+    }
+
+    #[test]
+    fn a_reflected_step_is_generator_bound_only_when_the_node_ring_never_filled() {
+        let mut s = step(None, 6_500_000.0, 0.0);
+        s.reflected = true;
+        // The seeds' share is all a held loop loses: 0.3% here, a saturated node all the same.
+        s.replies = 6_480_000.0;
+        s.client_cpu.busy = 70.0;
+        s.responder_cpu = 95.0;
+        let path = |node_refused| Path {
+            generated: 6_500_000,
+            node_received: 6_500_000 - node_refused,
+            node_refused,
+            xdp_tx: 6_480_000,
+            replies: 6_480_000,
+            replies_refused: 0,
+            counted: 6_480_000,
+        };
+        s.path = Ok(Some(path(19_000)));
+        assert!(!s.generator_bound(), "the node's ring refused frames");
+        assert!(s.shortfalls().is_empty());
+        s.path = Ok(Some(path(0)));
+        assert!(s.generator_bound(), "the node's ring never filled");
+        assert_eq!(
+            s.shortfalls(),
+            ["generator-bound (client CPU 70%, responder 95%): replies/s is a floor"]
+        );
+        s.path = Ok(None);
+        assert!(
+            !s.generator_bound(),
+            "no counters: not known to be the generator's"
+        );
     }
 
     #[test]

@@ -293,6 +293,73 @@ pub(super) fn counter_program(mac: [u8; 6], map_fd: i32) -> Vec<u8> {
     prog[..23].concat()
 }
 
+/// Byte offset of the reflected-frame count in the reply counter's map value (the replies
+/// counted are at 0).
+pub(super) const REFLECTED: i16 = 8;
+
+/// XDP program for the client end during a reflected step: a frame sent to `mac` (a reply to the
+/// load) is counted in `map_fd`[0] at offset 0, rewritten into `frame` (the request; its length
+/// set with `bpf_xdp_adjust_tail`) and sent back with XDP_TX, counted at [`REFLECTED`]; a frame
+/// that cannot be rewritten is dropped. Everything else passes. Each reply thus becomes the next
+/// request, and the load keeps itself going from kernel space with no syscall per frame.
+pub(super) fn reflector_program(mac: [u8; 6], map_fd: i32, frame: &[u8]) -> Result<Vec<u8>> {
+    check_frame(frame)?;
+    let head = i32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]);
+    let tail = i32::from(u16::from_le_bytes([mac[4], mac[5]]));
+    let len = frame.len() as i32;
+    let mut a = Asm::default();
+    let (pass, drop, write) = (a.label(), a.label(), a.label());
+    a.put(insn(0xbf, 6, 1, 0, 0)); // r6 = ctx
+    a.put(insn(0x61, 2, 6, 0, 0)); // r2 = ctx->data
+    a.put(insn(0x61, 3, 6, 4, 0)); // r3 = ctx->data_end
+    a.put(insn(0xbf, 4, 2, 0, 0)); // r4 = r2
+    a.put(insn(0x07, 4, 0, 0, 6)); // r4 += 6
+    a.jump(0x2d, 4, 3, 0, pass); // if r4 > r3 goto pass
+    a.put(insn(0x61, 5, 2, 0, 0)); // r5 = *(u32 *)(data + 0)
+    a.jump(0x55, 5, 0, head, pass); // if r5 != mac[0..4] goto pass
+    a.put(insn(0x69, 5, 2, 4, 0)); // r5 = *(u16 *)(data + 4)
+    a.jump(0x55, 5, 0, tail, pass); // if r5 != mac[4..6] goto pass
+    a.put(insn(0x62, 10, 0, -4, 0)); // *(u32 *)(fp - 4) = 0 (key)
+    a.put(insn(0xbf, 2, 10, 0, 0)); // r2 = fp
+    a.put(insn(0x07, 2, 0, 0, -4)); // r2 += -4
+    a.put(insn(0x18, 1, 1, 0, map_fd)); // r1 = map (ld_imm64, pseudo map fd)
+    a.put(insn(0x00, 0, 0, 0, 0));
+    a.put(insn(0x85, 0, 0, 0, 1)); // call map_lookup_elem
+    a.jump(0x15, 0, 0, 0, drop); // if r0 == 0 goto drop
+    a.put(insn(0xbf, 7, 0, 0, 0)); // r7 = value
+    a.put(insn(0xb7, 1, 0, 0, 1)); // r1 = 1
+    a.put(insn(0xdb, 7, 1, 0, 0)); // lock *(u64 *)(r7 + 0) += r1 (a reply)
+    a.put(insn(0x61, 2, 6, 0, 0)); // r2 = ctx->data
+    a.put(insn(0x61, 3, 6, 4, 0)); // r3 = ctx->data_end
+    a.put(insn(0x1f, 3, 2, 0, 0)); // r3 -= r2 (the frame's length)
+    a.put(insn(0xb7, 2, 0, 0, len)); // r2 = len
+    a.put(insn(0x1f, 2, 3, 0, 0)); // r2 -= r3 (the tail's change)
+    a.jump(0x15, 2, 0, 0, write); // same length: write
+    a.put(insn(0xbf, 1, 6, 0, 0)); // r1 = ctx
+    a.put(insn(0x85, 0, 0, 0, 65)); // call xdp_adjust_tail(ctx, r2)
+    a.jump(0x55, 0, 0, 0, drop); // if r0 != 0 goto drop
+    a.mark(write);
+    a.put(insn(0x61, 2, 6, 0, 0)); // r2 = ctx->data
+    a.put(insn(0x61, 3, 6, 4, 0)); // r3 = ctx->data_end
+    a.put(insn(0xbf, 4, 2, 0, 0)); // r4 = r2
+    a.put(insn(0x07, 4, 0, 0, len)); // r4 += len
+    a.jump(0x2d, 4, 3, 0, drop); // if r4 > r3 goto drop
+    for st in frame_stores(frame) {
+        a.put(st);
+    }
+    a.put(insn(0xb7, 1, 0, 0, 1)); // r1 = 1
+    a.put(insn(0xdb, 7, 1, REFLECTED, 0)); // lock *(u64 *)(r7 + REFLECTED) += r1
+    a.put(insn(0xb7, 0, 0, 0, 3)); // r0 = XDP_TX
+    a.put(insn(0x95, 0, 0, 0, 0)); // exit
+    a.mark(drop);
+    a.put(insn(0xb7, 0, 0, 0, 1)); // r0 = XDP_DROP
+    a.put(insn(0x95, 0, 0, 0, 0)); // exit
+    a.mark(pass);
+    a.put(insn(0xb7, 0, 0, 0, 2)); // r0 = XDP_PASS
+    a.put(insn(0x95, 0, 0, 0, 0)); // exit
+    a.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

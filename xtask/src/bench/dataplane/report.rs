@@ -79,10 +79,13 @@ pub(super) fn saturation(steps: &[StepResult]) -> Option<&StepResult> {
 pub(super) fn generator_note(refused: Option<&str>) -> Option<String> {
     refused.map(|why| {
         format!(
-            "Generator: AF_PACKET for every step, the saturation step and the flood too: this kernel \
-             refused XDP live frames ({why}). That sender tops out far below what XDP answers, so a \
-             saturation step that lost nothing is the generator's figure, its ratios floors, and the \
-             flood is as strong as the sender reached (its rate is in the flood table)."
+            "Generator: this kernel refused XDP live frames ({why}). The saturation step is \
+             reflected instead: an XDP program on the client end sends every reply back as the \
+             next request (seeded and topped up by AF_PACKET at {}/s); the generator ceiling and \
+             the flood come from the AF_PACKET sender alone, which tops out far below what XDP \
+             answers, so the flood is as strong as that sender reached (its rate is in the flood \
+             table).",
+            svg::si(super::measure::REFLECT_SEED_RATE as f64)
         )
     })
 }
@@ -146,11 +149,7 @@ pub(super) fn report(
                 continue;
             };
             // Saturated only if requests went unanswered; otherwise the generator was the limit.
-            let bound = if sat.target.is_none() && sat.loss() < 0.01 {
-                "≥ "
-            } else {
-                ""
-            };
+            let bound = if sat.generator_bound() { "≥ " } else { "" };
             let low = steps.first();
             let at_common = common.and_then(|c| steps.iter().find(|st| st.target == Some(c)));
             let _ = writeln!(
