@@ -200,8 +200,9 @@ fn direct_series(
     }
     if let Some(why) = crate::bench::dataplane::live::live_frames_refused() {
         let note = format!(
-            "direct link: AF_PACKET for every step, the unpaced one too (this kernel refused XDP \
-             live frames: {why}); a saturation step that lost nothing is that sender's figure"
+            "direct link: this kernel refused XDP live frames ({why}); the unpaced step is \
+             reflected instead (the client's XDP program sends every reply back as the next \
+             request, seeded by AF_PACKET)"
         );
         if !notes.contains(&note) {
             notes.push(note);
