@@ -134,6 +134,18 @@ impl Asm {
     fn mark(&mut self, label: usize) {
         self.items.push(Item::Mark(label));
     }
+    /// r7 = &`map_fd`[0] (an array map's element 0), or a jump to `missing` when the lookup
+    /// fails. Clobbers r0–r5.
+    fn map_value_into_r7(&mut self, map_fd: i32, missing: usize) {
+        self.put(insn(0x62, 10, 0, -4, 0)); // *(u32 *)(fp - 4) = 0 (key)
+        self.put(insn(0xbf, 2, 10, 0, 0)); // r2 = fp
+        self.put(insn(0x07, 2, 0, 0, -4)); // r2 += -4
+        self.put(insn(0x18, 1, 1, 0, map_fd)); // r1 = map (ld_imm64, pseudo map fd)
+        self.put(insn(0x00, 0, 0, 0, 0));
+        self.put(insn(0x85, 0, 0, 0, 1)); // call map_lookup_elem
+        self.jump(0x15, 0, 0, 0, missing); // if r0 == 0 goto missing
+        self.put(insn(0xbf, 7, 0, 0, 0)); // r7 = value
+    }
     fn finish(self) -> Result<Vec<u8>> {
         let mut at = vec![None; self.labels];
         let mut pc = 0usize;
@@ -188,14 +200,7 @@ pub(super) fn cycle_program(frames: &[Vec<u8>], map_fd: i32) -> Result<Vec<u8>> 
     let mut a = Asm::default();
     let (drop, hold, sent, check, emit) = (a.label(), a.label(), a.label(), a.label(), a.label());
     a.put(insn(0xbf, 6, 1, 0, 0)); // r6 = ctx
-    a.put(insn(0x62, 10, 0, -4, 0)); // *(u32 *)(fp - 4) = 0 (key)
-    a.put(insn(0xbf, 2, 10, 0, 0)); // r2 = fp
-    a.put(insn(0x07, 2, 0, 0, -4)); // r2 += -4
-    a.put(insn(0x18, 1, 1, 0, map_fd)); // r1 = map (ld_imm64, pseudo map fd)
-    a.put(insn(0x00, 0, 0, 0, 0));
-    a.put(insn(0x85, 0, 0, 0, 1)); // call map_lookup_elem
-    a.jump(0x15, 0, 0, 0, drop); // if r0 == 0 goto drop
-    a.put(insn(0xbf, 7, 0, 0, 0)); // r7 = value
+    a.map_value_into_r7(map_fd, drop);
     a.put(insn(0x79, 1, 7, cycle::INTERVAL, 0)); // r1 = interval
     a.jump(0x15, 1, 0, 0, emit); // unpaced: straight to the frame
     a.put(insn(0x85, 0, 0, 0, 5)); // r0 = bpf_ktime_get_ns()
@@ -319,14 +324,7 @@ pub(super) fn reflector_program(mac: [u8; 6], map_fd: i32, frame: &[u8]) -> Resu
     a.jump(0x55, 5, 0, head, pass); // if r5 != mac[0..4] goto pass
     a.put(insn(0x69, 5, 2, 4, 0)); // r5 = *(u16 *)(data + 4)
     a.jump(0x55, 5, 0, tail, pass); // if r5 != mac[4..6] goto pass
-    a.put(insn(0x62, 10, 0, -4, 0)); // *(u32 *)(fp - 4) = 0 (key)
-    a.put(insn(0xbf, 2, 10, 0, 0)); // r2 = fp
-    a.put(insn(0x07, 2, 0, 0, -4)); // r2 += -4
-    a.put(insn(0x18, 1, 1, 0, map_fd)); // r1 = map (ld_imm64, pseudo map fd)
-    a.put(insn(0x00, 0, 0, 0, 0));
-    a.put(insn(0x85, 0, 0, 0, 1)); // call map_lookup_elem
-    a.jump(0x15, 0, 0, 0, drop); // if r0 == 0 goto drop
-    a.put(insn(0xbf, 7, 0, 0, 0)); // r7 = value
+    a.map_value_into_r7(map_fd, drop);
     a.put(insn(0xb7, 1, 0, 0, 1)); // r1 = 1
     a.put(insn(0xdb, 7, 1, 0, 0)); // lock *(u64 *)(r7 + 0) += r1 (a reply)
     a.put(insn(0x61, 2, 6, 0, 0)); // r2 = ctx->data
