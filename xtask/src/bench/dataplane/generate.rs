@@ -30,6 +30,9 @@ pub(super) enum Load<'a> {
     Cycled(std::sync::Arc<CycleGenerator>, u32, Option<u64>),
     /// AF_PACKET batch.
     Packet(&'a [&'a [u8]]),
+    /// AF_PACKET batch, at most this many frames in all (a reflected step's seeds), then only
+    /// the probes until the step ends.
+    Seeds(&'a [&'a [u8]], u64),
 }
 
 pub(super) fn generate(
@@ -45,10 +48,17 @@ pub(super) fn generate(
     net::raise_priority();
     // The live-frames generator resolves the interface in the caller's namespace.
     net::join_netns(client_ns)?;
+    let mut limit = None;
     let (mut batch, chunk, live, cycled) = match load {
         Load::Packet(frames) => {
             let b = Batch::new(frames);
             let n = b.len() as u64;
+            (Some(b), n, None, None)
+        }
+        Load::Seeds(frames, total) => {
+            let b = Batch::new(frames);
+            let n = b.len() as u64;
+            limit = Some(total);
             (Some(b), n, None, None)
         }
         Load::Live(g, ifindex, frame) => (None, LIVE_CHUNK, Some((g, ifindex, frame)), None),
@@ -98,6 +108,7 @@ pub(super) fn generate(
                         .min(chunk)
                 }
             };
+            let due = limit.map_or(due, |l| due.min(l.saturating_sub(sent + refused)));
             if due == 0 {
                 std::thread::sleep(Duration::from_micros(20));
                 continue;

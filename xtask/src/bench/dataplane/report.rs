@@ -81,11 +81,11 @@ pub(super) fn generator_note(refused: Option<&str>) -> Option<String> {
         format!(
             "Generator: this kernel refused XDP live frames ({why}). The saturation step is \
              reflected instead: an XDP program on the client end sends every reply back as the \
-             next request (seeded and topped up by AF_PACKET at {}/s); the generator ceiling and \
+             next request ({} requests in flight, seeded by AF_PACKET); the generator ceiling and \
              the flood come from the AF_PACKET sender alone, which tops out far below what XDP \
              answers, so the flood is as strong as that sender reached (its rate is in the flood \
              table).",
-            svg::si(super::measure::REFLECT_SEED_RATE as f64)
+            super::measure::REFLECT_IN_FLIGHT
         )
     })
 }
