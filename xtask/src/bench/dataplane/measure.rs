@@ -154,13 +154,15 @@ impl StepResult {
     /// the responder still had a fifth of its core idle. Its replies/s is then a floor.
     ///
     /// A reflected step keeps a fixed number of requests in flight and loses none, so there the
-    /// responder's CPU tells: under 80% busy, the client's side of the loop was the slower.
+    /// CPUs tell: the responder's under 80% busy, or the client's full while the responder's was
+    /// not (both sides of the loop near their limit: which one held it is not known).
     pub fn generator_bound(&self) -> bool {
         if self.target.is_some() {
             return false;
         }
         if self.reflected {
-            return self.responder_cpu < 80.0;
+            return self.responder_cpu < 80.0
+                || (self.client_cpu.busy >= 90.0 && self.responder_cpu < 95.0);
         }
         self.loss() < 0.01 || (self.client_cpu.busy >= 90.0 && self.responder_cpu < 80.0)
     }
@@ -581,7 +583,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reflected_step_is_generator_bound_when_the_responder_idles() {
+    fn a_reflected_step_is_generator_bound_unless_the_responder_was_full() {
         let mut s = step(None, 6_500_000.0, 0.0);
         s.reflected = true;
         s.replies = s.offered;
@@ -592,12 +594,13 @@ mod tests {
             "nothing lost, the responder saturated"
         );
         assert!(s.shortfalls().is_empty());
+        s.client_cpu.busy = 98.0;
+        s.responder_cpu = 91.0;
+        assert!(s.generator_bound(), "both near their limit: a floor");
+        s.client_cpu.busy = 70.0;
         s.responder_cpu = 60.0;
+        assert!(s.generator_bound(), "the responder idled");
         s.client_cpu.busy = 99.0;
-        assert!(
-            s.generator_bound(),
-            "the client's side of the loop was the slower"
-        );
         assert_eq!(
             s.shortfalls(),
             ["generator-bound (client CPU 99%, responder 60%): replies/s is a floor"]
