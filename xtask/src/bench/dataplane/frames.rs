@@ -115,6 +115,16 @@ pub fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, icmp: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// An ARP request nobody answers (an address no responder has, from a MAC no step uses): sent
+/// to make the node's receive ring move after a step, without an answer to count.
+pub fn unanswered_arp() -> Vec<u8> {
+    arp_request(
+        [0x02, 0xcc, 0x00, 0x00, 0x00, 0x01],
+        Ipv4Addr::new(198, 51, 100, 4),
+        Ipv4Addr::new(198, 51, 100, 98),
+    )
+}
+
 /// The bad-input mix: requests for addresses nobody announces and malformed frames for the
 /// announced ones. None of them may ever be answered, by any responder.
 pub fn bad_input(

@@ -419,6 +419,23 @@ impl ReplyCounter {
         self.take_slot(1)
     }
 
+    /// Waits until no reply has been counted for `quiet` (at most `limit`): after a reflected
+    /// step, a slow responder still holds requests of the loop and answers them later, and
+    /// those answers belong to that step, not to whatever comes next.
+    pub fn settle(&self, quiet: Duration, limit: Duration) -> Result<bool> {
+        let start = std::time::Instant::now();
+        let mut last = self.read()?[0];
+        while start.elapsed() < limit {
+            std::thread::sleep(quiet);
+            let now = self.read()?[0];
+            if now == last {
+                return Ok(true);
+            }
+            last = now;
+        }
+        Ok(false)
+    }
+
     /// With `Some(request)`, every reply from now on is rewritten into `request` and sent back
     /// (and still counted); with `None`, replies are counted and dropped again. The program is
     /// swapped in place on the attachment (`BPF_LINK_UPDATE`), so no frame meets no program.
