@@ -27,10 +27,12 @@ pub mod net;
 mod probes;
 mod programs;
 pub mod repeat;
+mod reply;
 mod report;
 mod results;
 pub mod stats;
 pub mod svg;
+mod sys;
 mod txstamp;
 
 use std::fmt::Write as _;

@@ -13,11 +13,6 @@
 //!
 //! The node veth must have NAPI for frames sent this way: driver-mode XDP gives it, otherwise
 //! GRO is switched on (`set_gro`), which is also what a real NIC's receive path looks like.
-//!
-//! Also here: `ReplyCounter`, a tiny XDP program on the client end that counts and drops the
-//! replies to the load (sent to the generator's MAC) and passes everything else (probe replies
-//! go on to the timestamping ring). On two cores the client shares its CPU with the generator;
-//! building an skb per reply there would make the client, not the responder, the bottleneck.
 
 use std::collections::HashMap;
 use std::io;
@@ -28,51 +23,16 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use super::programs;
+use super::sys::{
+    Attr, BPF_F_TEST_XDP_LIVE_FRAMES, BPF_PROG_TEST_RUN, array_map, bpf, load_xdp, map_lookup,
+    map_update,
+};
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_LINK_UPDATE: libc::c_long = 29;
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
-const BPF_XDP: u32 = 37;
-const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 /// Frames per batch inside the kernel (its maximum is 256). Each batch reaches the veth as one
 /// burst and its receive ring holds 256 frames: with 256 the bursts overflowed the ring while
 /// the responder's CPU was half idle (ARP: 16–22% loss at 58% CPU); 128 keeps the burst inside
 /// the ring and still lets the generator offer 2–2.5M/s beside the replies it absorbs.
 const LIVE_BATCH: u32 = 128;
-
-/// A `bpf_attr` big enough for the commands used here; fields written at their offsets.
-#[repr(C, align(8))]
-struct Attr([u8; 128]);
-
-impl Attr {
-    fn new() -> Attr {
-        Attr([0; 128])
-    }
-    fn u32(&mut self, offset: usize, v: u32) -> &mut Attr {
-        self.0[offset..offset + 4].copy_from_slice(&v.to_ne_bytes());
-        self
-    }
-    fn u64(&mut self, offset: usize, v: u64) -> &mut Attr {
-        self.0[offset..offset + 8].copy_from_slice(&v.to_ne_bytes());
-        self
-    }
-}
-
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
-    // SAFETY: attr is a valid, zero-padded bpf_attr of the size passed.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), attr.0.len() as u32) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc)
-}
 
 /// The in-kernel frame generator: one loaded program per distinct frame, each writing that frame
 /// and returning XDP_TX.
@@ -258,40 +218,6 @@ impl CycleGenerator {
     }
 }
 
-/// A one-element array map whose values are `value_size` bytes (`what` names it in errors).
-fn array_map(value_size: u32, what: &str) -> Result<OwnedFd> {
-    let mut attr = Attr::new();
-    attr.u32(0, BPF_MAP_TYPE_ARRAY)
-        .u32(4, 4)
-        .u32(8, value_size)
-        .u32(12, 1);
-    match bpf(BPF_MAP_CREATE, &mut attr) {
-        // SAFETY: new fd from the kernel.
-        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
-        Err(e) => bail!("creating {what}: {e}"),
-    }
-}
-
-/// Reads element 0 of an array map into `value` (its exact size).
-fn map_lookup(map: &OwnedFd, value: &mut [u8]) -> io::Result<()> {
-    let key = 0u32;
-    let mut attr = Attr::new();
-    attr.u32(0, map.as_raw_fd() as u32)
-        .u64(8, &raw const key as u64)
-        .u64(16, value.as_mut_ptr() as u64);
-    bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).map(|_| ())
-}
-
-/// Writes element 0 of an array map.
-fn map_update(map: &OwnedFd, value: &[u8]) -> io::Result<()> {
-    let key = 0u32;
-    let mut attr = Attr::new();
-    attr.u32(0, map.as_raw_fd() as u32)
-        .u64(8, &raw const key as u64)
-        .u64(16, value.as_ptr() as u64);
-    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
-}
-
 /// Frames per live-frames call at most (about a millisecond of load at the top rates).
 pub(super) const LIVE_CHUNK: u64 = 1024;
 /// Frames of the first live-frames call of an unpaced step. Each call costs the generator a
@@ -314,148 +240,6 @@ pub(super) fn unpaced_chunk(last: Option<(u64, Duration)>, left: Duration) -> u6
     };
     let rate = sent as f64 / took.as_secs_f64().max(1e-6);
     ((rate * left.as_secs_f64()) as u64).clamp(LIVE_UNPACED_MIN, LIVE_UNPACED_MAX)
-}
-
-fn load_xdp(insns: &[u8], name: &str) -> Result<OwnedFd> {
-    let license = b"GPL\0";
-    let mut log = vec![0u8; 16384];
-    let mut attr = Attr::new();
-    attr.u32(0, BPF_PROG_TYPE_XDP)
-        .u32(4, (insns.len() / 8) as u32)
-        .u64(8, insns.as_ptr() as u64)
-        .u64(16, license.as_ptr() as u64)
-        .u32(24, 1)
-        .u32(28, log.len() as u32)
-        .u64(32, log.as_mut_ptr() as u64);
-    let n = name.len().min(15);
-    attr.0[48..48 + n].copy_from_slice(&name.as_bytes()[..n]);
-    match bpf(BPF_PROG_LOAD, &mut attr) {
-        // SAFETY: the kernel returned a new fd.
-        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
-        Err(e) => {
-            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            bail!(
-                "loading XDP program {name}: {e} {}",
-                String::from_utf8_lossy(&log[..end]).trim()
-            )
-        }
-    }
-}
-
-/// Counts (and drops) frames sent to one MAC on an interface, in XDP driver mode; during a
-/// reflected step it sends each of them back as a request instead (`reflect`).
-pub struct ReplyCounter {
-    map: OwnedFd,
-    prog: OwnedFd,
-    /// The attachment lives as long as this fd: dropping it detaches the program.
-    link: OwnedFd,
-    mac: [u8; 6],
-    /// The reflector in place of the counter, while one is.
-    reflector: Option<OwnedFd>,
-    last: [u64; 2],
-}
-
-impl ReplyCounter {
-    /// Attaches to `ifindex` of the calling thread's namespace.
-    pub fn attach(ifindex: u32, mac: [u8; 6]) -> Result<ReplyCounter> {
-        // Replies counted, then frames reflected (`programs::REFLECTED`).
-        let map = array_map(16, "the reply counter map")?;
-        let prog = load_xdp(
-            &programs::counter_program(mac, map.as_raw_fd()),
-            "bench_count",
-        )?;
-        let mut attr = Attr::new();
-        attr.u32(0, prog.as_raw_fd() as u32)
-            .u32(4, ifindex)
-            .u32(8, BPF_XDP)
-            .u32(12, XDP_FLAGS_DRV_MODE);
-        let link = match bpf(BPF_LINK_CREATE, &mut attr) {
-            // SAFETY: new fd from the kernel.
-            Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as i32) },
-            Err(e) => {
-                bail!("attaching the reply counter (XDP driver mode, ifindex {ifindex}): {e}")
-            }
-        };
-        let mut c = ReplyCounter {
-            map,
-            prog,
-            link,
-            mac,
-            reflector: None,
-            last: [0; 2],
-        };
-        c.last = c.read()?;
-        Ok(c)
-    }
-
-    fn read(&self) -> Result<[u64; 2]> {
-        let mut value = [0u8; 16];
-        if let Err(e) = map_lookup(&self.map, &mut value) {
-            bail!("reading the reply counter: {e}");
-        }
-        let word = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&value[at..at + 8]);
-            u64::from_ne_bytes(b)
-        };
-        Ok([word(0), word(programs::REFLECTED as usize)])
-    }
-
-    /// Slot `k` of the map (0: replies, 1: reflected) since the last call for that slot.
-    fn take_slot(&mut self, k: usize) -> Result<u64> {
-        let now = self.read()?[k];
-        let delta = now.saturating_sub(self.last[k]);
-        self.last[k] = now;
-        Ok(delta)
-    }
-
-    /// Replies counted since the last call.
-    pub fn take(&mut self) -> Result<u64> {
-        self.take_slot(0)
-    }
-
-    /// Frames sent back as requests since the last call.
-    pub fn take_reflected(&mut self) -> Result<u64> {
-        self.take_slot(1)
-    }
-
-    /// Waits until no reply has been counted for `quiet` (at most `limit`): after a reflected
-    /// step, a slow responder still holds requests of the loop and answers them later, and
-    /// those answers belong to that step, not to whatever comes next.
-    pub fn settle(&self, quiet: Duration, limit: Duration) -> Result<bool> {
-        let start = std::time::Instant::now();
-        let mut last = self.read()?[0];
-        while start.elapsed() < limit {
-            std::thread::sleep(quiet);
-            let now = self.read()?[0];
-            if now == last {
-                return Ok(true);
-            }
-            last = now;
-        }
-        Ok(false)
-    }
-
-    /// With `Some(request)`, every reply from now on is rewritten into `request` and sent back
-    /// (and still counted); with `None`, replies are counted and dropped again. The program is
-    /// swapped in place on the attachment (`BPF_LINK_UPDATE`), so no frame meets no program.
-    pub fn reflect(&mut self, request: Option<&[u8]>) -> Result<()> {
-        let next = match request {
-            Some(frame) => Some(load_xdp(
-                &programs::reflector_program(self.mac, self.map.as_raw_fd(), frame)?,
-                "bench_reflect",
-            )?),
-            None => None,
-        };
-        let fd = next.as_ref().unwrap_or(&self.prog).as_raw_fd();
-        let mut attr = Attr::new();
-        attr.u32(0, self.link.as_raw_fd() as u32).u32(4, fd as u32);
-        if let Err(e) = bpf(BPF_LINK_UPDATE, &mut attr) {
-            bail!("swapping the client's XDP program: {e}");
-        }
-        self.reflector = next;
-        Ok(())
-    }
 }
 
 /// Switches GRO on or off for `ifname` in the calling thread's namespace (legacy SIOCETHTOOL
@@ -516,6 +300,7 @@ fn set_feature(ifname: &str, cmd: u32, name: &str, on: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::dataplane::sys::test_run;
 
     #[test]
     fn unpaced_calls_fill_the_time_left_within_bounds() {
@@ -539,71 +324,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn attr_fields_land_at_their_offsets() {
-        let mut a = Attr::new();
-        a.u32(4, 0x0102_0304).u64(8, 0x1122_3344_5566_7788);
-        assert_eq!(&a.0[4..8], &0x0102_0304u32.to_ne_bytes());
-        assert_eq!(&a.0[8..16], &0x1122_3344_5566_7788u64.to_ne_bytes());
-        assert!(a.0[16..].iter().all(|&b| b == 0));
-    }
-
     /// Runs the generator's program once on its template, outside live mode: XDP action, frame.
     fn run_once(g: &CycleGenerator) -> (u32, Vec<u8>) {
-        run_prog(&g.prog, &g.template)
-    }
-
-    /// Runs `prog` once on `frame`, outside live mode: XDP action, frame as it left.
-    fn run_prog(prog: &OwnedFd, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; 512];
-        let mut attr = Attr::new();
-        attr.u32(0, prog.as_raw_fd() as u32)
-            .u32(8, frame.len() as u32)
-            .u32(12, out.len() as u32)
-            .u64(16, frame.as_ptr() as u64)
-            .u64(24, out.as_mut_ptr() as u64)
-            .u32(32, 1);
-        bpf(BPF_PROG_TEST_RUN, &mut attr).expect("BPF_PROG_TEST_RUN (needs root, as the bench)");
-        let retval = u32::from_ne_bytes(attr.0[4..8].try_into().unwrap());
-        let len = u32::from_ne_bytes(attr.0[12..16].try_into().unwrap()) as usize;
-        out.truncate(len);
-        (retval, out)
-    }
-
-    #[test]
-    fn the_reflector_sends_each_reply_back_as_the_request_and_counts_both() {
-        let mac = [0x02, 0, 0, 0, 0, 0x42];
-        let request: Vec<u8> = (0..60u8).map(|i| i.wrapping_mul(7)).collect();
-        let map = array_map(16, "test map").unwrap();
-        let prog = load_xdp(
-            &programs::reflector_program(mac, map.as_raw_fd(), &request).unwrap(),
-            "test_reflect",
-        )
-        .unwrap();
-        let read = || {
-            let mut v = [0u8; 16];
-            map_lookup(&map, &mut v).unwrap();
-            (
-                u64::from_ne_bytes(v[..8].try_into().unwrap()),
-                u64::from_ne_bytes(v[8..].try_into().unwrap()),
-            )
-        };
-        // Replies of every length the responders send (42-byte ARP from the kernel, 60 padded,
-        // 86 for an NA): each leaves as the request, exactly.
-        for (k, len) in [42usize, 60, 86].into_iter().enumerate() {
-            let mut reply = vec![0xaa; len];
-            reply[..6].copy_from_slice(&mac);
-            let (action, out) = run_prog(&prog, &reply);
-            assert_eq!(action, 3, "{len}-byte reply: XDP_TX");
-            assert_eq!(out, request, "{len}-byte reply");
-            assert_eq!(read(), (k as u64 + 1, k as u64 + 1));
-        }
-        // A frame for another MAC (a probe's reply) passes untouched and uncounted.
-        let mut other = vec![0xbb; 60];
-        other[5] = 0x43;
-        let (action, out) = run_prog(&prog, &other);
-        assert_eq!((action, out), (2, other));
-        assert_eq!(read(), (3, 3));
+        test_run(&g.prog, &g.template)
     }
 
     #[test]

@@ -15,9 +15,10 @@ use super::cpu::{self, CpuShare};
 use super::frames::{self, PROBE_TAGS};
 use super::generate::{Load, generate};
 use super::lab::{CLIENT_CPU, NODE_CPU};
-use super::live::{LiveGenerator, ReplyCounter};
+use super::live::LiveGenerator;
 use super::net::{self, Counter, ReplyRing, Sender};
 use super::probes::{Shared, receive, take_all};
+use super::reply::ReplyCounter;
 use super::stats;
 use super::txstamp::ProbeSender;
 
