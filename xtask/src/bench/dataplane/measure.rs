@@ -49,9 +49,9 @@ pub enum Generator {
 
 /// Requests a reflected step puts in flight (by AF_PACKET, at its start): fewer than a veth
 /// ring holds (256), so the loop alone never fills a ring. Kept at the ring's limit instead
-/// (seeds topped up as fast as full rings dropped frames), replies sent by the node's stack
-/// (the kernel, skb mode, the fallback) wedged the veth: once its ring had filled, the node end
-/// refused every frame until the namespaces were removed. Three batches of 64 still keep the
+/// (seeds topped up as fast as full rings dropped frames), one run's node end refused every
+/// frame after an skb-mode step (replies from the node's stack) for the rest of the run. Three
+/// batches of 64 still keep the
 /// responder's ring from running dry while the client's batch is on its way back.
 pub const REFLECT_IN_FLIGHT: u64 = 192;
 
@@ -73,7 +73,8 @@ pub struct Engine {
     reply_counter: ReplyCounter,
     live: Option<LiveGenerator>,
     generator: Generator,
-    /// Why the kernel refused live frames, when it did: every step then comes from AF_PACKET.
+    /// Why the kernel refused live frames, when it did: the saturation step is then reflected and
+    /// the flood comes from AF_PACKET.
     pub live_refused: Option<String>,
     client_ns: String,
     client_ifindex: u32,
@@ -249,8 +250,8 @@ impl Engine {
                     ReplyCounter::attach(ifindex, frames::GENERATOR_MAC)?,
                 ))
             })?;
-        // Live frames where the kernel allows them; without, the mixed generator sends every
-        // step with AF_PACKET and says so, an explicit `live` is refused.
+        // Live frames where the kernel allows them; without, the mixed generator reflects its
+        // saturation step (the output says so), an explicit `live` is refused.
         let live_refused = match generator {
             Generator::Packet => None,
             Generator::Live | Generator::Mixed | Generator::Reflect => {
@@ -427,6 +428,13 @@ impl Engine {
             .join()
             .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
         })?;
+        let cpu_after = cpu::read_stat()?;
+        let ticks_after: u64 = self
+            .responder_pids
+            .iter()
+            .filter_map(|&p| cpu::process_ticks(p))
+            .sum();
+        // The step's CPU window closes above: the wait below idles and must not dilute it.
         if reflect {
             // What is still in flight is counted and dropped from now on. Requests of the loop
             // can also stay in the node's receive ring after its NAPI poll stopped, until the
@@ -452,12 +460,6 @@ impl Engine {
                 println!("          replies to the reflected load still arriving 10 s after it");
             }
         }
-        let cpu_after = cpu::read_stat()?;
-        let ticks_after: u64 = self
-            .responder_pids
-            .iter()
-            .filter_map(|&p| cpu::process_ticks(p))
-            .sum();
         std::thread::sleep(DRAIN);
         let (ring_replies, ring_drops) = self.counter.take()?;
         let load_replies = self.reply_counter.take()?;
