@@ -48,17 +48,14 @@ pub(super) fn generate(
     net::raise_priority();
     // The live-frames generator resolves the interface in the caller's namespace.
     net::join_netns(client_ns)?;
-    let mut limit = None;
+    let limit = match load {
+        Load::Seeds(_, total) => Some(total),
+        _ => None,
+    };
     let (mut batch, chunk, live, cycled) = match load {
-        Load::Packet(frames) => {
+        Load::Packet(frames) | Load::Seeds(frames, _) => {
             let b = Batch::new(frames);
             let n = b.len() as u64;
-            (Some(b), n, None, None)
-        }
-        Load::Seeds(frames, total) => {
-            let b = Batch::new(frames);
-            let n = b.len() as u64;
-            limit = Some(total);
             (Some(b), n, None, None)
         }
         Load::Live(g, ifindex, frame) => (None, LIVE_CHUNK, Some((g, ifindex, frame)), None),
