@@ -116,6 +116,9 @@ pub struct StepResult {
     pub held: u64,
     /// Whether the load was reflected (each reply sent back as the next request).
     pub reflected: bool,
+    /// Of a reflected step: the time from the loop's first reflected frame to its last, as a
+    /// share of the step's time (it cannot run past the step; short of it, it stalled).
+    pub loop_share: Option<f64>,
     pub latencies_ns: Vec<u64>,
     /// Per timed probe with a transmit stamp: (send path, flight) in ns.
     pub splits_ns: Vec<(u64, u64)>,
@@ -210,6 +213,12 @@ impl StepResult {
             out.push(format!(
                 "generator-bound (client CPU {:.0}%, responder {:.0}%): replies/s is a floor",
                 self.client_cpu.busy, self.responder_cpu
+            ));
+        }
+        if let Some(share) = self.loop_share.filter(|&s| s < 0.95) {
+            out.push(format!(
+                "the reflected loop ran {:.0}% of the step: replies/s is a floor",
+                100.0 * share
             ));
         }
         if let Err(e) = &self.path {
@@ -407,7 +416,9 @@ impl Engine {
         };
         if reflect {
             self.reply_counter.take_reflected()?;
-            self.reply_counter.reflect(Some(&load[0]))?;
+            // The loop stops itself when the step's time is up (the generator starts a moment
+            // later, so it ends a moment before the step does).
+            self.reply_counter.start_reflecting(&load[0], duration)?;
         }
         let sender = &self.sender;
         let probe_sender = &self.probe_sender;
@@ -435,13 +446,16 @@ impl Engine {
             .filter_map(|&p| cpu::process_ticks(p))
             .sum();
         // The step's CPU window closes above: the wait below idles and must not dilute it.
+        let mut loop_share = None;
         if reflect {
             // What is still in flight is counted and dropped from now on. Requests of the loop
             // can also stay in the node's receive ring after its NAPI poll stopped, until the
             // next frame arrives (seen with the fallback: the first frames of the next step
             // brought them out, and the flood counted their answers as wrong): a few frames
             // nobody answers bring them out now, and the step waits for their answers.
-            self.reply_counter.reflect(None)?;
+            let span = self.reply_counter.stop_reflecting()?;
+            loop_share =
+                Some(span.map_or(0.0, |d| d.as_secs_f64()) / generated.elapsed.as_secs_f64());
             generated.sent += self.reply_counter.take_reflected()?;
             let kick = frames::unanswered_arp();
             let mut batch = net::Batch::new(&[kick.as_slice()]);
@@ -483,6 +497,7 @@ impl Engine {
             probes_refused: generated.probes_refused,
             held: generated.held,
             reflected: reflect,
+            loop_share,
             latencies_ns: self.take_latencies(),
             splits_ns: self.take_splits(),
             node_cpu: share(NODE_CPU),
@@ -544,6 +559,7 @@ mod tests {
             probes_refused: 0,
             held: 0,
             reflected: false,
+            loop_share: None,
             latencies_ns: Vec::new(),
             splits_ns: Vec::new(),
             node_cpu: CpuShare::default(),
@@ -627,6 +643,14 @@ mod tests {
         assert_eq!(
             s.shortfalls(),
             ["generator-bound (client CPU 99%, responder 60%): replies/s is a floor"]
+        );
+        s.responder_cpu = 97.0;
+        s.loop_share = Some(0.99);
+        assert!(s.shortfalls().is_empty(), "the loop ran the whole step");
+        s.loop_share = Some(0.4);
+        assert_eq!(
+            s.shortfalls(),
+            ["the reflected loop ran 40% of the step: replies/s is a floor"]
         );
     }
 

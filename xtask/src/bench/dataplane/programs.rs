@@ -134,9 +134,9 @@ impl Asm {
     fn mark(&mut self, label: usize) {
         self.items.push(Item::Mark(label));
     }
-    /// r7 = &`map_fd`[0] (an array map's element 0), or a jump to `missing` when the lookup
+    /// `reg` = &`map_fd`[0] (an array map's element 0), or a jump to `missing` when the lookup
     /// fails. Clobbers r0–r5.
-    fn map_value_into_r7(&mut self, map_fd: i32, missing: usize) {
+    fn map_value_into(&mut self, reg: u8, map_fd: i32, missing: usize) {
         self.put(insn(0x62, 10, 0, -4, 0)); // *(u32 *)(fp - 4) = 0 (key)
         self.put(insn(0xbf, 2, 10, 0, 0)); // r2 = fp
         self.put(insn(0x07, 2, 0, 0, -4)); // r2 += -4
@@ -144,7 +144,7 @@ impl Asm {
         self.put(insn(0x00, 0, 0, 0, 0));
         self.put(insn(0x85, 0, 0, 0, 1)); // call map_lookup_elem
         self.jump(0x15, 0, 0, 0, missing); // if r0 == 0 goto missing
-        self.put(insn(0xbf, 7, 0, 0, 0)); // r7 = value
+        self.put(insn(0xbf, reg, 0, 0, 0)); // reg = value
     }
     fn finish(self) -> Result<Vec<u8>> {
         let mut at = vec![None; self.labels];
@@ -200,7 +200,7 @@ pub(super) fn cycle_program(frames: &[Vec<u8>], map_fd: i32) -> Result<Vec<u8>> 
     let mut a = Asm::default();
     let (drop, hold, sent, check, emit) = (a.label(), a.label(), a.label(), a.label(), a.label());
     a.put(insn(0xbf, 6, 1, 0, 0)); // r6 = ctx
-    a.map_value_into_r7(map_fd, drop);
+    a.map_value_into(7, map_fd, drop);
     a.put(insn(0x79, 1, 7, cycle::INTERVAL, 0)); // r1 = interval
     a.jump(0x15, 1, 0, 0, emit); // unpaced: straight to the frame
     a.put(insn(0x85, 0, 0, 0, 5)); // r0 = bpf_ktime_get_ns()
@@ -302,18 +302,38 @@ pub(super) fn counter_program(mac: [u8; 6], map_fd: i32) -> Vec<u8> {
 /// counted are at 0).
 pub(super) const REFLECTED: i16 = 8;
 
+/// The reflected loop's own map value: when it must stop, and when it ran (`bpf_ktime_get_ns`,
+/// CLOCK_MONOTONIC).
+pub(super) mod reflect_loop {
+    /// Reflect nothing at or after this time (set before the step).
+    pub const DEADLINE: i16 = 0;
+    /// Time of the first frame reflected (0 until then).
+    pub const FIRST: i16 = 8;
+    /// Time of the latest frame reflected.
+    pub const LAST: i16 = 16;
+    pub const VALUE_SIZE: u32 = 24;
+}
+
 /// XDP program for the client end during a reflected step: a frame sent to `mac` (a reply to the
 /// load) is counted in `map_fd`[0] at offset 0, rewritten into `frame` (the request; its length
 /// set with `bpf_xdp_adjust_tail`) and sent back with XDP_TX, counted at [`REFLECTED`]; a frame
 /// that cannot be rewritten is dropped. Everything else passes. Each reply thus becomes the next
-/// request, and the load keeps itself going from kernel space with no syscall per frame.
-pub(super) fn reflector_program(mac: [u8; 6], map_fd: i32, frame: &[u8]) -> Result<Vec<u8>> {
+/// request, and the load keeps itself going from kernel space with no syscall per frame, until
+/// the deadline in `loop_fd`[0] ([`reflect_loop`]): from then on replies are counted and dropped,
+/// so the loop cannot outlast its step however late user space swaps the program back. The
+/// first and latest reflection times are kept there too.
+pub(super) fn reflector_program(
+    mac: [u8; 6],
+    map_fd: i32,
+    loop_fd: i32,
+    frame: &[u8],
+) -> Result<Vec<u8>> {
     check_frame(frame)?;
     let head = i32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]);
     let tail = i32::from(u16::from_le_bytes([mac[4], mac[5]]));
     let len = frame.len() as i32;
     let mut a = Asm::default();
-    let (pass, drop, write) = (a.label(), a.label(), a.label());
+    let (pass, drop, write, stamped) = (a.label(), a.label(), a.label(), a.label());
     a.put(insn(0xbf, 6, 1, 0, 0)); // r6 = ctx
     a.put(insn(0x61, 2, 6, 0, 0)); // r2 = ctx->data
     a.put(insn(0x61, 3, 6, 4, 0)); // r3 = ctx->data_end
@@ -324,9 +344,18 @@ pub(super) fn reflector_program(mac: [u8; 6], map_fd: i32, frame: &[u8]) -> Resu
     a.jump(0x55, 5, 0, head, pass); // if r5 != mac[0..4] goto pass
     a.put(insn(0x69, 5, 2, 4, 0)); // r5 = *(u16 *)(data + 4)
     a.jump(0x55, 5, 0, tail, pass); // if r5 != mac[4..6] goto pass
-    a.map_value_into_r7(map_fd, drop);
+    a.map_value_into(7, map_fd, drop);
     a.put(insn(0xb7, 1, 0, 0, 1)); // r1 = 1
     a.put(insn(0xdb, 7, 1, 0, 0)); // lock *(u64 *)(r7 + 0) += r1 (a reply)
+    a.map_value_into(8, loop_fd, drop);
+    a.put(insn(0x85, 0, 0, 0, 5)); // r0 = bpf_ktime_get_ns()
+    a.put(insn(0x79, 1, 8, reflect_loop::DEADLINE, 0)); // r1 = deadline
+    a.jump(0x3d, 0, 1, 0, drop); // if now >= deadline goto drop
+    a.put(insn(0x79, 1, 8, reflect_loop::FIRST, 0)); // r1 = first
+    a.jump(0x55, 1, 0, 0, stamped); // if first != 0 goto stamped
+    a.put(insn(0x7b, 8, 0, reflect_loop::FIRST, 0)); // first = now
+    a.mark(stamped);
+    a.put(insn(0x7b, 8, 0, reflect_loop::LAST, 0)); // last = now
     a.put(insn(0x61, 2, 6, 0, 0)); // r2 = ctx->data
     a.put(insn(0x61, 3, 6, 4, 0)); // r3 = ctx->data_end
     a.put(insn(0x1f, 3, 2, 0, 0)); // r3 -= r2 (the frame's length)

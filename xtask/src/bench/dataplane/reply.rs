@@ -10,9 +10,10 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use super::programs;
+use super::programs::reflect_loop;
 use super::sys::{
     Attr, BPF_LINK_CREATE, BPF_LINK_UPDATE, BPF_XDP, XDP_FLAGS_DRV_MODE, array_map, bpf, load_xdp,
-    map_lookup,
+    map_lookup, map_update, monotonic_ns,
 };
 
 /// Counts (and drops) frames sent to one MAC on an interface, in XDP driver mode; during a
@@ -23,8 +24,9 @@ pub struct ReplyCounter {
     /// The attachment lives as long as this fd: dropping it detaches the program.
     link: OwnedFd,
     mac: [u8; 6],
-    /// The reflector in place of the counter, while one is.
-    reflector: Option<OwnedFd>,
+    /// The reflector in place of the counter, while one is, and its loop's map
+    /// ([`reflect_loop`]).
+    reflector: Option<(OwnedFd, OwnedFd)>,
     last: [u64; 2],
 }
 
@@ -66,12 +68,7 @@ impl ReplyCounter {
         if let Err(e) = map_lookup(&self.map, &mut value) {
             bail!("reading the reply counter: {e}");
         }
-        let word = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&value[at..at + 8]);
-            u64::from_ne_bytes(b)
-        };
-        Ok([word(0), word(programs::REFLECTED as usize)])
+        Ok([word(&value, 0), word(&value, programs::REFLECTED)])
     }
 
     /// Slot `k` of the map (0: replies, 1: reflected) since the last call for that slot.
@@ -109,26 +106,68 @@ impl ReplyCounter {
         Ok(false)
     }
 
-    /// With `Some(request)`, every reply from now on is rewritten into `request` and sent back
-    /// (and still counted); with `None`, replies are counted and dropped again. The program is
+    /// From now until `until` has passed, every reply is rewritten into `request` and sent
+    /// back (and still counted); after that the program counts and drops again by itself. It is
     /// swapped in place on the attachment (`BPF_LINK_UPDATE`), so no frame meets no program.
-    pub fn reflect(&mut self, request: Option<&[u8]>) -> Result<()> {
-        let next = match request {
-            Some(frame) => Some(load_xdp(
-                &programs::reflector_program(self.mac, self.map.as_raw_fd(), frame)?,
-                "bench_reflect",
-            )?),
-            None => None,
+    pub fn start_reflecting(&mut self, request: &[u8], until: Duration) -> Result<()> {
+        let loop_map = array_map(reflect_loop::VALUE_SIZE, "the reflected loop's map")?;
+        let prog = load_xdp(
+            &programs::reflector_program(
+                self.mac,
+                self.map.as_raw_fd(),
+                loop_map.as_raw_fd(),
+                request,
+            )?,
+            "bench_reflect",
+        )?;
+        self.swap(prog.as_raw_fd())?;
+        // The deadline counts from now: loading and swapping take milliseconds. Until it is set
+        // the loop's frames would be dropped, but nothing is in flight before the step seeds it.
+        let mut value = [0u8; reflect_loop::VALUE_SIZE as usize];
+        let deadline = monotonic_ns() + until.as_nanos() as u64;
+        let at = reflect_loop::DEADLINE as usize;
+        value[at..at + 8].copy_from_slice(&deadline.to_ne_bytes());
+        if let Err(e) = map_update(&loop_map, &value) {
+            bail!("setting the reflected loop's deadline: {e}");
+        }
+        self.reflector = Some((prog, loop_map));
+        Ok(())
+    }
+
+    /// Puts the counting program back; returns how long the loop ran, from its first reflected
+    /// frame to its last (`None` if it reflected none).
+    pub fn stop_reflecting(&mut self) -> Result<Option<Duration>> {
+        let Some((_prog, loop_map)) = self.reflector.take() else {
+            return Ok(None);
         };
-        let fd = next.as_ref().unwrap_or(&self.prog).as_raw_fd();
+        self.swap(self.prog.as_raw_fd())?;
+        let mut value = [0u8; reflect_loop::VALUE_SIZE as usize];
+        if let Err(e) = map_lookup(&loop_map, &mut value) {
+            bail!("reading the reflected loop's times: {e}");
+        }
+        let (first, last) = (
+            word(&value, reflect_loop::FIRST),
+            word(&value, reflect_loop::LAST),
+        );
+        Ok((first != 0).then(|| Duration::from_nanos(last.saturating_sub(first))))
+    }
+
+    fn swap(&self, fd: i32) -> Result<()> {
         let mut attr = Attr::new();
         attr.u32(0, self.link.as_raw_fd() as u32).u32(4, fd as u32);
         if let Err(e) = bpf(BPF_LINK_UPDATE, &mut attr) {
             bail!("swapping the client's XDP program: {e}");
         }
-        self.reflector = next;
         Ok(())
     }
+}
+
+/// The u64 at byte offset `at` of a map value.
+fn word(value: &[u8], at: i16) -> u64 {
+    let at = at as usize;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&value[at..at + 8]);
+    u64::from_ne_bytes(b)
 }
 
 #[cfg(test)]
@@ -136,24 +175,35 @@ mod tests {
     use super::*;
     use crate::bench::dataplane::sys::test_run;
 
+    /// A reflector on `request` whose loop must stop at `deadline`; its program, counters and
+    /// loop map.
+    fn reflector(mac: [u8; 6], request: &[u8], deadline: u64) -> (OwnedFd, OwnedFd, OwnedFd) {
+        let map = array_map(16, "test map").unwrap();
+        let loop_map = array_map(reflect_loop::VALUE_SIZE, "test loop map").unwrap();
+        let mut v = [0u8; reflect_loop::VALUE_SIZE as usize];
+        v[..8].copy_from_slice(&deadline.to_ne_bytes());
+        map_update(&loop_map, &v).unwrap();
+        let prog = load_xdp(
+            &programs::reflector_program(mac, map.as_raw_fd(), loop_map.as_raw_fd(), request)
+                .unwrap(),
+            "test_reflect",
+        )
+        .unwrap();
+        (prog, map, loop_map)
+    }
+
+    fn counts(map: &OwnedFd) -> (u64, u64) {
+        let mut v = [0u8; 16];
+        map_lookup(map, &mut v).unwrap();
+        (word(&v, 0), word(&v, 8))
+    }
+
     #[test]
     fn the_reflector_sends_each_reply_back_as_the_request_and_counts_both() {
         let mac = [0x02, 0, 0, 0, 0, 0x42];
         let request: Vec<u8> = (0..60u8).map(|i| i.wrapping_mul(7)).collect();
-        let map = array_map(16, "test map").unwrap();
-        let prog = load_xdp(
-            &programs::reflector_program(mac, map.as_raw_fd(), &request).unwrap(),
-            "test_reflect",
-        )
-        .unwrap();
-        let read = || {
-            let mut v = [0u8; 16];
-            map_lookup(&map, &mut v).unwrap();
-            (
-                u64::from_ne_bytes(v[..8].try_into().unwrap()),
-                u64::from_ne_bytes(v[8..].try_into().unwrap()),
-            )
-        };
+        let (prog, map, loop_map) = reflector(mac, &request, u64::MAX);
+        let before = monotonic_ns();
         // Replies of every length the responders send (42-byte ARP from the kernel, 60 padded,
         // 86 for an NA): each leaves as the request, exactly.
         for (k, len) in [42usize, 60, 86].into_iter().enumerate() {
@@ -162,13 +212,32 @@ mod tests {
             let (action, out) = test_run(&prog, &reply);
             assert_eq!(action, 3, "{len}-byte reply: XDP_TX");
             assert_eq!(out, request, "{len}-byte reply");
-            assert_eq!(read(), (k as u64 + 1, k as u64 + 1));
+            assert_eq!(counts(&map), (k as u64 + 1, k as u64 + 1));
         }
         // A frame for another MAC (a probe's reply) passes untouched and uncounted.
         let mut other = vec![0xbb; 60];
         other[5] = 0x43;
         let (action, out) = test_run(&prog, &other);
         assert_eq!((action, out), (2, other));
-        assert_eq!(read(), (3, 3));
+        assert_eq!(counts(&map), (3, 3));
+        // The loop's first and latest reflection, on the kernel's monotonic clock.
+        let mut v = [0u8; reflect_loop::VALUE_SIZE as usize];
+        map_lookup(&loop_map, &mut v).unwrap();
+        let (first, last) = (word(&v, reflect_loop::FIRST), word(&v, reflect_loop::LAST));
+        assert!(before <= first && first <= last && last <= monotonic_ns());
+    }
+
+    #[test]
+    fn past_its_deadline_the_reflector_counts_and_drops() {
+        let mac = [0x02, 0, 0, 0, 0, 0x42];
+        let (prog, map, loop_map) = reflector(mac, &[0x11; 60], monotonic_ns());
+        let mut reply = vec![0xaa; 60];
+        reply[..6].copy_from_slice(&mac);
+        let (action, _) = test_run(&prog, &reply);
+        assert_eq!(action, 1, "XDP_DROP");
+        assert_eq!(counts(&map), (1, 0), "counted as a reply, not reflected");
+        let mut v = [0u8; reflect_loop::VALUE_SIZE as usize];
+        map_lookup(&loop_map, &mut v).unwrap();
+        assert_eq!(word(&v, reflect_loop::FIRST), 0, "the loop never ran");
     }
 }

@@ -80,6 +80,17 @@ pub(super) fn map_update(map: &OwnedFd, value: &[u8]) -> io::Result<()> {
     bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
 }
 
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+pub(super) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Loads an XDP program from its bytes; the verifier's log is in the error.
 pub(super) fn load_xdp(insns: &[u8], name: &str) -> Result<OwnedFd> {
     let license = b"GPL\0";
