@@ -18,12 +18,14 @@ pub mod attribution;
 pub mod cpu;
 // frames, measure, stats and svg are also used by `bench vs-metallb` (the same generator and
 // reply measurement, run in the lab's client namespace).
+mod floodloop;
 pub mod frames;
 mod generate;
 pub mod lab;
 pub mod live;
 pub mod measure;
 pub mod net;
+mod pacer;
 mod probes;
 mod programs;
 pub mod repeat;
@@ -114,6 +116,7 @@ pub fn run(args: &Args) -> Result<()> {
     let announced = vec![IpAddr::V4(ipv4(lab::VIP_V4)), IpAddr::V6(ipv6(lab::VIP_V6))];
     let mut engine = Engine::start(&lab.client_ns, &lab.client_if, announced, args.generator)?;
     engine.node = Some((lab.node_ns.clone(), lab.node_if.clone()));
+    engine.flood_circle(&lab.flood_ifs.0, &lab.flood_ifs.1)?;
     engine.responder_pids = lab.node_napi()?;
     lab.client_napi()?;
     let note = report::generator_note(engine.live_refused.as_deref());

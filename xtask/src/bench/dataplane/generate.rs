@@ -12,7 +12,10 @@ use super::probes::{Probes, Shared};
 use super::txstamp::ProbeSender;
 
 pub(super) struct Generated {
+    /// Frames of the load and probes sent.
     pub(super) sent: u64,
+    /// Of `sent`, the load's.
+    pub(super) load: u64,
     pub(super) refused: u64,
     pub(super) probes: u64,
     /// Probes the client's veth refused (the node's ring was full): they never reached it.
@@ -68,7 +71,7 @@ pub(super) fn generate(
     let live_frames = live.is_some() || cycled.is_some();
     let mut last_call: Option<(u64, Duration)> = None;
     let start = Instant::now();
-    let (mut sent, mut refused, mut held) = (0u64, 0u64, 0u64);
+    let (mut sent, mut refused, mut held, mut load) = (0u64, 0u64, 0u64, 0u64);
     // An unpaced live-frames call blocks this thread in the kernel for most of the step, so
     // probes then come from their own thread on the same CPU (the test run yields to it between
     // batches); with the paced AF_PACKET load they are interleaved here.
@@ -141,12 +144,14 @@ pub(super) fn generate(
             sent += after.sent.saturating_sub(before.sent);
             held = after.held.saturating_sub(before.held);
         }
+        load = sent;
         sent += probing.sent;
         refused += probing.refused;
         Ok((probing.attempts, probing.refused))
     })?;
     Ok(Generated {
         sent,
+        load,
         refused,
         probes: probes_sent.0,
         probes_refused: probes_sent.1,

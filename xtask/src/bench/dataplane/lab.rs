@@ -30,6 +30,9 @@ pub struct Lab {
     pub client_ns: String,
     pub node_if: String,
     pub client_if: String,
+    /// A second veth pair in the client namespace, the flood's circle where there are no live
+    /// frames (`floodloop`): seeds are sent on the first end, the second broadcasts.
+    pub flood_ifs: (String, String),
     pub bpffs: PathBuf,
     pub herald: PathBuf,
 }
@@ -93,6 +96,10 @@ impl Lab {
             client_ns: format!("{NS_PREFIX}client-{pid}"),
             node_if: format!("hbn{}", pid % 100_000),
             client_if: format!("hbc{}", pid % 100_000),
+            flood_ifs: (
+                format!("hbg{}", pid % 100_000),
+                format!("hbf{}", pid % 100_000),
+            ),
             bpffs: std::env::temp_dir().join(format!("{BPFFS_PREFIX}{pid}")),
             herald,
         };
@@ -172,12 +179,47 @@ impl Lab {
             &format!("class/net/{}/threaded", self.node_if),
             "1",
         )?;
+        self.build_flood_pair()?;
         std::fs::create_dir_all(&self.bpffs)
             .with_context(|| format!("creating {}", self.bpffs.display()))?;
         run(
             "mount",
             &["-t", "bpf", "bpf", &self.bpffs.to_string_lossy()],
         )?;
+        Ok(())
+    }
+
+    /// The pair behind [`Lab::flood_ifs`].
+    fn build_flood_pair(&self) -> Result<()> {
+        let (a, b) = &self.flood_ifs;
+        self.ip(
+            &self.client_ns,
+            &["link", "add", a, "type", "veth", "peer", "name", b],
+        )?;
+        for dev in [a, b] {
+            // No IPv6 link-local address: the ends would otherwise send frames of their own
+            // (router solicitations, MLD) into the circle.
+            self.ip(
+                &self.client_ns,
+                &["link", "set", dev, "addrgenmode", "none"],
+            )?;
+            self.ip(&self.client_ns, &["link", "set", dev, "up"])?;
+            // The circle never idles: in softirq it would hold the client CPU against the
+            // bench's own threads (the probes stopped). In NAPI threads at normal priority, the
+            // scheduler shares the CPU. GRO gives the ends their NAPI (and threads) before any
+            // XDP program is attached.
+            let name = dev.clone();
+            super::net::in_netns(&self.client_ns, move || super::live::set_gro(&name, true))?;
+            self.write_sys(&self.client_ns, &format!("class/net/{dev}/threaded"), "1")?;
+            let prefix = format!("napi/{dev}-");
+            let pids = threads_named(&prefix);
+            if pids.is_empty() {
+                bail!("no NAPI thread {prefix}* after enabling threaded NAPI");
+            }
+            for pid in pids {
+                super::net::pin_thread(pid, CLIENT_CPU)?;
+            }
+        }
         Ok(())
     }
 

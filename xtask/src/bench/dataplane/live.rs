@@ -22,11 +22,9 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
+use super::pacer::{CycleCounts, PacerMap};
 use super::programs;
-use super::sys::{
-    Attr, BPF_F_TEST_XDP_LIVE_FRAMES, BPF_PROG_TEST_RUN, array_map, bpf, load_xdp, map_lookup,
-    map_update,
-};
+use super::sys::{Attr, BPF_F_TEST_XDP_LIVE_FRAMES, BPF_PROG_TEST_RUN, bpf, load_xdp};
 
 /// Frames per batch inside the kernel (its maximum is 256). Each batch reaches the veth as one
 /// burst and its receive ring holds 256 frames: with 256 the bursts overflowed the ring while
@@ -137,18 +135,12 @@ fn run_live(prog: &OwnedFd, frame: &[u8], ifindex: u32, count: u32) -> Result<()
 }
 
 /// Frames a cycling generator let out and held back, since it was created.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CycleCounts {
-    pub sent: u64,
-    pub held: u64,
-}
-
 /// A live-frames generator over several frames, one after the other frame by frame (so even
 /// one long call mixes them all), optionally paced in the program itself: a flood at a set rate
 /// in small bursts, which no per-call pacing can give (each call costs the generator
 /// milliseconds). Counts what it transmitted, so the step's "sent" is the program's own figure.
 pub struct CycleGenerator {
-    map: OwnedFd,
+    map: PacerMap,
     prog: OwnedFd,
     /// The test run's frame: as long as the longest (the program shortens it per frame).
     template: Vec<u8>,
@@ -156,9 +148,9 @@ pub struct CycleGenerator {
 
 impl CycleGenerator {
     fn new(frames: &[Vec<u8>]) -> Result<CycleGenerator> {
-        let map = array_map(programs::cycle::VALUE_SIZE, "the cycling generator's map")?;
+        let map = PacerMap::new(programs::cycle::VALUE_SIZE, "the cycling generator's map")?;
         let prog = load_xdp(
-            &programs::cycle_program(frames, map.as_raw_fd())?,
+            &programs::cycle_program(frames, map.map.as_raw_fd())?,
             "bench_cycle",
         )?;
         let template = frames
@@ -173,27 +165,9 @@ impl CycleGenerator {
         })
     }
 
-    fn value(&self) -> Result<[u8; programs::cycle::VALUE_SIZE as usize]> {
-        let mut v = [0u8; programs::cycle::VALUE_SIZE as usize];
-        map_lookup(&self.map, &mut v)
-            .map_err(|e| anyhow::anyhow!("reading the cycling generator's map: {e}"))?;
-        Ok(v)
-    }
-
     /// Paces the frames at `rate` per second from now on (`None`: unpaced); counters kept.
     pub fn pace(&self, rate: Option<u64>) -> Result<()> {
-        let mut v = self.value()?;
-        let interval = match rate {
-            None => 0,
-            Some(0) => bail!("a paced generator needs a rate above 0"),
-            Some(r) => (1_000_000_000 / r).max(1),
-        };
-        let field = |v: &mut [u8], at: i16, x: u64| {
-            v[at as usize..at as usize + 8].copy_from_slice(&x.to_ne_bytes());
-        };
-        field(&mut v, programs::cycle::INTERVAL, interval);
-        field(&mut v, programs::cycle::NEXT, 0);
-        map_update(&self.map, &v).map_err(|e| anyhow::anyhow!("pacing the cycling generator: {e}"))
+        self.map.set(&PacerMap::pacing(rate)?)
     }
 
     /// `count` runs of the program (frames sent plus runs held back by the pacer).
@@ -205,16 +179,7 @@ impl CycleGenerator {
     }
 
     pub fn counts(&self) -> Result<CycleCounts> {
-        let v = self.value()?;
-        let field = |at: i16| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&v[at as usize..at as usize + 8]);
-            u64::from_ne_bytes(b)
-        };
-        Ok(CycleCounts {
-            sent: field(programs::cycle::SENT),
-            held: field(programs::cycle::HELD),
-        })
+        self.map.counts()
     }
 }
 

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 
 use super::attribution::{self, LinkCounters, Path};
 use super::cpu::{self, CpuShare};
+use super::floodloop::{FLOOD_IN_FLIGHT, FloodLoop};
 use super::frames::{self, PROBE_TAGS};
 use super::generate::{Load, generate};
 use super::lab::{CLIENT_CPU, NODE_CPU};
@@ -68,6 +69,8 @@ impl Generator {
 
 pub struct Engine {
     sender: Sender,
+    /// The flood's circle where there are no live frames ([`Engine::flood_circle`]).
+    circle: Option<Circle>,
     probe_sender: ProbeSender,
     /// Replies to the load, counted and dropped in XDP on the client end.
     reply_counter: ReplyCounter,
@@ -86,6 +89,13 @@ pub struct Engine {
     receiver: Option<JoinHandle<()>>,
     /// Processes/threads whose CPU time counts as the responder's (besides CPU softirq time).
     pub responder_pids: Vec<u32>,
+}
+
+/// The flood's circle: the veth pair's ends and the AF_PACKET sender that seeds it.
+struct Circle {
+    seeder: Sender,
+    seed_ifindex: u32,
+    loop_ifindex: u32,
 }
 
 /// What a step is for, which decides how its load is sent.
@@ -293,6 +303,7 @@ impl Engine {
             .context("receiver thread")?;
         Ok(Engine {
             sender,
+            circle: None,
             probe_sender,
             reply_counter,
             live,
@@ -306,6 +317,20 @@ impl Engine {
             receiver: Some(receiver),
             responder_pids: Vec::new(),
         })
+    }
+
+    /// Where there are no live frames, the flood circles between `seed_if` and `loop_if` (a
+    /// veth pair in the client namespace; see `floodloop`).
+    pub fn flood_circle(&mut self, seed_if: &str, loop_if: &str) -> Result<()> {
+        let (seed_if, loop_if) = (seed_if.to_string(), loop_if.to_string());
+        self.circle = Some(net::in_netns(&self.client_ns, move || {
+            Ok(Circle {
+                seeder: Sender::open(&seed_if)?,
+                seed_ifindex: net::ifindex(&seed_if)? as u32,
+                loop_ifindex: net::ifindex(&loop_if)? as u32,
+            })
+        })?);
+        Ok(())
     }
 
     /// Sends one probe every 100 ms until one is answered or `timeout` passes.
@@ -344,7 +369,9 @@ impl Engine {
     }
 
     /// Like `step`, but the load always comes from the live-frames generator (where there is
-    /// one), paced at `rate` by its own program: a flood at a set rate in bursts of a few frames.
+    /// one), paced at `rate` by its own program: a flood at a set rate in bursts of a few frames;
+    /// without one, from the flood circle where there is one (`flood_circle`), paced by its
+    /// own program too.
     pub fn flood(
         &mut self,
         load: &[Vec<u8>],
@@ -420,7 +447,31 @@ impl Engine {
             // later, so it ends a moment before the step does).
             self.reply_counter.start_reflecting(&load[0], duration)?;
         }
-        let sender = &self.sender;
+        // Without live frames, the flood circles in the client namespace, seeded by AF_PACKET.
+        let circle = match (&self.circle, &load_path) {
+            (Some(c), Load::Packet(frames))
+                if live_paced && !load.is_empty() && self.generator != Generator::Packet =>
+            {
+                let (loop_if, seed_if, out_if) =
+                    (c.loop_ifindex, c.seed_ifindex, self.client_ifindex);
+                let owned = load.to_vec();
+                let flood = net::in_netns(&self.client_ns, move || {
+                    FloodLoop::attach(&owned, loop_if, seed_if, out_if)
+                })?;
+                flood.arm(rate, duration)?;
+                let before = flood.counts()?;
+                Some((flood, before, Load::Seeds(frames, FLOOD_IN_FLIGHT)))
+            }
+            _ => None,
+        };
+        let (circle, load_path) = match circle {
+            Some((flood, before, seeds)) => (Some((flood, before)), seeds),
+            None => (None, load_path),
+        };
+        let sender = match (&circle, &self.circle) {
+            (Some(_), Some(c)) => &c.seeder,
+            _ => &self.sender,
+        };
         let probe_sender = &self.probe_sender;
         let shared = &self.shared;
         let client_ns = self.client_ns.as_str();
@@ -439,6 +490,14 @@ impl Engine {
             .join()
             .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
         })?;
+        if let Some((flood, before)) = &circle {
+            // The seeds went round the circle, not to the node: what the circle sent did.
+            let after = flood.counts()?;
+            generated.sent = generated.sent.saturating_sub(generated.load)
+                + after.sent.saturating_sub(before.sent);
+            generated.held = after.held.saturating_sub(before.held);
+        }
+        drop(circle);
         let cpu_after = cpu::read_stat()?;
         let ticks_after: u64 = self
             .responder_pids

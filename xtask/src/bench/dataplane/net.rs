@@ -86,6 +86,27 @@ fn sh_output(cmd: &mut std::process::Command, place: &str, script: &str) -> Resu
 }
 
 /// Pins the calling thread to one CPU.
+/// Pins thread `tid` (any process) to `cpu`.
+pub fn pin_thread(tid: u32, cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(
+            tid as libc::pid_t,
+            size_of::<libc::cpu_set_t>(),
+            &raw const set,
+        ) != 0
+        {
+            bail!(
+                "sched_setaffinity(thread {tid}, cpu {cpu}): {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn pin_current_thread(cpu: usize) -> Result<()> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
     unsafe {

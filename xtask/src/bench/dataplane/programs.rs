@@ -146,6 +146,61 @@ impl Asm {
         self.jump(0x15, 0, 0, 0, missing); // if r0 == 0 goto missing
         self.put(insn(0xbf, reg, 0, 0, 0)); // reg = value
     }
+    /// The pacer over r7 = a map value laid out as in [`cycle`]: unpaced (interval 0), or
+    /// not before `NEXT`, falls through (`NEXT` advanced by the interval); early, jumps to
+    /// `hold`. `NEXT` never lags the clock by more than [`cycle::BURST`] frames. Clobbers r0–r5.
+    fn pacer(&mut self, hold: usize) {
+        let (check, emit) = (self.label(), self.label());
+        self.put(insn(0x79, 1, 7, cycle::INTERVAL, 0)); // r1 = interval
+        self.jump(0x15, 1, 0, 0, emit); // unpaced: straight on
+        self.put(insn(0x85, 0, 0, 0, 5)); // r0 = bpf_ktime_get_ns()
+        self.put(insn(0x79, 1, 7, cycle::NEXT, 0)); // r1 = next
+        self.put(insn(0x79, 2, 7, cycle::INTERVAL, 0)); // r2 = interval
+        self.put(insn(0xbf, 3, 2, 0, 0)); // r3 = interval
+        self.put(insn(0x27, 3, 0, 0, cycle::BURST - 1)); // r3 *= BURST - 1 (the credit)
+        self.jump(0x2d, 3, 0, 0, check); // credit longer than the uptime: no floor
+        self.put(insn(0xbf, 4, 0, 0, 0)); // r4 = now
+        self.put(insn(0x1f, 4, 3, 0, 0)); // r4 -= credit
+        self.jump(0x3d, 1, 4, 0, check); // if next >= now - credit goto check
+        self.put(insn(0xbf, 1, 4, 0, 0)); // next = now - credit
+        self.mark(check);
+        self.jump(0x2d, 1, 0, 0, hold); // if next > now goto hold
+        self.put(insn(0x0f, 1, 2, 0, 0)); // next += interval
+        self.put(insn(0x7b, 7, 1, cycle::NEXT, 0)); // store next
+        self.mark(emit);
+    }
+
+    /// Rewrites the frame at r6 = ctx into `frame`, whatever its length was (set with
+    /// `bpf_xdp_adjust_tail`), or jumps to `drop` when it cannot. Clobbers r0–r5.
+    fn rewrite_into(&mut self, frame: &[u8], drop: usize) {
+        let len = frame.len() as i32;
+        let write = self.label();
+        self.put(insn(0x61, 2, 6, 0, 0)); // r2 = ctx->data
+        self.put(insn(0x61, 3, 6, 4, 0)); // r3 = ctx->data_end
+        self.put(insn(0x1f, 3, 2, 0, 0)); // r3 -= r2 (the frame's length)
+        self.put(insn(0xb7, 2, 0, 0, len)); // r2 = len
+        self.put(insn(0x1f, 2, 3, 0, 0)); // r2 -= r3 (the tail's change)
+        self.jump(0x15, 2, 0, 0, write); // same length: write
+        self.put(insn(0xbf, 1, 6, 0, 0)); // r1 = ctx
+        self.put(insn(0x85, 0, 0, 0, 65)); // call xdp_adjust_tail(ctx, r2)
+        self.jump(0x55, 0, 0, 0, drop); // if r0 != 0 goto drop
+        self.mark(write);
+        self.put(insn(0x61, 2, 6, 0, 0)); // r2 = ctx->data
+        self.put(insn(0x61, 3, 6, 4, 0)); // r3 = ctx->data_end
+        self.put(insn(0xbf, 4, 2, 0, 0)); // r4 = r2
+        self.put(insn(0x07, 4, 0, 0, len)); // r4 += len
+        self.jump(0x2d, 4, 3, 0, drop); // if r4 > r3 goto drop
+        for st in frame_stores(frame) {
+            self.put(st);
+        }
+    }
+
+    /// `*(u64 *)(r7 + at) += 1`, atomically. Clobbers r1.
+    fn count(&mut self, at: i16) {
+        self.put(insn(0xb7, 1, 0, 0, 1)); // r1 = 1
+        self.put(insn(0xdb, 7, 1, at, 0)); // lock *(u64 *)(r7 + at) += r1
+    }
+
     fn finish(self) -> Result<Vec<u8>> {
         let mut at = vec![None; self.labels];
         let mut pc = 0usize;
@@ -198,26 +253,10 @@ pub(super) fn cycle_program(frames: &[Vec<u8>], map_fd: i32) -> Result<Vec<u8>> 
     let longest = frames.iter().map(Vec::len).max().unwrap_or(0);
     let n = frames.len();
     let mut a = Asm::default();
-    let (drop, hold, sent, check, emit) = (a.label(), a.label(), a.label(), a.label(), a.label());
+    let (drop, hold, sent) = (a.label(), a.label(), a.label());
     a.put(insn(0xbf, 6, 1, 0, 0)); // r6 = ctx
     a.map_value_into(7, map_fd, drop);
-    a.put(insn(0x79, 1, 7, cycle::INTERVAL, 0)); // r1 = interval
-    a.jump(0x15, 1, 0, 0, emit); // unpaced: straight to the frame
-    a.put(insn(0x85, 0, 0, 0, 5)); // r0 = bpf_ktime_get_ns()
-    a.put(insn(0x79, 1, 7, cycle::NEXT, 0)); // r1 = next
-    a.put(insn(0x79, 2, 7, cycle::INTERVAL, 0)); // r2 = interval
-    a.put(insn(0xbf, 3, 2, 0, 0)); // r3 = interval
-    a.put(insn(0x27, 3, 0, 0, cycle::BURST - 1)); // r3 *= BURST - 1 (the credit)
-    a.jump(0x2d, 3, 0, 0, check); // credit longer than the uptime: no floor
-    a.put(insn(0xbf, 4, 0, 0, 0)); // r4 = now
-    a.put(insn(0x1f, 4, 3, 0, 0)); // r4 -= credit
-    a.jump(0x3d, 1, 4, 0, check); // if next >= now - credit goto check
-    a.put(insn(0xbf, 1, 4, 0, 0)); // next = now - credit
-    a.mark(check);
-    a.jump(0x2d, 1, 0, 0, hold); // if next > now goto hold
-    a.put(insn(0x0f, 1, 2, 0, 0)); // next += interval
-    a.put(insn(0x7b, 7, 1, cycle::NEXT, 0)); // store next
-    a.mark(emit);
+    a.pacer(hold);
     a.put(insn(0x79, 1, 7, cycle::INDEX, 0)); // r1 = index
     a.put(insn(0xbf, 2, 1, 0, 0)); // r2 = index
     a.put(insn(0x07, 2, 0, 0, 1)); // r2 += 1
@@ -247,7 +286,9 @@ pub(super) fn cycle_program(frames: &[Vec<u8>], map_fd: i32) -> Result<Vec<u8>> 
         a.jump(0x05, 0, 0, 0, sent); // goto sent
         a.mark(next);
     }
-    a.jump(0x05, 0, 0, 0, drop);
+    if n > 1 {
+        a.jump(0x05, 0, 0, 0, drop); // (no frame matched: cannot happen)
+    }
     a.mark(sent);
     a.put(insn(0x79, 1, 7, cycle::SENT, 0)); // r1 = sent
     a.put(insn(0x07, 1, 0, 0, 1)); // r1 += 1
@@ -331,9 +372,8 @@ pub(super) fn reflector_program(
     check_frame(frame)?;
     let head = i32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]);
     let tail = i32::from(u16::from_le_bytes([mac[4], mac[5]]));
-    let len = frame.len() as i32;
     let mut a = Asm::default();
-    let (pass, drop, write, stamped) = (a.label(), a.label(), a.label(), a.label());
+    let (pass, drop, stamped) = (a.label(), a.label(), a.label());
     a.put(insn(0xbf, 6, 1, 0, 0)); // r6 = ctx
     a.put(insn(0x61, 2, 6, 0, 0)); // r2 = ctx->data
     a.put(insn(0x61, 3, 6, 4, 0)); // r3 = ctx->data_end
@@ -345,8 +385,7 @@ pub(super) fn reflector_program(
     a.put(insn(0x69, 5, 2, 4, 0)); // r5 = *(u16 *)(data + 4)
     a.jump(0x55, 5, 0, tail, pass); // if r5 != mac[4..6] goto pass
     a.map_value_into(7, map_fd, drop);
-    a.put(insn(0xb7, 1, 0, 0, 1)); // r1 = 1
-    a.put(insn(0xdb, 7, 1, 0, 0)); // lock *(u64 *)(r7 + 0) += r1 (a reply)
+    a.count(0); // a reply
     a.map_value_into(8, loop_fd, drop);
     a.put(insn(0x85, 0, 0, 0, 5)); // r0 = bpf_ktime_get_ns()
     a.put(insn(0x79, 1, 8, reflect_loop::DEADLINE, 0)); // r1 = deadline
@@ -356,26 +395,8 @@ pub(super) fn reflector_program(
     a.put(insn(0x7b, 8, 0, reflect_loop::FIRST, 0)); // first = now
     a.mark(stamped);
     a.put(insn(0x7b, 8, 0, reflect_loop::LAST, 0)); // last = now
-    a.put(insn(0x61, 2, 6, 0, 0)); // r2 = ctx->data
-    a.put(insn(0x61, 3, 6, 4, 0)); // r3 = ctx->data_end
-    a.put(insn(0x1f, 3, 2, 0, 0)); // r3 -= r2 (the frame's length)
-    a.put(insn(0xb7, 2, 0, 0, len)); // r2 = len
-    a.put(insn(0x1f, 2, 3, 0, 0)); // r2 -= r3 (the tail's change)
-    a.jump(0x15, 2, 0, 0, write); // same length: write
-    a.put(insn(0xbf, 1, 6, 0, 0)); // r1 = ctx
-    a.put(insn(0x85, 0, 0, 0, 65)); // call xdp_adjust_tail(ctx, r2)
-    a.jump(0x55, 0, 0, 0, drop); // if r0 != 0 goto drop
-    a.mark(write);
-    a.put(insn(0x61, 2, 6, 0, 0)); // r2 = ctx->data
-    a.put(insn(0x61, 3, 6, 4, 0)); // r3 = ctx->data_end
-    a.put(insn(0xbf, 4, 2, 0, 0)); // r4 = r2
-    a.put(insn(0x07, 4, 0, 0, len)); // r4 += len
-    a.jump(0x2d, 4, 3, 0, drop); // if r4 > r3 goto drop
-    for st in frame_stores(frame) {
-        a.put(st);
-    }
-    a.put(insn(0xb7, 1, 0, 0, 1)); // r1 = 1
-    a.put(insn(0xdb, 7, 1, REFLECTED, 0)); // lock *(u64 *)(r7 + REFLECTED) += r1
+    a.rewrite_into(frame, drop);
+    a.count(REFLECTED);
     a.put(insn(0xb7, 0, 0, 0, 3)); // r0 = XDP_TX
     a.put(insn(0x95, 0, 0, 0, 0)); // exit
     a.mark(drop);
@@ -385,6 +406,90 @@ pub(super) fn reflector_program(
     a.put(insn(0xb7, 0, 0, 0, 2)); // r0 = XDP_PASS
     a.put(insn(0x95, 0, 0, 0, 0)); // exit
     a.finish()
+}
+
+/// The flood loop's map value: the cycling generator's fields ([`cycle`]), then when the loop
+/// must end.
+pub(super) mod flood_loop {
+    /// Frames arriving at or after this time (`bpf_ktime_get_ns`) are dropped: the loop ends.
+    pub const DEADLINE: i16 = super::cycle::VALUE_SIZE as i16;
+    pub const VALUE_SIZE: u32 = super::cycle::VALUE_SIZE + 8;
+    /// `bpf_redirect_map` flag: to every device in the map.
+    pub const BROADCAST: i32 = 1 << 3;
+}
+
+/// XDP program for one end of a veth pair whose other end sends every frame straight back
+/// ([`bounce_program`]): the frames in flight circle between the two ends, and each turn that
+/// the pacer lets out (map `map_fd`, laid out as in [`flood_loop`]) rewrites the frame into the
+/// next of `frames` and broadcasts it through the device map `devmap_fd` (the client's veth,
+/// and this end itself to keep the frame circling), counted as sent; a turn the pacer holds
+/// back goes round again unchanged (XDP_TX), counted as held. From the deadline on, every frame
+/// is dropped. So the flood comes from kernel space at the pacer's rate, with no syscall per
+/// frame and no socket buffer at the responder (the frames reach it as XDP frames).
+pub(super) fn flood_loop_program(
+    frames: &[Vec<u8>],
+    map_fd: i32,
+    devmap_fd: i32,
+) -> Result<Vec<u8>> {
+    if frames.is_empty() {
+        bail!("flood loop: no frames to send");
+    }
+    for f in frames {
+        check_frame(f)?;
+    }
+    let n = frames.len();
+    let mut a = Asm::default();
+    let (drop, hold, sent) = (a.label(), a.label(), a.label());
+    a.put(insn(0xbf, 6, 1, 0, 0)); // r6 = ctx
+    a.map_value_into(7, map_fd, drop);
+    a.put(insn(0x85, 0, 0, 0, 5)); // r0 = bpf_ktime_get_ns()
+    a.put(insn(0x79, 1, 7, flood_loop::DEADLINE, 0)); // r1 = deadline
+    a.jump(0x3d, 0, 1, 0, drop); // if now >= deadline goto drop
+    a.pacer(hold);
+    a.put(insn(0x79, 1, 7, cycle::INDEX, 0)); // r1 = index
+    a.put(insn(0xbf, 2, 1, 0, 0)); // r2 = index
+    a.put(insn(0x07, 2, 0, 0, 1)); // r2 += 1
+    a.put(insn(0x7b, 7, 2, cycle::INDEX, 0)); // store index + 1
+    if n > 1 {
+        a.put(insn(0x97, 1, 0, 0, n as i32)); // r1 = index % n
+    }
+    for (k, frame) in frames.iter().enumerate() {
+        let next = a.label();
+        if n > 1 {
+            a.jump(0x55, 1, 0, k as i32, next); // if r1 != k goto next frame
+        }
+        a.rewrite_into(frame, drop);
+        a.jump(0x05, 0, 0, 0, sent); // goto sent
+        a.mark(next);
+    }
+    if n > 1 {
+        a.jump(0x05, 0, 0, 0, drop); // (no frame matched: cannot happen)
+    }
+    a.mark(sent);
+    a.count(cycle::SENT);
+    a.put(insn(0x18, 1, 1, 0, devmap_fd)); // r1 = device map (ld_imm64, pseudo map fd)
+    a.put(insn(0x00, 0, 0, 0, 0));
+    a.put(insn(0xb7, 2, 0, 0, 0)); // r2 = 0 (key; unused when broadcasting)
+    a.put(insn(0xb7, 3, 0, 0, flood_loop::BROADCAST)); // r3 = BPF_F_BROADCAST
+    a.put(insn(0x85, 0, 0, 0, 51)); // r0 = bpf_redirect_map(r1, r2, r3)
+    a.put(insn(0x95, 0, 0, 0, 0)); // exit
+    a.mark(hold);
+    a.count(cycle::HELD);
+    a.put(insn(0xb7, 0, 0, 0, 3)); // r0 = XDP_TX
+    a.put(insn(0x95, 0, 0, 0, 0)); // exit
+    a.mark(drop);
+    a.put(insn(0xb7, 0, 0, 0, 1)); // r0 = XDP_DROP
+    a.put(insn(0x95, 0, 0, 0, 0)); // exit
+    a.finish()
+}
+
+/// XDP program: every frame goes back out where it came from (XDP_TX).
+pub(super) fn bounce_program() -> Vec<u8> {
+    [
+        insn(0xb7, 0, 0, 0, 3), // r0 = XDP_TX
+        insn(0x95, 0, 0, 0, 0), // exit
+    ]
+    .concat()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! cores the client shares its CPU with the generator: building an skb per reply there would
 //! make the client, not the responder, the bottleneck.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -12,8 +12,8 @@ use anyhow::{Result, bail};
 use super::programs;
 use super::programs::reflect_loop;
 use super::sys::{
-    Attr, BPF_LINK_CREATE, BPF_LINK_UPDATE, BPF_XDP, XDP_FLAGS_DRV_MODE, array_map, bpf, load_xdp,
-    map_lookup, map_update, monotonic_ns,
+    Attr, BPF_LINK_UPDATE, array_map, attach_xdp, bpf, load_xdp, map_lookup, map_update,
+    monotonic_ns,
 };
 
 /// Counts (and drops) frames sent to one MAC on an interface, in XDP driver mode; during a
@@ -39,18 +39,7 @@ impl ReplyCounter {
             &programs::counter_program(mac, map.as_raw_fd()),
             "bench_count",
         )?;
-        let mut attr = Attr::new();
-        attr.u32(0, prog.as_raw_fd() as u32)
-            .u32(4, ifindex)
-            .u32(8, BPF_XDP)
-            .u32(12, XDP_FLAGS_DRV_MODE);
-        let link = match bpf(BPF_LINK_CREATE, &mut attr) {
-            // SAFETY: new fd from the kernel.
-            Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as i32) },
-            Err(e) => {
-                bail!("attaching the reply counter (XDP driver mode, ifindex {ifindex}): {e}")
-            }
-        };
+        let link = attach_xdp(&prog, ifindex, "the reply counter")?;
         let mut c = ReplyCounter {
             map,
             prog,

@@ -81,11 +81,13 @@ pub(super) fn generator_note(refused: Option<&str>) -> Option<String> {
         format!(
             "Generator: this kernel refused XDP live frames ({why}). The saturation step is \
              reflected instead: an XDP program on the client end sends every reply back as the \
-             next request ({} requests in flight, seeded by AF_PACKET); the generator ceiling and \
-             the flood come from the AF_PACKET sender alone, which tops out far below what XDP \
-             answers, so the flood is as strong as that sender reached (its rate is in the flood \
-             table).",
-            super::measure::REFLECT_IN_FLIGHT
+             next request ({} requests in flight, seeded by AF_PACKET). The flood circles \
+             {} frames between the two ends of a second veth pair in the client namespace, \
+             whose XDP program rewrites each into the next junk frame and broadcasts it to the \
+             client's veth, paced in the program (the rate reached is in the flood table). The \
+             generator ceiling is the AF_PACKET sender alone.",
+            super::measure::REFLECT_IN_FLIGHT,
+            super::floodloop::FLOOD_IN_FLIGHT
         )
     })
 }

@@ -13,6 +13,7 @@ pub(super) const BPF_PROG_LOAD: libc::c_long = 5;
 pub(super) const BPF_LINK_CREATE: libc::c_long = 28;
 pub(super) const BPF_LINK_UPDATE: libc::c_long = 29;
 pub(super) const BPF_MAP_TYPE_ARRAY: u32 = 2;
+pub(super) const BPF_MAP_TYPE_DEVMAP: u32 = 14;
 pub(super) const BPF_XDP: u32 = 37;
 pub(super) const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 pub(super) const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -60,6 +61,43 @@ pub(super) fn array_map(value_size: u32, what: &str) -> Result<OwnedFd> {
     }
 }
 
+/// A device map (`BPF_MAP_TYPE_DEVMAP`) holding `ifindexes` (of the calling thread's
+/// namespace) at keys 0, 1, …: where `bpf_redirect_map` sends frames, to all of them when
+/// broadcasting.
+pub(super) fn devmap(ifindexes: &[u32], what: &str) -> Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.u32(0, BPF_MAP_TYPE_DEVMAP)
+        .u32(4, 4)
+        .u32(8, 4)
+        .u32(12, ifindexes.len() as u32);
+    let map = match bpf(BPF_MAP_CREATE, &mut attr) {
+        // SAFETY: new fd from the kernel.
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as i32) },
+        Err(e) => bail!("creating {what}: {e}"),
+    };
+    for (key, ifindex) in ifindexes.iter().enumerate() {
+        if let Err(e) = map_update_at(&map, key as u32, &ifindex.to_ne_bytes()) {
+            bail!("{what}: adding ifindex {ifindex}: {e}");
+        }
+    }
+    Ok(map)
+}
+
+/// Attaches `prog` to `ifindex` (of the calling thread's namespace) in XDP driver mode; the
+/// attachment lasts as long as the returned link fd.
+pub(super) fn attach_xdp(prog: &OwnedFd, ifindex: u32, what: &str) -> Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.u32(0, prog.as_raw_fd() as u32)
+        .u32(4, ifindex)
+        .u32(8, BPF_XDP)
+        .u32(12, XDP_FLAGS_DRV_MODE);
+    match bpf(BPF_LINK_CREATE, &mut attr) {
+        // SAFETY: new fd from the kernel.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+        Err(e) => bail!("attaching {what} (XDP driver mode, ifindex {ifindex}): {e}"),
+    }
+}
+
 /// Reads element 0 of an array map into `value` (its exact size).
 pub(super) fn map_lookup(map: &OwnedFd, value: &mut [u8]) -> io::Result<()> {
     let key = 0u32;
@@ -72,7 +110,11 @@ pub(super) fn map_lookup(map: &OwnedFd, value: &mut [u8]) -> io::Result<()> {
 
 /// Writes element 0 of an array map.
 pub(super) fn map_update(map: &OwnedFd, value: &[u8]) -> io::Result<()> {
-    let key = 0u32;
+    map_update_at(map, 0, value)
+}
+
+/// Writes element `key` of an array-like map.
+pub(super) fn map_update_at(map: &OwnedFd, key: u32, value: &[u8]) -> io::Result<()> {
     let mut attr = Attr::new();
     attr.u32(0, map.as_raw_fd() as u32)
         .u64(8, &raw const key as u64)
