@@ -49,7 +49,9 @@ pub fn pick_announcer<'a>(
 /// The bench's generator and reply counter on the `hl-direct` end of `link`, asking for the
 /// Service's two addresses: AF_PACKET for the paced steps, the kernel's live frames for the
 /// unpaced one (as `bench dataplane` does; both ends of a direct link have NAPI), so the
-/// saturation step offers more than Herald's XDP answers.
+/// saturation step offers more than Herald's XDP answers; where the kernel refuses live frames,
+/// that step is reflected (each reply sent back as the next request by the client end's XDP
+/// program).
 /// Each step also reads the node end's counters, so it says where its frames went.
 pub fn engine(link: &DirectLink, vip4: Ipv4Addr, vip6: Ipv6Addr) -> Result<Engine> {
     let mut engine = Engine::start(
