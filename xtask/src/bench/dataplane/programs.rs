@@ -53,6 +53,14 @@ fn check_frame(frame: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// At least one frame, each of a length a program can write (`none`: the error without any).
+fn check_frames(frames: &[Vec<u8>], none: &str) -> Result<()> {
+    if frames.is_empty() {
+        bail!("{none}");
+    }
+    frames.iter().try_for_each(|f| check_frame(f))
+}
+
 /// XDP program for the live-frames test run: if the frame is at least `frame.len()` bytes, write
 /// `frame` into it (4-byte stores, then 2 and 1) and return XDP_TX; otherwise XDP_DROP.
 pub(super) fn generator_program(frame: &[u8]) -> Result<Vec<u8>> {
@@ -195,6 +203,32 @@ impl Asm {
         }
     }
 
+    /// Rewrites the frame into the next of `frames` in turn (r7 = a map value laid out as in
+    /// [`cycle`], whose `INDEX` counts the turns) and jumps to `sent`, or to `drop` when it
+    /// cannot. Clobbers r0–r5.
+    fn next_in_turn(&mut self, frames: &[Vec<u8>], drop: usize, sent: usize) {
+        let n = frames.len();
+        self.put(insn(0x79, 1, 7, cycle::INDEX, 0)); // r1 = index
+        self.put(insn(0xbf, 2, 1, 0, 0)); // r2 = index
+        self.put(insn(0x07, 2, 0, 0, 1)); // r2 += 1
+        self.put(insn(0x7b, 7, 2, cycle::INDEX, 0)); // store index + 1
+        if n > 1 {
+            self.put(insn(0x97, 1, 0, 0, n as i32)); // r1 = index % n
+        }
+        for (k, frame) in frames.iter().enumerate() {
+            let next = self.label();
+            if n > 1 {
+                self.jump(0x55, 1, 0, k as i32, next); // if r1 != k goto next frame
+            }
+            self.rewrite_into(frame, drop);
+            self.jump(0x05, 0, 0, 0, sent); // goto sent
+            self.mark(next);
+        }
+        if n > 1 {
+            self.jump(0x05, 0, 0, 0, drop); // (no frame matched: cannot happen)
+        }
+    }
+
     /// `*(u64 *)(r7 + at) += 1`, atomically. Clobbers r1.
     fn count(&mut self, at: i16) {
         self.put(insn(0xb7, 1, 0, 0, 1)); // r1 = 1
@@ -238,67 +272,25 @@ impl Asm {
 }
 
 /// XDP program for the live-frames test run over several frames: each run that the pacer lets
-/// out writes the next of `frames` in turn (shrinking the test run's frame, which is as long as
-/// the longest, with `bpf_xdp_adjust_tail`) and returns XDP_TX. The pacer and the counters live
+/// out writes the next of `frames` in turn (the test run's frame is as long as the longest;
+/// `bpf_xdp_adjust_tail` shortens it) and returns XDP_TX. The pacer and the counters live
 /// in the array map `map_fd` (value laid out as in [`cycle`]): with an interval set, a run
 /// earlier than `NEXT` is held back (XDP_DROP) and counted; `NEXT` advances by the interval per
 /// frame and never lags the clock by more than [`cycle::BURST`] frames.
 pub(super) fn cycle_program(frames: &[Vec<u8>], map_fd: i32) -> Result<Vec<u8>> {
-    if frames.is_empty() {
-        bail!("live generator: no frames to cycle");
-    }
-    for f in frames {
-        check_frame(f)?;
-    }
-    let longest = frames.iter().map(Vec::len).max().unwrap_or(0);
-    let n = frames.len();
+    check_frames(frames, "live generator: no frames to cycle")?;
     let mut a = Asm::default();
     let (drop, hold, sent) = (a.label(), a.label(), a.label());
     a.put(insn(0xbf, 6, 1, 0, 0)); // r6 = ctx
     a.map_value_into(7, map_fd, drop);
     a.pacer(hold);
-    a.put(insn(0x79, 1, 7, cycle::INDEX, 0)); // r1 = index
-    a.put(insn(0xbf, 2, 1, 0, 0)); // r2 = index
-    a.put(insn(0x07, 2, 0, 0, 1)); // r2 += 1
-    a.put(insn(0x7b, 7, 2, cycle::INDEX, 0)); // store index + 1
-    if n > 1 {
-        a.put(insn(0x97, 1, 0, 0, n as i32)); // r1 = index % n
-    }
-    for (k, frame) in frames.iter().enumerate() {
-        let next = a.label();
-        if n > 1 {
-            a.jump(0x55, 1, 0, k as i32, next); // if r1 != k goto next frame
-        }
-        if frame.len() < longest {
-            a.put(insn(0xbf, 1, 6, 0, 0)); // r1 = ctx
-            a.put(insn(0xb7, 2, 0, 0, frame.len() as i32 - longest as i32)); // r2 = delta
-            a.put(insn(0x85, 0, 0, 0, 65)); // call xdp_adjust_tail
-            a.jump(0x55, 0, 0, 0, drop); // if r0 != 0 goto drop
-        }
-        a.put(insn(0x61, 2, 6, 0, 0)); // r2 = ctx->data
-        a.put(insn(0x61, 3, 6, 4, 0)); // r3 = ctx->data_end
-        a.put(insn(0xbf, 4, 2, 0, 0)); // r4 = r2
-        a.put(insn(0x07, 4, 0, 0, frame.len() as i32)); // r4 += len
-        a.jump(0x2d, 4, 3, 0, drop); // if r4 > r3 goto drop
-        for s in frame_stores(frame) {
-            a.put(s);
-        }
-        a.jump(0x05, 0, 0, 0, sent); // goto sent
-        a.mark(next);
-    }
-    if n > 1 {
-        a.jump(0x05, 0, 0, 0, drop); // (no frame matched: cannot happen)
-    }
+    a.next_in_turn(frames, drop, sent);
     a.mark(sent);
-    a.put(insn(0x79, 1, 7, cycle::SENT, 0)); // r1 = sent
-    a.put(insn(0x07, 1, 0, 0, 1)); // r1 += 1
-    a.put(insn(0x7b, 7, 1, cycle::SENT, 0)); // store
+    a.count(cycle::SENT);
     a.put(insn(0xb7, 0, 0, 0, 3)); // r0 = XDP_TX
     a.put(insn(0x95, 0, 0, 0, 0)); // exit
     a.mark(hold);
-    a.put(insn(0x79, 1, 7, cycle::HELD, 0)); // r1 = held
-    a.put(insn(0x07, 1, 0, 0, 1)); // r1 += 1
-    a.put(insn(0x7b, 7, 1, cycle::HELD, 0)); // store
+    a.count(cycle::HELD);
     a.mark(drop);
     a.put(insn(0xb7, 0, 0, 0, 1)); // r0 = XDP_DROP
     a.put(insn(0x95, 0, 0, 0, 0)); // exit
@@ -431,13 +423,7 @@ pub(super) fn flood_loop_program(
     map_fd: i32,
     devmap_fd: i32,
 ) -> Result<Vec<u8>> {
-    if frames.is_empty() {
-        bail!("flood loop: no frames to send");
-    }
-    for f in frames {
-        check_frame(f)?;
-    }
-    let n = frames.len();
+    check_frames(frames, "flood loop: no frames to send")?;
     let mut a = Asm::default();
     let (drop, hold, sent) = (a.label(), a.label(), a.label());
     a.put(insn(0xbf, 6, 1, 0, 0)); // r6 = ctx
@@ -446,25 +432,7 @@ pub(super) fn flood_loop_program(
     a.put(insn(0x79, 1, 7, flood_loop::DEADLINE, 0)); // r1 = deadline
     a.jump(0x3d, 0, 1, 0, drop); // if now >= deadline goto drop
     a.pacer(hold);
-    a.put(insn(0x79, 1, 7, cycle::INDEX, 0)); // r1 = index
-    a.put(insn(0xbf, 2, 1, 0, 0)); // r2 = index
-    a.put(insn(0x07, 2, 0, 0, 1)); // r2 += 1
-    a.put(insn(0x7b, 7, 2, cycle::INDEX, 0)); // store index + 1
-    if n > 1 {
-        a.put(insn(0x97, 1, 0, 0, n as i32)); // r1 = index % n
-    }
-    for (k, frame) in frames.iter().enumerate() {
-        let next = a.label();
-        if n > 1 {
-            a.jump(0x55, 1, 0, k as i32, next); // if r1 != k goto next frame
-        }
-        a.rewrite_into(frame, drop);
-        a.jump(0x05, 0, 0, 0, sent); // goto sent
-        a.mark(next);
-    }
-    if n > 1 {
-        a.jump(0x05, 0, 0, 0, drop); // (no frame matched: cannot happen)
-    }
+    a.next_in_turn(frames, drop, sent);
     a.mark(sent);
     a.count(cycle::SENT);
     a.put(insn(0x18, 1, 1, 0, devmap_fd)); // r1 = device map (ld_imm64, pseudo map fd)
@@ -580,11 +548,12 @@ mod tests {
         assert_jumps_inside_and_exits(&p);
         let n = p.len() / 8;
         let at = |i: usize| &p[i * 8..i * 8 + 8];
-        // Frames shorter than the longest are shrunk first (one xdp_adjust_tail call each).
+        // Every frame sets the length first (one xdp_adjust_tail call each, skipped when the
+        // frame already has it).
         let adjust = (0..n)
             .filter(|&i| at(i)[0] == 0x85 && at(i)[4] == 65)
             .count();
-        assert_eq!(adjust, 2);
+        assert_eq!(adjust, 3);
         assert!(cycle_program(&[], 9).is_err());
         assert!(cycle_program(&[vec![0; 257]], 9).is_err());
     }
