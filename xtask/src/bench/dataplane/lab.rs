@@ -210,15 +210,7 @@ impl Lab {
             // XDP program is attached.
             let name = dev.clone();
             super::net::in_netns(&self.client_ns, move || super::live::set_gro(&name, true))?;
-            self.write_sys(&self.client_ns, &format!("class/net/{dev}/threaded"), "1")?;
-            let prefix = format!("napi/{dev}-");
-            let pids = threads_named(&prefix);
-            if pids.is_empty() {
-                bail!("no NAPI thread {prefix}* after enabling threaded NAPI");
-            }
-            for pid in pids {
-                super::net::pin_thread(pid, CLIENT_CPU)?;
-            }
+            self.pinned_napi_threads(&self.client_ns, dev, CLIENT_CPU)?;
         }
         Ok(())
     }
@@ -335,6 +327,16 @@ impl Lab {
     }
 
     fn threaded_napi(&self, ns: &str, ifname: &str, cpu: usize) -> Result<Vec<u32>> {
+        let pids = self.pinned_napi_threads(ns, ifname, cpu)?;
+        for &pid in &pids {
+            realtime(pid);
+        }
+        Ok(pids)
+    }
+
+    /// Threaded NAPI on `ifname` (which must have NAPI), its threads pinned to `cpu` at the
+    /// priority they have.
+    fn pinned_napi_threads(&self, ns: &str, ifname: &str, cpu: usize) -> Result<Vec<u32>> {
         self.write_sys(ns, &format!("class/net/{ifname}/threaded"), "1")?;
         let prefix = format!("napi/{ifname}-");
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -342,8 +344,7 @@ impl Lab {
             let pids = threads_named(&prefix);
             if !pids.is_empty() {
                 for &pid in &pids {
-                    run("taskset", &["-p", "-c", &cpu.to_string(), &pid.to_string()])?;
-                    realtime(pid);
+                    super::net::pin_thread(pid, cpu)?;
                 }
                 return Ok(pids);
             }

@@ -134,7 +134,6 @@ fn run_live(prog: &OwnedFd, frame: &[u8], ifindex: u32, count: u32) -> Result<()
     Ok(())
 }
 
-/// Frames a cycling generator let out and held back, since it was created.
 /// A live-frames generator over several frames, one after the other frame by frame (so even
 /// one long call mixes them all), optionally paced in the program itself: a flood at a set rate
 /// in small bursts, which no per-call pacing can give (each call costs the generator

@@ -18,6 +18,7 @@ use super::generate::{Load, generate};
 use super::lab::{CLIENT_CPU, NODE_CPU};
 use super::live::LiveGenerator;
 use super::net::{self, Counter, ReplyRing, Sender};
+use super::pacer::CycleCounts;
 use super::probes::{Shared, receive, take_all};
 use super::reply::ReplyCounter;
 use super::stats;
@@ -96,6 +97,27 @@ struct Circle {
     seeder: Sender,
     seed_ifindex: u32,
     loop_ifindex: u32,
+}
+
+impl Circle {
+    /// Attaches the circle for `load` towards `out_if`, paced at `rate` and ending `until`
+    /// from now; with what it had counted before.
+    fn start(
+        &self,
+        ns: &str,
+        load: &[Vec<u8>],
+        out_if: u32,
+        rate: Option<u64>,
+        until: Duration,
+    ) -> Result<(FloodLoop, CycleCounts)> {
+        let (loop_if, seed_if, frames) = (self.loop_ifindex, self.seed_ifindex, load.to_vec());
+        let flood = net::in_netns(ns, move || {
+            FloodLoop::attach(&frames, loop_if, seed_if, out_if)
+        })?;
+        flood.arm(rate, until)?;
+        let before = flood.counts()?;
+        Ok((flood, before))
+    }
 }
 
 /// What a step is for, which decides how its load is sent.
@@ -448,30 +470,21 @@ impl Engine {
             self.reply_counter.start_reflecting(&load[0], duration)?;
         }
         // Without live frames, the flood circles in the client namespace, seeded by AF_PACKET.
-        let circle = match (&self.circle, &load_path) {
-            (Some(c), Load::Packet(frames))
-                if live_paced && !load.is_empty() && self.generator != Generator::Packet =>
-            {
-                let (loop_if, seed_if, out_if) =
-                    (c.loop_ifindex, c.seed_ifindex, self.client_ifindex);
-                let owned = load.to_vec();
-                let flood = net::in_netns(&self.client_ns, move || {
-                    FloodLoop::attach(&owned, loop_if, seed_if, out_if)
-                })?;
-                flood.arm(rate, duration)?;
-                let before = flood.counts()?;
-                Some((flood, before, Load::Seeds(frames, FLOOD_IN_FLIGHT)))
-            }
-            _ => None,
+        let seeded = self.circle.as_ref().filter(|_| {
+            live_paced
+                && !load.is_empty()
+                && self.generator != Generator::Packet
+                && matches!(load_path, Load::Packet(_))
+        });
+        let circle = match seeded {
+            Some(c) => Some(c.start(&self.client_ns, load, self.client_ifindex, rate, duration)?),
+            None => None,
         };
-        let (circle, load_path) = match circle {
-            Some((flood, before, seeds)) => (Some((flood, before)), seeds),
-            None => (None, load_path),
+        let load_path = match load_path {
+            Load::Packet(frames) if circle.is_some() => Load::Seeds(frames, FLOOD_IN_FLIGHT),
+            other => other,
         };
-        let sender = match (&circle, &self.circle) {
-            (Some(_), Some(c)) => &c.seeder,
-            _ => &self.sender,
-        };
+        let sender = seeded.map_or(&self.sender, |c| &c.seeder);
         let probe_sender = &self.probe_sender;
         let shared = &self.shared;
         let client_ns = self.client_ns.as_str();

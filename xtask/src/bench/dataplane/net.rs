@@ -85,8 +85,7 @@ fn sh_output(cmd: &mut std::process::Command, place: &str, script: &str) -> Resu
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Pins the calling thread to one CPU.
-/// Pins thread `tid` (any process) to `cpu`.
+/// Pins thread `tid` (any process; 0: the calling thread) to `cpu`.
 pub fn pin_thread(tid: u32, cpu: usize) -> Result<()> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
     unsafe {
@@ -107,20 +106,12 @@ pub fn pin_thread(tid: u32, cpu: usize) -> Result<()> {
     Ok(())
 }
 
+/// Pins the calling thread to one CPU.
 pub fn pin_current_thread(cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set) != 0 {
-            bail!(
-                "sched_setaffinity(cpu {cpu}): {}",
-                io::Error::last_os_error()
-            );
-        }
-        // Sleeps between paced batches should end when asked, not 50 µs later.
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1u64);
-    }
+    pin_thread(0, cpu)?;
+    // Sleeps between paced batches should end when asked, not 50 µs later.
+    // SAFETY: prctl on the calling thread with an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64) };
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use anyhow::{Result, bail};
 
 use super::programs::cycle;
-use super::sys::{array_map, map_lookup, map_update};
+use super::sys::{array_map, map_lookup, map_update, word};
 
 /// What a self-pacing generator program counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,14 +71,9 @@ impl PacerMap {
 
     pub fn counts(&self) -> Result<CycleCounts> {
         let v = self.value()?;
-        let field = |at: i16| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&v[at as usize..at as usize + 8]);
-            u64::from_ne_bytes(b)
-        };
         Ok(CycleCounts {
-            sent: field(cycle::SENT),
-            held: field(cycle::HELD),
+            sent: word(&v, cycle::SENT),
+            held: word(&v, cycle::HELD),
         })
     }
 }

@@ -13,7 +13,7 @@ use super::programs;
 use super::programs::reflect_loop;
 use super::sys::{
     Attr, BPF_LINK_UPDATE, array_map, attach_xdp, bpf, load_xdp, map_lookup, map_update,
-    monotonic_ns,
+    monotonic_ns, word,
 };
 
 /// Counts (and drops) frames sent to one MAC on an interface, in XDP driver mode; during a
@@ -149,14 +149,6 @@ impl ReplyCounter {
         }
         Ok(())
     }
-}
-
-/// The u64 at byte offset `at` of a map value.
-fn word(value: &[u8], at: i16) -> u64 {
-    let at = at as usize;
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&value[at..at + 8]);
-    u64::from_ne_bytes(b)
 }
 
 #[cfg(test)]

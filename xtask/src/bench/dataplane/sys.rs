@@ -49,11 +49,16 @@ pub(super) fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long
 
 /// A one-element array map whose values are `value_size` bytes (`what` names it in errors).
 pub(super) fn array_map(value_size: u32, what: &str) -> Result<OwnedFd> {
+    create_map(BPF_MAP_TYPE_ARRAY, value_size, 1, what)
+}
+
+/// A map of `kind` with u32 keys and `entries` values of `value_size` bytes.
+fn create_map(kind: u32, value_size: u32, entries: u32, what: &str) -> Result<OwnedFd> {
     let mut attr = Attr::new();
-    attr.u32(0, BPF_MAP_TYPE_ARRAY)
+    attr.u32(0, kind)
         .u32(4, 4)
         .u32(8, value_size)
-        .u32(12, 1);
+        .u32(12, entries);
     match bpf(BPF_MAP_CREATE, &mut attr) {
         // SAFETY: new fd from the kernel.
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
@@ -61,20 +66,19 @@ pub(super) fn array_map(value_size: u32, what: &str) -> Result<OwnedFd> {
     }
 }
 
+/// The u64 at byte offset `at` of a map value.
+pub(super) fn word(value: &[u8], at: i16) -> u64 {
+    let at = at as usize;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&value[at..at + 8]);
+    u64::from_ne_bytes(b)
+}
+
 /// A device map (`BPF_MAP_TYPE_DEVMAP`) holding `ifindexes` (of the calling thread's
 /// namespace) at keys 0, 1, …: where `bpf_redirect_map` sends frames, to all of them when
 /// broadcasting.
 pub(super) fn devmap(ifindexes: &[u32], what: &str) -> Result<OwnedFd> {
-    let mut attr = Attr::new();
-    attr.u32(0, BPF_MAP_TYPE_DEVMAP)
-        .u32(4, 4)
-        .u32(8, 4)
-        .u32(12, ifindexes.len() as u32);
-    let map = match bpf(BPF_MAP_CREATE, &mut attr) {
-        // SAFETY: new fd from the kernel.
-        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as i32) },
-        Err(e) => bail!("creating {what}: {e}"),
-    };
+    let map = create_map(BPF_MAP_TYPE_DEVMAP, 4, ifindexes.len() as u32, what)?;
     for (key, ifindex) in ifindexes.iter().enumerate() {
         if let Err(e) = map_update_at(&map, key as u32, &ifindex.to_ne_bytes()) {
             bail!("{what}: adding ifindex {ifindex}: {e}");
