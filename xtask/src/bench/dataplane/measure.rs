@@ -28,6 +28,8 @@ use super::txstamp::ProbeSender;
 const BATCH: usize = 64;
 /// Replies still in flight when sending stops are counted if they arrive within this.
 const DRAIN: Duration = Duration::from_millis(100);
+/// A reflected loop that ran a smaller share of its step than this measured less than the step.
+const LOOP_SHARE_MIN: f64 = 0.95;
 
 /// Where the load comes from (probes always go through the AF_PACKET sender).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -203,6 +205,15 @@ impl StepResult {
         }
         self.loss() < 0.01 || (self.client_cpu.busy >= 90.0 && self.responder_cpu < 80.0)
     }
+    /// Whether this step's replies/s is a floor rather than the responder's limit: an unpaced
+    /// step that was generator-bound, a reflected loop that ran under 95% of its step, or a
+    /// paced step that lost (nearly) nothing.
+    pub fn is_floor(&self) -> bool {
+        if self.target.is_some() {
+            return self.loss() < 0.01;
+        }
+        self.generator_bound() || self.loop_share.is_some_and(|s| s < LOOP_SHARE_MIN)
+    }
     /// Where the step's frames went, or why that is not known.
     pub fn path_text(&self) -> String {
         match &self.path {
@@ -247,7 +258,7 @@ impl StepResult {
                 self.client_cpu.busy, self.responder_cpu
             ));
         }
-        if let Some(share) = self.loop_share.filter(|&s| s < 0.95) {
+        if let Some(share) = self.loop_share.filter(|&s| s < LOOP_SHARE_MIN) {
             out.push(format!(
                 "the reflected loop ran {:.0}% of the step: replies/s is a floor",
                 100.0 * share
@@ -691,6 +702,15 @@ mod tests {
         );
         s.target = Some(400_000);
         assert!(!s.generator_bound(), "a paced step asks for its rate");
+        assert!(
+            !s.is_floor(),
+            "a paced step that lost some kept up with nothing more"
+        );
+        s.replies = s.offered;
+        assert!(
+            s.is_floor(),
+            "a paced step that lost nothing: the responder had room"
+        );
     }
 
     #[test]
@@ -719,7 +739,12 @@ mod tests {
         s.responder_cpu = 97.0;
         s.loop_share = Some(0.99);
         assert!(s.shortfalls().is_empty(), "the loop ran the whole step");
+        assert!(!s.is_floor(), "responder full, the loop ran its step");
         s.loop_share = Some(0.4);
+        assert!(
+            s.is_floor(),
+            "the loop stalled: less than the step was measured"
+        );
         assert_eq!(
             s.shortfalls(),
             ["the reflected loop ran 40% of the step: replies/s is a floor"]

@@ -150,8 +150,8 @@ pub(super) fn report(
             let Some(sat) = saturation(steps) else {
                 continue;
             };
-            // Saturated only if requests went unanswered; otherwise the generator was the limit.
-            let bound = if sat.generator_bound() { "≥ " } else { "" };
+            // A floor where the generator was the limit or the reflected loop stalled.
+            let bound = if sat.is_floor() { "≥ " } else { "" };
             let low = steps.first();
             let at_common = common.and_then(|c| steps.iter().find(|st| st.target == Some(c)));
             let _ = writeln!(
@@ -392,12 +392,12 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> 
                 .iter()
                 .filter_map(|runs| runs.iter().find(|r| r.mode == mode && r.skipped.is_none()))
                 .filter_map(|r| saturation(r.steps(proto)))
-                .filter(|sat| sat.generator_bound())
+                .filter(|sat| sat.is_floor())
                 .count();
             if n > 0 {
                 let _ = writeln!(
                     s,
-                    "\n{}: the generator, not the responder, was the limit in {n} of {} runs (nothing lost, or the client's CPU saturated while the responder's was a fifth idle or more); its replies/s and ratios there are floors.",
+                    "\n{}: the generator, not the responder, was the limit in {n} of {} runs (nothing lost, or the client's CPU saturated while the responder's was a fifth idle or more, or the reflected loop ran under 95% of its step); its replies/s and ratios there are floors.",
                     mode.label(),
                     all.len()
                 );

@@ -224,13 +224,58 @@ fn direct_series(
             ladder.step,
         )
     };
-    if link4 == link6 {
+    let silenced_before = guard_silenced(speakers, &[&link4, &link6]);
+    let out = if link4 == link6 {
         split(on(&link4, &[Proto::Arp, Proto::Ndp]))
     } else {
         let [arp, _] = split(on(&link4, &[Proto::Arp]));
         let [ndp, _] = split(on(&link6, &[Proto::Ndp]));
         [arp, ndp]
+    };
+    let silenced_after = guard_silenced(speakers, &[&link4, &link6]);
+    for ((node, before), (_, after)) in silenced_before.iter().zip(&silenced_after) {
+        let line = match (before, after) {
+            (Some(b), Some(a)) if a > b => format!(
+                "{who}, direct link: the guard on {node} ran out during the series and left {} requests unanswered (its speaker could not beat it in time)",
+                a - b
+            ),
+            (Some(_), Some(_)) => continue,
+            _ => format!(
+                "{who}, direct link: the guard's silenced counter on {node} could not be read"
+            ),
+        };
+        println!("   {line}");
+        notes.push(line);
+        // What the speaker said about it (the guard's reason is logged once per change).
+        if let Some(spec) = lab::NODES.iter().find(|n| n.name == *node) {
+            let log = lab::nodes::speaker_log(spec);
+            let said: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains("heard again"))
+                .collect();
+            for l in &said[said.len().saturating_sub(4)..] {
+                println!("     {}", l.chars().take(300).collect::<String>());
+            }
+        }
     }
+    out
+}
+
+/// Herald's `silenced` counter on each announcing node (once per node), by node name; empty
+/// for MetalLB (no guard).
+fn guard_silenced(
+    speakers: Speakers,
+    links: &[&lab::DirectLink],
+) -> Vec<(&'static str, Option<u64>)> {
+    let mut out: Vec<(&'static str, Option<u64>)> = Vec::new();
+    if speakers == Speakers::Herald {
+        for link in links {
+            if !out.iter().any(|(n, _)| *n == link.node.name) {
+                out.push((link.node.name, direct::silenced(&link.node)));
+            }
+        }
+    }
+    out
 }
 
 /// Herald on the direct link: in skb mode as the manifests run it on a veth, then with the

@@ -185,10 +185,6 @@ impl Drop for RpsPlacement {
     }
 }
 
-/// Below this loss at the best step, the responder kept up with everything offered: the
-/// generator, not the responder, set the figure (shown as "≥").
-const GENERATOR_LIMITED_LOSS: f64 = 0.01;
-
 /// Every step of one protocol's series.
 pub struct Series {
     pub proto: Proto,
@@ -213,7 +209,12 @@ impl Series {
             low_p99_us: low.p99_us(),
             generator_max: self.steps.iter().map(|s| s.offered).fold(0.0, f64::max),
             responder_cpu: self.measured_cpu.then_some(top.responder_cpu),
-            generator_limited: top.loss() < GENERATOR_LIMITED_LOSS,
+            // The CPU rules need the responder's CPU; without it only loss tells.
+            generator_limited: if self.measured_cpu {
+                top.is_floor()
+            } else {
+                top.loss() < 0.01
+            },
             runs: vec![top.replies],
             failed_runs: 0,
         })

@@ -19,7 +19,9 @@ pub struct Saturation {
     pub low_p99_us: Option<f64>,
     /// The most the generator offered in any step (its unpaced step).
     pub generator_max: f64,
-    /// Nearly no loss at the best step: the responder was not saturated, its figure is a floor.
+    /// The best step measured less than the responder's limit (nearly nothing lost, the
+    /// generator's CPU full while the responder's was not, or a reflected loop that stalled):
+    /// its figure is a floor.
     pub generator_limited: bool,
     /// The responder's CPU at that step in % of one core (direct links only).
     pub responder_cpu: Option<f64>,
