@@ -482,7 +482,7 @@ pub fn table(herald: &Figures, metallb: &Figures) -> String {
     if rows.iter().any(|r| r.herald_floor || r.metallb_floor) {
         let _ = writeln!(
             out,
-            "\n\"≥\": that responder answered (nearly) everything offered at its best step: the generator, not the responder, set the figure."
+            "\n\"≥\": at its best step the responder answered (nearly) everything offered, or (where measured) the client's CPU was full while the responder's was not, or a reflected loop ran under 95% of its step: the figure is a floor."
         );
     }
     out.push_str(&spreads(herald, metallb));

@@ -168,7 +168,7 @@ fn a_floor_is_marked_and_a_missed_target_stays_open() {
         "{arp}"
     );
     assert!(arp.ends_with("| open (Herald not saturated) |"), "{arp}");
-    assert!(t.contains("the generator, not the responder, set the figure"));
+    assert!(t.contains("a reflected loop ran under 95% of its step: the figure is a floor"));
     let ndp = row(&t, "| NDP, segment replies/s");
     assert!(
         ndp.ends_with("| **no** |"),
