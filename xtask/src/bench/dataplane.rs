@@ -23,6 +23,7 @@ pub mod frames;
 mod generate;
 pub mod lab;
 pub mod live;
+pub mod machine;
 pub mod measure;
 pub mod net;
 mod pacer;
@@ -125,9 +126,15 @@ pub fn run(args: &Args) -> Result<()> {
     }
 
     let _boost = lab::SoftirqBoost::new();
-    let idle_latency = lab::IdleLatency::hold();
+    let idle_latency = machine::IdleLatency::hold();
     if let Err(why) = &idle_latency {
         println!("CPUs may idle deeply (wake-up latency in every figure): {why}");
+    }
+    let rt_period = machine::RtPeriod::shorten();
+    if let Err(why) = &rt_period {
+        println!(
+            "real-time throttling in the kernel's periods (stalls of up to 50 ms in a busy step): {why}"
+        );
     }
 
     // The generator alone: unpaced ARP requests for an address nobody answers. The node's

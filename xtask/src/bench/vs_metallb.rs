@@ -102,12 +102,21 @@ pub fn run(args: &Args) -> Result<()> {
     lab::switch(Implementation::Herald)?;
     // Halted vCPUs wake the NAPI threads late and the generator overruns the veth rings: the
     // same hold as `bench dataplane`, for both implementations alike.
-    let idle_latency = crate::bench::dataplane::lab::IdleLatency::hold();
+    let idle_latency = crate::bench::dataplane::machine::IdleLatency::hold();
     let idle_note = match &idle_latency {
         Ok(_) => "CPUs held in their shallowest idle state for the whole run (/dev/cpu_dma_latency = 0), for both implementations".to_string(),
         Err(why) => format!("CPUs may idle deeply (wake-up latency in every figure): {why}"),
     };
     println!("{idle_note}");
+    // The direct links' NAPI threads run SCHED_FIFO: throttled in short periods, they leave the
+    // speakers (and the lab) CPU every 10 ms rather than 50 ms each second.
+    let rt_period = crate::bench::dataplane::machine::RtPeriod::shorten();
+    let rt_note = match &rt_period {
+        Ok(_) => "real-time throttling in 10 ms periods for the whole run (9.5 ms real-time, 0.5 ms for normal tasks; the kernel's default is 950 ms of each second), for both implementations".to_string(),
+        Err(why) => format!("real-time throttling in the kernel's periods (normal tasks wait up to 950 ms beside a busy NAPI thread): {why}"),
+    };
+    println!("{rt_note}");
+    let idle_note = format!("{idle_note}\n{rt_note}");
     let (vip4, vip6) = demo_ips()?;
     println!("bench vs-metallb: demo Service default/web = {vip4}, {vip6}");
     let neighbours = replies::Neighbours::add()?;

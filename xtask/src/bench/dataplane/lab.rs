@@ -499,28 +499,6 @@ impl Drop for SoftirqBoost {
     }
 }
 
-/// While alive, CPUs idle in their shallowest state (PM QoS: `/dev/cpu_dma_latency` held at 0
-/// µs, as latency benchmarks such as cyclictest do). A halted vCPU takes tens of µs to wake for
-/// the NAPI thread, and in that time the generator overruns the veth's 256-slot ring: the
-/// attribution showed the node's ring refusing a third of the unpaced load with the responder's
-/// CPU half idle. `None` (with a note) where the file cannot be opened.
-pub struct IdleLatency {
-    _qos: std::fs::File,
-}
-
-impl IdleLatency {
-    pub fn hold() -> std::result::Result<IdleLatency, String> {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/cpu_dma_latency")
-            .map_err(|e| format!("/dev/cpu_dma_latency: {e}"))?;
-        f.write_all(&0i32.to_ne_bytes())
-            .map_err(|e| format!("writing /dev/cpu_dma_latency: {e}"))?;
-        Ok(IdleLatency { _qos: f })
-    }
-}
-
 fn cpu_mask(cpu: usize) -> String {
     format!("{:x}", 1u64 << cpu)
 }
