@@ -108,15 +108,6 @@ pub fn run(args: &Args) -> Result<()> {
         Err(why) => format!("CPUs may idle deeply (wake-up latency in every figure): {why}"),
     };
     println!("{idle_note}");
-    // The direct links' NAPI threads run SCHED_FIFO: throttled in short periods, they leave the
-    // speakers (and the lab) CPU every 10 ms rather than 50 ms each second.
-    let rt_period = crate::bench::dataplane::machine::RtPeriod::shorten();
-    let rt_note = match &rt_period {
-        Ok(_) => "real-time throttling in 10 ms periods for the whole run (9.5 ms real-time, 0.5 ms for normal tasks; the kernel's default is 950 ms of each second), for both implementations".to_string(),
-        Err(why) => format!("real-time throttling in the kernel's periods (normal tasks wait up to 950 ms beside a busy NAPI thread): {why}"),
-    };
-    println!("{rt_note}");
-    let idle_note = format!("{idle_note}\n{rt_note}");
     let (vip4, vip6) = demo_ips()?;
     println!("bench vs-metallb: demo Service default/web = {vip4}, {vip6}");
     let neighbours = replies::Neighbours::add()?;
@@ -387,7 +378,7 @@ fn render(args: &Args, herald: &Run, metallb_run: &Run, idle_note: &str, took: D
     );
     let _ = writeln!(
         out,
-        "paths: segment = generator in {} behind the lab bridge (every node and the host leg get each request; RPS of the receivers on CPU 1); direct link = generator in {} on a veth to the announcer's {} (node-end NAPI thread on CPU 1, client end's and the generator on CPU 0, NAPI threads SCHED_FIFO; MetalLB's announcing speaker pinned to CPU 1 at nice -20), as bench dataplane places them",
+        "paths: segment = generator in {} behind the lab bridge (every node and the host leg get each request; RPS of the receivers on CPU 1); direct link = generator in {} on a veth to the announcer's {} (node-end NAPI thread on CPU 1, client end's and the generator on CPU 0, NAPI threads at nice -20, not SCHED_FIFO as bench dataplane runs them: the speakers must not starve; MetalLB's announcing speaker pinned to CPU 1 at nice -20)",
         lab::CLIENT_NS,
         lab::DIRECT_NS,
         lab::DIRECT_IF

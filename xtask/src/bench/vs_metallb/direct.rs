@@ -173,20 +173,6 @@ fn set_affinity(tid: i32, cpus: &[usize]) {
     }
 }
 
-/// SCHED_FIFO 50 (`realtime`) or back to SCHED_OTHER for `tid`; failure leaves it as it was.
-fn set_realtime(tid: i32, realtime: bool) {
-    let (policy, priority) = if realtime {
-        (libc::SCHED_FIFO, 50)
-    } else {
-        (libc::SCHED_OTHER, 0)
-    };
-    let param = libc::sched_param {
-        sched_priority: priority,
-    };
-    // SAFETY: a valid sched_param for a thread id.
-    unsafe { libc::sched_setscheduler(tid, policy, &raw const param) };
-}
-
 fn set_nice(tid: i32, nice: i32) {
     // SAFETY: setpriority on a thread id; failure leaves it as it was.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
@@ -196,20 +182,20 @@ fn two_cpus() -> bool {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get) >= 2
 }
 
-/// Where one direct-link series runs, as `bench dataplane` places its responders: the nodes'
-/// `eth1` NAPI threads on the responder CPU and the client end's on the generator's, both
-/// SCHED_FIFO (packet work preempts normal tasks as an interrupt would, so the lab's own
-/// processes do not skew it, and the client end drains replies ahead of the generator); a
-/// userspace responder (MetalLB's announcing speaker) pinned to the responder CPU at nice -20,
-/// like `bench dataplane`'s fallback. Undone on drop.
+/// Where one direct-link series runs: the nodes' `eth1` NAPI threads on the responder CPU and
+/// the client end's on the generator's, both at nice -20; a userspace responder (MetalLB's
+/// announcing speaker) pinned to the responder CPU at nice -20 too, like `bench dataplane`'s
+/// fallback. Undone on drop.
 ///
-/// The run holds real-time throttling in short periods ([`RtPeriod`]): in the unpaced step
-/// both NAPI threads stay busy, and in the kernel's 1 s periods a normal task then waits up to
-/// 950 ms. Herald's speaker, which cannot be made real-time in its container (cgroup v1 gives a
-/// pod's cgroup no real-time runtime), then misses its guard heartbeats and its node stops
-/// answering, as it must when it cannot be sure.
-///
-/// [`RtPeriod`]: crate::bench::dataplane::machine::RtPeriod
+/// Not SCHED_FIFO as in `bench dataplane`: here the speakers run in the nodes' containers, which
+/// cannot be made real-time (cgroup v1 gives a pod's cgroup no real-time runtime), and with a
+/// real-time NAPI thread busy on each CPU (the reflected step) a normal task runs only in what
+/// real-time throttling leaves, 50 ms of each second. Herald's speaker then misses its guard
+/// heartbeats and its node stops answering, as it must when it cannot be sure. Real-time
+/// throttling in 10 ms periods does not save it: 0.5 ms of each 10 ms is 5% of both CPUs for
+/// every process of the lab, and the speakers' gossip still stalled past the guard budget. At
+/// nice -20 the NAPI threads still take the CPU from the lab's other processes, and a speaker
+/// that wakes to beat its guard runs within its time slice.
 pub struct Placement {
     node_napi: Vec<i32>,
     client_napi: Vec<i32>,
@@ -237,7 +223,7 @@ impl Placement {
         for (threads, cpu) in [(&node, NODE_CPU), (&client, CLIENT_CPU)] {
             for &tid in threads {
                 set_affinity(tid, &[cpu]);
-                set_realtime(tid, true);
+                set_nice(tid, -20);
             }
         }
         placement.node_napi = node;
@@ -269,9 +255,6 @@ impl Drop for Placement {
     fn drop(&mut self) {
         let all: Vec<usize> =
             (0..std::thread::available_parallelism().map_or(1, std::num::NonZero::get)).collect();
-        for &tid in self.node_napi.iter().chain(&self.client_napi) {
-            set_realtime(tid, false);
-        }
         for &tid in self
             .node_napi
             .iter()
