@@ -27,12 +27,12 @@ impl IdleLatency {
 /// threads, 0.5 ms of each period left to the others) instead of the kernel's 1 s (50 ms left at
 /// the end of each second).
 ///
-/// The benches run the NAPI threads SCHED_FIFO, so packet work preempts everything else as an
-/// interrupt would. With 1 s periods a NAPI thread busy for a whole step stops for 50 ms at a
-/// time (tens of ms in a latency tail), and every normal task on its CPU waits up to 950 ms:
-/// Herald's speaker, which cannot be made real-time in its container, missed its 250 ms guard
-/// budget and its node stopped answering mid-step. In 10 ms periods both waits are bounded by
-/// 10 ms, closer to softirq, which hands over to ksoftirqd (a normal thread) after 2 ms.
+/// `bench dataplane` runs the NAPI threads SCHED_FIFO, so packet work preempts everything else
+/// as an interrupt would. With 1 s periods a NAPI thread busy for a whole step stops for 50 ms at
+/// a time (9.8–28.7 ms saturation-step p99s measured), and every normal task on its CPU waits up
+/// to 950 ms. In 10 ms periods both waits are bounded by about 10 ms, closer to softirq, which
+/// hands over to ksoftirqd (a normal thread) after 2 ms. It does not make room for a whole
+/// cluster beside two busy NAPI threads: `bench vs-metallb` runs them at nice -20 instead.
 pub struct RtPeriod {
     restore: Writes,
 }
