@@ -120,22 +120,32 @@ pub fn run(args: &Args) -> Result<()> {
     engine.flood_circle(&lab.flood_ifs.0, &lab.flood_ifs.1)?;
     engine.responder_pids = lab.node_napi()?;
     lab.client_napi()?;
-    let note = report::generator_note(engine.live_refused.as_deref());
-    if let Some(note) = &note {
-        println!("{note}");
-    }
-
     let _boost = lab::SoftirqBoost::new();
     let idle_latency = machine::IdleLatency::hold();
-    if let Err(why) = &idle_latency {
-        println!("CPUs may idle deeply (wake-up latency in every figure): {why}");
-    }
-    let rt_period = machine::RtPeriod::shorten();
-    if let Err(why) = &rt_period {
-        println!(
-            "real-time throttling in the kernel's periods (stalls of up to 50 ms in a busy step): {why}"
-        );
-    }
+    let rt_period = if args.kernel_rt_period {
+        Err("--kernel-rt-period".to_string())
+    } else {
+        machine::RtPeriod::shorten()
+    };
+    // What the run held, in the report itself: outputs must say how they were made.
+    let holds = format!(
+        "Held for the run: {}; {}.",
+        match &idle_latency {
+            Ok(_) => "CPUs in their shallowest idle state (/dev/cpu_dma_latency = 0)".to_string(),
+            Err(why) =>
+                format!("CPUs free to idle deeply (wake-up latency in every figure: {why})"),
+        },
+        match &rt_period {
+            Ok(_) => "real-time throttling in 10 ms periods (9.5 ms real-time)".to_string(),
+            Err(why) => format!("real-time throttling not changed ({why})"),
+        }
+    );
+    let note = match report::generator_note(engine.live_refused.as_deref()) {
+        Some(generator) => format!("{generator}\n{holds}"),
+        None => holds,
+    };
+    println!("{note}");
+    let note = Some(note);
 
     // The generator alone: unpaced ARP requests for an address nobody answers. The node's
     // kernel looks at each on the node CPU; the client CPU does exactly the sending work of the

@@ -340,9 +340,9 @@ fn create_direct_link(link: &DirectLink) -> Result<()> {
         })?;
         write_sys(netns, &format!("class/net/{iface}/threaded"), "1")?;
     }
-    // The client end without TSO: a veth hands a socket's frames to its peer's NAPI ring only
-    // when the sender has none (otherwise to the backlog), as `bench dataplane` arranges; on the
-    // backlog path a reflected step's 192 seed requests were lost and its loop never started.
+    // The client end without TSO: with TSO on, a veth hands a socket's frames to the sending
+    // CPU's backlog instead of its peer's NAPI ring (`bench dataplane` switches it off too); on
+    // the backlog path a reflected step's seed requests were lost and its loop never started.
     let client_if = link.client_if.clone();
     super::probe::in_netns(DIRECT_NS, move || {
         crate::bench::dataplane::live::set_tso(&client_if, false)

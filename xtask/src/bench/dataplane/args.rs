@@ -44,4 +44,8 @@ pub struct Args {
     /// Use the existing target/release/herald instead of building it first.
     #[arg(long)]
     pub no_build: bool,
+    /// Leave real-time throttling in the kernel's periods (1 s) instead of holding 10 ms ones
+    /// for the run: for comparison (the saturation steps' tails then reach tens of ms).
+    #[arg(long)]
+    pub kernel_rt_period: bool,
 }

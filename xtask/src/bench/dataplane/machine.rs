@@ -69,12 +69,7 @@ impl RtPeriod {
             runtime: read(RT_RUNTIME)?,
             cgroup: read(CG_PERIOD).ok().zip(read(CG_RUNTIME).ok()),
         };
-        let (apply, restore) = plan(&now).ok_or_else(|| {
-            format!(
-                "real-time throttling is {} µs of {} µs: left as it is",
-                now.runtime, now.period
-            )
-        })?;
+        let (apply, restore) = plan(&now)?;
         if let Err(e) = apply
             .iter()
             .try_for_each(|&(path, v)| write_sysctl(path, v))
@@ -97,28 +92,42 @@ impl Drop for RtPeriod {
 }
 
 /// The writes that shorten the period to [`SHORT_PERIOD_US`] with the same real-time share, and
-/// those that put `now` back, or `None` where there is nothing to shorten: throttling off
-/// (`-1`), a period this short already, or values the kernel would not hold.
+/// those that put `now` back, or why there is nothing to shorten.
 ///
 /// The kernel refuses a global runtime above the period, and a root cgroup's share above the
 /// global one: so the global limit is lifted (`-1`) while the periods change, and set last.
-fn plan(now: &Bandwidth) -> Option<(Writes, Writes)> {
-    let short_runtime = |period: i64, runtime: i64| {
-        (runtime >= 0 && period > SHORT_PERIOD_US && runtime <= period)
-            .then(|| runtime.checked_mul(SHORT_PERIOD_US).map(|r| r / period))
-            .flatten()
+fn plan(now: &Bandwidth) -> std::result::Result<(Writes, Writes), String> {
+    let short_runtime = |what: &str, period: i64, runtime: i64| {
+        if runtime < 0 {
+            Err(format!(
+                "{what}: real-time throttling is off (runtime {runtime})"
+            ))
+        } else if period <= SHORT_PERIOD_US {
+            Err(format!(
+                "{what}: the period is {period} µs already (a killed run leaves it so; docs/benchmarks.md says how to put the kernel's back)"
+            ))
+        } else if runtime > period {
+            Err(format!(
+                "{what}: runtime {runtime} µs above the period {period} µs"
+            ))
+        } else {
+            runtime
+                .checked_mul(SHORT_PERIOD_US)
+                .map(|r| r / period)
+                .ok_or_else(|| format!("{what}: runtime {runtime} µs out of range"))
+        }
     };
-    let runtime = short_runtime(now.period, now.runtime)?;
+    let runtime = short_runtime("kernel.sched_rt_*", now.period, now.runtime)?;
     let mut apply = vec![(RT_RUNTIME, -1), (RT_PERIOD, SHORT_PERIOD_US)];
     let mut restore = vec![(RT_RUNTIME, -1), (RT_PERIOD, now.period)];
     if let Some((period, cg_runtime)) = now.cgroup {
-        let cg_short = short_runtime(period, cg_runtime)?;
+        let cg_short = short_runtime("the root cpu cgroup", period, cg_runtime)?;
         apply.extend([(CG_RUNTIME, cg_short), (CG_PERIOD, SHORT_PERIOD_US)]);
         restore.extend([(CG_PERIOD, period), (CG_RUNTIME, cg_runtime)]);
     }
     apply.push((RT_RUNTIME, runtime));
     restore.push((RT_RUNTIME, now.runtime));
-    Some((apply, restore))
+    Ok((apply, restore))
 }
 
 fn write_sysctl(path: &str, value: i64) -> std::result::Result<(), String> {
@@ -129,62 +138,97 @@ fn write_sysctl(path: &str, value: i64) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
 
+    /// The kernel's checks on these files, as far as the plan depends on them: a global runtime
+    /// above its period is refused (EINVAL), and so is a root cgroup share above the global
+    /// share (EBUSY) unless the global limit is off (`-1`).
+    fn write(state: &mut [i64; 4], (path, v): (&str, i64)) -> std::result::Result<(), String> {
+        let [mut p, mut r, mut cp, mut cr] = *state;
+        match path {
+            RT_PERIOD => p = v,
+            RT_RUNTIME => r = v,
+            CG_PERIOD => cp = v,
+            CG_RUNTIME => cr = v,
+            _ => return Err(format!("unknown file {path}")),
+        }
+        if r >= 0 && r > p {
+            return Err(format!("{path}={v}: global runtime {r} above period {p}"));
+        }
+        if cr > cp {
+            return Err(format!("{path}={v}: cgroup runtime {cr} above period {cp}"));
+        }
+        if r >= 0 && i128::from(cr) * i128::from(p) > i128::from(r) * i128::from(cp) {
+            return Err(format!(
+                "{path}={v}: cgroup share {cr}/{cp} above global {r}/{p}"
+            ));
+        }
+        *state = [p, r, cp, cr];
+        Ok(())
+    }
+
     #[test]
-    fn the_short_period_keeps_the_share_and_every_write_is_undone() {
+    fn every_write_of_the_plan_is_one_the_kernel_takes_and_restoring_gives_the_start_back() {
         let now = Bandwidth {
             period: 1_000_000,
             runtime: 950_000,
             cgroup: Some((1_000_000, 950_000)),
         };
         let (apply, restore) = plan(&now).unwrap();
-        assert_eq!(
-            apply,
-            [
-                (RT_RUNTIME, -1),
-                (RT_PERIOD, 10_000),
-                (CG_RUNTIME, 9_500),
-                (CG_PERIOD, 10_000),
-                (RT_RUNTIME, 9_500),
-            ]
-        );
-        assert_eq!(
-            restore,
-            [
-                (RT_RUNTIME, -1),
-                (RT_PERIOD, 1_000_000),
-                (CG_PERIOD, 1_000_000),
-                (CG_RUNTIME, 950_000),
-                (RT_RUNTIME, 950_000),
-            ]
-        );
+        let start = [1_000_000, 950_000, 1_000_000, 950_000];
+        let mut state = start;
+        for &w in &apply {
+            write(&mut state, w).unwrap();
+        }
+        assert_eq!(state, [10_000, 9_500, 10_000, 9_500], "the same 95% share");
+        for &w in &restore {
+            write(&mut state, w).unwrap();
+        }
+        assert_eq!(state, start);
+        // Restoring from any point part way through applying works too (a failed write).
+        for done in 0..apply.len() {
+            let mut state = start;
+            for &w in &apply[..done] {
+                write(&mut state, w).unwrap();
+            }
+            for &w in &restore {
+                write(&mut state, w).unwrap();
+            }
+            assert_eq!(state, start, "after {done} writes");
+        }
+        // The naive order is what the kernel refuses.
+        let mut state = start;
+        assert!(write(&mut state, (RT_RUNTIME, 9_500)).is_err());
+        assert!(write(&mut state, (RT_PERIOD, 10_000)).is_err());
+    }
+
+    #[test]
+    fn without_the_cgroup_only_the_global_files_are_written() {
         let plain = Bandwidth {
             cgroup: None,
             period: 2_000_000,
             runtime: 1_000_000,
         };
         let (apply, _) = plan(&plain).unwrap();
-        assert_eq!(apply.last(), Some(&(RT_RUNTIME, 5_000)));
-        assert_eq!(apply.len(), 3, "no cgroup writes without the cgroup");
+        assert_eq!(
+            apply,
+            [(RT_RUNTIME, -1), (RT_PERIOD, 10_000), (RT_RUNTIME, 5_000)]
+        );
     }
 
     #[test]
-    fn nothing_to_shorten_is_left_alone() {
+    fn nothing_to_shorten_is_left_alone_with_the_reason() {
         let with = |period, runtime| Bandwidth {
             period,
             runtime,
             cgroup: None,
         };
-        assert_eq!(plan(&with(1_000_000, -1)), None, "throttling off");
-        assert_eq!(plan(&with(10_000, 9_500)), None, "already short");
-        assert_eq!(
-            plan(&with(1_000_000, 2_000_000)),
-            None,
-            "not a kernel value"
-        );
-        let cg_off = Bandwidth {
-            cgroup: Some((1_000_000, -1)),
+        let why = |b: Bandwidth| plan(&b).err().unwrap_or_default();
+        assert!(why(with(1_000_000, -1)).contains("throttling is off"));
+        assert!(why(with(10_000, 9_500)).contains("already"));
+        assert!(why(with(1_000_000, 2_000_000)).contains("above the period"));
+        let cg_short = Bandwidth {
+            cgroup: Some((10_000, 9_500)),
             ..with(1_000_000, 950_000)
         };
-        assert_eq!(plan(&cg_off), None);
+        assert!(why(cg_short).starts_with("the root cpu cgroup"));
     }
 }

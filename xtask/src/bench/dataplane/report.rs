@@ -397,9 +397,10 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> 
             if n > 0 {
                 let _ = writeln!(
                     s,
-                    "\n{}: the generator, not the responder, was the limit in {n} of {} runs (nothing lost, or the client's CPU saturated while the responder's was a fifth idle or more, or the reflected loop ran under 95% of its step); its replies/s and ratios there are floors.",
+                    "\n{}: a floor in {n} of {} runs (nothing lost, or the client's CPU saturated while the responder's was a fifth idle or more, or the reflected loop ran under {:.0}% of its step): its replies/s and ratios there are at least what is shown.",
                     mode.label(),
-                    all.len()
+                    all.len(),
+                    100.0 * super::measure::LOOP_SHARE_MIN
                 );
             }
         }

@@ -178,6 +178,14 @@ fn set_nice(tid: i32, nice: i32) {
     unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
 }
 
+/// SCHED_OTHER for `tid` (a killed earlier run, or an older bench, may have left it SCHED_FIFO);
+/// failure leaves it as it was.
+fn set_normal_policy(tid: i32) {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a valid sched_param for a thread id.
+    unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &raw const param) };
+}
+
 fn two_cpus() -> bool {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get) >= 2
 }
@@ -223,6 +231,7 @@ impl Placement {
         for (threads, cpu) in [(&node, NODE_CPU), (&client, CLIENT_CPU)] {
             for &tid in threads {
                 set_affinity(tid, &[cpu]);
+                set_normal_policy(tid);
                 set_nice(tid, -20);
             }
         }

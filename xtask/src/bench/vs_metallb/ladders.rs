@@ -224,6 +224,7 @@ fn direct_series(
             ladder.step,
         )
     };
+    let started = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
     let silenced_before = guard_silenced(speakers, &[&link4, &link6]);
     let out = if link4 == link6 {
         split(on(&link4, &[Proto::Arp, Proto::Ndp]))
@@ -239,6 +240,9 @@ fn direct_series(
                 "{who}, direct link: the guard on {node} ran out during the series and left {} requests unanswered (its speaker could not beat it in time)",
                 a - b
             ),
+            (Some(b), Some(a)) if a < b => format!(
+                "{who}, direct link: the guard's silenced counter on {node} went back ({b} → {a}): its program or maps were replaced during the series"
+            ),
             (Some(_), Some(_)) => continue,
             _ => format!(
                 "{who}, direct link: the guard's silenced counter on {node} could not be read"
@@ -246,19 +250,31 @@ fn direct_series(
         };
         println!("   {line}");
         notes.push(line);
-        // What the speaker said about it (the guard's reason is logged once per change).
+        // What the speaker said about it during the series.
         if let Some(spec) = lab::NODES.iter().find(|n| n.name == *node) {
-            let log = lab::nodes::speaker_log(spec);
-            let said: Vec<&str> = log
-                .lines()
-                .filter(|l| l.contains(" WARN ") || l.contains("heard again"))
-                .collect();
-            for l in &said[said.len().saturating_sub(4)..] {
+            for l in guard_lines(&lab::nodes::speaker_log(spec), &started, 4) {
                 println!("     {}", l.chars().take(300).collect::<String>());
             }
         }
     }
     out
+}
+
+/// The last `n` lines of a speaker's container log (every run, in any order) about its guard —
+/// warnings and "peers heard again" — stamped at or after `since` (RFC 3339, UTC), in time
+/// order. Container log lines begin with their RFC 3339 stamp, so text order is time order.
+fn guard_lines<'a>(log: &'a str, since: &str, n: usize) -> Vec<&'a str> {
+    let mut lines: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.split(' ').next().is_some_and(|stamp| {
+                stamp.starts_with(|c: char| c.is_ascii_digit()) && stamp >= since
+            })
+        })
+        .filter(|l| l.contains(" WARN ") || l.contains("heard again"))
+        .collect();
+    lines.sort_unstable();
+    lines.split_off(lines.len().saturating_sub(n))
 }
 
 /// Herald's `silenced` counter on each announcing node (once per node), by node name; empty
@@ -404,4 +420,27 @@ fn median(
             .collect(),
     ));
     Ok(sat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_lines_are_the_series_own_in_time_order() {
+        let log = "\
+2026-12-07T00:25:52.400Z stderr F x INFO herald::speaker::guard: peers heard again, or alone: answering
+2026-12-07T00:20:00.000Z stderr F x WARN herald::speaker::guard: no contact with any peer: an older series
+2026-12-07T00:25:52.300Z stderr F x WARN herald::speaker::guard: no contact with any peer: letting the guard run out
+2026-12-07T00:25:53.000Z stderr F x INFO herald::speaker::run: something else
+not a log line WARN here
+";
+        let since = "2026-12-07T00:25:00.000000Z";
+        let got = guard_lines(log, since, 4);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].contains("letting the guard run out"));
+        assert!(got[1].contains("heard again"));
+        assert_eq!(guard_lines(log, since, 1), [got[1]], "the last one");
+        assert!(guard_lines(log, "2026-12-07T01:00:00Z", 4).is_empty());
+    }
 }

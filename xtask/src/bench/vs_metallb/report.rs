@@ -482,7 +482,8 @@ pub fn table(herald: &Figures, metallb: &Figures) -> String {
     if rows.iter().any(|r| r.herald_floor || r.metallb_floor) {
         let _ = writeln!(
             out,
-            "\n\"≥\": at its best step the responder answered (nearly) everything offered, or (where measured) the client's CPU was full while the responder's was not, or a reflected loop ran under 95% of its step: the figure is a floor."
+            "\n\"≥\": at its best step the responder answered (nearly) everything offered, or (where measured) the client's CPU was full while the responder's was not, or a reflected loop ran under {:.0}% of its step: the figure is a floor.",
+            100.0 * crate::bench::dataplane::measure::LOOP_SHARE_MIN
         );
     }
     out.push_str(&spreads(herald, metallb));
