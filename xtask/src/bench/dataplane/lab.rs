@@ -458,6 +458,14 @@ fn realtime(pid: u32) {
     unsafe { libc::sched_setscheduler(pid as libc::pid_t, libc::SCHED_FIFO, &raw const param) };
 }
 
+/// SCHED_OTHER for `pid` (a killed earlier run may have left it SCHED_FIFO); failure leaves it
+/// as it was.
+pub fn normal_policy(pid: u32) {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: valid sched_param for a pid; failure leaves the thread as it was.
+    unsafe { libc::sched_setscheduler(pid as libc::pid_t, libc::SCHED_OTHER, &raw const param) };
+}
+
 fn get_nice(pid: u32) -> Option<i32> {
     // SAFETY: getpriority has no memory preconditions; errno distinguishes -1.
     unsafe {
@@ -467,7 +475,7 @@ fn get_nice(pid: u32) -> Option<i32> {
     }
 }
 
-fn set_nice(pid: u32, nice: i32) {
+pub fn set_nice(pid: u32, nice: i32) {
     // SAFETY: setpriority on a pid; failure leaves it as it was.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) };
 }

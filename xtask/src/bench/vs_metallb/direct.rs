@@ -174,16 +174,7 @@ fn set_affinity(tid: i32, cpus: &[usize]) {
 }
 
 fn set_nice(tid: i32, nice: i32) {
-    // SAFETY: setpriority on a thread id; failure leaves it as it was.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
-}
-
-/// SCHED_OTHER for `tid` (a killed earlier run, or an older bench, may have left it SCHED_FIFO);
-/// failure leaves it as it was.
-fn set_normal_policy(tid: i32) {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: a valid sched_param for a thread id.
-    unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &raw const param) };
+    crate::bench::dataplane::lab::set_nice(tid.unsigned_abs(), nice);
 }
 
 fn two_cpus() -> bool {
@@ -231,7 +222,7 @@ impl Placement {
         for (threads, cpu) in [(&node, NODE_CPU), (&client, CLIENT_CPU)] {
             for &tid in threads {
                 set_affinity(tid, &[cpu]);
-                set_normal_policy(tid);
+                crate::bench::dataplane::lab::normal_policy(tid.unsigned_abs());
                 set_nice(tid, -20);
             }
         }
