@@ -15,6 +15,7 @@
 
 mod args;
 pub mod attribution;
+mod beside;
 pub mod cpu;
 // frames, measure, stats and svg are also used by `bench vs-metallb` (the same generator and
 // reply measurement, run in the lab's client namespace).
@@ -37,6 +38,7 @@ pub mod stats;
 pub mod svg;
 mod sys;
 mod txstamp;
+pub mod windows;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -114,7 +116,12 @@ pub fn run(args: &Args) -> Result<()> {
     let step = Duration::from_millis(args.step_ms);
 
     let lab = Lab::new(herald.clone())?;
-    let announced = vec![IpAddr::V4(ipv4(lab::VIP_V4)), IpAddr::V6(ipv6(lab::VIP_V6))];
+    let announced = vec![
+        IpAddr::V4(ipv4(lab::VIP_V4)),
+        IpAddr::V6(ipv6(lab::VIP_V6)),
+        IpAddr::V4(ipv4(lab::BESIDE_V4)),
+        IpAddr::V6(ipv6(lab::BESIDE_V6)),
+    ];
     let mut engine = Engine::start(&lab.client_ns, &lab.client_if, announced, args.generator)?;
     engine.node = Some((lab.node_ns.clone(), lab.node_if.clone()));
     engine.flood_circle(&lab.flood_ifs.0, &lab.flood_ifs.1)?;
@@ -235,6 +242,7 @@ fn measure_all(lab: &Lab, engine: &mut Engine, args: &Args, step: Duration) -> V
                     arp: vec![],
                     ndp: vec![],
                     flood: None,
+                    beside: vec![],
                 });
             }
         }
@@ -339,6 +347,7 @@ fn measure_mode(
         arp: vec![],
         ndp: vec![],
         flood: None,
+        beside: vec![],
     };
     let responder = match start_responder(lab, mode)? {
         Ok(r) => r,
@@ -382,6 +391,16 @@ fn measure_mode(
             );
             println!("          {}", r.path_text());
             println!("          probe time split: {}", r.split_text());
+            if let Some(w) = windows::text(&r.windows, svg::si) {
+                println!("          {w}");
+            }
+            if !r.speed_ms.is_empty() {
+                let each: Vec<String> = r.speed_ms.iter().map(|v| format!("{v:.1} ms")).collect();
+                println!(
+                    "          machine speed (fixed work on the node CPU, before / after): {}",
+                    each.join(" / ")
+                );
+            }
             for why in r.shortfalls() {
                 println!("          NOT AS ASKED: {why}");
             }
@@ -390,6 +409,13 @@ fn measure_mode(
         match proto {
             Proto::Arp => run.arp = results,
             Proto::Ndp => run.ndp = results,
+        }
+    }
+    if matches!(mode, Mode::Driver | Mode::Skb) {
+        let rate = rates.first().copied().unwrap_or(25_000);
+        run.beside = beside::measure(lab, engine, rate, times.tail)?;
+        for b in &run.beside {
+            println!("   {} {}", b.proto.file(), b.text());
         }
     }
     run.flood = Some(flood(lab, engine, mode, responder.pid(), times)?);

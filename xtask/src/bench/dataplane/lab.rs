@@ -16,6 +16,10 @@ pub const VIP_V4: &str = "198.51.100.10";
 pub const NODE_V6: &str = "2001:db8::1";
 pub const CLIENT_V6: &str = "2001:db8::2";
 pub const VIP_V6: &str = "2001:db8::10";
+/// Addresses the kernel answers for beside Herald in the side-by-side step (not in Herald's
+/// maps, so its program passes their requests on).
+pub const BESIDE_V4: &str = "198.51.100.11";
+pub const BESIDE_V6: &str = "2001:db8::11";
 
 const NS_PREFIX: &str = "herald-bench-";
 const BPFFS_PREFIX: &str = "herald-bench-bpffs-";
@@ -357,39 +361,35 @@ impl Lab {
 
     /// The kernel answers for the VIPs itself: both configured on the node interface.
     pub fn start_kernel(&self) -> Result<()> {
-        self.ip(
-            &self.node_ns,
-            &["addr", "add", &format!("{VIP_V4}/32"), "dev", &self.node_if],
-        )?;
-        self.ip(
-            &self.node_ns,
-            &[
-                "addr",
-                "add",
-                &format!("{VIP_V6}/128"),
-                "dev",
-                &self.node_if,
-                "nodad",
-            ],
-        )?;
-        Ok(())
+        self.kernel_addresses("add", VIP_V4, VIP_V6)
     }
 
     pub fn stop_kernel(&self) -> Result<()> {
+        self.kernel_addresses("del", VIP_V4, VIP_V6)
+    }
+
+    /// The kernel answers for the second pair of addresses ([`BESIDE_V4`], [`BESIDE_V6`]) beside
+    /// whatever answers for the VIPs: Herald's program passes their requests on to it.
+    pub fn start_kernel_beside(&self) -> Result<()> {
+        self.kernel_addresses("add", BESIDE_V4, BESIDE_V6)
+    }
+
+    pub fn stop_kernel_beside(&self) -> Result<()> {
+        self.kernel_addresses("del", BESIDE_V4, BESIDE_V6)
+    }
+
+    /// `ip addr add|del` of `v4`/32 and `v6`/128 on the node interface.
+    fn kernel_addresses(&self, op: &str, v4: &str, v6: &str) -> Result<()> {
         self.ip(
             &self.node_ns,
-            &["addr", "del", &format!("{VIP_V4}/32"), "dev", &self.node_if],
+            &["addr", op, &format!("{v4}/32"), "dev", &self.node_if],
         )?;
-        self.ip(
-            &self.node_ns,
-            &[
-                "addr",
-                "del",
-                &format!("{VIP_V6}/128"),
-                "dev",
-                &self.node_if,
-            ],
-        )?;
+        let v6 = format!("{v6}/128");
+        let mut args = vec!["addr", op, v6.as_str(), "dev", self.node_if.as_str()];
+        if op == "add" {
+            args.push("nodad");
+        }
+        self.ip(&self.node_ns, &args)?;
         Ok(())
     }
 
@@ -452,7 +452,7 @@ impl Drop for Lab {
 /// SCHED_FIFO priority 50 for a NAPI thread: packet processing then preempts every normal task
 /// on its CPU (the generator included, on the client side) as a hard interrupt would, and the
 /// kernel's RT throttling still leaves 5% to everyone else.
-fn realtime(pid: u32) {
+pub fn realtime(pid: u32) {
     let param = libc::sched_param { sched_priority: 50 };
     // SAFETY: valid sched_param for a pid; failure leaves the thread as it was.
     unsafe { libc::sched_setscheduler(pid as libc::pid_t, libc::SCHED_FIFO, &raw const param) };

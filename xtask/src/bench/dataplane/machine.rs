@@ -134,6 +134,36 @@ fn write_sysctl(path: &str, value: i64) -> std::result::Result<(), String> {
     std::fs::write(path, value.to_string()).map_err(|e| format!("writing {value} to {path}: {e}"))
 }
 
+/// The machine's speed at one moment: how long a fixed piece of kernel work takes on `cpu`, in
+/// ms. A shared host lends its cores unevenly: the same system calls took 1.45× longer from one
+/// second to the next on an otherwise idle CPU (a tight arithmetic loop did not move), and
+/// packet work is kernel work, so every replies/s here carries the host's load. Measured in a
+/// thread of its own pinned there (the caller's placement is left alone).
+pub fn work_ms(cpu: usize) -> Result<f64, String> {
+    std::thread::spawn(move || {
+        super::net::pin_current_thread(cpu).map_err(|e| format!("pinning to CPU {cpu}: {e:#}"))?;
+        let start = std::time::Instant::now();
+        std::hint::black_box(fixed_work(WORK_CALLS));
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    })
+    .join()
+    .map_err(|_| "the speed probe panicked".to_string())?
+}
+
+/// System calls in one speed probe (about 20 ms here).
+pub const WORK_CALLS: u32 = 100_000;
+
+/// `calls` trips into the kernel and back (getppid: no arguments, no state, never cached by the
+/// C library); the sum of what they returned, so none is optimised away.
+fn fixed_work(calls: u32) -> i64 {
+    let mut sum = 0i64;
+    for _ in 0..calls {
+        // SAFETY: getppid has no preconditions.
+        sum += i64::from(unsafe { libc::syscall(libc::SYS_getppid) } as i32);
+    }
+    sum
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +260,14 @@ mod tests {
             ..with(1_000_000, 950_000)
         };
         assert!(why(cg_short).starts_with("the root cpu cgroup"));
+    }
+
+    #[test]
+    fn the_fixed_work_is_the_same_work_every_time() {
+        // SAFETY: getppid has no preconditions.
+        let parent = i64::from(unsafe { libc::getppid() });
+        assert_eq!(fixed_work(1000), 1000 * parent);
+        let ms = work_ms(0).unwrap();
+        assert!(ms.is_finite() && ms > 0.0, "{ms}");
     }
 }

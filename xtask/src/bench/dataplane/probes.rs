@@ -22,7 +22,8 @@ pub struct Shared {
     pub probe_sent: Vec<AtomicU64>,
     /// CLOCK_REALTIME when the veth driver took the outstanding probe per tag (0 = not known).
     pub probe_tx: Vec<AtomicU64>,
-    pub latencies_ns: Mutex<Vec<u64>>,
+    /// Per timed probe: its tag and its time in ns.
+    pub latencies_ns: Mutex<Vec<(u8, u64)>>,
     /// Per timed probe with a transmit stamp: (send path, flight) in ns.
     pub splits_ns: Mutex<Vec<(u64, u64)>>,
     /// Replies sent to the flood's source MAC: during the bad-input flood, each one is a wrong answer.
@@ -104,7 +105,7 @@ pub fn receive(mut ring: ReplyRing, shared: &Shared) {
                     && c.received_ns >= sent
                     && let Ok(mut v) = shared.latencies_ns.lock()
                 {
-                    v.push(c.received_ns - sent);
+                    v.push((tag, c.received_ns - sent));
                     if (sent..=c.received_ns).contains(&tx)
                         && let Ok(mut s) = shared.splits_ns.lock()
                     {

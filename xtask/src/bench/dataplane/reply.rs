@@ -68,6 +68,11 @@ impl ReplyCounter {
         Ok(delta)
     }
 
+    /// Replies counted since the program was attached (the step's own count is [`Self::take`]).
+    pub fn replies_total(&self) -> Result<u64> {
+        Ok(self.read()?[0])
+    }
+
     /// Replies counted since the last call.
     pub fn take(&mut self) -> Result<u64> {
         self.take_slot(0)

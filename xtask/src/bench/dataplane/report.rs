@@ -8,7 +8,7 @@ use super::args::Args;
 use super::measure::{self, StepResult};
 use super::repeat::Spread;
 use super::results::{Mode, ModeRun, Proto};
-use super::{lab, stats, svg};
+use super::{lab, machine, stats, svg, windows};
 
 /// The largest loss of a step and where it happened, after what kept the step from being the
 /// measurement it asked for.
@@ -291,6 +291,23 @@ pub(super) fn report(
                 .map_or("-".into(), |d| format!("{} ms", d.as_millis())),
         );
     }
+    let beside: Vec<String> = runs
+        .iter()
+        .flat_map(|r| {
+            r.beside
+                .iter()
+                .map(move |b| format!("- {}, {}: {}", r.mode.label(), b.proto.file(), b.text()))
+        })
+        .collect();
+    if !beside.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Side by side: Herald's program and the kernel in one step\n\nThe kernel answers for {} and {} on the same interface while Herald answers for the VIPs; load and probes alternate between them, so both tails see the same host load (the kernel's requests pass through Herald's program first).\n\n{}",
+            lab::BESIDE_V4,
+            lab::BESIDE_V6,
+            beside.join("\n")
+        );
+    }
     s
 }
 
@@ -325,6 +342,72 @@ fn spread_text(values: &[Option<f64>], fmt: impl Fn(f64) -> String) -> String {
     }
 }
 
+/// The peak rate of the unpaced step among `steps` ([`windows::peak`]).
+fn unpaced_peak(steps: &[StepResult]) -> Option<f64> {
+    windows::peak(&steps.iter().find(|st| st.target.is_none())?.windows)
+}
+
+/// The machine's speed probes over every unpaced step of every run: how far the host moved
+/// while the figures above were taken.
+fn speed_line(all: &[Vec<ModeRun>]) -> Option<String> {
+    let probes: Vec<f64> = all
+        .iter()
+        .flatten()
+        .flat_map(|r| r.arp.iter().chain(&r.ndp))
+        .flat_map(|st| st.speed_ms.iter().copied())
+        .collect();
+    let fastest = probes.iter().copied().fold(f64::INFINITY, f64::min);
+    let slowest = probes.iter().copied().fold(0.0, f64::max);
+    (fastest.is_finite() && fastest > 0.0).then(|| {
+        format!(
+            "Machine speed: the same {} system calls on the node CPU took {fastest:.1}–{slowest:.1} ms ({:.2}×) in the {} probes around the unpaced steps; the host's load moves every replies/s by as much (the peak columns take the fastest tenth of each unpaced step's windows).",
+            machine::WORK_CALLS,
+            slowest / fastest,
+            probes.len()
+        )
+    })
+}
+
+/// The side-by-side tails over the runs: Herald's p99, the kernel's beside it, and their
+/// ratio, per XDP mode and protocol (`None` when no run had a side-by-side step).
+fn side_by_side(all: &[Vec<ModeRun>], modes: &[Mode], low: &str) -> Option<String> {
+    let side: Vec<Mode> = modes
+        .iter()
+        .copied()
+        .filter(|&m| {
+            all.iter()
+                .flatten()
+                .any(|r| r.mode == m && !r.beside.is_empty())
+        })
+        .collect();
+    if side.is_empty() {
+        return None;
+    }
+    let mut s = format!(
+        "\n## p99 at {low} side by side: Herald and the kernel in the same step\n\nThe kernel answers for a second address on the same interface while Herald answers for the VIP; load ({low} in all) and probes alternate between the two, so both tails are taken under the same host load (the kernel's requests pass through Herald's program first).\n\n| responder | protocol | Herald p99 | kernel p99, beside | Herald ÷ kernel |\n|---|---|---|---|---|\n"
+    );
+    let micros = |v: f64| format!("{v:.0}µs");
+    let times = |v: f64| format!("{v:.2}×");
+    for &mode in &side {
+        for proto in [Proto::Arp, Proto::Ndp] {
+            let find = |r: &ModeRun| r.beside.iter().find(|b| b.proto == proto).cloned();
+            let herald = per_run(all, mode, |r, _| find(r)?.p99_us().0);
+            let kernel = per_run(all, mode, |r, _| find(r)?.p99_us().1);
+            let ratio = per_run(all, mode, |r, _| find(r)?.p99_ratio());
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                mode.label(),
+                proto.file(),
+                spread_text(&herald, micros),
+                spread_text(&kernel, micros),
+                spread_text(&ratio, times)
+            );
+        }
+    }
+    Some(s)
+}
+
 /// The headline figures over repeated runs: median, range and spread, flagged over ±30 %.
 pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> String {
     let mut s = String::new();
@@ -357,9 +440,10 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> 
         let _ = writeln!(s, "\n## {}\n", proto.title());
         let _ = writeln!(
             s,
-            "| responder | replies/s at saturation | replies ×kernel | p99 at {low} | p99 at {low} ×kernel |"
+            "| responder | replies/s at saturation | replies ×kernel | peak replies/s (unpaced step's fastest tenth of {} ms windows) | peak ×kernel | p99 at {low} | p99 at {low} ×kernel |",
+            windows::WINDOW.as_millis()
         );
-        let _ = writeln!(s, "|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         for &mode in &modes {
             let sat = per_run(all, mode, |r, _| {
                 saturation(r.steps(proto)).map(|st| st.replies)
@@ -368,6 +452,13 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> 
                 stats::ratio(
                     saturation(r.steps(proto))?.replies,
                     saturation(k?.steps(proto))?.replies,
+                )
+            });
+            let peak = per_run(all, mode, |r, _| unpaced_peak(r.steps(proto)));
+            let peak_ratio = per_run(all, mode, |r, k| {
+                stats::ratio(
+                    unpaced_peak(r.steps(proto))?,
+                    unpaced_peak(k?.steps(proto))?,
                 )
             });
             let p99 = per_run(all, mode, |r, _| r.steps(proto).first()?.p99_us());
@@ -379,10 +470,12 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> 
             });
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 mode.label(),
                 spread_text(&sat, rate),
                 spread_text(&sat_ratio, times),
+                spread_text(&peak, rate),
+                spread_text(&peak_ratio, times),
                 spread_text(&p99, micros),
                 spread_text(&p99_ratio, times),
             );
@@ -404,6 +497,12 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> 
                 );
             }
         }
+    }
+    if let Some(table) = side_by_side(all, &modes, &low) {
+        s.push_str(&table);
+    }
+    if let Some(line) = speed_line(all) {
+        let _ = writeln!(s, "\n{line}");
     }
     let _ = writeln!(
         s,
@@ -437,3 +536,6 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> 
     }
     s
 }
+
+#[cfg(test)]
+mod tests;

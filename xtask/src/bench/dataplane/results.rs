@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::beside::Beside;
 use super::lab;
 use super::measure::StepResult;
 
@@ -41,7 +42,7 @@ impl Mode {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
     Arp,
     Ndp,
@@ -76,6 +77,8 @@ pub struct ModeRun {
     pub arp: Vec<StepResult>,
     pub ndp: Vec<StepResult>,
     pub flood: Option<Flood>,
+    /// Herald's program with the kernel beside it in one step (XDP modes only).
+    pub beside: Vec<Beside>,
 }
 
 impl ModeRun {

@@ -1,6 +1,10 @@
 use super::*;
 
-fn step(target: Option<u64>, offered: f64, refused: f64) -> StepResult {
+pub(in crate::bench::dataplane) fn step(
+    target: Option<u64>,
+    offered: f64,
+    refused: f64,
+) -> StepResult {
     StepResult {
         target,
         offered,
@@ -11,7 +15,10 @@ fn step(target: Option<u64>, offered: f64, refused: f64) -> StepResult {
         held: 0,
         reflected: false,
         loop_share: None,
+        windows: Vec::new(),
+        speed_ms: Vec::new(),
         latencies_ns: Vec::new(),
+        probe_tags: Vec::new(),
         splits_ns: Vec::new(),
         node_cpu: CpuShare::default(),
         responder_cpu: 0.0,

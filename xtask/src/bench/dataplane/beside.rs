@@ -1,0 +1,186 @@
+//! The side-by-side step: Herald's program and the kernel answering on the same interface in
+//! the same step. Herald answers for the VIP; the kernel for a second address configured on
+//! the interface, whose requests Herald's program passes on. Load and probes alternate between
+//! the two (even probe tags ask for the VIP, odd ones for the kernel's address), so both
+//! tails are taken under the same host load, second for second. Measured one after the other
+//! (the headline table), two tails minutes apart differ by what the shared host did
+//! meanwhile, as much as by the responders.
+//!
+//! The kernel here is not the kernel alone: its requests first pass through Herald's program
+//! (and in driver mode are copied into an XDP buffer and back), which costs it a little. The
+//! one-after-the-other figures stay beside these for that reason.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use super::lab::{self, Lab};
+use super::measure::{Engine, StepResult};
+use super::results::Proto;
+use super::{frames, stats, svg};
+
+/// One side-by-side step of one protocol.
+#[derive(Clone, Debug)]
+pub struct Beside {
+    pub proto: Proto,
+    pub step: StepResult,
+}
+
+impl Beside {
+    /// Probe times (ns) of Herald's address and of the kernel's.
+    pub fn split(&self) -> (Vec<u64>, Vec<u64>) {
+        split(&self.step.latencies_ns, &self.step.probe_tags)
+    }
+
+    /// p99 (µs) of Herald's probes and of the kernel's.
+    pub fn p99_us(&self) -> (Option<f64>, Option<f64>) {
+        let (h, k) = self.split();
+        (
+            stats::percentile_us(&h, 99.0),
+            stats::percentile_us(&k, 99.0),
+        )
+    }
+
+    /// Herald's p99 over the kernel's.
+    pub fn p99_ratio(&self) -> Option<f64> {
+        let (h, k) = self.p99_us();
+        stats::ratio(h?, k?)
+    }
+
+    /// `p50 / p99` of Herald's and of the kernel's probes, with their counts.
+    pub fn text(&self) -> String {
+        let (h, k) = self.split();
+        let side = |v: &[u64]| {
+            format!(
+                "p50 {} p99 {} ({} probes)",
+                super::report::us(stats::percentile_us(v, 50.0)),
+                super::report::us(stats::percentile_us(v, 99.0)),
+                v.len()
+            )
+        };
+        format!(
+            "side by side at {}/s: Herald {}, kernel {}; p99 ×kernel {}",
+            self.step.target.map_or("-".into(), |r| svg::si(r as f64)),
+            side(&h),
+            side(&k),
+            self.p99_ratio().map_or("-".into(), |r| format!("{r:.2}×"))
+        )
+    }
+}
+
+/// Probe times of even tags (Herald's address) and of odd ones (the kernel's); `tags` runs
+/// beside `latencies` (a missing tag counts for neither).
+pub fn split(latencies: &[u64], tags: &[u8]) -> (Vec<u64>, Vec<u64>) {
+    let (mut herald, mut kernel) = (Vec::new(), Vec::new());
+    for (&ns, &tag) in latencies.iter().zip(tags) {
+        if tag % 2 == 0 {
+            herald.push(ns);
+        } else {
+            kernel.push(ns);
+        }
+    }
+    (herald, kernel)
+}
+
+/// The load (one request for each address, alternating) and the probes (even tags for the VIP,
+/// odd ones for the kernel's address) of one protocol.
+pub fn traffic(proto: Proto) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let load = (0..2).map(|side| request(proto, None, side)).collect();
+    let probes = (0..frames::PROBE_TAGS as u8)
+        .map(|t| request(proto, Some(t), usize::from(t % 2)))
+        .collect();
+    (load, probes)
+}
+
+/// A request of `proto` for the VIP (`side` 0) or the kernel's address (1), from the generator
+/// or, with a tag, as that tag's probe.
+fn request(proto: Proto, tag: Option<u8>, side: usize) -> Vec<u8> {
+    let v4 = |s: &str| s.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let v6 = |s: &str| s.parse().unwrap_or(Ipv6Addr::UNSPECIFIED);
+    let mac = tag.map_or(frames::GENERATOR_MAC, frames::probe_mac);
+    match proto {
+        Proto::Arp => {
+            let target = [lab::VIP_V4, lab::BESIDE_V4][side % 2];
+            let from = if tag.is_some() {
+                lab::PROBE_V4
+            } else {
+                lab::CLIENT_V4
+            };
+            frames::arp_request(mac, v4(from), v4(target))
+        }
+        Proto::Ndp => {
+            let target = [lab::VIP_V6, lab::BESIDE_V6][side % 2];
+            let from = tag.map_or(v6(lab::CLIENT_V6), frames::probe_ipv6);
+            frames::neighbor_solicitation(mac, from, v6(target))
+        }
+    }
+}
+
+/// Both protocols side by side at `rate` for `time`, with Herald answering for the VIPs (its
+/// program attached); the kernel's addresses are removed again whatever happens.
+pub fn measure(lab: &Lab, engine: &mut Engine, rate: u64, time: Duration) -> Result<Vec<Beside>> {
+    lab.start_kernel_beside()?;
+    let out = measure_both(engine, rate, time);
+    let removed = lab.stop_kernel_beside();
+    let out = out?;
+    removed?;
+    Ok(out)
+}
+
+fn measure_both(engine: &mut Engine, rate: u64, time: Duration) -> Result<Vec<Beside>> {
+    let mut out = Vec::new();
+    for proto in [Proto::Arp, Proto::Ndp] {
+        let (load, probes) = traffic(proto);
+        // Tag 0's slot times the check's one probe, so each side is asked with tag 0.
+        for (who, side) in [("Herald", 0), ("the kernel", 1)] {
+            if !engine.wait_answered(&request(proto, Some(0), side), Duration::from_secs(10))? {
+                bail!(
+                    "side by side: {who} never answered a {} probe",
+                    proto.file()
+                );
+            }
+        }
+        // Warm-up (neighbour entries, caches): not reported.
+        engine.step(&load, &probes, Some(rate), Duration::from_millis(300))?;
+        let step = engine.step(&load, &probes, Some(rate), time)?;
+        out.push(Beside { proto, step });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn even_tags_are_heralds_and_odd_ones_the_kernels() {
+        let (h, k) = split(&[10, 20, 30, 40, 50], &[0, 1, 2, 63, 4]);
+        assert_eq!(h, [10, 30, 50]);
+        assert_eq!(k, [20, 40]);
+        // A latency without its tag counts for neither.
+        let (h, k) = split(&[10, 20, 30], &[0, 1]);
+        assert_eq!((h.len(), k.len()), (1, 1));
+    }
+
+    #[test]
+    fn probes_alternate_between_the_two_addresses() {
+        for proto in [Proto::Arp, Proto::Ndp] {
+            let (load, probes) = traffic(proto);
+            assert_eq!(load.len(), 2);
+            assert_ne!(load[0], load[1]);
+            assert_eq!(probes.len(), frames::PROBE_TAGS);
+            for (t, p) in probes.iter().enumerate() {
+                // Each probe carries its tag in its source MAC, and asks what its load twin asks:
+                // the target address sits at the same place in both frames.
+                assert_eq!(frames::probe_tag(&p[6..12]), Some(t as u8));
+                let twin = &load[t % 2];
+                let at = match proto {
+                    Proto::Arp => 38..42,
+                    Proto::Ndp => 62..78,
+                };
+                assert_eq!(p[at.clone()], twin[at], "{proto:?} probe {t}");
+            }
+        }
+    }
+}

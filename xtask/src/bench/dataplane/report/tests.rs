@@ -1,0 +1,73 @@
+use super::*;
+use crate::bench::dataplane::measure::tests::step;
+
+fn run(mode: Mode, arp: Vec<StepResult>) -> ModeRun {
+    ModeRun {
+        mode,
+        skipped: None,
+        arp,
+        ndp: vec![],
+        flood: None,
+        beside: vec![],
+    }
+}
+
+#[test]
+fn the_peak_comes_from_the_unpaced_step_only() {
+    let mut paced = step(Some(25_000), 25_000.0, 0.0);
+    paced.windows = vec![9e9; 20];
+    let mut unpaced = step(None, 4e6, 0.0);
+    let mut w = vec![4e6; 18];
+    w.extend([6e6, 6.5e6]);
+    unpaced.windows = w;
+    assert_eq!(unpaced_peak(&[paced.clone(), unpaced.clone()]), Some(6e6));
+    assert_eq!(unpaced_peak(&[paced]), None, "no unpaced step");
+    unpaced.windows.truncate(windows::MIN_WINDOWS - 1);
+    assert_eq!(unpaced_peak(&[unpaced]), None, "too few windows");
+}
+
+#[test]
+fn the_speed_line_spans_every_probe_of_every_run() {
+    let probed = |ms: &[f64]| {
+        let mut s = step(None, 1.0, 0.0);
+        s.speed_ms = ms.to_vec();
+        s
+    };
+    let all = vec![
+        vec![run(Mode::Driver, vec![probed(&[16.0, 17.0])])],
+        vec![run(Mode::Kernel, vec![probed(&[24.0])])],
+    ];
+    let line = speed_line(&all).unwrap_or_default();
+    assert!(line.contains("16.0–24.0 ms (1.50×)"), "{line}");
+    assert!(line.contains("in the 3 probes"), "{line}");
+    assert_eq!(
+        speed_line(&[vec![run(Mode::Driver, vec![probed(&[])])]]),
+        None
+    );
+}
+
+#[test]
+fn the_side_by_side_table_splits_each_step_by_tag() {
+    use crate::bench::dataplane::beside::Beside;
+    // Herald (even tags) at 50 µs, the kernel (odd tags) at 100 µs: 0.50×.
+    let with = || {
+        let mut st = step(Some(25_000), 25_000.0, 0.0);
+        st.latencies_ns = vec![50_000, 100_000, 50_000, 100_000];
+        st.probe_tags = vec![0, 1, 2, 3];
+        let mut r = run(Mode::Driver, vec![]);
+        r.beside = vec![Beside {
+            proto: Proto::Arp,
+            step: st,
+        }];
+        r
+    };
+    let all = vec![vec![with()], vec![with()]];
+    let table = side_by_side(&all, &[Mode::Driver, Mode::Kernel], "25k/s").unwrap_or_default();
+    assert!(
+        table.contains("| Herald XDP, driver mode | arp | 50µs (50µs–50µs, ±0%) | 100µs (100µs–100µs, ±0%) | 0.50× (0.50×–0.50×, ±0%) |"),
+        "{table}"
+    );
+    // NDP was not measured side by side: said so, not left out.
+    assert!(table.contains("| ndp | not measured |"), "{table}");
+    assert_eq!(side_by_side(&all, &[Mode::Kernel], "25k/s"), None);
+}
