@@ -385,8 +385,8 @@ fn measure_mode(
                 svg::si(r.offered),
                 svg::si(r.replies),
                 100.0 * r.loss(),
-                report::us(r.p50_us()),
-                report::us(r.p99_us()),
+                stats::us(r.p50_us()),
+                stats::us(r.p99_us()),
                 r.responder_cpu
             );
             println!("          {}", r.path_text());

@@ -15,73 +15,10 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
+use super::frames;
 use super::lab::{self, Lab};
-use super::measure::{Engine, StepResult};
-use super::results::Proto;
-use super::{frames, stats, svg};
-
-/// One side-by-side step of one protocol.
-#[derive(Clone, Debug)]
-pub struct Beside {
-    pub proto: Proto,
-    pub step: StepResult,
-}
-
-impl Beside {
-    /// Probe times (ns) of Herald's address and of the kernel's.
-    pub fn split(&self) -> (Vec<u64>, Vec<u64>) {
-        split(&self.step.latencies_ns, &self.step.probe_tags)
-    }
-
-    /// p99 (µs) of Herald's probes and of the kernel's.
-    pub fn p99_us(&self) -> (Option<f64>, Option<f64>) {
-        let (h, k) = self.split();
-        (
-            stats::percentile_us(&h, 99.0),
-            stats::percentile_us(&k, 99.0),
-        )
-    }
-
-    /// Herald's p99 over the kernel's.
-    pub fn p99_ratio(&self) -> Option<f64> {
-        let (h, k) = self.p99_us();
-        stats::ratio(h?, k?)
-    }
-
-    /// `p50 / p99` of Herald's and of the kernel's probes, with their counts.
-    pub fn text(&self) -> String {
-        let (h, k) = self.split();
-        let side = |v: &[u64]| {
-            format!(
-                "p50 {} p99 {} ({} probes)",
-                super::report::us(stats::percentile_us(v, 50.0)),
-                super::report::us(stats::percentile_us(v, 99.0)),
-                v.len()
-            )
-        };
-        format!(
-            "side by side at {}/s: Herald {}, kernel {}; p99 ×kernel {}",
-            self.step.target.map_or("-".into(), |r| svg::si(r as f64)),
-            side(&h),
-            side(&k),
-            self.p99_ratio().map_or("-".into(), |r| format!("{r:.2}×"))
-        )
-    }
-}
-
-/// Probe times of even tags (Herald's address) and of odd ones (the kernel's); `tags` runs
-/// beside `latencies` (a missing tag counts for neither).
-pub fn split(latencies: &[u64], tags: &[u8]) -> (Vec<u64>, Vec<u64>) {
-    let (mut herald, mut kernel) = (Vec::new(), Vec::new());
-    for (&ns, &tag) in latencies.iter().zip(tags) {
-        if tag % 2 == 0 {
-            herald.push(ns);
-        } else {
-            kernel.push(ns);
-        }
-    }
-    (herald, kernel)
-}
+use super::measure::Engine;
+use super::results::{Beside, Proto};
 
 /// The load (one request for each address, alternating) and the probes (even tags for the VIP,
 /// odd ones for the kernel's address) of one protocol.
@@ -152,16 +89,6 @@ fn measure_both(engine: &mut Engine, rate: u64, time: Duration) -> Result<Vec<Be
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn even_tags_are_heralds_and_odd_ones_the_kernels() {
-        let (h, k) = split(&[10, 20, 30, 40, 50], &[0, 1, 2, 63, 4]);
-        assert_eq!(h, [10, 30, 50]);
-        assert_eq!(k, [20, 40]);
-        // A latency without its tag counts for neither.
-        let (h, k) = split(&[10, 20, 30], &[0, 1]);
-        assert_eq!((h.len(), k.len()), (1, 1));
-    }
 
     #[test]
     fn probes_alternate_between_the_two_addresses() {

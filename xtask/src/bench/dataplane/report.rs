@@ -8,6 +8,7 @@ use super::args::Args;
 use super::measure::{self, StepResult};
 use super::repeat::Spread;
 use super::results::{Mode, ModeRun, Proto};
+use super::stats::us;
 use super::{lab, machine, stats, svg, windows};
 
 /// The largest loss of a step and where it happened, after what kept the step from being the
@@ -26,10 +27,6 @@ fn main_loss(step: &StepResult) -> String {
     } else {
         format!("{loss}; not as asked: {}", short.join(", "))
     }
-}
-
-pub(super) fn us(v: Option<f64>) -> String {
-    v.map_or("-".to_string(), |v| format!("{v:.0}µs"))
 }
 
 fn ratio_text(a: f64, b: f64) -> String {

@@ -1,4 +1,5 @@
-//! Small statistics: percentiles, loss, ratios, and picking the saturation step.
+//! Small statistics: percentiles (and how a time prints), loss, ratios, and picking the
+//! saturation step.
 
 /// Nearest-rank percentile of nanosecond samples, in µs (`None` without samples).
 pub fn percentile_us(samples_ns: &[u64], pct: f64) -> Option<f64> {
@@ -10,6 +11,11 @@ pub fn percentile_us(samples_ns: &[u64], pct: f64) -> Option<f64> {
     let rank = ((pct / 100.0) * sorted.len() as f64).ceil() as usize;
     let index = rank.clamp(1, sorted.len()) - 1;
     Some(sorted[index] as f64 / 1000.0)
+}
+
+/// A time in µs as the tables print it (`-` when there is none).
+pub fn us(v: Option<f64>) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.0}µs"))
 }
 
 /// Share of offered frames left unanswered, 0..=1.

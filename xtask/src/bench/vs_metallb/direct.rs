@@ -186,15 +186,18 @@ fn two_cpus() -> bool {
 /// announcing speaker) pinned to the responder CPU at nice -20 too, like `bench dataplane`'s
 /// fallback. Undone on drop.
 ///
-/// Not SCHED_FIFO as in `bench dataplane`: here the speakers run in the nodes' containers, which
+/// SCHED_FIFO as in `bench dataplane` only for the paced steps up to [`REALTIME_UP_TO`]/s
+/// ([`Placement::for_rate`]); nice -20 above. The speakers run in the nodes' containers, which
 /// cannot be made real-time (cgroup v1 gives a pod's cgroup no real-time runtime), and with a
-/// real-time NAPI thread busy on each CPU (the reflected step) a normal task runs only in what
-/// real-time throttling leaves, 50 ms of each second. Herald's speaker then misses its guard
-/// heartbeats and its node stops answering, as it must when it cannot be sure. Real-time
-/// throttling in 10 ms periods does not save it: 0.5 ms of each 10 ms is 5% of both CPUs for
-/// every process of the lab, and the speakers' gossip still stalled past the guard budget. At
-/// nice -20 the NAPI threads still take the CPU from the lab's other processes, and a speaker
-/// that wakes to beat its guard runs within its time slice.
+/// real-time NAPI thread busy on each CPU (the reflected step, the top paced steps in skb mode)
+/// a normal task runs only in what real-time throttling leaves, 50 ms of each second. Herald's
+/// speaker then misses its guard heartbeats and its node stops answering, as it must when it
+/// cannot be sure. Real-time throttling in 10 ms periods does not save it: 0.5 ms of each 10 ms
+/// is 5% of both CPUs for every process of the lab, and the speakers' gossip still stalled past
+/// the guard budget. At nice -20 the NAPI threads still take the CPU from the lab's other
+/// processes, and a speaker that wakes to beat its guard runs within its time slice; but a
+/// woken NAPI thread may wait for the running task's slice, milliseconds in a low-rate step's
+/// p99, which real-time priority removes while the threads are mostly idle.
 pub struct Placement {
     node_napi: Vec<i32>,
     client_napi: Vec<i32>,
@@ -239,7 +242,26 @@ impl Placement {
     }
 }
 
+/// Highest paced rate (requests/s) whose step runs the NAPI threads SCHED_FIFO: there they are
+/// busy a fifth of their CPU at most (driver mode, measured), and the speakers keep their time.
+pub const REALTIME_UP_TO: u64 = 100_000;
+
 impl Placement {
+    /// The NAPI threads' priority for a step at `rate` (`None`: unpaced): real-time up to
+    /// [`REALTIME_UP_TO`], nice -20 above.
+    pub fn for_rate(&self, rate: Option<u64>) {
+        let realtime = rate.is_some_and(|r| r <= REALTIME_UP_TO);
+        for &tid in self.node_napi.iter().chain(&self.client_napi) {
+            let tid = tid.unsigned_abs();
+            if realtime {
+                crate::bench::dataplane::lab::realtime(tid);
+            } else {
+                crate::bench::dataplane::lab::normal_policy(tid);
+                crate::bench::dataplane::lab::set_nice(tid, -20);
+            }
+        }
+    }
+
     /// Threads whose CPU time is the responder's: the nodes' `eth1` NAPI threads and the
     /// userspace responder's threads (with node-CPU softirq time, `Engine` adds them up).
     pub fn responder_threads(&self) -> Vec<u32> {
@@ -261,6 +283,7 @@ impl Drop for Placement {
             .chain(&self.client_napi)
             .chain(&self.responder)
         {
+            crate::bench::dataplane::lab::normal_policy(tid.unsigned_abs());
             set_nice(tid, 0);
             set_affinity(tid, &all);
         }

@@ -238,7 +238,15 @@ pub fn measure_segment(
     let src = Sources::segment();
     let mut out = Vec::new();
     for proto in [Proto::Arp, Proto::Ndp] {
-        out.push(series(&mut engine, proto, &src, vip4, vip6, rates, step));
+        out.push(series(
+            &mut engine,
+            None,
+            proto,
+            &src,
+            (vip4, vip6),
+            rates,
+            step,
+        ));
     }
     Ok(out)
 }
@@ -264,17 +272,25 @@ pub fn measure_direct(
     let src = Sources::direct(link);
     let mut out = Vec::new();
     for &proto in protos {
-        out.push(series(&mut engine, proto, &src, vip4, vip6, rates, step));
+        out.push(series(
+            &mut engine,
+            Some(&placement),
+            proto,
+            &src,
+            (vip4, vip6),
+            rates,
+            step,
+        ));
     }
     Ok(out)
 }
 
 fn series(
     engine: &mut Engine,
+    placement: Option<&Placement>,
     proto: Proto,
     src: &Sources,
-    vip4: Ipv4Addr,
-    vip6: Ipv6Addr,
+    (vip4, vip6): (Ipv4Addr, Ipv6Addr),
     rates: &[u64],
     step: Duration,
 ) -> Result<Series> {
@@ -286,14 +302,16 @@ fn series(
         );
     }
     // Warm-up at the first rate (neighbour entries, caches): not reported.
-    engine.step(
-        &load,
-        &probes,
-        Some(rates.first().copied().unwrap_or(5_000)),
-        Duration::from_millis(300),
-    )?;
+    let first = Some(rates.first().copied().unwrap_or(5_000));
+    if let Some(p) = placement {
+        p.for_rate(first);
+    }
+    engine.step(&load, &probes, first, Duration::from_millis(300))?;
     let mut steps = Vec::new();
     for rate in rates.iter().map(|&r| Some(r)).chain([None]) {
+        if let Some(p) = placement {
+            p.for_rate(rate);
+        }
         let r = engine.step(&load, &probes, rate, step)?;
         let cpu = if engine.responder_pids.is_empty() {
             String::new()

@@ -48,7 +48,7 @@ fn the_speed_line_spans_every_probe_of_every_run() {
 
 #[test]
 fn the_side_by_side_table_splits_each_step_by_tag() {
-    use crate::bench::dataplane::beside::Beside;
+    use crate::bench::dataplane::results::Beside;
     // Herald (even tags) at 50 µs, the kernel (odd tags) at 100 µs: 0.50×.
     let with = || {
         let mut st = step(Some(25_000), 25_000.0, 0.0);
