@@ -361,8 +361,13 @@ impl Engine {
         let reply_counter = &self.reply_counter;
         let done = AtomicBool::new(false);
         let (generated, readings) = std::thread::scope(|s| {
-            let sampler = sampled
-                .then(|| s.spawn(|| windows::sample(|| reply_counter.replies_total().ok(), &done)));
+            let sampler = sampled.then(|| {
+                s.spawn(|| {
+                    // With the generator, not on the responder's CPU it is there to watch.
+                    let _ = net::pin_current_thread(CLIENT_CPU);
+                    windows::sample(|| reply_counter.replies_total().ok(), &done)
+                })
+            });
             let generated = s
                 .spawn(|| {
                     generate(

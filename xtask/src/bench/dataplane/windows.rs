@@ -1,9 +1,10 @@
 //! Replies over time within an unpaced step: the reply counter read every [`WINDOW`], turned
 //! into one rate per window. A step's mean rate is the machine's speed over those seconds as
-//! much as the responder's: on a shared host the same fixed work can take 1.6× longer from one
-//! second to the next (`machine::Speed`), so a 2 s mean lands anywhere between the fast and the
-//! slow rate. The fastest tenth of the windows is the rate while the machine ran at its fast
-//! speed, which a rerun finds again.
+//! much as the responder's: on a shared host the same system calls took up to 1.6× longer from
+//! one second to the next (`machine::work_ms`), so a 2 s mean lands anywhere between the fast
+//! and the slow rate. The windows show when the rate moved under an unchanged load; the fastest
+//! tenth of them is the rate at the step's fast moments (it did not narrow the spread between
+//! runs here: slow spells can last a whole step).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,7 +19,8 @@ pub const PEAK_SHARE: f64 = 0.10;
 pub const MIN_WINDOWS: usize = 10;
 
 /// Reads `total` every [`WINDOW`] until `done`; the readings with their times since the first.
-/// A reading that fails ends the series (what was read stays usable).
+/// A reading that fails ends the series (what was read stays usable). It sleeps in 10 ms slices
+/// so the step's CPU window, which closes after it stops, holds no idle tail of its.
 pub fn sample(total: impl Fn() -> Option<u64>, done: &AtomicBool) -> Vec<(Duration, u64)> {
     let start = Instant::now();
     let mut out = Vec::new();
@@ -128,7 +130,8 @@ mod tests {
 
     #[test]
     fn slivers_merge_into_the_next_window_and_a_counter_going_back_ends_the_series() {
-        // A late reading at 150 ms and a prompt one at 160 ms: 160–260 stays one window.
+        // A late reading at 150 ms and a prompt one at 160 ms: the 10 ms sliver merges, so
+        // 150–260 is one window (110 ms) and every rate stays 1000/s.
         let r = [
             (ms(0), 0),
             (ms(150), 150),

@@ -242,22 +242,37 @@ impl Placement {
     }
 }
 
-/// Highest paced rate (requests/s) whose step runs the NAPI threads SCHED_FIFO: there they are
-/// busy a fifth of their CPU at most (driver mode, measured), and the speakers keep their time.
+/// Highest paced rate (requests/s) whose step runs the NAPI threads SCHED_FIFO: there the node
+/// CPU was a third busy in driver mode and two thirds at most in skb mode (measured), and the
+/// speakers kept their time (the guard silenced nothing).
 pub const REALTIME_UP_TO: u64 = 100_000;
 
 impl Placement {
     /// The NAPI threads' priority for a step at `rate` (`None`: unpaced): real-time up to
-    /// [`REALTIME_UP_TO`], nice -20 above.
+    /// [`REALTIME_UP_TO`], nice -20 above. Says so when a thread kept another policy (the
+    /// kernel refused the change).
     pub fn for_rate(&self, rate: Option<u64>) {
         let realtime = rate.is_some_and(|r| r <= REALTIME_UP_TO);
         for &tid in self.node_napi.iter().chain(&self.client_napi) {
-            let tid = tid.unsigned_abs();
+            let pid = tid.unsigned_abs();
             if realtime {
-                crate::bench::dataplane::lab::realtime(tid);
+                crate::bench::dataplane::lab::realtime(pid);
             } else {
-                crate::bench::dataplane::lab::normal_policy(tid);
-                crate::bench::dataplane::lab::set_nice(tid, -20);
+                crate::bench::dataplane::lab::normal_policy(pid);
+                crate::bench::dataplane::lab::set_nice(pid, -20);
+            }
+            // SAFETY: sched_getscheduler reads a thread's policy; -1 when it is gone.
+            let policy = unsafe { libc::sched_getscheduler(tid) };
+            let want = if realtime {
+                libc::SCHED_FIFO
+            } else {
+                libc::SCHED_OTHER
+            };
+            if policy != want {
+                println!(
+                    "   NAPI thread {tid}: policy {policy}, not {want}, for the step at {}: the kernel refused the change",
+                    rate.map_or("max".to_string(), |r| format!("{r}/s"))
+                );
             }
         }
     }

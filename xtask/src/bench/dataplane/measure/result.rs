@@ -26,7 +26,7 @@ pub struct StepResult {
     /// Of a reflected step: the time from the loop's first reflected frame to its last, as a
     /// share of the step's time (it cannot run past the step; short of it, it stalled).
     pub loop_share: Option<f64>,
-    /// Of an unpaced step: replies/s in each whole [`windows::WINDOW`] of it.
+    /// Of an unpaced step: replies/s in each whole 100 ms window (`windows::WINDOW`) of it.
     pub windows: Vec<f64>,
     /// Of an unpaced step: the machine's speed probe on the node CPU just before and just after
     /// it, in ms (`machine::work_ms`; what could be measured).
