@@ -59,24 +59,33 @@ struct Traffic {
 }
 
 fn traffic(proto: Proto) -> Traffic {
-    let (c4, p4, v4) = (ipv4(lab::CLIENT_V4), ipv4(lab::PROBE_V4), ipv4(lab::VIP_V4));
-    let (c6, v6) = (ipv6(lab::CLIENT_V6), ipv6(lab::VIP_V6));
-    let tags = 0..frames::PROBE_TAGS as u8;
+    Traffic {
+        load: vec![request(proto, None, 0)],
+        probes: (0..frames::PROBE_TAGS as u8)
+            .map(|t| request(proto, Some(t), 0))
+            .collect(),
+    }
+}
+
+/// A request of `proto` for the VIP (`side` 0) or for the kernel's address beside it (1, the
+/// side-by-side step's), from the generator or, with a tag, as that tag's probe.
+fn request(proto: Proto, tag: Option<u8>, side: usize) -> Vec<u8> {
+    let mac = tag.map_or(frames::GENERATOR_MAC, frames::probe_mac);
     match proto {
-        Proto::Arp => Traffic {
-            load: vec![frames::arp_request(frames::GENERATOR_MAC, c4, v4)],
-            probes: tags
-                .map(|t| frames::arp_request(frames::probe_mac(t), p4, v4))
-                .collect(),
-        },
-        Proto::Ndp => Traffic {
-            load: vec![frames::neighbor_solicitation(frames::GENERATOR_MAC, c6, v6)],
-            probes: tags
-                .map(|t| {
-                    frames::neighbor_solicitation(frames::probe_mac(t), frames::probe_ipv6(t), v6)
-                })
-                .collect(),
-        },
+        Proto::Arp => {
+            let target = [lab::VIP_V4, lab::BESIDE_V4][side % 2];
+            let from = if tag.is_some() {
+                lab::PROBE_V4
+            } else {
+                lab::CLIENT_V4
+            };
+            frames::arp_request(mac, ipv4(from), ipv4(target))
+        }
+        Proto::Ndp => {
+            let target = [lab::VIP_V6, lab::BESIDE_V6][side % 2];
+            let from = tag.map_or(ipv6(lab::CLIENT_V6), frames::probe_ipv6);
+            frames::neighbor_solicitation(mac, from, ipv6(target))
+        }
     }
 }
 

@@ -13,15 +13,14 @@
 //! (and in driver mode are copied into an XDP buffer and back), which costs it a little. The
 //! one-after-the-other figures stay beside these for that reason.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::frames;
-use super::lab::{self, Lab};
+use super::lab::Lab;
 use super::measure::Engine;
 use super::results::{Beside, Proto};
+use super::{frames, request};
 
 /// The load (one request for each address, alternating) and the probes (even tags for the VIP,
 /// odd ones for the kernel's address) of one protocol.
@@ -31,30 +30,6 @@ pub fn traffic(proto: Proto) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         .map(|t| request(proto, Some(t), usize::from(t % 2)))
         .collect();
     (load, probes)
-}
-
-/// A request of `proto` for the VIP (`side` 0) or the kernel's address (1), from the generator
-/// or, with a tag, as that tag's probe.
-fn request(proto: Proto, tag: Option<u8>, side: usize) -> Vec<u8> {
-    let v4 = |s: &str| s.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let v6 = |s: &str| s.parse().unwrap_or(Ipv6Addr::UNSPECIFIED);
-    let mac = tag.map_or(frames::GENERATOR_MAC, frames::probe_mac);
-    match proto {
-        Proto::Arp => {
-            let target = [lab::VIP_V4, lab::BESIDE_V4][side % 2];
-            let from = if tag.is_some() {
-                lab::PROBE_V4
-            } else {
-                lab::CLIENT_V4
-            };
-            frames::arp_request(mac, v4(from), v4(target))
-        }
-        Proto::Ndp => {
-            let target = [lab::VIP_V6, lab::BESIDE_V6][side % 2];
-            let from = tag.map_or(v6(lab::CLIENT_V6), frames::probe_ipv6);
-            frames::neighbor_solicitation(mac, from, v6(target))
-        }
-    }
 }
 
 /// Both protocols side by side at `rate` for `time`, with Herald answering for the VIPs (its
@@ -92,6 +67,8 @@ fn measure_both(engine: &mut Engine, rate: u64, time: Duration) -> Result<Vec<Be
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::dataplane::lab;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn probes_alternate_between_the_two_addresses() {

@@ -387,10 +387,9 @@ fn side_by_side(all: &[Vec<ModeRun>], modes: &[Mode], low: &str) -> Option<Strin
     let times = |v: f64| format!("{v:.2}×");
     for &mode in &side {
         for proto in [Proto::Arp, Proto::Ndp] {
-            let find = |r: &ModeRun| r.beside.iter().find(|b| b.proto == proto).cloned();
-            let herald = per_run(all, mode, |r, _| find(r)?.p99_us().0);
-            let kernel = per_run(all, mode, |r, _| find(r)?.p99_us().1);
-            let ratio = per_run(all, mode, |r, _| find(r)?.p99_ratio());
+            let herald = per_run(all, mode, |r, _| r.beside_of(proto)?.p99_us().0);
+            let kernel = per_run(all, mode, |r, _| r.beside_of(proto)?.p99_us().1);
+            let ratio = per_run(all, mode, |r, _| r.beside_of(proto)?.p99_ratio());
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} |",

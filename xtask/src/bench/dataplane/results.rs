@@ -83,6 +83,10 @@ pub struct ModeRun {
 }
 
 impl ModeRun {
+    /// The side-by-side step of `proto`, if this run had one.
+    pub fn beside_of(&self, proto: Proto) -> Option<&Beside> {
+        self.beside.iter().find(|b| b.proto == proto)
+    }
     pub fn steps(&self, proto: Proto) -> &[StepResult] {
         match proto {
             Proto::Arp => &self.arp,
