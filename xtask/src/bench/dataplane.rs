@@ -37,6 +37,7 @@ mod results;
 pub mod stats;
 pub mod svg;
 mod sys;
+mod turns;
 mod txstamp;
 pub mod windows;
 
@@ -236,6 +237,11 @@ fn measure_all(lab: &Lab, engine: &mut Engine, args: &Args, step: Duration) -> V
             tail: Duration::from_millis(args.tail_ms).max(step),
             flood: Duration::from_millis(args.flood_ms),
             flood_rate: (args.flood_rate > 0).then_some(args.flood_rate),
+            turns: turns::Turns {
+                pairs: args.turn_pairs,
+                time: Duration::from_millis(args.turn_ms),
+                warm_rate: args.rates.first().copied().unwrap_or(25_000),
+            },
         };
         let run = measure_mode(lab, engine, mode, &args.rates, &times);
         match run {
@@ -249,6 +255,7 @@ fn measure_all(lab: &Lab, engine: &mut Engine, args: &Args, step: Duration) -> V
                     ndp: vec![],
                     flood: None,
                     beside: vec![],
+                    turns: vec![],
                 });
             }
         }
@@ -338,6 +345,8 @@ struct StepTimes {
     flood: Duration,
     /// Junk frames/s of the flood (`None`: as fast as the generator goes).
     flood_rate: Option<u64>,
+    /// The XDP modes' saturation turns beside the kernel.
+    turns: turns::Turns,
 }
 
 fn measure_mode(
@@ -354,6 +363,7 @@ fn measure_mode(
         ndp: vec![],
         flood: None,
         beside: vec![],
+        turns: vec![],
     };
     let responder = match start_responder(lab, mode)? {
         Ok(r) => r,
@@ -420,6 +430,13 @@ fn measure_mode(
         match proto {
             Proto::Arp => run.arp = results,
             Proto::Ndp => run.ndp = results,
+        }
+    }
+    if matches!(mode, Mode::Driver | Mode::Skb) && times.turns.pairs > 0 {
+        // Failed turns are said and left out; the series above stand.
+        match turns::measure(lab, engine, mode, &times.turns)? {
+            Ok(t) => run.turns = t,
+            Err(e) => println!("   saturation in turns: {e:#}"),
         }
     }
     if matches!(mode, Mode::Driver | Mode::Skb) {

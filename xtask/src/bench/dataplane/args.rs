@@ -26,6 +26,13 @@ pub struct Args {
     /// generator's program in bursts of a few frames; 0: as fast as the generator goes.
     #[arg(long, default_value_t = 3_000_000)]
     pub flood_rate: u64,
+    /// Pairs of saturation turns per XDP mode and protocol: Herald's program and the kernel at
+    /// saturation one after the other, seconds apart, in ABBA order (0: none).
+    #[arg(long, default_value_t = 3)]
+    pub turn_pairs: usize,
+    /// Length of each saturation turn in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub turn_ms: u64,
     /// Responders to measure (driver, skb, userspace, kernel).
     #[arg(
         long,

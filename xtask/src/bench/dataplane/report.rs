@@ -296,6 +296,9 @@ pub(super) fn report(
                 .map(move |b| format!("- {}, {}: {}", r.mode.label(), b.proto.file(), b.text()))
         })
         .collect();
+    if let Some(text) = turns::run_text(runs) {
+        s.push_str(&text);
+    }
     if !beside.is_empty() {
         let _ = writeln!(
             s,
@@ -494,6 +497,9 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> 
             }
         }
     }
+    if let Some(table) = turns::summary(all, &modes) {
+        s.push_str(&table);
+    }
     if let Some(table) = side_by_side(all, &modes, &low) {
         s.push_str(&table);
     }
@@ -535,3 +541,4 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> 
 
 #[cfg(test)]
 mod tests;
+mod turns;

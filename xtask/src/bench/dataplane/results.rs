@@ -1,11 +1,12 @@
 //! What one run of the bench measured: the responders and protocols it compares, and the steps
-//! and flood figures of each responder, and its side-by-side steps (Herald and the kernel in one
-//! step, told apart by probe tag).
+//! and flood figures of each responder, its side-by-side steps (Herald and the kernel in one
+//! step, told apart by probe tag) and its saturation turns (Herald and the kernel alternating).
 
 use std::time::Duration;
 
 use super::lab;
 use super::measure::StepResult;
+use super::repeat::Spread;
 use super::{stats, svg};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -80,12 +81,18 @@ pub struct ModeRun {
     pub flood: Option<Flood>,
     /// Herald's program with the kernel beside it in one step (XDP modes only).
     pub beside: Vec<Beside>,
+    /// Herald's program and the kernel at saturation in turns (XDP modes only).
+    pub turns: Vec<Alternation>,
 }
 
 impl ModeRun {
     /// The side-by-side step of `proto`, if this run had one.
     pub fn beside_of(&self, proto: Proto) -> Option<&Beside> {
         self.beside.iter().find(|b| b.proto == proto)
+    }
+    /// The saturation turns of `proto`, if this run had them.
+    pub fn turns_of(&self, proto: Proto) -> Option<&Alternation> {
+        self.turns.iter().find(|a| a.proto == proto)
     }
     pub fn steps(&self, proto: Proto) -> &[StepResult] {
         match proto {
@@ -144,6 +151,111 @@ impl Beside {
     }
 }
 
+/// One unpaced (saturation) step of an alternation: who answered and what it measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Turn {
+    /// Herald's program answered (else the kernel, the program detached).
+    pub herald: bool,
+    pub replies: f64,
+    /// The step's replies/s is a floor ([`StepResult::is_floor`]).
+    pub floor: bool,
+    /// Frames the node end's driver sent back by XDP_TX (driver mode's replies), when known.
+    pub xdp_tx: Option<u64>,
+}
+
+impl Turn {
+    pub fn of(herald: bool, step: &StepResult) -> Turn {
+        Turn {
+            herald,
+            replies: step.replies,
+            floor: step.is_floor(),
+            xdp_tx: match &step.path {
+                Ok(Some(p)) => Some(p.xdp_tx),
+                _ => None,
+            },
+        }
+    }
+    pub fn who(&self) -> &'static str {
+        if self.herald { "Herald" } else { "kernel" }
+    }
+}
+
+/// Herald's program and the kernel at saturation in turns of one run, one protocol: the turns
+/// run in pairs (each pair one of each, in ABBA order), so a pair's two figures are seconds apart
+/// and a slow spell of the host weighs on both.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alternation {
+    pub proto: Proto,
+    /// In the order run.
+    pub turns: Vec<Turn>,
+}
+
+impl Alternation {
+    /// Herald's replies/s over the kernel's, for each pair of turns that has one of each, and
+    /// whether either of the pair's figures is a floor.
+    pub fn pair_ratios(&self) -> Vec<(f64, bool)> {
+        self.turns
+            .as_chunks::<2>()
+            .0
+            .iter()
+            .filter_map(|[a, b]| {
+                let (herald, kernel) = match (a.herald, b.herald) {
+                    (true, false) => (a, b),
+                    (false, true) => (b, a),
+                    _ => return None,
+                };
+                let r = stats::ratio(herald.replies, kernel.replies)?;
+                Some((r, herald.floor || kernel.floor))
+            })
+            .collect()
+    }
+    /// The median of the pairs' ratios.
+    pub fn ratio(&self) -> Option<f64> {
+        let r: Vec<f64> = self.pair_ratios().iter().map(|p| p.0).collect();
+        Spread::of(&r).map(|s| s.median)
+    }
+    /// The median replies/s of Herald's turns (`true`) or the kernel's.
+    pub fn replies(&self, herald: bool) -> Option<f64> {
+        let r: Vec<f64> = self
+            .turns
+            .iter()
+            .filter(|t| t.herald == herald)
+            .map(|t| t.replies)
+            .collect();
+        Spread::of(&r).map(|s| s.median)
+    }
+    /// Whether any turn's figure is a floor.
+    pub fn has_floor(&self) -> bool {
+        self.turns.iter().any(|t| t.floor)
+    }
+    /// Every turn in order, the pairs' ratios and their median.
+    pub fn text(&self) -> String {
+        let turns: Vec<String> = self
+            .turns
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} {}/s{}",
+                    t.who(),
+                    svg::si(t.replies),
+                    if t.floor { " (floor)" } else { "" }
+                )
+            })
+            .collect();
+        let pairs: Vec<String> = self
+            .pair_ratios()
+            .iter()
+            .map(|(r, floor)| format!("{}{r:.2}×", if *floor { "≥ " } else { "" }))
+            .collect();
+        format!(
+            "saturation in turns: {}; Herald ÷ kernel per pair {}, median {}",
+            turns.join(", "),
+            pairs.join(" "),
+            self.ratio().map_or("-".into(), |r| format!("{r:.2}×"))
+        )
+    }
+}
+
 /// Probe times of even tags (Herald's address) and of odd ones (the kernel's); `tags` runs
 /// beside `latencies` (a missing tag counts for neither).
 pub fn split(latencies: &[u64], tags: &[u8]) -> (Vec<u64>, Vec<u64>) {
@@ -161,6 +273,61 @@ pub fn split(latencies: &[u64], tags: &[u8]) -> (Vec<u64>, Vec<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn turn(herald: bool, replies: f64, floor: bool) -> Turn {
+        Turn {
+            herald,
+            replies,
+            floor,
+            xdp_tx: None,
+        }
+    }
+
+    #[test]
+    fn turns_pair_up_one_of_each() {
+        let a = Alternation {
+            proto: Proto::Arp,
+            turns: vec![
+                turn(true, 6.0e6, false),
+                turn(false, 5.0e5, false),
+                turn(false, 4.0e5, false),
+                turn(true, 4.0e6, true),
+                turn(true, 6.6e6, false),
+                turn(false, 6.0e5, false),
+            ],
+        };
+        let pairs = a.pair_ratios();
+        assert_eq!(pairs.len(), 3);
+        assert!((pairs[0].0 - 12.0).abs() < 1e-9 && !pairs[0].1);
+        assert!((pairs[1].0 - 10.0).abs() < 1e-9 && pairs[1].1);
+        assert!((pairs[2].0 - 11.0).abs() < 1e-9);
+        assert_eq!(a.ratio(), Some(11.0));
+        assert_eq!(a.replies(true), Some(6.0e6));
+        assert_eq!(a.replies(false), Some(5.0e5));
+        assert!(a.has_floor());
+        let text = a.text();
+        assert!(text.contains("≥ 10.00×"), "{text}");
+        assert!(text.contains("median 11.00×"), "{text}");
+        assert!(text.contains("Herald 4.0M/s (floor)"), "{text}");
+    }
+
+    #[test]
+    fn a_pair_without_one_of_each_or_a_silent_kernel_gives_no_ratio() {
+        let a = Alternation {
+            proto: Proto::Ndp,
+            // Two of Herald's turns in one pair, a kernel turn with no replies, a turn left over.
+            turns: vec![
+                turn(true, 1.0e6, false),
+                turn(true, 1.0e6, false),
+                turn(true, 1.0e6, false),
+                turn(false, 0.0, false),
+                turn(false, 1.0e5, false),
+            ],
+        };
+        assert!(a.pair_ratios().is_empty());
+        assert_eq!(a.ratio(), None);
+        assert!(!a.has_floor());
+    }
 
     #[test]
     fn even_tags_are_heralds_and_odd_ones_the_kernels() {

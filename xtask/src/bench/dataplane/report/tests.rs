@@ -9,6 +9,7 @@ fn run(mode: Mode, arp: Vec<StepResult>) -> ModeRun {
         ndp: vec![],
         flood: None,
         beside: vec![],
+        turns: vec![],
     }
 }
 
@@ -70,4 +71,50 @@ fn the_side_by_side_table_splits_each_step_by_tag() {
     // NDP was not measured side by side: said so, not left out.
     assert!(table.contains("| ndp | not measured |"), "{table}");
     assert_eq!(side_by_side(&all, &[Mode::Kernel], "25k/s"), None);
+}
+
+#[test]
+fn the_turns_table_takes_each_runs_median_pair() {
+    use crate::bench::dataplane::results::{Alternation, Turn};
+    let turn = |herald, replies| Turn {
+        herald,
+        replies,
+        floor: false,
+        xdp_tx: None,
+    };
+    // Pairs 10×, 8×, 9× in one run (median 9×), 12× alone in the other.
+    let with = |turns: Vec<Turn>| {
+        let mut r = run(Mode::Driver, vec![]);
+        r.turns = vec![Alternation {
+            proto: Proto::Arp,
+            turns,
+        }];
+        r
+    };
+    let all = vec![
+        vec![with(vec![
+            turn(true, 5e6),
+            turn(false, 5e5),
+            turn(false, 5e5),
+            turn(true, 4e6),
+            turn(true, 4.5e6),
+            turn(false, 5e5),
+        ])],
+        vec![with(vec![turn(true, 6e6), turn(false, 5e5)])],
+    ];
+    let table = turns::summary(&all, &[Mode::Driver, Mode::Kernel]).unwrap_or_default();
+    assert!(
+        table.contains("| Herald XDP, driver mode | arp | 5.2M/s (4.5M/s–6.0M/s, ±14%) | 500k/s (500k/s–500k/s, ±0%) | 10.50× (9.00×–12.00×, ±14%) |"),
+        "{table}"
+    );
+    assert!(table.contains("| ndp | not measured |"), "{table}");
+    assert!(!table.contains("floor"), "{table}");
+    let text = turns::run_text(&all[0]).unwrap_or_default();
+    assert!(
+        text.contains("per pair 10.00× 8.00× 9.00×, median 9.00×"),
+        "{text}"
+    );
+    // A run without turns has no section, and a table needs a mode that had some.
+    assert_eq!(turns::run_text(&[run(Mode::Driver, vec![])]), None);
+    assert_eq!(turns::summary(&all, &[Mode::Kernel]), None);
 }

@@ -1,0 +1,83 @@
+//! The saturation turns in the tables: each run's turns in order, and over the runs the
+//! median of each run's pair ratios beside the headline ratio taken minutes apart.
+
+use std::fmt::Write as _;
+
+use super::super::results::{Mode, ModeRun, Proto};
+use super::super::svg;
+use super::{per_run, spread_text};
+
+const ABOUT: &str = "The VIPs stay on the node interface; with Herald's program attached it answers them, detached the kernel does. The two take turns at saturation (unpaced steps) in pairs, one of each, ABBA, so a pair's figures are seconds apart instead of minutes.";
+
+/// One run's turns, every XDP mode and protocol (`None` when the run had none).
+pub fn run_text(runs: &[ModeRun]) -> Option<String> {
+    let lines: Vec<String> = runs
+        .iter()
+        .flat_map(|r| {
+            r.turns
+                .iter()
+                .map(move |a| format!("- {}, {}: {}", r.mode.label(), a.proto.file(), a.text()))
+        })
+        .collect();
+    (!lines.is_empty()).then(|| {
+        format!(
+            "\n## Saturation in turns: Herald's program and the kernel seconds apart\n\n{ABOUT}\n\n{}\n",
+            lines.join("\n")
+        )
+    })
+}
+
+/// Over the runs: Herald's and the kernel's replies/s in turns (the medians of each run's turns)
+/// and the ratio (the median of each run's pair ratios), per XDP mode and protocol.
+pub fn summary(all: &[Vec<ModeRun>], modes: &[Mode]) -> Option<String> {
+    let with: Vec<Mode> = modes
+        .iter()
+        .copied()
+        .filter(|&m| {
+            all.iter()
+                .flatten()
+                .any(|r| r.mode == m && !r.turns.is_empty())
+        })
+        .collect();
+    if with.is_empty() {
+        return None;
+    }
+    let mut s = format!(
+        "\n## Saturation in turns: replies/s of Herald and the kernel seconds apart\n\n{ABOUT} Each run's ratio is the median of its pairs'.\n\n| responder | protocol | Herald replies/s | kernel replies/s, in turns | Herald ÷ kernel |\n|---|---|---|---|---|\n"
+    );
+    let rate = |v: f64| format!("{}/s", svg::si(v));
+    let times = |v: f64| format!("{v:.2}×");
+    let mut notes = String::new();
+    for &mode in &with {
+        for proto in [Proto::Arp, Proto::Ndp] {
+            let herald = per_run(all, mode, |r, _| r.turns_of(proto)?.replies(true));
+            let kernel = per_run(all, mode, |r, _| r.turns_of(proto)?.replies(false));
+            let ratio = per_run(all, mode, |r, _| r.turns_of(proto)?.ratio());
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                mode.label(),
+                proto.file(),
+                spread_text(&herald, rate),
+                spread_text(&kernel, rate),
+                spread_text(&ratio, times)
+            );
+        }
+        let floors = all
+            .iter()
+            .flatten()
+            .filter(|r| r.mode == mode)
+            .flat_map(|r| &r.turns)
+            .filter(|a| a.has_floor())
+            .count();
+        if floors > 0 {
+            let _ = writeln!(
+                notes,
+                "\n{}: {floors} of its alternations had a turn whose replies/s is a floor (see each run's turns).",
+                mode.label()
+            );
+        }
+    }
+    s.push_str(&notes);
+    Some(s)
+}
