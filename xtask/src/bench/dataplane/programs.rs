@@ -297,38 +297,57 @@ pub(super) fn cycle_program(frames: &[Vec<u8>], map_fd: i32) -> Result<Vec<u8>> 
     a.finish()
 }
 
-/// XDP program: frames sent to `mac` are counted in array map `map_fd`[0] and dropped;
-/// everything else passes.
+/// XDP program: replies sent to `mac` (ARP replies, and ICMPv6 Neighbor Advertisements right
+/// after the IPv6 header) are counted in array map `map_fd`[0] and dropped; everything else
+/// passes, other frames to `mac` included: the node's own stack sends the generator its ARP
+/// and neighbour probes too, which are not answers and must not count as any (under the flood,
+/// every frame counted here is a wrong answer).
 pub(super) fn counter_program(mac: [u8; 6], map_fd: i32) -> Vec<u8> {
     let head = i32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]);
     let tail = i32::from(u16::from_le_bytes([mac[4], mac[5]]));
-    let prog: [[u8; 8]; 24] = [
-        insn(0xbf, 6, 1, 0, 0),      // 0: r6 = ctx
-        insn(0x61, 2, 6, 0, 0),      // 1: r2 = ctx->data
-        insn(0x61, 3, 6, 4, 0),      // 2: r3 = ctx->data_end
-        insn(0xbf, 4, 2, 0, 0),      // 3: r4 = r2
-        insn(0x07, 4, 0, 0, 6),      // 4: r4 += 6
-        insn(0x2d, 4, 3, 4, 0),      // 5: if r4 > r3 goto 10 (pass)
-        insn(0x61, 5, 2, 0, 0),      // 6: r5 = *(u32 *)(data + 0)
-        insn(0x55, 5, 0, 2, head),   // 7: if r5 != mac[0..4] goto 10
-        insn(0x69, 5, 2, 4, 0),      // 8: r5 = *(u16 *)(data + 4)
-        insn(0x15, 5, 0, 2, tail),   // 9: if r5 == mac[4..6] goto 12 (count)
-        insn(0xb7, 0, 0, 0, 2),      // 10: r0 = XDP_PASS
-        insn(0x95, 0, 0, 0, 0),      // 11: exit
-        insn(0x62, 10, 0, -4, 0),    // 12: *(u32 *)(fp - 4) = 0 (key)
-        insn(0xbf, 2, 10, 0, 0),     // 13: r2 = fp
-        insn(0x07, 2, 0, 0, -4),     // 14: r2 += -4
-        insn(0x18, 1, 1, 0, map_fd), // 15: r1 = map (ld_imm64, pseudo map fd)
-        insn(0x00, 0, 0, 0, 0),      // 16: (second half)
-        insn(0x85, 0, 0, 0, 1),      // 17: call map_lookup_elem
-        insn(0x15, 0, 0, 2, 0),      // 18: if r0 == 0 goto 21
-        insn(0xb7, 1, 0, 0, 1),      // 19: r1 = 1
-        insn(0xdb, 0, 1, 0, 0),      // 20: lock *(u64 *)(r0 + 0) += r1
-        insn(0xb7, 0, 0, 0, 1),      // 21: r0 = XDP_DROP
-        insn(0x95, 0, 0, 0, 0),      // 22: exit
-        insn(0x95, 0, 0, 0, 0),      // 23: (unreachable padding exit)
+    // Ethertypes and the ARP opcode as little-endian 16-bit loads see them.
+    let arp = i32::from(u16::from_le_bytes([0x08, 0x06]));
+    let ipv6 = i32::from(u16::from_le_bytes([0x86, 0xdd]));
+    let arp_reply = i32::from(u16::from_le_bytes([0x00, 0x02]));
+    let prog: [[u8; 8]; 36] = [
+        insn(0xbf, 6, 1, 0, 0),          // 0: r6 = ctx
+        insn(0x61, 2, 6, 0, 0),          // 1: r2 = ctx->data
+        insn(0x61, 3, 6, 4, 0),          // 2: r3 = ctx->data_end
+        insn(0xbf, 4, 2, 0, 0),          // 3: r4 = r2
+        insn(0x07, 4, 0, 0, 22),         // 4: r4 += 22 (through the ARP opcode)
+        insn(0x2d, 4, 3, 28, 0),         // 5: if r4 > r3 goto 34 (pass)
+        insn(0x61, 5, 2, 0, 0),          // 6: r5 = *(u32 *)(data + 0)
+        insn(0x55, 5, 0, 26, head),      // 7: if r5 != mac[0..4] goto 34
+        insn(0x69, 5, 2, 4, 0),          // 8: r5 = *(u16 *)(data + 4)
+        insn(0x55, 5, 0, 24, tail),      // 9: if r5 != mac[4..6] goto 34
+        insn(0x69, 5, 2, 12, 0),         // 10: r5 = ethertype
+        insn(0x15, 5, 0, 9, arp),        // 11: if ARP goto 21
+        insn(0x55, 5, 0, 21, ipv6),      // 12: if not IPv6 goto 34
+        insn(0xbf, 4, 2, 0, 0),          // 13: r4 = r2
+        insn(0x07, 4, 0, 0, 55),         // 14: r4 += 55 (through the ICMPv6 type)
+        insn(0x2d, 4, 3, 18, 0),         // 15: if r4 > r3 goto 34
+        insn(0x71, 5, 2, 20, 0),         // 16: r5 = next header
+        insn(0x55, 5, 0, 16, 58),        // 17: if not ICMPv6 goto 34
+        insn(0x71, 5, 2, 54, 0),         // 18: r5 = ICMPv6 type
+        insn(0x15, 5, 0, 3, 136),        // 19: if NA goto 23 (count)
+        insn(0x05, 0, 0, 13, 0),         // 20: goto 34
+        insn(0x69, 5, 2, 20, 0),         // 21: r5 = ARP opcode
+        insn(0x55, 5, 0, 11, arp_reply), // 22: if not a reply goto 34
+        insn(0x62, 10, 0, -4, 0),        // 23: *(u32 *)(fp - 4) = 0 (key)
+        insn(0xbf, 2, 10, 0, 0),         // 24: r2 = fp
+        insn(0x07, 2, 0, 0, -4),         // 25: r2 += -4
+        insn(0x18, 1, 1, 0, map_fd),     // 26: r1 = map (ld_imm64, pseudo map fd)
+        insn(0x00, 0, 0, 0, 0),          // 27: (second half)
+        insn(0x85, 0, 0, 0, 1),          // 28: call map_lookup_elem
+        insn(0x15, 0, 0, 2, 0),          // 29: if r0 == 0 goto 32
+        insn(0xb7, 1, 0, 0, 1),          // 30: r1 = 1
+        insn(0xdb, 0, 1, 0, 0),          // 31: lock *(u64 *)(r0 + 0) += r1
+        insn(0xb7, 0, 0, 0, 1),          // 32: r0 = XDP_DROP
+        insn(0x95, 0, 0, 0, 0),          // 33: exit
+        insn(0xb7, 0, 0, 0, 2),          // 34: r0 = XDP_PASS
+        insn(0x95, 0, 0, 0, 0),          // 35: exit
     ];
-    prog[..23].concat()
+    prog.concat()
 }
 
 /// Byte offset of the reflected-frame count in the reply counter's map value (the replies
@@ -474,9 +493,9 @@ mod tests {
         assert_eq!(&at(7)[4..8], &[0x02, 0xaa, 0x00, 0x00]);
         assert_eq!(&at(9)[4..6], &[0x00, 0x01]);
         // Map fd in the ld_imm64, marked as a pseudo map fd (src register 1).
-        assert_eq!(at(15)[1] >> 4, 1);
+        assert_eq!(at(26)[1] >> 4, 1);
         assert_eq!(
-            i32::from_le_bytes([at(15)[4], at(15)[5], at(15)[6], at(15)[7]]),
+            i32::from_le_bytes([at(26)[4], at(26)[5], at(26)[6], at(26)[7]]),
             7
         );
         assert_jumps_inside_and_exits(&p);

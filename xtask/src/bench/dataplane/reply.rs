@@ -226,4 +226,49 @@ mod tests {
         map_lookup(&loop_map, &mut v).unwrap();
         assert_eq!(word(&v, reflect_loop::FIRST), 0, "the loop never ran");
     }
+
+    #[test]
+    fn the_counter_counts_only_replies_to_its_mac() {
+        use crate::bench::dataplane::frames;
+        use std::net::{Ipv4Addr, Ipv6Addr};
+        let mac = [0x02, 0, 0, 0, 0, 0x42];
+        let map = array_map(16, "test map").unwrap();
+        let prog = load_xdp(
+            &programs::counter_program(mac, map.as_raw_fd()),
+            "test_count",
+        )
+        .unwrap();
+        let to_mac = |mut f: Vec<u8>| {
+            f[..6].copy_from_slice(&mac);
+            f
+        };
+        let (v4, v6) = (Ipv4Addr::new(198, 51, 100, 1), Ipv6Addr::LOCALHOST);
+        let request = to_mac(frames::arp_request([0x02, 0, 0, 0, 0, 1], v4, v4));
+        let mut reply = request.clone();
+        reply[21] = 2;
+        let solicitation = to_mac(frames::neighbor_solicitation([0x02, 0, 0, 0, 0, 1], v6, v6));
+        let mut advertisement = solicitation.clone();
+        advertisement[54] = 136;
+        let mut not_icmp = advertisement.clone();
+        not_icmp[20] = 17;
+        // Replies to the MAC are counted and dropped.
+        assert_eq!(test_run(&prog, &reply).0, 1, "ARP reply: XDP_DROP");
+        assert_eq!(test_run(&prog, &advertisement).0, 1, "NA: XDP_DROP");
+        assert_eq!(counts(&map).0, 2);
+        // The node stack's own requests to the MAC, anything else, and short frames pass
+        // uncounted.
+        let mut elsewhere = reply.clone();
+        elsewhere[5] = 0x43;
+        for (what, frame) in [
+            ("ARP request", request),
+            ("NS", solicitation),
+            ("NA type after a non-ICMPv6 header", not_icmp),
+            ("a reply to another MAC", elsewhere),
+            ("a 21-byte frame", reply[..21].to_vec()),
+            ("an NA cut before its type", advertisement[..54].to_vec()),
+        ] {
+            assert_eq!(test_run(&prog, &frame).0, 2, "{what}: XDP_PASS");
+        }
+        assert_eq!(counts(&map).0, 2);
+    }
 }
