@@ -383,7 +383,7 @@ fn measure_mode(
         engine.step(
             &t.load,
             &t.probes,
-            Some(rates.first().copied().unwrap_or(10_000)),
+            Some(rates.first().copied().unwrap_or(25_000)),
             Duration::from_millis(300),
         )?;
         let mut results = Vec::new();
@@ -433,10 +433,18 @@ fn measure_mode(
         }
     }
     if matches!(mode, Mode::Driver | Mode::Skb) && times.turns.pairs > 0 {
-        // Failed turns are said and left out; the series above stand.
-        match turns::measure(lab, engine, mode, &times.turns)? {
-            Ok(t) => run.turns = t,
-            Err(e) => println!("   saturation in turns: {e:#}"),
+        // Failed turns are said and left out; the series above stand. If the node could not be
+        // put back (Herald alone answering), the rest of the mode is not measured.
+        match turns::measure(lab, engine, mode, &times.turns) {
+            Ok(Ok(t)) => run.turns = t,
+            Ok(Err(e)) => println!("   saturation in turns: {e:#}"),
+            Err(e) => {
+                println!(
+                    "   saturation in turns left the node otherwise than the mode needs ({e:#}): no side-by-side step or flood for this mode"
+                );
+                engine.responder_pids.clear();
+                return Ok(run);
+            }
         }
     }
     if matches!(mode, Mode::Driver | Mode::Skb) {

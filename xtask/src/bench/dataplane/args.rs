@@ -27,8 +27,9 @@ pub struct Args {
     #[arg(long, default_value_t = 3_000_000)]
     pub flood_rate: u64,
     /// Pairs of saturation turns per XDP mode and protocol: Herald's program and the kernel at
-    /// saturation one after the other, seconds apart, in ABBA order (0: none).
-    #[arg(long, default_value_t = 3)]
+    /// saturation one after the other, seconds apart, the order alternating from pair to pair
+    /// (ABBA; an even number balances a steady drift); 0: none.
+    #[arg(long, default_value_t = 4)]
     pub turn_pairs: usize,
     /// Length of each saturation turn in milliseconds.
     #[arg(long, default_value_t = 1000)]

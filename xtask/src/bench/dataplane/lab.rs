@@ -378,19 +378,31 @@ impl Lab {
         self.kernel_addresses("del", BESIDE_V4, BESIDE_V6)
     }
 
-    /// `ip addr add|del` of `v4`/32 and `v6`/128 on the node interface.
+    /// `ip addr add|del` of `v4`/32 and `v6`/128 on the node interface. Removing tries both and
+    /// takes an address already gone as removed (a half-done add leaves one of the two).
     fn kernel_addresses(&self, op: &str, v4: &str, v6: &str) -> Result<()> {
-        self.ip(
-            &self.node_ns,
-            &["addr", op, &format!("{v4}/32"), "dev", &self.node_if],
-        )?;
+        let v4 = format!("{v4}/32");
         let v6 = format!("{v6}/128");
-        let mut args = vec!["addr", op, v6.as_str(), "dev", self.node_if.as_str()];
-        if op == "add" {
-            args.push("nodad");
+        let mut results = Vec::new();
+        for addr in [&v4, &v6] {
+            let mut args = vec!["addr", op, addr.as_str(), "dev", self.node_if.as_str()];
+            if op == "add" {
+                if addr == &v6 {
+                    args.push("nodad");
+                }
+                // An add stops at the first failure: the caller removes what was added.
+                self.ip(&self.node_ns, &args)?;
+                continue;
+            }
+            results.push(self.ip(&self.node_ns, &args).map(|_| ()).or_else(|e| {
+                if format!("{e:#}").contains("Cannot assign requested address") {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }));
         }
-        self.ip(&self.node_ns, &args)?;
-        Ok(())
+        results.into_iter().collect()
     }
 
     /// Starts Herald's userspace (AF_PACKET) responder on the node CPU.

@@ -317,7 +317,7 @@ pub(super) fn counter_program(mac: [u8; 6], map_fd: i32) -> Vec<u8> {
         insn(0x07, 4, 0, 0, 22),         // 4: r4 += 22 (through the ARP opcode)
         insn(0x2d, 4, 3, 28, 0),         // 5: if r4 > r3 goto 34 (pass)
         insn(0x61, 5, 2, 0, 0),          // 6: r5 = *(u32 *)(data + 0)
-        insn(0x55, 5, 0, 26, head),      // 7: if r5 != mac[0..4] goto 34
+        insn(0x56, 5, 0, 26, head),      // 7: if w5 != mac[0..4] goto 34 (a 32-bit compare)
         insn(0x69, 5, 2, 4, 0),          // 8: r5 = *(u16 *)(data + 4)
         insn(0x55, 5, 0, 24, tail),      // 9: if r5 != mac[4..6] goto 34
         insn(0x69, 5, 2, 12, 0),         // 10: r5 = ethertype
@@ -507,8 +507,8 @@ mod tests {
         let at = |i: usize| &p[i * 8..i * 8 + 8];
         for i in 0..n {
             let code = at(i)[0];
-            // BPF_JMP class, but not a call or an exit.
-            if code & 0x07 == 0x05 && code != 0x85 && code != 0x95 {
+            // BPF_JMP or BPF_JMP32 class, but not a call or an exit.
+            if matches!(code & 0x07, 0x05 | 0x06) && code != 0x85 && code != 0x95 {
                 let off = i16::from_le_bytes([at(i)[2], at(i)[3]]);
                 let target = i as i64 + 1 + i64::from(off);
                 assert!(

@@ -259,7 +259,13 @@ mod tests {
         // uncounted.
         let mut elsewhere = reply.clone();
         elsewhere[5] = 0x43;
+        let mut first_byte = reply.clone();
+        first_byte[0] = 0x82;
+        let mut ipv4 = reply.clone();
+        ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
         for (what, frame) in [
+            ("a reply to a MAC differing in its first byte", first_byte),
+            ("an IPv4 frame", ipv4),
             ("ARP request", request),
             ("NS", solicitation),
             ("NA type after a non-ICMPv6 header", not_icmp),
@@ -270,5 +276,17 @@ mod tests {
             assert_eq!(test_run(&prog, &frame).0, 2, "{what}: XDP_PASS");
         }
         assert_eq!(counts(&map).0, 2);
+        // A MAC whose first four bytes read as a negative 32-bit word is still matched.
+        let high = [0x02, 0, 0, 0x80, 0, 0x42];
+        let map = array_map(16, "test map").unwrap();
+        let prog = load_xdp(
+            &programs::counter_program(high, map.as_raw_fd()),
+            "test_count_hi",
+        )
+        .unwrap();
+        let mut to_high = reply.clone();
+        to_high[..6].copy_from_slice(&high);
+        assert_eq!(test_run(&prog, &to_high).0, 1, "XDP_DROP");
+        assert_eq!(counts(&map).0, 1);
     }
 }

@@ -161,6 +161,9 @@ pub struct Turn {
     pub floor: bool,
     /// Frames the node end's driver sent back by XDP_TX (driver mode's replies), when known.
     pub xdp_tx: Option<u64>,
+    /// Why the turn was not answered by whom it should have been, when the counters say so: its
+    /// pair is left out of the ratio.
+    pub wrong: Option<String>,
 }
 
 impl Turn {
@@ -173,6 +176,7 @@ impl Turn {
                 Ok(Some(p)) => Some(p.xdp_tx),
                 _ => None,
             },
+            wrong: None,
         }
     }
     pub fn who(&self) -> &'static str {
@@ -180,9 +184,41 @@ impl Turn {
     }
 }
 
+/// What a pair's ratio is, given which of its two figures are floors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// Neither figure is a floor.
+    Exact,
+    /// Herald's figure is a floor: the ratio is at least this.
+    AtLeast,
+    /// The kernel's figure is a floor: the ratio is at most this.
+    AtMost,
+    /// Both are floors: the ratio bounds nothing.
+    Neither,
+}
+
+impl Bound {
+    pub fn of(herald_floor: bool, kernel_floor: bool) -> Bound {
+        match (herald_floor, kernel_floor) {
+            (false, false) => Bound::Exact,
+            (true, false) => Bound::AtLeast,
+            (false, true) => Bound::AtMost,
+            (true, true) => Bound::Neither,
+        }
+    }
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Bound::Exact => "",
+            Bound::AtLeast => "≥ ",
+            Bound::AtMost => "≤ ",
+            Bound::Neither => "~ ",
+        }
+    }
+}
+
 /// Herald's program and the kernel at saturation in turns of one run, one protocol: the turns
-/// run in pairs (each pair one of each, in ABBA order), so a pair's two figures are seconds apart
-/// and a slow spell of the host weighs on both.
+/// run in pairs, one of each, the order within pairs alternating (ABBA), so a pair's two figures
+/// are seconds apart and a slow spell of the host weighs on both of its sides.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Alternation {
     pub proto: Proto,
@@ -191,9 +227,9 @@ pub struct Alternation {
 }
 
 impl Alternation {
-    /// Herald's replies/s over the kernel's, for each pair of turns that has one of each, and
-    /// whether either of the pair's figures is a floor.
-    pub fn pair_ratios(&self) -> Vec<(f64, bool)> {
+    /// Herald's replies/s over the kernel's, for each pair of turns that has one of each and
+    /// whose responders were the ones asked, with what the ratio bounds.
+    pub fn pair_ratios(&self) -> Vec<(f64, Bound)> {
         self.turns
             .as_chunks::<2>()
             .0
@@ -204,8 +240,11 @@ impl Alternation {
                     (false, true) => (b, a),
                     _ => return None,
                 };
+                if herald.wrong.is_some() || kernel.wrong.is_some() {
+                    return None;
+                }
                 let r = stats::ratio(herald.replies, kernel.replies)?;
-                Some((r, herald.floor || kernel.floor))
+                Some((r, Bound::of(herald.floor, kernel.floor)))
             })
             .collect()
     }
@@ -224,9 +263,16 @@ impl Alternation {
             .collect();
         Spread::of(&r).map(|s| s.median)
     }
-    /// Whether any turn's figure is a floor.
-    pub fn has_floor(&self) -> bool {
-        self.turns.iter().any(|t| t.floor)
+    /// How many turns of Herald's (`true`) or the kernel's measured a floor.
+    pub fn floors(&self, herald: bool) -> usize {
+        self.turns
+            .iter()
+            .filter(|t| t.herald == herald && t.floor)
+            .count()
+    }
+    /// How many turns were answered by the other responder.
+    pub fn wrong(&self) -> usize {
+        self.turns.iter().filter(|t| t.wrong.is_some()).count()
     }
     /// Every turn in order, the pairs' ratios and their median.
     pub fn text(&self) -> String {
@@ -235,17 +281,20 @@ impl Alternation {
             .iter()
             .map(|t| {
                 format!(
-                    "{} {}/s{}",
+                    "{} {}/s{}{}",
                     t.who(),
                     svg::si(t.replies),
-                    if t.floor { " (floor)" } else { "" }
+                    if t.floor { " (floor)" } else { "" },
+                    t.wrong
+                        .as_deref()
+                        .map_or(String::new(), |w| format!(" (left out: {w})"))
                 )
             })
             .collect();
         let pairs: Vec<String> = self
             .pair_ratios()
             .iter()
-            .map(|(r, floor)| format!("{}{r:.2}×", if *floor { "≥ " } else { "" }))
+            .map(|(r, bound)| format!("{}{r:.2}×", bound.prefix()))
             .collect();
         format!(
             "saturation in turns: {}; Herald ÷ kernel per pair {}, median {}",
@@ -280,6 +329,7 @@ mod tests {
             replies,
             floor,
             xdp_tx: None,
+            wrong: None,
         }
     }
 
@@ -293,40 +343,68 @@ mod tests {
                 turn(false, 4.0e5, false),
                 turn(true, 4.0e6, true),
                 turn(true, 6.6e6, false),
-                turn(false, 6.0e5, false),
+                turn(false, 6.0e5, true),
             ],
         };
         let pairs = a.pair_ratios();
         assert_eq!(pairs.len(), 3);
-        assert!((pairs[0].0 - 12.0).abs() < 1e-9 && !pairs[0].1);
-        assert!((pairs[1].0 - 10.0).abs() < 1e-9 && pairs[1].1);
-        assert!((pairs[2].0 - 11.0).abs() < 1e-9);
+        assert!((pairs[0].0 - 12.0).abs() < 1e-9 && pairs[0].1 == Bound::Exact);
+        assert!((pairs[1].0 - 10.0).abs() < 1e-9 && pairs[1].1 == Bound::AtLeast);
+        assert!((pairs[2].0 - 11.0).abs() < 1e-9 && pairs[2].1 == Bound::AtMost);
         assert_eq!(a.ratio(), Some(11.0));
         assert_eq!(a.replies(true), Some(6.0e6));
         assert_eq!(a.replies(false), Some(5.0e5));
-        assert!(a.has_floor());
+        assert_eq!((a.floors(true), a.floors(false)), (1, 1));
         let text = a.text();
-        assert!(text.contains("≥ 10.00×"), "{text}");
+        assert!(text.contains("12.00× ≥ 10.00× ≤ 11.00×"), "{text}");
         assert!(text.contains("median 11.00×"), "{text}");
         assert!(text.contains("Herald 4.0M/s (floor)"), "{text}");
+        assert_eq!(Bound::of(true, true).prefix(), "~ ");
     }
 
     #[test]
-    fn a_pair_without_one_of_each_or_a_silent_kernel_gives_no_ratio() {
+    fn pairs_are_consecutive_turns_not_overlapping_ones() {
+        // H K H K: two pairs (4× and 2×), not the three a sliding window would make.
+        let a = Alternation {
+            proto: Proto::Arp,
+            turns: vec![
+                turn(true, 4.0, false),
+                turn(false, 1.0, false),
+                turn(true, 4.0, false),
+                turn(false, 2.0, false),
+            ],
+        };
+        let r: Vec<f64> = a.pair_ratios().iter().map(|p| p.0).collect();
+        assert_eq!(r, [4.0, 2.0]);
+        assert_eq!(a.ratio(), Some(3.0));
+    }
+
+    #[test]
+    fn a_pair_without_one_of_each_a_silent_kernel_or_a_wrong_responder_gives_no_ratio() {
+        let mut wrong = turn(true, 9.0e6, false);
+        wrong.wrong = Some("the kernel answered".into());
         let a = Alternation {
             proto: Proto::Ndp,
-            // Two of Herald's turns in one pair, a kernel turn with no replies, a turn left over.
+            // Two of Herald's turns in one pair, a kernel turn with no replies, a pair whose
+            // Herald turn the kernel answered, a turn left over.
             turns: vec![
                 turn(true, 1.0e6, false),
                 turn(true, 1.0e6, false),
                 turn(true, 1.0e6, false),
                 turn(false, 0.0, false),
                 turn(false, 1.0e5, false),
+                wrong,
+                turn(false, 1.0e5, false),
             ],
         };
         assert!(a.pair_ratios().is_empty());
         assert_eq!(a.ratio(), None);
-        assert!(!a.has_floor());
+        assert_eq!(a.wrong(), 1);
+        assert!(
+            a.text().contains("(left out: the kernel answered)"),
+            "{}",
+            a.text()
+        );
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! Saturation in turns: Herald's program and the kernel answering for the same VIP at
 //! saturation, one after the other in short unpaced steps of the same run. The VIPs are on the
 //! node interface throughout; with Herald's program attached it answers (XDP_TX before the
-//! stack sees the request), detached the kernel does, so each turn is exactly the series' step
-//! of that responder, with nothing of the other in its path.
+//! stack sees the request), detached the kernel does, so each turn takes that responder's own
+//! path, with nothing of the other in it.
 //!
 //! Measured minutes apart (the headline table), the two saturation figures differ by what the
 //! shared host did meanwhile: its speed moves by itself for seconds at a time. Here the turns
-//! run in pairs, one of each, in ABBA order (Herald, kernel, kernel, Herald, ...), so the two
-//! figures of a pair are seconds apart and a drift in the host's speed weighs on both sides of
-//! the run alike; the ratio is the median of the pairs'.
+//! run in pairs, one of each, and the order within a pair alternates (ABBA: each protocol starts
+//! with whoever answered last), so the two figures of a pair are seconds apart and a steady
+//! drift favours Herald in one pair and the kernel in the next; the ratio is the median of the
+//! pairs'.
 
 use std::time::Duration;
 
@@ -41,29 +42,34 @@ pub fn order(pairs: usize, first: bool) -> Vec<bool> {
 struct Answering<'a> {
     lab: &'a Lab,
     xdp_mode: &'static str,
-    herald: bool,
+    /// Herald's program is attached; `None` once a switch failed half-way (not known).
+    herald: Option<bool>,
 }
 
 impl Answering<'_> {
     fn switch_to(&mut self, engine: &mut Engine, herald: bool) -> Result<()> {
-        if herald == self.herald {
+        if self.herald == Some(herald) {
             return Ok(());
         }
+        self.herald = None;
         if herald {
+            // Attaching is idempotent: an attached program is left as it is.
             engine.responder_pids = self.lab.start_xdp(self.xdp_mode)?;
         } else {
             self.lab.stop_xdp()?;
+            self.herald = Some(false);
             engine.responder_pids = self.lab.node_napi()?;
         }
-        self.herald = herald;
+        self.herald = Some(herald);
         Ok(())
     }
 }
 
 /// Both protocols in turns with Herald's program in `mode`, which must be attached when this
-/// is called. The outer error: Herald's program could not be attached again or the kernel's
-/// addresses not removed (what follows in the mode would not measure what it says); the inner
-/// one: the turns failed, and Herald answers alone again.
+/// is called. Whatever happens, Herald's program is attached again and the kernel's addresses
+/// are removed afterwards (both are tried). The outer error: one of those failed, so what
+/// follows in the mode would not measure what it says; the inner one: the turns failed, and
+/// Herald answers alone again.
 pub fn measure(
     lab: &Lab,
     engine: &mut Engine,
@@ -78,13 +84,15 @@ pub fn measure(
     let mut answering = Answering {
         lab,
         xdp_mode,
-        herald: true,
+        herald: Some(true),
     };
     let out = lab
         .start_kernel()
         .and_then(|()| measure_both(engine, &mut answering, mode, turns));
-    answering.switch_to(engine, true)?;
-    lab.stop_kernel()?;
+    let attached = answering.switch_to(engine, true);
+    let removed = lab.stop_kernel();
+    attached?;
+    removed?;
     Ok(out)
 }
 
@@ -102,7 +110,7 @@ fn measure_both(
             turns: Vec::new(),
         };
         // Each protocol starts with whoever answers now: one switch fewer.
-        for herald in order(turns.pairs, answering.herald) {
+        for herald in order(turns.pairs, answering.herald.unwrap_or(true)) {
             answering.switch_to(engine, herald)?;
             let who = if herald { "Herald" } else { "the kernel" };
             if !engine.wait_answered(&t.probes[0], Duration::from_secs(10))? {
@@ -116,7 +124,8 @@ fn measure_both(
                 Duration::from_millis(300),
             )?;
             let step = engine.step(&t.load, &t.probes, None, turns.time)?;
-            let turn = Turn::of(herald, &step);
+            let mut turn = Turn::of(herald, &step);
+            turn.wrong = wrong_responder(mode, &turn);
             println!(
                 "   {} turn {}, {}: replies {}/s{}, XDP_TX {}, machine speed {}",
                 proto.file(),
@@ -131,7 +140,7 @@ fn measure_both(
                     .collect::<Vec<_>>()
                     .join(" / ")
             );
-            if let Some(why) = wrong_responder(mode, &turn) {
+            if let Some(why) = &turn.wrong {
                 println!("          NOT AS ASKED: {why}");
             }
             alternation.turns.push(turn);
@@ -185,6 +194,7 @@ mod tests {
             replies: 1.0,
             floor: false,
             xdp_tx,
+            wrong: None,
         };
         assert_eq!(wrong_responder(Mode::Driver, &turn(true, Some(5))), None);
         assert_eq!(wrong_responder(Mode::Driver, &turn(false, Some(0))), None);

@@ -81,8 +81,10 @@ fn the_turns_table_takes_each_runs_median_pair() {
         replies,
         floor: false,
         xdp_tx: None,
+        wrong: None,
     };
-    // Pairs 10×, 8×, 9× in one run (median 9×), 12× alone in the other.
+    // Pairs 10×, 10×, 7.5× in one run (median 10×; the turns' medians would give 9×), 12×
+    // alone in the other.
     let with = |turns: Vec<Turn>| {
         let mut r = run(Mode::Driver, vec![]);
         r.turns = vec![Alternation {
@@ -95,26 +97,39 @@ fn the_turns_table_takes_each_runs_median_pair() {
         vec![with(vec![
             turn(true, 5e6),
             turn(false, 5e5),
-            turn(false, 5e5),
+            turn(false, 4e5),
             turn(true, 4e6),
             turn(true, 4.5e6),
-            turn(false, 5e5),
+            turn(false, 6e5),
         ])],
         vec![with(vec![turn(true, 6e6), turn(false, 5e5)])],
     ];
     let table = turns::summary(&all, &[Mode::Driver, Mode::Kernel]).unwrap_or_default();
     assert!(
-        table.contains("| Herald XDP, driver mode | arp | 5.2M/s (4.5M/s–6.0M/s, ±14%) | 500k/s (500k/s–500k/s, ±0%) | 10.50× (9.00×–12.00×, ±14%) |"),
+        table.contains("| Herald XDP, driver mode | arp | 5.2M/s (4.5M/s–6.0M/s, ±14%) | 500k/s (500k/s–500k/s, ±0%) | 11.00× (10.00×–12.00×, ±9%) |"),
         "{table}"
     );
     assert!(table.contains("| ndp | not measured |"), "{table}");
     assert!(!table.contains("floor"), "{table}");
     let text = turns::run_text(&all[0]).unwrap_or_default();
     assert!(
-        text.contains("per pair 10.00× 8.00× 9.00×, median 9.00×"),
+        text.contains("per pair 10.00× 10.00× 7.50×, median 10.00×"),
         "{text}"
     );
     // A run without turns has no section, and a table needs a mode that had some.
     assert_eq!(turns::run_text(&[run(Mode::Driver, vec![])]), None);
     assert_eq!(turns::summary(&all, &[Mode::Kernel]), None);
+    // Floors and wrong responders are counted under the table, per side.
+    let mut floored = all;
+    floored[1][0].turns[0].turns[1].floor = true;
+    floored[0][0].turns[0].turns[0].wrong = Some("x".into());
+    let table = turns::summary(&floored, &[Mode::Driver]).unwrap_or_default();
+    assert!(
+        table.contains("0 of Herald's and 1 of the kernel's measured a floor"),
+        "{table}"
+    );
+    assert!(
+        table.contains("and 1 were answered by the other responder"),
+        "{table}"
+    );
 }

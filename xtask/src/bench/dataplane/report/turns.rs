@@ -3,11 +3,11 @@
 
 use std::fmt::Write as _;
 
-use super::super::results::{Mode, ModeRun, Proto};
+use super::super::results::{Alternation, Mode, ModeRun, Proto};
 use super::super::svg;
 use super::{per_run, spread_text};
 
-const ABOUT: &str = "The VIPs stay on the node interface; with Herald's program attached it answers them, detached the kernel does. The two take turns at saturation (unpaced steps) in pairs, one of each, ABBA, so a pair's figures are seconds apart instead of minutes.";
+const ABOUT: &str = "The VIPs stay on the node interface; with Herald's program attached it answers them, detached the kernel does. The two take turns at saturation (unpaced steps) in pairs, one of each, the order alternating from pair to pair (ABBA), so a pair's figures are seconds apart instead of minutes.";
 
 /// One run's turns, every XDP mode and protocol (`None` when the run had none).
 pub fn run_text(runs: &[ModeRun]) -> Option<String> {
@@ -63,17 +63,24 @@ pub fn summary(all: &[Vec<ModeRun>], modes: &[Mode]) -> Option<String> {
                 spread_text(&ratio, times)
             );
         }
-        let floors = all
+        let alternations: Vec<_> = all
             .iter()
             .flatten()
             .filter(|r| r.mode == mode)
             .flat_map(|r| &r.turns)
-            .filter(|a| a.has_floor())
-            .count();
-        if floors > 0 {
+            .collect();
+        let count = |f: &dyn Fn(&Alternation) -> usize| -> usize {
+            alternations.iter().map(|a| f(a)).sum()
+        };
+        let (herald, kernel, wrong) = (
+            count(&|a| a.floors(true)),
+            count(&|a| a.floors(false)),
+            count(&|a| a.wrong()),
+        );
+        if herald + kernel + wrong > 0 {
             let _ = writeln!(
                 notes,
-                "\n{}: {floors} of its alternations had a turn whose replies/s is a floor (see each run's turns).",
+                "\n{}: of its turns, {herald} of Herald's and {kernel} of the kernel's measured a floor (a ratio is then at least, or at most, what it shows: each run's pairs are marked ≥ or ≤), and {wrong} were answered by the other responder (their pairs left out).",
                 mode.label()
             );
         }
