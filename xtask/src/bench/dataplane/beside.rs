@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
+use super::frames;
 use super::lab::Lab;
 use super::measure::Engine;
+use super::requests::request;
 use super::results::{Beside, Proto};
-use super::{frames, request};
 
 /// The load (one request for each address, alternating) and the probes (even tags for the VIP,
 /// odd ones for the kernel's address) of one protocol.

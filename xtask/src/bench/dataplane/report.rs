@@ -368,21 +368,24 @@ fn speed_line(all: &[Vec<ModeRun>]) -> Option<String> {
     })
 }
 
+/// The modes of `modes` that `has` something in some run, or `None` when none does.
+fn modes_with(
+    all: &[Vec<ModeRun>],
+    modes: &[Mode],
+    has: impl Fn(&ModeRun) -> bool,
+) -> Option<Vec<Mode>> {
+    let with: Vec<Mode> = modes
+        .iter()
+        .copied()
+        .filter(|&m| all.iter().flatten().any(|r| r.mode == m && has(r)))
+        .collect();
+    (!with.is_empty()).then_some(with)
+}
+
 /// The side-by-side tails over the runs: Herald's p99, the kernel's beside it, and their
 /// ratio, per XDP mode and protocol (`None` when no run had a side-by-side step).
 fn side_by_side(all: &[Vec<ModeRun>], modes: &[Mode], low: &str) -> Option<String> {
-    let side: Vec<Mode> = modes
-        .iter()
-        .copied()
-        .filter(|&m| {
-            all.iter()
-                .flatten()
-                .any(|r| r.mode == m && !r.beside.is_empty())
-        })
-        .collect();
-    if side.is_empty() {
-        return None;
-    }
+    let side = modes_with(all, modes, |r| !r.beside.is_empty())?;
     let mut s = format!(
         "\n## p99 at {low} side by side: Herald and the kernel in the same step\n\nThe kernel answers for a second address on the same interface while Herald answers for the VIP; load ({low} in all) and probes alternate between the two, so both tails are taken under the same host load (the kernel's requests pass through Herald's program first).\n\n| responder | protocol | Herald p99 | kernel p99, beside | Herald ÷ kernel |\n|---|---|---|---|---|\n"
     );

@@ -17,8 +17,9 @@ use anyhow::{Result, bail};
 
 use super::lab::Lab;
 use super::measure::Engine;
+use super::requests::traffic;
 use super::results::{Alternation, Mode, Proto, Turn};
-use super::{svg, traffic};
+use super::svg;
 
 /// How many pairs of turns, how long each, and the paced rate of the warm-up before each.
 pub struct Turns {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::super::results::{Alternation, Mode, ModeRun, Proto};
 use super::super::svg;
-use super::{per_run, spread_text};
+use super::{modes_with, per_run, spread_text};
 
 const ABOUT: &str = "The VIPs stay on the node interface; with Herald's program attached it answers them, detached the kernel does. The two take turns at saturation (unpaced steps) in pairs, one of each, the order alternating from pair to pair (ABBA), so a pair's figures are seconds apart instead of minutes.";
 
@@ -30,18 +30,7 @@ pub fn run_text(runs: &[ModeRun]) -> Option<String> {
 /// Over the runs: Herald's and the kernel's replies/s in turns (the medians of each run's turns)
 /// and the ratio (the median of each run's pair ratios), per XDP mode and protocol.
 pub fn summary(all: &[Vec<ModeRun>], modes: &[Mode]) -> Option<String> {
-    let with: Vec<Mode> = modes
-        .iter()
-        .copied()
-        .filter(|&m| {
-            all.iter()
-                .flatten()
-                .any(|r| r.mode == m && !r.turns.is_empty())
-        })
-        .collect();
-    if with.is_empty() {
-        return None;
-    }
+    let with = modes_with(all, modes, |r| !r.turns.is_empty())?;
     let mut s = format!(
         "\n## Saturation in turns: replies/s of Herald and the kernel seconds apart\n\n{ABOUT} Each run's ratio is the median of its pairs'.\n\n| responder | protocol | Herald replies/s | kernel replies/s, in turns | Herald ÷ kernel |\n|---|---|---|---|---|\n"
     );
