@@ -337,13 +337,7 @@ fn measure_mode(
         if !engine.wait_answered(&t.probes[0], Duration::from_secs(10))? {
             bail!("{} never answered a {} probe", mode.label(), proto.file());
         }
-        // Warm-up (neighbour entries for every probe source, caches): not reported.
-        engine.step(
-            &t.load,
-            &t.probes,
-            Some(rates.first().copied().unwrap_or(25_000)),
-            Duration::from_millis(300),
-        )?;
+        engine.warm_up(&t.load, &t.probes, rates.first().copied().unwrap_or(25_000))?;
         let mut results = Vec::new();
         for (i, rate) in rates.iter().map(|&r| Some(r)).chain([None]).enumerate() {
             let time = if i == 0 && rate.is_some() {
@@ -369,7 +363,6 @@ fn measure_mode(
                 println!("          {w}");
             }
             if rate.is_none() {
-                let each: Vec<String> = r.speed_ms.iter().map(|v| format!("{v:.1} ms")).collect();
                 let missing = if r.speed_ms.len() < 2 {
                     " (a probe failed: only what was measured)"
                 } else {
@@ -377,7 +370,7 @@ fn measure_mode(
                 };
                 println!(
                     "          machine speed (fixed work on the node CPU, before / after): {}{missing}",
-                    each.join(" / ")
+                    r.speed_text()
                 );
             }
             for why in r.shortfalls() {
@@ -390,13 +383,16 @@ fn measure_mode(
             Proto::Ndp => run.ndp = results,
         }
     }
-    if matches!(mode, Mode::Driver | Mode::Skb) && times.turns.pairs > 0 {
+    if matches!(mode, Mode::Driver | Mode::Skb) {
         // Failed turns are said and left out; the series above stand. If the node could not be
         // put back (Herald alone answering), the rest of the mode is not measured.
-        match turns::measure(lab, engine, mode, &times.turns) {
-            Ok(Ok(t)) => run.turns = t,
-            Ok(Err(e)) => println!("   saturation in turns: {e:#}"),
-            Err(e) => {
+        let turns =
+            (times.turns.pairs > 0).then(|| turns::measure(lab, engine, mode, &times.turns));
+        match turns {
+            None => {}
+            Some(Ok(Ok(t))) => run.turns = t,
+            Some(Ok(Err(e))) => println!("   saturation in turns: {e:#}"),
+            Some(Err(e)) => {
                 println!(
                     "   saturation in turns left the node otherwise than the mode needs ({e:#}): no side-by-side step or flood for this mode"
                 );
@@ -404,8 +400,6 @@ fn measure_mode(
                 return Ok(run);
             }
         }
-    }
-    if matches!(mode, Mode::Driver | Mode::Skb) {
         let rate = rates.first().copied().unwrap_or(25_000);
         // A failed side-by-side step is said and left out; the series above stand.
         match beside::measure(lab, engine, rate, times.tail) {

@@ -57,8 +57,7 @@ fn measure_both(engine: &mut Engine, rate: u64, time: Duration) -> Result<Vec<Be
                 );
             }
         }
-        // Warm-up (neighbour entries, caches): not reported.
-        engine.step(&load, &probes, Some(rate), Duration::from_millis(300))?;
+        engine.warm_up(&load, &probes, rate)?;
         let step = engine.step(&load, &probes, Some(rate), time)?;
         out.push(Beside { proto, step });
     }

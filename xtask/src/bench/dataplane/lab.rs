@@ -381,28 +381,28 @@ impl Lab {
     /// `ip addr add|del` of `v4`/32 and `v6`/128 on the node interface. Removing tries both and
     /// takes an address already gone as removed (a half-done add leaves one of the two).
     fn kernel_addresses(&self, op: &str, v4: &str, v6: &str) -> Result<()> {
-        let v4 = format!("{v4}/32");
-        let v6 = format!("{v6}/128");
-        let mut results = Vec::new();
-        for addr in [&v4, &v6] {
-            let mut args = vec!["addr", op, addr.as_str(), "dev", self.node_if.as_str()];
-            if op == "add" {
-                if addr == &v6 {
-                    args.push("nodad");
-                }
-                // An add stops at the first failure: the caller removes what was added.
-                self.ip(&self.node_ns, &args)?;
-                continue;
-            }
-            results.push(self.ip(&self.node_ns, &args).map(|_| ()).or_else(|e| {
+        let (v4, v6) = (format!("{v4}/32"), format!("{v6}/128"));
+        let addr = |a: &str, extra: &[&str]| {
+            let mut args = vec!["addr", op, a, "dev", self.node_if.as_str()];
+            args.extend_from_slice(extra);
+            self.ip(&self.node_ns, &args).map(|_| ())
+        };
+        if op == "add" {
+            // Stops at the first failure: the caller removes what was added.
+            addr(&v4, &[])?;
+            return addr(&v6, &["nodad"]);
+        }
+        let gone = |r: Result<()>| {
+            r.or_else(|e| {
                 if format!("{e:#}").contains("Cannot assign requested address") {
                     Ok(())
                 } else {
                     Err(e)
                 }
-            }));
-        }
-        results.into_iter().collect()
+            })
+        };
+        let (a, b) = (gone(addr(&v4, &[])), gone(addr(&v6, &[])));
+        a.and(b)
     }
 
     /// Starts Herald's userspace (AF_PACKET) responder on the node CPU.

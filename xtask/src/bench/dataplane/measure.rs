@@ -27,6 +27,8 @@ use super::windows;
 
 /// Frames per `sendmmsg`.
 const BATCH: usize = 64;
+/// How long a warm-up step runs ([`Engine::warm_up`]).
+const WARM_UP: Duration = Duration::from_millis(300);
 /// Replies still in flight when sending stops are counted if they arrive within this.
 const DRAIN: Duration = Duration::from_millis(100);
 /// A reflected loop that ran a smaller share of its step than this measured less than the step.
@@ -245,6 +247,12 @@ impl Engine {
         duration: Duration,
     ) -> Result<StepResult> {
         self.step_with(load, probes, rate, duration, Kind::Step)
+    }
+
+    /// A short paced step whose figures are not kept: neighbour entries for every probe source
+    /// and caches are warm before the steps that count.
+    pub fn warm_up(&mut self, load: &[Vec<u8>], probes: &[Vec<u8>], rate: u64) -> Result<()> {
+        self.step(load, probes, Some(rate), WARM_UP).map(|_| ())
     }
 
     /// The generator alone: `load` (requests nobody answers) unpaced for `duration`, never

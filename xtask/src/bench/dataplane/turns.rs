@@ -117,13 +117,7 @@ fn measure_both(
             if !engine.wait_answered(&t.probes[0], Duration::from_secs(10))? {
                 bail!("turns: {who} never answered a {} probe", proto.file());
             }
-            // Warm-up (neighbour entries, caches): not reported.
-            engine.step(
-                &t.load,
-                &t.probes,
-                Some(turns.warm_rate),
-                Duration::from_millis(300),
-            )?;
+            engine.warm_up(&t.load, &t.probes, turns.warm_rate)?;
             let step = engine.step(&t.load, &t.probes, None, turns.time)?;
             let mut turn = Turn::of(herald, &step);
             turn.wrong = wrong_responder(mode, &turn);
@@ -135,11 +129,7 @@ fn measure_both(
                 svg::si(turn.replies),
                 if turn.floor { " (a floor)" } else { "" },
                 turn.xdp_tx.map_or("-".into(), |n| n.to_string()),
-                step.speed_ms
-                    .iter()
-                    .map(|v| format!("{v:.1} ms"))
-                    .collect::<Vec<_>>()
-                    .join(" / ")
+                step.speed_text()
             );
             if let Some(why) = &turn.wrong {
                 println!("          NOT AS ASKED: {why}");

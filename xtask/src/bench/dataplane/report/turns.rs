@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::super::results::{Alternation, Mode, ModeRun, Proto};
+use super::super::results::{Mode, ModeRun, Proto};
 use super::super::svg;
 use super::{modes_with, per_run, spread_text};
 
@@ -52,20 +52,17 @@ pub fn summary(all: &[Vec<ModeRun>], modes: &[Mode]) -> Option<String> {
                 spread_text(&ratio, times)
             );
         }
-        let alternations: Vec<_> = all
+        let (mut herald, mut kernel, mut wrong) = (0, 0, 0);
+        for a in all
             .iter()
             .flatten()
             .filter(|r| r.mode == mode)
             .flat_map(|r| &r.turns)
-            .collect();
-        let count = |f: &dyn Fn(&Alternation) -> usize| -> usize {
-            alternations.iter().map(|a| f(a)).sum()
-        };
-        let (herald, kernel, wrong) = (
-            count(&|a| a.floors(true)),
-            count(&|a| a.floors(false)),
-            count(&|a| a.wrong()),
-        );
+        {
+            herald += a.floors(true);
+            kernel += a.floors(false);
+            wrong += a.wrong();
+        }
         if herald + kernel + wrong > 0 {
             let _ = writeln!(
                 notes,
