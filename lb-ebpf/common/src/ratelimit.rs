@@ -36,14 +36,16 @@ impl RateLimit {
     };
 
     /// The flood guard's default: 10,000 frames/s per source passed to the kernel unanswered,
-    /// bursts of 20,000. The kernel answers what Herald does not (the node's own addresses) and
-    /// discards the rest; a host resolving neighbours sends a few requests per address, so even
-    /// a router sweeping a /16 at once stays under it, while one MAC flooding millions of
-    /// frames per second has the excess dropped in XDP at a fraction of what the kernel spends
-    /// on each, which keeps the receive ring free for everyone else's requests.
+    /// bursts of 1,000 (a tenth of a second at that rate). The kernel answers what Herald does
+    /// not (the node's own addresses) and discards the rest; a host resolving neighbours sends a
+    /// few requests per address, while one MAC flooding millions of frames per second has the
+    /// excess dropped in XDP at a fraction of what the kernel spends on each, which keeps the
+    /// receive ring free for everyone else's requests. The burst is what a new source gets
+    /// passed at line rate: 20,000 kept the node's CPU saturated for the first ~30 ms of every
+    /// flood, long enough for its receive ring to refuse valid requests with the junk.
     pub const FLOOD_DEFAULT: RateLimit = RateLimit {
         per_second: 10_000,
-        burst: 20_000,
+        burst: 1_000,
     };
 
     /// Reads `PER_SECOND[/BURST]` (the burst defaults to twice the rate), or `0` / `off` for no

@@ -72,7 +72,7 @@ pub struct SpeakerArgs {
     /// The flood guard: ARP and Neighbor Solicitation frames one Ethernet source may have passed
     /// to the kernel unanswered, `PER_SECOND[/BURST]`; the XDP program drops the rest. `0` or
     /// `off`: no guard.
-    #[arg(long, env = "HERALD_FLOOD_LIMIT", default_value = "10000/20000", value_parser = parse_rate_limit)]
+    #[arg(long, env = "HERALD_FLOOD_LIMIT", default_value = "10000/1000", value_parser = parse_rate_limit)]
     pub flood_limit: RateLimit,
     /// /metrics, /healthz and /readyz (plain HTTP): `IP:PORT`, or a port on the node address
     /// (see `--host`); empty disables them. MetalLB's `--port` is the same flag.

@@ -88,7 +88,7 @@ struct AttachArgs {
     rate_limit: Option<RateLimit>,
     /// The flood guard: ARP and NS frames one Ethernet source may have passed to the kernel
     /// unanswered (`PER_SECOND[/BURST]`, `0` or `off`), the rest dropped; default: leave the
-    /// pinned value (a new map starts at 10000/20000).
+    /// pinned value (a new map starts at 10000/1000).
     #[arg(long, value_parser = crate::cli::speaker::parse_rate_limit)]
     flood_limit: Option<RateLimit>,
 }
