@@ -35,6 +35,7 @@ mod reply;
 mod report;
 mod requests;
 mod results;
+mod shield;
 pub mod stats;
 pub mod svg;
 mod sys;
@@ -99,9 +100,10 @@ pub fn run(args: &Args) -> Result<()> {
     } else {
         machine::RtPeriod::shorten()
     };
+    let shield = shield::Shield::raise(lab::NODE_CPU);
     // What the run held, in the report itself: outputs must say how they were made.
     let holds = format!(
-        "Held for the run: {}; {}.",
+        "Held for the run: {}; {}; {}.",
         match &idle_latency {
             Ok(_) => "CPUs in their shallowest idle state (/dev/cpu_dma_latency = 0)".to_string(),
             Err(why) =>
@@ -110,6 +112,15 @@ pub fn run(args: &Args) -> Result<()> {
         match &rt_period {
             Ok(_) => "real-time throttling in 10 ms periods (9.5 ms real-time)".to_string(),
             Err(why) => format!("real-time throttling not changed ({why})"),
+        },
+        match &shield {
+            Ok(s) => format!(
+                "the node CPU ({}) kept for the lab: {} of the machine's other threads moved off it ({} the kernel would not move)",
+                lab::NODE_CPU,
+                s.moved(),
+                s.refused
+            ),
+            Err(why) => format!("the machine's other threads left where they were ({why})"),
         }
     );
     let note = match report::generator_note(engine.live_refused.as_deref()) {
