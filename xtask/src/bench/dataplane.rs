@@ -84,7 +84,7 @@ pub fn run(args: &Args) -> Result<()> {
     std::fs::create_dir_all(&out_dir).context("creating target/bench")?;
     let step = Duration::from_millis(args.step_ms);
 
-    let lab = Lab::new(herald.clone())?;
+    let lab = Lab::new(herald.clone(), args.flood_limit.clone())?;
     // The side-by-side step's second addresses stay out: a reply for one of them anywhere else
     // is a wrong answer (that step counts none).
     let announced = vec![IpAddr::V4(ipv4(lab::VIP_V4)), IpAddr::V6(ipv6(lab::VIP_V6))];
@@ -100,7 +100,11 @@ pub fn run(args: &Args) -> Result<()> {
     } else {
         machine::RtPeriod::shorten()
     };
-    let shield = shield::Shield::raise(lab::NODE_CPU);
+    let shield = if args.shared_node_cpu {
+        Err("--shared-node-cpu".to_string())
+    } else {
+        shield::Shield::raise(lab::NODE_CPU)
+    };
     // What the run held, in the report itself: outputs must say how they were made.
     let holds = format!(
         "Held for the run: {}; {}; {}.",
@@ -474,6 +478,10 @@ fn flood(
         step.responder_cpu
     );
     println!("          {}", step.path_text());
+    println!(
+        "          machine speed (fixed work on the node CPU, before / after): {}",
+        step.speed_text()
+    );
     if times.flood_rate.is_some() {
         println!(
             "          generator: {} runs held back by its pacer (early for the rate asked)",

@@ -56,4 +56,13 @@ pub struct Args {
     /// for the run: for comparison (the saturation steps' tails then reach tens of ms).
     #[arg(long)]
     pub kernel_rt_period: bool,
+    /// Leave the machine's other threads free to run on the node CPU instead of keeping it for
+    /// the lab: for comparison (a task in a long stretch of kernel code there holds off the
+    /// node's NAPI thread while the veth's 256-slot ring overflows).
+    #[arg(long)]
+    pub shared_node_cpu: bool,
+    /// The flood guard Herald's program is attached with (`PER_SECOND[/BURST]`, as `herald xdp
+    /// attach --flood-limit`); default: Herald's own.
+    #[arg(long)]
+    pub flood_limit: Option<String>,
 }

@@ -39,6 +39,8 @@ pub struct Lab {
     pub flood_ifs: (String, String),
     pub bpffs: PathBuf,
     pub herald: PathBuf,
+    /// `--flood-limit` for `herald xdp attach`; `None`: Herald's default.
+    pub flood_limit: Option<String>,
 }
 
 /// Runs `program` and returns its stdout; an error names the command and its stderr.
@@ -92,7 +94,7 @@ pub fn remove_leftovers() {
 }
 
 impl Lab {
-    pub fn new(herald: PathBuf) -> Result<Lab> {
+    pub fn new(herald: PathBuf, flood_limit: Option<String>) -> Result<Lab> {
         remove_leftovers();
         let pid = std::process::id();
         let lab = Lab {
@@ -106,6 +108,7 @@ impl Lab {
             ),
             bpffs: std::env::temp_dir().join(format!("{BPFFS_PREFIX}{pid}")),
             herald,
+            flood_limit,
         };
         lab.build()?;
         Ok(lab)
@@ -274,20 +277,20 @@ impl Lab {
     /// the bench's reply counter is one, attached in every mode.)
     /// Returns the node's NAPI threads (where the program runs in driver mode).
     pub fn start_xdp(&self, mode: &str) -> Result<Vec<u32>> {
-        let out = self.herald(
-            &self.node_ns,
-            "node",
-            // The client floods from one MAC: the per-source limit would cap it at 1,000/s.
-            &[
-                "attach",
-                "--iface",
-                &self.node_if,
-                "--mode",
-                mode,
-                "--rate-limit",
-                "0",
-            ],
-        )?;
+        // The client floods from one MAC: the per-source limit would cap it at 1,000/s.
+        let mut args = vec![
+            "attach",
+            "--iface",
+            &self.node_if,
+            "--mode",
+            mode,
+            "--rate-limit",
+            "0",
+        ];
+        if let Some(limit) = &self.flood_limit {
+            args.extend(["--flood-limit", limit]);
+        }
+        let out = self.herald(&self.node_ns, "node", &args)?;
         if !out.contains(&format!("{mode} mode")) {
             bail!(
                 "herald attached in another mode than {mode}: {}",

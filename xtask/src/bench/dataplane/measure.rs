@@ -285,10 +285,11 @@ impl Engine {
     ) -> Result<StepResult> {
         let live_paced = kind == Kind::Flood;
         // An unpaced step's replies over time, and the machine's speed just before and after
-        // it: how much of its figure is the host's (`windows`, `machine::work_ms`).
+        // it and the flood: how much of its figure is the host's (`windows`, `machine::work_ms`).
         let sampled = rate.is_none() && kind == Kind::Step;
+        let speed_probed = sampled || kind == Kind::Flood;
         let mut speed_ms = Vec::new();
-        if sampled {
+        if speed_probed {
             speed_ms.extend(machine::work_ms(NODE_CPU).ok());
         }
         for slot in &self.shared.probe_sent {
@@ -441,7 +442,7 @@ impl Engine {
             }
         }
         std::thread::sleep(DRAIN);
-        if sampled {
+        if speed_probed {
             speed_ms.extend(machine::work_ms(NODE_CPU).ok());
         }
         let (ring_replies, ring_drops) = self.counter.take()?;

@@ -244,23 +244,27 @@ pub(super) fn report(
     }
     let _ = writeln!(
         s,
-        "\n## Bad input: flood of 8 kinds of malformed / non-announced ARP and NDP in turn, {}, {} ms, with valid ARP probes\n",
+        "\n## Bad input: flood of 8 kinds of malformed / non-announced ARP and NDP in turn, {}, {} ms, with valid ARP probes; Herald's flood guard {}\n",
         match args.flood_rate {
             0 => "unpaced".to_string(),
             r => format!("{}/s asked of every responder", svg::si(r as f64)),
         },
-        args.flood_ms
+        args.flood_ms,
+        args.flood_limit.as_deref().unwrap_or("at its default")
     );
     let _ = writeln!(
         s,
-        "| responder | offered/s | wrong answers | probes answered | refused at the node's full ring | answered of those that reached the node | probe p99 | responder CPU | node CPU (softirq) | fallback process CPU | `herald xdp list` |"
+        "| responder | offered/s | wrong answers | probes answered | refused at the node's full ring | answered of those that reached the node | probe p99 | responder CPU | node CPU (softirq) | fallback process CPU | `herald xdp list` | machine speed before / after |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in runs {
         let Some(f) = &r.flood else {
             let _ = writeln!(
                 s,
-                "| {} | {} | | | | | | | | | |",
+                "| {} | {} | | | | | | | | | | |",
                 r.mode.label(),
                 r.skipped.as_deref().unwrap_or("-")
             );
@@ -269,7 +273,7 @@ pub(super) fn report(
         let st = &f.step;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {}/{} | {} | {}/{} | {} | {:.0}% | {:.0}% ({:.0}%) | {} | {} |",
+            "| {} | {} | {} | {}/{} | {} | {}/{} | {} | {:.0}% | {:.0}% ({:.0}%) | {} | {} | {} |",
             r.mode.label(),
             svg::si(st.offered),
             st.to_generator + st.wrong_address,
@@ -286,6 +290,7 @@ pub(super) fn report(
                 .map_or("-".into(), |c| format!("{c:.0}%")),
             f.list_time
                 .map_or("-".into(), |d| format!("{} ms", d.as_millis())),
+            st.speed_text(),
         );
     }
     let beside: Vec<String> = runs
