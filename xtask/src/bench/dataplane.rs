@@ -52,7 +52,7 @@ use anyhow::{Context, Result, bail};
 
 pub use args::Args;
 use lab::Lab;
-use measure::Engine;
+use measure::{Engine, StepResult};
 use requests::{ipv4, ipv6, traffic};
 use results::{Flood, Mode, ModeRun, Proto};
 
@@ -378,15 +378,7 @@ fn measure_mode(
                 println!("          {w}");
             }
             if rate.is_none() {
-                let missing = if r.speed_ms.len() < 2 {
-                    " (a probe failed: only what was measured)"
-                } else {
-                    ""
-                };
-                println!(
-                    "          machine speed (fixed work on the node CPU, before / after): {}{missing}",
-                    r.speed_text()
-                );
+                print_speed(&r);
             }
             for why in r.shortfalls() {
                 println!("          NOT AS ASKED: {why}");
@@ -478,10 +470,7 @@ fn flood(
         step.responder_cpu
     );
     println!("          {}", step.path_text());
-    println!(
-        "          machine speed (fixed work on the node CPU, before / after): {}",
-        step.speed_text()
-    );
+    print_speed(&step);
     if times.flood_rate.is_some() {
         println!(
             "          generator: {} runs held back by its pacer (early for the rate asked)",
@@ -496,4 +485,17 @@ fn flood(
         responder_cpu_pct,
         list_time,
     })
+}
+
+/// The machine's speed probes around a step, saying so when one of them failed.
+fn print_speed(step: &StepResult) {
+    let missing = if step.speed_ms.len() < 2 {
+        " (a probe failed: only what was measured)"
+    } else {
+        ""
+    };
+    println!(
+        "          machine speed (fixed work on the node CPU, before / after): {}{missing}",
+        step.speed_text()
+    );
 }

@@ -85,25 +85,65 @@ fn sh_output(cmd: &mut std::process::Command, place: &str, script: &str) -> Resu
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A set of CPUs, as the affinity calls take and give it.
+pub type Cpus = std::collections::BTreeSet<usize>;
+
 /// Pins thread `tid` (any process; 0: the calling thread) to `cpu`.
 pub fn pin_thread(tid: u32, cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
+    set_affinity(tid as libc::pid_t, &Cpus::from([cpu]))
+        .with_context(|| format!("sched_setaffinity(thread {tid}, cpu {cpu})"))
+}
+
+/// The CPUs thread `tid` may run on; `None` where it cannot be read (gone).
+pub fn affinity(tid: libc::pid_t) -> Option<Cpus> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills at most its size.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (libc::sched_getaffinity(tid, size_of::<libc::cpu_set_t>(), &raw mut set) == 0)
+            .then_some(set)
+    }?;
+    Some(cpus(&set))
+}
+
+/// Lets thread `tid` (any process; 0: the calling thread) run on `cpus` only.
+pub fn set_affinity(tid: libc::pid_t, cpus: &Cpus) -> io::Result<()> {
+    let set = set_of(cpus);
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    if unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &raw const set) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn cpus(set: &libc::cpu_set_t) -> Cpus {
+    // SAFETY: CPU_ISSET reads inside the set for every index below CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, set) })
+        .collect()
+}
+
+fn set_of(cpus: &Cpus) -> libc::cpu_set_t {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it for indices
+    // below CPU_SETSIZE and panics on others.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(
-            tid as libc::pid_t,
-            size_of::<libc::cpu_set_t>(),
-            &raw const set,
-        ) != 0
-        {
-            bail!(
-                "sched_setaffinity(thread {tid}, cpu {cpu}): {}",
-                io::Error::last_os_error()
-            );
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
         }
+        set
     }
-    Ok(())
+}
+
+/// The numeric entries of a /proc directory (processes, or one process's threads).
+pub fn numbered(dir: &str) -> Vec<libc::pid_t> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Pins the calling thread to one CPU.
@@ -505,6 +545,24 @@ pub fn reply_filter() -> Vec<libc::sock_filter> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cpu_set_read_back_is_the_set_written() {
+        for cpus_in in [vec![0], vec![1, 5, 63], vec![0, 64, 1023]] {
+            let cpus_in: Cpus = cpus_in.into_iter().collect();
+            assert_eq!(cpus(&set_of(&cpus_in)), cpus_in);
+        }
+    }
+
+    #[test]
+    fn a_pinned_thread_reads_back_pinned() {
+        std::thread::spawn(|| {
+            pin_thread(0, 0).unwrap();
+            assert_eq!(affinity(0), Some(Cpus::from([0])));
+        })
+        .join()
+        .unwrap();
+    }
 
     /// A tiny interpreter for the instructions `reply_filter` uses, to check its jumps.
     fn run(filter: &[libc::sock_filter], pkt: &[u8]) -> u32 {

@@ -13,10 +13,9 @@
 //! What was moved is recorded in a file named after this process until the shield is lowered,
 //! so a run killed before that has its shield lowered by the next one.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-type Cpus = BTreeSet<usize>;
+use super::net::{Cpus, affinity, numbered, set_affinity};
 
 /// Where raised shields are recorded (tmpfs: thread ids mean nothing after a reboot).
 const RECORDS: &str = "/run/herald-bench-shield";
@@ -290,56 +289,6 @@ fn ticks_since_boot() -> Result<u64, String> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     Ok((secs * hz as f64) as u64)
-}
-
-/// The numeric entries of a /proc directory (processes, or one process's threads).
-fn numbered(dir: &str) -> Vec<libc::pid_t> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn affinity(tid: libc::pid_t) -> Option<Cpus> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills at most its size.
-    let set = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        (libc::sched_getaffinity(tid, size_of::<libc::cpu_set_t>(), &raw mut set) == 0)
-            .then_some(set)
-    }?;
-    Some(cpus(&set))
-}
-
-fn set_affinity(tid: libc::pid_t, cpus: &Cpus) -> std::io::Result<()> {
-    let set = set_of(cpus);
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    if unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &raw const set) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-fn cpus(set: &libc::cpu_set_t) -> Cpus {
-    // SAFETY: CPU_ISSET reads inside the set for every index below CPU_SETSIZE.
-    (0..libc::CPU_SETSIZE as usize)
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, set) })
-        .collect()
-}
-
-fn set_of(cpus: &Cpus) -> libc::cpu_set_t {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it for indices
-    // below CPU_SETSIZE and panics on others.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cpus {
-            libc::CPU_SET(c, &mut set);
-        }
-        set
-    }
 }
 
 #[cfg(test)]

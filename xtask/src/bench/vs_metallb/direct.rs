@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::requests::{Proto, Sources, traffic};
 use crate::bench::dataplane::measure::{Engine, Generator};
+use crate::bench::dataplane::net;
 use crate::lab::{self, DIRECT_IF, DIRECT_NS, DirectLink};
 
 /// CPU of the generator, its receiver and the client ends' NAPI (as in `bench dataplane`).
@@ -151,26 +152,12 @@ fn threads_named(prefix: &str) -> Vec<i32> {
 
 /// The threads of process `pid`.
 fn threads_of(pid: i32) -> Vec<i32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|dir| {
-            dir.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    net::numbered(&format!("/proc/{pid}/task"))
 }
 
 /// Allows `tid` on `cpus` only. Failure leaves it where it was (the thread may have exited).
 fn set_affinity(tid: i32, cpus: &[usize]) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it;
-    // sched_setaffinity only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &cpu in cpus {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &raw const set);
-    }
+    let _ = net::set_affinity(tid, &cpus.iter().copied().collect());
 }
 
 fn set_nice(tid: i32, nice: i32) {

@@ -118,13 +118,14 @@ impl StepResult {
         }
     }
 
-    /// What kept this step from being the measurement it asked for: the generator short of a
-    /// paced rate (under 95% of it), frames refused at send, counters that could not be read.
     /// The speed probes, "16.5 ms / 16.6 ms" (what was measured, in order).
     pub fn speed_text(&self) -> String {
         let each: Vec<String> = self.speed_ms.iter().map(|v| format!("{v:.1} ms")).collect();
         each.join(" / ")
     }
+
+    /// What kept this step from being the measurement it asked for: the generator short of a
+    /// paced rate (under 95% of it), frames refused at send, counters that could not be read.
     pub fn shortfalls(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(target) = self.target.filter(|&t| t > 0)
