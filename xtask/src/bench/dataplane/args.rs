@@ -19,6 +19,12 @@ pub struct Args {
     /// headline tail, taken over one probe per millisecond, so a longer step gives it more.
     #[arg(long, default_value_t = 10000)]
     pub tail_ms: u64,
+    /// Length of the side-by-side step (Herald and the kernel answering in one step, probes
+    /// alternating) in milliseconds, per XDP mode and protocol. The client CPU's speed moves
+    /// between two levels for seconds at a time on a shared host, and the two tails' ratio
+    /// with it, so the step spans several of those spells.
+    #[arg(long, default_value_t = 30000)]
+    pub beside_ms: u64,
     /// Length of the bad-input flood per responder in milliseconds.
     #[arg(long, default_value_t = 3000)]
     pub flood_ms: u64,

@@ -150,6 +150,27 @@ pub fn work_ms(cpu: usize) -> Result<f64, String> {
     .map_err(|_| "the speed probe panicked".to_string())?
 }
 
+/// The speed probes just before and just after a step (`work_ms`), in ms; `None` where that
+/// probe failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Speed {
+    pub before: Option<f64>,
+    pub after: Option<f64>,
+}
+
+impl Speed {
+    /// What was measured, in order.
+    pub fn measured(&self) -> impl Iterator<Item = f64> {
+        self.before.into_iter().chain(self.after)
+    }
+
+    /// "16.5 ms / 16.6 ms", a failed probe said where it was.
+    pub fn text(&self) -> String {
+        let one = |v: Option<f64>| v.map_or("failed".into(), |v| format!("{v:.1} ms"));
+        format!("{} / {}", one(self.before), one(self.after))
+    }
+}
+
 /// System calls in one speed probe (16.5 ms here at the machine's fast speed).
 pub const WORK_CALLS: u32 = 100_000;
 
@@ -260,6 +281,27 @@ mod tests {
             ..with(1_000_000, 950_000)
         };
         assert!(why(cg_short).starts_with("the root cpu cgroup"));
+    }
+
+    #[test]
+    fn a_failed_speed_probe_is_said_where_it_was() {
+        let s = Speed {
+            before: Some(16.46),
+            after: Some(17.0),
+        };
+        assert_eq!(s.text(), "16.5 ms / 17.0 ms");
+        assert_eq!(s.measured().collect::<Vec<_>>(), vec![16.46, 17.0]);
+        let s = Speed {
+            before: None,
+            after: Some(17.0),
+        };
+        assert_eq!(s.text(), "failed / 17.0 ms");
+        assert_eq!(s.measured().collect::<Vec<_>>(), vec![17.0]);
+        let s = Speed {
+            before: Some(16.0),
+            after: None,
+        };
+        assert_eq!(s.text(), "16.0 ms / failed");
     }
 
     #[test]

@@ -288,10 +288,7 @@ impl Engine {
         // it and the flood: how much of its figure is the host's (`windows`, `machine::work_ms`).
         let sampled = rate.is_none() && kind == Kind::Step;
         let speed_probed = sampled || kind == Kind::Flood;
-        let mut speed_ms = Vec::new();
-        if speed_probed {
-            speed_ms.extend(machine::work_ms(NODE_CPU).ok());
-        }
+        let speed_before = speed_probed.then(|| machine::work_ms(NODE_CPU).ok());
         for slot in &self.shared.probe_sent {
             slot.store(0, Ordering::Relaxed);
         }
@@ -442,9 +439,10 @@ impl Engine {
             }
         }
         std::thread::sleep(DRAIN);
-        if speed_probed {
-            speed_ms.extend(machine::work_ms(NODE_CPU).ok());
-        }
+        let speed = speed_before.map(|before| machine::Speed {
+            before,
+            after: machine::work_ms(NODE_CPU).ok(),
+        });
         let (ring_replies, ring_drops) = self.counter.take()?;
         let load_replies = self.reply_counter.take()?;
         let replies = ring_replies + load_replies;
@@ -470,7 +468,7 @@ impl Engine {
             reflected: reflect,
             loop_share,
             windows: windows::rates(&readings),
-            speed_ms,
+            speed,
             latencies_ns,
             probe_tags,
             splits_ns: self.take_splits(),

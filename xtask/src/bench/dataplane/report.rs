@@ -103,7 +103,7 @@ pub(super) fn report(
     }
     let _ = writeln!(
         s,
-        "veth between two namespaces; generator + receiver on CPU {}, responder on CPU {}; {} ms per step, {} ms at the lowest rate; \
+        "veth between two namespaces; generator + receiver on CPU {}, responder on CPU {}; {} ms per step, {} ms at the lowest rate, {} ms side by side per protocol; \
          generator ceiling {}/s (unpaced requests nobody answers). NAPI threads run SCHED_FIFO; bench threads, ksoftirqd and \
          the fallback process run at nice -20 (the machine is shared with builds); responder CPU = node-CPU \
          softirq time + the responder's own threads, in % of one core.",
@@ -111,6 +111,7 @@ pub(super) fn report(
         lab::NODE_CPU,
         args.step_ms,
         args.tail_ms.max(args.step_ms),
+        args.beside_ms.max(args.step_ms),
         svg::si(ceiling)
     );
     let _ = writeln!(
@@ -335,6 +336,21 @@ fn per_run(
         .collect()
 }
 
+/// Each run's share answered beside how slow the host was around it, "99.8% (1.02×)", so a
+/// run that fell short can be told apart from one the host slowed.
+fn each_run(answered: &[Option<f64>], slowness: &[Option<f64>]) -> String {
+    let each: Vec<String> = answered
+        .iter()
+        .zip(slowness)
+        .map(|(a, s)| match (a, s) {
+            (Some(a), Some(s)) => format!("{a:.1}% ({s:.2}×)"),
+            (Some(a), None) => format!("{a:.1}% (not probed)"),
+            (None, _) => "-".into(),
+        })
+        .collect();
+    each.join(", ")
+}
+
 /// Median and spread of the values, or why there are none (a run without the figure is named:
 /// a median over fewer runs would hide it).
 fn spread_text(values: &[Option<f64>], fmt: impl Fn(f64) -> String) -> String {
@@ -359,7 +375,7 @@ fn speed_line(all: &[Vec<ModeRun>]) -> Option<String> {
         .iter()
         .flatten()
         .flat_map(|r| r.arp.iter().chain(&r.ndp))
-        .flat_map(|st| st.speed_ms.iter().copied())
+        .flat_map(StepResult::speed_probes)
         .collect();
     let fastest = probes.iter().copied().fold(f64::INFINITY, f64::min);
     let slowest = probes.iter().copied().fold(0.0, f64::max);
@@ -516,13 +532,25 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> 
     }
     let _ = writeln!(
         s,
-        "\n## Bad input: valid ARP probes answered under the flood\n\n| responder | junk frames/s sent ({} asked) | probes answered | answered of those that reached the node |\n|---|---|---|---|",
+        "\n## Bad input: valid ARP probes answered under the flood\n\n| responder | junk frames/s sent ({} asked) | probes answered | answered of those that reached the node | answered in each run (the host's speed then: its slower probe ÷ the fastest of the invocation) |\n|---|---|---|---|---|",
         if args.flood_rate > 0 {
             rate(args.flood_rate as f64)
         } else {
             "unpaced".into()
         }
     );
+    let fastest = all
+        .iter()
+        .flatten()
+        .flat_map(|r| {
+            r.arp
+                .iter()
+                .chain(&r.ndp)
+                .chain(r.flood.iter().map(|f| &f.step))
+        })
+        .flat_map(StepResult::speed_probes)
+        .reduce(f64::min)
+        .filter(|&v| v > 0.0);
     for &mode in &modes {
         let answered = per_run(all, mode, |r, _| {
             let f = r.flood.as_ref()?;
@@ -535,13 +563,18 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> 
             (n > 0).then(|| 100.0 * f.step.probes_answered() as f64 / n as f64)
         });
         let junk = per_run(all, mode, |r, _| Some(r.flood.as_ref()?.step.offered));
+        let slowness = per_run(all, mode, |r, _| {
+            let slowest = r.flood.as_ref()?.step.speed?.measured().reduce(f64::max)?;
+            Some(slowest / fastest?)
+        });
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             mode.label(),
             spread_text(&junk, rate),
             spread_text(&answered, pct),
-            spread_text(&reached, pct)
+            spread_text(&reached, pct),
+            each_run(&answered, &slowness)
         );
     }
     s

@@ -4,6 +4,7 @@
 use super::LOOP_SHARE_MIN;
 use crate::bench::dataplane::attribution::Path;
 use crate::bench::dataplane::cpu::CpuShare;
+use crate::bench::dataplane::machine::Speed;
 use crate::bench::dataplane::stats;
 
 /// Figures of one step.
@@ -28,9 +29,9 @@ pub struct StepResult {
     pub loop_share: Option<f64>,
     /// Of an unpaced step: replies/s in each whole 100 ms window (`windows::WINDOW`) of it.
     pub windows: Vec<f64>,
-    /// Of an unpaced step: the machine's speed probe on the node CPU just before and just after
-    /// it, in ms (`machine::work_ms`; what could be measured).
-    pub speed_ms: Vec<f64>,
+    /// Of an unpaced step and of the flood: the machine's speed probes on the node CPU just
+    /// before and just after it (`None`: not probed).
+    pub speed: Option<Speed>,
     pub latencies_ns: Vec<u64>,
     /// The tag of each probe in `latencies_ns` (same order): which address it asked for where
     /// a step's probes ask for two.
@@ -118,10 +119,14 @@ impl StepResult {
         }
     }
 
-    /// The speed probes, "16.5 ms / 16.6 ms" (what was measured, in order).
+    /// The speed probes that were measured, before and after, in ms.
+    pub fn speed_probes(&self) -> impl Iterator<Item = f64> {
+        self.speed.iter().flat_map(Speed::measured)
+    }
+
+    /// The speed probes, "16.5 ms / 16.6 ms" (before / after), "-" where none was taken.
     pub fn speed_text(&self) -> String {
-        let each: Vec<String> = self.speed_ms.iter().map(|v| format!("{v:.1} ms")).collect();
-        each.join(" / ")
+        self.speed.map_or("-".into(), |s| s.text())
     }
 
     /// What kept this step from being the measurement it asked for: the generator short of a

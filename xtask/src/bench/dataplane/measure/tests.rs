@@ -16,7 +16,7 @@ pub(in crate::bench::dataplane) fn step(
         reflected: false,
         loop_share: None,
         windows: Vec::new(),
-        speed_ms: Vec::new(),
+        speed: None,
         latencies_ns: Vec::new(),
         probe_tags: Vec::new(),
         splits_ns: Vec::new(),

@@ -1,4 +1,5 @@
 use super::*;
+use crate::bench::dataplane::machine::Speed;
 use crate::bench::dataplane::measure::tests::step;
 
 fn run(mode: Mode, arp: Vec<StepResult>) -> ModeRun {
@@ -29,20 +30,20 @@ fn the_peak_comes_from_the_unpaced_step_only() {
 
 #[test]
 fn the_speed_line_spans_every_probe_of_every_run() {
-    let probed = |ms: &[f64]| {
+    let probed = |before: Option<f64>, after: Option<f64>| {
         let mut s = step(None, 1.0, 0.0);
-        s.speed_ms = ms.to_vec();
+        s.speed = Some(Speed { before, after });
         s
     };
     let all = vec![
-        vec![run(Mode::Driver, vec![probed(&[16.0, 17.0])])],
-        vec![run(Mode::Kernel, vec![probed(&[24.0])])],
+        vec![run(Mode::Driver, vec![probed(Some(16.0), Some(17.0))])],
+        vec![run(Mode::Kernel, vec![probed(None, Some(24.0))])],
     ];
     let line = speed_line(&all).unwrap_or_default();
     assert!(line.contains("16.0–24.0 ms (1.50×)"), "{line}");
     assert!(line.contains("in the 3 probes"), "{line}");
     assert_eq!(
-        speed_line(&[vec![run(Mode::Driver, vec![probed(&[])])]]),
+        speed_line(&[vec![run(Mode::Driver, vec![probed(None, None)])]]),
         None
     );
 }
@@ -132,4 +133,13 @@ fn the_turns_table_takes_each_runs_median_pair() {
         table.contains("and 1 were answered by the other responder"),
         "{table}"
     );
+}
+
+#[test]
+fn each_flood_run_is_shown_beside_the_hosts_speed_then() {
+    let text = each_run(
+        &[Some(99.84), Some(100.0), None, Some(97.0)],
+        &[Some(1.02), None, Some(1.1), Some(1.31)],
+    );
+    assert_eq!(text, "99.8% (1.02×), 100.0% (not probed), -, 97.0% (1.31×)");
 }
