@@ -152,7 +152,7 @@ pub fn work_ms(cpu: usize) -> Result<f64, String> {
 
 /// The speed probes just before and just after a step (`work_ms`), in ms; `None` where that
 /// probe failed.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub struct Speed {
     pub before: Option<f64>,
     pub after: Option<f64>,
@@ -302,6 +302,7 @@ mod tests {
             after: None,
         };
         assert_eq!(s.text(), "16.0 ms / failed");
+        assert_eq!(s.measured().collect::<Vec<_>>(), vec![16.0]);
     }
 
     #[test]

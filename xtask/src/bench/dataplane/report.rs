@@ -103,7 +103,7 @@ pub(super) fn report(
     }
     let _ = writeln!(
         s,
-        "veth between two namespaces; generator + receiver on CPU {}, responder on CPU {}; {} ms per step, {} ms at the lowest rate, {} ms side by side per protocol; \
+        "veth between two namespaces; generator + receiver on CPU {}, responder on CPU {}; {} ms per step, {} ms at the lowest rate, {} ms side by side per XDP mode and protocol; \
          generator ceiling {}/s (unpaced requests nobody answers). NAPI threads run SCHED_FIFO; bench threads, ksoftirqd and \
          the fallback process run at nice -20 (the machine is shared with builds); responder CPU = node-CPU \
          softirq time + the responder's own threads, in % of one core.",
@@ -336,6 +336,16 @@ fn per_run(
         .collect()
 }
 
+/// How slow the host was around each run's flood: its slower speed probe over the fastest
+/// probe of the invocation ([`fastest_probe`]).
+fn flood_slowness(all: &[Vec<ModeRun>], mode: Mode) -> Vec<Option<f64>> {
+    let fastest = fastest_probe(all);
+    per_run(all, mode, |r, _| {
+        let slowest = r.flood.as_ref()?.step.speed?.measured().reduce(f64::max)?;
+        Some(slowest / fastest?)
+    })
+}
+
 /// Each run's share answered beside how slow the host was around it, "99.8% (1.02×)", so a
 /// run that fell short can be told apart from one the host slowed.
 fn each_run(answered: &[Option<f64>], slowness: &[Option<f64>]) -> String {
@@ -344,7 +354,7 @@ fn each_run(answered: &[Option<f64>], slowness: &[Option<f64>]) -> String {
         .zip(slowness)
         .map(|(a, s)| match (a, s) {
             (Some(a), Some(s)) => format!("{a:.1}% ({s:.2}×)"),
-            (Some(a), None) => format!("{a:.1}% (not probed)"),
+            (Some(a), None) => format!("{a:.1}% (speed unknown: its probes failed)"),
             (None, _) => "-".into(),
         })
         .collect();
@@ -368,25 +378,41 @@ fn unpaced_peak(steps: &[StepResult]) -> Option<f64> {
     windows::peak(&steps.iter().find(|st| st.target.is_none())?.windows)
 }
 
-/// The machine's speed probes over every unpaced step of every run: how far the host moved
-/// while the figures above were taken.
-fn speed_line(all: &[Vec<ModeRun>]) -> Option<String> {
-    let probes: Vec<f64> = all
-        .iter()
+/// Every speed probe of every run: around each responder's unpaced steps and its flood (the
+/// turns' probes are printed as they run, not kept).
+fn speed_probes(all: &[Vec<ModeRun>]) -> Vec<f64> {
+    all.iter()
         .flatten()
-        .flat_map(|r| r.arp.iter().chain(&r.ndp))
+        .flat_map(|r| {
+            r.arp
+                .iter()
+                .chain(&r.ndp)
+                .chain(r.flood.iter().map(|f| &f.step))
+        })
         .flat_map(StepResult::speed_probes)
-        .collect();
-    let fastest = probes.iter().copied().fold(f64::INFINITY, f64::min);
+        .collect()
+}
+
+/// The fastest speed probe of the invocation ([`speed_probes`]), the host at its best.
+fn fastest_probe(all: &[Vec<ModeRun>]) -> Option<f64> {
+    speed_probes(all)
+        .into_iter()
+        .reduce(f64::min)
+        .filter(|&v| v.is_finite() && v > 0.0)
+}
+
+/// The machine's speed probes over every run: how far the host moved while the figures above
+/// were taken.
+fn speed_line(all: &[Vec<ModeRun>]) -> Option<String> {
+    let probes = speed_probes(all);
+    let fastest = fastest_probe(all)?;
     let slowest = probes.iter().copied().fold(0.0, f64::max);
-    (fastest.is_finite() && fastest > 0.0).then(|| {
-        format!(
-            "Machine speed: the same {} system calls on the node CPU took {fastest:.1}–{slowest:.1} ms ({:.2}×) in the {} probes around the unpaced steps; the host's load moves every replies/s by as much (the peak columns take the fastest tenth of each unpaced step's windows).",
-            machine::WORK_CALLS,
-            slowest / fastest,
-            probes.len()
-        )
-    })
+    Some(format!(
+        "Machine speed: the same {} system calls on the node CPU took {fastest:.1}–{slowest:.1} ms ({:.2}×) in the {} probes around the unpaced steps and the floods; the host's load moves every replies/s by as much (the peak columns take the fastest tenth of each unpaced step's windows).",
+        machine::WORK_CALLS,
+        slowest / fastest,
+        probes.len()
+    ))
 }
 
 /// The modes of `modes` that `has` something in some run, or `None` when none does.
@@ -532,25 +558,13 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> 
     }
     let _ = writeln!(
         s,
-        "\n## Bad input: valid ARP probes answered under the flood\n\n| responder | junk frames/s sent ({} asked) | probes answered | answered of those that reached the node | answered in each run (the host's speed then: its slower probe ÷ the fastest of the invocation) |\n|---|---|---|---|---|",
+        "\n## Bad input: valid ARP probes answered under the flood\n\n| responder | junk frames/s sent ({} asked) | probes answered | answered of those that reached the node | answered in each run (the host's speed then: its slower probe ÷ the fastest probe of the invocation, as in the machine-speed line) |\n|---|---|---|---|---|",
         if args.flood_rate > 0 {
             rate(args.flood_rate as f64)
         } else {
             "unpaced".into()
         }
     );
-    let fastest = all
-        .iter()
-        .flatten()
-        .flat_map(|r| {
-            r.arp
-                .iter()
-                .chain(&r.ndp)
-                .chain(r.flood.iter().map(|f| &f.step))
-        })
-        .flat_map(StepResult::speed_probes)
-        .reduce(f64::min)
-        .filter(|&v| v > 0.0);
     for &mode in &modes {
         let answered = per_run(all, mode, |r, _| {
             let f = r.flood.as_ref()?;
@@ -563,10 +577,7 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> 
             (n > 0).then(|| 100.0 * f.step.probes_answered() as f64 / n as f64)
         });
         let junk = per_run(all, mode, |r, _| Some(r.flood.as_ref()?.step.offered));
-        let slowness = per_run(all, mode, |r, _| {
-            let slowest = r.flood.as_ref()?.step.speed?.measured().reduce(f64::max)?;
-            Some(slowest / fastest?)
-        });
+        let slowness = flood_slowness(all, mode);
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} |",

@@ -1,6 +1,7 @@
 use super::*;
 use crate::bench::dataplane::machine::Speed;
 use crate::bench::dataplane::measure::tests::step;
+use crate::bench::dataplane::results::Flood;
 
 fn run(mode: Mode, arp: Vec<StepResult>) -> ModeRun {
     ModeRun {
@@ -141,5 +142,54 @@ fn each_flood_run_is_shown_beside_the_hosts_speed_then() {
         &[Some(99.84), Some(100.0), None, Some(97.0)],
         &[Some(1.02), None, Some(1.1), Some(1.31)],
     );
-    assert_eq!(text, "99.8% (1.02×), 100.0% (not probed), -, 97.0% (1.31×)");
+    assert_eq!(
+        text,
+        "99.8% (1.02×), 100.0% (speed unknown: its probes failed), -, 97.0% (1.31×)"
+    );
+}
+
+#[test]
+fn a_floods_slowness_is_taken_against_the_fastest_probe_of_any_step() {
+    let probed = |before: Option<f64>, after: Option<f64>| {
+        let mut s = step(None, 1.0, 0.0);
+        s.speed = Some(Speed { before, after });
+        s
+    };
+    let with_flood = |arp: StepResult, flood: StepResult| {
+        let mut r = run(Mode::Driver, vec![arp]);
+        r.flood = Some(Flood {
+            step: flood,
+            responder_cpu_pct: None,
+            list_time: None,
+        });
+        r
+    };
+    let all = vec![
+        // The fastest probe of the invocation is a flood's (15 ms); the slower side counts.
+        vec![with_flood(
+            probed(Some(16.0), Some(17.0)),
+            probed(Some(20.0), Some(15.0)),
+        )],
+        vec![with_flood(
+            probed(Some(18.0), None),
+            probed(None, Some(18.0)),
+        )],
+        vec![with_flood(probed(Some(18.0), None), probed(None, None))],
+        vec![run(Mode::Driver, vec![probed(Some(30.0), Some(30.0))])],
+    ];
+    let slow = flood_slowness(&all, Mode::Driver);
+    let near = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() < 1e-9);
+    assert!(near(slow[0], 20.0 / 15.0), "{slow:?}");
+    assert!(near(slow[1], 18.0 / 15.0), "{slow:?}");
+    assert_eq!(slow[2], None, "both of its probes failed");
+    assert_eq!(slow[3], None, "no flood in that run");
+    // The machine-speed line spans the same probes: the floods' with the series'.
+    let line = speed_line(&all).unwrap_or_default();
+    assert!(line.contains("15.0–30.0 ms (2.00×)"), "{line}");
+    assert!(line.contains("in the 9 probes"), "{line}");
+    assert_eq!(step(None, 1.0, 0.0).speed_text(), "-", "not probed");
+    // No probe at all: no reference, no ratio.
+    let none = vec![vec![with_flood(probed(None, None), probed(None, None))]];
+    assert_eq!(flood_slowness(&none, Mode::Driver), vec![None]);
+    assert_eq!(speed_line(&none), None);
 }
