@@ -9,7 +9,8 @@ use super::measure::{self, StepResult};
 use super::repeat::Spread;
 use super::results::{Mode, ModeRun, Proto};
 use super::stats::us;
-use super::{lab, machine, stats, svg, windows};
+use super::{lab, stats, svg, windows};
+use speed::{each_run, flood_slowness, speed_line};
 
 /// The largest loss of a step and where it happened, after what kept the step from being the
 /// measurement it asked for.
@@ -336,31 +337,6 @@ fn per_run(
         .collect()
 }
 
-/// How slow the host was around each run's flood: its slower speed probe over the fastest
-/// probe of the invocation ([`fastest_probe`]).
-fn flood_slowness(all: &[Vec<ModeRun>], mode: Mode) -> Vec<Option<f64>> {
-    let fastest = fastest_probe(all);
-    per_run(all, mode, |r, _| {
-        let slowest = r.flood.as_ref()?.step.speed?.measured().reduce(f64::max)?;
-        Some(slowest / fastest?)
-    })
-}
-
-/// Each run's share answered beside how slow the host was around it, "99.8% (1.02×)", so a
-/// run that fell short can be told apart from one the host slowed.
-fn each_run(answered: &[Option<f64>], slowness: &[Option<f64>]) -> String {
-    let each: Vec<String> = answered
-        .iter()
-        .zip(slowness)
-        .map(|(a, s)| match (a, s) {
-            (Some(a), Some(s)) => format!("{a:.1}% ({s:.2}×)"),
-            (Some(a), None) => format!("{a:.1}% (speed unknown: its probes failed)"),
-            (None, _) => "-".into(),
-        })
-        .collect();
-    each.join(", ")
-}
-
 /// Median and spread of the values, or why there are none (a run without the figure is named:
 /// a median over fewer runs would hide it).
 fn spread_text(values: &[Option<f64>], fmt: impl Fn(f64) -> String) -> String {
@@ -376,43 +352,6 @@ fn spread_text(values: &[Option<f64>], fmt: impl Fn(f64) -> String) -> String {
 /// The peak rate of the unpaced step among `steps` ([`windows::peak`]).
 fn unpaced_peak(steps: &[StepResult]) -> Option<f64> {
     windows::peak(&steps.iter().find(|st| st.target.is_none())?.windows)
-}
-
-/// Every speed probe of every run: around each responder's unpaced steps and its flood (the
-/// turns' probes are printed as they run, not kept).
-fn speed_probes(all: &[Vec<ModeRun>]) -> Vec<f64> {
-    all.iter()
-        .flatten()
-        .flat_map(|r| {
-            r.arp
-                .iter()
-                .chain(&r.ndp)
-                .chain(r.flood.iter().map(|f| &f.step))
-        })
-        .flat_map(StepResult::speed_probes)
-        .collect()
-}
-
-/// The fastest speed probe of the invocation ([`speed_probes`]), the host at its best.
-fn fastest_probe(all: &[Vec<ModeRun>]) -> Option<f64> {
-    speed_probes(all)
-        .into_iter()
-        .reduce(f64::min)
-        .filter(|&v| v.is_finite() && v > 0.0)
-}
-
-/// The machine's speed probes over every run: how far the host moved while the figures above
-/// were taken.
-fn speed_line(all: &[Vec<ModeRun>]) -> Option<String> {
-    let probes = speed_probes(all);
-    let fastest = fastest_probe(all)?;
-    let slowest = probes.iter().copied().fold(0.0, f64::max);
-    Some(format!(
-        "Machine speed: the same {} system calls on the node CPU took {fastest:.1}–{slowest:.1} ms ({:.2}×) in the {} probes around the unpaced steps and the floods; the host's load moves every replies/s by as much (the peak columns take the fastest tenth of each unpaced step's windows).",
-        machine::WORK_CALLS,
-        slowest / fastest,
-        probes.len()
-    ))
 }
 
 /// The modes of `modes` that `has` something in some run, or `None` when none does.
@@ -591,6 +530,7 @@ pub(super) fn summary(all: &[Vec<ModeRun>], args: &Args, note: Option<&str>) -> 
     s
 }
 
+mod speed;
 #[cfg(test)]
 mod tests;
 mod turns;
