@@ -7,9 +7,9 @@ use super::super::results::{Mode, ModeRun};
 use super::per_run;
 
 /// How slow the host was around each run's flood: its slower speed probe over the fastest
-/// probe of the invocation ([`fastest_probe`]).
+/// probe of the invocation ([`fastest`] of [`speed_probes`]).
 pub fn flood_slowness(all: &[Vec<ModeRun>], mode: Mode) -> Vec<Option<f64>> {
-    let fastest = fastest_probe(all);
+    let fastest = fastest(&speed_probes(all));
     per_run(all, mode, |r, _| {
         let slowest = r.flood.as_ref()?.step.speed?.measured().reduce(f64::max)?;
         Some(slowest / fastest?)
@@ -46,10 +46,11 @@ fn speed_probes(all: &[Vec<ModeRun>]) -> Vec<f64> {
         .collect()
 }
 
-/// The fastest speed probe of the invocation ([`speed_probes`]), the host at its best.
-fn fastest_probe(all: &[Vec<ModeRun>]) -> Option<f64> {
-    speed_probes(all)
-        .into_iter()
+/// The fastest of the speed probes, the host at its best.
+fn fastest(probes: &[f64]) -> Option<f64> {
+    probes
+        .iter()
+        .copied()
         .reduce(f64::min)
         .filter(|&v| v.is_finite() && v > 0.0)
 }
@@ -58,7 +59,7 @@ fn fastest_probe(all: &[Vec<ModeRun>]) -> Option<f64> {
 /// were taken.
 pub fn speed_line(all: &[Vec<ModeRun>]) -> Option<String> {
     let probes = speed_probes(all);
-    let fastest = fastest_probe(all)?;
+    let fastest = fastest(&probes)?;
     let slowest = probes.iter().copied().fold(0.0, f64::max);
     Some(format!(
         "Machine speed: the same {} system calls on the node CPU took {fastest:.1}–{slowest:.1} ms ({:.2}×) in the {} probes around the unpaced steps and the floods; the host's load moves every replies/s by as much (the peak columns take the fastest tenth of each unpaced step's windows).",
