@@ -1618,6 +1618,7 @@ fn hostile_frames_are_what_they_say() {
 
 /// `herald xdp attach --rate-limit` writes the limit the program applies (and a bad value is
 /// refused before anything is touched); without the flag the pinned value is left as it is.
+/// `herald xdp list` reads both limits back from the maps.
 #[test]
 fn attach_writes_the_rate_limit_it_is_given() {
     use lb_common::ratelimit::RateLimit;
@@ -1637,7 +1638,7 @@ fn attach_writes_the_rate_limit_it_is_given() {
             .rate_limit()
             .expect("limit")
     };
-    let out = attach(&["--rate-limit", "5/7"]);
+    let out = attach(&["--rate-limit", "5/7", "--flood-limit", "9/3"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         limit(),
@@ -1645,6 +1646,23 @@ fn attach_writes_the_rate_limit_it_is_given() {
             per_second: 5,
             burst: 7
         }
+    );
+    let listed = herald_xdp_in(&node, &pin_dir, &["list", "-o", "json"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let json: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("list JSON");
+    assert_eq!(
+        json["limits"]["answers"],
+        serde_json::json!({"per_second": 5, "burst": 7})
+    );
+    assert_eq!(
+        json["limits"]["flood_guard"],
+        serde_json::json!({"per_second": 9, "burst": 3})
+    );
+    let listed = herald_xdp_in(&node, &pin_dir, &["list"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("limits: answers per requester MAC 5/s (burst 7); flood guard per source 9/s (burst 3)\n"),
+        "{text}"
     );
     let out = attach(&[]);
     assert!(out.status.success(), "{out:?}");

@@ -48,7 +48,8 @@ use netdev::Interface;
 pub use pins::AttachedMode;
 pub use types::{
     AddressInfo, Announced, AttachMode, Attached, AttachmentInfo, Counters, DataplaneChoice,
-    Detached, GuardState, InterfaceMode, ServedBy, Snapshot, interface_modes, monotonic_ns,
+    Detached, GuardState, InterfaceMode, LimitInfo, Limits, ServedBy, Snapshot, interface_modes,
+    monotonic_ns,
 };
 
 /// The maps of the first version: a pin directory holding these was set up by some Herald.
@@ -385,6 +386,11 @@ impl Dataplane {
                 malformed,
                 silenced,
             },
+            edges: self.edge_counters()?,
+            limits: Some(Limits {
+                answers: self.rate_limit()?.into(),
+                flood_guard: self.flood_limit()?.into(),
+            }),
             guard: self.guard_state()?,
         })
     }

@@ -239,7 +239,7 @@ impl L2Plane for AyaPlane {
                 .collect(),
             userspace: self.answerers.counts(),
             claims: self.claims.update(&self.dp.claims()?),
-            edges: self.dp.edge_counters()?,
+            edges: snapshot.edges,
             mode_changes: std::mem::take(&mut self.changes),
         })
     }

@@ -6,8 +6,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use lb_common::maps::Guard;
+use lb_common::ratelimit::RateLimit;
 use serde::Serialize;
 
+use super::edges::EdgeCounters;
 use super::keys::Mac;
 use super::markers;
 use super::pins::AttachedMode;
@@ -162,7 +164,37 @@ pub struct Snapshot {
     pub interfaces: Vec<InterfaceMode>,
     pub addresses: Vec<AddressInfo>,
     pub counters: Counters,
+    /// Requests and claims out of the ordinary, and what the flood guard dropped.
+    pub edges: EdgeCounters,
+    /// The per-source limits the program applies, read back from its maps (none without maps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
     pub guard: GuardState,
+}
+
+/// The per-source limits in the program's maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Answers per requester MAC (`--rate-limit`); over it, requests go to the kernel unanswered.
+    pub answers: LimitInfo,
+    /// Frames per source passed to the kernel unanswered (`--flood-limit`); over it, dropped.
+    pub flood_guard: LimitInfo,
+}
+
+/// One token bucket: refilled with `per_second` (0: no limit), holding `burst` at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct LimitInfo {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl From<RateLimit> for LimitInfo {
+    fn from(limit: RateLimit) -> Self {
+        LimitInfo {
+            per_second: limit.per_second,
+            burst: limit.burst,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -22,6 +22,7 @@ mod render;
 use foreground::{attach, run_foreground};
 use render::render_text;
 
+use crate::dataplane::edges::EdgeCounters;
 use crate::dataplane::{
     self, AttachMode, Counters, Dataplane, DataplaneChoice, DataplaneError, GuardState, Snapshot,
 };
@@ -361,6 +362,8 @@ fn list(pin_dir: &Path, output: Output) -> Result<()> {
             ),
             addresses: Vec::new(),
             counters: Counters::default(),
+            edges: EdgeCounters::default(),
+            limits: None,
             guard: GuardState::Off,
         },
     };

@@ -2,7 +2,7 @@
 
 use crate::dataplane::answerers::Serving;
 use crate::dataplane::fallback::FallbackCounts;
-use crate::dataplane::{Attached, GuardState, Snapshot};
+use crate::dataplane::{Attached, GuardState, LimitInfo, Snapshot};
 
 pub(super) fn print_serving(iface: &str, serving: &Serving) {
     match serving {
@@ -106,7 +106,27 @@ pub(super) fn render_text(s: &Snapshot) -> String {
         "counters: arp_replies={} na_replies={} passed={} malformed={} silenced={}\n",
         c.arp_replies, c.na_replies, c.passed, c.malformed, c.silenced
     );
+    let e = s.edges;
+    out += &format!(
+        "          rate_limited={} flood_dropped={} foreign_claims={} sha_mismatch={}\n",
+        e.rate_limited, e.flood_dropped, e.foreign_claims, e.sha_mismatch
+    );
+    if let Some(limits) = s.limits {
+        out += &format!(
+            "limits: answers per requester MAC {}; flood guard per source {}\n",
+            limit_text(limits.answers),
+            limit_text(limits.flood_guard)
+        );
+    }
     out
+}
+
+/// `1000/s (burst 2000)`, or `off`; a burst of 0 counts as 1, as in the program.
+fn limit_text(limit: LimitInfo) -> String {
+    if limit.per_second == 0 {
+        return "off".to_string();
+    }
+    format!("{}/s (burst {})", limit.per_second, limit.burst.max(1))
 }
 
 #[cfg(test)]
@@ -114,9 +134,10 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::dataplane::edges::EdgeCounters;
     use crate::dataplane::keys::Mac;
     use crate::dataplane::{
-        AddressInfo, AttachedMode, AttachmentInfo, Counters, InterfaceMode, ServedBy,
+        AddressInfo, AttachedMode, AttachmentInfo, Counters, InterfaceMode, Limits, ServedBy,
     };
 
     #[test]
@@ -163,6 +184,22 @@ mod tests {
                 malformed: 1,
                 silenced: 1,
             },
+            edges: EdgeCounters {
+                sha_mismatch: 4,
+                rate_limited: 5,
+                foreign_claims: 6,
+                flood_dropped: 7,
+            },
+            limits: Some(Limits {
+                answers: LimitInfo {
+                    per_second: 1_000,
+                    burst: 2_000,
+                },
+                flood_guard: LimitInfo {
+                    per_second: 0,
+                    burst: 0,
+                },
+            }),
             guard: GuardState::Stale {
                 age_ms: 3000,
                 timeout_ms: 2000,
@@ -178,6 +215,8 @@ mod tests {
             "STALE",
             "arp_replies=2",
             "silenced=1",
+            "rate_limited=5 flood_dropped=7 foreign_claims=6 sha_mismatch=4\n",
+            "limits: answers per requester MAC 1000/s (burst 2000); flood guard per source off\n",
         ] {
             assert!(text.contains(part), "{part} missing in:\n{text}");
         }
@@ -189,5 +228,16 @@ mod tests {
         assert_eq!(json["interfaces"][1]["dataplane"], "userspace");
         assert_eq!(json["interfaces"][1]["pid"], 42);
         assert_eq!(json["interfaces"][2]["active"], false);
+        assert_eq!(json["edges"]["flood_dropped"], 7);
+        assert_eq!(json["limits"]["answers"]["burst"], 2000);
+        assert_eq!(json["limits"]["flood_guard"]["per_second"], 0);
+    }
+
+    #[test]
+    fn a_limit_is_shown_as_the_program_applies_it() {
+        let limit = |per_second, burst| limit_text(LimitInfo { per_second, burst });
+        assert_eq!(limit(10_000, 1_000), "10000/s (burst 1000)");
+        assert_eq!(limit(5, 0), "5/s (burst 1)");
+        assert_eq!(limit(0, 7), "off");
     }
 }
