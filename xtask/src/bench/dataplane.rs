@@ -22,6 +22,7 @@ pub mod cpu;
 mod floodloop;
 pub mod frames;
 mod generate;
+mod guard;
 pub mod lab;
 pub mod live;
 pub mod machine;
@@ -51,6 +52,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub use args::Args;
+use guard::GuardOverStep;
 use lab::Lab;
 use measure::{Engine, StepResult};
 use requests::{ipv4, ipv6, traffic};
@@ -444,6 +446,12 @@ fn flood(
         ipv6(lab::VIP_V6),
     );
     let probes = traffic(Proto::Arp).probes;
+    // The guard is Herald's program's: the fallback process and the kernel have none.
+    let guard_side = match mode {
+        Mode::Driver | Mode::Skb => mode.list_side(),
+        Mode::Userspace | Mode::Kernel => None,
+    };
+    let guard_before = guard_side.map(|side| guard::read(lab, side));
     let ticks_before = pid.and_then(cpu::process_ticks);
     let started = Instant::now();
     let (step, list_time) = std::thread::scope(|s| {
@@ -461,6 +469,9 @@ fn flood(
         (Some(a), Some(b)) => Some(100.0 * (b - a) as f64 / cpu::ticks_per_second() as f64 / wall),
         _ => None,
     };
+    let guard = guard_side
+        .zip(guard_before)
+        .map(|(side, before)| GuardOverStep::of(before, guard::read(lab, side)));
     println!(
         "   bad-input flood: offered {}/s, wrong answers {}, probes answered {}/{} ({} refused at the node's full ring: {}/{} of those that reached it), responder CPU {:.0}%",
         svg::si(step.offered),
@@ -473,6 +484,9 @@ fn flood(
         step.responder_cpu
     );
     println!("          {}", step.path_text());
+    if let Some(guard) = &guard {
+        println!("          Herald's flood guard (its map): {}", guard.text());
+    }
     print_speed(&step);
     if times.flood_rate.is_some() {
         println!(
@@ -487,6 +501,7 @@ fn flood(
         step,
         responder_cpu_pct,
         list_time,
+        guard,
     })
 }
 

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::args::Args;
+use super::guard::GuardOverStep;
 use super::measure::{self, StepResult};
 use super::repeat::Spread;
 use super::results::{Mode, ModeRun, Proto};
@@ -246,27 +247,27 @@ pub(super) fn report(
     }
     let _ = writeln!(
         s,
-        "\n## Bad input: flood of 8 kinds of malformed / non-announced ARP and NDP in turn, {}, {} ms, with valid ARP probes; Herald's flood guard {}\n",
+        "\n## Bad input: flood of 8 kinds of malformed / non-announced ARP and NDP in turn, {}, {} ms, with valid ARP probes; Herald's flood guard set to {} (the table reads it back from the program's map)\n",
         match args.flood_rate {
             0 => "unpaced".to_string(),
             r => format!("{}/s asked of every responder", svg::si(r as f64)),
         },
         args.flood_ms,
-        args.flood_limit.as_deref().unwrap_or("at its default")
+        args.flood_limit.as_deref().unwrap_or("its default")
     );
     let _ = writeln!(
         s,
-        "| responder | offered/s | wrong answers | probes answered | refused at the node's full ring | answered of those that reached the node | probe p99 | responder CPU | node CPU (softirq) | fallback process CPU | `herald xdp list` | machine speed before / after |"
+        "| responder | offered/s | wrong answers | probes answered | refused at the node's full ring | answered of those that reached the node | probe p99 | responder CPU | node CPU (softirq) | fallback process CPU | `herald xdp list` | Herald's flood guard: limit, frames dropped | machine speed before / after |"
     );
     let _ = writeln!(
         s,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
     );
     for r in runs {
         let Some(f) = &r.flood else {
             let _ = writeln!(
                 s,
-                "| {} | {} | | | | | | | | | | |",
+                "| {} | {} | | | | | | | | | | | |",
                 r.mode.label(),
                 r.skipped.as_deref().unwrap_or("-")
             );
@@ -275,7 +276,7 @@ pub(super) fn report(
         let st = &f.step;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {}/{} | {} | {}/{} | {} | {:.0}% | {:.0}% ({:.0}%) | {} | {} | {} |",
+            "| {} | {} | {} | {}/{} | {} | {}/{} | {} | {:.0}% | {:.0}% ({:.0}%) | {} | {} | {} | {} |",
             r.mode.label(),
             svg::si(st.offered),
             st.to_generator + st.wrong_address,
@@ -292,6 +293,7 @@ pub(super) fn report(
                 .map_or("-".into(), |c| format!("{c:.0}%")),
             f.list_time
                 .map_or("-".into(), |d| format!("{} ms", d.as_millis())),
+            f.guard.as_ref().map_or("-".into(), GuardOverStep::text),
             st.speed_text(),
         );
     }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::guard::GuardOverStep;
 use super::lab;
 use super::measure::StepResult;
 use super::repeat::Spread;
@@ -70,6 +71,8 @@ pub struct Flood {
     pub step: StepResult,
     pub responder_cpu_pct: Option<f64>,
     pub list_time: Option<Duration>,
+    /// Herald's flood guard over the step, from its program's maps (XDP modes only).
+    pub guard: Option<GuardOverStep>,
 }
 
 pub struct ModeRun {

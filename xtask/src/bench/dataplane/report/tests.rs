@@ -161,6 +161,7 @@ fn a_floods_slowness_is_taken_against_the_fastest_probe_of_any_step() {
             step: flood,
             responder_cpu_pct: None,
             list_time: None,
+            guard: None,
         });
         r
     };
