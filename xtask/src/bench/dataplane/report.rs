@@ -107,7 +107,7 @@ pub(super) fn report(
         s,
         "veth between two namespaces; generator + receiver on CPU {}, responder on CPU {}; {} ms per step, {} ms at the lowest rate, {} ms side by side per XDP mode and protocol; \
          generator ceiling {}/s (unpaced requests nobody answers). NAPI threads run SCHED_FIFO; bench threads, ksoftirqd and \
-         the fallback process run at nice -20 (the machine is shared with builds); responder CPU = node-CPU \
+         the fallback process run at nice -20 (anything else on the machine yields to them); responder CPU = node-CPU \
          softirq time + the responder's own threads, in % of one core.",
         lab::CLIENT_CPU,
         lab::NODE_CPU,
