@@ -1413,13 +1413,20 @@ fn herald_xdp_in(ns: &Netns, pin: &std::path::Path, args: &[&str]) -> Output {
 
 /// A namespace with one veth pair up; returns the namespace and the end to attach to.
 fn namespace_with_veth(prefix: &str) -> (Netns, String) {
+    let (node, a, _) = namespace_with_veth_pair(prefix);
+    (node, a)
+}
+
+/// A namespace with one veth pair up; returns the namespace, the end to attach to and its
+/// peer (frames sent on the peer arrive at the attached end).
+fn namespace_with_veth_pair(prefix: &str) -> (Netns, String, String) {
     let node = Netns::new(prefix).expect("netns");
     let (a, b) = (unique("ua"), unique("ub"));
     node.ip(["link", "add", &a, "type", "veth", "peer", "name", &b])
         .expect("veth");
     node.ip(["link", "set", &a, "up"]).expect("up");
     node.ip(["link", "set", &b, "up"]).expect("up");
-    (node, a)
+    (node, a, b)
 }
 
 /// An upgrade from a Herald that pinned only the first four maps: opening its pin directory
@@ -1618,14 +1625,14 @@ fn hostile_frames_are_what_they_say() {
 
 /// `herald xdp attach --rate-limit` writes the limit the program applies (and a bad value is
 /// refused before anything is touched); without the flag the pinned value is left as it is.
-/// `herald xdp list` reads both limits back from the maps.
+/// `herald xdp list` reads both limits back from the maps, and counts what they held back.
 #[test]
 fn attach_writes_the_rate_limit_it_is_given() {
     use lb_common::ratelimit::RateLimit;
     require_root();
     let bpffs = Bpffs::new().expect("bpffs");
     let pin_dir = bpffs.dir.join("limit");
-    let (node, iface) = namespace_with_veth("hr");
+    let (node, iface, peer) = namespace_with_veth_pair("hr");
     let attach = |extra: &[&str]| {
         let mut args = vec!["attach", "--iface", iface.as_str(), "--mode", "skb"];
         args.extend_from_slice(extra);
@@ -1663,6 +1670,43 @@ fn attach_writes_the_rate_limit_it_is_given() {
     assert!(
         text.contains("limits: answers per requester MAC 5/s (burst 7); flood guard per source 9/s (burst 3)\n"),
         "{text}"
+    );
+    // 20 requests from one MAC at once: 7 answered (the burst), the other 13 passed to the
+    // kernel unanswered and counted, and of those all but the flood guard's burst of 3 dropped.
+    let out = herald_xdp_in(
+        &node,
+        &pin_dir,
+        &[
+            "announce",
+            "198.51.100.77",
+            "--iface",
+            &iface,
+            "--gratuitous-window",
+            "0",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    in_netns(&node, move || {
+        let tx = packet_socket(&peer);
+        let request = arp_request(
+            [0x02, 0x77, 0, 0, 0, 7],
+            [198, 51, 100, 7],
+            [198, 51, 100, 77],
+        );
+        for _ in 0..20 {
+            assert!(send_frame(&tx, &request), "sending a request");
+        }
+    });
+    let edges = || {
+        let listed = herald_xdp_in(&node, &pin_dir, &["list", "-o", "json"]);
+        let json: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("list JSON");
+        let count = |name: &str| json["edges"][name].as_u64().expect("a counter");
+        (count("rate_limited"), count("flood_dropped"))
+    };
+    assert!(
+        poll_until(SETTLE, || edges().0 >= 10 && edges().1 >= 7),
+        "rate_limited and flood_dropped as listed: {:?}",
+        edges()
     );
     let out = attach(&[]);
     assert!(out.status.success(), "{out:?}");

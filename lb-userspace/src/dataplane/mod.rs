@@ -336,7 +336,7 @@ impl Dataplane {
         Ok(GuardState::of(guard, monotonic_ns()))
     }
 
-    /// Addresses, MACs, counters, guard and links.
+    /// Addresses, MACs, counters, edge counters, per-source limits, guard and links.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let mut addresses = Vec::new();
         for key in self.keys()? {

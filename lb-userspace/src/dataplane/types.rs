@@ -166,7 +166,8 @@ pub struct Snapshot {
     pub counters: Counters,
     /// Requests and claims out of the ordinary, and what the flood guard dropped.
     pub edges: EdgeCounters,
-    /// The per-source limits the program applies, read back from its maps (none without maps).
+    /// The per-source limits the XDP program applies, read back from its maps (none without
+    /// maps). A userspace responder applies neither.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
     pub guard: GuardState,
@@ -181,7 +182,8 @@ pub struct Limits {
     pub flood_guard: LimitInfo,
 }
 
-/// One token bucket: refilled with `per_second` (0: no limit), holding `burst` at most.
+/// One token bucket: refilled with `per_second` (0: no limit), holding `burst` at most (a
+/// `burst` of 0 counts as 1, as in the program).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct LimitInfo {
     pub per_second: u32,

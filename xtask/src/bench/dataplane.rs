@@ -19,10 +19,10 @@ mod beside;
 pub mod cpu;
 // frames, measure, stats and svg are also used by `bench vs-metallb` (the same generator and
 // reply measurement, run in the lab's client namespace).
+mod flood_guard;
 mod floodloop;
 pub mod frames;
 mod generate;
-mod guard;
 pub mod lab;
 pub mod live;
 pub mod machine;
@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub use args::Args;
-use guard::GuardOverStep;
+use flood_guard::FloodGuardOverStep;
 use lab::Lab;
 use measure::{Engine, StepResult};
 use requests::{ipv4, ipv6, traffic};
@@ -429,8 +429,8 @@ fn measure_mode(
 }
 
 /// Malformed and non-announced ARP/NDP, every kind in turn, at the flood rate, with valid ARP
-/// probes still flowing: nothing but the probes may be answered; reports CPU and how long a
-/// control-plane call takes.
+/// probes still flowing: nothing but the probes may be answered; reports CPU, how long a
+/// control-plane call takes and, for Herald's program, its flood guard as its maps hold it.
 fn flood(
     lab: &Lab,
     engine: &mut Engine,
@@ -446,12 +446,12 @@ fn flood(
         ipv6(lab::VIP_V6),
     );
     let probes = traffic(Proto::Arp).probes;
-    // The guard is Herald's program's: the fallback process and the kernel have none.
-    let guard_side = match mode {
+    // The flood guard is Herald's program's: the fallback process and the kernel have none.
+    let flood_guard_side = match mode {
         Mode::Driver | Mode::Skb => mode.list_side(),
         Mode::Userspace | Mode::Kernel => None,
     };
-    let guard_before = guard_side.map(|side| guard::read(lab, side));
+    let flood_guard_before = flood_guard_side.map(|side| flood_guard::read(lab, side));
     let ticks_before = pid.and_then(cpu::process_ticks);
     let started = Instant::now();
     let (step, list_time) = std::thread::scope(|s| {
@@ -469,9 +469,9 @@ fn flood(
         (Some(a), Some(b)) => Some(100.0 * (b - a) as f64 / cpu::ticks_per_second() as f64 / wall),
         _ => None,
     };
-    let guard = guard_side
-        .zip(guard_before)
-        .map(|(side, before)| GuardOverStep::of(before, guard::read(lab, side)));
+    let flood_guard = flood_guard_side
+        .zip(flood_guard_before)
+        .map(|(side, before)| FloodGuardOverStep::of(before, flood_guard::read(lab, side)));
     println!(
         "   bad-input flood: offered {}/s, wrong answers {}, probes answered {}/{} ({} refused at the node's full ring: {}/{} of those that reached it), responder CPU {:.0}%",
         svg::si(step.offered),
@@ -484,8 +484,11 @@ fn flood(
         step.responder_cpu
     );
     println!("          {}", step.path_text());
-    if let Some(guard) = &guard {
-        println!("          Herald's flood guard (its map): {}", guard.text());
+    if let Some(flood_guard) = &flood_guard {
+        println!(
+            "          Herald's flood guard (its map): {}",
+            flood_guard.text()
+        );
     }
     print_speed(&step);
     if times.flood_rate.is_some() {
@@ -501,7 +504,7 @@ fn flood(
         step,
         responder_cpu_pct,
         list_time,
-        guard,
+        guard: flood_guard,
     })
 }
 

@@ -22,9 +22,9 @@ mod render;
 use foreground::{attach, run_foreground};
 use render::render_text;
 
-use crate::dataplane::edges::EdgeCounters;
 use crate::dataplane::{
     self, AttachMode, Counters, Dataplane, DataplaneChoice, DataplaneError, GuardState, Snapshot,
+    edges::EdgeCounters,
 };
 
 #[derive(Args)]

@@ -234,6 +234,26 @@ mod tests {
     }
 
     #[test]
+    fn without_maps_there_are_no_limits_to_show() {
+        let snapshot = Snapshot {
+            pin_dir: PathBuf::from("/sys/fs/bpf/herald"),
+            attachments: Vec::new(),
+            interfaces: Vec::new(),
+            addresses: Vec::new(),
+            counters: Counters::default(),
+            edges: EdgeCounters::default(),
+            limits: None,
+            guard: GuardState::Off,
+        };
+        let text = render_text(&snapshot);
+        assert!(!text.contains("limits:"), "{text}");
+        assert!(text.contains("flood_dropped=0"), "{text}");
+        let json = serde_json::to_value(&snapshot).unwrap();
+        assert!(json.get("limits").is_none(), "{json}");
+        assert_eq!(json["edges"]["rate_limited"], 0);
+    }
+
+    #[test]
     fn a_limit_is_shown_as_the_program_applies_it() {
         let limit = |per_second, burst| limit_text(LimitInfo { per_second, burst });
         assert_eq!(limit(10_000, 1_000), "10000/s (burst 1000)");

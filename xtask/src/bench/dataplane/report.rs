@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::args::Args;
-use super::guard::GuardOverStep;
+use super::flood_guard::FloodGuardOverStep;
 use super::measure::{self, StepResult};
 use super::repeat::Spread;
 use super::results::{Mode, ModeRun, Proto};
@@ -293,7 +293,9 @@ pub(super) fn report(
                 .map_or("-".into(), |c| format!("{c:.0}%")),
             f.list_time
                 .map_or("-".into(), |d| format!("{} ms", d.as_millis())),
-            f.guard.as_ref().map_or("-".into(), GuardOverStep::text),
+            f.guard
+                .as_ref()
+                .map_or("-".into(), FloodGuardOverStep::text),
             st.speed_text(),
         );
     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::guard::GuardOverStep;
+use super::flood_guard::FloodGuardOverStep;
 use super::lab;
 use super::measure::StepResult;
 use super::repeat::Spread;
@@ -72,7 +72,7 @@ pub struct Flood {
     pub responder_cpu_pct: Option<f64>,
     pub list_time: Option<Duration>,
     /// Herald's flood guard over the step, from its program's maps (XDP modes only).
-    pub guard: Option<GuardOverStep>,
+    pub guard: Option<FloodGuardOverStep>,
 }
 
 pub struct ModeRun {

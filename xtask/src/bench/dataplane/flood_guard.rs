@@ -8,7 +8,7 @@ use super::lab::Lab;
 
 /// What `herald xdp list -o json` says of the guard at one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GuardReading {
+pub struct FloodGuardReading {
     /// Frames per source passed to the kernel unanswered (0: the guard is off).
     pub per_second: u64,
     pub burst: u64,
@@ -18,7 +18,7 @@ pub struct GuardReading {
 
 /// The guard over one flood step: the limit read after it and the frames dropped during it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GuardOverStep {
+pub enum FloodGuardOverStep {
     Read {
         per_second: u64,
         burst: u64,
@@ -30,23 +30,30 @@ pub enum GuardOverStep {
     Unread(String),
 }
 
-impl GuardOverStep {
-    pub fn of(before: Result<GuardReading>, after: Result<GuardReading>) -> GuardOverStep {
+impl FloodGuardOverStep {
+    pub fn of(
+        before: Result<FloodGuardReading>,
+        after: Result<FloodGuardReading>,
+    ) -> FloodGuardOverStep {
         match (before, after) {
-            (Ok(b), Ok(a)) => GuardOverStep::Read {
+            (Ok(b), Ok(a)) if a.dropped < b.dropped => FloodGuardOverStep::Unread(format!(
+                "its drop counter went back from {} to {} (maps re-created?)",
+                b.dropped, a.dropped
+            )),
+            (Ok(b), Ok(a)) => FloodGuardOverStep::Read {
                 per_second: a.per_second,
                 burst: a.burst,
-                dropped: a.dropped.saturating_sub(b.dropped),
+                dropped: a.dropped - b.dropped,
                 changed: (a.per_second, a.burst) != (b.per_second, b.burst),
             },
-            (Err(e), _) | (_, Err(e)) => GuardOverStep::Unread(format!("{e:#}")),
+            (Err(e), _) | (_, Err(e)) => FloodGuardOverStep::Unread(format!("{e:#}")),
         }
     }
 
     /// `10000/s (burst 1000), 5.9M dropped`, as the flood table shows it.
     pub fn text(&self) -> String {
         match self {
-            GuardOverStep::Read {
+            FloodGuardOverStep::Read {
                 per_second,
                 burst,
                 dropped,
@@ -66,19 +73,19 @@ impl GuardOverStep {
                     }
                 )
             }
-            GuardOverStep::Unread(why) => format!("unread: {why}"),
+            FloodGuardOverStep::Unread(why) => format!("unread: {why}"),
         }
     }
 }
 
 /// Reads the guard from `herald xdp list -o json` on the node side `side`.
-pub fn read(lab: &Lab, side: &str) -> Result<GuardReading> {
+pub fn read(lab: &Lab, side: &str) -> Result<FloodGuardReading> {
     let json = lab.herald(&lab.node_ns, side, &["list", "-o", "json"])?;
     parse(&json)
 }
 
 /// The guard's limit and drop count out of `herald xdp list -o json`.
-pub fn parse(json: &str) -> Result<GuardReading> {
+pub fn parse(json: &str) -> Result<FloodGuardReading> {
     let value: serde_json::Value =
         serde_json::from_str(json).context("herald xdp list -o json is not JSON")?;
     let number = |pointer: &str| {
@@ -87,7 +94,7 @@ pub fn parse(json: &str) -> Result<GuardReading> {
             .and_then(serde_json::Value::as_u64)
             .with_context(|| format!("herald xdp list -o json has no number at {pointer}"))
     };
-    Ok(GuardReading {
+    Ok(FloodGuardReading {
         per_second: number("/limits/flood_guard/per_second")?,
         burst: number("/limits/flood_guard/burst")?,
         dropped: number("/edges/flood_dropped")?,
@@ -109,7 +116,7 @@ mod tests {
     fn the_guard_is_read_from_the_listing() {
         assert_eq!(
             parse(LISTED).unwrap(),
-            GuardReading {
+            FloodGuardReading {
                 per_second: 10_000,
                 burst: 1_000,
                 dropped: 5_000
@@ -130,16 +137,21 @@ mod tests {
 
     #[test]
     fn a_step_shows_the_frames_dropped_during_it() {
-        let at = |per_second, dropped| GuardReading {
+        let at = |per_second, dropped| FloodGuardReading {
             per_second,
             burst: 1_000,
             dropped,
         };
-        let over = GuardOverStep::of(Ok(at(10_000, 5_000)), Ok(at(10_000, 2_505_000)));
+        let over = FloodGuardOverStep::of(Ok(at(10_000, 5_000)), Ok(at(10_000, 2_505_000)));
         assert_eq!(over.text(), "10000/s (burst 1000), 2.5M dropped");
-        let changed = GuardOverStep::of(Ok(at(10_000, 0)), Ok(at(0, 0)));
+        let changed = FloodGuardOverStep::of(Ok(at(10_000, 0)), Ok(at(0, 0)));
         assert_eq!(changed.text(), "off, 0 dropped (CHANGED during the step)");
-        let unread = GuardOverStep::of(Ok(at(1, 0)), Err(anyhow!("herald gone")));
+        let unread = FloodGuardOverStep::of(Ok(at(1, 0)), Err(anyhow!("herald gone")));
         assert_eq!(unread.text(), "unread: herald gone");
+        let reset = FloodGuardOverStep::of(Ok(at(1, 500)), Ok(at(1, 20)));
+        assert_eq!(
+            reset.text(),
+            "unread: its drop counter went back from 500 to 20 (maps re-created?)"
+        );
     }
 }
